@@ -1,0 +1,28 @@
+/**
+ * What a vhost-user device provides to the device-agnostic back-end: features, queue count and size,
+ * queue processing, and optionally its config space. A device never touches the socket, the memory
+ * table or eventfds; the back-end (backend.ts) owns all of those.
+ * @module
+ */
+
+import type { DeviceQueue } from "../virtio/queue.js";
+
+export interface VhostUserDevice {
+  readonly numQueues: number;
+  readonly maxQueueSize: number;
+  /** Device feature bits offered; the back-end adds the transport bits it implements. */
+  readonly features: bigint;
+  /** SET_FEATURES without all of these is refused. */
+  readonly requiredFeatures: bigint;
+  setFeatures(features: bigint): void;
+  /** Pop, handle, push used, notify. Called on a kick and when a ring becomes runnable. */
+  processQueue(index: number, queue: DeviceQueue): void;
+  /** Resolves when no chain of queue `index` is in flight (GET_VRING_BASE waits for it). */
+  whenIdle(index: number): Promise<void>;
+  /** The connection is gone or the driver reset the device. */
+  reset(): void;
+  getConfig?(offset: number, size: number): Uint8Array;
+}
+
+/** A fresh device per connection; `socketIndex` tells the sockets of one daemon apart. */
+export type VhostUserDeviceFactory = (socketIndex: number) => VhostUserDevice;
