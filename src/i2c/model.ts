@@ -5,6 +5,8 @@
  * @module
  */
 
+import { EEPROM_24C02, Eeprom } from "./models/eeprom.js";
+
 /**
  * An emulated I2C target driven by bus events. For each message addressed to the model the bus calls
  * `start(read)`, then `write(data)` or `read(into)` (nothing for zero-length messages), and at the end
@@ -42,4 +44,46 @@ export interface I2cDeviceModel {
   read(into: Uint8Array): void;
   /** STOP: end of the transfer (commit writes, reset per-transfer state). */
   stop(): void;
+}
+
+/** Options every named model accepts. */
+export interface ModelOptions {
+  /** Initial memory content, for models that have memory. */
+  readonly contents?: Uint8Array;
+}
+
+export class ModelError extends Error {
+  readonly code = "I2C_UNKNOWN_MODEL";
+  constructor(message: string) {
+    super(message);
+    this.name = "ModelError";
+  }
+}
+
+const MODEL_FACTORIES: Readonly<Record<string, (options: ModelOptions) => I2cDeviceModel>> = {
+  "24c02": (options) => new Eeprom({ ...EEPROM_24C02, ...options }),
+};
+
+/** Names accepted by `createModel`, e.g. for `sim:0x50=24c02` in the device list. */
+export const MODEL_NAMES: readonly string[] = Object.keys(MODEL_FACTORIES);
+
+export function isModelName(name: string): boolean {
+  return Object.hasOwn(MODEL_FACTORIES, name);
+}
+
+/**
+ * Creates an emulated chip by name. Throws ModelError (code "I2C_UNKNOWN_MODEL") for unknown names.
+ *
+ * @example
+ * ```ts
+ * const eeprom = createModel("24c02");
+ * const bus = new SimBus(new Map([[0x50, eeprom]]));
+ * ```
+ */
+export function createModel(name: string, options: ModelOptions = {}): I2cDeviceModel {
+  const factory = Object.hasOwn(MODEL_FACTORIES, name) ? MODEL_FACTORIES[name] : undefined;
+  if (!factory) {
+    throw new ModelError(`unknown device model "${name}" (known: ${MODEL_NAMES.join(", ")})`);
+  }
+  return factory(options);
 }

@@ -1,0 +1,87 @@
+/**
+ * SimBus: an emulated I2C adapter whose targets are device models (src/i2c/model.ts).
+ * Owns bus sequencing (START per message, one STOP per transfer, NACK on empty addresses) and
+ * contains model failures to the transfer they happen in. Must not touch guest memory or hardware.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.js";
+import { hex, type I2cBus, type I2cMessage } from "./bus.js";
+import type { I2cDeviceModel } from "./model.js";
+
+/** Thrown internally when a model returns something other than the contract allows. */
+class ModelContractError extends Error {
+  readonly code = "I2C_MODEL_CONTRACT";
+}
+
+function expectBoolean(value: unknown, call: string): boolean {
+  if (typeof value !== "boolean") throw new ModelContractError(`${call} returned ${typeof value}`);
+  return value;
+}
+
+export class SimBus implements I2cBus {
+  readonly name: string;
+  readonly #models: ReadonlyMap<number, I2cDeviceModel>;
+  readonly #logger: Logger;
+
+  constructor(
+    models: ReadonlyMap<number, I2cDeviceModel>,
+    logger: Logger = silentLogger,
+    name = "sim",
+  ) {
+    this.#models = models;
+    this.#logger = logger;
+    this.name = name;
+  }
+
+  /**
+   * Runs the messages in order and returns how many leading messages succeeded. An address without
+   * a model NACKs, which ends the transfer. Every model that saw a START gets exactly one `stop()`.
+   * A model that throws or breaks the contract fails this transfer only: from the failing message
+   * on, or the whole transfer (0) when it threw in `stop()`, since then its end state is unknown.
+   */
+  transfer(msgs: readonly I2cMessage[]): number {
+    const participants = new Set<I2cDeviceModel>();
+    let done = 0;
+    try {
+      for (const msg of msgs) {
+        const model = this.#models.get(msg.addr);
+        if (!model) break;
+        participants.add(model);
+        if (!this.#runMessage(model, msg)) break;
+        done++;
+      }
+    } catch (err) {
+      this.#logModelFailure(msgs[done]?.addr, err);
+    }
+    for (const model of participants) {
+      try {
+        model.stop();
+      } catch (err) {
+        this.#logModelFailure(undefined, err);
+        done = 0;
+      }
+    }
+    return done;
+  }
+
+  close(): void {}
+
+  #runMessage(model: I2cDeviceModel, msg: I2cMessage): boolean {
+    if (!expectBoolean(model.start(msg.read), "start()")) return false;
+    if (msg.buf.length === 0) return true; // zero-length message: address phase only
+    if (msg.read) {
+      model.read(msg.buf);
+      return true;
+    }
+    return expectBoolean(model.write(msg.buf), "write()");
+  }
+
+  #logModelFailure(addr: number | undefined, err: unknown): void {
+    this.#logger.warn("emulated device failed, transfer aborted", {
+      bus: this.name,
+      addr: addr === undefined ? undefined : hex(addr),
+      error: err instanceof Error ? err.message : String(err),
+    });
+  }
+}
