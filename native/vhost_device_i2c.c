@@ -1,0 +1,1234 @@
+/*
+ * Native addon for vhost-device-i2c: syscalls and kernel handles only.
+ *
+ * Owns: Unix sockets with SCM_RIGHTS, eventfd, memfd, shared mappings and their ArrayBuffer views,
+ * libuv poll handles, and the /dev/i2c-N ioctls (the transfers run on the libuv threadpool).
+ * Must not: parse or validate any protocol, keep device state, or decide policy. The typed surface
+ * lives in src/sys/native.ts; every failing syscall throws an Error with code/errno/syscall.
+ */
+
+/* On LP64 off_t is 64-bit anyway. Dropping the large-file switch keeps the plain libc `open`
+ * symbol (not open64), so an LD_PRELOAD test adapter can interpose it. */
+#if defined(__LP64__)
+#undef _FILE_OFFSET_BITS
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#define NAPI_VERSION 8
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <linux/i2c-dev.h>
+#include <linux/i2c.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+#define MAX_SAFE_INTEGER 9007199254740991.0
+#define RECV_MAX_FDS 16 /* control buffer capacity; vhost-user needs at most 8 */
+#define SEND_MAX_FDS 253 /* SCM_MAX_FD, the kernel's limit per message */
+#define I2C_MAX_MSG_LEN 65535
+#define SMBUS_DATA_SIZE ((int)sizeof(union i2c_smbus_data))
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors and argument helpers
+ * ------------------------------------------------------------------------------------------- */
+
+/* Sets a property or leaves the exception pending; errors here only happen when throwing anyway. */
+static void set_prop_string(napi_env env, napi_value obj, const char* key, const char* value) {
+  napi_value v;
+  if (napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok) {
+    napi_set_named_property(env, obj, key, v);
+  }
+}
+
+static void set_prop_int(napi_env env, napi_value obj, const char* key, int value) {
+  napi_value v;
+  if (napi_create_int32(env, value, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+static const char* errno_name(int err) {
+  const char* name = strerrorname_np(err);
+  return name != NULL ? name : "EUNKNOWN";
+}
+
+/* Builds `Error("<syscall>: <strerror> (<CODE>)")` with code, errno and syscall properties. */
+static napi_value make_errno_error(napi_env env, const char* syscall, int err) {
+  char message[256];
+  const char* code = errno_name(err);
+  snprintf(message, sizeof message, "%s failed: %s (%s)", syscall, strerror(err), code);
+  napi_value msg, code_value, error;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_value);
+  napi_create_error(env, code_value, msg, &error);
+  set_prop_int(env, error, "errno", err);
+  set_prop_string(env, error, "syscall", syscall);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, const char* syscall, int err) {
+  napi_throw(env, make_errno_error(env, syscall, err));
+  return NULL;
+}
+
+/* An error that is not an errno (e.g. ECTRUNC): code and syscall, errno left out. */
+static napi_value make_coded_error(napi_env env, const char* code, const char* syscall,
+                                   const char* message) {
+  napi_value msg, code_value, error;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_value);
+  napi_create_error(env, code_value, msg, &error);
+  if (syscall != NULL) set_prop_string(env, error, "syscall", syscall);
+  return error;
+}
+
+static napi_value throw_type(napi_env env, const char* message) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+  return NULL;
+}
+
+static napi_value throw_range(napi_env env, const char* message) {
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", message);
+  return NULL;
+}
+
+static bool get_args(napi_env env, napi_callback_info info, size_t expected, napi_value* argv) {
+  size_t argc = expected;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
+  if (argc < expected) {
+    throw_type(env, "missing arguments");
+    return false;
+  }
+  return true;
+}
+
+/* A non-negative integer below 2^53 (sizes, offsets, counters). */
+static bool get_u53(napi_env env, napi_value value, const char* what, uint64_t* out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok) {
+    char message[128];
+    snprintf(message, sizeof message, "%s must be a number", what);
+    throw_type(env, message);
+    return false;
+  }
+  if (!(d >= 0 && d <= MAX_SAFE_INTEGER) || d != (double)(uint64_t)d) {
+    char message[128];
+    snprintf(message, sizeof message, "%s must be a non-negative integer below 2^53", what);
+    throw_range(env, message);
+    return false;
+  }
+  *out = (uint64_t)d;
+  return true;
+}
+
+/* An integer in [min, max]. */
+static bool get_int_in(napi_env env, napi_value value, const char* what, int64_t min, int64_t max,
+                       int64_t* out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok) {
+    char message[128];
+    snprintf(message, sizeof message, "%s must be a number", what);
+    throw_type(env, message);
+    return false;
+  }
+  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) {
+    char message[160];
+    snprintf(message, sizeof message, "%s must be an integer in [%lld, %lld]", what,
+             (long long)min, (long long)max);
+    throw_range(env, message);
+    return false;
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+static bool get_fd(napi_env env, napi_value value, int* fd) {
+  int64_t v;
+  if (!get_int_in(env, value, "fd", 0, INT32_MAX, &v)) return false;
+  *fd = (int)v;
+  return true;
+}
+
+/* A string without embedded NUL, copied into a malloc'd buffer the caller frees. */
+static char* get_string(napi_env env, napi_value value, const char* what) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
+    char message[128];
+    snprintf(message, sizeof message, "%s must be a string", what);
+    throw_type(env, message);
+    return NULL;
+  }
+  char* s = malloc(len + 1);
+  if (s == NULL) {
+    throw_errno(env, "malloc", ENOMEM);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, value, s, len + 1, &len);
+  if (strlen(s) != len) {
+    free(s);
+    char message[128];
+    snprintf(message, sizeof message, "%s must not contain NUL characters", what);
+    throw_type(env, message);
+    return NULL;
+  }
+  return s;
+}
+
+/* A Uint8Array's memory. */
+static bool get_u8(napi_env env, napi_value value, const char* what, uint8_t** data, size_t* len) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  void* raw = NULL;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, len, &raw, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array) {
+    char message[128];
+    snprintf(message, sizeof message, "%s must be a Uint8Array", what);
+    throw_type(env, message);
+    return false;
+  }
+  *data = raw;
+  return true;
+}
+
+/* [offset, offset + length) inside a buffer of `size` bytes. */
+static bool get_range(napi_env env, napi_value off_value, napi_value len_value, size_t size,
+                      uint64_t* offset, uint64_t* length) {
+  if (!get_u53(env, off_value, "offset", offset) || !get_u53(env, len_value, "length", length)) {
+    return false;
+  }
+  if (*offset > size || *length > size - *offset) {
+    throw_range(env, "offset + length exceeds the buffer");
+    return false;
+  }
+  return true;
+}
+
+static napi_value make_int(napi_env env, int64_t v) {
+  napi_value result;
+  napi_create_int64(env, v, &result);
+  return result;
+}
+
+static napi_value make_double(napi_env env, double v) {
+  napi_value result;
+  napi_create_double(env, v, &result);
+  return result;
+}
+
+static napi_value make_undefined(napi_env env) {
+  napi_value result;
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * close
+ * ------------------------------------------------------------------------------------------- */
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  /* Linux releases the fd even when close reports EINTR: retrying could close someone else's. */
+  if (close(fd) != 0 && errno != EINTR) return throw_errno(env, "close", errno);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Unix sockets
+ * ------------------------------------------------------------------------------------------- */
+
+static bool fill_sockaddr(napi_env env, napi_value path_value, struct sockaddr_un* addr,
+                          const char* syscall) {
+  char* path = get_string(env, path_value, "path");
+  if (path == NULL) return false;
+  size_t len = strlen(path);
+  if (len == 0 || len >= sizeof addr->sun_path) {
+    free(path);
+    throw_errno(env, syscall, len == 0 ? ENOENT : ENAMETOOLONG);
+    return false;
+  }
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  memcpy(addr->sun_path, path, len + 1);
+  free(path);
+  return true;
+}
+
+static napi_value js_socket_listen(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  struct sockaddr_un addr;
+  int64_t backlog;
+  if (!get_args(env, info, 2, argv) || !fill_sockaddr(env, argv[0], &addr, "bind") ||
+      !get_int_in(env, argv[1], "backlog", 0, INT32_MAX, &backlog)) {
+    return NULL;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "bind", err);
+  }
+  if (listen(fd, (int)backlog) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "listen", err);
+  }
+  return make_int(env, fd);
+}
+
+static napi_value js_socket_accept(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int listen_fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &listen_fd)) return NULL;
+  for (;;) {
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) return make_int(env, fd);
+    if (errno == EINTR) continue;
+    /* A connection that died before accept is not the listener's failure: report "none". */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return make_int(env, -1);
+    return throw_errno(env, "accept4", errno);
+  }
+}
+
+static napi_value js_socket_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  struct sockaddr_un addr;
+  if (!get_args(env, info, 1, argv) || !fill_sockaddr(env, argv[0], &addr, "connect")) return NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "connect", err);
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "fcntl", err);
+  }
+  return make_int(env, fd);
+}
+
+static napi_value js_socket_pair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
+    return throw_errno(env, "socketpair", errno);
+  }
+  napi_value result;
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok ||
+      napi_set_element(env, result, 0, make_int(env, fds[0])) != napi_ok ||
+      napi_set_element(env, result, 1, make_int(env, fds[1])) != napi_ok) {
+    close(fds[0]);
+    close(fds[1]);
+    return NULL;
+  }
+  return result;
+}
+
+/* Closes every fd carried by SCM_RIGHTS in a received message. */
+static void close_received_fds(struct msghdr* msg) {
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      close(fd);
+    }
+  }
+}
+
+static napi_value js_recv_msg(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int fd;
+  uint8_t* buf;
+  size_t buf_len;
+  uint64_t offset, length;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_u8(env, argv[1], "buf", &buf, &buf_len) ||
+      !get_range(env, argv[2], argv[3], buf_len, &offset, &length)) {
+    return NULL;
+  }
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t fds_len;
+  void* fds_raw;
+  if (napi_is_typedarray(env, argv[4], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, argv[4], &type, &fds_len, &fds_raw, NULL, NULL) != napi_ok ||
+      type != napi_int32_array || fds_len < 1) {
+    return throw_type(env, "fdsOut must be an Int32Array of length >= 1");
+  }
+  int32_t* fds_out = fds_raw;
+  fds_out[0] = 0;
+
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(RECV_MAX_FDS * sizeof(int))];
+  } control;
+  struct iovec iov = {.iov_base = buf + offset, .iov_len = length};
+  struct msghdr msg;
+  ssize_t n;
+  for (;;) {
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n >= 0) break;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
+    return throw_errno(env, "recvmsg", errno);
+  }
+
+  /* Count first, so that either all fds reach the caller or none stays open. */
+  size_t received = 0;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      received += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    }
+  }
+  if ((msg.msg_flags & MSG_CTRUNC) != 0 || received > fds_len - 1) {
+    close_received_fds(&msg);
+    napi_throw(env, make_coded_error(env, "ECTRUNC", "recvmsg",
+                                     "recvmsg failed: more file descriptors than the receive "
+                                     "buffer holds; they were closed (ECTRUNC)"));
+    return NULL;
+  }
+  size_t k = 0;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      memcpy(&fds_out[1 + k], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      k++;
+    }
+  }
+  fds_out[0] = (int32_t)k;
+  return make_int(env, n);
+}
+
+static napi_value js_send_msg(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int fd;
+  uint8_t* buf;
+  size_t buf_len;
+  uint64_t offset, length;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_u8(env, argv[1], "buf", &buf, &buf_len) ||
+      !get_range(env, argv[2], argv[3], buf_len, &offset, &length)) {
+    return NULL;
+  }
+  bool is_array = false;
+  uint32_t count = 0;
+  if (napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[4], &count) != napi_ok) {
+    return throw_type(env, "fds must be an array");
+  }
+  if (count > SEND_MAX_FDS) return throw_range(env, "at most 253 fds per message");
+  if (count > 0 && length == 0) return throw_range(env, "fds need at least one byte of data");
+
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(SEND_MAX_FDS * sizeof(int))];
+  } control;
+  struct iovec iov = {.iov_base = buf + offset, .iov_len = length};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (count > 0) {
+    memset(control.buf, 0, sizeof control.buf);
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(count * sizeof(int));
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value element;
+      int passed;
+      if (napi_get_element(env, argv[4], i, &element) != napi_ok || !get_fd(env, element, &passed)) {
+        return NULL;
+      }
+      memcpy(CMSG_DATA(c) + i * sizeof(int), &passed, sizeof passed);
+    }
+  }
+  for (;;) {
+    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n >= 0) return make_int(env, n);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
+    return throw_errno(env, "sendmsg", errno);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * eventfd, memfd
+ * ------------------------------------------------------------------------------------------- */
+
+static napi_value js_eventfd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t initval;
+  if (!get_args(env, info, 1, argv) ||
+      !get_int_in(env, argv[0], "initval", 0, UINT32_MAX, &initval)) {
+    return NULL;
+  }
+  int fd = eventfd((unsigned int)initval, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "eventfd", errno);
+  return make_int(env, fd);
+}
+
+static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  uint64_t value;
+  for (;;) {
+    ssize_t n = read(fd, &value, sizeof value);
+    if (n == (ssize_t)sizeof value) return make_double(env, (double)value);
+    if (n >= 0) return throw_errno(env, "read", EIO);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return make_int(env, -1);
+    return throw_errno(env, "read", errno);
+  }
+}
+
+static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint64_t value;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_u53(env, argv[1], "value", &value)) {
+    return NULL;
+  }
+  for (;;) {
+    ssize_t n = write(fd, &value, sizeof value);
+    if (n == (ssize_t)sizeof value) return make_undefined(env);
+    if (n >= 0) return throw_errno(env, "write", EIO);
+    if (errno == EINTR) continue;
+    return throw_errno(env, "write", errno);
+  }
+}
+
+static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char* name = get_string(env, argv[0], "name");
+  if (name == NULL) return NULL;
+  int fd = memfd_create(name, MFD_CLOEXEC);
+  int err = errno;
+  free(name);
+  if (fd < 0) return throw_errno(env, "memfd_create", err);
+  return make_int(env, fd);
+}
+
+static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint64_t size;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_u53(env, argv[1], "size", &size)) {
+    return NULL;
+  }
+  for (;;) {
+    if (ftruncate(fd, (off_t)size) == 0) return make_undefined(env);
+    if (errno != EINTR) return throw_errno(env, "ftruncate", errno);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Mappings and their views
+ *
+ * A mapping is shared by its JS handle and by every view created over it. Each holds one count;
+ * the memory is unmapped by munmap() (the owner) or, as a safety net, when the last count drops.
+ * munmap() detaches every live view first, so a stale view reads as length 0 instead of faulting.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+  uint8_t* addr;
+  size_t length;
+  bool unmapped;
+  bool handle_finalized;
+  size_t holders; /* the handle + views not yet finalized */
+  napi_ref* views; /* weak refs to live views */
+  size_t view_count;
+  size_t view_capacity;
+} mapping_t;
+
+static void mapping_unmap_memory(mapping_t* m) {
+  if (!m->unmapped) {
+    munmap(m->addr, m->length);
+    m->unmapped = true;
+  }
+}
+
+static void mapping_release(mapping_t* m) {
+  if (--m->holders > 0) return;
+  mapping_unmap_memory(m);
+  free(m->views);
+  free(m);
+}
+
+static void mapping_delete_view_refs(napi_env env, mapping_t* m) {
+  for (size_t i = 0; i < m->view_count; i++) napi_delete_reference(env, m->views[i]);
+  m->view_count = 0;
+}
+
+static void mapping_handle_finalize(napi_env env, void* data, void* hint) {
+  (void)hint;
+  mapping_t* m = data;
+  /* No one can reach munmap() any more; views keep the memory through their own counts. */
+  mapping_delete_view_refs(env, m);
+  m->handle_finalized = true;
+  mapping_release(m);
+}
+
+static void mapping_view_finalize(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  mapping_release(data);
+}
+
+/* Drops refs whose view was collected, so a long-lived mapping does not grow without bound. */
+static void mapping_prune_views(napi_env env, mapping_t* m) {
+  size_t kept = 0;
+  for (size_t i = 0; i < m->view_count; i++) {
+    napi_value value = NULL;
+    if (napi_get_reference_value(env, m->views[i], &value) == napi_ok && value != NULL) {
+      m->views[kept++] = m->views[i];
+    } else {
+      napi_delete_reference(env, m->views[i]);
+    }
+  }
+  m->view_count = kept;
+}
+
+static bool mapping_reserve_view(napi_env env, mapping_t* m) {
+  if (m->view_count < m->view_capacity) return true;
+  mapping_prune_views(env, m);
+  if (m->view_count < m->view_capacity) return true;
+  size_t capacity = m->view_capacity == 0 ? 8 : m->view_capacity * 2;
+  napi_ref* grown = realloc(m->views, capacity * sizeof *grown);
+  if (grown == NULL) return false;
+  m->views = grown;
+  m->view_capacity = capacity;
+  return true;
+}
+
+static mapping_t* get_mapping(napi_env env, napi_value value) {
+  napi_valuetype type;
+  void* data = NULL;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+    throw_type(env, "handle must be a MappingHandle");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value js_mmap(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int fd;
+  uint64_t offset, length;
+  bool writable;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_u53(env, argv[1], "offset", &offset) || !get_u53(env, argv[2], "length", &length)) {
+    return NULL;
+  }
+  if (napi_get_value_bool(env, argv[3], &writable) != napi_ok) {
+    return throw_type(env, "writable must be a boolean");
+  }
+  if (length == 0) return throw_errno(env, "mmap", EINVAL);
+  mapping_t* m = calloc(1, sizeof *m);
+  if (m == NULL) return throw_errno(env, "malloc", ENOMEM);
+  int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void* addr = mmap(NULL, (size_t)length, prot, MAP_SHARED, fd, (off_t)offset);
+  if (addr == MAP_FAILED) {
+    int err = errno;
+    free(m);
+    return throw_errno(env, "mmap", err);
+  }
+  m->addr = addr;
+  m->length = (size_t)length;
+  m->holders = 1;
+  napi_value handle;
+  if (napi_create_external(env, m, mapping_handle_finalize, NULL, &handle) != napi_ok) {
+    munmap(addr, (size_t)length);
+    free(m);
+    return NULL;
+  }
+  return handle;
+}
+
+static napi_value js_mapping_view(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  mapping_t* m;
+  uint64_t offset, length;
+  if (!get_args(env, info, 3, argv) || (m = get_mapping(env, argv[0])) == NULL ||
+      !get_range(env, argv[1], argv[2], m->length, &offset, &length)) {
+    return NULL;
+  }
+  if (m->unmapped) {
+    napi_throw(env, make_coded_error(env, "ERR_MAPPING_CLOSED", "mappingView",
+                                     "mappingView failed: the mapping was unmapped"));
+    return NULL;
+  }
+  napi_value ab;
+  if (length == 0) {
+    /* Nothing to see through: a plain empty buffer needs no tracking. */
+    if (napi_create_arraybuffer(env, 0, NULL, &ab) != napi_ok) return NULL;
+    return ab;
+  }
+  if (!mapping_reserve_view(env, m)) return throw_errno(env, "malloc", ENOMEM);
+  /* The view's finalizer only drops its count; the memory belongs to the mapping. Take the count
+   * only once the buffer exists, so a failed creation cannot release it twice. */
+  if (napi_create_external_arraybuffer(env, m->addr + offset, (size_t)length,
+                                       mapping_view_finalize, m, &ab) != napi_ok) {
+    return NULL;
+  }
+  m->holders++;
+  napi_ref ref;
+  if (napi_create_reference(env, ab, 0, &ref) != napi_ok) {
+    /* Untracked views could outlive munmap: make this one empty instead of returning it. */
+    napi_detach_arraybuffer(env, ab);
+    return NULL;
+  }
+  m->views[m->view_count++] = ref;
+  return ab;
+}
+
+static napi_value js_munmap(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  mapping_t* m;
+  if (!get_args(env, info, 1, argv) || (m = get_mapping(env, argv[0])) == NULL) return NULL;
+  if (m->unmapped) return make_undefined(env);
+  for (size_t i = 0; i < m->view_count; i++) {
+    napi_value value = NULL;
+    if (napi_get_reference_value(env, m->views[i], &value) == napi_ok && value != NULL) {
+      napi_detach_arraybuffer(env, value);
+    }
+  }
+  mapping_delete_view_refs(env, m);
+  mapping_unmap_memory(m);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Readiness (uv_poll)
+ *
+ * The struct lives until both the uv_close callback ran and the JS handle was finalized, so a
+ * late call through a stale handle sees `closing` instead of freed memory.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+  uv_poll_t handle;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+  bool closing;
+  bool uv_closed;
+  bool js_finalized;
+} poll_t;
+
+static void poll_maybe_free(poll_t* p) {
+  if (p->uv_closed && p->js_finalized) free(p);
+}
+
+static void poll_on_close(uv_handle_t* handle) {
+  poll_t* p = handle->data;
+  p->uv_closed = true;
+  poll_maybe_free(p);
+}
+
+static void poll_begin_close(napi_env env, poll_t* p) {
+  if (p->closing) return;
+  p->closing = true;
+  uv_poll_stop(&p->handle);
+  if (p->callback != NULL) napi_delete_reference(env, p->callback);
+  p->callback = NULL;
+  if (p->context != NULL) napi_async_destroy(env, p->context);
+  p->context = NULL;
+  uv_close((uv_handle_t*)&p->handle, poll_on_close);
+}
+
+static void poll_finalize(napi_env env, void* data, void* hint) {
+  (void)hint;
+  poll_t* p = data;
+  poll_begin_close(env, p);
+  p->js_finalized = true;
+  poll_maybe_free(p);
+}
+
+static void poll_on_event(uv_poll_t* handle, int status, int events) {
+  poll_t* p = handle->data;
+  if (p->closing) return;
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, recv, args[2];
+  if (napi_get_reference_value(env, p->callback, &callback) == napi_ok && callback != NULL) {
+    napi_get_undefined(env, &recv);
+    napi_create_int32(env, status, &args[0]);
+    napi_create_int32(env, events, &args[1]);
+    /* make_callback runs microtasks afterwards; an exception becomes an uncaught exception. */
+    if (napi_make_callback(env, p->context, recv, callback, 2, args, NULL) != napi_ok) {
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value error;
+        napi_get_and_clear_last_exception(env, &error);
+        napi_fatal_exception(env, error);
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static poll_t* get_poll(napi_env env, napi_value value) {
+  napi_valuetype type;
+  void* data = NULL;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+    throw_type(env, "handle must be a PollHandle");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value js_poll_create(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  napi_valuetype type;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_typeof(env, argv[1], &type) != napi_ok || type != napi_function) {
+    return throw_type(env, "callback must be a function");
+  }
+  uv_loop_t* loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  poll_t* p = calloc(1, sizeof *p);
+  if (p == NULL) return throw_errno(env, "malloc", ENOMEM);
+  p->env = env;
+  p->handle.data = p;
+  int rc = uv_poll_init(loop, &p->handle, fd);
+  if (rc != 0) {
+    /* Never initialized: nothing to uv_close, free directly. */
+    free(p);
+    return throw_errno(env, "uv_poll_init", -rc);
+  }
+  napi_value name, handle;
+  napi_create_string_utf8(env, "FdWatcher", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[1], 1, &p->callback) != napi_ok ||
+      napi_async_init(env, NULL, name, &p->context) != napi_ok ||
+      napi_create_external(env, p, poll_finalize, NULL, &handle) != napi_ok) {
+    p->js_finalized = true; /* no JS handle will ever finalize it */
+    poll_begin_close(env, p);
+    return NULL;
+  }
+  return handle;
+}
+
+static napi_value js_poll_start(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  poll_t* p;
+  int64_t events;
+  if (!get_args(env, info, 2, argv) || (p = get_poll(env, argv[0])) == NULL ||
+      !get_int_in(env, argv[1], "events", 1, UV_READABLE | UV_WRITABLE | UV_DISCONNECT,
+                  &events)) {
+    return NULL;
+  }
+  if (p->closing) {
+    napi_throw(env, make_coded_error(env, "ERR_POLL_CLOSED", "uv_poll_start",
+                                     "uv_poll_start failed: the poll handle was closed"));
+    return NULL;
+  }
+  int rc = uv_poll_start(&p->handle, (int)events, poll_on_event);
+  if (rc != 0) return throw_errno(env, "uv_poll_start", -rc);
+  return make_undefined(env);
+}
+
+static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  poll_t* p;
+  if (!get_args(env, info, 1, argv) || (p = get_poll(env, argv[0])) == NULL) return NULL;
+  if (!p->closing) uv_poll_stop(&p->handle);
+  return make_undefined(env);
+}
+
+static napi_value js_poll_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  poll_t* p;
+  if (!get_args(env, info, 1, argv) || (p = get_poll(env, argv[0])) == NULL) return NULL;
+  poll_begin_close(env, p);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * i2c-dev: open, I2C_FUNCS, I2C_SLAVE inline; I2C_RDWR and I2C_SMBUS on the threadpool
+ * ------------------------------------------------------------------------------------------- */
+
+static napi_value js_i2c_open(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char* path = get_string(env, argv[0], "path");
+  if (path == NULL) return NULL;
+  int fd;
+  do {
+    fd = open(path, O_RDWR | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  int err = errno;
+  free(path);
+  if (fd < 0) return throw_errno(env, "open", err);
+  return make_int(env, fd);
+}
+
+static napi_value js_i2c_funcs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  unsigned long funcs = 0;
+  if (ioctl(fd, I2C_FUNCS, &funcs) != 0) return throw_errno(env, "ioctl(I2C_FUNCS)", errno);
+  return make_double(env, (double)(uint32_t)funcs);
+}
+
+static napi_value js_i2c_set_slave(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  int64_t addr;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_int_in(env, argv[1], "addr", 0, 0x3ff, &addr)) {
+    return NULL;
+  }
+  if (ioctl(fd, I2C_SLAVE, (unsigned long)addr) != 0) {
+    return throw_errno(env, "ioctl(I2C_SLAVE)", errno);
+  }
+  return make_undefined(env);
+}
+
+/* Shared by both transfer kinds: what the worker did, and how to answer. */
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  int fd;
+  int err;               /* errno from the worker, 0 on success */
+  const char* syscall;   /* which ioctl failed */
+} i2c_job_t;
+
+typedef struct {
+  i2c_job_t job;
+  uint32_t count;
+  struct i2c_msg msgs[I2C_RDWR_IOCTL_MAX_MSGS];
+  napi_ref buffers[I2C_RDWR_IOCTL_MAX_MSGS]; /* JS buffers, held until the copy back */
+  uint8_t* storage;                          /* native copies of all message buffers */
+} rdwr_job_t;
+
+typedef struct {
+  i2c_job_t job;
+  uint16_t addr;
+  uint8_t read_write;
+  uint8_t command;
+  uint32_t size;
+  union i2c_smbus_data data;
+  napi_ref buffer;
+} smbus_job_t;
+
+static void i2c_call_back(napi_env env, i2c_job_t* job, napi_status status, napi_value error) {
+  napi_value callback, recv, arg;
+  napi_get_undefined(env, &recv);
+  if (error != NULL) {
+    arg = error;
+  } else if (status == napi_cancelled) {
+    arg = make_errno_error(env, job->syscall, ECANCELED);
+  } else if (job->err != 0) {
+    arg = make_errno_error(env, job->syscall, job->err);
+  } else {
+    napi_get_null(env, &arg);
+  }
+  if (napi_get_reference_value(env, job->callback, &callback) == napi_ok && callback != NULL) {
+    /* Async work completion runs inside a callback scope; exceptions become uncaught. */
+    napi_call_function(env, recv, callback, 1, &arg, NULL);
+  }
+}
+
+/* Copies native bytes back into a held Uint8Array; false if the buffer was detached or resized. */
+static bool copy_back(napi_env env, napi_ref ref, const uint8_t* from, size_t len) {
+  napi_value value;
+  uint8_t* data;
+  size_t data_len;
+  napi_typedarray_type type;
+  void* raw = NULL;
+  if (napi_get_reference_value(env, ref, &value) != napi_ok || value == NULL ||
+      napi_get_typedarray_info(env, value, &type, &data_len, &raw, NULL, NULL) != napi_ok ||
+      data_len != len || (len > 0 && raw == NULL)) {
+    return false;
+  }
+  data = raw;
+  if (len > 0) memcpy(data, from, len);
+  return true;
+}
+
+static napi_value detached_error(napi_env env) {
+  return make_coded_error(env, "ERR_BUFFER_DETACHED", NULL,
+                          "a transfer buffer was detached before its data could be copied back");
+}
+
+static void rdwr_free(napi_env env, rdwr_job_t* r) {
+  for (uint32_t i = 0; i < r->count; i++) {
+    if (r->buffers[i] != NULL) napi_delete_reference(env, r->buffers[i]);
+  }
+  if (r->job.callback != NULL) napi_delete_reference(env, r->job.callback);
+  if (r->job.work != NULL) napi_delete_async_work(env, r->job.work);
+  free(r->storage);
+  free(r);
+}
+
+static void rdwr_execute(napi_env env, void* data) {
+  (void)env;
+  rdwr_job_t* r = data;
+  struct i2c_rdwr_ioctl_data request = {.msgs = r->msgs, .nmsgs = r->count};
+  int rc;
+  do {
+    rc = ioctl(r->job.fd, I2C_RDWR, &request);
+  } while (rc < 0 && errno == EINTR);
+  r->job.err = rc < 0 ? errno : 0;
+}
+
+static void rdwr_complete(napi_env env, napi_status status, void* data) {
+  rdwr_job_t* r = data;
+  napi_value error = NULL;
+  if (status == napi_ok && r->job.err == 0) {
+    for (uint32_t i = 0; i < r->count; i++) {
+      if ((r->msgs[i].flags & I2C_M_RD) == 0) continue;
+      if (!copy_back(env, r->buffers[i], r->msgs[i].buf, r->msgs[i].len) && error == NULL) {
+        error = detached_error(env);
+      }
+    }
+  }
+  i2c_call_back(env, &r->job, status, error);
+  rdwr_free(env, r);
+}
+
+static bool get_callback(napi_env env, napi_value value) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_function) {
+    throw_type(env, "callback must be a function");
+    return false;
+  }
+  return true;
+}
+
+static bool queue_job(napi_env env, i2c_job_t* job, napi_value callback, const char* name,
+                      napi_async_execute_callback execute, napi_async_complete_callback complete,
+                      void* data) {
+  napi_value resource_name;
+  if (napi_create_reference(env, callback, 1, &job->callback) != napi_ok ||
+      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, execute, complete, data, &job->work) !=
+          napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    return false;
+  }
+  return true;
+}
+
+static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  bool is_array = false;
+  uint32_t count = 0;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[1], &count) != napi_ok) {
+    return throw_type(env, "msgs must be an array");
+  }
+  if (count < 1 || count > I2C_RDWR_IOCTL_MAX_MSGS) {
+    return throw_range(env, "msgs must hold 1 to 42 messages");
+  }
+  if (!get_callback(env, argv[2])) return NULL;
+
+  rdwr_job_t* r = calloc(1, sizeof *r);
+  if (r == NULL) return throw_errno(env, "malloc", ENOMEM);
+  r->job.fd = fd;
+  r->job.syscall = "ioctl(I2C_RDWR)";
+  uint8_t* sources[I2C_RDWR_IOCTL_MAX_MSGS];
+  size_t total = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value msg, addr_value, flags_value, buf_value;
+    int64_t addr, flags;
+    uint8_t* data;
+    size_t len;
+    if (napi_get_element(env, argv[1], i, &msg) != napi_ok ||
+        napi_get_named_property(env, msg, "addr", &addr_value) != napi_ok ||
+        napi_get_named_property(env, msg, "flags", &flags_value) != napi_ok ||
+        napi_get_named_property(env, msg, "buf", &buf_value) != napi_ok ||
+        !get_int_in(env, addr_value, "msg.addr", 0, 0x3ff, &addr) ||
+        !get_int_in(env, flags_value, "msg.flags", 0, 0xffff, &flags) ||
+        !get_u8(env, buf_value, "msg.buf", &data, &len)) {
+      r->count = i;
+      rdwr_free(env, r);
+      return NULL;
+    }
+    if (len > I2C_MAX_MSG_LEN) {
+      r->count = i;
+      rdwr_free(env, r);
+      return throw_range(env, "msg.buf must be at most 65535 bytes");
+    }
+    r->count = i + 1;
+    if (napi_create_reference(env, buf_value, 1, &r->buffers[i]) != napi_ok) {
+      rdwr_free(env, r);
+      return NULL;
+    }
+    r->msgs[i].addr = (uint16_t)addr;
+    r->msgs[i].flags = (uint16_t)flags;
+    r->msgs[i].len = (uint16_t)len;
+    sources[i] = data;
+    total += len;
+  }
+  /* The worker must never touch JS memory: every buffer is copied out now. */
+  r->storage = malloc(total > 0 ? total : 1);
+  if (r->storage == NULL) {
+    rdwr_free(env, r);
+    return throw_errno(env, "malloc", ENOMEM);
+  }
+  size_t at = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    r->msgs[i].buf = r->storage + at;
+    if (r->msgs[i].len > 0) memcpy(r->msgs[i].buf, sources[i], r->msgs[i].len);
+    at += r->msgs[i].len;
+  }
+  if (!queue_job(env, &r->job, argv[2], "I2cRdwr", rdwr_execute, rdwr_complete, r)) {
+    rdwr_free(env, r);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+static void smbus_free(napi_env env, smbus_job_t* s) {
+  if (s->buffer != NULL) napi_delete_reference(env, s->buffer);
+  if (s->job.callback != NULL) napi_delete_reference(env, s->job.callback);
+  if (s->job.work != NULL) napi_delete_async_work(env, s->job.work);
+  free(s);
+}
+
+static void smbus_execute(napi_env env, void* data) {
+  (void)env;
+  smbus_job_t* s = data;
+  int rc;
+  /* Address and transfer in one worker call, so no other transfer on this fd comes between. */
+  do {
+    rc = ioctl(s->job.fd, I2C_SLAVE, (unsigned long)s->addr);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    s->job.err = errno;
+    s->job.syscall = "ioctl(I2C_SLAVE)";
+    return;
+  }
+  struct i2c_smbus_ioctl_data request = {
+      .read_write = s->read_write, .command = s->command, .size = s->size, .data = &s->data};
+  do {
+    rc = ioctl(s->job.fd, I2C_SMBUS, &request);
+  } while (rc < 0 && errno == EINTR);
+  s->job.err = rc < 0 ? errno : 0;
+  s->job.syscall = "ioctl(I2C_SMBUS)";
+}
+
+static void smbus_complete(napi_env env, napi_status status, void* data) {
+  smbus_job_t* s = data;
+  napi_value error = NULL;
+  if (status == napi_ok && s->job.err == 0 &&
+      !copy_back(env, s->buffer, (const uint8_t*)&s->data, SMBUS_DATA_SIZE)) {
+    error = detached_error(env);
+  }
+  i2c_call_back(env, &s->job, status, error);
+  smbus_free(env, s);
+}
+
+static napi_value js_i2c_smbus(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int fd;
+  int64_t addr, read_write, command, size;
+  uint8_t* data;
+  size_t len;
+  if (!get_args(env, info, 7, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_int_in(env, argv[1], "addr", 0, 0x3ff, &addr) ||
+      !get_int_in(env, argv[2], "readWrite", 0, 1, &read_write) ||
+      !get_int_in(env, argv[3], "command", 0, 0xff, &command) ||
+      !get_int_in(env, argv[4], "size", 0, 8, &size) ||
+      !get_u8(env, argv[5], "data", &data, &len) || !get_callback(env, argv[6])) {
+    return NULL;
+  }
+  if (len != SMBUS_DATA_SIZE) return throw_range(env, "data must be exactly 34 bytes");
+  smbus_job_t* s = calloc(1, sizeof *s);
+  if (s == NULL) return throw_errno(env, "malloc", ENOMEM);
+  s->job.fd = fd;
+  s->job.syscall = "ioctl(I2C_SMBUS)";
+  s->addr = (uint16_t)addr;
+  s->read_write = (uint8_t)read_write;
+  s->command = (uint8_t)command;
+  s->size = (uint32_t)size;
+  memcpy(&s->data, data, SMBUS_DATA_SIZE);
+  if (napi_create_reference(env, argv[5], 1, &s->buffer) != napi_ok ||
+      !queue_job(env, &s->job, argv[6], "I2cSmbus", smbus_execute, smbus_complete, s)) {
+    smbus_free(env, s);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Module
+ * ------------------------------------------------------------------------------------------- */
+
+static napi_value init(napi_env env, napi_value exports) {
+  const napi_property_descriptor properties[] = {
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketListen", NULL, js_socket_listen, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketAccept", NULL, js_socket_accept, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketConnect", NULL, js_socket_connect, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketPair", NULL, js_socket_pair, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvMsg", NULL, js_recv_msg, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendMsg", NULL, js_send_msg, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfd", NULL, js_eventfd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfdRead", NULL, js_eventfd_read, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfdWrite", NULL, js_eventfd_write, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mappingView", NULL, js_mapping_view, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollCreate", NULL, js_poll_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollStart", NULL, js_poll_start, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollStop", NULL, js_poll_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollClose", NULL, js_poll_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cOpen", NULL, js_i2c_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cFuncs", NULL, js_i2c_funcs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cSetSlave", NULL, js_i2c_set_slave, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cRdwr", NULL, js_i2c_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cSmbus", NULL, js_i2c_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0],
+                             properties) != napi_ok) {
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
