@@ -1,0 +1,197 @@
+// Tests for the command-line parser: defaults, each refusal on its own, address notation.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type CliCommand, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
+
+const ADAPTERS: Readonly<Record<string, number>> = { "Fake adapter three": 3, smbus: 7 };
+
+function resolveAdapter(name: string): number {
+  const n = ADAPTERS[name];
+  if (n === undefined) throw new Error(`no adapter named "${name}"`);
+  return n;
+}
+
+function parse(...argv: string[]): CliCommand {
+  return parseCommandLine(argv, { resolveAdapter });
+}
+
+function run(...argv: string[]): DaemonConfig {
+  const command = parse(...argv);
+  assert.equal(command.kind, "run");
+  return command.config;
+}
+
+function refused(code: string, argv: string[], messagePart?: RegExp): void {
+  assert.throws(
+    () => parse(...argv),
+    (err: unknown) => {
+      assert.ok(err instanceof UsageError, `expected UsageError, got ${String(err)}`);
+      assert.equal(err.code, code);
+      if (messagePart) assert.match(err.message, messagePart);
+      return true;
+    },
+  );
+}
+
+const BASE = ["-s", "/tmp/vi2c.sock", "-l", "sim:0x50=24c02"];
+
+describe("parseCommandLine defaults", () => {
+  it("uses one socket, level info, server mode", () => {
+    const config = run(...BASE);
+    assert.equal(config.socketPath, "/tmp/vi2c.sock");
+    assert.equal(config.socketCount, 1);
+    assert.deepEqual(config.socketPaths, ["/tmp/vi2c.sock0"]);
+    assert.equal(config.logLevel, "info");
+    assert.equal(config.clientMode, false);
+    assert.equal(config.deviceListText, "sim:0x50=24c02");
+    assert.equal(config.deviceGroups.length, 1);
+  });
+
+  it("names sockets prefix0 .. prefixN-1 for --socket-count N", () => {
+    const config = run(
+      "--socket-path",
+      "/run/x.sock",
+      "--socket-count",
+      "3",
+      "-l",
+      "sim:0x50=24c02",
+    );
+    assert.deepEqual(config.socketPaths, ["/run/x.sock0", "/run/x.sock1", "/run/x.sock2"]);
+  });
+
+  it("accepts --client, --log-level and --opt=value spelling", () => {
+    const config = run(...BASE, "--client", "--log-level=trace");
+    assert.equal(config.clientMode, true);
+    assert.equal(config.logLevel, "trace");
+  });
+
+  it("returns help and version commands without needing other options", () => {
+    assert.deepEqual(parse("-h"), { kind: "help" });
+    assert.deepEqual(parse("--help"), { kind: "help" });
+    assert.deepEqual(parse("--version"), { kind: "version" });
+    assert.deepEqual(parse("-V"), { kind: "version" });
+  });
+
+  it("help text documents every option and gives examples", () => {
+    for (const option of [
+      "--socket-path",
+      "--socket-count",
+      "--device-list",
+      "--client",
+      "--log-level",
+    ]) {
+      assert.ok(USAGE.includes(option), option);
+    }
+    assert.match(USAGE, /Examples:/);
+  });
+});
+
+describe("parseCommandLine device list", () => {
+  it("reads decimal and 0x addresses to the same value", () => {
+    const decimal = run("-s", "/tmp/a", "-l", "3:80");
+    const hex = run("-s", "/tmp/a", "-l", "3:0x50");
+    assert.deepEqual(decimal.deviceGroups, hex.deviceGroups);
+    const group = decimal.deviceGroups[0];
+    assert.deepEqual(group?.bus, { kind: "host", adapter: 3 });
+    assert.deepEqual(
+      group?.devices.map((d) => d.addr),
+      [0x50],
+    );
+  });
+
+  it("resolves an adapter given by name, spaces included", () => {
+    const config = run("-s", "/tmp/a", "-l", "Fake adapter three:0x50:0x51");
+    assert.deepEqual(config.deviceGroups[0]?.bus, { kind: "host", adapter: 3 });
+    assert.deepEqual(
+      config.deviceGroups[0]?.devices.map((d) => d.addr),
+      [0x50, 0x51],
+    );
+  });
+
+  it("reads several groups, host and sim", () => {
+    const config = run("-s", "/tmp/a", "-l", "3:32:41,sim:0x50=24c02");
+    assert.deepEqual(
+      config.deviceGroups.map((g) => g.bus.kind),
+      ["host", "sim"],
+    );
+    assert.equal(config.deviceGroups[1]?.devices[0]?.model, "24c02");
+  });
+
+  const badLists: [string, string][] = [
+    ["empty list", ""],
+    ["address above 0x7f", "3:0x80"],
+    ["decimal address above 127", "3:128"],
+    ["duplicate address on one adapter", "3:0x50:80"],
+    ["duplicate address across groups", "3:0x50,sim:0x50=24c02"],
+    ["duplicate adapter", "3:0x50,3:0x51"],
+    ["unknown adapter name", "no such adapter:0x50"],
+    ["non-number address", "3:abc"],
+    ["adapter without addresses", "3"],
+    ["unknown sim model", "sim:0x50=nosuchchip"],
+  ];
+  for (const [what, list] of badLists) {
+    it(`refuses ${what} (exit status 2 via USAGE_BAD_DEVICE_LIST)`, () => {
+      refused("USAGE_BAD_DEVICE_LIST", ["-s", "/tmp/a", "-l", list], /--device-list/);
+    });
+  }
+
+  it("keeps the parser's explanation for an unknown adapter name", () => {
+    refused(
+      "USAGE_BAD_DEVICE_LIST",
+      ["-s", "/tmp/a", "-l", "missing:0x50"],
+      /no adapter named "missing"/,
+    );
+  });
+});
+
+describe("parseCommandLine refusals", () => {
+  it("refuses an unknown option", () => {
+    refused("USAGE_UNKNOWN_OPTION", [...BASE, "--bogus"], /--bogus/);
+  });
+  it("refuses a positional argument", () => {
+    refused("USAGE_UNEXPECTED_ARGUMENT", [...BASE, "extra"], /extra/);
+  });
+  it("refuses an option without its value", () => {
+    refused("USAGE_MISSING_VALUE", ["-l", "sim:0x50=24c02", "-s"]);
+  });
+  it("refuses a value given to --client", () => {
+    refused("USAGE_MISSING_VALUE", [...BASE, "--client=yes"]);
+  });
+  it("refuses a repeated option", () => {
+    refused("USAGE_REPEATED_OPTION", [...BASE, "-s", "/tmp/other"], /socket-path/);
+  });
+  it("refuses a missing --socket-path", () => {
+    refused("USAGE_MISSING_OPTION", ["-l", "sim:0x50=24c02"], /socket-path/);
+  });
+  it("refuses a missing --device-list", () => {
+    refused("USAGE_MISSING_OPTION", ["-s", "/tmp/a"], /device-list/);
+  });
+  for (const count of ["0", "-1", "1.5", "two", "", "0x2", "65", "99999999999999999999"]) {
+    it(`refuses --socket-count "${count}"`, () => {
+      refused("USAGE_BAD_SOCKET_COUNT", [...BASE, `--socket-count=${count}`], /socket-count/);
+    });
+  }
+  it("accepts the largest socket count", () => {
+    assert.equal(run(...BASE, "-c", "64").socketPaths.length, 64);
+  });
+  it("refuses an empty socket path", () => {
+    refused("USAGE_BAD_SOCKET_PATH", ["-s", "", "-l", "sim:0x50=24c02"]);
+  });
+  it("refuses a socket path naming a directory", () => {
+    refused("USAGE_BAD_SOCKET_PATH", ["-s", "/tmp/", "-l", "sim:0x50=24c02"], /directory/);
+  });
+  it("refuses a socket path too long for a Unix socket", () => {
+    refused(
+      "USAGE_BAD_SOCKET_PATH",
+      ["-s", `/tmp/${"x".repeat(110)}`, "-l", "sim:0x50=24c02"],
+      /107/,
+    );
+  });
+  it("refuses an unknown log level, listing the valid ones", () => {
+    refused(
+      "USAGE_BAD_LOG_LEVEL",
+      [...BASE, "--log-level", "loud"],
+      /error, warn, info, debug, trace/,
+    );
+  });
+});

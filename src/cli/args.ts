@@ -1,0 +1,234 @@
+/**
+ * Command-line parsing for the daemon: argv → a validated {@link CliCommand}. Pure: no I/O, no
+ * process exit, no logging; adapter names are resolved through the injected lookup. Messages and exit
+ * codes are decided by main.ts, which turns a {@link UsageError} into exit status 2.
+ * Options follow rust-vmm's vhost-device-i2c (`-s` socket prefix, `-c` count, `-l` device list).
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type DeviceGroup, parseDeviceList } from "../i2c/device-list.js";
+import { MODEL_NAMES } from "../i2c/model.js";
+import { isLogLevel, LOG_LEVELS, type LogLevel } from "../log.js";
+
+/** Most sockets one daemon serves: each needs fds and a connection state. */
+export const MAX_SOCKET_COUNT = 64;
+
+export interface DaemonConfig {
+  /** Prefix given with -s; the daemon serves `${socketPath}${i}` for i in 0..socketCount-1. */
+  readonly socketPath: string;
+  readonly socketCount: number;
+  /** The socket files, in order: socketPaths[i] belongs to socket index i. */
+  readonly socketPaths: readonly string[];
+  /** The -l text as given (for logs). */
+  readonly deviceListText: string;
+  readonly deviceGroups: readonly DeviceGroup[];
+  readonly logLevel: LogLevel;
+  /** Connect to sockets the VMM listens on instead of listening ourselves. */
+  readonly clientMode: boolean;
+}
+
+export type CliCommand =
+  | { readonly kind: "help" }
+  | { readonly kind: "version" }
+  | { readonly kind: "run"; readonly config: DaemonConfig };
+
+export type UsageErrorCode =
+  | "USAGE_UNKNOWN_OPTION"
+  | "USAGE_UNEXPECTED_ARGUMENT"
+  | "USAGE_MISSING_VALUE"
+  | "USAGE_REPEATED_OPTION"
+  | "USAGE_MISSING_OPTION"
+  | "USAGE_BAD_SOCKET_PATH"
+  | "USAGE_BAD_SOCKET_COUNT"
+  | "USAGE_BAD_LOG_LEVEL"
+  | "USAGE_BAD_DEVICE_LIST";
+
+/** The command line cannot be run. `message` is meant for the user as is. */
+export class UsageError extends Error {
+  readonly code: UsageErrorCode;
+  constructor(code: UsageErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UsageError";
+    this.code = code;
+  }
+}
+
+export interface ParseDeps {
+  /** Adapter name (as in /sys/bus/i2c/devices/i2c-N/name) → adapter number; throws when not exactly one. */
+  readonly resolveAdapter: (name: string) => number;
+}
+
+const OPTIONS = {
+  "socket-path": { type: "string", short: "s" },
+  "socket-count": { type: "string", short: "c" },
+  "device-list": { type: "string", short: "l" },
+  "log-level": { type: "string" },
+  client: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/** Longest socket path that fits sockaddr_un.sun_path (108 bytes with the NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
+  ERR_PARSE_ARGS_UNKNOWN_OPTION: "USAGE_UNKNOWN_OPTION",
+  ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL: "USAGE_UNEXPECTED_ARGUMENT",
+  ERR_PARSE_ARGS_INVALID_OPTION_VALUE: "USAGE_MISSING_VALUE",
+};
+
+export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliCommand {
+  let parsed: ReturnType<typeof parseArgsStrict>;
+  try {
+    parsed = parseArgsStrict(argv);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    const usageCode = typeof code === "string" ? PARSE_ARGS_CODES[code] : undefined;
+    if (usageCode) throw new UsageError(usageCode, (err as Error).message, { cause: err });
+    throw err;
+  }
+  const { values, tokens } = parsed;
+
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== "option") continue;
+    if (seen.has(token.name)) {
+      throw new UsageError(
+        "USAGE_REPEATED_OPTION",
+        `option --${token.name} is given more than once`,
+      );
+    }
+    seen.add(token.name);
+  }
+
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+
+  const socketPath = values["socket-path"];
+  if (socketPath === undefined) {
+    throw new UsageError("USAGE_MISSING_OPTION", "missing --socket-path (-s)");
+  }
+  const deviceListText = values["device-list"];
+  if (deviceListText === undefined) {
+    throw new UsageError("USAGE_MISSING_OPTION", "missing --device-list (-l)");
+  }
+  const socketCount = parseSocketCount(values["socket-count"]);
+  const socketPaths = socketPathsFor(socketPath, socketCount);
+  const logLevel = parseLogLevel(values["log-level"]);
+
+  let deviceGroups: DeviceGroup[];
+  try {
+    deviceGroups = parseDeviceList(deviceListText, deps.resolveAdapter);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new UsageError(
+      "USAGE_BAD_DEVICE_LIST",
+      `invalid --device-list "${deviceListText}": ${reason}`,
+      {
+        cause: err,
+      },
+    );
+  }
+
+  return {
+    kind: "run",
+    config: {
+      socketPath,
+      socketCount,
+      socketPaths,
+      deviceListText,
+      deviceGroups,
+      logLevel,
+      clientMode: values.client === true,
+    },
+  };
+}
+
+function parseArgsStrict(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    options: OPTIONS,
+    strict: true,
+    allowPositionals: false,
+    tokens: true,
+  });
+}
+
+function parseSocketCount(text: string | undefined): number {
+  if (text === undefined) return 1;
+  const count = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(count) || count < 1 || count > MAX_SOCKET_COUNT) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_COUNT",
+      `invalid --socket-count "${text}": expected a whole number from 1 to ${MAX_SOCKET_COUNT}`,
+    );
+  }
+  return count;
+}
+
+function socketPathsFor(prefix: string, count: number): string[] {
+  if (prefix === "") throw new UsageError("USAGE_BAD_SOCKET_PATH", "--socket-path is empty");
+  if (prefix.includes("\0")) {
+    throw new UsageError("USAGE_BAD_SOCKET_PATH", "--socket-path contains a NUL byte");
+  }
+  if (prefix.endsWith("/")) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_PATH",
+      `--socket-path "${prefix}" names a directory; give a file name prefix (sockets are <prefix>0, <prefix>1, ...)`,
+    );
+  }
+  const paths = Array.from({ length: count }, (_, i) => `${prefix}${i}`);
+  const longest = paths.at(-1) ?? prefix;
+  if (Buffer.byteLength(longest) > MAX_SOCKET_PATH_BYTES) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_PATH",
+      `socket path "${longest}" is longer than ${MAX_SOCKET_PATH_BYTES} bytes (Unix socket limit)`,
+    );
+  }
+  return paths;
+}
+
+function parseLogLevel(text: string | undefined): LogLevel {
+  if (text === undefined) return "info";
+  if (!isLogLevel(text)) {
+    throw new UsageError(
+      "USAGE_BAD_LOG_LEVEL",
+      `invalid --log-level "${text}": expected one of ${LOG_LEVELS.join(", ")}`,
+    );
+  }
+  return text;
+}
+
+export const USAGE = `Usage: vhost-device-i2c -s <socket-path> -l <device-list> [options]
+
+vhost-user backend giving virtual machines a virtio-i2c bus, on host I2C adapters (/dev/i2c-N)
+or on emulated devices.
+
+Options:
+  -s, --socket-path <path>   socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)
+  -c, --socket-count <n>     number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})
+  -l, --device-list <list>   the devices the guests may reach (see below)
+      --client               connect to sockets the VMM listens on (QEMU -chardev ...,server=on),
+                             retrying until they exist and reconnecting after the VMM restarts
+      --log-level <level>    ${LOG_LEVELS.join("|")} (default info; debug shows each transfer)
+  -h, --help                 show this help
+  -V, --version              show the version
+
+Device list: groups separated by ",", each "<bus>:<addr>[:<addr>...]".
+  <bus>   a host adapter by number (3 means /dev/i2c-3) or by its sysfs name
+          (/sys/bus/i2c/devices/i2c-N/name), or "sim" for emulated devices
+  <addr>  7-bit address, decimal (80) or hexadecimal (0x50); on "sim" each address names its model:
+          <addr>=<model>, models: ${MODEL_NAMES.join(", ")}
+An address may appear only once in the whole list; guests reach nothing else.
+
+Examples:
+  vhost-device-i2c -s /tmp/vi2c.sock -l sim:0x50=24c02
+      one emulated 24c02 EEPROM at 0x50, socket /tmp/vi2c.sock0
+  vhost-device-i2c -s /run/vi2c.sock -c 2 -l 6:32:41,7:0x36
+      adapters /dev/i2c-6 (0x20, 0x29) and /dev/i2c-7 (0x36), sockets /run/vi2c.sock0 and 1
+  vhost-device-i2c -s /run/vi2c.sock -l "SMBus I801 adapter at efa0:0x50:0x51"
+      an adapter given by name
+  vhost-device-i2c --client -s /run/qemu-i2c.sock -l sim:0x50=24c02
+      connect to QEMU's -chardev socket,path=/run/qemu-i2c.sock0,server=on
+`;
