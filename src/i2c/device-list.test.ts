@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { DeviceListError, type DeviceListErrorCode, parseDeviceList } from "./device-list.js";
+
+/** Adapter names of a pretend host. */
+const ADAPTERS: Readonly<Record<string, number>> = {
+  "i915 gmbus dpd": 7,
+  bus1: 1,
+  bus2: 2,
+  bus5: 5,
+  "123asd": 11,
+};
+function resolve(name: string): number {
+  const n = ADAPTERS[name];
+  if (n === undefined)
+    throw Object.assign(new Error("no such adapter"), { code: "ADAPTER_NOT_FOUND" });
+  return n;
+}
+const noNames = (name: string): number => {
+  throw new Error(`unexpected lookup of "${name}"`);
+};
+
+function rejects(text: string, code: DeviceListErrorCode, message?: RegExp, group?: number) {
+  assert.throws(
+    () => parseDeviceList(text, resolve),
+    (e: unknown) => {
+      assert.ok(e instanceof DeviceListError, `expected DeviceListError, got ${String(e)}`);
+      assert.equal(e.code, code, e.message);
+      if (message) assert.match(e.message, message);
+      if (group !== undefined) assert.equal(e.group, group);
+      return true;
+    },
+  );
+}
+
+describe("parseDeviceList accepts", () => {
+  it("numbered adapters with decimal addresses (32 == 0x20)", () => {
+    assert.deepEqual(parseDeviceList("1:4,2:32:21,5:5:23", noNames), [
+      { bus: { kind: "host", adapter: 1 }, busText: "1", devices: [{ addr: 4 }] },
+      { bus: { kind: "host", adapter: 2 }, busText: "2", devices: [{ addr: 0x20 }, { addr: 21 }] },
+      { bus: { kind: "host", adapter: 5 }, busText: "5", devices: [{ addr: 5 }, { addr: 23 }] },
+    ]);
+  });
+
+  it("whitespace before and after the list and around every token", () => {
+    assert.deepEqual(parseDeviceList(" 1:4 ", noNames), [
+      { bus: { kind: "host", adapter: 1 }, busText: "1", devices: [{ addr: 4 }] },
+    ]);
+    assert.deepEqual(parseDeviceList(" 1 : 4 : 0x10 ,\t2:5\n", noNames), [
+      { bus: { kind: "host", adapter: 1 }, busText: "1", devices: [{ addr: 4 }, { addr: 16 }] },
+      { bus: { kind: "host", adapter: 2 }, busText: "2", devices: [{ addr: 5 }] },
+    ]);
+  });
+
+  it("adapter names, including names with spaces", () => {
+    assert.deepEqual(parseDeviceList("bus1:4,bus2:32:21,bus5:5:23", resolve), [
+      { bus: { kind: "host", adapter: 1 }, busText: "bus1", devices: [{ addr: 4 }] },
+      { bus: { kind: "host", adapter: 2 }, busText: "bus2", devices: [{ addr: 32 }, { addr: 21 }] },
+      { bus: { kind: "host", adapter: 5 }, busText: "bus5", devices: [{ addr: 5 }, { addr: 23 }] },
+    ]);
+    assert.deepEqual(parseDeviceList(" i915 gmbus dpd :0x50", resolve), [
+      { bus: { kind: "host", adapter: 7 }, busText: "i915 gmbus dpd", devices: [{ addr: 0x50 }] },
+    ]);
+  });
+
+  it("names and numbers mixed; a name that starts with digits is a name", () => {
+    assert.deepEqual(parseDeviceList("123asd:4,12:32:21,23:5:23", resolve), [
+      { bus: { kind: "host", adapter: 11 }, busText: "123asd", devices: [{ addr: 4 }] },
+      { bus: { kind: "host", adapter: 12 }, busText: "12", devices: [{ addr: 32 }, { addr: 21 }] },
+      { bus: { kind: "host", adapter: 23 }, busText: "23", devices: [{ addr: 5 }, { addr: 23 }] },
+    ]);
+  });
+
+  it("the emulated bus with a model per device, mixed with host adapters", () => {
+    assert.deepEqual(parseDeviceList("sim:0x50=24c02:81 = 24c02,1:0x20", noNames), [
+      {
+        bus: { kind: "sim" },
+        busText: "sim",
+        devices: [
+          { addr: 0x50, model: "24c02" },
+          { addr: 0x51, model: "24c02" },
+        ],
+      },
+      { bus: { kind: "host", adapter: 1 }, busText: "1", devices: [{ addr: 0x20 }] },
+    ]);
+  });
+
+  it("the whole address range 0..0x7f, in either notation", () => {
+    const parsed = parseDeviceList("1:0:0x7F,2:0x01:126", resolve);
+    assert.deepEqual(
+      parsed.map((g) => g.devices.map((d) => d.addr)),
+      [
+        [0, 0x7f],
+        [1, 126],
+      ],
+    );
+  });
+});
+
+describe("parseDeviceList refuses", () => {
+  it("an empty list", () => {
+    rejects("", "EMPTY_LIST");
+    rejects("  \t", "EMPTY_LIST");
+  });
+  it("an empty group", () => {
+    rejects("1:4,,2:5", "EMPTY_GROUP", /group 2/, 2);
+    rejects("1:4,", "EMPTY_GROUP", /group 2/, 2);
+    rejects(",1:4", "EMPTY_GROUP", /group 1/, 1);
+  });
+  it("a group without addresses", () => {
+    rejects("1", "MISSING_ADDRESS", /group 1 \("1"\)/);
+    rejects("1:", "MISSING_ADDRESS");
+    rejects("1:4:", "MISSING_ADDRESS");
+    rejects("1::4", "MISSING_ADDRESS");
+  });
+  it("a group without an adapter", () => {
+    rejects(":4", "MISSING_ADAPTER");
+    rejects(" :4", "MISSING_ADAPTER");
+  });
+  it("an address that is not a number", () => {
+    rejects("1:4d", "BAD_ADDRESS", /"4d"/);
+    rejects("1:-1", "BAD_ADDRESS");
+    rejects("1:0x", "BAD_ADDRESS");
+    rejects("1:4 5", "BAD_ADDRESS");
+    rejects("1:1e1", "BAD_ADDRESS");
+  });
+  it("an address above 0x7f", () => {
+    rejects("1:128", "ADDRESS_OUT_OF_RANGE", /128/);
+    rejects("1:0x80", "ADDRESS_OUT_OF_RANGE");
+    rejects("1:99999999999999999999999", "ADDRESS_OUT_OF_RANGE");
+  });
+  it("a duplicate address inside a group and across groups (one flat guest space)", () => {
+    rejects("1:4:4", "DUPLICATE_ADDRESS", /in this group/);
+    rejects("1:4,2:32:21,5:4:23", "DUPLICATE_ADDRESS", /group 3 .*address 4 \(0x04\).*group 1/, 3);
+    rejects("1:32,2:0x20", "DUPLICATE_ADDRESS");
+    rejects("1:0x50,sim:0x50=24c02", "DUPLICATE_ADDRESS");
+  });
+  it("a duplicate adapter: same number, same name, or a name resolving to a listed number", () => {
+    rejects("1:4,5:10:23,1:32:21", "DUPLICATE_ADAPTER", /adapter 1 .*group 1/, 3);
+    rejects("bus1:4,bus5:10:23,bus5:32:21", "DUPLICATE_ADAPTER", /group 2 \("bus5"\)/);
+    rejects("7:4,i915 gmbus dpd:5", "DUPLICATE_ADAPTER", /adapter 7/);
+    rejects("sim:4=24c02,sim:5=24c02", "DUPLICATE_ADAPTER", /"sim"/);
+  });
+  it("an adapter name that cannot be resolved, keeping the cause", () => {
+    assert.throws(
+      () => parseDeviceList("nope:4", resolve),
+      (e: unknown) =>
+        e instanceof DeviceListError &&
+        e.code === "ADAPTER_NOT_FOUND" &&
+        /"nope": no such adapter/.test(e.message) &&
+        (e.cause as { code?: string }).code === "ADAPTER_NOT_FOUND",
+    );
+  });
+  it("an adapter number past the /dev/i2c-N range", () => {
+    rejects("99999999:4", "BAD_ADAPTER_NUMBER");
+  });
+  it("an unknown model", () => {
+    rejects("sim:0x50=24c99", "UNKNOWN_MODEL", /"24c99".*24c02/);
+  });
+  it("a model on a host adapter", () => {
+    rejects("1:0x50=24c02", "MODEL_ON_HOST_ADAPTER");
+  });
+  it("an emulated device without a model", () => {
+    rejects("sim:0x50", "MISSING_MODEL");
+    rejects("sim:0x50=", "MISSING_MODEL");
+    rejects("sim:=24c02", "MISSING_ADDRESS");
+  });
+});
+
+describe("parseDeviceList properties", () => {
+  it("round-trips any list of distinct adapters with distinct addresses, in any notation", () => {
+    const arb = fc.uniqueArray(fc.nat(0x7f), { minLength: 1, maxLength: 40 }).chain((addrs) =>
+      fc.record({
+        addrs: fc.constant(addrs),
+        cuts: fc.uniqueArray(fc.nat(addrs.length), { maxLength: 5 }),
+        hexes: fc.array(fc.boolean(), { minLength: addrs.length, maxLength: addrs.length }),
+      }),
+    );
+    fc.assert(
+      fc.property(arb, ({ addrs, cuts, hexes }) => {
+        const bounds = [0, ...cuts.filter((c) => c > 0 && c < addrs.length).sort((a, b) => a - b)];
+        const groups = bounds.map((start, g) => addrs.slice(start, bounds[g + 1] ?? addrs.length));
+        const text = groups
+          .map((g, n) => {
+            const tokens = g.map((a) => {
+              const i = addrs.indexOf(a);
+              return hexes[i] ? `0x${a.toString(16)}` : String(a);
+            });
+            return [String(n), ...tokens].join(":");
+          })
+          .join(",");
+        const parsed = parseDeviceList(text, noNames);
+        assert.deepEqual(
+          parsed.map((p) => p.devices.map((d) => d.addr)),
+          groups,
+        );
+      }),
+    );
+  });
+
+  it("never throws anything but DeviceListError", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom(..."01x7f:=, sim24c02ab".split("")) }),
+        (text) => {
+          try {
+            parseDeviceList(text, resolve);
+          } catch (e) {
+            assert.ok(e instanceof DeviceListError, String(e));
+          }
+        },
+      ),
+    );
+  });
+});
