@@ -1,0 +1,492 @@
+/**
+ * Split virtqueue, device side: pops descriptor chains from the avail ring (walking them with a budget and
+ * reporting every malformation as a chain error), pushes them to the used ring and decides when to signal
+ * the driver (EVENT_IDX or flags). Also the split ring layout shared with the driver side. It reaches guest
+ * memory only through GuestMemory and knows nothing of vhost-user or of any device type.
+ *
+ * Memory ordering. The driver runs on other CPUs and writes the rings concurrently; guest RAM is a shared
+ * mapping, so every load below reads the ring afresh: ring contents are never cached here. The 16-bit
+ * indices and flags that carry the protocol (avail.idx, avail.flags, used_event, used.idx, used.flags,
+ * avail_event) go through `Atomics` on a Uint16Array over the mapping, which are sequentially consistent:
+ * - pop loads avail.idx first, then ring entries and descriptors. x86 never reorders loads with loads, and
+ *   an atomic load is an acquire on weaker CPUs, so we never see an index ahead of the entries it covers.
+ * - pushUsed writes the used element, then stores used.idx last: the driver may consume the element as
+ *   soon as it sees the index. x86 keeps stores in order; the atomic store is a release elsewhere.
+ * - notify and enableNotifications store an index and then load the other side's index or event. That
+ *   store→load order is the one x86 does reorder; a sequentially consistent store followed by a
+ *   sequentially consistent load forbids it (the full barrier Linux puts in the same places). Without it
+ *   the driver and we could each miss the other's update and the guest would wait for ever.
+ * @module
+ */
+
+import type { GuestMemory } from "./guest-memory.js";
+import {
+  CHAIN_ERROR,
+  type ChainErrorKind,
+  type Descriptor,
+  type DescriptorChain,
+  type DeviceQueue,
+  VirtqueueError,
+} from "./queue.js";
+
+export const VRING_DESC_F_NEXT = 1;
+export const VRING_DESC_F_WRITE = 2;
+export const VRING_DESC_F_INDIRECT = 4;
+/** used.flags: the device asks the driver not to kick. */
+export const VRING_USED_F_NO_NOTIFY = 1;
+/** avail.flags: the driver asks the device not to interrupt. */
+export const VRING_AVAIL_F_NO_INTERRUPT = 1;
+
+export const QUEUE_SIZE_MAX = 32768;
+export const DESCRIPTOR_SIZE = 16;
+/** Alignment the split ring requires of each area (virtio 1.x). */
+export const SPLIT_RING_ALIGN = { desc: 16, avail: 2, used: 4 } as const;
+/** Chains are walked into arrays: bound what one chain may cost, whatever an indirect length claims. */
+export const MAX_INDIRECT_DESCRIPTORS = QUEUE_SIZE_MAX;
+
+/** Byte offsets inside the avail and used areas. */
+export const AVAIL_FLAGS = 0;
+export const AVAIL_IDX = 2;
+export const AVAIL_RING = 4;
+export const USED_FLAGS = 0;
+export const USED_IDX = 2;
+export const USED_RING = 4;
+export const USED_ELEM_SIZE = 8;
+
+export interface SplitRingAddresses {
+  desc: number;
+  avail: number;
+  used: number;
+}
+
+/** Bytes of each area. The event fields (used_event, avail_event) exist only with EVENT_IDX. */
+export function splitRingSizes(size: number, eventIdx: boolean): SplitRingAddresses {
+  const event = eventIdx ? 2 : 0;
+  return {
+    desc: DESCRIPTOR_SIZE * size,
+    avail: AVAIL_RING + 2 * size + event,
+    used: USED_RING + USED_ELEM_SIZE * size + event,
+  };
+}
+
+/** Byte offset of used_event in the avail area. */
+export function usedEventOffset(size: number): number {
+  return AVAIL_RING + 2 * size;
+}
+
+/** Byte offset of avail_event in the used area. */
+export function availEventOffset(size: number): number {
+  return USED_RING + USED_ELEM_SIZE * size;
+}
+
+/** EINVAL unless `size` is a power of two in 1..32768. */
+export function checkQueueSize(size: number): void {
+  if (!Number.isInteger(size) || size < 1 || size > QUEUE_SIZE_MAX || (size & (size - 1)) !== 0) {
+    throw new VirtqueueError(
+      "EINVAL",
+      `queue size ${size} is not a power of two in 1..${QUEUE_SIZE_MAX}`,
+    );
+  }
+}
+
+export function checkRingIndex(value: number, what: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
+    throw new VirtqueueError("EINVAL", `${what} ${value} is not a 16-bit index`);
+  }
+}
+
+/**
+ * The EVENT_IDX rule, for either direction: the other side asked to hear about index `event`; we moved
+ * our index from `oldIdx` to `newIdx`. Signal iff `event` lies in [oldIdx, newIdx), mod 2^16.
+ */
+export function vringNeedEvent(event: number, newIdx: number, oldIdx: number): boolean {
+  return ((newIdx - event - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
+}
+
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** One ring area resolved once through GuestMemory.view; re-resolved when the memory table changes. */
+export class RingArea {
+  readonly dv: DataView;
+  readonly offset: number;
+  /** Present when the area is 2-aligned in its buffer on a little-endian host: enables Atomics. */
+  private readonly u16: Uint16Array | null;
+
+  constructor(memory: GuestMemory, gpa: number, length: number, what: string) {
+    try {
+      const { dv, offset } = memory.view(gpa, length);
+      this.dv = dv;
+      this.offset = offset;
+    } catch (cause) {
+      throw new VirtqueueError(
+        "EFAULT",
+        `${what} area 0x${gpa.toString(16)}+${length} is not in guest memory`,
+        { cause },
+      );
+    }
+    const byteOffset = this.dv.byteOffset + this.offset;
+    this.u16 =
+      LITTLE_ENDIAN_HOST && byteOffset % 2 === 0
+        ? new Uint16Array(this.dv.buffer, byteOffset, length >> 1)
+        : null;
+  }
+
+  /** Sequentially consistent 16-bit load (see the module comment). */
+  load16(at: number): number {
+    return this.u16 !== null
+      ? Atomics.load(this.u16, at >> 1)
+      : this.dv.getUint16(this.offset + at, true);
+  }
+
+  /** Sequentially consistent 16-bit store (see the module comment). */
+  store16(at: number, value: number): void {
+    if (this.u16 !== null) Atomics.store(this.u16, at >> 1, value);
+    else this.dv.setUint16(this.offset + at, value, true);
+  }
+
+  getU16(at: number): number {
+    return this.dv.getUint16(this.offset + at, true);
+  }
+
+  setU16(at: number, value: number): void {
+    this.dv.setUint16(this.offset + at, value, true);
+  }
+
+  getU32(at: number): number {
+    return this.dv.getUint32(this.offset + at, true);
+  }
+
+  setU32(at: number, value: number): void {
+    this.dv.setUint32(this.offset + at, value, true);
+  }
+}
+
+export interface SplitQueueOptions {
+  /** VIRTIO_F_RING_EVENT_IDX negotiated. */
+  eventIdx: boolean;
+  /** VIRTIO_F_RING_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+  /** VIRTIO_F_NOTIFY_ON_EMPTY negotiated. */
+  notifyOnEmpty?: boolean;
+  /** From SET_VRING_BASE: the next avail ring entry to pop. */
+  lastAvailIndex: number;
+  /** The used index to continue from (default: lastAvailIndex, as after SET_VRING_BASE). */
+  usedIndex?: number;
+  /** Signal the driver (writes the call eventfd). */
+  notify: () => void;
+}
+
+interface RawDescriptor {
+  addr: number;
+  len: number;
+  flags: number;
+  next: number;
+}
+
+class ChainFault extends Error {
+  constructor(kind: ChainErrorKind, details: string) {
+    super(`${kind}: ${details}`);
+  }
+}
+
+export class SplitQueue implements DeviceQueue {
+  readonly size: number;
+  readonly addresses: Readonly<SplitRingAddresses>;
+  private currentMemory: GuestMemory;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  private readonly notifyOnEmpty: boolean;
+  private readonly signal: () => void;
+  private desc!: RingArea;
+  private avail!: RingArea;
+  private used!: RingArea;
+  private nextAvail: number;
+  private nextUsed: number;
+  private popped = 0;
+  private brokenReason: string | null = null;
+  /** Used index at the last notify(), and whether it means anything yet (see notify). */
+  private signalledUsed: number;
+  private signalledUsedValid = false;
+  private pushedSinceNotify = false;
+  /** Reused for every descriptor read: fields of the descriptor being walked. */
+  private readonly raw: RawDescriptor = { addr: 0, len: 0, flags: 0, next: 0 };
+  private readonly entry = new Uint8Array(DESCRIPTOR_SIZE);
+  private readonly entryView = new DataView(this.entry.buffer);
+
+  constructor(
+    memory: GuestMemory,
+    size: number,
+    addresses: SplitRingAddresses,
+    options: SplitQueueOptions,
+  ) {
+    checkQueueSize(size);
+    checkRingIndex(options.lastAvailIndex, "last avail index");
+    const usedIndex = options.usedIndex ?? options.lastAvailIndex;
+    checkRingIndex(usedIndex, "used index");
+    for (const area of ["desc", "avail", "used"] as const) {
+      const gpa = addresses[area];
+      if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % SPLIT_RING_ALIGN[area] !== 0) {
+        throw new VirtqueueError(
+          "EINVAL",
+          `${area} address ${gpa} is not ${SPLIT_RING_ALIGN[area]}-aligned`,
+        );
+      }
+    }
+    this.size = size;
+    this.addresses = Object.freeze({ ...addresses });
+    this.eventIdx = options.eventIdx;
+    this.indirect = options.indirect;
+    this.notifyOnEmpty = options.notifyOnEmpty ?? false;
+    this.signal = options.notify;
+    this.nextAvail = options.lastAvailIndex;
+    this.nextUsed = usedIndex;
+    this.signalledUsed = usedIndex;
+    this.currentMemory = memory;
+    this.resolve(memory);
+  }
+
+  get memory(): GuestMemory {
+    return this.currentMemory;
+  }
+
+  /** Popped and not yet used. */
+  get inFlight(): number {
+    return this.popped;
+  }
+
+  /** The next avail entry to pop (GET_VRING_BASE reports it). */
+  get lastAvailIndex(): number {
+    return this.nextAvail;
+  }
+
+  get usedIndex(): number {
+    return this.nextUsed;
+  }
+
+  /** True once the driver broke the ring; pop() then always throws. */
+  get broken(): boolean {
+    return this.brokenReason !== null;
+  }
+
+  /** Re-resolves the ring areas in new memory (SET_MEM_TABLE). Throws EFAULT and keeps the old on failure. */
+  remap(memory: GuestMemory): void {
+    this.resolve(memory);
+    this.currentMemory = memory;
+  }
+
+  pop(): DescriptorChain | null {
+    if (this.brokenReason !== null) throw new VirtqueueError("EBADRING", this.brokenReason);
+    // avail.idx once, then the entries it covers (ordering: module comment).
+    const availIdx = this.avail.load16(AVAIL_IDX);
+    const pending = (availIdx - this.nextAvail) & 0xffff;
+    if (pending > this.size) {
+      this.brokenReason = `avail index ${availIdx} is ${pending} ahead of ${this.nextAvail} (queue size ${this.size})`;
+      throw new VirtqueueError("EBADRING", this.brokenReason);
+    }
+    if (pending === 0) return null;
+    const head = this.avail.getU16(AVAIL_RING + 2 * (this.nextAvail & (this.size - 1)));
+    this.nextAvail = (this.nextAvail + 1) & 0xffff;
+    this.popped++;
+    const descriptors: Descriptor[] = [];
+    let error: string | null = null;
+    try {
+      this.walk(head, descriptors);
+    } catch (fault) {
+      if (!(fault instanceof ChainFault)) throw fault;
+      error = fault.message;
+    }
+    return { head, descriptors, error };
+  }
+
+  rewind(count: number): void {
+    if (!Number.isInteger(count) || count < 0 || count > this.popped) {
+      throw new VirtqueueError(
+        "EINVAL",
+        `cannot rewind ${count} chains with ${this.popped} in flight`,
+      );
+    }
+    this.nextAvail = (this.nextAvail - count) & 0xffff;
+    this.popped -= count;
+  }
+
+  pushUsed(chain: DescriptorChain, writtenLen: number): void {
+    if (this.popped === 0) throw new VirtqueueError("EINVAL", "pushUsed with no chain in flight");
+    if (!Number.isInteger(writtenLen) || writtenLen < 0 || writtenLen > 0xffffffff) {
+      throw new VirtqueueError("EINVAL", `written length ${writtenLen} is not a 32-bit length`);
+    }
+    if (!Number.isInteger(chain.head) || chain.head < 0 || chain.head > 0xffff) {
+      throw new VirtqueueError("EINVAL", `chain head ${chain.head} is not a ring index`);
+    }
+    const elem = USED_RING + USED_ELEM_SIZE * (this.nextUsed & (this.size - 1));
+    this.used.setU32(elem, chain.head);
+    this.used.setU32(elem + 4, writtenLen);
+    this.nextUsed = (this.nextUsed + 1) & 0xffff;
+    // Last: publishing the index hands the element to the driver.
+    this.used.store16(USED_IDX, this.nextUsed);
+    this.popped--;
+    this.pushedSinceNotify = true;
+  }
+
+  /**
+   * Signals the driver when something was pushed since the last call and the driver wants to hear:
+   * - NOTIFY_ON_EMPTY: always when the queue has run dry (nothing in flight, avail ring empty).
+   * - without EVENT_IDX: unless avail.flags has NO_INTERRUPT (a hint the driver may ignore us on).
+   * - with EVENT_IDX: iff the used index crossed used_event since the last call (vringNeedEvent). After
+   *   construction or remap the previous value is unknown (another backend may have run the ring), so
+   *   the first decision signals: a spurious interrupt is harmless, a missed one hangs the guest.
+   * Every call records the current used index as "old", signalled or not, so that the next decision
+   * only looks at what was pushed in between.
+   */
+  notify(): void {
+    if (!this.pushedSinceNotify) return;
+    this.pushedSinceNotify = false;
+    const oldUsed = this.signalledUsed;
+    const oldValid = this.signalledUsedValid;
+    this.signalledUsed = this.nextUsed;
+    this.signalledUsedValid = true;
+    if (this.needsNotification(oldUsed, oldValid)) this.signal();
+  }
+
+  /**
+   * Without EVENT_IDX the driver reads used.flags before kicking. With EVENT_IDX it kicks when its avail
+   * index crosses avail_event: leaving avail_event where it is already suppresses further kicks once the
+   * driver passed it, so disabling writes nothing.
+   */
+  disableNotifications(): void {
+    if (!this.eventIdx) this.used.store16(USED_FLAGS, VRING_USED_F_NO_NOTIFY);
+  }
+
+  /**
+   * Asks for a kick on the next buffer (used.flags cleared, or avail_event = next entry to pop), then
+   * re-reads avail.idx: a buffer added before the driver could see our request came without a kick, so
+   * the caller must process again when this returns true.
+   */
+  enableNotifications(): boolean {
+    if (this.eventIdx) this.used.store16(availEventOffset(this.size), this.nextAvail);
+    else this.used.store16(USED_FLAGS, 0);
+    if (this.brokenReason !== null) return false;
+    return this.avail.load16(AVAIL_IDX) !== this.nextAvail;
+  }
+
+  private needsNotification(oldUsed: number, oldValid: boolean): boolean {
+    if (
+      this.notifyOnEmpty &&
+      this.popped === 0 &&
+      this.avail.load16(AVAIL_IDX) === this.nextAvail
+    ) {
+      return true;
+    }
+    if (!this.eventIdx) {
+      return (this.avail.load16(AVAIL_FLAGS) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    if (!oldValid) return true;
+    const usedEvent = this.avail.load16(usedEventOffset(this.size));
+    return vringNeedEvent(usedEvent, this.nextUsed, oldUsed);
+  }
+
+  private resolve(memory: GuestMemory): void {
+    const sizes = splitRingSizes(this.size, this.eventIdx);
+    const desc = new RingArea(memory, this.addresses.desc, sizes.desc, "descriptor table");
+    const avail = new RingArea(memory, this.addresses.avail, sizes.avail, "avail ring");
+    const used = new RingArea(memory, this.addresses.used, sizes.used, "used ring");
+    this.desc = desc;
+    this.avail = avail;
+    this.used = used;
+    this.signalledUsedValid = false;
+  }
+
+  /**
+   * Walks the chain at `head` into `out`, throwing ChainFault on the first malformation. The budget
+   * (ttl) is the table length: a chain visiting more entries than its table holds has a loop.
+   */
+  private walk(head: number, out: Descriptor[]): void {
+    if (head >= this.size) {
+      throw new ChainFault(CHAIN_ERROR.headOutOfRange, `head ${head}, queue size ${this.size}`);
+    }
+    const memory = this.currentMemory;
+    const raw = this.raw;
+    let tableSize = this.size;
+    let ttl = this.size;
+    /** Set while walking an indirect table: its address, and a view when it lies in one window. */
+    let indirectGpa = -1;
+    let indirectView: { dv: DataView; offset: number } | null = null;
+    let index = head;
+    let total = 0;
+    let seenWritable = false;
+    for (;;) {
+      if (ttl-- === 0) {
+        throw new ChainFault(CHAIN_ERROR.loop, `more than ${tableSize} descriptors`);
+      }
+      if (indirectGpa < 0) {
+        this.readDescriptor(this.desc.dv, this.desc.offset + DESCRIPTOR_SIZE * index);
+      } else if (indirectView !== null) {
+        this.readDescriptor(indirectView.dv, indirectView.offset + DESCRIPTOR_SIZE * index);
+      } else {
+        memory.read(indirectGpa + DESCRIPTOR_SIZE * index, this.entry);
+        this.readDescriptor(this.entryView, 0);
+      }
+      if (raw.flags & VRING_DESC_F_INDIRECT) {
+        this.checkIndirect(indirectGpa >= 0);
+        indirectGpa = raw.addr;
+        indirectView =
+          memory.slice(raw.addr, raw.len) !== null ? memory.view(raw.addr, raw.len) : null;
+        tableSize = raw.len / DESCRIPTOR_SIZE;
+        ttl = tableSize;
+        index = 0;
+        continue;
+      }
+      if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, `descriptor ${index}`);
+      const writable = (raw.flags & VRING_DESC_F_WRITE) !== 0;
+      if (seenWritable && !writable) {
+        throw new ChainFault(CHAIN_ERROR.readableAfterWritable, `descriptor ${index}`);
+      }
+      seenWritable = writable;
+      total += raw.len;
+      if (total > 2 ** 32) throw new ChainFault(CHAIN_ERROR.totalTooLong, `${total} bytes`);
+      if (raw.addr < 0 || !memory.isBacked(raw.addr, raw.len)) {
+        throw new ChainFault(
+          CHAIN_ERROR.bufferOutsideMemory,
+          `descriptor ${index}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
+        );
+      }
+      out.push({ addr: raw.addr, len: raw.len, writable });
+      if ((raw.flags & VRING_DESC_F_NEXT) === 0) return;
+      if (raw.next >= tableSize) {
+        throw new ChainFault(
+          CHAIN_ERROR.nextOutOfRange,
+          `next ${raw.next}, table size ${tableSize}`,
+        );
+      }
+      index = raw.next;
+    }
+  }
+
+  /** Checks the descriptor in `raw`, which refers to an indirect table; throws ChainFault. */
+  private checkIndirect(inIndirect: boolean): void {
+    const raw = this.raw;
+    if (!this.indirect)
+      throw new ChainFault(CHAIN_ERROR.indirectNotNegotiated, "INDIRECT flag set");
+    if (inIndirect) throw new ChainFault(CHAIN_ERROR.nestedIndirect, "INDIRECT flag in a table");
+    if (raw.flags & VRING_DESC_F_NEXT) {
+      throw new ChainFault(CHAIN_ERROR.indirectWithNext, "INDIRECT and NEXT both set");
+    }
+    const count = raw.len / DESCRIPTOR_SIZE;
+    if (raw.len === 0 || !Number.isInteger(count) || count > MAX_INDIRECT_DESCRIPTORS) {
+      throw new ChainFault(CHAIN_ERROR.indirectBadLength, `${raw.len} bytes`);
+    }
+    if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
+      throw new ChainFault(CHAIN_ERROR.indirectOutsideMemory, `table of ${raw.len} bytes`);
+    }
+  }
+
+  /** Loads the descriptor at `offset` of `dv` into `raw`; addr is -1 when it is 2^53 or more. */
+  private readDescriptor(dv: DataView, offset: number): void {
+    const raw = this.raw;
+    const low = dv.getUint32(offset, true);
+    const high = dv.getUint32(offset + 4, true);
+    raw.addr = high < 2 ** 21 ? high * 2 ** 32 + low : -1;
+    raw.len = dv.getUint32(offset + 8, true);
+    raw.flags = dv.getUint16(offset + 12, true);
+    raw.next = dv.getUint16(offset + 14, true);
+  }
+}
