@@ -1,0 +1,186 @@
+/**
+ * Turns virtio-i2c descriptor chains into requests and requests into transfers (groups closed by a
+ * request without FAIL_NEXT). Reads only the out_hdr from guest memory; never writes guest memory,
+ * never touches a bus and never pushes to the used ring (virtio-i2c.ts does).
+ *
+ * The chain is read as two byte streams, as virtio 1.x asks (no assumption about descriptor framing):
+ * device-readable = out_hdr (8) [+ write data], device-writable = [read buffer +] status (1).
+ * @module
+ */
+
+import type { GuestMemory } from "../virtio/guest-memory.js";
+import type { Descriptor, DescriptorChain } from "../virtio/queue.js";
+import { IN_HDR_SIZE, KNOWN_FLAGS, OutHdr, RequestFlag } from "./protocol.js";
+
+/** A byte range of guest memory. */
+export interface Segment {
+  readonly addr: number;
+  readonly len: number;
+}
+
+/** Longest message an I2C host adapter takes (struct i2c_msg has a u16 length). */
+export const MAX_MESSAGE_LENGTH = 0xffff;
+
+/** Stable prefixes of `I2cRequest.error`: `"<kind>: <details>"`. */
+export const REQUEST_ERROR = {
+  malformedChain: "malformed chain",
+  shortHeader: "out_hdr shorter than 8 bytes",
+  noStatus: "no device-writable status byte",
+  headerUnreadable: "out_hdr not readable",
+  reservedFlags: "reserved flag bits set",
+  badAddress: "10-bit or odd address",
+  readWithData: "read request with device-readable data",
+  writeWithWritableBuffer: "write request with device-writable buffer",
+  tooLong: "message longer than 65535 bytes",
+} as const;
+
+export interface I2cRequest {
+  readonly chain: DescriptorChain;
+  /** 7-bit guest address (0 when the header could not be read). */
+  readonly addr: number;
+  readonly read: boolean;
+  /** FAIL_NEXT as sent; false when the header could not be read, so such a request ends its group. */
+  readonly failNext: boolean;
+  /** Message data: device-readable for writes, device-writable for reads. Empty for zero-length. */
+  readonly buffer: readonly Segment[];
+  readonly length: number;
+  /** Guest address of the status byte: the last device-writable byte, when there is one. */
+  readonly status: number | null;
+  /** Why the request cannot be carried out, or null. */
+  readonly error: string | null;
+}
+
+/** The first `bytes` bytes of `segments`, and the rest. */
+function splitSegments(segments: readonly Segment[], bytes: number): [Segment[], Segment[]] {
+  const head: Segment[] = [];
+  const tail: Segment[] = [];
+  let left = bytes;
+  for (const s of segments) {
+    if (left >= s.len) {
+      head.push({ addr: s.addr, len: s.len });
+      left -= s.len;
+    } else if (left > 0) {
+      head.push({ addr: s.addr, len: left });
+      tail.push({ addr: s.addr + left, len: s.len - left });
+      left = 0;
+    } else {
+      tail.push({ addr: s.addr, len: s.len });
+    }
+  }
+  return [head, tail];
+}
+
+const totalLength = (segments: readonly Segment[]) => segments.reduce((sum, s) => sum + s.len, 0);
+
+/** Copies guest bytes from `segments` into `into` (which must be exactly their total length). */
+export function gather(memory: GuestMemory, segments: readonly Segment[], into: Uint8Array): void {
+  let offset = 0;
+  for (const s of segments) {
+    memory.read(s.addr, into.subarray(offset, offset + s.len));
+    offset += s.len;
+  }
+}
+
+/** Copies `from` (exactly the segments' total length) into guest memory over `segments`. */
+export function scatter(memory: GuestMemory, segments: readonly Segment[], from: Uint8Array): void {
+  let offset = 0;
+  for (const s of segments) {
+    memory.write(s.addr, from.subarray(offset, offset + s.len));
+    offset += s.len;
+  }
+}
+
+/** The status location of any chain, even a malformed one: the last byte of a writable last descriptor. */
+function statusOf(descriptors: readonly Descriptor[]): number | null {
+  const last = descriptors.at(-1);
+  return last?.writable && last.len > 0 ? last.addr + last.len - 1 : null;
+}
+
+/** Parses one chain. Never throws: anything wrong is reported in `error`. */
+export function parseRequest(chain: DescriptorChain, memory: GuestMemory): I2cRequest {
+  const status = statusOf(chain.descriptors);
+  const bad = (
+    kind: string,
+    details: string,
+    header?: { addr: number; read: boolean; failNext: boolean },
+  ) =>
+    ({
+      chain,
+      addr: header?.addr ?? 0,
+      read: header?.read ?? false,
+      failNext: header?.failNext ?? false,
+      buffer: [],
+      length: 0,
+      status,
+      error: `${kind}: ${details}`,
+    }) satisfies I2cRequest;
+
+  if (chain.error !== null) return bad(REQUEST_ERROR.malformedChain, chain.error);
+  const readable = chain.descriptors.filter((d) => !d.writable);
+  const writable = chain.descriptors.filter((d) => d.writable);
+  const readableLength = totalLength(readable);
+  const writableLength = totalLength(writable);
+  if (readableLength < OutHdr.SIZE) {
+    return bad(REQUEST_ERROR.shortHeader, `${readableLength} device-readable bytes`);
+  }
+  if (writableLength < IN_HDR_SIZE) return bad(REQUEST_ERROR.noStatus, "no writable descriptor");
+
+  const [headerSegments, writeData] = splitSegments(readable, OutHdr.SIZE);
+  const headerBytes = new Uint8Array(OutHdr.SIZE);
+  try {
+    gather(memory, headerSegments, headerBytes);
+  } catch (err) {
+    return bad(REQUEST_ERROR.headerUnreadable, err instanceof Error ? err.message : String(err));
+  }
+  const dv = new DataView(headerBytes.buffer);
+  const rawAddr = dv.getUint16(OutHdr.ADDR_OFFSET, true);
+  const flags = dv.getUint32(OutHdr.FLAGS_OFFSET, true);
+  const header = {
+    addr: rawAddr >> 1,
+    read: (flags & RequestFlag.M_RD) !== 0,
+    failNext: (flags & RequestFlag.FAIL_NEXT) !== 0,
+  };
+  if ((flags & ~KNOWN_FLAGS) !== 0) {
+    return bad(REQUEST_ERROR.reservedFlags, `flags 0x${flags.toString(16)}`, header);
+  }
+  // 7-bit addresses are addr7 << 1; anything above 0xff or with bit 0 set is 10-bit or invalid.
+  if ((rawAddr & 1) !== 0 || rawAddr > 0xff) {
+    return bad(REQUEST_ERROR.badAddress, `addr field 0x${rawAddr.toString(16)}`, header);
+  }
+
+  const [readBuffer] = splitSegments(writable, writableLength - IN_HDR_SIZE);
+  const writeLength = readableLength - OutHdr.SIZE;
+  const readLength = writableLength - IN_HDR_SIZE;
+  if (header.read && writeLength > 0) {
+    return bad(REQUEST_ERROR.readWithData, `${writeLength} bytes`, header);
+  }
+  if (!header.read && readLength > 0) {
+    return bad(REQUEST_ERROR.writeWithWritableBuffer, `${readLength} bytes`, header);
+  }
+  const buffer = header.read ? readBuffer : writeData;
+  const length = header.read ? readLength : writeLength;
+  if (length > MAX_MESSAGE_LENGTH) return bad(REQUEST_ERROR.tooLong, `${length} bytes`, header);
+  return { chain, ...header, buffer, length, status, error: null };
+}
+
+/**
+ * Splits requests into transfers: consecutive requests up to and including one without FAIL_NEXT.
+ * Requests after the last complete transfer are returned as `partial` (their group is not complete
+ * yet). A request whose header could not be read has failNext = false, so it closes its group; any
+ * bad request fails its whole group (decided by the device).
+ */
+export function groupRequests(requests: readonly I2cRequest[]): {
+  transfers: I2cRequest[][];
+  partial: I2cRequest[];
+} {
+  const transfers: I2cRequest[][] = [];
+  let current: I2cRequest[] = [];
+  for (const request of requests) {
+    current.push(request);
+    if (!request.failNext) {
+      transfers.push(current);
+      current = [];
+    }
+  }
+  return { transfers, partial: current };
+}
