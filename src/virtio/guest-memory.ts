@@ -398,6 +398,8 @@ function checkValue(value: number, max: number): void {
  */
 export class ArrayBufferBacking implements RegionBacking {
   readonly bytes: Uint8Array;
+  /** Every view handed out (GuestMemory asks once per window), so tests can check what was touched. */
+  readonly viewRequests: { offset: number; length: number }[] = [];
   private closed = false;
 
   constructor(sizeOrBytes: number | Uint8Array) {
@@ -411,6 +413,7 @@ export class ArrayBufferBacking implements RegionBacking {
         `view ${offset}+${length} outside a ${this.bytes.byteLength}-byte backing`,
       );
     }
+    this.viewRequests.push({ offset, length });
     return this.bytes.subarray(offset, offset + length);
   }
 
