@@ -1,0 +1,87 @@
+/**
+ * Child-process driver for the HostBus tests: runs in a process with libfakei2c.so preloaded, reads
+ * a plan (JSON) from stdin, opens a HostBus, runs the transfers and prints one JSON result on stdout.
+ * Must not: assert anything (the test does) or exit non-zero for a transfer failure, since reporting
+ * failures is its job.
+ * @module
+ */
+
+import { text } from "node:stream/consumers";
+import type { I2cMessage } from "../../src/i2c/bus.js";
+import { HostBus } from "../../src/i2c/host-bus.js";
+import { createLogger } from "../../src/log.js";
+
+/** A write carries `data`; a read carries `len`. */
+export interface MessageSpec {
+  addr: number;
+  read?: boolean;
+  len?: number;
+  data?: number[];
+}
+
+/** One transfer awaited on its own, or several submitted at once and awaited together. */
+export type Step = { transfer: MessageSpec[] } | { concurrent: MessageSpec[][] };
+
+export interface Plan {
+  adapter: number;
+  addrs: number[];
+  steps: Step[];
+}
+
+export interface TransferResult {
+  /** What transfer() resolved to. */
+  done: number;
+  /** Contents of every read message afterwards, in message order. */
+  reads: number[][];
+}
+
+export type RunnerOutput =
+  | { opened: true; results: TransferResult[]; log: string[] }
+  | { opened: false; error: { name: string; code: string; message: string }; log: string[] };
+
+function toMessages(specs: readonly MessageSpec[]): I2cMessage[] {
+  return specs.map((s) => ({
+    addr: s.addr,
+    read: s.read === true,
+    buf: s.read ? new Uint8Array(s.len ?? 0) : Uint8Array.from(s.data ?? []),
+  }));
+}
+
+async function runTransfer(bus: HostBus, msgs: I2cMessage[]): Promise<TransferResult> {
+  const done = await bus.transfer(msgs);
+  return { done, reads: msgs.filter((m) => m.read).map((m) => [...m.buf]) };
+}
+
+async function main(): Promise<void> {
+  const plan = JSON.parse(await text(process.stdin)) as Plan;
+  const log: string[] = [];
+  const logger = createLogger("debug", { write: (line: string) => log.push(line.trimEnd()) });
+  let bus: HostBus;
+  try {
+    bus = HostBus.open(plan.adapter, plan.addrs, logger);
+  } catch (error) {
+    const e = error as { name?: string; code?: string; message?: string };
+    const output: RunnerOutput = {
+      opened: false,
+      error: { name: String(e.name), code: String(e.code), message: String(e.message) },
+      log,
+    };
+    process.stdout.write(`${JSON.stringify(output)}\n`);
+    return;
+  }
+  const results: TransferResult[] = [];
+  for (const step of plan.steps) {
+    if ("transfer" in step) {
+      results.push(await runTransfer(bus, toMessages(step.transfer)));
+    } else {
+      // Submit every transfer before awaiting any, so they compete for the adapter.
+      const pending = step.concurrent.map((specs) => runTransfer(bus, toMessages(specs)));
+      results.push(...(await Promise.all(pending)));
+    }
+  }
+  bus.close();
+  const output: RunnerOutput = { opened: true, results, log };
+  process.stdout.write(`${JSON.stringify(output)}\n`);
+}
+
+await main();
