@@ -1,0 +1,306 @@
+/**
+ * VirtioI2cDevice: the virtio-i2c device behind a vhost-user backend. Pops request chains, groups them
+ * into transfers, checks every message against the AddressMap, runs transfers on their bus in order,
+ * and returns every popped chain to the used ring with a status.
+ * Must not touch the socket, eventfds or the memory table (the backend owns them), nor open devices.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.js";
+import type { VhostUserDevice } from "../vhost-user/device.js";
+import { hasFeatures, VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
+import type { GuestMemory } from "../virtio/guest-memory.js";
+import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
+import { type AddressMap, hex, type I2cBus, type I2cMessage } from "./bus.js";
+import { RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
+import {
+  gather,
+  groupRequests,
+  type I2cRequest,
+  parseRequest,
+  type Segment,
+  scatter,
+} from "./request.js";
+
+/** One guest transfer waiting for, or running on, its bus. */
+interface Transfer {
+  readonly requests: readonly I2cRequest[];
+  readonly queue: DeviceQueue;
+  /** Device generation when popped: a reset in between means the result is dropped. */
+  readonly generation: number;
+}
+
+/** A transfer that passed validation: its bus and the messages handed to it. */
+interface PreparedTransfer {
+  readonly bus: I2cBus;
+  readonly msgs: readonly I2cMessage[];
+  /** Per message: the read buffer is a temporary copy to scatter into guest memory afterwards. */
+  readonly copyBack: readonly boolean[];
+}
+
+const STATUS_BYTES = {
+  [RequestStatus.OK]: Uint8Array.of(RequestStatus.OK),
+  [RequestStatus.ERR]: Uint8Array.of(RequestStatus.ERR),
+} as const;
+const EMPTY = new Uint8Array(0);
+/** Data bytes shown per write message in the debug line. */
+const LOGGED_BYTES = 16;
+
+export class VirtioI2cDevice implements VhostUserDevice {
+  readonly numQueues = 1;
+  readonly maxQueueSize = 1024;
+  readonly features = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST;
+  readonly requiredFeatures = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST;
+
+  readonly #addressMap: AddressMap;
+  readonly #logger: Logger;
+  /** Buses that once returned synchronously: their messages may use guest memory in place. */
+  readonly #syncBuses = new WeakSet<I2cBus>();
+  #indirect = false;
+  #generation = 0;
+  /** Transfers waiting behind a running asynchronous one (strict order per device). */
+  #waiting: Transfer[] = [];
+  #asyncRunning = false;
+  /** Ring descriptor slots held by popped, unused chains: tells when the ring is full. */
+  #heldSlots = 0;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(addressMap: AddressMap, logger: Logger = silentLogger) {
+    this.#addressMap = addressMap;
+    this.#logger = logger;
+  }
+
+  setFeatures(features: bigint): void {
+    this.#indirect = hasFeatures(features, VIRTIO_F_RING_INDIRECT_DESC);
+  }
+
+  processQueue(index: number, queue: DeviceQueue): void {
+    if (index !== 0) {
+      this.#logger.warn("kick on a queue virtio-i2c does not have", { queue: index });
+      return;
+    }
+    const requests: I2cRequest[] = [];
+    let brokenRing: unknown = null;
+    try {
+      for (let chain = queue.pop(); chain; chain = queue.pop()) {
+        this.#heldSlots += this.#slotsOf(chain);
+        requests.push(parseRequest(chain, queue.memory));
+      }
+    } catch (err) {
+      brokenRing = err; // handle what was popped, then let the backend stop the queue
+    }
+    const { transfers, partial } = groupRequests(requests);
+    if (partial.length > 0) {
+      // The rest of this group is not in the ring yet; give it back and wait for it. When the ring is
+      // full or broken the rest can never come: run what there is rather than hang the driver.
+      if (brokenRing === null && this.#heldSlots < queue.size) {
+        for (const r of partial) this.#heldSlots -= this.#slotsOf(r.chain);
+        queue.rewind(partial.length);
+      } else {
+        transfers.push(partial);
+      }
+    }
+    const generation = this.#generation;
+    for (const requestsOfTransfer of transfers) {
+      this.#waiting.push({ requests: requestsOfTransfer, queue, generation });
+    }
+    this.#drain();
+    if (requests.length > 0) queue.notify();
+    if (brokenRing !== null) throw brokenRing;
+  }
+
+  whenIdle(_index: number): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  reset(): void {
+    this.#generation++;
+    this.#waiting = [];
+    this.#asyncRunning = false;
+    this.#heldSlots = 0;
+    this.#wakeIdleWaiters();
+  }
+
+  #isIdle(): boolean {
+    return !this.#asyncRunning && this.#waiting.length === 0;
+  }
+
+  #wakeIdleWaiters(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Ring slots a chain occupies: one with indirect descriptors (as Linux uses them), else one each. */
+  #slotsOf(chain: DescriptorChain): number {
+    return this.#indirect ? 1 : Math.max(1, chain.descriptors.length);
+  }
+
+  /** Runs waiting transfers in order until one goes asynchronous. */
+  #drain(): void {
+    while (!this.#asyncRunning) {
+      const transfer = this.#waiting.shift();
+      if (!transfer) break;
+      this.#start(transfer);
+    }
+    if (this.#isIdle()) this.#wakeIdleWaiters();
+  }
+
+  #start(transfer: Transfer): void {
+    const prepared = this.#prepare(transfer);
+    if (!prepared) {
+      this.#complete(transfer, null, 0);
+      return;
+    }
+    let result: number | Promise<number>;
+    try {
+      result = prepared.bus.transfer(prepared.msgs);
+    } catch (err) {
+      this.#logBusFailure(prepared.bus, err);
+      result = 0;
+    }
+    if (typeof result === "number") {
+      this.#syncBuses.add(prepared.bus);
+      this.#complete(transfer, prepared, result);
+      return;
+    }
+    this.#asyncRunning = true;
+    result
+      .then(
+        (done) => done,
+        (err: unknown) => {
+          this.#logBusFailure(prepared.bus, err);
+          return 0;
+        },
+      )
+      .then((done) => {
+        if (transfer.generation !== this.#generation) return; // reset meanwhile: dropped
+        this.#asyncRunning = false;
+        this.#complete(transfer, prepared, done);
+        this.#drain();
+        transfer.queue.notify();
+      })
+      .catch((err: unknown) => {
+        this.#logger.error("completing an I2C transfer failed", { error: errorText(err) });
+      });
+  }
+
+  /**
+   * Checks the whole transfer before anything reaches a bus: no bad request, every address listed,
+   * all on one bus. Builds the messages: guest memory in place for synchronous buses when contiguous,
+   * temporary buffers otherwise (an asynchronous bus must never hold views of guest memory).
+   */
+  #prepare(transfer: Transfer): PreparedTransfer | null {
+    const { requests } = transfer;
+    const bad = requests.find((r) => r.error !== null);
+    if (bad) {
+      this.#logger.warn("malformed request, transfer failed", {
+        head: bad.chain.head,
+        error: bad.error,
+      });
+      return null;
+    }
+    let bus: I2cBus | undefined;
+    const hostAddrs: number[] = [];
+    for (const r of requests) {
+      const target = this.#addressMap.lookup(r.addr);
+      if (!target) {
+        this.#debugTransfer(transfer, null, `address ${hex(r.addr)} not listed`);
+        return null;
+      }
+      if (bus && target.bus !== bus) {
+        this.#logger.warn("transfer spans two buses, refused", {
+          buses: `${bus.name},${target.bus.name}`,
+        });
+        return null;
+      }
+      bus = target.bus;
+      hostAddrs.push(target.hostAddr);
+    }
+    if (!bus) return null;
+    const inPlace = this.#syncBuses.has(bus);
+    const memory = transfer.queue.memory;
+    const copyBack: boolean[] = [];
+    try {
+      const msgs = requests.map((r, i): I2cMessage => {
+        const view = inPlace ? contiguousView(memory, r.buffer) : null;
+        copyBack.push(r.read && r.length > 0 && view === null);
+        return { addr: hostAddrs[i] ?? r.addr, read: r.read, buf: view ?? copyOf(memory, r) };
+      });
+      return { bus, msgs, copyBack };
+    } catch (err) {
+      this.#logger.warn("request buffer not in guest memory, transfer failed", {
+        error: errorText(err),
+      });
+      return null;
+    }
+  }
+
+  /** Writes statuses (first failure and everything after it: ERR) and returns every chain. */
+  #complete(transfer: Transfer, prepared: PreparedTransfer | null, done: number): void {
+    if (prepared) this.#debugTransfer(transfer, prepared, `${done}/${transfer.requests.length}`);
+    const memory = transfer.queue.memory;
+    transfer.requests.forEach((r, i) => {
+      let ok = prepared !== null && i < done;
+      let written = 0;
+      try {
+        const msg = prepared?.msgs[i];
+        if (ok && msg && prepared?.copyBack[i]) scatter(memory, r.buffer, msg.buf);
+      } catch {
+        ok = false;
+      }
+      if (r.status !== null) {
+        try {
+          memory.write(r.status, STATUS_BYTES[ok ? RequestStatus.OK : RequestStatus.ERR]);
+          written = 1 + (ok && r.read ? r.length : 0);
+        } catch {
+          written = 0; // status byte outside guest memory: the chain still goes back
+        }
+      }
+      this.#heldSlots = Math.max(0, this.#heldSlots - this.#slotsOf(r.chain));
+      try {
+        transfer.queue.pushUsed(r.chain, written);
+      } catch (err) {
+        this.#logger.error("returning a chain to the used ring failed", { error: errorText(err) });
+      }
+    });
+  }
+
+  #debugTransfer(transfer: Transfer, prepared: PreparedTransfer | null, result: string): void {
+    if (!this.#logger.enabled("debug")) return;
+    const parts = transfer.requests.map((r, i) => {
+      let text = `${r.read ? "r" : "w"}${r.length}@${hex(r.addr)}`;
+      const buf = prepared?.msgs[i]?.buf;
+      if (!r.read && buf) {
+        for (const byte of buf.subarray(0, LOGGED_BYTES)) text += ` ${hex(byte)}`;
+        if (buf.length > LOGGED_BYTES) text += " ...";
+      }
+      return text;
+    });
+    this.#logger.debug(`transfer ${parts.join(" ")}`, { result });
+  }
+
+  #logBusFailure(bus: I2cBus, err: unknown): void {
+    this.#logger.warn("bus transfer failed", { bus: bus.name, error: errorText(err) });
+  }
+}
+
+/** A view of guest memory over a one-segment buffer when it lies in one window, else null. */
+function contiguousView(memory: GuestMemory, buffer: readonly Segment[]): Uint8Array | null {
+  const [only] = buffer;
+  if (buffer.length !== 1 || !only) return buffer.length === 0 ? EMPTY : null;
+  return memory.slice(only.addr, only.len);
+}
+
+/** A private buffer for a message: write data gathered from guest memory, or room for read data. */
+function copyOf(memory: GuestMemory, request: I2cRequest): Uint8Array {
+  if (request.length === 0) return EMPTY;
+  const buf = new Uint8Array(request.length);
+  if (!request.read) gather(memory, request.buffer, buf);
+  return buf;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
