@@ -42,10 +42,13 @@
  *
  * Log line, one per bus message performed or attempted (and per I2C_SLAVE check):
  *   seq=S adapter=N op=OP addr=0xAA dir=r|w|- len=L data=HEX|- result=ok|ERRNAME
- * S numbers the ioctl call, so all lines of one transfer share it. OP is "slave", "rdwr" or the
+ * S numbers the ioctl call, so all lines of one transfer share it. OP is "slave", "rdwr", the
  * SMBus size ("smbus-quick", "smbus-byte", "smbus-byte-data", "smbus-word-data",
- * "smbus-proc-call", "smbus-block-data", "smbus-i2c-block-data"). data is the bytes written, or the
- * bytes read when the message succeeded.
+ * "smbus-proc-call", "smbus-block-data", "smbus-i2c-block-data") or "overlap". data is the bytes
+ * written, or the bytes read when the message succeeded.
+ * An "overlap" line (addr 0x00) is written when an ioctl starts on an adapter while another ioctl on
+ * it (any fd) is still running. The kernel allows that; the line lets tests prove that a caller
+ * serialises its use of the adapter.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -86,6 +89,7 @@ struct fake_adapter {
   int no_zero_len;
   unsigned delay_us;
   pthread_mutex_t bus_lock;
+  int in_flight; /* ioctls running on this adapter, under table_lock */
   char path[32];
   struct fake_device devices[MAX_DEVICES];
 };
@@ -663,12 +667,11 @@ static int do_smbus(struct fake_fd *entry, struct i2c_smbus_ioctl_data *arg) {
 static int do_slave(struct fake_fd *entry, unsigned long addr, int force) {
   struct fake_adapter *adapter = entry->adapter;
   if (addr > 0x7f) return EINVAL;
+  /* Like the kernel, no bus lock: I2C_SLAVE only changes the fd's address. */
   unsigned long seq = take_seq();
-  pthread_mutex_lock(&adapter->bus_lock);
   struct fake_device *device = find_device(adapter, (uint16_t)addr);
   int err = (!force && device != NULL && device->busy) ? EBUSY : 0;
   log_op(seq, adapter, "slave", (uint16_t)addr, '-', NULL, 0, err);
-  pthread_mutex_unlock(&adapter->bus_lock);
   if (err == 0) {
     pthread_mutex_lock(&table_lock);
     struct fake_fd *current = lookup_fd(entry->fd);
@@ -693,6 +696,14 @@ int ioctl(int fd, unsigned long request, ...) {
   if (snapshot.fd == -1) return real_ioctl(fd, request, arg);
   struct fake_fd *entry = &snapshot;
 
+  /* The overlap detector: the kernel allows concurrent ioctls, but callers that promise to
+   * serialise an adapter can be checked against this line. */
+  struct fake_adapter *adapter = entry->adapter;
+  pthread_mutex_lock(&table_lock);
+  int overlapping = adapter->in_flight++;
+  pthread_mutex_unlock(&table_lock);
+  if (overlapping > 0) log_op(take_seq(), adapter, "overlap", 0, '-', NULL, 0, 0);
+
   int err;
   switch (request) {
     case I2C_FUNCS:
@@ -712,6 +723,9 @@ int ioctl(int fd, unsigned long request, ...) {
     case I2C_SMBUS: err = do_smbus(entry, arg); break;
     default: err = ENOTTY; break;
   }
+  pthread_mutex_lock(&table_lock);
+  adapter->in_flight--;
+  pthread_mutex_unlock(&table_lock);
   if (err != 0) {
     errno = err;
     return -1;

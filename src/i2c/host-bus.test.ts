@@ -1,0 +1,275 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { FakeI2c, type FakeLogEntry, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
+import type { MessageSpec, Plan, RunnerOutput, Step } from "../../test/fake-i2c/host-bus-runner.js";
+import { hex } from "./bus.js";
+
+const RUNNER = fileURLToPath(new URL("../../test/fake-i2c/host-bus-runner.js", import.meta.url));
+const unavailable = fakeUnavailableReason();
+
+const I2C_ADAPTER = "adapter 3 funcs=i2c|emul\ndevice 3 0x50\ndevice 3 0x51\n";
+const SMBUS_ADAPTER = "adapter 5 funcs=emul\ndevice 5 0x50\ndevice 5 0x51\n";
+
+const w = (addr: number, ...data: number[]): MessageSpec => ({ addr, data });
+const r = (addr: number, len: number): MessageSpec => ({ addr, read: true, len });
+
+interface Run {
+  out: RunnerOutput;
+  /** Fake log lines after the open-time address checks, as "op addr dir data result". */
+  ops: string[];
+  entries: FakeLogEntry[];
+}
+
+function show(e: FakeLogEntry): string {
+  const data = e.data.map((b) => b.toString(16).padStart(2, "0")).join("") || "-";
+  return `${e.op} ${hex(e.addr)} ${e.dir} ${data} ${e.result}`;
+}
+
+async function runPlan(config: string, plan: Plan): Promise<Run> {
+  const fake = await FakeI2c.create(config);
+  try {
+    const child = await fake.run([RUNNER], JSON.stringify(plan));
+    assert.equal(child.code, 0, `runner failed: ${child.stderr}`);
+    const out = JSON.parse(child.stdout) as RunnerOutput;
+    const log = await fake.readLog();
+    const checks = out.opened ? plan.addrs.length : 0;
+    assert.deepEqual(
+      log.slice(0, checks).map(show),
+      plan.addrs.slice(0, checks).map((a) => `slave ${hex(a)} - - ok`),
+      "open checks every listed address once",
+    );
+    const entries = log.slice(checks);
+    return { out, ops: entries.map(show), entries };
+  } finally {
+    await fake.cleanup();
+  }
+}
+
+function results(out: RunnerOutput) {
+  assert.ok(out.opened, `open failed: ${out.opened ? "" : out.error.message}`);
+  return out.results;
+}
+
+const transfers = (...list: MessageSpec[][]): Step[] => list.map((t) => ({ transfer: t }));
+
+describe("HostBus on the fake adapter", { skip: unavailable ?? false }, () => {
+  it("runs a write+read as one I2C_RDWR with a repeated START", async () => {
+    const { out, ops, entries } = await runPlan(I2C_ADAPTER, {
+      adapter: 3,
+      addrs: [0x50],
+      steps: transfers([w(0x50, 0x10, 0xde, 0xad)], [w(0x50, 0x10), r(0x50, 2)]),
+    });
+    assert.deepEqual(results(out), [
+      { done: 1, reads: [] },
+      { done: 2, reads: [[0xde, 0xad]] },
+    ]);
+    assert.deepEqual(ops, ["rdwr 0x50 w 10dead ok", "rdwr 0x50 w 10 ok", "rdwr 0x50 r dead ok"]);
+    assert.equal(entries[1]!.seq, entries[2]!.seq, "both messages in one ioctl");
+  });
+
+  it("answers zero-length probes: present address ACKs, absent one NACKs", async () => {
+    const { out, ops } = await runPlan(I2C_ADAPTER, {
+      adapter: 3,
+      addrs: [],
+      steps: transfers([w(0x50)], [r(0x51, 0)], [w(0x52)]),
+    });
+    assert.deepEqual(
+      results(out).map((x) => x.done),
+      [1, 1, 0],
+    );
+    assert.deepEqual(ops, ["rdwr 0x50 w - ok", "rdwr 0x51 r - ok", "rdwr 0x52 w - ENXIO"]);
+    assert.ok(out.log.some((l) => l.includes("transfer failed") && l.includes("code=ENXIO")));
+  });
+
+  it("falls back to SMBus quick once the adapter refuses zero-length I2C_RDWR", async () => {
+    const { out, ops } = await runPlan(`${I2C_ADAPTER}nozerolen 3\n`, {
+      adapter: 3,
+      addrs: [],
+      steps: transfers([w(0x50)], [r(0x51, 0)], [w(0x52)], [w(0x50, 0x00), r(0x50, 1)]),
+    });
+    assert.deepEqual(
+      results(out).map((x) => x.done),
+      [1, 1, 0, 2],
+    );
+    assert.deepEqual(ops, [
+      "slave 0x50 - - ok",
+      "smbus-quick 0x50 w - ok",
+      "slave 0x51 - - ok",
+      "smbus-quick 0x51 r - ok",
+      "slave 0x52 - - ok",
+      "smbus-quick 0x52 w - ENXIO",
+      "rdwr 0x50 w 00 ok",
+      "rdwr 0x50 r 00 ok",
+    ]);
+    const notices = out.log.filter((l) => l.includes("refuses zero-length"));
+    assert.equal(notices.length, 1, "the refusal is learned once and remembered");
+  });
+
+  it("maps every SMBus command on an SMBus-only adapter", async () => {
+    const { out, ops } = await runPlan(SMBUS_ADAPTER, {
+      adapter: 5,
+      addrs: [0x50],
+      steps: transfers(
+        [w(0x50)],
+        [r(0x50, 0)],
+        [w(0x50, 0x20, 0xaa)],
+        [w(0x50, 0x20)],
+        [r(0x50, 1)],
+        [w(0x50, 0x20), r(0x50, 1)],
+        [w(0x50, 0x30, 0x34, 0x12)],
+        [w(0x50, 0x30), r(0x50, 2)],
+        [w(0x50, 0x40, 0x01, 0x02), r(0x50, 2)],
+        [w(0x50, 0x60, 1, 2, 3, 4)],
+        [w(0x50, 0x60), r(0x50, 4)],
+      ),
+    });
+    assert.deepEqual(results(out), [
+      { done: 1, reads: [] },
+      { done: 1, reads: [[]] },
+      { done: 1, reads: [] },
+      { done: 1, reads: [] },
+      { done: 1, reads: [[0xaa]] },
+      { done: 2, reads: [[0xaa]] },
+      { done: 1, reads: [] },
+      { done: 2, reads: [[0x34, 0x12]] },
+      { done: 2, reads: [[0x42, 0x43]] },
+      { done: 1, reads: [] },
+      { done: 2, reads: [[1, 2, 3, 4]] },
+    ]);
+    assert.deepEqual(
+      ops.filter((o) => !o.startsWith("slave 0x50")),
+      [
+        "smbus-quick 0x50 w - ok",
+        "smbus-quick 0x50 r - ok",
+        "smbus-byte-data 0x50 w 20aa ok",
+        "smbus-byte 0x50 w 20 ok",
+        "smbus-byte 0x50 r aa ok",
+        "smbus-byte-data 0x50 w 20 ok",
+        "smbus-byte-data 0x50 r aa ok",
+        "smbus-word-data 0x50 w 303412 ok",
+        "smbus-word-data 0x50 w 30 ok",
+        "smbus-word-data 0x50 r 3412 ok",
+        "smbus-proc-call 0x50 w 400102 ok",
+        "smbus-proc-call 0x50 r 4243 ok",
+        "smbus-i2c-block-data 0x50 w 6001020304 ok",
+        "smbus-i2c-block-data 0x50 w 60 ok",
+        "smbus-i2c-block-data 0x50 r 01020304 ok",
+      ],
+    );
+  });
+
+  it("uses I2C block commands where the byte and word commands are missing", async () => {
+    const config = "adapter 6 funcs=read-i2c-block|write-i2c-block\ndevice 6 0x50\n";
+    const { out, ops } = await runPlan(config, {
+      adapter: 6,
+      addrs: [],
+      steps: transfers([w(0x50, 0x08, 0x77)], [w(0x50, 0x08), r(0x50, 2)], [w(0x50)]),
+    });
+    assert.deepEqual(results(out), [
+      { done: 1, reads: [] },
+      { done: 2, reads: [[0x77, 0x09]] },
+      { done: 0, reads: [] },
+    ]);
+    assert.deepEqual(
+      ops.filter((o) => !o.startsWith("slave")),
+      [
+        "smbus-i2c-block-data 0x50 w 0877 ok",
+        "smbus-i2c-block-data 0x50 w 08 ok",
+        "smbus-i2c-block-data 0x50 r 7709 ok",
+      ],
+    );
+  });
+
+  it("fails a transfer with no SMBus form without touching the adapter", async () => {
+    const { out, ops } = await runPlan(SMBUS_ADAPTER, {
+      adapter: 5,
+      addrs: [],
+      steps: transfers([w(0x50, 0x00), r(0x50, 33)], [w(0x50, 0x00), r(0x51, 1)], [r(0x50, 2)]),
+    });
+    assert.deepEqual(
+      results(out).map((x) => x.done),
+      [0, 0, 0],
+    );
+    assert.deepEqual(ops, []);
+    assert.equal(out.log.filter((l) => l.includes("no SMBus form")).length, 3);
+  });
+
+  it("refuses at open an address owned by a kernel driver, naming it", async () => {
+    const { out, ops } = await runPlan(`${I2C_ADAPTER}busy 3 0x51\n`, {
+      adapter: 3,
+      addrs: [0x50, 0x51],
+      steps: [],
+    });
+    assert.equal(out.opened, false);
+    assert.ok(!out.opened);
+    assert.equal(out.error.code, "I2C_ADDRESS_BUSY");
+    assert.match(out.error.message, /0x51/);
+    assert.match(out.error.message, /\/dev\/i2c-3/);
+    assert.deepEqual(ops, ["slave 0x50 - - ok", "slave 0x51 - - EBUSY"]);
+  });
+
+  it("turns an injected EIO into 0 and carries on", async () => {
+    const { out, ops } = await runPlan(`${I2C_ADAPTER}error 3 0x52 EIO\n`, {
+      adapter: 3,
+      addrs: [0x50, 0x52],
+      steps: transfers([w(0x52, 0x00), r(0x52, 1)], [w(0x50, 0x05), r(0x50, 1)]),
+    });
+    assert.deepEqual(results(out), [
+      { done: 0, reads: [[0]] },
+      { done: 2, reads: [[0x05]] },
+    ]);
+    assert.deepEqual(ops, ["rdwr 0x52 w 00 EIO", "rdwr 0x50 w 05 ok", "rdwr 0x50 r 05 ok"]);
+    assert.ok(out.log.some((l) => l.startsWith("WARN") && l.includes("code=EIO")));
+  });
+
+  it("never interleaves two streams of SMBus transfers on one adapter", async () => {
+    const streamA = Array.from({ length: 12 }, (_, i) => [w(0x50, i, 0xa0 + i)]);
+    const streamB = Array.from({ length: 12 }, (_, i) => [w(0x51, i, 0xb0 + i)]);
+    const submitted = streamA.flatMap((a, i) => [a, streamB[i]!]);
+    const { out, ops } = await runPlan(`${SMBUS_ADAPTER}delay_us 5 300\n`, {
+      adapter: 5,
+      addrs: [0x50, 0x51],
+      steps: [{ concurrent: submitted }],
+    });
+    assert.ok(results(out).every((x) => x.done === 1));
+    const expected = submitted.flatMap(([m]) => {
+      const bytes = m!.data!.map((b) => b.toString(16).padStart(2, "0")).join("");
+      return [`slave ${hex(m!.addr)} - - ok`, `smbus-byte-data ${hex(m!.addr)} w ${bytes} ok`];
+    });
+    assert.deepEqual(ops, expected, "each I2C_SLAVE is followed by its own I2C_SMBUS, in order");
+  });
+
+  it("never interleaves concurrent I2C_RDWR transfers and keeps their order", async () => {
+    const submitted = Array.from({ length: 16 }, (_, i) => [
+      w(0x50 + (i % 2), i),
+      r(0x50 + (i % 2), 1),
+    ]);
+    const { out, entries } = await runPlan(`${I2C_ADAPTER}delay_us 3 300\n`, {
+      adapter: 3,
+      addrs: [],
+      steps: [{ concurrent: submitted }],
+    });
+    assert.deepEqual(
+      results(out),
+      submitted.map((_, i) => ({ done: 2, reads: [[i]] })),
+    );
+    const order = entries.map((e) => `${hex(e.addr)} ${e.dir}`);
+    assert.deepEqual(
+      order,
+      submitted.flatMap(([m]) => [`${hex(m!.addr)} w`, `${hex(m!.addr)} r`]),
+    );
+  });
+
+  it("says clearly when /dev/i2c-N does not exist", async (t) => {
+    if (existsSync("/dev/i2c-97")) {
+      t.skip("this host has a real /dev/i2c-97");
+      return;
+    }
+    const { out } = await runPlan(I2C_ADAPTER, { adapter: 97, addrs: [0x50], steps: [] });
+    assert.ok(!out.opened);
+    assert.equal(out.error.code, "I2C_ADAPTER_MISSING");
+    assert.match(out.error.message, /\/dev\/i2c-97/);
+  });
+});
