@@ -1,0 +1,551 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { createLogger } from "../log.js";
+import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
+import { VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
+import { createArrayGuestMemory, type GuestMemory } from "../virtio/guest-memory.js";
+import { SplitQueue } from "../virtio/split-queue.js";
+import { AddressMap, type I2cBus, type I2cMessage } from "./bus.js";
+import { createModel, type I2cDeviceModel } from "./model.js";
+import { RequestFlag, RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
+import { SimBus } from "./sim-bus.js";
+import { VirtioI2cDevice } from "./virtio-i2c.js";
+
+interface Msg {
+  addr: number;
+  read?: boolean;
+  /** Write data. */
+  data?: number[];
+  /** Read length. */
+  len?: number;
+}
+
+interface Submitted {
+  head: number;
+  statusGpa: number;
+  bufGpa: number;
+  len: number;
+}
+
+const DATA_BASE = 0x10000;
+
+/** Submits requests the way Linux i2c-virtio does: one chain per message, FAIL_NEXT on all but the last. */
+class Guest {
+  readonly memory: GuestMemory;
+  readonly driver: DriverSplitQueue;
+  readonly queue: SplitQueue;
+  notifications = 0;
+  #next = DATA_BASE;
+
+  constructor(size = 64, indirect = true) {
+    this.memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x100000 }]);
+    this.driver = new DriverSplitQueue(this.memory, 0, size);
+    this.queue = new SplitQueue(this.memory, size, this.driver.addresses, {
+      eventIdx: false,
+      indirect,
+      lastAvailIndex: 0,
+      notify: () => {
+        this.notifications++;
+      },
+    });
+  }
+
+  alloc(len: number): number {
+    const gpa = this.#next;
+    this.#next += Math.ceil(Math.max(len, 1) / 16) * 16;
+    return gpa;
+  }
+
+  header(addr: number, flags: number, rawAddr = addr << 1): number {
+    const gpa = this.alloc(8);
+    const bytes = new Uint8Array(8);
+    const dv = new DataView(bytes.buffer);
+    dv.setUint16(0, rawAddr, true);
+    dv.setUint32(4, flags, true);
+    this.memory.write(gpa, bytes);
+    return gpa;
+  }
+
+  /** One transfer; `last` false leaves FAIL_NEXT on the final message (an unfinished group). */
+  submit(msgs: Msg[], options: { indirect?: boolean; last?: boolean } = {}): Submitted[] {
+    const indirect = options.indirect ?? true;
+    return msgs.map((m, i) => {
+      const isLast = i === msgs.length - 1 && options.last !== false;
+      const flags = (isLast ? 0 : RequestFlag.FAIL_NEXT) | (m.read ? RequestFlag.M_RD : 0);
+      const hdr = this.header(m.addr, flags);
+      const len = m.read ? (m.len ?? 0) : (m.data?.length ?? 0);
+      const bufGpa = this.alloc(len);
+      if (!m.read && m.data) this.memory.write(bufGpa, Uint8Array.from(m.data));
+      const statusGpa = this.alloc(1);
+      this.memory.write(statusGpa, Uint8Array.of(0xee)); // neither OK nor ERR: shows "not written"
+      const buffers = [{ gpa: hdr, len: 8, writable: false }];
+      if (len > 0) buffers.push({ gpa: bufGpa, len, writable: m.read === true });
+      buffers.push({ gpa: statusGpa, len: 1, writable: true });
+      const head = this.driver.add(buffers, { indirect, indirectGpa: this.alloc(16 * 3) });
+      assert.notEqual(head, null, "ring full");
+      return { head: head as number, statusGpa, bufGpa, len };
+    });
+  }
+
+  status(s: Submitted): number {
+    const b = new Uint8Array(1);
+    this.memory.read(s.statusGpa, b);
+    return b[0] as number;
+  }
+
+  data(s: Submitted): number[] {
+    const b = new Uint8Array(s.len);
+    this.memory.read(s.bufGpa, b);
+    return [...b];
+  }
+
+  /** Used elements in ring order. */
+  used(): { head: number; len: number }[] {
+    const out: { head: number; len: number }[] = [];
+    for (let e = this.driver.getUsed(); e; e = this.driver.getUsed()) out.push(e);
+    return out;
+  }
+}
+
+const FEATURES = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST | VIRTIO_F_RING_INDIRECT_DESC;
+
+function makeDevice(
+  groups: { bus: I2cBus; addrs: number[] }[],
+  logger = createLogger("error", { write: () => 0 }),
+) {
+  const device = new VirtioI2cDevice(new AddressMap(groups), logger);
+  device.setFeatures(FEATURES);
+  return device;
+}
+
+/** A bus that records what reached it and succeeds on every message (reads give 0x5a). */
+class RecordingBus implements I2cBus {
+  readonly calls: { addr: number; read: boolean; data: number[] }[][] = [];
+  readonly name: string;
+  constructor(name: string) {
+    this.name = name;
+  }
+  transfer(msgs: readonly I2cMessage[]): number {
+    this.calls.push(msgs.map((m) => ({ addr: m.addr, read: m.read, data: [...m.buf] })));
+    for (const m of msgs) if (m.read) m.buf.fill(0x5a);
+    return msgs.length;
+  }
+  close(): void {}
+}
+
+/** An asynchronous bus whose transfers complete when the test says so, in any order it likes. */
+class DeferredBus implements I2cBus {
+  readonly name = "deferred";
+  readonly pending: { msgs: readonly I2cMessage[]; resolve: (n: number) => void }[] = [];
+  active = 0;
+  maxActive = 0;
+  transfer(msgs: readonly I2cMessage[]): Promise<number> {
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    return new Promise((resolve) => {
+      this.pending.push({
+        msgs,
+        resolve: (n) => {
+          this.active--;
+          resolve(n);
+        },
+      });
+    });
+  }
+  close(): void {}
+}
+
+const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe("VirtioI2cDevice", () => {
+  it("offers and requires ZERO_LENGTH_REQUEST, one queue of up to 1024", () => {
+    const device = makeDevice([]);
+    assert.equal(device.features, 1n);
+    assert.equal(device.requiredFeatures, 1n);
+    assert.equal(device.numQueues, 1);
+    assert.equal(device.maxQueueSize, 1024);
+  });
+
+  for (const indirect of [true, false]) {
+    it(`runs a write then a combined write+read on a 24c02 (${indirect ? "indirect" : "direct"} descriptors)`, () => {
+      const guest = new Guest();
+      const eeprom = createModel("24c02");
+      const device = makeDevice([{ bus: new SimBus(new Map([[0x50, eeprom]])), addrs: [0x50] }]);
+      const write = guest.submit([{ addr: 0x50, data: [0x10, 1, 2, 3] }], { indirect });
+      const [addr, read] = guest.submit(
+        [
+          { addr: 0x50, data: [0x10] },
+          { addr: 0x50, read: true, len: 3 },
+        ],
+        { indirect },
+      ) as [Submitted, Submitted];
+      device.processQueue(0, guest.queue);
+      assert.deepEqual(guest.used(), [
+        { head: write[0]?.head, len: 1 },
+        { head: addr.head, len: 1 },
+        { head: read.head, len: 4 },
+      ]);
+      assert.equal(guest.status(addr), RequestStatus.OK);
+      assert.equal(guest.status(read), RequestStatus.OK);
+      assert.deepEqual(guest.data(read), [1, 2, 3]);
+      assert.equal(guest.notifications, 1);
+      assert.equal(guest.queue.inFlight, 0);
+    });
+  }
+
+  it("answers zero-length probes: OK where a device is, ERR where none or not listed", () => {
+    const guest = new Guest();
+    const device = makeDevice([
+      { bus: new SimBus(new Map([[0x50, createModel("24c02")]])), addrs: [0x50, 0x51] },
+    ]);
+    const probes = [0x50, 0x51, 0x52].map((addr) => guest.submit([{ addr }])[0] as Submitted);
+    const readProbe = guest.submit([{ addr: 0x50, read: true, len: 0 }])[0] as Submitted;
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(
+      probes.map((p) => guest.status(p)),
+      [RequestStatus.OK, RequestStatus.ERR, RequestStatus.ERR],
+    );
+    assert.equal(guest.status(readProbe), RequestStatus.OK);
+    assert.deepEqual(
+      guest.used().map((u) => u.len),
+      [1, 1, 1, 1],
+    );
+  });
+
+  it("fails a whole transfer whose second message targets an unlisted address, before any bus sees it", () => {
+    const guest = new Guest();
+    const bus = new RecordingBus("i2c-1");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    const reqs = guest.submit([
+      { addr: 0x20, data: [1] },
+      { addr: 0x21, read: true, len: 2 },
+    ]);
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(bus.calls, []);
+    assert.deepEqual(
+      reqs.map((r) => guest.status(r)),
+      [RequestStatus.ERR, RequestStatus.ERR],
+    );
+    assert.deepEqual(
+      guest.used().map((u) => u.len),
+      [1, 1],
+    );
+  });
+
+  it("refuses a transfer that mixes two buses, and runs the next one", () => {
+    const guest = new Guest();
+    const a = new RecordingBus("i2c-1");
+    const b = new RecordingBus("i2c-2");
+    const device = makeDevice([
+      { bus: a, addrs: [0x20] },
+      { bus: b, addrs: [0x30] },
+    ]);
+    const mixed = guest.submit([
+      { addr: 0x20, data: [1] },
+      { addr: 0x30, data: [2] },
+    ]);
+    const fine = guest.submit([{ addr: 0x30, read: true, len: 2 }]);
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(a.calls, []);
+    assert.deepEqual(b.calls, [[{ addr: 0x30, read: true, data: [0, 0] }]]);
+    assert.deepEqual(
+      mixed.map((r) => guest.status(r)),
+      [RequestStatus.ERR, RequestStatus.ERR],
+    );
+    assert.equal(guest.status(fine[0] as Submitted), RequestStatus.OK);
+    assert.deepEqual(guest.data(fine[0] as Submitted), [0x5a, 0x5a]);
+  });
+
+  it("marks the first failed message and all after it ERR", () => {
+    const guest = new Guest();
+    const device = makeDevice([
+      { bus: new SimBus(new Map([[0x50, createModel("24c02")]])), addrs: [0x50, 0x51] },
+    ]);
+    const reqs = guest.submit([
+      { addr: 0x50, data: [0] },
+      { addr: 0x51, data: [0] },
+      { addr: 0x50, read: true, len: 1 },
+    ]);
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(
+      reqs.map((r) => guest.status(r)),
+      [RequestStatus.OK, RequestStatus.ERR, RequestStatus.ERR],
+    );
+    assert.deepEqual(
+      guest.used().map((u) => u.len),
+      [1, 1, 1],
+    );
+  });
+
+  it("returns every malformed chain to the used ring, with ERR where the status byte is found", () => {
+    const guest = new Guest();
+    const bus = new RecordingBus("i2c-1");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    const st = () => {
+      const gpa = guest.alloc(1);
+      guest.memory.write(gpa, Uint8Array.of(0xee));
+      return { gpa, len: 1, writable: true };
+    };
+    const hdr = (flags: number, raw?: number) => ({
+      gpa: guest.header(0x20, flags, raw),
+      len: 8,
+      writable: false,
+    });
+    const cases: {
+      name: string;
+      buffers: { gpa: number; len: number; writable: boolean }[];
+      hasStatus: boolean;
+      statusIndex?: number;
+    }[] = [
+      { name: "short header", buffers: [{ ...hdr(0), len: 7 }, st()], hasStatus: true },
+      {
+        name: "no status",
+        buffers: [hdr(0), { gpa: guest.alloc(2), len: 2, writable: false }],
+        hasStatus: false,
+      },
+      { name: "reserved flag", buffers: [hdr(4), st()], hasStatus: true },
+      { name: "odd address", buffers: [hdr(0, 0x41), st()], hasStatus: true },
+      { name: "10-bit address", buffers: [hdr(0, 0xf100), st()], hasStatus: true },
+      {
+        name: "read with readable data",
+        buffers: [hdr(RequestFlag.M_RD), { gpa: guest.alloc(2), len: 2, writable: false }, st()],
+        hasStatus: true,
+      },
+      {
+        name: "write with writable buffer",
+        buffers: [hdr(0), { gpa: guest.alloc(2), len: 2, writable: true }, st()],
+        hasStatus: true,
+      },
+      {
+        name: "zero-length descriptor",
+        buffers: [hdr(0), { gpa: guest.alloc(1), len: 0, writable: false }, st()],
+        hasStatus: false /* the walk stops before the status */,
+      },
+      {
+        name: "outside guest memory",
+        buffers: [{ gpa: 0x200000, len: 8, writable: false }, st()],
+        hasStatus: false /* the walk stops before the status */,
+      },
+      {
+        name: "status outside guest memory",
+        buffers: [hdr(0), { gpa: 0x200000, len: 1, writable: true }],
+        hasStatus: false,
+      },
+      {
+        name: "readable after writable",
+        buffers: [hdr(0), st(), { gpa: guest.alloc(1), len: 1, writable: false }],
+        hasStatus: true,
+        statusIndex: 1,
+      },
+    ];
+    const heads = cases.map((c) =>
+      guest.driver.add(c.buffers, { indirect: true, indirectGpa: guest.alloc(48) }),
+    );
+    device.processQueue(0, guest.queue);
+    const used = guest.used();
+    assert.deepEqual(
+      used.map((u) => u.head),
+      heads,
+    );
+    cases.forEach((c, i) => {
+      const status = c.buffers.at(c.statusIndex ?? -1) as { gpa: number; writable: boolean };
+      const b = new Uint8Array(1);
+      if (status.gpa < 0x100000) guest.memory.read(status.gpa, b);
+      if (c.hasStatus) {
+        assert.equal(b[0], RequestStatus.ERR, c.name);
+        assert.equal(used[i]?.len, 1, c.name);
+      } else {
+        assert.equal(used[i]?.len, 0, c.name);
+        if (status.writable && status.gpa < 0x100000)
+          assert.equal(b[0], 0xee, `${c.name}: status untouched`);
+      }
+    });
+    assert.deepEqual(bus.calls, []);
+    assert.equal(guest.queue.inFlight, 0);
+  });
+
+  it("a bad request fails its whole group", () => {
+    const guest = new Guest();
+    const bus = new RecordingBus("i2c-1");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    const good = guest.submit([{ addr: 0x20, data: [1] }], { last: false });
+    // Second message of the group has a reserved flag bit: the whole group fails.
+    const statusGpa = guest.alloc(1);
+    guest.driver.add(
+      [
+        { gpa: guest.header(0x20, 8), len: 8, writable: false },
+        { gpa: statusGpa, len: 1, writable: true },
+      ],
+      { indirect: true, indirectGpa: guest.alloc(48) },
+    );
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(bus.calls, []);
+    assert.equal(guest.status(good[0] as Submitted), RequestStatus.ERR);
+    assert.equal(guest.used().length, 2);
+  });
+
+  it("gives back an unfinished group and completes it once the rest arrives", () => {
+    const guest = new Guest();
+    const eeprom = createModel("24c02", { contents: Uint8Array.of(9, 8, 7) });
+    const device = makeDevice([{ bus: new SimBus(new Map([[0x50, eeprom]])), addrs: [0x50] }]);
+    const first = guest.submit([{ addr: 0x50, data: [1] }], { last: false });
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(guest.used(), []);
+    assert.equal(guest.queue.inFlight, 0);
+    assert.equal(guest.notifications, 0);
+    const second = guest.submit([{ addr: 0x50, read: true, len: 2 }]);
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(
+      guest.used().map((u) => u.head),
+      [first[0]?.head, second[0]?.head],
+    );
+    assert.deepEqual(guest.data(second[0] as Submitted), [8, 7]);
+  });
+
+  it("runs an unfinished group that fills the ring, since the rest can never come", () => {
+    const guest = new Guest(4);
+    const bus = new RecordingBus("i2c-1");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    const reqs = guest.submit(
+      [0, 1, 2, 3].map((n) => ({ addr: 0x20, data: [n] })),
+      { last: false },
+    );
+    device.processQueue(0, guest.queue);
+    assert.equal(bus.calls.length, 1);
+    assert.equal(bus.calls[0]?.length, 4);
+    assert.deepEqual(
+      reqs.map((r) => guest.status(r)),
+      [0, 0, 0, 0],
+    );
+  });
+
+  it("completes asynchronous transfers in order, one at a time, even when the bus resolves out of order", async () => {
+    const guest = new Guest();
+    const slow = new DeferredBus();
+    const fast = new RecordingBus("sim");
+    const device = makeDevice([
+      { bus: slow, addrs: [0x20] },
+      { bus: fast, addrs: [0x30] },
+    ]);
+    const a = guest.submit([{ addr: 0x20, read: true, len: 1 }]);
+    const b = guest.submit([{ addr: 0x30, data: [1] }]);
+    const c = guest.submit([{ addr: 0x20, data: [2] }]);
+    device.processQueue(0, guest.queue);
+    let idle = false;
+    const idlePromise = device.whenIdle(0).then(() => {
+      idle = true;
+    });
+    assert.equal(slow.pending.length, 1, "later transfers wait for the first");
+    assert.deepEqual(fast.calls, [], "a synchronous bus waits behind an asynchronous transfer");
+    assert.deepEqual(guest.used(), []);
+    const first = slow.pending[0];
+    first?.msgs[0]?.buf.fill(0x77);
+    first?.resolve(1);
+    await flush();
+    assert.equal(fast.calls.length, 1);
+    assert.equal(slow.pending.length, 2);
+    assert.deepEqual(
+      guest.used().map((u) => u.head),
+      [a[0]?.head, b[0]?.head],
+    );
+    assert.deepEqual(guest.data(a[0] as Submitted), [0x77]);
+    assert.equal(idle, false);
+    slow.pending[1]?.resolve(0);
+    await idlePromise;
+    assert.deepEqual(
+      guest.used().map((u) => u.head),
+      [c[0]?.head],
+    );
+    assert.equal(guest.status(c[0] as Submitted), RequestStatus.ERR);
+    assert.equal(slow.maxActive, 1);
+    assert.equal(guest.notifications, 2);
+  });
+
+  it("gives an asynchronous bus private buffers, never views of guest memory", async () => {
+    const guest = new Guest();
+    const slow = new DeferredBus();
+    const device = makeDevice([{ bus: slow, addrs: [0x20] }]);
+    const r = guest.submit([{ addr: 0x20, read: true, len: 4 }]);
+    device.processQueue(0, guest.queue);
+    const msg = slow.pending[0]?.msgs[0];
+    msg?.buf.fill(0x33);
+    assert.deepEqual(
+      guest.data(r[0] as Submitted),
+      [0, 0, 0, 0],
+      "nothing reaches the guest early",
+    );
+    slow.pending[0]?.resolve(1);
+    await device.whenIdle(0);
+    assert.deepEqual(guest.data(r[0] as Submitted), [0x33, 0x33, 0x33, 0x33]);
+  });
+
+  it("drops completions that arrive after a reset", async () => {
+    const guest = new Guest();
+    const slow = new DeferredBus();
+    const device = makeDevice([{ bus: slow, addrs: [0x20] }]);
+    guest.submit([{ addr: 0x20, data: [1] }]);
+    guest.submit([{ addr: 0x20, data: [2] }]);
+    device.processQueue(0, guest.queue);
+    const idle = device.whenIdle(0);
+    device.reset();
+    await idle;
+    slow.pending[0]?.resolve(1);
+    await flush();
+    assert.deepEqual(guest.used(), []);
+    assert.equal(slow.pending.length, 1, "the waiting transfer never started");
+    await device.whenIdle(0);
+  });
+
+  it("a throwing model fails only its own transfer", () => {
+    const guest = new Guest();
+    const broken: I2cDeviceModel = {
+      start: () => true,
+      write: () => {
+        throw new Error("boom");
+      },
+      read: () => undefined,
+      stop: () => undefined,
+    };
+    const device = makeDevice([
+      {
+        bus: new SimBus(
+          new Map([
+            [0x40, broken],
+            [0x50, createModel("24c02")],
+          ]),
+        ),
+        addrs: [0x40, 0x50],
+      },
+    ]);
+    const bad = guest.submit([{ addr: 0x40, data: [1] }]);
+    const good = guest.submit([
+      { addr: 0x50, data: [0] },
+      { addr: 0x50, read: true, len: 1 },
+    ]);
+    device.processQueue(0, guest.queue);
+    assert.equal(guest.status(bad[0] as Submitted), RequestStatus.ERR);
+    assert.deepEqual(
+      good.map((r) => guest.status(r)),
+      [RequestStatus.OK, RequestStatus.OK],
+    );
+    assert.deepEqual(guest.data(good[1] as Submitted), [0xff]);
+  });
+
+  it("logs one debug line per transfer in i2ctransfer syntax, and builds none when debug is off", () => {
+    const lines: string[] = [];
+    const guest = new Guest();
+    const device = makeDevice(
+      [{ bus: new SimBus(new Map([[0x50, createModel("24c02")]])), addrs: [0x50] }],
+      createLogger("debug", { write: (l) => lines.push(l) }),
+    );
+    guest.submit([
+      { addr: 0x50, data: [0] },
+      { addr: 0x50, read: true, len: 8 },
+    ]);
+    guest.submit([{ addr: 0x51 }]);
+    device.processQueue(0, guest.queue);
+    assert.equal(lines.length, 2);
+    assert.match(lines[0] ?? "", /^DEBUG transfer w1@0x50 0x00 r8@0x50 result=2\/2$/m);
+    assert.match(lines[1] ?? "", /transfer w0@0x51 result=.*0x51 not listed/);
+  });
+});
