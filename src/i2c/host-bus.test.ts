@@ -262,6 +262,31 @@ describe("HostBus on the fake adapter", { skip: unavailable ?? false }, () => {
     );
   });
 
+  it("close() lets queued transfers finish and fails later ones", async () => {
+    const { out, ops } = await runPlan(I2C_ADAPTER, {
+      adapter: 3,
+      addrs: [],
+      steps: [
+        {
+          closeWhile: [[w(0x50, 0x01, 0x11)], [w(0x51, 0x02, 0x22)]],
+          afterClose: [[w(0x50, 0x03, 0x33)]],
+        },
+      ],
+    });
+    assert.deepEqual(
+      results(out).map((x) => x.done),
+      [1, 1, 0],
+    );
+    assert.deepEqual(ops, ["rdwr 0x50 w 0111 ok", "rdwr 0x51 w 0222 ok"]);
+  });
+
+  it("refuses at open an address I2C_SLAVE cannot take", async () => {
+    const { out } = await runPlan(I2C_ADAPTER, { adapter: 3, addrs: [0x80], steps: [] });
+    assert.ok(!out.opened);
+    assert.equal(out.error.code, "I2C_ADDRESS_CHECK");
+    assert.match(out.error.message, /0x80/);
+  });
+
   it("says clearly when /dev/i2c-N does not exist", async (t) => {
     if (existsSync("/dev/i2c-97")) {
       t.skip("this host has a real /dev/i2c-97");

@@ -19,8 +19,14 @@ export interface MessageSpec {
   data?: number[];
 }
 
-/** One transfer awaited on its own, or several submitted at once and awaited together. */
-export type Step = { transfer: MessageSpec[] } | { concurrent: MessageSpec[][] };
+/**
+ * One transfer awaited on its own; several submitted at once and awaited together; or several
+ * submitted, then close() called before awaiting them (`afterClose` are submitted after close()).
+ */
+export type Step =
+  | { transfer: MessageSpec[] }
+  | { concurrent: MessageSpec[][] }
+  | { closeWhile: MessageSpec[][]; afterClose: MessageSpec[][] };
 
 export interface Plan {
   adapter: number;
@@ -73,9 +79,14 @@ async function main(): Promise<void> {
   for (const step of plan.steps) {
     if ("transfer" in step) {
       results.push(await runTransfer(bus, toMessages(step.transfer)));
-    } else {
+    } else if ("concurrent" in step) {
       // Submit every transfer before awaiting any, so they compete for the adapter.
       const pending = step.concurrent.map((specs) => runTransfer(bus, toMessages(specs)));
+      results.push(...(await Promise.all(pending)));
+    } else {
+      const pending = step.closeWhile.map((specs) => runTransfer(bus, toMessages(specs)));
+      bus.close();
+      pending.push(...step.afterClose.map((specs) => runTransfer(bus, toMessages(specs))));
       results.push(...(await Promise.all(pending)));
     }
   }
