@@ -36,7 +36,7 @@ import {
 } from "./codec.js";
 import {
   type CloseReason,
-  closeReceivedFd,
+  closeOwnedFd,
   type Message,
   type MessageChannel,
   type MessageFds,
@@ -700,7 +700,7 @@ function regionBacking(m: MappedRegion): RegionBacking {
 
 function closeQuietly(fd: number): void {
   try {
-    closeReceivedFd(fd);
+    closeOwnedFd(fd);
   } catch {
     // Already closed or invalid: nothing left to release.
   }

@@ -72,8 +72,8 @@ type ReadState =
       filled: number;
     };
 
-/** Closes an fd this layer received and owns (a message fd nobody took). */
-export function closeReceivedFd(fd: number): void {
+/** Closes a plain fd this layer owns (a received fd nobody took, a memfd). */
+export function closeOwnedFd(fd: number): void {
   sysCall("close", () => native().close(fd));
 }
 
@@ -248,7 +248,7 @@ export class MessageChannel {
   private closeFds(fds: readonly number[]): void {
     for (const fd of fds) {
       try {
-        closeReceivedFd(fd);
+        closeOwnedFd(fd);
       } catch (error) {
         this.logger.warn("closing a received fd failed", { fd, error: String(error) });
       }
