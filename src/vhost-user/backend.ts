@@ -153,6 +153,11 @@ export class BackendConnection {
     return this.broken;
   }
 
+  /** Protocol features the front-end acked (REPLY_ACK is honoured whether or not it is here). */
+  get negotiatedProtocolFeatures(): bigint {
+    return this.ackedProtocolFeatures;
+  }
+
   /** Virtio features offered in GET_FEATURES. */
   get offeredFeatures(): bigint {
     return this.device.features | TRANSPORT_FEATURES;
