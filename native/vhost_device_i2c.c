@@ -602,10 +602,11 @@ static void mapping_handle_finalize(napi_env env, void* data, void* hint) {
   mapping_release(m);
 }
 
+/* `data` is the view's first byte; the mapping travels as the hint. */
 static void mapping_view_finalize(napi_env env, void* data, void* hint) {
   (void)env;
-  (void)hint;
-  mapping_release(data);
+  (void)data;
+  mapping_release(hint);
 }
 
 /* Drops refs whose view was collected, so a long-lived mapping does not grow without bound. */
@@ -786,7 +787,7 @@ static void poll_on_event(uv_poll_t* handle, int status, int events) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value callback, recv, args[2];
   if (napi_get_reference_value(env, p->callback, &callback) == napi_ok && callback != NULL) {
-    napi_get_undefined(env, &recv);
+    napi_get_global(env, &recv); /* make_callback needs an object as receiver */
     napi_create_int32(env, status, &args[0]);
     napi_create_int32(env, events, &args[1]);
     /* make_callback runs microtasks afterwards; an exception becomes an uncaught exception. */

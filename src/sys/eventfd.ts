@@ -1,0 +1,71 @@
+/**
+ * EventFd: one eventfd counter (nonblocking, close-on-exec), used for vring kick and call.
+ * Must not: watch itself for readiness (FdWatcher does that) or know what the counter means.
+ * @module
+ */
+
+import { closedError, SysArgumentError, sysCall } from "./errors.js";
+import { native } from "./native.js";
+
+/** The largest value one write may add (eventfd counters hold up to 2^64 - 2; JS numbers 2^53). */
+const MAX_WRITE = Number.MAX_SAFE_INTEGER;
+
+export class EventFd {
+  #fd: number;
+
+  private constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  /** A new eventfd with the counter at `initval`. */
+  static create(initval = 0): EventFd {
+    return new EventFd(sysCall("eventfd", () => native().eventfd(initval)));
+  }
+
+  /**
+   * Takes ownership of an eventfd received from elsewhere (e.g. over SCM_RIGHTS). A blocking fd
+   * stays blocking: read it only after readiness says so.
+   */
+  static adopt(fd: number): EventFd {
+    if (!Number.isInteger(fd) || fd < 0) throw new SysArgumentError(`invalid fd ${fd}`);
+    return new EventFd(fd);
+  }
+
+  /** The fd, or -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** Reads and resets the counter: its value, or 0 when nothing is pending. */
+  read(): number {
+    const fd = this.#checkOpen("read");
+    const value = sysCall("read", () => native().eventfdRead(fd));
+    return Math.max(value, 0); // -1 means nothing pending
+  }
+
+  /** Adds `value` (default 1) to the counter, waking a reader. */
+  write(value = 1): void {
+    const fd = this.#checkOpen("write");
+    if (!Number.isInteger(value) || value < 1 || value > MAX_WRITE) {
+      throw new SysArgumentError(`eventfd write value must be a positive integer, got ${value}`);
+    }
+    sysCall("write", () => native().eventfdWrite(fd, value));
+  }
+
+  /** Closes the fd; safe to call twice. */
+  close(): void {
+    const fd = this.#fd;
+    if (fd < 0) return;
+    this.#fd = -1;
+    sysCall("close", () => native().close(fd));
+  }
+
+  #checkOpen(syscall: string): number {
+    if (this.#fd < 0) throw closedError(syscall);
+    return this.#fd;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Loads the native addon (build/Release, then build/Debug, under the package root) and describes its
+ * whole surface as `NativeBinding`, so no other file sees an untyped value.
+ * Must not: wrap, validate or interpret calls; that is the job of the sys classes.
+ * @module
+ */
+
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+declare const mappingBrand: unique symbol;
+declare const pollBrand: unique symbol;
+/** An mmap owned by the addon. Opaque: only the addon's functions accept it. */
+export type MappingHandle = { readonly [mappingBrand]: true };
+/** A uv_poll_t owned by the addon. Opaque: only the addon's functions accept it. */
+export type PollHandle = { readonly [pollBrand]: true };
+
+export interface NativeI2cMsg {
+  addr: number;
+  flags: number;
+  buf: Uint8Array;
+}
+
+export interface NativeBinding {
+  close(fd: number): void;
+  socketListen(path: string, backlog: number): number;
+  socketAccept(listenFd: number): number;
+  socketConnect(path: string): number;
+  socketPair(): [number, number];
+  recvMsg(fd: number, buf: Uint8Array, offset: number, length: number, fdsOut: Int32Array): number;
+  sendMsg(
+    fd: number,
+    buf: Uint8Array,
+    offset: number,
+    length: number,
+    fds: readonly number[],
+  ): number;
+  eventfd(initval: number): number;
+  eventfdRead(fd: number): number;
+  eventfdWrite(fd: number, value: number): void;
+  memfdCreate(name: string): number;
+  ftruncate(fd: number, size: number): void;
+  mmap(fd: number, offset: number, length: number, writable: boolean): MappingHandle;
+  mappingView(handle: MappingHandle, offset: number, length: number): ArrayBuffer;
+  munmap(handle: MappingHandle): void;
+  pollCreate(fd: number, callback: (status: number, events: number) => void): PollHandle;
+  pollStart(handle: PollHandle, events: number): void;
+  pollStop(handle: PollHandle): void;
+  pollClose(handle: PollHandle): void;
+  i2cOpen(path: string): number;
+  i2cFuncs(fd: number): number;
+  i2cSetSlave(fd: number, addr: number): void;
+  i2cRdwr(fd: number, msgs: readonly NativeI2cMsg[], callback: (err: Error | null) => void): void;
+  i2cSmbus(
+    fd: number,
+    addr: number,
+    readWrite: number,
+    command: number,
+    size: number,
+    data: Uint8Array,
+    callback: (err: Error | null) => void,
+  ): void;
+}
+
+/** Readiness bits for `pollStart` (libuv's UV_READABLE / UV_WRITABLE). */
+export const POLL_READABLE = 1;
+export const POLL_WRITABLE = 2;
+
+const ADDON_FILE = "vhost_device_i2c.node";
+const BUILD_DIRS = ["build/Release", "build/Debug"] as const;
+
+/** The nearest directory at or above `start` that holds a package.json. */
+export function findPackageRoot(start: string): string {
+  let dir = start;
+  for (;;) {
+    if (existsSync(join(dir, "package.json"))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`no package.json above ${start}`);
+    dir = parent;
+  }
+}
+
+export class NativeLoadError extends Error {
+  readonly code = "ERR_NATIVE_LOAD";
+  readonly tried: readonly string[];
+  constructor(tried: readonly string[], causes: readonly unknown[]) {
+    const lines = tried.map((path, i) => {
+      const cause = causes[i];
+      return `  ${path}: ${cause instanceof Error ? cause.message.split("\n")[0] : String(cause)}`;
+    });
+    super(
+      `cannot load the native addon (run "npm run build:native"); tried:\n${lines.join("\n")}`,
+      { cause: causes[causes.length - 1] },
+    );
+    this.name = "NativeLoadError";
+    this.tried = tried;
+  }
+}
+
+/** Loads the addon from the first build directory that has it; reports every path tried. */
+export function loadNativeBinding(packageRoot?: string): NativeBinding {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const root = packageRoot ?? findPackageRoot(here);
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  const causes: unknown[] = [];
+  for (const dir of BUILD_DIRS) {
+    const path = join(root, dir, ADDON_FILE);
+    tried.push(path);
+    try {
+      return require(path) as NativeBinding;
+    } catch (error) {
+      causes.push(error);
+    }
+  }
+  throw new NativeLoadError(tried, causes);
+}
+
+let current: NativeBinding | null = null;
+
+/** The binding in use: the injected one, else the addon (loaded on first use). */
+export function native(): NativeBinding {
+  current ??= loadNativeBinding();
+  return current;
+}
+
+/**
+ * Replaces the binding for everything in src/sys (tests, tools). Returns the previous one so a
+ * test can restore it; `null` goes back to loading the addon.
+ */
+export function setNativeBinding(binding: NativeBinding | null): NativeBinding | null {
+  const previous = current;
+  current = binding;
+  return previous;
+}
