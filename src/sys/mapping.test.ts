@@ -131,19 +131,25 @@ describe("Mapping", () => {
     });
   });
 
-  it("keeps memory alive for a view whose mapping object was collected", () => {
+  it("keeps memory for a view whose Mapping was collected, and unmaps once both are gone", () => {
     const mappingUrl = new URL("./mapping.js", import.meta.url).href;
     const memfdUrl = new URL("./memfd.js", import.meta.url).href;
     const script = `
+      import { readFileSync } from "node:fs";
       const { Mapping } = await import(${JSON.stringify(mappingUrl)});
       const { createMemfd } = await import(${JSON.stringify(memfdUrl)});
-      const fd = createMemfd(1 << 20);
+      const fd = createMemfd(1 << 20, "gc-probe");
+      const mapped = () => readFileSync("/proc/self/maps", "utf8").includes("memfd:gc-probe");
+      const settle = async () => {
+        for (let i = 0; i < 10; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+      };
       let view = (() => new Uint8Array(Mapping.map(fd, 0, 1 << 20, true).view(0, 1 << 20)))();
-      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+      await settle();
       view.fill(3);
-      console.log("sum:" + view.reduce((s, v) => s + v, 0));
+      console.log("alive:" + mapped() + ":" + view.reduce((s, v) => s + v, 0));
       view = null;
-      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+      await settle();
+      console.log("released:" + !mapped());
     `;
     const result = spawnSync(
       process.execPath,
@@ -151,6 +157,7 @@ describe("Mapping", () => {
       { encoding: "utf8" },
     );
     assert.equal(result.status, 0, result.stderr);
-    assert.match(result.stdout, new RegExp(`sum:${3 * MiB}`));
+    assert.match(result.stdout, new RegExp(`alive:true:${3 * MiB}`));
+    assert.match(result.stdout, /released:true/);
   });
 });
