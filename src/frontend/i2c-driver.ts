@@ -1,0 +1,328 @@
+/**
+ * I2cDriver: the guest side of virtio-i2c, submitting transfers the way Linux's i2c-virtio driver
+ * does, on a running driver-side queue (a vhost-user frontend's FrontendQueue): one chain per I2C
+ * message (out_hdr {le16 addr << 1, le16 0, le32 flags} [+ buffer] + 1-byte status), FAIL_NEXT on
+ * every message but the last, M_RD on reads, 2 descriptors for zero-length messages, an indirect
+ * table per chain when INDIRECT_DESC is negotiated, every chain added before ONE kick; then it waits
+ * for the call eventfd and reports per-message status and read data.
+ * Lower-level calls (submit/wait, raw chains) let tests keep several transfers in flight or send
+ * malformed chains. Must not speak vhost-user (the frontend does) nor own the ring memory or eventfds.
+ * @module
+ */
+
+import { OutHdr, RequestFlag, RequestStatus } from "../i2c/protocol.js";
+import type { EventFd } from "../sys/eventfd.js";
+import { waitForCall } from "../vhost-user/frontend.js";
+import type { DriverBuffer, DriverSplitQueue } from "../virtio/driver-split-queue.js";
+import type { GuestMemory } from "../virtio/guest-memory.js";
+
+/** One I2C message: write these bytes, or read this many (0 = zero-length probe). */
+export type I2cOp =
+  | { readonly addr: number; readonly write: Uint8Array }
+  | { readonly addr: number; readonly read: number };
+
+export interface TransferResult {
+  /** Every message succeeded. */
+  readonly ok: boolean;
+  /** Leading messages with status OK (what Linux's master_xfer returns). */
+  readonly okCount: number;
+  /**
+   * Per message: the status byte the device wrote (0 OK, 1 ERR), or null when the message could not
+   * be queued (ring full), as Linux counts it failed.
+   */
+  readonly statuses: readonly (number | null)[];
+  /** Per read message, in order: the bytes read when it is among the leading OK messages, else empty. */
+  readonly reads: readonly Uint8Array[];
+}
+
+/** What the driver needs of a started queue (FrontendQueue from the vhost-user frontend fits). */
+export interface DriverQueue {
+  readonly driver: DriverSplitQueue;
+  readonly kick: EventFd;
+  readonly call: EventFd;
+}
+
+/** Guest memory and a place to carve the driver's buffers from (GuestRam fits). */
+export interface DriverMemory {
+  readonly memory: GuestMemory;
+  alloc(size: number, align?: number): number;
+}
+
+export interface I2cDriverOptions {
+  /** VIRTIO_F_RING_INDIRECT_DESC negotiated: each chain takes one ring slot. */
+  readonly indirect?: boolean;
+  /** Largest message data per chain (default 4096). */
+  readonly maxMessageLength?: number;
+  /** Deadline of one wait for the device (default 5000 ms). */
+  readonly timeoutMs?: number;
+}
+
+export type I2cDriverErrorCode = "ETIMEDOUT" | "EINVAL" | "EBADRING";
+
+export class I2cDriverError extends Error {
+  readonly code: I2cDriverErrorCode;
+  constructor(code: I2cDriverErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "I2cDriverError";
+    this.code = code;
+  }
+}
+
+/** A chain handed to the device; `usedLen` is set once the device returned it. */
+export interface SubmittedChain {
+  readonly head: number;
+  usedLen: number | null;
+}
+
+/** A transfer in flight: the chains queued for it (maybe fewer than its messages). */
+export interface Submission {
+  readonly ops: readonly I2cOp[];
+  readonly chains: readonly SubmittedChain[];
+}
+
+/** Per-chain scratch memory: out_hdr, status byte, indirect table (3 entries), then data. */
+const SLOT = { HDR: 0, STATUS: 8, TABLE: 16, DATA: 64 } as const;
+/** The device did not write a status (distinct from OK and ERR). */
+const NO_STATUS = 0xff;
+
+interface ChainRecord extends SubmittedChain {
+  readonly slot: number | null;
+  /** Message chains keep their slot after use until `wait` has read the status and data. */
+  readonly keepSlot: boolean;
+}
+
+export class I2cDriver {
+  readonly #queue: DriverQueue;
+  readonly #memory: GuestMemory;
+  readonly #indirect: boolean;
+  readonly #maxLength: number;
+  readonly #timeoutMs: number;
+  readonly #slotBase: number;
+  readonly #slotSize: number;
+  readonly #freeSlots: number[] = [];
+  readonly #inFlight = new Map<number, ChainRecord>();
+  #callWait: Promise<unknown> | null = null;
+
+  constructor(queue: DriverQueue, memory: DriverMemory, options: I2cDriverOptions = {}) {
+    this.#queue = queue;
+    this.#memory = memory.memory;
+    this.#indirect = options.indirect ?? false;
+    this.#maxLength = options.maxMessageLength ?? 4096;
+    this.#timeoutMs = options.timeoutMs ?? 5000;
+    this.#slotSize = SLOT.DATA + Math.ceil(this.#maxLength / 16) * 16;
+    const slots = queue.driver.size;
+    this.#slotBase = memory.alloc(this.#slotSize * slots, 16);
+    for (let i = slots - 1; i >= 0; i--) this.#freeSlots.push(i);
+  }
+
+  /** Chains handed to the device and not yet collected. */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** Runs one transfer: submit, one kick, wait for every queued chain, report. */
+  async transfer(ops: readonly I2cOp[]): Promise<TransferResult> {
+    return this.wait(this.submit(ops));
+  }
+
+  /**
+   * Queues one chain per message (stopping at the first that does not fit, as Linux does), then
+   * kicks once if the device wants it (`kick: false` leaves the kick to the caller).
+   */
+  submit(ops: readonly I2cOp[], options: { kick?: boolean } = {}): Submission {
+    if (ops.length === 0)
+      throw new I2cDriverError("EINVAL", "a transfer needs at least one message");
+    for (const op of ops) this.#checkOp(op);
+    const chains: ChainRecord[] = [];
+    for (const [i, op] of ops.entries()) {
+      const chain = this.#addMessage(op, i < ops.length - 1);
+      if (chain === null) break;
+      chains.push(chain);
+    }
+    if (options.kick ?? true) this.kickIfNeeded();
+    return { ops, chains };
+  }
+
+  /**
+   * Adds a chain of arbitrary buffers (tests: malformed chains). Published, not kicked. The caller
+   * owns the buffers' memory; `waitFor` reports the used length.
+   */
+  submitRaw(
+    buffers: readonly DriverBuffer[],
+    options: { indirect?: boolean } = {},
+  ): SubmittedChain {
+    const indirect = options.indirect ?? false;
+    let slot: number | null = null;
+    if (indirect) {
+      if (buffers.length > 3) {
+        throw new I2cDriverError("EINVAL", "raw indirect chains hold at most 3 buffers");
+      }
+      slot = this.#freeSlots.pop() ?? null;
+      if (slot === null) throw new I2cDriverError("EINVAL", "no free slot for an indirect table");
+    }
+    const head = this.#queue.driver.add(
+      buffers,
+      slot === null ? {} : { indirect: true, indirectGpa: this.#slotGpa(slot) + SLOT.TABLE },
+    );
+    if (head === null) {
+      if (slot !== null) this.#freeSlots.push(slot);
+      throw new I2cDriverError("EINVAL", "the ring has no room for this chain");
+    }
+    const record: ChainRecord = { head, slot, usedLen: null, keepSlot: false };
+    this.#inFlight.set(head, record);
+    return record;
+  }
+
+  /** Kicks when the device asked for it (notification suppression / EVENT_IDX), as virtqueue_kick. */
+  kickIfNeeded(): void {
+    if (this.#queue.driver.needsKick()) this.#queue.kick.write(1);
+  }
+
+  /** Kicks unconditionally. */
+  kick(): void {
+    this.#queue.kick.write(1);
+  }
+
+  /** Waits until every chain of `submission` is used, then reports statuses and read data. */
+  async wait(submission: Submission): Promise<TransferResult> {
+    await this.waitFor(submission.chains);
+    const statuses: (number | null)[] = [];
+    const reads: Uint8Array[] = [];
+    let okCount = 0;
+    let leading = true;
+    submission.ops.forEach((op, i) => {
+      const chain = submission.chains[i] as ChainRecord | undefined;
+      const status = chain === undefined ? null : this.#statusOf(chain);
+      statuses.push(status);
+      // As the spec asks of drivers: after the first failure the rest of the transfer failed too.
+      leading = leading && status === RequestStatus.OK;
+      if (leading) okCount++;
+      if ("read" in op) {
+        reads.push(leading && chain ? this.#readData(chain, op.read) : new Uint8Array(0));
+      }
+    });
+    for (const chain of submission.chains) this.#release(chain as ChainRecord);
+    return { ok: okCount === submission.ops.length, okCount, statuses, reads };
+  }
+
+  /** Waits until each chain has come back through the used ring (deadline: timeoutMs). */
+  async waitFor(chains: readonly SubmittedChain[]): Promise<void> {
+    const deadline = Date.now() + this.#timeoutMs;
+    const done = () => chains.every((c) => c.usedLen !== null);
+    for (;;) {
+      this.collect();
+      if (done()) return;
+      // Ask for an interrupt, then look again: used entries may have landed in between.
+      if (this.#queue.driver.enableCallbacks()) continue;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new I2cDriverError(
+          "ETIMEDOUT",
+          `the device did not return ${chains.filter((c) => c.usedLen === null).length} chain(s) within ${this.#timeoutMs} ms`,
+        );
+      }
+      await this.#nextCall(left);
+    }
+  }
+
+  /** Takes every used entry off the ring and marks its chain done. */
+  collect(): void {
+    for (;;) {
+      let used: ReturnType<DriverSplitQueue["getUsed"]>;
+      try {
+        used = this.#queue.driver.getUsed();
+      } catch (err) {
+        throw new I2cDriverError("EBADRING", `bad used ring: ${String(err)}`, { cause: err });
+      }
+      if (used === null) return;
+      const record = this.#inFlight.get(used.head);
+      if (record === undefined) {
+        throw new I2cDriverError("EBADRING", `used head ${used.head} was not submitted here`);
+      }
+      record.usedLen = used.len;
+      this.#inFlight.delete(used.head);
+      if (record.slot !== null && !record.keepSlot) this.#freeSlots.push(record.slot);
+    }
+  }
+
+  /** One shared wait on the call eventfd, whoever asks (several transfers may wait at once). */
+  #nextCall(timeoutMs: number): Promise<unknown> {
+    if (this.#callWait === null) {
+      const waiting = waitForCall(this.#queue.call, timeoutMs).finally(() => {
+        if (this.#callWait === waiting) this.#callWait = null;
+      });
+      this.#callWait = waiting;
+    }
+    return this.#callWait;
+  }
+
+  #checkOp(op: I2cOp): void {
+    if (!Number.isInteger(op.addr) || op.addr < 0 || op.addr > 0x7f) {
+      throw new I2cDriverError("EINVAL", `address ${op.addr} is not a 7-bit address`);
+    }
+    const length = "read" in op ? op.read : op.write.length;
+    if (!Number.isInteger(length) || length < 0 || length > this.#maxLength) {
+      throw new I2cDriverError("EINVAL", `message length ${length} is not 0..${this.#maxLength}`);
+    }
+  }
+
+  #slotGpa(slot: number): number {
+    return this.#slotBase + slot * this.#slotSize;
+  }
+
+  /** Writes and adds one message's chain; null when the ring (or the slot pool) is full. */
+  #addMessage(op: I2cOp, failNext: boolean): ChainRecord | null {
+    const slot = this.#freeSlots.pop();
+    if (slot === undefined) return null;
+    const base = this.#slotGpa(slot);
+    const read = "read" in op;
+    const length = read ? op.read : op.write.length;
+    const hdr = new Uint8Array(OutHdr.SIZE);
+    const dv = new DataView(hdr.buffer);
+    dv.setUint16(OutHdr.ADDR_OFFSET, op.addr << 1, true);
+    dv.setUint16(OutHdr.PADDING_OFFSET, 0, true);
+    dv.setUint32(
+      OutHdr.FLAGS_OFFSET,
+      (failNext ? RequestFlag.FAIL_NEXT : 0) | (read ? RequestFlag.M_RD : 0),
+      true,
+    );
+    this.#memory.write(base + SLOT.HDR, hdr);
+    this.#memory.write(base + SLOT.STATUS, Uint8Array.of(NO_STATUS));
+    if (!read && length > 0) this.#memory.write(base + SLOT.DATA, op.write);
+    if (read && length > 0) this.#memory.write(base + SLOT.DATA, new Uint8Array(length));
+
+    const buffers: DriverBuffer[] = [{ gpa: base + SLOT.HDR, len: OutHdr.SIZE, writable: false }];
+    if (length > 0) buffers.push({ gpa: base + SLOT.DATA, len: length, writable: read });
+    buffers.push({ gpa: base + SLOT.STATUS, len: 1, writable: true });
+    const head = this.#queue.driver.add(
+      buffers,
+      this.#indirect ? { indirect: true, indirectGpa: base + SLOT.TABLE } : {},
+    );
+    if (head === null) {
+      this.#freeSlots.push(slot);
+      return null;
+    }
+    const record: ChainRecord = { head, slot, usedLen: null, keepSlot: true };
+    this.#inFlight.set(head, record);
+    return record;
+  }
+
+  #statusOf(chain: ChainRecord): number {
+    if (chain.slot === null) return NO_STATUS;
+    const byte = new Uint8Array(1);
+    this.#memory.read(this.#slotGpa(chain.slot) + SLOT.STATUS, byte);
+    return byte[0] ?? NO_STATUS;
+  }
+
+  #readData(chain: ChainRecord, length: number): Uint8Array {
+    const data = new Uint8Array(length);
+    if (chain.slot !== null && length > 0)
+      this.#memory.read(this.#slotGpa(chain.slot) + SLOT.DATA, data);
+    return data;
+  }
+
+  /** Frees a message chain's slot once its result was read. */
+  #release(chain: ChainRecord): void {
+    if (chain.slot !== null && chain.keepSlot) this.#freeSlots.push(chain.slot);
+  }
+}
