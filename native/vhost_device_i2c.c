@@ -28,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -553,6 +554,35 @@ static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
     if (ftruncate(fd, (off_t)size) == 0) return make_undefined(env);
     if (errno != EINTR) return throw_errno(env, "ftruncate", errno);
   }
+}
+
+/* fstat: [file type bits (S_IFMT), size]. Guest memory fds are checked against it before mmap, since
+ * touching a shared mapping past the end of its file raises SIGBUS. */
+static napi_value js_fd_info(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return throw_errno(env, "fstat", errno);
+  napi_value result;
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok) return NULL;
+  napi_set_element(env, result, 0, make_int(env, (int64_t)(st.st_mode & S_IFMT)));
+  napi_set_element(env, result, 1, make_double(env, (double)st.st_size));
+  return result;
+}
+
+/* Sets O_NONBLOCK on an fd received from a peer: a blocking read on the main thread would stall
+ * every guest. */
+static napi_value js_set_nonblocking(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return throw_errno(env, "fcntl", errno);
+  if ((flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return throw_errno(env, "fcntl", errno);
+  }
+  return make_undefined(env);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1212,6 +1242,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"eventfdWrite", NULL, js_eventfd_write, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fdInfo", NULL, js_fd_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setNonBlocking", NULL, js_set_nonblocking, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mappingView", NULL, js_mapping_view, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},

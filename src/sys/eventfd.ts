@@ -23,11 +23,13 @@ export class EventFd {
   }
 
   /**
-   * Takes ownership of an eventfd received from elsewhere (e.g. over SCM_RIGHTS). A blocking fd
-   * stays blocking: read it only after readiness says so.
+   * Takes ownership of an eventfd received from elsewhere (e.g. over SCM_RIGHTS) and makes it
+   * nonblocking.
    */
   static adopt(fd: number): EventFd {
     if (!Number.isInteger(fd) || fd < 0) throw new SysArgumentError(`invalid fd ${fd}`);
+    // A peer's fd may be blocking: a read on the main thread must never wait.
+    sysCall("fcntl", () => native().setNonBlocking(fd));
     return new EventFd(fd);
   }
 

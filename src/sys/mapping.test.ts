@@ -21,6 +21,20 @@ function withMemfd<T>(size: number, body: (fd: number) => T): T {
 }
 
 describe("Mapping", () => {
+  it("refuses to map a file beyond its end, where a touch would raise SIGBUS", () => {
+    withMemfd(4096, (fd) => {
+      assert.throws(
+        () => Mapping.map(fd, 0, 8192, true),
+        (error: unknown) => error instanceof SysError && error.code === "ERANGE",
+      );
+      assert.throws(
+        () => Mapping.map(fd, 4096, 4096, true),
+        (error: unknown) => error instanceof SysError && error.code === "ERANGE",
+      );
+      Mapping.map(fd, 0, 4096, true).unmap();
+    });
+  });
+
   it("shares bytes between two views, a second mapping and the fd", () => {
     withMemfd(MiB, (fd) => {
       const mapping = Mapping.map(fd, 0, MiB, true);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { closedError, SysArgumentError, sysCall } from "./errors.js";
+import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
 import { type MappingHandle, native } from "./native.js";
 
 export class Mapping {
@@ -28,6 +28,7 @@ export class Mapping {
     if (!Number.isSafeInteger(length) || length < 1) {
       throw new SysArgumentError(`mapping length must be a positive integer, got ${length}`);
     }
+    checkFileCovers(fd, offset + length);
     const handle = sysCall("mmap", () => native().mmap(fd, offset, length, writable));
     return new Mapping(handle, length, writable);
   }
@@ -64,5 +65,22 @@ export class Mapping {
 
   close(): void {
     this.unmap();
+  }
+}
+
+const S_IFREG = 0o100000;
+
+/**
+ * Refuses to map a regular file (memfd, tmpfs, hugetlbfs) beyond its end: touching such a page raises
+ * SIGBUS and would kill the process, and the size comes from a peer we do not trust.
+ */
+function checkFileCovers(fd: number, end: number): void {
+  const [type, size] = sysCall("fstat", () => native().fdInfo(fd));
+  if (type === S_IFREG && size < end) {
+    throw new SysError(
+      "ERANGE",
+      "mmap",
+      `mmap failed: the file has ${size} bytes, the mapping needs ${end} (ERANGE)`,
+    );
   }
 }

@@ -42,6 +42,9 @@ export interface NativeBinding {
   eventfdWrite(fd: number, value: number): void;
   memfdCreate(name: string): number;
   ftruncate(fd: number, size: number): void;
+  /** fstat: [file type bits (S_IFMT), size in bytes]. */
+  fdInfo(fd: number): [number, number];
+  setNonBlocking(fd: number): void;
   mmap(fd: number, offset: number, length: number, writable: boolean): MappingHandle;
   mappingView(handle: MappingHandle, offset: number, length: number): ArrayBuffer;
   munmap(handle: MappingHandle): void;

@@ -40,6 +40,7 @@ export class UnixStream {
   /** Takes ownership of a connected, nonblocking stream socket fd. */
   static adopt(fd: number): UnixStream {
     if (!Number.isInteger(fd) || fd < 0) throw new SysArgumentError(`invalid fd ${fd}`);
+    sysCall("fcntl", () => native().setNonBlocking(fd));
     return new UnixStream(fd);
   }
 

@@ -595,7 +595,18 @@ export class BackendConnection {
     if (vring.watcher === null && vring.kick !== null) {
       const kick = vring.kick;
       vring.watcher = new FdWatcher(kick.fd, () => {
-        kick.read();
+        try {
+          kick.read();
+        } catch (error) {
+          // Not an eventfd after all (a pipe with a partial word, a socket): stop listening to it.
+          this.logger.error("kick fd unreadable, vring stopped", {
+            index: vring.index,
+            error: String(error),
+          });
+          vring.broken = true;
+          this.stopWatching(vring);
+          return;
+        }
         this.processRing(vring);
       });
       vring.watcher.start();
