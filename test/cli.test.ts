@@ -1,0 +1,228 @@
+// Integration: the daemon's command line as a user meets it: exit statuses and messages for each
+// refusal, help and version, shutdown on SIGTERM/SIGINT, socket files replaced or left alone.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { after, describe, it } from "node:test";
+import { UnixListener } from "../src/sys/unix-socket.js";
+import {
+  DaemonProcess,
+  exists,
+  isSocket,
+  MAIN_JS,
+  makeTempDir,
+  startDaemon,
+  WAIT_MS,
+  withDaemonLog,
+} from "./helpers/daemon.js";
+import { Vmm } from "./helpers/vmm.js";
+
+interface RunResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion (it must exit by itself: every refusal happens before serving). */
+function runCli(args: readonly string[], env: Readonly<Record<string, string>> = {}): RunResult {
+  const result = spawnSync(process.execPath, [MAIN_JS, ...args], {
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: WAIT_MS,
+  });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const dir = makeTempDir();
+after(() => dir.remove());
+const socket = `${dir.path}/vi2c.sock`;
+
+/** A fake sysfs tree with adapters i2c-3 "Fake adapter three" and two adapters named "twin". */
+function fakeSysfs(): string {
+  const root = `${dir.path}/sys`;
+  const adapters: [number, string][] = [
+    [3, "Fake adapter three"],
+    [4, "twin"],
+    [5, "twin"],
+  ];
+  for (const [n, name] of adapters) {
+    mkdirSync(`${root}/bus/i2c/devices/i2c-${n}`, { recursive: true });
+    writeFileSync(`${root}/bus/i2c/devices/i2c-${n}/name`, `${name}\n`);
+  }
+  return root;
+}
+
+describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
+  const sysfs = fakeSysfs();
+  const cases: { what: string; args: string[]; message: RegExp }[] = [
+    { what: "no options", args: [], message: /missing --socket-path/ },
+    { what: "missing device list", args: ["-s", socket], message: /missing --device-list/ },
+    { what: "unknown option", args: ["-s", socket, "-l", "3:0x50", "--fast"], message: /--fast/ },
+    { what: "positional argument", args: ["-s", socket, "-l", "3:0x50", "x"], message: /'x'/ },
+    {
+      what: "socket count 0",
+      args: ["-s", socket, "-c", "0", "-l", "3:0x50"],
+      message: /socket-count "0"/,
+    },
+    {
+      what: "socket count not a number",
+      args: ["-s", socket, "-c", "two", "-l", "3:0x50"],
+      message: /socket-count/,
+    },
+    {
+      what: "bad log level",
+      args: ["-s", socket, "-l", "3:0x50", "--log-level", "loud"],
+      message: /log-level "loud"/,
+    },
+    { what: "empty device list", args: ["-s", socket, "-l", ""], message: /empty/ },
+    {
+      what: "address above 0x7f",
+      args: ["-s", socket, "-l", "3:0x80"],
+      message: /0x80 is above 0x7f/,
+    },
+    {
+      what: "duplicate address",
+      args: ["-s", socket, "-l", "3:0x50:80"],
+      message: /already listed/,
+    },
+    {
+      what: "duplicate adapter",
+      args: ["-s", socket, "-l", "3:0x50,3:0x51"],
+      message: /adapter 3 is already listed/,
+    },
+    {
+      what: "address not a number",
+      args: ["-s", socket, "-l", "3:abc"],
+      message: /"abc" is not a decimal or 0x-hex number/,
+    },
+    {
+      what: "unknown model",
+      args: ["-s", socket, "-l", "sim:0x50=24c99"],
+      message: /unknown device model "24c99"/,
+    },
+    {
+      what: "adapter name matching none (lists the adapters)",
+      args: ["-s", socket, "-l", "nonesuch:0x50"],
+      message: /no adapter named "nonesuch".*i2c-3 "Fake adapter three"/,
+    },
+    {
+      what: "adapter name matching several (lists them)",
+      args: ["-s", socket, "-l", "twin:0x50"],
+      message: /2 adapters are named "twin": i2c-4 "twin", i2c-5 "twin"/,
+    },
+  ];
+  for (const { what, args, message } of cases) {
+    it(`refuses ${what}`, () => {
+      const result = runCli(args, { VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs });
+      assert.equal(result.status, 2, result.stderr);
+      assert.match(result.stderr, message);
+      assert.match(result.stderr, /--help/);
+      assert.equal(exists(`${socket}0`), false, "nothing listens after a refusal");
+    });
+  }
+
+  it("refuses a socket directory that does not exist", () => {
+    const result = runCli(["-s", `${dir.path}/missing/vi2c.sock`, "-l", "sim:0x50=24c02"]);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /socket directory .*missing does not exist/);
+  });
+
+  it("refuses a socket path taken by a file that is not a socket", () => {
+    writeFileSync(`${dir.path}/plain0`, "not a socket");
+    const result = runCli(["-s", `${dir.path}/plain`, "-l", "sim:0x50=24c02"]);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /is not a socket/);
+    assert.equal(readFileSync(`${dir.path}/plain0`, "utf8"), "not a socket");
+  });
+});
+
+describe("vhost-device-i2c help and version", () => {
+  it("prints usage with examples and exits 0", () => {
+    const result = runCli(["--help"]);
+    assert.equal(result.status, 0);
+    assert.match(result.stdout, /Usage: vhost-device-i2c/);
+    assert.match(result.stdout, /Examples:/);
+  });
+
+  it("prints the package version", () => {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+    const result = runCli(["--version"]);
+    assert.equal(result.status, 0);
+    assert.equal(result.stdout, `vhost-device-i2c ${pkg.version}\n`);
+  });
+});
+
+describe("vhost-device-i2c lifetime", () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    it(`exits 0 on ${signal} and removes its socket files`, async () => {
+      const prefix = `${dir.path}/sig-${signal}.sock`;
+      const paths = [`${prefix}0`, `${prefix}1`];
+      const daemon = await startDaemon(["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"], paths);
+      try {
+        for (const path of paths) assert.ok(isSocket(path));
+        daemon.child.kill(signal);
+        assert.deepEqual(await daemon.waitForExit(), { code: 0, signal: null });
+        for (const path of paths) assert.equal(exists(path), false, `${path} removed`);
+      } catch (err) {
+        throw withDaemonLog(err, daemon);
+      } finally {
+        if (!daemon.hasExited) daemon.child.kill("SIGKILL");
+      }
+    });
+  }
+
+  it("exits 0 on SIGTERM while a front-end is connected", async () => {
+    const prefix = `${dir.path}/busy.sock`;
+    const daemon = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
+    const vm = await Vmm.connect(`${prefix}0`);
+    try {
+      assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
+      daemon.child.kill("SIGTERM");
+      assert.deepEqual(await daemon.waitForExit(), { code: 0, signal: null });
+      assert.equal(exists(`${prefix}0`), false);
+    } catch (err) {
+      throw withDaemonLog(err, daemon);
+    } finally {
+      if (!daemon.hasExited) daemon.child.kill("SIGKILL");
+      await vm.close();
+    }
+  });
+
+  it("replaces a stale socket file left by a dead process", async () => {
+    const prefix = `${dir.path}/stale.sock`;
+    UnixListener.listen(`${prefix}0`).close(); // bound, then nobody listens: stale
+    assert.ok(isSocket(`${prefix}0`));
+    const daemon = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
+    const vm = await Vmm.connect(`${prefix}0`);
+    try {
+      assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
+    } catch (err) {
+      throw withDaemonLog(err, daemon);
+    } finally {
+      await vm.close();
+      await daemon.stop();
+    }
+  });
+
+  it("does not steal a socket a live daemon serves (exit status 1, the first keeps serving)", async () => {
+    const prefix = `${dir.path}/live.sock`;
+    const first = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
+    try {
+      const second = new DaemonProcess(["-s", prefix, "-l", "sim:0x50=24c02"]);
+      const status = await second.waitForExit();
+      assert.deepEqual(status, { code: 1, signal: null });
+      assert.match(second.stderr, /served by a running process/);
+      assert.ok(isSocket(`${prefix}0`));
+      const vm = await Vmm.connect(`${prefix}0`);
+      try {
+        assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
+      } finally {
+        await vm.close();
+      }
+    } catch (err) {
+      throw withDaemonLog(err, first);
+    } finally {
+      await first.stop();
+    }
+  });
+});
