@@ -30,7 +30,7 @@ function show(e: FakeLogEntry): string {
 async function runPlan(config: string, plan: Plan): Promise<Run> {
   const fake = await FakeI2c.create(config);
   try {
-    const child = await fake.run([RUNNER], JSON.stringify(plan));
+    const child = await fake.run([RUNNER, JSON.stringify(plan)]);
     assert.equal(child.code, 0, `runner failed: ${child.stderr}`);
     const out = JSON.parse(child.stdout) as RunnerOutput;
     const log = await fake.readLog();

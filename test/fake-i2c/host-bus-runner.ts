@@ -1,12 +1,13 @@
 /**
- * Child-process driver for the HostBus tests: runs in a process with libfakei2c.so preloaded, reads
- * a plan (JSON) from stdin, opens a HostBus, runs the transfers and prints one JSON result on stdout.
+ * Child-process driver for the HostBus tests: runs in a process with libfakei2c.so preloaded, takes
+ * a plan (JSON) as its only argument, opens a HostBus, runs the transfers and prints one JSON result
+ * on stdout. Without an argument it does nothing: `node --test` runs every .js file under a test/
+ * directory, this one included.
  * Must not: assert anything (the test does) or exit non-zero for a transfer failure, since reporting
  * failures is its job.
  * @module
  */
 
-import { text } from "node:stream/consumers";
 import type { I2cMessage } from "../../src/i2c/bus.js";
 import { HostBus } from "../../src/i2c/host-bus.js";
 import { createLogger } from "../../src/log.js";
@@ -58,8 +59,8 @@ async function runTransfer(bus: HostBus, msgs: I2cMessage[]): Promise<TransferRe
   return { done, reads: msgs.filter((m) => m.read).map((m) => [...m.buf]) };
 }
 
-async function main(): Promise<void> {
-  const plan = JSON.parse(await text(process.stdin)) as Plan;
+async function main(planJson: string): Promise<void> {
+  const plan = JSON.parse(planJson) as Plan;
   const log: string[] = [];
   const logger = createLogger("debug", { write: (line: string) => log.push(line.trimEnd()) });
   let bus: HostBus;
@@ -95,4 +96,5 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify(output)}\n`);
 }
 
-await main();
+const planArgument = process.argv[2];
+if (planArgument !== undefined) await main(planArgument);
