@@ -202,7 +202,13 @@ export class HostBus implements I2cBus {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    void enqueue(this.path, async () => this.#dev.close());
+    void enqueue(this.path, async () => {
+      try {
+        this.#dev.close();
+      } catch (error) {
+        this.#logger.warn("closing the adapter failed", { path: this.path, code: codeOf(error) });
+      }
+    });
   }
 
   async #run(msgs: readonly I2cMessage[]): Promise<number> {
@@ -226,10 +232,14 @@ export class HostBus implements I2cBus {
       return msgs.length;
     } catch (error) {
       const code = codeOf(error);
+      const isNack = (NACK_CODES as readonly string[]).includes(code);
       const fields = { path: this.path, shape, code };
-      if ((NACK_CODES as readonly string[]).includes(code))
+      // A NACK is routine (probing empty addresses); anything else deserves attention.
+      if (isNack) {
         this.#logger.debug("transfer failed", fields);
-      else this.#logger.warn("transfer failed", fields);
+      } else {
+        this.#logger.warn("transfer failed", fields);
+      }
       return 0;
     }
   }
