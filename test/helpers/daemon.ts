@@ -74,7 +74,7 @@ export interface ExitStatus {
 
 export interface SpawnOptions {
   /** Extra environment for the daemon (LD_PRELOAD, FAKE_I2C_CONFIG, ...). */
-  readonly env?: Readonly<Record<string, string>>;
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** A daemon child process. */
