@@ -112,14 +112,22 @@ export class FakeI2c {
     };
   }
 
-  /** Runs `node <args>` with the fake preloaded, feeding `stdin`; resolves when it exits. */
-  run(args: readonly string[], stdin = ""): Promise<ChildResult> {
+  /**
+   * Runs `node <args>` with the fake preloaded, feeding `stdin`; resolves when it exits. A child
+   * still running after `deadlineMs` is killed and the promise rejects, so a hang fails the test
+   * instead of the suite.
+   */
+  run(args: readonly string[], stdin = "", deadlineMs = 30_000): Promise<ChildResult> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, args, {
         cwd: REPO_ROOT,
         env: this.env(),
         stdio: ["pipe", "pipe", "pipe"],
       });
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`child still running after ${deadlineMs} ms: node ${args.join(" ")}`));
+      }, deadlineMs);
       let stdout = "";
       let stderr = "";
       child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
@@ -128,8 +136,14 @@ export class FakeI2c {
       child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
         stderr += chunk;
       });
-      child.on("error", reject);
-      child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+      child.on("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      child.on("close", (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr });
+      });
       child.stdin.end(stdin);
     });
   }
