@@ -69,6 +69,15 @@ describe("HostBus on the fake adapter", { skip: unavailable ?? false }, () => {
     assert.equal(entries[1]!.seq, entries[2]!.seq, "both messages in one ioctl");
   });
 
+  it("reads device memory filled from a configured pattern", async () => {
+    const { out } = await runPlan("adapter 4 funcs=i2c\ndevice 4 0x50 pattern=0xa5\n", {
+      adapter: 4,
+      addrs: [0x50],
+      steps: transfers([w(0x50, 0xfe), r(0x50, 3)]),
+    });
+    assert.deepEqual(results(out), [{ done: 2, reads: [[0xa5, 0xa5, 0xa5]] }]);
+  });
+
   it("answers zero-length probes: present address ACKs, absent one NACKs", async () => {
     const { out, ops } = await runPlan(I2C_ADAPTER, {
       adapter: 3,
