@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
+import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { UnixListener } from "../src/sys/unix-socket.js";
 import {
   DaemonProcess,
@@ -15,7 +16,6 @@ import {
   WAIT_MS,
   withDaemonLog,
 } from "./helpers/daemon.js";
-import { Vmm } from "./helpers/vmm.js";
 
 interface RunResult {
   status: number | null;
@@ -174,7 +174,7 @@ describe("vhost-device-i2c lifetime", () => {
   it("exits 0 on SIGTERM while a front-end is connected", async () => {
     const prefix = `${dir.path}/busy.sock`;
     const daemon = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
-    const vm = await Vmm.connect(`${prefix}0`);
+    const vm = await I2cGuest.connect(`${prefix}0`);
     try {
       assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
       daemon.child.kill("SIGTERM");
@@ -193,7 +193,7 @@ describe("vhost-device-i2c lifetime", () => {
     UnixListener.listen(`${prefix}0`).close(); // bound, then nobody listens: stale
     assert.ok(isSocket(`${prefix}0`));
     const daemon = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
-    const vm = await Vmm.connect(`${prefix}0`);
+    const vm = await I2cGuest.connect(`${prefix}0`);
     try {
       assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
     } catch (err) {
@@ -213,7 +213,7 @@ describe("vhost-device-i2c lifetime", () => {
       assert.deepEqual(status, { code: 1, signal: null });
       assert.match(second.stderr, /served by a running process/);
       assert.ok(isSocket(`${prefix}0`));
-      const vm = await Vmm.connect(`${prefix}0`);
+      const vm = await I2cGuest.connect(`${prefix}0`);
       try {
         assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
       } finally {

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { after, describe, it } from "node:test";
+import { I2cGuest, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { UnixListener, type UnixStream } from "../src/sys/unix-socket.js";
 import { VhostUserFrontend } from "../src/vhost-user/frontend.js";
 import { DaemonProcess, makeTempDir, waitUntil, withDaemonLog } from "./helpers/daemon.js";
-import { QEMU_PROTOCOL_FEATURES_B, Vmm } from "./helpers/vmm.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -43,11 +43,11 @@ describe("vhost-device-i2c --client", () => {
       "trace",
     ]);
     let listener: UnixListener | null = null;
-    let vm: Vmm | null = null;
+    let vm: I2cGuest | null = null;
     try {
       await daemon.waitForLog(`connecting to the VMM path=${path}`);
       listener = UnixListener.listen(path);
-      vm = await Vmm.over(await acceptOne(listener, "the daemon's first connection"), {
+      vm = await I2cGuest.over(await acceptOne(listener, "the daemon's first connection"), {
         protocolFeatures: QEMU_PROTOCOL_FEATURES_B,
       });
       const first = await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(0x30, 0x77) }]);

@@ -4,10 +4,10 @@
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
+import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
-import { Vmm } from "./helpers/vmm.js";
 
 const ADAPTER_NAME = "Fake SMBus adapter at 3f00";
 const skip = fakeUnavailableReason() ?? false;
@@ -36,14 +36,17 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
 
   const env = () => ({ ...fake.env({}), VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs });
 
-  async function withHostDaemon(list: string, body: (vm: Vmm) => Promise<void>): Promise<void> {
+  async function withHostDaemon(
+    list: string,
+    body: (vm: I2cGuest) => Promise<void>,
+  ): Promise<void> {
     const prefix = `${dir.path}/host.sock`;
     await withDaemon(
       ["-s", prefix, "-l", list, "--log-level", "debug"],
       [`${prefix}0`],
       async () => {
         await fake.clearLog();
-        const vm = await Vmm.connect(`${prefix}0`);
+        const vm = await I2cGuest.connect(`${prefix}0`);
         try {
           await body(vm);
         } finally {

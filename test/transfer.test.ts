@@ -2,22 +2,22 @@
 // the Linux i2c-virtio driver drives QEMU's vhost-user-i2c queue.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { type DaemonProcess, makeTempDir, startDaemon, withDaemonLog } from "./helpers/daemon.js";
-import { Vmm } from "./helpers/vmm.js";
 
 describe("daemon transfers on sim:0x50=24c02", () => {
   const dir = makeTempDir();
   const socket = `${dir.path}/vi2c.sock`;
   let daemon: DaemonProcess;
-  let vm: Vmm;
+  let vm: I2cGuest;
 
   before(async () => {
     daemon = await startDaemon(
       ["-s", socket, "-l", "sim:0x50=24c02", "--log-level", "debug"],
       [`${socket}0`],
     );
-    vm = await Vmm.connect(`${socket}0`);
+    vm = await I2cGuest.connect(`${socket}0`);
   });
 
   after(async () => {

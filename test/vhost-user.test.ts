@@ -3,11 +3,11 @@
 // reconnects on one socket without leaking fds, and two sockets served at once.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
+import { I2cGuest, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { EventFd } from "../src/sys/eventfd.js";
 import { GuestRam } from "../src/vhost-user/frontend.js";
 import { type DaemonProcess, makeTempDir, waitUntil, withDaemon } from "./helpers/daemon.js";
-import { QEMU_PROTOCOL_FEATURES_B, Vmm } from "./helpers/vmm.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -24,7 +24,7 @@ function count(text: string, needle: string): number {
 
 /** Realize, DRIVER_OK start, two transfers (write, write+read), stop, the final CALL(A). */
 async function runQemuSession(path: string, protocolFeatures: bigint): Promise<number> {
-  const vm = await Vmm.connect(path, { protocolFeatures });
+  const vm = await I2cGuest.connect(path, { protocolFeatures });
   try {
     assert.equal(
       (await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(0, 0xc3) }])).ok,
@@ -127,7 +127,7 @@ describe("running daemon", () => {
   it("keeps serving after SET_MEM_TABLE replaces the memory table while running", async () => {
     const prefix = `${dir.path}/mem.sock`;
     await withDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`], async () => {
-      const vm = await Vmm.connect(`${prefix}0`);
+      const vm = await I2cGuest.connect(`${prefix}0`);
       const extra = new GuestRam([{ guestPhysAddr: 0x400000, size: 0x10000 }]);
       try {
         assert.equal(
@@ -195,7 +195,7 @@ describe("running daemon", () => {
     const prefix = `${dir.path}/again.sock`;
     await withDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`], async (daemon) => {
       const cycle = async (n: number) => {
-        const vm = await Vmm.connect(`${prefix}0`);
+        const vm = await I2cGuest.connect(`${prefix}0`);
         try {
           const result = await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(n & 0xff) }]);
           assert.equal(result.ok, true, `connection ${n}`);
@@ -219,7 +219,7 @@ describe("running daemon", () => {
     const prefix = `${dir.path}/two.sock`;
     const paths = [`${prefix}0`, `${prefix}1`];
     await withDaemon(["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"], paths, async () => {
-      const [vm0, vm1] = await Promise.all(paths.map((p) => Vmm.connect(p)));
+      const [vm0, vm1] = await Promise.all(paths.map((p) => I2cGuest.connect(p)));
       assert.ok(vm0 && vm1);
       try {
         const writes = await Promise.all([
