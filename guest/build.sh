@@ -62,145 +62,150 @@ compute_key() {
   } | sha256sum | cut -c1-16
 }
 
-key=$(compute_key)
-if [[ -z "$outdir" ]]; then outdir="$cache_root/$key"; fi
-
-# The key file is written last, so its presence with the right content means a finished image.
-if [[ -f "$outdir/key" && "$(cat "$outdir/key")" == "$key" && -f "$outdir/bzImage" && -f "$outdir/initramfs.cpio" ]]; then
-  print_result "$outdir"
-  exit 0
-fi
-if ((check_only)); then
-  log "no finished image for key $key in $outdir"
-  exit 3
-fi
-
-build_start=$(date +%s)
-
-# --- build dependencies ---------------------------------------------------------------------------
-missing=()
-for package in "${BUILD_DEPENDENCIES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-done
-if ((${#missing[@]})) || [[ -z "$(candidate_version busybox)" ]]; then
-  ((EUID == 0)) || die "missing packages (${missing[*]}); run as root or install them"
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-  # Versions may have moved with the update: the image must carry the key of what it is built from.
+# The whole run is one function, parsed before it starts: editing this file mid-build is harmless.
+main() {
   key=$(compute_key)
-  if [[ "$outdir" == "$cache_root/"* ]]; then outdir="$cache_root/$key"; fi
-fi
-kernel_version=$(dpkg-query -W -f='${Version}' "$KERNEL_PACKAGE")
-[[ "$kernel_version" == "$(candidate_version "$KERNEL_PACKAGE")" ]] ||
-  die "$KERNEL_PACKAGE $kernel_version is installed but apt would install $(candidate_version "$KERNEL_PACKAGE"); run apt-get install $KERNEL_PACKAGE"
+  if [[ -z "$outdir" ]]; then outdir="$cache_root/$key"; fi
 
-work="$cache_root/work/$key"
-rm -rf "$work"
-mkdir -p "$work" "$outdir"
+  # The key file is written last, so its presence with the right content means a finished image.
+  if [[ -f "$outdir/key" && "$(cat "$outdir/key")" == "$key" && -f "$outdir/bzImage" && -f "$outdir/initramfs.cpio" ]]; then
+    print_result "$outdir"
+    exit 0
+  fi
+  if ((check_only)); then
+    log "no finished image for key $key in $outdir"
+    exit 3
+  fi
 
-# --- kernel source, unpacked once per source version ----------------------------------------------
-source_dir="$cache_root/src/$KERNEL_PACKAGE-$kernel_version"
-if [[ ! -f "$source_dir/Makefile" ]]; then
-  log "unpacking /usr/src/$KERNEL_PACKAGE.tar.xz"
-  rm -rf "$source_dir" "$source_dir.tmp"
-  mkdir -p "$source_dir.tmp"
-  nice -n 19 tar -xf "/usr/src/$KERNEL_PACKAGE.tar.xz" -C "$source_dir.tmp"
-  mv "$source_dir.tmp/$KERNEL_PACKAGE" "$source_dir"
-  rmdir "$source_dir.tmp"
-fi
+  build_start=$(date +%s)
 
-# --- kernel configuration -------------------------------------------------------------------------
-kbuild="$work/kernel"
-mkdir -p "$kbuild"
-kmake() { nice -n 19 make -s -C "$source_dir" O="$kbuild" ARCH=x86_64 "$@"; }
-log "configuring the kernel (tinyconfig + $(basename "$fragment"))"
-kmake tinyconfig >/dev/null
-(cd "$kbuild" && "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$kbuild" .config "$fragment" >/dev/null)
-kmake olddefconfig >&2
-
-not_enabled=()
-while read -r option; do
-  grep -qx "$option=y" "$kbuild/.config" || not_enabled+=("$option")
-done < <(sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=y$/\1/p' "$fragment")
-wrongly_enabled=()
-while read -r option; do
-  if grep -q "^$option=" "$kbuild/.config"; then wrongly_enabled+=("$option"); fi
-done < <(sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' "$fragment")
-if ((${#not_enabled[@]} || ${#wrongly_enabled[@]})); then
-  for option in "${not_enabled[@]}"; do echo "  $option is not =y (check its dependencies)" >&2; done
-  for option in "${wrongly_enabled[@]}"; do echo "  $option is set but must be off" >&2; done
-  die "kernel configuration is missing required options: ${not_enabled[*]} ${wrongly_enabled[*]}"
-fi
-cp "$kbuild/.config" "$outdir/kernel.config"
-
-log "building bzImage in the background of this script (nice 19, -j2; a cold build takes minutes)"
-kernel_log="$work/kernel-build.log"
-kmake -j2 bzImage >"$kernel_log" 2>&1 &
-kernel_pid=$!
-# A failure while assembling the initramfs must not leave the compiler running.
-trap 'kill "$kernel_pid" 2>/dev/null || true' EXIT
-
-# --- initramfs ------------------------------------------------------------------------------------
-log "assembling the initramfs"
-debs="$work/debs"
-root="$work/root"
-mkdir -p "$debs" "$root"
-# As root, apt's download sandbox user cannot write here; fetch as root instead of warning.
-apt_options=()
-if ((EUID == 0)); then apt_options=(-o APT::Sandbox::User=root); fi
-(cd "$debs" && apt-get download -q "${apt_options[@]}" "${USER_PACKAGES[@]}" >&2)
-for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
-
-busybox="$root/bin/busybox"
-[[ -x "$busybox" ]] || die "busybox package has no /bin/busybox"
-binaries=("$busybox")
-for tool in "${I2C_TOOLS[@]}"; do
-  [[ -x "$root/usr/sbin/$tool" ]] || die "i2c-tools has no /usr/sbin/$tool"
-  binaries+=("$root/usr/sbin/$tool")
-done
-
-# A cpio list for the kernel's own gen_init_cpio: device nodes and ownership without needing root.
-list="$work/initramfs.list"
-gen_init_cpio="$work/gen_init_cpio"
-cc -O2 -o "$gen_init_cpio" "$source_dir/usr/gen_init_cpio.c"
-{
-  for dir in /bin /sbin /usr /usr/bin /usr/sbin /lib /lib64 /lib/x86_64-linux-gnu /usr/lib \
-    /usr/lib/x86_64-linux-gnu /dev /proc /sys /tmp /run /root /etc /test; do
-    echo "dir $dir 0755 0 0"
+  # --- build dependencies ---------------------------------------------------------------------------
+  missing=()
+  for package in "${BUILD_DEPENDENCIES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
   done
-  echo "nod /dev/console 0600 0 0 c 5 1"
-  echo "nod /dev/null 0666 0 0 c 1 3"
-  echo "file /init $init_script 0755 0 0"
-  echo "file /bin/busybox $busybox 0755 0 0"
-  for tool in "${I2C_TOOLS[@]}"; do echo "file /usr/sbin/$tool $root/usr/sbin/$tool 0755 0 0"; done
-  # Every busybox applet except its own i2c ones: the i2c-tools binaries answer to those names.
-  "$busybox" --list-full | grep -v -e '/i2c[a-z]*$' -e '^bin/busybox$' | sort -u |
-    while read -r applet; do echo "slink /$applet /bin/busybox 0777 0 0"; done
-  # Shared libraries as the dynamic loader will look for them, resolved against the unpacked packages.
-  LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu" ldd "${binaries[@]}" |
-    awk '/=> \// { print $1, $3 } /^\t\/[^ ]+ \(/ { print $1, $1 }' | sort -u |
-    while read -r name path; do
-      if [[ "$name" == /* ]]; then target=$name; else target="/lib/x86_64-linux-gnu/$name"; fi
-      echo "file $target $(readlink -f "$path") 0755 0 0"
+  if ((${#missing[@]})) || [[ -z "$(candidate_version busybox)" ]]; then
+    ((EUID == 0)) || die "missing packages (${missing[*]}); run as root or install them"
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    # Versions may have moved with the update: the image must carry the key of what it is built from.
+    key=$(compute_key)
+    if [[ "$outdir" == "$cache_root/"* ]]; then outdir="$cache_root/$key"; fi
+  fi
+  kernel_version=$(dpkg-query -W -f='${Version}' "$KERNEL_PACKAGE")
+  [[ "$kernel_version" == "$(candidate_version "$KERNEL_PACKAGE")" ]] ||
+    die "$KERNEL_PACKAGE $kernel_version is installed but apt would install $(candidate_version "$KERNEL_PACKAGE"); run apt-get install $KERNEL_PACKAGE"
+
+  work="$cache_root/work/$key"
+  rm -rf "$work"
+  mkdir -p "$work" "$outdir"
+
+  # --- kernel source, unpacked once per source version ----------------------------------------------
+  source_dir="$cache_root/src/$KERNEL_PACKAGE-$kernel_version"
+  if [[ ! -f "$source_dir/Makefile" ]]; then
+    log "unpacking /usr/src/$KERNEL_PACKAGE.tar.xz"
+    rm -rf "$source_dir" "$source_dir.tmp"
+    mkdir -p "$source_dir.tmp"
+    nice -n 19 tar -xf "/usr/src/$KERNEL_PACKAGE.tar.xz" -C "$source_dir.tmp"
+    mv "$source_dir.tmp/$KERNEL_PACKAGE" "$source_dir"
+    rmdir "$source_dir.tmp"
+  fi
+
+  # --- kernel configuration -------------------------------------------------------------------------
+  kbuild="$work/kernel"
+  mkdir -p "$kbuild"
+  kmake() { nice -n 19 make -s -C "$source_dir" O="$kbuild" ARCH=x86_64 "$@"; }
+  log "configuring the kernel (tinyconfig + $(basename "$fragment"))"
+  kmake tinyconfig >/dev/null
+  (cd "$kbuild" && "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$kbuild" .config "$fragment" >/dev/null)
+  kmake olddefconfig >&2
+
+  not_enabled=()
+  while read -r option; do
+    grep -qx "$option=y" "$kbuild/.config" || not_enabled+=("$option")
+  done < <(sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=y$/\1/p' "$fragment")
+  wrongly_enabled=()
+  while read -r option; do
+    if grep -q "^$option=" "$kbuild/.config"; then wrongly_enabled+=("$option"); fi
+  done < <(sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' "$fragment")
+  if ((${#not_enabled[@]} || ${#wrongly_enabled[@]})); then
+    for option in "${not_enabled[@]}"; do echo "  $option is not =y (check its dependencies)" >&2; done
+    for option in "${wrongly_enabled[@]}"; do echo "  $option is set but must be off" >&2; done
+    die "kernel configuration is missing required options: ${not_enabled[*]} ${wrongly_enabled[*]}"
+  fi
+  cp "$kbuild/.config" "$outdir/kernel.config"
+
+  log "building bzImage in the background of this script (nice 19, -j2; a cold build takes minutes)"
+  kernel_log="$work/kernel-build.log"
+  kmake -j2 bzImage >"$kernel_log" 2>&1 &
+  kernel_pid=$!
+  # A failure while assembling the initramfs must not leave the compiler running.
+  trap 'kill "$kernel_pid" 2>/dev/null || true' EXIT
+
+  # --- initramfs ------------------------------------------------------------------------------------
+  log "assembling the initramfs"
+  debs="$work/debs"
+  root="$work/root"
+  mkdir -p "$debs" "$root"
+  # As root, apt's download sandbox user cannot write here; fetch as root instead of warning.
+  apt_options=()
+  if ((EUID == 0)); then apt_options=(-o APT::Sandbox::User=root); fi
+  (cd "$debs" && apt-get download -q "${apt_options[@]}" "${USER_PACKAGES[@]}" >&2)
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
+
+  busybox="$root/bin/busybox"
+  [[ -x "$busybox" ]] || die "busybox package has no /bin/busybox"
+  binaries=("$busybox")
+  for tool in "${I2C_TOOLS[@]}"; do
+    [[ -x "$root/usr/sbin/$tool" ]] || die "i2c-tools has no /usr/sbin/$tool"
+    binaries+=("$root/usr/sbin/$tool")
+  done
+
+  # A cpio list for the kernel's own gen_init_cpio: device nodes and ownership without needing root.
+  list="$work/initramfs.list"
+  gen_init_cpio="$work/gen_init_cpio"
+  cc -O2 -o "$gen_init_cpio" "$source_dir/usr/gen_init_cpio.c"
+  {
+    for dir in /bin /sbin /usr /usr/bin /usr/sbin /lib /lib64 /lib/x86_64-linux-gnu /usr/lib \
+      /usr/lib/x86_64-linux-gnu /dev /proc /sys /tmp /run /root /etc /test; do
+      echo "dir $dir 0755 0 0"
     done
-} | awk '!seen[$2]++' >"$list"
-grep -q '^file /lib64/ld-linux-x86-64.so.2 ' "$list" || die "the dynamic loader is missing from the initramfs list"
-grep -q '^file /lib/x86_64-linux-gnu/libi2c.so.0 ' "$list" || die "libi2c.so.0 is missing from the initramfs list"
-"$gen_init_cpio" "$list" >"$work/initramfs.cpio"
+    echo "nod /dev/console 0600 0 0 c 5 1"
+    echo "nod /dev/null 0666 0 0 c 1 3"
+    echo "file /init $init_script 0755 0 0"
+    echo "file /bin/busybox $busybox 0755 0 0"
+    for tool in "${I2C_TOOLS[@]}"; do echo "file /usr/sbin/$tool $root/usr/sbin/$tool 0755 0 0"; done
+    # Every busybox applet except its own i2c ones: the i2c-tools binaries answer to those names.
+    "$busybox" --list-full | grep -v -e '/i2c[a-z]*$' -e '^bin/busybox$' | sort -u |
+      while read -r applet; do echo "slink /$applet /bin/busybox 0777 0 0"; done
+    # Shared libraries as the dynamic loader will look for them, resolved against the unpacked packages.
+    LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu" ldd "${binaries[@]}" |
+      awk '/=> \// { print $1, $3 } /^\t\/[^ ]+ \(/ { print $1, $1 }' | sort -u |
+      while read -r name path; do
+        if [[ "$name" == /* ]]; then target=$name; else target="/lib/x86_64-linux-gnu/$name"; fi
+        echo "file $target $(readlink -f "$path") 0755 0 0"
+      done
+  } | awk '!seen[$2]++' >"$list"
+  grep -q '^file /lib64/ld-linux-x86-64.so.2 ' "$list" || die "the dynamic loader is missing from the initramfs list"
+  grep -q '^file /lib/x86_64-linux-gnu/libi2c.so.0 ' "$list" || die "libi2c.so.0 is missing from the initramfs list"
+  "$gen_init_cpio" "$list" >"$work/initramfs.cpio"
 
-# --- wait for the kernel --------------------------------------------------------------------------
-if ! wait "$kernel_pid"; then
-  tail -n 40 "$kernel_log" >&2
-  die "kernel build failed (full log: $kernel_log)"
-fi
-trap - EXIT
+  # --- wait for the kernel --------------------------------------------------------------------------
+  if ! wait "$kernel_pid"; then
+    tail -n 40 "$kernel_log" >&2
+    die "kernel build failed (full log: $kernel_log)"
+  fi
+  trap - EXIT
 
-cp "$kbuild/arch/x86/boot/bzImage" "$outdir/bzImage"
-cp "$work/initramfs.cpio" "$outdir/initramfs.cpio"
-cp "$list" "$outdir/initramfs.list"
-package_versions >"$outdir/versions"
-echo "$key" >"$outdir/key"
-rm -rf "$work"
-log "built in $(($(date +%s) - build_start)) s"
-print_result "$outdir"
+  cp "$kbuild/arch/x86/boot/bzImage" "$outdir/bzImage"
+  cp "$work/initramfs.cpio" "$outdir/initramfs.cpio"
+  cp "$list" "$outdir/initramfs.list"
+  package_versions >"$outdir/versions"
+  echo "$key" >"$outdir/key"
+  rm -rf "$work"
+  log "built in $(($(date +%s) - build_start)) s"
+  print_result "$outdir"
+}
+
+main
