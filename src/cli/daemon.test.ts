@@ -1,0 +1,83 @@
+// Tests for the daemon wiring in-process: sockets served and removed, start-up failures mapped to
+// DaemonError codes, and nothing left open when start-up fails half-way.
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { silentLogger } from "../log.js";
+import { type DaemonConfig, parseCommandLine } from "./args.js";
+import { DaemonError, startDaemon } from "./daemon.js";
+
+const dir = mkdtempSync(join(tmpdir(), "vdi2c-daemon-test-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function config(...argv: string[]): DaemonConfig {
+  const command = parseCommandLine(argv, {
+    resolveAdapter: () => {
+      throw new Error("no adapters in this test");
+    },
+  });
+  assert.equal(command.kind, "run");
+  return command.config;
+}
+
+function startError(cfg: DaemonConfig): DaemonError {
+  try {
+    startDaemon(cfg, silentLogger).close();
+  } catch (err) {
+    assert.ok(err instanceof DaemonError, String(err));
+    return err;
+  }
+  assert.fail("startDaemon should have failed");
+}
+
+const isSocket = (path: string) => existsSync(path) && statSync(path).isSocket();
+
+describe("startDaemon", () => {
+  it("listens on every socket and removes the files on close (twice is fine)", () => {
+    const prefix = join(dir, "ok.sock");
+    const daemon = startDaemon(
+      config("-s", prefix, "-c", "3", "-l", "sim:0x50=24c02"),
+      silentLogger,
+    );
+    for (const i of [0, 1, 2]) assert.ok(isSocket(`${prefix}${i}`));
+    daemon.close();
+    daemon.close();
+    for (const i of [0, 1, 2]) assert.equal(existsSync(`${prefix}${i}`), false);
+  });
+
+  it("reports a missing socket directory as a configuration error", () => {
+    const err = startError(config("-s", join(dir, "nope", "x.sock"), "-l", "sim:0x50=24c02"));
+    assert.equal(err.code, "SOCKET_DIR_MISSING");
+    assert.equal(err.isConfigError, true);
+  });
+
+  it("reports a socket served by someone else as SOCKET_IN_USE (not a configuration error)", () => {
+    const prefix = join(dir, "busy.sock");
+    const first = startDaemon(config("-s", prefix, "-l", "sim:0x50=24c02"), silentLogger);
+    try {
+      const err = startError(config("-s", prefix, "-l", "sim:0x50=24c02"));
+      assert.equal(err.code, "SOCKET_IN_USE");
+      assert.equal(err.isConfigError, false);
+      assert.ok(isSocket(`${prefix}0`), "the first daemon's socket is left alone");
+    } finally {
+      first.close();
+    }
+  });
+
+  it("closes what it opened when a later socket fails", () => {
+    const prefix = join(dir, "half.sock");
+    writeFileSync(`${prefix}1`, "in the way");
+    const err = startError(config("-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"));
+    assert.equal(err.code, "SOCKET_PATH_TAKEN");
+    assert.equal(existsSync(`${prefix}0`), false, "socket 0 was closed and removed");
+  });
+
+  it("reports a host adapter that does not exist as a configuration error", () => {
+    const err = startError(config("-s", join(dir, "host.sock"), "-l", "1048575:0x50"));
+    assert.equal(err.code, "I2C_ADAPTER_MISSING");
+    assert.equal(err.isConfigError, true);
+    assert.equal(existsSync(join(dir, "host.sock0")), false);
+  });
+});
