@@ -7,7 +7,9 @@
 export const LOG_LEVELS = ["error", "warn", "info", "debug", "trace"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export type LogFields = Readonly<Record<string, string | number | bigint | boolean | null | undefined>>;
+export type LogFields = Readonly<
+  Record<string, string | number | bigint | boolean | null | undefined>
+>;
 
 export interface Logger {
   readonly level: LogLevel;
@@ -45,7 +47,11 @@ export interface LogSink {
   write(line: string): unknown;
 }
 
-export function createLogger(level: LogLevel, sink: LogSink = process.stderr, context = ""): Logger {
+export function createLogger(
+  level: LogLevel,
+  sink: LogSink = process.stderr,
+  context = "",
+): Logger {
   const rank = LOG_LEVELS.indexOf(level);
   const enabled = (l: LogLevel) => LOG_LEVELS.indexOf(l) <= rank;
   const emit = (l: LogLevel) => (message: string, fields?: LogFields) => {

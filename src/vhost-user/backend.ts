@@ -348,7 +348,7 @@ export class BackendConnection {
       );
     }
     this.ackedFeatures = features;
-    this.device.setFeatures(features & ~TRANSPORT_FEATURES);
+    this.device.setFeatures(features);
     this.logger.debug("features negotiated", { features: `0x${features.toString(16)}` });
     for (const vring of this.vrings) this.updateRing(vring);
     return undefined;

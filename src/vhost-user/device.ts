@@ -14,6 +14,7 @@ export interface VhostUserDevice {
   readonly features: bigint;
   /** SET_FEATURES without all of these is refused. */
   readonly requiredFeatures: bigint;
+  /** Every negotiated bit, transport bits included (ring layout matters to devices that count slots). */
   setFeatures(features: bigint): void;
   /** Pop, handle, push used, notify. Called on a kick and when a ring becomes runnable. */
   processQueue(index: number, queue: DeviceQueue): void;
