@@ -24,6 +24,7 @@ import {
   closeQueues,
   type FrontendQueue,
   GuestRam,
+  type GuestRamLayout,
   type Negotiated,
   realize,
   startQueues,
@@ -379,6 +380,10 @@ export interface I2cGuestOptions {
   queueSize?: number;
   /** Guest RAM size (default 1 MiB). */
   ramSize?: number;
+  /** Guest RAM regions instead of one region of `ramSize` at 0 (rings go at the start of the first). */
+  ram?: readonly GuestRamLayout[];
+  /** Where the driver's message buffers go (default: after the rings). */
+  bufferGpa?: number;
   /** Reply and call deadline (default 5000 ms). */
   timeoutMs?: number;
 }
@@ -429,7 +434,9 @@ export class I2cGuest {
   }
 
   static async #boot(frontend: VhostUserFrontend, options: I2cGuestOptions): Promise<I2cGuest> {
-    const ram = new GuestRam([{ guestPhysAddr: 0, size: options.ramSize ?? 1 << 20 }]);
+    const ram = new GuestRam(
+      options.ram ?? [{ guestPhysAddr: 0, size: options.ramSize ?? 1 << 20 }],
+    );
     const realizeFds: EventFd[] = [];
     try {
       const negotiated = await realize(frontend, {
@@ -448,6 +455,7 @@ export class I2cGuest {
       });
       const queue = queues[0];
       if (queue === undefined) throw new Error("no queue started");
+      if (options.bufferGpa !== undefined) ram.allocateFrom(options.bufferGpa);
       const driver = new I2cDriver(queue, ram, {
         indirect: (features & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
         timeoutMs: options.timeoutMs ?? 5000,

@@ -429,15 +429,21 @@ export class GuestRam {
     return hit.region.userAddr + (gpa - hit.region.guestPhysAddr);
   }
 
-  /** Reserves `size` bytes in the first region (rings, buffers). */
+  /** Reserves `size` bytes at the allocation cursor (rings, buffers), inside one region. */
   alloc(size: number, align = 16): number {
     const gpa = Math.ceil(this.next / align) * align;
-    const first = this.regions[0]?.region;
-    if (first === undefined || gpa + size > first.guestPhysAddr + first.size) {
-      throw new RangeError("guest RAM exhausted");
-    }
+    const holder = this.regions.find(
+      ({ region }) =>
+        gpa >= region.guestPhysAddr && gpa + size <= region.guestPhysAddr + region.size,
+    );
+    if (holder === undefined) throw new RangeError("guest RAM exhausted");
     this.next = gpa + size;
     return gpa;
+  }
+
+  /** Moves the allocation cursor: later allocations start at `gpa` (e.g. buffers above 4 GiB). */
+  allocateFrom(gpa: number): void {
+    this.next = gpa;
   }
 
   close(): void {
