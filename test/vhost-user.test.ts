@@ -134,7 +134,8 @@ describe("running daemon", () => {
           (await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(8, 0x5a) }])).ok,
           true,
         );
-        await vm.frontend.setMemTable([...vm.ram.regions, ...extra.regions]);
+        // NEED_REPLY: the kick below travels on an eventfd and must not overtake the new table.
+        await vm.frontend.setMemTable([...vm.ram.regions, ...extra.regions], { needReply: true });
         // Chains (indirect, as QEMU's 4-entry ring needs) whose buffers live in the new region only.
         const hdr = 0x400000;
         const status = 0x400010;
