@@ -28,7 +28,7 @@ outdir=""
 for arg in "$@"; do
   case "$arg" in
     --check) check_only=1 ;;
-    -h | --help) sed -n '7,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '7,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "build.sh: unknown option $arg" >&2; exit 2 ;;
     *) outdir=$arg ;;
   esac
@@ -84,6 +84,11 @@ main() {
   for package in "${BUILD_DEPENDENCIES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
   done
+  # The kernel source is keyed by apt's candidate version: an older installed one is upgraded first.
+  if [[ "$(dpkg-query -W -f='${Version}' "$KERNEL_PACKAGE" 2>/dev/null)" != "$(candidate_version "$KERNEL_PACKAGE")" &&
+    ! " ${missing[*]} " =~ " $KERNEL_PACKAGE " ]]; then
+    missing+=("$KERNEL_PACKAGE")
+  fi
   if ((${#missing[@]})) || [[ -z "$(candidate_version busybox)" ]]; then
     ((EUID == 0)) || die "missing packages (${missing[*]}); run as root or install them"
     log "installing ${missing[*]}"
@@ -117,9 +122,12 @@ main() {
   mkdir -p "$kbuild"
   kmake() { nice -n 19 make -s -C "$source_dir" O="$kbuild" ARCH=x86_64 "$@"; }
   log "configuring the kernel (tinyconfig + $(basename "$fragment"))"
-  kmake tinyconfig >/dev/null
-  (cd "$kbuild" && "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$kbuild" .config "$fragment" >/dev/null)
-  kmake olddefconfig >&2
+  config_log="$work/config.log"
+  {
+    kmake tinyconfig &&
+      (cd "$kbuild" && "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$kbuild" .config "$fragment") &&
+      kmake olddefconfig
+  } >"$config_log" 2>&1 || { cat "$config_log" >&2; die "kernel configuration failed"; }
 
   not_enabled=()
   while read -r option; do
