@@ -665,15 +665,26 @@ static bool mapping_reserve_view(napi_env env, mapping_t* m) {
   return true;
 }
 
-static mapping_t* get_mapping(napi_env env, napi_value value) {
+/* Handles are externals tagged by kind, so one kind can never be taken for another. */
+static const napi_type_tag MAPPING_TAG = {0x6d617070696e6748ULL, 0x76686f7374693263ULL};
+static const napi_type_tag POLL_TAG = {0x706f6c6c48616e64ULL, 0x76686f7374693263ULL};
+
+static void* get_handle(napi_env env, napi_value value, const napi_type_tag* tag,
+                        const char* message) {
   napi_valuetype type;
+  bool tagged = false;
   void* data = NULL;
   if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, value, tag, &tagged) != napi_ok || !tagged ||
       napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
-    throw_type(env, "handle must be a MappingHandle");
+    throw_type(env, message);
     return NULL;
   }
   return data;
+}
+
+static mapping_t* get_mapping(napi_env env, napi_value value) {
+  return get_handle(env, value, &MAPPING_TAG, "handle must be a MappingHandle");
 }
 
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
@@ -707,6 +718,8 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
     free(m);
     return NULL;
   }
+  /* Tagging a fresh external only fails on out-of-memory; the finalizer owns `m` from here on. */
+  napi_type_tag_object(env, handle, &MAPPING_TAG);
   return handle;
 }
 
@@ -835,14 +848,7 @@ static void poll_on_event(uv_poll_t* handle, int status, int events) {
 }
 
 static poll_t* get_poll(napi_env env, napi_value value) {
-  napi_valuetype type;
-  void* data = NULL;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
-    throw_type(env, "handle must be a PollHandle");
-    return NULL;
-  }
-  return data;
+  return get_handle(env, value, &POLL_TAG, "handle must be a PollHandle");
 }
 
 static napi_value js_poll_create(napi_env env, napi_callback_info info) {
@@ -874,6 +880,7 @@ static napi_value js_poll_create(napi_env env, napi_callback_info info) {
     poll_begin_close(env, p);
     return NULL;
   }
+  napi_type_tag_object(env, handle, &POLL_TAG);
   return handle;
 }
 

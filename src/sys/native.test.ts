@@ -83,6 +83,20 @@ describe("addon argument checks", () => {
     assert.throws(() => binding.close(-1), { code: "ERR_OUT_OF_RANGE" });
   });
 
+  it("never takes one kind of handle for another", () => {
+    const fd = binding.eventfd(0);
+    const poll = binding.pollCreate(fd, () => undefined);
+    try {
+      const asMapping = poll as unknown as Parameters<NativeBinding["munmap"]>[0];
+      assert.throws(() => binding.munmap(asMapping), { name: "TypeError" });
+      const asPoll = {} as unknown as Parameters<NativeBinding["pollStart"]>[0];
+      assert.throws(() => binding.pollStart(asPoll, 1), { name: "TypeError" });
+    } finally {
+      binding.pollClose(poll);
+      binding.close(fd);
+    }
+  });
+
   it("rejects a receive range outside the buffer before any syscall", () => {
     const [a, b] = binding.socketPair();
     try {
