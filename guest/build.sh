@@ -77,6 +77,18 @@ main() {
     exit 3
   fi
 
+  # Concurrent builds of one key would share a work directory: the second waits, then finds the image.
+  mkdir -p "$cache_root"
+  exec 9>"$cache_root/.lock-$key"
+  if ! flock -n 9; then
+    log "another build of key $key is running; waiting for it"
+    flock 9
+  fi
+  if [[ -f "$outdir/key" && "$(cat "$outdir/key")" == "$key" ]]; then
+    print_result "$outdir"
+    exit 0
+  fi
+
   build_start=$(date +%s)
 
   # --- build dependencies ---------------------------------------------------------------------------
@@ -216,4 +228,4 @@ main() {
   print_result "$outdir"
 }
 
-main
+main "$@"; exit
