@@ -1,0 +1,368 @@
+/**
+ * Control socket: a Unix stream socket (mode 0600) where operators read and change emulated devices
+ * while the guest runs. One command per line, one reply line per command, many clients at once.
+ * Owns the listening socket, its file and the client connections; runs commands against the
+ * DeviceRegistry. Must not: block the event loop, let a client crash the daemon or grow memory
+ * without bound, or know any model (it sees only SimDevice properties and memory).
+ * @module
+ */
+
+import { chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import { dirname } from "node:path";
+import { type Logger, silentLogger } from "../log.js";
+import { hasCode } from "../sys/errors.js";
+import { UnixStream } from "../sys/unix-socket.js";
+import { ServerError } from "../vhost-user/server.js";
+import {
+  type Command,
+  type CommandResult,
+  ControlError,
+  formatAddress,
+  formatError,
+  formatHex,
+  formatOk,
+  HELP_TEXT,
+  MAX_LINE_BYTES,
+  parseLine,
+} from "./protocol.js";
+
+/** What the control socket reaches of a device (structurally the SimDevice of src/i2c/model.ts). */
+export interface ControlledDevice {
+  readonly properties?: Readonly<
+    Record<
+      string,
+      {
+        readonly description: string;
+        get(): number | string | boolean;
+        set?(value: string): void;
+      }
+    >
+  >;
+  readonly memory?: {
+    readonly size: number;
+    read(offset: number, length: number): Uint8Array;
+    write(offset: number, data: Uint8Array): void;
+  };
+}
+
+/** Guest address → the emulated chip there (ARCHITECTURE.md "DeviceRegistry"). */
+export type DeviceRegistry = ReadonlyMap<
+  number,
+  { readonly model: string; readonly device: ControlledDevice }
+>;
+
+export interface ControlServerOptions {
+  logger?: Logger;
+  /** Most clients connected at once (default 64); more are refused. */
+  maxClients?: number;
+}
+
+/** One entry of the `list` reply. */
+export interface DeviceSummary {
+  readonly address: string;
+  readonly model: string;
+  readonly properties: Record<string, number | string | boolean>;
+  readonly memorySize: number | null;
+}
+
+function lookup(registry: DeviceRegistry, addr: number): ControlledDevice {
+  const entry = registry.get(addr);
+  if (entry === undefined) {
+    throw new ControlError("ENODEV", `no emulated device at ${formatAddress(addr)}`);
+  }
+  return entry.device;
+}
+
+function property(registry: DeviceRegistry, addr: number, name: string) {
+  const properties = lookup(registry, addr).properties ?? {};
+  const found = Object.hasOwn(properties, name) ? properties[name] : undefined;
+  if (found === undefined) {
+    const known = Object.keys(properties);
+    throw new ControlError(
+      "ENOPROP",
+      `${formatAddress(addr)} has no property "${name}" (known: ${known.length ? known.join(", ") : "none"})`,
+    );
+  }
+  return found;
+}
+
+function memoryRange(registry: DeviceRegistry, addr: number, offset: number, length: number) {
+  const memory = lookup(registry, addr).memory;
+  if (memory === undefined)
+    throw new ControlError("ENOMEM", `${formatAddress(addr)} has no memory`);
+  if (offset + length > memory.size) {
+    throw new ControlError(
+      "ERANGE",
+      `${length} byte(s) at offset ${offset} exceed the ${memory.size}-byte memory of ${formatAddress(addr)}`,
+    );
+  }
+  return memory;
+}
+
+/** Runs model code: a ModelError (or any error naming a code) is the model refusing, EINVAL. */
+function callModel<T>(what: string, call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    if (error instanceof ControlError) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    const refused = error instanceof Error && "code" in error;
+    throw new ControlError(refused ? "EINVAL" : "EMODEL", `${what}: ${message}`);
+  }
+}
+
+function summarize(registry: DeviceRegistry): DeviceSummary[] {
+  return [...registry]
+    .sort(([a], [b]) => a - b)
+    .map(([addr, { model, device }]) => {
+      const properties: Record<string, number | string | boolean> = {};
+      for (const [name, prop] of Object.entries(device.properties ?? {})) {
+        properties[name] = callModel(`${name}.get`, () => prop.get());
+      }
+      return {
+        address: formatAddress(addr),
+        model,
+        properties,
+        memorySize: device.memory?.size ?? null,
+      };
+    });
+}
+
+/**
+ * Runs one command against the registry. Throws ControlError for anything the client should hear
+ * about; logs every state change at info.
+ */
+export function executeCommand(
+  registry: DeviceRegistry,
+  command: Command,
+  logger: Logger,
+): CommandResult {
+  switch (command.cmd) {
+    case "help":
+      return { text: HELP_TEXT, value: HELP_TEXT };
+    case "list": {
+      const list = summarize(registry);
+      return { text: JSON.stringify(list), value: list };
+    }
+    case "get": {
+      const prop = property(registry, command.addr, command.property);
+      const value = callModel(command.property, () => prop.get());
+      return { text: String(value), value };
+    }
+    case "set": {
+      const prop = property(registry, command.addr, command.property);
+      const setter = prop.set;
+      if (setter === undefined) {
+        throw new ControlError("EREADONLY", `property "${command.property}" is read-only`);
+      }
+      callModel(`cannot set ${command.property}`, () => setter.call(prop, command.value));
+      const value = callModel(command.property, () => prop.get());
+      logger.info(
+        `control set ${formatAddress(command.addr)} ${command.property}=${String(value)}`,
+      );
+      return { text: String(value), value };
+    }
+    case "read": {
+      const { addr, offset, length } = command;
+      const memory = memoryRange(registry, addr, offset, length);
+      const bytes = callModel("read", () => memory.read(offset, length));
+      const hex = formatHex(bytes);
+      return { text: hex, value: hex };
+    }
+    case "write": {
+      const { addr, offset, data } = command;
+      const memory = memoryRange(registry, addr, offset, data.length);
+      callModel("write", () => memory.write(offset, data));
+      logger.info(`control write ${formatAddress(addr)} offset=${offset} length=${data.length}`);
+      return { text: String(data.length), value: data.length };
+    }
+  }
+}
+
+/** Parses and runs one line; returns the reply line (with newline), or null for a blank line. */
+export function handleLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
+  const parsed = parseLine(line);
+  if (parsed === null) return null;
+  const { format, command } = parsed;
+  if (command instanceof ControlError) return formatError(command, format);
+  try {
+    return formatOk(executeCommand(registry, command, logger), format);
+  } catch (error) {
+    if (error instanceof ControlError) {
+      if (error.code === "EMODEL") logger.warn("model failed", { error: error.message });
+      return formatError(error, format);
+    }
+    throw error;
+  }
+}
+
+/**
+ * Makes `path` free to listen on: a stale socket file (nobody accepting) is removed; a live one is
+ * EADDRINUSE; a non-socket is EEXIST; a missing directory is ENOENT (the vhost-user sockets' rules).
+ */
+function claimSocketPath(path: string): void {
+  const parent = dirname(path);
+  if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ServerError("ENOENT", path, `socket directory ${parent} does not exist`);
+  }
+  const stat = lstatSync(path, { throwIfNoEntry: false });
+  if (stat === undefined) return;
+  if (!stat.isSocket()) throw new ServerError("EEXIST", path, `${path} exists and is not a socket`);
+  try {
+    UnixStream.connect(path).close();
+  } catch (error) {
+    if (hasCode(error, "ECONNREFUSED")) {
+      unlinkSync(path);
+      return;
+    }
+    throw new ServerError("ELISTEN", path, `cannot probe ${path}: ${String(error)}`, {
+      cause: error,
+    });
+  }
+  throw new ServerError("EADDRINUSE", path, `${path} is served by a running process`);
+}
+
+/** handleLine that never throws: a bug is answered and logged, never a daemon crash. */
+function answerLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
+  try {
+    return handleLine(registry, line, logger);
+  } catch (error) {
+    logger.error("control command failed", { error: String(error) });
+    return formatError(new ControlError("EMODEL", "internal error"), "text");
+  }
+}
+
+/** One client: splits its bytes into lines, answers each, pauses while its replies are unread. */
+function serveClient(socket: Socket, registry: DeviceRegistry, logger: Logger): void {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const reply = (line: string) => {
+    // Backpressure: a client that sends but never reads stops being read instead of filling memory.
+    if (!socket.write(line)) {
+      socket.pause();
+      socket.once("drain", () => socket.resume());
+    }
+  };
+  socket.on("data", (chunk: Buffer) => {
+    let start = 0;
+    for (;;) {
+      const newline = chunk.indexOf(0x0a, start);
+      if (newline < 0) break;
+      const piece = chunk.subarray(start, newline);
+      start = newline + 1;
+      if (pendingBytes + piece.length > MAX_LINE_BYTES) {
+        tooLong();
+        return;
+      }
+      const line = Buffer.concat([...pending, piece]).toString("utf8");
+      pending = [];
+      pendingBytes = 0;
+      const answer = answerLine(registry, line, logger);
+      if (answer !== null) reply(answer);
+      if (socket.destroyed) return;
+    }
+    const rest = chunk.subarray(start);
+    if (pendingBytes + rest.length > MAX_LINE_BYTES) {
+      tooLong();
+      return;
+    }
+    if (rest.length > 0) {
+      pending.push(rest);
+      pendingBytes += rest.length;
+    }
+  });
+  const tooLong = () => {
+    logger.warn("control client sent a line over the limit; disconnecting", {
+      limit: MAX_LINE_BYTES,
+    });
+    socket.end(
+      formatError(new ControlError("ETOOLONG", `line longer than ${MAX_LINE_BYTES} bytes`), "text"),
+    );
+    socket.removeAllListeners("data");
+    pending = [];
+    pendingBytes = 0;
+  };
+  // An unfinished last line is dropped: the client went away before sending its newline.
+  socket.on("end", () => socket.end());
+  socket.on("error", (error) => logger.debug("control client error", { error: error.message }));
+}
+
+/** The control socket of a running daemon. */
+export class ControlServer {
+  readonly path: string;
+  readonly #server: Server;
+  readonly #clients = new Set<Socket>();
+  readonly #logger: Logger;
+  #closed = false;
+
+  private constructor(path: string, server: Server, logger: Logger) {
+    this.path = path;
+    this.#server = server;
+    this.#logger = logger;
+  }
+
+  /**
+   * Listens on `path` (created with mode 0600). Synchronous like the vhost-user servers: throws
+   * ServerError (ENOENT, EEXIST, EADDRINUSE, ELISTEN) before returning if the path cannot be used.
+   */
+  static listen(
+    path: string,
+    registry: DeviceRegistry,
+    options: ControlServerOptions = {},
+  ): ControlServer {
+    const logger = options.logger ?? silentLogger;
+    claimSocketPath(path);
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
+    server.maxConnections = options.maxClients ?? 64;
+    const control = new ControlServer(path, server, logger);
+    server.on("connection", (socket) => control.#accept(socket, registry));
+    server.on("drop", () => logger.warn("control socket: too many clients, one refused"));
+    server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
+    // Node binds a path synchronously; the umask makes the file 0600 from the first instant.
+    const umask = process.umask(0o177);
+    try {
+      server.listen(path);
+    } finally {
+      process.umask(umask);
+    }
+    if (!server.listening) {
+      server.close();
+      throw new ServerError("ELISTEN", path, `cannot listen on ${path}`);
+    }
+    chmodSync(path, 0o600);
+    logger.info("control socket listening", { path });
+    return control;
+  }
+
+  /** Clients connected now. */
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  /** Stops listening, disconnects every client and removes the socket file. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    for (const socket of this.#clients) socket.destroy();
+    this.#clients.clear();
+    try {
+      unlinkSync(this.path);
+    } catch (error) {
+      if (!hasCode(error, "ENOENT")) {
+        this.#logger.warn("cannot remove control socket", { error: String(error) });
+      }
+    }
+  }
+
+  #accept(socket: Socket, registry: DeviceRegistry): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    this.#clients.add(socket);
+    socket.on("close", () => this.#clients.delete(socket));
+    serveClient(socket, registry, this.#logger);
+  }
+}
