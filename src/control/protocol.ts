@@ -172,10 +172,11 @@ export function parseWords(words: readonly string[]): Command {
   }
 }
 
-/** A JSON field as a command word: numbers as decimal, strings as written. */
+/** A JSON field as a command word: numbers in decimal, strings as written. */
 function jsonWord(object: Record<string, unknown>, key: string): string | undefined {
   const value = object[key];
-  if (typeof value === "number") return Number.isSafeInteger(value) ? String(value) : "NaN";
+  // Fractions stay fractions ("31.5"), so addresses and offsets refuse them like typed ones.
+  if (typeof value === "number") return String(value);
   if (typeof value === "string") return value;
   if (value === undefined) return undefined;
   return JSON.stringify(value);

@@ -1,0 +1,305 @@
+// ControlServer over a real Unix socket with fake devices: commands, errors, abusive clients,
+// concurrent clients, socket file rules. Also runControlCommand's exit statuses.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import { createLogger } from "../log.js";
+import { UnixListener } from "../sys/unix-socket.js";
+import { ServerError } from "../vhost-user/server.js";
+import { ControlClient, runControlCommand } from "./client.js";
+import { MAX_LINE_BYTES } from "./protocol.js";
+import { type ControlledDevice, ControlServer, type DeviceRegistry } from "./server.js";
+
+class RefusedValue extends Error {
+  readonly code = "MODEL_OPTION";
+}
+
+/** A sensor with a settable temperature, a read-only id, and 256 bytes of memory. */
+function fakeDevice(): ControlledDevice & {
+  bytes: Uint8Array;
+  temperature: number;
+  failing: boolean;
+} {
+  const device = {
+    bytes: new Uint8Array(256),
+    temperature: 25,
+    failing: true,
+    properties: {
+      temperature: {
+        description: "°C",
+        get: () => device.temperature,
+        set(value: string) {
+          const t = Number(value);
+          if (!Number.isFinite(t) || t < -55 || t > 125) {
+            throw new RefusedValue(`temperature ${value} is outside -55..125`);
+          }
+          device.temperature = t;
+        },
+      },
+      id: { description: "chip id", get: () => "fake" },
+      broken: {
+        description: "fails while `failing` is set",
+        get: (): number => {
+          if (device.failing) throw new TypeError("model bug");
+          return 1;
+        },
+      },
+    },
+    memory: {
+      size: 256,
+      read: (offset: number, length: number) => device.bytes.slice(offset, offset + length),
+      write: (offset: number, data: Uint8Array) => device.bytes.set(data, offset),
+    },
+  };
+  return device;
+}
+
+function collectingLogger() {
+  const lines: string[] = [];
+  return { lines, logger: createLogger("info", { write: (line: string) => lines.push(line) }) };
+}
+
+describe("ControlServer", () => {
+  let dir: string;
+  let path: string;
+  let sensor: ReturnType<typeof fakeDevice>;
+  let registry: DeviceRegistry;
+  let server: ControlServer;
+  let log: ReturnType<typeof collectingLogger>;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "control-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  beforeEach((t) => {
+    path = join(dir, `${t.name.replace(/\W+/g, "_").slice(0, 40)}.sock`);
+    sensor = fakeDevice();
+    registry = new Map([
+      [0x48, { model: "fake-sensor", device: sensor }],
+      [0x50, { model: "plain", device: {} }],
+    ]);
+    log = collectingLogger();
+    server = ControlServer.listen(path, registry, { logger: log.logger });
+  });
+  afterEach(() => server.close());
+
+  async function ask(line: string): Promise<string> {
+    const client = await ControlClient.connect(path);
+    try {
+      return await client.request(line);
+    } finally {
+      client.close();
+    }
+  }
+
+  it("creates the socket file with mode 0600 and removes it on close", () => {
+    const stat = statSync(path);
+    assert.ok(stat.isSocket());
+    assert.equal(stat.mode & 0o777, 0o600);
+    server.close();
+    assert.equal(statSync(path, { throwIfNoEntry: false }), undefined);
+    server.close();
+  });
+
+  it("list shows address, model, property values and memory size", async () => {
+    sensor.failing = false;
+    const reply = await ask("list");
+    assert.match(reply, /^ok \[/);
+    assert.deepEqual(JSON.parse(reply.slice(3)), [
+      {
+        address: "0x48",
+        model: "fake-sensor",
+        properties: { temperature: 25, id: "fake", broken: 1 },
+        memorySize: 256,
+      },
+      { address: "0x50", model: "plain", properties: {}, memorySize: null },
+    ]);
+  });
+
+  it("get and set change the device and log the change", async () => {
+    assert.equal(await ask("get 0x48 temperature"), "ok 25");
+    assert.equal(await ask("set 72 temperature 31.5"), "ok 31.5");
+    assert.equal(sensor.temperature, 31.5);
+    assert.equal(await ask("get 0x48 temperature"), "ok 31.5");
+    assert.ok(log.lines.some((l) => l.includes("control set 0x48 temperature=31.5")));
+  });
+
+  it("answers model refusals and lookup failures with error codes", async () => {
+    assert.match(await ask("set 0x48 temperature 400"), /^error EINVAL .*outside -55\.\.125/);
+    assert.equal(sensor.temperature, 25);
+    assert.match(await ask("set 0x48 id x"), /^error EREADONLY /);
+    assert.match(await ask("get 0x48 nope"), /^error ENOPROP .*known: temperature, id, broken/);
+    assert.match(await ask("get 0x48 constructor"), /^error ENOPROP /);
+    assert.match(await ask("get 0x49 temperature"), /^error ENODEV no emulated device at 0x49/);
+    assert.match(await ask("read 0x50 0 1"), /^error ENOMEM /);
+    assert.match(await ask("get 0x48 broken"), /^error EMODEL .*model bug/);
+    assert.match(await ask("bogus"), /^error EUSAGE /);
+  });
+
+  it("read and write memory as hex, within bounds", async () => {
+    assert.equal(await ask("write 0x48 0xfe 0102"), "ok 2");
+    assert.deepEqual([...sensor.bytes.subarray(0xfd, 0x100)], [0, 1, 2]);
+    assert.equal(await ask("read 0x48 253 3"), "ok 000102");
+    assert.match(await ask("write 0x48 255 0102"), /^error ERANGE /);
+    assert.match(await ask("read 0x48 0 257"), /^error ERANGE /);
+    assert.ok(log.lines.some((l) => l.includes("control write 0x48 offset=254 length=2")));
+  });
+
+  it("answers JSON lines with JSON", async () => {
+    const reply = await ask('{"cmd":"set","addr":72,"property":"temperature","value":"-5"}');
+    assert.deepEqual(JSON.parse(reply), { ok: true, result: -5 });
+    const error = JSON.parse(await ask('{"cmd":"get","addr":1,"property":"x"}'));
+    assert.equal(error.code, "ENODEV");
+  });
+
+  it("answers several commands on one connection in order, blank lines ignored", async () => {
+    const client = await ControlClient.connect(path);
+    client.writeRaw("\n\r\n");
+    assert.equal(await client.request("set 0x48 temperature 1"), "ok 1");
+    assert.equal(await client.request("get 0x48 temperature"), "ok 1");
+    client.close();
+  });
+
+  it("disconnects a client whose line exceeds the limit and keeps serving others", async () => {
+    const client = await ControlClient.connect(path);
+    const closed = client.whenClosed();
+    const reply = client.request("x".repeat(MAX_LINE_BYTES + 1));
+    assert.match(await reply, /^error ETOOLONG /);
+    await closed;
+    assert.equal(await ask("get 0x48 temperature"), "ok 25");
+  });
+
+  it("survives garbage bytes and a client leaving mid-line", async () => {
+    const garbage = await ControlClient.connect(path);
+    assert.match(await garbage.request("\u0000\u00ff\ufffd{{{"), /^error EUSAGE /);
+    const leaver = await ControlClient.connect(path);
+    leaver.writeRaw("set 0x48 temperature 99");
+    leaver.close();
+    await leaver.whenClosed();
+    assert.match(await garbage.request("get 0x48 temperature"), /^ok 25$/);
+    garbage.close();
+  });
+
+  it("serves two clients at once, each seeing the other's changes", async () => {
+    const a = await ControlClient.connect(path);
+    const b = await ControlClient.connect(path);
+    assert.equal(server.clientCount, 2);
+    const [ra, rb] = await Promise.all([
+      a.request("set 0x48 temperature 10"),
+      b.request("write 0x48 0 aa"),
+    ]);
+    assert.equal(ra, "ok 10");
+    assert.equal(rb, "ok 1");
+    assert.equal(await b.request("get 0x48 temperature"), "ok 10");
+    assert.equal(await a.request("read 0x48 0 1"), "ok aa");
+    a.close();
+    b.close();
+  });
+
+  it("close disconnects connected clients", async () => {
+    const client = await ControlClient.connect(path);
+    const closed = client.whenClosed();
+    server.close();
+    await closed;
+    await assert.rejects(client.request("list"), { code: "ECLOSED" });
+  });
+
+  it("replaces a stale socket file, refuses a live one and a non-socket", () => {
+    server.close();
+    // A socket file nobody accepts on, as a killed daemon leaves it.
+    const stale = join(dir, "stale.sock");
+    UnixListener.listen(stale).close();
+    assert.ok(statSync(stale).isSocket());
+    const replaced = ControlServer.listen(stale, registry);
+    assert.equal(statSync(stale).mode & 0o777, 0o600);
+    assert.throws(
+      () => ControlServer.listen(stale, registry),
+      (error: unknown) => {
+        assert.ok(error instanceof ServerError);
+        assert.equal(error.code, "EADDRINUSE");
+        return true;
+      },
+    );
+    replaced.close();
+
+    const file = join(dir, "plain-file");
+    writeFileSync(file, "keep me");
+    assert.throws(() => ControlServer.listen(file, registry), { code: "EEXIST" });
+    assert.throws(() => ControlServer.listen(join(dir, "missing", "c.sock"), registry), {
+      code: "ENOENT",
+    });
+  });
+});
+
+describe("runControlCommand", () => {
+  let dir: string;
+  let path: string;
+  let server: ControlServer;
+  let sensor: ReturnType<typeof fakeDevice>;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "control-cli-"));
+    path = join(dir, "control.sock");
+    sensor = fakeDevice();
+    server = ControlServer.listen(path, new Map([[0x48, { model: "fake", device: sensor }]]));
+  });
+  after(() => {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function sinks() {
+    const out: string[] = [];
+    const err: string[] = [];
+    return {
+      out,
+      err,
+      outSink: { write: (s: string) => out.push(s) },
+      errSink: { write: (s: string) => err.push(s) },
+    };
+  }
+
+  it("prints the payload and returns 0 on ok", async () => {
+    const s = sinks();
+    const status = await runControlCommand(
+      path,
+      ["set", "0x48", "temperature", "31.5"],
+      s.outSink,
+      s.errSink,
+    );
+    assert.equal(status, 0);
+    assert.deepEqual(s.out, ["31.5\n"]);
+    assert.equal(sensor.temperature, 31.5);
+  });
+
+  it("returns 1 and prints the error on an error reply", async () => {
+    const s = sinks();
+    const status = await runControlCommand(path, ["get", "0x49", "x"], s.outSink, s.errSink);
+    assert.equal(status, 1);
+    assert.match(s.err.join(""), /^error ENODEV /);
+    assert.deepEqual(s.out, []);
+  });
+
+  it("returns 2 for usage errors without connecting, and when nobody listens", async () => {
+    const s = sinks();
+    assert.equal(await runControlCommand(path, ["get", "0x48"], s.outSink, s.errSink), 2);
+    assert.equal(await runControlCommand(path, [], s.outSink, s.errSink), 2);
+    assert.equal(
+      await runControlCommand(
+        path,
+        ["set", "0x48", "temperature", "1\nlist"],
+        s.outSink,
+        s.errSink,
+      ),
+      2,
+    );
+    assert.equal(sensor.temperature, 31.5);
+    assert.equal(
+      await runControlCommand(join(dir, "nobody.sock"), ["list"], s.outSink, s.errSink),
+      2,
+    );
+    assert.match(s.err.join(""), /cannot connect to .*nobody\.sock/);
+  });
+});
