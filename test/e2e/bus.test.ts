@@ -1,0 +1,223 @@
+/**
+ * Real guest, real daemon: the Linux i2c-virtio driver in a QEMU (TCG) guest drives the daemon's
+ * emulated bus through i2c-tools. Covers the adapter and the address scan, a byte-exact i2cdump
+ * against a host-side reference, combined write+read (repeated START), i2cset/i2cget round trips
+ * (also into a backing file on the host), and unlisted addresses, alone and as the second message of
+ * a transfer. Skips by name without QEMU or a built guest image (guest/build.sh).
+ * Must not reach into the daemon's modules.
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { makeTempDir } from "../helpers/daemon.js";
+import { vhostUserI2cArgs } from "../helpers/guest.js";
+import {
+  assertScriptCompleted,
+  daemonRefusal,
+  Evidence,
+  eepromFillScript,
+  eepromPattern,
+  guestPrerequisites,
+  hex,
+  i2cdumpByteMode,
+  md5,
+  result,
+  runGuest,
+  socketPrefix,
+  startServerDaemon,
+  stopDaemonCleanly,
+  TEST_TIMEOUT_MS,
+} from "./harness.js";
+
+const prerequisites = guestPrerequisites();
+const skip = "skip" in prerequisites ? prerequisites.skip : false;
+
+const EEPROM_SIZE = 256;
+const EEPROM_PAGE = 8;
+
+/** Addresses shown by an `i2cdetect -y` grid (cells that are not "--" or blank). */
+function detectedAddresses(grid: string): string[] {
+  const found: string[] = [];
+  for (const line of grid.split("\n")) {
+    const row = /^([0-7]0):((?: {1,3}\S\S| {3})+)\s*$/.exec(line);
+    if (!row?.[1] || !row[2]) continue;
+    const cells = row[2].match(/.{3}/g) ?? [];
+    cells.forEach((cell, column) => {
+      const text = cell.trim();
+      if (text && text !== "--") found.push(`${text}@${row[1]?.[0]}${column.toString(16)}`);
+    });
+  }
+  return found;
+}
+
+/** The guest's output between `begin` and `end` marker lines. */
+function section(output: string, name: string): string {
+  const begin = output.indexOf(`@@${name}-BEGIN\n`);
+  const end = output.indexOf(`@@${name}-END`);
+  if (begin < 0 || end < begin) throw new Error(`the guest printed no ${name} section`);
+  return output.slice(begin + name.length + 9, end);
+}
+
+/**
+ * The guest half of the EEPROM checks: optional fill, a full byte-mode i2cdump (its md5 and text),
+ * a combined write+read at 0x40, then i2cset/i2cget of `probe` at `probeOffset`.
+ */
+function eepromScript(fill: Uint8Array | null, probeOffset: number, probe: number): string {
+  return [
+    fill ? eepromFillScript(0x50, fill, EEPROM_PAGE) : "",
+    "i2cdump -y 0 0x50 b > /tmp/dump",
+    'echo "RESULT dump_status $?"',
+    'echo "RESULT dump_md5 $(md5sum < /tmp/dump | cut -d" " -f1)"',
+    "echo @@DUMP-BEGIN; cat /tmp/dump; echo @@DUMP-END",
+    'echo "RESULT combined $(i2ctransfer -y 0 w1@0x50 0x40 r8@0x50)"',
+    `i2cset -y 0 0x50 ${hex(probeOffset)} ${hex(probe)}`,
+    'echo "RESULT set_status $?"',
+    `echo "RESULT get $(i2cget -y 0 0x50 ${hex(probeOffset)})"`,
+  ].join("\n");
+}
+
+/** Host-side checks of `eepromScript`'s output for an EEPROM that held `contents` when dumped. */
+function assertEepromRun(
+  run: Parameters<typeof result>[0],
+  contents: Uint8Array,
+  probe: number,
+): void {
+  assertScriptCompleted(run, "guest");
+  assert.equal(result(run, "dump_status"), "0", "i2cdump failed");
+  const expected = i2cdumpByteMode(contents);
+  // The text first, so a mismatch shows a diff; then the md5 the guest computed over the same text.
+  assert.equal(section(run.scriptOutput ?? "", "DUMP"), expected);
+  assert.equal(result(run, "dump_md5"), md5(expected));
+  const combined = [...contents.subarray(0x40, 0x48)].map(hex).join(" ");
+  assert.equal(result(run, "combined"), combined, "w1@0x50 0x40 r8@0x50 returned other bytes");
+  assert.equal(result(run, "set_status"), "0", "i2cset failed");
+  assert.equal(result(run, "get"), hex(probe), "i2cget did not read back what i2cset wrote");
+}
+
+describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
+  const images = "images" in prerequisites ? prerequisites.images : null;
+
+  it("lists the i2c_virtio adapter; a quick-write scan shows exactly the configured addresses; unlisted addresses NACK, also as a second message", async () => {
+    assert.ok(images);
+    const tmp = makeTempDir("vdi2c-e2e-");
+    const evidence = new Evidence();
+    try {
+      await evidence.explain(async () => {
+        const prefix = socketPrefix(tmp.path);
+        const daemon = await startServerDaemon(
+          evidence,
+          "daemon",
+          ["-s", prefix, "-l", "sim:0x50=24c02:0x53=24c02", "--log-level", "debug"],
+          [`${prefix}0`],
+        );
+        const run = await runGuest(evidence, "guest", {
+          ...images,
+          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+          script: [
+            "echo @@ADAPTERS-BEGIN; i2cdetect -l; echo @@ADAPTERS-END",
+            // Default mode: quick write for every address except 0x30-0x37 and 0x50-0x5f (read byte).
+            "echo @@SCAN-BEGIN; i2cdetect -y 0; echo @@SCAN-END",
+            "echo @@SECOND-BEGIN; i2ctransfer -y 0 w1@0x50 0x00 r1@0x51; echo status=$?; echo @@SECOND-END",
+            "echo @@ALONE-BEGIN; i2cget -y 0 0x51 0x00; echo status=$?; echo @@ALONE-END",
+            // The listed device still answers after the refusals.
+            'echo "RESULT after $(i2ctransfer -y 0 w1@0x50 0x00 r1@0x50)"',
+          ].join("\n"),
+        });
+        assertScriptCompleted(run, "guest");
+        const output = run.scriptOutput ?? "";
+
+        assert.match(section(output, "ADAPTERS"), /^i2c-0\s+i2c\s+i2c_virtio at virtio bus \d+/m);
+        assert.deepEqual(detectedAddresses(section(output, "SCAN")), ["50@50", "53@53"]);
+
+        // w1@0x50 then r1@0x51 in one transfer: the guest sees a short transfer, and no data.
+        const second = section(output, "SECOND");
+        assert.match(second, /only [01]\/2 messages were sent/);
+        assert.doesNotMatch(second, /^0x[0-9a-f]{2}$/m);
+        const alone = section(output, "ALONE");
+        assert.match(alone, /Error: Read failed/);
+        assert.match(alone, /status=[1-9]/);
+        assert.equal(result(run, "after"), "0xff");
+
+        await stopDaemonCleanly(daemon);
+        // Every transfer naming 0x51 was refused before any bus saw it.
+        const lines51 = daemon.stderr.split("\n").filter((line) => /transfer .*@0x51/.test(line));
+        assert.ok(lines51.length >= 2, "the daemon logged no transfer to 0x51 at all");
+        for (const line of lines51) assert.match(line, /address 0x51 not listed/);
+      });
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("i2cdump of a guest-filled EEPROM equals the host's reference; combined write+read; i2cset/i2cget", async () => {
+    assert.ok(images);
+    const tmp = makeTempDir("vdi2c-e2e-");
+    const evidence = new Evidence();
+    try {
+      await evidence.explain(async () => {
+        const prefix = socketPrefix(tmp.path);
+        const daemon = await startServerDaemon(
+          evidence,
+          "daemon",
+          ["-s", prefix, "-l", "sim:0x50=24c02"],
+          [`${prefix}0`],
+        );
+        const pattern = eepromPattern(EEPROM_SIZE, 0x5b);
+        const run = await runGuest(evidence, "guest", {
+          ...images,
+          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+          script: eepromScript(pattern, 0x7e, 0x3c),
+        });
+        assertEepromRun(run, pattern, 0x3c);
+        await stopDaemonCleanly(daemon);
+      });
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("a file-backed EEPROM: the guest's i2cdump matches the file, and i2cset lands in it", async (t) => {
+    assert.ok(images);
+    const tmp = makeTempDir("vdi2c-e2e-");
+    const evidence = new Evidence();
+    try {
+      const prefix = socketPrefix(tmp.path);
+      const backing = join(tmp.path, "eeprom.bin");
+      const contents = eepromPattern(EEPROM_SIZE, 0xc4);
+      writeFileSync(backing, contents);
+      const configFile = join(tmp.path, "devices.json");
+      writeFileSync(
+        configFile,
+        JSON.stringify({
+          devices: [
+            { bus: "sim", address: "0x50", model: "24c02", options: { backing: "eeprom.bin" } },
+          ],
+        }),
+      );
+      const args = ["-s", prefix, "--config", configFile];
+      const refusal = await daemonRefusal(args, `${prefix}0`);
+      if (refusal) {
+        t.skip(refusal);
+        return;
+      }
+      writeFileSync(backing, contents);
+      await evidence.explain(async () => {
+        const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+        const run = await runGuest(evidence, "guest", {
+          ...images,
+          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+          script: eepromScript(null, 0x91, 0xa7),
+        });
+        assertEepromRun(run, contents, 0xa7);
+        await stopDaemonCleanly(daemon);
+        const expected = Uint8Array.from(contents);
+        expected[0x91] = 0xa7;
+        assert.deepEqual(new Uint8Array(readFileSync(backing)), expected);
+      });
+    } finally {
+      tmp.remove();
+    }
+  });
+});

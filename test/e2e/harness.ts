@@ -1,0 +1,311 @@
+/**
+ * Shared pieces of the real-guest (QEMU + Linux) end-to-end tests: why a suite skips, probing whether
+ * the daemon in the tree accepts a feature yet, failure evidence (guest console, QEMU stderr, daemon
+ * log appended to any failing assertion), the control-socket client, EEPROM patterns and the host-side
+ * reference of `i2cdump` output. Must not reach into the daemon's modules: the tests see the daemon
+ * only as a process, its sockets and its files.
+ * @module
+ */
+
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createConnection } from "node:net";
+import { join } from "node:path";
+import { DaemonProcess, withTimeout } from "../helpers/daemon.js";
+import {
+  type BootGuestOptions,
+  bootGuest,
+  findGuestImages,
+  type GuestImages,
+  type GuestRun,
+} from "../helpers/guest.js";
+
+/** One boot never runs longer than this: a guest driver waiting on a lost request never returns. */
+export const GUEST_TIMEOUT_MS = 90_000;
+/** node:test deadline for a test that boots once or twice. */
+export const TEST_TIMEOUT_MS = 240_000;
+
+function hasCommand(command: string): boolean {
+  return spawnSync(command, ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+/** The guest images, or the reason the whole guest suite skips (QEMU missing, image not built). */
+export function guestPrerequisites(): { images: GuestImages } | { skip: string } {
+  if (!hasCommand("qemu-system-x86_64")) return { skip: "qemu-system-x86_64 is not installed" };
+  const images = findGuestImages();
+  if (!images) return { skip: "no guest image for the current inputs: run guest/build.sh" };
+  return { images };
+}
+
+/**
+ * Collects what explains a failure: every guest console (as it arrives, so a hung boot still shows
+ * it), QEMU's stderr and every daemon's log. `explain` runs a test body and appends all of it to the
+ * error the body throws.
+ */
+export class Evidence {
+  readonly #consoles = new Map<string, string>();
+  readonly #qemuStderr = new Map<string, string>();
+  readonly #daemons = new Map<string, DaemonProcess>();
+  readonly #notes: string[] = [];
+
+  /** An `onConsole` callback recording the console of the guest called `name`. */
+  console(name: string): (text: string) => void {
+    this.#consoles.set(name, "");
+    return (text) => this.#consoles.set(name, (this.#consoles.get(name) ?? "") + text);
+  }
+
+  guestFinished(name: string, run: GuestRun): void {
+    this.#consoles.set(name, run.console);
+    if (run.stderr) this.#qemuStderr.set(name, run.stderr);
+  }
+
+  daemon(name: string, daemon: DaemonProcess): DaemonProcess {
+    this.#daemons.set(name, daemon);
+    return daemon;
+  }
+
+  note(text: string): void {
+    this.#notes.push(text);
+  }
+
+  report(): string {
+    const parts: string[] = [];
+    for (const text of this.#notes) parts.push(`--- note ---\n${text}`);
+    for (const [name, text] of this.#consoles)
+      parts.push(`--- guest console (${name}) ---\n${text}`);
+    for (const [name, text] of this.#qemuStderr)
+      parts.push(`--- QEMU stderr (${name}) ---\n${text}`);
+    for (const [name, daemon] of this.#daemons) {
+      parts.push(`--- daemon log (${name}) ---\n${daemon.stderr}${daemon.stdout}`);
+    }
+    return `${parts.join("\n")}\n--- end of evidence ---`;
+  }
+
+  /** Runs `body`; a failure carries the whole report; daemons still running are killed afterwards. */
+  async explain<T>(body: () => Promise<T>): Promise<T> {
+    try {
+      return await body();
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      error.message += `\n${this.report()}`;
+      throw error;
+    } finally {
+      for (const daemon of this.#daemons.values()) {
+        if (!daemon.hasExited) {
+          daemon.child.kill("SIGKILL");
+          await daemon.exited;
+        }
+      }
+    }
+  }
+}
+
+/** Boots a guest, recording its console in `evidence` under `name`. */
+export async function runGuest(
+  evidence: Evidence,
+  name: string,
+  options: Omit<BootGuestOptions, "onConsole"> & { onConsole?: (text: string) => void },
+): Promise<GuestRun> {
+  const record = evidence.console(name);
+  const run = await bootGuest({
+    timeoutMs: GUEST_TIMEOUT_MS,
+    ...options,
+    onConsole: (text) => {
+      record(text);
+      options.onConsole?.(text);
+    },
+  });
+  evidence.guestFinished(name, run);
+  return run;
+}
+
+/** Throws unless the guest script ran to its end with status 0 (before any finer assertion). */
+export function assertScriptCompleted(run: GuestRun, name: string): void {
+  if (run.timedOut) throw new Error(`guest ${name}: QEMU killed at the deadline (hung guest)`);
+  if (run.scriptStatus === null) throw new Error(`guest ${name}: the test script never finished`);
+  if (run.scriptStatus !== 0) {
+    throw new Error(`guest ${name}: test script exited with status ${run.scriptStatus}`);
+  }
+}
+
+/** A RESULT value the script must have printed. */
+export function result(run: GuestRun, key: string): string {
+  const value = run.results.get(key);
+  if (value === undefined) throw new Error(`the guest printed no "RESULT ${key} ..." line`);
+  return value;
+}
+
+/** Starts the daemon and waits for its listening sockets (server mode). */
+export async function startServerDaemon(
+  evidence: Evidence,
+  name: string,
+  args: readonly string[],
+  listenPaths: readonly string[],
+): Promise<DaemonProcess> {
+  const daemon = evidence.daemon(name, new DaemonProcess(args));
+  await daemon.waitForListening(listenPaths);
+  return daemon;
+}
+
+/** SIGTERM and a clean exit: the daemon must survive every guest test and stop with status 0. */
+export async function stopDaemonCleanly(daemon: DaemonProcess): Promise<void> {
+  if (daemon.hasExited) throw new Error("the daemon exited during the test");
+  const status = await daemon.stop();
+  if (status.code !== 0)
+    throw new Error(`daemon exit status on SIGTERM: ${JSON.stringify(status)}`);
+}
+
+/**
+ * Whether the daemon in the tree accepts `args` (a feature other work may not have landed yet): null
+ * when it starts listening on `listenPath`, else the usage error it printed, to be used as a skip
+ * reason. Any other failure is a real failure and throws.
+ */
+export async function daemonRefusal(
+  args: readonly string[],
+  listenPath: string,
+): Promise<string | null> {
+  const daemon = new DaemonProcess(args);
+  try {
+    await daemon.waitForListening([listenPath]);
+    return null;
+  } catch (err) {
+    const status = await withTimeout(daemon.exited, 10_000, "daemon exit after a failed start");
+    if (status.code === 2) {
+      return `the daemon does not accept "${args.join(" ")}" yet: ${daemon.stderr.trim()}`;
+    }
+    throw new Error(`daemon probe failed: ${String(err)}\n${daemon.stderr}`);
+  } finally {
+    if (!daemon.hasExited) {
+      daemon.child.kill("SIGKILL");
+      await daemon.exited;
+    }
+  }
+}
+
+/** Sends one control-socket command line and returns the reply line; an `error ...` reply throws. */
+export async function controlCommand(socketPath: string, command: string): Promise<string> {
+  const reply = await withTimeout(
+    new Promise<string>((resolve, reject) => {
+      const socket = createConnection(socketPath);
+      let received = "";
+      socket.setEncoding("utf8");
+      socket.on("connect", () => socket.write(`${command}\n`));
+      socket.on("data", (chunk: string) => {
+        received += chunk;
+        const end = received.indexOf("\n");
+        if (end >= 0) {
+          socket.end();
+          resolve(received.slice(0, end));
+        }
+      });
+      socket.on("error", reject);
+      socket.on("close", () => reject(new Error(`control socket closed without a reply`)));
+    }),
+    10_000,
+    `control command "${command}"`,
+  );
+  if (!reply.startsWith("ok")) throw new Error(`control command "${command}" failed: ${reply}`);
+  return reply;
+}
+
+/**
+ * A non-trivial EEPROM pattern: every byte value exactly once per 256 bytes (0x00, 0xff, printable
+ * and non-printable), in an order that depends on `seed`, so two fills are told apart.
+ */
+export function eepromPattern(size: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  // 167 is odd, so i*167 runs through all residues mod 256.
+  for (let i = 0; i < size; i++) bytes[i] = (i * 167 + seed) & 0xff;
+  return bytes;
+}
+
+/**
+ * Guest shell lines writing `bytes` to an EEPROM at `address` on bus 0, one page per i2ctransfer
+ * (word address, then the page's data), as a datasheet-conforming page write.
+ */
+export function eepromFillScript(address: number, bytes: Uint8Array, pageSize: number): string {
+  const lines: string[] = [];
+  for (let page = 0; page < bytes.length; page += pageSize) {
+    const data = [...bytes.subarray(page, page + pageSize)].map(hex);
+    lines.push(
+      `i2ctransfer -y 0 w${data.length + 1}@${hex(address)} ${hex(page)} ${data.join(" ")}`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** `0x..` with two digits, as i2c-tools print bytes. */
+export function hex(value: number): string {
+  return `0x${value.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * What `i2cdump -y BUS ADDR b` prints on stdout for a 256-byte device whose reads return `bytes`:
+ * a header, then 16 rows "RR: " + 16 × "xx " + 3 spaces + the ASCII column, where 0x00 and 0xff show
+ * as ".", other bytes outside 32..126 as "?".
+ */
+export function i2cdumpByteMode(bytes: Uint8Array): string {
+  if (bytes.length !== 256) throw new RangeError("i2cdump byte mode covers exactly 256 bytes");
+  const lines = ["     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f    0123456789abcdef"];
+  for (let row = 0; row < 256; row += 16) {
+    const cells = [...bytes.subarray(row, row + 16)];
+    const hexColumn = cells.map((byte) => `${byte.toString(16).padStart(2, "0")} `).join("");
+    const asciiColumn = cells
+      .map((byte) =>
+        byte === 0x00 || byte === 0xff
+          ? "."
+          : byte < 32 || byte >= 127
+            ? "?"
+            : String.fromCharCode(byte),
+      )
+      .join("");
+    lines.push(`${row.toString(16).padStart(2, "0")}: ${hexColumn}   ${asciiColumn}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export function md5(data: string | Uint8Array): string {
+  return createHash("md5").update(data).digest("hex");
+}
+
+/** Parses `od -An -tx1 -v` output (hex bytes separated by blanks) into bytes. */
+export function parseOdHex(text: string): Uint8Array {
+  const words = text.split(/\s+/).filter((word) => word !== "");
+  return Uint8Array.from(words.map((word) => Number.parseInt(word, 16)));
+}
+
+/** The guest's `od` invocation matching `parseOdHex`, on one line per RESULT. */
+export function odHexCommand(path: string, count?: number): string {
+  const limit = count === undefined ? "" : ` -N ${count}`;
+  return `od -An -tx1 -v${limit} ${path} | tr -s ' \\n' '  '`;
+}
+
+/** A path inside `dir` (kept here so tests build socket paths the same way). */
+export function socketPrefix(dir: string): string {
+  return join(dir, "vi2c.sock");
+}
+
+/**
+ * Resolves when `text` has appeared on a console fed through the returned `onConsole`; lets a test
+ * react to the guest while QEMU runs.
+ */
+export class ConsoleWatch {
+  #seen = "";
+  readonly #waiters: { text: string; resolve: () => void }[] = [];
+
+  readonly onConsole = (text: string): void => {
+    this.#seen += text;
+    for (const waiter of [...this.#waiters]) {
+      if (this.#seen.includes(waiter.text)) {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  };
+
+  /** Resolves once `text` was seen (already or later). */
+  seen(text: string): Promise<void> {
+    if (this.#seen.includes(text)) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ text, resolve }));
+  }
+}
