@@ -2,7 +2,9 @@
  * Command-line parsing for the daemon: argv → a validated {@link CliCommand}. Pure: no I/O, no
  * process exit, no logging; adapter names are resolved through the injected lookup. Messages and exit
  * codes are decided by main.ts, which turns a {@link UsageError} into exit status 2.
- * Options follow rust-vmm's vhost-device-i2c (`-s` socket prefix, `-c` count, `-l` device list).
+ * Options follow rust-vmm's vhost-device-i2c (`-s` socket prefix, `-c` count, `-l` device list);
+ * `--config FILE` adds devices from a JSON file (read by src/config/file.ts, not here) and
+ * `vhost-device-i2c control PATH CMD...` is the control-socket client.
  * @module
  */
 
@@ -20,9 +22,14 @@ export interface DaemonConfig {
   readonly socketCount: number;
   /** The socket files, in order: socketPaths[i] belongs to socket index i. */
   readonly socketPaths: readonly string[];
-  /** The -l text as given (for logs). */
+  /** The -l text as given (for logs); "" when -l was not given. */
   readonly deviceListText: string;
+  /** The parsed -l groups; empty when -l was not given (then --config lists the devices). */
   readonly deviceGroups: readonly DeviceGroup[];
+  /** --config FILE as given: a JSON device configuration, loaded at start-up. */
+  readonly configFile: string | undefined;
+  /** --control-socket PATH: where the run-time control socket listens. */
+  readonly controlSocket: string | undefined;
   readonly logLevel: LogLevel;
   /** Connect to sockets the VMM listens on instead of listening ourselves. */
   readonly clientMode: boolean;
@@ -31,7 +38,12 @@ export interface DaemonConfig {
 export type CliCommand =
   | { readonly kind: "help" }
   | { readonly kind: "version" }
-  | { readonly kind: "run"; readonly config: DaemonConfig };
+  | { readonly kind: "run"; readonly config: DaemonConfig }
+  /** `control PATH CMD...`: send one command to a running daemon's control socket. */
+  | { readonly kind: "control"; readonly socketPath: string; readonly words: readonly string[] };
+
+/** The first argument that selects the control-socket client instead of the daemon. */
+export const CONTROL_SUBCOMMAND = "control";
 
 export type UsageErrorCode =
   | "USAGE_UNKNOWN_OPTION"
@@ -42,7 +54,9 @@ export type UsageErrorCode =
   | "USAGE_BAD_SOCKET_PATH"
   | "USAGE_BAD_SOCKET_COUNT"
   | "USAGE_BAD_LOG_LEVEL"
-  | "USAGE_BAD_DEVICE_LIST";
+  | "USAGE_BAD_DEVICE_LIST"
+  | "USAGE_BAD_CONFIG_PATH"
+  | "USAGE_BAD_CONTROL_COMMAND";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
 export class UsageError extends Error {
@@ -63,6 +77,8 @@ const OPTIONS = {
   "socket-path": { type: "string", short: "s" },
   "socket-count": { type: "string", short: "c" },
   "device-list": { type: "string", short: "l" },
+  config: { type: "string" },
+  "control-socket": { type: "string" },
   "log-level": { type: "string" },
   client: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -79,6 +95,7 @@ const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
 };
 
 export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliCommand {
+  if (argv[0] === CONTROL_SUBCOMMAND) return parseControlCommand(argv.slice(1));
   let parsed: ReturnType<typeof parseArgsStrict>;
   try {
     parsed = parseArgsStrict(argv);
@@ -110,16 +127,22 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
     throw new UsageError("USAGE_MISSING_OPTION", "missing --socket-path (-s)");
   }
   const deviceListText = values["device-list"];
-  if (deviceListText === undefined) {
-    throw new UsageError("USAGE_MISSING_OPTION", "missing --device-list (-l)");
+  const configFile = values.config;
+  if (deviceListText === undefined && configFile === undefined) {
+    throw new UsageError("USAGE_MISSING_OPTION", "missing --device-list (-l) or --config");
   }
+  if (configFile === "") throw new UsageError("USAGE_BAD_CONFIG_PATH", "--config is empty");
+  const controlSocket = values["control-socket"];
+  if (controlSocket !== undefined) checkSocketPath(controlSocket, "--control-socket");
   const socketCount = parseSocketCount(values["socket-count"]);
   const socketPaths = socketPathsFor(socketPath, socketCount);
   const logLevel = parseLogLevel(values["log-level"]);
 
-  let deviceGroups: DeviceGroup[];
+  let deviceGroups: DeviceGroup[] = [];
   try {
-    deviceGroups = parseDeviceList(deviceListText, deps.resolveAdapter);
+    if (deviceListText !== undefined) {
+      deviceGroups = parseDeviceList(deviceListText, deps.resolveAdapter);
+    }
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new UsageError(
@@ -137,12 +160,27 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       socketPath,
       socketCount,
       socketPaths,
-      deviceListText,
+      deviceListText: deviceListText ?? "",
       deviceGroups,
+      configFile,
+      controlSocket,
       logLevel,
       clientMode: values.client === true,
     },
   };
+}
+
+function parseControlCommand(rest: readonly string[]): CliCommand {
+  const [socketPath, ...words] = rest;
+  if (socketPath === "--help" || socketPath === "-h") return { kind: "help" };
+  if (socketPath === undefined || words.length === 0) {
+    throw new UsageError(
+      "USAGE_BAD_CONTROL_COMMAND",
+      `usage: ${CONTROL_SUBCOMMAND} <control-socket-path> <command> [arguments...] (e.g. "list")`,
+    );
+  }
+  checkSocketPath(socketPath, "the control socket path");
+  return { kind: "control", socketPath, words };
 }
 
 function parseArgsStrict(argv: readonly string[]) {
@@ -179,14 +217,22 @@ function socketPathsFor(prefix: string, count: number): string[] {
     );
   }
   const paths = Array.from({ length: count }, (_, i) => `${prefix}${i}`);
-  const longest = paths.at(-1) ?? prefix;
-  if (Buffer.byteLength(longest) > MAX_SOCKET_PATH_BYTES) {
+  checkSocketPath(paths.at(-1) ?? prefix, "socket path");
+  return paths;
+}
+
+/** A Unix socket path must be non-empty, NUL-free and fit sun_path. `what` names it in messages. */
+function checkSocketPath(path: string, what: string): void {
+  if (path === "") throw new UsageError("USAGE_BAD_SOCKET_PATH", `${what} is empty`);
+  if (path.includes("\0")) {
+    throw new UsageError("USAGE_BAD_SOCKET_PATH", `${what} contains a NUL byte`);
+  }
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
     throw new UsageError(
       "USAGE_BAD_SOCKET_PATH",
-      `socket path "${longest}" is longer than ${MAX_SOCKET_PATH_BYTES} bytes (Unix socket limit)`,
+      `${what} "${path}" is longer than ${MAX_SOCKET_PATH_BYTES} bytes (Unix socket limit)`,
     );
   }
-  return paths;
 }
 
 function parseLogLevel(text: string | undefined): LogLevel {

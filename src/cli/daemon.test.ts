@@ -22,9 +22,9 @@ function config(...argv: string[]): DaemonConfig {
   return command.config;
 }
 
-function startError(cfg: DaemonConfig): DaemonError {
+async function startError(cfg: DaemonConfig): Promise<DaemonError> {
   try {
-    startDaemon(cfg, silentLogger).close();
+    (await startDaemon(cfg, silentLogger)).close();
   } catch (err) {
     assert.ok(err instanceof DaemonError, String(err));
     return err;
@@ -34,10 +34,10 @@ function startError(cfg: DaemonConfig): DaemonError {
 
 const isSocket = (path: string) => existsSync(path) && statSync(path).isSocket();
 
-describe("startDaemon", () => {
-  it("listens on every socket and removes the files on close (twice is fine)", () => {
+describe("startDaemon", async () => {
+  it("listens on every socket and removes the files on close (twice is fine)", async () => {
     const prefix = join(dir, "ok.sock");
-    const daemon = startDaemon(
+    const daemon = await startDaemon(
       config("-s", prefix, "-c", "3", "-l", "sim:0x50=24c02"),
       silentLogger,
     );
@@ -47,17 +47,17 @@ describe("startDaemon", () => {
     for (const i of [0, 1, 2]) assert.equal(existsSync(`${prefix}${i}`), false);
   });
 
-  it("reports a missing socket directory as a configuration error", () => {
-    const err = startError(config("-s", join(dir, "nope", "x.sock"), "-l", "sim:0x50=24c02"));
+  it("reports a missing socket directory as a configuration error", async () => {
+    const err = await startError(config("-s", join(dir, "nope", "x.sock"), "-l", "sim:0x50=24c02"));
     assert.equal(err.code, "SOCKET_DIR_MISSING");
     assert.equal(err.isConfigError, true);
   });
 
-  it("reports a socket served by someone else as SOCKET_IN_USE (not a configuration error)", () => {
+  it("reports a socket served by someone else as SOCKET_IN_USE (not a configuration error)", async () => {
     const prefix = join(dir, "busy.sock");
-    const first = startDaemon(config("-s", prefix, "-l", "sim:0x50=24c02"), silentLogger);
+    const first = await startDaemon(config("-s", prefix, "-l", "sim:0x50=24c02"), silentLogger);
     try {
-      const err = startError(config("-s", prefix, "-l", "sim:0x50=24c02"));
+      const err = await startError(config("-s", prefix, "-l", "sim:0x50=24c02"));
       assert.equal(err.code, "SOCKET_IN_USE");
       assert.equal(err.isConfigError, false);
       assert.ok(isSocket(`${prefix}0`), "the first daemon's socket is left alone");
@@ -66,16 +66,16 @@ describe("startDaemon", () => {
     }
   });
 
-  it("closes what it opened when a later socket fails", () => {
+  it("closes what it opened when a later socket fails", async () => {
     const prefix = join(dir, "half.sock");
     writeFileSync(`${prefix}1`, "in the way");
-    const err = startError(config("-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"));
+    const err = await startError(config("-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"));
     assert.equal(err.code, "SOCKET_PATH_TAKEN");
     assert.equal(existsSync(`${prefix}0`), false, "socket 0 was closed and removed");
   });
 
-  it("reports a host adapter that does not exist as a configuration error", () => {
-    const err = startError(config("-s", join(dir, "host.sock"), "-l", "1048575:0x50"));
+  it("reports a host adapter that does not exist as a configuration error", async () => {
+    const err = await startError(config("-s", join(dir, "host.sock"), "-l", "1048575:0x50"));
     assert.equal(err.code, "I2C_ADAPTER_MISSING");
     assert.equal(err.isConfigError, true);
     assert.equal(existsSync(join(dir, "host.sock0")), false);

@@ -1,17 +1,26 @@
 /**
- * Daemon wiring: a validated DaemonConfig → buses (host adapters, emulated devices) → one AddressMap →
- * a device factory → one vhost-user server (or client) per socket; and the SIGTERM/SIGINT shutdown.
+ * Daemon wiring: a validated DaemonConfig → devices (-l and --config, user model modules loaded) →
+ * buses and one AddressMap (src/config/devices.ts) → a device factory → one vhost-user server (or
+ * client) per socket, plus the control socket; and the SIGTERM/SIGINT shutdown.
  * Owns the lifetime of everything it opens and closes it all, also when start-up fails half-way.
  * Must not: parse argv, print to stdout or choose exit codes (main.ts does), nor hold protocol or
  * device logic (the vhost-user and i2c layers do).
  * @module
  */
 
-import { AddressMap, type BusAddresses, type I2cBus } from "../i2c/bus.js";
-import type { DeviceGroup } from "../i2c/device-list.js";
-import { HostBus, HostBusError } from "../i2c/host-bus.js";
-import { createModel, type I2cDeviceModel } from "../i2c/model.js";
-import { SimBus } from "../i2c/sim-bus.js";
+import { resolve } from "node:path";
+import {
+  buildBuses,
+  type DeviceConfig,
+  devicesFromGroups,
+  mergeDevices,
+} from "../config/devices.js";
+import { ConfigError } from "../config/errors.js";
+import { loadConfigFile } from "../config/file.js";
+import { loadModules } from "../config/modules.js";
+import { ControlServer } from "../control/server.js";
+import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
+import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import type { Logger } from "../log.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
@@ -58,6 +67,8 @@ export class DaemonError extends Error {
 
 export interface RunningDaemon {
   readonly config: DaemonConfig;
+  /** Every device served, -l ones first, then the config file's. */
+  readonly devices: readonly DeviceConfig[];
   /** Stops serving: servers closed (socket files removed), connections dropped, adapters closed. */
   close(): void;
 }
@@ -76,24 +87,11 @@ function closeAll(items: readonly Closable[], logger: Logger): void {
   }
 }
 
-function openBus(group: DeviceGroup, logger: Logger): I2cBus {
-  const addrs = group.devices.map((d) => d.addr);
-  if (group.bus.kind === "host") {
-    try {
-      return HostBus.open(group.bus.adapter, addrs, logger.child(`i2c-${group.bus.adapter}`));
-    } catch (err) {
-      if (err instanceof HostBusError) throw new DaemonError(err.code, err.message, { cause: err });
-      throw err;
-    }
-  }
-  const models = new Map<number, I2cDeviceModel>();
-  for (const device of group.devices) {
-    if (device.model === undefined) {
-      throw new DaemonError("BAD_CONFIG", `emulated device ${device.addr} has no model`);
-    }
-    models.set(device.addr, createModel(device.model));
-  }
-  return new SimBus(models, logger.child("sim"));
+/** Configuration and adapter failures as DaemonError; anything else unchanged. */
+function asDaemonError(err: unknown): unknown {
+  if (err instanceof ConfigError) return new DaemonError("BAD_CONFIG", err.message, { cause: err });
+  if (err instanceof HostBusError) return new DaemonError(err.code, err.message, { cause: err });
+  return err;
 }
 
 function serverErrorToDaemonError(err: ServerError): DaemonError {
@@ -114,16 +112,45 @@ function serverErrorToDaemonError(err: ServerError): DaemonError {
   return new DaemonError(code, `${err.message}${advice}`, { cause: err });
 }
 
-/** Opens the buses, then serves every socket. Throws DaemonError with nothing left open. */
-export function startDaemon(config: DaemonConfig, logger: Logger): RunningDaemon {
+export interface StartOptions {
+  /** Adapter name → number for "bus" names in the config file (default: the sysfs lookup). */
+  readonly resolveAdapter?: (name: string) => number;
+}
+
+/**
+ * Every device the daemon serves: the -l list merged with the --config file's, and the directory
+ * relative paths resolve in (the config file's, else the current directory). Throws ConfigError.
+ */
+export function collectDevices(
+  config: DaemonConfig,
+  options: StartOptions = {},
+): { devices: DeviceConfig[]; baseDir: string } {
+  const fromList = devicesFromGroups(config.deviceGroups);
+  if (config.configFile === undefined) return { devices: fromList, baseDir: process.cwd() };
+  const resolveAdapter = options.resolveAdapter ?? ((name: string) => resolveSysfsAdapter(name));
+  const file = loadConfigFile(config.configFile, { resolveAdapter });
+  return { devices: mergeDevices(fromList, file.devices), baseDir: file.dir };
+}
+
+/**
+ * Loads the devices and user model modules, opens the buses, then serves every socket and the control
+ * socket. Throws DaemonError with nothing left open.
+ */
+export async function startDaemon(
+  config: DaemonConfig,
+  logger: Logger,
+  options: StartOptions = {},
+): Promise<RunningDaemon> {
   const opened: Closable[] = [];
+  let devices: DeviceConfig[];
   try {
-    const groups: BusAddresses[] = config.deviceGroups.map((group) => {
-      const bus = openBus(group, logger);
-      opened.push(bus);
-      return { bus, addrs: group.devices.map((d) => d.addr) };
-    });
-    const addressMap = new AddressMap(groups);
+    const collected = collectDevices(config, options);
+    devices = collected.devices;
+    const baseDir = collected.baseDir;
+    const modules = await loadModules(devices, baseDir);
+    const built = buildBuses(devices, { logger, baseDir, modules });
+    opened.push(built);
+    const { addressMap } = built;
     const factory: VhostUserDeviceFactory = (socketIndex) =>
       new VirtioI2cDevice(addressMap, logger.child(`socket${socketIndex}`));
 
@@ -143,6 +170,18 @@ export function startDaemon(config: DaemonConfig, logger: Logger): RunningDaemon
         throw err;
       }
     });
+    if (config.controlSocket !== undefined) {
+      try {
+        opened.push(
+          ControlServer.listen(resolve(config.controlSocket), built.registry, {
+            logger: logger.child("control"),
+          }),
+        );
+      } catch (err) {
+        if (err instanceof ServerError) throw serverErrorToDaemonError(err);
+        throw err;
+      }
+    }
     logger.info("serving", {
       devices: addressMap
         .addresses()
@@ -157,11 +196,12 @@ export function startDaemon(config: DaemonConfig, logger: Logger): RunningDaemon
     });
   } catch (err) {
     closeAll(opened, logger);
-    throw err;
+    throw asDaemonError(err);
   }
   let closed = false;
   return {
     config,
+    devices,
     close() {
       if (closed) return;
       closed = true;
@@ -173,8 +213,12 @@ export function startDaemon(config: DaemonConfig, logger: Logger): RunningDaemon
 const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
 
 /** Starts the daemon and resolves once SIGTERM or SIGINT has stopped it. */
-export async function runDaemonUntilSignal(config: DaemonConfig, logger: Logger): Promise<void> {
-  const daemon = startDaemon(config, logger);
+export async function runDaemonUntilSignal(
+  config: DaemonConfig,
+  logger: Logger,
+  options: StartOptions = {},
+): Promise<void> {
+  const daemon = await startDaemon(config, logger, options);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     for (const name of STOP_SIGNALS) process.once(name, () => resolve(name));
   });

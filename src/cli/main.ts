@@ -2,12 +2,14 @@
 /**
  * Entry point of the `vhost-device-i2c` command: argv → config → running daemon. Owns the process
  * side only: where log lines go, what is printed on stdout/stderr and the exit status
- * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line or device list cannot be run,
- * 1 = any other failure). Must not hold protocol or device logic: daemon.ts wires the layers.
+ * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file or a
+ * model module cannot be run, 1 = any other failure); `control PATH CMD...` runs the control client
+ * (src/control/client.ts decides its output and status). Must not hold protocol or device logic: daemon.ts wires the layers.
  * @module
  */
 
 import { readFileSync } from "node:fs";
+import { runControlCommand } from "../control/client.js";
 import { resolveAdapter, sysfsRoot } from "../i2c/adapters.js";
 import { createLogger } from "../log.js";
 import { parseCommandLine, USAGE, UsageError } from "./args.js";
@@ -48,9 +50,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${PROGRAM} ${packageVersion()}\n`);
     return EXIT_OK;
   }
+  if (command.kind === "control") {
+    return runControlCommand(command.socketPath, command.words, process.stdout, process.stderr);
+  }
   const logger = createLogger(command.config.logLevel, process.stderr);
   try {
-    await runDaemonUntilSignal(command.config, logger);
+    await runDaemonUntilSignal(command.config, logger, {
+      resolveAdapter: (name) => resolveAdapter(name, root),
+    });
     return EXIT_OK;
   } catch (err) {
     if (err instanceof DaemonError) {

@@ -1,0 +1,312 @@
+// Tests for the config file schema: what it accepts, and each refusal with its precise message
+// (file, key path, what was expected, what was found).
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import fc from "fast-check";
+import { ConfigError } from "./errors.js";
+import { loadConfigFile, parseConfigText } from "./file.js";
+
+const dir = mkdtempSync(join(tmpdir(), "vdi2c-config-file-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const FILE = join(dir, "devices.json");
+const deps = {
+  resolveAdapter(name: string): number {
+    if (name === "Fake adapter three") return 3;
+    throw new Error(`no adapter named "${name}"`);
+  },
+};
+
+function parse(json: unknown) {
+  return parseConfigText(JSON.stringify(json), FILE, deps);
+}
+
+function refused(json: unknown, code: string, message: string): void {
+  assert.throws(
+    () => parse(json),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+      assert.equal(err.code, code);
+      assert.equal(err.message, message);
+      return true;
+    },
+  );
+}
+
+describe("parseConfigText accepts", () => {
+  it("built-in models, user modules and host adapters by number and name", () => {
+    const devices = parse({
+      devices: [
+        { bus: "sim", address: "0x50", model: "24c32", options: { backing: "eeprom.bin" } },
+        { bus: "sim", address: 0x20, module: "./chips/my-chip.js" },
+        { bus: 3, address: "0x36" },
+        { bus: "Fake adapter three", address: "41" },
+      ],
+    });
+    assert.deepEqual(devices, [
+      {
+        kind: "sim",
+        address: 0x50,
+        model: "24c32",
+        options: { backing: join(dir, "eeprom.bin") },
+        origin: `${FILE}: devices[0]`,
+      },
+      {
+        kind: "sim",
+        address: 0x20,
+        model: { module: join(dir, "chips", "my-chip.js") },
+        options: {},
+        origin: `${FILE}: devices[1]`,
+      },
+      { kind: "host", adapter: 3, address: 0x36, origin: `${FILE}: devices[2]` },
+      { kind: "host", adapter: 3, address: 41, origin: `${FILE}: devices[3]` },
+    ]);
+  });
+
+  it("keeps absolute paths and reads initial {file} into bytes, relative to the file's directory", () => {
+    writeFileSync(join(dir, "initial.bin"), Uint8Array.of(1, 2, 3));
+    const [device] = parse({
+      devices: [
+        {
+          bus: "sim",
+          address: 80,
+          model: "24c32",
+          options: { backing: "/var/lib/x.bin", initial: { file: "initial.bin" } },
+        },
+      ],
+    });
+    assert.ok(device?.kind === "sim");
+    assert.equal(device.options.backing, "/var/lib/x.bin");
+    assert.deepEqual(device.options.initial, Uint8Array.of(1, 2, 3));
+  });
+
+  it("passes a hex string initial through for the model's schema", () => {
+    const [device] = parse({
+      devices: [{ bus: "sim", address: 80, model: "24c32", options: { initial: "00ff" } }],
+    });
+    assert.ok(device?.kind === "sim");
+    assert.equal(device.options.initial, "00ff");
+  });
+
+  it("every address 0..0x7f, as a number, a decimal string or a hex string", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0x7f }), fc.nat(2), (address, form) => {
+        const text = [address, String(address), `0x${address.toString(16)}`][form];
+        const [device] = parse({ devices: [{ bus: 3, address: text }] });
+        assert.equal(device?.address, address);
+      }),
+    );
+  });
+});
+
+describe("parseConfigText refuses", () => {
+  it("text that is not JSON", () => {
+    assert.throws(
+      () => parseConfigText("{devices: []}", FILE, deps),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.code === "CONFIG_BAD_JSON" &&
+        err.message.startsWith(`${FILE}: not valid JSON: `),
+    );
+  });
+
+  it("a top level that is not an object", () => {
+    refused(
+      [],
+      "CONFIG_INVALID",
+      `${FILE}: (top level): expected an object like {"devices": [...]}, found an array of 0`,
+    );
+  });
+
+  it("an unknown top-level key", () => {
+    refused(
+      { devices: [{ bus: 3, address: 1 }], device: [] },
+      "CONFIG_INVALID",
+      `${FILE}: device: unknown key (expected one of: devices)`,
+    );
+  });
+
+  it("devices that is not an array, or empty", () => {
+    refused(
+      { devices: {} },
+      "CONFIG_INVALID",
+      `${FILE}: devices: expected an array of devices, found an object`,
+    );
+    refused(
+      { devices: [] },
+      "CONFIG_INVALID",
+      `${FILE}: devices: expected at least one device, found an array of 0`,
+    );
+  });
+
+  it("a device that is not an object", () => {
+    refused(
+      { devices: ["sim:0x50"] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0]: expected a device object {"bus": ..., "address": ...}, found "sim:0x50" (a string)`,
+    );
+  });
+
+  it("a missing bus", () => {
+    refused(
+      { devices: [{ address: 1 }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].bus: expected "sim" or a host adapter, found nothing`,
+    );
+  });
+
+  it("a bus of the wrong kind", () => {
+    refused(
+      { devices: [{ bus: -1, address: 1 }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].bus: expected "sim", a host adapter number (3 means /dev/i2c-3) or an adapter name, found -1 (a number)`,
+    );
+    refused(
+      { devices: [{ bus: true, address: 1 }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].bus: expected "sim", a host adapter number (3 means /dev/i2c-3) or an adapter name, found true (a boolean)`,
+    );
+  });
+
+  it("an adapter name that matches no adapter", () => {
+    refused(
+      { devices: [{ bus: "nope", address: 1 }] },
+      "CONFIG_ADAPTER_NOT_FOUND",
+      `${FILE}: devices[0].bus: adapter "nope": no adapter named "nope"`,
+    );
+  });
+
+  it("addresses out of range or badly written", () => {
+    const expected = `a 7-bit I2C address (0..0x7f) as a number or a string like "0x50"`;
+    refused(
+      { devices: [{ bus: 3, address: "0x80" }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].address: expected ${expected}, found "0x80" (a string)`,
+    );
+    refused(
+      { devices: [{ bus: "sim", address: 1.5, model: "lm75" }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].address: expected ${expected}, found 1.5 (a number)`,
+    );
+    refused(
+      { devices: [{ bus: 3 }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].address: expected ${expected}, found nothing`,
+    );
+  });
+
+  it("an unknown key in a device", () => {
+    refused(
+      { devices: [{ bus: "sim", address: 1, model: "lm75", adress: 2 }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options)`,
+    );
+  });
+
+  it("model, module or options on a host adapter", () => {
+    refused(
+      { devices: [{ bus: 3, address: 1, model: "lm75" }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].model: expected no "model" on a host adapter (models are only for "bus": "sim"), found "lm75" (a string)`,
+    );
+  });
+
+  it("both or neither of model and module", () => {
+    const message = (found: string) =>
+      `${FILE}: devices[0]: expected exactly one of "model" (a built-in model name) or "module" (a path to a model module), found ${found}`;
+    refused({ devices: [{ bus: "sim", address: 1 }] }, "CONFIG_INVALID", message("neither"));
+    refused(
+      { devices: [{ bus: "sim", address: 1, model: "lm75", module: "./x.js" }] },
+      "CONFIG_INVALID",
+      message("both"),
+    );
+  });
+
+  it("a model or module that is not a non-empty string", () => {
+    refused(
+      { devices: [{ bus: "sim", address: 1, model: 75 }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].model: expected a model name such as "24c32", found 75 (a number)`,
+    );
+    refused(
+      { devices: [{ bus: "sim", address: 1, module: "" }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].module: expected a path to a JavaScript module such as "./my-chip.js", found "" (a string)`,
+    );
+  });
+
+  it("options that are not an object, and bad path options", () => {
+    refused(
+      { devices: [{ bus: "sim", address: 1, model: "lm75", options: [] }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].options: expected an object of model options, found an array of 0`,
+    );
+    refused(
+      { devices: [{ bus: "sim", address: 1, model: "24c32", options: { backing: 7 } }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].options.backing: expected a file path, found 7 (a number)`,
+    );
+    refused(
+      {
+        devices: [{ bus: "sim", address: 1, model: "24c32", options: { initial: { path: "x" } } }],
+      },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].options.initial.path: unknown key (expected one of: file)`,
+    );
+  });
+
+  it("an initial file that cannot be read, naming the file", () => {
+    assert.throws(
+      () =>
+        parse({
+          devices: [
+            { bus: "sim", address: 1, model: "24c32", options: { initial: { file: "gone.bin" } } },
+          ],
+        }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.code === "CONFIG_UNREADABLE" &&
+        err.message.startsWith(
+          `${FILE}: devices[0].options.initial.file: cannot read ${join(dir, "gone.bin")}: `,
+        ),
+    );
+  });
+
+  it("two devices on one address, naming both", () => {
+    refused(
+      {
+        devices: [
+          { bus: 3, address: 1 },
+          { bus: "sim", address: "0x01", model: "lm75" },
+        ],
+      },
+      "CONFIG_DUPLICATE_ADDRESS",
+      `${FILE}: devices[1].address: address 0x01 is already used by devices[0]`,
+    );
+  });
+});
+
+describe("loadConfigFile", () => {
+  it("reads the file and resolves relative to its directory", () => {
+    const path = join(dir, "load.json");
+    writeFileSync(path, JSON.stringify({ devices: [{ bus: "sim", address: 1, module: "m.js" }] }));
+    const loaded = loadConfigFile(path, deps);
+    assert.equal(loaded.dir, dir);
+    assert.deepEqual(loaded.devices[0]?.kind === "sim" && loaded.devices[0].model, {
+      module: join(dir, "m.js"),
+    });
+  });
+
+  it("names a file it cannot read", () => {
+    assert.throws(
+      () => loadConfigFile(join(dir, "missing.json"), deps),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.code === "CONFIG_UNREADABLE" &&
+        err.message.startsWith(`cannot read config file ${join(dir, "missing.json")}: ENOENT`),
+    );
+  });
+});

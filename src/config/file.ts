@@ -1,0 +1,271 @@
+/**
+ * The `--config FILE` loader: JSON text → validated DeviceConfig[]. Owns the file's schema and its
+ * error messages (file, key path, what was expected, what was found; unknown keys are errors) and the
+ * resolution of relative paths (model modules, `backing`, `initial.file`) against the file's directory:
+ * `"initial": {"file": path}` is read here into bytes, which the models' hex-bytes option accepts.
+ * Must not import model modules or create devices: modules.ts and devices.ts do, after this.
+ *
+ * Schema:
+ * ```
+ * { "devices": [
+ *     { "bus": "sim", "address": "0x50" | 80, "model": "24c32", "options": { ... } },
+ *     { "bus": "sim", "address": ..., "module": "./my-chip.js", "options": { ... } },
+ *     { "bus": 3 | "adapter name", "address": ... } ] }
+ * ```
+ * @module
+ */
+
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { hex, I2C_MAX_ADDR } from "../i2c/bus.js";
+import { SIM_BUS } from "../i2c/device-list.js";
+import type { DeviceConfig } from "./devices.js";
+import { ConfigError, describeValue, reasonOf } from "./errors.js";
+
+export interface ConfigFileDeps {
+  /** Adapter name → number; throws when not exactly one adapter has that name. */
+  readonly resolveAdapter: (name: string) => number;
+}
+
+export interface LoadedConfigFile {
+  /** Absolute path of the file. */
+  readonly path: string;
+  /** Its directory: relative paths in it resolve here. */
+  readonly dir: string;
+  readonly devices: DeviceConfig[];
+}
+
+/** Option keys that hold file paths, resolved against the config file's directory. */
+const PATH_OPTIONS = ["backing"] as const;
+
+const TOP_KEYS = ["devices"] as const;
+const SIM_KEYS = ["bus", "address", "model", "module", "options"] as const;
+const HOST_KEYS = ["bus", "address"] as const;
+const DECIMAL = /^[0-9]+$/;
+const HEX = /^0x[0-9a-f]+$/i;
+/** Adapter numbers are minors of /dev/i2c-N (20 bits). */
+const MAX_ADAPTER_NUMBER = (1 << 20) - 1;
+
+/** Reads and validates a config file. Throws ConfigError. */
+export function loadConfigFile(file: string, deps: ConfigFileDeps): LoadedConfigFile {
+  const path = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(
+      "CONFIG_UNREADABLE",
+      `cannot read config file ${path}: ${reasonOf(err)}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  return { path, dir: dirname(path), devices: parseConfigText(text, path, deps) };
+}
+
+/** Validates the text of a config file named `path` (relative paths resolve against its directory). */
+export function parseConfigText(text: string, path: string, deps: ConfigFileDeps): DeviceConfig[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError("CONFIG_BAD_JSON", `${path}: not valid JSON: ${reasonOf(err)}`, {
+      cause: err,
+    });
+  }
+  const reader = new SchemaReader(path, dirname(resolve(path)), deps);
+  return reader.readTop(json);
+}
+
+/** Walks the parsed JSON; every refusal goes through `fail` so messages share one shape. */
+class SchemaReader {
+  readonly #file: string;
+  readonly #dir: string;
+  readonly #deps: ConfigFileDeps;
+
+  constructor(file: string, dir: string, deps: ConfigFileDeps) {
+    this.#file = file;
+    this.#dir = dir;
+    this.#deps = deps;
+  }
+
+  readTop(json: unknown): DeviceConfig[] {
+    const top = this.#object(json, "(top level)", `an object like {"devices": [...]}`);
+    this.#onlyKeys(top, TOP_KEYS, "");
+    const list = top.devices;
+    if (!Array.isArray(list)) this.#fail("devices", "an array of devices", list);
+    if (list.length === 0) this.#fail("devices", "at least one device", list);
+    const owners = new Map<number, string>();
+    return list.map((entry, index) => {
+      const keyPath = `devices[${index}]`;
+      const device = this.#readDevice(entry, keyPath);
+      const owner = owners.get(device.address);
+      if (owner !== undefined) {
+        throw new ConfigError(
+          "CONFIG_DUPLICATE_ADDRESS",
+          `${this.#file}: ${keyPath}.address: address ${hex(device.address)} is already used by ${owner}`,
+        );
+      }
+      owners.set(device.address, keyPath);
+      return device;
+    });
+  }
+
+  #readDevice(entry: unknown, keyPath: string): DeviceConfig {
+    const device = this.#object(entry, keyPath, `a device object {"bus": ..., "address": ...}`);
+    const origin = `${this.#file}: ${keyPath}`;
+    if (!("bus" in device))
+      this.#fail(`${keyPath}.bus`, `"${SIM_BUS}" or a host adapter`, undefined);
+    if (device.bus === SIM_BUS) {
+      this.#onlyKeys(device, SIM_KEYS, keyPath);
+      const address = this.#address(device.address, `${keyPath}.address`);
+      return {
+        kind: "sim",
+        address,
+        model: this.#model(device, keyPath),
+        options: this.#options(device.options, `${keyPath}.options`),
+        origin,
+      };
+    }
+    const adapter = this.#adapter(device.bus, `${keyPath}.bus`);
+    for (const key of ["model", "module", "options"]) {
+      if (key in device) {
+        this.#fail(
+          `${keyPath}.${key}`,
+          `no "${key}" on a host adapter (models are only for "bus": "${SIM_BUS}")`,
+          device[key],
+        );
+      }
+    }
+    this.#onlyKeys(device, HOST_KEYS, keyPath);
+    return {
+      kind: "host",
+      adapter,
+      address: this.#address(device.address, `${keyPath}.address`),
+      origin,
+    };
+  }
+
+  #model(device: Record<string, unknown>, keyPath: string): string | { module: string } {
+    const hasModel = "model" in device;
+    const hasModule = "module" in device;
+    if (hasModel === hasModule) {
+      throw new ConfigError(
+        "CONFIG_INVALID",
+        `${this.#file}: ${keyPath}: expected exactly one of "model" (a built-in model name) or "module" (a path to a model module), found ${hasModel ? "both" : "neither"}`,
+      );
+    }
+    if (hasModel) {
+      const model = device.model;
+      if (typeof model !== "string" || model === "") {
+        this.#fail(`${keyPath}.model`, 'a model name such as "24c32"', model);
+      }
+      return model;
+    }
+    const module = device.module;
+    if (typeof module !== "string" || module === "") {
+      this.#fail(
+        `${keyPath}.module`,
+        'a path to a JavaScript module such as "./my-chip.js"',
+        module,
+      );
+    }
+    return { module: resolve(this.#dir, module) };
+  }
+
+  /** Options stay as the model's schema will judge them; only file paths are made absolute. */
+  #options(value: unknown, keyPath: string): Record<string, unknown> {
+    if (value === undefined) return {};
+    const options = { ...this.#object(value, keyPath, "an object of model options") };
+    for (const key of PATH_OPTIONS) {
+      const path = options[key];
+      if (path === undefined) continue;
+      if (typeof path !== "string" || path === "") {
+        this.#fail(`${keyPath}.${key}`, "a file path", path);
+      }
+      options[key] = resolve(this.#dir, path);
+    }
+    const initial = options.initial;
+    if (typeof initial === "object" && initial !== null && !Array.isArray(initial)) {
+      const spec = initial as Record<string, unknown>;
+      this.#onlyKeys(spec, ["file"], `${keyPath}.initial`);
+      if (typeof spec.file !== "string" || spec.file === "") {
+        this.#fail(`${keyPath}.initial.file`, "a file path", spec.file);
+      }
+      options.initial = this.#readBytes(resolve(this.#dir, spec.file), `${keyPath}.initial.file`);
+    }
+    return options;
+  }
+
+  #readBytes(path: string, keyPath: string): Uint8Array {
+    try {
+      return new Uint8Array(readFileSync(path));
+    } catch (err) {
+      throw new ConfigError(
+        "CONFIG_UNREADABLE",
+        `${this.#file}: ${keyPath}: cannot read ${path}: ${reasonOf(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  #address(value: unknown, keyPath: string): number {
+    const expected = `a 7-bit I2C address (0..0x7f) as a number or a string like "0x50"`;
+    let address = Number.NaN;
+    if (typeof value === "number") address = value;
+    else if (typeof value === "string" && (DECIMAL.test(value) || HEX.test(value))) {
+      address = Number(value);
+    }
+    if (!Number.isInteger(address) || address < 0 || address > I2C_MAX_ADDR) {
+      this.#fail(keyPath, expected, value);
+    }
+    return address;
+  }
+
+  #adapter(value: unknown, keyPath: string): number {
+    const expected = `"${SIM_BUS}", a host adapter number (3 means /dev/i2c-3) or an adapter name`;
+    if (typeof value === "number") {
+      if (!Number.isInteger(value) || value < 0 || value > MAX_ADAPTER_NUMBER) {
+        this.#fail(keyPath, expected, value);
+      }
+      return value;
+    }
+    if (typeof value !== "string" || value.trim() === "") this.#fail(keyPath, expected, value);
+    try {
+      return this.#deps.resolveAdapter(value);
+    } catch (err) {
+      throw new ConfigError(
+        "CONFIG_ADAPTER_NOT_FOUND",
+        `${this.#file}: ${keyPath}: adapter "${value}": ${reasonOf(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  #object(value: unknown, keyPath: string, expected: string): Record<string, unknown> {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      this.#fail(keyPath, expected, value);
+    }
+    return value as Record<string, unknown>;
+  }
+
+  #onlyKeys(object: Record<string, unknown>, allowed: readonly string[], keyPath: string): void {
+    for (const key of Object.keys(object)) {
+      if (!allowed.includes(key)) {
+        const where = keyPath === "" ? key : `${keyPath}.${key}`;
+        throw new ConfigError(
+          "CONFIG_INVALID",
+          `${this.#file}: ${where}: unknown key (expected one of: ${allowed.join(", ")})`,
+        );
+      }
+    }
+  }
+
+  #fail(keyPath: string, expected: string, found: unknown): never {
+    throw new ConfigError(
+      "CONFIG_INVALID",
+      `${this.#file}: ${keyPath}: expected ${expected}, found ${describeValue(found)}`,
+    );
+  }
+}

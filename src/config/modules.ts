@@ -1,0 +1,90 @@
+/**
+ * Loading users' model modules: a path (absolute, or relative to the config file's directory) →
+ * dynamic `import()` → its default export checked to be a ModelDefinition. Loading happens once, at
+ * start-up, before any bus is built; a module that fails is a ConfigError (the daemon exits 2).
+ * Must not create devices or validate options (devices.ts does, with the definition's schema).
+ * @module
+ */
+
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { ModelDefinition } from "../i2c/model.js";
+import type { DeviceConfig } from "./devices.js";
+import { ConfigError, describeValue, reasonOf } from "./errors.js";
+
+const OPTION_TYPES = ["number", "integer", "string", "boolean", "hex-bytes", "object", "array"];
+
+/**
+ * Imports the module at `path` (resolved against `baseDir` when relative) and returns its default
+ * export. Throws ConfigError MODULE_LOAD_FAILED (missing file, syntax error, throws while loading) or
+ * MODULE_BAD_EXPORT (the default export is not a ModelDefinition). `where` names who asked for it.
+ */
+export async function loadModelModule(
+  path: string,
+  baseDir: string,
+  where = "model module",
+): Promise<ModelDefinition> {
+  const absolute = isAbsolute(path) ? path : resolve(baseDir, path);
+  let namespace: Record<string, unknown>;
+  try {
+    namespace = await import(pathToFileURL(absolute).href);
+  } catch (err) {
+    throw new ConfigError(
+      "MODULE_LOAD_FAILED",
+      `${where}: cannot load model module ${absolute}: ${reasonOf(err)}`,
+      { cause: err },
+    );
+  }
+  const problem = definitionProblem(namespace.default);
+  if (problem !== undefined) {
+    throw new ConfigError(
+      "MODULE_BAD_EXPORT",
+      `${where}: model module ${absolute}: the default export must be a ModelDefinition ({ name, description, options?, create }): ${problem}`,
+    );
+  }
+  return namespace.default as ModelDefinition;
+}
+
+/** What is wrong with `value` as a ModelDefinition, or undefined when it has the right shape. */
+export function definitionProblem(value: unknown): string | undefined {
+  if (value === undefined) return "the module has no default export";
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return `expected an object, found ${describeValue(value)}`;
+  }
+  const definition = value as Record<string, unknown>;
+  if (typeof definition.name !== "string" || definition.name.trim() === "") {
+    return `name: expected a non-empty string, found ${describeValue(definition.name)}`;
+  }
+  if (typeof definition.description !== "string") {
+    return `description: expected a string, found ${describeValue(definition.description)}`;
+  }
+  if (typeof definition.create !== "function") {
+    return `create: expected a function (options, context) => SimDevice, found ${describeValue(definition.create)}`;
+  }
+  const options = definition.options;
+  if (options !== undefined) {
+    const type = (options as { type?: unknown } | null)?.type;
+    if (typeof options !== "object" || options === null || !OPTION_TYPES.includes(String(type))) {
+      return `options: expected an OptionSchema ({ type: "object", properties: {...} }), found ${describeValue(options)}`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Loads every user module the devices name, each path once, in order. Returns module path →
+ * definition, for `buildBuses`.
+ */
+export async function loadModules(
+  devices: readonly DeviceConfig[],
+  baseDir: string,
+): Promise<Map<string, ModelDefinition>> {
+  const modules = new Map<string, ModelDefinition>();
+  for (const device of devices) {
+    if (device.kind !== "sim" || typeof device.model === "string") continue;
+    const path = device.model.module;
+    if (modules.has(path)) continue;
+    modules.set(path, await loadModelModule(path, baseDir, device.origin));
+  }
+  return modules;
+}
