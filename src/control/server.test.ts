@@ -10,7 +10,7 @@ import { UnixListener } from "../sys/unix-socket.js";
 import { ServerError } from "../vhost-user/server.js";
 import { ControlClient, runControlCommand } from "./client.js";
 import { MAX_LINE_BYTES } from "./protocol.js";
-import { type ControlledDevice, ControlServer, type DeviceRegistry } from "./server.js";
+import { type ControlledDevice, ControlServer, type ControlRegistry } from "./server.js";
 
 class RefusedValue extends Error {
   readonly code = "MODEL_OPTION";
@@ -65,7 +65,7 @@ describe("ControlServer", () => {
   let dir: string;
   let path: string;
   let sensor: ReturnType<typeof fakeDevice>;
-  let registry: DeviceRegistry;
+  let registry: ControlRegistry;
   let server: ControlServer;
   let log: ReturnType<typeof collectingLogger>;
 

@@ -2,7 +2,7 @@
  * Control socket: a Unix stream socket (mode 0600) where operators read and change emulated devices
  * while the guest runs. One command per line, one reply line per command, many clients at once.
  * Owns the listening socket, its file and the client connections; runs commands against the
- * DeviceRegistry. Must not: block the event loop, let a client crash the daemon or grow memory
+ * ControlRegistry. Must not: block the event loop, let a client crash the daemon or grow memory
  * without bound, or know any model (it sees only SimDevice properties and memory).
  * @module
  */
@@ -46,8 +46,8 @@ export interface ControlledDevice {
   };
 }
 
-/** Guest address → the emulated chip there (ARCHITECTURE.md "DeviceRegistry"). */
-export type DeviceRegistry = ReadonlyMap<
+/** Guest address → the emulated chip there (structurally the DeviceRegistry of src/config/devices.ts). */
+export type ControlRegistry = ReadonlyMap<
   number,
   { readonly model: string; readonly device: ControlledDevice }
 >;
@@ -66,7 +66,7 @@ export interface DeviceSummary {
   readonly memorySize: number | null;
 }
 
-function lookup(registry: DeviceRegistry, addr: number): ControlledDevice {
+function lookup(registry: ControlRegistry, addr: number): ControlledDevice {
   const entry = registry.get(addr);
   if (entry === undefined) {
     throw new ControlError("ENODEV", `no emulated device at ${formatAddress(addr)}`);
@@ -74,7 +74,7 @@ function lookup(registry: DeviceRegistry, addr: number): ControlledDevice {
   return entry.device;
 }
 
-function property(registry: DeviceRegistry, addr: number, name: string) {
+function property(registry: ControlRegistry, addr: number, name: string) {
   const properties = lookup(registry, addr).properties ?? {};
   const found = Object.hasOwn(properties, name) ? properties[name] : undefined;
   if (found === undefined) {
@@ -87,7 +87,7 @@ function property(registry: DeviceRegistry, addr: number, name: string) {
   return found;
 }
 
-function memoryRange(registry: DeviceRegistry, addr: number, offset: number, length: number) {
+function memoryRange(registry: ControlRegistry, addr: number, offset: number, length: number) {
   const memory = lookup(registry, addr).memory;
   if (memory === undefined)
     throw new ControlError("ENOMEM", `${formatAddress(addr)} has no memory`);
@@ -112,7 +112,7 @@ function callModel<T>(what: string, call: () => T): T {
   }
 }
 
-function summarize(registry: DeviceRegistry): DeviceSummary[] {
+function summarize(registry: ControlRegistry): DeviceSummary[] {
   return [...registry]
     .sort(([a], [b]) => a - b)
     .map(([addr, { model, device }]) => {
@@ -134,7 +134,7 @@ function summarize(registry: DeviceRegistry): DeviceSummary[] {
  * about; logs every state change at info.
  */
 export function executeCommand(
-  registry: DeviceRegistry,
+  registry: ControlRegistry,
   command: Command,
   logger: Logger,
 ): CommandResult {
@@ -181,7 +181,7 @@ export function executeCommand(
 }
 
 /** Parses and runs one line; returns the reply line (with newline), or null for a blank line. */
-export function handleLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
+export function handleLine(registry: ControlRegistry, line: string, logger: Logger): string | null {
   const parsed = parseLine(line);
   if (parsed === null) return null;
   const { format, command } = parsed;
@@ -224,7 +224,7 @@ function claimSocketPath(path: string): void {
 }
 
 /** handleLine that never throws: a bug is answered and logged, never a daemon crash. */
-function answerLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
+function answerLine(registry: ControlRegistry, line: string, logger: Logger): string | null {
   try {
     return handleLine(registry, line, logger);
   } catch (error) {
@@ -234,7 +234,7 @@ function answerLine(registry: DeviceRegistry, line: string, logger: Logger): str
 }
 
 /** One client: splits its bytes into lines, answers each, pauses while its replies are unread. */
-function serveClient(socket: Socket, registry: DeviceRegistry, logger: Logger): void {
+function serveClient(socket: Socket, registry: ControlRegistry, logger: Logger): void {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   const reply = (line: string) => {
@@ -308,7 +308,7 @@ export class ControlServer {
    */
   static listen(
     path: string,
-    registry: DeviceRegistry,
+    registry: ControlRegistry,
     options: ControlServerOptions = {},
   ): ControlServer {
     const logger = options.logger ?? silentLogger;
@@ -356,7 +356,7 @@ export class ControlServer {
     }
   }
 
-  #accept(socket: Socket, registry: DeviceRegistry): void {
+  #accept(socket: Socket, registry: ControlRegistry): void {
     if (this.#closed) {
       socket.destroy();
       return;
