@@ -1,11 +1,46 @@
 /**
- * Public API for emulated I2C chips. A model sees bus events for its own address only; the bus
- * (src/i2c/sim-bus.ts) does the addressing, ordering and error containment.
- * Must not know about virtio, guest memory or host adapters.
+ * Public API for emulated I2C chips (re-exported by the package entry src/index.ts for user modules):
+ * the bus-event target interface, the device/property/memory shape operators reach, model
+ * definitions with option schemas, and the registry of built-in models.
+ * A model sees bus events for its own addresses only; the bus (src/i2c/sim-bus.ts) does the
+ * addressing, ordering and error containment. Must not know about virtio, guest memory, host
+ * adapters, the configuration file format or the control socket.
  * @module
  */
 
-import { EEPROM_24C02, Eeprom } from "./models/eeprom.js";
+import { type Logger, silentLogger } from "../log.js";
+import { openBacking } from "./backing-store.js";
+import { builtinModels } from "./models/builtin.js";
+import { MODEL_ERROR_CODES, ModelError } from "./models/model-error.js";
+import { type ObjectSchema, type OptionValue, validateOptions } from "./models/options.js";
+
+export { builtinModels } from "./models/builtin.js";
+export {
+  MODEL_ERROR_CODES,
+  ModelError,
+  type ModelErrorCode,
+  type OptionIssue,
+} from "./models/model-error.js";
+export {
+  type ArraySchema,
+  type BooleanSchema,
+  checkOptions,
+  type HexBytesSchema,
+  type NumberSchema,
+  type ObjectSchema,
+  type OptionSchema,
+  type OptionValue,
+  parseHexBytes,
+  parseInteger,
+  type StringSchema,
+  validateOptions,
+} from "./models/options.js";
+export {
+  RegisterFile,
+  type RegisterFileHooks,
+  type RegisterFileOptions,
+  RegisterPointer,
+} from "./models/registers.js";
 
 /**
  * An emulated I2C target driven by bus events. For each message addressed to the model the bus calls
@@ -46,44 +81,167 @@ export interface I2cDeviceModel {
   stop(): void;
 }
 
-/** Options every named model accepts. */
-export interface ModelOptions {
-  /** Initial memory content, for models that have memory. */
-  readonly contents?: Uint8Array;
+/**
+ * One chip: its I2C targets and what operators can reach (control socket `get`/`set`/`read`/`write`).
+ * `targets[i]` answers on base address + i (a 24c16 has 8 targets sharing one memory and pointer).
+ */
+export interface SimDevice {
+  readonly targets: readonly I2cDeviceModel[];
+  /** Named run-time values, e.g. LM75 "temperature" (°C). */
+  readonly properties?: Readonly<Record<string, DeviceProperty>>;
+  /** The chip's memory (EEPROM array, RTC RAM, register image). */
+  readonly memory?: DeviceMemory;
+  /** Flush and release backing files. Idempotent. */
+  close?(): void;
 }
 
-export class ModelError extends Error {
-  readonly code = "I2C_UNKNOWN_MODEL";
-  constructor(message: string) {
-    super(message);
-    this.name = "ModelError";
-  }
+/** A run-time value of a device. */
+export interface DeviceProperty {
+  readonly description: string;
+  get(): number | string | boolean;
+  /** Parses and validates the text; throws ModelError ("I2C_MODEL_BAD_VALUE") when it cannot. */
+  set?(value: string): void;
 }
 
-const MODEL_FACTORIES: Readonly<Record<string, (options: ModelOptions) => I2cDeviceModel>> = {
-  "24c02": (options) => new Eeprom({ ...EEPROM_24C02, ...options }),
-};
-
-/** Names accepted by `createModel`, e.g. for `sim:0x50=24c02` in the device list. */
-export const MODEL_NAMES: readonly string[] = Object.keys(MODEL_FACTORIES);
-
-export function isModelName(name: string): boolean {
-  return Object.hasOwn(MODEL_FACTORIES, name);
+/** Byte-addressed access to a device's memory. Offsets out of range throw "I2C_MODEL_OUT_OF_RANGE". */
+export interface DeviceMemory {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+  /** Durable before it returns when the memory is backed by a file. */
+  write(offset: number, data: Uint8Array): void;
 }
 
 /**
- * Creates an emulated chip by name. Throws ModelError (code "I2C_UNKNOWN_MODEL") for unknown names.
+ * What a model module exports as `default` (built-in models use the same shape). Callers validate
+ * `options` against the schema (`validateOptions`) before `create`; models made with `defineModel`
+ * validate again themselves, so `create` is safe to call directly.
+ */
+export interface ModelDefinition {
+  /** "24c32", "lm75", "ds1307", "register-file". */
+  readonly name: string;
+  readonly description: string;
+  readonly options?: ObjectSchema;
+  create(options: Readonly<Record<string, unknown>>, context: ModelContext): SimDevice;
+}
+
+/** What a model gets from the daemon when it is created. */
+export interface ModelContext {
+  /** Base guest address (targets[i] answers on address + i). */
+  readonly address: number;
+  readonly logger: Logger;
+  /** Relative paths in options resolve here. */
+  readonly baseDir: string;
+  /** Opens (or creates from `initial`) a file holding `size` bytes; see src/i2c/backing-store.ts. */
+  openBacking(path: string, size: number, initial: Uint8Array): BackingStore;
+}
+
+/** File-backed bytes with write-through: `commit` is durable (written and fdatasync'ed) on return. */
+export interface BackingStore {
+  readonly bytes: Uint8Array;
+  commit(offset: number, length: number): void;
+  close(): void;
+}
+
+/**
+ * Builds a ModelDefinition whose `create` receives options validated and typed by the schema.
+ *
+ * @example A user module (`export default defineModel({...})`):
+ * ```ts
+ * import { defineModel, RegisterFile } from "vhost-device-i2c";
+ *
+ * export default defineModel({
+ *   name: "id-chip",
+ *   description: "one read-only ID register",
+ *   options: { type: "object", properties: { id: { type: "integer", min: 0, max: 255 } } },
+ *   create(options) {
+ *     const id = options.id ?? 0x42;
+ *     return { targets: [new RegisterFile({ count: 1 }, { read: () => id, write: () => {} })] };
+ *   },
+ * });
+ * ```
+ */
+export function defineModel<const S extends ObjectSchema>(definition: {
+  readonly name: string;
+  readonly description: string;
+  readonly options: S;
+  create(options: OptionValue<S>, context: ModelContext): SimDevice;
+}): ModelDefinition {
+  const { name, description, options: schema } = definition;
+  return {
+    name,
+    description,
+    options: schema,
+    create(options, context) {
+      return definition.create(validateOptions(schema, options, name), context);
+    },
+  };
+}
+
+const BUILTIN_BY_NAME: ReadonlyMap<string, ModelDefinition> = new Map(
+  builtinModels.map((definition) => [definition.name, definition]),
+);
+
+/** Names of the built-in models, e.g. for `sim:0x50=24c02` in the device list. */
+export const MODEL_NAMES: readonly string[] = [...BUILTIN_BY_NAME.keys()];
+
+/** True when `name` is a built-in model. */
+export function isModelName(name: string): boolean {
+  return BUILTIN_BY_NAME.has(name);
+}
+
+/**
+ * The built-in model of that name. Throws ModelError "I2C_UNKNOWN_MODEL" listing the known names.
  *
  * @example
  * ```ts
- * const eeprom = createModel("24c02");
- * const bus = new SimBus(new Map([[0x50, eeprom]]));
+ * const device = findModel("lm75").create({ temperature: 21.5 }, modelContext({ address: 0x48 }));
+ * const bus = new SimBus(simTargets(new Map([[0x48, device]])));
  * ```
  */
-export function createModel(name: string, options: ModelOptions = {}): I2cDeviceModel {
-  const factory = Object.hasOwn(MODEL_FACTORIES, name) ? MODEL_FACTORIES[name] : undefined;
-  if (!factory) {
-    throw new ModelError(`unknown device model "${name}" (known: ${MODEL_NAMES.join(", ")})`);
+export function findModel(name: string): ModelDefinition {
+  const definition = BUILTIN_BY_NAME.get(name);
+  if (!definition) {
+    throw new ModelError(
+      MODEL_ERROR_CODES.unknownModel,
+      `unknown device model "${name}" (known: ${MODEL_NAMES.join(", ")})`,
+    );
   }
-  return factory(options);
+  return definition;
+}
+
+/**
+ * A ModelContext with defaults: silent logger, the current directory as baseDir, backing files
+ * opened with `openBacking` relative to baseDir. For tests, tools and embedding.
+ */
+export function modelContext(
+  overrides: Partial<ModelContext> & { readonly address: number },
+): ModelContext {
+  const baseDir = overrides.baseDir ?? process.cwd();
+  return {
+    logger: silentLogger,
+    baseDir,
+    openBacking: (path, size, initial) => openBacking(path, size, initial, baseDir),
+    ...overrides,
+  };
+}
+
+/** Options of the legacy `createModel`. */
+export interface ModelOptions {
+  /** Initial memory content (shorter content leaves the rest erased). */
+  readonly contents?: Uint8Array;
+}
+
+/**
+ * Legacy helper: the first target of a built-in model with default options (at address 0).
+ * Prefer `findModel(name).create(options, context)`, which also gives the other targets,
+ * properties and memory.
+ */
+export function createModel(name: string, options: ModelOptions = {}): I2cDeviceModel {
+  const device = findModel(name).create(
+    options.contents ? { initial: options.contents } : {},
+    modelContext({ address: 0 }),
+  );
+  const first = device.targets[0];
+  if (!first) throw new ModelError(MODEL_ERROR_CODES.badOptions, `model "${name}" has no target`);
+  return first;
 }

@@ -7,7 +7,7 @@
 
 import { type Logger, silentLogger } from "../log.js";
 import { hex, type I2cBus, type I2cMessage } from "./bus.js";
-import type { I2cDeviceModel } from "./model.js";
+import { type I2cDeviceModel, MODEL_ERROR_CODES, ModelError, type SimDevice } from "./model.js";
 
 /** Thrown internally when a model returns something other than the contract allows. */
 class ModelContractError extends Error {
@@ -17,6 +17,38 @@ class ModelContractError extends Error {
 function expectBoolean(value: unknown, call: string): boolean {
   if (typeof value !== "boolean") throw new ModelContractError(`${call} returned ${typeof value}`);
   return value;
+}
+
+/** Highest 7-bit address a target may take (0x78-0x7f are reserved, but a model may still sit there). */
+const MAX_ADDRESS = 0x7f;
+
+/**
+ * Expands chips into the address → target map SimBus takes: `targets[i]` of a device at `base`
+ * answers on `base + i`. Throws ModelError "I2C_MODEL_BAD_OPTIONS" when a target would fall past
+ * 0x7f or onto an address another device already holds.
+ *
+ * @example
+ * ```ts
+ * const eeprom = findModel("24c04").create({}, modelContext({ address: 0x50 }));
+ * const bus = new SimBus(simTargets(new Map([[0x50, eeprom]])));   // answers on 0x50 and 0x51
+ * ```
+ */
+export function simTargets(devices: ReadonlyMap<number, SimDevice>): Map<number, I2cDeviceModel> {
+  const targets = new Map<number, I2cDeviceModel>();
+  for (const [base, device] of devices) {
+    device.targets.forEach((target, i) => {
+      const addr = base + i;
+      if (addr > MAX_ADDRESS || targets.has(addr)) {
+        const why = addr > MAX_ADDRESS ? "past 0x7f" : "already taken by another device";
+        throw new ModelError(
+          MODEL_ERROR_CODES.badOptions,
+          `device at ${hex(base)} needs address ${hex(addr)} for its target ${i}, which is ${why}`,
+        );
+      }
+      targets.set(addr, target);
+    });
+  }
+  return targets;
 }
 
 export class SimBus implements I2cBus {

@@ -1,89 +1,137 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
 import fc from "fast-check";
 import type { I2cMessage } from "../bus.js";
-import { createModel, ModelError } from "../model.js";
-import { SimBus } from "../sim-bus.js";
-import { EEPROM_24C02, Eeprom, EepromOptionsError } from "./eeprom.js";
+import { createModel, findModel, ModelError, modelContext, type SimDevice } from "../model.js";
+import { SimBus, simTargets } from "../sim-bus.js";
+import { EEPROM_GEOMETRIES } from "./eeprom.js";
 
 const ADDR = 0x50;
-const w = (...bytes: number[]): I2cMessage => ({
-  addr: ADDR,
+const w = (addr: number, ...bytes: number[]): I2cMessage => ({
+  addr,
   read: false,
   buf: Uint8Array.from(bytes),
 });
-const r = (len: number): I2cMessage => ({ addr: ADDR, read: true, buf: new Uint8Array(len) });
+const r = (addr: number, len: number): I2cMessage => ({
+  addr,
+  read: true,
+  buf: new Uint8Array(len),
+});
 
-function setup(eeprom = new Eeprom()) {
-  const bus = new SimBus(new Map([[ADDR, eeprom]]));
-  const readAt = (offset: number, len: number) => {
-    const msg = r(len);
-    assert.equal(bus.transfer([w(offset), msg]), 2);
-    return [...msg.buf];
+function setup(name = "24c02", options: Record<string, unknown> = {}, baseDir?: string) {
+  const context = modelContext(
+    baseDir === undefined ? { address: ADDR } : { address: ADDR, baseDir },
+  );
+  const device: SimDevice = findModel(name).create(options, context);
+  const bus = new SimBus(simTargets(new Map([[ADDR, device]])));
+  const pointer = () => device.properties?.pointer?.get();
+  const memory = () => {
+    assert.ok(device.memory);
+    return device.memory.read(0, device.memory.size);
   };
-  return { eeprom, bus, readAt };
+  /** Random read: 1-byte word address on a block target, or 2-byte address. */
+  const readAt = (offset: number, len: number, wide = false) => {
+    const msg = r(ADDR, len);
+    const select = wide
+      ? w(ADDR, offset >> 8, offset & 0xff)
+      : w(ADDR + (offset >> 8), offset & 0xff);
+    const readMsg = wide ? msg : { ...msg, addr: ADDR + (offset >> 8) };
+    assert.equal(bus.transfer([select, readMsg]), 2);
+    return [...readMsg.buf];
+  };
+  return { device, bus, readAt, pointer, memory };
 }
 
-describe("Eeprom (24c02)", () => {
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), "eeprom-test-"));
+  dirs.push(dir);
+  return dir;
+};
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("EEPROM 24c02", () => {
   it("starts erased (0xff) with the pointer at 0", () => {
-    const { eeprom, readAt } = setup();
-    assert.equal(eeprom.pointer, 0);
+    const { pointer, readAt } = setup();
+    assert.equal(pointer(), 0);
     assert.deepEqual(readAt(0, 4), [0xff, 0xff, 0xff, 0xff]);
   });
 
   it("write then repeated-START read is a random read", () => {
     const { bus, readAt } = setup();
-    assert.equal(bus.transfer([w(0x10, 1, 2, 3)]), 1);
+    assert.equal(bus.transfer([w(ADDR, 0x10, 1, 2, 3)]), 1);
     assert.deepEqual(readAt(0x10, 3), [1, 2, 3]);
     assert.deepEqual(readAt(0x11, 1), [2]);
   });
 
   it("the pointer persists between transfers (current-address read)", () => {
-    const { bus, eeprom } = setup();
-    bus.transfer([w(0x20, 0xaa, 0xbb)]);
-    bus.transfer([w(0x20)]);
-    assert.equal(eeprom.pointer, 0x20);
-    const first = r(1);
-    const second = r(1);
+    const { bus, pointer } = setup();
+    bus.transfer([w(ADDR, 0x20, 0xaa, 0xbb)]);
+    bus.transfer([w(ADDR, 0x20)]);
+    assert.equal(pointer(), 0x20);
+    const first = r(ADDR, 1);
+    const second = r(ADDR, 1);
     bus.transfer([first]);
     bus.transfer([second]);
     assert.deepEqual([first.buf[0], second.buf[0]], [0xaa, 0xbb]);
-    assert.equal(eeprom.pointer, 0x22);
+    assert.equal(pointer(), 0x22);
   });
 
   it("writes wrap around inside the current 8-byte page", () => {
     const { bus, readAt } = setup();
-    bus.transfer([w(0x0e, 1, 2, 3, 4)]);
+    bus.transfer([w(ADDR, 0x0e, 1, 2, 3, 4)]);
     assert.deepEqual(readAt(0x08, 8), [3, 4, 0xff, 0xff, 0xff, 0xff, 1, 2]);
     assert.deepEqual(readAt(0x10, 1), [0xff], "the next page is untouched");
   });
 
   it("reads roll over from the end of memory to address 0", () => {
     const { bus, readAt } = setup();
-    bus.transfer([w(0x00, 0x42)]);
-    bus.transfer([w(0xff, 0x24)]);
+    bus.transfer([w(ADDR, 0x00, 0x42)]);
+    bus.transfer([w(ADDR, 0xff, 0x24)]);
     assert.deepEqual(readAt(0xff, 2), [0x24, 0x42]);
   });
 
   it("written bytes are committed at STOP, and a repeated START before STOP discards them", () => {
-    const { eeprom, bus, readAt } = setup();
-    const msg = r(1);
-    assert.equal(bus.transfer([w(0x30, 9), w(0x30), msg]), 3);
+    const { bus, readAt, memory } = setup();
+    const msg = r(ADDR, 1);
+    assert.equal(bus.transfer([w(ADDR, 0x30, 9), w(ADDR, 0x30), msg]), 3);
     assert.deepEqual([...msg.buf], [0xff]);
-    assert.equal(eeprom.contents()[0x30], 0xff);
+    assert.equal(memory()[0x30], 0xff);
     assert.deepEqual(readAt(0x30, 1), [0xff]);
   });
 
   it("a zero-length write (quick probe) is ACKed and changes nothing", () => {
-    const { eeprom, bus } = setup();
-    bus.transfer([w(0x05)]);
-    assert.equal(bus.transfer([w()]), 1);
-    assert.equal(eeprom.pointer, 0x05);
+    const { bus, pointer } = setup();
+    bus.transfer([w(ADDR, 0x05)]);
+    assert.equal(bus.transfer([w(ADDR)]), 1);
+    assert.equal(pointer(), 0x05);
   });
 
-  it("takes initial contents and keeps the rest erased", () => {
-    const { readAt } = setup(new Eeprom({ ...EEPROM_24C02, contents: Uint8Array.of(1, 2) }));
-    assert.deepEqual(readAt(0, 3), [1, 2, 0xff]);
+  it("takes initial contents as hex or bytes and keeps the rest erased", () => {
+    assert.deepEqual(setup("24c02", { initial: "0102" }).readAt(0, 3), [1, 2, 0xff]);
+    assert.deepEqual(setup("24c02", { initial: Uint8Array.of(7) }).readAt(0, 2), [7, 0xff]);
+  });
+
+  it("readOnly (WP) acknowledges writes, moves the pointer and keeps the memory", () => {
+    const { bus, readAt, pointer } = setup("24c02", { readOnly: true, initial: "aa" });
+    assert.equal(bus.transfer([w(ADDR, 0x00, 1, 2)]), 1);
+    assert.equal(pointer(), 2);
+    assert.deepEqual(readAt(0, 2), [0xaa, 0xff]);
+  });
+
+  it("memory writes from the operator are visible to the guest", () => {
+    const { device, readAt } = setup();
+    device.memory?.write(0x40, Uint8Array.of(5, 6));
+    assert.deepEqual(readAt(0x40, 2), [5, 6]);
+    assert.throws(
+      () => device.memory?.read(0xff, 2),
+      (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_OUT_OF_RANGE",
+    );
   });
 
   it("matches a flat memory reference for any sequence of page writes and reads", () => {
@@ -101,7 +149,7 @@ describe("Eeprom (24c02)", () => {
         const reference = new Uint8Array(256).fill(0xff);
         for (const o of ops) {
           if (o.kind === "write") {
-            bus.transfer([w(o.offset, ...o.data)]);
+            bus.transfer([w(ADDR, o.offset, ...o.data)]);
             const page = o.offset & ~7;
             o.data.forEach((byte, i) => {
               reference[page | ((o.offset + i) & 7)] = byte;
@@ -117,43 +165,140 @@ describe("Eeprom (24c02)", () => {
       }),
     );
   });
+});
 
-  it("supports two address bytes (big-endian) for larger parts", () => {
-    const eeprom = new Eeprom({ size: 4096, pageSize: 32, addressBytes: 2 });
-    const bus = new SimBus(new Map([[ADDR, eeprom]]));
-    bus.transfer([w(0x0a, 0xbc, 0x77)]);
-    assert.equal(eeprom.contents()[0xabc], 0x77);
-    const msg = r(1);
-    bus.transfer([w(0x0a, 0xbc), msg]);
-    assert.equal(msg.buf[0], 0x77);
+describe("EEPROM family geometry", () => {
+  it("has the at24 sizes, pages and word-address widths", () => {
+    const table = Object.fromEntries(
+      EEPROM_GEOMETRIES.map((g) => [g.name, [g.size, g.pageSize, g.addressBytes]]),
+    );
+    assert.deepEqual(table, {
+      "24c01": [128, 8, 1],
+      "24c02": [256, 8, 1],
+      "24c04": [512, 16, 1],
+      "24c08": [1024, 16, 1],
+      "24c16": [2048, 16, 1],
+      "24c32": [4096, 32, 2],
+      "24c64": [8192, 32, 2],
+      "24c128": [16384, 64, 2],
+      "24c256": [32768, 64, 2],
+      "24c512": [65536, 128, 2],
+    });
   });
 
-  it("rejects impossible geometries with a stable code", () => {
-    const bad = [
-      { size: 300, pageSize: 8, addressBytes: 1 as const },
-      { size: 512, pageSize: 8, addressBytes: 1 as const },
-      { size: 256, pageSize: 3, addressBytes: 1 as const },
-      { size: 256, pageSize: 512, addressBytes: 1 as const },
-      { size: 256, pageSize: 8, addressBytes: 3 as unknown as 1 },
-      { ...EEPROM_24C02, contents: new Uint8Array(257) },
+  it("24c01 wraps its 7-bit address: 0x80 is 0x00, reads roll over at 128", () => {
+    const { bus, readAt } = setup("24c01");
+    bus.transfer([w(ADDR, 0x80, 0x11)]);
+    assert.deepEqual(readAt(0x00, 1), [0x11]);
+    bus.transfer([w(ADDR, 0x7f, 0x22)]);
+    bus.transfer([w(ADDR, 0x7f)]);
+    const msg = r(ADDR, 2);
+    bus.transfer([msg]);
+    assert.deepEqual([...msg.buf], [0x22, 0x11]);
+  });
+
+  it("24c04/08/16 answer on 2/4/8 addresses; the address offset selects the 256-byte block", () => {
+    for (const [name, blocks] of [
+      ["24c04", 2],
+      ["24c08", 4],
+      ["24c16", 8],
+    ] as const) {
+      const { device, bus, memory } = setup(name);
+      assert.equal(device.targets.length, blocks, name);
+      for (let b = 0; b < blocks; b++) bus.transfer([w(ADDR + b, 0x10, b + 1)]);
+      const mem = memory();
+      for (let b = 0; b < blocks; b++)
+        assert.equal(mem[b * 256 + 0x10], b + 1, `${name} block ${b}`);
+      assert.equal(bus.transfer([w(ADDR + blocks, 0)]), 0, `${name}: no target past its blocks`);
+    }
+  });
+
+  it("24c16: one pointer shared by all targets; sequential reads cross blocks and roll over", () => {
+    const { bus, pointer, readAt } = setup("24c16");
+    bus.transfer([w(ADDR + 7, 0xff, 0x77)]);
+    assert.equal(pointer(), 0x7f0, "page wrap inside the last page");
+    bus.transfer([w(ADDR + 1, 0x00, 0x88)]);
+    bus.transfer([w(ADDR, 0x00, 0x99)]);
+    assert.deepEqual(readAt(0x7ff, 3), [0x77, 0x99, 0xff]);
+    bus.transfer([w(ADDR + 0, 0xff)]);
+    const msg = r(ADDR + 5, 2); // current-address read on another target uses the shared pointer
+    bus.transfer([msg]);
+    assert.deepEqual([...msg.buf], [0xff, 0x88]);
+  });
+
+  it("24c32 and up take a 16-bit big-endian word address", () => {
+    for (const name of ["24c32", "24c64", "24c128", "24c256", "24c512"]) {
+      const { bus, readAt, memory, device } = setup(name);
+      const size = device.memory?.size ?? 0;
+      const offset = size - 3;
+      bus.transfer([w(ADDR, offset >> 8, offset & 0xff, 0xab)]);
+      assert.equal(memory()[offset], 0xab, name);
+      assert.deepEqual(readAt(offset, 1, true), [0xab], name);
+      assert.deepEqual(readAt(size - 1, 2, true).slice(1), [0xff], `${name} rolls over`);
+    }
+  });
+
+  it("24c512 page write wraps inside its 128-byte page", () => {
+    const { bus, memory } = setup("24c512");
+    bus.transfer([w(ADDR, 0x01, 0x7f, 1, 2)]);
+    const mem = memory();
+    assert.deepEqual([mem[0x17f], mem[0x100], mem[0x180]], [1, 2, 0xff]);
+  });
+});
+
+describe("EEPROM backing file", () => {
+  it("creates the file from initial, writes through at STOP, and reopens with the content", () => {
+    const dir = tempDir();
+    const first = setup("24c02", { backing: "eeprom.bin", initial: "0102" }, dir);
+    assert.deepEqual([...readFileSync(join(dir, "eeprom.bin")).subarray(0, 3)], [1, 2, 0xff]);
+    first.bus.transfer([w(ADDR, 0x10, 0xde, 0xad)]);
+    assert.deepEqual([...readFileSync(join(dir, "eeprom.bin")).subarray(0x10, 0x12)], [0xde, 0xad]);
+    first.device.close?.();
+    const second = setup("24c02", { backing: "eeprom.bin", initial: "ffff" }, dir);
+    assert.deepEqual(second.readAt(0, 2), [1, 2], "an existing file wins over initial");
+    assert.deepEqual(second.readAt(0x10, 2), [0xde, 0xad]);
+    second.device.close?.();
+  });
+
+  it("refuses a file of another size with I2C_BACKING_SIZE", () => {
+    const dir = tempDir();
+    setup("24c02", { backing: "x.bin" }, dir).device.close?.();
+    assert.throws(
+      () => setup("24c04", { backing: "x.bin" }, dir),
+      (e: unknown) => e instanceof ModelError && e.code === "I2C_BACKING_SIZE",
+    );
+  });
+});
+
+describe("EEPROM options", () => {
+  it("refuses bad options with I2C_MODEL_BAD_OPTIONS naming the key", () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ readOnly: "yes" }, /options\.readOnly: expected true or false/],
+      [{ initial: "xyz" }, /options\.initial: expected bytes as a hex string/],
+      [{ initial: "00".repeat(257) }, /at most 256/],
+      [
+        { backng: "a.bin" },
+        /options\.backng: expected no such option \(known: backing, initial, readOnly\)/,
+      ],
     ];
-    for (const options of bad) {
+    for (const [options, message] of cases) {
       assert.throws(
-        () => new Eeprom(options),
-        (e: unknown) => {
-          return e instanceof EepromOptionsError && e.code === "I2C_MODEL_BAD_OPTIONS";
-        },
+        () => setup("24c02", options),
+        (e: unknown) =>
+          e instanceof ModelError && e.code === "I2C_MODEL_BAD_OPTIONS" && message.test(e.message),
+        JSON.stringify(options),
       );
     }
   });
 });
 
-describe("createModel", () => {
-  it("creates a 24c02 by name", () => {
+describe("createModel (legacy)", () => {
+  it("creates a 24c02 by name with contents", () => {
     const model = createModel("24c02", { contents: Uint8Array.of(0x12) });
-    assert.ok(model instanceof Eeprom);
-    assert.equal(model.size, 256);
-    assert.equal(model.contents()[0], 0x12);
+    const bus = new SimBus(new Map([[ADDR, model]]));
+    const msg = r(ADDR, 2);
+    assert.equal(bus.transfer([w(ADDR, 0), msg]), 2);
+    assert.deepEqual([...msg.buf], [0x12, 0xff]);
   });
 
   it("refuses unknown names with code I2C_UNKNOWN_MODEL and lists the known ones", () => {

@@ -1,82 +1,87 @@
 /**
- * 24Cxx-style serial EEPROM model: memory array, address pointer, page-wrapping writes committed at
- * STOP. Owns only the chip's state; must not know about buses, addresses on the bus or virtio.
+ * 24Cxx serial EEPROM family (at24-compatible): memory array, one address pointer per chip shared
+ * by its targets, page-wrapping writes committed at STOP and written through to the backing file.
+ * Owns only the chip's behaviour; must not know about buses, virtio or the configuration format.
  * @module
  */
 
-import type { I2cDeviceModel } from "../model.js";
+import type {
+  BackingStore,
+  I2cDeviceModel,
+  ModelContext,
+  ModelDefinition,
+  SimDevice,
+} from "../model.js";
+import { DirtyRange, openModelStore, storeMemory } from "./memory.js";
+import { validateOptions } from "./options.js";
 
-export interface EepromOptions {
-  /** Memory size in bytes (power of two). */
+/** Geometry of one EEPROM type. */
+export interface EepromGeometry {
+  readonly name: string;
+  /** Bytes (power of two). */
   readonly size: number;
-  /** Write page size in bytes (power of two, at most `size`). */
+  /** Write page bytes (power of two). */
   readonly pageSize: number;
-  /** Word address bytes sent before data: 1 (up to 256 bytes) or 2 (up to 64 KiB). */
+  /** Word address bytes: 1 (with block-select addresses above 256 bytes) or 2 (big-endian). */
   readonly addressBytes: 1 | 2;
-  /** Initial content (shorter content leaves the rest 0xff, like an erased chip). */
-  readonly contents?: Uint8Array;
 }
 
-export class EepromOptionsError extends Error {
-  readonly code = "I2C_MODEL_BAD_OPTIONS";
-  constructor(message: string) {
-    super(message);
-    this.name = "EepromOptionsError";
-  }
-}
+/** The at24 family as Linux's at24 driver knows it. */
+export const EEPROM_GEOMETRIES: readonly EepromGeometry[] = [
+  { name: "24c01", size: 128, pageSize: 8, addressBytes: 1 },
+  { name: "24c02", size: 256, pageSize: 8, addressBytes: 1 },
+  { name: "24c04", size: 512, pageSize: 16, addressBytes: 1 },
+  { name: "24c08", size: 1024, pageSize: 16, addressBytes: 1 },
+  { name: "24c16", size: 2048, pageSize: 16, addressBytes: 1 },
+  { name: "24c32", size: 4096, pageSize: 32, addressBytes: 2 },
+  { name: "24c64", size: 8192, pageSize: 32, addressBytes: 2 },
+  { name: "24c128", size: 16384, pageSize: 64, addressBytes: 2 },
+  { name: "24c256", size: 32768, pageSize: 64, addressBytes: 2 },
+  { name: "24c512", size: 65536, pageSize: 128, addressBytes: 2 },
+];
 
-/** Geometry of the 24C02: 256 bytes, 8-byte pages, one address byte. */
-export const EEPROM_24C02: EepromOptions = { size: 256, pageSize: 8, addressBytes: 1 };
+const BLOCK = 256;
 
-const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
-
-function validate(options: EepromOptions): void {
-  const { size, pageSize, addressBytes, contents } = options;
-  if (addressBytes !== 1 && addressBytes !== 2) {
-    throw new EepromOptionsError(`addressBytes must be 1 or 2, got ${String(addressBytes)}`);
-  }
-  if (!isPowerOfTwo(size) || size > 1 << (8 * addressBytes)) {
-    throw new EepromOptionsError(
-      `size must be a power of two up to ${1 << (8 * addressBytes)} bytes, got ${size}`,
-    );
-  }
-  if (!isPowerOfTwo(pageSize) || pageSize > size) {
-    throw new EepromOptionsError(`pageSize must be a power of two up to ${size}, got ${pageSize}`);
-  }
-  if (contents && contents.length > size) {
-    throw new EepromOptionsError(`contents of ${contents.length} bytes exceed size ${size}`);
-  }
+/** Options of every EEPROM model. */
+function eepromSchema(size: number) {
+  return {
+    type: "object",
+    properties: {
+      backing: { type: "string", description: "file holding the memory (relative to the config)" },
+      initial: { type: "hex-bytes", maxLength: size, description: "content when no file exists" },
+      readOnly: { type: "boolean", description: "WP pin: writes are acknowledged and ignored" },
+    },
+  } as const;
 }
 
 /**
- * The chip's behaviour, as in 24Cxx datasheets:
- * - a write message starts with the word address (1 or 2 bytes, big-endian), which sets the pointer;
+ * The chip, as in 24Cxx datasheets:
+ * - a write message starts with the word address (1 byte, or 2 big-endian), which sets the pointer;
+ *   on 1-byte parts above 256 bytes the target (address offset) selects the 256-byte block;
  * - further bytes go to the pointer, which wraps inside the current page;
- * - the write cycle starts at STOP: written bytes are committed then, and discarded when a repeated
- *   START comes first;
+ * - the write cycle starts at STOP: written bytes are committed then (and written through to the
+ *   backing file), and discarded when a repeated START comes first;
  * - reads return bytes from the pointer and auto-increment, rolling over at the end of the memory;
- * - the pointer persists between transfers (current-address read).
+ * - the pointer persists between transfers and is shared by all targets (current-address read).
  */
-export class Eeprom implements I2cDeviceModel {
-  readonly size: number;
-  readonly pageSize: number;
-  readonly addressBytes: 1 | 2;
-  readonly #memory: Uint8Array;
+export class EepromChip {
+  readonly geometry: EepromGeometry;
+  readonly targets: readonly I2cDeviceModel[];
+  readonly #store: BackingStore;
+  readonly #readOnly: boolean;
   #pointer = 0;
-  /** Word address bytes still expected in the current write message. */
-  #addressBytesPending = 0;
-  #pendingAddress = 0;
-  /** Bytes written since the last START, keyed by memory offset, committed at STOP. */
-  readonly #pendingWrites = new Map<number, number>();
   #writing = false;
+  #addressBytesPending = 0;
+  #address = 0;
+  /** Bytes written since the last START, by memory offset, committed at STOP. */
+  readonly #pending = new Map<number, number>();
 
-  constructor(options: EepromOptions = EEPROM_24C02) {
-    validate(options);
-    this.size = options.size;
-    this.pageSize = options.pageSize;
-    this.addressBytes = options.addressBytes;
-    this.#memory = new Uint8Array(this.size).fill(0xff);
-    if (options.contents) this.#memory.set(options.contents);
+  constructor(geometry: EepromGeometry, store: BackingStore, readOnly = false) {
+    this.geometry = geometry;
+    this.#store = store;
+    this.#readOnly = readOnly;
+    const blocks = geometry.addressBytes === 1 ? Math.max(1, geometry.size / BLOCK) : 1;
+    this.targets = Array.from({ length: blocks }, (_, block) => this.#target(block));
   }
 
   /** The current address pointer. */
@@ -84,46 +89,91 @@ export class Eeprom implements I2cDeviceModel {
     return this.#pointer;
   }
 
-  /** A copy of the committed memory content. */
-  contents(): Uint8Array {
-    return this.#memory.slice();
+  #target(block: number): I2cDeviceModel {
+    return {
+      start: (read) => this.#start(block, read),
+      write: (data) => this.#write(data),
+      read: (into) => this.#read(into),
+      stop: () => this.#stop(),
+    };
   }
 
-  start(read: boolean): boolean {
-    this.#pendingWrites.clear(); // a repeated START before STOP aborts the write cycle
+  #start(block: number, read: boolean): boolean {
+    this.#pending.clear(); // a repeated START before STOP aborts the write cycle
     this.#writing = !read;
-    this.#addressBytesPending = read ? 0 : this.addressBytes;
-    this.#pendingAddress = 0;
+    this.#addressBytesPending = read ? 0 : this.geometry.addressBytes;
+    this.#address = this.geometry.addressBytes === 1 ? block * BLOCK : 0;
     return true;
   }
 
-  write(data: Uint8Array): boolean {
+  #write(data: Uint8Array): boolean {
     if (!this.#writing) return false;
+    const { size, pageSize } = this.geometry;
     for (const byte of data) {
       if (this.#addressBytesPending > 0) {
-        this.#pendingAddress = (this.#pendingAddress << 8) | byte;
-        this.#addressBytesPending--;
-        if (this.#addressBytesPending === 0) this.#pointer = this.#pendingAddress & (this.size - 1);
+        this.#address =
+          this.geometry.addressBytes === 1 ? this.#address | byte : (this.#address << 8) | byte;
+        if (--this.#addressBytesPending === 0) this.#pointer = this.#address & (size - 1);
         continue;
       }
-      this.#pendingWrites.set(this.#pointer, byte);
-      const pageBase = this.#pointer & ~(this.pageSize - 1);
-      this.#pointer = pageBase | ((this.#pointer + 1) & (this.pageSize - 1));
+      this.#pending.set(this.#pointer, byte);
+      const pageBase = this.#pointer & ~(pageSize - 1);
+      this.#pointer = pageBase | ((this.#pointer + 1) & (pageSize - 1));
     }
     return true;
   }
 
-  read(into: Uint8Array): void {
+  #read(into: Uint8Array): void {
+    const bytes = this.#store.bytes;
     for (let i = 0; i < into.length; i++) {
-      into[i] = this.#memory[this.#pointer] ?? 0xff;
-      this.#pointer = (this.#pointer + 1) & (this.size - 1);
+      into[i] = bytes[this.#pointer] ?? 0xff;
+      this.#pointer = (this.#pointer + 1) & (this.geometry.size - 1);
     }
   }
 
-  stop(): void {
-    for (const [offset, value] of this.#pendingWrites) this.#memory[offset] = value;
-    this.#pendingWrites.clear();
+  #stop(): void {
     this.#writing = false;
     this.#addressBytesPending = 0;
+    if (this.#pending.size === 0 || this.#readOnly) {
+      this.#pending.clear();
+      return;
+    }
+    const bytes = this.#store.bytes;
+    const dirty = new DirtyRange();
+    for (const [offset, value] of this.#pending) {
+      if (bytes[offset] === value) continue;
+      bytes[offset] = value;
+      dirty.mark(offset);
+    }
+    this.#pending.clear();
+    dirty.commit(this.#store);
   }
 }
+
+/** The ModelDefinition of one EEPROM type. */
+export function eepromModel(geometry: EepromGeometry): ModelDefinition {
+  const schema = eepromSchema(geometry.size);
+  const blocks = geometry.addressBytes === 1 && geometry.size > BLOCK ? geometry.size / BLOCK : 1;
+  const where = blocks > 1 ? `, answers on ${blocks} consecutive addresses` : "";
+  return {
+    name: geometry.name,
+    description: `${geometry.size}-byte EEPROM, ${geometry.pageSize}-byte pages, ${geometry.addressBytes * 8}-bit word address${where}`,
+    options: schema,
+    create(options, context: ModelContext): SimDevice {
+      const o = validateOptions(schema, options, geometry.name);
+      const store = openModelStore(context, o.backing, geometry.size, o.initial);
+      const chip = new EepromChip(geometry, store, o.readOnly ?? false);
+      return {
+        targets: chip.targets,
+        memory: storeMemory(store),
+        properties: {
+          pointer: { description: "current address pointer", get: () => chip.pointer },
+        },
+        close: () => store.close(),
+      };
+    },
+  };
+}
+
+/** One ModelDefinition per EEPROM type ("24c01" ... "24c512"). */
+export const eepromModels: readonly ModelDefinition[] = EEPROM_GEOMETRIES.map(eepromModel);
