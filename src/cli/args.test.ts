@@ -79,6 +79,8 @@ describe("parseCommandLine defaults", () => {
       "--device-list",
       "--client",
       "--log-level",
+      "--config",
+      "--control-socket",
     ]) {
       assert.ok(USAGE.includes(option), option);
     }
@@ -193,5 +195,48 @@ describe("parseCommandLine refusals", () => {
       [...BASE, "--log-level", "loud"],
       /error, warn, info, debug, trace/,
     );
+  });
+});
+
+describe("parseCommandLine --config, --control-socket and control", () => {
+  it("takes --config instead of -l, or both", () => {
+    const only = run("-s", "/tmp/v.sock", "--config", "devices.json");
+    assert.equal(only.configFile, "devices.json");
+    assert.deepEqual(only.deviceGroups, []);
+    assert.equal(only.deviceListText, "");
+    const both = run(...BASE, "--config", "devices.json");
+    assert.equal(both.deviceGroups.length, 1);
+    assert.equal(both.configFile, "devices.json");
+    assert.equal(run(...BASE).configFile, undefined);
+  });
+
+  it("refuses neither -l nor --config, and an empty --config", () => {
+    refused("USAGE_MISSING_OPTION", ["-s", "/tmp/v.sock"], /--device-list \(-l\) or --config/);
+    refused("USAGE_BAD_CONFIG_PATH", ["-s", "/tmp/v.sock", "--config", ""]);
+  });
+
+  it("takes --control-socket and checks it like a socket path", () => {
+    assert.equal(run(...BASE, "--control-socket", "/tmp/c.sock").controlSocket, "/tmp/c.sock");
+    assert.equal(run(...BASE).controlSocket, undefined);
+    refused("USAGE_BAD_SOCKET_PATH", [...BASE, "--control-socket", `/tmp/${"x".repeat(110)}`]);
+    refused("USAGE_BAD_SOCKET_PATH", [...BASE, "--control-socket="], /--control-socket is empty/);
+  });
+
+  it("accepts every built-in model in the sim shorthand, mixed with host adapters", () => {
+    const config = run("-s", "/tmp/v.sock", "-l", "sim:0x50=24c32:0x51=24c16,3:0x20");
+    assert.deepEqual(
+      config.deviceGroups.flatMap((g) => g.devices.map((d) => d.model ?? "host")),
+      ["24c32", "24c16", "host"],
+    );
+  });
+
+  it("parses control PATH CMD... as the control client", () => {
+    assert.deepEqual(parse("control", "/tmp/c.sock", "get", "0x48", "temperature"), {
+      kind: "control",
+      socketPath: "/tmp/c.sock",
+      words: ["get", "0x48", "temperature"],
+    });
+    refused("USAGE_BAD_CONTROL_COMMAND", ["control", "/tmp/c.sock"], /usage: control/);
+    refused("USAGE_BAD_CONTROL_COMMAND", ["control"]);
   });
 });

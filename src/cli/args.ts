@@ -246,7 +246,8 @@ function parseLogLevel(text: string | undefined): LogLevel {
   return text;
 }
 
-export const USAGE = `Usage: vhost-device-i2c -s <socket-path> -l <device-list> [options]
+export const USAGE = `Usage: vhost-device-i2c -s <socket-path> (-l <device-list> | --config <file>) [options]
+       vhost-device-i2c control <control-socket> <command> [arguments...]
 
 vhost-user backend giving virtual machines a virtio-i2c bus, on host I2C adapters (/dev/i2c-N)
 or on emulated devices.
@@ -255,6 +256,9 @@ Options:
   -s, --socket-path <path>   socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)
   -c, --socket-count <n>     number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})
   -l, --device-list <list>   the devices the guests may reach (see below)
+      --config <file>        more devices from a JSON file (models with options, backing files,
+                             user model modules); may be combined with -l
+      --control-socket <path> serve run-time control commands on this Unix socket
       --client               connect to sockets the VMM listens on (QEMU -chardev ...,server=on),
                              retrying until they exist and reconnecting after the VMM restarts
       --log-level <level>    ${LOG_LEVELS.join("|")} (default info; debug shows each transfer)
@@ -264,9 +268,12 @@ Options:
 Device list: groups separated by ",", each "<bus>:<addr>[:<addr>...]".
   <bus>   a host adapter by number (3 means /dev/i2c-3) or by its sysfs name
           (/sys/bus/i2c/devices/i2c-N/name), or "sim" for emulated devices
-  <addr>  7-bit address, decimal (80) or hexadecimal (0x50); on "sim" each address names its model:
-          <addr>=<model>, models: ${MODEL_NAMES.join(", ")}
-An address may appear only once in the whole list; guests reach nothing else.
+  <addr>  7-bit address, decimal (80) or hexadecimal (0x50); on "sim" each address names its model
+          (default options): <addr>=<model>, models: ${MODEL_NAMES.join(", ")}
+An address may appear only once in the whole list and config file; guests reach nothing else.
+
+Control commands: list, get <addr> <property>, set <addr> <property> <value>,
+  read <addr> <offset> <length>, write <addr> <offset> <hex>
 
 Examples:
   vhost-device-i2c -s /tmp/vi2c.sock -l sim:0x50=24c02
@@ -277,4 +284,7 @@ Examples:
       an adapter given by name
   vhost-device-i2c --client -s /run/qemu-i2c.sock -l sim:0x50=24c02
       connect to QEMU's -chardev socket,path=/run/qemu-i2c.sock0,server=on
+  vhost-device-i2c -s /run/vi2c.sock -l 6:0x20 --config devices.json --control-socket /run/vi2c.ctl
+      a host adapter plus the devices in devices.json, controllable at run time
+  vhost-device-i2c control /run/vi2c.ctl set 0x48 temperature 42.5
 `;

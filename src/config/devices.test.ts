@@ -1,0 +1,205 @@
+// Tests for DeviceConfig handling: -l groups → DeviceConfig, the merge with the config file (one
+// address once), and buildBuses on real built-in models (options checked by the model's schema,
+// multi-address chips, backing files, the registry, closing).
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { parseDeviceList } from "../i2c/device-list.js";
+import { silentLogger } from "../log.js";
+import { buildBuses, type DeviceConfig, devicesFromGroups, mergeDevices } from "./devices.js";
+import { ConfigError } from "./errors.js";
+import { parseConfigText } from "./file.js";
+
+const dir = mkdtempSync(join(tmpdir(), "vdi2c-devices-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const noAdapters = (name: string): number => {
+  throw new Error(`no adapter named "${name}"`);
+};
+const context = { logger: silentLogger, baseDir: dir };
+
+function fromList(text: string): DeviceConfig[] {
+  return devicesFromGroups(parseDeviceList(text, noAdapters));
+}
+
+function sim(address: number, model: string, options: Record<string, unknown> = {}): DeviceConfig {
+  return { kind: "sim", address, model, options, origin: `test device ${address}` };
+}
+
+function refused(build: () => unknown, code: string, message: string | RegExp): void {
+  assert.throws(build, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.code, code);
+    if (typeof message === "string") assert.equal(err.message, message);
+    else assert.match(err.message, message);
+    return true;
+  });
+}
+
+/** Writes `data` at `offset` then reads `length` back, as a 1-byte-address EEPROM expects. */
+function writeThenRead(
+  built: ReturnType<typeof buildBuses>,
+  addr: number,
+  write: Uint8Array,
+  length: number,
+): Uint8Array {
+  const target = built.addressMap.lookup(addr);
+  assert.ok(target, `address ${addr} is mapped`);
+  const buf = new Uint8Array(length);
+  const done = target.bus.transfer([{ addr, read: false, buf: write }]);
+  assert.equal(done, 1);
+  const pointer = write.slice(0, 1);
+  const read = target.bus.transfer([
+    { addr, read: false, buf: pointer },
+    { addr, read: true, buf },
+  ]);
+  assert.equal(read, 2);
+  return buf;
+}
+
+describe("devicesFromGroups", () => {
+  it("gives every -l device its bus, address and model with default options", () => {
+    assert.deepEqual(
+      devicesFromGroups(
+        parseDeviceList("3:0x20:0x21,sim:0x50=24c32:0x51=24c02", (name) =>
+          name === "x" ? 9 : noAdapters(name),
+        ),
+      ),
+      [
+        { kind: "host", adapter: 3, address: 0x20, origin: '-l group 1 ("3")' },
+        { kind: "host", adapter: 3, address: 0x21, origin: '-l group 1 ("3")' },
+        { kind: "sim", address: 0x50, model: "24c32", options: {}, origin: '-l group 2 ("sim")' },
+        { kind: "sim", address: 0x51, model: "24c02", options: {}, origin: '-l group 2 ("sim")' },
+      ],
+    );
+  });
+});
+
+describe("mergeDevices", () => {
+  const file = join(dir, "merge.json");
+  const fromFile = parseConfigText(
+    JSON.stringify({ devices: [{ bus: "sim", address: "0x51", model: "24c02" }] }),
+    file,
+    { resolveAdapter: noAdapters },
+  );
+
+  it("puts the -l devices first, then the file's", () => {
+    const merged = mergeDevices(fromList("sim:0x50=24c02"), fromFile);
+    assert.deepEqual(
+      merged.map((d) => d.address),
+      [0x50, 0x51],
+    );
+  });
+
+  it("refuses one address given by -l and by the file, naming both", () => {
+    refused(
+      () => mergeDevices(fromList("3:0x51"), fromFile),
+      "CONFIG_DUPLICATE_ADDRESS",
+      `address 0x51 is given twice: by -l group 1 ("3") and by ${file}: devices[0]`,
+    );
+  });
+});
+
+describe("buildBuses", () => {
+  it("serves every emulated chip on one sim bus and registers each by base address", () => {
+    const built = buildBuses(fromList("sim:0x50=24c02:0x54=24c16"), context);
+    try {
+      assert.deepEqual(
+        built.addressMap.addresses(),
+        [0x50, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x5b],
+      );
+      assert.equal(built.buses.length, 1);
+      assert.deepEqual([...built.registry.keys()], [0x50, 0x54]);
+      assert.equal(built.registry.get(0x54)?.model, "24c16");
+      const written = Uint8Array.of(0xaa, 0xbb);
+      assert.deepEqual(writeThenRead(built, 0x50, Uint8Array.of(0x10, 0xaa, 0xbb), 2), written);
+      assert.deepEqual(built.registry.get(0x50)?.device.memory?.read(0x10, 2), written);
+    } finally {
+      built.close();
+      built.close();
+    }
+  });
+
+  it("refuses options the model's schema refuses, naming the device and the option", () => {
+    refused(
+      () => buildBuses([sim(0x50, "24c02", { size: 3 })], context),
+      "CONFIG_BAD_OPTIONS",
+      /^test device 80: 24c02 at 0x50: options\.size: expected no such option \(known: .*backing.*\), found number 3$/,
+    );
+  });
+
+  it("refuses an unknown model, listing the known ones", () => {
+    refused(
+      () => buildBuses([sim(0x50, "24c03")], context),
+      "CONFIG_UNKNOWN_MODEL",
+      /^test device 80: unknown device model "24c03" \(built-in models: .*24c02.*\)$/,
+    );
+  });
+
+  it("refuses a multi-address chip overlapping another device or running past 0x7f", () => {
+    refused(
+      () => buildBuses([sim(0x52, "24c02"), sim(0x50, "24c16")], context),
+      "CONFIG_DUPLICATE_ADDRESS",
+      "test device 80: 24c16 at 0x50 answers on 8 addresses, and 0x52 is already taken by 24c02 at 0x52",
+    );
+    refused(
+      () => buildBuses([sim(0x7c, "24c16")], context),
+      "CONFIG_ADDRESS_RANGE",
+      "test device 124: 24c16 at 0x7c answers on 8 addresses, past the last 7-bit address 0x7f",
+    );
+  });
+
+  it("creates a missing backing file from initial and writes through to it", () => {
+    const backing = join(dir, "new.bin");
+    const built = buildBuses(
+      [sim(0x50, "24c02", { backing: "new.bin", initial: "0102" })],
+      context,
+    );
+    try {
+      const before = readFileSync(backing);
+      assert.equal(before.length, 256);
+      assert.deepEqual([...before.subarray(0, 3)], [1, 2, 0xff]);
+      writeThenRead(built, 0x50, Uint8Array.of(0x20, 0x5a), 1);
+      assert.equal(readFileSync(backing)[0x20], 0x5a, "on disk after the STOP");
+    } finally {
+      built.close();
+    }
+  });
+
+  it("refuses a backing file of the wrong size, naming the file, and leaves it alone", () => {
+    const backing = join(dir, "short.bin");
+    writeFileSync(backing, Uint8Array.of(1, 2, 3));
+    refused(
+      () => buildBuses([sim(0x50, "24c02", { backing })], context),
+      "CONFIG_DEVICE_FAILED",
+      new RegExp(`^test device 80: 24c02 at 0x50: .*${backing}`),
+    );
+    assert.equal(readFileSync(backing).length, 3);
+  });
+
+  it("closes the devices it created when a later device fails", () => {
+    const backing = join(dir, "first.bin");
+    refused(
+      () => buildBuses([sim(0x50, "24c02", { backing }), sim(0x60, "no-such-model")], context),
+      "CONFIG_UNKNOWN_MODEL",
+      /no-such-model/,
+    );
+    // The first device's backing file was created and released: it can be opened again.
+    const again = buildBuses([sim(0x50, "24c02", { backing })], context);
+    again.close();
+  });
+
+  it("refuses a user module that was not loaded first", () => {
+    refused(
+      () =>
+        buildBuses(
+          [{ kind: "sim", address: 0x20, model: { module: "/x/chip.js" }, options: {} }],
+          context,
+        ),
+      "MODULE_LOAD_FAILED",
+      "the sim device: model module /x/chip.js was not loaded before the buses were built",
+    );
+  });
+});
