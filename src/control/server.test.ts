@@ -5,19 +5,21 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import type { DeviceRegistry } from "../config/devices.js";
+import type { SimDevice } from "../i2c/model.js";
 import { createLogger } from "../log.js";
 import { UnixListener } from "../sys/unix-socket.js";
 import { ServerError } from "../vhost-user/server.js";
 import { ControlClient, runControlCommand } from "./client.js";
 import { MAX_LINE_BYTES } from "./protocol.js";
-import { type ControlledDevice, ControlServer, type ControlRegistry } from "./server.js";
+import { ControlServer } from "./server.js";
 
 class RefusedValue extends Error {
   readonly code = "MODEL_OPTION";
 }
 
 /** A sensor with a settable temperature, a read-only id, and 256 bytes of memory. */
-function fakeDevice(): ControlledDevice & {
+function fakeDevice(): SimDevice & {
   bytes: Uint8Array;
   temperature: number;
   failing: boolean;
@@ -26,6 +28,7 @@ function fakeDevice(): ControlledDevice & {
     bytes: new Uint8Array(256),
     temperature: 25,
     failing: true,
+    targets: [],
     properties: {
       temperature: {
         description: "°C",
@@ -65,7 +68,7 @@ describe("ControlServer", () => {
   let dir: string;
   let path: string;
   let sensor: ReturnType<typeof fakeDevice>;
-  let registry: ControlRegistry;
+  let registry: DeviceRegistry;
   let server: ControlServer;
   let log: ReturnType<typeof collectingLogger>;
 
@@ -77,8 +80,8 @@ describe("ControlServer", () => {
     path = join(dir, `${t.name.replace(/\W+/g, "_").slice(0, 40)}.sock`);
     sensor = fakeDevice();
     registry = new Map([
-      [0x48, { model: "fake-sensor", device: sensor }],
-      [0x50, { model: "plain", device: {} }],
+      [0x48, { address: 0x48, model: "fake-sensor", device: sensor }],
+      [0x50, { address: 0x50, model: "plain", device: { targets: [] } }],
     ]);
     log = collectingLogger();
     server = ControlServer.listen(path, registry, { logger: log.logger });
@@ -243,7 +246,10 @@ describe("runControlCommand", () => {
     dir = mkdtempSync(join(tmpdir(), "control-cli-"));
     path = join(dir, "control.sock");
     sensor = fakeDevice();
-    server = ControlServer.listen(path, new Map([[0x48, { model: "fake", device: sensor }]]));
+    server = ControlServer.listen(
+      path,
+      new Map([[0x48, { address: 0x48, model: "fake", device: sensor }]]),
+    );
   });
   after(() => {
     server.close();

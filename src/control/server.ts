@@ -2,7 +2,7 @@
  * Control socket: a Unix stream socket (mode 0600) where operators read and change emulated devices
  * while the guest runs. One command per line, one reply line per command, many clients at once.
  * Owns the listening socket, its file and the client connections; runs commands against the
- * ControlRegistry. Must not: block the event loop, let a client crash the daemon or grow memory
+ * DeviceRegistry. Must not: block the event loop, let a client crash the daemon or grow memory
  * without bound, or know any model (it sees only SimDevice properties and memory).
  * @module
  */
@@ -10,6 +10,8 @@
 import { chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
+import type { DeviceRegistry } from "../config/devices.js";
+import type { SimDevice } from "../i2c/model.js";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { UnixStream } from "../sys/unix-socket.js";
@@ -27,31 +29,6 @@ import {
   parseLine,
 } from "./protocol.js";
 
-/** What the control socket reaches of a device (structurally the SimDevice of src/i2c/model.ts). */
-export interface ControlledDevice {
-  readonly properties?: Readonly<
-    Record<
-      string,
-      {
-        readonly description: string;
-        get(): number | string | boolean;
-        set?(value: string): void;
-      }
-    >
-  >;
-  readonly memory?: {
-    readonly size: number;
-    read(offset: number, length: number): Uint8Array;
-    write(offset: number, data: Uint8Array): void;
-  };
-}
-
-/** Guest address → the emulated chip there (structurally the DeviceRegistry of src/config/devices.ts). */
-export type ControlRegistry = ReadonlyMap<
-  number,
-  { readonly model: string; readonly device: ControlledDevice }
->;
-
 export interface ControlServerOptions {
   logger?: Logger;
   /** Most clients connected at once (default 64); more are refused. */
@@ -66,7 +43,7 @@ export interface DeviceSummary {
   readonly memorySize: number | null;
 }
 
-function lookup(registry: ControlRegistry, addr: number): ControlledDevice {
+function lookup(registry: DeviceRegistry, addr: number): SimDevice {
   const entry = registry.get(addr);
   if (entry === undefined) {
     throw new ControlError("ENODEV", `no emulated device at ${formatAddress(addr)}`);
@@ -74,7 +51,7 @@ function lookup(registry: ControlRegistry, addr: number): ControlledDevice {
   return entry.device;
 }
 
-function property(registry: ControlRegistry, addr: number, name: string) {
+function property(registry: DeviceRegistry, addr: number, name: string) {
   const properties = lookup(registry, addr).properties ?? {};
   const found = Object.hasOwn(properties, name) ? properties[name] : undefined;
   if (found === undefined) {
@@ -87,7 +64,7 @@ function property(registry: ControlRegistry, addr: number, name: string) {
   return found;
 }
 
-function memoryRange(registry: ControlRegistry, addr: number, offset: number, length: number) {
+function memoryRange(registry: DeviceRegistry, addr: number, offset: number, length: number) {
   const memory = lookup(registry, addr).memory;
   if (memory === undefined)
     throw new ControlError("ENOMEM", `${formatAddress(addr)} has no memory`);
@@ -112,7 +89,7 @@ function callModel<T>(what: string, call: () => T): T {
   }
 }
 
-function summarize(registry: ControlRegistry): DeviceSummary[] {
+function summarize(registry: DeviceRegistry): DeviceSummary[] {
   return [...registry]
     .sort(([a], [b]) => a - b)
     .map(([addr, { model, device }]) => {
@@ -134,7 +111,7 @@ function summarize(registry: ControlRegistry): DeviceSummary[] {
  * about; logs every state change at info.
  */
 export function executeCommand(
-  registry: ControlRegistry,
+  registry: DeviceRegistry,
   command: Command,
   logger: Logger,
 ): CommandResult {
@@ -181,7 +158,7 @@ export function executeCommand(
 }
 
 /** Parses and runs one line; returns the reply line (with newline), or null for a blank line. */
-export function handleLine(registry: ControlRegistry, line: string, logger: Logger): string | null {
+export function handleLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
   const parsed = parseLine(line);
   if (parsed === null) return null;
   const { format, command } = parsed;
@@ -224,7 +201,7 @@ function claimSocketPath(path: string): void {
 }
 
 /** handleLine that never throws: a bug is answered and logged, never a daemon crash. */
-function answerLine(registry: ControlRegistry, line: string, logger: Logger): string | null {
+function answerLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
   try {
     return handleLine(registry, line, logger);
   } catch (error) {
@@ -234,7 +211,7 @@ function answerLine(registry: ControlRegistry, line: string, logger: Logger): st
 }
 
 /** One client: splits its bytes into lines, answers each, pauses while its replies are unread. */
-function serveClient(socket: Socket, registry: ControlRegistry, logger: Logger): void {
+function serveClient(socket: Socket, registry: DeviceRegistry, logger: Logger): void {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   const reply = (line: string) => {
@@ -308,7 +285,7 @@ export class ControlServer {
    */
   static listen(
     path: string,
-    registry: ControlRegistry,
+    registry: DeviceRegistry,
     options: ControlServerOptions = {},
   ): ControlServer {
     const logger = options.logger ?? silentLogger;
@@ -356,7 +333,7 @@ export class ControlServer {
     }
   }
 
-  #accept(socket: Socket, registry: ControlRegistry): void {
+  #accept(socket: Socket, registry: DeviceRegistry): void {
     if (this.#closed) {
       socket.destroy();
       return;
