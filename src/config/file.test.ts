@@ -44,6 +44,7 @@ describe("parseConfigText accepts", () => {
         { bus: "sim", address: 0x20, module: "./chips/my-chip.js" },
         { bus: 3, address: "0x36" },
         { bus: "Fake adapter three", address: "41" },
+        { bus: "sim", address: 0x21, model: { module: "/abs/chip.js" } },
       ],
     });
     assert.deepEqual(devices, [
@@ -63,6 +64,13 @@ describe("parseConfigText accepts", () => {
       },
       { kind: "host", adapter: 3, address: 0x36, origin: `${FILE}: devices[2]` },
       { kind: "host", adapter: 3, address: 41, origin: `${FILE}: devices[3]` },
+      {
+        kind: "sim",
+        address: 0x21,
+        model: { module: "/abs/chip.js" },
+        options: {},
+        origin: `${FILE}: devices[4]`,
+      },
     ]);
   });
 

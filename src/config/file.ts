@@ -158,20 +158,25 @@ class SchemaReader {
     }
     if (hasModel) {
       const model = device.model;
+      // {"model": {"module": path}} is the DeviceConfig spelling of "module": path; both work.
+      if (typeof model === "object" && model !== null && !Array.isArray(model)) {
+        const spec = model as Record<string, unknown>;
+        this.#onlyKeys(spec, ["module"], `${keyPath}.model`);
+        return { module: this.#modulePath(spec.module, `${keyPath}.model.module`) };
+      }
       if (typeof model !== "string" || model === "") {
         this.#fail(`${keyPath}.model`, 'a model name such as "24c32"', model);
       }
       return model;
     }
-    const module = device.module;
+    return { module: this.#modulePath(device.module, `${keyPath}.module`) };
+  }
+
+  #modulePath(module: unknown, keyPath: string): string {
     if (typeof module !== "string" || module === "") {
-      this.#fail(
-        `${keyPath}.module`,
-        'a path to a JavaScript module such as "./my-chip.js"',
-        module,
-      );
+      this.#fail(keyPath, 'a path to a JavaScript module such as "./my-chip.js"', module);
     }
-    return { module: resolve(this.#dir, module) };
+    return resolve(this.#dir, module);
   }
 
   /** Options stay as the model's schema will judge them; only file paths are made absolute. */

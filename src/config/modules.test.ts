@@ -135,10 +135,11 @@ describe("loadModules + buildBuses", () => {
       const bus = built.addressMap.lookup(0x20)?.bus;
       assert.ok(bus);
       const buf = new Uint8Array(1);
-      bus.transfer([
+      const done = await bus.transfer([
         { addr: 0x20, read: false, buf: Uint8Array.of(9) },
         { addr: 0x20, read: true, buf },
       ]);
+      assert.equal(done, 2);
       assert.equal(buf[0], 10);
     } finally {
       built.close();
