@@ -7,15 +7,13 @@
  * @module
  */
 
-import { chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
+import { chmodSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { dirname } from "node:path";
 import type { DeviceRegistry } from "../config/devices.js";
 import type { SimDevice } from "../i2c/model.js";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
-import { UnixStream } from "../sys/unix-socket.js";
-import { ServerError } from "../vhost-user/server.js";
+import { claimSocketPath, ServerError } from "../vhost-user/server.js";
 import {
   type Command,
   type CommandResult,
@@ -172,32 +170,6 @@ export function handleLine(registry: DeviceRegistry, line: string, logger: Logge
     }
     throw error;
   }
-}
-
-/**
- * Makes `path` free to listen on: a stale socket file (nobody accepting) is removed; a live one is
- * EADDRINUSE; a non-socket is EEXIST; a missing directory is ENOENT (the vhost-user sockets' rules).
- */
-function claimSocketPath(path: string): void {
-  const parent = dirname(path);
-  if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new ServerError("ENOENT", path, `socket directory ${parent} does not exist`);
-  }
-  const stat = lstatSync(path, { throwIfNoEntry: false });
-  if (stat === undefined) return;
-  if (!stat.isSocket()) throw new ServerError("EEXIST", path, `${path} exists and is not a socket`);
-  try {
-    UnixStream.connect(path).close();
-  } catch (error) {
-    if (hasCode(error, "ECONNREFUSED")) {
-      unlinkSync(path);
-      return;
-    }
-    throw new ServerError("ELISTEN", path, `cannot probe ${path}: ${String(error)}`, {
-      cause: error,
-    });
-  }
-  throw new ServerError("EADDRINUSE", path, `${path} is served by a running process`);
 }
 
 /** handleLine that never throws: a bug is answered and logged, never a daemon crash. */

@@ -150,11 +150,7 @@ export class VhostUserServer extends SessionHost {
     factory: VhostUserDeviceFactory,
     options: SessionOptions = {},
   ): VhostUserServer {
-    const parent = dirname(path);
-    if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) {
-      throw new ServerError("ENOENT", path, `socket directory ${parent} does not exist`);
-    }
-    removeStaleSocket(path);
+    claimSocketPath(path);
     let listener: UnixListener;
     try {
       listener = UnixListener.listen(path);
@@ -210,8 +206,16 @@ export class VhostUserServer extends SessionHost {
   }
 }
 
-/** Unlinks `path` if it is a socket nobody accepts on; throws if it is live or not a socket. */
-function removeStaleSocket(path: string): void {
+/**
+ * Makes `path` free to listen on: its directory must exist, and a socket file left by a dead process
+ * is unlinked. Throws ServerError if the directory is missing (ENOENT), the path is not a socket
+ * (EEXIST) or a live process serves it (EADDRINUSE): a live socket is never stolen.
+ */
+export function claimSocketPath(path: string): void {
+  const parent = dirname(path);
+  if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ServerError("ENOENT", path, `socket directory ${parent} does not exist`);
+  }
   const stat = lstatSync(path, { throwIfNoEntry: false });
   if (stat === undefined) return;
   if (!stat.isSocket()) {
