@@ -1,0 +1,89 @@
+/**
+ * Example user device model: a PCF8574-style 8-bit quasi-bidirectional I/O expander, written only
+ * against the package's public API (src/index.ts; installed users import "vhost-device-i2c").
+ * The chip has no registers: a written byte sets the output latch, a read returns the pin levels.
+ * A pin whose latch bit is 1 is weakly pulled up and reads what drives it from outside (the
+ * `inputs` property, settable at run time on the control socket); a latch bit of 0 pulls the pin low.
+ * Must not reach into the daemon's internals.
+ * @module
+ */
+
+import { defineModel, type I2cDeviceModel, ModelError, parseInteger } from "../src/index.js";
+
+/** What the outside world drives onto the pins; also the power-on latch (all pins high). */
+const ALL_HIGH = 0xff;
+
+class Pcf8574 implements I2cDeviceModel {
+  latch = ALL_HIGH;
+  inputs: number;
+
+  constructor(inputs: number) {
+    this.inputs = inputs;
+  }
+
+  /** Pin levels: a pin is high only when neither the latch nor the outside pulls it low. */
+  get pins(): number {
+    return this.latch & this.inputs;
+  }
+
+  start(_read: boolean): boolean {
+    return true;
+  }
+
+  write(data: Uint8Array): boolean {
+    // Every byte goes to the latch in turn; the last one stays.
+    const last = data.at(-1);
+    if (last !== undefined) this.latch = last;
+    return true;
+  }
+
+  read(into: Uint8Array): void {
+    into.fill(this.pins);
+  }
+
+  stop(): void {}
+}
+
+function parseByte(text: string): number {
+  const value = parseInteger(text);
+  if (value === null || value < 0 || value > 0xff) {
+    throw new ModelError(
+      "I2C_MODEL_BAD_VALUE",
+      `expected a byte 0..255 (or 0x00..0xff), got "${text}"`,
+    );
+  }
+  return value;
+}
+
+export default defineModel({
+  name: "pcf8574",
+  description: "8-bit I/O expander: write sets the output latch, read returns the pin levels",
+  options: {
+    type: "object",
+    properties: {
+      inputs: {
+        type: "integer",
+        min: 0,
+        max: 0xff,
+        description: "levels driven onto the pins from outside (default 0xff: nothing pulls low)",
+      },
+    },
+  },
+  create(options) {
+    const chip = new Pcf8574(options.inputs ?? ALL_HIGH);
+    return {
+      targets: [chip],
+      properties: {
+        inputs: {
+          description: "levels driven onto the pins from outside (0..255)",
+          get: () => chip.inputs,
+          set: (value) => {
+            chip.inputs = parseByte(value);
+          },
+        },
+        latch: { description: "output latch last written by the guest", get: () => chip.latch },
+        pins: { description: "pin levels the guest reads", get: () => chip.pins },
+      },
+    };
+  },
+});
