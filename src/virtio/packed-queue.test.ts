@@ -1,0 +1,752 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { DriverPackedQueue, type RawPackedDescriptorFields } from "./driver-packed-queue.js";
+import type { DriverBuffer } from "./driver-split-queue.js";
+import {
+  createArrayGuestMemory,
+  type GuestMemory,
+  type GuestMemoryOptions,
+} from "./guest-memory.js";
+import {
+  checkPackedQueueSize,
+  PACKED_DESC_FLAGS,
+  PackedQueue,
+  packedNeedEvent,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VRING_PACKED_DESC_F_AVAIL,
+  VRING_PACKED_DESC_F_USED,
+  WRAP_BIT,
+} from "./packed-queue.js";
+import { CHAIN_ERROR, type ChainErrorKind, type DescriptorChain, VirtqueueError } from "./queue.js";
+import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from "./split-queue.js";
+
+const WINDOWS: GuestMemoryOptions = { windowSize: 0x10000, windowOverlap: 0x8000 };
+const RING_GPA = 0;
+const TABLE_GPA = 0x20000;
+const DATA_GPA = 0x30000;
+const GAP_GPA = 0x50000;
+const HIGH_REGION = 0x100000;
+
+interface Setup {
+  memory: GuestMemory;
+  driver: DriverPackedQueue;
+  device: PackedQueue;
+  notifications: () => number;
+}
+
+interface SetupOptions {
+  size?: number;
+  eventIdx?: boolean;
+  indirect?: boolean;
+  notifyOnEmpty?: boolean;
+}
+
+function setup(options: SetupOptions = {}): Setup {
+  const size = options.size ?? 8;
+  const eventIdx = options.eventIdx ?? false;
+  const memory = createArrayGuestMemory(
+    [
+      { guestPhysAddr: 0, size: 0x40000 },
+      { guestPhysAddr: 0x40000, size: 0x10000 },
+      { guestPhysAddr: HIGH_REGION, size: 0x10000 },
+    ],
+    WINDOWS,
+  );
+  const driver = new DriverPackedQueue(memory, RING_GPA, size, { eventIdx });
+  let count = 0;
+  const device = new PackedQueue(memory, size, driver.addresses, {
+    eventIdx,
+    indirect: options.indirect ?? true,
+    notifyOnEmpty: options.notifyOnEmpty ?? false,
+    // A fresh ring, as QEMU starts it: both wrap counters 1.
+    lastAvailIndex: WRAP_BIT,
+    notify: () => {
+      count++;
+    },
+  });
+  return { memory, driver, device, notifications: () => count };
+}
+
+function popChain(device: PackedQueue): DescriptorChain {
+  const chain = device.pop();
+  assert.ok(chain, "expected a chain");
+  return chain;
+}
+
+function assertVirtqueueError(fn: () => unknown, code: string): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof VirtqueueError, `expected VirtqueueError, got ${String(error)}`);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+const request: DriverBuffer[] = [
+  { gpa: DATA_GPA, len: 16, writable: false },
+  { gpa: DATA_GPA + 0x100, len: 8, writable: true },
+];
+const asDescriptors = (buffers: readonly DriverBuffer[]) =>
+  buffers.map(({ gpa, len, writable }) => ({ addr: gpa, len, writable }));
+
+describe("PackedQueue round trips", () => {
+  it("pops what the driver added and returns it through the ring", () => {
+    const { memory, driver, device } = setup();
+    memory.write(DATA_GPA, new TextEncoder().encode("hello, device!!!"));
+    const id = driver.add(request);
+    assert.equal(id, 0);
+    const chain = popChain(device);
+    assert.deepEqual(chain, { head: 0, descriptors: asDescriptors(request), error: null });
+    assert.equal(device.pop(), null);
+    assert.equal(device.inFlight, 1);
+    assert.equal(device.lastAvailIndex, WRAP_BIT | 2);
+    memory.writeU32(DATA_GPA + 0x100, 42);
+    device.pushUsed(chain, 4);
+    assert.equal(device.inFlight, 0);
+    // One used element, and the used position skips both slots of the chain.
+    assert.equal(device.usedIndex, WRAP_BIT | 2);
+    assert.equal(driver.numFree, 6);
+    assert.deepEqual(driver.getUsed(), { head: 0, len: 4 });
+    assert.equal(driver.getUsed(), null);
+    assert.equal(driver.numFree, 8);
+    assert.equal(memory.readU32(DATA_GPA + 0x100), 42);
+  });
+
+  it("flattens an indirect table into the chain, one ring slot", () => {
+    const { driver, device } = setup();
+    const buffers = [...request, { gpa: HIGH_REGION, len: 1, writable: true }];
+    const id = driver.add(buffers, { indirect: true, indirectGpa: TABLE_GPA });
+    assert.equal(driver.numFree, 7);
+    const chain = popChain(device);
+    assert.equal(chain.head, id);
+    assert.equal(chain.error, null);
+    assert.deepEqual(chain.descriptors, asDescriptors(buffers));
+    assert.equal(device.lastAvailIndex, WRAP_BIT | 1);
+    device.pushUsed(chain, 0);
+    assert.deepEqual(driver.getUsed(), { head: id, len: 0 });
+    assert.equal(driver.numFree, 8);
+  });
+
+  it("reads an indirect table that crosses a window edge", () => {
+    const { driver, device } = setup();
+    const tableGpa = 0x10000 - 16;
+    const id = driver.add(request, { indirect: true, indirectGpa: tableGpa });
+    const chain = popChain(device);
+    assert.equal(chain.head, id);
+    assert.deepEqual(chain.descriptors, asDescriptors(request));
+  });
+
+  it("completes chains out of order and writes used elements in used-position order", () => {
+    const { driver, device } = setup();
+    const a = driver.add(request)!;
+    const b = driver.add([request[0]!])!;
+    const chainA = popChain(device);
+    const chainB = popChain(device);
+    device.pushUsed(chainB, 1);
+    device.pushUsed(chainA, 2);
+    assert.deepEqual(driver.getUsed(), { head: b, len: 1 });
+    assert.deepEqual(driver.getUsed(), { head: a, len: 2 });
+    assert.equal(driver.numFree, 8);
+    assert.equal(device.usedIndex, device.lastAvailIndex);
+  });
+
+  it("walks chains across the ring end and flips both wrap counters, for many laps and sizes", () => {
+    for (const size of [1, 2, 3, 4, 5, 7, 8, 13, 64, 255, 256, 1000, 1024]) {
+      const { driver, device } = setup({ size });
+      const length = Math.min(3, size);
+      const buffers = [request[0]!, request[0]!, request[1]!].slice(3 - length);
+      let wrapsSeen = 0;
+      let lastWrap = true;
+      const rounds = Math.max(40, (3 * size) / length + 3);
+      for (let round = 0; round < rounds; round++) {
+        const id = driver.add(buffers);
+        assert.notEqual(id, null, `size ${size} round ${round}`);
+        const chain = popChain(device);
+        assert.equal(chain.head, id);
+        assert.equal(chain.error, null);
+        assert.deepEqual(chain.descriptors, asDescriptors(buffers));
+        assert.equal(device.pop(), null);
+        device.pushUsed(chain, round);
+        assert.deepEqual(driver.getUsed(), { head: id, len: round });
+        const wrap = (device.lastAvailIndex & WRAP_BIT) !== 0;
+        if (wrap !== lastWrap) wrapsSeen++;
+        lastWrap = wrap;
+        assert.equal(device.usedIndex, device.lastAvailIndex);
+        assert.equal(driver.lastUsedIndex, device.usedIndex);
+      }
+      assert.ok(wrapsSeen >= 2, `size ${size}: ${wrapsSeen} wraps`);
+      assert.equal(driver.numFree, size);
+    }
+  });
+
+  it("rewinds popped chains so they are popped again, across the wrap", () => {
+    const { driver, device } = setup({ size: 3 });
+    // Move the positions to slot 2 so the next chains straddle the ring end.
+    const first = driver.add(request)!;
+    device.pushUsed(popChain(device), 0);
+    assert.deepEqual(driver.getUsed(), { head: first, len: 0 });
+    const a = driver.add(request)!;
+    const b = driver.add([request[0]!])!;
+    const chainA = popChain(device);
+    const chainB = popChain(device);
+    assert.equal(device.lastAvailIndex, 2);
+    device.rewind(2);
+    assert.equal(device.inFlight, 0);
+    assert.equal(device.lastAvailIndex, WRAP_BIT | 2);
+    assert.deepEqual(popChain(device), chainA);
+    assert.deepEqual(popChain(device), chainB);
+    assertVirtqueueError(() => device.rewind(3), "EINVAL");
+    device.rewind(1);
+    const again = popChain(device);
+    assert.equal(again.head, b);
+    device.pushUsed(again, 0);
+    const last = device.pop();
+    assert.equal(last, null);
+    assert.equal(a, chainA.head);
+  });
+
+  it("refuses to push a chain that is not in flight", () => {
+    const { driver, device } = setup();
+    driver.add(request);
+    const chain = popChain(device);
+    assertVirtqueueError(() => device.pushUsed({ ...chain }, 0), "EINVAL");
+    device.pushUsed(chain, 0);
+    assertVirtqueueError(() => device.pushUsed(chain, 0), "EINVAL");
+    driver.add(request);
+    const next = popChain(device);
+    assertVirtqueueError(() => device.pushUsed(next, -1), "EINVAL");
+    assertVirtqueueError(() => device.pushUsed(next, 2 ** 32), "EINVAL");
+  });
+});
+
+describe("PackedQueue construction", () => {
+  it("accepts any size in 1..32768, power of two or not", () => {
+    for (const size of [1, 3, 5, 100, 1023, 32768]) checkPackedQueueSize(size);
+    for (const size of [0, -1, 1.5, 32769]) {
+      assertVirtqueueError(() => checkPackedQueueSize(size), "EINVAL");
+    }
+  });
+
+  it("checks alignment, positions and that the areas lie in guest memory", () => {
+    const { memory, driver } = setup();
+    const make = (addresses: { desc: number; driver: number; device: number }, base = WRAP_BIT) =>
+      new PackedQueue(memory, 8, addresses, {
+        eventIdx: false,
+        indirect: false,
+        lastAvailIndex: base,
+        notify: () => undefined,
+      });
+    make(driver.addresses);
+    assertVirtqueueError(() => make({ ...driver.addresses, desc: 8 }), "EINVAL");
+    assertVirtqueueError(() => make({ ...driver.addresses, driver: 2 }), "EINVAL");
+    assertVirtqueueError(() => make({ ...driver.addresses, device: 0x8002 }), "EINVAL");
+    assertVirtqueueError(() => make({ ...driver.addresses, desc: GAP_GPA - 64 }), "EFAULT");
+    assertVirtqueueError(() => make({ ...driver.addresses, device: GAP_GPA }), "EFAULT");
+    assertVirtqueueError(() => make(driver.addresses, 8), "EINVAL");
+    assertVirtqueueError(() => make(driver.addresses, 0x10000), "EINVAL");
+  });
+
+  it("starts from the base: avail and used positions with their wrap counters", () => {
+    const { memory, driver } = setup({ size: 4 });
+    // Let the driver run three slots ahead, then give the device a base at that point.
+    const id = driver.add([request[0]!, request[0]!, request[0]!])!;
+    const device = new PackedQueue(memory, 4, driver.addresses, {
+      eventIdx: false,
+      indirect: false,
+      lastAvailIndex: WRAP_BIT,
+      usedIndex: WRAP_BIT,
+      notify: () => undefined,
+    });
+    const chain = popChain(device);
+    assert.equal(chain.head, id);
+    assert.equal(device.vringBase, (WRAP_BIT | 3 | (WRAP_BIT << 16)) >>> 0);
+    device.pushUsed(chain, 0);
+    assert.equal(device.vringBase, (WRAP_BIT | 3 | ((WRAP_BIT | 3) << 16)) >>> 0);
+  });
+
+  it("remaps to new memory and keeps the old one when the rings are missing", () => {
+    const { memory, driver, device } = setup();
+    const elsewhere = createArrayGuestMemory([{ guestPhysAddr: 0x200000, size: 0x1000 }]);
+    assertVirtqueueError(() => device.remap(elsewhere), "EFAULT");
+    assert.equal(device.memory, memory);
+    driver.add(request);
+    const same = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x1000 }]);
+    device.remap(same);
+    assert.equal(device.memory, same);
+    // The new memory has no descriptor: nothing available there.
+    assert.equal(device.pop(), null);
+  });
+});
+
+describe("PackedQueue notifications without EVENT_IDX", () => {
+  it("signals once per batch unless the driver disabled interrupts", () => {
+    const { driver, device, notifications } = setup();
+    driver.add(request);
+    driver.add(request);
+    device.pushUsed(popChain(device), 0);
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 1);
+    device.notify();
+    assert.equal(notifications(), 1, "nothing used since the last notify");
+    driver.disableCallbacks();
+    driver.add(request);
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 1);
+    assert.equal(driver.enableCallbacks(), true, "a used element is waiting");
+    driver.add(request);
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 2);
+  });
+
+  it("with NOTIFY_ON_EMPTY signals when the queue runs dry despite DISABLE", () => {
+    const { driver, device, notifications } = setup({ notifyOnEmpty: true });
+    driver.disableCallbacks();
+    driver.add(request);
+    driver.add(request);
+    const a = popChain(device);
+    device.pushUsed(a, 0);
+    device.notify();
+    assert.equal(notifications(), 0, "one chain still in the ring");
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 1);
+  });
+
+  it("disables kicks through the device event flags and reports buffers added meanwhile", () => {
+    const { driver, device } = setup();
+    device.disableNotifications();
+    assert.equal(driver.deviceEventSuppression().flags, RING_EVENT_FLAGS_DISABLE);
+    driver.add(request);
+    assert.equal(driver.needsKick(), false);
+    assert.equal(device.enableNotifications(), true);
+    assert.equal(driver.deviceEventSuppression().flags, RING_EVENT_FLAGS_ENABLE);
+    device.pushUsed(popChain(device), 0);
+    assert.equal(device.enableNotifications(), false);
+    driver.add(request);
+    assert.equal(driver.needsKick(), true);
+    assert.equal(driver.needsKick(), false, "nothing added since the last decision");
+  });
+});
+
+describe("PackedQueue notifications with EVENT_IDX", () => {
+  it("packedNeedEvent signals iff off_wrap was passed, across the wrap", () => {
+    const at = (index: number, wrap: boolean) => ({ index, wrap });
+    // Size 8, moved from 2 to 5 in lap 1: events 2, 3, 4 passed; 5 not.
+    assert.equal(packedNeedEvent(WRAP_BIT | 2, at(5, true), 3, 8), true);
+    assert.equal(packedNeedEvent(WRAP_BIT | 4, at(5, true), 3, 8), true);
+    assert.equal(packedNeedEvent(WRAP_BIT | 5, at(5, true), 3, 8), false);
+    assert.equal(packedNeedEvent(WRAP_BIT | 1, at(5, true), 3, 8), false);
+    // Moved from 6 (lap 1) to 1 (lap 0): events 6, 7 of lap 1 and 0 of lap 0 passed.
+    assert.equal(packedNeedEvent(WRAP_BIT | 6, at(1, false), 3, 8), true);
+    assert.equal(packedNeedEvent(WRAP_BIT | 7, at(1, false), 3, 8), true);
+    assert.equal(packedNeedEvent(0, at(1, false), 3, 8), true);
+    assert.equal(packedNeedEvent(1, at(1, false), 3, 8), false);
+    assert.equal(packedNeedEvent(WRAP_BIT | 5, at(1, false), 3, 8), false);
+    assert.equal(packedNeedEvent(WRAP_BIT | 5, at(1, false), 8, 8), true, "a whole ring");
+  });
+
+  it("signals when off_wrap is passed and stays quiet until the driver catches up", () => {
+    const { driver, device, notifications } = setup({ eventIdx: true });
+    // First decision after construction signals whatever off_wrap says.
+    driver.setDriverEvent(WRAP_BIT | 7, RING_EVENT_FLAGS_DESC);
+    driver.add([request[0]!]);
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 1);
+    // The driver wants to hear about slot 3 only.
+    driver.setDriverEvent(WRAP_BIT | 3, RING_EVENT_FLAGS_DESC);
+    for (let i = 0; i < 2; i++) {
+      driver.add([request[0]!]);
+      device.pushUsed(popChain(device), 0);
+      device.notify();
+    }
+    assert.equal(notifications(), 1, "slots 1 and 2 used");
+    driver.add([request[0]!]);
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 2, "slot 3 used");
+    driver.add([request[0]!]);
+    device.pushUsed(popChain(device), 0);
+    device.notify();
+    assert.equal(notifications(), 2);
+  });
+
+  it("follows the driver's own off_wrap updates through getUsed and enableCallbacks", () => {
+    const { driver, device, notifications } = setup({ eventIdx: true, size: 3 });
+    let expected = 0;
+    for (let round = 0; round < 10; round++) {
+      assert.equal(driver.enableCallbacks(), false);
+      driver.add([request[0]!]);
+      device.pushUsed(popChain(device), round);
+      device.notify();
+      expected++;
+      assert.equal(notifications(), expected, `round ${round}`);
+      assert.deepEqual(driver.getUsed()?.len, round);
+    }
+  });
+
+  it("asks for a kick through off_wrap and DESC, and DISABLE while disabled", () => {
+    const { driver, device } = setup({ eventIdx: true, size: 4 });
+    device.disableNotifications();
+    assert.equal(driver.deviceEventSuppression().flags, RING_EVENT_FLAGS_DISABLE);
+    driver.add([request[0]!]);
+    assert.equal(driver.needsKick(), false);
+    assert.equal(device.enableNotifications(), true);
+    device.pushUsed(popChain(device), 0);
+    assert.equal(device.enableNotifications(), false);
+    assert.deepEqual(driver.deviceEventSuppression(), {
+      offWrap: WRAP_BIT | 1,
+      flags: RING_EVENT_FLAGS_DESC,
+    });
+    driver.add([request[0]!, request[0]!]);
+    assert.equal(driver.needsKick(), true, "slot 1 made available");
+    driver.add([request[0]!]);
+    assert.equal(driver.needsKick(), false, "the device has not caught up");
+  });
+});
+
+describe("PackedQueue malformed chains", () => {
+  interface Case {
+    name: string;
+    kind: ChainErrorKind;
+    indirect?: boolean;
+    /** The chain as the driver writes it into the ring. */
+    chain: RawPackedDescriptorFields[];
+    table?: RawPackedDescriptorFields[];
+  }
+  const buf = (flags = 0, len = 8, addr: number | bigint = DATA_GPA, id = 5) => ({
+    addr,
+    len,
+    id,
+    flags,
+  });
+  const indirectTo = (len: number, addr: number | bigint = TABLE_GPA, flags = 0) =>
+    buf(VRING_DESC_F_INDIRECT | flags, len, addr);
+  const cases: Case[] = [
+    {
+      name: "indirect without the feature",
+      kind: CHAIN_ERROR.indirectNotNegotiated,
+      indirect: false,
+      chain: [indirectTo(16)],
+      table: [buf()],
+    },
+    {
+      name: "indirect inside indirect",
+      kind: CHAIN_ERROR.nestedIndirect,
+      chain: [indirectTo(32)],
+      table: [buf(), indirectTo(16, TABLE_GPA + 0x100)],
+    },
+    {
+      name: "indirect with NEXT",
+      kind: CHAIN_ERROR.indirectWithNext,
+      chain: [indirectTo(16, TABLE_GPA, VRING_DESC_F_NEXT), buf()],
+      table: [buf()],
+    },
+    { name: "indirect length 0", kind: CHAIN_ERROR.indirectBadLength, chain: [indirectTo(0)] },
+    { name: "indirect length 17", kind: CHAIN_ERROR.indirectBadLength, chain: [indirectTo(17)] },
+    {
+      name: "indirect table outside memory",
+      kind: CHAIN_ERROR.indirectOutsideMemory,
+      chain: [indirectTo(32, GAP_GPA - 16)],
+    },
+    {
+      name: "indirect table past 2^53",
+      kind: CHAIN_ERROR.indirectOutsideMemory,
+      chain: [indirectTo(16, 1n << 60n)],
+    },
+    { name: "zero-length buffer", kind: CHAIN_ERROR.zeroLength, chain: [buf(0, 0)] },
+    {
+      name: "zero-length buffer in a table",
+      kind: CHAIN_ERROR.zeroLength,
+      chain: [indirectTo(32)],
+      table: [buf(), buf(VRING_DESC_F_WRITE, 0)],
+    },
+    {
+      name: "readable after writable",
+      kind: CHAIN_ERROR.readableAfterWritable,
+      chain: [buf(VRING_DESC_F_WRITE | VRING_DESC_F_NEXT), buf()],
+    },
+    {
+      name: "readable after writable in a table",
+      kind: CHAIN_ERROR.readableAfterWritable,
+      chain: [indirectTo(32)],
+      table: [buf(VRING_DESC_F_WRITE), buf()],
+    },
+    {
+      name: "buffer outside memory",
+      kind: CHAIN_ERROR.bufferOutsideMemory,
+      chain: [buf(0, 0x100, GAP_GPA - 0x10)],
+    },
+    {
+      name: "buffer past 2^53",
+      kind: CHAIN_ERROR.bufferOutsideMemory,
+      chain: [buf(0, 8, 1n << 63n)],
+    },
+    {
+      name: "a chain with NEXT on every slot",
+      kind: CHAIN_ERROR.loop,
+      chain: Array.from({ length: 8 }, () => buf(VRING_DESC_F_NEXT)),
+    },
+  ];
+
+  for (const c of cases) {
+    it(`reports ${c.name} as "${c.kind}", skips the chain and still returns it`, () => {
+      const { driver, device } = setup({ indirect: c.indirect ?? true });
+      for (const [i, fields] of (c.table ?? []).entries())
+        driver.writeDescriptorAt(TABLE_GPA + 16 * i, fields);
+      driver.publishChain(c.chain);
+      const chain = popChain(device);
+      assert.ok(chain.error?.startsWith(`${c.kind}: `), `got ${chain.error}`);
+      assert.equal(chain.head, c.chain[c.chain.length - 1]!.id);
+      // The device skipped the whole chain: what follows is popped cleanly (unless the ring is full).
+      const next = driver.add([request[0]!]);
+      if (c.chain.length < 8) {
+        const after = popChain(device);
+        assert.equal(after.head, next);
+        assert.equal(after.error, null);
+        device.pushUsed(after, 0);
+      }
+      device.pushUsed(chain, 0);
+      const used = [driver.getUsed(), driver.getUsed()].filter((u) => u !== null);
+      assert.ok(used.some((u) => u.head === chain.head));
+    });
+  }
+
+  it("reports a chain longer than 2^32 bytes", () => {
+    const memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x200000 }]);
+    const driver = new DriverPackedQueue(memory, 0, 4);
+    const device = new PackedQueue(memory, 4, driver.addresses, {
+      eventIdx: false,
+      indirect: true,
+      lastAvailIndex: WRAP_BIT,
+      notify: () => {},
+    });
+    const table = 0x100000;
+    for (const count of [4096, 4097]) {
+      for (let i = 0; i < count; i++) driver.writeDescriptorAt(table + 16 * i, buf(0, 0x100000, 0));
+      driver.publishChain([indirectTo(16 * count, table)]);
+      const chain = popChain(device);
+      if (count === 4096) assert.equal(chain.error, null);
+      else assert.ok(chain.error?.startsWith(`${CHAIN_ERROR.totalTooLong}: `), `${chain.error}`);
+      device.pushUsed(chain, 0);
+    }
+  });
+
+  it("takes the buffer id from the last descriptor of the chain", () => {
+    const { driver, device } = setup();
+    driver.publishChain([buf(VRING_DESC_F_NEXT, 8, DATA_GPA, 1), buf(0, 8, DATA_GPA, 6)]);
+    assert.equal(popChain(device).head, 6);
+  });
+
+  it("throws EBADRING when the driver republishes a slot in flight, and keeps throwing", () => {
+    const { driver, device } = setup({ size: 2 });
+    driver.add([request[0]!]);
+    driver.add([request[0]!]);
+    popChain(device);
+    popChain(device);
+    // Every slot is the device's; a driver that flips the flags again breaks the ring.
+    driver.writeDescriptor(0, buf(VRING_PACKED_DESC_F_USED, 8, DATA_GPA, 9));
+    assertVirtqueueError(() => device.pop(), "EBADRING");
+    assertVirtqueueError(() => device.pop(), "EBADRING");
+    assert.equal(device.broken, true);
+    assert.equal(device.enableNotifications(), false);
+  });
+
+  it("ignores a used or never-written descriptor at the avail position", () => {
+    const { driver, device } = setup();
+    driver.writeDescriptor(0, buf(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED));
+    assert.equal(device.pop(), null);
+    driver.writeDescriptor(0, buf(0));
+    assert.equal(device.pop(), null);
+  });
+});
+
+describe("PackedQueue properties", () => {
+  type Op =
+    | { kind: "add"; count: number; writableFrom: number; indirect: boolean }
+    | { kind: "pop" }
+    | { kind: "push"; pick: number }
+    | { kind: "rewind"; count: number }
+    | { kind: "getUsed" };
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({
+      kind: fc.constant("add" as const),
+      count: fc.integer({ min: 1, max: 5 }),
+      writableFrom: fc.integer({ min: 0, max: 5 }),
+      indirect: fc.boolean(),
+    }),
+    fc.record({ kind: fc.constant("pop" as const) }),
+    fc.record({ kind: fc.constant("push" as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant("rewind" as const), count: fc.integer({ min: 1, max: 3 }) }),
+    fc.record({ kind: fc.constant("getUsed" as const) }),
+  );
+
+  it("device and driver agree: every chain comes back once with its id, every slot is freed", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 17 }),
+        fc.boolean(),
+        fc.array(op, { maxLength: 150 }),
+        (size, eventIdx, ops) => {
+          const { driver, device } = setup({ size, eventIdx });
+          const tableSlots = Array.from({ length: size }, (_, i) => TABLE_GPA + 0x100 * i);
+          const tableOfId = new Map<number, number>();
+          const outstanding = new Map<number, { addr: number; len: number; writable: boolean }[]>();
+          const inFlight: DescriptorChain[] = [];
+          let rewindable = 0;
+          let pushed = 0;
+          let returned = 0;
+          const collect = () => {
+            for (let used = driver.getUsed(); used !== null; used = driver.getUsed()) {
+              assert.ok(outstanding.delete(used.head), `id ${used.head} came back twice`);
+              assert.equal(used.len, used.head * 3);
+              const slot = tableOfId.get(used.head);
+              if (slot !== undefined) tableSlots.push(slot);
+              tableOfId.delete(used.head);
+              returned++;
+            }
+          };
+          const push = (index: number) => {
+            const [chain] = inFlight.splice(index, 1);
+            device.pushUsed(chain!, chain!.head * 3);
+            pushed++;
+            rewindable = 0;
+          };
+          for (const step of ops) {
+            if (step.kind === "add") {
+              const buffers = Array.from({ length: step.count }, (_, i) => ({
+                gpa: DATA_GPA + 0x40 * i,
+                len: 1 + i,
+                writable: i >= step.writableFrom,
+              }));
+              const slot = step.indirect ? tableSlots.pop() : undefined;
+              const id = driver.add(buffers, { indirect: slot !== undefined, indirectGpa: slot });
+              if (id === null) {
+                if (slot !== undefined) tableSlots.push(slot);
+                continue;
+              }
+              if (slot !== undefined) tableOfId.set(id, slot);
+              outstanding.set(id, asDescriptors(buffers));
+            } else if (step.kind === "pop") {
+              const chain = device.pop();
+              if (chain === null) continue;
+              assert.equal(chain.error, null);
+              assert.deepEqual(chain.descriptors, outstanding.get(chain.head));
+              inFlight.push(chain);
+              rewindable++;
+            } else if (step.kind === "push") {
+              if (inFlight.length > 0) push(step.pick % inFlight.length);
+            } else if (step.kind === "rewind") {
+              const count = Math.min(step.count, rewindable);
+              device.rewind(count);
+              inFlight.splice(inFlight.length - count, count);
+              rewindable -= count;
+            } else {
+              collect();
+            }
+            assert.equal(device.inFlight, inFlight.length);
+          }
+          for (let chain = device.pop(); chain !== null; chain = device.pop()) {
+            inFlight.push(chain);
+          }
+          while (inFlight.length > 0) push(0);
+          collect();
+          assert.equal(outstanding.size, 0);
+          assert.equal(returned, pushed);
+          assert.equal(driver.numFree, size);
+          assert.equal(device.usedIndex, device.lastAvailIndex);
+          assert.equal(driver.lastUsedIndex, device.usedIndex);
+        },
+      ),
+    );
+  });
+
+  it("never misses a kick: after enableNotifications, a driver told not to kick left nothing behind", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 9 }),
+        fc.boolean(),
+        fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 80 }),
+        (size, eventIdx, adds) => {
+          const { driver, device } = setup({ size, eventIdx });
+          for (const count of adds) {
+            // Device: done with the ring, notifications back on; driver adds, then decides.
+            const pendingAtEnable = device.enableNotifications();
+            assert.equal(pendingAtEnable, false);
+            for (let i = 0; i < count; i++) driver.add([request[0]!]);
+            const kicked = driver.needsKick();
+            if (count > 0 && driver.numFree < size) assert.ok(kicked, "added work without a kick");
+            device.disableNotifications();
+            for (let chain = device.pop(); chain !== null; chain = device.pop()) {
+              device.pushUsed(chain, 1);
+            }
+            while (driver.getUsed() !== null);
+          }
+        },
+      ),
+    );
+  });
+
+  it("survives random descriptor rings and tables: chain errors or EBADRING, nothing else", () => {
+    const u64 = fc.oneof(
+      fc.integer({ min: 0, max: 0x40000 }).map(BigInt),
+      fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+    );
+    const descriptor = fc.record({
+      addr: u64,
+      len: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(16, 32, 0xffffffff)),
+      id: fc.integer({ min: 0, max: 0xffff }),
+      flags: fc.integer({ min: 0, max: 0xffff }),
+    });
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 9 }),
+        fc.boolean(),
+        fc.array(descriptor, { minLength: 9, maxLength: 9 }),
+        fc.array(descriptor, { maxLength: 8 }),
+        (size, indirect, ring, table) => {
+          const { driver, device } = setup({ size, indirect });
+          for (const [i, fields] of table.entries())
+            driver.writeDescriptorAt(TABLE_GPA + 16 * i, fields);
+          for (const [i, fields] of ring.slice(0, size).entries())
+            driver.writeDescriptor(i, fields);
+          const popped: DescriptorChain[] = [];
+          try {
+            for (let chain = device.pop(); chain !== null; chain = device.pop()) {
+              popped.push(chain);
+              if (popped.length > size) assert.fail("more chains than slots");
+            }
+          } catch (error) {
+            assert.ok(error instanceof VirtqueueError && error.code === "EBADRING", String(error));
+          }
+          for (const chain of popped) device.pushUsed(chain, 0);
+          assert.equal(device.inFlight, 0);
+        },
+      ),
+    );
+  });
+});
+
+describe("PackedQueue used descriptors", () => {
+  it("writes flags last with the used wrap counter and WRITE when data was written", () => {
+    const { memory, driver, device } = setup({ size: 1 });
+    for (const [round, wrap] of [
+      [0, true],
+      [1, false],
+      [2, true],
+    ] as const) {
+      driver.add([request[0]!]);
+      device.pushUsed(popChain(device), round);
+      const flags = memory.readU16(RING_GPA + PACKED_DESC_FLAGS);
+      const usedBits = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
+      assert.equal(flags & usedBits, wrap ? usedBits : 0);
+      assert.equal((flags & VRING_DESC_F_WRITE) !== 0, round > 0);
+      assert.equal(driver.getUsed()?.len, round);
+    }
+  });
+});
