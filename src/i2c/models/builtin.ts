@@ -5,7 +5,15 @@
  */
 
 import type { ModelDefinition } from "../model.js";
+import { ds1307Model } from "./ds1307.js";
 import { eepromModels } from "./eeprom.js";
+import { lm75Models } from "./lm75.js";
+import { registerFileModel } from "./register-file.js";
 
 /** Every built-in ModelDefinition, in the order `list` shows them. */
-export const builtinModels: readonly ModelDefinition[] = [...eepromModels];
+export const builtinModels: readonly ModelDefinition[] = [
+  ...eepromModels,
+  ...lm75Models,
+  ds1307Model(),
+  registerFileModel,
+];

@@ -1,0 +1,165 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import type { I2cMessage } from "../bus.js";
+import { findModel, ModelError, modelContext } from "../model.js";
+import { SimBus, simTargets } from "../sim-bus.js";
+import { decodeLm75Temperature, encodeLm75Temperature } from "./lm75.js";
+
+const ADDR = 0x48;
+const w = (...bytes: number[]): I2cMessage => ({
+  addr: ADDR,
+  read: false,
+  buf: Uint8Array.from(bytes),
+});
+const r = (len: number): I2cMessage => ({ addr: ADDR, read: true, buf: new Uint8Array(len) });
+
+function setup(name: "lm75" | "lm75a" = "lm75", options: Record<string, unknown> = {}) {
+  const device = findModel(name).create(options, modelContext({ address: ADDR }));
+  const bus = new SimBus(simTargets(new Map([[ADDR, device]])));
+  const prop = (key: string) => {
+    const p = device.properties?.[key];
+    assert.ok(p, key);
+    return p;
+  };
+  /** SMBus read word data as `i2cget -y 0 0x48 REG w` does it: bytes in wire order. */
+  const readReg = (reg: number, len = 2) => {
+    const msg = r(len);
+    assert.equal(bus.transfer([w(reg), msg]), 2);
+    return [...msg.buf];
+  };
+  return { device, bus, prop, readReg };
+}
+
+describe("LM75 temperature encoding", () => {
+  it("encodes the datasheet examples for 9 and 11 bits", () => {
+    const cases: [number, 9 | 11, number][] = [
+      [125, 9, 0x7d00],
+      [25, 9, 0x1900],
+      [0.5, 9, 0x0080],
+      [0, 9, 0x0000],
+      [-0.5, 9, 0xff80],
+      [-25, 9, 0xe700],
+      [-55, 9, 0xc900],
+      [0.125, 11, 0x0020],
+      [-0.125, 11, 0xffe0],
+      [-25.125, 11, 0xe6e0],
+      [-55, 11, 0xc900],
+      [126, 9, 0x7d00],
+      [-60, 11, 0xc900],
+    ];
+    for (const [celsius, bits, register] of cases) {
+      assert.equal(encodeLm75Temperature(celsius, bits), register, `${celsius} °C at ${bits} bits`);
+    }
+  });
+
+  it("decode(encode(t)) is t rounded to the resolution, within the range", () => {
+    fc.assert(
+      fc.property(
+        fc.double({ min: -55, max: 125, noNaN: true }),
+        fc.constantFrom(9 as const, 11 as const),
+        (t, bits) => {
+          const step = 2 ** (8 - bits);
+          const back = decodeLm75Temperature(encodeLm75Temperature(t, bits), bits);
+          assert.ok(Math.abs(back - t) <= step / 2 + 1e-9, `${t} → ${back}`);
+          assert.equal(back / step, Math.round(back / step));
+        },
+      ),
+    );
+  });
+});
+
+describe("LM75 chip", () => {
+  it("reads the temperature MSB first, 9-bit for lm75 and 11-bit for lm75a", () => {
+    assert.deepEqual(setup("lm75", { temperature: 21.375 }).readReg(0), [0x15, 0x80]);
+    assert.deepEqual(setup("lm75a", { temperature: 21.375 }).readReg(0), [0x15, 0x60]);
+  });
+
+  it("negative temperatures: -0.5, -25 and -55 °C", () => {
+    const { prop, readReg } = setup("lm75");
+    for (const [t, bytes] of [
+      ["-0.5", [0xff, 0x80]],
+      ["-25", [0xe7, 0x00]],
+      ["-55", [0xc9, 0x00]],
+    ] as const) {
+      prop("temperature").set?.(t);
+      assert.deepEqual(readReg(0), bytes, t);
+      assert.equal(prop("temperature").get(), Number(t));
+    }
+  });
+
+  it("clamps the temperature property to -55..125 and quantises it", () => {
+    const { prop, readReg } = setup("lm75a");
+    prop("temperature").set?.("200");
+    assert.equal(prop("temperature").get(), 125);
+    prop("temperature").set?.("-80");
+    assert.deepEqual(readReg(0), [0xc9, 0x00]);
+    prop("temperature").set?.("20.06");
+    assert.equal(prop("temperature").get(), 20.0);
+    assert.throws(
+      () => prop("temperature").set?.("warm"),
+      (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_VALUE",
+    );
+  });
+
+  it("T_HYST defaults to 75 °C and T_OS to 80 °C; writes keep 9 bits", () => {
+    const { bus, prop, readReg } = setup();
+    assert.deepEqual(readReg(2), [0x4b, 0x00]);
+    assert.deepEqual(readReg(3), [0x50, 0x00]);
+    assert.equal(bus.transfer([w(3, 0xe7, 0xff)]), 1);
+    assert.deepEqual(readReg(3), [0xe7, 0x80]);
+    assert.equal(prop("tos").get(), -24.5);
+    prop("thyst").set?.("-10.5");
+    assert.deepEqual(readReg(2), [0xf5, 0x00 | 0x80]);
+  });
+
+  it("the temperature register is read-only", () => {
+    const { bus, readReg } = setup("lm75", { temperature: 30 });
+    assert.equal(bus.transfer([w(0, 0x10, 0x00)]), 1);
+    assert.deepEqual(readReg(0), [0x1e, 0x00]);
+  });
+
+  it("reading past a register repeats it; the 8-bit config repeats its byte", () => {
+    const { bus, readReg } = setup("lm75", { temperature: 25 });
+    assert.deepEqual(readReg(0, 5), [0x19, 0x00, 0x19, 0x00, 0x19]);
+    bus.transfer([w(1, 0x1a)]);
+    assert.deepEqual(readReg(1, 3), [0x1a, 0x1a, 0x1a]);
+  });
+
+  it("a 1-byte write only sets the pointer, which persists between transfers", () => {
+    const { bus } = setup("lm75", { temperature: 25 });
+    assert.equal(bus.transfer([w(3)]), 1);
+    const first = r(2);
+    const again = r(2);
+    bus.transfer([first]);
+    bus.transfer([again]);
+    assert.deepEqual([...first.buf], [0x50, 0x00]);
+    assert.deepEqual([...again.buf], [0x50, 0x00]);
+  });
+
+  it("configuration keeps bits 0-4; in shutdown the temperature register holds its last value", () => {
+    const { bus, prop, readReg } = setup("lm75", { temperature: 25 });
+    bus.transfer([w(1, 0xff)]);
+    assert.deepEqual(readReg(1, 1), [0x1f]);
+    assert.equal(prop("config").get(), 0x1f);
+    prop("temperature").set?.("40");
+    assert.deepEqual(readReg(0), [0x19, 0x00], "shut down: no new conversion");
+    prop("config").set?.("0x00");
+    assert.deepEqual(readReg(0), [0x28, 0x00]);
+  });
+
+  it("only the 2 low pointer bits select a register", () => {
+    const { readReg } = setup("lm75");
+    assert.deepEqual(readReg(0x07), [0x50, 0x00]);
+  });
+
+  it("refuses an out-of-range initial temperature naming the key", () => {
+    assert.throws(
+      () => setup("lm75", { temperature: 130 }),
+      (e: unknown) =>
+        e instanceof ModelError &&
+        e.code === "I2C_MODEL_BAD_OPTIONS" &&
+        /options\.temperature: expected a number from -55 to 125, found number 130/.test(e.message),
+    );
+  });
+});
