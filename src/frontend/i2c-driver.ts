@@ -22,6 +22,7 @@ import { EventFd } from "../sys/eventfd.js";
 import type { UnixStream } from "../sys/unix-socket.js";
 import {
   closeQueues,
+  type DriverRing,
   type FrontendQueue,
   GuestRam,
   type GuestRamLayout,
@@ -33,7 +34,7 @@ import {
   waitForCall,
 } from "../vhost-user/frontend.js";
 import { ProtocolFeature, protocolBit } from "../vhost-user/protocol.js";
-import type { DriverBuffer, DriverSplitQueue } from "../virtio/driver-split-queue.js";
+import type { DriverBuffer } from "../virtio/driver-split-queue.js";
 import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VIRTIO_F_RING_EVENT_IDX,
@@ -63,7 +64,7 @@ export interface TransferResult {
 
 /** What the driver needs of a started queue (FrontendQueue from the vhost-user frontend fits). */
 export interface DriverQueue {
-  readonly driver: DriverSplitQueue;
+  readonly driver: DriverRing;
   readonly kick: EventFd;
   readonly call: EventFd;
 }
@@ -254,7 +255,7 @@ export class I2cDriver {
   /** Takes every used entry off the ring and marks its chain done. */
   collect(): void {
     for (;;) {
-      let used: ReturnType<DriverSplitQueue["getUsed"]>;
+      let used: ReturnType<DriverRing["getUsed"]>;
       try {
         used = this.#queue.driver.getUsed();
       } catch (err) {
