@@ -5,8 +5,9 @@
  * existing file of the wrong size is refused, never truncated or grown.
  * Must not know about I2C, models or the configuration format.
  *
- * Cost (measured on this project's build machine, ext4/overlay on SSD, 2000 single-byte commits):
- * about 1.4 ms per commit, dominated by fdatasync; a 24c02 page write is one commit.
+ * Cost (measured on the development VM, ext4 on a virtio disk, 2000 single-byte commits): about
+ * 100-150 µs per commit, nearly all fdatasync; one guest write transfer (e.g. a page write) is one
+ * commit, so write-through costs far less than a real EEPROM's 5 ms write cycle.
  * Re-measure with `node dist/src/i2c/backing-store.bench.js [dir]`.
  * @module
  */
