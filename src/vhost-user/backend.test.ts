@@ -5,8 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { EventFd } from "../sys/eventfd.js";
+import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
 import {
+  VIRTIO_F_IN_ORDER,
   VIRTIO_F_RING_EVENT_IDX,
   VIRTIO_F_RING_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
@@ -124,6 +126,7 @@ async function startSession(
   h: Harness,
   ram: GuestRam,
   protocolFeatures = 0n,
+  ring: { features?: bigint; queueSize?: number } = {},
 ): Promise<{
   frontend: VhostUserFrontend;
   negotiated: Negotiated;
@@ -138,7 +141,8 @@ async function startSession(
   for (const e of early) e.close();
   const queues = await startQueues(frontend, ram, {
     negotiated,
-    features: QEMU_FEATURES & negotiated.features,
+    features: (ring.features ?? QEMU_FEATURES) & negotiated.features,
+    queueSize: ring.queueSize ?? 4,
   });
   return { frontend, negotiated, queues };
 }
@@ -252,6 +256,137 @@ describe("BackendConnection with QEMU 7.2 sequences", () => {
   });
 });
 
+describe("BackendConnection with packed rings (RING_PACKED)", () => {
+  const PACKED_FEATURES = QEMU_FEATURES | VIRTIO_F_RING_PACKED;
+  /** QEMU 7.2's fresh packed base: avail and used positions 0 with wrap counters 1. */
+  const FRESH_BASE = 0x80008000;
+
+  it("offers RING_PACKED, echoes through a packed ring and reports both positions at GET_VRING_BASE", async () => {
+    const h = serve();
+    const ram = new GuestRam();
+    try {
+      const { frontend, negotiated, queues } = await startSession(h, ram, 0n, {
+        features: PACKED_FEATURES,
+      });
+      assert.equal(negotiated.features & VIRTIO_F_RING_PACKED, VIRTIO_F_RING_PACKED);
+      const q = queues[0]!;
+      assert.ok(q.driver instanceof DriverPackedQueue);
+      // Six round trips of two slots on a ring of four: both wrap counters flip, then flip back.
+      for (const text of ["one", "two", "three", "four", "five", "six"])
+        assert.deepEqual(await echo(ram, q, bytes(text)), bytes(text));
+      assert.deepEqual(h.device().negotiated, [PACKED_FEATURES]);
+      // 12 slots = 3 laps of 4: index 0, wrap counter 0.
+      assert.deepEqual(await stopQueues(frontend, queues, PACKED_FEATURES), [0]);
+      closeQueues(queues);
+    } finally {
+      h.close();
+      ram.close();
+    }
+  });
+
+  it("takes a non-power-of-two size and a base with both halves, and carries them across a restart", async () => {
+    const h = serve();
+    const ram = new GuestRam();
+    try {
+      const { frontend, negotiated, queues } = await startSession(h, ram, 0n, {
+        features: PACKED_FEATURES,
+        queueSize: 3,
+      });
+      const q = queues[0]!;
+      for (const text of ["ab", "cd"])
+        assert.deepEqual(await echo(ram, q, bytes(text)), bytes(text));
+      // Four slots on a ring of three: index 1, wrap counter 0, in both halves.
+      assert.deepEqual(await stopQueues(frontend, queues, PACKED_FEATURES), [0x00010001]);
+      // A restart on the same ring (QEMU after a stop): the base is where the driver's ring is.
+      await startQueues(frontend, ram, {
+        negotiated,
+        features: PACKED_FEATURES,
+        queues,
+        queueSize: 3,
+      });
+      assert.deepEqual(await echo(ram, q, bytes("ef")), bytes("ef"));
+      assert.deepEqual(await stopQueues(frontend, queues, PACKED_FEATURES), [FRESH_BASE]);
+      closeQueues(queues);
+    } finally {
+      h.close();
+      ram.close();
+    }
+  });
+
+  it("reconnect: a new back-end continues a packed ring from the base, including a request queued meanwhile", async () => {
+    const h = serve();
+    const ram = new GuestRam();
+    try {
+      const first = await startSession(h, ram, 0n, { features: PACKED_FEATURES });
+      const q = first.queues[0]!;
+      assert.deepEqual(await echo(ram, q, bytes("before")), bytes("before"));
+      const gone = once(h.server, "disconnect");
+      first.frontend.close();
+      await gone;
+      const pendingOut = ram.alloc(6);
+      const pendingIn = ram.alloc(6);
+      ram.memory.write(pendingOut, bytes("queued"));
+      const pendingId = q.driver.add([
+        { gpa: pendingOut, len: 6, writable: false },
+        { gpa: pendingIn, len: 6, writable: true },
+      ]);
+      const second = h.connect();
+      await startQueues(second, ram, {
+        negotiated: first.negotiated,
+        features: PACKED_FEATURES,
+        queues: first.queues,
+      });
+      let used = q.driver.getUsed();
+      while (used === null) {
+        await waitForCall(q.call);
+        used = q.driver.getUsed();
+      }
+      assert.deepEqual(used, { head: pendingId, len: 6 });
+      assert.deepEqual(await echo(ram, q, bytes("after")), bytes("after"));
+      // Six slots on a ring of four: index 2, wrap counter 0.
+      assert.deepEqual(await stopQueues(second, first.queues, PACKED_FEATURES), [0x00020002]);
+      closeQueues(first.queues);
+    } finally {
+      h.close();
+      ram.close();
+    }
+  });
+
+  it("takes any packed size up to the device's maximum and a 32-bit base; split rings do not", async () => {
+    const h = serve({ maxQueueSize: 8 });
+    try {
+      const attempt = async (features: bigint, send: (f: VhostUserFrontend) => Promise<void>) => {
+        const frontend = h.connect();
+        await frontend.setFeatures(features);
+        return send(frontend);
+      };
+      await attempt(PACKED_FEATURES, async (f) => {
+        await f.setVringNum(0, 5, { needReply: true });
+        await f.setVringBase(0, FRESH_BASE, { needReply: true });
+      });
+      const refused = { code: "ECONNRESET" };
+      await assert.rejects(
+        attempt(PACKED_FEATURES, (f) => f.setVringNum(0, 9, { needReply: true })),
+        refused,
+      );
+      await assert.rejects(
+        attempt(PACKED_FEATURES, (f) => f.setVringNum(0, 0, { needReply: true })),
+        refused,
+      );
+      await assert.rejects(
+        attempt(QEMU_FEATURES, (f) => f.setVringNum(0, 5, { needReply: true })),
+        refused,
+      );
+      await assert.rejects(
+        attempt(QEMU_FEATURES, (f) => f.setVringBase(0, FRESH_BASE, { needReply: true })),
+        refused,
+      );
+    } finally {
+      h.close();
+    }
+  });
+});
+
 describe("BackendConnection error handling", () => {
   it("answers an unknown request with NEED_REPLY with an error and keeps the connection", async () => {
     const h = serve();
@@ -316,9 +451,9 @@ describe("BackendConnection error handling", () => {
     }
   });
 
-  it("refuses SET_FEATURES with RING_PACKED or without the device's required bits", async () => {
+  it("refuses SET_FEATURES with a bit not offered or without the device's required bits", async () => {
     for (const features of [
-      QEMU_FEATURES | VIRTIO_F_RING_PACKED,
+      QEMU_FEATURES | VIRTIO_F_IN_ORDER,
       QEMU_FEATURES & ~VIRTIO_F_VERSION_1,
     ]) {
       const h = serve();
@@ -339,6 +474,7 @@ describe("BackendConnection error handling", () => {
     try {
       const { frontend, queues } = await startSession(h, ram);
       const q = queues[0]!;
+      assert.ok(q.driver instanceof DriverSplitQueue);
       q.driver.setAvailIndex(100);
       q.kick.write(1);
       // The connection still answers; GET_VRING_BASE reports nothing consumed.

@@ -16,9 +16,11 @@ import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_RING_EVENT_IDX,
   VIRTIO_F_RING_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from "../virtio/features.js";
 import { GuestMemory, type RegionBacking } from "../virtio/guest-memory.js";
+import { checkPackedQueueSize, PackedQueue, packedRingSizes } from "../virtio/packed-queue.js";
 import { VirtqueueError } from "../virtio/queue.js";
 import { SplitQueue, splitRingSizes, USED_IDX } from "../virtio/split-queue.js";
 import {
@@ -60,6 +62,7 @@ export const TRANSPORT_FEATURES =
   VIRTIO_F_NOTIFY_ON_EMPTY |
   VIRTIO_F_RING_INDIRECT_DESC |
   VIRTIO_F_RING_EVENT_IDX |
+  VIRTIO_F_RING_PACKED |
   PROTOCOL_FEATURES_BIT;
 
 export interface BackendOptions {
@@ -102,7 +105,10 @@ class Vring {
   readonly index: number;
   size = 0;
   addr: VringAddr | null = null;
-  /** Next avail index to process: SET_VRING_BASE in, GET_VRING_BASE out. */
+  /**
+   * Next avail index to process: SET_VRING_BASE in, GET_VRING_BASE out. Packed rings: avail index |
+   * wrap << 15 in the low half, used index | wrap << 15 in the high half (see createQueue).
+   */
   base = 0;
   kick: EventFd | null = null;
   call: EventFd | null = null;
@@ -113,7 +119,7 @@ class Vring {
   started = false;
   /** The driver broke the ring: stays stopped until the next start. */
   broken = false;
-  queue: SplitQueue | null = null;
+  queue: SplitQueue | PackedQueue | null = null;
   watcher: FdWatcher | null = null;
 
   constructor(index: number) {
@@ -292,7 +298,7 @@ export class BackendConnection {
         return this.setVringAddr(payloadAs(payload, "vringAddr"));
       case Request.SET_VRING_BASE: {
         const { index, num } = payloadAs(payload, "vringState");
-        if (num > 0xffff)
+        if (num > 0xffff && !this.packed)
           throw new BackendError("EPROTO", `vring base ${num} is not a 16-bit index`);
         this.vring(index).base = num;
         return undefined;
@@ -333,8 +339,7 @@ export class BackendConnection {
   private setFeatures(features: bigint): undefined {
     const unknown = features & ~this.offeredFeatures;
     if (unknown !== 0n) {
-      // Spec: the front-end MUST NOT accept a feature the device did not offer. QEMU 7.2 passes
-      // RING_PACKED through with packed=on: no packed ring here, so the session cannot work.
+      // Spec: the front-end MUST NOT accept a feature the device did not offer.
       throw new BackendError(
         "EPROTO",
         `SET_FEATURES with bits not offered: 0x${unknown.toString(16)}`,
@@ -461,7 +466,7 @@ export class BackendConnection {
       const queue = vring.queue;
       if (queue === null) continue;
       if (memory === null) {
-        vring.base = queue.lastAvailIndex;
+        vring.base = vringBase(queue);
         this.stopQueue(vring);
         continue;
       }
@@ -500,9 +505,27 @@ export class BackendConnection {
     return vring;
   }
 
+  /** RING_PACKED negotiated: packed rings, any queue size, 32-bit vring bases. */
+  private get packed(): boolean {
+    return (this.ackedFeatures & VIRTIO_F_RING_PACKED) !== 0n;
+  }
+
   private setVringNum({ index, num }: { index: number; num: number }): undefined {
     const vring = this.vring(index);
-    if (num === 0 || num > this.device.maxQueueSize || (num & (num - 1)) !== 0) {
+    if (this.packed) {
+      // Packed rings need not be a power of two.
+      try {
+        checkPackedQueueSize(num);
+      } catch {
+        throw new BackendError("EPROTO", `vring ${index} size ${num}: not a packed queue size`);
+      }
+      if (num > this.device.maxQueueSize) {
+        throw new BackendError(
+          "EPROTO",
+          `vring ${index} size ${num}: more than ${this.device.maxQueueSize}`,
+        );
+      }
+    } else if (num === 0 || num > this.device.maxQueueSize || (num & (num - 1)) !== 0) {
       throw new BackendError(
         "EPROTO",
         `vring ${index} size ${num}: not a power of two up to ${this.device.maxQueueSize}`,
@@ -552,11 +575,11 @@ export class BackendConnection {
   private async getVringBase(index: number): Promise<Reply> {
     const vring = this.vring(index);
     // Stop the ring first so no kick adds work, then let in-flight chains complete.
-    if (vring.queue !== null) vring.base = vring.queue.lastAvailIndex;
+    if (vring.queue !== null) vring.base = vringBase(vring.queue);
     vring.started = false;
     this.stopWatching(vring);
     await this.device.whenIdle(index);
-    if (vring.queue !== null) vring.base = vring.queue.lastAvailIndex;
+    if (vring.queue !== null) vring.base = vringBase(vring.queue);
     this.stopQueue(vring);
     vring.kick?.close();
     vring.kick = null;
@@ -615,11 +638,12 @@ export class BackendConnection {
     this.processRing(vring);
   }
 
-  private createQueue(vring: Vring): SplitQueue {
+  private createQueue(vring: Vring): SplitQueue | PackedQueue {
     const memory = this.memory!;
     const addr = vring.addr!;
     const size = vring.size;
     const eventIdx = (this.ackedFeatures & VIRTIO_F_RING_EVENT_IDX) !== 0n;
+    if (this.packed) return this.createPackedQueue(vring, memory, addr, eventIdx);
     const sizes = splitRingSizes(size, eventIdx);
     // Ring addresses are front-end virtual addresses; translate now, since memory may come last.
     const addresses = {
@@ -634,6 +658,36 @@ export class BackendConnection {
       lastAvailIndex: vring.base,
       // Continue from the used index the ring holds (it equals the base unless chains were lost).
       usedIndex: memory.readU16(addresses.used + USED_IDX),
+      notify: () => this.signal(vring),
+    });
+  }
+
+  /**
+   * A packed ring: SET_VRING_ADDR's desc/avail/used are the descriptor ring, the driver area (driver
+   * event suppression) and the device area. The base's low half is the avail position; its high half
+   * the used position (QEMU 7.2 starts with 0x80008000). A high half of 0 means a front-end that sends
+   * the avail position only: at a clean stop nothing is in flight, so the used position is the same.
+   */
+  private createPackedQueue(
+    vring: Vring,
+    memory: GuestMemory,
+    addr: VringAddr,
+    eventIdx: boolean,
+  ): PackedQueue {
+    const sizes = packedRingSizes(vring.size);
+    const addresses = {
+      desc: memory.uvaToGpa(addr.descUser, sizes.desc),
+      driver: memory.uvaToGpa(addr.availUser, sizes.driver),
+      device: memory.uvaToGpa(addr.usedUser, sizes.device),
+    };
+    const avail = vring.base & 0xffff;
+    const used = vring.base >>> 16;
+    return new PackedQueue(memory, vring.size, addresses, {
+      eventIdx,
+      indirect: (this.ackedFeatures & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
+      notifyOnEmpty: (this.ackedFeatures & VIRTIO_F_NOTIFY_ON_EMPTY) !== 0n,
+      lastAvailIndex: avail,
+      usedIndex: used === 0 ? avail : used,
       notify: () => this.signal(vring),
     });
   }
@@ -695,6 +749,11 @@ export class BackendConnection {
       this.logger.error(`${what} failed`, { error: String(error) });
     }
   }
+}
+
+/** What GET_VRING_BASE reports for a queue: the split avail index, or both packed positions. */
+function vringBase(queue: SplitQueue | PackedQueue): number {
+  return queue instanceof PackedQueue ? queue.vringBase : queue.lastAvailIndex;
 }
 
 /** Maps `size + mmap_offset` bytes from file offset 0 (as libvhost-user does) and closes the fd. */

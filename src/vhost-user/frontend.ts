@@ -13,8 +13,13 @@ import { FdWatcher } from "../sys/fd-watcher.js";
 import { Mapping } from "../sys/mapping.js";
 import { createMemfd } from "../sys/memfd.js";
 import { UnixStream } from "../sys/unix-socket.js";
+import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
-import { VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_EVENT_IDX } from "../virtio/features.js";
+import {
+  VIRTIO_F_NOTIFY_ON_EMPTY,
+  VIRTIO_F_RING_EVENT_IDX,
+  VIRTIO_F_RING_PACKED,
+} from "../virtio/features.js";
 import { GuestMemory } from "../virtio/guest-memory.js";
 import {
   type DeviceConfig,
@@ -515,10 +520,13 @@ export async function realize(
   return { features, protocolFeatures, queueNum, maxMemSlots };
 }
 
+/** A driver-side ring: split or packed (RING_PACKED), both with the same driver methods. */
+export type DriverRing = DriverSplitQueue | DriverPackedQueue;
+
 /** A driver-side ring with its kick and call eventfds. */
 export interface FrontendQueue {
   readonly index: number;
-  readonly driver: DriverSplitQueue;
+  readonly driver: DriverRing;
   readonly kick: EventFd;
   readonly call: EventFd;
 }
@@ -548,17 +556,15 @@ export async function startQueues(
   const size = options.queueSize ?? 4;
   const features = options.features ?? negotiated.features & ~VIRTIO_F_NOTIFY_ON_EMPTY;
   const eventIdx = (features & VIRTIO_F_RING_EVENT_IDX) !== 0n;
+  const packed = (features & VIRTIO_F_RING_PACKED) !== 0n;
   const queues =
     options.queues ??
-    Array.from({ length: options.numQueues ?? 1 }, (_, index) => {
-      const base = ram.alloc(DriverSplitQueue.byteLength(size, { eventIdx }), 4096);
-      return {
-        index,
-        driver: new DriverSplitQueue(ram.memory, base, size, { eventIdx }),
-        kick: EventFd.create(),
-        call: EventFd.create(),
-      };
-    });
+    Array.from({ length: options.numQueues ?? 1 }, (_, index) => ({
+      index,
+      driver: createDriverRing(ram, size, eventIdx, packed),
+      kick: EventFd.create(),
+      call: EventFd.create(),
+    }));
   for (const q of queues) await frontend.setVringCall(q.index, q.call.fd);
   await frontend.setFeatures(features);
   if ((negotiated.protocolFeatures & protocolBit(ProtocolFeature.STATUS)) !== 0n) {
@@ -574,12 +580,9 @@ export async function startQueues(
     await frontend.setMemTable(ram.regions);
   }
   for (const q of queues) {
-    const { desc, avail, used } = q.driver.addresses;
+    const { desc, avail, used } = ringAreas(q.driver);
     await frontend.setVringNum(q.index, size);
-    await frontend.setVringBase(
-      q.index,
-      options.queues === undefined ? 0 : q.driver.deviceUsedIndex,
-    );
+    await frontend.setVringBase(q.index, restartBase(q.driver, options.queues !== undefined));
     await frontend.setVringAddr({
       index: q.index,
       flags: 0,
@@ -595,6 +598,42 @@ export async function startQueues(
   }
   for (const q of queues) await frontend.setVringCall(q.index, q.call.fd);
   return queues;
+}
+
+function createDriverRing(
+  ram: GuestRam,
+  size: number,
+  eventIdx: boolean,
+  packed: boolean,
+): DriverRing {
+  if (packed) {
+    const base = ram.alloc(DriverPackedQueue.byteLength(size), 4096);
+    return new DriverPackedQueue(ram.memory, base, size, { eventIdx });
+  }
+  const base = ram.alloc(DriverSplitQueue.byteLength(size, { eventIdx }), 4096);
+  return new DriverSplitQueue(ram.memory, base, size, { eventIdx });
+}
+
+/** SET_VRING_ADDR's three areas; a packed ring's driver and device areas go where avail and used do. */
+function ringAreas(ring: DriverRing): { desc: number; avail: number; used: number } {
+  if (ring instanceof DriverPackedQueue) {
+    const { desc, driver, device } = ring.addresses;
+    return { desc, avail: driver, used: device };
+  }
+  return ring.addresses;
+}
+
+/**
+ * SET_VRING_BASE as QEMU 7.2 sends it. Split: 0 on a fresh ring, the used index on a restart. Packed:
+ * `index | wrap << 15` of the avail position in the low half and of the used position in the high half
+ * (fresh: 0x80008000); a restart hands the device everything not used yet again, as QEMU does.
+ */
+function restartBase(ring: DriverRing, restart: boolean): number {
+  if (ring instanceof DriverPackedQueue) {
+    const used = restart ? ring.deviceUsedIndex : ring.availIndex;
+    return (used | (used << 16)) >>> 0;
+  }
+  return restart ? ring.deviceUsedIndex : 0;
 }
 
 /** `vhost_dev_stop`: disable, GET_VRING_BASE (the back-end's next avail index) per queue. */
