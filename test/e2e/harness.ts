@@ -18,6 +18,7 @@ import {
   findGuestImages,
   type GuestImages,
   type GuestRun,
+  qemuOptionValue,
 } from "../helpers/guest.js";
 
 /** One boot never runs longer than this: a guest driver waiting on a lost request never returns. */
@@ -221,15 +222,20 @@ export function eepromPattern(size: number, seed: number): Uint8Array {
 
 /**
  * Guest shell lines writing `bytes` to an EEPROM at `address` on bus 0, one page per i2ctransfer
- * (word address, then the page's data), as a datasheet-conforming page write.
+ * (word address, then the page's data) from `startOffset` on, as datasheet-conforming page writes.
  */
-export function eepromFillScript(address: number, bytes: Uint8Array, pageSize: number): string {
+export function eepromFillScript(
+  address: number,
+  bytes: Uint8Array,
+  pageSize: number,
+  startOffset = 0,
+): string {
+  if (startOffset % pageSize !== 0) throw new RangeError("startOffset must be page-aligned");
   const lines: string[] = [];
   for (let page = 0; page < bytes.length; page += pageSize) {
     const data = [...bytes.subarray(page, page + pageSize)].map(hex);
-    lines.push(
-      `i2ctransfer -y 0 w${data.length + 1}@${hex(address)} ${hex(page)} ${data.join(" ")}`,
-    );
+    const offset = hex(startOffset + page);
+    lines.push(`i2ctransfer -y 0 w${data.length + 1}@${hex(address)} ${offset} ${data.join(" ")}`);
   }
   return lines.join("\n");
 }
@@ -308,4 +314,36 @@ export class ConsoleWatch {
     if (this.#seen.includes(text)) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push({ text, resolve }));
   }
+}
+
+/**
+ * QEMU arguments for a vhost-user-i2c-pci device whose socket QEMU itself listens on (the daemon runs
+ * with --client). `wait=on` holds QEMU at start-up until the daemon connects, as 7.2 needs.
+ */
+export function vhostUserI2cServerArgs(socketPath: string, id = "vi2c"): string[] {
+  return [
+    "-chardev",
+    `socket,id=${id},path=${qemuOptionValue(socketPath)},server=on,wait=on`,
+    "-device",
+    `vhost-user-i2c-pci,chardev=${id}`,
+  ];
+}
+
+/** Resolves when `text` is on the console; rejects when the guest run ends first. */
+export async function consoleOrExit(
+  watch: ConsoleWatch,
+  text: string,
+  guest: Promise<GuestRun>,
+): Promise<void> {
+  await Promise.race([
+    watch.seen(text),
+    guest.then(() => {
+      throw new Error(`the guest ended before printing ${text}`);
+    }),
+  ]);
+}
+
+/** How many lines of `log` contain `text`. */
+export function countLines(log: string, text: string): number {
+  return log.split("\n").filter((line) => line.includes(text)).length;
 }
