@@ -1,0 +1,248 @@
+/**
+ * Real guest, real daemon: Linux chip drivers bind to the daemon's emulated devices through the
+ * virtio-i2c adapter and work: at24 (nvmem `eeprom` file, also over a backing file on the host),
+ * lm75 (hwmon temperature, changed at run time through the control socket) and rtc-ds1307
+ * (hwclock against host time, a written date read back). Tests whose model or option the daemon in
+ * the tree does not accept yet skip with the daemon's own message. Skips by name without QEMU or a
+ * built guest image (guest/build.sh). Must not reach into the daemon's modules.
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it, type TestContext } from "node:test";
+import { makeTempDir } from "../helpers/daemon.js";
+import { type GuestImages, vhostUserI2cArgs } from "../helpers/guest.js";
+import {
+  assertScriptCompleted,
+  ConsoleWatch,
+  consoleOrExit,
+  controlCommand,
+  daemonRefusal,
+  Evidence,
+  eepromFillScript,
+  eepromPattern,
+  guestPrerequisites,
+  hex,
+  odHexCommand,
+  parseOdHex,
+  result,
+  runGuest,
+  socketPrefix,
+  startServerDaemon,
+  stopDaemonCleanly,
+  TEST_TIMEOUT_MS,
+} from "./harness.js";
+
+const prerequisites = guestPrerequisites();
+const skip = "skip" in prerequisites ? prerequisites.skip : false;
+
+const NEW_DEVICE = "/sys/bus/i2c/devices/i2c-0/new_device";
+const DELETE_DEVICE = "/sys/bus/i2c/devices/i2c-0/delete_device";
+const AT24_NVMEM = "/sys/bus/i2c/devices/0-0050/eeprom";
+/** What the guest writes through the nvmem file, at this offset. */
+const NVMEM_WRITE = { offset: 0x10, bytes: [0x53, 0x54, 0x00, 0xfe] } as const;
+
+/** A fresh temp dir and evidence for one test; the body runs under `evidence.explain`. */
+async function withScratch(
+  body: (dir: string, evidence: Evidence) => Promise<void>,
+): Promise<void> {
+  const tmp = makeTempDir("vdi2c-e2e-");
+  const evidence = new Evidence();
+  try {
+    await evidence.explain(() => body(tmp.path, evidence));
+  } finally {
+    tmp.remove();
+  }
+}
+
+/** Skips `t` with the daemon's message when it does not accept `args` yet; true when skipped. */
+async function skippedUnlessAccepted(
+  t: TestContext,
+  args: readonly string[],
+  socket: string,
+): Promise<boolean> {
+  const refusal = await daemonRefusal(args, socket);
+  if (refusal) t.skip(refusal);
+  return refusal !== null;
+}
+
+/**
+ * Binds at24 to the 24c02 at 0x50 (filled first through i2c-dev when `fill` is given), reads the
+ * nvmem file, writes NVMEM_WRITE through it, unbinds and reads those bytes back through i2c-dev.
+ * Returns the EEPROM contents the guest saw before and after its write.
+ */
+async function at24Check(
+  images: GuestImages,
+  evidence: Evidence,
+  socket: string,
+  fill: Uint8Array | null,
+): Promise<{ before: Uint8Array; after: Uint8Array; raw: string }> {
+  const octal = NVMEM_WRITE.bytes.map((byte) => `\\${byte.toString(8).padStart(3, "0")}`).join("");
+  const run = await runGuest(evidence, "guest", {
+    ...images,
+    qemuArgs: vhostUserI2cArgs(socket),
+    script: [
+      fill ? eepromFillScript(0x50, fill, 8) : "",
+      `echo 24c02 0x50 > ${NEW_DEVICE}`,
+      `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/0-0050/driver))"`,
+      `echo "RESULT before $(${odHexCommand(AT24_NVMEM)})"`,
+      `printf '${octal}' | dd of=${AT24_NVMEM} bs=1 seek=${NVMEM_WRITE.offset} conv=notrunc 2>/dev/null`,
+      'echo "RESULT write_status $?"',
+      `echo "RESULT after $(${odHexCommand(AT24_NVMEM)})"`,
+      `echo 0x50 > ${DELETE_DEVICE}`,
+      `echo "RESULT raw $(i2ctransfer -y 0 w1@0x50 ${hex(NVMEM_WRITE.offset)} r${NVMEM_WRITE.bytes.length}@0x50)"`,
+    ].join("\n"),
+  });
+  assertScriptCompleted(run, "guest");
+  assert.equal(result(run, "driver"), "at24", "at24 did not bind to 0-0050");
+  assert.equal(result(run, "write_status"), "0", "writing the nvmem file failed");
+  return {
+    before: parseOdHex(result(run, "before")),
+    after: parseOdHex(result(run, "after")),
+    raw: result(run, "raw"),
+  };
+}
+
+/** `contents` with NVMEM_WRITE applied. */
+function withNvmemWrite(contents: Uint8Array): Uint8Array {
+  const expected = Uint8Array.from(contents);
+  expected.set(NVMEM_WRITE.bytes, NVMEM_WRITE.offset);
+  return expected;
+}
+
+describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
+  const images = "images" in prerequisites ? prerequisites.images : null;
+
+  it("at24 binds; its nvmem eeprom file shows the device contents; a write through it reaches the device", async () => {
+    assert.ok(images);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const daemon = await startServerDaemon(
+        evidence,
+        "daemon",
+        ["-s", prefix, "-l", "sim:0x50=24c02"],
+        [`${prefix}0`],
+      );
+      const pattern = eepromPattern(256, 0x2d);
+      const seen = await at24Check(images, evidence, `${prefix}0`, pattern);
+      assert.deepEqual(seen.before, pattern);
+      assert.deepEqual(seen.after, withNvmemWrite(pattern));
+      assert.equal(seen.raw, NVMEM_WRITE.bytes.map(hex).join(" "));
+      await stopDaemonCleanly(daemon);
+    });
+  });
+
+  it("at24 over a file-backed EEPROM: nvmem equals the backing file, and its write lands in the file", async (t) => {
+    assert.ok(images);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const backing = join(dir, "eeprom.bin");
+      const configFile = join(dir, "devices.json");
+      const device = {
+        bus: "sim",
+        address: "0x50",
+        model: "24c02",
+        options: { backing: "eeprom.bin" },
+      };
+      writeFileSync(configFile, JSON.stringify({ devices: [device] }));
+      const contents = eepromPattern(256, 0x99);
+      writeFileSync(backing, contents);
+      const args = ["-s", prefix, "--config", configFile];
+      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
+      writeFileSync(backing, contents);
+      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+      const seen = await at24Check(images, evidence, `${prefix}0`, null);
+      assert.deepEqual(seen.before, contents);
+      assert.deepEqual(seen.after, withNvmemWrite(contents));
+      await stopDaemonCleanly(daemon);
+      assert.deepEqual(new Uint8Array(readFileSync(backing)), withNvmemWrite(contents));
+    });
+  });
+
+  it("lm75 binds; hwmon temp1_input follows the temperature set on the host, also at run time", async (t) => {
+    assert.ok(images);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const control = join(dir, "control.sock");
+      const args = ["-s", prefix, "-l", "sim:0x48=lm75", "--control-socket", control];
+      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
+      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+      await controlCommand(control, "set 0x48 temperature 22.5");
+      const watch = new ConsoleWatch();
+      const guest = runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+        onConsole: watch.onConsole,
+        script: [
+          `echo lm75 0x48 > ${NEW_DEVICE}`,
+          `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/0-0048/driver))"`,
+          "hwmon=$(ls -d /sys/bus/i2c/devices/0-0048/hwmon/hwmon* | head -n 1)",
+          'echo "RESULT initial $(cat $hwmon/temp1_input)"',
+          "echo @@SET-TEMPERATURE@@",
+          // The driver caches a reading for its sample time; poll until the new value shows.
+          "polls=0",
+          'while [ $polls -lt 100 ]; do t=$(cat $hwmon/temp1_input); [ "$t" = 31500 ] && break; polls=$((polls + 1)); sleep 0.2; done',
+          'echo "RESULT changed $t"',
+        ].join("\n"),
+      });
+      await consoleOrExit(watch, "@@SET-TEMPERATURE@@", guest);
+      await controlCommand(control, "set 0x48 temperature 31.5");
+      const run = await guest;
+      assertScriptCompleted(run, "guest");
+      assert.equal(result(run, "driver"), "lm75");
+      assert.equal(result(run, "initial"), "22500");
+      assert.equal(result(run, "changed"), "31500", "the run-time change never reached the guest");
+      await stopDaemonCleanly(daemon);
+    });
+  });
+
+  it("rtc-ds1307 binds; hwclock reads host time; a date written with hwclock -w reads back", async (t) => {
+    assert.ok(images);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const args = ["-s", prefix, "-l", "sim:0x68=ds1307"];
+      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
+      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+      const written = Date.UTC(2031, 1, 3, 4, 5, 6) / 1000;
+      const watch = new ConsoleWatch();
+      let hostSecondsAtRead = Number.NaN;
+      const guest = runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+        onConsole: watch.onConsole,
+        script: [
+          `echo ds1307 0x68 > ${NEW_DEVICE}`,
+          `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/0-0068/driver))"`,
+          // The guest clock starts at 1970 (no RTC at boot): -s copies the chip's time into it.
+          "hwclock -s -u -f /dev/rtc0",
+          'echo "RESULT read_status $?"',
+          'echo "RESULT rtc_epoch $(date +%s)"',
+          'date -u -s "2031-02-03 04:05:06" > /dev/null',
+          "hwclock -w -u -f /dev/rtc0",
+          'echo "RESULT write_status $?"',
+          "date -u -s 1980-01-01 > /dev/null",
+          "hwclock -s -u -f /dev/rtc0",
+          'echo "RESULT rtc_epoch_after $(date +%s)"',
+        ].join("\n"),
+      });
+      // The host's clock when the guest's reading reaches the console.
+      void watch.seen("RESULT rtc_epoch ").then(() => {
+        hostSecondsAtRead = Date.now() / 1000;
+      });
+      const run = await guest;
+      assertScriptCompleted(run, "guest");
+      assert.equal(result(run, "driver"), "rtc-ds1307");
+      assert.equal(result(run, "read_status"), "0", "hwclock could not read /dev/rtc0");
+      const drift = Math.abs(Number(result(run, "rtc_epoch")) - hostSecondsAtRead);
+      assert.ok(drift <= 2, `RTC is ${drift.toFixed(1)} s away from host time`);
+      assert.equal(result(run, "write_status"), "0", "hwclock -w failed");
+      const after = Number(result(run, "rtc_epoch_after"));
+      assert.ok(
+        after >= written && after <= written + 5,
+        `read back ${new Date(after * 1000).toISOString()}, wrote 2031-02-03T04:05:06Z`,
+      );
+      await stopDaemonCleanly(daemon);
+    });
+  });
+});
