@@ -88,11 +88,15 @@ describe("LM75 chip", () => {
     }
   });
 
-  it("clamps the temperature property to -55..125 and quantises it", () => {
+  it("refuses temperatures outside -55..125 and quantises the rest", () => {
     const { prop, readReg } = setup("lm75a");
-    prop("temperature").set?.("200");
-    assert.equal(prop("temperature").get(), 125);
-    prop("temperature").set?.("-80");
+    for (const outside of ["200", "125.5", "-80"]) {
+      assert.throws(
+        () => prop("temperature").set?.(outside),
+        (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_VALUE",
+      );
+    }
+    prop("temperature").set?.("-55");
     assert.deepEqual(readReg(0), [0xc9, 0x00]);
     prop("temperature").set?.("20.06");
     assert.equal(prop("temperature").get(), 20.0);

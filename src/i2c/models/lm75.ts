@@ -164,11 +164,13 @@ export class Lm75Chip {
 }
 
 function lm75Properties(chip: Lm75Chip): Record<string, DeviceProperty> {
+  // The chip measures -55..125 °C: a value it could never report is refused rather than clamped,
+  // as the `temperature` option is, so an operator's typo does not pass silently.
   const celsius = (description: string, get: () => number, set: (v: number) => void) =>
-    numberProperty(description, get, set, { min: -273, max: 1000 }); // clamped to -55..125 by the chip
+    numberProperty(description, get, set, LM75_RANGE);
   return {
     temperature: celsius(
-      `measured temperature in °C (clamped to ${LM75_RANGE.min}..${LM75_RANGE.max}, ${2 ** (8 - chip.resolution)} °C steps)`,
+      `measured temperature in °C (${LM75_RANGE.min}..${LM75_RANGE.max}, ${2 ** (8 - chip.resolution)} °C steps)`,
       () => chip.temperature,
       (v) => {
         chip.temperature = v;
