@@ -30,12 +30,24 @@ function hasCommand(command: string): boolean {
   return spawnSync(command, ["--version"], { stdio: "ignore" }).status === 0;
 }
 
-/** The guest images, or the reason the whole guest suite skips (QEMU missing, image not built). */
+/** Set by CI (.ci/run): a missing prerequisite fails the suite instead of skipping it. */
+export const E2E_REQUIRED_ENV = "VHOST_DEVICE_I2C_E2E_REQUIRED";
+
+/**
+ * The guest images, or the reason the whole guest suite skips (QEMU missing, image not built).
+ * Throws instead when E2E_REQUIRED_ENV is set, so CI cannot pass with the guest tests skipped.
+ */
 export function guestPrerequisites(): { images: GuestImages } | { skip: string } {
-  if (!hasCommand("qemu-system-x86_64")) return { skip: "qemu-system-x86_64 is not installed" };
   const images = findGuestImages();
-  if (!images) return { skip: "no guest image for the current inputs: run guest/build.sh" };
-  return { images };
+  const skip = !hasCommand("qemu-system-x86_64")
+    ? "qemu-system-x86_64 is not installed"
+    : images === null
+      ? "no guest image for the current inputs: run guest/build.sh"
+      : null;
+  if (skip === null && images) return { images };
+  const reason = skip ?? "no guest image";
+  if (process.env[E2E_REQUIRED_ENV]) throw new Error(`${E2E_REQUIRED_ENV} is set but ${reason}`);
+  return { skip: reason };
 }
 
 /**
