@@ -2,8 +2,8 @@
  * Real guest, real daemon: the Linux i2c-virtio driver in a QEMU (TCG) guest drives the daemon's
  * emulated bus through i2c-tools. Covers the adapter and the address scan, a byte-exact i2cdump
  * against a host-side reference, combined write+read (repeated START), i2cset/i2cget round trips
- * (also into a backing file on the host), and unlisted addresses, alone and as the second message of
- * a transfer. Skips by name without QEMU or a built guest image (guest/build.sh).
+ * (also into a backing file on the host), unlisted addresses, alone and as the second message of
+ * a transfer, and the same EEPROM checks over a packed virtqueue. Skips by name without QEMU or a built guest image (guest/build.sh).
  * Must not reach into the daemon's modules.
  */
 
@@ -172,6 +172,43 @@ describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => 
         });
         assertEepromRun(run, pattern, 0x3c);
         await stopDaemonCleanly(daemon);
+      });
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("a packed virtqueue (vhost-user-i2c-pci,packed=on): guest fill, i2cdump reference, repeated START, i2cset/i2cget", async () => {
+    assert.ok(images);
+    const tmp = makeTempDir("vdi2c-e2e-");
+    const evidence = new Evidence();
+    try {
+      await evidence.explain(async () => {
+        const prefix = socketPrefix(tmp.path);
+        const daemon = await startServerDaemon(
+          evidence,
+          "daemon",
+          ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"],
+          [`${prefix}0`],
+        );
+        const [chardev, chardevValue, device, deviceValue] = vhostUserI2cArgs(`${prefix}0`);
+        assert.ok(chardev && chardevValue && device && deviceValue);
+        const pattern = eepromPattern(EEPROM_SIZE, 0x3e);
+        const run = await runGuest(evidence, "guest", {
+          ...images,
+          qemuArgs: [chardev, chardevValue, device, `${deviceValue},packed=on`],
+          script: eepromScript(pattern, 0x05, 0xe1),
+        });
+        assertEepromRun(run, pattern, 0xe1);
+        await stopDaemonCleanly(daemon);
+        // The guest really drove a packed ring: VIRTIO_F_RING_PACKED (bit 34) was negotiated.
+        const negotiated = /features negotiated features=(0x[0-9a-f]+)/.exec(daemon.stderr)?.[1];
+        assert.ok(negotiated, "the daemon logged no feature negotiation");
+        assert.notEqual(
+          BigInt(negotiated) & (1n << 34n),
+          0n,
+          `features ${negotiated} lack RING_PACKED`,
+        );
       });
     } finally {
       tmp.remove();

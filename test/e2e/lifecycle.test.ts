@@ -257,7 +257,4 @@ describe("guest checks of later features", () => {
   it("address remapping seen from the guest", {
     skip: "needs guest-to-host address remapping, a later issue",
   }, () => {});
-  it("packed virtqueues (vhost-user-i2c-pci,packed=on)", {
-    skip: "needs packed-ring support in the daemon, a later issue",
-  }, () => {});
 });
