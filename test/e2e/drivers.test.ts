@@ -168,6 +168,8 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
       const args = ["-s", prefix, "-l", "sim:0x48=lm75", "--control-socket", control];
       if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
       const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+      // The control socket comes up on its own schedule, not with the vhost-user sockets.
+      await daemon.waitForLog(`control socket listening path=${control}\n`);
       await controlCommand(control, "set 0x48 temperature 22.5");
       const watch = new ConsoleWatch();
       const guest = runGuest(evidence, "guest", {
