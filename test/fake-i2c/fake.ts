@@ -9,7 +9,7 @@
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -146,6 +146,17 @@ export class FakeI2c {
       });
       child.stdin.end(stdin);
     });
+  }
+
+  /**
+   * Replaces the configuration while a process with the fake preloaded runs: the fake re-reads it on
+   * its next open or ioctl (run-time errors, unplug, re-plug; see fake_i2c.c). Written to a temporary
+   * file and renamed over, so the fake never reads half a file.
+   */
+  async update(config: string): Promise<void> {
+    const next = `${this.configPath}.next`;
+    await writeFile(next, config);
+    await rename(next, this.configPath);
   }
 
   async readLog(): Promise<FakeLogEntry[]> {

@@ -31,6 +31,22 @@
  *   nozerolen N              the adapter refuses zero-length I2C_RDWR messages with EOPNOTSUPP
  *                            (the kernel's I2C_AQ_NO_ZERO_LEN quirk)
  *   delay_us N US            every bus message takes US microseconds (the adapter stays locked)
+ *   unplug N [ERRNO]         the adapter is removed (hot-unplugged): open() fails with ERRNO (ENOENT
+ *                            by default; ENODEV, ENXIO, ... as a driver being torn down gives), and
+ *                            every ioctl on an fd opened before fails with ENODEV, as i2c-dev does
+ *                            once its adapter is gone. Leaving the adapter out of the file is the same.
+ *
+ * Run-time control: the file is the control channel. Before every open of a /dev/i2c-N path and every
+ * ioctl on a fake fd, the fake stat()s FAKE_I2C_CONFIG and, when its inode, size or mtime changed,
+ * reads it again and applies it to the running process:
+ *   - adapters and devices keep their identity: a device that already existed keeps its memory and
+ *     pointer (its initial content applies only when it first appears); busy/error/presence, funcs,
+ *     nozerolen, delay_us follow the new file; a device no longer listed stops answering (ENXIO);
+ *   - an adapter that becomes unplugged (or disappears from the file) kills every fd open on it; when
+ *     it is listed again (re-plugged) new opens work, while fds from before the unplug stay dead;
+ *   - new adapters may appear (a re-plugged adapter under a new number).
+ * Replace the file atomically (write a temporary file, rename it over): a half-written file would be
+ * read as a broken configuration. A reload waits for the ioctls in flight and holds new ones back.
  *
  * Behaviour follows i2c-dev and i2c-core: I2C_FUNCS, I2C_SLAVE/I2C_SLAVE_FORCE (per-fd address),
  * I2C_TENBIT/I2C_PEC/I2C_RETRIES/I2C_TIMEOUT (accepted), I2C_RDWR (1..42 messages, len <= 8192,
@@ -46,6 +62,8 @@
  * SMBus size ("smbus-quick", "smbus-byte", "smbus-byte-data", "smbus-word-data",
  * "smbus-proc-call", "smbus-block-data", "smbus-i2c-block-data") or "overlap". data is the bytes
  * written, or the bytes read when the message succeeded.
+ * "open" (failed opens of an unplugged adapter) and "nodev" (an ioctl on an fd of a removed adapter)
+ * lines carry addr 0x00, dir -, and the errno.
  * An "overlap" line (addr 0x00) is written when an ioctl starts on an adapter while another ioctl on
  * it (any fd) is still running. The kernel allows that; the line lets tests prove that a caller
  * serialises its use of the adapter.
@@ -90,6 +108,9 @@ struct fake_adapter {
   unsigned delay_us;
   pthread_mutex_t bus_lock;
   int in_flight; /* ioctls running on this adapter, under table_lock */
+  int unplugged;  /* removed: open fails with open_errno, ioctls on its fds give ENODEV */
+  int open_errno; /* what open() of an unplugged adapter fails with (ENOENT by default) */
+  unsigned generation; /* bumped at each unplug: fds opened before it stay dead after a replug */
   char path[32];
   struct fake_device devices[MAX_DEVICES];
 };
@@ -98,6 +119,13 @@ struct fake_fd {
   int fd; /* -1 = free slot */
   struct fake_adapter *adapter;
   uint16_t slave;
+  unsigned generation; /* the adapter's generation when this fd was opened */
+};
+
+/* A parsed configuration. Live adapter slots are never removed or moved (fds point at them). */
+struct config_table {
+  struct fake_adapter adapters[MAX_ADAPTERS];
+  int count;
 };
 
 struct bus_msg {
@@ -107,8 +135,18 @@ struct bus_msg {
   uint8_t *buf;
 };
 
-static struct fake_adapter adapters[MAX_ADAPTERS];
-static int adapter_count;
+static struct config_table live;   /* what the fake emulates */
+static struct config_table staged; /* the configuration file being read, merged into live */
+/* Readers: every open of an adapter and every ioctl on its fds. Writer: a reload. Writers first, so
+ * a daemon that keeps the adapter busy cannot starve a reload. */
+static pthread_rwlock_t config_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
+} config_stamp;
 static struct fake_fd fds[MAX_FDS];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_fd = -1;
@@ -130,7 +168,8 @@ static const struct {
     {"EIO", EIO},         {"ENXIO", ENXIO},       {"ETIMEDOUT", ETIMEDOUT}, {"EREMOTEIO", EREMOTEIO},
     {"ENODEV", ENODEV},   {"EAGAIN", EAGAIN},     {"EBUSY", EBUSY},         {"EINVAL", EINVAL},
     {"EPROTO", EPROTO},   {"ENOTTY", ENOTTY},     {"EFAULT", EFAULT},       {"ENOMEM", ENOMEM},
-    {"EBADMSG", EBADMSG}, {"EOPNOTSUPP", EOPNOTSUPP},
+    {"EBADMSG", EBADMSG}, {"EOPNOTSUPP", EOPNOTSUPP}, {"ENOENT", ENOENT},     {"ESHUTDOWN", ESHUTDOWN},
+    {"EACCES", EACCES},
 };
 
 static const struct {
@@ -179,11 +218,20 @@ static int parse_number(const char *text, unsigned long max, unsigned long *out)
   return 0;
 }
 
-static struct fake_adapter *find_adapter(int number) {
-  for (int i = 0; i < adapter_count; i++) {
-    if (adapters[i].number == number) return &adapters[i];
+static struct fake_adapter *find_adapter(struct config_table *table, int number) {
+  for (int i = 0; i < table->count; i++) {
+    if (table->adapters[i].number == number) return &table->adapters[i];
   }
   return NULL;
+}
+
+static int parse_errno(const char *text, int line) {
+  unsigned long value;
+  for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++) {
+    if (strcmp(text, errno_names[i].name) == 0) return errno_names[i].value;
+  }
+  if (parse_number(text, 4095, &value) != 0 || value == 0) config_fail(line, "bad errno", text);
+  return (int)value;
 }
 
 static struct fake_device *find_device(struct fake_adapter *adapter, uint16_t addr) {
@@ -259,7 +307,7 @@ static void parse_device(struct fake_adapter *adapter, char **fields, int count,
   }
 }
 
-static void parse_line(char *text, int line) {
+static void parse_line(struct config_table *table, char *text, int line) {
   char *fields[8];
   int count = 0;
   char *save = NULL;
@@ -273,16 +321,14 @@ static void parse_line(char *text, int line) {
   if (count < 2 || parse_number(fields[1], 0xfffff, &number) != 0) config_fail(line, "bad adapter number", fields[0]);
   if (strcmp(fields[0], "adapter") == 0) {
     if (count != 3 || strncmp(fields[2], "funcs=", 6) != 0) config_fail(line, "expected funcs=", fields[0]);
-    if (find_adapter((int)number) != NULL) config_fail(line, "adapter defined twice", fields[1]);
-    if (adapter_count == MAX_ADAPTERS) config_fail(line, "too many adapters", fields[1]);
-    struct fake_adapter *adapter = &adapters[adapter_count++];
+    if (find_adapter(table, (int)number) != NULL) config_fail(line, "adapter defined twice", fields[1]);
+    if (table->count == MAX_ADAPTERS) config_fail(line, "too many adapters", fields[1]);
+    struct fake_adapter *adapter = &table->adapters[table->count++];
     adapter->number = (int)number;
     adapter->funcs = parse_funcs(fields[2] + 6, line);
-    pthread_mutex_init(&adapter->bus_lock, NULL);
-    snprintf(adapter->path, sizeof adapter->path, "/dev/i2c-%d", adapter->number);
     return;
   }
-  struct fake_adapter *adapter = find_adapter((int)number);
+  struct fake_adapter *adapter = find_adapter(table, (int)number);
   if (adapter == NULL) config_fail(line, "adapter not defined yet", fields[1]);
   unsigned long value;
   if (strcmp(fields[0], "device") == 0) {
@@ -292,14 +338,11 @@ static void parse_line(char *text, int line) {
     device_slot(adapter, (uint16_t)value, line)->busy = 1;
   } else if (strcmp(fields[0], "error") == 0) {
     if (count != 4 || parse_number(fields[2], 0x7f, &value) != 0) config_fail(line, "bad address", fields[0]);
-    struct fake_device *device = device_slot(adapter, (uint16_t)value, line);
-    for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++) {
-      if (strcmp(fields[3], errno_names[i].name) == 0) device->error = errno_names[i].value;
-    }
-    if (device->error == 0) {
-      if (parse_number(fields[3], 4095, &value) != 0 || value == 0) config_fail(line, "bad errno", fields[3]);
-      device->error = (int)value;
-    }
+    device_slot(adapter, (uint16_t)value, line)->error = parse_errno(fields[3], line);
+  } else if (strcmp(fields[0], "unplug") == 0) {
+    if (count > 3) config_fail(line, "extra fields", fields[0]);
+    adapter->unplugged = 1;
+    adapter->open_errno = count == 3 ? parse_errno(fields[2], line) : ENOENT;
   } else if (strcmp(fields[0], "nozerolen") == 0) {
     if (count != 2) config_fail(line, "extra fields", fields[0]);
     adapter->no_zero_len = 1;
@@ -311,15 +354,88 @@ static void parse_line(char *text, int line) {
   }
 }
 
+/* Device flags follow the new configuration; a device that already existed keeps its memory. */
+static void merge_devices(struct fake_adapter *adapter, struct fake_adapter *from) {
+  for (int i = 0; i < MAX_DEVICES; i++) {
+    struct fake_device *device = &adapter->devices[i];
+    if (!device->in_use) continue;
+    struct fake_device *next = find_device(from, device->addr);
+    device->busy = next != NULL && next->busy;
+    device->error = next != NULL ? next->error : 0;
+    device->present = next != NULL && next->present;
+  }
+  for (int i = 0; i < MAX_DEVICES; i++) {
+    struct fake_device *next = &from->devices[i];
+    if (next->in_use && find_device(adapter, next->addr) == NULL) *device_slot(adapter, next->addr, 0) = *next;
+  }
+}
+
+/* Applies the staged configuration to the live one. Caller holds config_lock for writing. */
+static void merge_staged(void) {
+  for (int i = 0; i < live.count; i++) {
+    struct fake_adapter *adapter = &live.adapters[i];
+    struct fake_adapter *next = find_adapter(&staged, adapter->number);
+    int gone = next == NULL || next->unplugged;
+    if (gone && !adapter->unplugged) adapter->generation++;
+    adapter->unplugged = gone;
+    adapter->open_errno = next != NULL && next->open_errno != 0 ? next->open_errno : ENOENT;
+    if (next == NULL) continue;
+    adapter->funcs = next->funcs;
+    adapter->no_zero_len = next->no_zero_len;
+    adapter->delay_us = next->delay_us;
+    merge_devices(adapter, next);
+  }
+  for (int i = 0; i < staged.count; i++) {
+    struct fake_adapter *next = &staged.adapters[i];
+    if (find_adapter(&live, next->number) != NULL) continue;
+    if (live.count == MAX_ADAPTERS) config_fail(0, "too many adapters", "");
+    struct fake_adapter *adapter = &live.adapters[live.count];
+    *adapter = *next;
+    if (adapter->open_errno == 0) adapter->open_errno = ENOENT;
+    pthread_mutex_init(&adapter->bus_lock, NULL);
+    snprintf(adapter->path, sizeof adapter->path, "/dev/i2c-%d", adapter->number);
+    live.count++;
+  }
+}
+
+/* Reads the configuration file when it changed since the last read (the first call always reads). */
+static void reload_config(void) {
+  const char *path = getenv("FAKE_I2C_CONFIG");
+  if (path == NULL || *path == '\0') return;
+  struct stat st;
+  pthread_mutex_lock(&reload_lock);
+  if (stat(path, &st) != 0) {
+    if (live.count == 0) config_fail(0, "cannot stat", path);
+    pthread_mutex_unlock(&reload_lock); /* being replaced: keep the current configuration */
+    return;
+  }
+  if (live.count > 0 && st.st_dev == config_stamp.dev && st.st_ino == config_stamp.ino &&
+      st.st_size == config_stamp.size && st.st_mtim.tv_sec == config_stamp.mtime.tv_sec &&
+      st.st_mtim.tv_nsec == config_stamp.mtime.tv_nsec) {
+    pthread_mutex_unlock(&reload_lock);
+    return;
+  }
+  FILE *file = fopen(path, "re");
+  if (file == NULL) config_fail(0, "cannot open", path);
+  memset(&staged, 0, sizeof staged);
+  char text[512];
+  int line = 0;
+  while (fgets(text, sizeof text, file) != NULL) parse_line(&staged, text, ++line);
+  fclose(file);
+  pthread_rwlock_wrlock(&config_lock);
+  merge_staged();
+  pthread_rwlock_unlock(&config_lock);
+  config_stamp.dev = st.st_dev;
+  config_stamp.ino = st.st_ino;
+  config_stamp.size = st.st_size;
+  config_stamp.mtime = st.st_mtim;
+  pthread_mutex_unlock(&reload_lock);
+}
+
 static void load_config(void) {
   const char *path = getenv("FAKE_I2C_CONFIG");
   if (path == NULL || *path == '\0') return;
-  FILE *file = fopen(path, "re");
-  if (file == NULL) config_fail(0, "cannot open", path);
-  char text[512];
-  int line = 0;
-  while (fgets(text, sizeof text, file) != NULL) parse_line(text, ++line);
-  fclose(file);
+  reload_config();
   const char *log_path = getenv("FAKE_I2C_LOG");
   if (log_path != NULL && *log_path != '\0') {
     log_fd = real_open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -368,23 +484,32 @@ static void log_op(unsigned long seq, const struct fake_adapter *adapter, const 
 
 /* --- fd table --- */
 
-static int path_adapter(const char *path) {
-  if (path == NULL || strncmp(path, "/dev/i2c-", 9) != 0) return -1;
-  for (int i = 0; i < adapter_count; i++) {
-    if (strcmp(path, adapters[i].path) == 0) return i;
+static int is_adapter_path(const char *path) { return path != NULL && strncmp(path, "/dev/i2c-", 9) == 0; }
+
+/* Caller holds config_lock. */
+static struct fake_adapter *path_adapter(const char *path) {
+  for (int i = 0; i < live.count; i++) {
+    if (strcmp(path, live.adapters[i].path) == 0) return &live.adapters[i];
   }
-  return -1;
+  return NULL;
 }
 
-static int fake_open(int index, int flags) {
+/* Caller holds config_lock. */
+static int fake_open(struct fake_adapter *adapter, int flags) {
+  if (adapter->unplugged) {
+    log_op(take_seq(), adapter, "open", 0, '-', NULL, 0, adapter->open_errno);
+    errno = adapter->open_errno;
+    return -1;
+  }
   int fd = real_open("/dev/null", O_RDWR | (flags & O_CLOEXEC));
   if (fd < 0) return -1;
   pthread_mutex_lock(&table_lock);
   for (int i = 0; i < MAX_FDS; i++) {
     if (fds[i].fd == -1) {
       fds[i].fd = fd;
-      fds[i].adapter = &adapters[index];
+      fds[i].adapter = adapter;
       fds[i].slave = 0;
+      fds[i].generation = adapter->generation;
       pthread_mutex_unlock(&table_lock);
       return fd;
     }
@@ -393,6 +518,18 @@ static int fake_open(int index, int flags) {
   real_close(fd);
   errno = EMFILE;
   return -1;
+}
+
+/* 1 when `path` is a configured adapter (its open's result in *result), 0 to pass it to libc. */
+static int intercept_open(const char *path, int flags, int *result) {
+  ensure_init();
+  if (!is_adapter_path(path)) return 0;
+  reload_config();
+  pthread_rwlock_rdlock(&config_lock);
+  struct fake_adapter *adapter = path_adapter(path);
+  if (adapter != NULL) *result = fake_open(adapter, flags);
+  pthread_rwlock_unlock(&config_lock);
+  return adapter != NULL;
 }
 
 static struct fake_fd *lookup_fd(int fd) {
@@ -406,9 +543,8 @@ static struct fake_fd *lookup_fd(int fd) {
 static int has_mode(int flags) { return (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE; }
 
 int open(const char *path, int flags, ...) {
-  ensure_init();
-  int index = path_adapter(path);
-  if (index >= 0) return fake_open(index, flags);
+  int result;
+  if (intercept_open(path, flags, &result)) return result;
   mode_t mode = 0;
   if (has_mode(flags)) {
     va_list args;
@@ -420,9 +556,8 @@ int open(const char *path, int flags, ...) {
 }
 
 int open64(const char *path, int flags, ...) {
-  ensure_init();
-  int index = path_adapter(path);
-  if (index >= 0) return fake_open(index, flags);
+  int result;
+  if (intercept_open(path, flags, &result)) return result;
   mode_t mode = 0;
   if (has_mode(flags)) {
     va_list args;
@@ -434,9 +569,8 @@ int open64(const char *path, int flags, ...) {
 }
 
 int openat(int dirfd, const char *path, int flags, ...) {
-  ensure_init();
-  int index = path_adapter(path);
-  if (index >= 0) return fake_open(index, flags);
+  int result;
+  if (intercept_open(path, flags, &result)) return result;
   mode_t mode = 0;
   if (has_mode(flags)) {
     va_list args;
@@ -448,9 +582,8 @@ int openat(int dirfd, const char *path, int flags, ...) {
 }
 
 int openat64(int dirfd, const char *path, int flags, ...) {
-  ensure_init();
-  int index = path_adapter(path);
-  if (index >= 0) return fake_open(index, flags);
+  int result;
+  if (intercept_open(path, flags, &result)) return result;
   mode_t mode = 0;
   if (has_mode(flags)) {
     va_list args;
@@ -691,10 +824,20 @@ int ioctl(int fd, unsigned long request, ...) {
   /* Work on a snapshot: another thread may close the fd and reuse the slot meanwhile. */
   pthread_mutex_lock(&table_lock);
   struct fake_fd *found = lookup_fd(fd);
-  struct fake_fd snapshot = found != NULL ? *found : (struct fake_fd){-1, NULL, 0};
+  struct fake_fd snapshot = found != NULL ? *found : (struct fake_fd){-1, NULL, 0, 0};
   pthread_mutex_unlock(&table_lock);
   if (snapshot.fd == -1) return real_ioctl(fd, request, arg);
   struct fake_fd *entry = &snapshot;
+
+  reload_config();
+  pthread_rwlock_rdlock(&config_lock);
+  if (entry->adapter->unplugged || entry->generation != entry->adapter->generation) {
+    /* As i2c-dev after its adapter was removed: the fd stays, every ioctl fails. */
+    log_op(take_seq(), entry->adapter, "nodev", 0, '-', NULL, 0, ENODEV);
+    pthread_rwlock_unlock(&config_lock);
+    errno = ENODEV;
+    return -1;
+  }
 
   /* The overlap detector: the kernel allows concurrent ioctls, but callers that promise to
    * serialise an adapter can be checked against this line. */
@@ -726,6 +869,7 @@ int ioctl(int fd, unsigned long request, ...) {
   pthread_mutex_lock(&table_lock);
   adapter->in_flight--;
   pthread_mutex_unlock(&table_lock);
+  pthread_rwlock_unlock(&config_lock);
   if (err != 0) {
     errno = err;
     return -1;
