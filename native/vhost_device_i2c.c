@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -1235,6 +1236,31 @@ static napi_value js_i2c_smbus(napi_env env, napi_callback_info info) {
  * Module
  * ------------------------------------------------------------------------------------------- */
 
+/* flock(fd, LOCK_EX|LOCK_SH [|LOCK_NB]) or LOCK_UN: advisory whole-file lock. Returns true when
+ * taken (or released), false when LOCK_NB found it held (EWOULDBLOCK). */
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  int64_t op;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_int_in(env, argv[1], "op", 0, LOCK_SH | LOCK_EX | LOCK_NB | LOCK_UN, &op)) {
+    return NULL;
+  }
+  int rc;
+  do {
+    rc = flock(fd, (int)op);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno == EWOULDBLOCK) {
+    napi_value result;
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  if (rc != 0) return throw_errno(env, "flock", errno);
+  napi_value result;
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor properties[] = {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1263,6 +1289,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"i2cSetSlave", NULL, js_i2c_set_slave, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cRdwr", NULL, js_i2c_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cSmbus", NULL, js_i2c_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0],
                              properties) != napi_ok) {

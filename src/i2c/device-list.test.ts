@@ -202,13 +202,107 @@ describe("parseDeviceList properties", () => {
   it("never throws anything but DeviceListError", () => {
     fc.assert(
       fc.property(
-        fc.string({ unit: fc.constantFrom(..."01x7f:=, sim24c02ab".split("")) }),
+        fc.string({ unit: fc.constantFrom(..."01x7f:=@, sim24c02abro".split("")) }),
         (text) => {
           try {
             parseDeviceList(text, resolve);
           } catch (e) {
             assert.ok(e instanceof DeviceListError, String(e));
           }
+        },
+      ),
+    );
+  });
+});
+
+describe("remapping (<host>@<guest>) and read-only (=ro)", () => {
+  const host = (adapter: number, ...devices: object[]) => [
+    { bus: { kind: "host", adapter }, busText: String(adapter), devices },
+  ];
+
+  it("host 0x52 shown at guest 0x42", () => {
+    assert.deepEqual(
+      parseDeviceList("0:0x52@0x42", noNames),
+      host(0, { addr: 0x42, hostAddr: 0x52 }),
+    );
+  });
+
+  it("suffixes combine: 0:0x52@0x42=ro is remapped and read-only", () => {
+    assert.deepEqual(
+      parseDeviceList("0:0x52@0x42=ro:0x50=ro:0x51", noNames),
+      host(
+        0,
+        { addr: 0x42, hostAddr: 0x52, readOnly: true },
+        { addr: 0x50, readOnly: true },
+        { addr: 0x51 },
+      ),
+    );
+  });
+
+  it("whitespace around @ and =", () => {
+    assert.deepEqual(
+      parseDeviceList("0: 82 @ 66 = ro", noNames),
+      host(0, { addr: 66, hostAddr: 82, readOnly: true }),
+    );
+  });
+
+  it("read-only emulated devices: sim:0x50=24c02=ro", () => {
+    assert.deepEqual(parseDeviceList("sim:0x50=24c02=ro:0x51=24c02", noNames), [
+      {
+        bus: { kind: "sim" },
+        busText: "sim",
+        devices: [
+          { addr: 0x50, model: "24c02", readOnly: true },
+          { addr: 0x51, model: "24c02" },
+        ],
+      },
+    ]);
+  });
+
+  it("a host address may be shown at a guest address another adapter's device does not use", () => {
+    const parsed = parseDeviceList("0:0x50@0x40,1:0x50", noNames);
+    assert.deepEqual(
+      parsed.flatMap((g) => g.devices.map((d) => d.addr)),
+      [0x40, 0x50],
+    );
+  });
+
+  it("duplicates are judged in guest space after remapping", () => {
+    rejects("0:0x52@0x42,1:0x42", "DUPLICATE_ADDRESS", /0x42/, 2);
+    rejects("0:0x42:0x52@0x42", "DUPLICATE_ADDRESS", /0x42/);
+  });
+
+  it("one host device cannot be shown at two guest addresses", () => {
+    rejects("0:0x52@0x42:0x52@0x43", "DUPLICATE_HOST_ADDRESS", /host address 0x52/);
+    rejects("0:0x52:0x52@0x43", "DUPLICATE_HOST_ADDRESS", /host address 0x52/);
+  });
+
+  it("refuses bad suffixes and remapping on sim", () => {
+    rejects("0:0x50=ro=ro", "BAD_SUFFIX", /"=ro" may be given once/);
+    rejects("0:0x50=rw", "MODEL_ON_HOST_ADAPTER");
+    rejects("sim:0x50@0x40=24c02", "REMAP_ON_SIM", /remaps host devices/);
+    rejects("sim:0x50=ro", "MISSING_MODEL");
+    rejects("sim:0x50=24c02=ro=ro", "BAD_SUFFIX");
+    rejects("0:0x52@", "MISSING_ADDRESS");
+    rejects("0:0x52@0x80", "ADDRESS_OUT_OF_RANGE");
+    rejects("0:@0x42", "MISSING_ADDRESS");
+  });
+
+  it("property: remapped lists keep guest addresses unique and host addresses per adapter", () => {
+    const arb = fc.uniqueArray(fc.integer({ min: 0, max: 0x7f }), { minLength: 1, maxLength: 20 });
+    fc.assert(
+      fc.property(
+        arb,
+        arb,
+        fc.array(fc.boolean(), { minLength: 20, maxLength: 20 }),
+        (hosts, guests, ro) => {
+          const n = Math.min(hosts.length, guests.length);
+          const tokens = hosts.slice(0, n).map((h, i) => `${h}@${guests[i]}${ro[i] ? "=ro" : ""}`);
+          const [group] = parseDeviceList(`3:${tokens.join(":")}`, noNames);
+          assert.deepEqual(
+            group?.devices.map((d) => [d.hostAddr, d.addr, d.readOnly === true]),
+            hosts.slice(0, n).map((h, i) => [h, guests[i], ro[i] === true]),
+          );
         },
       ),
     );

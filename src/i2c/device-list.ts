@@ -7,11 +7,13 @@
  * list    = group *("," group)
  * group   = bus 1*(":" device)
  * bus     = adapter-number (decimal) | adapter-name (may contain spaces) | "sim"
- * device  = addr                (host adapter)
- *         | addr "=" model      (on "sim", e.g. sim:0x50=24c02:0x51=24c02)
+ * device  = addr ["@" addr] ["=ro"]          (host adapter: host address, shown at guest address)
+ *         | addr "=" model ["=ro"]           (on "sim", e.g. sim:0x50=24c02:0x51=24c02=ro)
  * addr    = decimal | "0x" hex  (0..0x7f; decimal like the original daemon: 32 == 0x20)
  * ```
- * Guest addresses form one flat space: an address may appear once in the whole list.
+ * `3:0x52@0x42=ro` is host address 0x52 on /dev/i2c-3, which the guest sees at 0x42, read-only.
+ * Guest addresses form one flat space: an address (after remapping) may appear once in the whole
+ * list; a host address may appear once per adapter.
  * @module
  */
 
@@ -19,11 +21,19 @@ import { hex, I2C_MAX_ADDR } from "./bus.js";
 import { isModelName, MODEL_NAMES } from "./model.js";
 
 export type BusRef = { kind: "host"; adapter: number } | { kind: "sim" };
-/** `model` only on the sim bus (e.g. "24c02"). */
+/** `model` only on the sim bus (e.g. "24c02"); `hostAddr` only on a host adapter, when remapped. */
 export interface DeviceSpec {
+  /** The guest address. */
   addr: number;
+  /** The address on the host adapter when it differs from the guest's (`<host>@<guest>`). */
+  hostAddr?: number;
   model?: string;
+  /** `=ro`: reads only, plus a register address written right before a read. */
+  readOnly?: boolean;
 }
+
+/** The suffix that makes a device read-only. */
+export const READ_ONLY_SUFFIX = "ro";
 export interface DeviceGroup {
   bus: BusRef;
   /** The bus as written in the list (trimmed), for messages. */
@@ -42,6 +52,9 @@ export type DeviceListErrorCode =
   | "BAD_ADDRESS"
   | "ADDRESS_OUT_OF_RANGE"
   | "DUPLICATE_ADDRESS"
+  | "DUPLICATE_HOST_ADDRESS"
+  | "BAD_SUFFIX"
+  | "REMAP_ON_SIM"
   | "MISSING_MODEL"
   | "UNKNOWN_MODEL"
   | "MODEL_ON_HOST_ADAPTER";
@@ -125,24 +138,50 @@ function parseBus(
 }
 
 function parseDevice(token: string, bus: BusRef, where: string, group: number): DeviceSpec {
-  const eq = token.indexOf("=");
-  const addrText = (eq < 0 ? token : token.slice(0, eq)).trim();
-  const modelText = eq < 0 ? undefined : token.slice(eq + 1).trim();
-  const addr = parseAddress(addrText, where, group);
+  const [addrPart = "", ...suffixes] = token.split("=").map((part) => part.trim());
+  const at = addrPart.indexOf("@");
+  const firstText = (at < 0 ? addrPart : addrPart.slice(0, at)).trim();
+  const first = parseAddress(firstText, where, group);
+  const readOnly = suffixes.at(-1) === READ_ONLY_SUFFIX;
+  if (readOnly) suffixes.pop();
   if (bus.kind === "host") {
-    if (modelText !== undefined) {
+    if (suffixes.length > 0) {
+      const isRo = suffixes.includes(READ_ONLY_SUFFIX);
       throw new DeviceListError(
-        "MODEL_ON_HOST_ADAPTER",
-        `${where}: "${token}": device models are only allowed on "${SIM_BUS}", host adapters take plain addresses`,
+        isRo ? "BAD_SUFFIX" : "MODEL_ON_HOST_ADAPTER",
+        isRo
+          ? `${where}: "${token}": "=${READ_ONLY_SUFFIX}" may be given once, at the end`
+          : `${where}: "${token}": device models are only allowed on "${SIM_BUS}", host adapters take an address, <host>@<guest> and "=${READ_ONLY_SUFFIX}"`,
         group,
       );
     }
-    return { addr };
+    const spec: DeviceSpec = { addr: first };
+    if (at >= 0) {
+      spec.addr = parseAddress(addrPart.slice(at + 1).trim(), where, group);
+      spec.hostAddr = first;
+    }
+    if (readOnly) spec.readOnly = true;
+    return spec;
   }
+  if (at >= 0) {
+    throw new DeviceListError(
+      "REMAP_ON_SIM",
+      `${where}: "${token}": "@" remaps host devices; an emulated device sits at its guest address`,
+      group,
+    );
+  }
+  const [modelText, ...extra] = suffixes;
   if (!modelText) {
     throw new DeviceListError(
       "MISSING_MODEL",
-      `${where}: "${token}": an emulated device needs a model, e.g. ${hex(addr)}=24c02`,
+      `${where}: "${token}": an emulated device needs a model, e.g. ${hex(first)}=24c02`,
+      group,
+    );
+  }
+  if (extra.length > 0) {
+    throw new DeviceListError(
+      "BAD_SUFFIX",
+      `${where}: "${token}": after the model only "=${READ_ONLY_SUFFIX}" may follow`,
       group,
     );
   }
@@ -153,7 +192,7 @@ function parseDevice(token: string, bus: BusRef, where: string, group: number): 
       group,
     );
   }
-  return { addr, model: modelText };
+  return readOnly ? { addr: first, model: modelText, readOnly } : { addr: first, model: modelText };
 }
 
 /**
@@ -201,6 +240,7 @@ export function parseDeviceList(
     if (deviceTokens.length === 0) {
       throw new DeviceListError("MISSING_ADDRESS", `${where}: no address after the adapter`, group);
     }
+    const hostAddrs = new Set<number>();
     const devices = deviceTokens.map((token) => {
       const device = parseDevice(token.trim(), bus, where, group);
       const owner = addressOwner.get(device.addr);
@@ -212,6 +252,15 @@ export function parseDeviceList(
         );
       }
       addressOwner.set(device.addr, group);
+      const hostAddr = device.hostAddr ?? device.addr;
+      if (hostAddrs.has(hostAddr)) {
+        throw new DeviceListError(
+          "DUPLICATE_HOST_ADDRESS",
+          `${where}: host address ${hex(hostAddr)} is listed twice on this adapter (one device, one guest address)`,
+          group,
+        );
+      }
+      hostAddrs.add(hostAddr);
       return device;
     });
     groups.push({ bus, busText, devices });

@@ -65,7 +65,15 @@ export interface NativeBinding {
     data: Uint8Array,
     callback: (err: Error | null) => void,
   ): void;
+  /** flock(2): true when taken or released, false when LOCK_NB found it held (EWOULDBLOCK). */
+  flock(fd: number, op: number): boolean;
 }
+
+/** flock(2) operations (Linux values). */
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
 
 /** Readiness bits for `pollStart` (libuv's UV_READABLE / UV_WRITABLE). */
 export const POLL_READABLE = 1;
