@@ -1,7 +1,8 @@
 /**
  * VirtioI2cDevice: the virtio-i2c device behind a vhost-user backend. Pops request chains, groups them
  * into transfers, checks every message against the AddressMap, runs transfers on their bus in order,
- * and returns every popped chain to the used ring with a status.
+ * and returns every popped chain to the used ring with a status. Reports each finished transfer to an
+ * optional TransferObserver (trace, pcap, counters); without one, no record is built and no time read.
  * Must not touch the socket, eventfds or the memory table (the backend owns them), nor open devices.
  * @module
  */
@@ -12,6 +13,7 @@ import { hasFeatures, VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js"
 import type { GuestMemory } from "../virtio/guest-memory.js";
 import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
 import { type AddressMap, hex, type I2cBus, type I2cMessage } from "./bus.js";
+import type { TransferObserver, TransferRecord } from "./observer.js";
 import { RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
 import {
   gather,
@@ -36,6 +38,18 @@ interface PreparedTransfer {
   readonly msgs: readonly I2cMessage[];
   /** Per message: the read buffer is a temporary copy to scatter into guest memory afterwards. */
   readonly copyBack: readonly boolean[];
+}
+
+/** Why a transfer failed without a count from its bus: refused, or the bus threw. */
+interface Failure {
+  readonly index: number;
+  readonly reason: string;
+}
+
+/** Who watches the transfers of this device, and which guest (socket index) it serves. */
+export interface DeviceObservation {
+  readonly observer: TransferObserver;
+  readonly guest: number;
 }
 
 const STATUS_BYTES = {
@@ -64,10 +78,18 @@ export class VirtioI2cDevice implements VhostUserDevice {
   /** Ring descriptor slots held by popped, unused chains: tells when the ring is full. */
   #heldSlots = 0;
   #idleWaiters: (() => void)[] = [];
+  readonly #observer: TransferObserver | null;
+  readonly #guest: number;
 
-  constructor(addressMap: AddressMap, logger: Logger = silentLogger) {
+  constructor(
+    addressMap: AddressMap,
+    logger: Logger = silentLogger,
+    observation: DeviceObservation | null = null,
+  ) {
     this.#addressMap = addressMap;
     this.#logger = logger;
+    this.#observer = observation?.observer ?? null;
+    this.#guest = observation?.guest ?? 0;
   }
 
   setFeatures(features: bigint): void {
@@ -148,21 +170,24 @@ export class VirtioI2cDevice implements VhostUserDevice {
   }
 
   #start(transfer: Transfer): void {
+    // Only observed transfers read the clock.
+    const startedAt = this.#observer === null ? 0 : performance.now();
     const prepared = this.#prepare(transfer);
-    if (!prepared) {
-      this.#complete(transfer, null, 0);
+    if (!("bus" in prepared)) {
+      this.#complete(transfer, null, 0, startedAt, prepared);
       return;
     }
     let result: number | Promise<number>;
+    let busFailure: Failure | null = null;
     try {
       result = prepared.bus.transfer(prepared.msgs);
     } catch (err) {
-      this.#logBusFailure(prepared.bus, err);
+      busFailure = this.#busFailure(prepared.bus, err);
       result = 0;
     }
     if (typeof result === "number") {
       this.#syncBuses.add(prepared.bus);
-      this.#complete(transfer, prepared, result);
+      this.#complete(transfer, prepared, result, startedAt, busFailure);
       return;
     }
     this.#asyncRunning = true;
@@ -170,14 +195,14 @@ export class VirtioI2cDevice implements VhostUserDevice {
       .then(
         (done) => done,
         (err: unknown) => {
-          this.#logBusFailure(prepared.bus, err);
+          busFailure = this.#busFailure(prepared.bus, err);
           return 0;
         },
       )
       .then((done) => {
         if (transfer.generation !== this.#generation) return; // reset meanwhile: dropped
         this.#asyncRunning = false;
-        this.#complete(transfer, prepared, done);
+        this.#complete(transfer, prepared, done, startedAt, busFailure);
         this.#drain();
         transfer.queue.notify();
       })
@@ -191,34 +216,35 @@ export class VirtioI2cDevice implements VhostUserDevice {
    * all on one bus. Builds the messages: guest memory in place for synchronous buses when contiguous,
    * temporary buffers otherwise (an asynchronous bus must never hold views of guest memory).
    */
-  #prepare(transfer: Transfer): PreparedTransfer | null {
+  #prepare(transfer: Transfer): PreparedTransfer | Failure {
     const { requests } = transfer;
-    const bad = requests.find((r) => r.error !== null);
+    const badIndex = requests.findIndex((r) => r.error !== null);
+    const bad = requests[badIndex];
     if (bad) {
       this.#logger.warn("malformed request, transfer failed", {
         head: bad.chain.head,
         error: bad.error,
       });
-      return null;
+      return { index: badIndex, reason: bad.error ?? "malformed request" };
     }
     let bus: I2cBus | undefined;
     const hostAddrs: number[] = [];
-    for (const r of requests) {
+    for (const [index, r] of requests.entries()) {
       const target = this.#addressMap.lookup(r.addr);
       if (!target) {
-        this.#debugTransfer(transfer, null, `address ${hex(r.addr)} not listed`);
-        return null;
+        const reason = `address ${hex(r.addr)} not listed`;
+        this.#debugTransfer(transfer, null, reason);
+        return { index, reason };
       }
       if (bus && target.bus !== bus) {
-        this.#logger.warn("transfer spans two buses, refused", {
-          buses: `${bus.name},${target.bus.name}`,
-        });
-        return null;
+        const buses = `${bus.name},${target.bus.name}`;
+        this.#logger.warn("transfer spans two buses, refused", { buses });
+        return { index, reason: `transfer spans two buses (${buses})` };
       }
       bus = target.bus;
       hostAddrs.push(target.hostAddr);
     }
-    if (!bus) return null;
+    if (!bus) return { index: 0, reason: "empty transfer" };
     const inPlace = this.#syncBuses.has(bus);
     const memory = transfer.queue.memory;
     const copyBack: boolean[] = [];
@@ -230,16 +256,23 @@ export class VirtioI2cDevice implements VhostUserDevice {
       });
       return { bus, msgs, copyBack };
     } catch (err) {
-      this.#logger.warn("request buffer not in guest memory, transfer failed", {
-        error: errorText(err),
-      });
-      return null;
+      const reason = errorText(err);
+      this.#logger.warn("request buffer not in guest memory, transfer failed", { error: reason });
+      return { index: 0, reason };
     }
   }
 
   /** Writes statuses (first failure and everything after it: ERR) and returns every chain. */
-  #complete(transfer: Transfer, prepared: PreparedTransfer | null, done: number): void {
+  #complete(
+    transfer: Transfer,
+    prepared: PreparedTransfer | null,
+    done: number,
+    startedAt: number,
+    failure: Failure | null,
+  ): void {
     if (prepared) this.#debugTransfer(transfer, prepared, `${done}/${transfer.requests.length}`);
+    // Before the chains go back: read data in guest memory is still the guest's answer.
+    if (this.#observer !== null) this.#observe(transfer, prepared, done, startedAt, failure);
     const memory = transfer.queue.memory;
     transfer.requests.forEach((r, i) => {
       let ok = prepared !== null && i < done;
@@ -281,8 +314,37 @@ export class VirtioI2cDevice implements VhostUserDevice {
     this.#logger.debug(`transfer ${parts.join(" ")}`, { result });
   }
 
-  #logBusFailure(bus: I2cBus, err: unknown): void {
-    this.#logger.warn("bus transfer failed", { bus: bus.name, error: errorText(err) });
+  /** Builds the record of a finished transfer and hands it to the observer (only when one is set). */
+  #observe(
+    transfer: Transfer,
+    prepared: PreparedTransfer | null,
+    done: number,
+    startedAt: number,
+    failure: Failure | null,
+  ): void {
+    const { requests } = transfer;
+    const record: TransferRecord = {
+      guest: this.#guest,
+      bus: prepared?.bus.name ?? null,
+      messages: requests.map((r) => ({ addr: r.addr, read: r.read, length: r.length })),
+      data: requests.map((_, i) => (i < done ? (prepared?.msgs[i]?.buf ?? EMPTY) : EMPTY)),
+      result: failure !== null ? "error" : done < requests.length ? "nack" : "ok",
+      failedIndex: failure?.index ?? done,
+      reason: failure?.reason ?? null,
+      startTime: performance.timeOrigin + startedAt,
+      durationUs: prepared === null ? 0 : Math.round((performance.now() - startedAt) * 1000),
+    };
+    try {
+      this.#observer?.transferDone(record);
+    } catch (err) {
+      this.#logger.error("transfer observer failed", { error: errorText(err) });
+    }
+  }
+
+  #busFailure(bus: I2cBus, err: unknown): Failure {
+    const reason = errorText(err);
+    this.#logger.warn("bus transfer failed", { bus: bus.name, error: reason });
+    return { index: 0, reason };
   }
 }
 
