@@ -19,6 +19,7 @@ import {
   VIRTIO_I2C_F_ZERO_LENGTH_REQUEST,
 } from "../i2c/protocol.js";
 import { EventFd } from "../sys/eventfd.js";
+import { FdWatcher } from "../sys/fd-watcher.js";
 import type { UnixStream } from "../sys/unix-socket.js";
 import {
   closeQueues,
@@ -105,6 +106,27 @@ export interface SubmittedChain {
 export interface Submission {
   readonly ops: readonly I2cOp[];
   readonly chains: readonly SubmittedChain[];
+}
+
+/** A closed-loop run for benchmarks: the same transfer kept `depth` times in flight. */
+export interface ClosedLoopOptions {
+  /** Transfers kept in flight at once, each a separate transfer (its own chains, own FAIL_NEXT group). */
+  readonly depth: number;
+  /** Stop submitting after this many transfers... */
+  readonly count?: number;
+  /** ...or after this many milliseconds, whichever comes first. */
+  readonly durationMs?: number;
+  /** Receives each transfer's latency in microseconds, in completion order, up to its length. */
+  readonly latenciesUs?: Float64Array;
+}
+
+export interface ClosedLoopResult {
+  readonly completed: number;
+  /** Completed transfers that did not succeed as a whole. */
+  readonly failed: number;
+  readonly elapsedMs: number;
+  /** Latencies written to `latenciesUs`. */
+  readonly recorded: number;
 }
 
 /** Per-chain scratch memory: out_hdr, status byte, indirect table (3 entries), then data. */
@@ -213,6 +235,17 @@ export class I2cDriver {
   /** Waits until every chain of `submission` is used, then reports statuses and read data. */
   async wait(submission: Submission): Promise<TransferResult> {
     await this.waitFor(submission.chains);
+    return this.complete(submission);
+  }
+
+  /** Whether every chain of `submission` came back (after `collect`). */
+  isDone(submission: Submission): boolean {
+    for (const chain of submission.chains) if (chain.usedLen === null) return false;
+    return true;
+  }
+
+  /** Reports a used submission's statuses and read data and frees its slots (`isDone` must hold). */
+  complete(submission: Submission): TransferResult {
     const statuses: (number | null)[] = [];
     const reads: Uint8Array[] = [];
     let okCount = 0;
@@ -270,6 +303,98 @@ export class I2cDriver {
       this.#inFlight.delete(used.head);
       if (record.slot !== null && !record.keepSlot) this.#freeSlots.push(record.slot);
     }
+  }
+
+  /**
+   * Keeps `depth` copies of the transfer `ops` in flight until `count` completed or `durationMs`
+   * passed: one persistent watch on the call eventfd, every completed transfer replaced at once, one
+   * kick per batch when the device asks for it. No promise or timer per transfer, so the frontend
+   * stays cheap next to the device it measures. Rejects with ETIMEDOUT when nothing completes within
+   * timeoutMs, with EINVAL when the ring cannot hold `depth` transfers.
+   */
+  runClosedLoop(ops: readonly I2cOp[], options: ClosedLoopOptions): Promise<ClosedLoopResult> {
+    const { depth, latenciesUs } = options;
+    if (!Number.isInteger(depth) || depth < 1) {
+      return Promise.reject(
+        new I2cDriverError("EINVAL", `depth ${depth} is not a positive integer`),
+      );
+    }
+    const limit = options.count ?? Number.POSITIVE_INFINITY;
+    const started = performance.now();
+    const endAt = started + (options.durationMs ?? Number.POSITIVE_INFINITY);
+    const inFlight: (Submission | null)[] = new Array<Submission | null>(depth).fill(null);
+    const submittedAt = new Float64Array(depth);
+    let submitted = 0;
+    let completed = 0;
+    let failed = 0;
+    let recorded = 0;
+    let pending = 0;
+    return new Promise((resolve, reject) => {
+      let progressSeen = -1;
+      const finish = (error: unknown) => {
+        watcher.close();
+        clearInterval(watchdog);
+        if (error !== null) reject(error);
+        else resolve({ completed, failed, elapsedMs: performance.now() - started, recorded });
+      };
+      const fill = (now: number) => {
+        if (now >= endAt) return;
+        for (let k = 0; k < depth && submitted < limit; k++) {
+          if (inFlight[k] !== null) continue;
+          const submission = this.submit(ops, { kick: false });
+          if (submission.chains.length < ops.length) {
+            throw new I2cDriverError("EINVAL", `the ring cannot hold ${depth} transfers`);
+          }
+          inFlight[k] = submission;
+          submittedAt[k] = now;
+          submitted++;
+          pending++;
+        }
+        this.kickIfNeeded();
+      };
+      const step = () => {
+        for (;;) {
+          this.collect();
+          const now = performance.now();
+          for (let k = 0; k < depth; k++) {
+            const submission = inFlight[k];
+            if (!submission || !this.isDone(submission)) continue;
+            if (!this.complete(submission).ok) failed++;
+            completed++;
+            pending--;
+            if (latenciesUs && recorded < latenciesUs.length) {
+              latenciesUs[recorded++] = (now - (submittedAt[k] ?? now)) * 1000;
+            }
+            inFlight[k] = null;
+          }
+          fill(now);
+          if (pending === 0) return finish(null);
+          if (!this.#queue.driver.enableCallbacks()) return;
+        }
+      };
+      const onCall = () => {
+        try {
+          this.#queue.call.read();
+          step();
+        } catch (error) {
+          finish(error);
+        }
+      };
+      const watcher = new FdWatcher(this.#queue.call.fd, onCall, finish);
+      const watchdog = setInterval(() => {
+        if (completed === progressSeen) {
+          finish(new I2cDriverError("ETIMEDOUT", `no transfer completed in ${this.#timeoutMs} ms`));
+        }
+        progressSeen = completed;
+      }, this.#timeoutMs);
+      watcher.start();
+      try {
+        fill(performance.now());
+        step();
+      } catch (error) {
+        finish(error);
+      }
+    });
   }
 
   /** One shared wait on the call eventfd, whoever asks (several transfers may wait at once). */

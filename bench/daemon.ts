@@ -1,0 +1,118 @@
+/**
+ * Benchmark side of the daemon process: start the real CLI (optionally pinned with taskset, with a
+ * fake /dev/i2c-N preloaded, with --cpu-prof), time start-up to listening, read its CPU time and RSS
+ * from /proc, stop it cleanly (so a CPU profile gets written).
+ * Must not reach into the daemon's modules: the bench talks to it only through its sockets.
+ * @module
+ */
+
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+
+export const MAIN_JS = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on every Linux we run on). */
+const CLOCK_TICKS =
+  Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+
+export interface DaemonOptions {
+  readonly args: readonly string[];
+  /** Paths that must be listening before the daemon counts as started. */
+  readonly listenPaths: readonly string[];
+  /** Run under `taskset -c <cpu>`. */
+  readonly cpu: number | null;
+  readonly env?: Readonly<Record<string, string>>;
+  /** Extra node flags (--cpu-prof ...). */
+  readonly nodeArgs?: readonly string[];
+}
+
+export class BenchDaemon {
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  /** Milliseconds from spawn to the last listen path logged. */
+  startupMs = Number.NaN;
+  #stderr = "";
+
+  private constructor(options: DaemonOptions) {
+    const command = [...(options.nodeArgs ?? []), MAIN_JS, ...options.args];
+    this.child =
+      options.cpu === null
+        ? spawn(process.execPath, command, { env: { ...process.env, ...options.env } })
+        : spawn("taskset", ["-c", String(options.cpu), process.execPath, ...command], {
+            env: { ...process.env, ...options.env },
+          });
+    this.child.stdout?.resume();
+    this.exited = new Promise((resolve) => this.child.on("close", (code) => resolve(code)));
+  }
+
+  static async start(options: DaemonOptions): Promise<BenchDaemon> {
+    const started = performance.now();
+    const daemon = new BenchDaemon(options);
+    const wanted = options.listenPaths.map((path) => `listening path=${path}\n`);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`daemon did not listen:\n${daemon.#stderr}`)),
+        10_000,
+      );
+      daemon.child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+        daemon.#stderr += chunk;
+        if (
+          Number.isNaN(daemon.startupMs) &&
+          wanted.every((line) => daemon.#stderr.includes(line))
+        ) {
+          daemon.startupMs = performance.now() - started;
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      daemon.child.on("close", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`daemon exited (${code}) before listening:\n${daemon.#stderr}`));
+      });
+    });
+    return daemon;
+  }
+
+  get pid(): number {
+    const pid = this.child.pid;
+    if (pid === undefined) throw new Error("daemon has no pid");
+    return pid;
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** utime + stime of every thread of the daemon, in microseconds (10 ms resolution). */
+  cpuMicros(): number {
+    const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
+    // Fields after the command name (which may contain spaces) start at field 3.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return (ticks * 1e6) / CLOCK_TICKS;
+  }
+
+  /** Resident set size in MiB. */
+  rssMiB(): number {
+    const status = readFileSync(`/proc/${this.pid}/status`, "utf8");
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
+    return kb / 1024;
+  }
+
+  /** SIGTERM and wait for the exit (a --cpu-prof profile is written on the way out). */
+  async stop(): Promise<number | null> {
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+/** Pins every thread of this process to `cpu`, or back to all CPUs with null. */
+export function pinSelf(cpu: number | null): void {
+  const list = cpu === null ? `0-${cpus().length - 1}` : String(cpu);
+  execFileSync("taskset", ["-a", "-p", "-c", list, String(process.pid)], { stdio: "ignore" });
+}
