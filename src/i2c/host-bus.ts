@@ -1,7 +1,9 @@
 /**
  * HostBus: an I2cBus on a host adapter (/dev/i2c-N). Owns the adapter's fd, the check at open that
  * every listed address is free of kernel drivers, the choice between I2C_RDWR and an SMBus command
- * per transfer, and the per-adapter queue that runs transfers one at a time, in order.
+ * per transfer, the per-adapter queue that runs transfers one at a time, in order, and the adapter's
+ * health: errors become failed transfers with rate-limited log lines, an adapter that went away is
+ * marked down (transfers fail at once) and reopened, at most once per interval, when it comes back.
  * Must not: decide which addresses a guest may use (AddressMap does) or throw from transfer():
  * every failure becomes "0 messages succeeded" and a log line.
  * @module
@@ -10,6 +12,7 @@
 import type { Logger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { I2C_FUNC_SMBUS_QUICK, I2C_M_RD, I2cDev } from "../sys/i2c-dev.js";
+import { resolveAdapter as resolveAdapterBySysfs } from "./adapters.js";
 import { hex, type I2cBus, type I2cMessage } from "./bus.js";
 import { copySmbusResult, describeShape, mapToSmbus, type SmbusCommand } from "./smbus.js";
 
@@ -44,15 +47,99 @@ export class HostBusError extends Error {
   }
 }
 
+/** What HostBus needs of an open adapter: I2cDev, or a test double. */
+export type AdapterDev = Pick<I2cDev, "funcs" | "setSlave" | "rdwr" | "smbus" | "close">;
+
 export interface HostBusOptions {
   /** Directory holding the i2c-dev nodes. Default "/dev". */
   devDir?: string;
+  /**
+   * The adapter's sysfs name, when the device list named it: a re-plugged adapter may come back under
+   * another number, so a reopen looks the name up again.
+   */
+  adapterName?: string;
+  /** Name → adapter number for reopens. Default: the sysfs lookup of src/i2c/adapters.ts. */
+  resolveAdapter?: (name: string) => number;
+  /** Opens an adapter node. Default I2cDev.open. */
+  openDev?: (path: string) => AdapterDev;
+  /** Monotonic milliseconds. Default performance.now. */
+  now?: () => number;
+  /** Least time between two reopen attempts of an adapter that is down. Default 1000 ms. */
+  reopenIntervalMs?: number;
+  /** Warning lines about failed transfers per second and adapter; the rest are counted. Default 10. */
+  warnLinesPerSecond?: number;
 }
 
 /** Errors with which an adapter refuses a zero-length I2C_RDWR message (I2C_AQ_NO_ZERO_LEN). */
 const ZERO_LENGTH_REFUSALS = ["EOPNOTSUPP", "ENOTSUP", "EINVAL"] as const;
 /** Errors that are an ordinary NACK: probing an empty address produces them all the time. */
 const NACK_CODES = ["ENXIO", "EREMOTEIO"] as const;
+/**
+ * Errors that mean the adapter itself is gone: i2c-dev answers ENODEV on an fd whose adapter was
+ * removed, a suspended or dying adapter ESHUTDOWN, and EBADF means our fd is no longer usable.
+ */
+const GONE_CODES = ["ENODEV", "ESHUTDOWN", "EBADF"] as const;
+
+const DEFAULT_REOPEN_INTERVAL_MS = 1000;
+const DEFAULT_WARN_LINES_PER_SECOND = 10;
+
+/**
+ * What a failed transfer says about the adapter: "nack" (no device answered: routine, debug),
+ * "gone" (the adapter disappeared: mark it down and reopen later), "fault" (the bus or the device
+ * misbehaved: EIO, ETIMEDOUT, arbitration lost...; warn).
+ */
+export type TransferFailureKind = "nack" | "gone" | "fault";
+
+export function classifyTransferError(code: string): TransferFailureKind {
+  if ((NACK_CODES as readonly string[]).includes(code)) return "nack";
+  if ((GONE_CODES as readonly string[]).includes(code)) return "gone";
+  return "fault";
+}
+
+/**
+ * At most `limit` lines per window of `windowMs`; lines over the limit are counted and the count is
+ * handed back with the first line admitted in a later window, so a guest cannot flood the log and
+ * the operator still learns how much was left out.
+ */
+export class LogRateLimiter {
+  readonly #limit: number;
+  readonly #windowMs: number;
+  readonly #now: () => number;
+  #windowStart = Number.NEGATIVE_INFINITY;
+  #written = 0;
+  #suppressed = 0;
+
+  constructor(limit: number, windowMs: number, now: () => number) {
+    this.#limit = limit;
+    this.#windowMs = windowMs;
+    this.#now = now;
+  }
+
+  /**
+   * Whether one more line may be written now, and how many lines were suppressed before it (to be
+   * reported first; non-zero only when `write` is true).
+   */
+  admit(): { write: boolean; suppressed: number } {
+    const now = this.#now();
+    if (now - this.#windowStart >= this.#windowMs) {
+      this.#windowStart = now;
+      this.#written = 0;
+    }
+    if (this.#written >= this.#limit) {
+      this.#suppressed++;
+      return { write: false, suppressed: 0 };
+    }
+    this.#written++;
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    return { write: true, suppressed };
+  }
+
+  /** Lines suppressed and not yet reported. */
+  get pending(): number {
+    return this.#suppressed;
+  }
+}
 
 /**
  * Tail of the transfer queue per device path, shared by every HostBus on that adapter, so two
@@ -83,29 +170,153 @@ function isSingleZeroLength(msgs: readonly I2cMessage[]): boolean {
   return msgs.length === 1 && msgs[0]!.buf.length === 0;
 }
 
+function adapterPath(devDir: string | undefined, adapter: number): string {
+  return `${devDir ?? "/dev"}/i2c-${adapter}`;
+}
+
+function checkAddress(dev: AdapterDev, path: string, adapter: number, addr: number): void {
+  try {
+    dev.setSlave(addr);
+  } catch (error) {
+    if (hasCode(error, "EBUSY")) {
+      throw new HostBusError(
+        "I2C_ADDRESS_BUSY",
+        `address ${hex(addr)} on ${path} is in use by a kernel driver; unbind the driver or remove the address from the device list`,
+        adapter,
+        addr,
+        error,
+      );
+    }
+    throw new HostBusError(
+      "I2C_ADDRESS_CHECK",
+      `address ${hex(addr)} on ${path} cannot be used (${codeOf(error)})`,
+      adapter,
+      addr,
+      error,
+    );
+  }
+}
+
+/**
+ * Opens `path`, reads its functions and checks that no kernel driver owns any of `addrs`. Throws
+ * HostBusError with nothing left open. Used at start-up and for every reopen.
+ */
+function openAdapter(
+  path: string,
+  adapter: number,
+  addrs: readonly number[],
+  openDev: (path: string) => AdapterDev,
+): AdapterDev {
+  let dev: AdapterDev;
+  try {
+    dev = openDev(path);
+  } catch (error) {
+    if (hasCode(error, "ENOENT")) {
+      throw new HostBusError(
+        "I2C_ADAPTER_MISSING",
+        `${path} does not exist: no I2C adapter ${adapter} (is the i2c-dev module loaded?)`,
+        adapter,
+        undefined,
+        error,
+      );
+    }
+    throw new HostBusError(
+      "I2C_ADAPTER_OPEN",
+      `cannot open ${path} (${codeOf(error)})`,
+      adapter,
+      undefined,
+      error,
+    );
+  }
+  try {
+    void dev.funcs;
+    for (const addr of addrs) checkAddress(dev, path, adapter, addr);
+    return dev;
+  } catch (error) {
+    try {
+      dev.close();
+    } catch {
+      // the adapter may be gone already; nothing else holds this fd
+    }
+    if (error instanceof HostBusError) throw error;
+    throw new HostBusError(
+      "I2C_ADAPTER_OPEN",
+      `cannot read the functions of ${path} (${codeOf(error)}): is it an i2c-dev node?`,
+      adapter,
+      undefined,
+      error,
+    );
+  }
+}
+
 export class HostBus implements I2cBus {
-  readonly name: string;
-  readonly adapter: number;
-  readonly path: string;
-  readonly #dev: I2cDev;
   readonly #logger: Logger;
-  /** Raw I2C_FUNCS bits, read once at open. */
-  readonly #funcs: number;
-  readonly #canI2c: boolean;
-  readonly #canQuick: boolean;
+  readonly #addrs: readonly number[];
+  readonly #options: HostBusOptions;
+  readonly #openDev: (path: string) => AdapterDev;
+  readonly #now: () => number;
+  readonly #reopenIntervalMs: number;
+  readonly #warnLimiter: LogRateLimiter;
+  /** Queue key: the path at start-up, kept across reopens so one adapter keeps one queue. */
+  readonly #queueKey: string;
+  #adapter: number;
+  #path: string;
+  /** The open adapter, or null while it is down (gone, not reopened yet). */
+  #dev: AdapterDev | null;
+  /** Raw I2C_FUNCS bits, read at each (re)open. */
+  #funcs = 0;
+  #canI2c = false;
+  #canQuick = false;
   /** Set once the adapter refused a zero-length I2C_RDWR message: use SMBus quick from then on. */
   #noZeroLength = false;
+  /** While down: no reopen attempt before this time. */
+  #retryAt = 0;
+  /** Why the last reopen failed, so a reason is warned about once and repeats go to debug. */
+  #downReason: string | null = null;
   #closed = false;
 
-  private constructor(adapter: number, path: string, dev: I2cDev, logger: Logger) {
-    this.adapter = adapter;
-    this.path = path;
-    this.name = `i2c-${adapter}`;
-    this.#dev = dev;
+  private constructor(
+    adapter: number,
+    path: string,
+    dev: AdapterDev,
+    addrs: readonly number[],
+    logger: Logger,
+    options: HostBusOptions,
+  ) {
+    this.#adapter = adapter;
+    this.#path = path;
+    this.#queueKey = path;
+    this.#addrs = [...addrs];
     this.#logger = logger;
-    this.#funcs = dev.funcs.raw;
-    this.#canI2c = dev.funcs.i2c;
-    this.#canQuick = dev.funcs.smbusQuick;
+    this.#options = options;
+    this.#openDev = options.openDev ?? ((p) => I2cDev.open(p));
+    this.#now = options.now ?? (() => performance.now());
+    this.#reopenIntervalMs = options.reopenIntervalMs ?? DEFAULT_REOPEN_INTERVAL_MS;
+    this.#warnLimiter = new LogRateLimiter(
+      options.warnLinesPerSecond ?? DEFAULT_WARN_LINES_PER_SECOND,
+      1000,
+      this.#now,
+    );
+    this.#dev = dev;
+    this.#useFuncs(dev);
+  }
+
+  /** The adapter number (it may change when an adapter listed by name is re-plugged). */
+  get adapter(): number {
+    return this.#adapter;
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  get name(): string {
+    return `i2c-${this.#adapter}`;
+  }
+
+  /** False while the adapter is gone and not reopened yet. */
+  get up(): boolean {
+    return this.#dev !== null;
   }
 
   /**
@@ -118,71 +329,22 @@ export class HostBus implements I2cBus {
     logger: Logger,
     options: HostBusOptions = {},
   ): HostBus {
-    const path = `${options.devDir ?? "/dev"}/i2c-${adapter}`;
-    let dev: I2cDev;
-    try {
-      dev = I2cDev.open(path);
-    } catch (error) {
-      if (hasCode(error, "ENOENT")) {
-        throw new HostBusError(
-          "I2C_ADAPTER_MISSING",
-          `${path} does not exist: no I2C adapter ${adapter} (is the i2c-dev module loaded?)`,
-          adapter,
-          undefined,
-          error,
-        );
-      }
-      throw new HostBusError(
-        "I2C_ADAPTER_OPEN",
-        `cannot open ${path} (${codeOf(error)})`,
-        adapter,
-        undefined,
-        error,
-      );
-    }
-    try {
-      const bus = new HostBus(adapter, path, dev, logger);
-      for (const addr of addrs) bus.#checkAddress(addr);
-      logger.debug("adapter opened", {
-        path,
-        funcs: `0x${bus.#funcs.toString(16)}`,
-        mode: bus.#canI2c ? "i2c" : "smbus",
-      });
-      return bus;
-    } catch (error) {
-      dev.close();
-      if (error instanceof HostBusError) throw error;
-      throw new HostBusError(
-        "I2C_ADAPTER_OPEN",
-        `cannot read the functions of ${path} (${codeOf(error)}): is it an i2c-dev node?`,
-        adapter,
-        undefined,
-        error,
-      );
-    }
+    const path = adapterPath(options.devDir, adapter);
+    const dev = openAdapter(path, adapter, addrs, options.openDev ?? ((p) => I2cDev.open(p)));
+    const bus = new HostBus(adapter, path, dev, addrs, logger, options);
+    logger.debug("adapter opened", {
+      path,
+      funcs: `0x${bus.#funcs.toString(16)}`,
+      mode: bus.#canI2c ? "i2c" : "smbus",
+    });
+    return bus;
   }
 
-  #checkAddress(addr: number): void {
-    try {
-      this.#dev.setSlave(addr);
-    } catch (error) {
-      if (hasCode(error, "EBUSY")) {
-        throw new HostBusError(
-          "I2C_ADDRESS_BUSY",
-          `address ${hex(addr)} on ${this.path} is in use by a kernel driver; unbind the driver or remove the address from the device list`,
-          this.adapter,
-          addr,
-          error,
-        );
-      }
-      throw new HostBusError(
-        "I2C_ADDRESS_CHECK",
-        `address ${hex(addr)} on ${this.path} cannot be used (${codeOf(error)})`,
-        this.adapter,
-        addr,
-        error,
-      );
-    }
+  #useFuncs(dev: AdapterDev): void {
+    this.#funcs = dev.funcs.raw;
+    this.#canI2c = dev.funcs.i2c;
+    this.#canQuick = dev.funcs.smbusQuick;
+    this.#noZeroLength = false;
   }
 
   /**
@@ -195,27 +357,44 @@ export class HostBus implements I2cBus {
       return Promise.resolve(0);
     }
     if (msgs.length === 0) return Promise.resolve(0);
-    return enqueue(this.path, () => this.#run(msgs));
+    return enqueue(this.#queueKey, () => this.#run(msgs));
   }
 
   /** Stops taking transfers; the fd closes once the transfers already queued have run. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    void enqueue(this.path, async () => {
-      try {
-        this.#dev.close();
-      } catch (error) {
-        this.#logger.warn("closing the adapter failed", { path: this.path, code: codeOf(error) });
+    void enqueue(this.#queueKey, async () => {
+      this.#closeDev();
+      if (this.#warnLimiter.pending > 0) {
+        this.#logger.warn("failed transfers not logged", {
+          path: this.path,
+          suppressed: this.#warnLimiter.pending,
+        });
       }
     });
   }
 
+  #closeDev(): void {
+    const dev = this.#dev;
+    this.#dev = null;
+    try {
+      dev?.close();
+    } catch (error) {
+      this.#logger.warn("closing the adapter failed", { path: this.path, code: codeOf(error) });
+    }
+  }
+
   async #run(msgs: readonly I2cMessage[]): Promise<number> {
     const shape = describeShape(msgs);
+    const dev = this.#dev ?? this.#reopen();
+    if (dev === null) {
+      this.#logger.debug("transfer failed: adapter down", { path: this.path, shape });
+      return 0;
+    }
     try {
       if (this.#canI2c && !(this.#noZeroLength && this.#canQuick && isSingleZeroLength(msgs))) {
-        await this.#rdwr(msgs);
+        await this.#rdwr(dev, msgs);
       } else {
         // SMBus-only adapter, or a zero-length probe on an adapter known to refuse them in I2C_RDWR.
         const cmd = mapToSmbus(msgs, this.#funcs);
@@ -226,28 +405,96 @@ export class HostBus implements I2cBus {
           });
           return 0;
         }
-        await this.#smbus(cmd, msgs);
+        await this.#smbus(dev, cmd, msgs);
       }
       this.#logger.debug("transfer", { path: this.path, shape, result: "ok" });
       return msgs.length;
     } catch (error) {
-      const code = codeOf(error);
-      const isNack = (NACK_CODES as readonly string[]).includes(code);
-      const fields = { path: this.path, shape, code };
-      // A NACK is routine (probing empty addresses); anything else deserves attention.
-      if (isNack) {
-        this.#logger.debug("transfer failed", fields);
-      } else {
-        this.#logger.warn("transfer failed", fields);
-      }
+      this.#failed(error, shape, dev);
       return 0;
     }
   }
 
-  async #rdwr(msgs: readonly I2cMessage[]): Promise<void> {
+  #failed(error: unknown, shape: string, dev: AdapterDev): void {
+    const code = codeOf(error);
+    const fields = { path: this.path, shape, code };
+    switch (classifyTransferError(code)) {
+      case "nack":
+        // Routine (probing empty addresses): only when asked for.
+        this.#logger.debug("transfer failed", fields);
+        return;
+      case "gone":
+        if (this.#dev === dev) this.#markDown(code);
+        return;
+      case "fault": {
+        const { write, suppressed } = this.#warnLimiter.admit();
+        if (suppressed > 0) {
+          this.#logger.warn("failed transfers not logged", { path: this.path, suppressed });
+        }
+        if (write) this.#logger.warn("transfer failed", fields);
+      }
+    }
+  }
+
+  #markDown(code: string): void {
+    this.#logger.warn(`adapter ${this.name} gone; transfers fail until it is back`, {
+      path: this.path,
+      code,
+    });
+    this.#closeDev();
+    this.#downReason = null;
+    this.#retryAt = this.#now() + this.#reopenIntervalMs;
+  }
+
+  /**
+   * While down: at most one attempt per interval to find the adapter again (by name when it was
+   * named), open it, re-read its functions and re-check the listed addresses. Returns the open
+   * adapter, or null (the transfer fails at once, nothing touched).
+   */
+  #reopen(): AdapterDev | null {
+    const now = this.#now();
+    if (now < this.#retryAt) return null;
+    this.#retryAt = now + this.#reopenIntervalMs;
+    const was = this.#adapter;
+    let reason: string;
+    try {
+      const name = this.#options.adapterName;
+      const adapter =
+        name === undefined ? was : (this.#options.resolveAdapter ?? resolveAdapterBySysfs)(name);
+      const path = adapterPath(this.#options.devDir, adapter);
+      const dev = openAdapter(path, adapter, this.#addrs, this.#openDev);
+      this.#adapter = adapter;
+      this.#path = path;
+      this.#dev = dev;
+      this.#downReason = null;
+      this.#useFuncs(dev);
+      this.#logger.info(`adapter ${this.name} back`, {
+        path,
+        previous: adapter === was ? undefined : `i2c-${was}`,
+        funcs: `0x${this.#funcs.toString(16)}`,
+        mode: this.#canI2c ? "i2c" : "smbus",
+      });
+      return dev;
+    } catch (error) {
+      reason = error instanceof Error ? error.message : String(error);
+      const fields = { path: this.path, code: codeOf(error), reason };
+      // A kernel driver that took a listed address while the adapter was away is worth a warning;
+      // an adapter that is simply still absent was warned about when it went.
+      const busy = codeOf(error) === "I2C_ADDRESS_BUSY";
+      if (busy && reason !== this.#downReason) {
+        this.#logger.warn(`adapter i2c-${was} is back but stays down`, fields);
+      } else {
+        this.#logger.debug(`adapter i2c-${was} still down`, fields);
+      }
+      this.#downReason = reason;
+      return null;
+    }
+  }
+
+  async #rdwr(dev: AdapterDev, msgs: readonly I2cMessage[]): Promise<void> {
     const native = msgs.map((m) => ({ addr: m.addr, flags: m.read ? I2C_M_RD : 0, buf: m.buf }));
     try {
-      await this.#dev.rdwr(native);
+      await dev.rdwr(native);
     } catch (error) {
       const refused = (ZERO_LENGTH_REFUSALS as readonly string[]).includes(codeOf(error));
       if (!refused || !this.#canQuick || !isSingleZeroLength(msgs) || this.#noZeroLength) {
@@ -262,12 +509,12 @@ export class HostBus implements I2cBus {
       });
       const quick = mapToSmbus(msgs, I2C_FUNC_SMBUS_QUICK);
       if (!quick) throw error;
-      await this.#smbus(quick, msgs);
+      await this.#smbus(dev, quick, msgs);
     }
   }
 
-  async #smbus(cmd: SmbusCommand, msgs: readonly I2cMessage[]): Promise<void> {
-    await this.#dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data);
+  async #smbus(dev: AdapterDev, cmd: SmbusCommand, msgs: readonly I2cMessage[]): Promise<void> {
+    await dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data);
     copySmbusResult(cmd, msgs);
   }
 }
