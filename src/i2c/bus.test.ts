@@ -21,6 +21,36 @@ describe("AddressMap", () => {
     assert.deepEqual(map.addresses(), [0x20, 0x21, 0x50]);
   });
 
+  it("remaps: guest 0x42 leads to host 0x52; guest space is what must be unique", () => {
+    const a = fakeBus("i2c-0");
+    const b = fakeBus("i2c-1");
+    const map = new AddressMap([
+      { bus: a, addrs: [0x42, 0x50], hostAddrs: [0x52, 0x50] },
+      { bus: b, addrs: [0x52] },
+    ]);
+    assert.deepEqual(map.lookup(0x42), { bus: a, hostAddr: 0x52 });
+    assert.deepEqual(map.lookup(0x52), { bus: b, hostAddr: 0x52 });
+    assert.equal(map.lookup(0x51), undefined);
+    assert.deepEqual(map.addresses(), [0x42, 0x50, 0x52]);
+    assert.throws(
+      () =>
+        new AddressMap([
+          { bus: a, addrs: [0x42], hostAddrs: [0x52] },
+          { bus: b, addrs: [0x42] },
+        ]),
+      (e: unknown) => e instanceof AddressMapError && e.code === "I2C_DUPLICATE_ADDRESS",
+    );
+    for (const bad of [
+      { bus: a, addrs: [0x42], hostAddrs: [0x80] },
+      { bus: a, addrs: [0x42], hostAddrs: [] },
+    ]) {
+      assert.throws(
+        () => new AddressMap([bad]),
+        (e: unknown) => e instanceof AddressMapError && e.code === "I2C_BAD_ADDRESS",
+      );
+    }
+  });
+
   it("refuses an address listed twice, on the same or on another bus", () => {
     const a = fakeBus("i2c-1");
     const b = fakeBus("i2c-2");

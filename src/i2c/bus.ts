@@ -29,14 +29,17 @@ export interface I2cBus {
 /** Where a guest address leads. */
 export interface AddressTarget {
   readonly bus: I2cBus;
-  /** Address used on `bus`. Equal to the guest address today; kept separate for remapping. */
+  /** Address used on `bus`: the guest address, or the host address it is remapped to. */
   readonly hostAddr: number;
 }
 
 /** The addresses a guest may use on one bus. */
 export interface BusAddresses {
   readonly bus: I2cBus;
+  /** Guest addresses. */
   readonly addrs: readonly number[];
+  /** Per guest address, the address on `bus` (remapping); absent = the same addresses. */
+  readonly hostAddrs?: readonly number[];
 }
 
 export type AddressMapErrorCode = "I2C_BAD_ADDRESS" | "I2C_DUPLICATE_ADDRESS";
@@ -62,13 +65,22 @@ export class AddressMap {
   readonly #targets = new Map<number, AddressTarget>();
 
   constructor(groups: readonly BusAddresses[]) {
-    for (const { bus, addrs } of groups) {
-      for (const addr of addrs) {
-        if (!isValidI2cAddress(addr)) {
-          throw new AddressMapError(
-            "I2C_BAD_ADDRESS",
-            `address ${addr} on ${bus.name} is not 0..0x7f`,
-          );
+    for (const { bus, addrs, hostAddrs } of groups) {
+      if (hostAddrs !== undefined && hostAddrs.length !== addrs.length) {
+        throw new AddressMapError(
+          "I2C_BAD_ADDRESS",
+          `${bus.name}: ${addrs.length} guest addresses but ${hostAddrs.length} host addresses`,
+        );
+      }
+      addrs.forEach((addr, index) => {
+        const hostAddr = hostAddrs?.[index] ?? addr;
+        for (const a of [addr, hostAddr]) {
+          if (!isValidI2cAddress(a)) {
+            throw new AddressMapError(
+              "I2C_BAD_ADDRESS",
+              `address ${a} on ${bus.name} is not 0..0x7f`,
+            );
+          }
         }
         const existing = this.#targets.get(addr);
         if (existing) {
@@ -77,8 +89,8 @@ export class AddressMap {
             `address ${hex(addr)} is listed on ${existing.bus.name} and again on ${bus.name}`,
           );
         }
-        this.#targets.set(addr, { bus, hostAddr: addr });
-      }
+        this.#targets.set(addr, { bus, hostAddr });
+      });
     }
   }
 

@@ -1,0 +1,119 @@
+/**
+ * GuardedBus: the I2cBus wrapper that enforces access rules a bus itself does not know: read-only
+ * devices (checked on the whole transfer before anything reaches the inner bus) and shutdown (a
+ * transfer still running on a host adapter when the deadline passes is failed, so its chains can go
+ * back to the guest). Every bus the daemon puts in an AddressMap is wrapped in one.
+ * Must not: change messages, decide which addresses a guest may use (AddressMap does), or open devices.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.js";
+import { hex, type I2cBus, type I2cMessage } from "./bus.js";
+
+/** Longest register/word address a guest may write to a read-only device (before a read). */
+export const READ_ONLY_MAX_POINTER_BYTES = 2;
+
+/**
+ * Why `msgs` breaks the read-only rule for the host addresses in `readOnly`, or null when it does
+ * not. A read-only device may be read; the only write it takes is a register address of 1 or 2
+ * bytes immediately followed, in the same transfer, by a read of the same device. Everything else
+ * is refused, zero-length writes included: an SMBus quick write is a command on some chips.
+ */
+export function readOnlyViolation(
+  msgs: readonly I2cMessage[],
+  readOnly: ReadonlySet<number>,
+): string | null {
+  for (const [index, msg] of msgs.entries()) {
+    if (msg.read || !readOnly.has(msg.addr)) continue;
+    const length = msg.buf.length;
+    const next = msgs[index + 1];
+    if (length === 0) return `zero-length write (quick command) to read-only ${hex(msg.addr)}`;
+    if (length > READ_ONLY_MAX_POINTER_BYTES) {
+      return `write of ${length} bytes to read-only ${hex(msg.addr)}`;
+    }
+    if (next === undefined || !next.read || next.addr !== msg.addr) {
+      return `write to read-only ${hex(msg.addr)} not followed by a read of it`;
+    }
+  }
+  return null;
+}
+
+export interface GuardOptions {
+  /** Host addresses on the inner bus that are read-only. */
+  readonly readOnly?: Iterable<number>;
+  readonly logger?: Logger;
+}
+
+/** A transfer handed to an asynchronous inner bus and not yet settled. */
+type Pending = (done: number) => void;
+
+export class GuardedBus implements I2cBus {
+  readonly inner: I2cBus;
+  readonly readOnly: ReadonlySet<number>;
+  readonly #logger: Logger;
+  readonly #pending = new Set<Pending>();
+  /** Set once the inner bus answered synchronously: refusals may then answer synchronously too. */
+  #innerSync = false;
+  #aborted = false;
+
+  constructor(inner: I2cBus, options: GuardOptions = {}) {
+    this.inner = inner;
+    this.readOnly = new Set(options.readOnly ?? []);
+    this.#logger = options.logger ?? silentLogger;
+  }
+
+  get name(): string {
+    return this.inner.name;
+  }
+
+  /** Transfers handed to the inner bus and not settled yet. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
+    if (this.#aborted) return this.#refuse();
+    const violation = this.readOnly.size > 0 ? readOnlyViolation(msgs, this.readOnly) : null;
+    if (violation !== null) {
+      this.#logger.warn("transfer refused", { bus: this.name, reason: violation });
+      return this.#refuse();
+    }
+    const result = this.inner.transfer(msgs);
+    if (typeof result === "number") {
+      this.#innerSync = true;
+      return result;
+    }
+    return new Promise<number>((resolve) => {
+      const settle: Pending = (done) => {
+        if (!this.#pending.delete(settle)) return;
+        resolve(done);
+      };
+      this.#pending.add(settle);
+      result.then(settle, (err: unknown) => {
+        this.#logger.warn("bus transfer failed", { bus: this.name, error: String(err) });
+        settle(0);
+      });
+    });
+  }
+
+  /**
+   * Fails every transfer still running on the inner bus (they resolve to 0: ERR for the guest) and
+   * refuses every later one. The inner bus may still finish them; its results are dropped.
+   */
+  abort(): void {
+    this.#aborted = true;
+    for (const settle of [...this.#pending]) settle(0);
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+
+  /**
+   * "Nothing succeeded", in the inner bus's manner: an asynchronous bus must stay asynchronous, or
+   * the device would take it for a synchronous one and lend it guest memory in place.
+   */
+  #refuse(): number | Promise<number> {
+    return this.#innerSync ? 0 : Promise.resolve(0);
+  }
+}
