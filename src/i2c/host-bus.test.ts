@@ -2,9 +2,26 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import fc from "fast-check";
 import { FakeI2c, type FakeLogEntry, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import type { MessageSpec, Plan, RunnerOutput, Step } from "../../test/fake-i2c/host-bus-runner.js";
-import { hex } from "./bus.js";
+import { createLogger } from "../log.js";
+import {
+  decodeI2cFuncs,
+  I2C_FUNC_I2C,
+  I2C_FUNC_SMBUS_QUICK,
+  I2C_FUNC_SMBUS_READ_BYTE,
+  I2C_FUNC_SMBUS_WRITE_BYTE,
+  type I2cFuncs,
+} from "../sys/i2c-dev.js";
+import { hex, type I2cMessage } from "./bus.js";
+import {
+  type AdapterDev,
+  classifyTransferError,
+  HostBus,
+  type HostBusOptions,
+  LogRateLimiter,
+} from "./host-bus.js";
 
 const RUNNER = fileURLToPath(new URL("../../test/fake-i2c/host-bus-runner.js", import.meta.url));
 const unavailable = fakeUnavailableReason();
@@ -305,5 +322,298 @@ describe("HostBus on the fake adapter", { skip: unavailable ?? false }, () => {
     assert.ok(!out.opened);
     assert.equal(out.error.code, "I2C_ADAPTER_MISSING");
     assert.match(out.error.message, /\/dev\/i2c-97/);
+  });
+});
+
+// --- Error classification, log rate limit and the reopen state machine, on an injected adapter. ---
+
+/** An SMBus-only controller (no I2C_FUNC_I2C). */
+const SMBUS_ONLY = I2C_FUNC_SMBUS_QUICK | I2C_FUNC_SMBUS_READ_BYTE | I2C_FUNC_SMBUS_WRITE_BYTE;
+
+const errorWithCode = (code: string) => Object.assign(new Error(code), { code });
+
+/** A stand-in for an open /dev/i2c-N: counts what reaches it, fails as told. */
+class StubDev implements AdapterDev {
+  readonly funcs: I2cFuncs;
+  readonly busy: ReadonlySet<number>;
+  /** Code every transfer fails with, or null. */
+  failWith: string | null = null;
+  transfers = 0;
+  closed = false;
+
+  constructor(funcs = I2C_FUNC_I2C | SMBUS_ONLY, busy: readonly number[] = []) {
+    this.funcs = decodeI2cFuncs(funcs);
+    this.busy = new Set(busy);
+  }
+  setSlave(addr: number): void {
+    if (this.busy.has(addr)) throw errorWithCode("EBUSY");
+  }
+  async rdwr(): Promise<void> {
+    return this.#transfer();
+  }
+  async smbus(): Promise<void> {
+    return this.#transfer();
+  }
+  close(): void {
+    this.closed = true;
+  }
+  async #transfer(): Promise<void> {
+    if (this.closed) throw errorWithCode("EBADF");
+    this.transfers++;
+    if (this.failWith !== null) throw errorWithCode(this.failWith);
+  }
+}
+
+/** A HostBus on stub adapters: `plan` answers each open in turn (a stub, or an errno to throw). */
+function stubBus(plan: (StubDev | string)[], options: HostBusOptions = {}) {
+  const clock = { now: 0 };
+  const lines: string[] = [];
+  const opened: string[] = [];
+  const logger = createLogger("debug", { write: (line: string) => lines.push(line) });
+  const bus = HostBus.open(3, [0x50], logger, {
+    now: () => clock.now,
+    openDev: (path) => {
+      opened.push(path);
+      const next = plan.shift();
+      if (next === undefined || typeof next === "string") throw errorWithCode(next ?? "ENOENT");
+      return next;
+    },
+    ...options,
+  });
+  const probe = (): Promise<number> =>
+    bus.transfer([{ addr: 0x50, read: true, buf: new Uint8Array(1) } satisfies I2cMessage]);
+  const take = () => lines.splice(0);
+  return { bus, clock, lines, opened, probe, take };
+}
+
+describe("classifyTransferError", () => {
+  it("sorts errnos into NACK, adapter gone and fault", () => {
+    const kinds = [
+      "ENXIO",
+      "EREMOTEIO",
+      "ENODEV",
+      "ESHUTDOWN",
+      "EBADF",
+      "EIO",
+      "ETIMEDOUT",
+      "EAGAIN",
+    ];
+    assert.deepEqual(
+      kinds.map((code) => classifyTransferError(code)),
+      ["nack", "nack", "gone", "gone", "gone", "fault", "fault", "fault"],
+    );
+    assert.equal(classifyTransferError("UNKNOWN"), "fault");
+  });
+});
+
+describe("LogRateLimiter", () => {
+  it("never admits more than the limit per window and accounts for every line", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.array(fc.integer({ min: 0, max: 700 }), { maxLength: 200 }),
+        (limit, steps) => {
+          let now = 0;
+          const limiter = new LogRateLimiter(limit, 1000, () => now);
+          const admitted: number[] = [];
+          let reported = 0;
+          for (const step of steps) {
+            now += step;
+            const { write, suppressed } = limiter.admit();
+            if (write) admitted.push(now);
+            else assert.equal(suppressed, 0);
+            reported += suppressed;
+          }
+          assert.equal(admitted.length + reported + limiter.pending, steps.length);
+          for (const [i, t] of admitted.entries()) {
+            const inWindow = admitted.filter((u) => u >= t && u < t + 1000).length;
+            // Windows start at an admitted line; two windows can meet inside any 1000 ms span.
+            assert.ok(inWindow <= 2 * limit, `line ${i}: ${inWindow} lines within 1 s`);
+          }
+        },
+      ),
+    );
+  });
+
+  it("reports the suppressed count with the first line of a later window", () => {
+    let now = 0;
+    const limiter = new LogRateLimiter(2, 1000, () => now);
+    assert.deepEqual(
+      [1, 2, 3, 4].map(() => limiter.admit()),
+      [
+        { write: true, suppressed: 0 },
+        { write: true, suppressed: 0 },
+        { write: false, suppressed: 0 },
+        { write: false, suppressed: 0 },
+      ],
+    );
+    now = 999;
+    assert.deepEqual(limiter.admit(), { write: false, suppressed: 0 });
+    now = 1000;
+    assert.deepEqual(limiter.admit(), { write: true, suppressed: 3 });
+    assert.equal(limiter.pending, 0);
+  });
+});
+
+describe("HostBus adapter errors (stub adapter)", () => {
+  for (const code of ["EIO", "ETIMEDOUT", "EAGAIN"]) {
+    it(`${code}: the transfer fails and a warning names it`, async () => {
+      const dev = new StubDev();
+      const { probe, take, bus } = stubBus([dev]);
+      dev.failWith = code;
+      assert.equal(await probe(), 0);
+      const lines = take();
+      assert.ok(
+        lines.some((l) => l.startsWith("WARN transfer failed") && l.includes(`code=${code}`)),
+        lines.join(""),
+      );
+      assert.equal(bus.up, true, "a fault does not take the adapter down");
+      dev.failWith = null;
+      assert.equal(await probe(), 1);
+    });
+  }
+
+  for (const code of ["ENXIO", "EREMOTEIO"]) {
+    it(`${code} (NACK): the transfer fails, logged at debug only`, async () => {
+      const dev = new StubDev();
+      const { probe, take } = stubBus([dev]);
+      dev.failWith = code;
+      assert.equal(await probe(), 0);
+      const lines = take();
+      assert.ok(
+        lines.some((l) => l.startsWith("DEBUG transfer failed") && l.includes(`code=${code}`)),
+      );
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith("WARN")),
+        [],
+      );
+    });
+  }
+
+  it("limits fault warnings per second and reports how many it left out", async () => {
+    const dev = new StubDev();
+    const { probe, take, clock } = stubBus([dev], { warnLinesPerSecond: 3 });
+    dev.failWith = "EIO";
+    take();
+    for (let i = 0; i < 10; i++) assert.equal(await probe(), 0);
+    assert.equal(take().filter((l) => l.startsWith("WARN")).length, 3);
+    clock.now += 1000;
+    assert.equal(await probe(), 0);
+    const warns = take().filter((l) => l.startsWith("WARN"));
+    assert.equal(warns.length, 2);
+    assert.match(warns[0]!, /failed transfers not logged .*suppressed=7/);
+    assert.match(warns[1]!, /transfer failed .*code=EIO/);
+  });
+
+  it("ENODEV: marks the adapter down, fails fast without touching it, reopens after the interval", async () => {
+    const first = new StubDev();
+    const second = new StubDev(SMBUS_ONLY);
+    const { bus, probe, take, clock, opened } = stubBus([first, "ENOENT", second], {
+      reopenIntervalMs: 1000,
+    });
+    first.failWith = "ENODEV";
+    assert.equal(await probe(), 0);
+    assert.equal(bus.up, false);
+    assert.equal(first.closed, true, "the dead fd is closed");
+    assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=ENODEV/.test(l)));
+
+    clock.now += 999;
+    for (let i = 0; i < 5; i++) assert.equal(await probe(), 0);
+    assert.equal(first.transfers, 1, "no transfer reached the dead adapter");
+    assert.equal(opened.length, 1, "no reopen before the interval");
+
+    clock.now += 1;
+    assert.equal(await probe(), 0, "still unplugged: the reopen fails");
+    assert.equal(opened.length, 2);
+    assert.equal(await probe(), 0);
+    assert.equal(opened.length, 2, "one attempt per interval");
+    assert.deepEqual(
+      take().filter((l) => l.startsWith("WARN")),
+      [],
+      "retries are quiet",
+    );
+
+    clock.now += 1000;
+    assert.equal(await probe(), 1, "re-plugged: the transfer runs on the new fd");
+    assert.equal(bus.up, true);
+    assert.equal(second.transfers, 1);
+    assert.deepEqual(opened, ["/dev/i2c-3", "/dev/i2c-3", "/dev/i2c-3"]);
+    assert.ok(
+      take().some((l) => /^INFO adapter i2c-3 back .*mode=smbus/.test(l)),
+      "functions re-read",
+    );
+  });
+
+  it("keeps the adapter down when a kernel driver took a listed address meanwhile", async () => {
+    const first = new StubDev();
+    const grabbed = new StubDev(undefined, [0x50]);
+    const free = new StubDev();
+    const { bus, probe, take, clock } = stubBus([first, grabbed, free]);
+    first.failWith = "ENODEV";
+    await probe();
+    take();
+    clock.now += 1000;
+    assert.equal(await probe(), 0);
+    assert.equal(bus.up, false);
+    assert.equal(grabbed.closed, true, "the refused fd is closed again");
+    assert.equal(grabbed.transfers, 0);
+    assert.ok(
+      take().some((l) => /^WARN adapter i2c-3 is back but stays down.*kernel driver/.test(l)),
+    );
+    clock.now += 1000;
+    assert.equal(await probe(), 1);
+  });
+
+  it("finds an adapter listed by name again under its new number", async () => {
+    const first = new StubDev();
+    const moved = new StubDev();
+    const numbers = [7];
+    const { bus, probe, take, clock, opened } = stubBus([first, moved], {
+      adapterName: "Fake adapter",
+      resolveAdapter: (name) => {
+        assert.equal(name, "Fake adapter");
+        const next = numbers.shift();
+        if (next === undefined) throw errorWithCode("ADAPTER_NOT_FOUND");
+        return next;
+      },
+    });
+    first.failWith = "ENODEV";
+    await probe();
+    clock.now += 1000;
+    assert.equal(await probe(), 1);
+    assert.deepEqual(opened, ["/dev/i2c-3", "/dev/i2c-7"]);
+    assert.equal(bus.name, "i2c-7");
+    assert.equal(bus.path, "/dev/i2c-7");
+    assert.ok(take().some((l) => /^INFO adapter i2c-7 back .*previous=i2c-3/.test(l)));
+  });
+
+  it("tries to reopen at most once per interval, whatever the transfer pattern", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ advance: fc.integer({ min: 0, max: 1500 }), transfers: fc.nat(3) }), {
+          maxLength: 30,
+        }),
+        async (steps) => {
+          const first = new StubDev();
+          const { probe, clock, opened } = stubBus([first], { reopenIntervalMs: 1000 });
+          const attempts: number[] = [];
+          first.failWith = "ENODEV";
+          await probe();
+          for (const step of steps) {
+            clock.now += step.advance;
+            for (let i = 0; i < step.transfers; i++) {
+              const before = opened.length;
+              assert.equal(await probe(), 0);
+              if (opened.length > before) attempts.push(clock.now);
+            }
+          }
+          for (let i = 1; i < attempts.length; i++) {
+            assert.ok(attempts[i]! - attempts[i - 1]! >= 1000, `attempts at ${attempts.join(",")}`);
+          }
+          assert.equal(first.transfers, 1, "the dead adapter saw only the failing transfer");
+        },
+      ),
+      { numRuns: 50 },
+    );
   });
 });
