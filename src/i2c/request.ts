@@ -96,8 +96,46 @@ function statusOf(descriptors: readonly Descriptor[]): number | null {
   return last?.writable && last.len > 0 ? last.addr + last.len - 1 : null;
 }
 
+/**
+ * The shape Linux always sends (out_hdr alone in the first descriptor, at most one data descriptor,
+ * a 1-byte status last), parsed without temporary arrays; null for any other shape (the general path
+ * below reads those). Header checks are the general path's: their failures go there too.
+ */
+function parseCommonShape(chain: DescriptorChain, memory: GuestMemory): I2cRequest | null {
+  const descriptors = chain.descriptors;
+  const count = descriptors.length;
+  if (chain.error !== null || count < 2 || count > 3) return null;
+  const hdr = descriptors[0] as Descriptor;
+  const status = descriptors[count - 1] as Descriptor;
+  if (hdr.writable || hdr.len !== OutHdr.SIZE || !status.writable || status.len !== IN_HDR_SIZE) {
+    return null;
+  }
+  if (!memory.isBacked(hdr.addr, OutHdr.SIZE)) return null;
+  const rawAddr = memory.readU16(hdr.addr + OutHdr.ADDR_OFFSET);
+  const flags = memory.readU32(hdr.addr + OutHdr.FLAGS_OFFSET);
+  if ((flags & ~KNOWN_FLAGS) !== 0 || (rawAddr & 1) !== 0 || rawAddr > 0xff) return null;
+  const read = (flags & RequestFlag.M_RD) !== 0;
+  const data = count === 3 ? (descriptors[1] as Descriptor) : null;
+  // A read's buffer is device-writable, a write's device-readable; anything else: general path.
+  if (data !== null && (data.writable !== read || data.len > MAX_MESSAGE_LENGTH)) return null;
+  return {
+    chain,
+    addr: rawAddr >> 1,
+    read,
+    failNext: (flags & RequestFlag.FAIL_NEXT) !== 0,
+    buffer: data === null ? NO_SEGMENTS : [{ addr: data.addr, len: data.len }],
+    length: data === null ? 0 : data.len,
+    status: status.addr,
+    error: null,
+  };
+}
+
+const NO_SEGMENTS: readonly Segment[] = [];
+
 /** Parses one chain. Never throws: anything wrong is reported in `error`. */
 export function parseRequest(chain: DescriptorChain, memory: GuestMemory): I2cRequest {
+  const common = parseCommonShape(chain, memory);
+  if (common !== null) return common;
   const status = statusOf(chain.descriptors);
   const bad = (
     kind: string,

@@ -101,6 +101,9 @@ function checkNoOverlap(
   }
 }
 
+/** Copies up to this many bytes go byte by byte: cheaper than creating a subarray for set(). */
+const SMALL_COPY = 16;
+
 export class GuestMemory {
   readonly regions: readonly MemoryRegionInfo[];
   private readonly sorted: readonly Region[];
@@ -340,8 +343,26 @@ export class GuestMemory {
       this.regionAt(gpa);
       return;
     }
-    // Check the whole range first, so a fault never leaves a partial copy behind.
     const first = this.regionAt(gpa);
+    const firstOffset = gpa - first.start;
+    if (firstOffset + len <= first.info.size) {
+      // Fast path (every ring and request access): one window, no subarray for small copies.
+      const window = this.windowFor(first, firstOffset);
+      if (firstOffset + len <= window.end) {
+        const bytes = window.bytes;
+        const at = firstOffset - window.start;
+        if (len > SMALL_COPY) {
+          if (toGuest) bytes.set(buffer, at);
+          else buffer.set(bytes.subarray(at, at + len));
+        } else if (toGuest) {
+          for (let i = 0; i < len; i++) bytes[at + i] = buffer[i] as number;
+        } else {
+          for (let i = 0; i < len; i++) buffer[i] = bytes[at + i] as number;
+        }
+        return;
+      }
+    }
+    // Check the whole range first, so a fault never leaves a partial copy behind.
     if (gpa + len > first.end) this.checkBackedFrom(first, gpa + len);
     let done = 0;
     while (done < len) {
