@@ -29,8 +29,9 @@ export interface TransferRecord {
   readonly bus: string | null;
   readonly messages: readonly ObservedMessage[];
   /**
-   * Per message, the bytes moved: write data as sent, read data as received. Empty for messages that
-   * did not complete. Views of guest memory or of the device's buffers: copy what you keep.
+   * Per message: write data as the guest sent it (empty when the transfer was refused before its data
+   * was read), read data as received (empty for reads that did not complete). Views of guest memory
+   * or of the device's buffers: copy what you keep.
    */
   readonly data: readonly Uint8Array[];
   readonly result: TransferResult;

@@ -327,7 +327,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
       guest: this.#guest,
       bus: prepared?.bus.name ?? null,
       messages: requests.map((r) => ({ addr: r.addr, read: r.read, length: r.length })),
-      data: requests.map((_, i) => (i < done ? (prepared?.msgs[i]?.buf ?? EMPTY) : EMPTY)),
+      data: requests.map((r, i) =>
+        r.read && i >= done ? EMPTY : (prepared?.msgs[i]?.buf ?? EMPTY),
+      ),
       result: failure !== null ? "error" : done < requests.length ? "nack" : "ok",
       failedIndex: failure?.index ?? done,
       reason: failure?.reason ?? null,

@@ -1,0 +1,137 @@
+/**
+ * Observability: what `--trace`, `--pcap` and the control socket's `stats` need, behind one
+ * TransferObserver the daemon gives every VirtioI2cDevice. Opens the trace and capture files at
+ * start-up, feeds each finished transfer to the trace sink, the pcap writer and the counters, and
+ * answers `stats`. Nothing is created for what is off, and with everything off the daemon sets no
+ * observer at all. Must not: block the event loop per transfer, or throw into the device.
+ * @module
+ */
+
+import { openSync } from "node:fs";
+import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
+import type { DeviceObservation } from "../i2c/virtio-i2c.js";
+import { type Logger, silentLogger } from "../log.js";
+import { type CountersSnapshot, TransferCounters } from "./counters.js";
+import { formatTraceLine } from "./format.js";
+import { type PcapCounters, PcapWriter } from "./pcap.js";
+import { AsyncFdSink } from "./sink.js";
+
+/** `--trace` to stdout. */
+export const TRACE_STDOUT = "-";
+
+export interface ObservabilityOptions {
+  /** `-` for stdout, else a file appended to; undefined: no trace. */
+  readonly trace?: string | undefined;
+  /** Capture file; undefined: no capture. */
+  readonly pcap?: string | undefined;
+  /** Size limit of one capture file in bytes; at the limit the file rotates to FILE.1. */
+  readonly pcapMaxSize?: number | undefined;
+  /** Keep counters (the control socket serves them). */
+  readonly counters?: boolean;
+  readonly logger?: Logger;
+}
+
+export interface TraceCounters {
+  readonly target: string;
+  readonly lines: number;
+  readonly dropped: number;
+}
+
+/** The `stats` reply. */
+export interface StatsSnapshot extends CountersSnapshot {
+  /** When counting started (daemon start), ISO 8601. */
+  readonly since: string;
+  readonly trace: TraceCounters | null;
+  readonly pcap: PcapCounters | null;
+}
+
+interface TraceOutput {
+  readonly target: string;
+  readonly sink: AsyncFdSink;
+}
+
+export class Observability implements TransferObserver {
+  readonly #since = new Date().toISOString();
+  readonly #trace: TraceOutput | null;
+  readonly #pcap: PcapWriter | null;
+  readonly #counters: TransferCounters | null;
+  #traceLines = 0;
+
+  private constructor(options: ObservabilityOptions) {
+    const logger = options.logger ?? silentLogger;
+    const onError = (what: string) => (error: Error) =>
+      logger.warn(`${what} write failed; ${what} stopped`, { error: error.message });
+    this.#counters = options.counters ? new TransferCounters() : null;
+    let trace: TraceOutput | null = null;
+    if (options.trace !== undefined) {
+      const toStdout = options.trace === TRACE_STDOUT;
+      const fd = toStdout ? 1 : openSync(options.trace, "a", 0o640);
+      trace = {
+        target: toStdout ? "stdout" : options.trace,
+        sink: new AsyncFdSink(fd, { ownsFd: !toStdout, onError: onError("trace") }),
+      };
+    }
+    this.#trace = trace;
+    try {
+      this.#pcap =
+        options.pcap === undefined
+          ? null
+          : PcapWriter.open(options.pcap, {
+              maxFileSize: options.pcapMaxSize ?? null,
+              onError: onError("pcap"),
+            });
+    } catch (error) {
+      this.#trace?.sink.closeSync();
+      throw error;
+    }
+  }
+
+  /**
+   * Opens what `options` turns on; null when nothing is on (the devices then get no observer).
+   * Throws the fs error when a trace or capture file cannot be created.
+   */
+  static open(options: ObservabilityOptions): Observability | null {
+    if (options.trace === undefined && options.pcap === undefined && !options.counters) return null;
+    return new Observability(options);
+  }
+
+  /** What a VirtioI2cDevice serving socket `guest` takes. */
+  observationFor(guest: number): DeviceObservation {
+    return { observer: this, guest };
+  }
+
+  get countsTransfers(): boolean {
+    return this.#counters !== null;
+  }
+
+  transferDone(record: TransferRecord): void {
+    this.#counters?.record(record);
+    if (this.#trace !== null) {
+      if (this.#trace.sink.write(Buffer.from(`${formatTraceLine(record)}\n`))) this.#traceLines++;
+    }
+    this.#pcap?.write(record, record.guest);
+  }
+
+  stats(): StatsSnapshot {
+    const counters = this.#counters?.snapshot() ?? { guests: [], devices: [] };
+    return {
+      since: this.#since,
+      ...counters,
+      trace:
+        this.#trace === null
+          ? null
+          : {
+              target: this.#trace.target,
+              lines: this.#traceLines,
+              dropped: this.#trace.sink.counters.dropped,
+            },
+      pcap: this.#pcap?.counters ?? null,
+    };
+  }
+
+  /** Writes what is queued and closes the files (shutdown). */
+  close(): void {
+    this.#trace?.sink.closeSync();
+    this.#pcap?.closeSync();
+  }
+}

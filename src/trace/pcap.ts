@@ -1,0 +1,284 @@
+/**
+ * `--pcap FILE`: every message of every transfer as a pcap record of link type LINKTYPE_I2C_LINUX
+ * (209), for Wireshark/tshark. Owns the record encoding (pure functions) and the capture file with
+ * its size limit (rotate to FILE.1, or stop). Writes go through an AsyncFdSink: bounded, off the
+ * event loop, dropped and counted rather than stalling a guest.
+ *
+ * Record payload: 5-byte pseudo-header (byte 0: bus number in bits 0-6, bit 7 = event; bytes 1-4:
+ * big-endian i2c_msg flags, I2C_M_RD = 1), then the address byte (addr << 1 | R/W), then the data.
+ * Bus number = the guest's socket index. A failed transfer ends with the failed message (address
+ * byte only) followed by an event record with I2C_EVENT_ERR_FAIL set.
+ * Must not: keep references to guest memory (records are copied when encoded).
+ * @module
+ */
+
+import { openSync, renameSync, rmSync } from "node:fs";
+import type { TransferRecord } from "../i2c/observer.js";
+import { AsyncFdSink, DEFAULT_MAX_BUFFERED } from "./sink.js";
+
+export const LINKTYPE_I2C_LINUX = 209;
+/** Classic pcap, microsecond timestamps, written little-endian. */
+export const PCAP_MAGIC = 0xa1b2c3d4;
+export const PCAP_HEADER_SIZE = 24;
+export const PCAP_RECORD_HEADER_SIZE = 16;
+export const I2C_PSEUDO_HEADER_SIZE = 5;
+/** Longest record: pseudo-header + address byte + a 65535-byte message, rounded up. */
+export const PCAP_SNAPLEN = 0x20000;
+export const I2C_M_RD = 0x0001;
+/** Event bit: undiagnosed failure (the dissector's I2C_EVENT_ERR_FAIL). */
+export const I2C_EVENT_ERR_FAIL = 1 << 22;
+/** Bus numbers have 7 bits in the pseudo-header. */
+export const MAX_PCAP_BUS = 0x7f;
+
+/** The 24-byte pcap file header. */
+export function pcapFileHeader(): Uint8Array {
+  const header = new Uint8Array(PCAP_HEADER_SIZE);
+  const dv = new DataView(header.buffer);
+  dv.setUint32(0, PCAP_MAGIC, true);
+  dv.setUint16(4, 2, true); // version 2.4
+  dv.setUint16(6, 4, true);
+  // bytes 8-15: thiszone and sigfigs, both 0
+  dv.setUint32(16, PCAP_SNAPLEN, true);
+  dv.setUint32(20, LINKTYPE_I2C_LINUX, true);
+  return header;
+}
+
+/** Writes one record at `offset` of `out` and returns the offset after it. */
+function putRecord(
+  out: DataView,
+  offset: number,
+  timeMs: number,
+  bus: number,
+  event: boolean,
+  flags: number,
+  addressByte: number | null,
+  data: Uint8Array,
+): number {
+  const length = I2C_PSEUDO_HEADER_SIZE + (addressByte === null ? 0 : 1) + data.length;
+  const seconds = Math.floor(timeMs / 1000);
+  out.setUint32(offset, seconds, true);
+  out.setUint32(offset + 4, Math.min(999_999, Math.floor((timeMs - seconds * 1000) * 1000)), true);
+  out.setUint32(offset + 8, length, true);
+  out.setUint32(offset + 12, length, true);
+  let at = offset + PCAP_RECORD_HEADER_SIZE;
+  out.setUint8(at, (bus & MAX_PCAP_BUS) | (event ? 0x80 : 0));
+  out.setUint32(at + 1, flags >>> 0, false);
+  at += I2C_PSEUDO_HEADER_SIZE;
+  if (addressByte !== null) out.setUint8(at++, addressByte);
+  new Uint8Array(out.buffer, out.byteOffset + at, data.length).set(data);
+  return at + data.length;
+}
+
+const NO_DATA = new Uint8Array(0);
+
+/**
+ * The records of one transfer, in one buffer: each completed message with its data; on failure the
+ * failed message (address byte only) and an ERR_FAIL event. Messages after the failed one never
+ * happened and are not written.
+ */
+export function encodeTransfer(record: TransferRecord, bus: number): Uint8Array {
+  const { messages, data, failedIndex } = record;
+  const failed = record.result !== "ok";
+  const count = Math.min(failedIndex, messages.length);
+  let size = 0;
+  for (let i = 0; i < count; i++) {
+    size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1 + (data[i]?.length ?? 0);
+  }
+  const failedMessage = failed ? messages[failedIndex] : undefined;
+  if (failedMessage) size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1;
+  if (failed) size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE;
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  let offset = 0;
+  const time = record.startTime;
+  for (let i = 0; i < count; i++) {
+    const m = messages[i];
+    if (!m) continue;
+    const flags = m.read ? I2C_M_RD : 0;
+    const bytes = data[i] ?? NO_DATA;
+    offset = putRecord(dv, offset, time, bus, false, flags, (m.addr << 1) | flags, bytes);
+  }
+  if (failedMessage) {
+    const flags = failedMessage.read ? I2C_M_RD : 0;
+    offset = putRecord(
+      dv,
+      offset,
+      time,
+      bus,
+      false,
+      flags,
+      (failedMessage.addr << 1) | flags,
+      NO_DATA,
+    );
+  }
+  if (failed) {
+    putRecord(
+      dv,
+      offset,
+      time + record.durationUs / 1000,
+      bus,
+      true,
+      I2C_EVENT_ERR_FAIL,
+      null,
+      NO_DATA,
+    );
+  }
+  return out;
+}
+
+export interface PcapWriterOptions {
+  /** Largest size of one capture file in bytes (null: no limit). */
+  readonly maxFileSize?: number | null;
+  /** At the limit: start a new FILE (the old one becomes FILE.1, ...), or stop capturing. */
+  readonly onLimit?: "rotate" | "stop";
+  /** Older files kept when rotating (default 1: FILE.1). */
+  readonly keep?: number;
+  /** Bound of the write queue (AsyncFdSink). */
+  readonly maxBuffered?: number;
+  readonly onError?: (error: Error) => void;
+}
+
+export interface PcapCounters {
+  readonly path: string;
+  /** Transfers captured (their records queued for writing). */
+  readonly transfers: number;
+  /** Transfers not captured: queue full, write error, or stopped at the size limit. */
+  readonly dropped: number;
+  readonly rotations: number;
+  /** True once the size limit stopped the capture (onLimit "stop"). */
+  readonly stopped: boolean;
+  /** Bytes in the current file, queued ones included. */
+  readonly fileSize: number;
+}
+
+export type PcapErrorCode = "PCAP_BAD_LIMIT";
+
+export class PcapError extends Error {
+  readonly code: PcapErrorCode;
+  constructor(code: PcapErrorCode, message: string) {
+    super(message);
+    this.name = "PcapError";
+    this.code = code;
+  }
+}
+
+/** A capture file being written. `open` is synchronous (start-up); everything after it is not. */
+export class PcapWriter {
+  readonly path: string;
+  readonly #maxFileSize: number | null;
+  readonly #onLimit: "rotate" | "stop";
+  readonly #keep: number;
+  readonly #maxBuffered: number;
+  readonly #onError: (error: Error) => void;
+  #sink: AsyncFdSink;
+  #fileSize = 0;
+  #transfers = 0;
+  #dropped = 0;
+  #rotations = 0;
+  #stopped = false;
+  /** Chunks the previous files' sinks dropped (their counters end with them). */
+  #droppedBefore = 0;
+
+  private constructor(path: string, options: PcapWriterOptions) {
+    this.path = path;
+    this.#maxFileSize = options.maxFileSize ?? null;
+    this.#onLimit = options.onLimit ?? "rotate";
+    this.#keep = Math.max(0, options.keep ?? 1);
+    this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
+    this.#onError = options.onError ?? (() => undefined);
+    if (this.#maxFileSize !== null && this.#maxFileSize < PCAP_HEADER_SIZE + 64) {
+      throw new PcapError(
+        "PCAP_BAD_LIMIT",
+        `pcap size limit ${this.#maxFileSize} is too small (at least ${PCAP_HEADER_SIZE + 64} bytes)`,
+      );
+    }
+    this.#sink = this.#openFile();
+  }
+
+  /** Creates (truncates) `path` and writes the pcap header. Throws the fs error (ENOENT, EACCES). */
+  static open(path: string, options: PcapWriterOptions = {}): PcapWriter {
+    return new PcapWriter(path, options);
+  }
+
+  get counters(): PcapCounters {
+    return {
+      path: this.path,
+      transfers: this.#transfers,
+      dropped: this.#dropped + this.#droppedBefore + this.#sink.counters.dropped,
+      rotations: this.#rotations,
+      stopped: this.#stopped,
+      fileSize: this.#fileSize,
+    };
+  }
+
+  /** Captures one transfer of guest `bus` (its socket index). */
+  write(record: TransferRecord, bus: number): void {
+    if (this.#stopped) {
+      this.#dropped++;
+      return;
+    }
+    const bytes = encodeTransfer(record, bus);
+    if (this.#maxFileSize !== null && this.#fileSize + bytes.length > this.#maxFileSize) {
+      if (this.#onLimit === "stop" || PCAP_HEADER_SIZE + bytes.length > this.#maxFileSize) {
+        this.#stopped = this.#onLimit === "stop";
+        this.#dropped++;
+        return;
+      }
+      try {
+        this.#rotate();
+      } catch (error) {
+        // Cannot start a new file: stop capturing rather than throw into the device.
+        this.#stopped = true;
+        this.#dropped++;
+        this.#onError(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
+    }
+    if (this.#sink.write(bytes)) {
+      this.#fileSize += bytes.length;
+      this.#transfers++;
+    }
+  }
+
+  /** Writes what is queued and closes the file (shutdown). */
+  closeSync(): void {
+    this.#sink.closeSync();
+  }
+
+  #openFile(): AsyncFdSink {
+    const fd = openSync(this.path, "w", 0o640);
+    const sink = new AsyncFdSink(fd, {
+      position: 0,
+      maxBuffered: this.#maxBuffered,
+      onError: this.#onError,
+    });
+    sink.write(pcapFileHeader());
+    this.#fileSize = PCAP_HEADER_SIZE;
+    return sink;
+  }
+
+  /** FILE → FILE.1 → ... → FILE.<keep> (the oldest removed); the old sink finishes in the background. */
+  #rotate(): void {
+    this.#sink.end();
+    this.#droppedBefore += this.#sink.counters.dropped;
+    if (this.#keep === 0) {
+      rmSync(this.path, { force: true });
+    } else {
+      rmSync(`${this.path}.${this.#keep}`, { force: true });
+      for (let k = this.#keep - 1; k >= 1; k--) {
+        renameIfPresent(`${this.path}.${k}`, `${this.path}.${k + 1}`);
+      }
+      renameIfPresent(this.path, `${this.path}.1`);
+    }
+    this.#rotations++;
+    this.#sink = this.#openFile();
+  }
+}
+
+function renameIfPresent(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+}
