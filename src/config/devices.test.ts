@@ -8,7 +8,14 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { parseDeviceList } from "../i2c/device-list.js";
 import { silentLogger } from "../log.js";
-import { buildBuses, type DeviceConfig, devicesFromGroups, mergeDevices } from "./devices.js";
+import {
+  buildBuses,
+  buildSocketBuses,
+  type DeviceConfig,
+  devicesFromGroups,
+  mergeDevices,
+  ResourcePool,
+} from "./devices.js";
 import { ConfigError } from "./errors.js";
 import { parseConfigText } from "./file.js";
 
@@ -200,6 +207,234 @@ describe("buildBuses", () => {
         ),
       "MODULE_LOAD_FAILED",
       "the sim device: model module /x/chip.js was not loaded before the buses were built",
+    );
+  });
+});
+
+describe("buildSocketBuses (per-guest lists)", () => {
+  const shared = (d: DeviceConfig): DeviceConfig => ({ ...d, shared: true });
+  const read = (map: ReturnType<typeof buildSocketBuses>["addressMaps"][number], addr: number) => {
+    const buf = new Uint8Array(1);
+    const target = map.lookup(addr);
+    assert.ok(target);
+    const done = target.bus.transfer([
+      { addr, read: false, buf: Uint8Array.of(0) },
+      { addr, read: true, buf },
+    ]);
+    return { done, byte: buf[0] };
+  };
+  const write = (
+    map: ReturnType<typeof buildSocketBuses>["addressMaps"][number],
+    addr: number,
+    v: number,
+  ) => map.lookup(addr)?.bus.transfer([{ addr, read: false, buf: Uint8Array.of(0, v) }]);
+
+  it("sockets without a list share the default; a socket's own list is its alone", () => {
+    const built = buildSocketBuses(
+      { defaults: [sim(0x50, "24c02")], sockets: new Map([[2, [sim(0x51, "24c02")]]]) },
+      3,
+      context,
+    );
+    try {
+      const [m0, m1, m2] = built.addressMaps;
+      assert.ok(m0 && m1 && m2);
+      assert.equal(m0, m1, "one default map for sockets 0 and 1");
+      assert.deepEqual(m2.addresses(), [0x51]);
+      assert.equal(m0.lookup(0x51), undefined, "guest 0 cannot reach guest 2's device");
+      assert.equal(m2.lookup(0x50), undefined);
+      assert.deepEqual([...built.registry.keys()], [0x50, 0x51]);
+    } finally {
+      built.close();
+    }
+  });
+
+  it("an emulated chip in two lists: one instance when shared, else one per socket", () => {
+    const lists = (dev: DeviceConfig) => ({
+      defaults: [],
+      sockets: new Map([
+        [0, [dev]],
+        [1, [dev]],
+      ]),
+    });
+    const separate = buildSocketBuses(lists(sim(0x50, "24c02")), 2, context);
+    try {
+      const [a, b] = separate.addressMaps;
+      assert.ok(a && b);
+      write(a, 0x50, 0x11);
+      assert.deepEqual(read(a, 0x50), { done: 2, byte: 0x11 });
+      assert.deepEqual(read(b, 0x50), { done: 2, byte: 0xff }, "guest 1 has its own chip");
+    } finally {
+      separate.close();
+    }
+    const one = buildSocketBuses(lists(shared(sim(0x50, "24c02"))), 2, context);
+    try {
+      const [a, b] = one.addressMaps;
+      assert.ok(a && b);
+      write(a, 0x50, 0x22);
+      assert.deepEqual(read(b, 0x50), { done: 2, byte: 0x22 }, "one shared chip");
+    } finally {
+      one.close();
+    }
+  });
+
+  it("read-only emulated chips: reads pass, writes fail and change nothing", async () => {
+    const built = buildSocketBuses(
+      { defaults: [{ ...sim(0x50, "24c02"), readOnly: true }], sockets: new Map() },
+      1,
+      context,
+    );
+    try {
+      const [map] = built.addressMaps;
+      assert.ok(map);
+      assert.equal(await write(map, 0x50, 0x33), 0);
+      assert.deepEqual(read(map, 0x50), { done: 2, byte: 0xff });
+    } finally {
+      built.close();
+    }
+  });
+
+  it("refuses a host device given to two guests unless both say shared", () => {
+    const host = (address: number, origin: string, hostAddress?: number): DeviceConfig => ({
+      kind: "host",
+      adapter: 3,
+      address,
+      ...(hostAddress === undefined ? {} : { hostAddress }),
+      origin,
+    });
+    refused(
+      () =>
+        buildSocketBuses(
+          {
+            defaults: [host(0x52, "-l group 1")],
+            sockets: new Map([[1, [host(0x42, "socket 1", 0x52)]]]),
+          },
+          2,
+          context,
+        ),
+      "CONFIG_SHARED_CONFLICT",
+      'host device 0x52 on adapter 3 is given to two guests, by -l group 1 and by socket 1; mark it "shared": true in both to allow that',
+    );
+    refused(
+      () =>
+        buildSocketBuses(
+          {
+            defaults: [],
+            sockets: new Map([
+              [0, [shared(host(0x52, "a"))]],
+              [1, [host(0x52, "b")]],
+            ]),
+          },
+          2,
+          context,
+        ),
+      "CONFIG_SHARED_CONFLICT",
+      /given to two guests, by a and by b/,
+    );
+  });
+
+  it("refuses a list for a socket the daemon does not serve, and a socket with no devices", () => {
+    refused(
+      () =>
+        buildSocketBuses(
+          { defaults: [], sockets: new Map([[2, [sim(0x50, "24c02")]]]) },
+          2,
+          context,
+        ),
+      "CONFIG_INVALID",
+      /socket 2, but the daemon serves 2 sockets \(0\.\.1\)/,
+    );
+    refused(
+      () =>
+        buildSocketBuses(
+          { defaults: [], sockets: new Map([[1, [sim(0x50, "24c02")]]]) },
+          2,
+          context,
+        ),
+      "CONFIG_INVALID",
+      /no devices for socket 0/,
+    );
+  });
+
+  it("refuses two unshared chips on one backing file", () => {
+    const backing = join(dir, "twice.bin");
+    const dev = sim(0x50, "24c02", { backing });
+    refused(
+      () =>
+        buildSocketBuses(
+          {
+            defaults: [],
+            sockets: new Map([
+              [0, [dev]],
+              [1, [dev]],
+            ]),
+          },
+          2,
+          context,
+        ),
+      "CONFIG_DEVICE_FAILED",
+      /backing file .*twice\.bin is used by two emulated devices/,
+    );
+  });
+
+  it("a pool keeps a chip (and its state) across rebuilds while some build uses it", () => {
+    const pool = new ResourcePool();
+    const lists = { defaults: [sim(0x50, "24c02")], sockets: new Map() };
+    const first = buildSocketBuses(lists, 1, { ...context, pool });
+    const [m1] = first.addressMaps;
+    assert.ok(m1);
+    write(m1, 0x50, 0x44);
+    const second = buildSocketBuses(lists, 1, { ...context, pool });
+    first.close();
+    const [m2] = second.addressMaps;
+    assert.ok(m2);
+    assert.deepEqual(read(m2, 0x50), { done: 2, byte: 0x44 });
+    second.close();
+  });
+
+  it("a pool's device locks are counted: taken once, released by the last user", () => {
+    const lockDir = join(dir, "locks");
+    const pool = new ResourcePool(lockDir);
+    const a = pool.lock(3, 0x52, false);
+    const b = pool.lock(3, 0x52, false);
+    const other = new ResourcePool(lockDir);
+    assert.throws(() => other.lock(3, 0x52, false), /in use/);
+    a();
+    assert.throws(() => other.lock(3, 0x52, false), /in use/);
+    b();
+    other.lock(3, 0x52, false)();
+  });
+});
+
+describe("devicesFromGroups with remapping and read-only", () => {
+  it("carries hostAddress and readOnly", () => {
+    assert.deepEqual(fromList("3:0x52@0x42=ro,sim:0x50=24c02=ro"), [
+      {
+        kind: "host",
+        adapter: 3,
+        address: 0x42,
+        hostAddress: 0x52,
+        readOnly: true,
+        origin: '-l group 1 ("3")',
+      },
+      {
+        kind: "sim",
+        address: 0x50,
+        model: "24c02",
+        options: {},
+        readOnly: true,
+        origin: '-l group 2 ("sim")',
+      },
+    ]);
+  });
+
+  it("mergeDevices refuses one host device given twice", () => {
+    refused(
+      () =>
+        mergeDevices(fromList("3:0x52@0x42"), [
+          { kind: "host", adapter: 3, address: 0x52, origin: "file" },
+        ]),
+      "CONFIG_DUPLICATE_ADDRESS",
+      'host device 0x52 on adapter 3 is given twice: by -l group 1 ("3") and by file',
     );
   });
 });

@@ -7,9 +7,11 @@
  * @module
  */
 
+import { GuardedBus } from "../i2c/access.js";
 import { openBacking } from "../i2c/backing-store.js";
 import { AddressMap, type BusAddresses, hex, I2C_MAX_ADDR, type I2cBus } from "../i2c/bus.js";
 import type { DeviceGroup } from "../i2c/device-list.js";
+import { DeviceLock } from "../i2c/device-lock.js";
 import { HostBus } from "../i2c/host-bus.js";
 import {
   findModel,
@@ -29,13 +31,27 @@ import { ConfigError, reasonOf } from "./errors.js";
  * -l group), for messages.
  */
 export type DeviceConfig =
-  | { kind: "host"; adapter: number; address: number; origin?: string }
+  | {
+      kind: "host";
+      adapter: number;
+      /** The guest address. */
+      address: number;
+      /** The address on the adapter, when the guest sees the device elsewhere (remapping). */
+      hostAddress?: number;
+      readOnly?: boolean;
+      /** Other guests (sockets, daemons) may drive this host device too. */
+      shared?: boolean;
+      origin?: string;
+    }
   | {
       kind: "sim";
       address: number;
       /** A built-in model name, or a user module (absolute path once loaded from a config file). */
       model: string | { module: string };
       options: Record<string, unknown>;
+      readOnly?: boolean;
+      /** One instance for every socket that lists it shared (else one per socket list). */
+      shared?: boolean;
       origin?: string;
     };
 
@@ -57,10 +73,15 @@ export interface BuildContext {
   readonly baseDir: string;
   /** User model modules, loaded beforehand by modules.ts, by the module path in DeviceConfig. */
   readonly modules?: ReadonlyMap<string, ModelDefinition>;
+  /** Locks and emulated chips shared with other builds (default: a private pool, no locks). */
+  readonly pool?: ResourcePool;
 }
 
 export interface BuiltBuses {
+  /** The guarded buses in the AddressMap. */
   readonly buses: readonly I2cBus[];
+  /** The same buses: what shutdown aborts. */
+  readonly guards: readonly GuardedBus[];
   readonly addressMap: AddressMap;
   readonly registry: DeviceRegistry;
   /** Closes every device (flushing backing files) and every bus. Safe to call twice. */
@@ -72,18 +93,37 @@ export function devicesFromGroups(groups: readonly DeviceGroup[]): DeviceConfig[
   return groups.flatMap((group, index) =>
     group.devices.map((device): DeviceConfig => {
       const origin = `-l group ${index + 1} ("${group.busText}")`;
+      const readOnly = device.readOnly ? { readOnly: true } : {};
       if (group.bus.kind === "host") {
-        return { kind: "host", adapter: group.bus.adapter, address: device.addr, origin };
+        const remap = device.hostAddr === undefined ? {} : { hostAddress: device.hostAddr };
+        return {
+          kind: "host",
+          adapter: group.bus.adapter,
+          address: device.addr,
+          ...remap,
+          ...readOnly,
+          origin,
+        };
       }
       if (device.model === undefined) {
         throw new ConfigError("CONFIG_INVALID", `${origin}: ${hex(device.addr)} has no model`);
       }
-      return { kind: "sim", address: device.addr, model: device.model, options: {}, origin };
+      return {
+        kind: "sim",
+        address: device.addr,
+        model: device.model,
+        options: {},
+        ...readOnly,
+        origin,
+      };
     }),
   );
 }
 
-/** The -l devices followed by the config file's; one guest address may be claimed only once. */
+/**
+ * The -l devices followed by the config file's; one guest address may be claimed only once, and one
+ * host device (adapter + host address) too.
+ */
 export function mergeDevices(
   fromCommandLine: readonly DeviceConfig[],
   fromFile: readonly DeviceConfig[],
@@ -99,6 +139,19 @@ export function mergeDevices(
       );
     }
     owners.set(device.address, device);
+  }
+  const hostOwners = new Map<string, DeviceConfig>();
+  for (const device of merged) {
+    if (device.kind !== "host") continue;
+    const key = `${device.adapter}:${hostAddressOf(device)}`;
+    const owner = hostOwners.get(key);
+    if (owner !== undefined) {
+      throw new ConfigError(
+        "CONFIG_DUPLICATE_ADDRESS",
+        `host device ${hex(hostAddressOf(device))} on adapter ${device.adapter} is given twice: by ${describeOrigin(owner)} and by ${describeOrigin(device)}`,
+      );
+    }
+    hostOwners.set(key, device);
   }
   return merged;
 }
@@ -134,38 +187,156 @@ export function modelFor(
   return definition;
 }
 
+/** The host address a host device uses on its adapter. */
+export function hostAddressOf(device: Extract<DeviceConfig, { kind: "host" }>): number {
+  return device.hostAddress ?? device.address;
+}
+
+interface Counted<T> {
+  readonly value: T;
+  refs: number;
+  readonly close: () => void;
+}
+
 /**
- * Builds the buses: one HostBus per host adapter (opened for its listed addresses), one SimBus for
- * every emulated chip (each target at base address + index), the AddressMap over all of them and the
- * registry of emulated chips. Model options are validated by the model's schema first. Throws
- * ConfigError for a configuration that cannot work (HostBusError passes through) with nothing open.
+ * What outlives one build: device locks and emulated chips, counted by the builds that use them, so a
+ * rebuild (SIGHUP) keeps an unchanged chip's state and an unchanged device's lock, and a device is
+ * closed only when the last build using it is closed.
  */
-export function buildBuses(configs: readonly DeviceConfig[], context: BuildContext): BuiltBuses {
+export class ResourcePool {
+  /** Lock directory; undefined = take no locks (unit tests of other layers). */
+  readonly lockDir: string | undefined;
+  readonly #locks = new Map<string, Counted<DeviceLock>>();
+  readonly #chips = new Map<string, Counted<SimDevice>>();
+  /** Backing file → the chip key using it: two chips on one file would overwrite each other. */
+  readonly #backings = new Map<string, string>();
+
+  constructor(lockDir?: string) {
+    this.lockDir = lockDir;
+  }
+
+  /** Takes (or shares) the lock of a host device; returns its release. Throws DeviceLockError. */
+  lock(adapter: number, addr: number, shared: boolean): () => void {
+    if (this.lockDir === undefined) return () => {};
+    const dir = this.lockDir;
+    return this.#acquire(this.#locks, `${adapter}:${addr}`, () => {
+      const lock = DeviceLock.acquire(dir, adapter, addr, shared);
+      return { value: lock, close: () => lock.release() };
+    });
+  }
+
+  /** The chip for `key`, created on first use; returns it and its release. */
+  chip(key: string, backing: string | undefined, create: () => SimDevice): [SimDevice, () => void] {
+    const owner = backing === undefined ? undefined : this.#backings.get(backing);
+    if (owner !== undefined && owner !== key) {
+      throw new ConfigError(
+        "CONFIG_DEVICE_FAILED",
+        `backing file ${backing} is used by two emulated devices; give each its own file, or list the device once with "shared": true`,
+      );
+    }
+    let device: SimDevice | undefined;
+    const release = this.#acquire(this.#chips, key, () => {
+      const created = create();
+      if (backing !== undefined) this.#backings.set(backing, key);
+      return {
+        value: created,
+        close: () => {
+          if (backing !== undefined) this.#backings.delete(backing);
+          created.close?.();
+        },
+      };
+    });
+    device = this.#chips.get(key)?.value;
+    if (device === undefined) throw new Error(`chip ${key} vanished`);
+    return [device, release];
+  }
+
+  #acquire<T>(
+    table: Map<string, Counted<T>>,
+    key: string,
+    open: () => { value: T; close: () => void },
+  ): () => void {
+    let entry = table.get(key);
+    if (entry === undefined) {
+      entry = { ...open(), refs: 0 };
+      table.set(key, entry);
+    }
+    entry.refs++;
+    const counted = entry;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      counted.refs--;
+      if (counted.refs > 0) return;
+      table.delete(key);
+      counted.close();
+    };
+  }
+}
+
+/**
+ * Builds the buses: one HostBus per host adapter (locked and opened for its listed host addresses),
+ * one SimBus for every emulated chip (each target at base address + index), each wrapped in a
+ * GuardedBus that enforces read-only devices, the AddressMap over all of them and the registry of
+ * emulated chips. Model options are validated by the model's schema first. Throws ConfigError for a
+ * configuration that cannot work (HostBusError and DeviceLockError pass through) with nothing open.
+ * `scope` names who the emulated chips belong to ("default", "socket1"): chips are instances per
+ * scope unless marked shared.
+ */
+export function buildBuses(
+  configs: readonly DeviceConfig[],
+  context: BuildContext,
+  scope = "default",
+): BuiltBuses {
+  const pool = context.pool ?? new ResourcePool();
   const opened: { close(): void }[] = [];
   const closeOpened = () => closeAll(opened, context.logger);
   try {
     const groups: BusAddresses[] = [];
-    const hostAddresses = new Map<number, number[]>();
+    const guards: GuardedBus[] = [];
+    const guard = (inner: I2cBus, readOnly: number[], addrs: number[], hostAddrs?: number[]) => {
+      const bus = new GuardedBus(inner, { readOnly, logger: context.logger.child(inner.name) });
+      guards.push(bus);
+      groups.push(hostAddrs === undefined ? { bus, addrs } : { bus, addrs, hostAddrs });
+    };
+    const hostDevices = new Map<number, Extract<DeviceConfig, { kind: "host" }>[]>();
     for (const device of configs) {
       if (device.kind !== "host") continue;
-      const list = hostAddresses.get(device.adapter) ?? [];
-      list.push(device.address);
-      hostAddresses.set(device.adapter, list);
+      const list = hostDevices.get(device.adapter) ?? [];
+      list.push(device);
+      hostDevices.set(device.adapter, list);
     }
-    for (const [adapter, addrs] of hostAddresses) {
-      const bus = HostBus.open(adapter, addrs, context.logger.child(`i2c-${adapter}`));
+    for (const [adapter, devices] of hostDevices) {
+      const hostAddrs = devices.map(hostAddressOf);
+      for (const device of devices) {
+        opened.push({ close: pool.lock(adapter, hostAddressOf(device), device.shared === true) });
+      }
+      const bus = HostBus.open(adapter, hostAddrs, context.logger.child(`i2c-${adapter}`));
       opened.push(bus);
-      groups.push({ bus, addrs });
+      const readOnly = devices.filter((d) => d.readOnly).map(hostAddressOf);
+      guard(
+        bus,
+        readOnly,
+        devices.map((d) => d.address),
+        hostAddrs,
+      );
     }
 
     const targets = new Map<number, I2cDeviceModel>();
     const registry = new Map<number, RegisteredDevice>();
     const targetOwner = new Map<number, string>();
+    const readOnlyTargets: number[] = [];
     for (const config of configs) {
       if (config.kind !== "sim") continue;
       const definition = modelFor(config, context.modules);
-      const device = createDevice(definition, config, context);
-      opened.push({ close: () => device.close?.() });
+      const backing = config.options.backing;
+      const [device, release] = pool.chip(
+        chipKey(config, scope),
+        typeof backing === "string" ? backing : undefined,
+        () => createDevice(definition, config, context),
+      );
+      opened.push({ close: release });
       const label = `${definition.name} at ${hex(config.address)}`;
       device.targets.forEach((target, offset) => {
         const address = config.address + offset;
@@ -182,15 +353,19 @@ export function buildBuses(configs: readonly DeviceConfig[], context: BuildConte
         }
         targetOwner.set(address, label);
         targets.set(address, target);
+        if (config.readOnly) readOnlyTargets.push(address);
       });
       registry.set(config.address, { address: config.address, model: definition.name, device });
     }
     if (targets.size > 0) {
       const bus = new SimBus(targets, context.logger.child("sim"));
       opened.push(bus);
-      groups.push({ bus, addrs: [...targets.keys()] });
+      guard(bus, readOnlyTargets, [...targets.keys()]);
     }
-    const hostTaken = [...hostAddresses.values()].flat().find((a) => targetOwner.has(a));
+    const hostTaken = [...hostDevices.values()]
+      .flat()
+      .map((d) => d.address)
+      .find((a) => targetOwner.has(a));
     if (hostTaken !== undefined) {
       throw new ConfigError(
         "CONFIG_DUPLICATE_ADDRESS",
@@ -201,6 +376,7 @@ export function buildBuses(configs: readonly DeviceConfig[], context: BuildConte
     let closed = false;
     return {
       buses: groups.map((g) => g.bus),
+      guards,
       addressMap,
       registry,
       close() {
@@ -212,6 +388,147 @@ export function buildBuses(configs: readonly DeviceConfig[], context: BuildConte
   } catch (err) {
     closeOpened();
     throw err;
+  }
+}
+
+/** Identity of an emulated chip: same key = same instance (shared ones across scopes). */
+function chipKey(config: Extract<DeviceConfig, { kind: "sim" }>, scope: string): string {
+  const what = JSON.stringify([config.address, config.model, config.options], (_key, value) =>
+    value instanceof Uint8Array ? Buffer.from(value).toString("hex") : value,
+  );
+  return `${config.shared ? "shared" : scope}|${what}`;
+}
+
+/** Device lists per socket: each socket's own list, else the default list. */
+export interface SocketDeviceLists {
+  readonly defaults: readonly DeviceConfig[];
+  readonly sockets: ReadonlyMap<number, readonly DeviceConfig[]>;
+}
+
+export interface BuiltSockets {
+  /** Per socket index, the addresses its guest may reach. */
+  readonly addressMaps: readonly AddressMap[];
+  /** Emulated chips by base address for the control socket (first list that has one wins). */
+  readonly registry: DeviceRegistry;
+  readonly guards: readonly GuardedBus[];
+  /** Every distinct device given to some socket. */
+  readonly devices: readonly DeviceConfig[];
+  close(): void;
+}
+
+/**
+ * Builds the buses of every socket: the default list once (every socket without its own list shares
+ * it, as with one list), and each socket's own list separately, so no guest sees another's devices.
+ * A host device may appear in two lists only when both say "shared". Throws ConfigError with nothing
+ * open (HostBusError and DeviceLockError pass through).
+ */
+export function buildSocketBuses(
+  lists: SocketDeviceLists,
+  socketCount: number,
+  context: BuildContext,
+): BuiltSockets {
+  for (const index of lists.sockets.keys()) {
+    if (index >= socketCount) {
+      throw new ConfigError(
+        "CONFIG_INVALID",
+        `a device list is given for socket ${index}, but the daemon serves ${socketCount} socket${socketCount === 1 ? "" : "s"} (0..${socketCount - 1}); raise --socket-count`,
+      );
+    }
+  }
+  const usesDefault = Array.from({ length: socketCount }, (_, i) => i).filter(
+    (i) => !lists.sockets.has(i),
+  );
+  const used: { scope: string; devices: readonly DeviceConfig[] }[] = [];
+  if (usesDefault.length > 0) used.push({ scope: "default", devices: lists.defaults });
+  else if (lists.defaults.length > 0) {
+    context.logger.warn("every socket has its own device list: the default list is not used");
+  }
+  for (const [index, devices] of [...lists.sockets].sort(([a], [b]) => a - b)) {
+    used.push({ scope: `socket${index}`, devices });
+  }
+  checkHostSharing(used);
+
+  const pool = context.pool ?? new ResourcePool();
+  const built: BuiltBuses[] = [];
+  try {
+    for (const { scope, devices } of used) {
+      if (devices.length === 0) {
+        throw new ConfigError(
+          "CONFIG_INVALID",
+          `no devices for ${scope === "default" ? `socket ${usesDefault.join(", ")} (no -l, no "devices" in the config file)` : scope}`,
+        );
+      }
+      built.push(buildBuses(devices, { ...context, pool }, scope));
+    }
+  } catch (err) {
+    for (const b of built) b.close();
+    throw err;
+  }
+  const byScope = new Map(used.map(({ scope }, i) => [scope, built[i]]));
+  const addressMaps = Array.from({ length: socketCount }, (_, i) => {
+    const own = byScope.get(lists.sockets.has(i) ? `socket${i}` : "default");
+    if (own === undefined) throw new Error(`socket ${i} has no device list`);
+    return own.addressMap;
+  });
+  const registry = new Map<number, RegisteredDevice>();
+  for (const b of built) {
+    for (const [address, entry] of b.registry) {
+      if (registry.has(address) && registry.get(address)?.device !== entry.device) {
+        context.logger.warn(
+          "two emulated devices at one address: the control socket serves the first",
+          {
+            address: hex(address),
+          },
+        );
+        continue;
+      }
+      registry.set(address, entry);
+    }
+  }
+  let closed = false;
+  return {
+    addressMaps,
+    registry,
+    guards: built.flatMap((b) => b.guards),
+    devices: used.flatMap((u) => u.devices),
+    close() {
+      if (closed) return;
+      closed = true;
+      for (const b of built) b.close();
+    },
+  };
+}
+
+/** A host device in two lists must be shared in both; a shared chip address must be one chip. */
+function checkHostSharing(
+  used: readonly { scope: string; devices: readonly DeviceConfig[] }[],
+): void {
+  const hostOwners = new Map<string, Extract<DeviceConfig, { kind: "host" }>>();
+  const sharedChips = new Map<number, Extract<DeviceConfig, { kind: "sim" }>>();
+  for (const { devices } of used) {
+    for (const device of devices) {
+      if (device.kind === "sim") {
+        if (!device.shared) continue;
+        const other = sharedChips.get(device.address);
+        if (other !== undefined && chipKey(other, "") !== chipKey(device, "")) {
+          throw new ConfigError(
+            "CONFIG_SHARED_CONFLICT",
+            `shared emulated device at ${hex(device.address)} is described differently by ${describeOrigin(other)} and by ${describeOrigin(device)}; a shared device must have the same model and options everywhere`,
+          );
+        }
+        sharedChips.set(device.address, device);
+        continue;
+      }
+      const key = `${device.adapter}:${hostAddressOf(device)}`;
+      const other = hostOwners.get(key);
+      if (other !== undefined && !(other.shared && device.shared)) {
+        throw new ConfigError(
+          "CONFIG_SHARED_CONFLICT",
+          `host device ${hex(hostAddressOf(device))} on adapter ${device.adapter} is given to two guests, by ${describeOrigin(other)} and by ${describeOrigin(device)}; mark it "shared": true in both to allow that`,
+        );
+      }
+      hostOwners.set(key, device);
+    }
   }
 }
 

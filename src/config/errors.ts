@@ -16,6 +16,8 @@ export type ConfigErrorCode =
   | "CONFIG_ADAPTER_NOT_FOUND"
   /** Two devices claim one guest address. */
   | "CONFIG_DUPLICATE_ADDRESS"
+  /** A device is given to two guests without "shared": true in both, or shared ones differ. */
+  | "CONFIG_SHARED_CONFLICT"
   /** A device's addresses run past 0x7f. */
   | "CONFIG_ADDRESS_RANGE"
   /** No built-in model has that name. */

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import fc from "fast-check";
 import { ConfigError } from "./errors.js";
-import { loadConfigFile, parseConfigText } from "./file.js";
+import { loadConfigFile, parseConfigDocument, parseConfigText } from "./file.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vdi2c-config-file-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -133,7 +133,7 @@ describe("parseConfigText refuses", () => {
     refused(
       { devices: [{ bus: 3, address: 1 }], device: [] },
       "CONFIG_INVALID",
-      `${FILE}: device: unknown key (expected one of: devices)`,
+      `${FILE}: device: unknown key (expected one of: devices, sockets)`,
     );
   });
 
@@ -210,7 +210,7 @@ describe("parseConfigText refuses", () => {
     refused(
       { devices: [{ bus: "sim", address: 1, model: "lm75", adress: 2 }] },
       "CONFIG_INVALID",
-      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options)`,
+      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options, readOnly, shared)`,
     );
   });
 
@@ -315,6 +315,115 @@ describe("loadConfigFile", () => {
         err instanceof ConfigError &&
         err.code === "CONFIG_UNREADABLE" &&
         err.message.startsWith(`cannot read config file ${join(dir, "missing.json")}: ENOENT`),
+    );
+  });
+});
+
+describe("per-socket lists, remapping, readOnly and shared", () => {
+  const doc = (json: unknown) => parseConfigDocument(JSON.stringify(json), FILE, deps);
+  const refusedDoc = (json: unknown, code: string, message: string | RegExp) =>
+    assert.throws(
+      () => doc(json),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(err.code, code);
+        if (typeof message === "string") assert.equal(err.message, message);
+        else assert.match(err.message, message);
+        return true;
+      },
+    );
+
+  it("hostAddress, readOnly and shared on host devices; readOnly and shared on sim", () => {
+    assert.deepEqual(
+      parse({
+        devices: [
+          { bus: 3, address: "0x42", hostAddress: "0x52", readOnly: true },
+          { bus: 3, address: "0x52", hostAddress: "0x42", shared: true, readOnly: false },
+          { bus: "sim", address: "0x50", model: "24c02", readOnly: true, shared: true },
+        ],
+      }),
+      [
+        {
+          kind: "host",
+          adapter: 3,
+          address: 0x42,
+          hostAddress: 0x52,
+          readOnly: true,
+          origin: `${FILE}: devices[0]`,
+        },
+        {
+          kind: "host",
+          adapter: 3,
+          address: 0x52,
+          hostAddress: 0x42,
+          shared: true,
+          origin: `${FILE}: devices[1]`,
+        },
+        {
+          kind: "sim",
+          address: 0x50,
+          model: "24c02",
+          options: {},
+          readOnly: true,
+          shared: true,
+          origin: `${FILE}: devices[2]`,
+        },
+      ],
+    );
+  });
+
+  it("sockets as an object keyed by index, or as an array (null keeps the default)", () => {
+    const one = { devices: [{ bus: 3, address: 1 }] };
+    const byKey = doc({ devices: [{ bus: 3, address: 2 }], sockets: { "1": one } });
+    assert.deepEqual([...byKey.sockets.keys()], [1]);
+    assert.equal(byKey.sockets.get(1)?.[0]?.origin, `${FILE}: sockets.1.devices[0]`);
+    assert.equal(byKey.devices.length, 1);
+    const byArray = doc({ sockets: [null, one, one] });
+    assert.deepEqual([...byArray.sockets.keys()], [1, 2]);
+    assert.deepEqual(byArray.devices, []);
+  });
+
+  it("refuses bad sockets, flags and one host device at two guest addresses", () => {
+    refusedDoc({}, "CONFIG_INVALID", /devices: expected an array of devices \(or "sockets"/);
+    refusedDoc(
+      { sockets: { x: { devices: [] } } },
+      "CONFIG_INVALID",
+      `${FILE}: sockets.x: expected a socket index 0..63 as the key, found "x" (a string)`,
+    );
+    refusedDoc(
+      { sockets: { "0": { devices: [{ bus: 3, address: 1 }], extra: 1 } } },
+      "CONFIG_INVALID",
+      /sockets\.0\.extra: unknown key/,
+    );
+    refusedDoc(
+      { sockets: { "0": { devices: [] } } },
+      "CONFIG_INVALID",
+      `${FILE}: sockets.0.devices: expected at least one device, found an array of 0`,
+    );
+    refusedDoc(
+      { devices: [{ bus: 3, address: 1, readOnly: "yes" }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].readOnly: expected true or false, found "yes" (a string)`,
+    );
+    refusedDoc(
+      { devices: [{ bus: "sim", address: 1, model: "24c02", hostAddress: 2 }] },
+      "CONFIG_INVALID",
+      /devices\[0\]\.hostAddress: unknown key/,
+    );
+    refusedDoc(
+      {
+        devices: [
+          { bus: 3, address: "0x42", hostAddress: "0x52" },
+          { bus: 3, address: "0x52" },
+        ],
+      },
+      "CONFIG_DUPLICATE_ADDRESS",
+      `${FILE}: devices[1]: host device 0x52 on adapter 3 is already listed by devices[0]`,
+    );
+    refusedDoc(
+      { devices: [{ bus: 3, address: "0x42", hostAddress: "0x80" }] },
+      "CONFIG_INVALID",
+      /devices\[0\]\.hostAddress: expected a 7-bit I2C address/,
     );
   });
 });

@@ -5,13 +5,17 @@
  * `"initial": {"file": path}` is read here into bytes, which the models' hex-bytes option accepts.
  * Must not import model modules or create devices: modules.ts and devices.ts do, after this.
  *
- * Schema:
+ * Schema (`devices` is the default list, for sockets without their own; `sockets` gives lists per
+ * socket index, as an object keyed "0", "1", ... or as an array; at least one of the two):
  * ```
  * { "devices": [
  *     { "bus": "sim", "address": "0x50" | 80, "model": "24c32", "options": { ... } },
  *     { "bus": "sim", "address": ..., "module": "./my-chip.js", "options": { ... } },
- *     { "bus": 3 | "adapter name", "address": ... } ] }
+ *     { "bus": 3 | "adapter name", "address": ..., "hostAddress": ... } ],
+ *   "sockets": { "1": { "devices": [ ... ] } } }
  * ```
+ * Every device may say `"readOnly": true` and `"shared": true`; `hostAddress` (host adapters only) is
+ * the address on the adapter when the guest sees the device at `address`.
  * @module
  */
 
@@ -33,14 +37,25 @@ export interface LoadedConfigFile {
   /** Its directory: relative paths in it resolve here. */
   readonly dir: string;
   readonly devices: DeviceConfig[];
+  /** Socket index → that socket's own device list. */
+  readonly sockets: ReadonlyMap<number, DeviceConfig[]>;
+}
+
+/** What a config file says: the default list and the per-socket lists. */
+export interface ConfigDocument {
+  readonly devices: DeviceConfig[];
+  readonly sockets: ReadonlyMap<number, DeviceConfig[]>;
 }
 
 /** Option keys that hold file paths, resolved against the config file's directory. */
 const PATH_OPTIONS = ["backing"] as const;
 
-const TOP_KEYS = ["devices"] as const;
-const SIM_KEYS = ["bus", "address", "model", "module", "options"] as const;
-const HOST_KEYS = ["bus", "address"] as const;
+const TOP_KEYS = ["devices", "sockets"] as const;
+const SOCKET_KEYS = ["devices"] as const;
+const SIM_KEYS = ["bus", "address", "model", "module", "options", "readOnly", "shared"] as const;
+const HOST_KEYS = ["bus", "address", "hostAddress", "readOnly", "shared"] as const;
+/** Highest socket index a "sockets" key may name (the daemon serves at most 64). */
+const MAX_SOCKET_INDEX = 63;
 const DECIMAL = /^[0-9]+$/;
 const HEX = /^0x[0-9a-f]+$/i;
 /** Adapter numbers are minors of /dev/i2c-N (20 bits). */
@@ -61,11 +76,20 @@ export function loadConfigFile(file: string, deps: ConfigFileDeps): LoadedConfig
       },
     );
   }
-  return { path, dir: dirname(path), devices: parseConfigText(text, path, deps) };
+  return { path, dir: dirname(path), ...parseConfigDocument(text, path, deps) };
+}
+
+/** The default device list of a config file's text (see parseConfigDocument). */
+export function parseConfigText(text: string, path: string, deps: ConfigFileDeps): DeviceConfig[] {
+  return parseConfigDocument(text, path, deps).devices;
 }
 
 /** Validates the text of a config file named `path` (relative paths resolve against its directory). */
-export function parseConfigText(text: string, path: string, deps: ConfigFileDeps): DeviceConfig[] {
+export function parseConfigDocument(
+  text: string,
+  path: string,
+  deps: ConfigFileDeps,
+): ConfigDocument {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -90,15 +114,43 @@ class SchemaReader {
     this.#deps = deps;
   }
 
-  readTop(json: unknown): DeviceConfig[] {
+  readTop(json: unknown): ConfigDocument {
     const top = this.#object(json, "(top level)", `an object like {"devices": [...]}`);
     this.#onlyKeys(top, TOP_KEYS, "");
-    const list = top.devices;
-    if (!Array.isArray(list)) this.#fail("devices", "an array of devices", list);
-    if (list.length === 0) this.#fail("devices", "at least one device", list);
+    if (!("devices" in top) && !("sockets" in top)) {
+      this.#fail("devices", `an array of devices (or "sockets" with per-socket lists)`, undefined);
+    }
+    const devices = "devices" in top ? this.#readList(top.devices, "devices") : [];
+    const sockets = new Map<number, DeviceConfig[]>();
+    if ("sockets" in top) {
+      const expected = `per-socket lists: {"0": {"devices": [...]}, ...} or [{"devices": [...]}, ...]`;
+      const value = top.sockets;
+      const entries: [string, unknown][] = Array.isArray(value)
+        ? value.map((entry, index) => [String(index), entry])
+        : Object.entries(this.#object(value, "sockets", expected));
+      for (const [key, entry] of entries) {
+        const keyPath = `sockets.${key}`;
+        const index = DECIMAL.test(key) ? Number(key) : Number.NaN;
+        if (!(index <= MAX_SOCKET_INDEX)) {
+          this.#fail(keyPath, `a socket index 0..${MAX_SOCKET_INDEX} as the key`, key);
+        }
+        if (Array.isArray(value) && entry === null) continue; // [null, {...}]: socket 0 keeps the default
+        const socket = this.#object(entry, keyPath, `{"devices": [...]}`);
+        this.#onlyKeys(socket, SOCKET_KEYS, keyPath);
+        sockets.set(index, this.#readList(socket.devices, `${keyPath}.devices`));
+      }
+    }
+    return { devices, sockets };
+  }
+
+  /** One device list; guest addresses and host devices once each. */
+  #readList(list: unknown, listPath: string): DeviceConfig[] {
+    if (!Array.isArray(list)) this.#fail(listPath, "an array of devices", list);
+    if (list.length === 0) this.#fail(listPath, "at least one device", list);
     const owners = new Map<number, string>();
+    const hostOwners = new Map<string, string>();
     return list.map((entry, index) => {
-      const keyPath = `devices[${index}]`;
+      const keyPath = `${listPath}[${index}]`;
       const device = this.#readDevice(entry, keyPath);
       const owner = owners.get(device.address);
       if (owner !== undefined) {
@@ -108,6 +160,18 @@ class SchemaReader {
         );
       }
       owners.set(device.address, keyPath);
+      if (device.kind === "host") {
+        const hostAddress = device.hostAddress ?? device.address;
+        const key = `${device.adapter}:${hostAddress}`;
+        const hostOwner = hostOwners.get(key);
+        if (hostOwner !== undefined) {
+          throw new ConfigError(
+            "CONFIG_DUPLICATE_ADDRESS",
+            `${this.#file}: ${keyPath}: host device ${hex(hostAddress)} on adapter ${device.adapter} is already listed by ${hostOwner}`,
+          );
+        }
+        hostOwners.set(key, keyPath);
+      }
       return device;
     });
   }
@@ -125,6 +189,7 @@ class SchemaReader {
         address,
         model: this.#model(device, keyPath),
         options: this.#options(device.options, `${keyPath}.options`),
+        ...this.#flags(device, keyPath),
         origin,
       };
     }
@@ -139,12 +204,32 @@ class SchemaReader {
       }
     }
     this.#onlyKeys(device, HOST_KEYS, keyPath);
-    return {
+    const host: DeviceConfig = {
       kind: "host",
       adapter,
       address: this.#address(device.address, `${keyPath}.address`),
+      ...this.#flags(device, keyPath),
       origin,
     };
+    if ("hostAddress" in device) {
+      host.hostAddress = this.#address(device.hostAddress, `${keyPath}.hostAddress`);
+    }
+    return host;
+  }
+
+  /** `readOnly` and `shared`, when given (true or false). */
+  #flags(
+    device: Record<string, unknown>,
+    keyPath: string,
+  ): { readOnly?: boolean; shared?: boolean } {
+    const flags: { readOnly?: boolean; shared?: boolean } = {};
+    for (const key of ["readOnly", "shared"] as const) {
+      if (!(key in device)) continue;
+      const value = device[key];
+      if (typeof value !== "boolean") this.#fail(`${keyPath}.${key}`, "true or false", value);
+      if (value) flags[key] = true;
+    }
+    return flags;
   }
 
   #model(device: Record<string, unknown>, keyPath: string): string | { module: string } {
