@@ -13,6 +13,7 @@ export const MAX_DATA_BYTES = 4096;
 export type Command =
   | { readonly cmd: "help" }
   | { readonly cmd: "list" }
+  | { readonly cmd: "stats" }
   | { readonly cmd: "get"; readonly addr: number; readonly property: string }
   | {
       readonly cmd: "set";
@@ -45,7 +46,8 @@ export type ControlErrorCode =
   | "ENOMEM" // the device has no memory
   | "ERANGE" // offset/length outside the device memory
   | "EINVAL" // the model refused the value
-  | "EMODEL"; // the model failed unexpectedly
+  | "EMODEL" // the model failed unexpectedly
+  | "ENOSTATS"; // this daemon keeps no transfer counters
 
 export class ControlError extends Error {
   readonly code: ControlErrorCode;
@@ -65,6 +67,7 @@ export interface CommandResult {
 export const USAGE: Readonly<Record<CommandName, string>> = {
   help: "help",
   list: "list",
+  stats: "stats",
   get: "get <addr> <property>",
   set: "set <addr> <property> <value>",
   read: "read <addr> <offset> <length>",
@@ -150,6 +153,7 @@ export function parseWords(words: readonly string[]): Command {
   switch (cmd) {
     case "help":
     case "list":
+    case "stats":
       return { cmd };
     case "get":
       return { cmd, addr: numberArg(cmd, "address", a), property: b };
@@ -185,6 +189,7 @@ function jsonWord(object: Record<string, unknown>, key: string): string | undefi
 const JSON_FIELDS: Readonly<Record<CommandName, readonly string[]>> = {
   help: [],
   list: [],
+  stats: [],
   get: ["addr", "property"],
   set: ["addr", "property", "value"],
   read: ["addr", "offset", "length"],

@@ -2,7 +2,7 @@
  * Control socket: a Unix stream socket (mode 0600) where operators read and change emulated devices
  * while the guest runs. One command per line, one reply line per command, many clients at once.
  * Owns the listening socket, its file and the client connections; runs commands against the
- * DeviceRegistry. Must not: block the event loop, let a client crash the daemon or grow memory
+ * DeviceRegistry, and `stats` against the transfer counters it is given. Must not: block the event loop, let a client crash the daemon or grow memory
  * without bound, or know any model (it sees only SimDevice properties and memory).
  * @module
  */
@@ -31,7 +31,12 @@ export interface ControlServerOptions {
   logger?: Logger;
   /** Most clients connected at once (default 64); more are refused. */
   maxClients?: number;
+  /** The `stats` reply (transfer counters); without it `stats` answers ENOSTATS. */
+  stats?: StatsSource;
 }
+
+/** A JSON-ready snapshot of the transfer counters, taken when `stats` is asked. */
+export type StatsSource = () => unknown;
 
 /** One entry of the `list` reply. */
 export interface DeviceSummary {
@@ -112,10 +117,18 @@ export function executeCommand(
   registry: DeviceRegistry,
   command: Command,
   logger: Logger,
+  stats?: StatsSource,
 ): CommandResult {
   switch (command.cmd) {
     case "help":
       return { text: HELP_TEXT, value: HELP_TEXT };
+    case "stats": {
+      if (stats === undefined) {
+        throw new ControlError("ENOSTATS", "this daemon keeps no transfer counters");
+      }
+      const value = stats();
+      return { text: JSON.stringify(value), value };
+    }
     case "list": {
       const list = summarize(registry);
       return { text: JSON.stringify(list), value: list };
@@ -156,13 +169,18 @@ export function executeCommand(
 }
 
 /** Parses and runs one line; returns the reply line (with newline), or null for a blank line. */
-export function handleLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
+export function handleLine(
+  registry: DeviceRegistry,
+  line: string,
+  logger: Logger,
+  stats?: StatsSource,
+): string | null {
   const parsed = parseLine(line);
   if (parsed === null) return null;
   const { format, command } = parsed;
   if (command instanceof ControlError) return formatError(command, format);
   try {
-    return formatOk(executeCommand(registry, command, logger), format);
+    return formatOk(executeCommand(registry, command, logger, stats), format);
   } catch (error) {
     if (error instanceof ControlError) {
       if (error.code === "EMODEL") logger.warn("model failed", { error: error.message });
@@ -173,9 +191,14 @@ export function handleLine(registry: DeviceRegistry, line: string, logger: Logge
 }
 
 /** handleLine that never throws: a bug is answered and logged, never a daemon crash. */
-function answerLine(registry: DeviceRegistry, line: string, logger: Logger): string | null {
+function answerLine(
+  registry: DeviceRegistry,
+  line: string,
+  logger: Logger,
+  stats?: StatsSource,
+): string | null {
   try {
-    return handleLine(registry, line, logger);
+    return handleLine(registry, line, logger, stats);
   } catch (error) {
     logger.error("control command failed", { error: String(error) });
     return formatError(new ControlError("EMODEL", "internal error"), "text");
@@ -183,7 +206,12 @@ function answerLine(registry: DeviceRegistry, line: string, logger: Logger): str
 }
 
 /** One client: splits its bytes into lines, answers each, pauses while its replies are unread. */
-function serveClient(socket: Socket, registry: DeviceRegistry, logger: Logger): void {
+function serveClient(
+  socket: Socket,
+  registry: DeviceRegistry,
+  logger: Logger,
+  stats?: StatsSource,
+): void {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   const reply = (line: string) => {
@@ -207,7 +235,7 @@ function serveClient(socket: Socket, registry: DeviceRegistry, logger: Logger): 
       const line = Buffer.concat([...pending, piece]).toString("utf8");
       pending = [];
       pendingBytes = 0;
-      const answer = answerLine(registry, line, logger);
+      const answer = answerLine(registry, line, logger, stats);
       if (answer !== null) reply(answer);
       if (socket.destroyed) return;
     }
@@ -243,12 +271,14 @@ export class ControlServer {
   readonly #server: Server;
   readonly #clients = new Set<Socket>();
   readonly #logger: Logger;
+  readonly #stats: StatsSource | undefined;
   #closed = false;
 
-  private constructor(path: string, server: Server, logger: Logger) {
+  private constructor(path: string, server: Server, logger: Logger, stats?: StatsSource) {
     this.path = path;
     this.#server = server;
     this.#logger = logger;
+    this.#stats = stats;
   }
 
   /**
@@ -264,7 +294,7 @@ export class ControlServer {
     claimSocketPath(path);
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
     server.maxConnections = options.maxClients ?? 64;
-    const control = new ControlServer(path, server, logger);
+    const control = new ControlServer(path, server, logger, options.stats);
     server.on("connection", (socket) => control.#accept(socket, registry));
     server.on("drop", () => logger.warn("control socket: too many clients, one refused"));
     server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
@@ -312,6 +342,6 @@ export class ControlServer {
     }
     this.#clients.add(socket);
     socket.on("close", () => this.#clients.delete(socket));
-    serveClient(socket, registry, this.#logger);
+    serveClient(socket, registry, this.#logger, this.#stats);
   }
 }
