@@ -228,6 +228,7 @@ function measureSleepUs(): number {
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 
 async function main(): Promise<void> {
+  if (options.profile) mkdirSync(options.profile, { recursive: true });
   const only = options.only?.split(",");
   const workloads = WORKLOADS.filter((w) => !only || only.includes(w.name));
   const modes = options["no-pin"] ? [false] : options["pin-only"] ? [true] : [true, false];

@@ -133,6 +133,7 @@ export interface ClosedLoopResult {
 const SLOT = { HDR: 0, STATUS: 8, TABLE: 16, DATA: 64 } as const;
 /** The device did not write a status (distinct from OK and ERR). */
 const NO_STATUS = 0xff;
+const NO_STATUS_BYTE = Uint8Array.of(NO_STATUS);
 
 interface ChainRecord extends SubmittedChain {
   readonly slot: number | null;
@@ -149,6 +150,7 @@ export class I2cDriver {
   readonly #slotBase: number;
   readonly #slotSize: number;
   readonly #freeSlots: number[] = [];
+  readonly #zeros: Uint8Array;
   readonly #inFlight = new Map<number, ChainRecord>();
   #callWait: Promise<unknown> | null = null;
 
@@ -159,6 +161,7 @@ export class I2cDriver {
     this.#maxLength = options.maxMessageLength ?? 4096;
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.#slotSize = SLOT.DATA + Math.ceil(this.#maxLength / 16) * 16;
+    this.#zeros = new Uint8Array(this.#maxLength);
     const slots = queue.driver.size;
     this.#slotBase = memory.alloc(this.#slotSize * slots, 16);
     for (let i = slots - 1; i >= 0; i--) this.#freeSlots.push(i);
@@ -429,19 +432,17 @@ export class I2cDriver {
     const base = this.#slotGpa(slot);
     const read = "read" in op;
     const length = read ? op.read : op.write.length;
-    const hdr = new Uint8Array(OutHdr.SIZE);
-    const dv = new DataView(hdr.buffer);
-    dv.setUint16(OutHdr.ADDR_OFFSET, op.addr << 1, true);
-    dv.setUint16(OutHdr.PADDING_OFFSET, 0, true);
-    dv.setUint32(
-      OutHdr.FLAGS_OFFSET,
+    const memory = this.#memory;
+    memory.writeU16(base + SLOT.HDR + OutHdr.ADDR_OFFSET, op.addr << 1);
+    memory.writeU16(base + SLOT.HDR + OutHdr.PADDING_OFFSET, 0);
+    memory.writeU32(
+      base + SLOT.HDR + OutHdr.FLAGS_OFFSET,
       (failNext ? RequestFlag.FAIL_NEXT : 0) | (read ? RequestFlag.M_RD : 0),
-      true,
     );
-    this.#memory.write(base + SLOT.HDR, hdr);
-    this.#memory.write(base + SLOT.STATUS, Uint8Array.of(NO_STATUS));
-    if (!read && length > 0) this.#memory.write(base + SLOT.DATA, op.write);
-    if (read && length > 0) this.#memory.write(base + SLOT.DATA, new Uint8Array(length));
+    memory.write(base + SLOT.STATUS, NO_STATUS_BYTE);
+    if (!read && length > 0) memory.write(base + SLOT.DATA, op.write);
+    // Cleared, so read data that the device did not write shows as zeros.
+    if (read && length > 0) memory.write(base + SLOT.DATA, this.#zeros.subarray(0, length));
 
     const buffers: DriverBuffer[] = [{ gpa: base + SLOT.HDR, len: OutHdr.SIZE, writable: false }];
     if (length > 0) buffers.push({ gpa: base + SLOT.DATA, len: length, writable: read });

@@ -84,6 +84,9 @@ export class DriverSplitQueue {
   private readonly avail: RingArea;
   private readonly used: RingArea;
   private readonly freeList: number[] = [];
+  /** Scratch for one descriptor table entry (writeDescriptorAt). */
+  private readonly entry = new Uint8Array(DESCRIPTOR_SIZE);
+  private readonly entryView = new DataView(this.entry.buffer);
   /** For each head in flight, the descriptor indices its chain occupies. */
   private readonly chains: (number[] | undefined)[];
   private availIdx: number;
@@ -269,13 +272,19 @@ export class DriverSplitQueue {
 
   /** Writes a descriptor anywhere in guest memory (indirect tables). */
   writeDescriptorAt(gpa: number, fields: RawDescriptorFields): void {
-    const bytes = new Uint8Array(DESCRIPTOR_SIZE);
-    const dv = new DataView(bytes.buffer);
-    dv.setBigUint64(0, BigInt(fields.addr), true);
+    // One scratch entry for every write: no buffer, view or BigInt per descriptor.
+    const dv = this.entryView;
+    const addr = fields.addr;
+    if (typeof addr === "bigint") {
+      dv.setBigUint64(0, addr, true);
+    } else {
+      dv.setUint32(0, addr % 2 ** 32, true);
+      dv.setUint32(4, Math.floor(addr / 2 ** 32), true);
+    }
     dv.setUint32(8, fields.len, true);
     dv.setUint16(12, fields.flags, true);
     dv.setUint16(14, fields.next, true);
-    this.memory.write(gpa, bytes);
+    this.memory.write(gpa, this.entry);
   }
 
   /** Puts `head` in the next avail slot and publishes it; the head may be anything 16-bit. */
