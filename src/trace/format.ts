@@ -5,7 +5,7 @@
  *
  * Line: `<ISO time> socket<N> <bus|-> <µs>us <result> <transfer>[ => <read data>][ # <reason>]`
  * - result `ok`, `nack:<n>` or `error:<n>`, n = the failed message counted from 1 as i2ctransfer does;
- * - read data: the bytes of each completed read, in order, reads separated by ` | `;
+ * - read data: the bytes of each completed read, in order, reads separated by ` | `, `-` for r0;
  * - reason: why an `error` happened (unlisted address, malformed request, bus failure).
  * Must not: print anything a guest controls unescaped (reasons are made one line).
  * @module
@@ -47,6 +47,8 @@ export interface TraceLine {
   readonly reason: string | null;
 }
 
+const EMPTY = new Uint8Array(0);
+
 const byteText = (byte: number) => `0x${byte.toString(16).padStart(2, "0")}`;
 
 function bytesText(bytes: Uint8Array): string {
@@ -87,7 +89,7 @@ export function formatTraceLine(record: TransferRecord): string {
   line += ` ${formatTransfer(record.messages, record.data)}`;
   const reads: string[] = [];
   record.messages.forEach((m, i) => {
-    if (m.read && i < record.failedIndex) reads.push(bytesText(record.data[i] ?? new Uint8Array()));
+    if (m.read && i < record.failedIndex) reads.push(bytesText(record.data[i] ?? EMPTY) || "-");
   });
   if (reads.length > 0) line += ` => ${reads.join(" | ")}`;
   if (record.reason !== null) line += ` # ${oneLine(record.reason)}`;
@@ -141,15 +143,14 @@ export function parseTransfer(text: string, dataOptional = false): TransferSpecM
 }
 
 function parseReads(text: string): Uint8Array[] {
-  return text.split("|").map((group) =>
-    Uint8Array.from(
-      group
-        .trim()
-        .split(/\s+/)
-        .filter(Boolean)
-        .map((w) => parseByte(w, "read byte")),
-    ),
-  );
+  return text
+    .split("|")
+    .map((group) => group.trim())
+    .map((group) =>
+      group === "-"
+        ? new Uint8Array()
+        : Uint8Array.from(group.split(/\s+/).map((w) => parseByte(w, "read byte"))),
+    );
 }
 
 /** Reads a trace line back (tests, tools). Throws TraceError. */

@@ -29,6 +29,8 @@ export const I2C_M_RD = 0x0001;
 export const I2C_EVENT_ERR_FAIL = 1 << 22;
 /** Bus numbers have 7 bits in the pseudo-header. */
 export const MAX_PCAP_BUS = 0x7f;
+/** Smallest size limit: the header and one address-only record. */
+const MIN_FILE_SIZE = PCAP_HEADER_SIZE + PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1;
 
 /** The 24-byte pcap file header. */
 export function pcapFileHeader(): Uint8Array {
@@ -171,6 +173,8 @@ export class PcapWriter {
   readonly #maxBuffered: number;
   readonly #onError: (error: Error) => void;
   #sink: AsyncFdSink;
+  /** Sinks of rotated files still writing their queue (shutdown finishes them synchronously). */
+  readonly #ending = new Set<AsyncFdSink>();
   #fileSize = 0;
   #transfers = 0;
   #dropped = 0;
@@ -186,10 +190,10 @@ export class PcapWriter {
     this.#keep = Math.max(0, options.keep ?? 1);
     this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
     this.#onError = options.onError ?? (() => undefined);
-    if (this.#maxFileSize !== null && this.#maxFileSize < PCAP_HEADER_SIZE + 64) {
+    if (this.#maxFileSize !== null && this.#maxFileSize < MIN_FILE_SIZE) {
       throw new PcapError(
         "PCAP_BAD_LIMIT",
-        `pcap size limit ${this.#maxFileSize} is too small (at least ${PCAP_HEADER_SIZE + 64} bytes)`,
+        `pcap size limit ${this.#maxFileSize} is too small (at least ${MIN_FILE_SIZE} bytes)`,
       );
     }
     this.#sink = this.#openFile();
@@ -240,8 +244,10 @@ export class PcapWriter {
     }
   }
 
-  /** Writes what is queued and closes the file (shutdown). */
+  /** Writes what is queued, also for files rotated away and still being written, and closes them. */
   closeSync(): void {
+    for (const sink of this.#ending) sink.closeSync();
+    this.#ending.clear();
     this.#sink.closeSync();
   }
 
@@ -259,8 +265,10 @@ export class PcapWriter {
 
   /** FILE → FILE.1 → ... → FILE.<keep> (the oldest removed); the old sink finishes in the background. */
   #rotate(): void {
-    this.#sink.end();
-    this.#droppedBefore += this.#sink.counters.dropped;
+    const old = this.#sink;
+    old.end(() => this.#ending.delete(old));
+    this.#ending.add(old);
+    this.#droppedBefore += old.counters.dropped;
     if (this.#keep === 0) {
       rmSync(this.path, { force: true });
     } else {

@@ -48,6 +48,7 @@ export class AsyncFdSink {
   /** closeSync() wrote the rest itself: in-flight completion only closes the fd. */
   #finished = false;
   #fdClosed = false;
+  #onClosed: (() => void) | undefined;
   #bytesWritten = 0;
   #dropped = 0;
 
@@ -88,9 +89,10 @@ export class AsyncFdSink {
   }
 
   /** Takes no more chunks; writes what is queued in the background, then closes the fd. */
-  end(): void {
+  end(onClosed?: () => void): void {
     if (!this.#accepting) return;
     this.#accepting = false;
+    this.#onClosed = onClosed;
     if (!this.#writing && !this.#scheduled) this.#flush();
   }
 
@@ -173,12 +175,15 @@ export class AsyncFdSink {
   }
 
   #closeFd(): void {
-    if (!this.#ownsFd || this.#fdClosed) return;
+    if (this.#fdClosed) return;
     this.#fdClosed = true;
-    try {
-      closeSync(this.#fd);
-    } catch {
-      // already closed: nothing left to release
+    if (this.#ownsFd) {
+      try {
+        closeSync(this.#fd);
+      } catch {
+        // already closed: nothing left to release
+      }
     }
+    this.#onClosed?.();
   }
 }
