@@ -254,12 +254,12 @@ export function parseInvocation(argv: readonly string[]): Invocation {
   const isCommand = (arg: string | undefined) =>
     (COMMAND_NAMES as readonly string[]).includes(arg ?? "");
   let commandIndex: number;
+  if (rest[0] === "help") return helpInvocation(rest.slice(1));
   if (isCommand(rest[0])) commandIndex = 0;
   else if (socket === null && rest.length > 1 && isCommand(rest[1])) {
     socket = rest[0] ?? null;
     commandIndex = 1;
-  } else if (rest[0] === "help") return helpInvocation(rest.slice(1));
-  else {
+  } else {
     throw new UsageError(
       rest.length === 0 ? "Error: No command given!" : `Error: Unknown command "${rest[0]}"!`,
     );
