@@ -33,6 +33,12 @@ export interface DaemonConfig {
   readonly logLevel: LogLevel;
   /** Connect to sockets the VMM listens on instead of listening ourselves. */
   readonly clientMode: boolean;
+  /** --socket-mode: permission bits for every socket the daemon creates (e.g. 0o660). */
+  readonly socketMode: number | undefined;
+  /** --socket-group: group (name or number) given to every socket the daemon creates. */
+  readonly socketGroup: string | undefined;
+  /** --lock-dir: where host-device lock files live (default: env, then /run/lock/...). */
+  readonly lockDir: string | undefined;
 }
 
 export type CliCommand =
@@ -56,7 +62,10 @@ export type UsageErrorCode =
   | "USAGE_BAD_LOG_LEVEL"
   | "USAGE_BAD_DEVICE_LIST"
   | "USAGE_BAD_CONFIG_PATH"
-  | "USAGE_BAD_CONTROL_COMMAND";
+  | "USAGE_BAD_CONTROL_COMMAND"
+  | "USAGE_BAD_SOCKET_MODE"
+  | "USAGE_BAD_SOCKET_GROUP"
+  | "USAGE_BAD_LOCK_DIR";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
 export class UsageError extends Error {
@@ -81,6 +90,9 @@ const OPTIONS = {
   "control-socket": { type: "string" },
   "log-level": { type: "string" },
   client: { type: "boolean" },
+  "socket-mode": { type: "string" },
+  "socket-group": { type: "string" },
+  "lock-dir": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -166,6 +178,9 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       controlSocket,
       logLevel,
       clientMode: values.client === true,
+      socketMode: parseSocketMode(values["socket-mode"]),
+      socketGroup: parseSocketGroup(values["socket-group"]),
+      lockDir: parseLockDir(values["lock-dir"]),
     },
   };
 }
@@ -235,6 +250,42 @@ function checkSocketPath(path: string, what: string): void {
   }
 }
 
+function parseSocketMode(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^0?[0-7]{3}$/.test(text)) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_MODE",
+      `invalid --socket-mode "${text}": expected octal permission bits such as 0660`,
+    );
+  }
+  const mode = Number.parseInt(text, 8);
+  if ((mode & 0o600) !== 0o600) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_MODE",
+      `invalid --socket-mode "${text}": the owner needs read and write (0600) to use the socket`,
+    );
+  }
+  return mode;
+}
+
+function parseSocketGroup(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  if (text === "" || /[:\s]/.test(text)) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_GROUP",
+      `invalid --socket-group "${text}": expected a group name or number`,
+    );
+  }
+  return text;
+}
+
+function parseLockDir(text: string | undefined): string | undefined {
+  if (text === "" || text?.includes("\0")) {
+    throw new UsageError("USAGE_BAD_LOCK_DIR", "--lock-dir is empty or contains a NUL byte");
+  }
+  return text;
+}
+
 function parseLogLevel(text: string | undefined): LogLevel {
   if (text === undefined) return "info";
   if (!isLogLevel(text)) {
@@ -261,16 +312,24 @@ Options:
       --control-socket <path> serve run-time control commands on this Unix socket
       --client               connect to sockets the VMM listens on (QEMU -chardev ...,server=on),
                              retrying until they exist and reconnecting after the VMM restarts
+      --socket-mode <mode>   permissions of the sockets the daemon creates, octal (e.g. 0660)
+      --socket-group <group> group of the sockets the daemon creates (name or number)
+      --lock-dir <dir>       host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else
+                             /run/lock/vhost-device-i2c; created if missing)
       --log-level <level>    ${LOG_LEVELS.join("|")} (default info; debug shows each transfer)
   -h, --help                 show this help
   -V, --version              show the version
 
-Device list: groups separated by ",", each "<bus>:<addr>[:<addr>...]".
-  <bus>   a host adapter by number (3 means /dev/i2c-3) or by its sysfs name
-          (/sys/bus/i2c/devices/i2c-N/name), or "sim" for emulated devices
-  <addr>  7-bit address, decimal (80) or hexadecimal (0x50); on "sim" each address names its model
-          (default options): <addr>=<model>, models: ${MODEL_NAMES.join(", ")}
-An address may appear only once in the whole list and config file; guests reach nothing else.
+Device list: groups separated by ",", each "<bus>:<device>[:<device>...]".
+  <bus>    a host adapter by number (3 means /dev/i2c-3) or by its sysfs name
+           (/sys/bus/i2c/devices/i2c-N/name), or "sim" for emulated devices
+  <device> on a host adapter: <addr>, or <host-addr>@<guest-addr> to show it elsewhere;
+           on "sim": <addr>=<model> (default options), models: ${MODEL_NAMES.join(", ")};
+           either may end in "=ro": read-only (reads, and a 1-2 byte register address before a read)
+  <addr>   7-bit address, decimal (80) or hexadecimal (0x50)
+A guest address may appear only once in the whole list and config file; guests reach nothing else.
+The list serves every socket that has no list of its own in the config file ("sockets").
+SIGHUP reloads --config for new connections; SIGTERM/SIGINT finish or fail transfers and stop.
 
 Control commands: list, get <addr> <property>, set <addr> <property> <value>,
   read <addr> <offset> <length>, write <addr> <offset> <hex>
@@ -286,5 +345,7 @@ Examples:
       connect to QEMU's -chardev socket,path=/run/qemu-i2c.sock0,server=on
   vhost-device-i2c -s /run/vi2c.sock -l 6:0x20 --config devices.json --control-socket /run/vi2c.ctl
       a host adapter plus the devices in devices.json, controllable at run time
+  vhost-device-i2c -s /run/vi2c.sock -l "0:0x52@0x42=ro" --socket-mode 0660 --socket-group kvm
+      host 0x52 on /dev/i2c-0 at guest address 0x42, read-only; sockets for group kvm only
   vhost-device-i2c control /run/vi2c.ctl set 0x48 temperature 42.5
 `;

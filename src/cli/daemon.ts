@@ -1,25 +1,32 @@
 /**
- * Daemon wiring: a validated DaemonConfig → devices (-l and --config, user model modules loaded) →
- * buses and one AddressMap (src/config/devices.ts) → a device factory → one vhost-user server (or
- * client) per socket, plus the control socket; and the SIGTERM/SIGINT shutdown.
+ * Daemon wiring: a validated DaemonConfig → device lists (-l and --config, per socket; user model
+ * modules loaded) → buses and one AddressMap per socket (src/config/devices.ts) → a device factory →
+ * one vhost-user server (or client) per socket, plus the control socket; socket permissions; the
+ * SIGHUP reload (new connections get the new lists, a generation of buses closes when its last
+ * connection ends) and the SIGTERM/SIGINT shutdown (transfers finished or failed, chains returned).
  * Owns the lifetime of everything it opens and closes it all, also when start-up fails half-way.
  * Must not: parse argv, print to stdout or choose exit codes (main.ts does), nor hold protocol or
  * device logic (the vhost-user and i2c layers do).
  * @module
  */
 
+import { chmodSync, chownSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import {
-  buildBuses,
+  type BuiltSockets,
+  buildSocketBuses,
   type DeviceConfig,
   devicesFromGroups,
   mergeDevices,
+  ResourcePool,
+  type SocketDeviceLists,
 } from "../config/devices.js";
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
 import { loadModules } from "../config/modules.js";
 import { ControlServer } from "../control/server.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
+import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import type { Logger } from "../log.js";
@@ -39,6 +46,9 @@ export type DaemonErrorCode =
   | "I2C_ADAPTER_OPEN"
   | "I2C_ADDRESS_BUSY"
   | "I2C_ADDRESS_CHECK"
+  | "I2C_DEVICE_LOCKED"
+  | "I2C_LOCK_FAILED"
+  | "SOCKET_PERMISSIONS"
   | "BAD_CONFIG";
 
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
@@ -47,8 +57,16 @@ const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
   "SOCKET_PATH_TAKEN",
   "I2C_ADAPTER_MISSING",
   "I2C_ADDRESS_BUSY",
+  "I2C_DEVICE_LOCKED",
+  "I2C_LOCK_FAILED",
+  "SOCKET_PERMISSIONS",
   "BAD_CONFIG",
 ]);
+
+/** How long in-flight host transfers may run after SIGTERM/SIGINT before they are failed. */
+export const STOP_GRACE_MS = 2000;
+/** After failing them: how long to wait for their chains to go back. */
+const ABORT_SETTLE_MS = 1000;
 
 /** The daemon cannot start. `message` is meant for the user as is. */
 export class DaemonError extends Error {
@@ -67,9 +85,21 @@ export class DaemonError extends Error {
 
 export interface RunningDaemon {
   readonly config: DaemonConfig;
-  /** Every device served, -l ones first, then the config file's. */
+  /** Every device served (all lists), -l ones first, then the config file's. */
   readonly devices: readonly DeviceConfig[];
-  /** Stops serving: servers closed (socket files removed), connections dropped, adapters closed. */
+  /**
+   * Re-reads --config: new connections get the new lists; current ones keep theirs. A configuration
+   * that cannot be built is logged and ignored. Resolves true when the new one is in use.
+   */
+  reload(): Promise<boolean>;
+  /**
+   * Graceful stop: in-flight transfers get `graceMs` to finish, then fail with ERR; their chains go
+   * back to the guests; then everything is closed (socket files removed).
+   */
+  stop(graceMs?: number): Promise<void>;
+  /** Fails every in-flight transfer now (a second stop signal). */
+  abort(): void;
+  /** Stops serving at once: servers closed (socket files removed), connections dropped, adapters closed. */
   close(): void;
 }
 
@@ -91,6 +121,7 @@ function closeAll(items: readonly Closable[], logger: Logger): void {
 function asDaemonError(err: unknown): unknown {
   if (err instanceof ConfigError) return new DaemonError("BAD_CONFIG", err.message, { cause: err });
   if (err instanceof HostBusError) return new DaemonError(err.code, err.message, { cause: err });
+  if (err instanceof DeviceLockError) return new DaemonError(err.code, err.message, { cause: err });
   return err;
 }
 
@@ -118,23 +149,105 @@ export interface StartOptions {
 }
 
 /**
- * Every device the daemon serves: the -l list merged with the --config file's, and the directory
- * relative paths resolve in (the config file's, else the current directory). Throws ConfigError.
+ * The device lists: the -l list merged with the --config file's "devices" as the default, the file's
+ * "sockets" lists per socket, and the directory relative paths resolve in (the config file's, else
+ * the current directory). Throws ConfigError.
  */
-export function collectDevices(
+export function collectDeviceLists(
   config: DaemonConfig,
   options: StartOptions = {},
-): { devices: DeviceConfig[]; baseDir: string } {
+): { lists: SocketDeviceLists; baseDir: string } {
   const fromList = devicesFromGroups(config.deviceGroups);
-  if (config.configFile === undefined) return { devices: fromList, baseDir: process.cwd() };
+  if (config.configFile === undefined) {
+    return { lists: { defaults: fromList, sockets: new Map() }, baseDir: process.cwd() };
+  }
   const resolveAdapter = options.resolveAdapter ?? ((name: string) => resolveSysfsAdapter(name));
   const file = loadConfigFile(config.configFile, { resolveAdapter });
-  return { devices: mergeDevices(fromList, file.devices), baseDir: file.dir };
+  return {
+    lists: { defaults: mergeDevices(fromList, file.devices), sockets: file.sockets },
+    baseDir: file.dir,
+  };
+}
+
+/** One configuration's buses, and how many connections still use them. */
+interface Generation {
+  readonly built: BuiltSockets;
+  connections: number;
+  /** A newer generation serves new connections: close this one once unused. */
+  retired: boolean;
+}
+
+/** A connected guest: its device and the generation it was given. */
+interface Session {
+  readonly device: VirtioI2cDevice;
+  readonly generation: Generation;
+}
+
+/** Group name or number → gid (names from /etc/group). Throws DaemonError. */
+export function resolveGroup(group: string, groupFile = "/etc/group"): number {
+  if (/^[0-9]+$/.test(group)) return Number(group);
+  let text = "";
+  try {
+    text = readFileSync(groupFile, "utf8");
+  } catch {
+    // no group file: the name cannot be found
+  }
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
+  }
+  throw new DaemonError(
+    "SOCKET_PERMISSIONS",
+    `--socket-group: no group named "${group}" in ${groupFile} (give the number instead)`,
+  );
 }
 
 /**
- * Loads the devices and user model modules, opens the buses, then serves every socket and the control
- * socket. Throws DaemonError with nothing left open.
+ * Creates a socket with `listen` so that it never exists with looser permissions than `mode` (the
+ * umask is narrowed around the bind), then sets the mode and group. Throws DaemonError.
+ */
+function listenRestricted<T>(
+  path: string,
+  access: { mode: number | undefined; gid: number | undefined },
+  listen: () => T,
+): T {
+  const previous = access.mode === undefined ? undefined : process.umask(~access.mode & 0o777);
+  let result: T;
+  try {
+    result = listen();
+  } finally {
+    if (previous !== undefined) process.umask(previous);
+  }
+  try {
+    if (access.gid !== undefined) chownSync(path, -1, access.gid);
+    if (access.mode !== undefined) chmodSync(path, access.mode);
+  } catch (err) {
+    (result as { close(): void }).close();
+    throw new DaemonError(
+      "SOCKET_PERMISSIONS",
+      `cannot set the owner group or mode of ${path}: ${String(err)} (the daemon's user must be a member of the --socket-group)`,
+      { cause: err },
+    );
+  }
+  return result;
+}
+
+/** Resolves after `ms`, or when `promise` settles; true when it settled in time. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<false>((resolveLate) => {
+    timer = setTimeout(() => resolveLate(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Loads the device lists and user model modules, opens the buses (taking the host-device locks), then
+ * serves every socket and the control socket. Throws DaemonError with nothing left open.
  */
 export async function startDaemon(
   config: DaemonConfig,
@@ -142,87 +255,193 @@ export async function startDaemon(
   options: StartOptions = {},
 ): Promise<RunningDaemon> {
   const opened: Closable[] = [];
-  let devices: DeviceConfig[];
+  const pool = new ResourcePool(lockDirectory(process.env, config.lockDir));
+  const generations = new Set<Generation>();
+  const sessions = new Map<number, Session>();
+  /** The device the factory made last per socket: becomes a session on "connect". */
+  const created = new Map<number, Session>();
+  let current: Generation;
+
+  const build = async (): Promise<Generation> => {
+    const { lists, baseDir } = collectDeviceLists(config, options);
+    const all = [...lists.defaults, ...[...lists.sockets.values()].flat()];
+    const modules = await loadModules(all, baseDir);
+    const built = buildSocketBuses(lists, config.socketCount, { logger, baseDir, modules, pool });
+    const generation: Generation = { built, connections: 0, retired: false };
+    generations.add(generation);
+    return generation;
+  };
+  const closeIfUnused = (generation: Generation) => {
+    if (!generation.retired || generation.connections > 0) return;
+    generations.delete(generation);
+    generation.built.close();
+    logger.info("closed the devices of the previous configuration");
+  };
+  const closeGenerations = () => {
+    for (const generation of generations) generation.built.close();
+    generations.clear();
+  };
+
   try {
-    const collected = collectDevices(config, options);
-    devices = collected.devices;
-    const baseDir = collected.baseDir;
-    const modules = await loadModules(devices, baseDir);
-    const built = buildBuses(devices, { logger, baseDir, modules });
-    opened.push(built);
-    const { addressMap } = built;
-    const factory: VhostUserDeviceFactory = (socketIndex) =>
-      new VirtioI2cDevice(addressMap, logger.child(`socket${socketIndex}`));
+    current = await build();
+    const factory: VhostUserDeviceFactory = (socketIndex) => {
+      const generation = current;
+      const addressMap = generation.built.addressMaps[socketIndex];
+      if (addressMap === undefined) throw new Error(`no devices for socket ${socketIndex}`);
+      const device = new VirtioI2cDevice(addressMap, logger.child(`socket${socketIndex}`));
+      created.set(socketIndex, { device, generation });
+      return device;
+    };
+    let gid: number | undefined;
+    if (config.socketGroup !== undefined) gid = resolveGroup(config.socketGroup);
+    const access = { mode: config.socketMode, gid };
 
     config.socketPaths.forEach((path, index) => {
       const options = { logger: logger.child(`socket${index}`) };
+      let host: VhostUserClient | VhostUserServer;
       if (config.clientMode) {
         options.logger.info("connecting to the VMM", { path });
-        opened.push(
-          new VhostUserClient(path, index, factory, { ...options, retryMs: CLIENT_RETRY_MS }),
-        );
-        return;
+        host = new VhostUserClient(path, index, factory, { ...options, retryMs: CLIENT_RETRY_MS });
+      } else {
+        try {
+          host = listenRestricted(path, access, () =>
+            VhostUserServer.listen(path, index, factory, options),
+          );
+        } catch (err) {
+          if (err instanceof ServerError) throw serverErrorToDaemonError(err);
+          throw err;
+        }
       }
-      try {
-        opened.push(VhostUserServer.listen(path, index, factory, options));
-      } catch (err) {
-        if (err instanceof ServerError) throw serverErrorToDaemonError(err);
-        throw err;
-      }
+      opened.push(host);
+      host.on("connect", () => {
+        const session = created.get(index);
+        if (session === undefined) return;
+        created.delete(index);
+        sessions.set(index, session);
+        session.generation.connections++;
+      });
+      host.on("disconnect", () => {
+        const session = sessions.get(index);
+        if (session === undefined) return;
+        sessions.delete(index);
+        session.generation.connections--;
+        closeIfUnused(session.generation);
+      });
     });
     if (config.controlSocket !== undefined) {
+      const path = resolve(config.controlSocket);
+      const registry = current.built.registry;
       try {
         opened.push(
-          ControlServer.listen(resolve(config.controlSocket), built.registry, {
-            logger: logger.child("control"),
-          }),
+          listenRestricted(path, access, () =>
+            ControlServer.listen(path, registry, { logger: logger.child("control") }),
+          ),
         );
       } catch (err) {
         if (err instanceof ServerError) throw serverErrorToDaemonError(err);
         throw err;
       }
     }
+    const maps = new Set(current.built.addressMaps);
     logger.info("serving", {
-      devices: addressMap
-        .addresses()
-        .map((a) => `0x${a.toString(16).padStart(2, "0")}`)
-        .join(","),
-      buses: addressMap
-        .buses()
-        .map((b) => b.name)
-        .join(","),
+      devices: [...maps].map((m) => m.addresses().map(hex).join(",")).join(" | "),
+      buses: [...new Set([...maps].flatMap((m) => m.buses().map((b) => b.name)))].join(","),
       sockets: config.socketCount,
       mode: config.clientMode ? "client" : "server",
     });
   } catch (err) {
     closeAll(opened, logger);
+    closeGenerations();
     throw asDaemonError(err);
   }
+
   let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    closeAll(opened, logger);
+    closeGenerations();
+  };
+  const abort = () => {
+    for (const generation of generations) for (const bus of generation.built.guards) bus.abort();
+  };
+  const allIdle = () => Promise.all([...sessions.values()].map((s) => s.device.whenIdle(0)));
   return {
     config,
-    devices,
-    close() {
-      if (closed) return;
-      closed = true;
-      closeAll(opened, logger);
+    get devices() {
+      return current.built.devices;
     },
+    async reload() {
+      if (config.configFile === undefined) {
+        logger.info("SIGHUP: no --config file to reload");
+        return false;
+      }
+      let next: Generation;
+      try {
+        next = await build();
+      } catch (err) {
+        logger.error("reload failed, keeping the current configuration", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+        return false;
+      }
+      const previous = current;
+      current = next;
+      previous.retired = true;
+      closeIfUnused(previous);
+      logger.info("reloaded the configuration: new connections get the new device lists", {
+        file: config.configFile,
+      });
+      return true;
+    },
+    async stop(graceMs = STOP_GRACE_MS) {
+      if (!(await settlesWithin(allIdle(), graceMs))) {
+        logger.warn("transfers still running after the grace period: failing them", {
+          graceMs,
+        });
+        abort();
+        await settlesWithin(allIdle(), ABORT_SETTLE_MS);
+      }
+      close();
+    },
+    abort,
+    close,
   };
+}
+
+function hex(addr: number): string {
+  return `0x${addr.toString(16).padStart(2, "0")}`;
 }
 
 const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
 
-/** Starts the daemon and resolves once SIGTERM or SIGINT has stopped it. */
+/**
+ * Starts the daemon and resolves once SIGTERM or SIGINT has stopped it gracefully (a second stop
+ * signal fails in-flight transfers at once). SIGHUP reloads the config file.
+ */
 export async function runDaemonUntilSignal(
   config: DaemonConfig,
   logger: Logger,
   options: StartOptions = {},
 ): Promise<void> {
   const daemon = await startDaemon(config, logger, options);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    for (const name of STOP_SIGNALS) process.once(name, () => resolve(name));
+  const onHangup = () => {
+    logger.info("SIGHUP: reloading the configuration");
+    void daemon.reload();
+  };
+  process.on("SIGHUP", onHangup);
+  const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
+    for (const name of STOP_SIGNALS) process.once(name, () => resolveSignal(name));
   });
-  for (const name of STOP_SIGNALS) process.removeAllListeners(name);
+  for (const name of STOP_SIGNALS) {
+    process.removeAllListeners(name);
+    process.on(name, () => daemon.abort());
+  }
   logger.info("stopping", { signal });
-  daemon.close();
+  try {
+    await daemon.stop();
+  } finally {
+    process.removeListener("SIGHUP", onHangup);
+    for (const name of STOP_SIGNALS) process.removeAllListeners(name);
+  }
 }

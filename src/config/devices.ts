@@ -234,7 +234,6 @@ export class ResourcePool {
         `backing file ${backing} is used by two emulated devices; give each its own file, or list the device once with "shared": true`,
       );
     }
-    let device: SimDevice | undefined;
     const release = this.#acquire(this.#chips, key, () => {
       const created = create();
       if (backing !== undefined) this.#backings.set(backing, key);
@@ -246,7 +245,7 @@ export class ResourcePool {
         },
       };
     });
-    device = this.#chips.get(key)?.value;
+    const device = this.#chips.get(key)?.value;
     if (device === undefined) throw new Error(`chip ${key} vanished`);
     return [device, release];
   }
