@@ -33,6 +33,12 @@ export interface DaemonConfig {
   readonly logLevel: LogLevel;
   /** Connect to sockets the VMM listens on instead of listening ourselves. */
   readonly clientMode: boolean;
+  /** --trace (`-`, stdout) or --trace-file FILE: one line per transfer (docs/OBSERVABILITY.md). */
+  readonly trace?: string;
+  /** --pcap FILE: every message as a LINKTYPE_I2C_LINUX record. */
+  readonly pcap?: string;
+  /** --pcap-max-size: bytes per capture file before it rotates to FILE.1. */
+  readonly pcapMaxSize?: number;
   /** --socket-mode: permission bits for every socket the daemon creates (e.g. 0o660). */
   readonly socketMode: number | undefined;
   /** --socket-group: group (name or number) given to every socket the daemon creates. */
@@ -52,6 +58,7 @@ export type CliCommand =
 export const CONTROL_SUBCOMMAND = "control";
 
 export type UsageErrorCode =
+  | "USAGE_BAD_TRACE"
   | "USAGE_UNKNOWN_OPTION"
   | "USAGE_UNEXPECTED_ARGUMENT"
   | "USAGE_MISSING_VALUE"
@@ -90,6 +97,10 @@ const OPTIONS = {
   "control-socket": { type: "string" },
   "log-level": { type: "string" },
   client: { type: "boolean" },
+  trace: { type: "boolean" },
+  "trace-file": { type: "string" },
+  pcap: { type: "string" },
+  "pcap-max-size": { type: "string" },
   "socket-mode": { type: "string" },
   "socket-group": { type: "string" },
   "lock-dir": { type: "string" },
@@ -178,6 +189,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       controlSocket,
       logLevel,
       clientMode: values.client === true,
+      ...observeOptions(values),
       socketMode: parseSocketMode(values["socket-mode"]),
       socketGroup: parseSocketGroup(values["socket-group"]),
       lockDir: parseLockDir(values["lock-dir"]),
@@ -286,6 +298,38 @@ function parseLockDir(text: string | undefined): string | undefined {
   return text;
 }
 
+const SIZE_UNITS: Readonly<Record<string, number>> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** --trace/--trace-file, --pcap and --pcap-max-size, present only when given. */
+function observeOptions(values: {
+  trace?: boolean | undefined;
+  "trace-file"?: string | undefined;
+  pcap?: string | undefined;
+  "pcap-max-size"?: string | undefined;
+}): { trace?: string; pcap?: string; pcapMaxSize?: number } {
+  const file = values["trace-file"];
+  if (file !== undefined && (file === "" || values.trace)) {
+    throw new UsageError("USAGE_BAD_TRACE", "--trace-file needs a file name and replaces --trace");
+  }
+  if (values.pcap === "") throw new UsageError("USAGE_BAD_TRACE", "--pcap is empty");
+  const sizeText = values["pcap-max-size"];
+  const size = /^([0-9]+)([kmg]?)$/i.exec(sizeText ?? "");
+  if (sizeText !== undefined && (!size || values.pcap === undefined)) {
+    throw new UsageError(
+      "USAGE_BAD_TRACE",
+      `invalid --pcap-max-size "${sizeText}": a size in bytes (K, M, G suffixes) with --pcap`,
+    );
+  }
+  const trace = file ?? (values.trace ? "-" : undefined);
+  return {
+    ...(trace !== undefined && { trace }),
+    ...(values.pcap !== undefined && { pcap: values.pcap }),
+    ...(size && {
+      pcapMaxSize: Number(size[1]) * (SIZE_UNITS[(size[2] ?? "").toLowerCase()] ?? 1),
+    }),
+  };
+}
+
 function parseLogLevel(text: string | undefined): LogLevel {
   if (text === undefined) return "info";
   if (!isLogLevel(text)) {
@@ -316,6 +360,10 @@ Options:
       --socket-group <group> group of the sockets the daemon creates (name or number)
       --lock-dir <dir>       host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else
                              /run/lock/vhost-device-i2c; created if missing)
+      --trace                one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)
+      --trace-file <file>    the trace lines appended to <file> instead
+      --pcap <file>          every message as a pcap record for Wireshark (link type 209)
+      --pcap-max-size <n>    bytes per capture file (K/M/G suffix); then <file> rotates to <file>.1
       --log-level <level>    ${LOG_LEVELS.join("|")} (default info; debug shows each transfer)
   -h, --help                 show this help
   -V, --version              show the version

@@ -30,6 +30,7 @@ import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import type { Logger } from "../log.js";
+import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { ServerError, VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
@@ -141,6 +142,24 @@ function serverErrorToDaemonError(err: ServerError): DaemonError {
         ? " (create it or choose another --socket-path)"
         : "";
   return new DaemonError(code, `${err.message}${advice}`, { cause: err });
+}
+
+/** --trace, --pcap and the counters the control socket serves; null when all are off. */
+function openObservability(config: DaemonConfig, logger: Logger): Observability | null {
+  try {
+    return Observability.open({
+      trace: config.trace,
+      pcap: config.pcap,
+      pcapMaxSize: config.pcapMaxSize,
+      counters: config.controlSocket !== undefined,
+      logger: logger.child("trace"),
+    });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new DaemonError("BAD_CONFIG", `cannot open the trace or capture file: ${reason}`, {
+      cause: err,
+    });
+  }
 }
 
 export interface StartOptions {
@@ -284,11 +303,17 @@ export async function startDaemon(
 
   try {
     current = await build();
+    const observability = openObservability(config, logger);
+    if (observability !== null) opened.push(observability);
     const factory: VhostUserDeviceFactory = (socketIndex) => {
       const generation = current;
       const addressMap = generation.built.addressMaps[socketIndex];
       if (addressMap === undefined) throw new Error(`no devices for socket ${socketIndex}`);
-      const device = new VirtioI2cDevice(addressMap, logger.child(`socket${socketIndex}`));
+      const device = new VirtioI2cDevice(
+        addressMap,
+        logger.child(`socket${socketIndex}`),
+        observability?.observationFor(socketIndex) ?? null,
+      );
       created.set(socketIndex, { device, generation });
       return device;
     };
@@ -334,7 +359,10 @@ export async function startDaemon(
       try {
         opened.push(
           listenRestricted(path, access, () =>
-            ControlServer.listen(path, registry, { logger: logger.child("control") }),
+            ControlServer.listen(path, registry, {
+              logger: logger.child("control"),
+              ...(observability !== null && { stats: () => observability.stats() }),
+            }),
           ),
         );
       } catch (err) {
