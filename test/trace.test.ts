@@ -151,8 +151,8 @@ describe("daemon --trace, --pcap and stats on sim:0x50=24c02", () => {
   });
 
   it("tshark dissects addresses, directions and bytes", { skip: TSHARK_MISSING }, async () => {
-    // Five records: write, write + read, the refused transfer's write... no: refused transfers show
-    // the offending message (address only) and an error event.
+    // Five records: the write, the write + read, then the refused transfer's offending message
+    // (address byte only) and its error event.
     await waitUntil(() => {
       const out = spawnSync("tshark", ["-r", pcap, "-T", "fields", "-e", "frame.number"], {
         encoding: "utf8",
@@ -167,7 +167,7 @@ describe("daemon --trace, --pcap and stats on sim:0x50=24c02", () => {
         "-T",
         "fields",
         "-E",
-        "separator=/",
+        "separator=,",
         "-e",
         "i2c.bus",
         "-e",
@@ -183,17 +183,18 @@ describe("daemon --trace, --pcap and stats on sim:0x50=24c02", () => {
     );
     assert.equal(fields.status, 0, fields.stderr);
     assert.deepEqual(fields.stdout.trim().split("\n"), [
-      "0/0x50/0x00000000//10cafe",
-      "0/0x50/0x00000000//10",
-      "0/0x50/0x00000001//cafe",
-      "0/0x51/0x00000001//",
-      "0///0x00400000/",
+      // data.data starts with the address byte: 0xa0 = 0x50 write, 0xa1 = 0x50 read.
+      "0,0x50,0x00000000,,a010cafe",
+      "0,0x50,0x00000000,,a010",
+      "0,0x50,0x00000001,,a1cafe",
+      "0,0x51,0x00000001,,a3",
+      "0,,,0x00400000,",
     ]);
     const verbose = spawnSync("tshark", ["-r", pcap, "-V"], { encoding: "utf8" });
     assert.equal(verbose.status, 0, verbose.stderr);
     assert.match(verbose.stdout, /Inter-Integrated Circuit \(Data\)/);
     assert.match(verbose.stdout, /Target address: 0x50/);
-    assert.match(verbose.stdout, /I2C Read/);
+    assert.match(verbose.stdout, /Flags: 0x00000001/, "a read message");
     assert.match(verbose.stdout, /Inter-Integrated Circuit \(Event\)/);
   });
 });

@@ -81,7 +81,8 @@ const NO_DATA = new Uint8Array(0);
 export function encodeTransfer(record: TransferRecord, bus: number): Uint8Array {
   const { messages, data, failedIndex } = record;
   const failed = record.result !== "ok";
-  const count = Math.min(failedIndex, messages.length);
+  // A refused transfer never reached a bus: only its offending message and the event are shown.
+  const count = record.bus === null ? 0 : Math.min(failedIndex, messages.length);
   let size = 0;
   for (let i = 0; i < count; i++) {
     size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1 + (data[i]?.length ?? 0);
