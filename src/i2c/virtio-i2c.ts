@@ -229,7 +229,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
     }
     let bus: I2cBus | undefined;
     const hostAddrs: number[] = [];
-    for (const [index, r] of requests.entries()) {
+    for (let index = 0; index < requests.length; index++) {
+      const r = requests[index];
+      if (!r) continue;
       const target = this.#addressMap.lookup(r.addr);
       if (!target) {
         const reason = `address ${hex(r.addr)} not listed`;
