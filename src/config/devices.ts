@@ -34,6 +34,8 @@ export type DeviceConfig =
   | {
       kind: "host";
       adapter: number;
+      /** The adapter's sysfs name when it was given by name (found again if its number changes). */
+      adapterName?: string;
       /** The guest address. */
       address: number;
       /** The address on the adapter, when the guest sees the device elsewhere (remapping). */
@@ -99,6 +101,7 @@ export function devicesFromGroups(groups: readonly DeviceGroup[]): DeviceConfig[
         return {
           kind: "host",
           adapter: group.bus.adapter,
+          ...(group.bus.name === undefined ? {} : { adapterName: group.bus.name }),
           address: device.addr,
           ...remap,
           ...readOnly,
@@ -311,7 +314,13 @@ export function buildBuses(
       for (const device of devices) {
         opened.push({ close: pool.lock(adapter, hostAddressOf(device), device.shared === true) });
       }
-      const bus = HostBus.open(adapter, hostAddrs, context.logger.child(`i2c-${adapter}`));
+      const adapterName = devices.find((d) => d.adapterName !== undefined)?.adapterName;
+      const bus = HostBus.open(
+        adapter,
+        hostAddrs,
+        context.logger.child(`i2c-${adapter}`),
+        adapterName === undefined ? {} : { adapterName },
+      );
       opened.push(bus);
       const readOnly = devices.filter((d) => d.readOnly).map(hostAddressOf);
       guard(

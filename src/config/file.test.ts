@@ -63,7 +63,13 @@ describe("parseConfigText accepts", () => {
         origin: `${FILE}: devices[1]`,
       },
       { kind: "host", adapter: 3, address: 0x36, origin: `${FILE}: devices[2]` },
-      { kind: "host", adapter: 3, address: 41, origin: `${FILE}: devices[3]` },
+      {
+        kind: "host",
+        adapter: 3,
+        adapterName: "Fake adapter three",
+        address: 41,
+        origin: `${FILE}: devices[3]`,
+      },
       {
         kind: "sim",
         address: 0x21,

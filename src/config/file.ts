@@ -207,6 +207,7 @@ class SchemaReader {
     const host: DeviceConfig = {
       kind: "host",
       adapter,
+      ...(typeof device.bus === "string" ? { adapterName: device.bus } : {}),
       address: this.#address(device.address, `${keyPath}.address`),
       ...this.#flags(device, keyPath),
       origin,

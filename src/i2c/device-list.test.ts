@@ -55,18 +55,34 @@ describe("parseDeviceList accepts", () => {
 
   it("adapter names, including names with spaces", () => {
     assert.deepEqual(parseDeviceList("bus1:4,bus2:32:21,bus5:5:23", resolve), [
-      { bus: { kind: "host", adapter: 1 }, busText: "bus1", devices: [{ addr: 4 }] },
-      { bus: { kind: "host", adapter: 2 }, busText: "bus2", devices: [{ addr: 32 }, { addr: 21 }] },
-      { bus: { kind: "host", adapter: 5 }, busText: "bus5", devices: [{ addr: 5 }, { addr: 23 }] },
+      { bus: { kind: "host", adapter: 1, name: "bus1" }, busText: "bus1", devices: [{ addr: 4 }] },
+      {
+        bus: { kind: "host", adapter: 2, name: "bus2" },
+        busText: "bus2",
+        devices: [{ addr: 32 }, { addr: 21 }],
+      },
+      {
+        bus: { kind: "host", adapter: 5, name: "bus5" },
+        busText: "bus5",
+        devices: [{ addr: 5 }, { addr: 23 }],
+      },
     ]);
     assert.deepEqual(parseDeviceList(" i915 gmbus dpd :0x50", resolve), [
-      { bus: { kind: "host", adapter: 7 }, busText: "i915 gmbus dpd", devices: [{ addr: 0x50 }] },
+      {
+        bus: { kind: "host", adapter: 7, name: "i915 gmbus dpd" },
+        busText: "i915 gmbus dpd",
+        devices: [{ addr: 0x50 }],
+      },
     ]);
   });
 
   it("names and numbers mixed; a name that starts with digits is a name", () => {
     assert.deepEqual(parseDeviceList("123asd:4,12:32:21,23:5:23", resolve), [
-      { bus: { kind: "host", adapter: 11 }, busText: "123asd", devices: [{ addr: 4 }] },
+      {
+        bus: { kind: "host", adapter: 11, name: "123asd" },
+        busText: "123asd",
+        devices: [{ addr: 4 }],
+      },
       { bus: { kind: "host", adapter: 12 }, busText: "12", devices: [{ addr: 32 }, { addr: 21 }] },
       { bus: { kind: "host", adapter: 23 }, busText: "23", devices: [{ addr: 5 }, { addr: 23 }] },
     ]);

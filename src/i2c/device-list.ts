@@ -20,7 +20,8 @@
 import { hex, I2C_MAX_ADDR } from "./bus.js";
 import { isModelName, MODEL_NAMES } from "./model.js";
 
-export type BusRef = { kind: "host"; adapter: number } | { kind: "sim" };
+/** A host adapter keeps its sysfs name when it was given by name: it is looked up again on reopen. */
+export type BusRef = { kind: "host"; adapter: number; name?: string } | { kind: "sim" };
 /** `model` only on the sim bus (e.g. "24c02"); `hostAddr` only on a host adapter, when remapped. */
 export interface DeviceSpec {
   /** The guest address. */
@@ -123,7 +124,7 @@ function parseBus(
     return { kind: "host", adapter };
   }
   try {
-    return { kind: "host", adapter: resolveAdapter(text) };
+    return { kind: "host", adapter: resolveAdapter(text), name: text };
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     throw new DeviceListError(

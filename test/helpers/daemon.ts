@@ -18,6 +18,13 @@ export const MAIN_JS = fileURLToPath(new URL("../../src/cli/main.js", import.met
 /** Default deadline for one wait (daemon start, a reply, a transfer). */
 export const WAIT_MS = 10_000;
 
+/**
+ * Host-device locks of the daemons this test process starts: its own directory, so parallel test runs
+ * never contend for the system one. Daemons of one process share it (lock conflicts stay testable).
+ */
+const TEST_LOCK_DIR = mkdtempSync(join(tmpdir(), "vdi2c-locks-"));
+process.on("exit", () => rmSync(TEST_LOCK_DIR, { recursive: true, force: true }));
+
 /** A fresh directory under the system temp dir; `remove()` deletes it and everything in it. */
 export function makeTempDir(prefix = "vdi2c-test-"): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
@@ -87,7 +94,7 @@ export class DaemonProcess {
 
   constructor(args: readonly string[], options: SpawnOptions = {}) {
     this.child = spawn(process.execPath, [MAIN_JS, ...args], {
-      env: { ...process.env, ...options.env },
+      env: { VHOST_DEVICE_I2C_LOCK_DIR: TEST_LOCK_DIR, ...process.env, ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
