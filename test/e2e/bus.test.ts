@@ -9,14 +9,10 @@
 
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, it } from "node:test";
-import { makeTempDir } from "../helpers/daemon.js";
 import { vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   assertScriptCompleted,
-  daemonRefusal,
-  Evidence,
   eepromFillScript,
   eepromPattern,
   guestPrerequisites,
@@ -25,10 +21,13 @@ import {
   md5,
   result,
   runGuest,
+  skippedUnlessAccepted,
   socketPrefix,
   startServerDaemon,
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
+  withScratch,
+  writeBackedEepromConfig,
 } from "./harness.js";
 
 const prerequisites = guestPrerequisites();
@@ -101,160 +100,122 @@ describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => 
 
   it("lists the i2c_virtio adapter; a quick-write scan shows exactly the configured addresses; unlisted addresses NACK, also as a second message", async () => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      await evidence.explain(async () => {
-        const prefix = socketPrefix(tmp.path);
-        const daemon = await startServerDaemon(
-          evidence,
-          "daemon",
-          ["-s", prefix, "-l", "sim:0x50=24c02:0x53=24c02", "--log-level", "debug"],
-          [`${prefix}0`],
-        );
-        const run = await runGuest(evidence, "guest", {
-          ...images,
-          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-          script: [
-            "echo @@ADAPTERS-BEGIN; i2cdetect -l; echo @@ADAPTERS-END",
-            // Default mode: quick write for every address except 0x30-0x37 and 0x50-0x5f (read byte).
-            "echo @@SCAN-BEGIN; i2cdetect -y 0; echo @@SCAN-END",
-            "echo @@SECOND-BEGIN; i2ctransfer -y 0 w1@0x50 0x00 r1@0x51; echo status=$?; echo @@SECOND-END",
-            "echo @@ALONE-BEGIN; i2cget -y 0 0x51 0x00; echo status=$?; echo @@ALONE-END",
-            // The listed device still answers after the refusals.
-            'echo "RESULT after $(i2ctransfer -y 0 w1@0x50 0x00 r1@0x50)"',
-          ].join("\n"),
-        });
-        assertScriptCompleted(run, "guest");
-        const output = run.scriptOutput ?? "";
-
-        assert.match(section(output, "ADAPTERS"), /^i2c-0\s+i2c\s+i2c_virtio at virtio bus \d+/m);
-        assert.deepEqual(detectedAddresses(section(output, "SCAN")), ["50@50", "53@53"]);
-
-        // w1@0x50 then r1@0x51 in one transfer: the guest sees a short transfer, and no data.
-        const second = section(output, "SECOND");
-        assert.match(second, /only [01]\/2 messages were sent/);
-        assert.doesNotMatch(second, /^0x[0-9a-f]{2}$/m);
-        const alone = section(output, "ALONE");
-        assert.match(alone, /Error: Read failed/);
-        assert.match(alone, /status=[1-9]/);
-        assert.equal(result(run, "after"), "0xff");
-
-        await stopDaemonCleanly(daemon);
-        // Every transfer naming 0x51 was refused before any bus saw it.
-        const lines51 = daemon.stderr.split("\n").filter((line) => /transfer .*@0x51/.test(line));
-        assert.ok(lines51.length >= 2, "the daemon logged no transfer to 0x51 at all");
-        for (const line of lines51) assert.match(line, /address 0x51 not listed/);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const daemon = await startServerDaemon(
+        evidence,
+        "daemon",
+        ["-s", prefix, "-l", "sim:0x50=24c02:0x53=24c02", "--log-level", "debug"],
+        [`${prefix}0`],
+      );
+      const run = await runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+        script: [
+          "echo @@ADAPTERS-BEGIN; i2cdetect -l; echo @@ADAPTERS-END",
+          // Default mode: quick write for every address except 0x30-0x37 and 0x50-0x5f (read byte).
+          "echo @@SCAN-BEGIN; i2cdetect -y 0; echo @@SCAN-END",
+          "echo @@SECOND-BEGIN; i2ctransfer -y 0 w1@0x50 0x00 r1@0x51; echo status=$?; echo @@SECOND-END",
+          "echo @@ALONE-BEGIN; i2cget -y 0 0x51 0x00; echo status=$?; echo @@ALONE-END",
+          // The listed device still answers after the refusals.
+          'echo "RESULT after $(i2ctransfer -y 0 w1@0x50 0x00 r1@0x50)"',
+        ].join("\n"),
       });
-    } finally {
-      tmp.remove();
-    }
+      assertScriptCompleted(run, "guest");
+      const output = run.scriptOutput ?? "";
+
+      assert.match(section(output, "ADAPTERS"), /^i2c-0\s+i2c\s+i2c_virtio at virtio bus \d+/m);
+      assert.deepEqual(detectedAddresses(section(output, "SCAN")), ["50@50", "53@53"]);
+
+      // w1@0x50 then r1@0x51 in one transfer: the guest sees a short transfer, and no data.
+      const second = section(output, "SECOND");
+      assert.match(second, /only [01]\/2 messages were sent/);
+      assert.doesNotMatch(second, /^0x[0-9a-f]{2}$/m);
+      const alone = section(output, "ALONE");
+      assert.match(alone, /Error: Read failed/);
+      assert.match(alone, /status=[1-9]/);
+      assert.equal(result(run, "after"), "0xff");
+
+      await stopDaemonCleanly(daemon);
+      // Every transfer naming 0x51 was refused before any bus saw it.
+      const lines51 = daemon.stderr.split("\n").filter((line) => /transfer .*@0x51/.test(line));
+      assert.ok(lines51.length >= 2, "the daemon logged no transfer to 0x51 at all");
+      for (const line of lines51) assert.match(line, /address 0x51 not listed/);
+    });
   });
 
   it("i2cdump of a guest-filled EEPROM equals the host's reference; combined write+read; i2cset/i2cget", async () => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      await evidence.explain(async () => {
-        const prefix = socketPrefix(tmp.path);
-        const daemon = await startServerDaemon(
-          evidence,
-          "daemon",
-          ["-s", prefix, "-l", "sim:0x50=24c02"],
-          [`${prefix}0`],
-        );
-        const pattern = eepromPattern(EEPROM_SIZE, 0x5b);
-        const run = await runGuest(evidence, "guest", {
-          ...images,
-          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-          script: eepromScript(pattern, 0x7e, 0x3c),
-        });
-        assertEepromRun(run, pattern, 0x3c);
-        await stopDaemonCleanly(daemon);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const daemon = await startServerDaemon(
+        evidence,
+        "daemon",
+        ["-s", prefix, "-l", "sim:0x50=24c02"],
+        [`${prefix}0`],
+      );
+      const pattern = eepromPattern(EEPROM_SIZE, 0x5b);
+      const run = await runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+        script: eepromScript(pattern, 0x7e, 0x3c),
       });
-    } finally {
-      tmp.remove();
-    }
+      assertEepromRun(run, pattern, 0x3c);
+      await stopDaemonCleanly(daemon);
+    });
   });
 
   it("a packed virtqueue (vhost-user-i2c-pci,packed=on): guest fill, i2cdump reference, repeated START, i2cset/i2cget", async () => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      await evidence.explain(async () => {
-        const prefix = socketPrefix(tmp.path);
-        const daemon = await startServerDaemon(
-          evidence,
-          "daemon",
-          ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"],
-          [`${prefix}0`],
-        );
-        const [chardev, chardevValue, device, deviceValue] = vhostUserI2cArgs(`${prefix}0`);
-        assert.ok(chardev && chardevValue && device && deviceValue);
-        const pattern = eepromPattern(EEPROM_SIZE, 0x3e);
-        const run = await runGuest(evidence, "guest", {
-          ...images,
-          qemuArgs: [chardev, chardevValue, device, `${deviceValue},packed=on`],
-          script: eepromScript(pattern, 0x05, 0xe1),
-        });
-        assertEepromRun(run, pattern, 0xe1);
-        await stopDaemonCleanly(daemon);
-        // The guest really drove a packed ring: VIRTIO_F_RING_PACKED (bit 34) was negotiated.
-        const negotiated = /features negotiated features=(0x[0-9a-f]+)/.exec(daemon.stderr)?.[1];
-        assert.ok(negotiated, "the daemon logged no feature negotiation");
-        assert.notEqual(
-          BigInt(negotiated) & (1n << 34n),
-          0n,
-          `features ${negotiated} lack RING_PACKED`,
-        );
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const daemon = await startServerDaemon(
+        evidence,
+        "daemon",
+        ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"],
+        [`${prefix}0`],
+      );
+      const [chardev, chardevValue, device, deviceValue] = vhostUserI2cArgs(`${prefix}0`);
+      assert.ok(chardev && chardevValue && device && deviceValue);
+      const pattern = eepromPattern(EEPROM_SIZE, 0x3e);
+      const run = await runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: [chardev, chardevValue, device, `${deviceValue},packed=on`],
+        script: eepromScript(pattern, 0x05, 0xe1),
       });
-    } finally {
-      tmp.remove();
-    }
+      assertEepromRun(run, pattern, 0xe1);
+      await stopDaemonCleanly(daemon);
+      // The guest really drove a packed ring: VIRTIO_F_RING_PACKED (bit 34) was negotiated.
+      const negotiated = /features negotiated features=(0x[0-9a-f]+)/.exec(daemon.stderr)?.[1];
+      assert.ok(negotiated, "the daemon logged no feature negotiation");
+      assert.notEqual(
+        BigInt(negotiated) & (1n << 34n),
+        0n,
+        `features ${negotiated} lack RING_PACKED`,
+      );
+    });
   });
 
   it("a file-backed EEPROM: the guest's i2cdump matches the file, and i2cset lands in it", async (t) => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      const prefix = socketPrefix(tmp.path);
-      const backing = join(tmp.path, "eeprom.bin");
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
       const contents = eepromPattern(EEPROM_SIZE, 0xc4);
-      writeFileSync(backing, contents);
-      const configFile = join(tmp.path, "devices.json");
-      writeFileSync(
-        configFile,
-        JSON.stringify({
-          devices: [
-            { bus: "sim", address: "0x50", model: "24c02", options: { backing: "eeprom.bin" } },
-          ],
-        }),
-      );
+      const { configFile, backing } = writeBackedEepromConfig(dir, contents);
       const args = ["-s", prefix, "--config", configFile];
-      const refusal = await daemonRefusal(args, `${prefix}0`);
-      if (refusal) {
-        t.skip(refusal);
-        return;
-      }
+      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
       writeFileSync(backing, contents);
-      await evidence.explain(async () => {
-        const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
-        const run = await runGuest(evidence, "guest", {
-          ...images,
-          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-          script: eepromScript(null, 0x91, 0xa7),
-        });
-        assertEepromRun(run, contents, 0xa7);
-        await stopDaemonCleanly(daemon);
-        const expected = Uint8Array.from(contents);
-        expected[0x91] = 0xa7;
-        assert.deepEqual(new Uint8Array(readFileSync(backing)), expected);
+      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+      const run = await runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
+        script: eepromScript(null, 0x91, 0xa7),
       });
-    } finally {
-      tmp.remove();
-    }
+      assertEepromRun(run, contents, 0xa7);
+      await stopDaemonCleanly(daemon);
+      const expected = Uint8Array.from(contents);
+      expected[0x91] = 0xa7;
+      assert.deepEqual(new Uint8Array(readFileSync(backing)), expected);
+    });
   });
 });

@@ -10,16 +10,14 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, it, type TestContext } from "node:test";
-import { makeTempDir } from "../helpers/daemon.js";
+import { describe, it } from "node:test";
 import { type GuestImages, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   assertScriptCompleted,
   ConsoleWatch,
   consoleOrExit,
   controlCommand,
-  daemonRefusal,
-  Evidence,
+  type Evidence,
   eepromFillScript,
   eepromPattern,
   guestPrerequisites,
@@ -28,10 +26,13 @@ import {
   parseOdHex,
   result,
   runGuest,
+  skippedUnlessAccepted,
   socketPrefix,
   startServerDaemon,
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
+  withScratch,
+  writeBackedEepromConfig,
 } from "./harness.js";
 
 const prerequisites = guestPrerequisites();
@@ -42,30 +43,6 @@ const DELETE_DEVICE = "/sys/bus/i2c/devices/i2c-0/delete_device";
 const AT24_NVMEM = "/sys/bus/i2c/devices/0-0050/eeprom";
 /** What the guest writes through the nvmem file, at this offset. */
 const NVMEM_WRITE = { offset: 0x10, bytes: [0x53, 0x54, 0x00, 0xfe] } as const;
-
-/** A fresh temp dir and evidence for one test; the body runs under `evidence.explain`. */
-async function withScratch(
-  body: (dir: string, evidence: Evidence) => Promise<void>,
-): Promise<void> {
-  const tmp = makeTempDir("vdi2c-e2e-");
-  const evidence = new Evidence();
-  try {
-    await evidence.explain(() => body(tmp.path, evidence));
-  } finally {
-    tmp.remove();
-  }
-}
-
-/** Skips `t` with the daemon's message when it does not accept `args` yet; true when skipped. */
-async function skippedUnlessAccepted(
-  t: TestContext,
-  args: readonly string[],
-  socket: string,
-): Promise<boolean> {
-  const refusal = await daemonRefusal(args, socket);
-  if (refusal) t.skip(refusal);
-  return refusal !== null;
-}
 
 /**
  * Binds at24 to the 24c02 at 0x50 (filled first through i2c-dev when `fill` is given), reads the
@@ -137,17 +114,8 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
     assert.ok(images);
     await withScratch(async (dir, evidence) => {
       const prefix = socketPrefix(dir);
-      const backing = join(dir, "eeprom.bin");
-      const configFile = join(dir, "devices.json");
-      const device = {
-        bus: "sim",
-        address: "0x50",
-        model: "24c02",
-        options: { backing: "eeprom.bin" },
-      };
-      writeFileSync(configFile, JSON.stringify({ devices: [device] }));
       const contents = eepromPattern(256, 0x99);
-      writeFileSync(backing, contents);
+      const { configFile, backing } = writeBackedEepromConfig(dir, contents);
       const args = ["-s", prefix, "--config", configFile];
       if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
       writeFileSync(backing, contents);

@@ -9,9 +9,11 @@
 
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
-import { DaemonProcess, withTimeout } from "../helpers/daemon.js";
+import type { TestContext } from "node:test";
+import { DaemonProcess, makeTempDir, withTimeout } from "../helpers/daemon.js";
 import {
   type BootGuestOptions,
   bootGuest,
@@ -23,8 +25,11 @@ import {
 
 /** One boot never runs longer than this: a guest driver waiting on a lost request never returns. */
 export const GUEST_TIMEOUT_MS = 90_000;
-/** node:test deadline for a test that boots once or twice. */
-export const TEST_TIMEOUT_MS = 240_000;
+/**
+ * node:test deadline for a whole suite: only a safety net, since every boot, daemon wait and control
+ * command has its own deadline.
+ */
+export const TEST_TIMEOUT_MS = 600_000;
 
 function hasCommand(command: string): boolean {
   return spawnSync(command, ["--version"], { stdio: "ignore" }).status === 0;
@@ -53,13 +58,19 @@ export function guestPrerequisites(): { images: GuestImages } | { skip: string }
 /**
  * Collects what explains a failure: every guest console (as it arrives, so a hung boot still shows
  * it), QEMU's stderr and every daemon's log. `explain` runs a test body and appends all of it to the
- * error the body throws.
+ * error the body throws; when the body ends, guests still running are killed (`signal`) and so are
+ * daemons.
  */
 export class Evidence {
   readonly #consoles = new Map<string, string>();
   readonly #qemuStderr = new Map<string, string>();
   readonly #daemons = new Map<string, DaemonProcess>();
-  readonly #notes: string[] = [];
+  readonly #end = new AbortController();
+
+  /** Aborted when the test body ends: guests booted with it never outlive their test. */
+  get signal(): AbortSignal {
+    return this.#end.signal;
+  }
 
   /** An `onConsole` callback recording the console of the guest called `name`. */
   console(name: string): (text: string) => void {
@@ -77,13 +88,8 @@ export class Evidence {
     return daemon;
   }
 
-  note(text: string): void {
-    this.#notes.push(text);
-  }
-
   report(): string {
     const parts: string[] = [];
-    for (const text of this.#notes) parts.push(`--- note ---\n${text}`);
     for (const [name, text] of this.#consoles)
       parts.push(`--- guest console (${name}) ---\n${text}`);
     for (const [name, text] of this.#qemuStderr)
@@ -103,6 +109,7 @@ export class Evidence {
       error.message += `\n${this.report()}`;
       throw error;
     } finally {
+      this.#end.abort();
       for (const daemon of this.#daemons.values()) {
         if (!daemon.hasExited) {
           daemon.child.kill("SIGKILL");
@@ -122,6 +129,7 @@ export async function runGuest(
   const record = evidence.console(name);
   const run = await bootGuest({
     timeoutMs: GUEST_TIMEOUT_MS,
+    signal: evidence.signal,
     ...options,
     onConsole: (text) => {
       record(text);
@@ -193,6 +201,51 @@ export async function daemonRefusal(
       await daemon.exited;
     }
   }
+}
+
+/** A fresh temp dir and evidence for one test; the body runs under `evidence.explain`. */
+export async function withScratch(
+  body: (dir: string, evidence: Evidence) => Promise<void>,
+): Promise<void> {
+  const tmp = makeTempDir("vdi2c-e2e-");
+  const evidence = new Evidence();
+  try {
+    await evidence.explain(() => body(tmp.path, evidence));
+  } finally {
+    tmp.remove();
+  }
+}
+
+/** Skips `t` with the daemon's message when it does not accept `args` yet; true when skipped. */
+export async function skippedUnlessAccepted(
+  t: TestContext,
+  args: readonly string[],
+  socket: string,
+): Promise<boolean> {
+  const refusal = await daemonRefusal(args, socket);
+  if (refusal) t.skip(refusal);
+  return refusal !== null;
+}
+
+/**
+ * Writes `contents` to `dir`/eeprom.bin and a `--config` file declaring a 24c02 at 0x50 backed by
+ * it (a path relative to the config file's directory).
+ */
+export function writeBackedEepromConfig(
+  dir: string,
+  contents: Uint8Array,
+): { configFile: string; backing: string } {
+  const backing = join(dir, "eeprom.bin");
+  const configFile = join(dir, "devices.json");
+  const device = {
+    bus: "sim",
+    address: "0x50",
+    model: "24c02",
+    options: { backing: "eeprom.bin" },
+  };
+  writeFileSync(backing, contents);
+  writeFileSync(configFile, JSON.stringify({ devices: [device] }));
+  return { configFile, backing };
 }
 
 /** Sends one control-socket command line and returns the reply line; an `error ...` reply throws. */

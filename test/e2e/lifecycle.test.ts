@@ -8,14 +8,13 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { DaemonProcess, makeTempDir } from "../helpers/daemon.js";
+import { DaemonProcess } from "../helpers/daemon.js";
 import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   assertScriptCompleted,
   ConsoleWatch,
   consoleOrExit,
   countLines,
-  Evidence,
   eepromFillScript,
   eepromPattern,
   guestPrerequisites,
@@ -27,6 +26,7 @@ import {
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
   vhostUserI2cServerArgs,
+  withScratch,
 } from "./harness.js";
 
 const prerequisites = guestPrerequisites();
@@ -102,154 +102,132 @@ describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () =>
 
   it("after reboot -f the driver re-probes on the same connection, and a second VM is served by the same daemon process", async () => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      await evidence.explain(async () => {
-        const prefix = socketPrefix(tmp.path);
-        const socket = `${prefix}0`;
-        const daemon = await startServerDaemon(
-          evidence,
-          "daemon",
-          ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "trace"],
-          [socket],
-        );
-        // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
-        const first = await runGuest(evidence, "rebooting guest", {
-          ...images,
-          qemuArgs: [...vhostUserI2cArgs(socket), "-action", "reboot=reset"],
-          script: REBOOT_SCRIPT,
-        });
-        assertScriptCompleted(first, "rebooting guest");
-        assert.equal(
-          countLines(first.console, "@@GUEST-BOOTED"),
-          2,
-          "the guest did not boot twice",
-        );
-        assert.equal(result(first, "boot1_seen"), "0xff");
-        assert.equal(result(first, "boot1_wrote"), "0xa5");
-        assert.equal(
-          result(first, "boot2_seen"),
-          "0xa5",
-          "the second boot did not see the first's write",
-        );
-        assert.match(result(first, "boot2_scan"), /^50: 50 /);
-        assert.equal(result(first, "boot2_wrote"), "0x5a");
-        const afterFirst = daemon.stderr;
-        assert.equal(countLines(afterFirst, "front-end connected"), 1, "the reboot reconnected");
-        // The reset stopped the ring (GET_VRING_BASE) and the re-probe started it again.
-        assert.ok(
-          countLines(afterFirst, "request=GET_VRING_BASE") >= 2,
-          "no vring stop at the reboot",
-        );
-        assert.equal(countLines(afterFirst, "request=SET_VRING_ENABLE"), 4);
-
-        const second = await runGuest(evidence, "second VM", {
-          ...images,
-          qemuArgs: vhostUserI2cArgs(socket),
-          script: `echo "RESULT kept $(i2cget -y 0 0x50 0xf0) $(i2cget -y 0 0x50 0xf1)"`,
-        });
-        assertScriptCompleted(second, "second VM");
-        assert.equal(result(second, "kept"), "0xa5 0x5a", "the daemon's device state was lost");
-        assert.equal(countLines(daemon.stderr, "front-end connected"), 2);
-        await stopDaemonCleanly(daemon);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const socket = `${prefix}0`;
+      const daemon = await startServerDaemon(
+        evidence,
+        "daemon",
+        ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "trace"],
+        [socket],
+      );
+      // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
+      const first = await runGuest(evidence, "rebooting guest", {
+        ...images,
+        qemuArgs: [...vhostUserI2cArgs(socket), "-action", "reboot=reset"],
+        script: REBOOT_SCRIPT,
       });
-    } finally {
-      tmp.remove();
-    }
+      assertScriptCompleted(first, "rebooting guest");
+      assert.equal(countLines(first.console, "@@GUEST-BOOTED"), 2, "the guest did not boot twice");
+      assert.equal(result(first, "boot1_seen"), "0xff");
+      assert.equal(result(first, "boot1_wrote"), "0xa5");
+      assert.equal(
+        result(first, "boot2_seen"),
+        "0xa5",
+        "the second boot did not see the first's write",
+      );
+      assert.match(result(first, "boot2_scan"), /^50: 50 /);
+      assert.equal(result(first, "boot2_wrote"), "0x5a");
+      const afterFirst = daemon.stderr;
+      assert.equal(countLines(afterFirst, "front-end connected"), 1, "the reboot reconnected");
+      // The reset stopped the ring (GET_VRING_BASE) and the re-probe started it again.
+      assert.ok(
+        countLines(afterFirst, "request=GET_VRING_BASE") >= 2,
+        "no vring stop at the reboot",
+      );
+      assert.equal(countLines(afterFirst, "request=SET_VRING_ENABLE"), 4);
+
+      const second = await runGuest(evidence, "second VM", {
+        ...images,
+        qemuArgs: vhostUserI2cArgs(socket),
+        script: `echo "RESULT kept $(i2cget -y 0 0x50 0xf0) $(i2cget -y 0 0x50 0xf1)"`,
+      });
+      assertScriptCompleted(second, "second VM");
+      assert.equal(result(second, "kept"), "0xa5 0x5a", "the daemon's device state was lost");
+      assert.equal(countLines(daemon.stderr, "front-end connected"), 2);
+      await stopDaemonCleanly(daemon);
+    });
   });
 
   it("a daemon killed (SIGKILL) under a running guest and restarted in client mode completes the transfer queued meanwhile", async () => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      await evidence.explain(async () => {
-        const prefix = socketPrefix(tmp.path);
-        const args = ["--client", "-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"];
-        const watch = new ConsoleWatch();
-        // QEMU listens (wait=on): it starts the machine only once a daemon has connected.
-        const guest: Promise<GuestRun> = runGuest(evidence, "guest", {
-          ...images,
-          qemuArgs: vhostUserI2cServerArgs(`${prefix}0`),
-          script: RESTART_SCRIPT,
-          onConsole: watch.onConsole,
-        });
-        const first = evidence.daemon("first daemon", new DaemonProcess(args));
-        await first.waitForLog("front-end connected", 30_000);
-
-        await consoleOrExit(watch, "@@KILL-DAEMON-NOW@@", guest);
-        first.child.kill("SIGKILL");
-        const killed = await first.exited;
-        assert.equal(killed.signal, "SIGKILL");
-
-        await consoleOrExit(watch, "@@GUEST-BLOCKED@@", guest);
-        const second = evidence.daemon("second daemon", new DaemonProcess(args));
-        await second.waitForLog("front-end connected", 30_000);
-
-        const run = await guest;
-        assertScriptCompleted(run, "guest");
-        assert.equal(result(run, "before"), "0xff");
-        assert.equal(result(run, "blocked_status"), "0", "the queued i2cget failed");
-        assert.equal(result(run, "blocked_value"), "0xff");
-        assert.equal(result(run, "after_set_status"), "0");
-        assert.equal(result(run, "after_get"), "0x99");
-        // The queued read reached the second daemon, which also served the later transfers.
-        assert.match(second.stderr, /transfer w1@0x50 0x22 r1@0x50 result=2\/2/);
-        assert.match(second.stderr, /transfer w2@0x50 0x23 0x99 result=1\/1/);
-        assert.doesNotMatch(first.stderr, /@0x50 0x22 /, "the first daemon served the queued read");
-        await stopDaemonCleanly(second);
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const args = ["--client", "-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"];
+      const watch = new ConsoleWatch();
+      // QEMU listens (wait=on): it starts the machine only once a daemon has connected.
+      const guest: Promise<GuestRun> = runGuest(evidence, "guest", {
+        ...images,
+        qemuArgs: vhostUserI2cServerArgs(`${prefix}0`),
+        script: RESTART_SCRIPT,
+        onConsole: watch.onConsole,
       });
-    } finally {
-      tmp.remove();
-    }
+      const first = evidence.daemon("first daemon", new DaemonProcess(args));
+      await first.waitForLog("front-end connected", 30_000);
+
+      await consoleOrExit(watch, "@@KILL-DAEMON-NOW@@", guest);
+      first.child.kill("SIGKILL");
+      const killed = await first.exited;
+      assert.equal(killed.signal, "SIGKILL");
+
+      await consoleOrExit(watch, "@@GUEST-BLOCKED@@", guest);
+      const second = evidence.daemon("second daemon", new DaemonProcess(args));
+      await second.waitForLog("front-end connected", 30_000);
+
+      const run = await guest;
+      assertScriptCompleted(run, "guest");
+      assert.equal(result(run, "before"), "0xff");
+      assert.equal(result(run, "blocked_status"), "0", "the queued i2cget failed");
+      assert.equal(result(run, "blocked_value"), "0xff");
+      assert.equal(result(run, "after_set_status"), "0");
+      assert.equal(result(run, "after_get"), "0x99");
+      // The queued read reached the second daemon, which also served the later transfers.
+      assert.match(second.stderr, /transfer w1@0x50 0x22 r1@0x50 result=2\/2/);
+      assert.match(second.stderr, /transfer w2@0x50 0x23 0x99 result=1\/1/);
+      assert.doesNotMatch(first.stderr, /@0x50 0x22 /, "the first daemon served the queued read");
+      await stopDaemonCleanly(second);
+    });
   });
 
   it("two guests at once on -c 2, each with its own traffic, both correct", async () => {
     assert.ok(images);
-    const tmp = makeTempDir("vdi2c-e2e-");
-    const evidence = new Evidence();
-    try {
-      await evidence.explain(async () => {
-        const prefix = socketPrefix(tmp.path);
-        const daemon = await startServerDaemon(
-          evidence,
-          "daemon",
-          ["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"],
-          [`${prefix}0`, `${prefix}1`],
-        );
-        const guests = [
-          { name: "guest A", socket: `${prefix}0`, ...regionScript(0x00, 0x11) },
-          { name: "guest B", socket: `${prefix}1`, ...regionScript(0x80, 0x77) },
-        ];
-        const runs = await Promise.all(
-          guests.map((guest) =>
-            runGuest(evidence, guest.name, {
-              ...images,
-              qemuArgs: vhostUserI2cArgs(guest.socket),
-              script: `echo "RESULT scan $(i2cdetect -y 0 | grep '^50:')"\n${guest.script}`,
-            }),
-          ),
-        );
-        guests.forEach((guest, index) => {
-          const run = runs[index];
-          assert.ok(run);
-          assertScriptCompleted(run, guest.name);
-          assert.match(result(run, "scan"), /^50: 50 /);
-          guest.rounds.forEach((data, round) => {
-            assert.equal(
-              result(run, `round${round + 1}`),
-              [...data].map(hex).join(" "),
-              `${guest.name}, round ${round + 1}: read back other bytes`,
-            );
-          });
+    await withScratch(async (dir, evidence) => {
+      const prefix = socketPrefix(dir);
+      const daemon = await startServerDaemon(
+        evidence,
+        "daemon",
+        ["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"],
+        [`${prefix}0`, `${prefix}1`],
+      );
+      const guests = [
+        { name: "guest A", socket: `${prefix}0`, ...regionScript(0x00, 0x11) },
+        { name: "guest B", socket: `${prefix}1`, ...regionScript(0x80, 0x77) },
+      ];
+      const runs = await Promise.all(
+        guests.map((guest) =>
+          runGuest(evidence, guest.name, {
+            ...images,
+            qemuArgs: vhostUserI2cArgs(guest.socket),
+            script: `echo "RESULT scan $(i2cdetect -y 0 | grep '^50:')"\n${guest.script}`,
+          }),
+        ),
+      );
+      guests.forEach((guest, index) => {
+        const run = runs[index];
+        assert.ok(run);
+        assertScriptCompleted(run, guest.name);
+        assert.match(result(run, "scan"), /^50: 50 /);
+        guest.rounds.forEach((data, round) => {
+          assert.equal(
+            result(run, `round${round + 1}`),
+            [...data].map(hex).join(" "),
+            `${guest.name}, round ${round + 1}: read back other bytes`,
+          );
         });
-        assert.equal(countLines(daemon.stderr, "front-end connected"), 2);
-        await stopDaemonCleanly(daemon);
       });
-    } finally {
-      tmp.remove();
-    }
+      assert.equal(countLines(daemon.stderr, "front-end connected"), 2);
+      await stopDaemonCleanly(daemon);
+    });
   });
 });
 
