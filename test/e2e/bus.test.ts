@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { vhostUserI2cArgs } from "../helpers/guest.js";
+import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   assertScriptCompleted,
   eepromFillScript,
@@ -51,12 +51,13 @@ function detectedAddresses(grid: string): string[] {
   return found;
 }
 
-/** The guest's output between `begin` and `end` marker lines. */
+/** The guest's output between its `@@NAME-BEGIN` and `@@NAME-END` lines. */
 function section(output: string, name: string): string {
-  const begin = output.indexOf(`@@${name}-BEGIN\n`);
+  const beginLine = `@@${name}-BEGIN\n`;
+  const begin = output.indexOf(beginLine);
   const end = output.indexOf(`@@${name}-END`);
   if (begin < 0 || end < begin) throw new Error(`the guest printed no ${name} section`);
-  return output.slice(begin + name.length + 9, end);
+  return output.slice(begin + beginLine.length, end);
 }
 
 /**
@@ -78,11 +79,7 @@ function eepromScript(fill: Uint8Array | null, probeOffset: number, probe: numbe
 }
 
 /** Host-side checks of `eepromScript`'s output for an EEPROM that held `contents` when dumped. */
-function assertEepromRun(
-  run: Parameters<typeof result>[0],
-  contents: Uint8Array,
-  probe: number,
-): void {
+function assertEepromRun(run: GuestRun, contents: Uint8Array, probe: number): void {
   assertScriptCompleted(run, "guest");
   assert.equal(result(run, "dump_status"), "0", "i2cdump failed");
   const expected = i2cdumpByteMode(contents);
