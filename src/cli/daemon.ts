@@ -355,11 +355,11 @@ export async function startDaemon(
     });
     if (config.controlSocket !== undefined) {
       const path = resolve(config.controlSocket);
-      const registry = current.built.registry;
       try {
         opened.push(
           listenRestricted(path, access, () =>
-            ControlServer.listen(path, registry, {
+            // Asked at every command: after a reload it serves the current configuration's devices.
+            ControlServer.listen(path, () => current.built.directory, {
               logger: logger.child("control"),
               ...(observability !== null && { stats: () => observability.stats() }),
             }),

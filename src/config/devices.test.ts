@@ -242,7 +242,14 @@ describe("buildSocketBuses (per-guest lists)", () => {
       assert.deepEqual(m2.addresses(), [0x51]);
       assert.equal(m0.lookup(0x51), undefined, "guest 0 cannot reach guest 2's device");
       assert.equal(m2.lookup(0x50), undefined);
-      assert.deepEqual([...built.registry.keys()], [0x50, 0x51]);
+      assert.deepEqual(
+        built.directory.map((e) => [e.address, e.model, e.sockets]),
+        [
+          [0x50, "24c02", [0, 1]],
+          [0x51, "24c02", [2]],
+        ],
+        "one default chip seen by sockets 0 and 1, socket 2's own chip",
+      );
     } finally {
       built.close();
     }
@@ -263,6 +270,11 @@ describe("buildSocketBuses (per-guest lists)", () => {
       write(a, 0x50, 0x11);
       assert.deepEqual(read(a, 0x50), { done: 2, byte: 0x11 });
       assert.deepEqual(read(b, 0x50), { done: 2, byte: 0xff }, "guest 1 has its own chip");
+      const [first, second] = separate.directory;
+      assert.equal(separate.directory.length, 2, "both chips at 0x50 are in the directory");
+      assert.deepEqual([first?.sockets, second?.sockets], [[0], [1]]);
+      assert.notEqual(first?.device, second?.device);
+      assert.deepEqual(first?.device.memory?.read(0, 1), Uint8Array.of(0x11));
     } finally {
       separate.close();
     }
@@ -272,6 +284,11 @@ describe("buildSocketBuses (per-guest lists)", () => {
       assert.ok(a && b);
       write(a, 0x50, 0x22);
       assert.deepEqual(read(b, 0x50), { done: 2, byte: 0x22 }, "one shared chip");
+      assert.deepEqual(
+        one.directory.map((e) => [e.address, e.sockets]),
+        [[0x50, [0, 1]]],
+        "a shared chip is one entry",
+      );
     } finally {
       one.close();
     }

@@ -1,8 +1,9 @@
 /**
  * One description of a device however it was given (-l shorthand or --config file): DeviceConfig.
  * Owns the conversion of parsed -l groups into DeviceConfig[], the merge with the config file's list,
- * and `buildBuses`: devices → buses, the guest AddressMap and the DeviceRegistry the control socket
- * serves. Closes everything it opened when building fails half-way.
+ * and `buildBuses`: devices → buses, the guest AddressMap and the DeviceRegistry of emulated chips;
+ * `buildSocketBuses` does it per socket and lists every chip with the guests that see it (the
+ * DeviceDirectory the control socket serves). Closes everything it opened when building fails half-way.
  * Must not parse argv or JSON (args.ts, file.ts) nor import user modules (modules.ts).
  * @module
  */
@@ -66,8 +67,20 @@ export interface RegisteredDevice {
   readonly device: SimDevice;
 }
 
-/** Base guest address → emulated chip. */
+/** Base guest address → emulated chip (one device list). */
 export type DeviceRegistry = ReadonlyMap<number, RegisteredDevice>;
+
+/** An emulated chip and the guests that see it. */
+export interface DirectoryEntry extends RegisteredDevice {
+  /** Socket indexes (guests) whose list has this chip, ascending; never empty. */
+  readonly sockets: readonly number[];
+}
+
+/**
+ * Every emulated chip of one configuration, by address then first socket. Two entries may share an
+ * address when sockets have their own lists; one chip shared by several sockets is one entry.
+ */
+export type DeviceDirectory = readonly DirectoryEntry[];
 
 export interface BuildContext {
   readonly logger: Logger;
@@ -416,8 +429,8 @@ export interface SocketDeviceLists {
 export interface BuiltSockets {
   /** Per socket index, the addresses its guest may reach. */
   readonly addressMaps: readonly AddressMap[];
-  /** Emulated chips by base address for the control socket (first list that has one wins). */
-  readonly registry: DeviceRegistry;
+  /** Every emulated chip with the sockets that see it, for the control socket. */
+  readonly directory: DeviceDirectory;
   readonly guards: readonly GuardedBus[];
   /** Every distinct device given to some socket. */
   readonly devices: readonly DeviceConfig[];
@@ -473,30 +486,17 @@ export function buildSocketBuses(
     throw err;
   }
   const byScope = new Map(used.map(({ scope }, i) => [scope, built[i]]));
-  const addressMaps = Array.from({ length: socketCount }, (_, i) => {
+  const socketBuilds = Array.from({ length: socketCount }, (_, i) => {
     const own = byScope.get(lists.sockets.has(i) ? `socket${i}` : "default");
     if (own === undefined) throw new Error(`socket ${i} has no device list`);
-    return own.addressMap;
+    return own;
   });
-  const registry = new Map<number, RegisteredDevice>();
-  for (const b of built) {
-    for (const [address, entry] of b.registry) {
-      if (registry.has(address) && registry.get(address)?.device !== entry.device) {
-        context.logger.warn(
-          "two emulated devices at one address: the control socket serves the first",
-          {
-            address: hex(address),
-          },
-        );
-        continue;
-      }
-      registry.set(address, entry);
-    }
-  }
+  const addressMaps = socketBuilds.map((b) => b.addressMap);
+  const directory = directoryOf(socketBuilds);
   let closed = false;
   return {
     addressMaps,
-    registry,
+    directory,
     guards: built.flatMap((b) => b.guards),
     devices: used.flatMap((u) => u.devices),
     close() {
@@ -505,6 +505,21 @@ export function buildSocketBuses(
       for (const b of built) b.close();
     },
   };
+}
+
+/** The chips each socket's build registered, merged by identity (a shared chip is one entry). */
+function directoryOf(perSocket: readonly BuiltBuses[]): DeviceDirectory {
+  const entries = new Map<SimDevice, { entry: RegisteredDevice; sockets: number[] }>();
+  perSocket.forEach((built, socket) => {
+    for (const entry of built.registry.values()) {
+      const known = entries.get(entry.device);
+      if (known === undefined) entries.set(entry.device, { entry, sockets: [socket] });
+      else known.sockets.push(socket);
+    }
+  });
+  return [...entries.values()]
+    .map(({ entry, sockets }) => ({ ...entry, sockets }))
+    .sort((a, b) => a.address - b.address || (a.sockets[0] ?? 0) - (b.sockets[0] ?? 0));
 }
 
 /** A host device in two lists must be shared in both; a shared chip address must be one chip. */

@@ -10,29 +10,23 @@ export const MAX_LINE_BYTES = 64 * 1024;
 /** Most bytes one `read` or `write` may move. */
 export const MAX_DATA_BYTES = 4096;
 
+/**
+ * Which emulated device a command names: its base guest address, and optionally the guest (socket
+ * index) that sees it, written `1:0x48`. Without the guest it must be the only device at `addr`.
+ */
+export interface DeviceRef {
+  readonly addr: number;
+  readonly guest?: number;
+}
+
 export type Command =
   | { readonly cmd: "help" }
   | { readonly cmd: "list" }
   | { readonly cmd: "stats" }
-  | { readonly cmd: "get"; readonly addr: number; readonly property: string }
-  | {
-      readonly cmd: "set";
-      readonly addr: number;
-      readonly property: string;
-      readonly value: string;
-    }
-  | {
-      readonly cmd: "read";
-      readonly addr: number;
-      readonly offset: number;
-      readonly length: number;
-    }
-  | {
-      readonly cmd: "write";
-      readonly addr: number;
-      readonly offset: number;
-      readonly data: Uint8Array;
-    };
+  | (DeviceRef & { readonly cmd: "get"; readonly property: string })
+  | (DeviceRef & { readonly cmd: "set"; readonly property: string; readonly value: string })
+  | (DeviceRef & { readonly cmd: "read"; readonly offset: number; readonly length: number })
+  | (DeviceRef & { readonly cmd: "write"; readonly offset: number; readonly data: Uint8Array });
 
 export type CommandName = Command["cmd"];
 
@@ -40,7 +34,8 @@ export type CommandName = Command["cmd"];
 export type ControlErrorCode =
   | "EUSAGE" // the line is not a valid command
   | "ETOOLONG" // the line exceeds MAX_LINE_BYTES
-  | "ENODEV" // no emulated device at that address
+  | "ENODEV" // no emulated device at that address (for that guest)
+  | "EAMBIGUOUS" // several guests have their own device at that address: qualify it
   | "ENOPROP" // the device has no such property
   | "EREADONLY" // the property cannot be set
   | "ENOMEM" // the device has no memory
@@ -74,7 +69,7 @@ export const USAGE: Readonly<Record<CommandName, string>> = {
   write: "write <addr> <offset> <hex>",
 };
 
-export const HELP_TEXT = `commands: ${Object.values(USAGE).join("; ")} (numbers decimal or 0x hex; read/write at most ${MAX_DATA_BYTES} bytes)`;
+export const HELP_TEXT = `commands: ${Object.values(USAGE).join("; ")} (numbers decimal or 0x hex; <addr> is a guest address, or <guest>:<address> such as 1:0x48 for the device guest 1 sees; read/write at most ${MAX_DATA_BYTES} bytes)`;
 
 /** How the line was written: the reply uses the same form. */
 export type LineFormat = "text" | "json";
@@ -108,6 +103,12 @@ export function formatAddress(addr: number): string {
   return `0x${addr.toString(16).padStart(2, "0")}`;
 }
 
+/** `0x48`, or `1:0x48` when the guest is given. */
+export function formatDeviceRef(ref: DeviceRef): string {
+  const address = formatAddress(ref.addr);
+  return ref.guest === undefined ? address : `${ref.guest}:${address}`;
+}
+
 function usage(cmd: CommandName, detail?: string): ControlError {
   return new ControlError("EUSAGE", `${detail ? `${detail}; ` : ""}usage: ${USAGE[cmd]}`);
 }
@@ -120,6 +121,18 @@ function numberArg(cmd: CommandName, what: string, word: string): number {
   const value = parseNumber(word);
   if (value === null) throw usage(cmd, `${what} "${word}" is not a number`);
   return value;
+}
+
+/** `0x48` or `<guest>:0x48`. */
+function deviceArg(cmd: CommandName, word: string): DeviceRef {
+  const colon = word.indexOf(":");
+  if (colon < 0) return { addr: numberArg(cmd, "address", word) };
+  const guest = parseNumber(word.slice(0, colon));
+  const addr = parseNumber(word.slice(colon + 1));
+  if (guest === null || addr === null) {
+    throw usage(cmd, `address "${word}" is neither a number nor <guest>:<address>`);
+  }
+  return { guest, addr };
 }
 
 function lengthArg(cmd: CommandName, word: string): number {
@@ -156,20 +169,20 @@ export function parseWords(words: readonly string[]): Command {
     case "stats":
       return { cmd };
     case "get":
-      return { cmd, addr: numberArg(cmd, "address", a), property: b };
+      return { cmd, ...deviceArg(cmd, a), property: b };
     case "set":
-      return { cmd, addr: numberArg(cmd, "address", a), property: b, value: c };
+      return { cmd, ...deviceArg(cmd, a), property: b, value: c };
     case "read":
       return {
         cmd,
-        addr: numberArg(cmd, "address", a),
+        ...deviceArg(cmd, a),
         offset: numberArg(cmd, "offset", b),
         length: lengthArg(cmd, c),
       };
     case "write":
       return {
         cmd,
-        addr: numberArg(cmd, "address", a),
+        ...deviceArg(cmd, a),
         offset: numberArg(cmd, "offset", b),
         data: hexArg(cmd, c),
       };
@@ -215,7 +228,9 @@ function parseJsonCommand(line: string): Command {
   for (const key of JSON_FIELDS[cmd]) {
     const word = jsonWord(record, key);
     if (word === undefined) throw usage(cmd, `missing "${key}"`);
-    words.push(word);
+    // A "guest" field qualifies the address like the text form "1:0x48".
+    const guest = key === "addr" ? jsonWord(record, "guest") : undefined;
+    words.push(guest === undefined ? word : `${guest}:${word}`);
   }
   return parseWords(words);
 }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
-import type { DeviceRegistry } from "../config/devices.js";
+import type { DeviceDirectory } from "../config/devices.js";
 import type { SimDevice } from "../i2c/model.js";
 import { createLogger } from "../log.js";
 import { UnixListener } from "../sys/unix-socket.js";
@@ -68,7 +68,7 @@ describe("ControlServer", () => {
   let dir: string;
   let path: string;
   let sensor: ReturnType<typeof fakeDevice>;
-  let registry: DeviceRegistry;
+  let directory: DeviceDirectory;
   let server: ControlServer;
   let log: ReturnType<typeof collectingLogger>;
 
@@ -79,12 +79,12 @@ describe("ControlServer", () => {
   beforeEach((t) => {
     path = join(dir, `${t.name.replace(/\W+/g, "_").slice(0, 40)}.sock`);
     sensor = fakeDevice();
-    registry = new Map([
-      [0x48, { address: 0x48, model: "fake-sensor", device: sensor }],
-      [0x50, { address: 0x50, model: "plain", device: { targets: [] } }],
-    ]);
+    directory = [
+      { address: 0x48, model: "fake-sensor", device: sensor, sockets: [0] },
+      { address: 0x50, model: "plain", device: { targets: [] }, sockets: [0] },
+    ];
     log = collectingLogger();
-    server = ControlServer.listen(path, registry, { logger: log.logger });
+    server = ControlServer.listen(path, () => directory, { logger: log.logger });
   });
   afterEach(() => server.close());
 
@@ -112,12 +112,21 @@ describe("ControlServer", () => {
     assert.match(reply, /^ok \[/);
     assert.deepEqual(JSON.parse(reply.slice(3)), [
       {
+        name: "0x48",
         address: "0x48",
+        guests: [0],
         model: "fake-sensor",
         properties: { temperature: 25, id: "fake", broken: 1 },
         memorySize: 256,
       },
-      { address: "0x50", model: "plain", properties: {}, memorySize: null },
+      {
+        name: "0x50",
+        address: "0x50",
+        guests: [0],
+        model: "plain",
+        properties: {},
+        memorySize: null,
+      },
     ]);
   });
 
@@ -215,10 +224,10 @@ describe("ControlServer", () => {
     const stale = join(dir, "stale.sock");
     UnixListener.listen(stale).close();
     assert.ok(statSync(stale).isSocket());
-    const replaced = ControlServer.listen(stale, registry);
+    const replaced = ControlServer.listen(stale, () => directory);
     assert.equal(statSync(stale).mode & 0o777, 0o600);
     assert.throws(
-      () => ControlServer.listen(stale, registry),
+      () => ControlServer.listen(stale, () => directory),
       (error: unknown) => {
         assert.ok(error instanceof ServerError);
         assert.equal(error.code, "EADDRINUSE");
@@ -229,8 +238,8 @@ describe("ControlServer", () => {
 
     const file = join(dir, "plain-file");
     writeFileSync(file, "keep me");
-    assert.throws(() => ControlServer.listen(file, registry), { code: "EEXIST" });
-    assert.throws(() => ControlServer.listen(join(dir, "missing", "c.sock"), registry), {
+    assert.throws(() => ControlServer.listen(file, () => directory), { code: "EEXIST" });
+    assert.throws(() => ControlServer.listen(join(dir, "missing", "c.sock"), () => directory), {
       code: "ENOENT",
     });
   });
@@ -246,10 +255,8 @@ describe("runControlCommand", () => {
     dir = mkdtempSync(join(tmpdir(), "control-cli-"));
     path = join(dir, "control.sock");
     sensor = fakeDevice();
-    server = ControlServer.listen(
-      path,
-      new Map([[0x48, { address: 0x48, model: "fake", device: sensor }]]),
-    );
+    const directory = [{ address: 0x48, model: "fake", device: sensor, sockets: [0] }];
+    server = ControlServer.listen(path, () => directory);
   });
   after(() => {
     server.close();

@@ -1,16 +1,17 @@
 /**
  * Control socket: a Unix stream socket (mode 0600) where operators read and change emulated devices
  * while the guest runs. One command per line, one reply line per command, many clients at once.
- * Owns the listening socket, its file and the client connections; runs commands against the
- * DeviceRegistry, and `stats` against the transfer counters it is given. Must not: block the event loop, let a client crash the daemon or grow memory
- * without bound, or know any model (it sees only SimDevice properties and memory).
+ * Owns the listening socket, its file and the client connections; runs each command against the
+ * DeviceDirectory its source returns at that moment (so it follows configuration reloads), and
+ * `stats` against the transfer counters it is given. Must not: block the event loop, let a client
+ * crash the daemon or grow memory without bound, or know any model (it sees only SimDevice
+ * properties and memory).
  * @module
  */
 
 import { chmodSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import type { DeviceRegistry } from "../config/devices.js";
-import type { SimDevice } from "../i2c/model.js";
+import type { DeviceDirectory, DirectoryEntry } from "../config/devices.js";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { claimSocketPath, ServerError } from "../vhost-user/server.js";
@@ -18,7 +19,9 @@ import {
   type Command,
   type CommandResult,
   ControlError,
+  type DeviceRef,
   formatAddress,
+  formatDeviceRef,
   formatError,
   formatHex,
   formatOk,
@@ -38,43 +41,85 @@ export interface ControlServerOptions {
 /** A JSON-ready snapshot of the transfer counters, taken when `stats` is asked. */
 export type StatsSource = () => unknown;
 
+/** The emulated devices to serve, asked again for every command (the daemon's current configuration). */
+export type DirectorySource = () => DeviceDirectory;
+
 /** One entry of the `list` reply. */
 export interface DeviceSummary {
+  /** What commands may call it: the bare address when no other device has it, else `guest:address`. */
+  readonly name: string;
   readonly address: string;
+  /** The guests (socket indexes) that see this device. */
+  readonly guests: readonly number[];
   readonly model: string;
   readonly properties: Record<string, number | string | boolean>;
   readonly memorySize: number | null;
 }
 
-function lookup(registry: DeviceRegistry, addr: number): SimDevice {
-  const entry = registry.get(addr);
-  if (entry === undefined) {
-    throw new ControlError("ENODEV", `no emulated device at ${formatAddress(addr)}`);
-  }
-  return entry.device;
+/** `1:0x48` for an entry: its first guest qualifies it. */
+function qualifiedName(entry: DirectoryEntry): string {
+  return formatDeviceRef({ addr: entry.address, guest: entry.sockets[0] ?? 0 });
 }
 
-function property(registry: DeviceRegistry, addr: number, name: string) {
-  const properties = lookup(registry, addr).properties ?? {};
+/** The shortest name that picks `entry` out of `directory`. */
+function nameOf(directory: DeviceDirectory, entry: DirectoryEntry): string {
+  const alone = directory.every((other) => other === entry || other.address !== entry.address);
+  return alone ? formatAddress(entry.address) : qualifiedName(entry);
+}
+
+function describeGuests(sockets: readonly number[]): string {
+  return `guest${sockets.length === 1 ? "" : "s"} ${sockets.join(",")}`;
+}
+
+/** The one device `ref` names. Throws ENODEV, or EAMBIGUOUS listing the qualified names. */
+function lookup(directory: DeviceDirectory, ref: DeviceRef): DirectoryEntry {
+  const { addr, guest } = ref;
+  const found = directory.filter(
+    (entry) => entry.address === addr && (guest === undefined || entry.sockets.includes(guest)),
+  );
+  const [only, ...others] = found;
+  if (only === undefined) {
+    throw new ControlError(
+      "ENODEV",
+      guest === undefined
+        ? `no emulated device at ${formatAddress(addr)}`
+        : `guest ${guest} has no emulated device at ${formatAddress(addr)}`,
+    );
+  }
+  if (others.length > 0) {
+    const names = found.map(
+      (entry) => `${qualifiedName(entry)} (${entry.model}, ${describeGuests(entry.sockets)})`,
+    );
+    throw new ControlError(
+      "EAMBIGUOUS",
+      `${formatAddress(addr)} names ${found.length} emulated devices, one per guest list; name one as <guest>:<address>: ${names.join(", ")}`,
+    );
+  }
+  return only;
+}
+
+function property(directory: DeviceDirectory, ref: DeviceRef, name: string) {
+  const properties = lookup(directory, ref).device.properties ?? {};
   const found = Object.hasOwn(properties, name) ? properties[name] : undefined;
   if (found === undefined) {
     const known = Object.keys(properties);
     throw new ControlError(
       "ENOPROP",
-      `${formatAddress(addr)} has no property "${name}" (known: ${known.length ? known.join(", ") : "none"})`,
+      `${formatDeviceRef(ref)} has no property "${name}" (known: ${known.length ? known.join(", ") : "none"})`,
     );
   }
   return found;
 }
 
-function memoryRange(registry: DeviceRegistry, addr: number, offset: number, length: number) {
-  const memory = lookup(registry, addr).memory;
-  if (memory === undefined)
-    throw new ControlError("ENOMEM", `${formatAddress(addr)} has no memory`);
+function memoryRange(directory: DeviceDirectory, ref: DeviceRef, offset: number, length: number) {
+  const memory = lookup(directory, ref).device.memory;
+  if (memory === undefined) {
+    throw new ControlError("ENOMEM", `${formatDeviceRef(ref)} has no memory`);
+  }
   if (offset + length > memory.size) {
     throw new ControlError(
       "ERANGE",
-      `${length} byte(s) at offset ${offset} exceed the ${memory.size}-byte memory of ${formatAddress(addr)}`,
+      `${length} byte(s) at offset ${offset} exceed the ${memory.size}-byte memory of ${formatDeviceRef(ref)}`,
     );
   }
   return memory;
@@ -92,29 +137,29 @@ function callModel<T>(what: string, call: () => T): T {
   }
 }
 
-function summarize(registry: DeviceRegistry): DeviceSummary[] {
-  return [...registry]
-    .sort(([a], [b]) => a - b)
-    .map(([addr, { model, device }]) => {
-      const properties: Record<string, number | string | boolean> = {};
-      for (const [name, prop] of Object.entries(device.properties ?? {})) {
-        properties[name] = callModel(`${name}.get`, () => prop.get());
-      }
-      return {
-        address: formatAddress(addr),
-        model,
-        properties,
-        memorySize: device.memory?.size ?? null,
-      };
-    });
+function summarize(directory: DeviceDirectory): DeviceSummary[] {
+  return directory.map((entry) => {
+    const properties: Record<string, number | string | boolean> = {};
+    for (const [name, prop] of Object.entries(entry.device.properties ?? {})) {
+      properties[name] = callModel(`${name}.get`, () => prop.get());
+    }
+    return {
+      name: nameOf(directory, entry),
+      address: formatAddress(entry.address),
+      guests: entry.sockets,
+      model: entry.model,
+      properties,
+      memorySize: entry.device.memory?.size ?? null,
+    };
+  });
 }
 
 /**
- * Runs one command against the registry. Throws ControlError for anything the client should hear
+ * Runs one command against the directory. Throws ControlError for anything the client should hear
  * about; logs every state change at info.
  */
 export function executeCommand(
-  registry: DeviceRegistry,
+  directory: DeviceDirectory,
   command: Command,
   logger: Logger,
   stats?: StatsSource,
@@ -130,39 +175,39 @@ export function executeCommand(
       return { text: JSON.stringify(value), value };
     }
     case "list": {
-      const list = summarize(registry);
+      const list = summarize(directory);
       return { text: JSON.stringify(list), value: list };
     }
     case "get": {
-      const prop = property(registry, command.addr, command.property);
+      const prop = property(directory, command, command.property);
       const value = callModel(command.property, () => prop.get());
       return { text: String(value), value };
     }
     case "set": {
-      const prop = property(registry, command.addr, command.property);
+      const prop = property(directory, command, command.property);
       const setter = prop.set;
       if (setter === undefined) {
         throw new ControlError("EREADONLY", `property "${command.property}" is read-only`);
       }
       callModel(`cannot set ${command.property}`, () => setter.call(prop, command.value));
       const value = callModel(command.property, () => prop.get());
-      logger.info(
-        `control set ${formatAddress(command.addr)} ${command.property}=${String(value)}`,
-      );
+      logger.info(`control set ${formatDeviceRef(command)} ${command.property}=${String(value)}`);
       return { text: String(value), value };
     }
     case "read": {
-      const { addr, offset, length } = command;
-      const memory = memoryRange(registry, addr, offset, length);
+      const { offset, length } = command;
+      const memory = memoryRange(directory, command, offset, length);
       const bytes = callModel("read", () => memory.read(offset, length));
       const hex = formatHex(bytes);
       return { text: hex, value: hex };
     }
     case "write": {
-      const { addr, offset, data } = command;
-      const memory = memoryRange(registry, addr, offset, data.length);
+      const { offset, data } = command;
+      const memory = memoryRange(directory, command, offset, data.length);
       callModel("write", () => memory.write(offset, data));
-      logger.info(`control write ${formatAddress(addr)} offset=${offset} length=${data.length}`);
+      logger.info(
+        `control write ${formatDeviceRef(command)} offset=${offset} length=${data.length}`,
+      );
       return { text: String(data.length), value: data.length };
     }
   }
@@ -170,7 +215,7 @@ export function executeCommand(
 
 /** Parses and runs one line; returns the reply line (with newline), or null for a blank line. */
 export function handleLine(
-  registry: DeviceRegistry,
+  directory: DeviceDirectory,
   line: string,
   logger: Logger,
   stats?: StatsSource,
@@ -180,7 +225,7 @@ export function handleLine(
   const { format, command } = parsed;
   if (command instanceof ControlError) return formatError(command, format);
   try {
-    return formatOk(executeCommand(registry, command, logger, stats), format);
+    return formatOk(executeCommand(directory, command, logger, stats), format);
   } catch (error) {
     if (error instanceof ControlError) {
       if (error.code === "EMODEL") logger.warn("model failed", { error: error.message });
@@ -192,13 +237,13 @@ export function handleLine(
 
 /** handleLine that never throws: a bug is answered and logged, never a daemon crash. */
 function answerLine(
-  registry: DeviceRegistry,
+  directory: DirectorySource,
   line: string,
   logger: Logger,
   stats?: StatsSource,
 ): string | null {
   try {
-    return handleLine(registry, line, logger, stats);
+    return handleLine(directory(), line, logger, stats);
   } catch (error) {
     logger.error("control command failed", { error: String(error) });
     return formatError(new ControlError("EMODEL", "internal error"), "text");
@@ -208,7 +253,7 @@ function answerLine(
 /** One client: splits its bytes into lines, answers each, pauses while its replies are unread. */
 function serveClient(
   socket: Socket,
-  registry: DeviceRegistry,
+  directory: DirectorySource,
   logger: Logger,
   stats?: StatsSource,
 ): void {
@@ -235,7 +280,7 @@ function serveClient(
       const line = Buffer.concat([...pending, piece]).toString("utf8");
       pending = [];
       pendingBytes = 0;
-      const answer = answerLine(registry, line, logger, stats);
+      const answer = answerLine(directory, line, logger, stats);
       if (answer !== null) reply(answer);
       if (socket.destroyed) return;
     }
@@ -282,12 +327,13 @@ export class ControlServer {
   }
 
   /**
-   * Listens on `path` (created with mode 0600). Synchronous like the vhost-user servers: throws
+   * Listens on `path` (created with mode 0600), serving the devices `directory` returns at each
+   * command. Synchronous like the vhost-user servers: throws
    * ServerError (ENOENT, EEXIST, EADDRINUSE, ELISTEN) before returning if the path cannot be used.
    */
   static listen(
     path: string,
-    registry: DeviceRegistry,
+    directory: DirectorySource,
     options: ControlServerOptions = {},
   ): ControlServer {
     const logger = options.logger ?? silentLogger;
@@ -295,7 +341,7 @@ export class ControlServer {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
     server.maxConnections = options.maxClients ?? 64;
     const control = new ControlServer(path, server, logger, options.stats);
-    server.on("connection", (socket) => control.#accept(socket, registry));
+    server.on("connection", (socket) => control.#accept(socket, directory));
     server.on("drop", () => logger.warn("control socket: too many clients, one refused"));
     server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
     // Node binds a path synchronously; the umask makes the file 0600 from the first instant.
@@ -335,13 +381,13 @@ export class ControlServer {
     }
   }
 
-  #accept(socket: Socket, registry: DeviceRegistry): void {
+  #accept(socket: Socket, directory: DirectorySource): void {
     if (this.#closed) {
       socket.destroy();
       return;
     }
     this.#clients.add(socket);
     socket.on("close", () => this.#clients.delete(socket));
-    serveClient(socket, registry, this.#logger, this.#stats);
+    serveClient(socket, directory, this.#logger, this.#stats);
   }
 }

@@ -1,12 +1,12 @@
 // Control `stats`: answered from the stats source the server is given, ENOSTATS without one.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { DeviceRegistry } from "../config/devices.js";
+import type { DeviceDirectory } from "../config/devices.js";
 import { silentLogger } from "../log.js";
 import { parseLine } from "./protocol.js";
 import { handleLine } from "./server.js";
 
-const noDevices: DeviceRegistry = new Map();
+const noDevices: DeviceDirectory = [];
 
 describe("control stats", () => {
   it("parses as a command without arguments, in text and JSON", () => {
