@@ -2,7 +2,7 @@
  * Native addon for vhost-device-i2c: syscalls and kernel handles only.
  *
  * Owns: Unix sockets with SCM_RIGHTS, eventfd, memfd, shared mappings and their ArrayBuffer views,
- * libuv poll handles, and the /dev/i2c-N ioctls (the transfers run on the libuv threadpool).
+ * libuv poll handles, datagram sockets (service-manager notification), and the /dev/i2c-N ioctls (the transfers run on the libuv threadpool).
  * Must not: parse or validate any protocol, keep device state, or decide policy. The typed surface
  * lives in src/sys/native.ts; every failing syscall throws an Error with code/errno/syscall.
  */
@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1261,6 +1262,116 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Datagram Unix sockets (service-manager notification) and inherited sockets
+ * ------------------------------------------------------------------------------------------- */
+
+/* Like fill_sockaddr, but a leading '@' names an abstract address (sun_path[0] = 0, no file).
+ * Stores the address length to pass to bind/sendto. */
+static bool fill_dgram_sockaddr(napi_env env, napi_value path_value, struct sockaddr_un* addr,
+                                socklen_t* addr_len, const char* syscall) {
+  char* path = get_string(env, path_value, "path");
+  if (path == NULL) return false;
+  size_t len = strlen(path);
+  if (len == 0 || len >= sizeof addr->sun_path) {
+    free(path);
+    throw_errno(env, syscall, len == 0 ? ENOENT : ENAMETOOLONG);
+    return false;
+  }
+  memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  if (path[0] == '@') {
+    memcpy(addr->sun_path + 1, path + 1, len - 1); /* sun_path[0] stays 0 */
+    *addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  } else {
+    memcpy(addr->sun_path, path, len + 1);
+    *addr_len = (socklen_t)sizeof *addr;
+  }
+  free(path);
+  return true;
+}
+
+/* datagramBind(path): a nonblocking SOCK_DGRAM socket bound to path (or an abstract "@name"). */
+static napi_value js_datagram_bind(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  struct sockaddr_un addr;
+  socklen_t addr_len;
+  if (!get_args(env, info, 1, argv) || !fill_dgram_sockaddr(env, argv[0], &addr, &addr_len, "bind")) {
+    return NULL;
+  }
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "bind", err);
+  }
+  return make_int(env, fd);
+}
+
+/* datagramSend(path, buf): one datagram from a fresh unbound socket; returns the bytes sent. */
+static napi_value js_datagram_send(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  struct sockaddr_un addr;
+  socklen_t addr_len;
+  uint8_t* data;
+  size_t len;
+  if (!get_args(env, info, 2, argv) ||
+      !fill_dgram_sockaddr(env, argv[0], &addr, &addr_len, "sendto") ||
+      !get_u8(env, argv[1], "buf", &data, &len)) {
+    return NULL;
+  }
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  ssize_t n;
+  do {
+    n = sendto(fd, data, len, MSG_NOSIGNAL, (struct sockaddr*)&addr, addr_len);
+  } while (n < 0 && errno == EINTR);
+  int err = errno;
+  close(fd);
+  if (n < 0) return throw_errno(env, "sendto", err);
+  return make_int(env, n);
+}
+
+/* datagramRecv(fd, buf): one datagram into buf; its length (truncated to buf), or -1 when none. */
+static napi_value js_datagram_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  uint8_t* data;
+  size_t len;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_u8(env, argv[1], "buf", &data, &len)) {
+    return NULL;
+  }
+  ssize_t n;
+  do {
+    n = recv(fd, data, len, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return make_int(env, -1);
+  if (n < 0) return throw_errno(env, "recv", errno);
+  return make_int(env, n);
+}
+
+/* socketInfo(fd): [SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN] of a socket, so an fd handed over by a
+ * service manager can be checked before it is served. */
+static napi_value js_socket_info(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  static const int options[3] = {SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN};
+  napi_value result;
+  if (napi_create_array_with_length(env, 3, &result) != napi_ok) return NULL;
+  for (uint32_t i = 0; i < 3; i++) {
+    int value = 0;
+    socklen_t size = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, options[i], &value, &size) != 0) {
+      return throw_errno(env, "getsockopt", errno);
+    }
+    napi_set_element(env, result, i, make_int(env, value));
+  }
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor properties[] = {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1290,6 +1401,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"i2cRdwr", NULL, js_i2c_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cSmbus", NULL, js_i2c_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"datagramBind", NULL, js_datagram_bind, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"datagramSend", NULL, js_datagram_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"datagramRecv", NULL, js_datagram_recv, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketInfo", NULL, js_socket_info, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0],
                              properties) != napi_ok) {

@@ -1,6 +1,6 @@
 // Tests for the addon loader, binding injection and the addon's own argument checks.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -10,6 +10,7 @@ import {
   type NativeBinding,
   NativeLoadError,
   native,
+  PREBUILD_DIR,
   setNativeBinding,
 } from "./native.js";
 
@@ -29,6 +30,7 @@ describe("loadNativeBinding", () => {
           assert.ok(error instanceof NativeLoadError);
           assert.equal(error.code, "ERR_NATIVE_LOAD");
           assert.deepEqual(error.tried, [
+            join(root, PREBUILD_DIR, "vhost_device_i2c.node"),
             join(root, "build/Release/vhost_device_i2c.node"),
             join(root, "build/Debug/vhost_device_i2c.node"),
           ]);
@@ -36,6 +38,25 @@ describe("loadNativeBinding", () => {
           return true;
         },
       );
+    } finally {
+      rmSync(root, { recursive: true });
+    }
+  });
+
+  it("prefers a prebuilt binary for this platform over build/", () => {
+    const root = mkdtempSync(join(tmpdir(), "vdi2c-prebuild-"));
+    try {
+      const built = join(
+        findPackageRoot(import.meta.dirname),
+        "build/Release/vhost_device_i2c.node",
+      );
+      mkdirSync(join(root, PREBUILD_DIR), { recursive: true });
+      copyFileSync(built, join(root, PREBUILD_DIR, "vhost_device_i2c.node"));
+      // A broken build/Release must not be touched when the prebuild loads.
+      mkdirSync(join(root, "build/Release"), { recursive: true });
+      writeFileSync(join(root, "build/Release/vhost_device_i2c.node"), "not an addon");
+      const binding = loadNativeBinding(root);
+      assert.equal(typeof binding.datagramSend, "function");
     } finally {
       rmSync(root, { recursive: true });
     }

@@ -1,6 +1,7 @@
 /**
- * Loads the native addon (build/Release, then build/Debug, under the package root) and describes its
- * whole surface as `NativeBinding`, so no other file sees an untyped value.
+ * Loads the native addon (a prebuilt binary in prebuilds/<platform>-<arch>/, else build/Release, then
+ * build/Debug, under the package root) and describes its whole surface as `NativeBinding`, so no other
+ * file sees an untyped value.
  * Must not: wrap, validate or interpret calls; that is the job of the sys classes.
  * @module
  */
@@ -67,6 +68,14 @@ export interface NativeBinding {
   ): void;
   /** flock(2): true when taken or released, false when LOCK_NB found it held (EWOULDBLOCK). */
   flock(fd: number, op: number): boolean;
+  /** A nonblocking AF_UNIX SOCK_DGRAM socket bound to `path` ("@name": abstract). */
+  datagramBind(path: string): number;
+  /** One datagram to `path` ("@name": abstract) from a fresh socket; the bytes sent. */
+  datagramSend(path: string, buf: Uint8Array): number;
+  /** One datagram into `buf` (cut to its length): its length, or -1 when none is waiting. */
+  datagramRecv(fd: number, buf: Uint8Array): number;
+  /** getsockopt: [SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN]. */
+  socketInfo(fd: number): [number, number, number];
 }
 
 /** flock(2) operations (Linux values). */
@@ -80,7 +89,10 @@ export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
 
 const ADDON_FILE = "vhost_device_i2c.node";
-const BUILD_DIRS = ["build/Release", "build/Debug"] as const;
+/** Where `npm run prebuild` puts the binary for this platform (shipped in the package when present). */
+export const PREBUILD_DIR = `prebuilds/${process.platform}-${process.arch}`;
+/** A prebuilt binary first (no compiler needed), then what node-gyp built on install. */
+const ADDON_DIRS = [PREBUILD_DIR, "build/Release", "build/Debug"] as const;
 
 /** The nearest directory at or above `start` that holds a package.json. */
 export function findPackageRoot(start: string): string {
@@ -110,16 +122,20 @@ export class NativeLoadError extends Error {
   }
 }
 
-/** Loads the addon from the first build directory that has it; reports every path tried. */
+/** Loads the addon from the first directory that has it; reports every path tried. */
 export function loadNativeBinding(packageRoot?: string): NativeBinding {
   const here = dirname(fileURLToPath(import.meta.url));
   const root = packageRoot ?? findPackageRoot(here);
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
   const causes: unknown[] = [];
-  for (const dir of BUILD_DIRS) {
+  for (const dir of ADDON_DIRS) {
     const path = join(root, dir, ADDON_FILE);
     tried.push(path);
+    if (!existsSync(path)) {
+      causes.push(new Error("not found"));
+      continue;
+    }
     try {
       return require(path) as NativeBinding;
     } catch (error) {

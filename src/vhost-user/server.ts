@@ -1,6 +1,7 @@
 /**
- * Where vhost-user connections come from. VhostUserServer listens on a socket path (one front-end at a
- * time: one socket = one guest) and serves each connection with a fresh device and BackendConnection;
+ * Where vhost-user connections come from. VhostUserServer listens on a socket path, or serves a
+ * listening socket inherited from a service manager (socket activation, --socket-fd), one front-end at
+ * a time (one socket = one guest), and serves each connection with a fresh device and BackendConnection;
  * VhostUserClient connects to a path the VMM listens on, retrying until it appears and reconnecting
  * after the peer goes away. Each instance is independent, so one process can serve many sockets.
  * Must not: know any device class or protocol detail beyond starting a BackendConnection.
@@ -13,6 +14,7 @@ import { dirname } from "node:path";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
+import { InheritedListener } from "../sys/service-manager.js";
 import { UnixListener, UnixStream } from "../sys/unix-socket.js";
 import { BackendConnection, type BackendOptions } from "./backend.js";
 import { MessageChannel } from "./connection.js";
@@ -116,15 +118,25 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
   protected abstract sessionEnded(): void;
 }
 
+/** A listening socket the server accepts on: one it bound, or one it inherited. */
+interface Listener {
+  readonly fd: number;
+  accept(): UnixStream | null;
+  close(): void;
+}
+
 /** Server mode: listen on `path`, serve one front-end at a time, keep listening after it leaves. */
 export class VhostUserServer extends SessionHost {
+  /** The socket file, or "fd:N" for an inherited socket (whose file belongs to the service manager). */
   readonly path: string;
-  private readonly listener: UnixListener;
+  private readonly listener: Listener;
+  private readonly ownsPath: boolean;
   private readonly watcher: FdWatcher;
 
   private constructor(
     path: string,
-    listener: UnixListener,
+    listener: Listener,
+    ownsPath: boolean,
     socketIndex: number,
     factory: VhostUserDeviceFactory,
     options: SessionOptions,
@@ -132,6 +144,7 @@ export class VhostUserServer extends SessionHost {
     super(socketIndex, factory, options);
     this.path = path;
     this.listener = listener;
+    this.ownsPath = ownsPath;
     this.watcher = new FdWatcher(
       listener.fd,
       () => this.acceptPending(),
@@ -161,16 +174,34 @@ export class VhostUserServer extends SessionHost {
       });
     }
     (options.logger ?? silentLogger).info("listening", { path });
-    return new VhostUserServer(path, listener, socketIndex, factory, options);
+    return new VhostUserServer(path, listener, true, socketIndex, factory, options);
   }
 
-  /** Stops listening, drops the connection and removes the socket file. Idempotent. */
+  /**
+   * Serves the listening Unix stream socket `fd` handed over by a service manager (or --socket-fd).
+   * Takes ownership of the fd; its socket file is never removed. Throws ServiceManagerError when `fd`
+   * is not a listening Unix stream socket.
+   */
+  static adopt(
+    fd: number,
+    socketIndex: number,
+    factory: VhostUserDeviceFactory,
+    options: SessionOptions = {},
+  ): VhostUserServer {
+    const listener = InheritedListener.adopt(fd);
+    const path = `fd:${fd}`;
+    (options.logger ?? silentLogger).info("listening on an inherited socket", { fd });
+    return new VhostUserServer(path, listener, false, socketIndex, factory, options);
+  }
+
+  /** Stops listening, drops the connection and removes the socket file it created. Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.watcher.close();
     this.listener.close();
     this.endSession();
+    if (!this.ownsPath) return;
     try {
       unlinkSync(this.path);
     } catch (error) {
