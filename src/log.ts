@@ -1,6 +1,10 @@
 /**
  * Leveled logger shared by every layer. Layers receive a Logger; only the CLI decides where it writes.
- * Lines are plain text: `LEVEL [context] message key=value ...`.
+ * Owns the line formats: plain text `LEVEL [context] message key=value ...` (default), or one JSON
+ * object per line `{"time","level","context","message","fields"}` (--log-format json); either may
+ * start with a syslog priority `<N>` so journald records the level (when writing to the journal).
+ * Plain lines carry no time stamp: journald and other collectors add their own.
+ * Must not: decide the destination, the level or the format (the CLI does).
  * @module
  */
 
@@ -33,14 +37,82 @@ function formatValue(value: LogFields[string]): string {
   return String(value);
 }
 
-function formatLine(level: LogLevel, context: string, message: string, fields?: LogFields): string {
+function formatPlain(
+  level: LogLevel,
+  context: string,
+  message: string,
+  fields?: LogFields,
+): string {
   let line = `${level.toUpperCase()}${context ? ` [${context}]` : ""} ${message}`;
   if (fields) {
     for (const [key, value] of Object.entries(fields)) {
       if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
     }
   }
-  return `${line}\n`;
+  return line;
+}
+
+function formatJson(level: LogLevel, context: string, message: string, fields?: LogFields): string {
+  const values: Record<string, string | number | boolean | null> = {};
+  if (fields) {
+    for (const [key, value] of Object.entries(fields)) {
+      // JSON has no bigint: a decimal string keeps every digit.
+      if (value !== undefined) values[key] = typeof value === "bigint" ? String(value) : value;
+    }
+  }
+  const time = new Date().toISOString();
+  return JSON.stringify({ time, level, context, message, fields: values });
+}
+
+export const LOG_FORMATS = ["plain", "json"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+export function isLogFormat(value: string): value is LogFormat {
+  return (LOG_FORMATS as readonly string[]).includes(value);
+}
+
+/** How lines look: the format, and whether each starts with a syslog priority `<N>` (journald). */
+export interface LogStyle {
+  readonly format: LogFormat;
+  readonly syslogPriority: boolean;
+}
+
+export const PLAIN_STYLE: LogStyle = { format: "plain", syslogPriority: false };
+
+/** syslog(3) priorities: what journald reads from a leading `<N>`. */
+const SYSLOG_PRIORITY: Readonly<Record<LogLevel, number>> = {
+  error: 3,
+  warn: 4,
+  info: 6,
+  debug: 7,
+  trace: 7,
+};
+
+/** One complete line, newline included. */
+export function formatLogLine(
+  style: LogStyle,
+  level: LogLevel,
+  context: string,
+  message: string,
+  fields?: LogFields,
+): string {
+  const body =
+    style.format === "json"
+      ? formatJson(level, context, message, fields)
+      : formatPlain(level, context, message, fields);
+  return `${style.syslogPriority ? `<${SYSLOG_PRIORITY[level]}>` : ""}${body}\n`;
+}
+
+/**
+ * True when `stream` (as fstat's device and inode) is the journal stream systemd connected us to:
+ * $JOURNAL_STREAM is "<device>:<inode>" of that stream (see systemd.exec(5)).
+ */
+export function isJournalStream(
+  env: Readonly<Record<string, string | undefined>>,
+  stream: { readonly dev: number | bigint; readonly ino: number | bigint },
+): boolean {
+  const value = env.JOURNAL_STREAM;
+  return value !== undefined && value === `${stream.dev}:${stream.ino}`;
 }
 
 export interface LogSink {
@@ -51,11 +123,12 @@ export function createLogger(
   level: LogLevel,
   sink: LogSink = process.stderr,
   context = "",
+  style: LogStyle = PLAIN_STYLE,
 ): Logger {
   const rank = LOG_LEVELS.indexOf(level);
   const enabled = (l: LogLevel) => LOG_LEVELS.indexOf(l) <= rank;
   const emit = (l: LogLevel) => (message: string, fields?: LogFields) => {
-    if (enabled(l)) sink.write(formatLine(l, context, message, fields));
+    if (enabled(l)) sink.write(formatLogLine(style, l, context, message, fields));
   };
   return {
     level,
@@ -65,7 +138,7 @@ export function createLogger(
     info: emit("info"),
     debug: emit("debug"),
     trace: emit("trace"),
-    child: (sub) => createLogger(level, sink, context ? `${context}/${sub}` : sub),
+    child: (sub) => createLogger(level, sink, context ? `${context}/${sub}` : sub, style),
   };
 }
 
