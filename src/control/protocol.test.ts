@@ -4,6 +4,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import {
   ControlError,
+  formatDeviceRef,
   formatError,
   formatHex,
   formatOk,
@@ -52,6 +53,60 @@ describe("parseLine text commands", () => {
     });
   });
 
+  it("takes an address qualified by the guest, <guest>:<address>, in every device command", () => {
+    assert.deepEqual(parseLine("set 1:0x48 temperature 30")?.command, {
+      cmd: "set",
+      guest: 1,
+      addr: 0x48,
+      property: "temperature",
+      value: "30",
+    });
+    assert.deepEqual(parseLine("get 0x0:72 t")?.command, {
+      cmd: "get",
+      guest: 0,
+      addr: 72,
+      property: "t",
+    });
+    assert.deepEqual(parseLine("read 2:0x50 0 1")?.command, {
+      cmd: "read",
+      guest: 2,
+      addr: 0x50,
+      offset: 0,
+      length: 1,
+    });
+    assert.deepEqual(parseLine("write 3:0x50 0 ff")?.command, {
+      cmd: "write",
+      guest: 3,
+      addr: 0x50,
+      offset: 0,
+      data: Uint8Array.of(0xff),
+    });
+  });
+
+  it("formatDeviceRef writes what deviceArg reads", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 0x7f }),
+        fc.option(fc.integer({ min: 0, max: 63 }), { nil: undefined }),
+        (addr, guest) => {
+          const ref = guest === undefined ? { addr } : { addr, guest };
+          const command = parseLine(`get ${formatDeviceRef(ref)} p`)?.command;
+          assert.deepEqual(command, { cmd: "get", ...ref, property: "p" });
+        },
+      ),
+    );
+  });
+
+  it("refuses a malformed qualified address", () => {
+    for (const word of [":0x48", "1:", "a:0x48", "1:0x4g", "1:2:3", "-1:0x48"]) {
+      assert.match(
+        usageError(`get ${word} temperature`).message,
+        /is neither a number nor <guest>:<address>/,
+        word,
+      );
+    }
+  });
+
   it("ignores blank lines", () => {
     assert.equal(parseLine(""), null);
     assert.equal(parseLine(" \t\r"), null);
@@ -87,6 +142,18 @@ describe("parseLine JSON commands", () => {
       offset: 0,
       length: 2,
     });
+  });
+
+  it("qualifies the address by a guest field or by the text form", () => {
+    const expected = { cmd: "get", guest: 1, addr: 0x48, property: "temperature" };
+    for (const line of [
+      '{"cmd":"get","guest":1,"addr":72,"property":"temperature"}',
+      '{"cmd":"get","addr":"1:0x48","property":"temperature"}',
+    ]) {
+      assert.deepEqual(parseLine(line)?.command, expected, line);
+    }
+    const bad = parseLine('{"cmd":"get","guest":"x","addr":72,"property":"t"}')?.command;
+    assert.ok(bad instanceof ControlError && bad.code === "EUSAGE");
   });
 
   it("refuses invalid JSON, non-objects, unknown cmd, missing fields and fractional numbers", () => {

@@ -7,12 +7,12 @@ import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import type { DeviceDirectory } from "../config/devices.js";
 import type { SimDevice } from "../i2c/model.js";
-import { createLogger } from "../log.js";
+import { createLogger, silentLogger } from "../log.js";
 import { UnixListener } from "../sys/unix-socket.js";
 import { ServerError } from "../vhost-user/server.js";
 import { ControlClient, runControlCommand } from "./client.js";
 import { MAX_LINE_BYTES } from "./protocol.js";
-import { ControlServer } from "./server.js";
+import { ControlServer, handleLine } from "./server.js";
 
 class RefusedValue extends Error {
   readonly code = "MODEL_OPTION";
@@ -314,5 +314,100 @@ describe("runControlCommand", () => {
       2,
     );
     assert.match(s.err.join(""), /cannot connect to .*nobody\.sock/);
+  });
+});
+
+describe("devices of several guests (per-guest lists)", () => {
+  // Guests 0 and 2 share one sensor at 0x48 (the default list); guest 1 has its own at 0x48; only
+  // guest 1 has memory at 0x50.
+  const shared = fakeDevice();
+  const own = fakeDevice();
+  const memory = fakeDevice();
+  const directory: DeviceDirectory = [
+    { address: 0x48, model: "fake-sensor", device: shared, sockets: [0, 2] },
+    { address: 0x48, model: "other-sensor", device: own, sockets: [1] },
+    { address: 0x50, model: "fake-memory", device: memory, sockets: [1] },
+  ];
+  const answer = (line: string) => handleLine(directory, line, silentLogger) ?? "";
+
+  it("a qualified address reaches the device that guest sees", () => {
+    assert.equal(answer("set 1:0x48 temperature 30"), "ok 30\n");
+    assert.equal(answer("set 2:0x48 temperature 40"), "ok 40\n");
+    assert.deepEqual([shared.temperature, own.temperature], [40, 30]);
+    assert.equal(answer("get 0:0x48 temperature"), "ok 40\n", "guests 0 and 2 share one");
+    assert.equal(
+      answer('{"cmd":"get","guest":1,"addr":72,"property":"temperature"}'),
+      '{"ok":true,"result":30}\n',
+    );
+    assert.equal(answer("write 1:0x50 0 abcd"), "ok 2\n");
+    assert.equal(answer("read 1:0x50 0 2"), "ok abcd\n");
+  });
+
+  it("a bare address works when one device has it", () => {
+    assert.equal(answer("read 0x50 0 2"), "ok abcd\n");
+  });
+
+  it("a bare address two devices have is refused, listing their qualified names", () => {
+    for (const line of ["get 0x48 temperature", "set 72 temperature 0", "read 0x48 0 1"]) {
+      const reply = answer(line);
+      assert.match(reply, /^error EAMBIGUOUS 0x48 names 2 emulated devices/, line);
+      assert.match(reply, /0:0x48 \(fake-sensor, guests 0,2\), 1:0x48 \(other-sensor, guest 1\)/);
+    }
+    assert.equal(own.temperature, 30, "a refused command changes nothing");
+    const json = JSON.parse(answer('{"cmd":"get","addr":72,"property":"temperature"}'));
+    assert.equal(json.code, "EAMBIGUOUS");
+  });
+
+  it("a guest without a device at that address gets ENODEV naming the guest", () => {
+    assert.equal(answer("get 0:0x50 id"), "error ENODEV guest 0 has no emulated device at 0x50\n");
+    assert.match(answer("get 5:0x48 id"), /^error ENODEV guest 5 /);
+    assert.match(answer("get 0x49 id"), /^error ENODEV no emulated device at 0x49/);
+  });
+
+  it("list names every device, qualified where the address is shared, with its guests", () => {
+    shared.failing = false;
+    own.failing = false;
+    memory.failing = false;
+    const reply = answer("list");
+    const list = JSON.parse(reply.slice(3)) as {
+      name: string;
+      address: string;
+      guests: number[];
+      model: string;
+    }[];
+    assert.deepEqual(
+      list.map(({ name, address, guests, model }) => ({ name, address, guests, model })),
+      [
+        { name: "0:0x48", address: "0x48", guests: [0, 2], model: "fake-sensor" },
+        { name: "1:0x48", address: "0x48", guests: [1], model: "other-sensor" },
+        { name: "0x50", address: "0x50", guests: [1], model: "fake-memory" },
+      ],
+    );
+    for (const { name } of list) {
+      assert.match(answer(`get ${name} id`), /^ok fake/, `${name} from list is usable`);
+    }
+  });
+});
+
+describe("ControlServer follows its directory source", () => {
+  it("asks the source at every command: a replaced configuration is served at once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "control-source-"));
+    const first = fakeDevice();
+    const second = fakeDevice();
+    second.temperature = 50;
+    let current: DeviceDirectory = [{ address: 0x48, model: "old", device: first, sockets: [0] }];
+    const server = ControlServer.listen(join(dir, "c.sock"), () => current);
+    const client = await ControlClient.connect(join(dir, "c.sock"));
+    try {
+      assert.equal(await client.request("get 0x48 temperature"), "ok 25");
+      current = [{ address: 0x49, model: "new", device: second, sockets: [0] }];
+      // The same connection, no reconnect: the next command sees the new devices.
+      assert.match(await client.request("get 0x48 temperature"), /^error ENODEV /);
+      assert.equal(await client.request("get 0x49 temperature"), "ok 50");
+    } finally {
+      client.close();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
