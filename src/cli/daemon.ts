@@ -30,6 +30,7 @@ import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import type { Logger } from "../log.js";
+import { ServiceManagerError } from "../sys/service-manager.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { ServerError, VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
@@ -50,6 +51,7 @@ export type DaemonErrorCode =
   | "I2C_DEVICE_LOCKED"
   | "I2C_LOCK_FAILED"
   | "SOCKET_PERMISSIONS"
+  | "SOCKET_INHERITED_BAD"
   | "BAD_CONFIG";
 
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
@@ -61,6 +63,7 @@ const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
   "I2C_DEVICE_LOCKED",
   "I2C_LOCK_FAILED",
   "SOCKET_PERMISSIONS",
+  "SOCKET_INHERITED_BAD",
   "BAD_CONFIG",
 ]);
 
@@ -324,9 +327,17 @@ export async function startDaemon(
     config.socketPaths.forEach((path, index) => {
       const options = { logger: logger.child(`socket${index}`) };
       let host: VhostUserClient | VhostUserServer;
+      const inheritedFd = config.socketFds?.[index];
       if (config.clientMode) {
         options.logger.info("connecting to the VMM", { path });
         host = new VhostUserClient(path, index, factory, { ...options, retryMs: CLIENT_RETRY_MS });
+      } else if (inheritedFd !== undefined) {
+        try {
+          host = VhostUserServer.adopt(inheritedFd, index, factory, options);
+        } catch (err) {
+          if (!(err instanceof ServiceManagerError)) throw err;
+          throw new DaemonError("SOCKET_INHERITED_BAD", err.message, { cause: err });
+        }
       } else {
         try {
           host = listenRestricted(path, access, () =>
@@ -447,15 +458,28 @@ const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
  * Starts the daemon and resolves once SIGTERM or SIGINT has stopped it gracefully (a second stop
  * signal fails in-flight transfers at once). SIGHUP reloads the config file.
  */
+/** Moments a service manager is told about (main.ts sends them as sd_notify states). */
+export interface LifecycleHooks {
+  /** Every socket is served: the daemon is ready for VMMs. */
+  readonly onReady?: (daemon: RunningDaemon) => void;
+  /** A SIGHUP reload starts, and when it has ended. */
+  readonly onReloading?: () => void;
+  readonly onReloaded?: (inUse: boolean) => void;
+  /** A stop signal arrived: transfers are being finished. */
+  readonly onStopping?: () => void;
+}
+
 export async function runDaemonUntilSignal(
   config: DaemonConfig,
   logger: Logger,
-  options: StartOptions = {},
+  options: StartOptions & LifecycleHooks = {},
 ): Promise<void> {
   const daemon = await startDaemon(config, logger, options);
+  options.onReady?.(daemon);
   const onHangup = () => {
     logger.info("SIGHUP: reloading the configuration");
-    void daemon.reload();
+    options.onReloading?.();
+    void daemon.reload().then((inUse) => options.onReloaded?.(inUse));
   };
   process.on("SIGHUP", onHangup);
   const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
@@ -466,6 +490,7 @@ export async function runDaemonUntilSignal(
     process.on(name, () => daemon.abort());
   }
   logger.info("stopping", { signal });
+  options.onStopping?.();
   try {
     await daemon.stop();
   } finally {
