@@ -103,7 +103,11 @@ describe("parseCommandLine device list", () => {
 
   it("resolves an adapter given by name, spaces included", () => {
     const config = run("-s", "/tmp/a", "-l", "Fake adapter three:0x50:0x51");
-    assert.deepEqual(config.deviceGroups[0]?.bus, { kind: "host", adapter: 3 });
+    assert.deepEqual(config.deviceGroups[0]?.bus, {
+      kind: "host",
+      adapter: 3,
+      name: "Fake adapter three",
+    });
     assert.deepEqual(
       config.deviceGroups[0]?.devices.map((d) => d.addr),
       [0x50, 0x51],

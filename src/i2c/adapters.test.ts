@@ -85,7 +85,7 @@ describe("resolveAdapter", () => {
     assert.deepEqual(
       parseDeviceList("i915 gmbus dpd:0x50,0:0x20", lookup).map((g) => g.bus),
       [
-        { kind: "host", adapter: 3 },
+        { kind: "host", adapter: 3, name: "i915 gmbus dpd" },
         { kind: "host", adapter: 0 },
       ],
     );
