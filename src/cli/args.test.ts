@@ -244,3 +244,58 @@ describe("parseCommandLine --config, --control-socket and control", () => {
     refused("USAGE_BAD_CONTROL_COMMAND", ["control"]);
   });
 });
+
+describe("sockets from a service manager", () => {
+  const LIST = ["-l", "sim:0x50=24c02"];
+
+  it("--socket-fd, repeatable, gives the socket indexes in order", () => {
+    const config = run("--socket-fd", "5", "--socket-fd=3", ...LIST);
+    assert.deepEqual(config.socketFds, [5, 3]);
+    assert.equal(config.socketCount, 2);
+    assert.deepEqual(config.socketPaths, ["fd:5", "fd:3"]);
+  });
+
+  it("inherited fds serve when neither -s nor --socket-fd is given; -s wins otherwise", () => {
+    const inheritedFds = [3, 4, 5];
+    const fromEnv = parseCommandLine(LIST, { resolveAdapter, inheritedFds });
+    assert.equal(fromEnv.kind, "run");
+    assert.deepEqual(fromEnv.kind === "run" && fromEnv.config.socketFds, [3, 4, 5]);
+    const explicit = parseCommandLine(["--socket-fd", "4", ...LIST], {
+      resolveAdapter,
+      inheritedFds,
+    });
+    assert.deepEqual(explicit.kind === "run" && explicit.config.socketFds, [4]);
+    const created = parseCommandLine(BASE, { resolveAdapter, inheritedFds });
+    assert.equal(created.kind === "run" && created.config.socketFds, undefined);
+  });
+
+  it("refuses conflicting or bad socket sources", () => {
+    refused("USAGE_SOCKET_CONFLICT", ["--socket-fd", "3", ...BASE], /exclude/);
+    refused("USAGE_SOCKET_CONFLICT", ["--socket-fd", "3", "--client", ...LIST], /--client/);
+    refused("USAGE_SOCKET_CONFLICT", ["--socket-fd", "3", "--socket-mode", "0660", ...LIST]);
+    refused("USAGE_BAD_SOCKET_FD", ["--socket-fd", "2", ...LIST], /--socket-fd/);
+    refused("USAGE_BAD_SOCKET_FD", ["--socket-fd", "x", ...LIST]);
+    refused("USAGE_BAD_SOCKET_FD", ["--socket-fd", "3", "--socket-fd", "3", ...LIST], /twice/);
+    refused("USAGE_BAD_SOCKET_COUNT", ["--socket-fd", "3", "-c", "2", ...LIST], /does not match/);
+    refused("USAGE_MISSING_OPTION", LIST, /socket-path/);
+  });
+
+  it("--log-format plain (default) or json; --print-capabilities", () => {
+    assert.equal(run(...BASE).logFormat, "plain");
+    assert.equal(run(...BASE, "--log-format", "json").logFormat, "json");
+    refused("USAGE_BAD_LOG_FORMAT", [...BASE, "--log-format", "xml"], /plain, json/);
+    assert.deepEqual(parse("--print-capabilities"), { kind: "capabilities" });
+  });
+
+  it("the help names the new options and the control socket's stats", () => {
+    for (const text of [
+      "--socket-fd",
+      "--log-format",
+      "--print-capabilities",
+      "stats",
+      "LISTEN_FDS",
+    ]) {
+      assert.ok(USAGE.includes(text), text);
+    }
+  });
+});

@@ -4,24 +4,42 @@
  * codes are decided by main.ts, which turns a {@link UsageError} into exit status 2.
  * Options follow rust-vmm's vhost-device-i2c (`-s` socket prefix, `-c` count, `-l` device list);
  * `--config FILE` adds devices from a JSON file (read by src/config/file.ts, not here) and
- * `vhost-device-i2c control PATH CMD...` is the control-socket client.
+ * `vhost-device-i2c control PATH CMD...` is the control-socket client. Listening sockets may come
+ * from a service manager instead of -s: `--socket-fd FD` (repeatable) or LISTEN_FDS, which main.ts
+ * reads from the environment and passes in. Also owns the help text as data ({@link HELP}): `--help`
+ * and the man page (scripts/man.mjs) both render it.
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { USAGE as CONTROL_USAGE } from "../control/protocol.js";
 import { type DeviceGroup, parseDeviceList } from "../i2c/device-list.js";
 import { MODEL_NAMES } from "../i2c/model.js";
-import { isLogLevel, LOG_LEVELS, type LogLevel } from "../log.js";
+import {
+  isLogFormat,
+  isLogLevel,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+} from "../log.js";
 
 /** Most sockets one daemon serves: each needs fds and a connection state. */
 export const MAX_SOCKET_COUNT = 64;
 
 export interface DaemonConfig {
-  /** Prefix given with -s; the daemon serves `${socketPath}${i}` for i in 0..socketCount-1. */
+  /** Prefix given with -s; the daemon serves `${socketPath}${i}` for i in 0..socketCount-1. "" with socketFds. */
   readonly socketPath: string;
   readonly socketCount: number;
-  /** The socket files, in order: socketPaths[i] belongs to socket index i. */
+  /** The socket files, in order: socketPaths[i] belongs to socket index i ("fd:N" for socketFds). */
   readonly socketPaths: readonly string[];
+  /**
+   * Inherited listening sockets (--socket-fd, or LISTEN_FDS from a service manager), in order:
+   * socketFds[i] serves socket index i. Absent when the daemon creates its sockets (-s).
+   */
+  readonly socketFds?: readonly number[];
+  /** --log-format: plain text lines (default) or one JSON object per line. */
+  readonly logFormat: LogFormat;
   /** The -l text as given (for logs); "" when -l was not given. */
   readonly deviceListText: string;
   /** The parsed -l groups; empty when -l was not given (then --config lists the devices). */
@@ -50,6 +68,8 @@ export interface DaemonConfig {
 export type CliCommand =
   | { readonly kind: "help" }
   | { readonly kind: "version" }
+  /** --print-capabilities: the vhost-user backend capabilities as JSON on stdout. */
+  | { readonly kind: "capabilities" }
   | { readonly kind: "run"; readonly config: DaemonConfig }
   /** `control PATH CMD...`: send one command to a running daemon's control socket. */
   | { readonly kind: "control"; readonly socketPath: string; readonly words: readonly string[] };
@@ -72,7 +92,10 @@ export type UsageErrorCode =
   | "USAGE_BAD_CONTROL_COMMAND"
   | "USAGE_BAD_SOCKET_MODE"
   | "USAGE_BAD_SOCKET_GROUP"
-  | "USAGE_BAD_LOCK_DIR";
+  | "USAGE_BAD_LOCK_DIR"
+  | "USAGE_BAD_SOCKET_FD"
+  | "USAGE_SOCKET_CONFLICT"
+  | "USAGE_BAD_LOG_FORMAT";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
 export class UsageError extends Error {
@@ -87,6 +110,8 @@ export class UsageError extends Error {
 export interface ParseDeps {
   /** Adapter name (as in /sys/bus/i2c/devices/i2c-N/name) → adapter number; throws when not exactly one. */
   readonly resolveAdapter: (name: string) => number;
+  /** Listening sockets passed by socket activation (LISTEN_FDS), used when neither -s nor --socket-fd is given. */
+  readonly inheritedFds?: readonly number[];
 }
 
 const OPTIONS = {
@@ -104,12 +129,18 @@ const OPTIONS = {
   "socket-mode": { type: "string" },
   "socket-group": { type: "string" },
   "lock-dir": { type: "string" },
+  "socket-fd": { type: "string", multiple: true },
+  "log-format": { type: "string" },
+  "print-capabilities": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
 
 /** Longest socket path that fits sockaddr_un.sun_path (108 bytes with the NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
+
+/** Options that may be given more than once (each adds a value). */
+const REPEATABLE_OPTIONS: ReadonlySet<string> = new Set(["socket-fd"]);
 
 const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
   ERR_PARSE_ARGS_UNKNOWN_OPTION: "USAGE_UNKNOWN_OPTION",
@@ -133,7 +164,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
   const seen = new Set<string>();
   for (const token of tokens) {
     if (token.kind !== "option") continue;
-    if (seen.has(token.name)) {
+    if (seen.has(token.name) && !REPEATABLE_OPTIONS.has(token.name)) {
       throw new UsageError(
         "USAGE_REPEATED_OPTION",
         `option --${token.name} is given more than once`,
@@ -144,11 +175,9 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
 
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
+  if (values["print-capabilities"]) return { kind: "capabilities" };
 
-  const socketPath = values["socket-path"];
-  if (socketPath === undefined) {
-    throw new UsageError("USAGE_MISSING_OPTION", "missing --socket-path (-s)");
-  }
+  const sockets = socketSource(values, deps.inheritedFds);
   const deviceListText = values["device-list"];
   const configFile = values.config;
   if (deviceListText === undefined && configFile === undefined) {
@@ -157,9 +186,8 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
   if (configFile === "") throw new UsageError("USAGE_BAD_CONFIG_PATH", "--config is empty");
   const controlSocket = values["control-socket"];
   if (controlSocket !== undefined) checkSocketPath(controlSocket, "--control-socket");
-  const socketCount = parseSocketCount(values["socket-count"]);
-  const socketPaths = socketPathsFor(socketPath, socketCount);
   const logLevel = parseLogLevel(values["log-level"]);
+  const logFormat = parseLogFormat(values["log-format"]);
 
   let deviceGroups: DeviceGroup[] = [];
   try {
@@ -180,9 +208,8 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
   return {
     kind: "run",
     config: {
-      socketPath,
-      socketCount,
-      socketPaths,
+      ...sockets,
+      logFormat,
       deviceListText: deviceListText ?? "",
       deviceGroups,
       configFile,
@@ -218,6 +245,102 @@ function parseArgsStrict(argv: readonly string[]) {
     allowPositionals: false,
     tokens: true,
   });
+}
+
+type SocketSource = Pick<DaemonConfig, "socketPath" | "socketCount" | "socketPaths" | "socketFds">;
+
+/**
+ * Where the sockets come from: -s (created), --socket-fd (inherited, explicit) or, when neither is
+ * given, the service manager's LISTEN_FDS. A count from -c must match the fds given.
+ */
+function socketSource(
+  values: {
+    "socket-path"?: string | undefined;
+    "socket-count"?: string | undefined;
+    "socket-fd"?: string[] | undefined;
+    client?: boolean | undefined;
+    "socket-mode"?: string | undefined;
+    "socket-group"?: string | undefined;
+  },
+  inherited: readonly number[] | undefined,
+): SocketSource {
+  const socketPath = values["socket-path"];
+  const fdTexts = values["socket-fd"];
+  if (socketPath !== undefined && fdTexts !== undefined) {
+    throw new UsageError(
+      "USAGE_SOCKET_CONFLICT",
+      "--socket-path and --socket-fd exclude each other: the daemon either creates its sockets or is given them",
+    );
+  }
+  if (socketPath !== undefined) {
+    const socketCount = parseSocketCount(values["socket-count"]);
+    return { socketPath, socketCount, socketPaths: socketPathsFor(socketPath, socketCount) };
+  }
+  const fds = fdTexts?.map(parseSocketFd) ?? inherited;
+  if (fds === undefined || fds.length === 0) {
+    throw new UsageError(
+      "USAGE_MISSING_OPTION",
+      "missing --socket-path (-s) (or --socket-fd, or sockets passed by the service manager)",
+    );
+  }
+  if (new Set(fds).size !== fds.length) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_FD",
+      `--socket-fd: an fd is given twice (${fds.join(", ")})`,
+    );
+  }
+  if (fds.length > MAX_SOCKET_COUNT) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_COUNT",
+      `${fds.length} sockets given: at most ${MAX_SOCKET_COUNT}`,
+    );
+  }
+  const countText = values["socket-count"];
+  if (countText !== undefined && parseSocketCount(countText) !== fds.length) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_COUNT",
+      `--socket-count ${countText} does not match the ${fds.length} socket(s) given as fds`,
+    );
+  }
+  for (const option of ["client", "socket-mode", "socket-group"] as const) {
+    if (values[option] !== undefined) {
+      throw new UsageError(
+        "USAGE_SOCKET_CONFLICT",
+        `--${option} applies to sockets the daemon creates, not to inherited ones (set SocketMode=/SocketGroup= in the socket unit)`,
+      );
+    }
+  }
+  return {
+    socketPath: "",
+    socketCount: fds.length,
+    socketPaths: fds.map((fd) => `fd:${fd}`),
+    socketFds: fds,
+  };
+}
+
+/** Lowest fd accepted: 0-2 are stdin, stdout and stderr. */
+const FIRST_SOCKET_FD = 3;
+
+function parseSocketFd(text: string): number {
+  const fd = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(fd) || fd < FIRST_SOCKET_FD || fd > 0x7fffffff) {
+    throw new UsageError(
+      "USAGE_BAD_SOCKET_FD",
+      `invalid --socket-fd "${text}": expected an open listening socket's fd number (${FIRST_SOCKET_FD} or more)`,
+    );
+  }
+  return fd;
+}
+
+function parseLogFormat(text: string | undefined): LogFormat {
+  if (text === undefined) return "plain";
+  if (!isLogFormat(text)) {
+    throw new UsageError(
+      "USAGE_BAD_LOG_FORMAT",
+      `invalid --log-format "${text}": expected one of ${LOG_FORMATS.join(", ")}`,
+    );
+  }
+  return text;
 }
 
 function parseSocketCount(text: string | undefined): number {
@@ -341,59 +464,266 @@ function parseLogLevel(text: string | undefined): LogLevel {
   return text;
 }
 
-export const USAGE = `Usage: vhost-device-i2c -s <socket-path> (-l <device-list> | --config <file>) [options]
-       vhost-device-i2c control <control-socket> <command> [arguments...]
+/**
+ * What `--print-capabilities` prints (vhost-user "backend program conventions": a JSON object with
+ * the backend type and its optional features, each a command-line capability).
+ */
+export const CAPABILITIES = {
+  type: "i2c",
+  features: ["socket-fd", "client", "config", "control-socket", "trace", "pcap", "log-format"],
+} as const;
 
-vhost-user backend giving virtual machines a virtio-i2c bus, on host I2C adapters (/dev/i2c-N)
-or on emulated devices.
+/** A definition: a term (an option with its argument, a placeholder, a command) and its text lines. */
+export interface HelpTerm {
+  readonly term: string;
+  readonly text: readonly string[];
+}
 
-Options:
-  -s, --socket-path <path>   socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)
-  -c, --socket-count <n>     number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})
-  -l, --device-list <list>   the devices the guests may reach (see below)
-      --config <file>        more devices from a JSON file (models with options, backing files,
-                             user model modules); may be combined with -l
-      --control-socket <path> serve run-time control commands on this Unix socket
-      --client               connect to sockets the VMM listens on (QEMU -chardev ...,server=on),
-                             retrying until they exist and reconnecting after the VMM restarts
-      --socket-mode <mode>   permissions of the sockets the daemon creates, octal (e.g. 0660)
-      --socket-group <group> group of the sockets the daemon creates (name or number)
-      --lock-dir <dir>       host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else
-                             /run/lock/vhost-device-i2c; created if missing)
-      --trace                one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)
-      --trace-file <file>    the trace lines appended to <file> instead
-      --pcap <file>          every message as a pcap record for Wireshark (link type 209)
-      --pcap-max-size <n>    bytes per capture file (K/M/G suffix); then <file> rotates to <file>.1
-      --log-level <level>    ${LOG_LEVELS.join("|")} (default info; debug shows each transfer)
-  -h, --help                 show this help
-  -V, --version              show the version
+/** A titled part of the help: text lines (each a sentence or two) and definitions, in order. */
+export interface HelpSection {
+  readonly title: string;
+  readonly body: readonly (string | HelpTerm)[];
+}
 
-Device list: groups separated by ",", each "<bus>:<device>[:<device>...]".
-  <bus>    a host adapter by number (3 means /dev/i2c-3) or by its sysfs name
-           (/sys/bus/i2c/devices/i2c-N/name), or "sim" for emulated devices
-  <device> on a host adapter: <addr>, or <host-addr>@<guest-addr> to show it elsewhere;
-           on "sim": <addr>=<model> (default options), models: ${MODEL_NAMES.join(", ")};
-           either may end in "=ro": read-only (reads, and a 1-2 byte register address before a read)
-  <addr>   7-bit address, decimal (80) or hexadecimal (0x50)
-A guest address may appear only once in the whole list and config file; guests reach nothing else.
-The list serves every socket that has no list of its own in the config file ("sockets").
-SIGHUP reloads --config for new connections; SIGTERM/SIGINT finish or fail transfers and stop.
+export interface HelpExample {
+  readonly command: string;
+  readonly text: string;
+}
 
-Control commands: list, get <addr> <property>, set <addr> <property> <value>,
-  read <addr> <offset> <length>, write <addr> <offset> <hex>
+/** The whole help, as data: `--help` (renderHelp) and the man page (scripts/man.mjs) render it. */
+export interface HelpDocument {
+  readonly name: string;
+  /** One line: what the program is (the man page's NAME). */
+  readonly summary: string;
+  readonly synopsis: readonly string[];
+  readonly description: readonly string[];
+  readonly options: readonly HelpTerm[];
+  readonly sections: readonly HelpSection[];
+  readonly examples: readonly HelpExample[];
+}
 
-Examples:
-  vhost-device-i2c -s /tmp/vi2c.sock -l sim:0x50=24c02
-      one emulated 24c02 EEPROM at 0x50, socket /tmp/vi2c.sock0
-  vhost-device-i2c -s /run/vi2c.sock -c 2 -l 6:32:41,7:0x36
-      adapters /dev/i2c-6 (0x20, 0x29) and /dev/i2c-7 (0x36), sockets /run/vi2c.sock0 and 1
-  vhost-device-i2c -s /run/vi2c.sock -l "SMBus I801 adapter at efa0:0x50:0x51"
-      an adapter given by name
-  vhost-device-i2c --client -s /run/qemu-i2c.sock -l sim:0x50=24c02
-      connect to QEMU's -chardev socket,path=/run/qemu-i2c.sock0,server=on
-  vhost-device-i2c -s /run/vi2c.sock -l 6:0x20 --config devices.json --control-socket /run/vi2c.ctl
-      a host adapter plus the devices in devices.json, controllable at run time
-  vhost-device-i2c -s /run/vi2c.sock -l "0:0x52@0x42=ro" --socket-mode 0660 --socket-group kvm
-      host 0x52 on /dev/i2c-0 at guest address 0x42, read-only; sockets for group kvm only
-  vhost-device-i2c control /run/vi2c.ctl set 0x48 temperature 42.5
-`;
+const term = (name: string, ...text: string[]): HelpTerm => ({ term: name, text });
+
+export const HELP: HelpDocument = {
+  name: "vhost-device-i2c",
+  summary: "vhost-user backend giving virtual machines a virtio-i2c bus",
+  synopsis: [
+    "vhost-device-i2c -s <socket-path> (-l <device-list> | --config <file>) [options]",
+    "vhost-device-i2c --socket-fd <fd> (-l <device-list> | --config <file>) [options]",
+    "vhost-device-i2c control <control-socket> <command> [arguments...]",
+    "vhost-device-i2c --print-capabilities | --help | --version",
+  ],
+  description: [
+    "vhost-user backend giving virtual machines a virtio-i2c bus, on host I2C adapters (/dev/i2c-N)",
+    "or on emulated devices. A VMM (QEMU's vhost-user-i2c-pci) connects to each socket; one socket",
+    "serves one guest, which reaches only the devices listed for it.",
+  ],
+  options: [
+    term(
+      "-s, --socket-path <path>",
+      "socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)",
+    ),
+    term(
+      "-c, --socket-count <n>",
+      `number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})`,
+    ),
+    term("-l, --device-list <list>", "the devices the guests may reach (see Device list)"),
+    term(
+      "--config <file>",
+      "more devices from a JSON file (models with options, backing files,",
+      "user model modules); may be combined with -l",
+    ),
+    term(
+      "--socket-fd <fd>",
+      "serve an inherited listening Unix socket instead of creating one; repeat",
+      "for several sockets (socket index = order given); replaces -s",
+    ),
+    term("--control-socket <path>", "serve run-time control commands on this Unix socket"),
+    term(
+      "--client",
+      "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",
+      "retrying until they exist and reconnecting after the VMM restarts",
+    ),
+    term(
+      "--socket-mode <mode>",
+      "permissions of the sockets the daemon creates, octal (e.g. 0660)",
+    ),
+    term("--socket-group <group>", "group of the sockets the daemon creates (name or number)"),
+    term(
+      "--lock-dir <dir>",
+      "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
+      "/run/lock/vhost-device-i2c; created if missing)",
+    ),
+    term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
+    term("--trace-file <file>", "the trace lines appended to <file> instead"),
+    term("--pcap <file>", "every message as a pcap record for Wireshark (link type 209)"),
+    term(
+      "--pcap-max-size <n>",
+      "bytes per capture file (K/M/G suffix); then <file> rotates to <file>.1",
+    ),
+    term(
+      "--log-level <level>",
+      `${LOG_LEVELS.join("|")} (default info; debug shows each transfer)`,
+    ),
+    term(
+      "--log-format <format>",
+      `${LOG_FORMATS.join("|")}: text lines (default) or one JSON object per line`,
+      "(time, level, context, message, fields)",
+    ),
+    term(
+      "--print-capabilities",
+      'print the backend capabilities as JSON ({"type":"i2c",...}) and exit',
+    ),
+    term("-h, --help", "show this help"),
+    term("-V, --version", "show the version"),
+  ],
+  sections: [
+    {
+      title: "Device list",
+      body: [
+        'Groups separated by ",", each "<bus>:<device>[:<device>...]".',
+        term(
+          "<bus>",
+          "a host adapter by number (3 means /dev/i2c-3) or by its sysfs name",
+          '(/sys/bus/i2c/devices/i2c-N/name), or "sim" for emulated devices',
+        ),
+        term(
+          "<device>",
+          "on a host adapter: <addr>, or <host-addr>@<guest-addr> to show it elsewhere;",
+          'on "sim": <addr>=<model> (default options, models below);',
+          'either may end in "=ro": read-only (reads, and a 1-2 byte register address before a read)',
+        ),
+        term("<addr>", "7-bit address, decimal (80) or hexadecimal (0x50)"),
+        term("models", MODEL_NAMES.join(", ")),
+        "A guest address may appear only once in the whole list and config file; guests reach nothing else.",
+        'The list serves every socket that has no list of its own in the config file ("sockets").',
+      ],
+    },
+    {
+      title: "Control socket",
+      body: [
+        "With --control-socket, `vhost-device-i2c control <path> <command>` sends one command:",
+        ...Object.values(CONTROL_USAGE).map((usage) => term(usage, controlCommandText(usage))),
+      ],
+    },
+    {
+      title: "Signals",
+      body: [
+        "SIGHUP reloads --config for new connections; SIGTERM/SIGINT finish or fail transfers and stop.",
+      ],
+    },
+    {
+      title: "Running as a service",
+      body: [
+        "Listening sockets passed by a service manager (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; fds",
+        "from 3) are served when neither -s nor --socket-fd is given. Readiness is reported with",
+        "READY=1 and STATUS= to $NOTIFY_SOCKET (systemd Type=notify). Logs go to stderr (stdout is",
+        "for --trace); under journald each line starts with its syslog priority. Unit files:",
+        "contrib/systemd/ in the package.",
+      ],
+    },
+    {
+      title: "Exit status",
+      body: [
+        term("0", "stopped by SIGTERM/SIGINT, or --help, --version, --print-capabilities"),
+        term("1", "any other failure"),
+        term("2", "the command line, device list, config file or a model module cannot be run"),
+      ],
+    },
+  ],
+  examples: [
+    {
+      command: "vhost-device-i2c -s /tmp/vi2c.sock -l sim:0x50=24c02",
+      text: "one emulated 24c02 EEPROM at 0x50, socket /tmp/vi2c.sock0",
+    },
+    {
+      command: "vhost-device-i2c -s /run/vi2c.sock -c 2 -l 6:32:41,7:0x36",
+      text: "adapters /dev/i2c-6 (0x20, 0x29) and /dev/i2c-7 (0x36), sockets /run/vi2c.sock0 and 1",
+    },
+    {
+      command: 'vhost-device-i2c -s /run/vi2c.sock -l "SMBus I801 adapter at efa0:0x50:0x51"',
+      text: "an adapter given by name",
+    },
+    {
+      command: "vhost-device-i2c --client -s /run/qemu-i2c.sock -l sim:0x50=24c02",
+      text: "connect to QEMU's -chardev socket,path=/run/qemu-i2c.sock0,server=on",
+    },
+    {
+      command:
+        "vhost-device-i2c -s /run/vi2c.sock -l 6:0x20 --config devices.json --control-socket /run/vi2c.ctl",
+      text: "a host adapter plus the devices in devices.json, controllable at run time",
+    },
+    {
+      command:
+        'vhost-device-i2c -s /run/vi2c.sock -l "0:0x52@0x42=ro" --socket-mode 0660 --socket-group kvm',
+      text: "host 0x52 on /dev/i2c-0 at guest address 0x42, read-only; sockets for group kvm only",
+    },
+    {
+      command: "vhost-device-i2c control /run/vi2c.ctl set 0x48 temperature 42.5",
+      text: "change an emulated LM75's temperature while the guest runs",
+    },
+    {
+      command: "vhost-device-i2c control /run/vi2c.ctl stats",
+      text: "transfer, byte and error counters and latency histograms per guest and device (JSON)",
+    },
+    {
+      command: "vhost-device-i2c -s /tmp/vi2c.sock -l sim:0x50=24c02 --trace --log-format json",
+      text: "trace lines on stdout, JSON log lines on stderr",
+    },
+    {
+      command: "systemctl enable --now vhost-device-i2c@vm1.socket",
+      text: "socket activation with contrib/systemd/ (devices in /etc/vhost-device-i2c/vm1.conf)",
+    },
+  ],
+};
+
+function controlCommandText(usage: string): string {
+  const name = usage.split(" ")[0] ?? usage;
+  const texts: Readonly<Record<string, string>> = {
+    help: "the commands the daemon understands",
+    list: "every device: guest, address, model or host adapter",
+    stats: "counters per guest and device: transfers, bytes, errors, latency histogram (JSON)",
+    get: "read a property of an emulated device",
+    set: "change a property of an emulated device",
+    read: "read bytes from an emulated device's memory",
+    write: "write bytes (hex) into an emulated device's memory",
+  };
+  return texts[name] ?? "";
+}
+
+/** Column where option and definition texts start in `--help`. */
+const HELP_TERM_WIDTH = 31;
+
+function renderTerm(entry: HelpTerm, indent: string): string {
+  const pad = " ".repeat(HELP_TERM_WIDTH);
+  const head = `${indent}${entry.term}`;
+  const [first = "", ...rest] = entry.text;
+  const lines =
+    head.length < HELP_TERM_WIDTH - 1
+      ? [`${head.padEnd(HELP_TERM_WIDTH)}${first}`]
+      : [head, `${pad}${first}`];
+  return [...lines, ...rest.map((line) => `${pad}${line}`)].join("\n");
+}
+
+/** `--help`: the document as plain text. */
+export function renderHelp(doc: HelpDocument): string {
+  const out: string[] = [];
+  doc.synopsis.forEach((line, i) => {
+    out.push(`${i === 0 ? "Usage: " : "       "}${line}`);
+  });
+  out.push("", ...doc.description, "", "Options:");
+  for (const option of doc.options) {
+    out.push(renderTerm(option, option.term.startsWith("--") ? "      " : "  "));
+  }
+  for (const section of doc.sections) {
+    out.push("", `${section.title}:`);
+    for (const part of section.body) {
+      out.push(typeof part === "string" ? part : renderTerm(part, "  "));
+    }
+  }
+  out.push("", "Examples:");
+  for (const example of doc.examples) out.push(`  ${example.command}`, `      ${example.text}`);
+  return `${out.join("\n")}\n`;
+}
+
+export const USAGE = renderHelp(HELP);

@@ -4,16 +4,27 @@
  * side only: where log lines go, what is printed on stdout/stderr and the exit status
  * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file or a
  * model module cannot be run, 1 = any other failure); `control PATH CMD...` runs the control client
- * (src/control/client.ts decides its output and status). Must not hold protocol or device logic: daemon.ts wires the layers.
+ * (src/control/client.ts decides its output and status). Also the service-manager side: sockets
+ * inherited through LISTEN_FDS (the variables are then removed from the environment), readiness and
+ * status sent to $NOTIFY_SOCKET, and the log style (logs go to stderr, as plain text or JSON; stdout
+ * is kept for --trace and command output; under journald each line carries its syslog priority).
+ * Must not hold protocol or device logic: daemon.ts wires the layers.
  * @module
  */
 
-import { readFileSync } from "node:fs";
+import { fstatSync, readFileSync } from "node:fs";
 import { runControlCommand } from "../control/client.js";
 import { resolveAdapter, sysfsRoot } from "../i2c/adapters.js";
-import { createLogger } from "../log.js";
-import { parseCommandLine, USAGE, UsageError } from "./args.js";
-import { DaemonError, runDaemonUntilSignal } from "./daemon.js";
+import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
+import {
+  type InheritedFds,
+  inheritedFds,
+  LISTEN_ENV_NAMES,
+  notifyServiceManager,
+  ServiceManagerError,
+} from "../sys/service-manager.js";
+import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
+import { DaemonError, type LifecycleHooks, runDaemonUntilSignal } from "./daemon.js";
 
 const PROGRAM = "vhost-device-i2c";
 
@@ -33,15 +44,59 @@ function fail(status: number, message: string, hint: boolean): number {
   return status;
 }
 
+/** Log lines carry their syslog priority when stderr is the journal stream systemd gave us. */
+function logStyle(config: DaemonConfig): LogStyle {
+  let journal = false;
+  try {
+    journal = isJournalStream(process.env, fstatSync(process.stderr.fd));
+  } catch {
+    // stderr closed or not a file: no journal
+  }
+  return { format: config.logFormat, syslogPriority: journal };
+}
+
+/**
+ * sd_notify states for the daemon's lifecycle. A failed notification is logged, never fatal: the
+ * service manager then sees a start time-out, which names the problem better than an exit.
+ */
+function serviceNotifier(config: DaemonConfig, logger: Logger): LifecycleHooks {
+  const notify = (state: string) => {
+    try {
+      notifyServiceManager(process.env, state);
+    } catch (err) {
+      logger.warn("cannot notify the service manager", {
+        socket: process.env.NOTIFY_SOCKET,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  };
+  const serving = `STATUS=serving ${config.socketCount} socket(s)`;
+  return {
+    onReady: () => notify(`READY=1\n${serving}`),
+    onReloading: () => notify("RELOADING=1\nSTATUS=reloading the configuration"),
+    onReloaded: (inUse) =>
+      notify(`READY=1\n${inUse ? serving : `${serving} (reload failed: configuration kept)`}`),
+    onStopping: () => notify("STOPPING=1\nSTATUS=stopping: finishing transfers"),
+  };
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const root = sysfsRoot(process.env);
+  let inherited: InheritedFds | null;
   let command: ReturnType<typeof parseCommandLine>;
   try {
-    command = parseCommandLine(argv, { resolveAdapter: (name) => resolveAdapter(name, root) });
+    inherited = inheritedFds(process.env, process.pid);
+    command = parseCommandLine(argv, {
+      resolveAdapter: (name) => resolveAdapter(name, root),
+      ...(inherited !== null && { inheritedFds: inherited.fds }),
+    });
   } catch (err) {
     if (err instanceof UsageError) return fail(EXIT_USAGE, err.message, true);
+    if (err instanceof ServiceManagerError) return fail(EXIT_USAGE, err.message, false);
     throw err;
   }
+  // Like sd_listen_fds(1): anything the daemon starts must not take the sockets for its own.
+  for (const name of LISTEN_ENV_NAMES) delete process.env[name];
   if (command.kind === "help") {
     process.stdout.write(USAGE);
     return EXIT_OK;
@@ -50,13 +105,25 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${PROGRAM} ${packageVersion()}\n`);
     return EXIT_OK;
   }
+  if (command.kind === "capabilities") {
+    process.stdout.write(`${JSON.stringify(CAPABILITIES, null, 2)}\n`);
+    return EXIT_OK;
+  }
   if (command.kind === "control") {
     return runControlCommand(command.socketPath, command.words, process.stdout, process.stderr);
   }
-  const logger = createLogger(command.config.logLevel, process.stderr);
+  const { config } = command;
+  const logger = createLogger(config.logLevel, process.stderr, "", logStyle(config));
+  if (inherited !== null && config.socketFds === inherited.fds) {
+    logger.info("serving sockets passed by the service manager", {
+      fds: inherited.fds.join(","),
+      names: inherited.names.join(":") || undefined,
+    });
+  }
   try {
-    await runDaemonUntilSignal(command.config, logger, {
+    await runDaemonUntilSignal(config, logger, {
       resolveAdapter: (name) => resolveAdapter(name, root),
+      ...serviceNotifier(config, logger),
     });
     return EXIT_OK;
   } catch (err) {
