@@ -704,10 +704,20 @@ export class BackendConnection {
     const queue = vring.queue;
     if (queue === null || this.broken || !this.isRunnable(vring)) return;
     try {
-      do {
-        queue.disableNotifications();
+      // A device may leave chains in the ring (the start of a transfer whose rest is not there yet):
+      // looping while they are available would spin forever. After a pass that took nothing, one more
+      // pass runs with notifications on, so a chain added meanwhile kicks; then we wait for that kick.
+      let stayEnabled = false;
+      for (;;) {
+        if (!stayEnabled) queue.disableNotifications();
+        const before = vringBase(queue);
         this.device.processQueue(vring.index, queue);
-      } while (queue.enableNotifications());
+        const tookSome = vringBase(queue) !== before;
+        if (!queue.enableNotifications()) break;
+        if (tookSome) stayEnabled = false;
+        else if (stayEnabled) break;
+        else stayEnabled = true;
+      }
     } catch (error) {
       const why = error instanceof VirtqueueError ? "broken ring" : "device failure";
       this.logger.error(`vring stopped: ${why}`, { index: vring.index, error: String(error) });
