@@ -16,7 +16,8 @@ import { I2cGuest } from "../../src/frontend/i2c-driver.js";
 import { EventFd } from "../../src/sys/eventfd.js";
 import { createMemfd } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
-import { type DaemonProcess, makeTempDir, startDaemon } from "../helpers/daemon.js";
+import { FrontendError } from "../../src/vhost-user/frontend.js";
+import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
 
 /** Runs per property: FUZZ_RUNS when set, else the CI budget given by the test. */
 export function fuzzRuns(ciRuns: number): number {
@@ -34,9 +35,9 @@ export function fuzzSeed(): number {
 export function fuzzParameters(ciRuns: number): {
   numRuns: number;
   seed: number;
-  endOnFailure: true;
+  includeErrorInReport: true;
 } {
-  return { numRuns: fuzzRuns(ciRuns), seed: fuzzSeed(), endOnFailure: true };
+  return { numRuns: fuzzRuns(ciRuns), seed: fuzzSeed(), includeErrorInReport: true };
 }
 
 /** The one emulated device every test talks to. */
@@ -86,11 +87,28 @@ export async function startThreeSocketDaemon(logLevel = "info"): Promise<ThreeSo
  * the daemon accepts connections and serves the full path.
  */
 export async function assertServes(path: string, marker = 0x5a, offset = 0xf0): Promise<void> {
-  const guest = await I2cGuest.connect(path);
+  const guest = await whenSocketFree(() => I2cGuest.connect(path));
   try {
     await assertTransfer(guest, marker, offset);
   } finally {
     await guest.close();
+  }
+}
+
+/**
+ * Runs `connect` until the daemon stops refusing it: a socket serves one front-end at a time, and the
+ * daemon may not have seen the previous one hang up yet (it closes a second connection at once).
+ */
+export async function whenSocketFree<T>(connect: () => Promise<T>, ms = WAIT_MS): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await connect();
+    } catch (error) {
+      const refused = error instanceof FrontendError && error.code === "ECONNRESET";
+      if (!refused || Date.now() > end) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
   }
 }
 
