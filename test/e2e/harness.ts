@@ -13,7 +13,7 @@ import { writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
-import { DaemonProcess, makeTempDir, withTimeout } from "../helpers/daemon.js";
+import { DaemonProcess, makeTempDir, type SpawnOptions, withTimeout } from "../helpers/daemon.js";
 import {
   type BootGuestOptions,
   bootGuest,
@@ -31,8 +31,9 @@ export const GUEST_TIMEOUT_MS = 90_000;
  */
 export const TEST_TIMEOUT_MS = 600_000;
 
-function hasCommand(command: string): boolean {
-  return spawnSync(command, ["--version"], { stdio: "ignore" }).status === 0;
+/** Whether `command` runs (`versionArg` must make it exit 0: i2c-tools want -V). */
+function hasCommand(command: string, versionArg = "--version"): boolean {
+  return spawnSync(command, [versionArg], { stdio: "ignore" }).status === 0;
 }
 
 /** Set by CI (.ci/run): a missing prerequisite fails the suite instead of skipping it. */
@@ -53,6 +54,21 @@ export function guestPrerequisites(): { images: GuestImages } | { skip: string }
   const reason = skip ?? "no guest image";
   if (process.env[E2E_REQUIRED_ENV]) throw new Error(`${E2E_REQUIRED_ENV} is set but ${reason}`);
   return { skip: reason };
+}
+
+/**
+ * Why a test needing the host tool `command` (from Debian package `debianPackage`) skips, or false
+ * when the tool runs. Throws instead when E2E_REQUIRED_ENV is set, as `guestPrerequisites` does.
+ */
+export function hostToolSkip(
+  command: string,
+  debianPackage: string,
+  versionArg = "--version",
+): string | false {
+  if (hasCommand(command, versionArg)) return false;
+  const reason = `${command} is not installed on the host (Debian package ${debianPackage})`;
+  if (process.env[E2E_REQUIRED_ENV]) throw new Error(`${E2E_REQUIRED_ENV} is set but ${reason}`);
+  return reason;
 }
 
 /**
@@ -162,8 +178,9 @@ export async function startServerDaemon(
   name: string,
   args: readonly string[],
   listenPaths: readonly string[],
+  options: SpawnOptions = {},
 ): Promise<DaemonProcess> {
-  const daemon = evidence.daemon(name, new DaemonProcess(args));
+  const daemon = evidence.daemon(name, new DaemonProcess(args, options));
   await daemon.waitForListening(listenPaths);
   return daemon;
 }
