@@ -30,8 +30,8 @@ describe("loadNativeBinding", () => {
           assert.ok(error instanceof NativeLoadError);
           assert.equal(error.code, "ERR_NATIVE_LOAD");
           assert.deepEqual(error.tried, [
-            join(root, PREBUILD_DIR, "vhost_device_i2c.node"),
             join(root, "build/Release/vhost_device_i2c.node"),
+            join(root, PREBUILD_DIR, "vhost_device_i2c.node"),
             join(root, "build/Debug/vhost_device_i2c.node"),
           ]);
           for (const path of error.tried) assert.ok(error.message.includes(path));
@@ -43,7 +43,7 @@ describe("loadNativeBinding", () => {
     }
   });
 
-  it("prefers a prebuilt binary for this platform over build/", () => {
+  it("falls back to the prebuilt binary for this platform when build/ has none that loads", () => {
     const root = mkdtempSync(join(tmpdir(), "vdi2c-prebuild-"));
     try {
       const built = join(
@@ -52,7 +52,7 @@ describe("loadNativeBinding", () => {
       );
       mkdirSync(join(root, PREBUILD_DIR), { recursive: true });
       copyFileSync(built, join(root, PREBUILD_DIR, "vhost_device_i2c.node"));
-      // A broken build/Release must not be touched when the prebuild loads.
+      // A broken build/Release is passed over.
       mkdirSync(join(root, "build/Release"), { recursive: true });
       writeFileSync(join(root, "build/Release/vhost_device_i2c.node"), "not an addon");
       const binding = loadNativeBinding(root);

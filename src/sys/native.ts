@@ -1,5 +1,5 @@
 /**
- * Loads the native addon (a prebuilt binary in prebuilds/<platform>-<arch>/, else build/Release, then
+ * Loads the native addon (build/Release, else a prebuilt binary in prebuilds/<platform>-<arch>/, then
  * build/Debug, under the package root) and describes its whole surface as `NativeBinding`, so no other
  * file sees an untyped value.
  * Must not: wrap, validate or interpret calls; that is the job of the sys classes.
@@ -91,8 +91,11 @@ export const POLL_WRITABLE = 2;
 const ADDON_FILE = "vhost_device_i2c.node";
 /** Where `npm run prebuild` puts the binary for this platform (shipped in the package when present). */
 export const PREBUILD_DIR = `prebuilds/${process.platform}-${process.arch}`;
-/** A prebuilt binary first (no compiler needed), then what node-gyp built on install. */
-const ADDON_DIRS = [PREBUILD_DIR, "build/Release", "build/Debug"] as const;
+/**
+ * What node-gyp built from this source first (a stale prebuilt binary must never hide a rebuilt
+ * addon), then the prebuilt one (installs without a compiler keep it and build nothing).
+ */
+const ADDON_DIRS = ["build/Release", PREBUILD_DIR, "build/Debug"] as const;
 
 /** The nearest directory at or above `start` that holds a package.json. */
 export function findPackageRoot(start: string): string {
