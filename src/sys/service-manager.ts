@@ -10,7 +10,7 @@
 
 import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
 import { native } from "./native.js";
-import { UnixStream } from "./unix-socket.js";
+import { UnixListener } from "./unix-socket.js";
 
 /** The first inherited fd: 0-2 are stdio (SD_LISTEN_FDS_START). */
 export const LISTEN_FDS_START = 3;
@@ -66,60 +66,29 @@ export function inheritedFds(env: Environment, pid: number): InheritedFds | null
 /** The variables socket activation sets; a daemon removes them so its children do not see them. */
 export const LISTEN_ENV_NAMES = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] as const;
 
-/** An inherited listening AF_UNIX stream socket. Accepts like UnixListener; has no path of its own. */
-export class InheritedListener {
-  #fd: number;
-
-  private constructor(fd: number) {
-    this.#fd = fd;
+/**
+ * Takes ownership of an inherited `fd` once it is checked to be a listening Unix stream socket.
+ * Throws ServiceManagerError otherwise (a wrong unit file, not a run-time failure).
+ */
+export function adoptInheritedListener(fd: number): UnixListener {
+  if (!Number.isInteger(fd) || fd < 0) throw new SysArgumentError(`invalid fd ${fd}`);
+  let info: [number, number, number];
+  try {
+    info = sysCall("getsockopt", () => native().socketInfo(fd));
+  } catch (error) {
+    throw new ServiceManagerError(
+      "NOT_A_LISTENING_SOCKET",
+      `fd ${fd} is not a socket: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
-
-  /**
-   * Takes ownership of `fd` once it is checked to be a listening Unix stream socket; makes it
-   * nonblocking. Throws ServiceManagerError otherwise (a wrong unit file, not a run-time failure).
-   */
-  static adopt(fd: number): InheritedListener {
-    if (!Number.isInteger(fd) || fd < 0) throw new SysArgumentError(`invalid fd ${fd}`);
-    let info: [number, number, number];
-    try {
-      info = sysCall("getsockopt", () => native().socketInfo(fd));
-    } catch (error) {
-      throw new ServiceManagerError(
-        "NOT_A_LISTENING_SOCKET",
-        `fd ${fd} is not a socket: ${error instanceof Error ? error.message : String(error)}`,
-      );
-    }
-    const [domain, type, accepting] = info;
-    if (domain !== AF_UNIX || type !== SOCK_STREAM || accepting !== 1) {
-      throw new ServiceManagerError(
-        "NOT_A_LISTENING_SOCKET",
-        `fd ${fd} is not a listening Unix stream socket (use ListenStream= with a path)`,
-      );
-    }
-    sysCall("fcntl", () => native().setNonBlocking(fd));
-    return new InheritedListener(fd);
+  const [domain, type, accepting] = info;
+  if (domain !== AF_UNIX || type !== SOCK_STREAM || accepting !== 1) {
+    throw new ServiceManagerError(
+      "NOT_A_LISTENING_SOCKET",
+      `fd ${fd} is not a listening Unix stream socket (use ListenStream= with a path)`,
+    );
   }
-
-  /** The fd (for FdWatcher), or -1 once closed. */
-  get fd(): number {
-    return this.#fd;
-  }
-
-  /** The next pending connection, or null when none is waiting. */
-  accept(): UnixStream | null {
-    const listenFd = this.#fd;
-    if (listenFd < 0) throw closedError("accept4");
-    const fd = sysCall("accept4", () => native().socketAccept(listenFd));
-    return fd < 0 ? null : UnixStream.adopt(fd);
-  }
-
-  /** Closes our copy of the fd (the service manager keeps its own). Safe to call twice. */
-  close(): void {
-    const fd = this.#fd;
-    if (fd < 0) return;
-    this.#fd = -1;
-    sysCall("close", () => native().close(fd));
-  }
+  return UnixListener.adopt(fd, `fd:${fd}`);
 }
 
 /** Sends one datagram to the Unix socket at `path` (a leading "@" names an abstract socket). */

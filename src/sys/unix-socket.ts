@@ -122,6 +122,16 @@ export class UnixListener {
     this.path = path;
   }
 
+  /**
+   * Takes ownership of a listening socket made elsewhere (inherited from a service manager) and makes
+   * it nonblocking. The caller checks what the fd is; `path` is only a name for messages.
+   */
+  static adopt(fd: number, path: string): UnixListener {
+    if (!Number.isInteger(fd) || fd < 0) throw new SysArgumentError(`invalid fd ${fd}`);
+    sysCall("fcntl", () => native().setNonBlocking(fd));
+    return new UnixListener(fd, path);
+  }
+
   /** Binds and listens on `path`. Fails with EADDRINUSE if the path exists (stale or not). */
   static listen(path: string, backlog = 16): UnixListener {
     return new UnixListener(

@@ -14,7 +14,7 @@ import { dirname } from "node:path";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
-import { InheritedListener } from "../sys/service-manager.js";
+import { adoptInheritedListener } from "../sys/service-manager.js";
 import { UnixListener, UnixStream } from "../sys/unix-socket.js";
 import { BackendConnection, type BackendOptions } from "./backend.js";
 import { MessageChannel } from "./connection.js";
@@ -188,7 +188,7 @@ export class VhostUserServer extends SessionHost {
     factory: VhostUserDeviceFactory,
     options: SessionOptions = {},
   ): VhostUserServer {
-    const listener = InheritedListener.adopt(fd);
+    const listener = adoptInheritedListener(fd);
     const path = `fd:${fd}`;
     (options.logger ?? silentLogger).info("listening on an inherited socket", { fd });
     return new VhostUserServer(path, listener, false, socketIndex, factory, options);
