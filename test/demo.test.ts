@@ -1,4 +1,5 @@
-// Integration: `npm run demo` (dist/src/cli/demo.js) runs end to end and exits 0.
+// Integration: `npm run demo` (dist/src/cli/demo.js) runs the real daemon and real vi2c commands end to
+// end, prints each command line with the command's own output, and exits 0.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { it } from "node:test";
@@ -6,11 +7,37 @@ import { fileURLToPath } from "node:url";
 
 const DEMO_JS = fileURLToPath(new URL("../src/cli/demo.js", import.meta.url));
 
-it("demo scans, writes, reads back and dumps the emulated EEPROM, then exits 0", () => {
+it("demo drives the emulated bus with vi2c info, detect, set, get, transfer and dump, then exits 0", () => {
   const result = spawnSync(process.execPath, [DEMO_JS], { encoding: "utf8", timeout: 60_000 });
-  assert.equal(result.status, 0, `${result.stdout}\n${result.stderr}`);
-  assert.match(result.stdout, /^50: 50 --/m, "i2cdetect grid shows the EEPROM at 0x50");
-  assert.match(result.stdout, /Read back with one write\+read transfer: "Hello from the guest/);
-  assert.match(result.stdout, /^20: 48 65 6c 6c 6f/m, "i2cdump shows the message");
-  assert.match(result.stdout, /The daemon exited with status 0/);
+  const out = result.stdout;
+  assert.equal(result.status, 0, `${out}\n${result.stderr}`);
+  assert.match(out, /^\$ vhost-device-i2c -s vi2c\.sock -l sim:0x50=24c02:0x48=lm75 &$/m);
+  assert.match(
+    out,
+    /^\$ vi2c info vi2c\.sock0\n(?:.*\n)*? {2}bit 0 +VIRTIO_I2C_F_ZERO_LENGTH_REQUEST$/m,
+  );
+  assert.match(
+    out,
+    /^\$ vi2c detect -y vi2c\.sock0\n {5}0 {2}1 [^\n]*\n(?:.*\n){4}40:(?: --){8} 48 [^\n]*\n50: 50 (?:-- ){15}$/m,
+    "the i2cdetect grid shows the LM75 at 0x48 and the EEPROM at 0x50",
+  );
+  assert.match(out, /^\$ vi2c set -y vi2c\.sock0 0x50 0x00 0x42\n\n/m, "i2cset prints nothing");
+  assert.match(out, /^\$ vi2c get -y vi2c\.sock0 0x50 0x00\n0x42\n/m, "i2cget reads back 0x42");
+  assert.match(
+    out,
+    /^\$ vi2c transfer -y vi2c\.sock0 w1@0x50 0x00 r8@0x50\n0x42(?: 0xff){7}\n/m,
+    "i2ctransfer reads 0x42 then the erased bytes",
+  );
+  assert.match(
+    out,
+    /^\$ vi2c dump -y vi2c\.sock0 0x50\n {5}0 {2}1 [^\n]*\n00: 42(?: ff){15} {4}B\.{15}\n(?:[1-9a-f]0: ff[^\n]*\n){15}/m,
+    "i2cdump shows 0x42 at offset 0 in a full 16-row table",
+  );
+  assert.match(
+    result.stderr,
+    /^No size specified \(using byte-data access\)$/m,
+    "i2cdump's notice",
+  );
+  assert.match(out, /^The daemon exited with status 0\.$/m);
+  assert.match(out, /^Demo finished: every step worked\.$/m);
 });
