@@ -23,8 +23,7 @@ import {
   assertServes,
   assertTransfer,
   EEPROM_ADDR,
-  footprint,
-  type ProcessFootprint,
+  settledFootprint,
   startThreeSocketDaemon,
   type ThreeSocketDaemon,
   whenSocketFree,
@@ -202,21 +201,6 @@ describe("1000 front-ends killed with transfers in flight leak nothing", () => {
     }
   }
 
-  /** Sessions the daemon has finished on `path` (it logs this line once each is torn down). */
-  function sessionsEnded(path: string): number {
-    return daemon.daemon.stderr.split(`waiting for the next front-end path=${path}\n`).length - 1;
-  }
-
-  /** Waits until the daemon has torn down `sessions` sessions on `path`, then measures it. */
-  async function settled(path: string, sessions: number): Promise<ProcessFootprint> {
-    await waitUntil(
-      () => sessionsEnded(path) >= sessions,
-      `${sessions} sessions ended`,
-      DEADLINE_MS,
-    );
-    return footprint(daemon.daemon.pid);
-  }
-
   it("keeps fds and mappings flat and RSS within a small slack", async () => {
     const path = daemon.paths[0]!;
     const KILLS = 1000;
@@ -226,7 +210,7 @@ describe("1000 front-ends killed with transfers in flight leak nothing", () => {
     for (let i = 0; i < WARM_UP; i++) await abruptClose(path, i);
     await killedChild(path);
     await assertServes(path);
-    const baseline = await settled(path, WARM_UP + 2);
+    const baseline = await settledFootprint(daemon.daemon);
     const started = Date.now();
     for (let i = 0; i < KILLS; i++) {
       if (i % CHILD_EVERY === 0) await killedChild(path);
@@ -234,7 +218,7 @@ describe("1000 front-ends killed with transfers in flight leak nothing", () => {
     }
     const seconds = (Date.now() - started) / 1000;
     await assertServes(path);
-    const afterKills = await settled(path, WARM_UP + 2 + KILLS + 1);
+    const afterKills = await settledFootprint(daemon.daemon);
     console.log(
       `kills=${KILLS} (${KILLS / CHILD_EVERY} SIGKILLed processes) in ${seconds.toFixed(1)} s; ` +
         `fds ${baseline.fds} -> ${afterKills.fds}; maps ${baseline.maps} -> ${afterKills.maps}; ` +

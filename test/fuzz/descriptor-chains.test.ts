@@ -237,7 +237,8 @@ function place(spec: DescSpec, chain: number): { addr: bigint; len: number } {
     pastEndA: [BigInt(REGION_SIZE - 4), 16],
     pastEndB: [BigInt(REGION_B + REGION_SIZE - 2), 8],
     huge: [2n ** 53n + BigInt(chain), 8],
-    wild: [spec.wildAddr, 8],
+    // Anywhere but the ring itself: a status byte the guest aims at its own ring is its own business.
+    wild: [spec.wildAddr < 0x4000n ? spec.wildAddr + 0x4000n : spec.wildAddr, 8],
   };
   const [addr, len] = natural[spec.target];
   return { addr, len: spec.len ?? len };
@@ -367,11 +368,15 @@ function fillPacked(
   allowance: WriteAllowance,
 ): Published {
   const slots: { next: boolean; id: number }[] = [];
-  for (const [chain, spec] of testCase.chains.entries()) {
-    if (slots.length + spec.descs.length > ring.size) break;
+  // The chains that fit the ring; NEXT past the last of them would read slots never published.
+  let fitting = 0;
+  for (let used = 0; fitting < testCase.chains.length; fitting++) {
+    used += testCase.chains[fitting]!.descs.length;
+    if (used > ring.size) break;
+  }
+  for (const [chain, spec] of testCase.chains.slice(0, fitting).entries()) {
     writeHeader(ram, spec, chain);
-    const lastChain =
-      chain === testCase.chains.length - 1 || slots.length + spec.descs.length === ring.size;
+    const lastChain = chain === fitting - 1;
     const descriptors = spec.descs.map((desc, i) => {
       const { addr, len, flags } = ringDescriptor(ring, desc, chain, allowance);
       const lastDesc = i === spec.descs.length - 1;
@@ -388,50 +393,43 @@ function fillPacked(
 }
 
 /** Checks the used ring against what GET_VRING_BASE says was taken. */
-function checkReturned(
-  ring: DriverSplitQueue | DriverPackedQueue,
-  ram: GuestRam,
-  base: number,
-): string {
-  if (ring instanceof DriverSplitQueue) {
-    const { avail, used } = ring.addresses;
-    const taken = base & 0xffff;
-    const usedIdx = ram.memory.readU16(used + USED_IDX);
-    assert.equal(usedIdx, taken, "every chain taken from the avail ring is in the used ring, once");
-    const expected: number[] = [];
-    const returned: number[] = [];
-    for (let i = 0; i < taken; i++) {
-      expected.push(ram.memory.readU16(avail + AVAIL_RING + 2 * (i & (ring.size - 1))));
-      returned.push(ram.memory.readU32(used + USED_RING + USED_ELEM_SIZE * (i & (ring.size - 1))));
-    }
-    assert.deepEqual(returned.sort(), expected.sort(), "used heads are the heads taken");
-    return `split taken=${taken}`;
+function checkReturned(ring: DriverSplitQueue, ram: GuestRam, base: number): void {
+  const { avail, used } = ring.addresses;
+  const taken = base & 0xffff;
+  const usedIdx = ram.memory.readU16(used + USED_IDX);
+  assert.equal(usedIdx, taken, "every chain taken from the avail ring is in the used ring, once");
+  const expected: number[] = [];
+  const returned: number[] = [];
+  for (let i = 0; i < taken; i++) {
+    expected.push(ram.memory.readU16(avail + AVAIL_RING + 2 * (i & (ring.size - 1))));
+    returned.push(ram.memory.readU32(used + USED_RING + USED_ELEM_SIZE * (i & (ring.size - 1))));
   }
-  return "packed";
+  assert.deepEqual(returned.sort(), expected.sort(), "used heads are the heads taken");
 }
 
+/** Packed: the daemon takes whole chains (NEXT links slots); each comes back at its first slot. */
 function checkReturnedPacked(
   ring: DriverPackedQueue,
   ram: GuestRam,
   base: number,
   published: Published,
-): string {
+): void {
   const availPosition = base & 0xffff;
   const consumed = (availPosition & 0x7fff) + ((availPosition & 0x8000) === 0 ? ring.size : 0);
   // The device's grouping: a chain ends at the first slot without NEXT.
   const groups: { start: number; id: number }[] = [];
   let start = 0;
+  let takenEnd = 0;
   published.packedSlots.forEach((slot, i) => {
     if (!slot.next) {
-      if (i < consumed) groups.push({ start, id: slot.id });
+      if (i < consumed) {
+        groups.push({ start, id: slot.id });
+        takenEnd = i + 1;
+      }
       start = i + 1;
     }
   });
-  const endOfGroups = groups.length === 0 ? 0 : start;
-  assert.ok(
-    consumed === endOfGroups || consumed <= published.packedSlots.length,
-    "consumed whole chains",
-  );
+  assert.equal(consumed, takenEnd, "the daemon took whole published chains, nothing past them");
   for (const group of groups) {
     const at = ring.addresses.desc + DESCRIPTOR_SIZE * group.start;
     const flags = ram.memory.readU16(at + 14);
@@ -441,7 +439,6 @@ function checkReturnedPacked(
     );
     assert.equal(ram.memory.readU16(at + PACKED_DESC_ID), group.id, "used id is the chain's id");
   }
-  return `packed taken=${groups.length}`;
 }
 
 /** Fills both regions with the guard pattern. */
@@ -564,7 +561,7 @@ describe("fuzzing descriptor chains in guest memory against the real daemon", ()
           assert.equal(daemon.daemon.hasExited, false, "the daemon is alive");
           await assertServes(path());
         }),
-        fuzzParameters(200),
+        fuzzParameters(600),
       );
       await assertServes(daemon.paths[2]!);
     });

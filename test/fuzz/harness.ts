@@ -17,7 +17,13 @@ import { EventFd } from "../../src/sys/eventfd.js";
 import { createMemfd } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
 import { FrontendError } from "../../src/vhost-user/frontend.js";
-import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
+import {
+  type DaemonProcess,
+  makeTempDir,
+  startDaemon,
+  WAIT_MS,
+  waitUntil,
+} from "../helpers/daemon.js";
 
 /** Runs per property: FUZZ_RUNS when set, else the CI budget given by the test. */
 export function fuzzRuns(ciRuns: number): number {
@@ -145,6 +151,16 @@ export function footprint(pid: number): ProcessFootprint {
   const rss = /^VmRSS:\s+(\d+) kB$/m.exec(status);
   if (!rss?.[1]) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return { fds, maps, rssKiB: Number(rss[1]) };
+}
+
+/** The daemon's footprint once every session it accepted has been torn down (per its own log). */
+export async function settledFootprint(daemon: DaemonProcess): Promise<ProcessFootprint> {
+  const count = (line: string) => daemon.stderr.split(line).length - 1;
+  await waitUntil(
+    () => count("front-end connected\n") === count("waiting for the next front-end path="),
+    "every session torn down",
+  );
+  return footprint(daemon.pid);
 }
 
 /** Junk fds of each kind a front-end can send: eventfds, memfds (big, tiny, empty), /dev/null, a socket. */
