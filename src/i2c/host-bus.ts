@@ -11,7 +11,7 @@
 
 import type { Logger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
-import { I2C_FUNC_SMBUS_QUICK, I2C_M_RD, I2cDev } from "../sys/i2c-dev.js";
+import { I2C_FUNC_SMBUS_QUICK, I2C_M_RD, I2cDev, type I2cRdwrMsg } from "../sys/i2c-dev.js";
 import { resolveAdapter as resolveAdapterBySysfs } from "./adapters.js";
 import { hex, type I2cBus, type I2cMessage } from "./bus.js";
 import { copySmbusResult, describeShape, mapToSmbus, type SmbusCommand } from "./smbus.js";
@@ -386,10 +386,12 @@ export class HostBus implements I2cBus {
   }
 
   async #run(msgs: readonly I2cMessage[]): Promise<number> {
-    const shape = describeShape(msgs);
     const dev = this.#dev ?? this.#reopen();
     if (dev === null) {
-      this.#logger.debug("transfer failed: adapter down", { path: this.path, shape });
+      this.#logger.debug("transfer failed: adapter down", {
+        path: this.path,
+        shape: describeShape(msgs),
+      });
       return 0;
     }
     try {
@@ -401,16 +403,23 @@ export class HostBus implements I2cBus {
         if (!cmd) {
           this.#logger.debug("transfer has no SMBus form on this adapter", {
             path: this.path,
-            shape,
+            shape: describeShape(msgs),
           });
           return 0;
         }
         await this.#smbus(dev, cmd, msgs);
       }
-      this.#logger.debug("transfer", { path: this.path, shape, result: "ok" });
+      // The shape string is built only when someone reads it: not per transfer on the hot path.
+      if (this.#logger.enabled("debug")) {
+        this.#logger.debug("transfer", {
+          path: this.path,
+          shape: describeShape(msgs),
+          result: "ok",
+        });
+      }
       return msgs.length;
     } catch (error) {
-      this.#failed(error, shape, dev);
+      this.#failed(error, describeShape(msgs), dev);
       return 0;
     }
   }
@@ -492,7 +501,8 @@ export class HostBus implements I2cBus {
   }
 
   async #rdwr(dev: AdapterDev, msgs: readonly I2cMessage[]): Promise<void> {
-    const native = msgs.map((m) => ({ addr: m.addr, flags: m.read ? I2C_M_RD : 0, buf: m.buf }));
+    const native: I2cRdwrMsg[] = [];
+    for (const m of msgs) native.push({ addr: m.addr, flags: m.read ? I2C_M_RD : 0, buf: m.buf });
     try {
       await dev.rdwr(native);
     } catch (error) {

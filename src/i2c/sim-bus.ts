@@ -73,28 +73,39 @@ export class SimBus implements I2cBus {
    * on, or the whole transfer (0) when it threw in `stop()`, since then its end state is unknown.
    */
   transfer(msgs: readonly I2cMessage[]): number {
-    const participants = new Set<I2cDeviceModel>();
+    // Almost every transfer talks to one model: no collection is built until a second one joins.
+    let first: I2cDeviceModel | null = null;
+    let more: I2cDeviceModel[] | null = null;
     let done = 0;
     try {
       for (const msg of msgs) {
         const model = this.#models.get(msg.addr);
         if (!model) break;
-        participants.add(model);
+        if (first === null) first = model;
+        else if (model !== first && !more?.includes(model)) {
+          more ??= [];
+          more.push(model);
+        }
         if (!this.#runMessage(model, msg)) break;
         done++;
       }
     } catch (err) {
       this.#logModelFailure(msgs[done]?.addr, err);
     }
-    for (const model of participants) {
-      try {
-        model.stop();
-      } catch (err) {
-        this.#logModelFailure(undefined, err);
-        done = 0;
-      }
-    }
+    if (first !== null && !this.#stop(first)) done = 0;
+    if (more !== null) for (const model of more) if (!this.#stop(model)) done = 0;
     return done;
+  }
+
+  /** Ends a model's part in the transfer; false when it threw. */
+  #stop(model: I2cDeviceModel): boolean {
+    try {
+      model.stop();
+      return true;
+    } catch (err) {
+      this.#logModelFailure(undefined, err);
+      return false;
+    }
   }
 
   close(): void {}

@@ -191,24 +191,31 @@ export class VirtioI2cDevice implements VhostUserDevice {
       return;
     }
     this.#asyncRunning = true;
-    result
-      .then(
-        (done) => done,
-        (err: unknown) => {
-          busFailure = this.#busFailure(prepared.bus, err);
-          return 0;
-        },
-      )
-      .then((done) => {
-        if (transfer.generation !== this.#generation) return; // reset meanwhile: dropped
-        this.#asyncRunning = false;
-        this.#complete(transfer, prepared, done, startedAt, busFailure);
-        this.#drain();
-        transfer.queue.notify();
-      })
-      .catch((err: unknown) => {
-        this.#logger.error("completing an I2C transfer failed", { error: errorText(err) });
-      });
+    // One reaction per transfer: both outcomes settle here, no promise chain behind it.
+    result.then(
+      (done) => this.#asyncDone(transfer, prepared, done, startedAt, null),
+      (err: unknown) =>
+        this.#asyncDone(transfer, prepared, 0, startedAt, this.#busFailure(prepared.bus, err)),
+    );
+  }
+
+  /** Completes an asynchronous transfer, then runs what waited behind it. */
+  #asyncDone(
+    transfer: Transfer,
+    prepared: PreparedTransfer,
+    done: number,
+    startedAt: number,
+    busFailure: Failure | null,
+  ): void {
+    if (transfer.generation !== this.#generation) return; // reset meanwhile: dropped
+    try {
+      this.#asyncRunning = false;
+      this.#complete(transfer, prepared, done, startedAt, busFailure);
+      this.#drain();
+      transfer.queue.notify();
+    } catch (err) {
+      this.#logger.error("completing an I2C transfer failed", { error: errorText(err) });
+    }
   }
 
   /**
@@ -218,14 +225,15 @@ export class VirtioI2cDevice implements VhostUserDevice {
    */
   #prepare(transfer: Transfer): PreparedTransfer | Failure {
     const { requests } = transfer;
-    const badIndex = requests.findIndex((r) => r.error !== null);
-    const bad = requests[badIndex];
-    if (bad) {
-      this.#logger.warn("malformed request, transfer failed", {
-        head: bad.chain.head,
-        error: bad.error,
-      });
-      return { index: badIndex, reason: bad.error ?? "malformed request" };
+    for (let index = 0; index < requests.length; index++) {
+      const bad = requests[index];
+      if (bad && bad.error !== null) {
+        this.#logger.warn("malformed request, transfer failed", {
+          head: bad.chain.head,
+          error: bad.error,
+        });
+        return { index, reason: bad.error };
+      }
     }
     let bus: I2cBus | undefined;
     const hostAddrs: number[] = [];
@@ -249,13 +257,15 @@ export class VirtioI2cDevice implements VhostUserDevice {
     if (!bus) return { index: 0, reason: "empty transfer" };
     const inPlace = this.#syncBuses.has(bus);
     const memory = transfer.queue.memory;
+    const msgs: I2cMessage[] = [];
     const copyBack: boolean[] = [];
     try {
-      const msgs = requests.map((r, i): I2cMessage => {
+      for (let i = 0; i < requests.length; i++) {
+        const r = requests[i] as I2cRequest;
         const view = inPlace ? contiguousView(memory, r.buffer) : null;
         copyBack.push(r.read && r.length > 0 && view === null);
-        return { addr: hostAddrs[i] ?? r.addr, read: r.read, buf: view ?? copyOf(memory, r) };
-      });
+        msgs.push({ addr: hostAddrs[i] ?? r.addr, read: r.read, buf: view ?? copyOf(memory, r) });
+      }
       return { bus, msgs, copyBack };
     } catch (err) {
       const reason = errorText(err);
@@ -276,7 +286,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
     // Before the chains go back: read data in guest memory is still the guest's answer.
     if (this.#observer !== null) this.#observe(transfer, prepared, done, startedAt, failure);
     const memory = transfer.queue.memory;
-    transfer.requests.forEach((r, i) => {
+    const { requests } = transfer;
+    for (let i = 0; i < requests.length; i++) {
+      const r = requests[i] as I2cRequest;
       let ok = prepared !== null && i < done;
       let written = 0;
       try {
@@ -299,7 +311,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       } catch (err) {
         this.#logger.error("returning a chain to the used ring failed", { error: errorText(err) });
       }
-    });
+    }
   }
 
   #debugTransfer(transfer: Transfer, prepared: PreparedTransfer | null, result: string): void {
