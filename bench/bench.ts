@@ -213,17 +213,23 @@ async function runWorkload(
   }
 }
 
-/** How long a 100 µs sleep really takes here (the fake's usleep pays the same timer slack). */
-function measureSleepUs(): number {
+/**
+ * How long a 100 µs sleep really takes here (the fake's usleep pays the same timer slack), and the
+ * CPU time one costs (timer set-up and wake-up from idle: on a VM this is charged to the sleeper, so
+ * the daemon's CPU per transfer in the bus-time workload includes it twice).
+ */
+function measureSleep(): { wallUs: number; cpuUs: number } {
   const cell = new Int32Array(new SharedArrayBuffer(4));
   const samples = new Float64Array(200);
+  const cpuBefore = process.cpuUsage();
   for (let i = 0; i < samples.length; i++) {
     const t = performance.now();
     Atomics.wait(cell, 0, 0, BUS_DELAY_US / 1000);
     samples[i] = (performance.now() - t) * 1000;
   }
+  const cpu = process.cpuUsage(cpuBefore);
   samples.sort();
-  return percentile(samples, 50);
+  return { wallUs: percentile(samples, 50), cpuUs: (cpu.user + cpu.system) / samples.length };
 }
 
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
@@ -235,7 +241,8 @@ async function main(): Promise<void> {
   const modes = options["no-pin"] ? [false] : options["pin-only"] ? [true] : [true, false];
   const results: Result[] = [];
   const facts: DaemonFacts[] = [];
-  const sleepUs = measureSleepUs();
+  const sleep = measureSleep();
+  const sleepUs = sleep.wallUs;
   console.log(
     `machine: ${cpus().length} CPUs, ${cpus()[0]?.model ?? "?"}; node ${process.version}; ` +
       `${SHORT ? "short" : "full"} mode, ${MEASURE_MS} ms per workload, queue size ${QUEUE_SIZE}`,
@@ -268,7 +275,9 @@ async function main(): Promise<void> {
     console.log(
       `bus-limited (${REGISTER_READ.length} messages x ${BUS_DELAY_US} µs; ${r.pinned ? "cpu0" : "unpinned"}): ` +
         `${fmt((100 * r.transfersPerSec) / busRate)}% of the nominal ${fmt(busRate, 0)}/s, ` +
-        `${fmt((100 * r.transfersPerSec) / realBusRate)}% of ${fmt(realBusRate, 0)}/s with the ${fmt(sleepUs)} µs a 100 µs sleep takes here`,
+        `${fmt((100 * r.transfersPerSec) / realBusRate)}% of ${fmt(realBusRate, 0)}/s with the ${fmt(sleepUs)} µs a 100 µs sleep takes here; ` +
+        `added per transfer beyond the sleeps ${fmt(1e6 / r.transfersPerSec - sleepUs * REGISTER_READ.length)} µs; ` +
+        `one sleep costs ${fmt(sleep.cpuUs)} µs CPU`,
     );
   }
   if (options.json) {
@@ -281,6 +290,7 @@ async function main(): Promise<void> {
           measureMs: MEASURE_MS,
           queueSize: QUEUE_SIZE,
           sleep100UsTakesUs: sleepUs,
+          sleep100UsCpuUs: sleep.cpuUs,
           results,
           daemons: facts,
         },

@@ -148,16 +148,14 @@ export class LogRateLimiter {
 const adapterQueues = new Map<string, Promise<unknown>>();
 
 function enqueue<T>(key: string, job: () => Promise<T>): Promise<T> {
-  const previous = adapterQueues.get(key) ?? Promise.resolve();
-  const run = previous.then(job, job);
-  const tail = run.then(
-    () => undefined,
-    () => undefined,
-  );
-  adapterQueues.set(key, tail);
-  void tail.then(() => {
+  const previous = adapterQueues.get(key);
+  // An idle adapter starts the job now: no promise hop before the ioctl is queued.
+  const run = previous === undefined ? job() : previous.then(job, job);
+  const settled = (): void => {
     if (adapterQueues.get(key) === tail) adapterQueues.delete(key);
-  });
+  };
+  const tail = run.then(settled, settled);
+  adapterQueues.set(key, tail);
   return run;
 }
 
