@@ -36,6 +36,11 @@ describe("log formats", () => {
     assert.ok(!Number.isNaN(Date.parse(record.time)));
   });
 
+  it("json: a field named __proto__ is kept as data", () => {
+    const record = JSON.parse(formatLogLine(JSON_STYLE, "info", "", "m", { ["__proto__"]: "x" }));
+    assert.equal(Object.getOwnPropertyDescriptor(record.fields, "__proto__")?.value, "x");
+  });
+
   it("json: any message and field text stays on one parseable line", () => {
     fc.assert(
       fc.property(fc.string(), fc.string(), fc.string(), (message, key, value) => {

@@ -53,7 +53,8 @@ function formatPlain(
 }
 
 function formatJson(level: LogLevel, context: string, message: string, fields?: LogFields): string {
-  const values: Record<string, string | number | boolean | null> = {};
+  // No prototype: a field named "__proto__" is data like any other, not a prototype change.
+  const values: Record<string, string | number | boolean | null> = Object.create(null);
   if (fields) {
     for (const [key, value] of Object.entries(fields)) {
       // JSON has no bigint: a decimal string keeps every digit.
