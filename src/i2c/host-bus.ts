@@ -148,14 +148,16 @@ export class LogRateLimiter {
 const adapterQueues = new Map<string, Promise<unknown>>();
 
 function enqueue<T>(key: string, job: () => Promise<T>): Promise<T> {
-  const previous = adapterQueues.get(key);
-  // An idle adapter starts the job now: no promise hop before the ioctl is queued.
-  const run = previous === undefined ? job() : previous.then(job, job);
-  const settled = (): void => {
-    if (adapterQueues.get(key) === tail) adapterQueues.delete(key);
-  };
-  const tail = run.then(settled, settled);
+  const previous = adapterQueues.get(key) ?? Promise.resolve();
+  const run = previous.then(job, job);
+  const tail = run.then(
+    () => undefined,
+    () => undefined,
+  );
   adapterQueues.set(key, tail);
+  void tail.then(() => {
+    if (adapterQueues.get(key) === tail) adapterQueues.delete(key);
+  });
   return run;
 }
 
