@@ -474,25 +474,31 @@ export async function runDaemonUntilSignal(
   logger: Logger,
   options: StartOptions & LifecycleHooks = {},
 ): Promise<void> {
-  const daemon = await startDaemon(config, logger, options);
-  options.onReady?.(daemon);
+  // Handlers first: a stop signal that arrives while the daemon starts (sockets may already exist)
+  // must still mean a clean stop, never the default action that kills it and leaves socket files.
+  const stopSignal = new Promise<NodeJS.Signals>((resolveSignal) => {
+    for (const name of STOP_SIGNALS) process.once(name, () => resolveSignal(name));
+  });
+  let daemon: RunningDaemon | null = null;
   const onHangup = () => {
+    if (daemon === null) return; // still starting: the configuration being loaded is the new one
     logger.info("SIGHUP: reloading the configuration");
     options.onReloading?.();
     void daemon.reload().then((inUse) => options.onReloaded?.(inUse));
   };
   process.on("SIGHUP", onHangup);
-  const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
-    for (const name of STOP_SIGNALS) process.once(name, () => resolveSignal(name));
-  });
-  for (const name of STOP_SIGNALS) {
-    process.removeAllListeners(name);
-    process.on(name, () => daemon.abort());
-  }
-  logger.info("stopping", { signal });
-  options.onStopping?.();
   try {
-    await daemon.stop();
+    const running = await startDaemon(config, logger, options);
+    daemon = running;
+    options.onReady?.(running);
+    const signal = await stopSignal;
+    for (const name of STOP_SIGNALS) {
+      process.removeAllListeners(name);
+      process.on(name, () => running.abort());
+    }
+    logger.info("stopping", { signal });
+    options.onStopping?.();
+    await running.stop();
   } finally {
     process.removeListener("SIGHUP", onHangup);
     for (const name of STOP_SIGNALS) process.removeAllListeners(name);
