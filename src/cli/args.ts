@@ -13,6 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { USAGE as CONTROL_USAGE } from "../control/protocol.js";
+import { CodedError } from "../errors.js";
 import { type DeviceGroup, parseDeviceList } from "../i2c/device-list.js";
 import { MODEL_NAMES } from "../i2c/model.js";
 import {
@@ -98,14 +99,7 @@ export type UsageErrorCode =
   | "USAGE_BAD_LOG_FORMAT";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
-export class UsageError extends Error {
-  readonly code: UsageErrorCode;
-  constructor(code: UsageErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "UsageError";
-    this.code = code;
-  }
-}
+export class UsageError extends CodedError<UsageErrorCode> {}
 
 export interface ParseDeps {
   /** Adapter name (as in /sys/bus/i2c/devices/i2c-N/name) → adapter number; throws when not exactly one. */

@@ -25,6 +25,7 @@ import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
 import { loadModules } from "../config/modules.js";
 import { ControlServer } from "../control/server.js";
+import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
@@ -73,14 +74,7 @@ export const STOP_GRACE_MS = 2000;
 const ABORT_SETTLE_MS = 1000;
 
 /** The daemon cannot start. `message` is meant for the user as is. */
-export class DaemonError extends Error {
-  readonly code: DaemonErrorCode;
-  constructor(code: DaemonErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "DaemonError";
-    this.code = code;
-  }
-
+export class DaemonError extends CodedError<DaemonErrorCode> {
   /** True when the command line must change (main.ts exits with the usage status). */
   get isConfigError(): boolean {
     return CONFIG_ERRORS.has(this.code);

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
+
 export type ConfigErrorCode =
   /** The config file cannot be read. */
   | "CONFIG_UNREADABLE"
@@ -31,14 +33,7 @@ export type ConfigErrorCode =
   /** A user model module's default export is not a ModelDefinition. */
   | "MODULE_BAD_EXPORT";
 
-export class ConfigError extends Error {
-  readonly code: ConfigErrorCode;
-  constructor(code: ConfigErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "ConfigError";
-    this.code = code;
-  }
-}
+export class ConfigError extends CodedError<ConfigErrorCode> {}
 
 /** A short description of a JSON-ish value for "found ..." in messages. */
 export function describeValue(value: unknown): string {

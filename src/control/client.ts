@@ -6,18 +6,12 @@
  */
 
 import { createConnection, type Socket } from "node:net";
+import { CodedError } from "../errors.js";
 import { ControlError, parseReply, parseWords, type Reply } from "./protocol.js";
 
 export type ControlClientErrorCode = "ECONNECT" | "ECLOSED" | "EBUSY";
 
-export class ControlClientError extends Error {
-  readonly code: ControlClientErrorCode;
-  constructor(code: ControlClientErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "ControlClientError";
-    this.code = code;
-  }
-}
+export class ControlClientError extends CodedError<ControlClientErrorCode> {}
 
 /** A connection to a control socket; one command at a time. */
 export class ControlClient {

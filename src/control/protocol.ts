@@ -5,6 +5,8 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
+
 /** Longest accepted command line in bytes (without its newline); longer lines end the connection. */
 export const MAX_LINE_BYTES = 64 * 1024;
 /** Most bytes one `read` or `write` may move. */
@@ -44,14 +46,7 @@ export type ControlErrorCode =
   | "EMODEL" // the model failed unexpectedly
   | "ENOSTATS"; // this daemon keeps no transfer counters
 
-export class ControlError extends Error {
-  readonly code: ControlErrorCode;
-  constructor(code: ControlErrorCode, message: string) {
-    super(message);
-    this.name = "ControlError";
-    this.code = code;
-  }
-}
+export class ControlError extends CodedError<ControlErrorCode> {}
 
 /** What a command produced: a text payload, plus a structured value for JSON replies. */
 export interface CommandResult {

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import {
   OutHdr,
   RequestFlag,
@@ -87,14 +88,7 @@ export interface I2cDriverOptions {
 
 export type I2cDriverErrorCode = "ETIMEDOUT" | "EINVAL" | "EBADRING";
 
-export class I2cDriverError extends Error {
-  readonly code: I2cDriverErrorCode;
-  constructor(code: I2cDriverErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "I2cDriverError";
-    this.code = code;
-  }
-}
+export class I2cDriverError extends CodedError<I2cDriverErrorCode> {}
 
 /** A chain handed to the device; `usedLen` is set once the device returned it. */
 export interface SubmittedChain {

@@ -6,6 +6,7 @@
 
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { CodedError } from "../errors.js";
 
 /** Environment variable that moves the sysfs root (tests point it at a fake tree). */
 export const SYSFS_ROOT_ENV = "VHOST_DEVICE_I2C_SYSFS_ROOT";
@@ -17,14 +18,11 @@ export interface AdapterInfo {
 
 export type AdapterLookupErrorCode = "ADAPTER_NOT_FOUND" | "ADAPTER_AMBIGUOUS";
 
-export class AdapterLookupError extends Error {
-  readonly code: AdapterLookupErrorCode;
+export class AdapterLookupError extends CodedError<AdapterLookupErrorCode> {
   /** Adapters considered: all adapters found (not found) or the matching ones (ambiguous). */
   readonly candidates: readonly AdapterInfo[];
   constructor(code: AdapterLookupErrorCode, message: string, candidates: readonly AdapterInfo[]) {
-    super(message);
-    this.name = "AdapterLookupError";
-    this.code = code;
+    super(code, message);
     this.candidates = candidates;
   }
 }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
+
 /** Highest 7-bit I2C address. */
 export const I2C_MAX_ADDR = 0x7f;
 
@@ -44,14 +46,7 @@ export interface BusAddresses {
 
 export type AddressMapErrorCode = "I2C_BAD_ADDRESS" | "I2C_DUPLICATE_ADDRESS";
 
-export class AddressMapError extends Error {
-  readonly code: AddressMapErrorCode;
-  constructor(code: AddressMapErrorCode, message: string) {
-    super(message);
-    this.name = "AddressMapError";
-    this.code = code;
-  }
-}
+export class AddressMapError extends CodedError<AddressMapErrorCode> {}
 
 export function isValidI2cAddress(addr: number): boolean {
   return Number.isInteger(addr) && addr >= 0 && addr <= I2C_MAX_ADDR;

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import { hex, I2C_MAX_ADDR } from "./bus.js";
 import { isModelName, MODEL_NAMES } from "./model.js";
 
@@ -60,14 +61,11 @@ export type DeviceListErrorCode =
   | "UNKNOWN_MODEL"
   | "MODEL_ON_HOST_ADAPTER";
 
-export class DeviceListError extends Error {
-  readonly code: DeviceListErrorCode;
+export class DeviceListError extends CodedError<DeviceListErrorCode> {
   /** 1-based group number the error is in, when it is in one. */
   readonly group: number | undefined;
   constructor(code: DeviceListErrorCode, message: string, group?: number, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "DeviceListError";
-    this.code = code;
+    super(code, message, options);
     this.group = group;
   }
 }

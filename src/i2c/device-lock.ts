@@ -18,6 +18,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { CodedError } from "../errors.js";
 import { hasCode } from "../sys/errors.js";
 import { LOCK_EX, LOCK_NB, LOCK_SH, native } from "../sys/native.js";
 import { hex } from "./bus.js";
@@ -33,8 +34,7 @@ export type DeviceLockErrorCode =
   /** The lock directory or file cannot be created or opened. */
   | "I2C_LOCK_FAILED";
 
-export class DeviceLockError extends Error {
-  readonly code: DeviceLockErrorCode;
+export class DeviceLockError extends CodedError<DeviceLockErrorCode> {
   readonly adapter: number;
   readonly addr: number;
   /** Pids holding the lock, when the kernel says (from /proc/locks). */
@@ -46,9 +46,7 @@ export class DeviceLockError extends Error {
     holders: readonly number[] = [],
     cause?: unknown,
   ) {
-    super(message, { cause });
-    this.name = "DeviceLockError";
-    this.code = code;
+    super(code, message, { cause });
     this.adapter = device.adapter;
     this.addr = device.addr;
     this.holders = holders;

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
+
 /** Codes that mean "try again later"; nothing is wrong with the object. */
 const RETRYABLE_CODES: ReadonlySet<string> = new Set(["EAGAIN", "EWOULDBLOCK", "EINTR", "ENOBUFS"]);
 
@@ -23,9 +25,8 @@ const DISCONNECT_CODES: ReadonlySet<string> = new Set([
 
 export type SysErrorClass = "retry" | "disconnect" | "fatal";
 
-export class SysError extends Error {
-  /** errno name ("ENOENT") or an addon code ("ECTRUNC", "EOF", "ERR_MAPPING_CLOSED"). */
-  readonly code: string;
+/** `code`: errno name ("ENOENT") or an addon code ("ECTRUNC", "EOF", "ERR_MAPPING_CLOSED"). */
+export class SysError extends CodedError<string> {
   /** Positive errno, or undefined when the failure is not an errno. */
   readonly errno: number | undefined;
   readonly syscall: string;
@@ -36,9 +37,7 @@ export class SysError extends Error {
     message?: string,
     options?: { errno?: number; cause?: unknown },
   ) {
-    super(message ?? `${syscall} failed (${code})`, { cause: options?.cause });
-    this.name = "SysError";
-    this.code = code;
+    super(code, message ?? `${syscall} failed (${code})`, { cause: options?.cause });
     this.errno = options?.errno;
     this.syscall = syscall;
   }

@@ -10,6 +10,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CodedError } from "../errors.js";
 
 declare const mappingBrand: unique symbol;
 declare const pollBrand: unique symbol;
@@ -108,8 +109,7 @@ export function findPackageRoot(start: string): string {
   }
 }
 
-export class NativeLoadError extends Error {
-  readonly code = "ERR_NATIVE_LOAD";
+export class NativeLoadError extends CodedError<"ERR_NATIVE_LOAD"> {
   readonly tried: readonly string[];
   constructor(tried: readonly string[], causes: readonly unknown[]) {
     const lines = tried.map((path, i) => {
@@ -117,10 +117,10 @@ export class NativeLoadError extends Error {
       return `  ${path}: ${cause instanceof Error ? cause.message.split("\n")[0] : String(cause)}`;
     });
     super(
+      "ERR_NATIVE_LOAD",
       `cannot load the native addon (run "npm run build:native"); tried:\n${lines.join("\n")}`,
       { cause: causes[causes.length - 1] },
     );
-    this.name = "NativeLoadError";
     this.tried = tried;
   }
 }

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
 import { native } from "./native.js";
 import { UnixListener } from "./unix-socket.js";
@@ -22,14 +23,7 @@ const SOCK_STREAM = 1;
 
 export type ServiceManagerErrorCode = "BAD_LISTEN_FDS" | "NOT_A_LISTENING_SOCKET";
 
-export class ServiceManagerError extends Error {
-  readonly code: ServiceManagerErrorCode;
-  constructor(code: ServiceManagerErrorCode, message: string) {
-    super(message);
-    this.name = "ServiceManagerError";
-    this.code = code;
-  }
-}
+export class ServiceManagerError extends CodedError<ServiceManagerErrorCode> {}
 
 /** Sockets the service manager passed: fds[i] is named names[i] ("" when unnamed). */
 export interface InheritedFds {

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
+
 /** I2C_RDRW_IOCTL_MAX_MSGS: i2ctransfer's message limit. */
 export const MAX_TRANSFER_MESSAGES = 42;
 /** I2C_SMBUS_BLOCK_MAX: longest SMBus / I2C block. */
@@ -99,13 +101,11 @@ export interface Invocation {
 }
 
 /** A command line vi2c refuses; the CLI prints the message, the command's usage, and exits 2. */
-export class UsageError extends Error {
-  readonly code = "EUSAGE";
+export class UsageError extends CodedError<"EUSAGE"> {
   /** Whose usage to print (null: the general one). */
   readonly topic: CommandName | null;
   constructor(message: string, topic: CommandName | null = null) {
-    super(message);
-    this.name = "UsageError";
+    super("EUSAGE", message);
     this.topic = topic;
   }
 }

@@ -11,18 +11,12 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import type { ObservedMessage, TransferRecord, TransferResult } from "../i2c/observer.js";
 
 export type TraceErrorCode = "TRACE_BAD_SYNTAX";
 
-export class TraceError extends Error {
-  readonly code: TraceErrorCode;
-  constructor(code: TraceErrorCode, message: string) {
-    super(message);
-    this.name = "TraceError";
-    this.code = code;
-  }
-}
+export class TraceError extends CodedError<TraceErrorCode> {}
 
 /** One message in i2ctransfer syntax; `data` holds the bytes of a write. */
 export interface TransferSpecMessage {

@@ -13,6 +13,7 @@
  */
 
 import { openSync, renameSync, rmSync } from "node:fs";
+import { CodedError } from "../errors.js";
 import type { TransferRecord } from "../i2c/observer.js";
 import { AsyncFdSink, DEFAULT_MAX_BUFFERED } from "./sink.js";
 
@@ -156,14 +157,7 @@ export interface PcapCounters {
 
 export type PcapErrorCode = "PCAP_BAD_LIMIT";
 
-export class PcapError extends Error {
-  readonly code: PcapErrorCode;
-  constructor(code: PcapErrorCode, message: string) {
-    super(message);
-    this.name = "PcapError";
-    this.code = code;
-  }
-}
+export class PcapError extends CodedError<PcapErrorCode> {}
 
 /** A capture file being written. `open` is synchronous (start-up); everything after it is not. */
 export class PcapWriter {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import {
   CONFIG_HEADER_SIZE,
   HEADER_SIZE,
@@ -34,14 +35,7 @@ export type CodecErrorCode =
   | "BAD_VALUE"; // a field is out of range (count, overflow, >= 2^53)
 
 /** A malformed message: the peer broke the protocol, the connection cannot continue. */
-export class CodecError extends Error {
-  readonly code: CodecErrorCode;
-  constructor(code: CodecErrorCode, message: string) {
-    super(message);
-    this.name = "CodecError";
-    this.code = code;
-  }
-}
+export class CodecError extends CodedError<CodecErrorCode> {}
 
 export interface MessageHeader {
   readonly request: number;

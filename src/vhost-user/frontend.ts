@@ -7,6 +7,7 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
@@ -54,14 +55,7 @@ export type FrontendErrorCode =
   | "ENACK" // the back-end acked NEED_REPLY with a failure status
   | "EPROTO"; // a reply that does not match the request
 
-export class FrontendError extends Error {
-  readonly code: FrontendErrorCode;
-  constructor(code: FrontendErrorCode, message: string) {
-    super(message);
-    this.name = "FrontendError";
-    this.code = code;
-  }
-}
+export class FrontendError extends CodedError<FrontendErrorCode> {}
 
 export interface FrontendOptions {
   /** How long a reply may take (default 5000 ms). */

@@ -11,6 +11,7 @@
 import { EventEmitter } from "node:events";
 import { lstatSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
+import { CodedError } from "../errors.js";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
@@ -26,13 +27,10 @@ export type ServerErrorCode =
   | "EEXIST" // the path exists and is not a socket: never removed
   | "ELISTEN"; // bind/listen failed for another reason (see cause)
 
-export class ServerError extends Error {
-  readonly code: ServerErrorCode;
+export class ServerError extends CodedError<ServerErrorCode> {
   readonly path: string;
   constructor(code: ServerErrorCode, path: string, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ServerError";
-    this.code = code;
+    super(code, message, options);
     this.path = path;
   }
 }

@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CodedError } from "../../src/errors.js";
 
 /** The image build script, from dist/test/helpers/ (compiled) and test/helpers/ alike. */
 export const GUEST_BUILD_SCRIPT = fileURLToPath(
@@ -84,14 +85,7 @@ export interface GuestRun {
   readonly bootMs: number | null;
 }
 
-export class GuestError extends Error {
-  readonly code: "GUEST_NOT_BUILT" | "GUEST_SPAWN_FAILED";
-  constructor(code: GuestError["code"], message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "GuestError";
-    this.code = code;
-  }
-}
+export class GuestError extends CodedError<"GUEST_NOT_BUILT" | "GUEST_SPAWN_FAILED"> {}
 
 /**
  * The finished guest image, or null when none is built for the current inputs (tests then skip

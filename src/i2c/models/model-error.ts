@@ -4,6 +4,8 @@
  * @module
  */
 
+import { CodedError } from "../../errors.js";
+
 /** Stable error codes. Check `error.code`, never the message. */
 export const MODEL_ERROR_CODES = {
   /** No model of that name (`findModel`, `createModel`). */
@@ -42,8 +44,7 @@ export interface OptionIssue {
  * }
  * ```
  */
-export class ModelError extends Error {
-  readonly code: ModelErrorCode;
+export class ModelError extends CodedError<ModelErrorCode> {
   /** Option problems, for code I2C_MODEL_BAD_OPTIONS (empty otherwise). */
   readonly issues: readonly OptionIssue[];
 
@@ -52,9 +53,7 @@ export class ModelError extends Error {
     message: string,
     options: { cause?: unknown; issues?: readonly OptionIssue[] } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "ModelError";
-    this.code = code;
+    super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
     this.issues = options.issues ?? [];
   }
 }
