@@ -187,6 +187,8 @@ for (const layout of LAYOUTS) {
         const [base] = await vm.stop();
         assert.equal(base, layout.stoppedBase(ring.availIndex));
         await vm.disconnect();
+        // One front-end at a time: a connection made before the daemon saw the old one end is refused.
+        await daemon.waitForLog(/waiting for the next front-end/);
         const frontend = VhostUserFrontend.connect(`${socket}0`);
         vm = await vm.restartOn(frontend);
         const result = await vm.driver.transfer([
