@@ -3,16 +3,16 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { statSync } from "node:fs";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe } from "node:test";
 import { ControlClient } from "../src/control/client.js";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import {
   type DaemonProcess,
   exists,
+  itWithDaemonLog,
   MAIN_JS,
   makeTempDir,
   startDaemon,
-  withDaemonLog,
 } from "./helpers/daemon.js";
 
 describe("daemon control socket on sim:0x48=lm75:0x50=24c02", () => {
@@ -40,15 +40,8 @@ describe("daemon control socket on sim:0x48=lm75:0x50=24c02", () => {
     dir.remove();
     assert.deepEqual(status, { code: 0, signal: null });
   });
-
-  const check = (name: string, body: () => Promise<void>) =>
-    it(name, async () => {
-      try {
-        await body();
-      } catch (err) {
-        throw withDaemonLog(err, daemon);
-      }
-    });
+  /** `it` whose failure carries the daemon's stderr. */
+  const check = itWithDaemonLog(() => daemon);
 
   /** The guest's LM75 temperature read: pointer 0 (temperature register), then 2 bytes. */
   async function guestTemperature(): Promise<number[]> {

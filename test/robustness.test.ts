@@ -28,7 +28,7 @@ import {
   type ThreeSocketDaemon,
   whenSocketFree,
 } from "./fuzz/harness.js";
-import { waitUntil, withDaemonLog, withTimeout } from "./helpers/daemon.js";
+import { itWithDaemonLog, waitUntil, withTimeout } from "./helpers/daemon.js";
 
 const FRONTEND_JS = fileURLToPath(new URL("./robustness-frontend.js", import.meta.url));
 /** Generous: only a daemon that stopped serving misses it. */
@@ -55,14 +55,8 @@ describe("misbehaving front-ends do not take service from the others", () => {
     await daemon?.stop();
   });
 
-  const check = (name: string, body: () => Promise<void>) =>
-    it(name, async () => {
-      try {
-        await body();
-      } catch (err) {
-        throw withDaemonLog(err, daemon.daemon);
-      }
-    });
+  /** `it` whose failure carries the daemon's stderr. */
+  const check = itWithDaemonLog(() => daemon.daemon);
 
   check("a guest that never reads its used ring, a half message, a silent front-end", async () => {
     const [stuckPath, stalledPath, healthyPath] = daemon.paths as [string, string, string];

@@ -5,14 +5,14 @@
 // together, debug logging, and a stop/start with the vring base and a reconnect of a new connection
 // to the same ring.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe } from "node:test";
 import { I2cGuest, QEMU_FEATURES } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { VhostUserFrontend } from "../src/vhost-user/frontend.js";
 import { DriverPackedQueue } from "../src/virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../src/virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
-import { type DaemonProcess, makeTempDir, startDaemon, withDaemonLog } from "./helpers/daemon.js";
+import { type DaemonProcess, itWithDaemonLog, makeTempDir, startDaemon } from "./helpers/daemon.js";
 
 interface RingLayout {
   readonly name: "split" | "packed";
@@ -65,16 +65,8 @@ for (const layout of LAYOUTS) {
       dir.remove();
       assert.deepEqual(status, { code: 0, signal: null });
     });
-
-    /** Runs `body`; a failure carries the daemon's stderr. */
-    const check = (name: string, body: () => Promise<void>) =>
-      it(name, async () => {
-        try {
-          await body();
-        } catch (err) {
-          throw withDaemonLog(err, daemon);
-        }
-      });
+    /** `it` whose failure carries the daemon's stderr. */
+    const check = itWithDaemonLog(() => daemon);
 
     check(
       `is offered RING_PACKED, acks its features and runs on a ${layout.name} ring`,

@@ -15,7 +15,7 @@ import {
   assertScriptCompleted,
   eepromFillScript,
   eepromPattern,
-  guestPrerequisites,
+  guestSuite,
   hex,
   i2cdumpByteMode,
   md5,
@@ -30,8 +30,7 @@ import {
   writeBackedEepromConfig,
 } from "./harness.js";
 
-const prerequisites = guestPrerequisites();
-const skip = "skip" in prerequisites ? prerequisites.skip : false;
+const { skip, images } = guestSuite();
 
 const EEPROM_SIZE = 256;
 const EEPROM_PAGE = 8;
@@ -93,8 +92,6 @@ function assertEepromRun(run: GuestRun, contents: Uint8Array, probe: number): vo
 }
 
 describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
-  const images = "images" in prerequisites ? prerequisites.images : null;
-
   it("lists the i2c_virtio adapter; a quick-write scan shows exactly the configured addresses; unlisted addresses NACK, also as a second message", async () => {
     assert.ok(images);
     await withScratch(async (dir, evidence) => {

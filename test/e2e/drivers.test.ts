@@ -20,7 +20,7 @@ import {
   type Evidence,
   eepromFillScript,
   eepromPattern,
-  guestPrerequisites,
+  guestSuite,
   hex,
   odHexCommand,
   parseOdHex,
@@ -35,8 +35,7 @@ import {
   writeBackedEepromConfig,
 } from "./harness.js";
 
-const prerequisites = guestPrerequisites();
-const skip = "skip" in prerequisites ? prerequisites.skip : false;
+const { skip, images } = guestSuite();
 
 const NEW_DEVICE = "/sys/bus/i2c/devices/i2c-0/new_device";
 const DELETE_DEVICE = "/sys/bus/i2c/devices/i2c-0/delete_device";
@@ -89,8 +88,6 @@ function withNvmemWrite(contents: Uint8Array): Uint8Array {
 }
 
 describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
-  const images = "images" in prerequisites ? prerequisites.images : null;
-
   it("at24 binds; its nvmem eeprom file shows the device contents; a write through it reaches the device", async () => {
     assert.ok(images);
     await withScratch(async (dir, evidence) => {

@@ -56,6 +56,14 @@ export function guestPrerequisites(): { images: GuestImages } | { skip: string }
   return { skip: reason };
 }
 
+/** What a guest suite needs up front: its skip reason (false to run) and the guest images. */
+export function guestSuite(): { skip: string | false; images: GuestImages | null } {
+  const prerequisites = guestPrerequisites();
+  return "skip" in prerequisites
+    ? { skip: prerequisites.skip, images: null }
+    : { skip: false, images: prerequisites.images };
+}
+
 /**
  * Why a test needing the host tool `command` (from Debian package `debianPackage`) skips, or false
  * when the tool runs. Throws instead when E2E_REQUIRED_ENV is set, as `guestPrerequisites` does.

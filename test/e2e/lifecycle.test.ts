@@ -17,7 +17,7 @@ import {
   countLines,
   eepromFillScript,
   eepromPattern,
-  guestPrerequisites,
+  guestSuite,
   hex,
   result,
   runGuest,
@@ -29,8 +29,7 @@ import {
   withScratch,
 } from "./harness.js";
 
-const prerequisites = guestPrerequisites();
-const skip = "skip" in prerequisites ? prerequisites.skip : false;
+const { skip, images } = guestSuite();
 
 /** The guest reboots once, using a byte of the emulated EEPROM to know which boot it is in. */
 const REBOOT_SCRIPT = `
@@ -98,8 +97,6 @@ function regionScript(base: number, seed: number): { script: string; rounds: Uin
 }
 
 describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () => {
-  const images = "images" in prerequisites ? prerequisites.images : null;
-
   it("after reboot -f the driver re-probes on the same connection, and a second VM is served by the same daemon process", async () => {
     assert.ok(images);
     await withScratch(async (dir, evidence) => {

@@ -19,7 +19,7 @@ import { vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   assertScriptCompleted,
   eepromPattern,
-  guestPrerequisites,
+  guestSuite,
   hostToolSkip,
   md5,
   odHexCommand,
@@ -33,11 +33,9 @@ import {
   withScratch,
 } from "./harness.js";
 
-const prerequisites = guestPrerequisites();
+const { skip: guestSkip, images } = guestSuite();
 const skip =
-  ("skip" in prerequisites ? prerequisites.skip : false) ||
-  (fakeUnavailableReason() ?? false) ||
-  hostToolSkip("i2cdump", "i2c-tools", "-V");
+  guestSkip || (fakeUnavailableReason() ?? false) || hostToolSkip("i2cdump", "i2c-tools", "-V");
 
 const ADAPTER = 3;
 const HOST_ADDRESS = 0x52;
@@ -83,8 +81,6 @@ const GUEST_SCRIPT = [
 ].join("\n");
 
 describe("guest on a host adapter", { skip, timeout: TEST_TIMEOUT_MS }, () => {
-  const images = "images" in prerequisites ? prerequisites.images : null;
-
   it('host 0x52 shown at 0x42 (-l "3:0x52@0x42"): the guest scans only 0x42, its i2cdump md5 equals the host\'s, the host bus sees only 0x52', async () => {
     assert.ok(images);
     await withScratch(async (dir, evidence) => {

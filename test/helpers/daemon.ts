@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { it } from "node:test";
 import { fileURLToPath } from "node:url";
 
 /** The compiled CLI entry, from dist/test/helpers/. */
@@ -201,6 +202,24 @@ export function withDaemonLog(err: unknown, daemon: DaemonProcess): Error {
   const error = err instanceof Error ? err : new Error(String(err));
   error.message += `\n--- daemon stderr ---\n${daemon.stderr}--- end of daemon stderr ---`;
   return error;
+}
+
+/**
+ * `it` for a suite whose daemon starts in `before`: a failing test carries the stderr of the daemon
+ * `daemonOf` returns when the test fails.
+ */
+export function itWithDaemonLog(
+  daemonOf: () => DaemonProcess,
+): (name: string, body: () => Promise<void>) => void {
+  return (name, body) => {
+    it(name, async () => {
+      try {
+        await body();
+      } catch (err) {
+        throw withDaemonLog(err, daemonOf());
+      }
+    });
+  };
 }
 
 /**
