@@ -492,6 +492,41 @@ export const QEMU_PROTOCOL_FEATURES_B =
   protocolBit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   protocolBit(ProtocolFeature.STATUS);
 
+export interface I2cQueueOptions {
+  readonly negotiated: Negotiated;
+  /** The virtio features to ack with SET_FEATURES. */
+  readonly features: bigint;
+  readonly queueSize: number;
+  readonly timeoutMs: number;
+  /** Where the driver's message buffers start in guest RAM (default: right after the rings). */
+  readonly bufferGpa?: number | undefined;
+}
+
+/**
+ * Acks `features`, starts the request queue in `ram` and puts an I2cDriver on it (one indirect
+ * table per chain when INDIRECT_DESC is acked). The caller closes what it opened on failure.
+ */
+export async function startI2cQueue(
+  frontend: VhostUserFrontend,
+  ram: GuestRam,
+  options: I2cQueueOptions,
+): Promise<{ queues: readonly FrontendQueue[]; driver: I2cDriver }> {
+  const { features } = options;
+  const queues = await startQueues(frontend, ram, {
+    negotiated: options.negotiated,
+    features,
+    queueSize: options.queueSize,
+  });
+  const queue = queues[0];
+  if (queue === undefined) throw new Error("no request queue was started");
+  if (options.bufferGpa !== undefined) ram.allocateFrom(options.bufferGpa);
+  const driver = new I2cDriver(queue, ram, {
+    indirect: (features & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
+    timeoutMs: options.timeoutMs,
+  });
+  return { queues, driver };
+}
+
 export interface I2cGuestOptions {
   /** Protocol features to ack at realize (default none: run (a)). */
   protocolFeatures?: bigint;
@@ -569,17 +604,12 @@ export class I2cGuest {
       await frontend.setVringCall(0, callA.fd);
       await frontend.setVringErr(0, err.fd);
       const features = options.features ?? QEMU_FEATURES;
-      const queues = await startQueues(frontend, ram, {
+      const { queues, driver } = await startI2cQueue(frontend, ram, {
         negotiated,
         features,
         queueSize: options.queueSize ?? 4,
-      });
-      const queue = queues[0];
-      if (queue === undefined) throw new Error("no queue started");
-      if (options.bufferGpa !== undefined) ram.allocateFrom(options.bufferGpa);
-      const driver = new I2cDriver(queue, ram, {
-        indirect: (features & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
         timeoutMs: options.timeoutMs ?? 5000,
+        bufferGpa: options.bufferGpa,
       });
       return new I2cGuest(frontend, ram, negotiated, features, queues, driver, realizeFds);
     } catch (error) {

@@ -7,7 +7,12 @@
  * @module
  */
 
-import { I2cDriver, type I2cOp, type TransferResult } from "../frontend/i2c-driver.js";
+import {
+  type I2cDriver,
+  type I2cOp,
+  startI2cQueue,
+  type TransferResult,
+} from "../frontend/i2c-driver.js";
 import { VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "../i2c/protocol.js";
 import {
   closeQueues,
@@ -15,7 +20,6 @@ import {
   GuestRam,
   type Negotiated,
   realize,
-  startQueues,
   VhostUserFrontend,
 } from "../vhost-user/frontend.js";
 import { ProtocolFeature, protocolBit } from "../vhost-user/protocol.js";
@@ -99,15 +103,10 @@ export class BackendSession implements I2cTransport {
         protocolFeatures: SUPPORTED_PROTOCOL_FEATURES,
       });
       const features = chooseFeatures(negotiated.features, options.packed);
-      const queues = await startQueues(frontend, ram, {
+      const { queues, driver } = await startI2cQueue(frontend, ram, {
         negotiated,
         features,
         queueSize: options.queueSize,
-      });
-      const queue = queues[0];
-      if (queue === undefined) throw new Error("no request queue was started");
-      const driver = new I2cDriver(queue, ram, {
-        indirect: (features & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
         timeoutMs: options.timeoutMs,
       });
       return new BackendSession(frontend, ram, negotiated, features, queues, driver);
