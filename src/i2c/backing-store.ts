@@ -168,7 +168,8 @@ class FileBackingStore implements BackingStore {
   }
 }
 
-function checkRange(size: number, offset: number, length: number): void {
+/** Throws I2C_MODEL_OUT_OF_RANGE unless `[offset, offset+length)` lies within `size` bytes. */
+export function checkRange(size: number, offset: number, length: number): void {
   if (
     !Number.isInteger(offset) ||
     !Number.isInteger(length) ||

@@ -6,9 +6,8 @@
  */
 
 import { resolve } from "node:path";
-import { memoryBacking } from "../backing-store.js";
+import { checkRange, memoryBacking } from "../backing-store.js";
 import type { BackingStore, DeviceMemory, ModelContext } from "../model.js";
-import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
 
 /**
  * The model's bytes: from `context.openBacking` when `backing` is set (path relative to
@@ -26,21 +25,6 @@ export function openModelStore(
   if (initial) content.set(initial.subarray(0, size));
   if (backing === undefined) return memoryBacking(content);
   return context.openBacking(resolve(context.baseDir, backing), size, content);
-}
-
-function checkRange(size: number, offset: number, length: number): void {
-  if (
-    !Number.isInteger(offset) ||
-    !Number.isInteger(length) ||
-    offset < 0 ||
-    length < 0 ||
-    offset + length > size
-  ) {
-    throw new ModelError(
-      MODEL_ERROR_CODES.outOfRange,
-      `range ${offset}+${length} is outside a memory of ${size} bytes`,
-    );
-  }
 }
 
 /** DeviceMemory over `store.bytes[base, base+size)`; writes are committed (durable) before returning. */
