@@ -16,25 +16,22 @@
  */
 
 import type { GuestMemory } from "./guest-memory.js";
+import { CHAIN_ERROR, type DescriptorChain, type DeviceQueue, VirtqueueError } from "./queue.js";
 import {
-  CHAIN_ERROR,
-  type ChainErrorKind,
-  type Descriptor,
-  type DescriptorChain,
-  type DeviceQueue,
-  VirtqueueError,
-} from "./queue.js";
-import {
-  checkRingIndex,
+  ChainFault,
+  checkRingAlignment,
+  checkWrittenLength,
   DESCRIPTOR_SIZE,
-  MAX_INDIRECT_DESCRIPTORS,
   QUEUE_SIZE_MAX,
-  RingArea,
+  QueueBase,
+  type QueueNotificationOptions,
+  readDescriptorAddress,
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
-  vringNeedEvent,
-} from "./split-queue.js";
+  type WalkState,
+} from "./queue-base.js";
+import { checkRingIndex, RingArea, vringNeedEvent } from "./split-queue.js";
 
 /** Descriptor flags only the packed ring has: the driver's and the device's wrap marks. */
 export const VRING_PACKED_DESC_F_AVAIL = 1 << 7;
@@ -164,19 +161,11 @@ export function packedNeedEvent(
   return vringNeedEvent(event & 0xffff, now.index, (now.index - moved) & 0xffff);
 }
 
-export interface PackedQueueOptions {
-  /** VIRTIO_F_RING_EVENT_IDX negotiated. */
-  eventIdx: boolean;
-  /** VIRTIO_F_RING_INDIRECT_DESC negotiated. */
-  indirect: boolean;
-  /** VIRTIO_F_NOTIFY_ON_EMPTY negotiated. */
-  notifyOnEmpty?: boolean;
+export interface PackedQueueOptions extends QueueNotificationOptions {
   /** From SET_VRING_BASE: next descriptor to pop | avail wrap counter << 15. */
   lastAvailIndex: number;
   /** Next used descriptor to write | used wrap counter << 15 (default: lastAvailIndex). */
   usedIndex?: number;
-  /** Signal the driver (writes the call eventfd). */
-  notify: () => void;
 }
 
 interface RawPackedDescriptor {
@@ -186,27 +175,7 @@ interface RawPackedDescriptor {
   flags: number;
 }
 
-class ChainFault extends Error {
-  constructor(kind: ChainErrorKind, details: string) {
-    super(`${kind}: ${details}`);
-  }
-}
-
-/** What one chain walk found: where the chain error (if any) came from is recorded in `error`. */
-interface WalkState {
-  readonly out: Descriptor[];
-  total: number;
-  seenWritable: boolean;
-}
-
-export class PackedQueue implements DeviceQueue {
-  readonly size: number;
-  readonly addresses: Readonly<PackedRingAddresses>;
-  private currentMemory: GuestMemory;
-  private readonly eventIdx: boolean;
-  private readonly indirect: boolean;
-  private readonly notifyOnEmpty: boolean;
-  private readonly signal: () => void;
+export class PackedQueue extends QueueBase<PackedRingAddresses> implements DeviceQueue {
   private desc!: RingArea;
   private driverEvent!: RingArea;
   private deviceEvent!: RingArea;
@@ -215,13 +184,10 @@ export class PackedQueue implements DeviceQueue {
   /** Chains popped and not yet used, in pop order, with the ring slots each took. */
   private readonly inFlightChains = new Map<DescriptorChain, number>();
   private inFlightSlots = 0;
-  private brokenReason: string | null = null;
   /** Used slots written since the last notify(), and whether the last decision is known (see notify). */
   private usedSinceNotify = 0;
   private signalledValid = false;
   private readonly raw: RawPackedDescriptor = { addr: 0, len: 0, id: 0, flags: 0 };
-  private readonly entry = new Uint8Array(DESCRIPTOR_SIZE);
-  private readonly entryView = new DataView(this.entry.buffer);
 
   constructor(
     memory: GuestMemory,
@@ -230,29 +196,17 @@ export class PackedQueue implements DeviceQueue {
     options: PackedQueueOptions,
   ) {
     checkPackedQueueSize(size);
-    this.nextAvail = decodePosition(options.lastAvailIndex, size, "last avail index");
-    this.nextUsed = decodePosition(options.usedIndex ?? options.lastAvailIndex, size, "used index");
-    for (const area of ["desc", "driver", "device"] as const) {
-      const gpa = addresses[area];
-      if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % PACKED_RING_ALIGN[area] !== 0) {
-        throw new VirtqueueError(
-          "EINVAL",
-          `${area} address ${gpa} is not ${PACKED_RING_ALIGN[area]}-aligned`,
-        );
-      }
-    }
-    this.size = size;
-    this.addresses = Object.freeze({ ...addresses });
-    this.eventIdx = options.eventIdx;
-    this.indirect = options.indirect;
-    this.notifyOnEmpty = options.notifyOnEmpty ?? false;
-    this.signal = options.notify;
-    this.currentMemory = memory;
+    const nextAvail = decodePosition(options.lastAvailIndex, size, "last avail index");
+    const nextUsed = decodePosition(
+      options.usedIndex ?? options.lastAvailIndex,
+      size,
+      "used index",
+    );
+    checkRingAlignment(addresses, PACKED_RING_ALIGN);
+    super(memory, size, addresses, options);
+    this.nextAvail = nextAvail;
+    this.nextUsed = nextUsed;
     this.resolve(memory);
-  }
-
-  get memory(): GuestMemory {
-    return this.currentMemory;
   }
 
   get inFlight(): number {
@@ -272,16 +226,6 @@ export class PackedQueue implements DeviceQueue {
   /** The vhost-user vring base of a packed ring: avail position low, used position high. */
   get vringBase(): number {
     return (this.lastAvailIndex | (this.usedIndex << 16)) >>> 0;
-  }
-
-  get broken(): boolean {
-    return this.brokenReason !== null;
-  }
-
-  /** Re-resolves the ring areas in new memory (SET_MEM_TABLE). Throws EFAULT and keeps the old on failure. */
-  remap(memory: GuestMemory): void {
-    this.resolve(memory);
-    this.currentMemory = memory;
   }
 
   pop(): DescriptorChain | null {
@@ -348,9 +292,7 @@ export class PackedQueue implements DeviceQueue {
     if (slots === undefined) {
       throw new VirtqueueError("EINVAL", "pushUsed with a chain not in flight on this queue");
     }
-    if (!Number.isInteger(writtenLen) || writtenLen < 0 || writtenLen > 0xffffffff) {
-      throw new VirtqueueError("EINVAL", `written length ${writtenLen} is not a 32-bit length`);
-    }
+    checkWrittenLength(writtenLen);
     const at = DESCRIPTOR_SIZE * this.nextUsed.index;
     this.desc.setU16(at + PACKED_DESC_ID, chain.head);
     this.desc.setU32(at + PACKED_DESC_LEN, writtenLen);
@@ -418,7 +360,7 @@ export class PackedQueue implements DeviceQueue {
     return packedNeedEvent(offWrap, this.nextUsed, moved, this.size);
   }
 
-  private resolve(memory: GuestMemory): void {
+  protected resolve(memory: GuestMemory): void {
     const sizes = packedRingSizes(this.size);
     const desc = new RingArea(memory, this.addresses.desc, sizes.desc, "descriptor ring");
     const driver = new RingArea(
@@ -443,28 +385,11 @@ export class PackedQueue implements DeviceQueue {
   private take(state: WalkState, position: number): void {
     const raw = this.raw;
     if (raw.flags & VRING_DESC_F_INDIRECT) {
-      this.checkIndirect();
+      this.checkIndirect(raw);
       this.walkIndirect(raw.addr, raw.len / DESCRIPTOR_SIZE, state);
       return;
     }
-    this.addBuffer(state, `descriptor ${position}`);
-  }
-
-  /** Checks the descriptor in `raw`, which refers to an indirect table; throws ChainFault. */
-  private checkIndirect(): void {
-    const raw = this.raw;
-    if (!this.indirect)
-      throw new ChainFault(CHAIN_ERROR.indirectNotNegotiated, "INDIRECT flag set");
-    if (raw.flags & VRING_DESC_F_NEXT) {
-      throw new ChainFault(CHAIN_ERROR.indirectWithNext, "INDIRECT and NEXT both set");
-    }
-    const count = raw.len / DESCRIPTOR_SIZE;
-    if (raw.len === 0 || !Number.isInteger(count) || count > MAX_INDIRECT_DESCRIPTORS) {
-      throw new ChainFault(CHAIN_ERROR.indirectBadLength, `${raw.len} bytes`);
-    }
-    if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
-      throw new ChainFault(CHAIN_ERROR.indirectOutsideMemory, `table of ${raw.len} bytes`);
-    }
+    this.addBuffer(raw, state, `descriptor ${position}`);
   }
 
   /**
@@ -487,38 +412,14 @@ export class PackedQueue implements DeviceQueue {
       if (this.raw.flags & VRING_DESC_F_INDIRECT) {
         throw new ChainFault(CHAIN_ERROR.nestedIndirect, `INDIRECT flag in table entry ${i}`);
       }
-      this.addBuffer(state, `table entry ${i}`);
+      this.addBuffer(this.raw, state, `table entry ${i}`);
     }
-  }
-
-  /** Checks the buffer descriptor in `raw` against the chain so far and appends it. */
-  private addBuffer(state: WalkState, where: string): void {
-    const raw = this.raw;
-    if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, where);
-    const writable = (raw.flags & VRING_DESC_F_WRITE) !== 0;
-    if (state.seenWritable && !writable) {
-      throw new ChainFault(CHAIN_ERROR.readableAfterWritable, where);
-    }
-    state.seenWritable = writable;
-    state.total += raw.len;
-    if (state.total > 2 ** 32) {
-      throw new ChainFault(CHAIN_ERROR.totalTooLong, `${state.total} bytes`);
-    }
-    if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
-      throw new ChainFault(
-        CHAIN_ERROR.bufferOutsideMemory,
-        `${where}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
-      );
-    }
-    state.out.push({ addr: raw.addr, len: raw.len, writable });
   }
 
   /** Loads the packed descriptor at `offset` of `dv` into `raw`; addr is -1 when it is 2^53 or more. */
   private readDescriptor(dv: DataView, offset: number): void {
     const raw = this.raw;
-    const low = dv.getUint32(offset + PACKED_DESC_ADDR, true);
-    const high = dv.getUint32(offset + PACKED_DESC_ADDR + 4, true);
-    raw.addr = high < 2 ** 21 ? high * 2 ** 32 + low : -1;
+    raw.addr = readDescriptorAddress(dv, offset + PACKED_DESC_ADDR);
     raw.len = dv.getUint32(offset + PACKED_DESC_LEN, true);
     raw.id = dv.getUint16(offset + PACKED_DESC_ID, true);
     raw.flags = dv.getUint16(offset + PACKED_DESC_FLAGS, true);

@@ -20,29 +20,37 @@
  */
 
 import type { GuestMemory } from "./guest-memory.js";
+import { CHAIN_ERROR, type DescriptorChain, type DeviceQueue, VirtqueueError } from "./queue.js";
 import {
-  CHAIN_ERROR,
-  type ChainErrorKind,
-  type Descriptor,
-  type DescriptorChain,
-  type DeviceQueue,
-  VirtqueueError,
-} from "./queue.js";
+  ChainFault,
+  checkRingAlignment,
+  checkWrittenLength,
+  DESCRIPTOR_SIZE,
+  QUEUE_SIZE_MAX,
+  QueueBase,
+  type QueueNotificationOptions,
+  readDescriptorAddress,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  type WalkState,
+} from "./queue-base.js";
 
-export const VRING_DESC_F_NEXT = 1;
-export const VRING_DESC_F_WRITE = 2;
-export const VRING_DESC_F_INDIRECT = 4;
+export {
+  DESCRIPTOR_SIZE,
+  MAX_INDIRECT_DESCRIPTORS,
+  QUEUE_SIZE_MAX,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+} from "./queue-base.js";
+
 /** used.flags: the device asks the driver not to kick. */
 export const VRING_USED_F_NO_NOTIFY = 1;
 /** avail.flags: the driver asks the device not to interrupt. */
 export const VRING_AVAIL_F_NO_INTERRUPT = 1;
 
-export const QUEUE_SIZE_MAX = 32768;
-export const DESCRIPTOR_SIZE = 16;
 /** Alignment the split ring requires of each area (virtio 1.x). */
 export const SPLIT_RING_ALIGN = { desc: 16, avail: 2, used: 4 } as const;
-/** Chains are walked into arrays: bound what one chain may cost, whatever an indirect length claims. */
-export const MAX_INDIRECT_DESCRIPTORS = QUEUE_SIZE_MAX;
 
 /** Byte offsets inside the avail and used areas. */
 export const AVAIL_FLAGS = 0;
@@ -161,19 +169,11 @@ export class RingArea {
   }
 }
 
-export interface SplitQueueOptions {
-  /** VIRTIO_F_RING_EVENT_IDX negotiated. */
-  eventIdx: boolean;
-  /** VIRTIO_F_RING_INDIRECT_DESC negotiated. */
-  indirect: boolean;
-  /** VIRTIO_F_NOTIFY_ON_EMPTY negotiated. */
-  notifyOnEmpty?: boolean;
+export interface SplitQueueOptions extends QueueNotificationOptions {
   /** From SET_VRING_BASE: the next avail ring entry to pop. */
   lastAvailIndex: number;
   /** The used index to continue from (default: lastAvailIndex, as after SET_VRING_BASE). */
   usedIndex?: number;
-  /** Signal the driver (writes the call eventfd). */
-  notify: () => void;
 }
 
 interface RawDescriptor {
@@ -183,35 +183,19 @@ interface RawDescriptor {
   next: number;
 }
 
-class ChainFault extends Error {
-  constructor(kind: ChainErrorKind, details: string) {
-    super(`${kind}: ${details}`);
-  }
-}
-
-export class SplitQueue implements DeviceQueue {
-  readonly size: number;
-  readonly addresses: Readonly<SplitRingAddresses>;
-  private currentMemory: GuestMemory;
-  private readonly eventIdx: boolean;
-  private readonly indirect: boolean;
-  private readonly notifyOnEmpty: boolean;
-  private readonly signal: () => void;
+export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQueue {
   private desc!: RingArea;
   private avail!: RingArea;
   private used!: RingArea;
   private nextAvail: number;
   private nextUsed: number;
   private popped = 0;
-  private brokenReason: string | null = null;
   /** Used index at the last notify(), and whether it means anything yet (see notify). */
   private signalledUsed: number;
   private signalledUsedValid = false;
   private pushedSinceNotify = false;
   /** Reused for every descriptor read: fields of the descriptor being walked. */
   private readonly raw: RawDescriptor = { addr: 0, len: 0, flags: 0, next: 0 };
-  private readonly entry = new Uint8Array(DESCRIPTOR_SIZE);
-  private readonly entryView = new DataView(this.entry.buffer);
 
   constructor(
     memory: GuestMemory,
@@ -223,30 +207,12 @@ export class SplitQueue implements DeviceQueue {
     checkRingIndex(options.lastAvailIndex, "last avail index");
     const usedIndex = options.usedIndex ?? options.lastAvailIndex;
     checkRingIndex(usedIndex, "used index");
-    for (const area of ["desc", "avail", "used"] as const) {
-      const gpa = addresses[area];
-      if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % SPLIT_RING_ALIGN[area] !== 0) {
-        throw new VirtqueueError(
-          "EINVAL",
-          `${area} address ${gpa} is not ${SPLIT_RING_ALIGN[area]}-aligned`,
-        );
-      }
-    }
-    this.size = size;
-    this.addresses = Object.freeze({ ...addresses });
-    this.eventIdx = options.eventIdx;
-    this.indirect = options.indirect;
-    this.notifyOnEmpty = options.notifyOnEmpty ?? false;
-    this.signal = options.notify;
+    checkRingAlignment(addresses, SPLIT_RING_ALIGN);
+    super(memory, size, addresses, options);
     this.nextAvail = options.lastAvailIndex;
     this.nextUsed = usedIndex;
     this.signalledUsed = usedIndex;
-    this.currentMemory = memory;
     this.resolve(memory);
-  }
-
-  get memory(): GuestMemory {
-    return this.currentMemory;
   }
 
   /** Popped and not yet used. */
@@ -263,17 +229,6 @@ export class SplitQueue implements DeviceQueue {
     return this.nextUsed;
   }
 
-  /** True once the driver broke the ring; pop() then always throws. */
-  get broken(): boolean {
-    return this.brokenReason !== null;
-  }
-
-  /** Re-resolves the ring areas in new memory (SET_MEM_TABLE). Throws EFAULT and keeps the old on failure. */
-  remap(memory: GuestMemory): void {
-    this.resolve(memory);
-    this.currentMemory = memory;
-  }
-
   pop(): DescriptorChain | null {
     if (this.brokenReason !== null) throw new VirtqueueError("EBADRING", this.brokenReason);
     // avail.idx once, then the entries it covers (ordering: module comment).
@@ -287,15 +242,15 @@ export class SplitQueue implements DeviceQueue {
     const head = this.avail.getU16(AVAIL_RING + 2 * (this.nextAvail & (this.size - 1)));
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     this.popped++;
-    const descriptors: Descriptor[] = [];
+    const state: WalkState = { out: [], total: 0, seenWritable: false };
     let error: string | null = null;
     try {
-      this.walk(head, descriptors);
+      this.walk(head, state);
     } catch (fault) {
       if (!(fault instanceof ChainFault)) throw fault;
       error = fault.message;
     }
-    return { head, descriptors, error };
+    return { head, descriptors: state.out, error };
   }
 
   rewind(count: number): void {
@@ -311,9 +266,7 @@ export class SplitQueue implements DeviceQueue {
 
   pushUsed(chain: DescriptorChain, writtenLen: number): void {
     if (this.popped === 0) throw new VirtqueueError("EINVAL", "pushUsed with no chain in flight");
-    if (!Number.isInteger(writtenLen) || writtenLen < 0 || writtenLen > 0xffffffff) {
-      throw new VirtqueueError("EINVAL", `written length ${writtenLen} is not a 32-bit length`);
-    }
+    checkWrittenLength(writtenLen);
     if (!Number.isInteger(chain.head) || chain.head < 0 || chain.head > 0xffff) {
       throw new VirtqueueError("EINVAL", `chain head ${chain.head} is not a ring index`);
     }
@@ -384,7 +337,7 @@ export class SplitQueue implements DeviceQueue {
     return vringNeedEvent(usedEvent, this.nextUsed, oldUsed);
   }
 
-  private resolve(memory: GuestMemory): void {
+  protected resolve(memory: GuestMemory): void {
     const sizes = splitRingSizes(this.size, this.eventIdx);
     const desc = new RingArea(memory, this.addresses.desc, sizes.desc, "descriptor table");
     const avail = new RingArea(memory, this.addresses.avail, sizes.avail, "avail ring");
@@ -396,10 +349,10 @@ export class SplitQueue implements DeviceQueue {
   }
 
   /**
-   * Walks the chain at `head` into `out`, throwing ChainFault on the first malformation. The budget
+   * Walks the chain at `head` into `state`, throwing ChainFault on the first malformation. The budget
    * (ttl) is the table length: a chain visiting more entries than its table holds has a loop.
    */
-  private walk(head: number, out: Descriptor[]): void {
+  private walk(head: number, state: WalkState): void {
     if (head >= this.size) {
       throw new ChainFault(CHAIN_ERROR.headOutOfRange, `head ${head}, queue size ${this.size}`);
     }
@@ -411,8 +364,6 @@ export class SplitQueue implements DeviceQueue {
     let indirectGpa = -1;
     let indirectView: { dv: DataView; offset: number } | null = null;
     let index = head;
-    let total = 0;
-    let seenWritable = false;
     for (;;) {
       if (ttl-- === 0) {
         throw new ChainFault(CHAIN_ERROR.loop, `more than ${tableSize} descriptors`);
@@ -426,7 +377,11 @@ export class SplitQueue implements DeviceQueue {
         this.readDescriptor(this.entryView, 0);
       }
       if (raw.flags & VRING_DESC_F_INDIRECT) {
-        this.checkIndirect(indirectGpa >= 0);
+        // Only reachable with INDIRECT negotiated, so the nested check may come first.
+        if (indirectGpa >= 0) {
+          throw new ChainFault(CHAIN_ERROR.nestedIndirect, "INDIRECT flag in a table");
+        }
+        this.checkIndirect(raw);
         indirectGpa = raw.addr;
         indirectView =
           memory.slice(raw.addr, raw.len) !== null ? memory.view(raw.addr, raw.len) : null;
@@ -435,21 +390,7 @@ export class SplitQueue implements DeviceQueue {
         index = 0;
         continue;
       }
-      if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, `descriptor ${index}`);
-      const writable = (raw.flags & VRING_DESC_F_WRITE) !== 0;
-      if (seenWritable && !writable) {
-        throw new ChainFault(CHAIN_ERROR.readableAfterWritable, `descriptor ${index}`);
-      }
-      seenWritable = writable;
-      total += raw.len;
-      if (total > 2 ** 32) throw new ChainFault(CHAIN_ERROR.totalTooLong, `${total} bytes`);
-      if (raw.addr < 0 || !memory.isBacked(raw.addr, raw.len)) {
-        throw new ChainFault(
-          CHAIN_ERROR.bufferOutsideMemory,
-          `descriptor ${index}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
-        );
-      }
-      out.push({ addr: raw.addr, len: raw.len, writable });
+      this.addBuffer(raw, state, `descriptor ${index}`);
       if ((raw.flags & VRING_DESC_F_NEXT) === 0) return;
       if (raw.next >= tableSize) {
         throw new ChainFault(
@@ -461,30 +402,10 @@ export class SplitQueue implements DeviceQueue {
     }
   }
 
-  /** Checks the descriptor in `raw`, which refers to an indirect table; throws ChainFault. */
-  private checkIndirect(inIndirect: boolean): void {
-    const raw = this.raw;
-    if (!this.indirect)
-      throw new ChainFault(CHAIN_ERROR.indirectNotNegotiated, "INDIRECT flag set");
-    if (inIndirect) throw new ChainFault(CHAIN_ERROR.nestedIndirect, "INDIRECT flag in a table");
-    if (raw.flags & VRING_DESC_F_NEXT) {
-      throw new ChainFault(CHAIN_ERROR.indirectWithNext, "INDIRECT and NEXT both set");
-    }
-    const count = raw.len / DESCRIPTOR_SIZE;
-    if (raw.len === 0 || !Number.isInteger(count) || count > MAX_INDIRECT_DESCRIPTORS) {
-      throw new ChainFault(CHAIN_ERROR.indirectBadLength, `${raw.len} bytes`);
-    }
-    if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
-      throw new ChainFault(CHAIN_ERROR.indirectOutsideMemory, `table of ${raw.len} bytes`);
-    }
-  }
-
   /** Loads the descriptor at `offset` of `dv` into `raw`; addr is -1 when it is 2^53 or more. */
   private readDescriptor(dv: DataView, offset: number): void {
     const raw = this.raw;
-    const low = dv.getUint32(offset, true);
-    const high = dv.getUint32(offset + 4, true);
-    raw.addr = high < 2 ** 21 ? high * 2 ** 32 + low : -1;
+    raw.addr = readDescriptorAddress(dv, offset);
     raw.len = dv.getUint32(offset + 8, true);
     raw.flags = dv.getUint16(offset + 12, true);
     raw.next = dv.getUint16(offset + 14, true);

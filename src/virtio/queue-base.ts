@@ -1,0 +1,166 @@
+/**
+ * What the split and packed device queues share: the negotiated options and their fields, the ring
+ * address alignment check, and the checks a chain's buffers and indirect tables must pass. It knows no
+ * ring layout (split-queue.ts and packed-queue.ts own theirs) and nothing of vhost-user or any device.
+ * @module
+ */
+
+import type { GuestMemory } from "./guest-memory.js";
+import { CHAIN_ERROR, type ChainErrorKind, type Descriptor, VirtqueueError } from "./queue.js";
+
+/** Descriptor flags both ring layouts use (same bits). */
+export const VRING_DESC_F_NEXT = 1;
+export const VRING_DESC_F_WRITE = 2;
+export const VRING_DESC_F_INDIRECT = 4;
+export const DESCRIPTOR_SIZE = 16;
+export const QUEUE_SIZE_MAX = 32768;
+/** Chains are walked into arrays: bound what one chain may cost, whatever an indirect length claims. */
+export const MAX_INDIRECT_DESCRIPTORS = QUEUE_SIZE_MAX;
+
+/** The options both queue kinds take; each adds its own ring indices. */
+export interface QueueNotificationOptions {
+  /** VIRTIO_F_RING_EVENT_IDX negotiated. */
+  eventIdx: boolean;
+  /** VIRTIO_F_RING_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+  /** VIRTIO_F_NOTIFY_ON_EMPTY negotiated. */
+  notifyOnEmpty?: boolean;
+  /** Signal the driver (writes the call eventfd). */
+  notify: () => void;
+}
+
+/** EINVAL unless every area's guest address is a non-negative safe integer aligned as `align` says. */
+export function checkRingAlignment<Area extends string>(
+  addresses: Readonly<Record<Area, number>>,
+  align: Readonly<Record<Area, number>>,
+): void {
+  for (const area of Object.keys(align) as Area[]) {
+    const gpa = addresses[area];
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % align[area] !== 0) {
+      throw new VirtqueueError("EINVAL", `${area} address ${gpa} is not ${align[area]}-aligned`);
+    }
+  }
+}
+
+/** EINVAL unless `writtenLen` is a 32-bit length. */
+export function checkWrittenLength(writtenLen: number): void {
+  if (!Number.isInteger(writtenLen) || writtenLen < 0 || writtenLen > 0xffffffff) {
+    throw new VirtqueueError("EINVAL", `written length ${writtenLen} is not a 32-bit length`);
+  }
+}
+
+/** A malformed chain: caught by pop and reported as the chain's error, never thrown to the caller. */
+export class ChainFault extends Error {
+  constructor(kind: ChainErrorKind, details: string) {
+    super(`${kind}: ${details}`);
+  }
+}
+
+/** The fields of a descriptor the chain checks look at; addr is -1 when it is 2^53 or more. */
+export interface DescriptorFields {
+  addr: number;
+  len: number;
+  flags: number;
+}
+
+/** What one chain walk has collected so far. */
+export interface WalkState {
+  readonly out: Descriptor[];
+  total: number;
+  seenWritable: boolean;
+}
+
+/** The 64-bit address at `offset` of `dv`, or -1 when it is 2^53 or more. */
+export function readDescriptorAddress(dv: DataView, offset: number): number {
+  const low = dv.getUint32(offset, true);
+  const high = dv.getUint32(offset + 4, true);
+  return high < 2 ** 21 ? high * 2 ** 32 + low : -1;
+}
+
+/**
+ * The state and option fields both device queues keep, and the parts of DeviceQueue that do not depend on
+ * the ring layout. Subclasses validate their arguments before super() and resolve their areas after it.
+ */
+export abstract class QueueBase<Addresses extends object> {
+  readonly size: number;
+  readonly addresses: Readonly<Addresses>;
+  protected currentMemory: GuestMemory;
+  protected readonly eventIdx: boolean;
+  protected readonly indirect: boolean;
+  protected readonly notifyOnEmpty: boolean;
+  protected readonly signal: () => void;
+  protected brokenReason: string | null = null;
+  /** Scratch for a descriptor of an indirect table that does not lie in one memory window. */
+  protected readonly entry = new Uint8Array(DESCRIPTOR_SIZE);
+  protected readonly entryView = new DataView(this.entry.buffer);
+
+  constructor(
+    memory: GuestMemory,
+    size: number,
+    addresses: Addresses,
+    options: QueueNotificationOptions,
+  ) {
+    this.size = size;
+    this.addresses = Object.freeze({ ...addresses });
+    this.eventIdx = options.eventIdx;
+    this.indirect = options.indirect;
+    this.notifyOnEmpty = options.notifyOnEmpty ?? false;
+    this.signal = options.notify;
+    this.currentMemory = memory;
+  }
+
+  get memory(): GuestMemory {
+    return this.currentMemory;
+  }
+
+  /** True once the driver broke the ring; pop() then always throws. */
+  get broken(): boolean {
+    return this.brokenReason !== null;
+  }
+
+  /** Re-resolves the ring areas in new memory (SET_MEM_TABLE). Throws EFAULT and keeps the old on failure. */
+  remap(memory: GuestMemory): void {
+    this.resolve(memory);
+    this.currentMemory = memory;
+  }
+
+  /** Resolves the ring areas in `memory`; throws EFAULT without changing anything on failure. */
+  protected abstract resolve(memory: GuestMemory): void;
+
+  /** Checks `raw`, which refers to an indirect table (not nested: the caller checks that); throws ChainFault. */
+  protected checkIndirect(raw: DescriptorFields): void {
+    if (!this.indirect)
+      throw new ChainFault(CHAIN_ERROR.indirectNotNegotiated, "INDIRECT flag set");
+    if (raw.flags & VRING_DESC_F_NEXT) {
+      throw new ChainFault(CHAIN_ERROR.indirectWithNext, "INDIRECT and NEXT both set");
+    }
+    const count = raw.len / DESCRIPTOR_SIZE;
+    if (raw.len === 0 || !Number.isInteger(count) || count > MAX_INDIRECT_DESCRIPTORS) {
+      throw new ChainFault(CHAIN_ERROR.indirectBadLength, `${raw.len} bytes`);
+    }
+    if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
+      throw new ChainFault(CHAIN_ERROR.indirectOutsideMemory, `table of ${raw.len} bytes`);
+    }
+  }
+
+  /** Checks the buffer descriptor `raw` (found at `where`) against the chain so far and appends it. */
+  protected addBuffer(raw: DescriptorFields, state: WalkState, where: string): void {
+    if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, where);
+    const writable = (raw.flags & VRING_DESC_F_WRITE) !== 0;
+    if (state.seenWritable && !writable) {
+      throw new ChainFault(CHAIN_ERROR.readableAfterWritable, where);
+    }
+    state.seenWritable = writable;
+    state.total += raw.len;
+    if (state.total > 2 ** 32) {
+      throw new ChainFault(CHAIN_ERROR.totalTooLong, `${state.total} bytes`);
+    }
+    if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
+      throw new ChainFault(
+        CHAIN_ERROR.bufferOutsideMemory,
+        `${where}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
+      );
+    }
+    state.out.push({ addr: raw.addr, len: raw.len, writable });
+  }
+}
