@@ -9,7 +9,12 @@
  * @module
  */
 
-import type { AddOptions, DriverBuffer, UsedElement } from "./driver-split-queue.js";
+import {
+  type AddOptions,
+  checkAddArguments,
+  type DriverBuffer,
+  type UsedElement,
+} from "./driver-split-queue.js";
 import type { GuestMemory } from "./guest-memory.js";
 import {
   advance,
@@ -147,26 +152,7 @@ export class DriverPackedQueue {
    * are not enough free slots. Readable buffers must come before writable ones.
    */
   add(buffers: readonly DriverBuffer[], options: AddOptions = {}): number | null {
-    if (buffers.length === 0)
-      throw new VirtqueueError("EINVAL", "a chain needs at least one buffer");
-    for (const { gpa, len } of buffers) {
-      if (
-        !Number.isSafeInteger(gpa) ||
-        gpa < 0 ||
-        !Number.isInteger(len) ||
-        len < 0 ||
-        len > 0xffffffff
-      ) {
-        throw new VirtqueueError("EINVAL", `buffer ${gpa}+${len} is not a valid range`);
-      }
-    }
-    const tableGpa = options.indirect ? options.indirectGpa : undefined;
-    if (
-      options.indirect &&
-      (tableGpa === undefined || !Number.isSafeInteger(tableGpa) || tableGpa % 16 !== 0)
-    ) {
-      throw new VirtqueueError("EINVAL", "an indirect chain needs a 16-aligned indirectGpa");
-    }
+    const tableGpa = checkAddArguments(buffers, options);
     const needed = tableGpa !== undefined ? 1 : buffers.length;
     if (needed > this.freeSlots || this.freeIds.length === 0) return null;
     const id = this.freeIds.pop()!;

@@ -47,6 +47,37 @@ export interface AddOptions {
   indirectGpa?: number;
 }
 
+/**
+ * EINVAL unless add()'s arguments are valid for either ring layout: at least one buffer, every buffer a
+ * valid range, a 16-aligned table address for an indirect chain. Returns that address (undefined when
+ * the chain is direct).
+ */
+export function checkAddArguments(
+  buffers: readonly DriverBuffer[],
+  options: AddOptions,
+): number | undefined {
+  if (buffers.length === 0) throw new VirtqueueError("EINVAL", "a chain needs at least one buffer");
+  for (const { gpa, len } of buffers) {
+    if (
+      !Number.isSafeInteger(gpa) ||
+      gpa < 0 ||
+      !Number.isInteger(len) ||
+      len < 0 ||
+      len > 0xffffffff
+    ) {
+      throw new VirtqueueError("EINVAL", `buffer ${gpa}+${len} is not a valid range`);
+    }
+  }
+  const tableGpa = options.indirect ? options.indirectGpa : undefined;
+  if (
+    options.indirect &&
+    (tableGpa === undefined || !Number.isSafeInteger(tableGpa) || tableGpa % 16 !== 0)
+  ) {
+    throw new VirtqueueError("EINVAL", "an indirect chain needs a 16-aligned indirectGpa");
+  }
+  return tableGpa;
+}
+
 /** A descriptor exactly as it sits in a table, for the raw API. */
 export interface RawDescriptorFields {
   addr: number | bigint;
@@ -167,26 +198,7 @@ export class DriverSplitQueue {
    * there are not enough free descriptors. Readable buffers must come before writable ones.
    */
   add(buffers: readonly DriverBuffer[], options: AddOptions = {}): number | null {
-    if (buffers.length === 0)
-      throw new VirtqueueError("EINVAL", "a chain needs at least one buffer");
-    for (const { gpa, len } of buffers) {
-      if (
-        !Number.isSafeInteger(gpa) ||
-        gpa < 0 ||
-        !Number.isInteger(len) ||
-        len < 0 ||
-        len > 0xffffffff
-      ) {
-        throw new VirtqueueError("EINVAL", `buffer ${gpa}+${len} is not a valid range`);
-      }
-    }
-    const tableGpa = options.indirect ? options.indirectGpa : undefined;
-    if (
-      options.indirect &&
-      (tableGpa === undefined || !Number.isSafeInteger(tableGpa) || tableGpa % 16 !== 0)
-    ) {
-      throw new VirtqueueError("EINVAL", "an indirect chain needs a 16-aligned indirectGpa");
-    }
+    const tableGpa = checkAddArguments(buffers, options);
     const needed = tableGpa !== undefined ? 1 : buffers.length;
     if (needed > this.freeList.length) return null;
     const taken = this.freeList.splice(this.freeList.length - needed, needed).reverse();
