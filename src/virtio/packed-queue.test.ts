@@ -3,11 +3,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { DriverPackedQueue, type RawPackedDescriptorFields } from "./driver-packed-queue.js";
 import type { DriverBuffer } from "./driver-split-queue.js";
-import {
-  createArrayGuestMemory,
-  type GuestMemory,
-  type GuestMemoryOptions,
-} from "./guest-memory.js";
+import { createArrayGuestMemory } from "./guest-memory.js";
 import {
   checkPackedQueueSize,
   PACKED_DESC_FLAGS,
@@ -21,73 +17,36 @@ import {
   WRAP_BIT,
 } from "./packed-queue.js";
 import { CHAIN_ERROR, type ChainErrorKind, type DescriptorChain, VirtqueueError } from "./queue.js";
+import {
+  assertVirtqueueError,
+  DATA_GPA,
+  GAP_GPA,
+  HIGH_REGION,
+  popChain,
+  type QueuePair,
+  type QueueSetupOptions,
+  queueOp,
+  RING_GPA,
+  request,
+  setupQueuePair,
+  TABLE_GPA,
+} from "./queue-test-helpers.js";
 import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from "./split-queue.js";
 
-const WINDOWS: GuestMemoryOptions = { windowSize: 0x10000, windowOverlap: 0x8000 };
-const RING_GPA = 0;
-const TABLE_GPA = 0x20000;
-const DATA_GPA = 0x30000;
-const GAP_GPA = 0x50000;
-const HIGH_REGION = 0x100000;
+type Setup = QueuePair<DriverPackedQueue, PackedQueue>;
 
-interface Setup {
-  memory: GuestMemory;
-  driver: DriverPackedQueue;
-  device: PackedQueue;
-  notifications: () => number;
-}
-
-interface SetupOptions {
-  size?: number;
-  eventIdx?: boolean;
-  indirect?: boolean;
-  notifyOnEmpty?: boolean;
-}
-
-function setup(options: SetupOptions = {}): Setup {
-  const size = options.size ?? 8;
-  const eventIdx = options.eventIdx ?? false;
-  const memory = createArrayGuestMemory(
-    [
-      { guestPhysAddr: 0, size: 0x40000 },
-      { guestPhysAddr: 0x40000, size: 0x10000 },
-      { guestPhysAddr: HIGH_REGION, size: 0x10000 },
-    ],
-    WINDOWS,
-  );
-  const driver = new DriverPackedQueue(memory, RING_GPA, size, { eventIdx });
-  let count = 0;
-  const device = new PackedQueue(memory, size, driver.addresses, {
-    eventIdx,
-    indirect: options.indirect ?? true,
-    notifyOnEmpty: options.notifyOnEmpty ?? false,
+function setup(options: QueueSetupOptions = {}): Setup {
+  return setupQueuePair(options, (memory, size, common) => {
+    const driver = new DriverPackedQueue(memory, RING_GPA, size, { eventIdx: common.eventIdx });
     // A fresh ring, as QEMU starts it: both wrap counters 1.
-    lastAvailIndex: WRAP_BIT,
-    notify: () => {
-      count++;
-    },
-  });
-  return { memory, driver, device, notifications: () => count };
-}
-
-function popChain(device: PackedQueue): DescriptorChain {
-  const chain = device.pop();
-  assert.ok(chain, "expected a chain");
-  return chain;
-}
-
-function assertVirtqueueError(fn: () => unknown, code: string): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof VirtqueueError, `expected VirtqueueError, got ${String(error)}`);
-    assert.equal(error.code, code);
-    return true;
+    const device = new PackedQueue(memory, size, driver.addresses, {
+      ...common,
+      lastAvailIndex: WRAP_BIT,
+    });
+    return { driver, device };
   });
 }
 
-const request: DriverBuffer[] = [
-  { gpa: DATA_GPA, len: 16, writable: false },
-  { gpa: DATA_GPA + 0x100, len: 8, writable: true },
-];
 const asDescriptors = (buffers: readonly DriverBuffer[]) =>
   buffers.map(({ gpa, len, writable }) => ({ addr: gpa, len, writable }));
 
@@ -567,31 +526,12 @@ describe("PackedQueue malformed chains", () => {
 });
 
 describe("PackedQueue properties", () => {
-  type Op =
-    | { kind: "add"; count: number; writableFrom: number; indirect: boolean }
-    | { kind: "pop" }
-    | { kind: "push"; pick: number }
-    | { kind: "rewind"; count: number }
-    | { kind: "getUsed" };
-  const op: fc.Arbitrary<Op> = fc.oneof(
-    fc.record({
-      kind: fc.constant("add" as const),
-      count: fc.integer({ min: 1, max: 5 }),
-      writableFrom: fc.integer({ min: 0, max: 5 }),
-      indirect: fc.boolean(),
-    }),
-    fc.record({ kind: fc.constant("pop" as const) }),
-    fc.record({ kind: fc.constant("push" as const), pick: fc.nat() }),
-    fc.record({ kind: fc.constant("rewind" as const), count: fc.integer({ min: 1, max: 3 }) }),
-    fc.record({ kind: fc.constant("getUsed" as const) }),
-  );
-
   it("device and driver agree: every chain comes back once with its id, every slot is freed", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 17 }),
         fc.boolean(),
-        fc.array(op, { maxLength: 150 }),
+        fc.array(queueOp, { maxLength: 150 }),
         (size, eventIdx, ops) => {
           const { driver, device } = setup({ size, eventIdx });
           const tableSlots = Array.from({ length: size }, (_, i) => TABLE_GPA + 0x100 * i);

@@ -1,18 +1,23 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import {
-  type DriverBuffer,
-  DriverSplitQueue,
-  type RawDescriptorFields,
-} from "./driver-split-queue.js";
-import {
-  ArrayBufferBacking,
-  createArrayGuestMemory,
-  GuestMemory,
-  type GuestMemoryOptions,
-} from "./guest-memory.js";
+import { DriverSplitQueue, type RawDescriptorFields } from "./driver-split-queue.js";
+import { ArrayBufferBacking, createArrayGuestMemory, GuestMemory } from "./guest-memory.js";
 import { CHAIN_ERROR, type ChainErrorKind, type DescriptorChain, VirtqueueError } from "./queue.js";
+import {
+  assertVirtqueueError,
+  DATA_GPA,
+  GAP_GPA,
+  HIGH_REGION,
+  popChain,
+  type QueuePair,
+  type QueueSetupOptions,
+  queueOp,
+  RING_GPA,
+  request,
+  setupQueuePair,
+  TABLE_GPA,
+} from "./queue-test-helpers.js";
 import {
   checkQueueSize,
   SplitQueue,
@@ -22,73 +27,26 @@ import {
   vringNeedEvent,
 } from "./split-queue.js";
 
-/** Rings fit any window (overlap 32 KiB); buffers still cross window edges. */
-const WINDOWS: GuestMemoryOptions = { windowSize: 0x10000, windowOverlap: 0x8000 };
-const RING_GPA = 0;
-const TABLE_GPA = 0x20000;
-const DATA_GPA = 0x30000;
-const GAP_GPA = 0x50000;
-const HIGH_REGION = 0x100000;
+type Setup = QueuePair<DriverSplitQueue, SplitQueue>;
 
-interface Setup {
-  memory: GuestMemory;
-  driver: DriverSplitQueue;
-  device: SplitQueue;
-  notifications: () => number;
-}
-
-interface SetupOptions {
-  size?: number;
-  eventIdx?: boolean;
-  indirect?: boolean;
-  notifyOnEmpty?: boolean;
+interface SetupOptions extends QueueSetupOptions {
   initialIndex?: number;
 }
 
 function setup(options: SetupOptions = {}): Setup {
-  const size = options.size ?? 8;
-  const eventIdx = options.eventIdx ?? false;
   const initialIndex = options.initialIndex ?? 0;
-  const memory = createArrayGuestMemory(
-    [
-      { guestPhysAddr: 0, size: 0x40000 },
-      { guestPhysAddr: 0x40000, size: 0x10000 },
-      { guestPhysAddr: HIGH_REGION, size: 0x10000 },
-    ],
-    WINDOWS,
-  );
-  const driver = new DriverSplitQueue(memory, RING_GPA, size, { eventIdx, initialIndex });
-  let count = 0;
-  const device = new SplitQueue(memory, size, driver.addresses, {
-    eventIdx,
-    indirect: options.indirect ?? true,
-    notifyOnEmpty: options.notifyOnEmpty ?? false,
-    lastAvailIndex: initialIndex,
-    notify: () => {
-      count++;
-    },
-  });
-  return { memory, driver, device, notifications: () => count };
-}
-
-function popChain(device: SplitQueue): DescriptorChain {
-  const chain = device.pop();
-  assert.ok(chain, "expected a chain");
-  return chain;
-}
-
-function assertVirtqueueError(fn: () => unknown, code: string): void {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof VirtqueueError, `expected VirtqueueError, got ${String(error)}`);
-    assert.equal(error.code, code);
-    return true;
+  return setupQueuePair(options, (memory, size, common) => {
+    const driver = new DriverSplitQueue(memory, RING_GPA, size, {
+      eventIdx: common.eventIdx,
+      initialIndex,
+    });
+    const device = new SplitQueue(memory, size, driver.addresses, {
+      ...common,
+      lastAvailIndex: initialIndex,
+    });
+    return { driver, device };
   });
 }
-
-const request: DriverBuffer[] = [
-  { gpa: DATA_GPA, len: 16, writable: false },
-  { gpa: DATA_GPA + 0x100, len: 8, writable: true },
-];
 
 describe("SplitQueue round trips", () => {
   it("pops what the driver added and returns it through the used ring", () => {
@@ -613,32 +571,13 @@ describe("SplitQueue malformed chains", () => {
 });
 
 describe("SplitQueue properties", () => {
-  type Op =
-    | { kind: "add"; count: number; writableFrom: number; indirect: boolean }
-    | { kind: "pop" }
-    | { kind: "push"; pick: number }
-    | { kind: "rewind"; count: number }
-    | { kind: "getUsed" };
-  const op: fc.Arbitrary<Op> = fc.oneof(
-    fc.record({
-      kind: fc.constant("add" as const),
-      count: fc.integer({ min: 1, max: 5 }),
-      writableFrom: fc.integer({ min: 0, max: 5 }),
-      indirect: fc.boolean(),
-    }),
-    fc.record({ kind: fc.constant("pop" as const) }),
-    fc.record({ kind: fc.constant("push" as const), pick: fc.nat() }),
-    fc.record({ kind: fc.constant("rewind" as const), count: fc.integer({ min: 1, max: 3 }) }),
-    fc.record({ kind: fc.constant("getUsed" as const) }),
-  );
-
   it("returns every popped chain exactly once with its head, and frees every descriptor", () => {
     fc.assert(
       fc.property(
         fc.constantFrom(1, 2, 4, 8, 16),
         fc.boolean(),
         fc.integer({ min: 0, max: 65535 }),
-        fc.array(op, { maxLength: 120 }),
+        fc.array(queueOp, { maxLength: 120 }),
         (size, eventIdx, initialIndex, ops) => {
           const { driver, device } = setup({ size, eventIdx, initialIndex });
           const tableSlots = Array.from({ length: size }, (_, i) => TABLE_GPA + 0x100 * i);

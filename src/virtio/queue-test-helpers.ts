@@ -1,0 +1,113 @@
+/**
+ * Test set-up shared by the split and packed queue tests: the guest memory layout, a driver/device pair
+ * on it with a notification counter, chain and error assertions, and the random operations the property
+ * tests run. Used only by tests; it holds no assertions of its own about either ring layout.
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { DriverBuffer } from "./driver-split-queue.js";
+import {
+  createArrayGuestMemory,
+  type GuestMemory,
+  type GuestMemoryOptions,
+} from "./guest-memory.js";
+import { type DescriptorChain, type DeviceQueue, VirtqueueError } from "./queue.js";
+import type { QueueNotificationOptions } from "./queue-base.js";
+
+/** Rings fit any window (overlap 32 KiB); buffers still cross window edges. */
+export const WINDOWS: GuestMemoryOptions = { windowSize: 0x10000, windowOverlap: 0x8000 };
+export const RING_GPA = 0;
+export const TABLE_GPA = 0x20000;
+export const DATA_GPA = 0x30000;
+/** Between the second region and HIGH_REGION: not guest memory. */
+export const GAP_GPA = 0x50000;
+export const HIGH_REGION = 0x100000;
+
+export interface QueuePair<Driver, Device> {
+  memory: GuestMemory;
+  driver: Driver;
+  device: Device;
+  notifications: () => number;
+}
+
+export interface QueueSetupOptions {
+  size?: number;
+  eventIdx?: boolean;
+  indirect?: boolean;
+  notifyOnEmpty?: boolean;
+}
+
+/**
+ * Two touching regions at 0 and one at HIGH_REGION, a driver and a device built on them by `build`, and a
+ * counter of the device's notifications. Defaults: size 8, no EVENT_IDX, INDIRECT, no NOTIFY_ON_EMPTY.
+ */
+export function setupQueuePair<Driver, Device>(
+  options: QueueSetupOptions,
+  build: (
+    memory: GuestMemory,
+    size: number,
+    common: QueueNotificationOptions,
+  ) => { driver: Driver; device: Device },
+): QueuePair<Driver, Device> {
+  const memory = createArrayGuestMemory(
+    [
+      { guestPhysAddr: 0, size: 0x40000 },
+      { guestPhysAddr: 0x40000, size: 0x10000 },
+      { guestPhysAddr: HIGH_REGION, size: 0x10000 },
+    ],
+    WINDOWS,
+  );
+  let count = 0;
+  const { driver, device } = build(memory, options.size ?? 8, {
+    eventIdx: options.eventIdx ?? false,
+    indirect: options.indirect ?? true,
+    notifyOnEmpty: options.notifyOnEmpty ?? false,
+    notify: () => {
+      count++;
+    },
+  });
+  return { memory, driver, device, notifications: () => count };
+}
+
+export function popChain(device: DeviceQueue): DescriptorChain {
+  const chain = device.pop();
+  assert.ok(chain, "expected a chain");
+  return chain;
+}
+
+export function assertVirtqueueError(fn: () => unknown, code: string): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof VirtqueueError, `expected VirtqueueError, got ${String(error)}`);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+/** A typical request: one readable buffer, then one writable. */
+export const request: DriverBuffer[] = [
+  { gpa: DATA_GPA, len: 16, writable: false },
+  { gpa: DATA_GPA + 0x100, len: 8, writable: true },
+];
+
+/** One step of a property test driving a driver/device pair. */
+export type QueueOp =
+  | { kind: "add"; count: number; writableFrom: number; indirect: boolean }
+  | { kind: "pop" }
+  | { kind: "push"; pick: number }
+  | { kind: "rewind"; count: number }
+  | { kind: "getUsed" };
+
+export const queueOp: fc.Arbitrary<QueueOp> = fc.oneof(
+  fc.record({
+    kind: fc.constant("add" as const),
+    count: fc.integer({ min: 1, max: 5 }),
+    writableFrom: fc.integer({ min: 0, max: 5 }),
+    indirect: fc.boolean(),
+  }),
+  fc.record({ kind: fc.constant("pop" as const) }),
+  fc.record({ kind: fc.constant("push" as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant("rewind" as const), count: fc.integer({ min: 1, max: 3 }) }),
+  fc.record({ kind: fc.constant("getUsed" as const) }),
+);
