@@ -28,6 +28,7 @@ import {
   queueOp,
   RING_GPA,
   request,
+  runQueueOps,
   setupQueuePair,
   TABLE_GPA,
 } from "./queue-test-helpers.js";
@@ -534,72 +535,7 @@ describe("PackedQueue properties", () => {
         fc.array(queueOp, { maxLength: 150 }),
         (size, eventIdx, ops) => {
           const { driver, device } = setup({ size, eventIdx });
-          const tableSlots = Array.from({ length: size }, (_, i) => TABLE_GPA + 0x100 * i);
-          const tableOfId = new Map<number, number>();
-          const outstanding = new Map<number, { addr: number; len: number; writable: boolean }[]>();
-          const inFlight: DescriptorChain[] = [];
-          let rewindable = 0;
-          let pushed = 0;
-          let returned = 0;
-          const collect = () => {
-            for (let used = driver.getUsed(); used !== null; used = driver.getUsed()) {
-              assert.ok(outstanding.delete(used.head), `id ${used.head} came back twice`);
-              assert.equal(used.len, used.head * 3);
-              const slot = tableOfId.get(used.head);
-              if (slot !== undefined) tableSlots.push(slot);
-              tableOfId.delete(used.head);
-              returned++;
-            }
-          };
-          const push = (index: number) => {
-            const [chain] = inFlight.splice(index, 1);
-            device.pushUsed(chain!, chain!.head * 3);
-            pushed++;
-            rewindable = 0;
-          };
-          for (const step of ops) {
-            if (step.kind === "add") {
-              const buffers = Array.from({ length: step.count }, (_, i) => ({
-                gpa: DATA_GPA + 0x40 * i,
-                len: 1 + i,
-                writable: i >= step.writableFrom,
-              }));
-              const slot = step.indirect ? tableSlots.pop() : undefined;
-              const id = driver.add(buffers, { indirect: slot !== undefined, indirectGpa: slot });
-              if (id === null) {
-                if (slot !== undefined) tableSlots.push(slot);
-                continue;
-              }
-              if (slot !== undefined) tableOfId.set(id, slot);
-              outstanding.set(id, asDescriptors(buffers));
-            } else if (step.kind === "pop") {
-              const chain = device.pop();
-              if (chain === null) continue;
-              assert.equal(chain.error, null);
-              assert.deepEqual(chain.descriptors, outstanding.get(chain.head));
-              inFlight.push(chain);
-              rewindable++;
-            } else if (step.kind === "push") {
-              if (inFlight.length > 0) push(step.pick % inFlight.length);
-            } else if (step.kind === "rewind") {
-              const count = Math.min(step.count, rewindable);
-              device.rewind(count);
-              inFlight.splice(inFlight.length - count, count);
-              rewindable -= count;
-            } else {
-              collect();
-            }
-            assert.equal(device.inFlight, inFlight.length);
-          }
-          for (let chain = device.pop(); chain !== null; chain = device.pop()) {
-            inFlight.push(chain);
-          }
-          while (inFlight.length > 0) push(0);
-          collect();
-          assert.equal(outstanding.size, 0);
-          assert.equal(returned, pushed);
-          assert.equal(driver.numFree, size);
-          assert.equal(device.usedIndex, device.lastAvailIndex);
+          runQueueOps(driver, device, size, ops);
           assert.equal(driver.lastUsedIndex, device.usedIndex);
         },
       ),

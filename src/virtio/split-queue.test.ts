@@ -15,6 +15,7 @@ import {
   queueOp,
   RING_GPA,
   request,
+  runQueueOps,
   setupQueuePair,
   TABLE_GPA,
 } from "./queue-test-helpers.js";
@@ -580,80 +581,7 @@ describe("SplitQueue properties", () => {
         fc.array(queueOp, { maxLength: 120 }),
         (size, eventIdx, initialIndex, ops) => {
           const { driver, device } = setup({ size, eventIdx, initialIndex });
-          const tableSlots = Array.from({ length: size }, (_, i) => TABLE_GPA + 0x100 * i);
-          const tableOfHead = new Map<number, number>();
-          /** What the driver added, by head, until it comes back. */
-          const outstanding = new Map<number, { addr: number; len: number; writable: boolean }[]>();
-          const inFlight: DescriptorChain[] = [];
-          let rewindable = 0;
-          let pushed = 0;
-          let returned = 0;
-          const checkPopped = (chain: DescriptorChain) => {
-            assert.equal(chain.error, null);
-            assert.deepEqual(chain.descriptors, outstanding.get(chain.head));
-          };
-          const collect = () => {
-            for (let used = driver.getUsed(); used !== null; used = driver.getUsed()) {
-              assert.ok(outstanding.delete(used.head), `head ${used.head} came back twice`);
-              assert.equal(used.len, used.head * 3);
-              const slot = tableOfHead.get(used.head);
-              if (slot !== undefined) tableSlots.push(slot);
-              tableOfHead.delete(used.head);
-              returned++;
-            }
-          };
-          const push = (index: number) => {
-            const [chain] = inFlight.splice(index, 1);
-            device.pushUsed(chain!, chain!.head * 3);
-            pushed++;
-            rewindable = 0;
-          };
-          for (const step of ops) {
-            if (step.kind === "add") {
-              const buffers = Array.from({ length: step.count }, (_, i) => ({
-                gpa: DATA_GPA + 0x40 * i,
-                len: 1 + i,
-                writable: i >= step.writableFrom,
-              }));
-              const slot = step.indirect ? tableSlots.pop() : undefined;
-              const head = driver.add(buffers, { indirect: slot !== undefined, indirectGpa: slot });
-              if (head === null) {
-                if (slot !== undefined) tableSlots.push(slot);
-                continue;
-              }
-              if (slot !== undefined) tableOfHead.set(head, slot);
-              outstanding.set(
-                head,
-                buffers.map(({ gpa, len, writable }) => ({ addr: gpa, len, writable })),
-              );
-            } else if (step.kind === "pop") {
-              const chain = device.pop();
-              if (chain === null) continue;
-              checkPopped(chain);
-              inFlight.push(chain);
-              rewindable++;
-            } else if (step.kind === "push") {
-              if (inFlight.length > 0) push(step.pick % inFlight.length);
-            } else if (step.kind === "rewind") {
-              const count = Math.min(step.count, rewindable);
-              device.rewind(count);
-              inFlight.splice(inFlight.length - count, count);
-              rewindable -= count;
-            } else {
-              collect();
-            }
-            assert.equal(device.inFlight, inFlight.length);
-          }
-          for (let chain = device.pop(); chain !== null; chain = device.pop()) {
-            checkPopped(chain);
-            inFlight.push(chain);
-          }
-          while (inFlight.length > 0) push(0);
-          collect();
-          assert.equal(outstanding.size, 0);
-          assert.equal(returned, pushed);
-          assert.equal(driver.numFree, size);
-          assert.equal(device.usedIndex, device.lastAvailIndex);
+          runQueueOps(driver, device, size, ops);
         },
       ),
     );
