@@ -108,6 +108,13 @@ static napi_value throw_range(napi_env env, const char* message) {
   return NULL;
 }
 
+/* Throws `<what> <problem>` as a TypeError, e.g. "fd must be a number". */
+static void throw_type_about(napi_env env, const char* what, const char* problem) {
+  char message[128];
+  snprintf(message, sizeof message, "%s %s", what, problem);
+  throw_type(env, message);
+}
+
 static bool get_args(napi_env env, napi_callback_info info, size_t expected, napi_value* argv) {
   size_t argc = expected;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
@@ -118,15 +125,18 @@ static bool get_args(napi_env env, napi_callback_info info, size_t expected, nap
   return true;
 }
 
+static bool get_number(napi_env env, napi_value value, const char* what, double* out) {
+  if (napi_get_value_double(env, value, out) != napi_ok) {
+    throw_type_about(env, what, "must be a number");
+    return false;
+  }
+  return true;
+}
+
 /* A non-negative integer below 2^53 (sizes, offsets, counters). */
 static bool get_u53(napi_env env, napi_value value, const char* what, uint64_t* out) {
   double d;
-  if (napi_get_value_double(env, value, &d) != napi_ok) {
-    char message[128];
-    snprintf(message, sizeof message, "%s must be a number", what);
-    throw_type(env, message);
-    return false;
-  }
+  if (!get_number(env, value, what, &d)) return false;
   if (!(d >= 0 && d <= MAX_SAFE_INTEGER) || d != (double)(uint64_t)d) {
     char message[128];
     snprintf(message, sizeof message, "%s must be a non-negative integer below 2^53", what);
@@ -141,12 +151,7 @@ static bool get_u53(napi_env env, napi_value value, const char* what, uint64_t* 
 static bool get_int_in(napi_env env, napi_value value, const char* what, int64_t min, int64_t max,
                        int64_t* out) {
   double d;
-  if (napi_get_value_double(env, value, &d) != napi_ok) {
-    char message[128];
-    snprintf(message, sizeof message, "%s must be a number", what);
-    throw_type(env, message);
-    return false;
-  }
+  if (!get_number(env, value, what, &d)) return false;
   if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) {
     char message[160];
     snprintf(message, sizeof message, "%s must be an integer in [%lld, %lld]", what,
@@ -169,9 +174,7 @@ static bool get_fd(napi_env env, napi_value value, int* fd) {
 static char* get_string(napi_env env, napi_value value, const char* what) {
   size_t len;
   if (napi_get_value_string_utf8(env, value, NULL, 0, &len) != napi_ok) {
-    char message[128];
-    snprintf(message, sizeof message, "%s must be a string", what);
-    throw_type(env, message);
+    throw_type_about(env, what, "must be a string");
     return NULL;
   }
   char* s = malloc(len + 1);
@@ -182,28 +185,42 @@ static char* get_string(napi_env env, napi_value value, const char* what) {
   napi_get_value_string_utf8(env, value, s, len + 1, &len);
   if (strlen(s) != len) {
     free(s);
-    char message[128];
-    snprintf(message, sizeof message, "%s must not contain NUL characters", what);
-    throw_type(env, message);
+    throw_type_about(env, what, "must not contain NUL characters");
     return NULL;
   }
   return s;
 }
 
-/* A Uint8Array's memory. */
-static bool get_u8(napi_env env, napi_value value, const char* what, uint8_t** data, size_t* len) {
+/* The memory of a typed array of the given kind; false (nothing thrown) for anything else. */
+static bool typed_array_of(napi_env env, napi_value value, napi_typedarray_type kind, size_t* len,
+                           void** data) {
   bool is_typed = false;
   napi_typedarray_type type;
-  void* raw = NULL;
-  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, value, &type, len, &raw, NULL, NULL) != napi_ok ||
-      type != napi_uint8_array) {
-    char message[128];
-    snprintf(message, sizeof message, "%s must be a Uint8Array", what);
-    throw_type(env, message);
+  *data = NULL;
+  return napi_is_typedarray(env, value, &is_typed) == napi_ok && is_typed &&
+         napi_get_typedarray_info(env, value, &type, len, data, NULL, NULL) == napi_ok &&
+         type == kind;
+}
+
+/* A Uint8Array's memory. */
+static bool get_u8(napi_env env, napi_value value, const char* what, uint8_t** data, size_t* len) {
+  void* raw;
+  if (!typed_array_of(env, value, napi_uint8_array, len, &raw)) {
+    throw_type_about(env, what, "must be a Uint8Array");
     return false;
   }
   *data = raw;
+  return true;
+}
+
+/* A JS array's length; throws `message` as a TypeError for anything else. */
+static bool get_array(napi_env env, napi_value value, const char* message, uint32_t* count) {
+  bool is_array = false;
+  if (napi_is_array(env, value, &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, value, count) != napi_ok) {
+    throw_type(env, message);
+    return false;
+  }
   return true;
 }
 
@@ -346,37 +363,62 @@ static napi_value js_socket_pair(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* Closes every fd carried by SCM_RIGHTS in a received message. */
-static void close_received_fds(struct msghdr* msg) {
+/* recvMsg/sendMsg(fd, buf, offset, length, ...): the fd and the byte range as one iovec. */
+static bool get_message_args(napi_env env, napi_callback_info info, napi_value* argv, int* fd,
+                             struct iovec* iov) {
+  uint8_t* buf;
+  size_t buf_len;
+  uint64_t offset, length;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], fd) ||
+      !get_u8(env, argv[1], "buf", &buf, &buf_len) ||
+      !get_range(env, argv[2], argv[3], buf_len, &offset, &length)) {
+    return false;
+  }
+  iov->iov_base = buf + offset;
+  iov->iov_len = length;
+  return true;
+}
+
+/* A message of one iovec and the given control buffer (NULL for none). */
+static void init_msghdr(struct msghdr* msg, struct iovec* iov, void* control, size_t control_len) {
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  msg->msg_control = control;
+  msg->msg_controllen = control_len;
+}
+
+/* Walks every fd carried by SCM_RIGHTS in a received message: copies each into `copy_to` when
+ * given, closes each when `close_them`; returns how many there are. */
+static size_t walk_received_fds(struct msghdr* msg, int32_t* copy_to, bool close_them) {
+  size_t total = 0;
   for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++, total++) {
       int fd;
       memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      close(fd);
+      if (copy_to != NULL) copy_to[total] = fd;
+      if (close_them) close(fd);
     }
   }
+  return total;
+}
+
+/* A failed nonblocking socket call: -1 when it would block, else the errno thrown. */
+static napi_value would_block_or_throw(napi_env env, const char* syscall) {
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
+  return throw_errno(env, syscall, errno);
 }
 
 static napi_value js_recv_msg(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   int fd;
-  uint8_t* buf;
-  size_t buf_len;
-  uint64_t offset, length;
-  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_u8(env, argv[1], "buf", &buf, &buf_len) ||
-      !get_range(env, argv[2], argv[3], buf_len, &offset, &length)) {
-    return NULL;
-  }
-  bool is_typed = false;
-  napi_typedarray_type type;
+  struct iovec iov;
+  if (!get_message_args(env, info, argv, &fd, &iov)) return NULL;
   size_t fds_len;
   void* fds_raw;
-  if (napi_is_typedarray(env, argv[4], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, argv[4], &type, &fds_len, &fds_raw, NULL, NULL) != napi_ok ||
-      type != napi_int32_array || fds_len < 1) {
+  if (!typed_array_of(env, argv[4], napi_int32_array, &fds_len, &fds_raw) || fds_len < 1) {
     return throw_type(env, "fdsOut must be an Int32Array of length >= 1");
   }
   int32_t* fds_out = fds_raw;
@@ -386,82 +428,46 @@ static napi_value js_recv_msg(napi_env env, napi_callback_info info) {
     struct cmsghdr align;
     char buf[CMSG_SPACE(RECV_MAX_FDS * sizeof(int))];
   } control;
-  struct iovec iov = {.iov_base = buf + offset, .iov_len = length};
   struct msghdr msg;
   ssize_t n;
-  for (;;) {
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof control.buf;
+  do {
+    init_msghdr(&msg, &iov, control.buf, sizeof control.buf);
     n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-    if (n >= 0) break;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
-    return throw_errno(env, "recvmsg", errno);
-  }
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return would_block_or_throw(env, "recvmsg");
 
   /* Count first, so that either all fds reach the caller or none stays open. */
-  size_t received = 0;
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      received += (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    }
-  }
+  size_t received = walk_received_fds(&msg, NULL, false);
   if ((msg.msg_flags & MSG_CTRUNC) != 0 || received > fds_len - 1) {
-    close_received_fds(&msg);
+    walk_received_fds(&msg, NULL, true);
     napi_throw(env, make_coded_error(env, "ECTRUNC", "recvmsg",
                                      "recvmsg failed: more file descriptors than the receive "
                                      "buffer holds; they were closed (ECTRUNC)"));
     return NULL;
   }
-  size_t k = 0;
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; i++) {
-      memcpy(&fds_out[1 + k], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      k++;
-    }
-  }
-  fds_out[0] = (int32_t)k;
+  fds_out[0] = (int32_t)walk_received_fds(&msg, fds_out + 1, false);
   return make_int(env, n);
 }
 
 static napi_value js_send_msg(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   int fd;
-  uint8_t* buf;
-  size_t buf_len;
-  uint64_t offset, length;
-  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_u8(env, argv[1], "buf", &buf, &buf_len) ||
-      !get_range(env, argv[2], argv[3], buf_len, &offset, &length)) {
-    return NULL;
-  }
-  bool is_array = false;
+  struct iovec iov;
+  if (!get_message_args(env, info, argv, &fd, &iov)) return NULL;
   uint32_t count = 0;
-  if (napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array ||
-      napi_get_array_length(env, argv[4], &count) != napi_ok) {
-    return throw_type(env, "fds must be an array");
-  }
+  if (!get_array(env, argv[4], "fds must be an array", &count)) return NULL;
   if (count > SEND_MAX_FDS) return throw_range(env, "at most 253 fds per message");
-  if (count > 0 && length == 0) return throw_range(env, "fds need at least one byte of data");
+  if (count > 0 && iov.iov_len == 0) return throw_range(env, "fds need at least one byte of data");
 
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(SEND_MAX_FDS * sizeof(int))];
   } control;
-  struct iovec iov = {.iov_base = buf + offset, .iov_len = length};
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  init_msghdr(&msg, &iov, NULL, 0);
   if (count > 0) {
     memset(control.buf, 0, sizeof control.buf);
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
+    init_msghdr(&msg, &iov, control.buf, CMSG_SPACE(count * sizeof(int)));
     struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -475,13 +481,12 @@ static napi_value js_send_msg(napi_env env, napi_callback_info info) {
       memcpy(CMSG_DATA(c) + i * sizeof(int), &passed, sizeof passed);
     }
   }
-  for (;;) {
-    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n >= 0) return make_int(env, n);
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
-    return throw_errno(env, "sendmsg", errno);
-  }
+  ssize_t n;
+  do {
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return would_block_or_throw(env, "sendmsg");
+  return make_int(env, n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1347,8 +1352,7 @@ static napi_value js_datagram_recv(napi_env env, napi_callback_info info) {
   do {
     n = recv(fd, data, len, MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return make_int(env, -1);
-  if (n < 0) return throw_errno(env, "recv", errno);
+  if (n < 0) return would_block_or_throw(env, "recv");
   return make_int(env, n);
 }
 
