@@ -272,8 +272,10 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
  * Unix sockets
  * ------------------------------------------------------------------------------------------- */
 
+/* A Unix socket address from a path; with `abstract_ok`, a leading '@' names an abstract address
+ * (sun_path[0] = 0, no file). Stores the address length to pass to bind/connect/sendto. */
 static bool fill_sockaddr(napi_env env, napi_value path_value, struct sockaddr_un* addr,
-                          const char* syscall) {
+                          socklen_t* addr_len, const char* syscall, bool abstract_ok) {
   char* path = get_string(env, path_value, "path");
   if (path == NULL) return false;
   size_t len = strlen(path);
@@ -284,31 +286,44 @@ static bool fill_sockaddr(napi_env env, napi_value path_value, struct sockaddr_u
   }
   memset(addr, 0, sizeof *addr);
   addr->sun_family = AF_UNIX;
-  memcpy(addr->sun_path, path, len + 1);
+  if (abstract_ok && path[0] == '@') {
+    memcpy(addr->sun_path + 1, path + 1, len - 1); /* sun_path[0] stays 0 */
+    *addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  } else {
+    memcpy(addr->sun_path, path, len + 1);
+    *addr_len = (socklen_t)sizeof *addr;
+  }
   free(path);
   return true;
+}
+
+/* A failed nonblocking socket call: -1 when it would block, else the errno thrown. */
+static napi_value would_block_or_throw(napi_env env, const char* syscall) {
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
+  return throw_errno(env, syscall, errno);
+}
+
+/* Closes a half-set-up fd and throws the errno of the call that failed on it. */
+static napi_value close_and_throw(napi_env env, int fd, const char* syscall) {
+  int err = errno;
+  close(fd);
+  return throw_errno(env, syscall, err);
 }
 
 static napi_value js_socket_listen(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct sockaddr_un addr;
+  socklen_t addr_len;
   int64_t backlog;
-  if (!get_args(env, info, 2, argv) || !fill_sockaddr(env, argv[0], &addr, "bind") ||
+  if (!get_args(env, info, 2, argv) ||
+      !fill_sockaddr(env, argv[0], &addr, &addr_len, "bind", false) ||
       !get_int_in(env, argv[1], "backlog", 0, INT32_MAX, &backlog)) {
     return NULL;
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "bind", err);
-  }
-  if (listen(fd, (int)backlog) != 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "listen", err);
-  }
+  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) return close_and_throw(env, fd, "bind");
+  if (listen(fd, (int)backlog) != 0) return close_and_throw(env, fd, "listen");
   return make_int(env, fd);
 }
 
@@ -321,27 +336,27 @@ static napi_value js_socket_accept(napi_env env, napi_callback_info info) {
     if (fd >= 0) return make_int(env, fd);
     if (errno == EINTR) continue;
     /* A connection that died before accept is not the listener's failure: report "none". */
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return make_int(env, -1);
-    return throw_errno(env, "accept4", errno);
+    if (errno == ECONNABORTED) return make_int(env, -1);
+    return would_block_or_throw(env, "accept4");
   }
 }
 
 static napi_value js_socket_connect(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct sockaddr_un addr;
-  if (!get_args(env, info, 1, argv) || !fill_sockaddr(env, argv[0], &addr, "connect")) return NULL;
+  socklen_t addr_len;
+  if (!get_args(env, info, 1, argv) ||
+      !fill_sockaddr(env, argv[0], &addr, &addr_len, "connect", false)) {
+    return NULL;
+  }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "connect", err);
+  if (connect(fd, (struct sockaddr*)&addr, addr_len) != 0) {
+    return close_and_throw(env, fd, "connect");
   }
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "fcntl", err);
+    return close_and_throw(env, fd, "fcntl");
   }
   return make_int(env, fd);
 }
@@ -403,12 +418,6 @@ static size_t walk_received_fds(struct msghdr* msg, int32_t* copy_to, bool close
     }
   }
   return total;
-}
-
-/* A failed nonblocking socket call: -1 when it would block, else the errno thrown. */
-static napi_value would_block_or_throw(napi_env env, const char* syscall) {
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
-  return throw_errno(env, syscall, errno);
 }
 
 static napi_value js_recv_msg(napi_env env, napi_callback_info info) {
@@ -1271,46 +1280,18 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
  * Datagram Unix sockets (service-manager notification) and inherited sockets
  * ------------------------------------------------------------------------------------------- */
 
-/* Like fill_sockaddr, but a leading '@' names an abstract address (sun_path[0] = 0, no file).
- * Stores the address length to pass to bind/sendto. */
-static bool fill_dgram_sockaddr(napi_env env, napi_value path_value, struct sockaddr_un* addr,
-                                socklen_t* addr_len, const char* syscall) {
-  char* path = get_string(env, path_value, "path");
-  if (path == NULL) return false;
-  size_t len = strlen(path);
-  if (len == 0 || len >= sizeof addr->sun_path) {
-    free(path);
-    throw_errno(env, syscall, len == 0 ? ENOENT : ENAMETOOLONG);
-    return false;
-  }
-  memset(addr, 0, sizeof *addr);
-  addr->sun_family = AF_UNIX;
-  if (path[0] == '@') {
-    memcpy(addr->sun_path + 1, path + 1, len - 1); /* sun_path[0] stays 0 */
-    *addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
-  } else {
-    memcpy(addr->sun_path, path, len + 1);
-    *addr_len = (socklen_t)sizeof *addr;
-  }
-  free(path);
-  return true;
-}
-
 /* datagramBind(path): a nonblocking SOCK_DGRAM socket bound to path (or an abstract "@name"). */
 static napi_value js_datagram_bind(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct sockaddr_un addr;
   socklen_t addr_len;
-  if (!get_args(env, info, 1, argv) || !fill_dgram_sockaddr(env, argv[0], &addr, &addr_len, "bind")) {
+  if (!get_args(env, info, 1, argv) ||
+      !fill_sockaddr(env, argv[0], &addr, &addr_len, "bind", true)) {
     return NULL;
   }
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "bind", err);
-  }
+  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) return close_and_throw(env, fd, "bind");
   return make_int(env, fd);
 }
 
@@ -1322,7 +1303,7 @@ static napi_value js_datagram_send(napi_env env, napi_callback_info info) {
   uint8_t* data;
   size_t len;
   if (!get_args(env, info, 2, argv) ||
-      !fill_dgram_sockaddr(env, argv[0], &addr, &addr_len, "sendto") ||
+      !fill_sockaddr(env, argv[0], &addr, &addr_len, "sendto", true) ||
       !get_u8(env, argv[1], "buf", &data, &len)) {
     return NULL;
   }
