@@ -170,6 +170,21 @@ static bool get_fd(napi_env env, napi_value value, int* fd) {
   return true;
 }
 
+/* The single argument of a call that takes just an fd. */
+static bool get_only_fd(napi_env env, napi_callback_info info, int* fd) {
+  napi_value argv[1];
+  return get_args(env, info, 1, argv) && get_fd(env, argv[0], fd);
+}
+
+static bool get_callback(napi_env env, napi_value value) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_function) {
+    throw_type(env, "callback must be a function");
+    return false;
+  }
+  return true;
+}
+
 /* A string without embedded NUL, copied into a malloc'd buffer the caller frees. */
 static char* get_string(napi_env env, napi_value value, const char* what) {
   size_t len;
@@ -260,9 +275,8 @@ static napi_value make_undefined(napi_env env) {
  * ------------------------------------------------------------------------------------------- */
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_only_fd(env, info, &fd)) return NULL;
   /* Linux releases the fd even when close reports EINTR: retrying could close someone else's. */
   if (close(fd) != 0 && errno != EINTR) return throw_errno(env, "close", errno);
   return make_undefined(env);
@@ -328,9 +342,8 @@ static napi_value js_socket_listen(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_socket_accept(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int listen_fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &listen_fd)) return NULL;
+  if (!get_only_fd(env, info, &listen_fd)) return NULL;
   for (;;) {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) return make_int(env, fd);
@@ -515,9 +528,8 @@ static napi_value js_eventfd(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_only_fd(env, info, &fd)) return NULL;
   uint64_t value;
   for (;;) {
     ssize_t n = read(fd, &value, sizeof value);
@@ -575,9 +587,8 @@ static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
 /* fstat: [file type bits (S_IFMT), size]. Guest memory fds are checked against it before mmap, since
  * touching a shared mapping past the end of its file raises SIGBUS. */
 static napi_value js_fd_info(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_only_fd(env, info, &fd)) return NULL;
   struct stat st;
   if (fstat(fd, &st) != 0) return throw_errno(env, "fstat", errno);
   napi_value result;
@@ -590,9 +601,8 @@ static napi_value js_fd_info(napi_env env, napi_callback_info info) {
 /* Sets O_NONBLOCK on an fd received from a peer: a blocking read on the main thread would stall
  * every guest. */
 static napi_value js_set_nonblocking(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_only_fd(env, info, &fd)) return NULL;
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0) return throw_errno(env, "fcntl", errno);
   if ((flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
@@ -870,10 +880,9 @@ static poll_t* get_poll(napi_env env, napi_value value) {
 static napi_value js_poll_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
-  napi_valuetype type;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
-  if (napi_typeof(env, argv[1], &type) != napi_ok || type != napi_function) {
-    return throw_type(env, "callback must be a function");
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_callback(env, argv[1])) {
+    return NULL;
   }
   uv_loop_t* loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
@@ -955,9 +964,8 @@ static napi_value js_i2c_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_i2c_funcs(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_only_fd(env, info, &fd)) return NULL;
   unsigned long funcs = 0;
   if (ioctl(fd, I2C_FUNCS, &funcs) != 0) return throw_errno(env, "ioctl(I2C_FUNCS)", errno);
   return make_double(env, (double)(uint32_t)funcs);
@@ -1004,6 +1012,21 @@ typedef struct {
   napi_ref buffer;
 } smbus_job_t;
 
+/* ioctl on the worker thread, retried when a signal interrupts it. */
+static int ioctl_retrying(int fd, unsigned long request, void* arg) {
+  int rc;
+  do {
+    rc = ioctl(fd, request, arg);
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+/* Drops what both transfer kinds hold for their answer. */
+static void i2c_job_release(napi_env env, i2c_job_t* job) {
+  if (job->callback != NULL) napi_delete_reference(env, job->callback);
+  if (job->work != NULL) napi_delete_async_work(env, job->work);
+}
+
 static void i2c_call_back(napi_env env, i2c_job_t* job, napi_status status, napi_value error) {
   napi_value callback, recv, arg;
   napi_get_undefined(env, &recv);
@@ -1048,8 +1071,7 @@ static void rdwr_free(napi_env env, rdwr_job_t* r) {
   for (uint32_t i = 0; i < r->count; i++) {
     if (r->buffers[i] != NULL) napi_delete_reference(env, r->buffers[i]);
   }
-  if (r->job.callback != NULL) napi_delete_reference(env, r->job.callback);
-  if (r->job.work != NULL) napi_delete_async_work(env, r->job.work);
+  i2c_job_release(env, &r->job);
   free(r->storage);
   free(r);
 }
@@ -1058,10 +1080,7 @@ static void rdwr_execute(napi_env env, void* data) {
   (void)env;
   rdwr_job_t* r = data;
   struct i2c_rdwr_ioctl_data request = {.msgs = r->msgs, .nmsgs = r->count};
-  int rc;
-  do {
-    rc = ioctl(r->job.fd, I2C_RDWR, &request);
-  } while (rc < 0 && errno == EINTR);
+  int rc = ioctl_retrying(r->job.fd, I2C_RDWR, &request);
   r->job.err = rc < 0 ? errno : 0;
 }
 
@@ -1080,15 +1099,6 @@ static void rdwr_complete(napi_env env, napi_status status, void* data) {
   rdwr_free(env, r);
 }
 
-static bool get_callback(napi_env env, napi_value value) {
-  napi_valuetype type;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_function) {
-    throw_type(env, "callback must be a function");
-    return false;
-  }
-  return true;
-}
-
 static bool queue_job(napi_env env, i2c_job_t* job, napi_value callback, const char* name,
                       napi_async_execute_callback execute, napi_async_complete_callback complete,
                       void* data) {
@@ -1103,15 +1113,37 @@ static bool queue_job(napi_env env, i2c_job_t* job, napi_value callback, const c
   return true;
 }
 
+/* msgs[i] as {addr, flags, buf}: fills addr, flags and len of `msg` (not its buffer). */
+static bool get_rdwr_msg(napi_env env, napi_value msgs, uint32_t i, struct i2c_msg* msg,
+                         napi_value* buf_value, uint8_t** data, size_t* len) {
+  napi_value element, addr_value, flags_value;
+  int64_t addr, flags;
+  if (napi_get_element(env, msgs, i, &element) != napi_ok ||
+      napi_get_named_property(env, element, "addr", &addr_value) != napi_ok ||
+      napi_get_named_property(env, element, "flags", &flags_value) != napi_ok ||
+      napi_get_named_property(env, element, "buf", buf_value) != napi_ok ||
+      !get_int_in(env, addr_value, "msg.addr", 0, 0x3ff, &addr) ||
+      !get_int_in(env, flags_value, "msg.flags", 0, 0xffff, &flags) ||
+      !get_u8(env, *buf_value, "msg.buf", data, len)) {
+    return false;
+  }
+  if (*len > I2C_MAX_MSG_LEN) {
+    throw_range(env, "msg.buf must be at most 65535 bytes");
+    return false;
+  }
+  msg->addr = (uint16_t)addr;
+  msg->flags = (uint16_t)flags;
+  msg->len = (uint16_t)*len;
+  return true;
+}
+
 static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int fd;
-  bool is_array = false;
   uint32_t count = 0;
-  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd)) return NULL;
-  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
-      napi_get_array_length(env, argv[1], &count) != napi_ok) {
-    return throw_type(env, "msgs must be an array");
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_array(env, argv[1], "msgs must be an array", &count)) {
+    return NULL;
   }
   if (count < 1 || count > I2C_RDWR_IOCTL_MAX_MSGS) {
     return throw_range(env, "msgs must hold 1 to 42 messages");
@@ -1125,35 +1157,18 @@ static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
   uint8_t* sources[I2C_RDWR_IOCTL_MAX_MSGS];
   size_t total = 0;
   for (uint32_t i = 0; i < count; i++) {
-    napi_value msg, addr_value, flags_value, buf_value;
-    int64_t addr, flags;
-    uint8_t* data;
+    napi_value buf_value;
     size_t len;
-    if (napi_get_element(env, argv[1], i, &msg) != napi_ok ||
-        napi_get_named_property(env, msg, "addr", &addr_value) != napi_ok ||
-        napi_get_named_property(env, msg, "flags", &flags_value) != napi_ok ||
-        napi_get_named_property(env, msg, "buf", &buf_value) != napi_ok ||
-        !get_int_in(env, addr_value, "msg.addr", 0, 0x3ff, &addr) ||
-        !get_int_in(env, flags_value, "msg.flags", 0, 0xffff, &flags) ||
-        !get_u8(env, buf_value, "msg.buf", &data, &len)) {
+    if (!get_rdwr_msg(env, argv[1], i, &r->msgs[i], &buf_value, &sources[i], &len)) {
       r->count = i;
       rdwr_free(env, r);
       return NULL;
-    }
-    if (len > I2C_MAX_MSG_LEN) {
-      r->count = i;
-      rdwr_free(env, r);
-      return throw_range(env, "msg.buf must be at most 65535 bytes");
     }
     r->count = i + 1;
     if (napi_create_reference(env, buf_value, 1, &r->buffers[i]) != napi_ok) {
       rdwr_free(env, r);
       return NULL;
     }
-    r->msgs[i].addr = (uint16_t)addr;
-    r->msgs[i].flags = (uint16_t)flags;
-    r->msgs[i].len = (uint16_t)len;
-    sources[i] = data;
     total += len;
   }
   /* The worker must never touch JS memory: every buffer is copied out now. */
@@ -1177,19 +1192,15 @@ static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
 
 static void smbus_free(napi_env env, smbus_job_t* s) {
   if (s->buffer != NULL) napi_delete_reference(env, s->buffer);
-  if (s->job.callback != NULL) napi_delete_reference(env, s->job.callback);
-  if (s->job.work != NULL) napi_delete_async_work(env, s->job.work);
+  i2c_job_release(env, &s->job);
   free(s);
 }
 
 static void smbus_execute(napi_env env, void* data) {
   (void)env;
   smbus_job_t* s = data;
-  int rc;
   /* Address and transfer in one worker call, so no other transfer on this fd comes between. */
-  do {
-    rc = ioctl(s->job.fd, I2C_SLAVE, (unsigned long)s->addr);
-  } while (rc < 0 && errno == EINTR);
+  int rc = ioctl_retrying(s->job.fd, I2C_SLAVE, (void*)(uintptr_t)s->addr);
   if (rc < 0) {
     s->job.err = errno;
     s->job.syscall = "ioctl(I2C_SLAVE)";
@@ -1197,9 +1208,7 @@ static void smbus_execute(napi_env env, void* data) {
   }
   struct i2c_smbus_ioctl_data request = {
       .read_write = s->read_write, .command = s->command, .size = s->size, .data = &s->data};
-  do {
-    rc = ioctl(s->job.fd, I2C_SMBUS, &request);
-  } while (rc < 0 && errno == EINTR);
+  rc = ioctl_retrying(s->job.fd, I2C_SMBUS, &request);
   s->job.err = rc < 0 ? errno : 0;
   s->job.syscall = "ioctl(I2C_SMBUS)";
 }
@@ -1265,14 +1274,9 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   do {
     rc = flock(fd, (int)op);
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0 && errno == EWOULDBLOCK) {
-    napi_value result;
-    napi_get_boolean(env, false, &result);
-    return result;
-  }
-  if (rc != 0) return throw_errno(env, "flock", errno);
+  if (rc != 0 && errno != EWOULDBLOCK) return throw_errno(env, "flock", errno);
   napi_value result;
-  napi_get_boolean(env, true, &result);
+  napi_get_boolean(env, rc == 0, &result);
   return result;
 }
 
@@ -1340,9 +1344,8 @@ static napi_value js_datagram_recv(napi_env env, napi_callback_info info) {
 /* socketInfo(fd): [SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN] of a socket, so an fd handed over by a
  * service manager can be checked before it is served. */
 static napi_value js_socket_info(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   int fd;
-  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_only_fd(env, info, &fd)) return NULL;
   static const int options[3] = {SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN};
   napi_value result;
   if (napi_create_array_with_length(env, 3, &result) != napi_ok) return NULL;
