@@ -10,23 +10,21 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
+import type { DaemonProcess } from "../helpers/daemon.js";
+import type { GuestRun } from "../helpers/guest.js";
 import {
-  assertScriptCompleted,
   eepromFillScript,
   eepromPattern,
+  type GuestBench,
   guestSuite,
   hex,
   i2cdumpByteMode,
   md5,
   result,
-  runGuest,
-  skippedUnlessAccepted,
-  socketPrefix,
-  startServerDaemon,
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
-  withScratch,
+  vhostUserI2cArgsWith,
+  withGuestBench,
   writeBackedEepromConfig,
 } from "./harness.js";
 
@@ -77,9 +75,27 @@ function eepromScript(fill: Uint8Array | null, probeOffset: number, probe: numbe
   ].join("\n");
 }
 
+/**
+ * Fills the EEPROM at 0x50 of a `sim:0x50=24c02` daemon (started with `daemonArgs` added) with the
+ * pattern of `seed` from the guest, then runs and checks `eepromScript`; returns the stopped daemon.
+ */
+async function guestFilledEepromCheck(
+  bench: GuestBench,
+  seed: number,
+  probeOffset: number,
+  probe: number,
+  options: { daemonArgs?: readonly string[]; qemuArgs?: readonly string[] } = {},
+): Promise<DaemonProcess> {
+  const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02", ...(options.daemonArgs ?? [])]);
+  const pattern = eepromPattern(EEPROM_SIZE, seed);
+  const run = await bench.boot(eepromScript(pattern, probeOffset, probe), options);
+  assertEepromRun(run, pattern, probe);
+  await stopDaemonCleanly(daemon);
+  return daemon;
+}
+
 /** Host-side checks of `eepromScript`'s output for an EEPROM that held `contents` when dumped. */
 function assertEepromRun(run: GuestRun, contents: Uint8Array, probe: number): void {
-  assertScriptCompleted(run, "guest");
   assert.equal(result(run, "dump_status"), "0", "i2cdump failed");
   const expected = i2cdumpByteMode(contents);
   // The text first, so a mismatch shows a diff; then the md5 the guest computed over the same text.
@@ -93,19 +109,15 @@ function assertEepromRun(run: GuestRun, contents: Uint8Array, probe: number): vo
 
 describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("lists the i2c_virtio adapter; a quick-write scan shows exactly the configured addresses; unlisted addresses NACK, also as a second message", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const daemon = await startServerDaemon(
-        evidence,
-        "daemon",
-        ["-s", prefix, "-l", "sim:0x50=24c02:0x53=24c02", "--log-level", "debug"],
-        [`${prefix}0`],
-      );
-      const run = await runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-        script: [
+    await withGuestBench(images, async (bench) => {
+      const daemon = await bench.startDaemon([
+        "-l",
+        "sim:0x50=24c02:0x53=24c02",
+        "--log-level",
+        "debug",
+      ]);
+      const run = await bench.boot(
+        [
           "echo @@ADAPTERS-BEGIN; i2cdetect -l; echo @@ADAPTERS-END",
           // Default mode: quick write for every address except 0x30-0x37 and 0x50-0x5f (read byte).
           "echo @@SCAN-BEGIN; i2cdetect -y 0; echo @@SCAN-END",
@@ -114,8 +126,7 @@ describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => 
           // The listed device still answers after the refusals.
           'echo "RESULT after $(i2ctransfer -y 0 w1@0x50 0x00 r1@0x50)"',
         ].join("\n"),
-      });
-      assertScriptCompleted(run, "guest");
+      );
       const output = run.scriptOutput ?? "";
 
       assert.match(section(output, "ADAPTERS"), /^i2c-0\s+i2c\s+i2c_virtio at virtio bus \d+/m);
@@ -139,46 +150,17 @@ describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => 
   });
 
   it("i2cdump of a guest-filled EEPROM equals the host's reference; combined write+read; i2cset/i2cget", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const daemon = await startServerDaemon(
-        evidence,
-        "daemon",
-        ["-s", prefix, "-l", "sim:0x50=24c02"],
-        [`${prefix}0`],
-      );
-      const pattern = eepromPattern(EEPROM_SIZE, 0x5b);
-      const run = await runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-        script: eepromScript(pattern, 0x7e, 0x3c),
-      });
-      assertEepromRun(run, pattern, 0x3c);
-      await stopDaemonCleanly(daemon);
+    await withGuestBench(images, async (bench) => {
+      await guestFilledEepromCheck(bench, 0x5b, 0x7e, 0x3c);
     });
   });
 
   it("a packed virtqueue (vhost-user-i2c-pci,packed=on): guest fill, i2cdump reference, repeated START, i2cset/i2cget", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const daemon = await startServerDaemon(
-        evidence,
-        "daemon",
-        ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"],
-        [`${prefix}0`],
-      );
-      const [chardev, chardevValue, device, deviceValue] = vhostUserI2cArgs(`${prefix}0`);
-      assert.ok(chardev && chardevValue && device && deviceValue);
-      const pattern = eepromPattern(EEPROM_SIZE, 0x3e);
-      const run = await runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: [chardev, chardevValue, device, `${deviceValue},packed=on`],
-        script: eepromScript(pattern, 0x05, 0xe1),
+    await withGuestBench(images, async (bench) => {
+      const daemon = await guestFilledEepromCheck(bench, 0x3e, 0x05, 0xe1, {
+        daemonArgs: ["--log-level", "debug"],
+        qemuArgs: vhostUserI2cArgsWith(bench.socket, "packed=on"),
       });
-      assertEepromRun(run, pattern, 0xe1);
-      await stopDaemonCleanly(daemon);
       // The guest really drove a packed ring: VIRTIO_F_RING_PACKED (bit 34) was negotiated.
       const negotiated = /features negotiated features=(0x[0-9a-f]+)/.exec(daemon.stderr)?.[1];
       assert.ok(negotiated, "the daemon logged no feature negotiation");
@@ -191,20 +173,14 @@ describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => 
   });
 
   it("a file-backed EEPROM: the guest's i2cdump matches the file, and i2cset lands in it", async (t) => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
+    await withGuestBench(images, async (bench) => {
       const contents = eepromPattern(EEPROM_SIZE, 0xc4);
-      const { configFile, backing } = writeBackedEepromConfig(dir, contents);
-      const args = ["-s", prefix, "--config", configFile];
-      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
+      const { configFile, backing } = writeBackedEepromConfig(bench.dir, contents);
+      const args = ["--config", configFile];
+      if (await bench.skippedUnlessAccepted(t, args)) return;
       writeFileSync(backing, contents);
-      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
-      const run = await runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-        script: eepromScript(null, 0x91, 0xa7),
-      });
+      const daemon = await bench.startDaemon(args);
+      const run = await bench.boot(eepromScript(null, 0x91, 0xa7));
       assertEepromRun(run, contents, 0xa7);
       await stopDaemonCleanly(daemon);
       const expected = Uint8Array.from(contents);

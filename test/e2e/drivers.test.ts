@@ -11,27 +11,21 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { type GuestImages, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
-  assertScriptCompleted,
   ConsoleWatch,
   consoleOrExit,
   controlCommand,
-  type Evidence,
   eepromFillScript,
   eepromPattern,
+  type GuestBench,
   guestSuite,
   hex,
   odHexCommand,
   parseOdHex,
   result,
-  runGuest,
-  skippedUnlessAccepted,
-  socketPrefix,
-  startServerDaemon,
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
-  withScratch,
+  withGuestBench,
   writeBackedEepromConfig,
 } from "./harness.js";
 
@@ -49,19 +43,14 @@ const NVMEM_WRITE = { offset: 0x10, bytes: [0x53, 0x54, 0x00, 0xfe] } as const;
  * Returns the EEPROM contents the guest saw before and after its write.
  */
 async function at24Check(
-  images: GuestImages,
-  evidence: Evidence,
-  socket: string,
+  bench: GuestBench,
   fill: Uint8Array | null,
 ): Promise<{ before: Uint8Array; after: Uint8Array; raw: string }> {
   const octal = NVMEM_WRITE.bytes.map((byte) => `\\${byte.toString(8).padStart(3, "0")}`).join("");
-  const run = await runGuest(evidence, "guest", {
-    ...images,
-    qemuArgs: vhostUserI2cArgs(socket),
-    script: [
+  const run = await bench.boot(
+    [
       fill ? eepromFillScript(0x50, fill, 8) : "",
-      `echo 24c02 0x50 > ${NEW_DEVICE}`,
-      `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/0-0050/driver))"`,
+      ...bindScript("24c02", 0x50),
       `echo "RESULT before $(${odHexCommand(AT24_NVMEM)})"`,
       `printf '${octal}' | dd of=${AT24_NVMEM} bs=1 seek=${NVMEM_WRITE.offset} conv=notrunc 2>/dev/null`,
       'echo "RESULT write_status $?"',
@@ -69,8 +58,7 @@ async function at24Check(
       `echo 0x50 > ${DELETE_DEVICE}`,
       `echo "RESULT raw $(i2ctransfer -y 0 w1@0x50 ${hex(NVMEM_WRITE.offset)} r${NVMEM_WRITE.bytes.length}@0x50)"`,
     ].join("\n"),
-  });
-  assertScriptCompleted(run, "guest");
+  );
   assert.equal(result(run, "driver"), "at24", "at24 did not bind to 0-0050");
   assert.equal(result(run, "write_status"), "0", "writing the nvmem file failed");
   return {
@@ -87,19 +75,21 @@ function withNvmemWrite(contents: Uint8Array): Uint8Array {
   return expected;
 }
 
+/** The guest-side lines binding `driver` to the device at `address` and printing its driver's name. */
+function bindScript(driver: string, address: number): string[] {
+  const device = `0-00${address.toString(16)}`;
+  return [
+    `echo ${driver} ${hex(address)} > ${NEW_DEVICE}`,
+    `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/${device}/driver))"`,
+  ];
+}
+
 describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("at24 binds; its nvmem eeprom file shows the device contents; a write through it reaches the device", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const daemon = await startServerDaemon(
-        evidence,
-        "daemon",
-        ["-s", prefix, "-l", "sim:0x50=24c02"],
-        [`${prefix}0`],
-      );
+    await withGuestBench(images, async (bench) => {
+      const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02"]);
       const pattern = eepromPattern(256, 0x2d);
-      const seen = await at24Check(images, evidence, `${prefix}0`, pattern);
+      const seen = await at24Check(bench, pattern);
       assert.deepEqual(seen.before, pattern);
       assert.deepEqual(seen.after, withNvmemWrite(pattern));
       assert.equal(seen.raw, NVMEM_WRITE.bytes.map(hex).join(" "));
@@ -108,16 +98,14 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
   });
 
   it("at24 over a file-backed EEPROM: nvmem equals the backing file, and its write lands in the file", async (t) => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
+    await withGuestBench(images, async (bench) => {
       const contents = eepromPattern(256, 0x99);
-      const { configFile, backing } = writeBackedEepromConfig(dir, contents);
-      const args = ["-s", prefix, "--config", configFile];
-      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
+      const { configFile, backing } = writeBackedEepromConfig(bench.dir, contents);
+      const args = ["--config", configFile];
+      if (await bench.skippedUnlessAccepted(t, args)) return;
       writeFileSync(backing, contents);
-      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
-      const seen = await at24Check(images, evidence, `${prefix}0`, null);
+      const daemon = await bench.startDaemon(args);
+      const seen = await at24Check(bench, null);
       assert.deepEqual(seen.before, contents);
       assert.deepEqual(seen.after, withNvmemWrite(contents));
       await stopDaemonCleanly(daemon);
@@ -126,24 +114,18 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
   });
 
   it("lm75 binds; hwmon temp1_input follows the temperature set on the host, also at run time", async (t) => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const control = join(dir, "control.sock");
-      const args = ["-s", prefix, "-l", "sim:0x48=lm75", "--control-socket", control];
-      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
-      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+    await withGuestBench(images, async (bench) => {
+      const control = join(bench.dir, "control.sock");
+      const args = ["-l", "sim:0x48=lm75", "--control-socket", control];
+      if (await bench.skippedUnlessAccepted(t, args)) return;
+      const daemon = await bench.startDaemon(args);
       // The control socket comes up on its own schedule, not with the vhost-user sockets.
       await daemon.waitForLog(`control socket listening path=${control}\n`);
       await controlCommand(control, "set 0x48 temperature 22.5");
       const watch = new ConsoleWatch();
-      const guest = runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-        onConsole: watch.onConsole,
-        script: [
-          `echo lm75 0x48 > ${NEW_DEVICE}`,
-          `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/0-0048/driver))"`,
+      const guest = bench.boot(
+        [
+          ...bindScript("lm75", 0x48),
           "hwmon=$(ls -d /sys/bus/i2c/devices/0-0048/hwmon/hwmon* | head -n 1)",
           'echo "RESULT initial $(cat $hwmon/temp1_input)"',
           "echo @@SET-TEMPERATURE@@",
@@ -152,11 +134,11 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
           'while [ $polls -lt 100 ]; do t=$(cat $hwmon/temp1_input); [ "$t" = 31500 ] && break; polls=$((polls + 1)); sleep 0.2; done',
           'echo "RESULT changed $t"',
         ].join("\n"),
-      });
+        { onConsole: watch.onConsole },
+      );
       await consoleOrExit(watch, "@@SET-TEMPERATURE@@", guest);
       await controlCommand(control, "set 0x48 temperature 31.5");
       const run = await guest;
-      assertScriptCompleted(run, "guest");
       assert.equal(result(run, "driver"), "lm75");
       assert.equal(result(run, "initial"), "22500");
       assert.equal(result(run, "changed"), "31500", "the run-time change never reached the guest");
@@ -165,22 +147,16 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
   });
 
   it("rtc-ds1307 binds; hwclock reads host time; a date written with hwclock -w reads back", async (t) => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const args = ["-s", prefix, "-l", "sim:0x68=ds1307"];
-      if (await skippedUnlessAccepted(t, args, `${prefix}0`)) return;
-      const daemon = await startServerDaemon(evidence, "daemon", args, [`${prefix}0`]);
+    await withGuestBench(images, async (bench) => {
+      const args = ["-l", "sim:0x68=ds1307"];
+      if (await bench.skippedUnlessAccepted(t, args)) return;
+      const daemon = await bench.startDaemon(args);
       const written = Date.UTC(2031, 1, 3, 4, 5, 6) / 1000;
       const watch = new ConsoleWatch();
       let hostSecondsAtRead = Number.NaN;
-      const guest = runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-        onConsole: watch.onConsole,
-        script: [
-          `echo ds1307 0x68 > ${NEW_DEVICE}`,
-          `echo "RESULT driver $(basename $(readlink /sys/bus/i2c/devices/0-0068/driver))"`,
+      const guest = bench.boot(
+        [
+          ...bindScript("ds1307", 0x68),
           // The guest clock starts at 1970 (no RTC at boot): -s copies the chip's time into it.
           "hwclock -s -u -f /dev/rtc0",
           'echo "RESULT read_status $?"',
@@ -192,13 +168,13 @@ describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT
           "hwclock -s -u -f /dev/rtc0",
           'echo "RESULT rtc_epoch_after $(date +%s)"',
         ].join("\n"),
-      });
+        { onConsole: watch.onConsole },
+      );
       // The host's clock when the guest's reading reaches the console.
       void watch.seen("RESULT rtc_epoch ").then(() => {
         hostSecondsAtRead = Date.now() / 1000;
       });
       const run = await guest;
-      assertScriptCompleted(run, "guest");
       assert.equal(result(run, "driver"), "rtc-ds1307");
       assert.equal(result(run, "read_status"), "0", "hwclock could not read /dev/rtc0");
       const drift = Math.abs(Number(result(run, "rtc_epoch")) - hostSecondsAtRead);

@@ -7,6 +7,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -21,6 +22,7 @@ import {
   type GuestImages,
   type GuestRun,
   qemuOptionValue,
+  vhostUserI2cArgs,
 } from "../helpers/guest.js";
 
 /** One boot never runs longer than this: a guest driver waiting on a lost request never returns. */
@@ -239,6 +241,93 @@ export async function withScratch(
   } finally {
     tmp.remove();
   }
+}
+
+/** How `GuestBench.boot` starts one guest; `script` is the guest's test script. */
+export interface BenchBootOptions {
+  /** Names the guest in failures and the evidence; "guest" unless given. */
+  readonly name?: string;
+  /** The whole QEMU device arguments; vhostUserI2cArgs(bench.socket) unless given. */
+  readonly qemuArgs?: readonly string[];
+  readonly onConsole?: (text: string) => void;
+}
+
+/**
+ * One guest test's surroundings: its scratch dir, its evidence and the daemon's socket prefix (`-s`)
+ * with the first socket. The daemon argument lists given to its methods follow `-s PREFIX`.
+ */
+export interface GuestBench {
+  readonly dir: string;
+  readonly evidence: Evidence;
+  readonly prefix: string;
+  /** `${prefix}0`, the socket a one-guest test connects to. */
+  readonly socket: string;
+  /** Starts a server-mode daemon ("daemon" in the evidence) and waits for `sockets` listening sockets. */
+  startDaemon(
+    args: readonly string[],
+    options?: SpawnOptions & { readonly sockets?: number },
+  ): Promise<DaemonProcess>;
+  /** Starts a --client daemon called `name` and waits until a front-end (QEMU) has connected to it. */
+  connectClientDaemon(name: string, args: readonly string[]): Promise<DaemonProcess>;
+  /** Skips `t` when the daemon does not accept `args` yet (see skippedUnlessAccepted). */
+  skippedUnlessAccepted(t: TestContext, args: readonly string[]): Promise<boolean>;
+  /** Boots a guest running `script` and throws unless the script completed (assertScriptCompleted). */
+  boot(script: string, options?: BenchBootOptions): Promise<GuestRun>;
+}
+
+/**
+ * Runs `body` on a fresh GuestBench against the guest `images` (null fails: the suite should have
+ * skipped), under `evidence.explain` so any failure carries guest consoles and daemon logs.
+ */
+export async function withGuestBench(
+  images: GuestImages | null,
+  body: (bench: GuestBench) => Promise<void>,
+): Promise<void> {
+  assert.ok(images);
+  await withScratch(async (dir, evidence) => {
+    const prefix = socketPrefix(dir);
+    const socket = `${prefix}0`;
+    const bench: GuestBench = {
+      dir,
+      evidence,
+      prefix,
+      socket,
+      startDaemon: (args, { sockets = 1, ...options } = {}) => {
+        const listenPaths = Array.from({ length: sockets }, (_, index) => `${prefix}${index}`);
+        return startServerDaemon(evidence, "daemon", ["-s", prefix, ...args], listenPaths, options);
+      },
+      connectClientDaemon: async (name, args) => {
+        const argv = ["--client", "-s", prefix, ...args];
+        const daemon = evidence.daemon(name, new DaemonProcess(argv));
+        await daemon.waitForLog("front-end connected", 30_000);
+        return daemon;
+      },
+      skippedUnlessAccepted: (t, args) => skippedUnlessAccepted(t, ["-s", prefix, ...args], socket),
+      boot: (script, { name = "guest", qemuArgs, onConsole } = {}) => {
+        const completed = runGuest(evidence, name, {
+          ...images,
+          qemuArgs: qemuArgs ?? vhostUserI2cArgs(socket),
+          script,
+          onConsole,
+        }).then((run) => {
+          assertScriptCompleted(run, name);
+          return run;
+        });
+        // A body that fails before awaiting a guest it started already reports; this failure then
+        // only follows from the guest being killed and must not surface as an unhandled rejection.
+        completed.catch(() => {});
+        return completed;
+      },
+    };
+    await body(bench);
+  });
+}
+
+/** QEMU arguments for the device on `socket` with `property` (e.g. "packed=on") added to it. */
+export function vhostUserI2cArgsWith(socket: string, property: string): string[] {
+  const [chardev, chardevValue, device, deviceValue] = vhostUserI2cArgs(socket);
+  assert.ok(chardev && chardevValue && device && deviceValue);
+  return [chardev, chardevValue, device, `${deviceValue},${property}`];
 }
 
 /** Skips `t` with the daemon's message when it does not accept `args` yet; true when skipped. */

@@ -8,10 +8,8 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { DaemonProcess } from "../helpers/daemon.js";
-import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
+import { vhostUserI2cArgs } from "../helpers/guest.js";
 import {
-  assertScriptCompleted,
   ConsoleWatch,
   consoleOrExit,
   countLines,
@@ -20,13 +18,10 @@ import {
   guestSuite,
   hex,
   result,
-  runGuest,
-  socketPrefix,
-  startServerDaemon,
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
   vhostUserI2cServerArgs,
-  withScratch,
+  withGuestBench,
 } from "./harness.js";
 
 const { skip, images } = guestSuite();
@@ -98,23 +93,13 @@ function regionScript(base: number, seed: number): { script: string; rounds: Uin
 
 describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("after reboot -f the driver re-probes on the same connection, and a second VM is served by the same daemon process", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const socket = `${prefix}0`;
-      const daemon = await startServerDaemon(
-        evidence,
-        "daemon",
-        ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "trace"],
-        [socket],
-      );
+    await withGuestBench(images, async (bench) => {
+      const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02", "--log-level", "trace"]);
       // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
-      const first = await runGuest(evidence, "rebooting guest", {
-        ...images,
-        qemuArgs: [...vhostUserI2cArgs(socket), "-action", "reboot=reset"],
-        script: REBOOT_SCRIPT,
+      const first = await bench.boot(REBOOT_SCRIPT, {
+        name: "rebooting guest",
+        qemuArgs: [...vhostUserI2cArgs(bench.socket), "-action", "reboot=reset"],
       });
-      assertScriptCompleted(first, "rebooting guest");
       assert.equal(countLines(first.console, "@@GUEST-BOOTED"), 2, "the guest did not boot twice");
       assert.equal(result(first, "boot1_seen"), "0xff");
       assert.equal(result(first, "boot1_wrote"), "0xa5");
@@ -134,12 +119,10 @@ describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () =>
       );
       assert.equal(countLines(afterFirst, "request=SET_VRING_ENABLE"), 4);
 
-      const second = await runGuest(evidence, "second VM", {
-        ...images,
-        qemuArgs: vhostUserI2cArgs(socket),
-        script: `echo "RESULT kept $(i2cget -y 0 0x50 0xf0) $(i2cget -y 0 0x50 0xf1)"`,
-      });
-      assertScriptCompleted(second, "second VM");
+      const second = await bench.boot(
+        `echo "RESULT kept $(i2cget -y 0 0x50 0xf0) $(i2cget -y 0 0x50 0xf1)"`,
+        { name: "second VM" },
+      );
       assert.equal(result(second, "kept"), "0xa5 0x5a", "the daemon's device state was lost");
       assert.equal(countLines(daemon.stderr, "front-end connected"), 2);
       await stopDaemonCleanly(daemon);
@@ -147,20 +130,15 @@ describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () =>
   });
 
   it("a daemon killed (SIGKILL) under a running guest and restarted in client mode completes the transfer queued meanwhile", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const args = ["--client", "-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "debug"];
+    await withGuestBench(images, async (bench) => {
+      const args = ["-l", "sim:0x50=24c02", "--log-level", "debug"];
       const watch = new ConsoleWatch();
       // QEMU listens (wait=on): it starts the machine only once a daemon has connected.
-      const guest: Promise<GuestRun> = runGuest(evidence, "guest", {
-        ...images,
-        qemuArgs: vhostUserI2cServerArgs(`${prefix}0`),
-        script: RESTART_SCRIPT,
+      const guest = bench.boot(RESTART_SCRIPT, {
+        qemuArgs: vhostUserI2cServerArgs(bench.socket),
         onConsole: watch.onConsole,
       });
-      const first = evidence.daemon("first daemon", new DaemonProcess(args));
-      await first.waitForLog("front-end connected", 30_000);
+      const first = await bench.connectClientDaemon("first daemon", args);
 
       await consoleOrExit(watch, "@@KILL-DAEMON-NOW@@", guest);
       first.child.kill("SIGKILL");
@@ -168,11 +146,9 @@ describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () =>
       assert.equal(killed.signal, "SIGKILL");
 
       await consoleOrExit(watch, "@@GUEST-BLOCKED@@", guest);
-      const second = evidence.daemon("second daemon", new DaemonProcess(args));
-      await second.waitForLog("front-end connected", 30_000);
+      const second = await bench.connectClientDaemon("second daemon", args);
 
       const run = await guest;
-      assertScriptCompleted(run, "guest");
       assert.equal(result(run, "before"), "0xff");
       assert.equal(result(run, "blocked_status"), "0", "the queued i2cget failed");
       assert.equal(result(run, "blocked_value"), "0xff");
@@ -187,32 +163,23 @@ describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () =>
   });
 
   it("two guests at once on -c 2, each with its own traffic, both correct", async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
-      const prefix = socketPrefix(dir);
-      const daemon = await startServerDaemon(
-        evidence,
-        "daemon",
-        ["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"],
-        [`${prefix}0`, `${prefix}1`],
-      );
+    await withGuestBench(images, async (bench) => {
+      const daemon = await bench.startDaemon(["-c", "2", "-l", "sim:0x50=24c02"], { sockets: 2 });
       const guests = [
-        { name: "guest A", socket: `${prefix}0`, ...regionScript(0x00, 0x11) },
-        { name: "guest B", socket: `${prefix}1`, ...regionScript(0x80, 0x77) },
+        { name: "guest A", socket: `${bench.prefix}0`, ...regionScript(0x00, 0x11) },
+        { name: "guest B", socket: `${bench.prefix}1`, ...regionScript(0x80, 0x77) },
       ];
       const runs = await Promise.all(
         guests.map((guest) =>
-          runGuest(evidence, guest.name, {
-            ...images,
+          bench.boot(`echo "RESULT scan $(i2cdetect -y 0 | grep '^50:')"\n${guest.script}`, {
+            name: guest.name,
             qemuArgs: vhostUserI2cArgs(guest.socket),
-            script: `echo "RESULT scan $(i2cdetect -y 0 | grep '^50:')"\n${guest.script}`,
           }),
         ),
       );
       guests.forEach((guest, index) => {
         const run = runs[index];
         assert.ok(run);
-        assertScriptCompleted(run, guest.name);
         assert.match(result(run, "scan"), /^50: 50 /);
         guest.rounds.forEach((data, round) => {
           assert.equal(

@@ -15,9 +15,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { FakeI2c, fakeUnavailableReason } from "../fake-i2c/fake.js";
-import { vhostUserI2cArgs } from "../helpers/guest.js";
 import {
-  assertScriptCompleted,
   eepromPattern,
   guestSuite,
   hostToolSkip,
@@ -25,12 +23,9 @@ import {
   odHexCommand,
   parseOdHex,
   result,
-  runGuest,
-  socketPrefix,
-  startServerDaemon,
   stopDaemonCleanly,
   TEST_TIMEOUT_MS,
-  withScratch,
+  withGuestBench,
 } from "./harness.js";
 
 const { skip: guestSkip, images } = guestSuite();
@@ -82,8 +77,7 @@ const GUEST_SCRIPT = [
 
 describe("guest on a host adapter", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it('host 0x52 shown at 0x42 (-l "3:0x52@0x42"): the guest scans only 0x42, its i2cdump md5 equals the host\'s, the host bus sees only 0x52', async () => {
-    assert.ok(images);
-    await withScratch(async (dir, evidence) => {
+    await withGuestBench(images, async ({ dir, startDaemon, boot }) => {
       const hexFile = join(dir, "device-0x52.hex");
       writeFileSync(hexFile, `${[...CONTENTS].map((byte) => byte.toString(16)).join(" ")}\n`);
       const expected = await hostDump(hexFile);
@@ -94,21 +88,11 @@ describe("guest on a host adapter", { skip, timeout: TEST_TIMEOUT_MS }, () => {
         // An empty sysfs: the daemon must not look at the machine's real adapters.
         const sysfs = join(dir, "sys");
         mkdirSync(sysfs);
-        const prefix = socketPrefix(dir);
         const mapping = `${ADAPTER}:0x${HOST_ADDRESS.toString(16)}@0x${GUEST_ADDRESS.toString(16)}`;
-        const daemon = await startServerDaemon(
-          evidence,
-          "daemon",
-          ["-s", prefix, "-l", mapping, "--log-level", "debug"],
-          [`${prefix}0`],
-          { env: { ...fake.env({}), VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs } },
-        );
-        const run = await runGuest(evidence, "guest", {
-          ...images,
-          qemuArgs: vhostUserI2cArgs(`${prefix}0`),
-          script: GUEST_SCRIPT,
+        const daemon = await startDaemon(["-l", mapping, "--log-level", "debug"], {
+          env: { ...fake.env({}), VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs },
         });
-        assertScriptCompleted(run, "guest");
+        const run = await boot(GUEST_SCRIPT);
 
         const cells = result(run, "scan").trim().split(" ");
         assert.equal(cells.length, 0x78 - 0x08, "the guest's i2cdetect grid was not read whole");
