@@ -709,6 +709,16 @@ static void* get_handle(napi_env env, napi_value value, const napi_type_tag* tag
   return data;
 }
 
+/* A new external for `data`, tagged as one kind of handle; NULL (exception pending) on failure,
+ * in which case `finalize` never runs. Tagging a fresh external only fails on out-of-memory. */
+static napi_value make_handle(napi_env env, void* data, napi_finalize finalize,
+                              const napi_type_tag* tag) {
+  napi_value handle;
+  if (napi_create_external(env, data, finalize, NULL, &handle) != napi_ok) return NULL;
+  napi_type_tag_object(env, handle, tag);
+  return handle;
+}
+
 static mapping_t* get_mapping(napi_env env, napi_value value) {
   return get_handle(env, value, &MAPPING_TAG, "handle must be a MappingHandle");
 }
@@ -738,15 +748,13 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
   m->addr = addr;
   m->length = (size_t)length;
   m->holders = 1;
-  napi_value handle;
-  if (napi_create_external(env, m, mapping_handle_finalize, NULL, &handle) != napi_ok) {
+  napi_value handle = make_handle(env, m, mapping_handle_finalize, &MAPPING_TAG);
+  if (handle == NULL) {
     munmap(addr, (size_t)length);
     free(m);
     return NULL;
   }
-  /* Tagging a fresh external only fails on out-of-memory; the finalizer owns `m` from here on. */
-  napi_type_tag_object(env, handle, &MAPPING_TAG);
-  return handle;
+  return handle; /* its finalizer owns `m` from here on */
 }
 
 static napi_value js_mapping_view(napi_env env, napi_callback_info info) {
@@ -896,16 +904,15 @@ static napi_value js_poll_create(napi_env env, napi_callback_info info) {
     free(p);
     return throw_errno(env, "uv_poll_init", -rc);
   }
-  napi_value name, handle;
+  napi_value name, handle = NULL;
   napi_create_string_utf8(env, "FdWatcher", NAPI_AUTO_LENGTH, &name);
   if (napi_create_reference(env, argv[1], 1, &p->callback) != napi_ok ||
       napi_async_init(env, NULL, name, &p->context) != napi_ok ||
-      napi_create_external(env, p, poll_finalize, NULL, &handle) != napi_ok) {
+      (handle = make_handle(env, p, poll_finalize, &POLL_TAG)) == NULL) {
     p->js_finalized = true; /* no JS handle will ever finalize it */
     poll_begin_close(env, p);
     return NULL;
   }
-  napi_type_tag_object(env, handle, &POLL_TAG);
   return handle;
 }
 
