@@ -185,6 +185,14 @@ static bool get_callback(napi_env env, napi_value value) {
   return true;
 }
 
+/* (fd, <what>) where <what> is a non-negative integer below 2^53. */
+static bool get_fd_and_u53(napi_env env, napi_callback_info info, const char* what, int* fd,
+                           uint64_t* value) {
+  napi_value argv[2];
+  return get_args(env, info, 2, argv) && get_fd(env, argv[0], fd) &&
+         get_u53(env, argv[1], what, value);
+}
+
 /* A string without embedded NUL, copied into a malloc'd buffer the caller frees. */
 static char* get_string(napi_env env, napi_value value, const char* what) {
   size_t len;
@@ -215,6 +223,12 @@ static bool typed_array_of(napi_env env, napi_value value, napi_typedarray_type 
   return napi_is_typedarray(env, value, &is_typed) == napi_ok && is_typed &&
          napi_get_typedarray_info(env, value, &type, len, data, NULL, NULL) == napi_ok &&
          type == kind;
+}
+
+/* The single argument of a call that takes just a string; the caller frees it. */
+static char* get_only_string(napi_env env, napi_callback_info info, const char* what) {
+  napi_value argv[1];
+  return get_args(env, info, 1, argv) ? get_string(env, argv[0], what) : NULL;
 }
 
 /* A Uint8Array's memory. */
@@ -527,41 +541,37 @@ static napi_value js_eventfd(napi_env env, napi_callback_info info) {
   return make_int(env, fd);
 }
 
+/* One 8-byte eventfd counter read or write, retried when a signal interrupts it. */
+static ssize_t eventfd_io(int fd, uint64_t* value, bool writing) {
+  ssize_t n;
+  do {
+    n = writing ? write(fd, value, sizeof *value) : read(fd, value, sizeof *value);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
 static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   int fd;
   if (!get_only_fd(env, info, &fd)) return NULL;
   uint64_t value;
-  for (;;) {
-    ssize_t n = read(fd, &value, sizeof value);
-    if (n == (ssize_t)sizeof value) return make_double(env, (double)value);
-    if (n >= 0) return throw_errno(env, "read", EIO);
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN) return make_int(env, -1);
-    return throw_errno(env, "read", errno);
-  }
+  ssize_t n = eventfd_io(fd, &value, false);
+  if (n == (ssize_t)sizeof value) return make_double(env, (double)value);
+  if (n >= 0) return throw_errno(env, "read", EIO);
+  if (errno == EAGAIN) return make_int(env, -1);
+  return throw_errno(env, "read", errno);
 }
 
 static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
   int fd;
   uint64_t value;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_u53(env, argv[1], "value", &value)) {
-    return NULL;
-  }
-  for (;;) {
-    ssize_t n = write(fd, &value, sizeof value);
-    if (n == (ssize_t)sizeof value) return make_undefined(env);
-    if (n >= 0) return throw_errno(env, "write", EIO);
-    if (errno == EINTR) continue;
-    return throw_errno(env, "write", errno);
-  }
+  if (!get_fd_and_u53(env, info, "value", &fd, &value)) return NULL;
+  ssize_t n = eventfd_io(fd, &value, true);
+  if (n == (ssize_t)sizeof value) return make_undefined(env);
+  return throw_errno(env, "write", n >= 0 ? EIO : errno);
 }
 
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  char* name = get_string(env, argv[0], "name");
+  char* name = get_only_string(env, info, "name");
   if (name == NULL) return NULL;
   int fd = memfd_create(name, MFD_CLOEXEC);
   int err = errno;
@@ -571,13 +581,9 @@ static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
   int fd;
   uint64_t size;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_u53(env, argv[1], "size", &size)) {
-    return NULL;
-  }
+  if (!get_fd_and_u53(env, info, "size", &fd, &size)) return NULL;
   for (;;) {
     if (ftruncate(fd, (off_t)size) == 0) return make_undefined(env);
     if (errno != EINTR) return throw_errno(env, "ftruncate", errno);
@@ -956,9 +962,7 @@ static napi_value js_poll_close(napi_env env, napi_callback_info info) {
  * ------------------------------------------------------------------------------------------- */
 
 static napi_value js_i2c_open(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  char* path = get_string(env, argv[0], "path");
+  char* path = get_only_string(env, info, "path");
   if (path == NULL) return NULL;
   int fd;
   do {
