@@ -278,6 +278,19 @@ static napi_value make_double(napi_env env, double v) {
   return result;
 }
 
+/* A new fd as the result, or the errno of the call that failed to make it. */
+static napi_value fd_or_throw(napi_env env, int fd, const char* syscall) {
+  if (fd < 0) return throw_errno(env, syscall, errno);
+  return make_int(env, fd);
+}
+
+/* Frees an argument copy without losing the errno of the call it was passed to. */
+static void free_keeping_errno(void* p) {
+  int err = errno;
+  free(p);
+  errno = err;
+}
+
 static napi_value make_undefined(napi_env env) {
   napi_value result;
   napi_get_undefined(env, &result);
@@ -536,9 +549,7 @@ static napi_value js_eventfd(napi_env env, napi_callback_info info) {
       !get_int_in(env, argv[0], "initval", 0, UINT32_MAX, &initval)) {
     return NULL;
   }
-  int fd = eventfd((unsigned int)initval, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd < 0) return throw_errno(env, "eventfd", errno);
-  return make_int(env, fd);
+  return fd_or_throw(env, eventfd((unsigned int)initval, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
 }
 
 /* One 8-byte eventfd counter read or write, retried when a signal interrupts it. */
@@ -574,10 +585,8 @@ static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   char* name = get_only_string(env, info, "name");
   if (name == NULL) return NULL;
   int fd = memfd_create(name, MFD_CLOEXEC);
-  int err = errno;
-  free(name);
-  if (fd < 0) return throw_errno(env, "memfd_create", err);
-  return make_int(env, fd);
+  free_keeping_errno(name);
+  return fd_or_throw(env, fd, "memfd_create");
 }
 
 static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
@@ -802,8 +811,8 @@ static napi_value js_mapping_view(napi_env env, napi_callback_info info) {
 
 static napi_value js_munmap(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  mapping_t* m;
-  if (!get_args(env, info, 1, argv) || (m = get_mapping(env, argv[0])) == NULL) return NULL;
+  mapping_t* m = get_args(env, info, 1, argv) ? get_mapping(env, argv[0]) : NULL;
+  if (m == NULL) return NULL;
   if (m->unmapped) return make_undefined(env);
   for (size_t i = 0; i < m->view_count; i++) {
     napi_value value = NULL;
@@ -891,6 +900,12 @@ static poll_t* get_poll(napi_env env, napi_value value) {
   return get_handle(env, value, &POLL_TAG, "handle must be a PollHandle");
 }
 
+/* The single argument of a call that takes just a PollHandle. */
+static poll_t* get_only_poll(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  return get_args(env, info, 1, argv) ? get_poll(env, argv[0]) : NULL;
+}
+
 static napi_value js_poll_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
@@ -942,17 +957,15 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  poll_t* p;
-  if (!get_args(env, info, 1, argv) || (p = get_poll(env, argv[0])) == NULL) return NULL;
+  poll_t* p = get_only_poll(env, info);
+  if (p == NULL) return NULL;
   if (!p->closing) uv_poll_stop(&p->handle);
   return make_undefined(env);
 }
 
 static napi_value js_poll_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  poll_t* p;
-  if (!get_args(env, info, 1, argv) || (p = get_poll(env, argv[0])) == NULL) return NULL;
+  poll_t* p = get_only_poll(env, info);
+  if (p == NULL) return NULL;
   poll_begin_close(env, p);
   return make_undefined(env);
 }
@@ -968,10 +981,8 @@ static napi_value js_i2c_open(napi_env env, napi_callback_info info) {
   do {
     fd = open(path, O_RDWR | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
-  int err = errno;
-  free(path);
-  if (fd < 0) return throw_errno(env, "open", err);
-  return make_int(env, fd);
+  free_keeping_errno(path);
+  return fd_or_throw(env, fd, "open");
 }
 
 static napi_value js_i2c_funcs(napi_env env, napi_callback_info info) {
