@@ -351,6 +351,29 @@ static napi_value close_and_throw(napi_env env, int fd, const char* syscall) {
   return throw_errno(env, syscall, err);
 }
 
+/* The single argument of a call that takes just a socket path. */
+static bool get_only_sockaddr(napi_env env, napi_callback_info info, struct sockaddr_un* addr,
+                              socklen_t* addr_len, const char* syscall, bool abstract_ok) {
+  napi_value argv[1];
+  return get_args(env, info, 1, argv) &&
+         fill_sockaddr(env, argv[0], addr, addr_len, syscall, abstract_ok);
+}
+
+/* A new Unix socket of `type` bound to addr; -1 (exception pending) on failure. */
+static int bound_socket(napi_env env, int type, const struct sockaddr_un* addr,
+                        socklen_t addr_len) {
+  int fd = socket(AF_UNIX, type, 0);
+  if (fd < 0) {
+    throw_errno(env, "socket", errno);
+    return -1;
+  }
+  if (bind(fd, (const struct sockaddr*)addr, addr_len) != 0) {
+    close_and_throw(env, fd, "bind");
+    return -1;
+  }
+  return fd;
+}
+
 static napi_value js_socket_listen(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct sockaddr_un addr;
@@ -361,9 +384,8 @@ static napi_value js_socket_listen(napi_env env, napi_callback_info info) {
       !get_int_in(env, argv[1], "backlog", 0, INT32_MAX, &backlog)) {
     return NULL;
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, "socket", errno);
-  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) return close_and_throw(env, fd, "bind");
+  int fd = bound_socket(env, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, &addr, addr_len);
+  if (fd < 0) return NULL;
   if (listen(fd, (int)backlog) != 0) return close_and_throw(env, fd, "listen");
   return make_int(env, fd);
 }
@@ -382,13 +404,9 @@ static napi_value js_socket_accept(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_socket_connect(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   struct sockaddr_un addr;
   socklen_t addr_len;
-  if (!get_args(env, info, 1, argv) ||
-      !fill_sockaddr(env, argv[0], &addr, &addr_len, "connect", false)) {
-    return NULL;
-  }
+  if (!get_only_sockaddr(env, info, &addr, &addr_len, "connect", false)) return NULL;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   if (connect(fd, (struct sockaddr*)&addr, addr_len) != 0) {
@@ -1308,17 +1326,11 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
 
 /* datagramBind(path): a nonblocking SOCK_DGRAM socket bound to path (or an abstract "@name"). */
 static napi_value js_datagram_bind(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   struct sockaddr_un addr;
   socklen_t addr_len;
-  if (!get_args(env, info, 1, argv) ||
-      !fill_sockaddr(env, argv[0], &addr, &addr_len, "bind", true)) {
-    return NULL;
-  }
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, "socket", errno);
-  if (bind(fd, (struct sockaddr*)&addr, addr_len) != 0) return close_and_throw(env, fd, "bind");
-  return make_int(env, fd);
+  if (!get_only_sockaddr(env, info, &addr, &addr_len, "bind", true)) return NULL;
+  int fd = bound_socket(env, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, &addr, addr_len);
+  return fd < 0 ? NULL : make_int(env, fd);
 }
 
 /* datagramSend(path, buf): one datagram from a fresh unbound socket; returns the bytes sent. */
