@@ -29,6 +29,8 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -597,6 +599,58 @@ static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
   ssize_t n = eventfd_io(fd, &value, true);
   if (n == (ssize_t)sizeof value) return make_undefined(env);
   return throw_errno(env, "write", n >= 0 ? EIO : errno);
+}
+
+/* poll(2) for readability, blocking the calling thread: for frontends that have nothing else to do
+ * while they wait (benchmarks, probes), never for the daemon's event loop. ready[i] becomes 1 when
+ * fds[i] is readable or hung up. Returns how many are; 0 when timeoutMs passed (-1: no deadline).
+ * A closed fd among them throws EBADF. */
+static napi_value js_wait_readable(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t count, ready_len;
+  void *fds_raw, *ready_raw;
+  int64_t timeout_ms;
+  if (!get_args(env, info, 3, argv)) return NULL;
+  if (!typed_array_of(env, argv[0], napi_int32_array, &count, &fds_raw) || count < 1 ||
+      count > 1024) {
+    return throw_type(env, "fds must be an Int32Array of 1..1024 fds");
+  }
+  if (!typed_array_of(env, argv[1], napi_uint8_array, &ready_len, &ready_raw) ||
+      ready_len < count) {
+    return throw_type(env, "ready must be a Uint8Array at least as long as fds");
+  }
+  if (!get_int_in(env, argv[2], "timeoutMs", -1, INT32_MAX, &timeout_ms)) return NULL;
+  const int32_t* fds = fds_raw;
+  uint8_t* ready = ready_raw;
+  struct pollfd polled[1024];
+  for (size_t i = 0; i < count; i++) polled[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += timeout_ms / 1000;
+  deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  int n;
+  int wait_ms = (int)timeout_ms;
+  for (;;) {
+    n = poll(polled, count, wait_ms);
+    if (n >= 0 || errno != EINTR) break;
+    if (timeout_ms < 0) continue;
+    /* Interrupted by a signal: wait only for what is left of the deadline. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+    wait_ms = left > 0 ? (int)left : 0;
+  }
+  if (n < 0) return throw_errno(env, "poll", errno);
+  for (size_t i = 0; i < count; i++) {
+    /* A closed fd would otherwise be "ready" forever and spin the caller. */
+    if (polled[i].revents & POLLNVAL) return throw_errno(env, "poll", EBADF);
+    ready[i] = (polled[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+  }
+  return make_int(env, n);
 }
 
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
@@ -1406,6 +1460,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"eventfd", NULL, js_eventfd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdRead", NULL, js_eventfd_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdWrite", NULL, js_eventfd_write, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitReadable", NULL, js_wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdInfo", NULL, js_fd_info, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -42,6 +42,11 @@ export interface NativeBinding {
   eventfd(initval: number): number;
   eventfdRead(fd: number): number;
   eventfdWrite(fd: number, value: number): void;
+  /**
+   * poll(2) for readability, blocking the thread (frontends only, never the daemon's loop): marks
+   * `ready[i]` 1 when `fds[i]` is readable or hung up; the count, 0 on timeout (-1: no deadline).
+   */
+  waitReadable(fds: Int32Array, ready: Uint8Array, timeoutMs: number): number;
   memfdCreate(name: string): number;
   ftruncate(fd: number, size: number): void;
   /** fstat: [file type bits (S_IFMT), size in bytes]. */
