@@ -25,8 +25,8 @@ import {
   type LogLevel,
 } from "../log.js";
 
-/** Most sockets one daemon serves: each needs fds and a connection state. */
-export const MAX_SOCKET_COUNT = 64;
+/** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
+export const MAX_SOCKET_COUNT = 256;
 
 export interface DaemonConfig {
   /** Prefix given with -s; the daemon serves `${socketPath}${i}` for i in 0..socketCount-1. "" with socketFds. */
