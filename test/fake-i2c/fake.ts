@@ -7,7 +7,7 @@
  * @module
  */
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,12 +18,40 @@ import { findPackageRoot } from "../../src/sys/native.js";
 export const REPO_ROOT = findPackageRoot(fileURLToPath(new URL(".", import.meta.url)));
 export const FAKE_LIBRARY = join(REPO_ROOT, "test", "fake-i2c", "libfakei2c.so");
 export const ADDON = join(REPO_ROOT, "build", "Release", "vhost_device_i2c.node");
+export const BUS_TIME_PROBE = join(REPO_ROOT, "test", "fake-i2c", "bus-time-probe");
 
 /** Why child-process tests with the fake cannot run here, or null when they can. */
 export function fakeUnavailableReason(): string | null {
   if (!existsSync(FAKE_LIBRARY)) return `${FAKE_LIBRARY} not built (make -C test/fake-i2c)`;
   if (!existsSync(ADDON)) return `${ADDON} not built (npx node-gyp rebuild)`;
   return null;
+}
+
+/** What a bus sustains on its own: wall and CPU time per transfer, in microseconds. */
+export interface BusTime {
+  readonly medianUs: number;
+  readonly p99Us: number;
+  readonly cpuUs: number;
+}
+
+/**
+ * Runs the benchmark's transfer (write 0x00, read 8, at 0x50) `samples` times back to back on fake
+ * adapter `adapter` of the configuration file `config`, straight through the fake with no daemon
+ * (test/fake-i2c/bus_time_probe.c): the bus-limited reference of the bus-time benchmark. Runs in a
+ * child process, so it inherits this process's CPU affinity.
+ */
+export function measureBusTime(config: string, adapter: number, samples: number): BusTime {
+  const result = spawnSync(BUS_TIME_PROBE, [String(adapter), "0x50", String(samples)], {
+    encoding: "utf8",
+    env: { ...process.env, LD_PRELOAD: FAKE_LIBRARY, FAKE_I2C_CONFIG: config },
+  });
+  const match = /median_us=([\d.]+) p99_us=([\d.]+) cpu_us=([\d.]+)/.exec(result.stdout ?? "");
+  if (result.status !== 0 || !match) {
+    throw new Error(
+      `bus-time probe failed (${result.error?.message ?? `exit ${result.status}`}): ${result.stderr}`,
+    );
+  }
+  return { medianUs: Number(match[1]), p99Us: Number(match[2]), cpuUs: Number(match[3]) };
 }
 
 /** One line of the fake's log (see the header of fake_i2c.c). */

@@ -30,7 +30,10 @@
  *   error N ADDR ERRNO       every message to ADDR fails with ERRNO (a name such as EIO or a number)
  *   nozerolen N              the adapter refuses zero-length I2C_RDWR messages with EOPNOTSUPP
  *                            (the kernel's I2C_AQ_NO_ZERO_LEN quirk)
- *   delay_us N US            every bus message takes US microseconds (the adapter stays locked)
+ *   delay_us N US            every bus message takes US microseconds (the adapter stays locked): the
+ *                            thread sleeps until the transfer's start + (messages so far) x US, with
+ *                            a 1 ns timer slack, so the bus time does not grow by the default 50 us
+ *                            slack per sleep (what is left is the machine's wake-up latency)
  *   unplug N [ERRNO]         the adapter is removed (hot-unplugged): open() fails with ERRNO (ENOENT
  *                            by default; ENODEV, ENXIO, ... as a driver being torn down gives), and
  *                            every ioctl on an fd opened before fails with ENODEV, as i2c-dev does
@@ -80,7 +83,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -611,14 +616,30 @@ int close(int fd) {
 
 /* --- bus emulation --- */
 
+/* Sleeps until `start` + `us` microseconds; the first call on a thread drops its timer slack to 1 ns. */
+static void sleep_until(const struct timespec *start, unsigned long long us) {
+  static __thread int slack_set;
+  if (!slack_set) {
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+    slack_set = 1;
+  }
+  unsigned long long ns = (unsigned long long)start->tv_nsec + us * 1000ULL;
+  struct timespec deadline = {start->tv_sec + (time_t)(ns / 1000000000ULL), (long)(ns % 1000000000ULL)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, NULL) == EINTR) {
+  }
+}
+
 /* Runs the messages in order as one transfer; stops at the first failure. Caller holds bus_lock. */
 static int run_messages(unsigned long seq, struct fake_adapter *adapter, const char *op, struct bus_msg *msgs,
                         int count) {
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
   for (int i = 0; i < count; i++) {
     struct bus_msg *msg = &msgs[i];
     struct fake_device *device = find_device(adapter, msg->addr);
     int err = 0;
-    if (adapter->delay_us > 0) usleep(adapter->delay_us);
+    /* Deadlines from the transfer's start: one late wake-up does not add up over the messages. */
+    if (adapter->delay_us > 0) sleep_until(&start, (unsigned long long)adapter->delay_us * (unsigned)(i + 1));
     if (device != NULL && device->error != 0) {
       err = device->error;
     } else if (device == NULL || !device->present) {
