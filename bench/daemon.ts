@@ -87,11 +87,7 @@ export class BenchDaemon {
 
   /** utime + stime of every thread of the daemon, in microseconds (10 ms resolution). */
   cpuMicros(): number {
-    const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
-    // Fields after the command name (which may contain spaces) start at field 3.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return (ticks * 1e6) / CLOCK_TICKS;
+    return processCpuMicros(this.pid);
   }
 
   /** Resident set size in MiB. */
@@ -109,6 +105,15 @@ export class BenchDaemon {
     clearTimeout(timer);
     return code;
   }
+}
+
+/** utime + stime of every thread of process `pid`, in microseconds (10 ms resolution). */
+export function processCpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may contain spaces) start at field 3.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1e6) / CLOCK_TICKS;
 }
 
 /** Pins every thread of this process to `cpu`, or back to all CPUs with null. */
