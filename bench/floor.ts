@@ -1,28 +1,39 @@
 /**
- * The event-loop floor: the fastest depth-1 round trip any Node daemon could give on this machine
- * right now. A child Node process does only what the daemon must do per kick (uv_poll wakes it, it
- * reads the kick eventfd and writes the call eventfd: no ring, no device) while this process plays a
- * blocking frontend (write kick, poll(2) on call, read call). Printed next to the workloads, it shows
- * how much of a depth-1 transfer is the runtime and the kernel, and how loaded the machine is.
+ * Round-trip floors, measured next to the workloads because this machine's speed moves with its load:
+ * - the event-loop floor: the fastest depth-1 round trip any Node daemon could give here right now.
+ *   A child Node process does only what the daemon must do per kick (uv_poll wakes it, it reads the
+ *   kick eventfd and writes the call eventfd: no ring, no device) while this process plays a blocking
+ *   frontend (write kick, poll(2) on call, read call);
+ * - the C floor (bench/c-floor/c_floor.c): the same exchange between two C processes (epoll echo,
+ *   blocking frontend), the kind of run the original daemon's figures come from.
  *
- *   node dist/bench/floor.js [--seconds N] [--no-pin]     (bench.ts calls measureEventLoopFloor)
+ *   node dist/bench/floor.js [--seconds N] [--no-pin]     (bench.ts calls measureFloors)
  *
  * Must not reach into the daemon's modules beyond the system wrappers both sides use.
  * @module
  */
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { BlockingWait } from "../src/sys/blocking-wait.js";
 import { EventFd } from "../src/sys/eventfd.js";
 import { FdWatcher } from "../src/sys/fd-watcher.js";
+import { findPackageRoot } from "../src/sys/native.js";
 import { pinSelf, processCpuMicros } from "./daemon.js";
 
 /** The child's kick and call eventfds arrive as its fds 3 and 4. */
 const CHILD_KICK_FD = 3;
 const CHILD_CALL_FD = 4;
 const ECHO_ROLE = "--echo";
+
+const C_FLOOR_DIR = join(
+  findPackageRoot(fileURLToPath(new URL(".", import.meta.url))),
+  "bench",
+  "c-floor",
+);
 
 export interface FloorResult {
   readonly roundTripsPerSec: number;
@@ -103,6 +114,51 @@ export async function measureEventLoopFloor(
   }
 }
 
+/** The C floor: builds bench/c-floor when needed (make, cc), runs it pinned to `cpu` when not null. */
+export function measureCFloor(cpu: number | null, durationMs: number): FloorResult {
+  const binary = join(C_FLOOR_DIR, "c-floor");
+  if (!existsSync(binary)) {
+    const make = spawnSync("make", ["-s", "-C", C_FLOOR_DIR], { encoding: "utf8" });
+    if (make.status !== 0) throw new Error(`building ${binary} failed: ${make.stderr}`);
+  }
+  const args = [String(Math.round(durationMs))];
+  const run =
+    cpu === null
+      ? spawnSync(binary, args, { encoding: "utf8" })
+      : spawnSync("taskset", ["-c", String(cpu), binary, ...args], { encoding: "utf8" });
+  const match =
+    /trips_per_sec=([\d.]+) trip_us=([\d.]+) echo_cpu_us=([\d.]+) frontend_cpu_us=([\d.]+)/.exec(
+      run.stdout ?? "",
+    );
+  if (run.status !== 0 || !match) throw new Error(`${binary} failed: ${run.stderr}`);
+  return {
+    roundTripsPerSec: Number(match[1]),
+    roundTripUs: Number(match[2]),
+    echoCpuUsPerTrip: Number(match[3]),
+    frontendCpuUsPerTrip: Number(match[4]),
+  };
+}
+
+export interface Floors {
+  readonly eventLoop: FloorResult;
+  readonly c: FloorResult;
+}
+
+/** Both floors, one after the other, each for `durationMs`. */
+export async function measureFloors(cpu: number | null, durationMs: number): Promise<Floors> {
+  const eventLoop = await measureEventLoopFloor(cpu, durationMs);
+  return { eventLoop, c: measureCFloor(cpu, durationMs) };
+}
+
+/** One line per floor, as bench.ts and this script print them. */
+export function describeFloors(floors: Floors, pinned: boolean): string[] {
+  const where = pinned ? "cpu0" : "unpinned";
+  const line = (name: string, r: FloorResult) =>
+    `${name} floor (${where}): ${r.roundTripsPerSec.toFixed(0)} round trips/s, ${r.roundTripUs.toFixed(2)} µs each; ` +
+    `echo side ${r.echoCpuUsPerTrip.toFixed(2)} µs CPU, blocking side ${r.frontendCpuUsPerTrip.toFixed(2)} µs CPU per trip`;
+  return [line("event-loop (Node echo)", floors.eventLoop), line("C (epoll echo)", floors.c)];
+}
+
 if (process.argv[2] === ECHO_ROLE) {
   runEcho();
 } else if (process.argv[1] === fileURLToPath(import.meta.url)) {
@@ -111,10 +167,6 @@ if (process.argv[2] === ECHO_ROLE) {
   });
   const cpu = values["no-pin"] ? null : 0;
   pinSelf(cpu);
-  const r = await measureEventLoopFloor(cpu, values.seconds ? Number(values.seconds) * 1000 : 2000);
-  console.log(
-    `event-loop floor (${cpu === null ? "unpinned" : "cpu0"}): ${r.roundTripsPerSec.toFixed(0)} round trips/s, ` +
-      `${r.roundTripUs.toFixed(2)} µs each; echo CPU ${r.echoCpuUsPerTrip.toFixed(2)} µs, ` +
-      `blocking side ${r.frontendCpuUsPerTrip.toFixed(2)} µs per trip`,
-  );
+  const floors = await measureFloors(cpu, values.seconds ? Number(values.seconds) * 1000 : 2000);
+  for (const line of describeFloors(floors, cpu !== null)) console.log(line);
 }
