@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { OutHdr, RequestFlag, RequestStatus } from "../i2c/protocol.js";
 import { EventFd } from "../sys/eventfd.js";
-import { FdWatcher } from "../sys/fd-watcher.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
 import { createArrayGuestMemory, type GuestMemory } from "../virtio/guest-memory.js";
 import type { DescriptorChain } from "../virtio/queue.js";
@@ -268,67 +267,5 @@ describe("I2cDriver.submitRaw", () => {
     r.device.notify();
     await r.driver.waitFor([chain]);
     assert.equal(chain.usedLen, 0);
-  });
-});
-
-describe("I2cDriver.runClosedLoop", () => {
-  /** Answers every kick: each popped chain gets `status`, read buffers get 0xa5. */
-  function respond(r: Rig, status: number): () => void {
-    const watcher = new FdWatcher(r.kick.fd, () => {
-      r.kick.read();
-      // As the backend does: with EVENT_IDX, re-arming kicks is what makes the driver kick again.
-      do {
-        r.device.disableNotifications();
-        for (const chain of popAll(r.device)) {
-          const last = chain.descriptors.at(-1);
-          const data = chain.descriptors.length === 3 ? chain.descriptors[1] : undefined;
-          if (data?.writable) r.memory.write(data.addr, new Uint8Array(data.len).fill(0xa5));
-          if (last) r.memory.write(last.addr, Uint8Array.of(status));
-          r.device.pushUsed(chain, 1 + (data?.writable ? data.len : 0));
-        }
-      } while (r.device.enableNotifications());
-      r.device.notify();
-    });
-    watcher.start();
-    return () => watcher.close();
-  }
-  const ops = [
-    { addr: 0x50, write: Uint8Array.of(0) },
-    { addr: 0x50, read: 8 },
-  ];
-
-  it("completes exactly `count` separate transfers at the given depth, recording each latency", async () => {
-    const r = rig({ size: 16, indirect: true, eventIdx: true });
-    const stop = respond(r, RequestStatus.OK);
-    try {
-      const latenciesUs = new Float64Array(100);
-      const result = await r.driver.runClosedLoop(ops, { depth: 4, count: 50, latenciesUs });
-      assert.equal(result.completed, 50);
-      assert.equal(result.failed, 0);
-      assert.equal(result.recorded, 50);
-      assert.ok(latenciesUs.subarray(0, 50).every((us) => us >= 0));
-      assert.equal(r.driver.inFlight, 0);
-    } finally {
-      stop();
-    }
-  });
-
-  it("counts transfers the device failed", async () => {
-    const r = rig({ size: 8, indirect: true });
-    const stop = respond(r, RequestStatus.ERR);
-    try {
-      const result = await r.driver.runClosedLoop(ops, { depth: 2, count: 10 });
-      assert.deepEqual([result.completed, result.failed], [10, 10]);
-    } finally {
-      stop();
-    }
-  });
-
-  it("refuses a depth the ring cannot hold", async () => {
-    const r = rig({ size: 4, indirect: true });
-    await assert.rejects(
-      r.driver.runClosedLoop(ops, { depth: 3, count: 3 }),
-      (err: unknown) => err instanceof I2cDriverError && err.code === "EINVAL",
-    );
   });
 });

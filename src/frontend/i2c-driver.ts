@@ -6,7 +6,7 @@
  * table per chain when INDIRECT_DESC is negotiated, every chain added before ONE kick; then it waits
  * for the call eventfd and reports per-message status and read data.
  * Lower-level calls (submit/wait, raw chains) let tests keep several transfers in flight or send
- * malformed chains. I2cGuest bundles it with the vhost-user frontend booted the way QEMU 7.2 boots
+ * malformed chains; held transfers (submitHeld) give the benchmark's closed loop chains it reuses. I2cGuest bundles it with the vhost-user frontend booted the way QEMU 7.2 boots
  * vhost-user-i2c-pci (demo, integration tests). Must not encode vhost-user messages itself (the
  * frontend does) nor know any back-end internals.
  * @module
@@ -20,7 +20,6 @@ import {
   VIRTIO_I2C_F_ZERO_LENGTH_REQUEST,
 } from "../i2c/protocol.js";
 import { EventFd } from "../sys/eventfd.js";
-import { FdWatcher } from "../sys/fd-watcher.js";
 import type { UnixStream } from "../sys/unix-socket.js";
 import {
   closeQueues,
@@ -102,25 +101,15 @@ export interface Submission {
   readonly chains: readonly SubmittedChain[];
 }
 
-/** A closed-loop run for benchmarks: the same transfer kept `depth` times in flight. */
-export interface ClosedLoopOptions {
-  /** Transfers kept in flight at once, each a separate transfer (its own chains, own FAIL_NEXT group). */
-  readonly depth: number;
-  /** Stop submitting after this many transfers... */
-  readonly count?: number;
-  /** ...or after this many milliseconds, whichever comes first. */
-  readonly durationMs?: number;
-  /** Receives each transfer's latency in microseconds, in completion order, up to its length. */
-  readonly latenciesUs?: Float64Array;
-}
-
-export interface ClosedLoopResult {
-  readonly completed: number;
-  /** Completed transfers that did not succeed as a whole. */
-  readonly failed: number;
-  readonly elapsedMs: number;
-  /** Latencies written to `latenciesUs`. */
-  readonly recorded: number;
+/**
+ * A transfer whose chains a caller collects and hands out again itself (the closed loop): written
+ * once by `submitHeld`, given back with `releaseHeld`.
+ */
+export interface HeldTransfer {
+  /** Message order. */
+  readonly chains: readonly SubmittedChain[];
+  /** Guest address of each message's status byte, message order. */
+  readonly statusGpas: readonly number[];
 }
 
 /** Per-chain scratch memory: out_hdr, status byte, indirect table (3 entries), then data. */
@@ -164,6 +153,49 @@ export class I2cDriver {
   /** Chains handed to the device and not yet collected. */
   get inFlight(): number {
     return this.#inFlight.size;
+  }
+
+  /** The queue this driver runs on. */
+  get queue(): DriverQueue {
+    return this.#queue;
+  }
+
+  /** Whether `count` more transfers of `ops` fit the ring and the driver's buffers right now. */
+  canHold(ops: readonly I2cOp[], count: number): boolean {
+    let entries = 0;
+    for (const op of ops) {
+      const length = "read" in op ? op.read : op.write.length;
+      entries += this.#indirect ? 1 : length > 0 ? 3 : 2;
+    }
+    return (
+      entries * count <= this.#queue.driver.numFree && ops.length * count <= this.#freeSlots.length
+    );
+  }
+
+  /**
+   * Queues `ops` like `submit` (no kick) for a caller that collects the chains itself
+   * (ring.getUsedInto), hands them out again unchanged (ring.republish) and finally gives them back
+   * with `releaseHeld`: until then this driver does not track them. EINVAL when they do not all fit.
+   */
+  submitHeld(ops: readonly I2cOp[]): HeldTransfer {
+    if (!this.canHold(ops, 1)) {
+      throw new I2cDriverError("EINVAL", `the ring has no room for ${ops.length} more message(s)`);
+    }
+    const { chains } = this.submit(ops, { kick: false });
+    const statusGpas: number[] = [];
+    for (const chain of chains as readonly ChainRecord[]) {
+      this.#inFlight.delete(chain.head);
+      statusGpas.push(this.#slotGpa(chain.slot ?? 0) + SLOT.STATUS);
+    }
+    return { chains, statusGpas };
+  }
+
+  /** Frees a held transfer's ring chains and buffers; every chain must be held (collected). */
+  releaseHeld(transfer: HeldTransfer): void {
+    for (const chain of transfer.chains) {
+      this.#queue.driver.release(chain.head);
+      this.#release(chain as ChainRecord);
+    }
   }
 
   /** Runs one transfer: submit, one kick, wait for every queued chain, report. */
@@ -300,98 +332,6 @@ export class I2cDriver {
       this.#inFlight.delete(used.head);
       if (record.slot !== null && !record.keepSlot) this.#freeSlots.push(record.slot);
     }
-  }
-
-  /**
-   * Keeps `depth` copies of the transfer `ops` in flight until `count` completed or `durationMs`
-   * passed: one persistent watch on the call eventfd, every completed transfer replaced at once, one
-   * kick per batch when the device asks for it. No promise or timer per transfer, so the frontend
-   * stays cheap next to the device it measures. Rejects with ETIMEDOUT when nothing completes within
-   * timeoutMs, with EINVAL when the ring cannot hold `depth` transfers.
-   */
-  runClosedLoop(ops: readonly I2cOp[], options: ClosedLoopOptions): Promise<ClosedLoopResult> {
-    const { depth, latenciesUs } = options;
-    if (!Number.isInteger(depth) || depth < 1) {
-      return Promise.reject(
-        new I2cDriverError("EINVAL", `depth ${depth} is not a positive integer`),
-      );
-    }
-    const limit = options.count ?? Number.POSITIVE_INFINITY;
-    const started = performance.now();
-    const endAt = started + (options.durationMs ?? Number.POSITIVE_INFINITY);
-    const inFlight: (Submission | null)[] = new Array<Submission | null>(depth).fill(null);
-    const submittedAt = new Float64Array(depth);
-    let submitted = 0;
-    let completed = 0;
-    let failed = 0;
-    let recorded = 0;
-    let pending = 0;
-    return new Promise((resolve, reject) => {
-      let progressSeen = -1;
-      const finish = (error: unknown) => {
-        watcher.close();
-        clearInterval(watchdog);
-        if (error !== null) reject(error);
-        else resolve({ completed, failed, elapsedMs: performance.now() - started, recorded });
-      };
-      const fill = (now: number) => {
-        if (now >= endAt) return;
-        for (let k = 0; k < depth && submitted < limit; k++) {
-          if (inFlight[k] !== null) continue;
-          const submission = this.submit(ops, { kick: false });
-          if (submission.chains.length < ops.length) {
-            throw new I2cDriverError("EINVAL", `the ring cannot hold ${depth} transfers`);
-          }
-          inFlight[k] = submission;
-          submittedAt[k] = now;
-          submitted++;
-          pending++;
-        }
-        this.kickIfNeeded();
-      };
-      const step = () => {
-        for (;;) {
-          this.collect();
-          const now = performance.now();
-          for (let k = 0; k < depth; k++) {
-            const submission = inFlight[k];
-            if (!submission || !this.isDone(submission)) continue;
-            if (!this.complete(submission).ok) failed++;
-            completed++;
-            pending--;
-            if (latenciesUs && recorded < latenciesUs.length) {
-              latenciesUs[recorded++] = (now - (submittedAt[k] ?? now)) * 1000;
-            }
-            inFlight[k] = null;
-          }
-          fill(now);
-          if (pending === 0) return finish(null);
-          if (!this.#queue.driver.enableCallbacks()) return;
-        }
-      };
-      const onCall = () => {
-        try {
-          this.#queue.call.read();
-          step();
-        } catch (error) {
-          finish(error);
-        }
-      };
-      const watcher = new FdWatcher(this.#queue.call.fd, onCall, finish);
-      const watchdog = setInterval(() => {
-        if (completed === progressSeen) {
-          finish(new I2cDriverError("ETIMEDOUT", `no transfer completed in ${this.#timeoutMs} ms`));
-        }
-        progressSeen = completed;
-      }, this.#timeoutMs);
-      watcher.start();
-      try {
-        fill(performance.now());
-        step();
-      } catch (error) {
-        finish(error);
-      }
-    });
   }
 
   /** One shared wait on the call eventfd, whoever asks (several transfers may wait at once). */

@@ -24,6 +24,7 @@ import {
   EVENT_OFF_WRAP,
   encodePosition,
   isUsed,
+  PACKED_DESC_ADDR,
   PACKED_DESC_FLAGS,
   PACKED_DESC_ID,
   PACKED_DESC_LEN,
@@ -76,6 +77,12 @@ export class DriverPackedQueue {
   private readonly slotsOf = new Map<number, number>();
   /** Ids handed out by add (they go back to the free list when used). */
   private readonly allocatedIds = new Set<number>();
+  /** Per id handed out by add: its chain's descriptors as (addr, len, flags) triples, for republish. */
+  private readonly addedChains: (Float64Array | undefined)[];
+  /** 1 for an id collected by getUsedInto and not yet republished or released. */
+  private readonly held: Uint8Array;
+  /** Scratch position for republish. */
+  private readonly cursor: RingPosition = { index: 0, wrap: true };
   private freeSlots: number;
   private addedSinceKick = 0;
   private callbacksEnabled = true;
@@ -112,6 +119,8 @@ export class DriverPackedQueue {
     this.driverEvent = new RingArea(memory, driverGpa, sizes.driver, "driver event suppression");
     this.deviceEvent = new RingArea(memory, deviceGpa, sizes.device, "device event suppression");
     this.freeSlots = size;
+    this.addedChains = new Array<Float64Array | undefined>(size).fill(undefined);
+    this.held = new Uint8Array(size);
     for (let id = size - 1; id >= 0; id--) this.freeIds.push(id);
   }
 
@@ -157,6 +166,7 @@ export class DriverPackedQueue {
     if (needed > this.freeSlots || this.freeIds.length === 0) return null;
     const id = this.freeIds.pop()!;
     this.allocatedIds.add(id);
+    let chain: RawPackedDescriptorFields[];
     if (tableGpa !== undefined) {
       buffers.forEach((buffer, i) => {
         this.writeDescriptorAt(tableGpa + DESCRIPTOR_SIZE * i, {
@@ -166,26 +176,40 @@ export class DriverPackedQueue {
           flags: buffer.writable ? VRING_DESC_F_WRITE : 0,
         });
       });
-      this.publishChain([
+      chain = [
         {
           addr: tableGpa,
           len: DESCRIPTOR_SIZE * buffers.length,
           id,
           flags: VRING_DESC_F_INDIRECT,
         },
-      ]);
+      ];
     } else {
       const last = buffers.length - 1;
-      this.publishChain(
-        buffers.map((buffer, i) => ({
-          addr: buffer.gpa,
-          len: buffer.len,
-          id,
-          flags: (buffer.writable ? VRING_DESC_F_WRITE : 0) | (i < last ? VRING_DESC_F_NEXT : 0),
-        })),
-      );
+      chain = buffers.map((buffer, i) => ({
+        addr: buffer.gpa,
+        len: buffer.len,
+        id,
+        flags: (buffer.writable ? VRING_DESC_F_WRITE : 0) | (i < last ? VRING_DESC_F_NEXT : 0),
+      }));
     }
+    this.keepChain(id, chain);
+    this.publishChain(chain);
     return id;
+  }
+
+  /** Remembers an added chain's descriptors (reusing the id's previous record when it is long enough). */
+  private keepChain(id: number, chain: readonly RawPackedDescriptorFields[]): void {
+    let kept = this.addedChains[id];
+    if (kept === undefined || kept.length < 3 * chain.length) {
+      kept = new Float64Array(3 * chain.length);
+      this.addedChains[id] = kept;
+    }
+    chain.forEach((fields, i) => {
+      kept[3 * i] = Number(fields.addr);
+      kept[3 * i + 1] = fields.len;
+      kept[3 * i + 2] = fields.flags;
+    });
   }
 
   /**
@@ -210,23 +234,96 @@ export class DriverPackedQueue {
 
   /** The next used element, freeing its slots and id; null when none. Throws EBADRING on a bad id. */
   getUsed(): UsedElement | null {
+    const element: UsedElement = { head: 0, len: 0 };
+    return this.consumeUsed(element, false) ? element : null;
+  }
+
+  /**
+   * The next used element written into `into` (no allocation); false when none. Its chain (one that
+   * add made) stays held by the driver, slots and id included, until `republish` hands it to the
+   * device again or `release` frees it. Throws EBADRING on an id that is not such a chain in flight.
+   */
+  getUsedInto(into: UsedElement): boolean {
+    return this.consumeUsed(into, true);
+  }
+
+  /** Makes a held chain (getUsedInto) available again exactly as add wrote it, head flags last. */
+  republish(id: number): void {
+    this.checkHeld(id);
+    const kept = this.addedChains[id];
+    const slots = this.slotsOf.get(id);
+    if (kept === undefined || slots === undefined) {
+      throw new VirtqueueError("EINVAL", `${id} is not a chain held by the driver`);
+    }
+    this.held[id] = 0;
+    const head = this.nextAvail;
+    const cursor = this.cursor;
+    cursor.index = head.index;
+    cursor.wrap = head.wrap;
+    for (let i = 0; i < slots; i++) {
+      const flags = (kept[3 * i + 2] ?? 0) | availFlags(cursor.wrap);
+      this.writeSlot(cursor.index, kept[3 * i] ?? 0, kept[3 * i + 1] ?? 0, id);
+      if (i > 0) this.desc.store16(DESCRIPTOR_SIZE * cursor.index + PACKED_DESC_FLAGS, flags);
+      advance(cursor, 1, this.size);
+    }
+    const headIndex = head.index;
+    const headFlags = (kept[2] ?? 0) | availFlags(head.wrap);
+    head.index = cursor.index;
+    head.wrap = cursor.wrap;
+    this.addedSinceKick += slots;
+    // Last: the head's flags make the whole chain available.
+    this.desc.store16(DESCRIPTOR_SIZE * headIndex + PACKED_DESC_FLAGS, headFlags);
+  }
+
+  /** Frees a held chain's slots and id (what getUsed does at once). */
+  release(id: number): void {
+    this.checkHeld(id);
+    this.held[id] = 0;
+    this.freeChain(id, this.slotsOf.get(id) ?? 0);
+  }
+
+  /** Reads the next used descriptor into `into`; `hold` keeps its chain for republish/release. */
+  private consumeUsed(into: UsedElement, hold: boolean): boolean {
     const at = DESCRIPTOR_SIZE * this.lastUsed.index;
-    if (!isUsed(this.desc.load16(at + PACKED_DESC_FLAGS), this.lastUsed.wrap)) return null;
+    if (!isUsed(this.desc.load16(at + PACKED_DESC_FLAGS), this.lastUsed.wrap)) return false;
     const id = this.desc.getU16(at + PACKED_DESC_ID);
     const len = this.desc.getU32(at + PACKED_DESC_LEN);
     const slots = this.slotsOf.get(id);
-    if (slots === undefined) {
+    const isHeld = id < this.size && this.held[id] === 1;
+    if (slots === undefined || isHeld || (hold && !this.allocatedIds.has(id))) {
       throw new VirtqueueError("EBADRING", `used id ${id} is not a chain in flight`);
     }
-    this.slotsOf.delete(id);
-    this.freeSlots += slots;
-    if (this.allocatedIds.delete(id)) this.freeIds.push(id);
+    if (hold) this.held[id] = 1;
+    else this.freeChain(id, slots);
     advance(this.lastUsed, slots, this.size);
     // As Linux does: while interrupts are wanted, keep off_wrap on the next used slot.
     if (this.eventIdx && this.callbacksEnabled) {
       this.driverEvent.store16(EVENT_OFF_WRAP, encodePosition(this.lastUsed));
     }
-    return { head: id, len };
+    into.head = id;
+    into.len = len;
+    return true;
+  }
+
+  private checkHeld(id: number): void {
+    if (!Number.isInteger(id) || id < 0 || id >= this.size || this.held[id] !== 1) {
+      throw new VirtqueueError("EINVAL", `${id} is not a chain held by the driver`);
+    }
+  }
+
+  private freeChain(id: number, slots: number): void {
+    this.slotsOf.delete(id);
+    this.freeSlots += slots;
+    if (this.allocatedIds.delete(id)) this.freeIds.push(id);
+  }
+
+  /** Writes a ring slot's address, length and id (not its flags) without allocating. */
+  private writeSlot(index: number, addr: number, len: number, id: number): void {
+    const at = DESCRIPTOR_SIZE * index;
+    this.desc.setU32(at + PACKED_DESC_ADDR, addr % 2 ** 32);
+    this.desc.setU32(at + PACKED_DESC_ADDR + 4, Math.floor(addr / 2 ** 32));
+    this.desc.setU32(at + PACKED_DESC_LEN, len);
+    this.desc.setU16(at + PACKED_DESC_ID, id);
   }
 
   /**

@@ -120,6 +120,8 @@ export class DriverSplitQueue {
   private readonly entryView = new DataView(this.entry.buffer);
   /** For each head in flight, the descriptor indices its chain occupies. */
   private readonly chains: (number[] | undefined)[];
+  /** 1 for a head collected by getUsedInto and not yet republished or released. */
+  private readonly held: Uint8Array;
   private availIdx: number;
   private lastUsed: number;
   private kickedAvail: number;
@@ -169,6 +171,7 @@ export class DriverSplitQueue {
     this.used.store16(USED_IDX, initialIndex);
     if (this.eventIdx) this.avail.store16(usedEventOffset(size), initialIndex);
     this.chains = new Array(size).fill(undefined);
+    this.held = new Uint8Array(size);
     // Highest index last, so the first chains take descriptors 0, 1, 2...
     for (let i = size - 1; i >= 0; i--) this.freeList.push(i);
   }
@@ -245,13 +248,53 @@ export class DriverSplitQueue {
   getUsed(): UsedElement | null {
     const element = this.takeUsed();
     if (element === null) return null;
-    const taken = element.head < this.size ? this.chains[element.head] : undefined;
-    if (taken === undefined) {
-      throw new VirtqueueError("EBADRING", `used id ${element.head} is not a chain in flight`);
-    }
-    this.chains[element.head] = undefined;
-    this.freeList.push(...taken.reverse());
+    this.checkInFlight(element.head);
+    this.freeChain(element.head);
     return element;
+  }
+
+  /**
+   * The next used element written into `into` (no allocation); false when none. Its chain stays as
+   * added, held by the driver, until `republish` hands it to the device again or `release` frees it.
+   * Throws EBADRING on an id that is not a chain in flight.
+   */
+  getUsedInto(into: UsedElement): boolean {
+    if (!this.readUsed(into)) return false;
+    this.checkInFlight(into.head);
+    this.held[into.head] = 1;
+    return true;
+  }
+
+  /** Makes a held chain (getUsedInto) available again exactly as it was added. */
+  republish(head: number): void {
+    this.checkHeld(head);
+    this.held[head] = 0;
+    this.publish(head);
+  }
+
+  /** Frees a held chain's descriptors (what getUsed does at once). */
+  release(head: number): void {
+    this.checkHeld(head);
+    this.held[head] = 0;
+    this.freeChain(head);
+  }
+
+  private checkInFlight(head: number): void {
+    if (head >= this.size || this.chains[head] === undefined || this.held[head] === 1) {
+      throw new VirtqueueError("EBADRING", `used id ${head} is not a chain in flight`);
+    }
+  }
+
+  private checkHeld(head: number): void {
+    if (!Number.isInteger(head) || head < 0 || head >= this.size || this.held[head] !== 1) {
+      throw new VirtqueueError("EINVAL", `${head} is not a chain held by the driver`);
+    }
+  }
+
+  private freeChain(head: number): void {
+    const taken = this.chains[head] ?? [];
+    this.chains[head] = undefined;
+    this.freeList.push(...taken.reverse());
   }
 
   /**
@@ -321,15 +364,22 @@ export class DriverSplitQueue {
 
   /** The next used element without any check or freeing (for rings built with the raw API). */
   takeUsed(): UsedElement | null {
-    if (this.used.load16(USED_IDX) === this.lastUsed) return null;
+    const element: UsedElement = { head: 0, len: 0 };
+    return this.readUsed(element) ? element : null;
+  }
+
+  /** takeUsed into a caller's element; false when the device has published nothing new. */
+  private readUsed(into: UsedElement): boolean {
+    if (this.used.load16(USED_IDX) === this.lastUsed) return false;
     const elem = USED_RING + USED_ELEM_SIZE * (this.lastUsed & (this.size - 1));
-    const element = { head: this.used.getU32(elem), len: this.used.getU32(elem + 4) };
+    into.head = this.used.getU32(elem);
+    into.len = this.used.getU32(elem + 4);
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
     // As Linux does: while interrupts are wanted, keep used_event just ahead of what was consumed.
     if (this.eventIdx && this.callbacksEnabled) {
       this.avail.store16(usedEventOffset(this.size), this.lastUsed);
     }
-    return element;
+    return true;
   }
 }
 
