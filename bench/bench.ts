@@ -1,9 +1,10 @@
 /**
  * The benchmark (`npm run bench`): drives the real daemon process through the in-repo vhost-user
- * frontend (I2cGuest, closed loop) over real sockets, on an emulated 24c02 and on a host adapter
- * faked by test/fake-i2c (with and without simulated bus time). Reports transfers/s, latency
- * percentiles, daemon and frontend CPU per transfer, daemon RSS, idle RSS and start-up time; pinned
- * (daemon and frontend on CPU 0) and unpinned. Prints numbers, never passes or fails on them.
+ * frontend (I2cGuest queues run by the blocking closed loop, as a C frontend would) over real
+ * sockets, on an emulated 24c02 and on a host adapter faked by test/fake-i2c (with and without
+ * simulated bus time, the latter against what the fake bus sustains alone). Reports transfers/s,
+ * latency percentiles, daemon and frontend CPU per transfer, daemon RSS, idle RSS and start-up time;
+ * pinned (daemon and frontend on CPU 0) and unpinned. Prints numbers, never passes or fails on them.
  *
  *   node dist/bench/bench.js [--short] [--json FILE] [--no-pin | --pin-only] [--only NAME,...]
  *                            [--profile DIR]
@@ -16,8 +17,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { type ClosedLoopGuest, runClosedLoop } from "../src/frontend/closed-loop.js";
 import { I2cGuest, type I2cOp } from "../src/frontend/i2c-driver.js";
-import { FAKE_LIBRARY } from "../test/fake-i2c/fake.js";
+import { type BusTime, FAKE_LIBRARY, measureBusTime } from "../test/fake-i2c/fake.js";
 import { BenchDaemon, pinSelf } from "./daemon.js";
 
 const { values: options } = parseArgs({
@@ -36,14 +38,18 @@ const SHORT = options.short === true;
 const MEASURE_MS = options.seconds ? Number(options.seconds) * 1000 : SHORT ? 400 : 3000;
 const WARMUP_MS = SHORT ? 150 : 1000;
 const QUEUE_SIZE = 32;
-const BUS_DELAY_US = 100;
 const FAKE_ADAPTER = 3;
+/** Samples of the fake bus alone (the bus-limited reference). */
+const BUS_TIME_SAMPLES = SHORT ? 500 : 3000;
 
 /** Write the 1-byte register address, read 8 bytes: the depth-1 transfer. */
 const REGISTER_READ: readonly I2cOp[] = [
   { addr: 0x50, write: Uint8Array.of(0x00) },
   { addr: 0x50, read: 8 },
 ];
+/** Simulated bus time per transfer; the fake's delay_us applies per message. */
+const BUS_TIME_US = 100;
+const BUS_DELAY_PER_MESSAGE_US = BUS_TIME_US / REGISTER_READ.length;
 const DUMP_256: readonly I2cOp[] = [
   { addr: 0x50, write: Uint8Array.of(0x00) },
   { addr: 0x50, read: 256 },
@@ -67,8 +73,7 @@ const WORKLOADS: readonly Workload[] = [
   { name: "sim-depth8", backend: "sim", ops: REGISTER_READ, depth: 8, busy: 1, idle: 0 },
   { name: "sim-dump256", backend: "sim", ops: DUMP_256, depth: 1, busy: 1, idle: 0 },
   { name: "sim-4-guests", backend: "sim", ops: REGISTER_READ, depth: 1, busy: 4, idle: 0 },
-  // The CLI serves at most 64 sockets: 63 idle + 1 busy.
-  { name: "sim-63-idle-1-busy", backend: "sim", ops: REGISTER_READ, depth: 1, busy: 1, idle: 63 },
+  { name: "sim-64-idle-1-busy", backend: "sim", ops: REGISTER_READ, depth: 1, busy: 1, idle: 64 },
   { name: "host-depth1", backend: "host", ops: REGISTER_READ, depth: 1, busy: 1, idle: 0 },
   { name: "host-depth8", backend: "host", ops: REGISTER_READ, depth: 8, busy: 1, idle: 0 },
   {
@@ -102,7 +107,20 @@ interface DaemonFacts {
   readonly idleRssMiB: number;
 }
 
+interface BusReference extends BusTime {
+  readonly pinned: boolean;
+}
+
 const dir = mkdtempSync(join(tmpdir(), "vdi2c-bench-"));
+
+/** The fake's configuration file for a host backend (bus time per message for host-delay). */
+function fakeConfig(backend: Exclude<Backend, "sim">): string {
+  const config = join(dir, `${backend}.conf`);
+  const lines = [`adapter ${FAKE_ADAPTER} funcs=i2c`, `device ${FAKE_ADAPTER} 0x50`];
+  if (backend === "host-delay") lines.push(`delay_us ${FAKE_ADAPTER} ${BUS_DELAY_PER_MESSAGE_US}`);
+  writeFileSync(config, `${lines.join("\n")}\n`);
+  return config;
+}
 
 /** Daemon arguments and environment per backend; the fake adapter gets a sysfs name and a config. */
 function daemonSetup(backend: Backend): { list: string; env: Record<string, string> } {
@@ -110,13 +128,13 @@ function daemonSetup(backend: Backend): { list: string; env: Record<string, stri
   const sysfs = join(dir, "sys");
   mkdirSync(join(sysfs, `bus/i2c/devices/i2c-${FAKE_ADAPTER}`), { recursive: true });
   writeFileSync(join(sysfs, `bus/i2c/devices/i2c-${FAKE_ADAPTER}/name`), "Bench adapter\n");
-  const config = join(dir, `${backend}.conf`);
-  const lines = [`adapter ${FAKE_ADAPTER} funcs=i2c`, `device ${FAKE_ADAPTER} 0x50`];
-  if (backend === "host-delay") lines.push(`delay_us ${FAKE_ADAPTER} ${BUS_DELAY_US}`);
-  writeFileSync(config, `${lines.join("\n")}\n`);
   return {
     list: `${FAKE_ADAPTER}:0x50`,
-    env: { LD_PRELOAD: FAKE_LIBRARY, FAKE_I2C_CONFIG: config, VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs },
+    env: {
+      LD_PRELOAD: FAKE_LIBRARY,
+      FAKE_I2C_CONFIG: fakeConfig(backend),
+      VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs,
+    },
   };
 }
 
@@ -161,41 +179,28 @@ async function runWorkload(
   const guests: I2cGuest[] = [];
   try {
     for (const path of paths) guests.push(await I2cGuest.connect(path, { queueSize: QUEUE_SIZE }));
-    const busy = guests.slice(-workload.busy);
+    // Every busy guest in the one blocking loop, as many C frontends would run them side by side.
+    const busy: ClosedLoopGuest[] = guests
+      .slice(-workload.busy)
+      .map((g, i) => ({ name: `${workload.name} guest ${i}`, driver: g.driver }));
     // Warm up (JIT, caches), then measure.
-    await Promise.all(
-      busy.map((g) =>
-        g.driver.runClosedLoop(workload.ops, { depth: workload.depth, durationMs: WARMUP_MS }),
-      ),
-    );
-    const latencies = busy.map(() => new Float64Array(Math.ceil(MEASURE_MS * 1000)));
+    runClosedLoop(busy, workload.ops, { depth: workload.depth, durationMs: WARMUP_MS });
+    const latencies = new Float64Array(Math.ceil(MEASURE_MS * 1000));
     const daemonCpu0 = daemon.cpuMicros();
     const frontendCpu0 = process.cpuUsage();
-    const runs = await Promise.all(
-      busy.map((g, i) =>
-        g.driver.runClosedLoop(workload.ops, {
-          depth: workload.depth,
-          durationMs: MEASURE_MS,
-          latenciesUs: latencies[i],
-        }),
-      ),
-    );
+    const run = runClosedLoop(busy, workload.ops, {
+      depth: workload.depth,
+      durationMs: MEASURE_MS,
+      latenciesUs: latencies,
+    });
     const frontendCpu = process.cpuUsage(frontendCpu0);
     const daemonCpu = daemon.cpuMicros() - daemonCpu0;
-    const completed = runs.reduce((sum, r) => sum + r.completed, 0);
-    const failed = runs.reduce((sum, r) => sum + r.failed, 0);
-    const elapsedMs = Math.max(...runs.map((r) => r.elapsedMs));
-    const all = new Float64Array(runs.reduce((sum, r) => sum + r.recorded, 0));
-    let at = 0;
-    runs.forEach((r, i) => {
-      all.set((latencies[i] ?? new Float64Array(0)).subarray(0, r.recorded), at);
-      at += r.recorded;
-    });
-    all.sort();
+    const { completed, failed } = run;
+    const all = latencies.subarray(0, run.recorded).sort();
     return {
       workload: workload.name,
       pinned,
-      transfersPerSec: (completed * 1000) / elapsedMs,
+      transfersPerSec: (completed * 1000) / run.elapsedMs,
       p50Us: percentile(all, 50),
       p99Us: percentile(all, 99),
       maxUs: all.at(-1) ?? Number.NaN,
@@ -213,25 +218,6 @@ async function runWorkload(
   }
 }
 
-/**
- * How long a 100 µs sleep really takes here (the fake's usleep pays the same timer slack), and the
- * CPU time one costs (timer set-up and wake-up from idle: on a VM this is charged to the sleeper, so
- * the daemon's CPU per transfer in the bus-time workload includes it twice).
- */
-function measureSleep(): { wallUs: number; cpuUs: number } {
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  const samples = new Float64Array(200);
-  const cpuBefore = process.cpuUsage();
-  for (let i = 0; i < samples.length; i++) {
-    const t = performance.now();
-    Atomics.wait(cell, 0, 0, BUS_DELAY_US / 1000);
-    samples[i] = (performance.now() - t) * 1000;
-  }
-  const cpu = process.cpuUsage(cpuBefore);
-  samples.sort();
-  return { wallUs: percentile(samples, 50), cpuUs: (cpu.user + cpu.system) / samples.length };
-}
-
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
 
 async function main(): Promise<void> {
@@ -241,8 +227,7 @@ async function main(): Promise<void> {
   const modes = options["no-pin"] ? [false] : options["pin-only"] ? [true] : [true, false];
   const results: Result[] = [];
   const facts: DaemonFacts[] = [];
-  const sleep = measureSleep();
-  const sleepUs = sleep.wallUs;
+  const busReferences: BusReference[] = [];
   console.log(
     `machine: ${cpus().length} CPUs, ${cpus()[0]?.model ?? "?"}; node ${process.version}; ` +
       `${SHORT ? "short" : "full"} mode, ${MEASURE_MS} ms per workload, queue size ${QUEUE_SIZE}`,
@@ -252,6 +237,11 @@ async function main(): Promise<void> {
   );
   for (const pinned of modes) {
     pinSelf(pinned ? 0 : null);
+    if (workloads.some((w) => w.backend === "host-delay")) {
+      // The probe runs in a child, so it gets this mode's CPU affinity.
+      const bus = measureBusTime(fakeConfig("host-delay"), FAKE_ADAPTER, BUS_TIME_SAMPLES);
+      busReferences.push({ ...bus, pinned });
+    }
     for (const workload of workloads) {
       const r = await runWorkload(workload, pinned, facts);
       results.push(r);
@@ -269,15 +259,16 @@ async function main(): Promise<void> {
       `daemon ${f.backend} (${f.pinned ? "cpu0" : "unpinned"}): start-up to listening ${fmt(f.startupMs)} ms, idle RSS ${fmt(f.idleRssMiB)} MiB`,
     );
   }
-  const busRate = 1e6 / (BUS_DELAY_US * REGISTER_READ.length);
-  const realBusRate = 1e6 / (sleepUs * REGISTER_READ.length);
   for (const r of results.filter((x) => x.workload === "host-100us-depth1")) {
+    const bus = busReferences.find((b) => b.pinned === r.pinned);
+    if (bus === undefined) continue;
+    const busRate = 1e6 / bus.medianUs;
     console.log(
-      `bus-limited (${REGISTER_READ.length} messages x ${BUS_DELAY_US} µs; ${r.pinned ? "cpu0" : "unpinned"}): ` +
-        `${fmt((100 * r.transfersPerSec) / busRate)}% of the nominal ${fmt(busRate, 0)}/s, ` +
-        `${fmt((100 * r.transfersPerSec) / realBusRate)}% of ${fmt(realBusRate, 0)}/s with the ${fmt(sleepUs)} µs a 100 µs sleep takes here; ` +
-        `added per transfer beyond the sleeps ${fmt(1e6 / r.transfersPerSec - sleepUs * REGISTER_READ.length)} µs; ` +
-        `one sleep costs ${fmt(sleep.cpuUs)} µs CPU`,
+      `bus-limited (${r.pinned ? "cpu0" : "unpinned"}): the fake bus alone takes ${fmt(bus.medianUs)} µs ` +
+        `per transfer (p99 ${fmt(bus.p99Us)}, ${fmt(bus.cpuUs)} µs CPU; ${BUS_TIME_US} µs nominal) = ` +
+        `${fmt(busRate, 0)}/s; through the daemon ${fmt(r.transfersPerSec, 0)}/s = ` +
+        `${fmt((100 * r.transfersPerSec) / busRate)}% of it; daemon + frontend add ` +
+        `${fmt(1e6 / r.transfersPerSec - bus.medianUs)} µs per transfer beyond the bus time`,
     );
   }
   if (options.json) {
@@ -289,8 +280,8 @@ async function main(): Promise<void> {
           mode: SHORT ? "short" : "full",
           measureMs: MEASURE_MS,
           queueSize: QUEUE_SIZE,
-          sleep100UsTakesUs: sleepUs,
-          sleep100UsCpuUs: sleep.cpuUs,
+          busTimeUs: BUS_TIME_US,
+          busReferences,
           results,
           daemons: facts,
         },
