@@ -4,6 +4,7 @@ import fc from "fast-check";
 import {
   ArrayBufferBacking,
   createArrayGuestMemory,
+  emptyWindow,
   GuestMemory,
   GuestMemoryError,
   type MemoryRegionInfo,
@@ -275,6 +276,39 @@ describe("GuestMemory.view", () => {
     assertCode(() => memory.view(0x1000, 4096 + 257), "EFAULT");
     assertCode(() => memory.view(0xfffe, 4), "EFAULT");
     assertCode(() => memory.view(0x13000, 1), "EFAULT");
+  });
+});
+
+describe("GuestMemory.locate", () => {
+  it("points the caller's window at a range in one window, as slice sees it", () => {
+    const { memory } = gappyMemory();
+    const found = emptyWindow();
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0x1000, max: 0x12fff }),
+        fc.integer({ min: 1, max: 600 }),
+        (gpa, len) => {
+          fc.pre(gpa + len <= 0x13000);
+          const slice = memory.slice(gpa, len);
+          assert.equal(memory.locate(gpa, len, found), slice !== null);
+          if (slice === null) return;
+          assert.equal(found.bytes.buffer, slice.buffer);
+          assert.equal(found.bytes.byteOffset + found.offset, slice.byteOffset);
+          assert.equal(found.dv.buffer, slice.buffer);
+          assert.equal(found.dv.byteOffset + found.offset, slice.byteOffset);
+        },
+      ),
+    );
+  });
+
+  it("returns false across windows and regions, throws EFAULT outside guest memory", () => {
+    const { memory } = gappyMemory();
+    const found = emptyWindow();
+    assert.equal(memory.locate(0x1000, 4096 + 257, found), false);
+    assert.equal(memory.locate(0xfff0, 0x20, found), false);
+    assertCode(() => memory.locate(0xfff, 2, found), "EFAULT");
+    assertCode(() => memory.locate(0x12fff, 2, found), "EFAULT");
+    assertCode(() => memory.locate(-1, 1, found), "EFAULT");
   });
 });
 

@@ -65,6 +65,21 @@ interface Region {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Where locate() found a range: the cached bytes and DataView of the window holding it, and the range's
+ * offset in them. The caller owns the object and reuses it, so finding a range allocates nothing.
+ */
+export interface MemoryWindow {
+  bytes: Uint8Array;
+  dv: DataView;
+  offset: number;
+}
+
+/** A MemoryWindow to pass to locate(), pointing nowhere yet. */
+export function emptyWindow(): MemoryWindow {
+  return { bytes: EMPTY, dv: new DataView(EMPTY.buffer), offset: 0 };
+}
+
 function isAddress(value: number): boolean {
   return Number.isSafeInteger(value) && value >= 0;
 }
@@ -116,6 +131,8 @@ export class GuestMemory {
   private readonly scratchView = new DataView(this.scratch.buffer);
   private scalarOffset = 0;
   private scratchPending = false;
+  /** slice()'s locate() result. */
+  private readonly found = emptyWindow();
 
   constructor(
     regions: readonly { info: MemoryRegionInfo; backing: RegionBacking }[],
@@ -169,17 +186,37 @@ export class GuestMemory {
   }
 
   slice(gpa: number, len: number): Uint8Array | null {
+    if (len === 0) {
+      // Checked like any range, but no window is mapped for it.
+      this.checkRange(gpa, len);
+      this.regionAt(gpa);
+      return EMPTY;
+    }
+    const found = this.found;
+    if (!this.locate(gpa, len, found)) return null;
+    return found.bytes.subarray(found.offset, found.offset + len);
+  }
+
+  /**
+   * Points `into` at [gpa, gpa + len) and returns true when the range lies in one region window;
+   * false when it does not (it spans windows or regions). Throws GuestMemoryError "EFAULT" when any
+   * byte is outside every region, as slice does. Allocates nothing: the hot paths address guest
+   * memory through the window's cached views and an offset.
+   */
+  locate(gpa: number, len: number, into: MemoryWindow): boolean {
     this.checkRange(gpa, len);
     const region = this.regionAt(gpa);
-    if (len === 0) return EMPTY;
     const offset = gpa - region.start;
     if (offset + len > region.info.size) {
       this.checkBackedFrom(region, gpa + len);
-      return null;
+      return false;
     }
     const window = this.windowFor(region, offset);
-    if (offset + len > window.end) return null;
-    return window.bytes.subarray(offset - window.start, offset - window.start + len);
+    if (offset + len > window.end) return false;
+    into.bytes = window.bytes;
+    into.dv = window.dv;
+    into.offset = offset - window.start;
+    return true;
   }
 
   /** True when every byte of [gpa, gpa + len) lies in guest memory. Never throws, never allocates. */

@@ -239,7 +239,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       this.brokenReason = `descriptor ${this.nextAvail.index} made available while all ${this.size} slots are in flight`;
       throw new VirtqueueError("EBADRING", this.brokenReason);
     }
-    const state: WalkState = { out: [], total: 0, seenWritable: false };
+    const state = this.startWalk();
     let error: string | null = null;
     let slots = 0;
     let id = 0;
@@ -266,7 +266,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       // A malformed chain is still skipped to its end, so the next pop starts on a chain head.
       if ((flags & VRING_DESC_F_NEXT) === 0) break;
     }
-    const chain: DescriptorChain = { head: id, descriptors: state.out, error };
+    const chain = state.chain.finish(id, error);
     this.inFlightChains.set(chain, slots);
     this.inFlightSlots += slots;
     return chain;
@@ -284,6 +284,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       retreat(this.nextAvail, slots, this.size);
       this.inFlightSlots -= slots;
       this.inFlightChains.delete(chain);
+      this.chains.release(chain);
     }
   }
 
@@ -306,6 +307,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     this.inFlightChains.delete(chain);
     this.inFlightSlots -= slots;
     this.usedSinceNotify += slots;
+    this.chains.release(chain);
   }
 
   /**
@@ -398,13 +400,11 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
    */
   private walkIndirect(gpa: number, count: number, state: WalkState): void {
     const memory = this.currentMemory;
-    const view =
-      memory.slice(gpa, count * DESCRIPTOR_SIZE) !== null
-        ? memory.view(gpa, count * DESCRIPTOR_SIZE)
-        : null;
+    const table = this.tableWindow;
+    const inWindow = memory.locate(gpa, count * DESCRIPTOR_SIZE, table);
     for (let i = 0; i < count; i++) {
-      if (view !== null) {
-        this.readDescriptor(view.dv, view.offset + DESCRIPTOR_SIZE * i);
+      if (inWindow) {
+        this.readDescriptor(table.dv, table.offset + DESCRIPTOR_SIZE * i);
       } else {
         memory.read(gpa + DESCRIPTOR_SIZE * i, this.entry);
         this.readDescriptor(this.entryView, 0);

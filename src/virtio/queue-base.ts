@@ -5,8 +5,14 @@
  * @module
  */
 
-import type { GuestMemory } from "./guest-memory.js";
-import { CHAIN_ERROR, type ChainErrorKind, type Descriptor, VirtqueueError } from "./queue.js";
+import { emptyWindow, type GuestMemory, type MemoryWindow } from "./guest-memory.js";
+import {
+  CHAIN_ERROR,
+  type ChainErrorKind,
+  type Descriptor,
+  type DescriptorChain,
+  VirtqueueError,
+} from "./queue.js";
 
 /** Descriptor flags both ring layouts use (same bits). */
 export const VRING_DESC_F_NEXT = 1;
@@ -63,9 +69,87 @@ export interface DescriptorFields {
   flags: number;
 }
 
+/** A DescriptorChain as a queue fills it in. */
+interface MutableChain {
+  head: number;
+  descriptors: Descriptor[];
+  error: string | null;
+}
+
+/**
+ * One reusable chain: the plain DescriptorChain object pop() hands out (only head, descriptors and
+ * error, so it compares like any chain) and the descriptor objects it held before, refilled by the
+ * next walk once the chain went back through pushUsed (or rewind).
+ */
+export class ReusableChain {
+  readonly chain: MutableChain = { head: 0, descriptors: [], error: null };
+  /** In the pool's free list (not popped). */
+  free = false;
+  /** Every descriptor object the chain ever held: chain.descriptors[i] is spare[i]. */
+  readonly #spare: Descriptor[] = [];
+  #count = 0;
+
+  /** Empties the chain for a new walk (its objects stay for reuse). */
+  reset(): void {
+    this.#count = 0;
+  }
+
+  /** Appends a descriptor, reusing an object of an earlier walk when there is one. */
+  append(addr: number, len: number, writable: boolean): void {
+    const index = this.#count++;
+    let descriptor = this.#spare[index];
+    if (descriptor === undefined) {
+      descriptor = { addr, len, writable };
+      this.#spare.push(descriptor);
+    } else {
+      descriptor.addr = addr;
+      descriptor.len = len;
+      descriptor.writable = writable;
+    }
+    if (index >= this.chain.descriptors.length) this.chain.descriptors.push(descriptor);
+  }
+
+  /** Ends the walk: `descriptors` holds exactly what was appended; `error` says why it stopped. */
+  finish(head: number, error: string | null): DescriptorChain {
+    const chain = this.chain;
+    chain.head = head;
+    chain.error = error;
+    if (chain.descriptors.length !== this.#count) chain.descriptors.length = this.#count;
+    return chain;
+  }
+}
+
+/**
+ * The chains of one queue: pop() fills one from here, pushUsed() gives it back, so the steady state
+ * creates no chain or descriptor objects. A popped chain is therefore valid until it is pushed (or
+ * rewound); a chain object the pool did not hand out is ignored on release.
+ */
+export class ChainPool {
+  readonly #free: ReusableChain[] = [];
+  readonly #owners = new WeakMap<DescriptorChain, ReusableChain>();
+
+  acquire(): ReusableChain {
+    let reusable = this.#free.pop();
+    if (reusable === undefined) {
+      reusable = new ReusableChain();
+      this.#owners.set(reusable.chain, reusable);
+    }
+    reusable.free = false;
+    reusable.reset();
+    return reusable;
+  }
+
+  release(chain: DescriptorChain): void {
+    const reusable = this.#owners.get(chain);
+    if (reusable === undefined || reusable.free) return;
+    reusable.free = true;
+    this.#free.push(reusable);
+  }
+}
+
 /** What one chain walk has collected so far. */
 export interface WalkState {
-  readonly out: Descriptor[];
+  chain: ReusableChain;
   total: number;
   seenWritable: boolean;
 }
@@ -90,6 +174,16 @@ export abstract class QueueBase<Addresses extends object> {
   protected readonly notifyOnEmpty: boolean;
   protected readonly signal: () => void;
   protected brokenReason: string | null = null;
+  /** Popped chains are reused once pushed: no objects per pop in the steady state. */
+  protected readonly chains = new ChainPool();
+  /** The walk of the chain being popped (one pop at a time). */
+  protected readonly walkState: WalkState = {
+    chain: new ReusableChain(),
+    total: 0,
+    seenWritable: false,
+  };
+  /** Where an indirect table lies in guest memory, when in one window (see GuestMemory.locate). */
+  protected readonly tableWindow: MemoryWindow = emptyWindow();
   /** Scratch for a descriptor of an indirect table that does not lie in one memory window. */
   protected readonly entry = new Uint8Array(DESCRIPTOR_SIZE);
   protected readonly entryView = new DataView(this.entry.buffer);
@@ -122,6 +216,15 @@ export abstract class QueueBase<Addresses extends object> {
   remap(memory: GuestMemory): void {
     this.resolve(memory);
     this.currentMemory = memory;
+  }
+
+  /** Starts the walk of a chain into a chain from the pool. */
+  protected startWalk(): WalkState {
+    const state = this.walkState;
+    state.chain = this.chains.acquire();
+    state.total = 0;
+    state.seenWritable = false;
+    return state;
   }
 
   /** Resolves the ring areas in `memory`; throws EFAULT without changing anything on failure. */
@@ -161,6 +264,6 @@ export abstract class QueueBase<Addresses extends object> {
         `${where}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
       );
     }
-    state.out.push({ addr: raw.addr, len: raw.len, writable });
+    state.chain.append(raw.addr, raw.len, writable);
   }
 }

@@ -26,7 +26,10 @@ export interface DeviceQueue {
   readonly size: number;
   /** Current memory (replaced on SET_MEM_TABLE). */
   readonly memory: GuestMemory;
-  /** Null when the avail ring is empty. Throws VirtqueueError ("EBADRING") when the ring is broken. */
+  /**
+   * Null when the avail ring is empty. Throws VirtqueueError ("EBADRING") when the ring is broken.
+   * The chain object is reused: it is valid until it goes to pushUsed (or back through rewind).
+   */
   pop(): DescriptorChain | null;
   /** Give back the last `count` popped chains (unused). */
   rewind(count: number): void;

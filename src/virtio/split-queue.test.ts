@@ -77,6 +77,29 @@ describe("SplitQueue round trips", () => {
     assert.equal(memory.readU32(DATA_GPA + 0x100), 42);
   });
 
+  it("reuses a chain object once it was pushed, never while it is in flight", () => {
+    const { driver, device } = setup();
+    driver.add(request);
+    driver.add([request[0]!]);
+    const first = popChain(device);
+    const second = popChain(device);
+    assert.notEqual(first, second);
+    assert.notEqual(first.descriptors[0], second.descriptors[0]);
+    device.pushUsed(first, 0);
+    // Pushed twice by mistake: still only one pool entry, so two pops never share an object.
+    device.pushUsed(first, 0);
+    driver.add([request[1]!]);
+    driver.add(request);
+    const third = popChain(device);
+    const fourth = popChain(device);
+    assert.equal(third, first);
+    assert.notEqual(fourth, third);
+    assert.notEqual(fourth, second);
+    assert.deepEqual(third.descriptors, [{ addr: DATA_GPA + 0x100, len: 8, writable: true }]);
+    assert.equal(second.descriptors.length, 1);
+    assert.equal(fourth.descriptors.length, 2);
+  });
+
   it("flattens an indirect table into the chain", () => {
     const { driver, device } = setup();
     const buffers = [...request, { gpa: HIGH_REGION, len: 1, writable: true }];

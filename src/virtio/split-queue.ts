@@ -242,7 +242,7 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
     const head = this.avail.getU16(AVAIL_RING + 2 * (this.nextAvail & (this.size - 1)));
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     this.popped++;
-    const state: WalkState = { out: [], total: 0, seenWritable: false };
+    const state = this.startWalk();
     let error: string | null = null;
     try {
       this.walk(head, state);
@@ -250,7 +250,7 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       if (!(fault instanceof ChainFault)) throw fault;
       error = fault.message;
     }
-    return { head, descriptors: state.out, error };
+    return state.chain.finish(head, error);
   }
 
   rewind(count: number): void {
@@ -278,6 +278,7 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
     this.used.store16(USED_IDX, this.nextUsed);
     this.popped--;
     this.pushedSinceNotify = true;
+    this.chains.release(chain);
   }
 
   /**
@@ -360,9 +361,10 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
     const raw = this.raw;
     let tableSize = this.size;
     let ttl = this.size;
-    /** Set while walking an indirect table: its address, and a view when it lies in one window. */
+    /** Set while walking an indirect table: its address, and whether tableWindow holds it. */
     let indirectGpa = -1;
-    let indirectView: { dv: DataView; offset: number } | null = null;
+    let indirectInWindow = false;
+    const table = this.tableWindow;
     let index = head;
     for (;;) {
       if (ttl-- === 0) {
@@ -370,8 +372,8 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       }
       if (indirectGpa < 0) {
         this.readDescriptor(this.desc.dv, this.desc.offset + DESCRIPTOR_SIZE * index);
-      } else if (indirectView !== null) {
-        this.readDescriptor(indirectView.dv, indirectView.offset + DESCRIPTOR_SIZE * index);
+      } else if (indirectInWindow) {
+        this.readDescriptor(table.dv, table.offset + DESCRIPTOR_SIZE * index);
       } else {
         memory.read(indirectGpa + DESCRIPTOR_SIZE * index, this.entry);
         this.readDescriptor(this.entryView, 0);
@@ -383,8 +385,7 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
         }
         this.checkIndirect(raw);
         indirectGpa = raw.addr;
-        indirectView =
-          memory.slice(raw.addr, raw.len) !== null ? memory.view(raw.addr, raw.len) : null;
+        indirectInWindow = memory.locate(raw.addr, raw.len, table);
         tableSize = raw.len / DESCRIPTOR_SIZE;
         ttl = tableSize;
         index = 0;
