@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { DriverPackedQueue } from "./driver-packed-queue.js";
 import { DriverSplitQueue } from "./driver-split-queue.js";
 import { createArrayGuestMemory } from "./guest-memory.js";
+import { PackedQueue, WRAP_BIT } from "./packed-queue.js";
 import { VirtqueueError } from "./queue.js";
+import { popChain, RING_GPA, request, setupQueuePair, TABLE_GPA } from "./queue-test-helpers.js";
 import {
   availEventOffset,
+  SplitQueue,
   usedEventOffset,
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
@@ -170,5 +174,102 @@ describe("DriverSplitQueue used ring", () => {
     assert.equal(driver.needsKick(), false, "avail_event 1 not reached by index 1");
     driver.add(buffer);
     assert.equal(driver.needsKick(), true);
+  });
+});
+
+// Held chains (the closed loop's reuse): collected without freeing, handed out again unchanged, freed
+// last. One scenario for both driver rings, against their device queues.
+const HELD_KINDS = [
+  {
+    name: "split",
+    setup: () =>
+      setupQueuePair({ size: 4, eventIdx: true }, (m, size, common) => {
+        const driver = new DriverSplitQueue(m, RING_GPA, size, { eventIdx: common.eventIdx });
+        const device = new SplitQueue(m, size, driver.addresses, { ...common, lastAvailIndex: 0 });
+        return { driver, device };
+      }),
+  },
+  {
+    name: "packed",
+    setup: () =>
+      setupQueuePair({ size: 4, eventIdx: true }, (m, size, common) => {
+        const driver = new DriverPackedQueue(m, RING_GPA, size, { eventIdx: common.eventIdx });
+        const device = new PackedQueue(m, size, driver.addresses, {
+          ...common,
+          lastAvailIndex: WRAP_BIT,
+        });
+        return { driver, device };
+      }),
+  },
+] as const;
+
+for (const kind of HELD_KINDS) {
+  describe(`${kind.name} driver ring: held chains (getUsedInto, republish, release)`, () => {
+    it("hands the same chains out again for many laps, out of order, then frees them", () => {
+      const { driver, device } = kind.setup();
+      const direct = driver.add(request);
+      const indirect = driver.add(request, { indirect: true, indirectGpa: TABLE_GPA });
+      assert.ok(direct !== null && indirect !== null);
+      const free = driver.numFree;
+      const used = { head: -1, len: -1 };
+      for (let lap = 0; lap < 10; lap++) {
+        const first = popChain(device);
+        const second = popChain(device);
+        assert.equal(device.pop(), null);
+        for (const chain of [first, second]) {
+          assert.deepEqual(
+            chain.descriptors.map((d) => [d.addr, d.len, d.writable]),
+            request.map((b) => [b.gpa, b.len, b.writable]),
+            `lap ${lap}`,
+          );
+        }
+        // The later chain first: completion order need not be submission order.
+        device.pushUsed(second, 8 + lap);
+        device.pushUsed(first, 1);
+        const ids: number[] = [];
+        while (driver.getUsedInto(used)) ids.push(used.head);
+        assert.deepEqual(ids.sort(), [direct, indirect].sort());
+        assert.equal(driver.numFree, free, "held chains keep their ring entries");
+        assertVirtqueueError(() => driver.republish(99), "EINVAL");
+        driver.republish(direct);
+        assertVirtqueueError(() => driver.republish(direct), "EINVAL");
+        driver.republish(indirect);
+      }
+      device.pushUsed(popChain(device), 1);
+      device.pushUsed(popChain(device), 1);
+      assert.ok(driver.getUsedInto(used));
+      assert.ok(driver.getUsedInto(used));
+      assert.equal(driver.getUsedInto(used), false);
+      driver.release(direct);
+      assertVirtqueueError(() => driver.release(direct), "EINVAL");
+      driver.release(indirect);
+      assert.equal(driver.numFree, 4);
+      assert.notEqual(driver.add(request), null, "the freed entries are usable again");
+      assert.notEqual(driver.add(request), null);
+    });
+  });
+}
+
+describe("DriverSplitQueue.getUsedInto", () => {
+  it("throws EBADRING when the device returns a held chain again or an id never added", () => {
+    const m = memory();
+    const driver = new DriverSplitQueue(m, 0x10000, 4);
+    const head = driver.add([{ gpa: 0x20000, len: 1, writable: true }]);
+    assert.equal(head, 0);
+    const used = driver.addresses.used;
+    const pushUsed = (id: number) => {
+      const index = m.readU16(used + 2);
+      m.writeU32(used + 4 + 8 * (index % 4), id);
+      m.writeU32(used + 8 + 8 * (index % 4), 1);
+      m.writeU16(used + 2, (index + 1) & 0xffff);
+    };
+    const element = { head: -1, len: -1 };
+    pushUsed(0);
+    assert.ok(driver.getUsedInto(element));
+    assert.deepEqual(element, { head: 0, len: 1 });
+    pushUsed(0);
+    assertVirtqueueError(() => driver.getUsedInto(element), "EBADRING");
+    pushUsed(3);
+    assertVirtqueueError(() => driver.getUsedInto(element), "EBADRING");
   });
 });
