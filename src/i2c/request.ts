@@ -96,46 +96,80 @@ function statusOf(descriptors: readonly Descriptor[]): number | null {
   return last?.writable && last.len > 0 ? last.addr + last.len - 1 : null;
 }
 
-/**
- * The shape Linux always sends (out_hdr alone in the first descriptor, at most one data descriptor,
- * a 1-byte status last), parsed without temporary arrays; null for any other shape (the general path
- * below reads those). Header checks are the general path's: their failures go there too.
- */
-function parseCommonShape(chain: DescriptorChain, memory: GuestMemory): I2cRequest | null {
-  const descriptors = chain.descriptors;
-  const count = descriptors.length;
-  if (chain.error !== null || count < 2 || count > 3) return null;
-  const hdr = descriptors[0] as Descriptor;
-  const status = descriptors[count - 1] as Descriptor;
-  if (hdr.writable || hdr.len !== OutHdr.SIZE || !status.writable || status.len !== IN_HDR_SIZE) {
-    return null;
-  }
-  if (!memory.isBacked(hdr.addr, OutHdr.SIZE)) return null;
-  const rawAddr = memory.readU16(hdr.addr + OutHdr.ADDR_OFFSET);
-  const flags = memory.readU32(hdr.addr + OutHdr.FLAGS_OFFSET);
-  if ((flags & ~KNOWN_FLAGS) !== 0 || (rawAddr & 1) !== 0 || rawAddr > 0xff) return null;
-  const read = (flags & RequestFlag.M_RD) !== 0;
-  const data = count === 3 ? (descriptors[1] as Descriptor) : null;
-  // A read's buffer is device-writable, a write's device-readable; anything else: general path.
-  if (data !== null && (data.writable !== read || data.len > MAX_MESSAGE_LENGTH)) return null;
-  return {
-    chain,
-    addr: rawAddr >> 1,
-    read,
-    failNext: (flags & RequestFlag.FAIL_NEXT) !== 0,
-    buffer: data === null ? NO_SEGMENTS : [{ addr: data.addr, len: data.len }],
-    length: data === null ? 0 : data.len,
-    status: status.addr,
-    error: null,
-  };
-}
-
 const NO_SEGMENTS: readonly Segment[] = [];
+const NO_CHAIN: DescriptorChain = { head: 0, descriptors: [], error: null };
+
+/**
+ * An I2cRequest that `parse` fills in place, so a device can keep a pool of them instead of building
+ * objects per message. A record (and its `buffer`) is valid until it is parsed again.
+ */
+export class RequestRecord implements I2cRequest {
+  chain: DescriptorChain = NO_CHAIN;
+  addr = 0;
+  read = false;
+  failNext = false;
+  buffer: readonly Segment[] = NO_SEGMENTS;
+  length = 0;
+  status: number | null = null;
+  error: string | null = null;
+  /** The one data segment of a common-shape request, reused by every parse. */
+  readonly #data: { addr: number; len: number } = { addr: 0, len: 0 };
+  readonly #dataSegments: readonly Segment[] = [this.#data];
+
+  /** Parses `chain` into this record. Never throws: anything wrong is reported in `error`. */
+  parse(chain: DescriptorChain, memory: GuestMemory): this {
+    if (!this.#parseCommonShape(chain, memory)) Object.assign(this, parseOtherShape(chain, memory));
+    return this;
+  }
+
+  /**
+   * The shape Linux always sends (out_hdr alone in the first descriptor, at most one data descriptor,
+   * a 1-byte status last), parsed without temporary objects; false for any other shape (the general
+   * path reads those). Header checks are the general path's: their failures go there too.
+   */
+  #parseCommonShape(chain: DescriptorChain, memory: GuestMemory): boolean {
+    const descriptors = chain.descriptors;
+    const count = descriptors.length;
+    if (chain.error !== null || count < 2 || count > 3) return false;
+    const hdr = descriptors[0] as Descriptor;
+    const status = descriptors[count - 1] as Descriptor;
+    if (hdr.writable || hdr.len !== OutHdr.SIZE || !status.writable || status.len !== IN_HDR_SIZE) {
+      return false;
+    }
+    if (!memory.isBacked(hdr.addr, OutHdr.SIZE)) return false;
+    const rawAddr = memory.readU16(hdr.addr + OutHdr.ADDR_OFFSET);
+    const flags = memory.readU32(hdr.addr + OutHdr.FLAGS_OFFSET);
+    if ((flags & ~KNOWN_FLAGS) !== 0 || (rawAddr & 1) !== 0 || rawAddr > 0xff) return false;
+    const read = (flags & RequestFlag.M_RD) !== 0;
+    const data = count === 3 ? (descriptors[1] as Descriptor) : null;
+    // A read's buffer is device-writable, a write's device-readable; anything else: general path.
+    if (data !== null && (data.writable !== read || data.len > MAX_MESSAGE_LENGTH)) return false;
+    this.chain = chain;
+    this.addr = rawAddr >> 1;
+    this.read = read;
+    this.failNext = (flags & RequestFlag.FAIL_NEXT) !== 0;
+    if (data === null) {
+      this.buffer = NO_SEGMENTS;
+      this.length = 0;
+    } else {
+      this.#data.addr = data.addr;
+      this.#data.len = data.len;
+      this.buffer = this.#dataSegments;
+      this.length = data.len;
+    }
+    this.status = status.addr;
+    this.error = null;
+    return true;
+  }
+}
 
 /** Parses one chain. Never throws: anything wrong is reported in `error`. */
 export function parseRequest(chain: DescriptorChain, memory: GuestMemory): I2cRequest {
-  const common = parseCommonShape(chain, memory);
-  if (common !== null) return common;
+  return new RequestRecord().parse(chain, memory);
+}
+
+/** Any chain that is not of the common shape: read as two byte streams, every malformation reported. */
+function parseOtherShape(chain: DescriptorChain, memory: GuestMemory): I2cRequest {
   const status = statusOf(chain.descriptors);
   const bad = (
     kind: string,
@@ -202,23 +236,32 @@ export function parseRequest(chain: DescriptorChain, memory: GuestMemory): I2cRe
 }
 
 /**
+ * The end (exclusive) of the transfer that starts at `requests[start]`: just past the first request
+ * from there without FAIL_NEXT, looking at the first `count` requests only; -1 when none closes it yet.
+ * A request whose header could not be read has failNext = false, so it closes its group.
+ */
+export function transferEnd(requests: readonly I2cRequest[], start: number, count: number): number {
+  for (let i = start; i < count; i++) {
+    if (!(requests[i] as I2cRequest).failNext) return i + 1;
+  }
+  return -1;
+}
+
+/**
  * Splits requests into transfers: consecutive requests up to and including one without FAIL_NEXT.
  * Requests after the last complete transfer are returned as `partial` (their group is not complete
- * yet). A request whose header could not be read has failNext = false, so it closes its group; any
- * bad request fails its whole group (decided by the device).
+ * yet). Any bad request fails its whole group (decided by the device).
  */
 export function groupRequests(requests: readonly I2cRequest[]): {
   transfers: I2cRequest[][];
   partial: I2cRequest[];
 } {
   const transfers: I2cRequest[][] = [];
-  let current: I2cRequest[] = [];
-  for (const request of requests) {
-    current.push(request);
-    if (!request.failNext) {
-      transfers.push(current);
-      current = [];
-    }
+  let start = 0;
+  for (let end = transferEnd(requests, 0, requests.length); end > 0; ) {
+    transfers.push(requests.slice(start, end));
+    start = end;
+    end = transferEnd(requests, start, requests.length);
   }
-  return { transfers, partial: current };
+  return { transfers, partial: requests.slice(start) };
 }

@@ -17,27 +17,44 @@ import type { TransferObserver, TransferRecord } from "./observer.js";
 import { RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
 import {
   gather,
-  groupRequests,
   type I2cRequest,
-  parseRequest,
+  RequestRecord,
   type Segment,
   scatter,
+  transferEnd,
 } from "./request.js";
 
-/** One guest transfer waiting for, or running on, its bus. */
+/**
+ * One guest transfer waiting for, or running on, its bus: requests[start, end). Transfers run at
+ * once use the device's reusable one over the batch just popped; those that wait or go asynchronous
+ * get their own (they outlive the batch).
+ */
 interface Transfer {
-  readonly requests: readonly I2cRequest[];
-  readonly queue: DeviceQueue;
+  requests: readonly RequestRecord[];
+  start: number;
+  end: number;
+  queue: DeviceQueue;
   /** Device generation when popped: a reset in between means the result is dropped. */
-  readonly generation: number;
+  generation: number;
 }
 
-/** A transfer that passed validation: its bus and the messages handed to it. */
+/**
+ * A transfer that passed validation: its bus and the messages handed to it, msgs[i] for
+ * requests[start + i]. Buses that answered synchronously before get the device's reusable one.
+ */
 interface PreparedTransfer {
-  readonly bus: I2cBus;
-  readonly msgs: readonly I2cMessage[];
+  bus: I2cBus;
+  readonly msgs: I2cMessage[];
   /** Per message: the read buffer is a temporary copy to scatter into guest memory afterwards. */
-  readonly copyBack: readonly boolean[];
+  readonly copyBack: boolean[];
+}
+
+/**
+ * The reusable PreparedTransfer: its message objects live on in `spare` while `msgs` is cut to the
+ * transfer's length, so the steady state builds no message objects.
+ */
+interface ReusablePrepared extends PreparedTransfer {
+  readonly spare: I2cMessage[];
 }
 
 /** Why a transfer failed without a count from its bus: refused, or the bus threw. */
@@ -78,6 +95,13 @@ export class VirtioI2cDevice implements VhostUserDevice {
   /** Ring descriptor slots held by popped, unused chains: tells when the ring is full. */
   #heldSlots = 0;
   #idleWaiters: (() => void)[] = [];
+  /** The chains of one processQueue pass, parsed: batch[0, count) is current, the rest stale. */
+  readonly #batch: RequestRecord[] = [];
+  /** Records whose chain went back to the used ring, for the next chains. */
+  readonly #freeRecords: RequestRecord[] = [];
+  /** The transfer run at once (see #submit) and the messages of a synchronous bus: reused. */
+  #current: Transfer | null = null;
+  #prepared: ReusablePrepared | null = null;
   readonly #observer: TransferObserver | null;
   readonly #guest: number;
 
@@ -101,33 +125,44 @@ export class VirtioI2cDevice implements VhostUserDevice {
       this.#logger.warn("kick on a queue virtio-i2c does not have", { queue: index });
       return;
     }
-    const requests: I2cRequest[] = [];
+    const batch = this.#batch;
+    let count = 0;
     let brokenRing: unknown = null;
     try {
       for (let chain = queue.pop(); chain; chain = queue.pop()) {
         this.#heldSlots += this.#slotsOf(chain);
-        requests.push(parseRequest(chain, queue.memory));
+        const record = this.#freeRecords.pop() ?? new RequestRecord();
+        record.parse(chain, queue.memory);
+        if (count < batch.length) batch[count] = record;
+        else batch.push(record);
+        count++;
       }
     } catch (err) {
       brokenRing = err; // handle what was popped, then let the backend stop the queue
     }
-    const { transfers, partial } = groupRequests(requests);
-    if (partial.length > 0) {
-      // The rest of this group is not in the ring yet; give it back and wait for it. When the ring is
-      // full or broken the rest can never come: run what there is rather than hang the driver.
-      if (brokenRing === null && this.#heldSlots < queue.size) {
-        for (const r of partial) this.#heldSlots -= this.#slotsOf(r.chain);
-        queue.rewind(partial.length);
-      } else {
-        transfers.push(partial);
-      }
-    }
     const generation = this.#generation;
-    for (const requestsOfTransfer of transfers) {
-      this.#waiting.push({ requests: requestsOfTransfer, queue, generation });
+    let start = 0;
+    while (start < count) {
+      let end = transferEnd(batch, start, count);
+      if (end < 0) {
+        // The rest of this group is not in the ring yet; give it back and wait for it. When the ring
+        // is full or broken the rest can never come: run what there is rather than hang the driver.
+        if (brokenRing === null && this.#heldSlots < queue.size) {
+          for (let i = start; i < count; i++) {
+            const record = batch[i] as RequestRecord;
+            this.#heldSlots -= this.#slotsOf(record.chain);
+            this.#freeRecords.push(record);
+          }
+          queue.rewind(count - start);
+          break;
+        }
+        end = count;
+      }
+      this.#submit(batch, start, end, queue, generation);
+      start = end;
     }
-    this.#drain();
-    if (requests.length > 0) queue.notify();
+    if (this.#isIdle()) this.#wakeIdleWaiters();
+    if (count > 0) queue.notify();
     if (brokenRing !== null) throw brokenRing;
   }
 
@@ -149,6 +184,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
   }
 
   #wakeIdleWaiters(): void {
+    if (this.#idleWaiters.length === 0) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const wake of waiters) wake();
@@ -157,6 +193,41 @@ export class VirtioI2cDevice implements VhostUserDevice {
   /** Ring slots a chain occupies: one with indirect descriptors (as Linux uses them), else one each. */
   #slotsOf(chain: DescriptorChain): number {
     return this.#indirect ? 1 : Math.max(1, chain.descriptors.length);
+  }
+
+  /**
+   * Runs batch[start, end) now when nothing runs or waits before it (strict order per device), through
+   * the reusable transfer; otherwise it waits behind, with requests of its own.
+   */
+  #submit(
+    batch: readonly RequestRecord[],
+    start: number,
+    end: number,
+    queue: DeviceQueue,
+    generation: number,
+  ): void {
+    if (this.#isIdle()) {
+      let transfer = this.#current;
+      if (transfer === null) {
+        transfer = { requests: batch, start, end, queue, generation };
+        this.#current = transfer;
+      } else {
+        transfer.requests = batch;
+        transfer.start = start;
+        transfer.end = end;
+        transfer.queue = queue;
+        transfer.generation = generation;
+      }
+      this.#start(transfer);
+      return;
+    }
+    this.#waiting.push({
+      requests: batch.slice(start, end),
+      start: 0,
+      end: end - start,
+      queue,
+      generation,
+    });
   }
 
   /** Runs waiting transfers in order until one goes asynchronous. */
@@ -191,11 +262,13 @@ export class VirtioI2cDevice implements VhostUserDevice {
       return;
     }
     this.#asyncRunning = true;
+    // It outlives this call: the reusable transfer becomes a transfer of its own.
+    const owned = transfer === this.#current ? ownTransfer(transfer) : transfer;
     // One reaction per transfer: both outcomes settle here, no promise chain behind it.
     result.then(
-      (done) => this.#asyncDone(transfer, prepared, done, startedAt, null),
+      (done) => this.#asyncDone(owned, prepared, done, startedAt, null),
       (err: unknown) =>
-        this.#asyncDone(transfer, prepared, 0, startedAt, this.#busFailure(prepared.bus, err)),
+        this.#asyncDone(owned, prepared, 0, startedAt, this.#busFailure(prepared.bus, err)),
     );
   }
 
@@ -221,57 +294,75 @@ export class VirtioI2cDevice implements VhostUserDevice {
   /**
    * Checks the whole transfer before anything reaches a bus: no bad request, every address listed,
    * all on one bus. Builds the messages: guest memory in place for synchronous buses when contiguous,
-   * temporary buffers otherwise (an asynchronous bus must never hold views of guest memory).
+   * temporary buffers otherwise (an asynchronous bus must never hold views of guest memory, nor
+   * message objects the device reuses).
    */
   #prepare(transfer: Transfer): PreparedTransfer | Failure {
-    const { requests } = transfer;
-    for (let index = 0; index < requests.length; index++) {
-      const bad = requests[index];
-      if (bad && bad.error !== null) {
+    const { requests, start, end } = transfer;
+    for (let i = start; i < end; i++) {
+      const bad = requests[i] as RequestRecord;
+      if (bad.error !== null) {
         this.#logger.warn("malformed request, transfer failed", {
           head: bad.chain.head,
           error: bad.error,
         });
-        return { index, reason: bad.error };
+        return { index: i - start, reason: bad.error };
       }
     }
+    // Every target first: nothing is built for a transfer that is refused.
     let bus: I2cBus | undefined;
-    const hostAddrs: number[] = [];
-    for (let index = 0; index < requests.length; index++) {
-      const r = requests[index];
-      if (!r) continue;
+    for (let i = start; i < end; i++) {
+      const r = requests[i] as RequestRecord;
       const target = this.#addressMap.lookup(r.addr);
       if (!target) {
         const reason = `address ${hex(r.addr)} not listed`;
         this.#debugTransfer(transfer, null, reason);
-        return { index, reason };
+        return { index: i - start, reason };
       }
       if (bus && target.bus !== bus) {
         const buses = `${bus.name},${target.bus.name}`;
         this.#logger.warn("transfer spans two buses, refused", { buses });
-        return { index, reason: `transfer spans two buses (${buses})` };
+        return { index: i - start, reason: `transfer spans two buses (${buses})` };
       }
       bus = target.bus;
-      hostAddrs.push(target.hostAddr);
     }
     if (!bus) return { index: 0, reason: "empty transfer" };
     const inPlace = this.#syncBuses.has(bus);
+    const prepared = inPlace ? this.#reusablePrepared(bus, end - start) : newPrepared(bus);
     const memory = transfer.queue.memory;
-    const msgs: I2cMessage[] = [];
-    const copyBack: boolean[] = [];
     try {
-      for (let i = 0; i < requests.length; i++) {
-        const r = requests[i] as I2cRequest;
+      for (let i = start; i < end; i++) {
+        const r = requests[i] as RequestRecord;
+        const hostAddr = this.#addressMap.lookup(r.addr)?.hostAddr ?? r.addr;
         const view = inPlace ? contiguousView(memory, r.buffer) : null;
-        copyBack.push(r.read && r.length > 0 && view === null);
-        msgs.push({ addr: hostAddrs[i] ?? r.addr, read: r.read, buf: view ?? copyOf(memory, r) });
+        const buf = view ?? copyOf(memory, r);
+        prepared.copyBack[i - start] = r.read && r.length > 0 && view === null;
+        const msg = prepared.msgs[i - start];
+        if (msg === undefined) prepared.msgs.push({ addr: hostAddr, read: r.read, buf });
+        else {
+          msg.addr = hostAddr;
+          msg.read = r.read;
+          msg.buf = buf;
+        }
       }
-      return { bus, msgs, copyBack };
+      return prepared;
     } catch (err) {
       const reason = errorText(err);
       this.#logger.warn("request buffer not in guest memory, transfer failed", { error: reason });
       return { index: 0, reason };
     }
+  }
+
+  /** The reusable PreparedTransfer, cut to `count` messages (their objects are the spare ones). */
+  #reusablePrepared(bus: I2cBus, count: number): PreparedTransfer {
+    const prepared = (this.#prepared ??= { bus, msgs: [], copyBack: [], spare: [] });
+    prepared.bus = bus;
+    const { msgs, spare, copyBack } = prepared;
+    while (spare.length < count) spare.push({ addr: 0, read: false, buf: EMPTY });
+    if (msgs.length > count) msgs.length = count;
+    while (msgs.length < count) msgs.push(spare[msgs.length] as I2cMessage);
+    if (copyBack.length !== count) copyBack.length = count;
+    return prepared;
   }
 
   /** Writes statuses (first failure and everything after it: ERR) and returns every chain. */
@@ -282,18 +373,19 @@ export class VirtioI2cDevice implements VhostUserDevice {
     startedAt: number,
     failure: Failure | null,
   ): void {
-    if (prepared) this.#debugTransfer(transfer, prepared, `${done}/${transfer.requests.length}`);
+    const { requests, start, end } = transfer;
+    if (prepared) this.#debugTransfer(transfer, prepared, `${done}/${end - start}`);
     // Before the chains go back: read data in guest memory is still the guest's answer.
     if (this.#observer !== null) this.#observe(transfer, prepared, done, startedAt, failure);
     const memory = transfer.queue.memory;
-    const { requests } = transfer;
-    for (let i = 0; i < requests.length; i++) {
-      const r = requests[i] as I2cRequest;
-      let ok = prepared !== null && i < done;
+    for (let i = start; i < end; i++) {
+      const r = requests[i] as RequestRecord;
+      const index = i - start;
+      let ok = prepared !== null && index < done;
       let written = 0;
       try {
-        const msg = prepared?.msgs[i];
-        if (ok && msg && prepared?.copyBack[i]) scatter(memory, r.buffer, msg.buf);
+        const msg = prepared?.msgs[index];
+        if (ok && msg && prepared?.copyBack[index]) scatter(memory, r.buffer, msg.buf);
       } catch {
         ok = false;
       }
@@ -311,12 +403,15 @@ export class VirtioI2cDevice implements VhostUserDevice {
       } catch (err) {
         this.#logger.error("returning a chain to the used ring failed", { error: errorText(err) });
       }
+      // The chain went back: the record may be parsed again.
+      if (transfer.generation === this.#generation) this.#freeRecords.push(r);
     }
   }
 
   #debugTransfer(transfer: Transfer, prepared: PreparedTransfer | null, result: string): void {
     if (!this.#logger.enabled("debug")) return;
-    const parts = transfer.requests.map((r, i) => {
+    const { requests, start, end } = transfer;
+    const parts = requests.slice(start, end).map((r, i) => {
       let text = `${r.read ? "r" : "w"}${r.length}@${hex(r.addr)}`;
       const buf = prepared?.msgs[i]?.buf;
       if (!r.read && buf) {
@@ -336,7 +431,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
     startedAt: number,
     failure: Failure | null,
   ): void {
-    const { requests } = transfer;
+    const requests = transfer.requests.slice(transfer.start, transfer.end);
     const record: TransferRecord = {
       guest: this.#guest,
       bus: prepared?.bus.name ?? null,
@@ -362,6 +457,16 @@ export class VirtioI2cDevice implements VhostUserDevice {
     this.#logger.warn("bus transfer failed", { bus: bus.name, error: reason });
     return { index: 0, reason };
   }
+}
+
+/** A transfer of its own for one that outlives the device's reusable transfer. */
+function ownTransfer(transfer: Transfer): Transfer {
+  const { requests, start, end, queue, generation } = transfer;
+  return { requests: requests.slice(start, end), start: 0, end: end - start, queue, generation };
+}
+
+function newPrepared(bus: I2cBus): PreparedTransfer {
+  return { bus, msgs: [], copyBack: [] };
 }
 
 /** A view of guest memory over a one-segment buffer when it lies in one window, else null. */
