@@ -2,7 +2,8 @@
  * Native addon for vhost-device-i2c: syscalls and kernel handles only.
  *
  * Owns: Unix sockets with SCM_RIGHTS, eventfd, memfd, shared mappings and their ArrayBuffer views,
- * libuv poll handles, datagram sockets (service-manager notification), and the /dev/i2c-N ioctls (the transfers run on the libuv threadpool).
+ * libuv poll handles, datagram sockets (service-manager notification), and the /dev/i2c-N ioctls
+ * (transfers run off the main thread: on an adapter's own I/O thread, or on the libuv threadpool).
  * Must not: parse or validate any protocol, keep device state, or decide policy. The typed surface
  * lives in src/sys/native.ts; every failing syscall throws an Error with code/errno/syscall.
  */
@@ -30,6 +31,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -943,28 +946,36 @@ static void poll_finalize(napi_env env, void* data, void* hint) {
   poll_maybe_free(p);
 }
 
+/* Calls a JS callback from a libuv callback (no JS on the stack): through make_callback, which runs
+ * microtasks afterwards; an exception becomes an uncaught exception. Needs an open handle scope. */
+static void call_from_loop(napi_env env, napi_async_context context, napi_ref callback_ref,
+                           size_t argc, const napi_value* argv) {
+  napi_value callback, recv;
+  if (napi_get_reference_value(env, callback_ref, &callback) != napi_ok || callback == NULL) {
+    return;
+  }
+  napi_get_global(env, &recv); /* make_callback needs an object as receiver */
+  if (napi_make_callback(env, context, recv, callback, argc, argv, NULL) != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value error;
+      napi_get_and_clear_last_exception(env, &error);
+      napi_fatal_exception(env, error);
+    }
+  }
+}
+
 static void poll_on_event(uv_poll_t* handle, int status, int events) {
   poll_t* p = handle->data;
   if (p->closing) return;
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value callback, recv, args[2];
-  if (napi_get_reference_value(env, p->callback, &callback) == napi_ok && callback != NULL) {
-    napi_get_global(env, &recv); /* make_callback needs an object as receiver */
-    napi_create_int32(env, status, &args[0]);
-    napi_create_int32(env, events, &args[1]);
-    /* make_callback runs microtasks afterwards; an exception becomes an uncaught exception. */
-    if (napi_make_callback(env, p->context, recv, callback, 2, args, NULL) != napi_ok) {
-      bool pending = false;
-      napi_is_exception_pending(env, &pending);
-      if (pending) {
-        napi_value error;
-        napi_get_and_clear_last_exception(env, &error);
-        napi_fatal_exception(env, error);
-      }
-    }
-  }
+  napi_value args[2];
+  napi_create_int32(env, status, &args[0]);
+  napi_create_int32(env, events, &args[1]);
+  call_from_loop(env, p->context, p->callback, 2, args);
   napi_close_handle_scope(env, scope);
 }
 
@@ -1043,8 +1054,17 @@ static napi_value js_poll_close(napi_env env, napi_callback_info info) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * i2c-dev: open, I2C_FUNCS, I2C_SLAVE inline; I2C_RDWR and I2C_SMBUS on the threadpool
+ * i2c-dev: open, I2C_FUNCS, I2C_SLAVE inline; I2C_RDWR and I2C_SMBUS off the main thread
+ *
+ * A transfer is an i2c_job_t: native memory only, so the thread that runs it never touches JS
+ * memory. It runs either on an adapter's own I/O thread (i2cChannel*: one thread per open adapter,
+ * one job at a time in memory kept across transfers, completions through one uv_async) or, for
+ * a one-off call, as napi async work on the libuv threadpool (i2cRdwr, i2cSmbus).
  * ------------------------------------------------------------------------------------------- */
+
+/* Channel exchange buffer: message i's {addr, flags, len} as host-endian u16 at 6*i, the bytes of
+ * every message packed in message order from I2C_EXCHANGE_HEADER; an SMBus job's data at 0. */
+#define I2C_EXCHANGE_HEADER 256
 
 static napi_value js_i2c_open(napi_env env, napi_callback_info info) {
   char* path = get_only_string(env, info, "path");
@@ -1079,32 +1099,25 @@ static napi_value js_i2c_set_slave(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-/* Shared by both transfer kinds: what the worker did, and how to answer. */
+/* One transfer as the worker sees it. */
 typedef struct {
-  napi_async_work work;
-  napi_ref callback;
+  bool smbus;
   int fd;
-  int err;               /* errno from the worker, 0 on success */
-  const char* syscall;   /* which ioctl failed */
-} i2c_job_t;
-
-typedef struct {
-  i2c_job_t job;
+  int err;             /* errno from the worker, 0 on success */
+  const char* syscall; /* which ioctl failed */
+  /* I2C_RDWR */
   uint32_t count;
   struct i2c_msg msgs[I2C_RDWR_IOCTL_MAX_MSGS];
-  napi_ref buffers[I2C_RDWR_IOCTL_MAX_MSGS]; /* JS buffers, held until the copy back */
-  uint8_t* storage;                          /* native copies of all message buffers */
-} rdwr_job_t;
-
-typedef struct {
-  i2c_job_t job;
+  uint8_t* storage; /* every message's bytes, packed in message order */
+  size_t total;     /* bytes of storage in use */
+  size_t capacity;
+  /* I2C_SLAVE + I2C_SMBUS */
   uint16_t addr;
   uint8_t read_write;
   uint8_t command;
   uint32_t size;
   union i2c_smbus_data data;
-  napi_ref buffer;
-} smbus_job_t;
+} i2c_job_t;
 
 /* ioctl on the worker thread, retried when a signal interrupts it. */
 static int ioctl_retrying(int fd, unsigned long request, void* arg) {
@@ -1115,44 +1128,82 @@ static int ioctl_retrying(int fd, unsigned long request, void* arg) {
   return rc;
 }
 
-/* Drops what both transfer kinds hold for their answer. */
-static void i2c_job_release(napi_env env, i2c_job_t* job) {
-  if (job->callback != NULL) napi_delete_reference(env, job->callback);
-  if (job->work != NULL) napi_delete_async_work(env, job->work);
+/* Runs the job on the calling (worker) thread. */
+static void i2c_job_run(i2c_job_t* job) {
+  if (!job->smbus) {
+    struct i2c_rdwr_ioctl_data request = {.msgs = job->msgs, .nmsgs = job->count};
+    int rc = ioctl_retrying(job->fd, I2C_RDWR, &request);
+    job->err = rc < 0 ? errno : 0;
+    job->syscall = "ioctl(I2C_RDWR)";
+    return;
+  }
+  /* Address and transfer in one worker call, so no other transfer on this fd comes between. */
+  int rc = ioctl_retrying(job->fd, I2C_SLAVE, (void*)(uintptr_t)job->addr);
+  if (rc < 0) {
+    job->err = errno;
+    job->syscall = "ioctl(I2C_SLAVE)";
+    return;
+  }
+  struct i2c_smbus_ioctl_data request = {.read_write = job->read_write,
+                                         .command = job->command,
+                                         .size = job->size,
+                                         .data = &job->data};
+  rc = ioctl_retrying(job->fd, I2C_SMBUS, &request);
+  job->err = rc < 0 ? errno : 0;
+  job->syscall = "ioctl(I2C_SMBUS)";
 }
 
-static void i2c_call_back(napi_env env, i2c_job_t* job, napi_status status, napi_value error) {
-  napi_value callback, recv, arg;
-  napi_get_undefined(env, &recv);
-  if (error != NULL) {
-    arg = error;
-  } else if (status == napi_cancelled) {
-    arg = make_errno_error(env, job->syscall, ECANCELED);
-  } else if (job->err != 0) {
-    arg = make_errno_error(env, job->syscall, job->err);
-  } else {
-    napi_get_null(env, &arg);
+/* Room for the bytes of the job's messages (their len set), each msgs[i].buf pointed at its place.
+ * Storage only grows, so a long-lived job allocates nothing once it saw its largest transfer. */
+static bool i2c_job_place_messages(i2c_job_t* job) {
+  size_t total = 0;
+  for (uint32_t i = 0; i < job->count; i++) total += job->msgs[i].len;
+  if (total > job->capacity || job->storage == NULL) {
+    uint8_t* grown = realloc(job->storage, total > 0 ? total : 1);
+    if (grown == NULL) return false;
+    job->storage = grown;
+    job->capacity = total > 0 ? total : 1;
   }
-  if (napi_get_reference_value(env, job->callback, &callback) == napi_ok && callback != NULL) {
-    /* Async work completion runs inside a callback scope; exceptions become uncaught. */
-    napi_call_function(env, recv, callback, 1, &arg, NULL);
+  size_t at = 0;
+  for (uint32_t i = 0; i < job->count; i++) {
+    job->msgs[i].buf = job->storage + at;
+    at += job->msgs[i].len;
   }
+  job->total = total;
+  return true;
 }
 
-/* Copies native bytes back into a held Uint8Array; false if the buffer was detached or resized. */
-static bool copy_back(napi_env env, napi_ref ref, const uint8_t* from, size_t len) {
-  napi_value value;
-  uint8_t* data;
-  size_t data_len;
-  napi_typedarray_type type;
-  void* raw = NULL;
-  if (napi_get_reference_value(env, ref, &value) != napi_ok || value == NULL ||
-      napi_get_typedarray_info(env, value, &type, &data_len, &raw, NULL, NULL) != napi_ok ||
-      data_len != len || (len > 0 && raw == NULL)) {
+/* (addr, readWrite, command, size) of an SMBus call into the job. */
+static bool get_smbus_command(napi_env env, const napi_value* argv, i2c_job_t* job) {
+  int64_t addr, read_write, command, size;
+  if (!get_int_in(env, argv[0], "addr", 0, 0x3ff, &addr) ||
+      !get_int_in(env, argv[1], "readWrite", 0, 1, &read_write) ||
+      !get_int_in(env, argv[2], "command", 0, 0xff, &command) ||
+      !get_int_in(env, argv[3], "size", 0, 8, &size)) {
     return false;
   }
-  data = raw;
-  if (len > 0) memcpy(data, from, len);
+  job->smbus = true;
+  job->addr = (uint16_t)addr;
+  job->read_write = (uint8_t)read_write;
+  job->command = (uint8_t)command;
+  job->size = (uint32_t)size;
+  return true;
+}
+
+/* The job's failure as an errno error, or NULL when it succeeded. */
+static napi_value i2c_job_error(napi_env env, const i2c_job_t* job) {
+  return job->err != 0 ? make_errno_error(env, job->syscall, job->err) : NULL;
+}
+
+/* Copies native bytes back into a Uint8Array; false if it was detached or is too short. */
+static bool copy_back(napi_env env, napi_value value, size_t at, const uint8_t* from, size_t len) {
+  uint8_t* data;
+  size_t data_len;
+  if (value == NULL || !typed_array_of(env, value, napi_uint8_array, &data_len, (void**)&data) ||
+      data_len < at + len || (len > 0 && data == NULL)) {
+    return false;
+  }
+  if (len > 0) memcpy(data + at, from, len);
   return true;
 }
 
@@ -1161,76 +1212,421 @@ static napi_value detached_error(napi_env env) {
                           "a transfer buffer was detached before its data could be copied back");
 }
 
-static void rdwr_free(napi_env env, rdwr_job_t* r) {
-  for (uint32_t i = 0; i < r->count; i++) {
-    if (r->buffers[i] != NULL) napi_delete_reference(env, r->buffers[i]);
+/* --- Adapter I/O threads (i2cChannel*) ------------------------------------------------------
+
+ * The main thread hands the job over under `lock` and signals `wake` after unlocking, so the woken
+ * thread never blocks on the mutex; the thread answers through `done` (uv_async) outside the lock.
+ * The struct lives until both the uv_close callback ran and the JS handle was finalized. The
+ * thread is joined before `done` is closed, so it can never signal a closed handle. */
+
+typedef struct {
+  i2c_job_t job;
+  napi_env env;
+  napi_ref callback;
+  napi_ref exchange; /* the JS buffer the last job came from, its results go back to */
+  napi_async_context context;
+  napi_async_cleanup_hook_handle cleanup;
+  uv_async_t done;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  bool thread_started;
+  bool queued;   /* under lock: a job waits for the thread */
+  bool finished; /* under lock: the thread finished a job */
+  bool stopping; /* under lock: the thread must exit */
+  bool busy;     /* main thread: submitted, its callback not called yet */
+  bool closed;
+  bool uv_closed;
+  bool js_finalized;
+} i2c_channel_t;
+
+static const napi_type_tag I2C_CHANNEL_TAG = {0x6932634368616e6eULL, 0x76686f7374693263ULL};
+
+static void* channel_thread(void* arg) {
+  i2c_channel_t* ch = arg;
+  pthread_mutex_lock(&ch->lock);
+  for (;;) {
+    while (!ch->queued && !ch->stopping) pthread_cond_wait(&ch->wake, &ch->lock);
+    if (ch->stopping) break;
+    ch->queued = false;
+    pthread_mutex_unlock(&ch->lock);
+    i2c_job_run(&ch->job);
+    pthread_mutex_lock(&ch->lock);
+    ch->finished = true;
+    bool stopping = ch->stopping;
+    pthread_mutex_unlock(&ch->lock);
+    if (!stopping) uv_async_send(&ch->done);
+    pthread_mutex_lock(&ch->lock);
   }
-  i2c_job_release(env, &r->job);
-  free(r->storage);
-  free(r);
+  pthread_mutex_unlock(&ch->lock);
+  return NULL;
 }
 
-static void rdwr_execute(napi_env env, void* data) {
+static void channel_maybe_free(i2c_channel_t* ch) {
+  if (!ch->uv_closed || !ch->js_finalized) return;
+  pthread_mutex_destroy(&ch->lock);
+  pthread_cond_destroy(&ch->wake);
+  free(ch->job.storage);
+  free(ch);
+}
+
+static void channel_on_close(uv_handle_t* handle) {
+  i2c_channel_t* ch = handle->data;
+  ch->uv_closed = true;
+  /* Also what tells an environment being torn down that this channel is done. */
+  if (ch->cleanup != NULL) napi_remove_async_cleanup_hook(ch->cleanup);
+  ch->cleanup = NULL;
+  channel_maybe_free(ch);
+}
+
+/* Stops and joins the thread (it is idle unless the owner closes with a transfer in flight, which
+ * then finishes first), drops the JS references and closes `done`. Idempotent. */
+static void channel_close(napi_env env, i2c_channel_t* ch) {
+  if (ch->closed) return;
+  ch->closed = true;
+  if (ch->thread_started) {
+    pthread_mutex_lock(&ch->lock);
+    ch->stopping = true;
+    pthread_mutex_unlock(&ch->lock);
+    pthread_cond_signal(&ch->wake);
+    pthread_join(ch->thread, NULL);
+  }
+  if (ch->callback != NULL) napi_delete_reference(env, ch->callback);
+  if (ch->exchange != NULL) napi_delete_reference(env, ch->exchange);
+  if (ch->context != NULL) napi_async_destroy(env, ch->context);
+  ch->callback = ch->exchange = NULL;
+  ch->context = NULL;
+  uv_close((uv_handle_t*)&ch->done, channel_on_close);
+}
+
+static void channel_finalize(napi_env env, void* data, void* hint) {
+  (void)hint;
+  i2c_channel_t* ch = data;
+  channel_close(env, ch);
+  ch->js_finalized = true;
+  channel_maybe_free(ch);
+}
+
+static void channel_env_cleanup(napi_async_cleanup_hook_handle handle, void* data) {
+  (void)handle;
+  i2c_channel_t* ch = data;
+  channel_close(ch->env, ch); /* channel_on_close removes the hook */
+}
+
+/* The result of the job, copied back into the exchange buffer, as the callback's argument. */
+static napi_value channel_result(napi_env env, i2c_channel_t* ch) {
+  napi_value error = i2c_job_error(env, &ch->job);
+  if (error != NULL) return error;
+  napi_value exchange = NULL;
+  napi_get_reference_value(env, ch->exchange, &exchange);
+  const i2c_job_t* job = &ch->job;
+  bool copied = job->smbus
+                    ? copy_back(env, exchange, 0, (const uint8_t*)&job->data, SMBUS_DATA_SIZE)
+                    : copy_back(env, exchange, I2C_EXCHANGE_HEADER, job->storage, job->total);
+  if (!copied) return detached_error(env);
+  napi_value null_value;
+  napi_get_null(env, &null_value);
+  return null_value;
+}
+
+static void channel_on_done(uv_async_t* handle) {
+  i2c_channel_t* ch = handle->data;
+  pthread_mutex_lock(&ch->lock); /* also makes the thread's writes to the job visible here */
+  bool finished = ch->finished;
+  ch->finished = false;
+  pthread_mutex_unlock(&ch->lock);
+  if (!finished || !ch->busy || ch->closed) return;
+  ch->busy = false;
+  uv_unref((uv_handle_t*)&ch->done);
+  napi_env env = ch->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value result = channel_result(env, ch);
+  call_from_loop(env, ch->context, ch->callback, 1, &result);
+  napi_close_handle_scope(env, scope);
+}
+
+/* Starts the thread with every signal blocked, so signals keep going to the main thread. */
+static int channel_start_thread(i2c_channel_t* ch) {
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  int rc = pthread_create(&ch->thread, &attr, channel_thread, ch);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  if (rc == 0) {
+    ch->thread_started = true;
+    pthread_setname_np(ch->thread, "i2c-io");
+  }
+  return rc;
+}
+
+/* i2cChannelOpen(fd, callback): the adapter's I/O thread. */
+static napi_value js_i2c_channel_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_callback(env, argv[1])) {
+    return NULL;
+  }
+  uv_loop_t* loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  i2c_channel_t* ch = calloc(1, sizeof *ch);
+  if (ch == NULL) return throw_errno(env, "malloc", ENOMEM);
+  ch->env = env;
+  ch->job.fd = fd;
+  ch->done.data = ch;
+  pthread_mutex_init(&ch->lock, NULL);
+  pthread_cond_init(&ch->wake, NULL);
+  int rc = uv_async_init(loop, &ch->done, channel_on_done);
+  if (rc != 0) {
+    ch->uv_closed = ch->js_finalized = true;
+    channel_maybe_free(ch);
+    return throw_errno(env, "uv_async_init", -rc);
+  }
+  uv_unref((uv_handle_t*)&ch->done); /* only a transfer in flight keeps the process alive */
+  napi_value name, handle = NULL;
+  napi_create_string_utf8(env, "I2cChannel", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[1], 1, &ch->callback) != napi_ok ||
+      napi_async_init(env, NULL, name, &ch->context) != napi_ok) {
+    ch->js_finalized = true; /* no JS handle will ever finalize it */
+    channel_close(env, ch);
+    return NULL;
+  }
+  rc = channel_start_thread(ch);
+  if (rc != 0) {
+    ch->js_finalized = true;
+    channel_close(env, ch);
+    return throw_errno(env, "pthread_create", rc);
+  }
+  if ((handle = make_handle(env, ch, channel_finalize, &I2C_CHANNEL_TAG)) == NULL) {
+    ch->js_finalized = true;
+    channel_close(env, ch);
+    return NULL;
+  }
+  napi_add_async_cleanup_hook(env, channel_env_cleanup, ch, &ch->cleanup);
+  return handle; /* its finalizer owns `ch` from here on */
+}
+
+/* The channel of a submitting call, open and idle; the exchange buffer's memory. */
+static i2c_channel_t* get_idle_channel(napi_env env, napi_value value, napi_value exchange,
+                                       size_t min_len, uint8_t** data, size_t* len) {
+  i2c_channel_t* ch = get_handle(env, value, &I2C_CHANNEL_TAG, "channel must be an I2cChannel");
+  if (ch == NULL || !get_u8(env, exchange, "exchange", data, len)) return NULL;
+  if (ch->closed) {
+    napi_throw(env, make_coded_error(env, "ERR_I2C_CHANNEL_CLOSED", NULL,
+                                     "the I2C channel was closed"));
+    return NULL;
+  }
+  if (ch->busy) {
+    throw_errno(env, "i2c channel", EBUSY);
+    return NULL;
+  }
+  if (*len < min_len) {
+    throw_range(env, "exchange is too short for the transfer");
+    return NULL;
+  }
+  return ch;
+}
+
+/* Hands the job to the thread; `exchange` is where its results go back to. */
+static napi_value channel_submit(napi_env env, i2c_channel_t* ch, napi_value exchange) {
+  napi_value previous = NULL;
+  bool same = false;
+  if (ch->exchange != NULL) napi_get_reference_value(env, ch->exchange, &previous);
+  if (previous != NULL) napi_strict_equals(env, previous, exchange, &same);
+  if (!same) {
+    napi_ref ref;
+    if (napi_create_reference(env, exchange, 1, &ref) != napi_ok) return NULL;
+    if (ch->exchange != NULL) napi_delete_reference(env, ch->exchange);
+    ch->exchange = ref;
+  }
+  pthread_mutex_lock(&ch->lock);
+  ch->queued = true;
+  pthread_mutex_unlock(&ch->lock);
+  pthread_cond_signal(&ch->wake);
+  ch->busy = true;
+  uv_ref((uv_handle_t*)&ch->done);
+  return make_undefined(env);
+}
+
+/* i2cChannelRdwr(channel, exchange, count): one I2C_RDWR of `count` messages laid out in the
+ * exchange buffer; their bytes come back into it before the callback. */
+static napi_value js_i2c_channel_rdwr(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  uint8_t* data;
+  size_t len;
+  int64_t count;
+  i2c_channel_t* ch;
+  if (!get_args(env, info, 3, argv) ||
+      !get_int_in(env, argv[2], "count", 1, I2C_RDWR_IOCTL_MAX_MSGS, &count) ||
+      (ch = get_idle_channel(env, argv[0], argv[1], I2C_EXCHANGE_HEADER, &data, &len)) == NULL) {
+    return NULL;
+  }
+  i2c_job_t* job = &ch->job;
+  for (uint32_t i = 0; i < (uint32_t)count; i++) {
+    uint16_t fields[3];
+    memcpy(fields, data + 6 * i, sizeof fields);
+    if (fields[0] > 0x3ff) return throw_range(env, "message address must be at most 0x3ff");
+    job->msgs[i] = (struct i2c_msg){.addr = fields[0], .flags = fields[1], .len = fields[2]};
+  }
+  job->smbus = false;
+  job->count = (uint32_t)count;
+  size_t total = 0;
+  for (uint32_t i = 0; i < job->count; i++) total += job->msgs[i].len;
+  if (total > len - I2C_EXCHANGE_HEADER) {
+    return throw_range(env, "exchange is too short for the messages' bytes");
+  }
+  if (!i2c_job_place_messages(job)) return throw_errno(env, "malloc", ENOMEM);
+  if (total > 0) memcpy(job->storage, data + I2C_EXCHANGE_HEADER, total);
+  return channel_submit(env, ch, argv[1]);
+}
+
+/* i2cChannelSmbus(channel, exchange, addr, readWrite, command, size): I2C_SLAVE then I2C_SMBUS
+ * with the 34-byte i2c_smbus_data at the start of the exchange buffer, copied back before the
+ * callback. */
+static napi_value js_i2c_channel_smbus(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  uint8_t* data;
+  size_t len;
+  i2c_channel_t* ch;
+  if (!get_args(env, info, 6, argv) ||
+      (ch = get_idle_channel(env, argv[0], argv[1], SMBUS_DATA_SIZE, &data, &len)) == NULL ||
+      !get_smbus_command(env, argv + 2, &ch->job)) {
+    return NULL;
+  }
+  memcpy(&ch->job.data, data, SMBUS_DATA_SIZE);
+  return channel_submit(env, ch, argv[1]);
+}
+
+/* i2cChannelClose(channel): joins the thread; the fd stays open (the caller closes it after). */
+static napi_value js_i2c_channel_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  i2c_channel_t* ch;
+  if (!get_args(env, info, 1, argv) ||
+      (ch = get_handle(env, argv[0], &I2C_CHANNEL_TAG, "channel must be an I2cChannel")) == NULL) {
+    return NULL;
+  }
+  channel_close(env, ch);
+  return make_undefined(env);
+}
+
+/* --- One-off transfers on the libuv threadpool (i2cRdwr, i2cSmbus) --------------------------- */
+
+typedef struct {
+  napi_async_work work;
+  napi_ref callback;
+  /* The JS buffers the results go back to (I2C_RDWR: one per message; SMBus: the data). */
+  napi_ref buffers[I2C_RDWR_IOCTL_MAX_MSGS];
+  uint32_t buffer_count;
+  i2c_job_t job;
+} oneshot_t;
+
+static void oneshot_free(napi_env env, oneshot_t* o) {
+  for (uint32_t i = 0; i < o->buffer_count; i++) napi_delete_reference(env, o->buffers[i]);
+  if (o->callback != NULL) napi_delete_reference(env, o->callback);
+  if (o->work != NULL) napi_delete_async_work(env, o->work);
+  free(o->job.storage);
+  free(o);
+}
+
+static bool oneshot_hold(napi_env env, oneshot_t* o, napi_value buffer) {
+  if (napi_create_reference(env, buffer, 1, &o->buffers[o->buffer_count]) != napi_ok) return false;
+  o->buffer_count++;
+  return true;
+}
+
+static void oneshot_execute(napi_env env, void* data) {
   (void)env;
-  rdwr_job_t* r = data;
-  struct i2c_rdwr_ioctl_data request = {.msgs = r->msgs, .nmsgs = r->count};
-  int rc = ioctl_retrying(r->job.fd, I2C_RDWR, &request);
-  r->job.err = rc < 0 ? errno : 0;
+  i2c_job_run(&((oneshot_t*)data)->job);
 }
 
-static void rdwr_complete(napi_env env, napi_status status, void* data) {
-  rdwr_job_t* r = data;
-  napi_value error = NULL;
-  if (status == napi_ok && r->job.err == 0) {
-    for (uint32_t i = 0; i < r->count; i++) {
-      if ((r->msgs[i].flags & I2C_M_RD) == 0) continue;
-      if (!copy_back(env, r->buffers[i], r->msgs[i].buf, r->msgs[i].len) && error == NULL) {
-        error = detached_error(env);
-      }
+static napi_value buffer_of(napi_env env, napi_ref ref) {
+  napi_value value = NULL;
+  napi_get_reference_value(env, ref, &value);
+  return value;
+}
+
+/* Read results into their JS buffers; false if one was detached or resized meanwhile. */
+static bool oneshot_copy_back(napi_env env, oneshot_t* o) {
+  const i2c_job_t* job = &o->job;
+  if (job->smbus) {
+    return copy_back(env, buffer_of(env, o->buffers[0]), 0, (const uint8_t*)&job->data,
+                     SMBUS_DATA_SIZE);
+  }
+  bool all = true;
+  for (uint32_t i = 0; i < job->count; i++) {
+    if ((job->msgs[i].flags & I2C_M_RD) == 0) continue;
+    napi_value buffer = buffer_of(env, o->buffers[i]);
+    size_t len = 0;
+    void* raw;
+    /* The buffer must still have exactly its length at submission. */
+    if (!typed_array_of(env, buffer, napi_uint8_array, &len, &raw) || len != job->msgs[i].len ||
+        !copy_back(env, buffer, 0, job->msgs[i].buf, len)) {
+      all = false;
     }
   }
-  i2c_call_back(env, &r->job, status, error);
-  rdwr_free(env, r);
+  return all;
 }
 
-static bool queue_job(napi_env env, i2c_job_t* job, napi_value callback, const char* name,
-                      napi_async_execute_callback execute, napi_async_complete_callback complete,
-                      void* data) {
-  napi_value resource_name;
-  if (napi_create_reference(env, callback, 1, &job->callback) != napi_ok ||
-      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
-      napi_create_async_work(env, NULL, resource_name, execute, complete, data, &job->work) !=
-          napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
-    return false;
+static void oneshot_complete(napi_env env, napi_status status, void* data) {
+  oneshot_t* o = data;
+  napi_value arg = NULL;
+  if (status == napi_cancelled) {
+    arg = make_errno_error(env, o->job.smbus ? "ioctl(I2C_SMBUS)" : "ioctl(I2C_RDWR)", ECANCELED);
+  } else if ((arg = i2c_job_error(env, &o->job)) == NULL && !oneshot_copy_back(env, o)) {
+    arg = detached_error(env);
   }
-  return true;
+  if (arg == NULL) napi_get_null(env, &arg);
+  napi_value callback, recv;
+  napi_get_undefined(env, &recv);
+  if (napi_get_reference_value(env, o->callback, &callback) == napi_ok && callback != NULL) {
+    /* Async work completion runs inside a callback scope; exceptions become uncaught. */
+    napi_call_function(env, recv, callback, 1, &arg, NULL);
+  }
+  oneshot_free(env, o);
+}
+
+static napi_value oneshot_queue(napi_env env, oneshot_t* o, napi_value callback) {
+  napi_value resource_name;
+  if (napi_create_reference(env, callback, 1, &o->callback) != napi_ok ||
+      napi_create_string_utf8(env, "I2cTransfer", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, oneshot_execute, oneshot_complete, o,
+                             &o->work) != napi_ok ||
+      napi_queue_async_work(env, o->work) != napi_ok) {
+    oneshot_free(env, o);
+    return NULL;
+  }
+  return make_undefined(env);
 }
 
 /* msgs[i] as {addr, flags, buf}: fills addr, flags and len of `msg` (not its buffer). */
 static bool get_rdwr_msg(napi_env env, napi_value msgs, uint32_t i, struct i2c_msg* msg,
-                         napi_value* buf_value, uint8_t** data, size_t* len) {
+                         napi_value* buf_value, uint8_t** data) {
   napi_value element, addr_value, flags_value;
   int64_t addr, flags;
+  size_t len;
   if (napi_get_element(env, msgs, i, &element) != napi_ok ||
       napi_get_named_property(env, element, "addr", &addr_value) != napi_ok ||
       napi_get_named_property(env, element, "flags", &flags_value) != napi_ok ||
       napi_get_named_property(env, element, "buf", buf_value) != napi_ok ||
       !get_int_in(env, addr_value, "msg.addr", 0, 0x3ff, &addr) ||
       !get_int_in(env, flags_value, "msg.flags", 0, 0xffff, &flags) ||
-      !get_u8(env, *buf_value, "msg.buf", data, len)) {
+      !get_u8(env, *buf_value, "msg.buf", data, &len)) {
     return false;
   }
-  if (*len > I2C_MAX_MSG_LEN) {
+  if (len > I2C_MAX_MSG_LEN) {
     throw_range(env, "msg.buf must be at most 65535 bytes");
     return false;
   }
-  msg->addr = (uint16_t)addr;
-  msg->flags = (uint16_t)flags;
-  msg->len = (uint16_t)*len;
+  *msg = (struct i2c_msg){.addr = (uint16_t)addr, .flags = (uint16_t)flags, .len = (uint16_t)len};
   return true;
 }
 
+/* i2cRdwr(fd, msgs, callback): buffers are copied in, read data copied back before the callback. */
 static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int fd;
@@ -1243,111 +1639,54 @@ static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
     return throw_range(env, "msgs must hold 1 to 42 messages");
   }
   if (!get_callback(env, argv[2])) return NULL;
-
-  rdwr_job_t* r = calloc(1, sizeof *r);
-  if (r == NULL) return throw_errno(env, "malloc", ENOMEM);
-  r->job.fd = fd;
-  r->job.syscall = "ioctl(I2C_RDWR)";
+  oneshot_t* o = calloc(1, sizeof *o);
+  if (o == NULL) return throw_errno(env, "malloc", ENOMEM);
+  i2c_job_t* job = &o->job;
+  job->fd = fd;
+  job->count = count;
   uint8_t* sources[I2C_RDWR_IOCTL_MAX_MSGS];
-  size_t total = 0;
   for (uint32_t i = 0; i < count; i++) {
     napi_value buf_value;
-    size_t len;
-    if (!get_rdwr_msg(env, argv[1], i, &r->msgs[i], &buf_value, &sources[i], &len)) {
-      r->count = i;
-      rdwr_free(env, r);
+    if (!get_rdwr_msg(env, argv[1], i, &job->msgs[i], &buf_value, &sources[i]) ||
+        !oneshot_hold(env, o, buf_value)) {
+      oneshot_free(env, o);
       return NULL;
     }
-    r->count = i + 1;
-    if (napi_create_reference(env, buf_value, 1, &r->buffers[i]) != napi_ok) {
-      rdwr_free(env, r);
-      return NULL;
-    }
-    total += len;
   }
   /* The worker must never touch JS memory: every buffer is copied out now. */
-  r->storage = malloc(total > 0 ? total : 1);
-  if (r->storage == NULL) {
-    rdwr_free(env, r);
+  if (!i2c_job_place_messages(job)) {
+    oneshot_free(env, o);
     return throw_errno(env, "malloc", ENOMEM);
   }
-  size_t at = 0;
   for (uint32_t i = 0; i < count; i++) {
-    r->msgs[i].buf = r->storage + at;
-    if (r->msgs[i].len > 0) memcpy(r->msgs[i].buf, sources[i], r->msgs[i].len);
-    at += r->msgs[i].len;
+    if (job->msgs[i].len > 0) memcpy(job->msgs[i].buf, sources[i], job->msgs[i].len);
   }
-  if (!queue_job(env, &r->job, argv[2], "I2cRdwr", rdwr_execute, rdwr_complete, r)) {
-    rdwr_free(env, r);
-    return NULL;
-  }
-  return make_undefined(env);
+  return oneshot_queue(env, o, argv[2]);
 }
 
-static void smbus_free(napi_env env, smbus_job_t* s) {
-  if (s->buffer != NULL) napi_delete_reference(env, s->buffer);
-  i2c_job_release(env, &s->job);
-  free(s);
-}
-
-static void smbus_execute(napi_env env, void* data) {
-  (void)env;
-  smbus_job_t* s = data;
-  /* Address and transfer in one worker call, so no other transfer on this fd comes between. */
-  int rc = ioctl_retrying(s->job.fd, I2C_SLAVE, (void*)(uintptr_t)s->addr);
-  if (rc < 0) {
-    s->job.err = errno;
-    s->job.syscall = "ioctl(I2C_SLAVE)";
-    return;
-  }
-  struct i2c_smbus_ioctl_data request = {
-      .read_write = s->read_write, .command = s->command, .size = s->size, .data = &s->data};
-  rc = ioctl_retrying(s->job.fd, I2C_SMBUS, &request);
-  s->job.err = rc < 0 ? errno : 0;
-  s->job.syscall = "ioctl(I2C_SMBUS)";
-}
-
-static void smbus_complete(napi_env env, napi_status status, void* data) {
-  smbus_job_t* s = data;
-  napi_value error = NULL;
-  if (status == napi_ok && s->job.err == 0 &&
-      !copy_back(env, s->buffer, (const uint8_t*)&s->data, SMBUS_DATA_SIZE)) {
-    error = detached_error(env);
-  }
-  i2c_call_back(env, &s->job, status, error);
-  smbus_free(env, s);
-}
-
+/* i2cSmbus(fd, addr, readWrite, command, size, data, callback): data = 34-byte i2c_smbus_data. */
 static napi_value js_i2c_smbus(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   int fd;
-  int64_t addr, read_write, command, size;
   uint8_t* data;
   size_t len;
+  i2c_job_t command = {0};
   if (!get_args(env, info, 7, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_int_in(env, argv[1], "addr", 0, 0x3ff, &addr) ||
-      !get_int_in(env, argv[2], "readWrite", 0, 1, &read_write) ||
-      !get_int_in(env, argv[3], "command", 0, 0xff, &command) ||
-      !get_int_in(env, argv[4], "size", 0, 8, &size) ||
-      !get_u8(env, argv[5], "data", &data, &len) || !get_callback(env, argv[6])) {
+      !get_smbus_command(env, argv + 1, &command) || !get_u8(env, argv[5], "data", &data, &len) ||
+      !get_callback(env, argv[6])) {
     return NULL;
   }
   if (len != SMBUS_DATA_SIZE) return throw_range(env, "data must be exactly 34 bytes");
-  smbus_job_t* s = calloc(1, sizeof *s);
-  if (s == NULL) return throw_errno(env, "malloc", ENOMEM);
-  s->job.fd = fd;
-  s->job.syscall = "ioctl(I2C_SMBUS)";
-  s->addr = (uint16_t)addr;
-  s->read_write = (uint8_t)read_write;
-  s->command = (uint8_t)command;
-  s->size = (uint32_t)size;
-  memcpy(&s->data, data, SMBUS_DATA_SIZE);
-  if (napi_create_reference(env, argv[5], 1, &s->buffer) != napi_ok ||
-      !queue_job(env, &s->job, argv[6], "I2cSmbus", smbus_execute, smbus_complete, s)) {
-    smbus_free(env, s);
+  oneshot_t* o = calloc(1, sizeof *o);
+  if (o == NULL) return throw_errno(env, "malloc", ENOMEM);
+  o->job = command;
+  o->job.fd = fd;
+  memcpy(&o->job.data, data, SMBUS_DATA_SIZE);
+  if (!oneshot_hold(env, o, argv[5])) {
+    oneshot_free(env, o);
     return NULL;
   }
-  return make_undefined(env);
+  return oneshot_queue(env, o, argv[6]);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1477,6 +1816,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"i2cSetSlave", NULL, js_i2c_set_slave, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cRdwr", NULL, js_i2c_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cSmbus", NULL, js_i2c_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cChannelOpen", NULL, js_i2c_channel_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cChannelRdwr", NULL, js_i2c_channel_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cChannelSmbus", NULL, js_i2c_channel_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cChannelClose", NULL, js_i2c_channel_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramBind", NULL, js_datagram_bind, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramSend", NULL, js_datagram_send, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -12,6 +12,7 @@ import {
   I2C_FUNC_SMBUS_QUICK,
   I2C_FUNC_SMBUS_READ_BYTE,
   I2C_FUNC_SMBUS_WRITE_BYTE,
+  type I2cDone,
   type I2cFuncs,
 } from "../sys/i2c-dev.js";
 import { hex, type I2cMessage } from "./bus.js";
@@ -93,6 +94,24 @@ describe("HostBus on the fake adapter", { skip: unavailable ?? false }, () => {
       steps: transfers([w(0x50, 0xfe), r(0x50, 3)]),
     });
     assert.deepEqual(results(out), [{ done: 2, reads: [[0xa5, 0xa5, 0xa5]] }]);
+  });
+
+  it("carries transfers larger than its first exchange buffer, and small ones after them", async () => {
+    const data = Array.from({ length: 200 }, (_, i) => (i * 7 + 3) & 0xff);
+    const { out } = await runPlan(I2C_ADAPTER, {
+      adapter: 3,
+      addrs: [0x50],
+      steps: transfers(
+        [w(0x50, 0x00, ...data)],
+        [w(0x50, 0x00), r(0x50, 256)],
+        [w(0x50, 0x05), r(0x50, 2)],
+      ),
+    });
+    const [write, dump, small] = results(out);
+    assert.equal(write?.done, 1);
+    assert.equal(dump?.done, 2);
+    assert.deepEqual(dump?.reads[0]?.slice(0, 200), data);
+    assert.deepEqual(small, { done: 2, reads: [data.slice(5, 7)] });
   });
 
   it("answers zero-length probes: present address ACKs, absent one NACKs", async () => {
@@ -348,19 +367,21 @@ class StubDev implements AdapterDev {
   setSlave(addr: number): void {
     if (this.busy.has(addr)) throw errorWithCode("EBUSY");
   }
-  async rdwr(): Promise<void> {
-    return this.#transfer();
+  rdwr(_msgs: unknown, done: I2cDone): void {
+    this.#transfer(done);
   }
-  async smbus(): Promise<void> {
-    return this.#transfer();
+  smbus(_a: number, _rw: number, _c: number, _s: number, _d: Uint8Array, done: I2cDone): void {
+    this.#transfer(done);
   }
   close(): void {
     this.closed = true;
   }
-  async #transfer(): Promise<void> {
+  /** Answers later, as an adapter's I/O thread does; a closed fd refuses at once. */
+  #transfer(done: I2cDone): void {
     if (this.closed) throw errorWithCode("EBADF");
     this.transfers++;
-    if (this.failWith !== null) throw errorWithCode(this.failWith);
+    const failWith = this.failWith;
+    queueMicrotask(() => done(failWith === null ? null : errorWithCode(failWith)));
   }
 }
 

@@ -141,29 +141,43 @@ export class LogRateLimiter {
   }
 }
 
-/**
- * Tail of the transfer queue per device path, shared by every HostBus on that adapter, so two
- * transfers on one adapter never overlap (the I2C_SLAVE + I2C_SMBUS pair in particular).
- */
-const adapterQueues = new Map<string, Promise<unknown>>();
+/** A transfer waiting for, or running on, its adapter; `msgs` null: the bus's close. */
+interface AdapterJob {
+  readonly bus: HostBus;
+  readonly msgs: readonly I2cMessage[] | null;
+  readonly resolve: (done: number) => void;
+}
 
-function enqueue<T>(key: string, job: () => Promise<T>): Promise<T> {
-  const previous = adapterQueues.get(key) ?? Promise.resolve();
-  const run = previous.then(job, job);
-  const tail = run.then(
-    () => undefined,
-    () => undefined,
-  );
-  adapterQueues.set(key, tail);
-  void tail.then(() => {
-    if (adapterQueues.get(key) === tail) adapterQueues.delete(key);
-  });
-  return run;
+/**
+ * The transfers of one adapter, shared by every HostBus on its device path, so two transfers on
+ * one adapter never overlap (the I2C_SLAVE + I2C_SMBUS pair in particular). Jobs run in order,
+ * one at a time; a job that ends synchronously lets the next start in the same loop, not deeper.
+ */
+interface AdapterQueue {
+  readonly key: string;
+  readonly waiting: AdapterJob[];
+  running: boolean;
+  pumping: boolean;
+}
+
+const adapterQueues = new Map<string, AdapterQueue>();
+
+/** `new Promise(captureResolve)` leaves its resolve here: no closure per transfer. */
+let capturedResolve: ((done: number) => void) | null = null;
+function captureResolve(resolve: (done: number) => void): void {
+  capturedResolve = resolve;
 }
 
 function codeOf(error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" ? code : "UNKNOWN";
+}
+
+/** The I2C_RDWR form of a transfer: the same buffers, read flags set. */
+function toRdwrMsgs(msgs: readonly I2cMessage[]): I2cRdwrMsg[] {
+  const rdwr: I2cRdwrMsg[] = [];
+  for (const m of msgs) rdwr.push({ addr: m.addr, flags: m.read ? I2C_M_RD : 0, buf: m.buf });
+  return rdwr;
 }
 
 function isSingleZeroLength(msgs: readonly I2cMessage[]): boolean {
@@ -251,6 +265,13 @@ function openAdapter(
 
 export class HostBus implements I2cBus {
   readonly #logger: Logger;
+  /** The job running on this bus, the adapter it runs on and its SMBus command (if any). */
+  #current: AdapterJob | null = null;
+  #currentDev: AdapterDev | null = null;
+  #currentCommand: SmbusCommand | null = null;
+  /** The adapter's answers, bound once. */
+  readonly #onRdwrDone = (error: Error | null): void => this.#rdwrDone(error);
+  readonly #onSmbusDone = (error: Error | null): void => this.#smbusDone(error);
   readonly #addrs: readonly number[];
   readonly #options: HostBusOptions;
   readonly #openDev: (path: string) => AdapterDev;
@@ -357,14 +378,62 @@ export class HostBus implements I2cBus {
       return Promise.resolve(0);
     }
     if (msgs.length === 0) return Promise.resolve(0);
-    return enqueue(this.#queueKey, () => this.#run(msgs));
+    const promise = new Promise<number>(captureResolve);
+    const resolve = capturedResolve!;
+    capturedResolve = null;
+    HostBus.#enqueue({ bus: this, msgs, resolve });
+    return promise;
   }
 
   /** Stops taking transfers; the fd closes once the transfers already queued have run. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    void enqueue(this.#queueKey, async () => {
+    HostBus.#enqueue({ bus: this, msgs: null, resolve: () => {} });
+  }
+
+  static #enqueue(job: AdapterJob): void {
+    const key = job.bus.#queueKey;
+    let queue = adapterQueues.get(key);
+    if (queue === undefined) {
+      queue = { key, waiting: [], running: false, pumping: false };
+      adapterQueues.set(key, queue);
+    }
+    queue.waiting.push(job);
+    HostBus.#pump(queue);
+  }
+
+  /** Starts waiting jobs until one runs asynchronously; drops the queue once it is empty. */
+  static #pump(queue: AdapterQueue): void {
+    if (queue.pumping) return;
+    queue.pumping = true;
+    while (!queue.running) {
+      const job = queue.waiting.shift();
+      if (job === undefined) {
+        if (adapterQueues.get(queue.key) === queue) adapterQueues.delete(queue.key);
+        break;
+      }
+      queue.running = true;
+      job.bus.#start(job);
+    }
+    queue.pumping = false;
+  }
+
+  /** Ends the running job: its result to its caller, then the next job of the adapter. */
+  #finish(job: AdapterJob, done: number): void {
+    this.#current = null;
+    this.#currentDev = null;
+    this.#currentCommand = null;
+    job.resolve(done);
+    const queue = adapterQueues.get(this.#queueKey);
+    if (queue === undefined) return;
+    queue.running = false;
+    HostBus.#pump(queue);
+  }
+
+  #start(job: AdapterJob): void {
+    const { msgs } = job;
+    if (msgs === null) {
       this.#closeDev();
       if (this.#warnLimiter.pending > 0) {
         this.#logger.warn("failed transfers not logged", {
@@ -372,7 +441,106 @@ export class HostBus implements I2cBus {
           suppressed: this.#warnLimiter.pending,
         });
       }
+      this.#finish(job, 0);
+      return;
+    }
+    const dev = this.#dev ?? this.#reopen();
+    if (dev === null) {
+      this.#logger.debug("transfer failed: adapter down", {
+        path: this.path,
+        shape: describeShape(msgs),
+      });
+      this.#finish(job, 0);
+      return;
+    }
+    this.#current = job;
+    this.#currentDev = dev;
+    try {
+      if (this.#canI2c && !(this.#noZeroLength && this.#canQuick && isSingleZeroLength(msgs))) {
+        dev.rdwr(toRdwrMsgs(msgs), this.#onRdwrDone);
+        return;
+      }
+      // SMBus-only adapter, or a zero-length probe on an adapter known to refuse them in I2C_RDWR.
+      const cmd = mapToSmbus(msgs, this.#funcs);
+      if (!cmd) {
+        this.#logger.debug("transfer has no SMBus form on this adapter", {
+          path: this.path,
+          shape: describeShape(msgs),
+        });
+        this.#finish(job, 0);
+        return;
+      }
+      this.#submitSmbus(dev, cmd);
+    } catch (error) {
+      this.#transferFailed(error);
+    }
+  }
+
+  #submitSmbus(dev: AdapterDev, cmd: SmbusCommand): void {
+    this.#currentCommand = cmd;
+    dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data, this.#onSmbusDone);
+  }
+
+  #rdwrDone(error: Error | null): void {
+    const job = this.#current;
+    const dev = this.#currentDev;
+    if (job === null || job.msgs === null || dev === null) return;
+    if (error === null) {
+      this.#succeeded(job, job.msgs);
+      return;
+    }
+    const msgs = job.msgs;
+    const refused = (ZERO_LENGTH_REFUSALS as readonly string[]).includes(codeOf(error));
+    if (!refused || !this.#canQuick || !isSingleZeroLength(msgs) || this.#noZeroLength) {
+      this.#transferFailed(error);
+      return;
+    }
+    // The adapter cannot put a zero-length message on the bus through I2C_RDWR: from now on
+    // such probes go out as SMBus quick commands, which are the same bus traffic.
+    this.#noZeroLength = true;
+    this.#logger.info("adapter refuses zero-length messages; using SMBus quick for them", {
+      path: this.path,
+      code: codeOf(error),
     });
+    const quick = mapToSmbus(msgs, I2C_FUNC_SMBUS_QUICK);
+    if (!quick) {
+      this.#transferFailed(error);
+      return;
+    }
+    try {
+      this.#submitSmbus(dev, quick);
+    } catch (submitError) {
+      this.#transferFailed(submitError);
+    }
+  }
+
+  #smbusDone(error: Error | null): void {
+    const job = this.#current;
+    const cmd = this.#currentCommand;
+    if (job === null || job.msgs === null || cmd === null) return;
+    if (error !== null) {
+      this.#transferFailed(error);
+      return;
+    }
+    copySmbusResult(cmd, job.msgs);
+    this.#succeeded(job, job.msgs);
+  }
+
+  #succeeded(job: AdapterJob, msgs: readonly I2cMessage[]): void {
+    // The shape string is built only when someone reads it: not per transfer on the hot path.
+    if (this.#logger.enabled("debug")) {
+      this.#logger.debug("transfer", { path: this.path, shape: describeShape(msgs), result: "ok" });
+    }
+    this.#finish(job, msgs.length);
+  }
+
+  /** The running transfer failed: log as its error says, then 0 to its caller. */
+  #transferFailed(error: unknown): void {
+    const job = this.#current;
+    const dev = this.#currentDev;
+    if (job === null || job.msgs === null || dev === null) return;
+    this.#failed(error, describeShape(job.msgs), dev);
+    this.#finish(job, 0);
   }
 
   #closeDev(): void {
@@ -382,45 +550,6 @@ export class HostBus implements I2cBus {
       dev?.close();
     } catch (error) {
       this.#logger.warn("closing the adapter failed", { path: this.path, code: codeOf(error) });
-    }
-  }
-
-  async #run(msgs: readonly I2cMessage[]): Promise<number> {
-    const dev = this.#dev ?? this.#reopen();
-    if (dev === null) {
-      this.#logger.debug("transfer failed: adapter down", {
-        path: this.path,
-        shape: describeShape(msgs),
-      });
-      return 0;
-    }
-    try {
-      if (this.#canI2c && !(this.#noZeroLength && this.#canQuick && isSingleZeroLength(msgs))) {
-        await this.#rdwr(dev, msgs);
-      } else {
-        // SMBus-only adapter, or a zero-length probe on an adapter known to refuse them in I2C_RDWR.
-        const cmd = mapToSmbus(msgs, this.#funcs);
-        if (!cmd) {
-          this.#logger.debug("transfer has no SMBus form on this adapter", {
-            path: this.path,
-            shape: describeShape(msgs),
-          });
-          return 0;
-        }
-        await this.#smbus(dev, cmd, msgs);
-      }
-      // The shape string is built only when someone reads it: not per transfer on the hot path.
-      if (this.#logger.enabled("debug")) {
-        this.#logger.debug("transfer", {
-          path: this.path,
-          shape: describeShape(msgs),
-          result: "ok",
-        });
-      }
-      return msgs.length;
-    } catch (error) {
-      this.#failed(error, describeShape(msgs), dev);
-      return 0;
     }
   }
 
@@ -498,33 +627,5 @@ export class HostBus implements I2cBus {
       this.#downReason = reason;
       return null;
     }
-  }
-
-  async #rdwr(dev: AdapterDev, msgs: readonly I2cMessage[]): Promise<void> {
-    const native: I2cRdwrMsg[] = [];
-    for (const m of msgs) native.push({ addr: m.addr, flags: m.read ? I2C_M_RD : 0, buf: m.buf });
-    try {
-      await dev.rdwr(native);
-    } catch (error) {
-      const refused = (ZERO_LENGTH_REFUSALS as readonly string[]).includes(codeOf(error));
-      if (!refused || !this.#canQuick || !isSingleZeroLength(msgs) || this.#noZeroLength) {
-        throw error;
-      }
-      // The adapter cannot put a zero-length message on the bus through I2C_RDWR: from now on
-      // such probes go out as SMBus quick commands, which are the same bus traffic.
-      this.#noZeroLength = true;
-      this.#logger.info("adapter refuses zero-length messages; using SMBus quick for them", {
-        path: this.path,
-        code: codeOf(error),
-      });
-      const quick = mapToSmbus(msgs, I2C_FUNC_SMBUS_QUICK);
-      if (!quick) throw error;
-      await this.#smbus(dev, quick, msgs);
-    }
-  }
-
-  async #smbus(dev: AdapterDev, cmd: SmbusCommand, msgs: readonly I2cMessage[]): Promise<void> {
-    await dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data);
-    copySmbusResult(cmd, msgs);
   }
 }

@@ -15,7 +15,16 @@ import {
   I2C_SMBUS_DATA_SIZE,
   I2C_SMBUS_READ,
   I2cDev,
+  type I2cRdwrMsg,
 } from "./i2c-dev.js";
+
+/** The callback transfers as promises; a synchronous throw (nothing started) rejects too. */
+const rdwr = (dev: I2cDev, msgs: readonly I2cRdwrMsg[]): Promise<void> =>
+  new Promise((resolve, reject) => dev.rdwr(msgs, (error) => (error ? reject(error) : resolve())));
+const smbus = (dev: I2cDev, ...args: [number, number, number, number, Uint8Array]): Promise<void> =>
+  new Promise((resolve, reject) =>
+    dev.smbus(...args, (error) => (error ? reject(error) : resolve())),
+  );
 
 describe("I2cDev.open", () => {
   it("throws ENOENT with errno and syscall for a missing adapter", () => {
@@ -36,12 +45,12 @@ describe("I2cDev on a file that is not an adapter", () => {
     try {
       assert.throws(() => dev.funcs, { code: "ENOTTY", syscall: "ioctl(I2C_FUNCS)" });
       assert.throws(() => dev.setSlave(0x50), { code: "ENOTTY", syscall: "ioctl(I2C_SLAVE)" });
-      await assert.rejects(dev.rdwr([{ addr: 0x50, flags: I2C_M_RD, buf: new Uint8Array(2) }]), {
+      await assert.rejects(rdwr(dev, [{ addr: 0x50, flags: I2C_M_RD, buf: new Uint8Array(2) }]), {
         code: "ENOTTY",
         syscall: "ioctl(I2C_RDWR)",
       });
       const data = new Uint8Array(I2C_SMBUS_DATA_SIZE);
-      await assert.rejects(dev.smbus(0x50, I2C_SMBUS_READ, 0, I2C_SMBUS_BYTE_DATA, data), {
+      await assert.rejects(smbus(dev, 0x50, I2C_SMBUS_READ, 0, I2C_SMBUS_BYTE_DATA, data), {
         code: "ENOTTY",
         syscall: "ioctl(I2C_SLAVE)",
       });
@@ -52,25 +61,53 @@ describe("I2cDev on a file that is not an adapter", () => {
 
   it("closes only after a queued transfer settled", async () => {
     const dev = I2cDev.open("/dev/null");
-    const transfer = dev.rdwr([{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }]);
+    const transfer = rdwr(dev, [{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }]);
     dev.close();
     dev.close();
     assert.equal(dev.fd, -1);
     await assert.rejects(transfer, { code: "ENOTTY" });
-    await assert.rejects(dev.rdwr([{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }]), {
+    await assert.rejects(rdwr(dev, [{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }]), {
       code: "EBADF",
     });
+  });
+
+  it("runs one transfer at a time: another one while it runs is refused with EBUSY", async () => {
+    const dev = I2cDev.open("/dev/null");
+    try {
+      const msgs = [{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }];
+      const first = rdwr(dev, msgs);
+      assert.equal(dev.busy, true);
+      assert.throws(() => dev.rdwr(msgs, () => assert.fail("must not start")), {
+        code: "EBUSY",
+        syscall: "ioctl(I2C_RDWR)",
+      });
+      const data = new Uint8Array(I2C_SMBUS_DATA_SIZE);
+      assert.throws(() => dev.smbus(0x50, I2C_SMBUS_READ, 0, I2C_SMBUS_BYTE_DATA, data, () => {}), {
+        code: "EBUSY",
+      });
+      await assert.rejects(first, { code: "ENOTTY" });
+      assert.equal(dev.busy, false);
+      // The adapter's thread takes the next transfer, larger than its first exchange buffer.
+      const large = Array.from({ length: 3 }, () => ({
+        addr: 0x50,
+        flags: I2C_M_RD,
+        buf: new Uint8Array(4096),
+      }));
+      await assert.rejects(rdwr(dev, large), { code: "ENOTTY", syscall: "ioctl(I2C_RDWR)" });
+    } finally {
+      dev.close();
+    }
   });
 
   it("rejects bad SMBus arguments before queueing", async () => {
     const dev = I2cDev.open("/dev/null");
     try {
       const data = new Uint8Array(I2C_SMBUS_DATA_SIZE);
-      await assert.rejects(dev.smbus(0x80, 1, 0, 2, data), SysArgumentError);
-      await assert.rejects(dev.smbus(0x50, 2, 0, 2, data), SysArgumentError);
-      await assert.rejects(dev.smbus(0x50, 1, 256, 2, data), SysArgumentError);
-      await assert.rejects(dev.smbus(0x50, 1, 0, 9, data), SysArgumentError);
-      await assert.rejects(dev.smbus(0x50, 1, 0, 2, new Uint8Array(33)), SysArgumentError);
+      await assert.rejects(smbus(dev, 0x80, 1, 0, 2, data), SysArgumentError);
+      await assert.rejects(smbus(dev, 0x50, 2, 0, 2, data), SysArgumentError);
+      await assert.rejects(smbus(dev, 0x50, 1, 256, 2, data), SysArgumentError);
+      await assert.rejects(smbus(dev, 0x50, 1, 0, 9, data), SysArgumentError);
+      await assert.rejects(smbus(dev, 0x50, 1, 0, 2, new Uint8Array(33)), SysArgumentError);
     } finally {
       dev.close();
     }

@@ -1,13 +1,22 @@
 /**
  * I2cDev: one open /dev/i2c-N. Functionality bits, the slave address check, and the transfers
- * (I2C_RDWR, I2C_SMBUS) run on the libuv threadpool so a slow bus never blocks the event loop.
+ * (I2C_RDWR, I2C_SMBUS), which run one at a time on the adapter's own I/O thread so a slow bus never
+ * blocks the event loop. Buffers are copied through one exchange buffer kept per adapter.
  * Also the kernel's i2c-dev constants for the i2c layer.
- * Must not: decide which addresses a guest may reach or map transfers to SMBus (src/i2c does).
+ * Must not: decide which addresses a guest may reach, map transfers to SMBus, or queue transfers
+ * (src/i2c does).
  * @module
  */
 
-import { checkInt, closedError, SysArgumentError, sysCall, toSysError } from "./errors.js";
-import { type NativeI2cMsg, native } from "./native.js";
+import {
+  checkInt,
+  closedError,
+  SysArgumentError,
+  SysError,
+  sysCall,
+  toSysError,
+} from "./errors.js";
+import { I2C_EXCHANGE_HEADER, type I2cChannelHandle, type NativeI2cMsg, native } from "./native.js";
 
 // struct i2c_msg flags (linux/i2c.h)
 export const I2C_M_RD = 0x0001;
@@ -114,11 +123,27 @@ export function checkRdwrMsgs(msgs: readonly I2cRdwrMsg[]): void {
   }
 }
 
+/** How a transfer ends: null, or the error (a SysError with code and syscall for an ioctl). */
+export type I2cDone = (error: Error | null) => void;
+
+/** Exchange buffer size for the first transfers; it grows to the largest transfer seen. */
+const INITIAL_EXCHANGE_BYTES = 512;
+/** Message slots of the exchange header: addr, flags, len. */
+const HEADER_FIELDS = 3;
+
 export class I2cDev {
   #fd: number;
   #funcs: I2cFuncs | null = null;
-  /** Transfers queued on the threadpool; the fd is closed only once they are done. */
-  #pending = 0;
+  /** The adapter's I/O thread, started by the first transfer. */
+  #channel: I2cChannelHandle | null = null;
+  #exchange = new Uint8Array(INITIAL_EXCHANGE_BYTES);
+  #header = new Uint16Array(this.#exchange.buffer, 0, I2C_EXCHANGE_HEADER / 2);
+  /** The transfer in flight: its callback, and where its results go. */
+  #done: I2cDone | null = null;
+  #syscall = "";
+  #readMsgs: readonly I2cRdwrMsg[] | null = null;
+  #smbusData: Uint8Array | null = null;
+  /** Set by close() during a transfer: the fd is closed once it settled. */
   #closeWhenIdle = -1;
   readonly path: string;
 
@@ -144,6 +169,11 @@ export class I2cDev {
     return this.#fd < 0;
   }
 
+  /** True while a transfer runs. */
+  get busy(): boolean {
+    return this.#done !== null;
+  }
+
   /** The adapter's functionality, asked once. */
   get funcs(): I2cFuncs {
     if (this.#funcs === null) {
@@ -160,17 +190,41 @@ export class I2cDev {
     sysCall("ioctl(I2C_SLAVE)", () => native().i2cSetSlave(fd, addr));
   }
 
-  /** One combined transfer (repeated START between messages). Read buffers are filled in. */
-  rdwr(msgs: readonly I2cRdwrMsg[]): Promise<void> {
-    return this.#queue("ioctl(I2C_RDWR)", (fd, done) => {
-      checkRdwrMsgs(msgs);
-      native().i2cRdwr(fd, msgs, done);
-    });
+  /**
+   * One combined transfer (repeated START between messages); read buffers are filled in before
+   * `done` is called. One transfer at a time: throws EBUSY while one runs, and throws (nothing
+   * started, `done` never called) on a closed device or bad messages.
+   */
+  rdwr(msgs: readonly I2cRdwrMsg[], done: I2cDone): void {
+    const syscall = "ioctl(I2C_RDWR)";
+    const channel = this.#idleChannel(syscall);
+    checkRdwrMsgs(msgs);
+    let total = 0;
+    for (const msg of msgs) total += msg.buf.length;
+    const exchange = this.#reserve(I2C_EXCHANGE_HEADER + total);
+    const header = this.#header;
+    let at = I2C_EXCHANGE_HEADER;
+    for (let i = 0; i < msgs.length; i++) {
+      const msg = msgs[i]!;
+      header[i * HEADER_FIELDS] = msg.addr;
+      header[i * HEADER_FIELDS + 1] = msg.flags;
+      header[i * HEADER_FIELDS + 2] = msg.buf.length;
+      if ((msg.flags & I2C_M_RD) === 0) exchange.set(msg.buf, at);
+      at += msg.buf.length;
+    }
+    try {
+      native().i2cChannelRdwr(channel, exchange, msgs.length);
+    } catch (error) {
+      throw toSysError(error, syscall);
+    }
+    this.#started(done, syscall);
+    this.#readMsgs = msgs;
   }
 
   /**
-   * I2C_SLAVE(addr) then I2C_SMBUS, together on the threadpool. `data` is the 34-byte
-   * i2c_smbus_data; it is filled in for reads and process calls.
+   * I2C_SLAVE(addr) then I2C_SMBUS, together on the I/O thread. `data` is the 34-byte
+   * i2c_smbus_data; it is filled in for reads and process calls before `done` is called. One
+   * transfer at a time, as rdwr().
    */
   smbus(
     addr: number,
@@ -178,17 +232,26 @@ export class I2cDev {
     command: number,
     size: number,
     data: Uint8Array,
-  ): Promise<void> {
-    return this.#queue("ioctl(I2C_SMBUS)", (fd, done) => {
-      checkAddr(addr, false);
-      checkInt(readWrite, "SMBus read/write", I2C_SMBUS_WRITE, I2C_SMBUS_READ);
-      checkInt(command, "SMBus command", 0, 0xff);
-      checkInt(size, "SMBus size", I2C_SMBUS_QUICK, I2C_SMBUS_I2C_BLOCK_DATA);
-      if (data.length !== I2C_SMBUS_DATA_SIZE) {
-        throw new SysArgumentError(`SMBus data must be ${I2C_SMBUS_DATA_SIZE} bytes`);
-      }
-      native().i2cSmbus(fd, addr, readWrite, command, size, data, done);
-    });
+    done: I2cDone,
+  ): void {
+    const syscall = "ioctl(I2C_SMBUS)";
+    const channel = this.#idleChannel(syscall);
+    checkAddr(addr, false);
+    checkInt(readWrite, "SMBus read/write", I2C_SMBUS_WRITE, I2C_SMBUS_READ);
+    checkInt(command, "SMBus command", 0, 0xff);
+    checkInt(size, "SMBus size", I2C_SMBUS_QUICK, I2C_SMBUS_I2C_BLOCK_DATA);
+    if (data.length !== I2C_SMBUS_DATA_SIZE) {
+      throw new SysArgumentError(`SMBus data must be ${I2C_SMBUS_DATA_SIZE} bytes`);
+    }
+    const exchange = this.#exchange;
+    exchange.set(data);
+    try {
+      native().i2cChannelSmbus(channel, exchange, addr, readWrite, command, size);
+    } catch (error) {
+      throw toSysError(error, syscall);
+    }
+    this.#started(done, syscall);
+    this.#smbusData = data;
   }
 
   /** Closes the device; a transfer in flight finishes first. Safe to call twice. */
@@ -196,35 +259,95 @@ export class I2cDev {
     const fd = this.#fd;
     if (fd < 0) return;
     this.#fd = -1;
-    if (this.#pending > 0) {
+    if (this.busy) {
       this.#closeWhenIdle = fd;
       return;
     }
+    this.#release(fd);
+  }
+
+  /** Stops the I/O thread, then closes the fd it used. */
+  #release(fd: number): void {
+    const channel = this.#channel;
+    this.#channel = null;
+    if (channel !== null) native().i2cChannelClose(channel);
     sysCall("close", () => native().close(fd));
   }
 
-  #queue(
-    syscall: string,
-    start: (fd: number, done: (err: Error | null) => void) => void,
-  ): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const fd = this.#checkOpen(syscall);
-      start(fd, (err) => {
-        this.#settled();
-        if (err === null) resolve();
-        else reject(toSysError(err, syscall));
-      });
-      this.#pending++;
-    });
+  #idleChannel(syscall: string): I2cChannelHandle {
+    const fd = this.#checkOpen(syscall);
+    if (this.busy) {
+      throw new SysError("EBUSY", syscall, `${syscall} failed: a transfer is running (EBUSY)`);
+    }
+    this.#channel ??= sysCall("i2c channel", () =>
+      native().i2cChannelOpen(fd, (error) => this.#settled(error)),
+    );
+    return this.#channel;
   }
 
-  #settled(): void {
-    this.#pending--;
-    const fd = this.#closeWhenIdle;
-    if (this.#pending === 0 && fd >= 0) {
-      this.#closeWhenIdle = -1;
-      native().close(fd);
+  /** The exchange buffer, grown (doubling) to at least `bytes`. */
+  #reserve(bytes: number): Uint8Array {
+    if (bytes > this.#exchange.length) {
+      let size = this.#exchange.length * 2;
+      while (size < bytes) size *= 2;
+      this.#exchange = new Uint8Array(size);
+      this.#header = new Uint16Array(this.#exchange.buffer, 0, I2C_EXCHANGE_HEADER / 2);
     }
+    return this.#exchange;
+  }
+
+  #started(done: I2cDone, syscall: string): void {
+    this.#done = done;
+    this.#syscall = syscall;
+  }
+
+  /** The I/O thread's answer: results out of the exchange buffer, then the caller's callback. */
+  #settled(error: Error | null): void {
+    const done = this.#done;
+    const msgs = this.#readMsgs;
+    const smbusData = this.#smbusData;
+    this.#done = null;
+    this.#readMsgs = null;
+    this.#smbusData = null;
+    let failure = error;
+    if (failure === null && !this.#copyResults(msgs, smbusData)) {
+      failure = new SysError(
+        "ERR_BUFFER_DETACHED",
+        this.#syscall,
+        "a transfer buffer was detached or resized before its data could be copied back",
+      );
+    }
+    const fd = this.#closeWhenIdle;
+    if (fd >= 0) {
+      this.#closeWhenIdle = -1;
+      this.#release(fd);
+    }
+    // toSysError hands back an Error for an Error: a SysError when it carries an errno code.
+    done?.(failure === null ? null : (toSysError(failure, this.#syscall) as Error));
+  }
+
+  /** Copies read results to their buffers; false if one no longer has its length at submission. */
+  #copyResults(msgs: readonly I2cRdwrMsg[] | null, smbusData: Uint8Array | null): boolean {
+    const exchange = this.#exchange;
+    if (smbusData !== null) {
+      if (smbusData.length !== I2C_SMBUS_DATA_SIZE) return false;
+      smbusData.set(exchange.subarray(0, I2C_SMBUS_DATA_SIZE));
+      return true;
+    }
+    if (msgs === null) return true;
+    const header = this.#header;
+    let copied = true;
+    let at = I2C_EXCHANGE_HEADER;
+    for (let i = 0; i < msgs.length; i++) {
+      const msg = msgs[i]!;
+      const length = header[i * HEADER_FIELDS + 2]!;
+      if ((header[i * HEADER_FIELDS + 1]! & I2C_M_RD) !== 0) {
+        if (msg.buf.length === length) msg.buf.set(exchange.subarray(at, at + length));
+        else copied = false;
+      }
+      at += length;
+    }
+    return copied;
   }
 
   #checkOpen(syscall: string): number {

@@ -14,10 +14,20 @@ import { CodedError } from "../errors.js";
 
 declare const mappingBrand: unique symbol;
 declare const pollBrand: unique symbol;
+declare const i2cChannelBrand: unique symbol;
 /** An mmap owned by the addon. Opaque: only the addon's functions accept it. */
 export type MappingHandle = { readonly [mappingBrand]: true };
 /** A uv_poll_t owned by the addon. Opaque: only the addon's functions accept it. */
 export type PollHandle = { readonly [pollBrand]: true };
+/** An adapter's I/O thread owned by the addon. Opaque: only the addon's functions accept it. */
+export type I2cChannelHandle = { readonly [i2cChannelBrand]: true };
+
+/**
+ * Layout of a channel's exchange buffer: message i's addr, flags and len as host-endian u16 at
+ * byte 6*i, the bytes of every message packed in message order from I2C_EXCHANGE_HEADER; an
+ * SMBus call's 34-byte i2c_smbus_data at byte 0.
+ */
+export const I2C_EXCHANGE_HEADER = 256;
 
 export interface NativeI2cMsg {
   addr: number;
@@ -62,7 +72,9 @@ export interface NativeBinding {
   i2cOpen(path: string): number;
   i2cFuncs(fd: number): number;
   i2cSetSlave(fd: number, addr: number): void;
+  /** One-off I2C_RDWR on the libuv threadpool; read data is copied back before the callback. */
   i2cRdwr(fd: number, msgs: readonly NativeI2cMsg[], callback: (err: Error | null) => void): void;
+  /** One-off I2C_SLAVE + I2C_SMBUS on the libuv threadpool; `data` (34 bytes) copied in and back. */
   i2cSmbus(
     fd: number,
     addr: number,
@@ -72,6 +84,28 @@ export interface NativeBinding {
     data: Uint8Array,
     callback: (err: Error | null) => void,
   ): void;
+  /**
+   * An I/O thread for the adapter open on `fd`, running one transfer at a time; `callback` is
+   * called on the main thread as each one ends (null, or an errno error with code and syscall).
+   * Only an in-flight transfer keeps the process alive.
+   */
+  i2cChannelOpen(fd: number, callback: (err: Error | null) => void): I2cChannelHandle;
+  /**
+   * One I2C_RDWR of `count` messages laid out in `exchange` (see I2C_EXCHANGE_HEADER); the bytes are
+   * copied in now and back into `exchange` before the callback. Throws EBUSY while one runs.
+   */
+  i2cChannelRdwr(channel: I2cChannelHandle, exchange: Uint8Array, count: number): void;
+  /** I2C_SLAVE `addr` then I2C_SMBUS with the i2c_smbus_data at the start of `exchange`. */
+  i2cChannelSmbus(
+    channel: I2cChannelHandle,
+    exchange: Uint8Array,
+    addr: number,
+    readWrite: number,
+    command: number,
+    size: number,
+  ): void;
+  /** Joins the thread (idempotent); the fd stays open. No callback comes after it. */
+  i2cChannelClose(channel: I2cChannelHandle): void;
   /** flock(2): true when taken or released, false when LOCK_NB found it held (EWOULDBLOCK). */
   flock(fd: number, op: number): boolean;
   /** A nonblocking AF_UNIX SOCK_DGRAM socket bound to `path` ("@name": abstract). */
