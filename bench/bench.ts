@@ -4,7 +4,8 @@
  * sockets, on an emulated 24c02 and on a host adapter faked by test/fake-i2c (with and without
  * simulated bus time, the latter against what the fake bus sustains alone). Reports transfers/s,
  * latency percentiles, daemon and frontend CPU per transfer, daemon RSS, idle RSS and start-up time;
- * pinned (daemon and frontend on CPU 0) and unpinned. Prints numbers, never passes or fails on them.
+ * pinned (daemon and frontend on CPU 0) and unpinned; per mode, the round-trip floors of bench/floor.ts
+ * (a Node echo and a C echo) to read depth 1 against. Prints numbers, never passes or fails on them.
  *
  *   node dist/bench/bench.js [--short] [--json FILE] [--no-pin | --pin-only] [--only NAME,...]
  *                            [--profile DIR]
@@ -21,6 +22,7 @@ import { type ClosedLoopGuest, runClosedLoop } from "../src/frontend/closed-loop
 import { I2cGuest, type I2cOp } from "../src/frontend/i2c-driver.js";
 import { type BusTime, FAKE_LIBRARY, measureBusTime } from "../test/fake-i2c/fake.js";
 import { BenchDaemon, pinSelf } from "./daemon.js";
+import { describeFloors, type Floors, measureFloors } from "./floor.js";
 
 const { values: options } = parseArgs({
   options: {
@@ -37,6 +39,8 @@ const { values: options } = parseArgs({
 const SHORT = options.short === true;
 const MEASURE_MS = options.seconds ? Number(options.seconds) * 1000 : SHORT ? 400 : 3000;
 const WARMUP_MS = SHORT ? 150 : 1000;
+/** How long each round-trip floor (bench/floor.ts) is measured. */
+const FLOOR_MS = SHORT ? 300 : 1500;
 const QUEUE_SIZE = 32;
 const FAKE_ADAPTER = 3;
 /** Samples of the fake bus alone (the bus-limited reference). */
@@ -228,6 +232,7 @@ async function main(): Promise<void> {
   const results: Result[] = [];
   const facts: DaemonFacts[] = [];
   const busReferences: BusReference[] = [];
+  const floors: (Floors & { readonly pinned: boolean })[] = [];
   console.log(
     `machine: ${cpus().length} CPUs, ${cpus()[0]?.model ?? "?"}; node ${process.version}; ` +
       `${SHORT ? "short" : "full"} mode, ${MEASURE_MS} ms per workload, queue size ${QUEUE_SIZE}`,
@@ -242,6 +247,8 @@ async function main(): Promise<void> {
       const bus = measureBusTime(fakeConfig("host-delay"), FAKE_ADAPTER, BUS_TIME_SAMPLES);
       busReferences.push({ ...bus, pinned });
     }
+    // Measured in every mode: the machine's speed moves with its load from one run to the next.
+    floors.push({ ...(await measureFloors(pinned ? 0 : null, FLOOR_MS)), pinned });
     for (const workload of workloads) {
       const r = await runWorkload(workload, pinned, facts);
       results.push(r);
@@ -258,6 +265,17 @@ async function main(): Promise<void> {
     console.log(
       `daemon ${f.backend} (${f.pinned ? "cpu0" : "unpinned"}): start-up to listening ${fmt(f.startupMs)} ms, idle RSS ${fmt(f.idleRssMiB)} MiB`,
     );
+  }
+  for (const floor of floors) {
+    for (const line of describeFloors(floor, floor.pinned)) console.log(line);
+    const depth1 = results.find((r) => r.workload === "sim-depth1" && r.pinned === floor.pinned);
+    if (depth1 !== undefined) {
+      console.log(
+        `sim-depth1 (${floor.pinned ? "cpu0" : "unpinned"}) = ` +
+          `${fmt((100 * depth1.transfersPerSec) / floor.eventLoop.roundTripsPerSec)}% of the event-loop floor, ` +
+          `${fmt((100 * depth1.transfersPerSec) / floor.c.roundTripsPerSec)}% of the C floor`,
+      );
+    }
   }
   for (const r of results.filter((x) => x.workload === "host-100us-depth1")) {
     const bus = busReferences.find((b) => b.pinned === r.pinned);
@@ -282,6 +300,7 @@ async function main(): Promise<void> {
           queueSize: QUEUE_SIZE,
           busTimeUs: BUS_TIME_US,
           busReferences,
+          floors,
           results,
           daemons: facts,
         },
