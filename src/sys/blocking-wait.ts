@@ -6,7 +6,7 @@
  * @module
  */
 
-import { SysArgumentError, sysCall } from "./errors.js";
+import { SysArgumentError, toSysError } from "./errors.js";
 import { native } from "./native.js";
 
 /** poll(2) takes at most this many fds from us (the addon's bound). */
@@ -36,6 +36,10 @@ export class BlockingWait {
     if (!Number.isInteger(timeoutMs) || timeoutMs < -1) {
       throw new SysArgumentError(`timeout ${timeoutMs} ms is not an integer >= -1`);
     }
-    return sysCall("poll", () => native().waitReadable(this.#fds, this.ready, timeoutMs));
+    try {
+      return native().waitReadable(this.#fds, this.ready, timeoutMs);
+    } catch (error) {
+      throw toSysError(error, "poll"); // no closure per wait: this runs once per completion batch
+    }
   }
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { closedError, SysArgumentError, sysCall } from "./errors.js";
+import { closedError, SysArgumentError, sysCall, toSysError } from "./errors.js";
 import { native } from "./native.js";
 
 /** The largest value one write may add (eventfd counters hold up to 2^64 - 2; JS numbers 2^53). */
@@ -45,7 +45,13 @@ export class EventFd {
   /** Reads and resets the counter: its value, or 0 when nothing is pending. */
   read(): number {
     const fd = this.#checkOpen("read");
-    const value = sysCall("read", () => native().eventfdRead(fd));
+    // Called per kick and per call: no closure (sysCall's) on this path.
+    let value: number;
+    try {
+      value = native().eventfdRead(fd);
+    } catch (error) {
+      throw toSysError(error, "read");
+    }
     return Math.max(value, 0); // -1 means nothing pending
   }
 
@@ -55,7 +61,11 @@ export class EventFd {
     if (!Number.isInteger(value) || value < 1 || value > MAX_WRITE) {
       throw new SysArgumentError(`eventfd write value must be a positive integer, got ${value}`);
     }
-    sysCall("write", () => native().eventfdWrite(fd, value));
+    try {
+      native().eventfdWrite(fd, value);
+    } catch (error) {
+      throw toSysError(error, "write");
+    }
   }
 
   /** Closes the fd; safe to call twice. */
