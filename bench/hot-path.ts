@@ -191,12 +191,12 @@ function packedDriver(memory: GuestMemory, onNotify: () => void): BenchDriver {
     publishAll() {
       const first = nextSlot;
       const firstWrap = wrap;
-      ids.forEach((id, i) => {
+      for (let i = 0; i < ids.length; i++) {
         const at = DESCRIPTOR_SIZE * nextSlot;
         ring.setU32(at, chainGpa(i) + TABLE);
         ring.setU32(at + 4, 0);
         ring.setU32(at + PACKED_DESC_LEN, 3 * DESCRIPTOR_SIZE);
-        ring.setU16(at + PACKED_DESC_ID, id);
+        ring.setU16(at + PACKED_DESC_ID, ids[i] as number);
         // The first chain's flags last: they make the whole batch available.
         if (i > 0) ring.store16(at + PACKED_DESC_FLAGS, VRING_DESC_F_INDIRECT | availFlags(wrap));
         nextSlot++;
@@ -204,7 +204,7 @@ function packedDriver(memory: GuestMemory, onNotify: () => void): BenchDriver {
           nextSlot = 0;
           wrap = !wrap;
         }
-      });
+      }
       ring.store16(
         DESCRIPTOR_SIZE * first + PACKED_DESC_FLAGS,
         VRING_DESC_F_INDIRECT | availFlags(firstWrap),

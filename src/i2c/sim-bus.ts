@@ -78,7 +78,8 @@ export class SimBus implements I2cBus {
     let more: I2cDeviceModel[] | null = null;
     let done = 0;
     try {
-      for (const msg of msgs) {
+      for (let i = 0; i < msgs.length; i++) {
+        const msg = msgs[i] as I2cMessage;
         const model = this.#models.get(msg.addr);
         if (!model) break;
         if (first === null) first = model;

@@ -51,10 +51,20 @@ interface PreparedTransfer {
 
 /**
  * The reusable PreparedTransfer: its message objects live on in `spare` while `msgs` is cut to the
- * transfer's length, so the steady state builds no message objects.
+ * transfer's length, so the steady state builds no message objects; `views[i]` is the guest memory
+ * view message i had last time, reused while the guest uses the same buffer again.
  */
 interface ReusablePrepared extends PreparedTransfer {
   readonly spare: I2cMessage[];
+  readonly views: GuestView[];
+}
+
+/** A view of guest memory over [addr, addr + len) of `memory`. */
+interface GuestView {
+  memory: GuestMemory | null;
+  addr: number;
+  len: number;
+  bytes: Uint8Array;
 }
 
 /** Why a transfer failed without a count from its bus: refused, or the bus threw. */
@@ -99,6 +109,8 @@ export class VirtioI2cDevice implements VhostUserDevice {
   readonly #batch: RequestRecord[] = [];
   /** Records whose chain went back to the used ring, for the next chains. */
   readonly #freeRecords: RequestRecord[] = [];
+  /** freeRecords[0, count) are free: a stack that never shrinks the array (that would allocate). */
+  #freeRecordCount = 0;
   /** The transfer run at once (see #submit) and the messages of a synchronous bus: reused. */
   #current: Transfer | null = null;
   #prepared: ReusablePrepared | null = null;
@@ -131,7 +143,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
     try {
       for (let chain = queue.pop(); chain; chain = queue.pop()) {
         this.#heldSlots += this.#slotsOf(chain);
-        const record = this.#freeRecords.pop() ?? new RequestRecord();
+        const record = this.#takeRecord();
         record.parse(chain, queue.memory);
         if (count < batch.length) batch[count] = record;
         else batch.push(record);
@@ -151,7 +163,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
           for (let i = start; i < count; i++) {
             const record = batch[i] as RequestRecord;
             this.#heldSlots -= this.#slotsOf(record.chain);
-            this.#freeRecords.push(record);
+            this.#returnRecord(record);
           }
           queue.rewind(count - start);
           break;
@@ -188,6 +200,15 @@ export class VirtioI2cDevice implements VhostUserDevice {
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const wake of waiters) wake();
+  }
+
+  #takeRecord(): RequestRecord {
+    if (this.#freeRecordCount === 0) return new RequestRecord();
+    return this.#freeRecords[--this.#freeRecordCount] as RequestRecord;
+  }
+
+  #returnRecord(record: RequestRecord): void {
+    this.#freeRecords[this.#freeRecordCount++] = record;
   }
 
   /** Ring slots a chain occupies: one with indirect descriptors (as Linux uses them), else one each. */
@@ -334,7 +355,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       for (let i = start; i < end; i++) {
         const r = requests[i] as RequestRecord;
         const hostAddr = this.#addressMap.lookup(r.addr)?.hostAddr ?? r.addr;
-        const view = inPlace ? contiguousView(memory, r.buffer) : null;
+        const view = inPlace ? this.#inPlaceView(memory, r.buffer, i - start) : null;
         const buf = view ?? copyOf(memory, r);
         prepared.copyBack[i - start] = r.read && r.length > 0 && view === null;
         const msg = prepared.msgs[i - start];
@@ -355,14 +376,44 @@ export class VirtioI2cDevice implements VhostUserDevice {
 
   /** The reusable PreparedTransfer, cut to `count` messages (their objects are the spare ones). */
   #reusablePrepared(bus: I2cBus, count: number): PreparedTransfer {
-    const prepared = (this.#prepared ??= { bus, msgs: [], copyBack: [], spare: [] });
+    this.#prepared ??= { bus, msgs: [], copyBack: [], spare: [], views: [] };
+    const prepared = this.#prepared;
     prepared.bus = bus;
-    const { msgs, spare, copyBack } = prepared;
+    const { msgs, spare, copyBack, views } = prepared;
     while (spare.length < count) spare.push({ addr: 0, read: false, buf: EMPTY });
+    while (views.length < count) views.push({ memory: null, addr: 0, len: 0, bytes: EMPTY });
     if (msgs.length > count) msgs.length = count;
     while (msgs.length < count) msgs.push(spare[msgs.length] as I2cMessage);
     if (copyBack.length !== count) copyBack.length = count;
     return prepared;
+  }
+
+  /**
+   * Guest memory in place for message `index` of the reusable transfer, over a one-segment buffer in
+   * one window; EMPTY for no buffer, null otherwise (the caller copies). Guests tend to reuse their
+   * buffers, so the view of the last transfer is handed out again when it covers the same bytes of the
+   * same memory (a closed memory detaches its views, which then no longer match).
+   */
+  #inPlaceView(memory: GuestMemory, buffer: readonly Segment[], index: number): Uint8Array | null {
+    if (buffer.length === 0) return EMPTY;
+    const only = buffer[0] as Segment;
+    if (buffer.length !== 1) return null;
+    const cached = (this.#prepared as ReusablePrepared).views[index] as GuestView;
+    if (
+      cached.memory === memory &&
+      cached.addr === only.addr &&
+      cached.len === only.len &&
+      cached.bytes.length === only.len
+    ) {
+      return cached.bytes;
+    }
+    const bytes = memory.slice(only.addr, only.len);
+    if (bytes === null) return null;
+    cached.memory = memory;
+    cached.addr = only.addr;
+    cached.len = only.len;
+    cached.bytes = bytes;
+    return bytes;
   }
 
   /** Writes statuses (first failure and everything after it: ERR) and returns every chain. */
@@ -404,7 +455,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
         this.#logger.error("returning a chain to the used ring failed", { error: errorText(err) });
       }
       // The chain went back: the record may be parsed again.
-      if (transfer.generation === this.#generation) this.#freeRecords.push(r);
+      this.#returnRecord(r);
     }
   }
 
@@ -470,11 +521,6 @@ function newPrepared(bus: I2cBus): PreparedTransfer {
 }
 
 /** A view of guest memory over a one-segment buffer when it lies in one window, else null. */
-function contiguousView(memory: GuestMemory, buffer: readonly Segment[]): Uint8Array | null {
-  const [only] = buffer;
-  if (buffer.length !== 1 || !only) return buffer.length === 0 ? EMPTY : null;
-  return memory.slice(only.addr, only.len);
-}
 
 /** A private buffer for a message: write data gathered from guest memory, or room for read data. */
 function copyOf(memory: GuestMemory, request: I2cRequest): Uint8Array {

@@ -25,6 +25,7 @@ import {
   QUEUE_SIZE_MAX,
   QueueBase,
   type QueueNotificationOptions,
+  type ReusableChain,
   readDescriptorAddress,
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
@@ -168,6 +169,47 @@ export interface PackedQueueOptions extends QueueNotificationOptions {
   usedIndex?: number;
 }
 
+/**
+ * The chains popped and not yet used, with the ring slots each took: an unordered list (each chain
+ * knows its place, so removal is a swap) plus a pop counter for rewind's "latest first". Nothing is
+ * allocated per chain.
+ */
+class InFlightChains {
+  readonly #list: ReusableChain[] = [];
+  #count = 0;
+  #popCounter = 0;
+
+  get size(): number {
+    return this.#count;
+  }
+
+  add(reusable: ReusableChain, slots: number): void {
+    reusable.slots = slots;
+    reusable.popOrder = this.#popCounter++;
+    reusable.listIndex = this.#count;
+    this.#list[this.#count++] = reusable;
+  }
+
+  has(reusable: ReusableChain): boolean {
+    return reusable.listIndex < this.#count && this.#list[reusable.listIndex] === reusable;
+  }
+
+  remove(reusable: ReusableChain): void {
+    const last = this.#list[--this.#count] as ReusableChain;
+    this.#list[reusable.listIndex] = last;
+    last.listIndex = reusable.listIndex;
+    reusable.listIndex = -1;
+  }
+
+  /** The `count` chains popped last, latest first (rewind: rare, so it may allocate). */
+  latest(count: number): ReusableChain[] {
+    return this.#list
+      .slice(0, this.#count)
+      .sort((a, b) => b.popOrder - a.popOrder)
+      .slice(0, count);
+  }
+}
+
 interface RawPackedDescriptor {
   addr: number;
   len: number;
@@ -182,7 +224,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
   private readonly nextAvail: RingPosition;
   private readonly nextUsed: RingPosition;
   /** Chains popped and not yet used, in pop order, with the ring slots each took. */
-  private readonly inFlightChains = new Map<DescriptorChain, number>();
+  private readonly inFlightChains = new InFlightChains();
   private inFlightSlots = 0;
   /** Used slots written since the last notify(), and whether the last decision is known (see notify). */
   private usedSinceNotify = 0;
@@ -266,10 +308,9 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       // A malformed chain is still skipped to its end, so the next pop starts on a chain head.
       if ((flags & VRING_DESC_F_NEXT) === 0) break;
     }
-    const chain = state.chain.finish(id, error);
-    this.inFlightChains.set(chain, slots);
+    this.inFlightChains.add(state.chain, slots);
     this.inFlightSlots += slots;
-    return chain;
+    return state.chain.finish(id, error);
   }
 
   rewind(count: number): void {
@@ -279,20 +320,20 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
         `cannot rewind ${count} chains with ${this.inFlightChains.size} in flight`,
       );
     }
-    const latest = [...this.inFlightChains].slice(this.inFlightChains.size - count);
-    for (const [chain, slots] of latest.reverse()) {
-      retreat(this.nextAvail, slots, this.size);
-      this.inFlightSlots -= slots;
-      this.inFlightChains.delete(chain);
-      this.chains.release(chain);
+    for (const reusable of this.inFlightChains.latest(count)) {
+      retreat(this.nextAvail, reusable.slots, this.size);
+      this.inFlightSlots -= reusable.slots;
+      this.inFlightChains.remove(reusable);
+      this.chains.release(reusable.chain);
     }
   }
 
   pushUsed(chain: DescriptorChain, writtenLen: number): void {
-    const slots = this.inFlightChains.get(chain);
-    if (slots === undefined) {
+    const reusable = this.chains.popped(chain);
+    if (reusable === undefined || !this.inFlightChains.has(reusable)) {
       throw new VirtqueueError("EINVAL", "pushUsed with a chain not in flight on this queue");
     }
+    const slots = reusable.slots;
     checkWrittenLength(writtenLen);
     const at = DESCRIPTOR_SIZE * this.nextUsed.index;
     this.desc.setU16(at + PACKED_DESC_ID, chain.head);
@@ -304,7 +345,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     );
     // One used element stands for the whole chain: skip the slots it took.
     advance(this.nextUsed, slots, this.size);
-    this.inFlightChains.delete(chain);
+    this.inFlightChains.remove(reusable);
     this.inFlightSlots -= slots;
     this.usedSinceNotify += slots;
     this.chains.release(chain);
@@ -391,7 +432,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       this.walkIndirect(raw.addr, raw.len / DESCRIPTOR_SIZE, state);
       return;
     }
-    this.addBuffer(raw, state, `descriptor ${position}`);
+    this.addBuffer(raw, state, "descriptor", position);
   }
 
   /**
@@ -412,7 +453,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       if (this.raw.flags & VRING_DESC_F_INDIRECT) {
         throw new ChainFault(CHAIN_ERROR.nestedIndirect, `INDIRECT flag in table entry ${i}`);
       }
-      this.addBuffer(this.raw, state, `table entry ${i}`);
+      this.addBuffer(this.raw, state, "table entry", i);
     }
   }
 

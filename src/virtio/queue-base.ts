@@ -85,6 +85,10 @@ export class ReusableChain {
   readonly chain: MutableChain = { head: 0, descriptors: [], error: null };
   /** In the pool's free list (not popped). */
   free = false;
+  /** Packed rings' in-flight bookkeeping (InFlightChains): ring slots taken, pop order, list place. */
+  slots = 0;
+  popOrder = 0;
+  listIndex = -1;
   /** Every descriptor object the chain ever held: chain.descriptors[i] is spare[i]. */
   readonly #spare: Descriptor[] = [];
   #count = 0;
@@ -125,12 +129,16 @@ export class ReusableChain {
  * rewound); a chain object the pool did not hand out is ignored on release.
  */
 export class ChainPool {
+  /** free[0, freeCount) are free: a stack that never shrinks the array (that would allocate). */
   readonly #free: ReusableChain[] = [];
+  #freeCount = 0;
   readonly #owners = new WeakMap<DescriptorChain, ReusableChain>();
 
   acquire(): ReusableChain {
-    let reusable = this.#free.pop();
-    if (reusable === undefined) {
+    let reusable: ReusableChain;
+    if (this.#freeCount > 0) {
+      reusable = this.#free[--this.#freeCount] as ReusableChain;
+    } else {
       reusable = new ReusableChain();
       this.#owners.set(reusable.chain, reusable);
     }
@@ -139,13 +147,22 @@ export class ChainPool {
     return reusable;
   }
 
+  /** The pool entry behind a chain this pool handed out and that is not back yet, else undefined. */
+  popped(chain: DescriptorChain): ReusableChain | undefined {
+    const reusable = this.#owners.get(chain);
+    return reusable === undefined || reusable.free ? undefined : reusable;
+  }
+
   release(chain: DescriptorChain): void {
     const reusable = this.#owners.get(chain);
     if (reusable === undefined || reusable.free) return;
     reusable.free = true;
-    this.#free.push(reusable);
+    this.#free[this.#freeCount++] = reusable;
   }
 }
+
+/** How chain errors name where a descriptor sits: a ring or table descriptor, or a packed table entry. */
+export type DescriptorPlace = "descriptor" | "table entry";
 
 /** What one chain walk has collected so far. */
 export interface WalkState {
@@ -246,12 +263,20 @@ export abstract class QueueBase<Addresses extends object> {
     }
   }
 
-  /** Checks the buffer descriptor `raw` (found at `where`) against the chain so far and appends it. */
-  protected addBuffer(raw: DescriptorFields, state: WalkState, where: string): void {
-    if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, where);
+  /**
+   * Checks the buffer descriptor `raw` (entry `index` of its table, named `place` in errors) against
+   * the chain so far and appends it. Error texts are only built on failure.
+   */
+  protected addBuffer(
+    raw: DescriptorFields,
+    state: WalkState,
+    place: DescriptorPlace,
+    index: number,
+  ): void {
+    if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, `${place} ${index}`);
     const writable = (raw.flags & VRING_DESC_F_WRITE) !== 0;
     if (state.seenWritable && !writable) {
-      throw new ChainFault(CHAIN_ERROR.readableAfterWritable, where);
+      throw new ChainFault(CHAIN_ERROR.readableAfterWritable, `${place} ${index}`);
     }
     state.seenWritable = writable;
     state.total += raw.len;
@@ -261,7 +286,7 @@ export abstract class QueueBase<Addresses extends object> {
     if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
       throw new ChainFault(
         CHAIN_ERROR.bufferOutsideMemory,
-        `${where}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
+        `${place} ${index}: ${raw.addr < 0 ? "address past 2^53" : `0x${raw.addr.toString(16)}+${raw.len}`}`,
       );
     }
     state.chain.append(raw.addr, raw.len, writable);

@@ -391,7 +391,7 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
         index = 0;
         continue;
       }
-      this.addBuffer(raw, state, `descriptor ${index}`);
+      this.addBuffer(raw, state, "descriptor", index);
       if ((raw.flags & VRING_DESC_F_NEXT) === 0) return;
       if (raw.next >= tableSize) {
         throw new ChainFault(

@@ -99,7 +99,8 @@ export class EepromChip {
   }
 
   #start(block: number, read: boolean): boolean {
-    this.#pending.clear(); // a repeated START before STOP aborts the write cycle
+    // A repeated START before STOP aborts the write cycle. (Clearing an empty Map still allocates.)
+    if (this.#pending.size > 0) this.#pending.clear();
     this.#writing = !read;
     this.#addressBytesPending = read ? 0 : this.geometry.addressBytes;
     this.#address = this.geometry.addressBytes === 1 ? block * BLOCK : 0;
@@ -134,7 +135,8 @@ export class EepromChip {
   #stop(): void {
     this.#writing = false;
     this.#addressBytesPending = 0;
-    if (this.#pending.size === 0 || this.#readOnly) {
+    if (this.#pending.size === 0) return;
+    if (this.#readOnly) {
       this.#pending.clear();
       return;
     }
