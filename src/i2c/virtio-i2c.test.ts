@@ -479,6 +479,42 @@ describe("VirtioI2cDevice", () => {
     assert.deepEqual(guest.data(r[0] as Submitted), [0x33, 0x33, 0x33, 0x33]);
   });
 
+  it("lends a reused guest buffer in place again, and never a view of memory the queue has left", () => {
+    const guest = new Guest();
+    let fill = 0;
+    const counting: I2cBus = {
+      name: "counting",
+      transfer(msgs) {
+        fill++;
+        for (const m of msgs) if (m.read) m.buf.fill(fill);
+        return msgs.length;
+      },
+      close() {},
+    };
+    const device = makeDevice([{ bus: counting, addrs: [0x20] }]);
+    const [read] = guest.submit([{ addr: 0x20, read: true, len: 4 }]) as [Submitted];
+    // The first transfer tells the device the bus is synchronous; the second lends guest memory.
+    device.processQueue(0, guest.queue);
+    guest.driver.publish(read.head);
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(guest.data(read), [2, 2, 2, 2]);
+    guest.driver.publish(read.head);
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(guest.data(read), [3, 3, 3, 3], "the same buffer again");
+    // The same chain once more, after the queue moved to another memory (SET_MEM_TABLE).
+    guest.driver.publish(read.head);
+    const moved = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x100000 }]);
+    const bytes = new Uint8Array(0x100000);
+    guest.memory.read(0, bytes);
+    moved.write(0, bytes);
+    guest.queue.remap(moved);
+    device.processQueue(0, guest.queue);
+    const answer = new Uint8Array(4);
+    moved.read(read.bufGpa, answer);
+    assert.deepEqual([...answer], [4, 4, 4, 4]);
+    assert.deepEqual(guest.data(read), [3, 3, 3, 3], "the old memory is left alone");
+  });
+
   it("drops completions that arrive after a reset", async () => {
     const guest = new Guest();
     const slow = new DeferredBus();
