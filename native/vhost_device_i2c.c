@@ -1235,6 +1235,7 @@ typedef struct {
   bool finished; /* under lock: the thread finished a job */
   bool stopping; /* under lock: the thread must exit */
   bool busy;     /* main thread: submitted, its callback not called yet */
+  bool calling;  /* main thread: inside the callback (which may close the channel) */
   bool closed;
   bool uv_closed;
   bool js_finalized;
@@ -1279,8 +1280,17 @@ static void channel_on_close(uv_handle_t* handle) {
   channel_maybe_free(ch);
 }
 
+static void channel_release_js(napi_env env, i2c_channel_t* ch) {
+  if (ch->callback != NULL) napi_delete_reference(env, ch->callback);
+  if (ch->exchange != NULL) napi_delete_reference(env, ch->exchange);
+  if (ch->context != NULL) napi_async_destroy(env, ch->context);
+  ch->callback = ch->exchange = NULL;
+  ch->context = NULL;
+}
+
 /* Stops and joins the thread (it is idle unless the owner closes with a transfer in flight, which
- * then finishes first), drops the JS references and closes `done`. Idempotent. */
+ * then finishes first), drops the JS references (after the callback, when it is the one closing)
+ * and closes `done`. Idempotent. */
 static void channel_close(napi_env env, i2c_channel_t* ch) {
   if (ch->closed) return;
   ch->closed = true;
@@ -1291,11 +1301,7 @@ static void channel_close(napi_env env, i2c_channel_t* ch) {
     pthread_cond_signal(&ch->wake);
     pthread_join(ch->thread, NULL);
   }
-  if (ch->callback != NULL) napi_delete_reference(env, ch->callback);
-  if (ch->exchange != NULL) napi_delete_reference(env, ch->exchange);
-  if (ch->context != NULL) napi_async_destroy(env, ch->context);
-  ch->callback = ch->exchange = NULL;
-  ch->context = NULL;
+  if (!ch->calling) channel_release_js(env, ch);
   uv_close((uv_handle_t*)&ch->done, channel_on_close);
 }
 
@@ -1342,7 +1348,10 @@ static void channel_on_done(uv_async_t* handle) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value result = channel_result(env, ch);
+  ch->calling = true;
   call_from_loop(env, ch->context, ch->callback, 1, &result);
+  ch->calling = false;
+  if (ch->closed) channel_release_js(env, ch); /* closed by its own callback */
   napi_close_handle_scope(env, scope);
 }
 

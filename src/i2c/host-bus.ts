@@ -154,13 +154,22 @@ interface AdapterJob {
  * one at a time; a job that ends synchronously lets the next start in the same loop, not deeper.
  */
 interface AdapterQueue {
-  readonly key: string;
   readonly waiting: AdapterJob[];
   running: boolean;
   pumping: boolean;
 }
 
+/** One queue per device path, kept for the life of the process (a handful of adapters at most). */
 const adapterQueues = new Map<string, AdapterQueue>();
+
+function adapterQueue(path: string): AdapterQueue {
+  let queue = adapterQueues.get(path);
+  if (queue === undefined) {
+    queue = { waiting: [], running: false, pumping: false };
+    adapterQueues.set(path, queue);
+  }
+  return queue;
+}
 
 /** `new Promise(captureResolve)` leaves its resolve here: no closure per transfer. */
 let capturedResolve: ((done: number) => void) | null = null;
@@ -278,8 +287,8 @@ export class HostBus implements I2cBus {
   readonly #now: () => number;
   readonly #reopenIntervalMs: number;
   readonly #warnLimiter: LogRateLimiter;
-  /** Queue key: the path at start-up, kept across reopens so one adapter keeps one queue. */
-  readonly #queueKey: string;
+  /** The queue of the path at start-up, kept across reopens so one adapter keeps one queue. */
+  readonly #queue: AdapterQueue;
   #adapter: number;
   #path: string;
   /** The open adapter, or null while it is down (gone, not reopened yet). */
@@ -306,7 +315,7 @@ export class HostBus implements I2cBus {
   ) {
     this.#adapter = adapter;
     this.#path = path;
-    this.#queueKey = path;
+    this.#queue = adapterQueue(path);
     this.#addrs = [...addrs];
     this.#logger = logger;
     this.#options = options;
@@ -381,7 +390,7 @@ export class HostBus implements I2cBus {
     const promise = new Promise<number>(captureResolve);
     const resolve = capturedResolve!;
     capturedResolve = null;
-    HostBus.#enqueue({ bus: this, msgs, resolve });
+    this.#enqueue({ bus: this, msgs, resolve });
     return promise;
   }
 
@@ -389,34 +398,28 @@ export class HostBus implements I2cBus {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    HostBus.#enqueue({ bus: this, msgs: null, resolve: () => {} });
+    this.#enqueue({ bus: this, msgs: null, resolve: () => {} });
   }
 
-  static #enqueue(job: AdapterJob): void {
-    const key = job.bus.#queueKey;
-    let queue = adapterQueues.get(key);
-    if (queue === undefined) {
-      queue = { key, waiting: [], running: false, pumping: false };
-      adapterQueues.set(key, queue);
-    }
-    queue.waiting.push(job);
-    HostBus.#pump(queue);
+  #enqueue(job: AdapterJob): void {
+    this.#queue.waiting.push(job);
+    HostBus.#pump(this.#queue);
   }
 
-  /** Starts waiting jobs until one runs asynchronously; drops the queue once it is empty. */
+  /** Starts waiting jobs (of any bus on the adapter) until one runs asynchronously. */
   static #pump(queue: AdapterQueue): void {
     if (queue.pumping) return;
     queue.pumping = true;
-    while (!queue.running) {
-      const job = queue.waiting.shift();
-      if (job === undefined) {
-        if (adapterQueues.get(queue.key) === queue) adapterQueues.delete(queue.key);
-        break;
+    try {
+      while (!queue.running) {
+        const job = queue.waiting.shift();
+        if (job === undefined) break;
+        queue.running = true;
+        job.bus.#start(job);
       }
-      queue.running = true;
-      job.bus.#start(job);
+    } finally {
+      queue.pumping = false;
     }
-    queue.pumping = false;
   }
 
   /** Ends the running job: its result to its caller, then the next job of the adapter. */
@@ -425,10 +428,8 @@ export class HostBus implements I2cBus {
     this.#currentDev = null;
     this.#currentCommand = null;
     job.resolve(done);
-    const queue = adapterQueues.get(this.#queueKey);
-    if (queue === undefined) return;
-    queue.running = false;
-    HostBus.#pump(queue);
+    this.#queue.running = false;
+    HostBus.#pump(this.#queue);
   }
 
   #start(job: AdapterJob): void {
@@ -444,18 +445,18 @@ export class HostBus implements I2cBus {
       this.#finish(job, 0);
       return;
     }
-    const dev = this.#dev ?? this.#reopen();
-    if (dev === null) {
-      this.#logger.debug("transfer failed: adapter down", {
-        path: this.path,
-        shape: describeShape(msgs),
-      });
-      this.#finish(job, 0);
-      return;
-    }
     this.#current = job;
-    this.#currentDev = dev;
     try {
+      const dev = this.#dev ?? this.#reopen();
+      if (dev === null) {
+        this.#logger.debug("transfer failed: adapter down", {
+          path: this.path,
+          shape: describeShape(msgs),
+        });
+        this.#finish(job, 0);
+        return;
+      }
+      this.#currentDev = dev;
       if (this.#canI2c && !(this.#noZeroLength && this.#canQuick && isSingleZeroLength(msgs))) {
         dev.rdwr(toRdwrMsgs(msgs), this.#onRdwrDone);
         return;
@@ -472,7 +473,8 @@ export class HostBus implements I2cBus {
       }
       this.#submitSmbus(dev, cmd);
     } catch (error) {
-      this.#transferFailed(error);
+      // Refused before it reached the adapter (closed fd, bad message): a failed transfer.
+      if (this.#current === job) this.#transferFailed(error);
     }
   }
 
@@ -537,9 +539,10 @@ export class HostBus implements I2cBus {
   /** The running transfer failed: log as its error says, then 0 to its caller. */
   #transferFailed(error: unknown): void {
     const job = this.#current;
+    if (job === null || job.msgs === null) return;
     const dev = this.#currentDev;
-    if (job === null || job.msgs === null || dev === null) return;
-    this.#failed(error, describeShape(job.msgs), dev);
+    if (dev !== null) this.#failed(error, describeShape(job.msgs), dev);
+    else this.#logger.warn("transfer failed", { path: this.path, code: codeOf(error) });
     this.#finish(job, 0);
   }
 
