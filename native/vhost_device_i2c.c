@@ -3,7 +3,7 @@
  *
  * Owns: Unix sockets with SCM_RIGHTS, eventfd, memfd, shared mappings and their ArrayBuffer views,
  * libuv poll handles, datagram sockets (service-manager notification), and the /dev/i2c-N ioctls
- * (transfers run off the main thread: on an adapter's own I/O thread, or on the libuv threadpool).
+ * (transfers run off the main thread, on each open adapter's own I/O thread).
  * Must not: parse or validate any protocol, keep device state, or decide policy. The typed surface
  * lives in src/sys/native.ts; every failing syscall throws an Error with code/errno/syscall.
  */
@@ -48,7 +48,6 @@
 #define MAX_SAFE_INTEGER 9007199254740991.0
 #define RECV_MAX_FDS 16 /* control buffer capacity; vhost-user needs at most 8 */
 #define SEND_MAX_FDS 253 /* SCM_MAX_FD, the kernel's limit per message */
-#define I2C_MAX_MSG_LEN 65535
 #define SMBUS_DATA_SIZE ((int)sizeof(union i2c_smbus_data))
 
 /* ---------------------------------------------------------------------------------------------
@@ -1057,9 +1056,8 @@ static napi_value js_poll_close(napi_env env, napi_callback_info info) {
  * i2c-dev: open, I2C_FUNCS, I2C_SLAVE inline; I2C_RDWR and I2C_SMBUS off the main thread
  *
  * A transfer is an i2c_job_t: native memory only, so the thread that runs it never touches JS
- * memory. It runs either on an adapter's own I/O thread (i2cChannel*: one thread per open adapter,
- * one job at a time in memory kept across transfers, completions through one uv_async) or, for
- * a one-off call, as napi async work on the libuv threadpool (i2cRdwr, i2cSmbus).
+ * memory. It runs on the adapter's own I/O thread (i2cChannel*: one thread per open adapter, one
+ * job at a time in memory kept across transfers, completions through one uv_async).
  * ------------------------------------------------------------------------------------------- */
 
 /* Channel exchange buffer: message i's {addr, flags, len} as host-endian u16 at 6*i, the bytes of
@@ -1099,11 +1097,11 @@ static napi_value js_i2c_set_slave(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-/* One transfer as the worker sees it. */
+/* One transfer as the I/O thread sees it. */
 typedef struct {
   bool smbus;
   int fd;
-  int err;             /* errno from the worker, 0 on success */
+  int err;             /* errno from the I/O thread, 0 on success */
   const char* syscall; /* which ioctl failed */
   /* I2C_RDWR */
   uint32_t count;
@@ -1119,7 +1117,7 @@ typedef struct {
   union i2c_smbus_data data;
 } i2c_job_t;
 
-/* ioctl on the worker thread, retried when a signal interrupts it. */
+/* ioctl on the I/O thread, retried when a signal interrupts it. */
 static int ioctl_retrying(int fd, unsigned long request, void* arg) {
   int rc;
   do {
@@ -1128,7 +1126,7 @@ static int ioctl_retrying(int fd, unsigned long request, void* arg) {
   return rc;
 }
 
-/* Runs the job on the calling (worker) thread. */
+/* Runs the job on the calling (I/O) thread. */
 static void i2c_job_run(i2c_job_t* job) {
   if (!job->smbus) {
     struct i2c_rdwr_ioctl_data request = {.msgs = job->msgs, .nmsgs = job->count};
@@ -1137,7 +1135,7 @@ static void i2c_job_run(i2c_job_t* job) {
     job->syscall = "ioctl(I2C_RDWR)";
     return;
   }
-  /* Address and transfer in one worker call, so no other transfer on this fd comes between. */
+  /* Address and transfer in one job, so no other transfer on this fd comes between. */
   int rc = ioctl_retrying(job->fd, I2C_SLAVE, (void*)(uintptr_t)job->addr);
   if (rc < 0) {
     job->err = errno;
@@ -1523,181 +1521,6 @@ static napi_value js_i2c_channel_close(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
-/* --- One-off transfers on the libuv threadpool (i2cRdwr, i2cSmbus) --------------------------- */
-
-typedef struct {
-  napi_async_work work;
-  napi_ref callback;
-  /* The JS buffers the results go back to (I2C_RDWR: one per message; SMBus: the data). */
-  napi_ref buffers[I2C_RDWR_IOCTL_MAX_MSGS];
-  uint32_t buffer_count;
-  i2c_job_t job;
-} oneshot_t;
-
-static void oneshot_free(napi_env env, oneshot_t* o) {
-  for (uint32_t i = 0; i < o->buffer_count; i++) napi_delete_reference(env, o->buffers[i]);
-  if (o->callback != NULL) napi_delete_reference(env, o->callback);
-  if (o->work != NULL) napi_delete_async_work(env, o->work);
-  free(o->job.storage);
-  free(o);
-}
-
-static bool oneshot_hold(napi_env env, oneshot_t* o, napi_value buffer) {
-  if (napi_create_reference(env, buffer, 1, &o->buffers[o->buffer_count]) != napi_ok) return false;
-  o->buffer_count++;
-  return true;
-}
-
-static void oneshot_execute(napi_env env, void* data) {
-  (void)env;
-  i2c_job_run(&((oneshot_t*)data)->job);
-}
-
-static napi_value buffer_of(napi_env env, napi_ref ref) {
-  napi_value value = NULL;
-  napi_get_reference_value(env, ref, &value);
-  return value;
-}
-
-/* Read results into their JS buffers; false if one was detached or resized meanwhile. */
-static bool oneshot_copy_back(napi_env env, oneshot_t* o) {
-  const i2c_job_t* job = &o->job;
-  if (job->smbus) {
-    return copy_back(env, buffer_of(env, o->buffers[0]), 0, (const uint8_t*)&job->data,
-                     SMBUS_DATA_SIZE);
-  }
-  bool all = true;
-  for (uint32_t i = 0; i < job->count; i++) {
-    if ((job->msgs[i].flags & I2C_M_RD) == 0) continue;
-    napi_value buffer = buffer_of(env, o->buffers[i]);
-    size_t len = 0;
-    void* raw;
-    /* The buffer must still have exactly its length at submission. */
-    if (!typed_array_of(env, buffer, napi_uint8_array, &len, &raw) || len != job->msgs[i].len ||
-        !copy_back(env, buffer, 0, job->msgs[i].buf, len)) {
-      all = false;
-    }
-  }
-  return all;
-}
-
-static void oneshot_complete(napi_env env, napi_status status, void* data) {
-  oneshot_t* o = data;
-  napi_value arg = NULL;
-  if (status == napi_cancelled) {
-    arg = make_errno_error(env, o->job.smbus ? "ioctl(I2C_SMBUS)" : "ioctl(I2C_RDWR)", ECANCELED);
-  } else if ((arg = i2c_job_error(env, &o->job)) == NULL && !oneshot_copy_back(env, o)) {
-    arg = detached_error(env);
-  }
-  if (arg == NULL) napi_get_null(env, &arg);
-  napi_value callback, recv;
-  napi_get_undefined(env, &recv);
-  if (napi_get_reference_value(env, o->callback, &callback) == napi_ok && callback != NULL) {
-    /* Async work completion runs inside a callback scope; exceptions become uncaught. */
-    napi_call_function(env, recv, callback, 1, &arg, NULL);
-  }
-  oneshot_free(env, o);
-}
-
-static napi_value oneshot_queue(napi_env env, oneshot_t* o, napi_value callback) {
-  napi_value resource_name;
-  if (napi_create_reference(env, callback, 1, &o->callback) != napi_ok ||
-      napi_create_string_utf8(env, "I2cTransfer", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
-      napi_create_async_work(env, NULL, resource_name, oneshot_execute, oneshot_complete, o,
-                             &o->work) != napi_ok ||
-      napi_queue_async_work(env, o->work) != napi_ok) {
-    oneshot_free(env, o);
-    return NULL;
-  }
-  return make_undefined(env);
-}
-
-/* msgs[i] as {addr, flags, buf}: fills addr, flags and len of `msg` (not its buffer). */
-static bool get_rdwr_msg(napi_env env, napi_value msgs, uint32_t i, struct i2c_msg* msg,
-                         napi_value* buf_value, uint8_t** data) {
-  napi_value element, addr_value, flags_value;
-  int64_t addr, flags;
-  size_t len;
-  if (napi_get_element(env, msgs, i, &element) != napi_ok ||
-      napi_get_named_property(env, element, "addr", &addr_value) != napi_ok ||
-      napi_get_named_property(env, element, "flags", &flags_value) != napi_ok ||
-      napi_get_named_property(env, element, "buf", buf_value) != napi_ok ||
-      !get_int_in(env, addr_value, "msg.addr", 0, 0x3ff, &addr) ||
-      !get_int_in(env, flags_value, "msg.flags", 0, 0xffff, &flags) ||
-      !get_u8(env, *buf_value, "msg.buf", data, &len)) {
-    return false;
-  }
-  if (len > I2C_MAX_MSG_LEN) {
-    throw_range(env, "msg.buf must be at most 65535 bytes");
-    return false;
-  }
-  *msg = (struct i2c_msg){.addr = (uint16_t)addr, .flags = (uint16_t)flags, .len = (uint16_t)len};
-  return true;
-}
-
-/* i2cRdwr(fd, msgs, callback): buffers are copied in, read data copied back before the callback. */
-static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  int fd;
-  uint32_t count = 0;
-  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_array(env, argv[1], "msgs must be an array", &count)) {
-    return NULL;
-  }
-  if (count < 1 || count > I2C_RDWR_IOCTL_MAX_MSGS) {
-    return throw_range(env, "msgs must hold 1 to 42 messages");
-  }
-  if (!get_callback(env, argv[2])) return NULL;
-  oneshot_t* o = calloc(1, sizeof *o);
-  if (o == NULL) return throw_errno(env, "malloc", ENOMEM);
-  i2c_job_t* job = &o->job;
-  job->fd = fd;
-  job->count = count;
-  uint8_t* sources[I2C_RDWR_IOCTL_MAX_MSGS];
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value buf_value;
-    if (!get_rdwr_msg(env, argv[1], i, &job->msgs[i], &buf_value, &sources[i]) ||
-        !oneshot_hold(env, o, buf_value)) {
-      oneshot_free(env, o);
-      return NULL;
-    }
-  }
-  /* The worker must never touch JS memory: every buffer is copied out now. */
-  if (!i2c_job_place_messages(job)) {
-    oneshot_free(env, o);
-    return throw_errno(env, "malloc", ENOMEM);
-  }
-  for (uint32_t i = 0; i < count; i++) {
-    if (job->msgs[i].len > 0) memcpy(job->msgs[i].buf, sources[i], job->msgs[i].len);
-  }
-  return oneshot_queue(env, o, argv[2]);
-}
-
-/* i2cSmbus(fd, addr, readWrite, command, size, data, callback): data = 34-byte i2c_smbus_data. */
-static napi_value js_i2c_smbus(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  int fd;
-  uint8_t* data;
-  size_t len;
-  i2c_job_t command = {0};
-  if (!get_args(env, info, 7, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_smbus_command(env, argv + 1, &command) || !get_u8(env, argv[5], "data", &data, &len) ||
-      !get_callback(env, argv[6])) {
-    return NULL;
-  }
-  if (len != SMBUS_DATA_SIZE) return throw_range(env, "data must be exactly 34 bytes");
-  oneshot_t* o = calloc(1, sizeof *o);
-  if (o == NULL) return throw_errno(env, "malloc", ENOMEM);
-  o->job = command;
-  o->job.fd = fd;
-  memcpy(&o->job.data, data, SMBUS_DATA_SIZE);
-  if (!oneshot_hold(env, o, argv[5])) {
-    oneshot_free(env, o);
-    return NULL;
-  }
-  return oneshot_queue(env, o, argv[6]);
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Module
  * ------------------------------------------------------------------------------------------- */
@@ -1823,8 +1646,6 @@ static napi_value init(napi_env env, napi_value exports) {
       {"i2cOpen", NULL, js_i2c_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cFuncs", NULL, js_i2c_funcs, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cSetSlave", NULL, js_i2c_set_slave, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"i2cRdwr", NULL, js_i2c_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"i2cSmbus", NULL, js_i2c_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cChannelOpen", NULL, js_i2c_channel_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cChannelRdwr", NULL, js_i2c_channel_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cChannelSmbus", NULL, js_i2c_channel_smbus, NULL, NULL, NULL, napi_enumerable, NULL},

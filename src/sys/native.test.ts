@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
   findPackageRoot,
+  I2C_EXCHANGE_HEADER,
+  type I2cChannelHandle,
   loadNativeBinding,
   type NativeBinding,
   NativeLoadError,
@@ -18,7 +20,10 @@ describe("loadNativeBinding", () => {
   it("loads the built addon from the package root", () => {
     const binding = loadNativeBinding();
     assert.equal(typeof binding.recvMsg, "function");
-    assert.equal(typeof binding.i2cSmbus, "function");
+    assert.equal(typeof binding.i2cChannelRdwr, "function");
+    // The one-off threadpool transfers are gone: every transfer goes through a channel.
+    assert.equal("i2cRdwr" in binding, false);
+    assert.equal("i2cSmbus" in binding, false);
   });
 
   it("reports every path tried when the addon is missing", () => {
@@ -138,25 +143,184 @@ describe("addon argument checks", () => {
     }
   });
 
-  it("rejects I2C_RDWR message counts outside 1..42 and buffers over 65535 bytes", () => {
-    const cb = () => assert.fail("must not be queued");
-    const msg = { addr: 0x50, flags: 0, buf: new Uint8Array(1) };
-    assert.throws(() => binding.i2cRdwr(0, [], cb), { code: "ERR_OUT_OF_RANGE" });
-    assert.throws(() => binding.i2cRdwr(0, Array(43).fill(msg), cb), { code: "ERR_OUT_OF_RANGE" });
-    assert.throws(
-      () => binding.i2cRdwr(0, [{ addr: 0x50, flags: 0, buf: new Uint8Array(65536) }], cb),
-      { code: "ERR_OUT_OF_RANGE" },
-    );
-    assert.throws(
-      () => binding.i2cRdwr(0, [{ addr: 0x50, flags: 0, buf: [1] as unknown as Uint8Array }], cb),
-      TypeError,
-    );
-    assert.throws(() => binding.i2cSmbus(0, 0x50, 1, 0, 2, new Uint8Array(33), cb), {
-      code: "ERR_OUT_OF_RANGE",
-    });
-  });
-
   it("throws errno errors with code, errno and syscall", () => {
     assert.throws(() => binding.eventfdRead(999_999), { code: "EBADF", errno: 9, syscall: "read" });
+  });
+});
+
+describe("addon I2C channel checks", () => {
+  const binding = native();
+  const SMBUS_DATA = 34;
+  const MAX_MSGS = 42;
+
+  /**
+   * A channel on /dev/null, where every transfer that starts ends with ENOTTY. `ended()` is the
+   * next callback's argument; a callback nobody waits for (a check let a transfer through) throws.
+   */
+  function nullChannel() {
+    const fd = binding.i2cOpen("/dev/null");
+    let settle: ((error: Error | null) => void) | null = null;
+    const channel: I2cChannelHandle = binding.i2cChannelOpen(fd, (error) => {
+      const resolve = settle;
+      settle = null;
+      if (resolve === null) assert.fail(`a transfer ran that no test started: ${error}`);
+      resolve(error);
+    });
+    return {
+      channel,
+      ended: () => new Promise<Error | null>((resolve) => (settle = resolve)),
+      close: () => {
+        binding.i2cChannelClose(channel);
+        binding.close(fd);
+      },
+    };
+  }
+
+  /** A transfer that reached the adapter: /dev/null answers the ioctl with ENOTTY. */
+  async function assertReached(ended: Promise<Error | null>, syscall: string): Promise<void> {
+    const error = await ended;
+    assert.ok(error instanceof Error);
+    assert.equal((error as NodeJS.ErrnoException).code, "ENOTTY");
+    assert.equal((error as NodeJS.ErrnoException).syscall, syscall);
+  }
+
+  /** An exchange buffer of `bytes` whose header describes messages of `lengths` to 0x50. */
+  function exchangeFor(bytes: number, lengths: readonly number[]): Uint8Array {
+    const exchange = new Uint8Array(bytes);
+    const header = new Uint16Array(exchange.buffer, 0, I2C_EXCHANGE_HEADER / 2);
+    lengths.forEach((length, i) => {
+      header[3 * i] = 0x50;
+      header[3 * i + 2] = length;
+    });
+    return exchange;
+  }
+
+  it("takes 1 to 42 messages and refuses counts outside 1..42", async () => {
+    const ch = nullChannel();
+    try {
+      const exchange = exchangeFor(I2C_EXCHANGE_HEADER, Array(MAX_MSGS).fill(0));
+      for (const count of [0, MAX_MSGS + 1, 1.5, -1]) {
+        assert.throws(() => binding.i2cChannelRdwr(ch.channel, exchange, count), {
+          name: "RangeError",
+          code: "ERR_OUT_OF_RANGE",
+        });
+      }
+      const ended = ch.ended();
+      binding.i2cChannelRdwr(ch.channel, exchange, MAX_MSGS);
+      await assertReached(ended, "ioctl(I2C_RDWR)");
+    } finally {
+      ch.close();
+    }
+  });
+
+  it("refuses a message past the exchange buffer's end or with an address over 0x3ff", async () => {
+    const ch = nullChannel();
+    try {
+      // Message lengths are u16 in the header; the bytes they claim must be in the buffer.
+      const tooLong = exchangeFor(I2C_EXCHANGE_HEADER + 4, [5]);
+      assert.throws(() => binding.i2cChannelRdwr(ch.channel, tooLong, 1), {
+        code: "ERR_OUT_OF_RANGE",
+      });
+      const largest = exchangeFor(I2C_EXCHANGE_HEADER + 65535, [65535, 1]);
+      assert.throws(() => binding.i2cChannelRdwr(ch.channel, largest, 2), {
+        code: "ERR_OUT_OF_RANGE",
+      });
+      const badAddr = exchangeFor(I2C_EXCHANGE_HEADER, [0]);
+      new Uint16Array(badAddr.buffer, 0, 1)[0] = 0x400;
+      assert.throws(() => binding.i2cChannelRdwr(ch.channel, badAddr, 1), {
+        code: "ERR_OUT_OF_RANGE",
+      });
+      const ended = ch.ended();
+      binding.i2cChannelRdwr(ch.channel, largest, 1);
+      await assertReached(ended, "ioctl(I2C_RDWR)");
+    } finally {
+      ch.close();
+    }
+  });
+
+  it("refuses an exchange buffer too short for its header or the SMBus data, or not a Uint8Array", () => {
+    const ch = nullChannel();
+    try {
+      assert.throws(
+        () => binding.i2cChannelRdwr(ch.channel, new Uint8Array(I2C_EXCHANGE_HEADER - 1), 1),
+        { code: "ERR_OUT_OF_RANGE" },
+      );
+      assert.throws(
+        () => binding.i2cChannelSmbus(ch.channel, new Uint8Array(SMBUS_DATA - 1), 0x50, 1, 0, 2),
+        { code: "ERR_OUT_OF_RANGE" },
+      );
+      const words = new Uint16Array(I2C_EXCHANGE_HEADER) as unknown as Uint8Array;
+      assert.throws(() => binding.i2cChannelRdwr(ch.channel, words, 1), TypeError);
+      const notChannel = {} as unknown as I2cChannelHandle;
+      const exchange = exchangeFor(I2C_EXCHANGE_HEADER, [0]);
+      assert.throws(() => binding.i2cChannelRdwr(notChannel, exchange, 1), TypeError);
+    } finally {
+      ch.close();
+    }
+  });
+
+  it("refuses SMBus addresses, readWrite, commands and sizes out of range", async () => {
+    const ch = nullChannel();
+    try {
+      const data = new Uint8Array(SMBUS_DATA);
+      const bad: Array<[number, number, number, number]> = [
+        [0x400, 1, 0, 2],
+        [0x50, 2, 0, 2],
+        [0x50, -1, 0, 2],
+        [0x50, 1, 256, 2],
+        [0x50, 1, 0, 9],
+        [0x50, 1, 0, -1],
+      ];
+      for (const [addr, readWrite, command, size] of bad) {
+        assert.throws(
+          () => binding.i2cChannelSmbus(ch.channel, data, addr, readWrite, command, size),
+          { code: "ERR_OUT_OF_RANGE" },
+          `addr ${addr} readWrite ${readWrite} command ${command} size ${size}`,
+        );
+      }
+      const ended = ch.ended();
+      binding.i2cChannelSmbus(ch.channel, data, 0x3ff, 1, 255, 8);
+      await assertReached(ended, "ioctl(I2C_SLAVE)");
+    } finally {
+      ch.close();
+    }
+  });
+
+  it("runs one transfer at a time: another one is refused with EBUSY until the callback", async () => {
+    const ch = nullChannel();
+    try {
+      const exchange = exchangeFor(I2C_EXCHANGE_HEADER + 1, [1]);
+      const ended = ch.ended();
+      binding.i2cChannelRdwr(ch.channel, exchange, 1);
+      // The callback cannot run before this synchronous code returns to the loop.
+      assert.throws(() => binding.i2cChannelRdwr(ch.channel, exchange, 1), {
+        code: "EBUSY",
+        syscall: "i2c channel",
+      });
+      assert.throws(
+        () => binding.i2cChannelSmbus(ch.channel, new Uint8Array(SMBUS_DATA), 0x50, 1, 0, 2),
+        { code: "EBUSY" },
+      );
+      await assertReached(ended, "ioctl(I2C_RDWR)");
+      const next = ch.ended();
+      binding.i2cChannelRdwr(ch.channel, exchange, 1);
+      await assertReached(next, "ioctl(I2C_RDWR)");
+    } finally {
+      ch.close();
+    }
+  });
+
+  it("refuses transfers on a closed channel with ERR_I2C_CHANNEL_CLOSED; close is idempotent", () => {
+    const ch = nullChannel();
+    ch.close();
+    binding.i2cChannelClose(ch.channel);
+    assert.throws(
+      () => binding.i2cChannelRdwr(ch.channel, exchangeFor(I2C_EXCHANGE_HEADER, [0]), 1),
+      { code: "ERR_I2C_CHANNEL_CLOSED" },
+    );
+    assert.throws(
+      () => binding.i2cChannelSmbus(ch.channel, new Uint8Array(SMBUS_DATA), 0x50, 1, 0, 2),
+      { code: "ERR_I2C_CHANNEL_CLOSED" },
+    );
   });
 });

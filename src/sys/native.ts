@@ -29,6 +29,7 @@ export type I2cChannelHandle = { readonly [i2cChannelBrand]: true };
  */
 export const I2C_EXCHANGE_HEADER = 256;
 
+/** One I2C_RDWR message (struct i2c_msg); the channel takes it laid out in its exchange buffer. */
 export interface NativeI2cMsg {
   addr: number;
   flags: number;
@@ -72,18 +73,6 @@ export interface NativeBinding {
   i2cOpen(path: string): number;
   i2cFuncs(fd: number): number;
   i2cSetSlave(fd: number, addr: number): void;
-  /** One-off I2C_RDWR on the libuv threadpool; read data is copied back before the callback. */
-  i2cRdwr(fd: number, msgs: readonly NativeI2cMsg[], callback: (err: Error | null) => void): void;
-  /** One-off I2C_SLAVE + I2C_SMBUS on the libuv threadpool; `data` (34 bytes) copied in and back. */
-  i2cSmbus(
-    fd: number,
-    addr: number,
-    readWrite: number,
-    command: number,
-    size: number,
-    data: Uint8Array,
-    callback: (err: Error | null) => void,
-  ): void;
   /**
    * An I/O thread for the adapter open on `fd`, running one transfer at a time; `callback` is
    * called on the main thread as each one ends (null, or an errno error with code and syscall).
