@@ -189,6 +189,13 @@ static bool get_callback(napi_env env, napi_value value) {
   return true;
 }
 
+/* (fd, callback) of a call that watches an fd from the event loop, and that loop. */
+static bool get_fd_callback_loop(napi_env env, napi_callback_info info, napi_value* argv, int* fd,
+                                 uv_loop_t** loop) {
+  return get_args(env, info, 2, argv) && get_fd(env, argv[0], fd) && get_callback(env, argv[1]) &&
+         napi_get_uv_event_loop(env, loop) == napi_ok;
+}
+
 /* (fd, <what>) where <what> is a non-negative integer below 2^53. */
 static bool get_fd_and_u53(napi_env env, napi_callback_info info, const char* what, int* fd,
                            uint64_t* value) {
@@ -991,12 +998,8 @@ static poll_t* get_only_poll(napi_env env, napi_callback_info info) {
 static napi_value js_poll_create(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_callback(env, argv[1])) {
-    return NULL;
-  }
   uv_loop_t* loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  if (!get_fd_callback_loop(env, info, argv, &fd, &loop)) return NULL;
   poll_t* p = calloc(1, sizeof *p);
   if (p == NULL) return throw_errno(env, "malloc", ENOMEM);
   p->env = env;
@@ -1375,12 +1378,8 @@ static int channel_start_thread(i2c_channel_t* ch) {
 static napi_value js_i2c_channel_open(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int fd;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
-      !get_callback(env, argv[1])) {
-    return NULL;
-  }
   uv_loop_t* loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  if (!get_fd_callback_loop(env, info, argv, &fd, &loop)) return NULL;
   i2c_channel_t* ch = calloc(1, sizeof *ch);
   if (ch == NULL) return throw_errno(env, "malloc", ENOMEM);
   ch->env = env;

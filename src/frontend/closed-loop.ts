@@ -16,7 +16,13 @@ import { BlockingWait } from "../sys/blocking-wait.js";
 import type { EventFd } from "../sys/eventfd.js";
 import type { DriverRing } from "../vhost-user/frontend.js";
 import type { UsedElement } from "../virtio/driver-split-queue.js";
-import { type HeldTransfer, type I2cDriver, I2cDriverError, type I2cOp } from "./i2c-driver.js";
+import {
+  type HeldTransfer,
+  type I2cDriver,
+  I2cDriverError,
+  type I2cOp,
+  NO_STATUS,
+} from "./i2c-driver.js";
 
 /** A started guest queue to drive: its I2cDriver, and a name for errors. */
 export interface ClosedLoopGuest {
@@ -47,8 +53,6 @@ export interface ClosedLoopResult {
   /** Completed transfers per guest, in the order given. */
   readonly completedPerGuest: readonly number[];
 }
-
-const NO_STATUS = 0xff;
 
 /** One guest's part of the loop: its held transfers and where each chain's status byte is. */
 class GuestLoop {

@@ -115,7 +115,7 @@ export interface HeldTransfer {
 /** Per-chain scratch memory: out_hdr, status byte, indirect table (3 entries), then data. */
 const SLOT = { HDR: 0, STATUS: 8, TABLE: 16, DATA: 64 } as const;
 /** The device did not write a status (distinct from OK and ERR). */
-const NO_STATUS = 0xff;
+export const NO_STATUS = 0xff;
 const NO_STATUS_BYTE = Uint8Array.of(NO_STATUS);
 
 interface ChainRecord extends SubmittedChain {

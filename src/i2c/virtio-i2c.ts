@@ -425,7 +425,10 @@ export class VirtioI2cDevice implements VhostUserDevice {
     failure: Failure | null,
   ): void {
     const { requests, start, end } = transfer;
-    if (prepared) this.#debugTransfer(transfer, prepared, `${done}/${end - start}`);
+    // The result text only when it is logged: no string per transfer otherwise.
+    if (prepared && this.#logger.enabled("debug")) {
+      this.#debugTransfer(transfer, prepared, `${done}/${end - start}`);
+    }
     // Before the chains go back: read data in guest memory is still the guest's answer.
     if (this.#observer !== null) this.#observe(transfer, prepared, done, startedAt, failure);
     const memory = transfer.queue.memory;
