@@ -2,7 +2,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { createLogger, formatLogLine, isJournalStream, LOG_LEVELS, type LogStyle } from "./log.js";
+import {
+  createLogger,
+  formatLogLine,
+  isJournalStream,
+  LOG_LEVELS,
+  LogRateLimiter,
+  type LogStyle,
+  LogSuppression,
+  rateLimitedLogger,
+} from "./log.js";
 
 const JSON_STYLE: LogStyle = { format: "json", syslogPriority: false };
 
@@ -68,5 +77,95 @@ describe("log formats", () => {
     assert.equal(isJournalStream({ JOURNAL_STREAM: "23:4567" }, stream), true);
     assert.equal(isJournalStream({ JOURNAL_STREAM: "23:4568" }, stream), false);
     assert.equal(isJournalStream({}, stream), false);
+  });
+});
+
+describe("LogRateLimiter", () => {
+  it("never admits more than the limit per window and accounts for every line", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.array(fc.integer({ min: 0, max: 700 }), { maxLength: 200 }),
+        (limit, steps) => {
+          let now = 0;
+          const limiter = new LogRateLimiter(limit, 1000, () => now);
+          const admitted: number[] = [];
+          let reported = 0;
+          for (const step of steps) {
+            now += step;
+            const { write, suppressed } = limiter.admit();
+            if (write) admitted.push(now);
+            else assert.equal(suppressed, 0);
+            reported += suppressed;
+          }
+          assert.equal(admitted.length + reported + limiter.pending, steps.length);
+          for (const [i, t] of admitted.entries()) {
+            const inWindow = admitted.filter((u) => u >= t && u < t + 1000).length;
+            // Windows start at an admitted line; two windows can meet inside any 1000 ms span.
+            assert.ok(inWindow <= 2 * limit, `line ${i}: ${inWindow} lines within 1 s`);
+          }
+        },
+      ),
+    );
+  });
+
+  it("reports the suppressed count with the first line of a later window", () => {
+    let now = 0;
+    const limiter = new LogRateLimiter(2, 1000, () => now);
+    assert.deepEqual(
+      [1, 2, 3, 4].map(() => limiter.admit()),
+      [
+        { write: true, suppressed: 0 },
+        { write: true, suppressed: 0 },
+        { write: false, suppressed: 0 },
+        { write: false, suppressed: 0 },
+      ],
+    );
+    now = 999;
+    assert.deepEqual(limiter.admit(), { write: false, suppressed: 0 });
+    now = 1000;
+    assert.deepEqual(limiter.admit(), { write: true, suppressed: 3 });
+    assert.equal(limiter.pending, 0);
+  });
+});
+
+describe("rateLimitedLogger", () => {
+  it("writes at most the budget per second, counts the rest per source, reports them on the next line", () => {
+    let now = 0;
+    const lines: string[] = [];
+    const base = createLogger("debug", { write: (line: string) => lines.push(line) });
+    const suppression = new LogSuppression();
+    const a = rateLimitedLogger(base.child("socket0"), "socket0", {
+      linesPerSecond: 3,
+      now: () => now,
+      suppression,
+    });
+    const b = rateLimitedLogger(base.child("socket1"), "socket1", {
+      linesPerSecond: 3,
+      now: () => now,
+      suppression,
+    });
+    for (let i = 0; i < 1000; i++) a.warn("malformed request", { i });
+    b.warn("other guest");
+    assert.equal(lines.length, 4, "3 lines of socket0, then socket1's own line");
+    assert.match(lines[3] ?? "", /^WARN \[socket1\] other guest\n$/);
+    assert.deepEqual(JSON.parse(JSON.stringify(suppression.snapshot())), {
+      total: 997,
+      bySource: { socket0: 997 },
+    });
+    now = 1000;
+    a.info("later");
+    assert.equal(lines.at(-1), "INFO [socket0] later suppressed=997\n");
+  });
+
+  it("does not spend the budget on levels that are not written", () => {
+    const lines: string[] = [];
+    const base = createLogger("info", { write: (line: string) => lines.push(line) });
+    const suppression = new LogSuppression();
+    const log = rateLimitedLogger(base, "peer", { linesPerSecond: 1, now: () => 0, suppression });
+    for (let i = 0; i < 10; i++) log.debug("noise");
+    log.warn("seen");
+    assert.deepEqual(lines, ["WARN seen\n"]);
+    assert.equal(suppression.total, 0);
   });
 });

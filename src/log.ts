@@ -145,3 +145,132 @@ export function createLogger(
 
 /** A logger that writes nothing (library defaults, tests). */
 export const silentLogger: Logger = createLogger("error", { write: () => undefined });
+
+/**
+ * At most `limit` lines per window of `windowMs`; lines over the limit are counted and the count is
+ * handed back with the first line admitted in a later window, so an untrusted party cannot flood
+ * the log and the operator still learns how much was left out. Every suppressed line is also
+ * counted in `suppression` under `source`, for the control socket's `stats`.
+ */
+export class LogRateLimiter {
+  readonly #limit: number;
+  readonly #windowMs: number;
+  readonly #now: () => number;
+  readonly #suppression: LogSuppression | undefined;
+  readonly #source: string;
+  #windowStart = Number.NEGATIVE_INFINITY;
+  #written = 0;
+  #suppressed = 0;
+
+  constructor(
+    limit: number,
+    windowMs: number,
+    now: () => number,
+    suppression?: LogSuppression,
+    source = "",
+  ) {
+    this.#limit = limit;
+    this.#windowMs = windowMs;
+    this.#now = now;
+    this.#suppression = suppression;
+    this.#source = source;
+  }
+
+  /**
+   * Whether one more line may be written now, and how many lines were suppressed before it (to be
+   * reported first; non-zero only when `write` is true).
+   */
+  admit(): { write: boolean; suppressed: number } {
+    const now = this.#now();
+    if (now - this.#windowStart >= this.#windowMs) {
+      this.#windowStart = now;
+      this.#written = 0;
+    }
+    if (this.#written >= this.#limit) {
+      this.#suppressed++;
+      this.#suppression?.count(this.#source);
+      return { write: false, suppressed: 0 };
+    }
+    this.#written++;
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    return { write: true, suppressed };
+  }
+
+  /** Lines suppressed and not yet reported. */
+  get pending(): number {
+    return this.#suppressed;
+  }
+}
+
+/** Log lines left out by rate limiting, per source (a logger's context, e.g. "socket0"). */
+export class LogSuppression {
+  readonly #counts = new Map<string, number>();
+  #total = 0;
+
+  count(source: string): void {
+    this.#total++;
+    this.#counts.set(source, (this.#counts.get(source) ?? 0) + 1);
+  }
+
+  get total(): number {
+    return this.#total;
+  }
+
+  /** JSON-ready: the total and the count per source. */
+  snapshot(): { readonly total: number; readonly bySource: Readonly<Record<string, number>> } {
+    const bySource: Record<string, number> = Object.create(null);
+    for (const [source, n] of this.#counts) bySource[source] = n;
+    return { total: this.#total, bySource };
+  }
+}
+
+/** The process's own count of suppressed lines: what `stats` reports as `logSuppressed`. */
+export const logSuppression = new LogSuppression();
+
+/** Lines per second one rate-limited source may write before its lines are counted instead. */
+export const DEFAULT_LOG_LINES_PER_SECOND = 10;
+
+export interface RateLimitOptions {
+  readonly linesPerSecond?: number;
+  readonly now?: () => number;
+  readonly suppression?: LogSuppression;
+}
+
+/**
+ * A logger for lines an untrusted party (a guest, a VMM, a socket peer, a control client) can
+ * cause: every level shares one budget of `linesPerSecond`; past it lines are dropped and counted,
+ * and the next line written carries `suppressed=N`. Make one per source (per guest, per socket), so
+ * that one flooding source never silences another. `name` is the source's name in the counts.
+ */
+export function rateLimitedLogger(
+  logger: Logger,
+  name: string,
+  options: RateLimitOptions = {},
+): Logger {
+  const limiter = new LogRateLimiter(
+    options.linesPerSecond ?? DEFAULT_LOG_LINES_PER_SECOND,
+    1000,
+    options.now ?? (() => performance.now()),
+    options.suppression ?? logSuppression,
+    name,
+  );
+  const emit =
+    (level: LogLevel) =>
+    (message: string, fields?: LogFields): void => {
+      if (!logger.enabled(level)) return;
+      const { write, suppressed } = limiter.admit();
+      if (!write) return;
+      logger[level](message, suppressed > 0 ? { ...fields, suppressed } : fields);
+    };
+  return {
+    level: logger.level,
+    enabled: (level) => logger.enabled(level),
+    error: emit("error"),
+    warn: emit("warn"),
+    info: emit("info"),
+    debug: emit("debug"),
+    trace: emit("trace"),
+    child: (sub) => rateLimitedLogger(logger.child(sub), `${name}/${sub}`, options),
+  };
+}

@@ -21,7 +21,6 @@ import {
   classifyTransferError,
   HostBus,
   type HostBusOptions,
-  LogRateLimiter,
 } from "./host-bus.js";
 
 const RUNNER = fileURLToPath(new URL("../../test/fake-i2c/host-bus-runner.js", import.meta.url));
@@ -424,55 +423,6 @@ describe("classifyTransferError", () => {
       ["nack", "nack", "gone", "gone", "gone", "fault", "fault", "fault"],
     );
     assert.equal(classifyTransferError("UNKNOWN"), "fault");
-  });
-});
-
-describe("LogRateLimiter", () => {
-  it("never admits more than the limit per window and accounts for every line", () => {
-    fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 5 }),
-        fc.array(fc.integer({ min: 0, max: 700 }), { maxLength: 200 }),
-        (limit, steps) => {
-          let now = 0;
-          const limiter = new LogRateLimiter(limit, 1000, () => now);
-          const admitted: number[] = [];
-          let reported = 0;
-          for (const step of steps) {
-            now += step;
-            const { write, suppressed } = limiter.admit();
-            if (write) admitted.push(now);
-            else assert.equal(suppressed, 0);
-            reported += suppressed;
-          }
-          assert.equal(admitted.length + reported + limiter.pending, steps.length);
-          for (const [i, t] of admitted.entries()) {
-            const inWindow = admitted.filter((u) => u >= t && u < t + 1000).length;
-            // Windows start at an admitted line; two windows can meet inside any 1000 ms span.
-            assert.ok(inWindow <= 2 * limit, `line ${i}: ${inWindow} lines within 1 s`);
-          }
-        },
-      ),
-    );
-  });
-
-  it("reports the suppressed count with the first line of a later window", () => {
-    let now = 0;
-    const limiter = new LogRateLimiter(2, 1000, () => now);
-    assert.deepEqual(
-      [1, 2, 3, 4].map(() => limiter.admit()),
-      [
-        { write: true, suppressed: 0 },
-        { write: true, suppressed: 0 },
-        { write: false, suppressed: 0 },
-        { write: false, suppressed: 0 },
-      ],
-    );
-    now = 999;
-    assert.deepEqual(limiter.admit(), { write: false, suppressed: 0 });
-    now = 1000;
-    assert.deepEqual(limiter.admit(), { write: true, suppressed: 3 });
-    assert.equal(limiter.pending, 0);
   });
 });
 

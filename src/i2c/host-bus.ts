@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Logger } from "../log.js";
+import { type Logger, LogRateLimiter } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { I2C_FUNC_SMBUS_QUICK, I2C_M_RD, I2cDev, type I2cRdwrMsg } from "../sys/i2c-dev.js";
 import { resolveAdapter as resolveAdapterBySysfs } from "./adapters.js";
@@ -94,51 +94,6 @@ export function classifyTransferError(code: string): TransferFailureKind {
   if ((NACK_CODES as readonly string[]).includes(code)) return "nack";
   if ((GONE_CODES as readonly string[]).includes(code)) return "gone";
   return "fault";
-}
-
-/**
- * At most `limit` lines per window of `windowMs`; lines over the limit are counted and the count is
- * handed back with the first line admitted in a later window, so a guest cannot flood the log and
- * the operator still learns how much was left out.
- */
-export class LogRateLimiter {
-  readonly #limit: number;
-  readonly #windowMs: number;
-  readonly #now: () => number;
-  #windowStart = Number.NEGATIVE_INFINITY;
-  #written = 0;
-  #suppressed = 0;
-
-  constructor(limit: number, windowMs: number, now: () => number) {
-    this.#limit = limit;
-    this.#windowMs = windowMs;
-    this.#now = now;
-  }
-
-  /**
-   * Whether one more line may be written now, and how many lines were suppressed before it (to be
-   * reported first; non-zero only when `write` is true).
-   */
-  admit(): { write: boolean; suppressed: number } {
-    const now = this.#now();
-    if (now - this.#windowStart >= this.#windowMs) {
-      this.#windowStart = now;
-      this.#written = 0;
-    }
-    if (this.#written >= this.#limit) {
-      this.#suppressed++;
-      return { write: false, suppressed: 0 };
-    }
-    this.#written++;
-    const suppressed = this.#suppressed;
-    this.#suppressed = 0;
-    return { write: true, suppressed };
-  }
-
-  /** Lines suppressed and not yet reported. */
-  get pending(): number {
-    return this.#suppressed;
-  }
 }
 
 /** A transfer waiting for, or running on, its adapter; `msgs` null: the bus's close. */
