@@ -418,16 +418,35 @@ static napi_value js_socket_connect(napi_env env, napi_callback_info info) {
   struct sockaddr_un addr;
   socklen_t addr_len;
   if (!get_only_sockaddr(env, info, &addr, &addr_len, "connect", false)) return NULL;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* Nonblocking from the start: a listener whose backlog is full answers EAGAIN at once instead of
+   * putting the calling thread (the event loop) to sleep until somebody accepts. A Unix stream
+   * connect completes or fails immediately otherwise. */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  if (connect(fd, (struct sockaddr*)&addr, addr_len) != 0) {
-    return close_and_throw(env, fd, "connect");
-  }
-  int flags = fcntl(fd, F_GETFL);
-  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-    return close_and_throw(env, fd, "fcntl");
-  }
+  int rc;
+  do {
+    rc = connect(fd, (struct sockaddr*)&addr, addr_len);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) return close_and_throw(env, fd, "connect");
   return make_int(env, fd);
+}
+
+/* socketPeerCred(fd): [pid, uid, gid] of the process at the other end (SO_PEERCRED), as the kernel
+ * recorded it at connect (or listen) time. */
+static napi_value js_socket_peer_cred(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_only_fd(env, info, &fd)) return NULL;
+  struct ucred cred;
+  socklen_t size = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &size) != 0) {
+    return throw_errno(env, "getsockopt", errno);
+  }
+  napi_value result;
+  if (napi_create_array_with_length(env, 3, &result) != napi_ok) return NULL;
+  napi_set_element(env, result, 0, make_int(env, cred.pid));
+  napi_set_element(env, result, 1, make_int(env, cred.uid));
+  napi_set_element(env, result, 2, make_int(env, cred.gid));
+  return result;
 }
 
 static napi_value js_socket_pair(napi_env env, napi_callback_info info) {
@@ -1521,6 +1540,200 @@ static napi_value js_i2c_channel_close(napi_env env, napi_callback_info info) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Files relative to a directory fd
+ *
+ * Paths the daemon does not own are resolved one component at a time from a directory fd the
+ * caller has checked, so nothing is followed through a link or looked up twice by name. Every call
+ * takes a single name (no '/'); the caller decides what is trusted.
+ * ------------------------------------------------------------------------------------------- */
+
+/* A directory fd argument: an fd, or AT_FDCWD (-100) for the working directory. */
+static bool get_dir_fd(napi_env env, napi_value value, int* fd) {
+  int64_t v;
+  if (!get_int_in(env, value, "dirFd", AT_FDCWD, INT32_MAX, &v)) return false;
+  *fd = (int)v;
+  return true;
+}
+
+/* (dirFd, name, ...) of a call on one directory entry; the caller frees *name. */
+static bool get_dir_and_name(napi_env env, napi_value* argv, int* dir_fd, char** name) {
+  if (!get_dir_fd(env, argv[0], dir_fd)) return false;
+  *name = get_string(env, argv[1], "name");
+  return *name != NULL;
+}
+
+/* [st_mode, st_uid, st_gid, st_nlink, st_dev, st_ino, st_size] */
+static napi_value make_stat(napi_env env, const struct stat* st) {
+  napi_value result;
+  if (napi_create_array_with_length(env, 7, &result) != napi_ok) return NULL;
+  const double values[7] = {(double)st->st_mode, (double)st->st_uid,  (double)st->st_gid,
+                            (double)st->st_nlink, (double)st->st_dev, (double)st->st_ino,
+                            (double)st->st_size};
+  for (uint32_t i = 0; i < 7; i++) napi_set_element(env, result, i, make_double(env, values[i]));
+  return result;
+}
+
+/* openAt(dirFd, name, flags, mode): openat(2), always O_CLOEXEC. */
+static napi_value js_open_at(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int dir_fd;
+  char* name = NULL;
+  int64_t flags, mode;
+  if (!get_args(env, info, 4, argv) || !get_dir_and_name(env, argv, &dir_fd, &name) ||
+      !get_int_in(env, argv[2], "flags", 0, INT32_MAX, &flags) ||
+      !get_int_in(env, argv[3], "mode", 0, 07777, &mode)) {
+    free(name);
+    return NULL;
+  }
+  int fd;
+  do {
+    fd = openat(dir_fd, name, (int)flags | O_CLOEXEC, (mode_t)mode);
+  } while (fd < 0 && errno == EINTR);
+  free_keeping_errno(name);
+  return fd_or_throw(env, fd, "openat");
+}
+
+/* statAt(dirFd, name): fstatat(2) without following a final link; see make_stat. */
+static napi_value js_stat_at(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int dir_fd;
+  char* name = NULL;
+  if (!get_args(env, info, 2, argv) || !get_dir_and_name(env, argv, &dir_fd, &name)) {
+    free(name);
+    return NULL;
+  }
+  struct stat st;
+  int rc = fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW);
+  free_keeping_errno(name);
+  if (rc != 0) return throw_errno(env, "fstatat", errno);
+  return make_stat(env, &st);
+}
+
+/* fstat(fd); see make_stat. */
+static napi_value js_fstat(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_only_fd(env, info, &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return throw_errno(env, "fstat", errno);
+  return make_stat(env, &st);
+}
+
+/* readlinkAt(dirFd, name): the target of a symbolic link. */
+static napi_value js_readlink_at(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int dir_fd;
+  char* name = NULL;
+  if (!get_args(env, info, 2, argv) || !get_dir_and_name(env, argv, &dir_fd, &name)) {
+    free(name);
+    return NULL;
+  }
+  char target[4096];
+  ssize_t n = readlinkat(dir_fd, name, target, sizeof target);
+  free_keeping_errno(name);
+  if (n < 0) return throw_errno(env, "readlinkat", errno);
+  if ((size_t)n >= sizeof target) return throw_errno(env, "readlinkat", ENAMETOOLONG);
+  napi_value result;
+  napi_create_string_utf8(env, target, (size_t)n, &result);
+  return result;
+}
+
+/* mkdirAt(dirFd, name, mode) */
+static napi_value js_mkdir_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int dir_fd;
+  char* name = NULL;
+  int64_t mode;
+  if (!get_args(env, info, 3, argv) || !get_dir_and_name(env, argv, &dir_fd, &name) ||
+      !get_int_in(env, argv[2], "mode", 0, 07777, &mode)) {
+    free(name);
+    return NULL;
+  }
+  int rc = mkdirat(dir_fd, name, (mode_t)mode);
+  free_keeping_errno(name);
+  if (rc != 0) return throw_errno(env, "mkdirat", errno);
+  return make_undefined(env);
+}
+
+/* unlinkAt(dirFd, name, removeDir) */
+static napi_value js_unlink_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int dir_fd;
+  char* name = NULL;
+  bool remove_dir = false;
+  if (!get_args(env, info, 3, argv) || !get_dir_and_name(env, argv, &dir_fd, &name)) {
+    free(name);
+    return NULL;
+  }
+  if (napi_get_value_bool(env, argv[2], &remove_dir) != napi_ok) {
+    free(name);
+    return throw_type(env, "removeDir must be a boolean");
+  }
+  int rc = unlinkat(dir_fd, name, remove_dir ? AT_REMOVEDIR : 0);
+  free_keeping_errno(name);
+  if (rc != 0) return throw_errno(env, "unlinkat", errno);
+  return make_undefined(env);
+}
+
+/* renameAt(fromDirFd, fromName, toDirFd, toName, noReplace): renameat2, RENAME_NOREPLACE when asked. */
+static napi_value js_rename_at(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int from_dir, to_dir;
+  char* from = NULL;
+  char* to = NULL;
+  bool no_replace = false;
+  if (!get_args(env, info, 5, argv) || !get_dir_and_name(env, argv, &from_dir, &from) ||
+      !get_dir_and_name(env, argv + 2, &to_dir, &to) ||
+      napi_get_value_bool(env, argv[4], &no_replace) != napi_ok) {
+    free(from);
+    free(to);
+    if (to != NULL) return throw_type(env, "noReplace must be a boolean");
+    return NULL;
+  }
+  int rc = renameat2(from_dir, from, to_dir, to, no_replace ? RENAME_NOREPLACE : 0);
+  int err = errno;
+  free(from);
+  free(to);
+  if (rc != 0) return throw_errno(env, "renameat2", err);
+  return make_undefined(env);
+}
+
+/* chownAt(dirFd, name, uid, gid): fchownat without following a final link (-1 keeps an id). */
+static napi_value js_chown_at(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int dir_fd;
+  char* name = NULL;
+  int64_t uid, gid;
+  if (!get_args(env, info, 4, argv) || !get_dir_and_name(env, argv, &dir_fd, &name) ||
+      !get_int_in(env, argv[2], "uid", -1, UINT32_MAX - 1, &uid) ||
+      !get_int_in(env, argv[3], "gid", -1, UINT32_MAX - 1, &gid)) {
+    free(name);
+    return NULL;
+  }
+  int rc = fchownat(dir_fd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW);
+  free_keeping_errno(name);
+  if (rc != 0) return throw_errno(env, "fchownat", errno);
+  return make_undefined(env);
+}
+
+/* chmodAt(dirFd, name, mode): fchmodat. It follows a final link (Linux has no other way to change
+ * a socket file's mode), so callers use it only inside a directory nobody else can write to. */
+static napi_value js_chmod_at(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int dir_fd;
+  char* name = NULL;
+  int64_t mode;
+  if (!get_args(env, info, 3, argv) || !get_dir_and_name(env, argv, &dir_fd, &name) ||
+      !get_int_in(env, argv[2], "mode", 0, 07777, &mode)) {
+    free(name);
+    return NULL;
+  }
+  int rc = fchmodat(dir_fd, name, (mode_t)mode, 0);
+  free_keeping_errno(name);
+  if (rc != 0) return throw_errno(env, "fchmodat", errno);
+  return make_undefined(env);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Module
  * ------------------------------------------------------------------------------------------- */
 
@@ -1654,6 +1867,16 @@ static napi_value init(napi_env env, napi_value exports) {
       {"datagramSend", NULL, js_datagram_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramRecv", NULL, js_datagram_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketInfo", NULL, js_socket_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketPeerCred", NULL, js_socket_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openAt", NULL, js_open_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"statAt", NULL, js_stat_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fstat", NULL, js_fstat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readlinkAt", NULL, js_readlink_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mkdirAt", NULL, js_mkdir_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unlinkAt", NULL, js_unlink_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"renameAt", NULL, js_rename_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"chownAt", NULL, js_chown_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"chmodAt", NULL, js_chmod_at, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0],
                              properties) != napi_ok) {

@@ -324,3 +324,39 @@ describe("addon I2C channel checks", () => {
     );
   });
 });
+
+describe("addon socket identity and connect", () => {
+  it("socketPeerCred names this process at both ends of a pair", () => {
+    const [a, b] = native().socketPair();
+    try {
+      const [pid, uid, gid] = native().socketPeerCred(a);
+      assert.deepEqual([pid, uid, gid], [process.pid, process.getuid?.(), process.getgid?.()]);
+    } finally {
+      native().close(a);
+      native().close(b);
+    }
+  });
+
+  it("connect to a listener whose backlog is full fails with EAGAIN instead of blocking", () => {
+    const root = mkdtempSync(join(tmpdir(), "vdi2c-connect-"));
+    const path = join(root, "full.sock");
+    const listener = native().socketListen(path, 0);
+    const connected: number[] = [];
+    try {
+      let error: unknown = null;
+      // Backlog 0 admits one pending connection (Linux accepts backlog + 1); the next must not wait.
+      for (let i = 0; i < 4 && error === null; i++) {
+        try {
+          connected.push(native().socketConnect(path));
+        } catch (e) {
+          error = e;
+        }
+      }
+      assert.equal((error as { code?: string } | null)?.code, "EAGAIN");
+    } finally {
+      for (const fd of connected) native().close(fd);
+      native().close(listener);
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -105,7 +105,30 @@ export interface NativeBinding {
   datagramRecv(fd: number, buf: Uint8Array): number;
   /** getsockopt: [SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN]. */
   socketInfo(fd: number): [number, number, number];
+  /** getsockopt SO_PEERCRED: [pid, uid, gid] of the peer, as recorded when it connected. */
+  socketPeerCred(fd: number): [number, number, number];
+  /** openat(2) (always O_CLOEXEC); `dirFd` may be AT_FDCWD. `name` is resolved by the kernel. */
+  openAt(dirFd: number, name: string, flags: number, mode: number): number;
+  /** fstatat(2) with AT_SYMLINK_NOFOLLOW: see RawStat. */
+  statAt(dirFd: number, name: string): RawStat;
+  /** fstat(2): see RawStat. */
+  fstat(fd: number): RawStat;
+  readlinkAt(dirFd: number, name: string): string;
+  mkdirAt(dirFd: number, name: string, mode: number): void;
+  unlinkAt(dirFd: number, name: string, removeDir: boolean): void;
+  /** renameat2(2); `noReplace`: RENAME_NOREPLACE (EEXIST when `toName` exists). */
+  renameAt(fromDirFd: number, fromName: string, toDirFd: number, toName: string, noReplace: boolean): void;
+  /** fchownat(2) with AT_SYMLINK_NOFOLLOW; -1 keeps that id. */
+  chownAt(dirFd: number, name: string, uid: number, gid: number): void;
+  /** fchmodat(2): follows a final link, so only for entries of a directory nobody else can write. */
+  chmodAt(dirFd: number, name: string, mode: number): void;
 }
+
+/** [st_mode, st_uid, st_gid, st_nlink, st_dev, st_ino, st_size] */
+export type RawStat = [number, number, number, number, number, number, number];
+
+/** openat(2)'s "the working directory". */
+export const AT_FDCWD = -100;
 
 /** flock(2) operations (Linux values). */
 export const LOCK_SH = 1;
