@@ -117,7 +117,13 @@ export interface NativeBinding {
   mkdirAt(dirFd: number, name: string, mode: number): void;
   unlinkAt(dirFd: number, name: string, removeDir: boolean): void;
   /** renameat2(2); `noReplace`: RENAME_NOREPLACE (EEXIST when `toName` exists). */
-  renameAt(fromDirFd: number, fromName: string, toDirFd: number, toName: string, noReplace: boolean): void;
+  renameAt(
+    fromDirFd: number,
+    fromName: string,
+    toDirFd: number,
+    toName: string,
+    noReplace: boolean,
+  ): void;
   /** fchownat(2) with AT_SYMLINK_NOFOLLOW; -1 keeps that id. */
   chownAt(dirFd: number, name: string, uid: number, gid: number): void;
   /** fchmodat(2): follows a final link, so only for entries of a directory nobody else can write. */
