@@ -1,5 +1,7 @@
 // Integration: access control through the real daemon with the LD_PRELOAD fake adapter: remapping
-// (the fake sees the host address), read-only devices (refused writes never reach the fake),
+// (the fake sees the host address), read-only devices (refused writes never reach the fake; only the
+// configured register pointer, 1 or 2 bytes, may be written before a read; refusals are logged
+// under a per-guest rate limit),
 // per-guest lists (one guest cannot reach another's device) and host-device locks between daemons.
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
@@ -99,6 +101,106 @@ describe("access control through the daemon (LD_PRELOAD fake)", { skip }, () => 
         ],
       );
     });
+  });
+
+  it('read-only "=ro" (8-bit register pointer): [w2 reg,val][r1] is refused, no write reaches the bus', async () => {
+    await withGuests(["-l", "3:0x50=ro"], 1, async ([vm]) => {
+      assert.ok(vm);
+      const regWrite = await vm.driver.transfer([
+        { addr: 0x50, write: Uint8Array.of(0x10, 0xab) },
+        { addr: 0x50, read: 1 },
+      ]);
+      assert.equal(regWrite.okCount, 0, "a register address plus a data byte before a read");
+      const chained = await vm.driver.transfer(
+        [0x20, 0x21, 0x22, 0x23].flatMap((reg) => [
+          { addr: 0x50, write: Uint8Array.of(reg, 0x5a) },
+          { addr: 0x50, read: 1 },
+        ]),
+      );
+      assert.equal(chained.okCount, 0, "four [w2][r1] pairs in one transfer");
+      assert.deepEqual(await busOps(), [], "nothing reached the adapter");
+      const read = await vm.driver.transfer([
+        { addr: 0x50, write: Uint8Array.of(0x10) },
+        { addr: 0x50, read: 1 },
+      ]);
+      assert.equal(read.ok, true);
+      assert.deepEqual([...read.reads[0]!], [0x10], "register 0x10 unchanged (pattern=index)");
+      assert.deepEqual(
+        (await busOps()).map((e) => [e.dir, e.len]),
+        [
+          ["w", 1],
+          ["r", 1],
+        ],
+        "only the 1-byte register address and the read reached the bus",
+      );
+    });
+  });
+
+  it('read-only "=ro16" and "pointerBytes": 2 (16-bit word address): [w2][rN] reads, [w1][r] and [w3][r] are refused', async () => {
+    const config = `${dir.path}/ro16.json`;
+    writeFileSync(
+      config,
+      JSON.stringify({ devices: [{ bus: 3, address: "0x51", readOnly: true, pointerBytes: 2 }] }),
+    );
+    for (const [args, addr] of [
+      [["-l", "3:0x50=ro16"], 0x50],
+      [["--config", config], 0x51],
+    ] as const) {
+      await withGuests(args, 1, async ([vm]) => {
+        assert.ok(vm);
+        const read = await vm.driver.transfer([
+          { addr, write: Uint8Array.of(0x00, 0x10) },
+          { addr, read: 4 },
+        ]);
+        assert.equal(read.ok, true, `${args.join(" ")}: a 2-byte word address before a read`);
+        for (const pointer of [[0x10], [0x00, 0x10, 0xaa]]) {
+          const refused = await vm.driver.transfer([
+            { addr, write: Uint8Array.from(pointer) },
+            { addr, read: 1 },
+          ]);
+          assert.equal(refused.okCount, 0, `${args.join(" ")}: ${pointer.length}-byte write`);
+        }
+        assert.deepEqual(
+          (await busOps()).map((e) => [e.addr, e.dir, e.len]),
+          [
+            [addr, "w", 2],
+            [addr, "r", 4],
+          ],
+        );
+      });
+    }
+  });
+
+  it("refused transfers are logged at most 10 lines a second per guest, with the count left out", async () => {
+    const prefix = `${dir.path}/flood.sock`;
+    await withDaemon(
+      ["-s", prefix, "-l", "3:0x50=ro"],
+      [`${prefix}0`],
+      async (daemon) => {
+        const vm = await I2cGuest.connect(`${prefix}0`);
+        try {
+          const start = Date.now();
+          for (let i = 0; i < 200; i++) {
+            const refused = await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(i, 1) }]);
+            assert.equal(refused.okCount, 0);
+          }
+          const floodMs = Date.now() - start;
+          await new Promise((resolve) => setTimeout(resolve, 1100));
+          await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(0, 1) }]);
+          await daemon.waitForLog(/transfer refused .*suppressed=\d+/);
+          const lines = daemon.stderr.split("\n").filter((l) => l.includes("transfer refused"));
+          // 200 refusals in floodMs: at most 10 lines per started second, plus the late one.
+          assert.ok(
+            lines.length <= 10 * (Math.ceil(floodMs / 1000) + 1) + 1,
+            `${lines.length} lines for 200 refusals in ${floodMs} ms`,
+          );
+          assert.match(lines[0] ?? "", /WARN \[socket0\/i2c-3\] transfer refused/);
+        } finally {
+          await vm.close();
+        }
+      },
+      { env: env() },
+    );
   });
 
   it("per-guest lists (-c 2): guest 0 cannot reach guest 1's device", async () => {

@@ -377,7 +377,7 @@ export async function startDaemon(
     }
     const maps = new Set(current.built.addressMaps);
     logger.info("serving", {
-      devices: [...maps].map((m) => m.addresses().map(hex).join(",")).join(" | "),
+      devices: [...new Set([...maps].map((m) => m.addresses().map(hex).join(",")))].join(" | "),
       buses: [...new Set([...maps].flatMap((m) => m.buses().map((b) => b.name)))].join(","),
       sockets: config.socketCount,
       mode: config.clientMode ? "client" : "server",

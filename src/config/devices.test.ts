@@ -6,8 +6,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
-import { silentLogger } from "../log.js";
+import { createLogger, silentLogger } from "../log.js";
 import {
   buildBuses,
   buildSocketBuses,
@@ -238,7 +239,11 @@ describe("buildSocketBuses (per-guest lists)", () => {
     try {
       const [m0, m1, m2] = built.addressMaps;
       assert.ok(m0 && m1 && m2);
-      assert.equal(m0, m1, "one default map for sockets 0 and 1");
+      assert.deepEqual(m0.addresses(), m1.addresses(), "one default list for sockets 0 and 1");
+      const [b0, b1] = [m0.lookup(0x50)?.bus, m1.lookup(0x50)?.bus];
+      assert.ok(b0 instanceof GuardedBus && b1 instanceof GuardedBus);
+      assert.notEqual(b0, b1, "each guest has its own guard");
+      assert.equal(b0.inner, b1.inner, "over one bus");
       assert.deepEqual(m2.addresses(), [0x51]);
       assert.equal(m0.lookup(0x51), undefined, "guest 0 cannot reach guest 2's device");
       assert.equal(m2.lookup(0x50), undefined);
@@ -291,6 +296,31 @@ describe("buildSocketBuses (per-guest lists)", () => {
       );
     } finally {
       one.close();
+    }
+  });
+
+  it("refused transfers are logged per guest: one guest's flood leaves another guest's lines", async () => {
+    const lines: string[] = [];
+    const logger = createLogger("info", { write: (line: string) => lines.push(line) });
+    const built = buildSocketBuses(
+      { defaults: [{ ...sim(0x50, "24c02"), readOnly: true }], sockets: new Map() },
+      2,
+      { ...context, logger },
+    );
+    try {
+      const [m0, m1] = built.addressMaps;
+      assert.ok(m0 && m1);
+      for (let i = 0; i < 100; i++) assert.equal(await write(m0, 0x50, i), 0);
+      const flood = lines.filter((l) => l.includes("[socket0/sim] transfer refused"));
+      assert.ok(flood.length <= 10, `guest 0's refusals are rate-limited: ${flood.length} lines`);
+      assert.equal(await write(m1, 0x50, 1), 0);
+      assert.equal(
+        lines.filter((l) => l.includes("[socket1/sim] transfer refused")).length,
+        1,
+        "guest 1's refusal is still logged",
+      );
+    } finally {
+      built.close();
     }
   });
 
@@ -423,6 +453,38 @@ describe("buildSocketBuses (per-guest lists)", () => {
 });
 
 describe("devicesFromGroups with remapping and read-only", () => {
+  it("carries the 16-bit register pointer of =ro16", () => {
+    assert.deepEqual(
+      fromList("3:0x50=ro16:0x51=ro,sim:0x57=24c32=ro16").map((d) => [
+        d.address,
+        d.readOnly,
+        d.pointerBytes,
+      ]),
+      [
+        [0x50, true, 2],
+        [0x51, true, undefined],
+        [0x57, true, 2],
+      ],
+    );
+  });
+
+  it("a read-only 24c32 (=ro16) is read through its 2-byte word address; 1 or 3 bytes are refused", () => {
+    const built = buildBuses(fromList("sim:0x57=24c32=ro16"), context);
+    try {
+      const bus = built.addressMap.lookup(0x57)?.bus;
+      assert.ok(bus);
+      const buf = new Uint8Array(2);
+      const word = [{ addr: 0x57, read: false, buf: Uint8Array.of(0x00, 0x10) }];
+      assert.equal(bus.transfer([...word, { addr: 0x57, read: true, buf }]), 2);
+      for (const bytes of [[0x00], [0x00, 0x10, 0xaa]]) {
+        const pointer = { addr: 0x57, read: false, buf: Uint8Array.from(bytes) };
+        assert.equal(bus.transfer([pointer, { addr: 0x57, read: true, buf }]), 0);
+      }
+    } finally {
+      built.close();
+    }
+  });
+
   it("carries hostAddress and readOnly", () => {
     assert.deepEqual(fromList("3:0x52@0x42=ro,sim:0x50=24c02=ro"), [
       {

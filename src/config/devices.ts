@@ -8,7 +8,7 @@
  * @module
  */
 
-import { GuardedBus } from "../i2c/access.js";
+import { DEFAULT_POINTER_BYTES, GuardedBus, type PointerBytes } from "../i2c/access.js";
 import { openBacking } from "../i2c/backing-store.js";
 import { AddressMap, type BusAddresses, hex, I2C_MAX_ADDR, type I2cBus } from "../i2c/bus.js";
 import type { DeviceGroup } from "../i2c/device-list.js";
@@ -24,7 +24,7 @@ import {
   validateOptions,
 } from "../i2c/model.js";
 import { SimBus } from "../i2c/sim-bus.js";
-import type { Logger } from "../log.js";
+import { type Logger, rateLimitedLogger } from "../log.js";
 import { ConfigError, reasonOf } from "./errors.js";
 
 /**
@@ -42,6 +42,8 @@ export type DeviceConfig =
       /** The address on the adapter, when the guest sees the device elsewhere (remapping). */
       hostAddress?: number;
       readOnly?: boolean;
+      /** A read-only device's register pointer width in bytes (default 1); see access.ts. */
+      pointerBytes?: PointerBytes;
       /** Other guests (sockets, daemons) may drive this host device too. */
       shared?: boolean;
       origin?: string;
@@ -53,6 +55,8 @@ export type DeviceConfig =
       model: string | { module: string };
       options: Record<string, unknown>;
       readOnly?: boolean;
+      /** A read-only chip's register pointer width in bytes (default 1), on each of its addresses. */
+      pointerBytes?: PointerBytes;
       /** One instance for every socket that lists it shared (else one per socket list). */
       shared?: boolean;
       origin?: string;
@@ -92,13 +96,23 @@ export interface BuildContext {
   readonly pool?: ResourcePool;
 }
 
-export interface BuiltBuses {
+/** What one guest reaches: its AddressMap over the buses of a build, each behind its own guard. */
+export interface GuestView {
+  readonly addressMap: AddressMap;
+  /** The guarded buses in the AddressMap: what shutdown aborts. */
+  readonly guards: readonly GuardedBus[];
+}
+
+export interface BuiltBuses extends GuestView {
   /** The guarded buses in the AddressMap. */
   readonly buses: readonly I2cBus[];
-  /** The same buses: what shutdown aborts. */
-  readonly guards: readonly GuardedBus[];
-  readonly addressMap: AddressMap;
   readonly registry: DeviceRegistry;
+  /**
+   * A view of the same buses for the guest called `name` ("socket0"): its own guards, whose log
+   * lines (refused transfers) go through a rate limit of that guest's own, so one guest that
+   * floods does not silence another's lines. The buses and chips stay shared.
+   */
+  guestView(name: string): GuestView;
   /** Closes every device (flushing backing files) and every bus. Safe to call twice. */
   close(): void;
 }
@@ -108,7 +122,12 @@ export function devicesFromGroups(groups: readonly DeviceGroup[]): DeviceConfig[
   return groups.flatMap((group, index) =>
     group.devices.map((device): DeviceConfig => {
       const origin = `-l group ${index + 1} ("${group.busText}")`;
-      const readOnly = device.readOnly ? { readOnly: true } : {};
+      const readOnly = device.readOnly
+        ? {
+            readOnly: true,
+            ...(device.pointerBytes === undefined ? {} : { pointerBytes: device.pointerBytes }),
+          }
+        : {};
       if (group.bus.kind === "host") {
         const remap = device.hostAddr === undefined ? {} : { hostAddress: device.hostAddr };
         return {
@@ -308,12 +327,17 @@ export function buildBuses(
   const opened: { close(): void }[] = [];
   const closeOpened = () => closeAll(opened, context.logger);
   try {
-    const groups: BusAddresses[] = [];
-    const guards: GuardedBus[] = [];
-    const guard = (inner: I2cBus, readOnly: number[], addrs: number[], hostAddrs?: number[]) => {
-      const bus = new GuardedBus(inner, { readOnly, logger: context.logger.child(inner.name) });
-      guards.push(bus);
-      groups.push(hostAddrs === undefined ? { bus, addrs } : { bus, addrs, hostAddrs });
+    /** Each bus with its guest addresses and read-only devices, before any guard. */
+    const plain: (BusAddresses & { readOnly: Map<number, PointerBytes> })[] = [];
+    const guard = (
+      bus: I2cBus,
+      readOnly: Map<number, PointerBytes>,
+      addrs: number[],
+      hostAddrs?: number[],
+    ) => {
+      plain.push(
+        hostAddrs === undefined ? { bus, addrs, readOnly } : { bus, addrs, hostAddrs, readOnly },
+      );
     };
     const hostDevices = new Map<number, Extract<DeviceConfig, { kind: "host" }>[]>();
     for (const device of configs) {
@@ -335,7 +359,11 @@ export function buildBuses(
         adapterName === undefined ? {} : { adapterName },
       );
       opened.push(bus);
-      const readOnly = devices.filter((d) => d.readOnly).map(hostAddressOf);
+      const readOnly = new Map(
+        devices
+          .filter((d) => d.readOnly)
+          .map((d) => [hostAddressOf(d), d.pointerBytes ?? DEFAULT_POINTER_BYTES] as const),
+      );
       guard(
         bus,
         readOnly,
@@ -347,7 +375,7 @@ export function buildBuses(
     const targets = new Map<number, I2cDeviceModel>();
     const registry = new Map<number, RegisteredDevice>();
     const targetOwner = new Map<number, string>();
-    const readOnlyTargets: number[] = [];
+    const readOnlyTargets = new Map<number, PointerBytes>();
     for (const config of configs) {
       if (config.kind !== "sim") continue;
       const definition = modelFor(config, context.modules);
@@ -374,7 +402,9 @@ export function buildBuses(
         }
         targetOwner.set(address, label);
         targets.set(address, target);
-        if (config.readOnly) readOnlyTargets.push(address);
+        if (config.readOnly) {
+          readOnlyTargets.set(address, config.pointerBytes ?? DEFAULT_POINTER_BYTES);
+        }
       });
       registry.set(config.address, { address: config.address, model: definition.name, device });
     }
@@ -393,12 +423,20 @@ export function buildBuses(
         `address ${hex(hostTaken)} is listed on a host adapter and answered by ${targetOwner.get(hostTaken)}`,
       );
     }
-    const addressMap = new AddressMap(groups);
+    const guestView = (name: string): GuestView => {
+      const logger = rateLimitedLogger(context.logger.child(name), name);
+      const groups = plain.map(({ bus, readOnly, ...addresses }) => ({
+        ...addresses,
+        bus: new GuardedBus(bus, { readOnly, logger: logger.child(bus.name) }),
+      }));
+      return { addressMap: new AddressMap(groups), guards: groups.map((g) => g.bus) };
+    };
+    const own = guestView(scope);
     let closed = false;
     return {
-      buses: groups.map((g) => g.bus),
-      guards,
-      addressMap,
+      ...own,
+      buses: own.guards,
+      guestView,
       registry,
       close() {
         if (closed) return;
@@ -491,13 +529,15 @@ export function buildSocketBuses(
     if (own === undefined) throw new Error(`socket ${i} has no device list`);
     return own;
   });
-  const addressMaps = socketBuilds.map((b) => b.addressMap);
+  // Every guest gets its own guards over its list's buses (their refusals are logged per guest).
+  const views = socketBuilds.map((b, i) => b.guestView(`socket${i}`));
+  const addressMaps = views.map((v) => v.addressMap);
   const directory = directoryOf(socketBuilds);
   let closed = false;
   return {
     addressMaps,
     directory,
-    guards: built.flatMap((b) => b.guards),
+    guards: views.flatMap((v) => v.guards),
     devices: used.flatMap((u) => u.devices),
     close() {
       if (closed) return;

@@ -216,7 +216,7 @@ describe("parseConfigText refuses", () => {
     refused(
       { devices: [{ bus: "sim", address: 1, model: "lm75", adress: 2 }] },
       "CONFIG_INVALID",
-      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options, readOnly, shared)`,
+      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options, readOnly, pointerBytes, shared)`,
     );
   });
 
@@ -376,6 +376,48 @@ describe("per-socket lists, remapping, readOnly and shared", () => {
         },
       ],
     );
+  });
+
+  it("pointerBytes: a read-only device's register pointer width, 1 (the default) or 2", () => {
+    const devices = parse({
+      devices: [
+        { bus: 3, address: "0x50", readOnly: true, pointerBytes: 2 },
+        { bus: 3, address: "0x51", readOnly: true, pointerBytes: 1 },
+        { bus: "sim", address: "0x57", model: "24c32", readOnly: true, pointerBytes: 2 },
+      ],
+    });
+    assert.deepEqual(
+      devices.map((d) => [d.address, d.readOnly, d.pointerBytes]),
+      [
+        [0x50, true, 2],
+        [0x51, true, undefined],
+        [0x57, true, 2],
+      ],
+    );
+  });
+
+  it("refuses a pointerBytes other than 1 or 2, and one on a device that is not read-only", () => {
+    for (const [value, found] of [
+      [3, "3 (a number)"],
+      ["2", '"2" (a string)'],
+      [1.5, "1.5 (a number)"],
+    ] as const) {
+      refusedDoc(
+        { devices: [{ bus: 3, address: 1, readOnly: true, pointerBytes: value }] },
+        "CONFIG_INVALID",
+        `${FILE}: devices[0].pointerBytes: expected 1 (8-bit register address) or 2 (16-bit word address, 24c32 and larger EEPROMs), found ${found}`,
+      );
+    }
+    for (const device of [
+      { bus: 3, address: 1, pointerBytes: 2 },
+      { bus: "sim", address: 1, model: "24c32", readOnly: false, pointerBytes: 2 },
+    ]) {
+      refusedDoc(
+        { sockets: { "2": { devices: [device] } } },
+        "CONFIG_INVALID",
+        `${FILE}: sockets.2.devices[0].pointerBytes: only a read-only device takes a register pointer width; add "readOnly": true or remove "pointerBytes"`,
+      );
+    }
   });
 
   it("sockets as an object keyed by index, or as an array (null keeps the default)", () => {

@@ -15,12 +15,15 @@
  *   "sockets": { "1": { "devices": [ ... ] } } }
  * ```
  * Every device may say `"readOnly": true` and `"shared": true`; `hostAddress` (host adapters only) is
- * the address on the adapter when the guest sees the device at `address`.
+ * the address on the adapter when the guest sees the device at `address`. A read-only device may say
+ * `"pointerBytes": 1 | 2`, the width of its register pointer (default 1; 2 for 16-bit word addresses,
+ * 24c32 and larger EEPROMs): the only write it takes is exactly that many bytes before a read.
  * @module
  */
 
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import { isPointerBytes, type PointerBytes } from "../i2c/access.js";
 import { hex, I2C_MAX_ADDR } from "../i2c/bus.js";
 import { SIM_BUS } from "../i2c/device-list.js";
 import type { DeviceConfig } from "./devices.js";
@@ -52,8 +55,17 @@ const PATH_OPTIONS = ["backing"] as const;
 
 const TOP_KEYS = ["devices", "sockets"] as const;
 const SOCKET_KEYS = ["devices"] as const;
-const SIM_KEYS = ["bus", "address", "model", "module", "options", "readOnly", "shared"] as const;
-const HOST_KEYS = ["bus", "address", "hostAddress", "readOnly", "shared"] as const;
+const SIM_KEYS = [
+  "bus",
+  "address",
+  "model",
+  "module",
+  "options",
+  "readOnly",
+  "pointerBytes",
+  "shared",
+] as const;
+const HOST_KEYS = ["bus", "address", "hostAddress", "readOnly", "pointerBytes", "shared"] as const;
 /** Highest socket index a "sockets" key may name (the daemon serves at most 64). */
 const MAX_SOCKET_INDEX = 63;
 const DECIMAL = /^[0-9]+$/;
@@ -218,17 +230,34 @@ class SchemaReader {
     return host;
   }
 
-  /** `readOnly` and `shared`, when given (true or false). */
+  /** `readOnly` and `shared`, when given (true or false), and a read-only device's `pointerBytes`. */
   #flags(
     device: Record<string, unknown>,
     keyPath: string,
-  ): { readOnly?: boolean; shared?: boolean } {
-    const flags: { readOnly?: boolean; shared?: boolean } = {};
+  ): { readOnly?: boolean; pointerBytes?: PointerBytes; shared?: boolean } {
+    const flags: { readOnly?: boolean; pointerBytes?: PointerBytes; shared?: boolean } = {};
     for (const key of ["readOnly", "shared"] as const) {
       if (!(key in device)) continue;
       const value = device[key];
       if (typeof value !== "boolean") this.#fail(`${keyPath}.${key}`, "true or false", value);
       if (value) flags[key] = true;
+    }
+    if ("pointerBytes" in device) {
+      const value = device.pointerBytes;
+      if (!isPointerBytes(value)) {
+        this.#fail(
+          `${keyPath}.pointerBytes`,
+          "1 (8-bit register address) or 2 (16-bit word address, 24c32 and larger EEPROMs)",
+          value,
+        );
+      }
+      if (!flags.readOnly) {
+        throw new ConfigError(
+          "CONFIG_INVALID",
+          `${this.#file}: ${keyPath}.pointerBytes: only a read-only device takes a register pointer width; add "readOnly": true or remove "pointerBytes"`,
+        );
+      }
+      if (value !== 1) flags.pointerBytes = value;
     }
     return flags;
   }

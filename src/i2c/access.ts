@@ -10,27 +10,43 @@
 import { type Logger, silentLogger } from "../log.js";
 import { hex, type I2cBus, type I2cMessage } from "./bus.js";
 
-/** Longest register/word address a guest may write to a read-only device (before a read). */
-export const READ_ONLY_MAX_POINTER_BYTES = 2;
+/**
+ * How many bytes a read-only device's register pointer (register or word address) has: 1 for chips
+ * with 8-bit registers (sensors, PMICs, PMBus, 24c01..24c16), 2 for 16-bit word addresses (24c32 and
+ * larger EEPROMs). Configured per device, never guessed: a 2-byte write to an 8-bit-register chip is
+ * a register address plus a data byte, which the chip latches as a write.
+ */
+export type PointerBytes = 1 | 2;
+
+/** The pointer width of a read-only device whose configuration does not give one. */
+export const DEFAULT_POINTER_BYTES: PointerBytes = 1;
+
+export function isPointerBytes(value: unknown): value is PointerBytes {
+  return value === 1 || value === 2;
+}
 
 /**
- * Why `msgs` breaks the read-only rule for the host addresses in `readOnly`, or null when it does
- * not. A read-only device may be read; the only write it takes is a register address of 1 or 2
- * bytes immediately followed, in the same transfer, by a read of the same device. Everything else
- * is refused, zero-length writes included: an SMBus quick write is a command on some chips.
+ * Why `msgs` breaks the read-only rule for the host addresses in `readOnly` (address → pointer
+ * width), or null when it does not. A read-only device may be read; the only write it takes is its
+ * register pointer, exactly as many bytes as the device's pointer has, immediately followed in the
+ * same transfer by a read of the same device. So a write never carries a byte past the pointer.
+ * Everything else is refused, zero-length writes included: an SMBus quick write is a command on
+ * some chips. The pointer itself still moves: that is what a read of a chosen register needs.
  */
 export function readOnlyViolation(
   msgs: readonly I2cMessage[],
-  readOnly: ReadonlySet<number>,
+  readOnly: ReadonlyMap<number, PointerBytes>,
 ): string | null {
   for (const [index, msg] of msgs.entries()) {
-    if (msg.read || !readOnly.has(msg.addr)) continue;
+    if (msg.read) continue;
+    const pointerBytes = readOnly.get(msg.addr);
+    if (pointerBytes === undefined) continue;
     const length = msg.buf.length;
-    const next = msgs[index + 1];
     if (length === 0) return `zero-length write (quick command) to read-only ${hex(msg.addr)}`;
-    if (length > READ_ONLY_MAX_POINTER_BYTES) {
-      return `write of ${length} bytes to read-only ${hex(msg.addr)}`;
+    if (length !== pointerBytes) {
+      return `write of ${length} byte${length === 1 ? "" : "s"} to read-only ${hex(msg.addr)}, whose register pointer is ${pointerBytes} byte${pointerBytes === 1 ? "" : "s"}`;
     }
+    const next = msgs[index + 1];
     if (next === undefined || !next.read || next.addr !== msg.addr) {
       return `write to read-only ${hex(msg.addr)} not followed by a read of it`;
     }
@@ -39,8 +55,8 @@ export function readOnlyViolation(
 }
 
 export interface GuardOptions {
-  /** Host addresses on the inner bus that are read-only. */
-  readonly readOnly?: Iterable<number>;
+  /** Host addresses on the inner bus that are read-only, with their register pointer widths. */
+  readonly readOnly?: ReadonlyMap<number, PointerBytes>;
   readonly logger?: Logger;
 }
 
@@ -49,7 +65,7 @@ type Pending = (done: number) => void;
 
 export class GuardedBus implements I2cBus {
   readonly inner: I2cBus;
-  readonly readOnly: ReadonlySet<number>;
+  readonly readOnly: ReadonlyMap<number, PointerBytes>;
   readonly #logger: Logger;
   readonly #pending = new Set<Pending>();
   /** Set once the inner bus answered synchronously: refusals may then answer synchronously too. */
@@ -58,7 +74,7 @@ export class GuardedBus implements I2cBus {
 
   constructor(inner: I2cBus, options: GuardOptions = {}) {
     this.inner = inner;
-    this.readOnly = new Set(options.readOnly ?? []);
+    this.readOnly = new Map(options.readOnly ?? []);
     this.#logger = options.logger ?? silentLogger;
   }
 

@@ -275,6 +275,30 @@ describe("remapping (<host>@<guest>) and read-only (=ro)", () => {
     ]);
   });
 
+  it("=ro16: read-only with a 16-bit register pointer, on host and emulated devices", () => {
+    assert.deepEqual(
+      parseDeviceList("0:0x50=ro16:0x52@0x42=ro16:0x51=ro", noNames),
+      host(
+        0,
+        { addr: 0x50, readOnly: true, pointerBytes: 2 },
+        { addr: 0x42, hostAddr: 0x52, readOnly: true, pointerBytes: 2 },
+        { addr: 0x51, readOnly: true },
+      ),
+    );
+    assert.deepEqual(parseDeviceList("sim:0x50=24c32=ro16", noNames)[0]?.devices, [
+      { addr: 0x50, model: "24c32", readOnly: true, pointerBytes: 2 },
+    ]);
+  });
+
+  it("refuses read-only suffixes that are neither =ro nor =ro16, naming both", () => {
+    for (const text of ["0:0x50=ro8", "0:0x50=ro2", "0:0x50=RO", "sim:0x50=24c32=ro32"]) {
+      rejects(text, "BAD_SUFFIX", /unknown read-only suffix .* use "=ro" .* or "=ro16"/);
+    }
+    rejects("0:0x50=ro16=ro", "BAD_SUFFIX", /"=ro" or "=ro16" may be given once, at the end/);
+    rejects("sim:0x50=24c32=ro=ro16", "BAD_SUFFIX", /may be given once/);
+    rejects("0:0x50=24c02", "MODEL_ON_HOST_ADAPTER", /"=ro" or "=ro16"/);
+  });
+
   it("a host address may be shown at a guest address another adapter's device does not use", () => {
     const parsed = parseDeviceList("0:0x50@0x40,1:0x50", noNames);
     assert.deepEqual(
@@ -294,7 +318,7 @@ describe("remapping (<host>@<guest>) and read-only (=ro)", () => {
   });
 
   it("refuses bad suffixes and remapping on sim", () => {
-    rejects("0:0x50=ro=ro", "BAD_SUFFIX", /"=ro" may be given once/);
+    rejects("0:0x50=ro=ro", "BAD_SUFFIX", /"=ro" or "=ro16" may be given once/);
     rejects("0:0x50=rw", "MODEL_ON_HOST_ADAPTER");
     rejects("sim:0x50@0x40=24c02", "REMAP_ON_SIM", /remaps host devices/);
     rejects("sim:0x50=ro", "MISSING_MODEL");

@@ -7,17 +7,21 @@
  * list    = group *("," group)
  * group   = bus 1*(":" device)
  * bus     = adapter-number (decimal) | adapter-name (may contain spaces) | "sim"
- * device  = addr ["@" addr] ["=ro"]          (host adapter: host address, shown at guest address)
- *         | addr "=" model ["=ro"]           (on "sim", e.g. sim:0x50=24c02:0x51=24c02=ro)
+ * device  = addr ["@" addr] [ro]             (host adapter: host address, shown at guest address)
+ *         | addr "=" model [ro]              (on "sim", e.g. sim:0x50=24c02:0x51=24c32=ro16)
+ * ro      = "=ro" | "=ro16"                  (read-only; 8-bit or 16-bit register pointer)
  * addr    = decimal | "0x" hex  (0..0x7f; decimal like the original daemon: 32 == 0x20)
  * ```
- * `3:0x52@0x42=ro` is host address 0x52 on /dev/i2c-3, which the guest sees at 0x42, read-only.
+ * `3:0x52@0x42=ro` is host address 0x52 on /dev/i2c-3, which the guest sees at 0x42, read-only: the
+ * guest may write one register-address byte right before a read, nothing else; `=ro16` allows a
+ * two-byte word address instead (24c32 and larger EEPROMs).
  * Guest addresses form one flat space: an address (after remapping) may appear once in the whole
  * list; a host address may appear once per adapter.
  * @module
  */
 
 import { CodedError } from "../errors.js";
+import type { PointerBytes } from "./access.js";
 import { hex, I2C_MAX_ADDR } from "./bus.js";
 import { isModelName, MODEL_NAMES } from "./model.js";
 
@@ -30,12 +34,25 @@ export interface DeviceSpec {
   /** The address on the host adapter when it differs from the guest's (`<host>@<guest>`). */
   hostAddr?: number;
   model?: string;
-  /** `=ro`: reads only, plus a register address written right before a read. */
+  /** `=ro`/`=ro16`: reads only, plus a register address written right before a read. */
   readOnly?: boolean;
+  /** `=ro16`: the register address is 2 bytes (absent: 1 byte, `=ro`). */
+  pointerBytes?: PointerBytes;
 }
 
-/** The suffix that makes a device read-only. */
+/** The suffix that makes a device read-only, with an 8-bit register pointer. */
 export const READ_ONLY_SUFFIX = "ro";
+/** The suffix that makes a device read-only, with a 16-bit register (word) pointer. */
+export const READ_ONLY_16_SUFFIX = "ro16";
+/** Read-only suffix → register pointer width. */
+const READ_ONLY_SUFFIXES: ReadonlyMap<string, PointerBytes> = new Map([
+  [READ_ONLY_SUFFIX, 1],
+  [READ_ONLY_16_SUFFIX, 2],
+]);
+/** How the read-only suffixes are named in messages. */
+const READ_ONLY_SPELLINGS = `"=${READ_ONLY_SUFFIX}" or "=${READ_ONLY_16_SUFFIX}"`;
+/** Looks like a read-only suffix with a wrong width ("ro8", "ro2", "ro:"), to name it as such. */
+const NEAR_READ_ONLY = /^ro/i;
 export interface DeviceGroup {
   bus: BusRef;
   /** The bus as written in the list (trimmed), for messages. */
@@ -141,16 +158,33 @@ function parseDevice(token: string, bus: BusRef, where: string, group: number): 
   const at = addrPart.indexOf("@");
   const firstText = (at < 0 ? addrPart : addrPart.slice(0, at)).trim();
   const first = parseAddress(firstText, where, group);
-  const readOnly = suffixes.at(-1) === READ_ONLY_SUFFIX;
-  if (readOnly) suffixes.pop();
+  const pointerBytes = READ_ONLY_SUFFIXES.get(suffixes.at(-1) ?? "");
+  if (pointerBytes !== undefined) suffixes.pop();
+  const readOnly =
+    pointerBytes === undefined
+      ? {}
+      : { readOnly: true, ...(pointerBytes === 1 ? {} : { pointerBytes }) };
+  const misplaced = suffixes.find((s) => READ_ONLY_SUFFIXES.has(s));
+  if (misplaced !== undefined) {
+    throw new DeviceListError(
+      "BAD_SUFFIX",
+      `${where}: "${token}": ${READ_ONLY_SPELLINGS} may be given once, at the end`,
+      group,
+    );
+  }
+  const unknownRo = bus.kind === "host" ? suffixes[0] : suffixes[1];
+  if (unknownRo !== undefined && NEAR_READ_ONLY.test(unknownRo)) {
+    throw new DeviceListError(
+      "BAD_SUFFIX",
+      `${where}: "${token}": unknown read-only suffix "=${unknownRo}"; use "=${READ_ONLY_SUFFIX}" (8-bit register address) or "=${READ_ONLY_16_SUFFIX}" (16-bit word address, 24c32 and larger EEPROMs)`,
+      group,
+    );
+  }
   if (bus.kind === "host") {
     if (suffixes.length > 0) {
-      const isRo = suffixes.includes(READ_ONLY_SUFFIX);
       throw new DeviceListError(
-        isRo ? "BAD_SUFFIX" : "MODEL_ON_HOST_ADAPTER",
-        isRo
-          ? `${where}: "${token}": "=${READ_ONLY_SUFFIX}" may be given once, at the end`
-          : `${where}: "${token}": device models are only allowed on "${SIM_BUS}", host adapters take an address, <host>@<guest> and "=${READ_ONLY_SUFFIX}"`,
+        "MODEL_ON_HOST_ADAPTER",
+        `${where}: "${token}": device models are only allowed on "${SIM_BUS}", host adapters take an address, <host>@<guest> and ${READ_ONLY_SPELLINGS}`,
         group,
       );
     }
@@ -159,8 +193,7 @@ function parseDevice(token: string, bus: BusRef, where: string, group: number): 
       spec.addr = parseAddress(addrPart.slice(at + 1).trim(), where, group);
       spec.hostAddr = first;
     }
-    if (readOnly) spec.readOnly = true;
-    return spec;
+    return { ...spec, ...readOnly };
   }
   if (at >= 0) {
     throw new DeviceListError(
@@ -180,7 +213,7 @@ function parseDevice(token: string, bus: BusRef, where: string, group: number): 
   if (extra.length > 0) {
     throw new DeviceListError(
       "BAD_SUFFIX",
-      `${where}: "${token}": after the model only "=${READ_ONLY_SUFFIX}" may follow`,
+      `${where}: "${token}": after the model only ${READ_ONLY_SPELLINGS} may follow`,
       group,
     );
   }
@@ -191,7 +224,7 @@ function parseDevice(token: string, bus: BusRef, where: string, group: number): 
       group,
     );
   }
-  return readOnly ? { addr: first, model: modelText, readOnly } : { addr: first, model: modelText };
+  return { addr: first, model: modelText, ...readOnly };
 }
 
 /**
