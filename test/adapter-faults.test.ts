@@ -1,7 +1,8 @@
 // Integration: host adapter faults through the real daemon, with the LD_PRELOAD fake /dev/i2c-N
 // (test/fake-i2c) changed while the daemon runs (FakeI2c.update: the fake re-reads its file). Each
 // errno becomes ERR for that transfer and a log line; an unplugged adapter fails transfers without
-// being touched and works again once re-plugged, without a restart; warnings are rate-limited; a
+// being touched and works again once re-plugged, without a restart; an address a kernel driver
+// takes at run time is refused until it is released; warnings are rate-limited; a
 // failing adapter holds up neither another guest on emulated devices nor the daemon.
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -127,6 +128,38 @@ describe("host adapter faults through the daemon (LD_PRELOAD fake)", { skip }, (
       const log = await fake.readLog();
       const slaveChecks = log.filter((e) => e.op === "slave" && e.addr === 0x50);
       assert.ok(slaveChecks.length >= 1, "the listed address was checked again on reopen");
+    });
+  });
+
+  it("a kernel driver bound at run time: transfers to its address fail (none reaches the bus) until it is unbound", async () => {
+    await withFaultDaemon(["-l", "3:0x50", "--log-level", "info"], 1, async (daemon, [vm]) => {
+      assert.equal((await vm!.driver.transfer(readOne)).ok, true);
+      await fake.update(`${ADAPTER}busy 3 0x50\n`);
+      // The addresses are checked again at most every 2 s, when a transfer starts.
+      await retryUntil(
+        async () => !(await vm!.driver.transfer(readOne)).ok,
+        "a transfer refused once the driver is bound",
+      );
+      await daemon.waitForLog(
+        /WARN \[[^\]]*\] address 0x50 on \/dev\/i2c-3 is now in use by a kernel driver/,
+      );
+      await fake.clearLog();
+      for (let i = 0; i < 30; i++) errStatus(await vm!.driver.transfer(readOne));
+      assert.deepEqual(
+        (await fake.readLog()).filter((e) => e.op !== "slave"),
+        [],
+        "no transfer reached the bus while the driver owns the address",
+      );
+      await daemon.waitForLog(/WARN \[[^\]]*\] transfer refused: a kernel driver owns .*addr=0x50/);
+      const refusals = daemon.stderr.match(/transfer refused: a kernel driver owns/g)?.length ?? 0;
+      assert.ok(refusals <= 20, `${refusals} refusal warnings for 30+ refused transfers`);
+
+      await fake.update(ADAPTER);
+      await retryUntil(
+        async () => (await vm!.driver.transfer(readOne)).ok,
+        "a transfer once the driver is unbound",
+      );
+      await daemon.waitForLog(/INFO \[[^\]]*\] address 0x50 on \/dev\/i2c-3 is free again/);
     });
   });
 

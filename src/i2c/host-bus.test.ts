@@ -353,7 +353,9 @@ const errorWithCode = (code: string) => Object.assign(new Error(code), { code })
 /** A stand-in for an open /dev/i2c-N: counts what reaches it, fails as told. */
 class StubDev implements AdapterDev {
   readonly funcs: I2cFuncs;
-  readonly busy: ReadonlySet<number>;
+  /** Addresses a kernel driver owns: I2C_SLAVE gives EBUSY (tests may change it at run time). */
+  readonly busy: Set<number>;
+  slaveChecks = 0;
   /** Code every transfer fails with, or null. */
   failWith: string | null = null;
   transfers = 0;
@@ -364,6 +366,8 @@ class StubDev implements AdapterDev {
     this.busy = new Set(busy);
   }
   setSlave(addr: number): void {
+    if (this.closed) throw errorWithCode("EBADF");
+    this.slaveChecks++;
     if (this.busy.has(addr)) throw errorWithCode("EBUSY");
   }
   rdwr(_msgs: unknown, done: I2cDone): void {
@@ -513,6 +517,52 @@ describe("HostBus adapter errors (stub adapter)", () => {
       take().some((l) => /^INFO adapter i2c-3 back .*mode=smbus/.test(l)),
       "functions re-read",
     );
+  });
+
+  it("checks the addresses again while transfers run: one a driver took later is refused until freed", async () => {
+    const dev = new StubDev();
+    const { probe, take, clock, bus } = stubBus([dev], { addressCheckIntervalMs: 2000 });
+    take();
+    assert.equal(await probe(), 1);
+    assert.equal(dev.slaveChecks, 1, "checked at open only");
+    dev.busy.add(0x50); // a kernel driver binds 0x50
+    clock.now += 1999;
+    assert.equal(await probe(), 1, "not noticed before the interval");
+    clock.now += 1;
+    assert.equal(await probe(), 0, "the next transfer after the interval finds the driver");
+    assert.equal(dev.slaveChecks, 2);
+    const transfersBefore = dev.transfers;
+    for (let i = 0; i < 20; i++) assert.equal(await probe(), 0);
+    assert.equal(dev.transfers, transfersBefore, "nothing reached the adapter for 0x50");
+    assert.equal(dev.slaveChecks, 2, "one check per interval, not per transfer");
+    const lines = take();
+    assert.equal(
+      lines.filter((l) =>
+        /^WARN address 0x50 on \/dev\/i2c-3 is now in use by a kernel driver/.test(l),
+      ).length,
+      1,
+      lines.join(""),
+    );
+    const refusals = lines.filter((l) =>
+      /^WARN transfer refused: a kernel driver owns the address .*addr=0x50/.test(l),
+    );
+    assert.ok(refusals.length >= 1 && refusals.length <= 10, `rate-limited: ${refusals.length}`);
+    assert.equal(bus.up, true, "the adapter stays up: only that address is refused");
+
+    dev.busy.delete(0x50);
+    clock.now += 2000;
+    assert.equal(await probe(), 1, "released: transfers run again");
+    assert.ok(take().some((l) => /^INFO address 0x50 on \/dev\/i2c-3 is free again/.test(l)));
+  });
+
+  it("an address check that finds the adapter gone marks it down", async () => {
+    const dev = new StubDev();
+    const { probe, take, clock, bus } = stubBus([dev], { addressCheckIntervalMs: 2000 });
+    dev.closed = true; // every ioctl on it now fails with EBADF
+    clock.now += 2000;
+    assert.equal(await probe(), 0);
+    assert.equal(bus.up, false);
+    assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=EBADF/.test(l)));
   });
 
   it("keeps the adapter down when a kernel driver took a listed address meanwhile", async () => {

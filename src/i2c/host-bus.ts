@@ -1,6 +1,8 @@
 /**
  * HostBus: an I2cBus on a host adapter (/dev/i2c-N). Owns the adapter's fd, the check at open that
- * every listed address is free of kernel drivers, the choice between I2C_RDWR and an SMBus command
+ * every listed address is free of kernel drivers and its repetition while transfers run (I2C_RDWR
+ * does not look at bound drivers, so a driver bound later is found only by checking again), the
+ * choice between I2C_RDWR and an SMBus command
  * per transfer, the per-adapter queue that runs transfers one at a time, in order, and the adapter's
  * health: errors become failed transfers with rate-limited log lines, an adapter that went away is
  * marked down (transfers fail at once) and reopened, at most once per interval, when it comes back.
@@ -68,6 +70,11 @@ export interface HostBusOptions {
   reopenIntervalMs?: number;
   /** Warning lines about failed transfers per second and adapter; the rest are counted. Default 10. */
   warnLinesPerSecond?: number;
+  /**
+   * Least time between two checks (I2C_SLAVE, EBUSY when a kernel driver is bound) of every listed
+   * address while transfers run. Default 2000 ms.
+   */
+  addressCheckIntervalMs?: number;
 }
 
 /** Errors with which an adapter refuses a zero-length I2C_RDWR message (I2C_AQ_NO_ZERO_LEN). */
@@ -81,6 +88,7 @@ const NACK_CODES = ["ENXIO", "EREMOTEIO"] as const;
 const GONE_CODES = ["ENODEV", "ESHUTDOWN", "EBADF"] as const;
 
 const DEFAULT_REOPEN_INTERVAL_MS = 1000;
+const DEFAULT_ADDRESS_CHECK_INTERVAL_MS = 2000;
 const DEFAULT_WARN_LINES_PER_SECOND = 10;
 
 /**
@@ -241,6 +249,7 @@ export class HostBus implements I2cBus {
   readonly #openDev: (path: string) => AdapterDev;
   readonly #now: () => number;
   readonly #reopenIntervalMs: number;
+  readonly #addressCheckIntervalMs: number;
   readonly #warnLimiter: LogRateLimiter;
   /** The queue of the path at start-up, kept across reopens so one adapter keeps one queue. */
   readonly #queue: AdapterQueue;
@@ -256,6 +265,10 @@ export class HostBus implements I2cBus {
   #noZeroLength = false;
   /** While down: no reopen attempt before this time. */
   #retryAt = 0;
+  /** No new check of the listed addresses before this time (set at every (re)open and check). */
+  #nextAddressCheck = 0;
+  /** Listed addresses whose last check failed (a kernel driver owns them): transfers to them fail. */
+  readonly #unusable = new Set<number>();
   /** Why the last reopen failed, so a reason is warned about once and repeats go to debug. */
   #downReason: string | null = null;
   #closed = false;
@@ -277,6 +290,8 @@ export class HostBus implements I2cBus {
     this.#openDev = options.openDev ?? ((p) => I2cDev.open(p));
     this.#now = options.now ?? (() => performance.now());
     this.#reopenIntervalMs = options.reopenIntervalMs ?? DEFAULT_REOPEN_INTERVAL_MS;
+    this.#addressCheckIntervalMs =
+      options.addressCheckIntervalMs ?? DEFAULT_ADDRESS_CHECK_INTERVAL_MS;
     this.#warnLimiter = new LogRateLimiter(
       options.warnLinesPerSecond ?? DEFAULT_WARN_LINES_PER_SECOND,
       1000,
@@ -325,11 +340,14 @@ export class HostBus implements I2cBus {
     return bus;
   }
 
+  /** A freshly (re)opened adapter: its functions, and its addresses just checked by openAdapter. */
   #useFuncs(dev: AdapterDev): void {
     this.#funcs = dev.funcs.raw;
     this.#canI2c = dev.funcs.i2c;
     this.#canQuick = dev.funcs.smbusQuick;
     this.#noZeroLength = false;
+    this.#unusable.clear();
+    this.#nextAddressCheck = this.#now() + this.#addressCheckIntervalMs;
   }
 
   /**
@@ -407,6 +425,21 @@ export class HostBus implements I2cBus {
         this.#logger.debug("transfer failed: adapter down", {
           path: this.path,
           shape: describeShape(msgs),
+        });
+        this.#finish(job, 0);
+        return;
+      }
+      // Between jobs, nothing runs on the adapter's thread: I2C_SLAVE cannot change the address
+      // of a queued SMBus command under it.
+      if (this.#now() >= this.#nextAddressCheck && !this.#checkAddresses(dev)) {
+        this.#finish(job, 0);
+        return;
+      }
+      const taken = this.#unusable.size === 0 ? undefined : this.#unusableIn(msgs);
+      if (taken !== undefined) {
+        this.#warnLimited("transfer refused: a kernel driver owns the address", {
+          path: this.path,
+          addr: hex(taken),
         });
         this.#finish(job, 0);
         return;
@@ -522,14 +555,58 @@ export class HostBus implements I2cBus {
       case "gone":
         if (this.#dev === dev) this.#markDown(code);
         return;
-      case "fault": {
-        const { write, suppressed } = this.#warnLimiter.admit();
-        if (suppressed > 0) {
-          this.#logger.warn("failed transfers not logged", { path: this.path, suppressed });
+      case "fault":
+        this.#warnLimited("transfer failed", fields);
+    }
+  }
+
+  /** A warning a guest can repeat at will (one per transfer): through the adapter's rate limit. */
+  #warnLimited(message: string, fields: Record<string, string>): void {
+    const { write, suppressed } = this.#warnLimiter.admit();
+    if (suppressed > 0) {
+      this.#logger.warn("failed transfers not logged", { path: this.path, suppressed });
+    }
+    if (write) this.#logger.warn(message, fields);
+  }
+
+  /**
+   * Checks every listed address again with I2C_SLAVE, as the open did: an address a kernel driver
+   * took since (EBUSY, or any other refusal) becomes unusable, one that was released usable again;
+   * each change is logged once. Returns false when the adapter turned out to be gone (marked down).
+   */
+  #checkAddresses(dev: AdapterDev): boolean {
+    this.#nextAddressCheck = this.#now() + this.#addressCheckIntervalMs;
+    for (const addr of this.#addrs) {
+      try {
+        dev.setSlave(addr);
+        if (this.#unusable.delete(addr)) {
+          this.#logger.info(`address ${hex(addr)} on ${this.path} is free again`, {
+            path: this.path,
+            addr: hex(addr),
+          });
         }
-        if (write) this.#logger.warn("transfer failed", fields);
+      } catch (error) {
+        const code = codeOf(error);
+        if (classifyTransferError(code) === "gone") {
+          this.#markDown(code);
+          return false;
+        }
+        if (this.#unusable.has(addr)) continue;
+        this.#unusable.add(addr);
+        const owner = code === "EBUSY" ? "is now in use by a kernel driver" : "fails its check";
+        this.#logger.warn(
+          `address ${hex(addr)} on ${this.path} ${owner}; transfers to it fail until it is free`,
+          { path: this.path, addr: hex(addr), code },
+        );
       }
     }
+    return true;
+  }
+
+  /** The first address of `msgs` that the last check found unusable. */
+  #unusableIn(msgs: readonly I2cMessage[]): number | undefined {
+    for (const m of msgs) if (this.#unusable.has(m.addr)) return m.addr;
+    return undefined;
   }
 
   #markDown(code: string): void {
