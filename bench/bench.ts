@@ -21,6 +21,7 @@ import { parseArgs } from "node:util";
 import { type ClosedLoopGuest, runClosedLoop } from "../src/frontend/closed-loop.js";
 import { I2cGuest, type I2cOp } from "../src/frontend/i2c-driver.js";
 import { type BusTime, FAKE_LIBRARY, measureBusTime } from "../test/fake-i2c/fake.js";
+import { fakeSysfsEnv } from "../test/helpers/fake-sysfs.js";
 import { BenchDaemon, pinSelf } from "./daemon.js";
 import { describeFloors, type Floors, measureFloors } from "./floor.js";
 
@@ -137,7 +138,7 @@ function daemonSetup(backend: Backend): { list: string; env: Record<string, stri
     env: {
       LD_PRELOAD: FAKE_LIBRARY,
       FAKE_I2C_CONFIG: fakeConfig(backend),
-      VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs,
+      ...fakeSysfsEnv(sysfs),
     },
   };
 }

@@ -11,6 +11,7 @@ import { I2cGuest, type TransferResult } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { type DaemonProcess, makeTempDir, WAIT_MS, withDaemon } from "./helpers/daemon.js";
+import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
 
 const skip = fakeUnavailableReason() ?? false;
 const ADAPTER = "adapter 3 funcs=i2c|emul\ndevice 3 0x50\n";
@@ -65,7 +66,7 @@ describe("host adapter faults through the daemon (LD_PRELOAD fake)", { skip }, (
           for (const vm of vms) await vm.close();
         }
       },
-      { env: { ...fake.env({}), VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs } },
+      { env: { ...fake.env({}), ...fakeSysfsEnv(sysfs) } },
     );
   }
 

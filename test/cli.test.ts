@@ -16,6 +16,7 @@ import {
   WAIT_MS,
   withDaemonLog,
 } from "./helpers/daemon.js";
+import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
 
 interface RunResult {
   status: number | null;
@@ -113,13 +114,25 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
   ];
   for (const { what, args, message } of cases) {
     it(`refuses ${what}`, () => {
-      const result = runCli(args, { VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs });
+      const result = runCli(args, fakeSysfsEnv(sysfs));
       assert.equal(result.status, 2, result.stderr);
       assert.match(result.stderr, message);
       assert.match(result.stderr, /--help/);
       assert.equal(exists(`${socket}0`), false, "nothing listens after a refusal");
     });
   }
+
+  it("looks adapter names up in /sys only: VHOST_DEVICE_I2C_SYSFS_ROOT is not honoured", () => {
+    const result = runCli(["-s", socket, "-l", "Fake adapter three:0x50"], {
+      VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs,
+    });
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /no adapter named "Fake adapter three" under \/sys\/bus\/i2c\/devices/,
+    );
+    assert.doesNotMatch(result.stderr, /i2c-3/, "the fake tree was not read");
+  });
 
   it("refuses a socket directory that does not exist", () => {
     const result = runCli(["-s", `${dir.path}/missing/vi2c.sock`, "-l", "sim:0x50=24c02"]);

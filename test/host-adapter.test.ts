@@ -8,6 +8,7 @@ import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
+import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
 
 const ADAPTER_NAME = "Fake SMBus adapter at 3f00";
 const skip = fakeUnavailableReason() ?? false;
@@ -34,7 +35,7 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
     dir.remove();
   });
 
-  const env = () => ({ ...fake.env({}), VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs });
+  const env = () => ({ ...fake.env({}), ...fakeSysfsEnv(sysfs) });
 
   async function withHostDaemon(
     list: string,

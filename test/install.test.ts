@@ -3,7 +3,7 @@
 // daemon serves the in-repo frontend.
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -80,6 +80,23 @@ describe("npm pack, then npm install -g into a clean prefix", () => {
     assert.equal(JSON.parse(capabilities).type, "i2c");
     const help = spawnSync(installed("vi2c"), ["--help"], { encoding: "utf8" });
     assert.equal(help.status, 0, help.stderr);
+  });
+
+  it("the installed daemon looks adapter names up in /sys only, whatever VHOST_DEVICE_I2C_SYSFS_ROOT says", () => {
+    const sysfs = join(dir.path, "sys");
+    mkdirSync(join(sysfs, "bus/i2c/devices/i2c-3"), { recursive: true });
+    writeFileSync(join(sysfs, "bus/i2c/devices/i2c-3/name"), "Planted adapter\n");
+    assert.ok(!existsSync(join(packageDir(), "dist/test")), "the package has no test entry points");
+    const result = spawnSync(
+      installed("vhost-device-i2c"),
+      ["-s", join(dir.path, "planted.sock"), "-l", "Planted adapter:0x50"],
+      { encoding: "utf8", env: { ...process.env, VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs } },
+    );
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /no adapter named "Planted adapter" under \/sys\/bus\/i2c\/devices/,
+    );
   });
 
   it("the installed daemon serves the in-repo frontend", async () => {

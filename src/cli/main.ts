@@ -14,7 +14,7 @@
 
 import { fstatSync, readFileSync } from "node:fs";
 import { runControlCommand } from "../control/client.js";
-import { resolveAdapter, sysfsRoot } from "../i2c/adapters.js";
+import { resolveAdapter } from "../i2c/adapters.js";
 import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
 import {
   type InheritedFds,
@@ -81,13 +81,12 @@ function serviceNotifier(config: DaemonConfig, logger: Logger): LifecycleHooks {
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
-  const root = sysfsRoot(process.env);
   let inherited: InheritedFds | null;
   let command: ReturnType<typeof parseCommandLine>;
   try {
     inherited = inheritedFds(process.env, process.pid);
     command = parseCommandLine(argv, {
-      resolveAdapter: (name) => resolveAdapter(name, root),
+      resolveAdapter: (name) => resolveAdapter(name),
       ...(inherited !== null && { inheritedFds: inherited.fds }),
     });
   } catch (err) {
@@ -122,7 +121,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   try {
     await runDaemonUntilSignal(config, logger, {
-      resolveAdapter: (name) => resolveAdapter(name, root),
+      resolveAdapter: (name) => resolveAdapter(name),
       ...serviceNotifier(config, logger),
     });
     return EXIT_OK;

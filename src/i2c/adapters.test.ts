@@ -7,8 +7,9 @@ import {
   AdapterLookupError,
   listAdapters,
   resolveAdapter,
-  SYSFS_ROOT_ENV,
+  SYSFS_ROOT,
   sysfsRoot,
+  useSysfsRoot,
 } from "./adapters.js";
 import { DeviceListError, parseDeviceList } from "./device-list.js";
 
@@ -105,16 +106,20 @@ describe("resolveAdapter", () => {
 });
 
 describe("sysfsRoot", () => {
-  it(`defaults to /sys and follows ${SYSFS_ROOT_ENV}`, () => {
-    assert.equal(sysfsRoot({}), "/sys");
-    assert.equal(sysfsRoot({ [SYSFS_ROOT_ENV]: root }), root);
-    const saved = process.env[SYSFS_ROOT_ENV];
-    process.env[SYSFS_ROOT_ENV] = root;
+  it("is /sys whatever the environment says; only useSysfsRoot moves it", () => {
+    const saved = process.env.VHOST_DEVICE_I2C_SYSFS_ROOT;
+    process.env.VHOST_DEVICE_I2C_SYSFS_ROOT = root;
     try {
+      assert.equal(sysfsRoot(), SYSFS_ROOT);
+      assert.equal(SYSFS_ROOT, "/sys");
+      assert.throws(() => resolveAdapter("i915 gmbus dpb"), AdapterLookupError);
+      useSysfsRoot(root);
+      assert.equal(sysfsRoot(), root);
       assert.equal(resolveAdapter("i915 gmbus dpb"), 10);
     } finally {
-      if (saved === undefined) delete process.env[SYSFS_ROOT_ENV];
-      else process.env[SYSFS_ROOT_ENV] = saved;
+      useSysfsRoot(SYSFS_ROOT);
+      if (saved === undefined) delete process.env.VHOST_DEVICE_I2C_SYSFS_ROOT;
+      else process.env.VHOST_DEVICE_I2C_SYSFS_ROOT = saved;
     }
   });
 });

@@ -1,6 +1,7 @@
 /**
  * Host I2C adapter discovery through sysfs: `<root>/bus/i2c/devices/i2c-N/name`.
- * Reads names only; must not open /dev/i2c-N (host-bus.ts does that).
+ * Reads names only; must not open /dev/i2c-N (host-bus.ts does that), nor take the root from the
+ * environment: whoever sets a root daemon's environment must not decide which adapter a name means.
  * @module
  */
 
@@ -8,8 +9,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CodedError } from "../errors.js";
 
-/** Environment variable that moves the sysfs root (tests point it at a fake tree). */
-export const SYSFS_ROOT_ENV = "VHOST_DEVICE_I2C_SYSFS_ROOT";
+/** Where the kernel shows sysfs. */
+export const SYSFS_ROOT = "/sys";
+
+/** The root every lookup without an explicit one uses: SYSFS_ROOT unless useSysfsRoot moved it. */
+let rootInUse = SYSFS_ROOT;
 
 export interface AdapterInfo {
   readonly number: number;
@@ -27,9 +31,19 @@ export class AdapterLookupError extends CodedError<AdapterLookupErrorCode> {
   }
 }
 
-/** The sysfs root: the environment override, else "/sys". */
-export function sysfsRoot(env: NodeJS.ProcessEnv = process.env): string {
-  return env[SYSFS_ROOT_ENV] || "/sys";
+/** The sysfs root adapter lookups use: "/sys", unless useSysfsRoot moved it. */
+export function sysfsRoot(): string {
+  return rootInUse;
+}
+
+/**
+ * Points every later lookup of this process (the device list, config files, reopens by name) at the
+ * tree under `root`. Only a test entry point calls it, before the command line runs
+ * (test/helpers/fake-sysfs-preload.ts, preloaded with --import): the command itself never does and
+ * reads no variable for it, so an installed daemon always looks in /sys.
+ */
+export function useSysfsRoot(root: string): void {
+  rootInUse = root;
 }
 
 const ADAPTER_DIR = /^i2c-([0-9]+)$/;

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { FakeI2c, fakeUnavailableReason } from "../fake-i2c/fake.js";
+import { fakeSysfsEnv } from "../helpers/fake-sysfs.js";
 import {
   eepromPattern,
   guestSuite,
@@ -90,7 +91,7 @@ describe("guest on a host adapter", { skip, timeout: TEST_TIMEOUT_MS }, () => {
         mkdirSync(sysfs);
         const mapping = `${ADAPTER}:0x${HOST_ADDRESS.toString(16)}@0x${GUEST_ADDRESS.toString(16)}`;
         const daemon = await startDaemon(["-l", mapping, "--log-level", "debug"], {
-          env: { ...fake.env({}), VHOST_DEVICE_I2C_SYSFS_ROOT: sysfs },
+          env: { ...fake.env({}), ...fakeSysfsEnv(sysfs) },
         });
         const run = await boot(GUEST_SCRIPT);
 
