@@ -49,6 +49,8 @@ export interface DaemonConfig {
   readonly configFile: string | undefined;
   /** --control-socket PATH: where the run-time control socket listens. */
   readonly controlSocket: string | undefined;
+  /** --control-idle-timeout: ms after which a control client that completed no command is dropped. */
+  readonly controlIdleTimeoutMs?: number;
   readonly logLevel: LogLevel;
   /** Connect to sockets the VMM listens on instead of listening ourselves. */
   readonly clientMode: boolean;
@@ -96,7 +98,8 @@ export type UsageErrorCode =
   | "USAGE_BAD_LOCK_DIR"
   | "USAGE_BAD_SOCKET_FD"
   | "USAGE_SOCKET_CONFLICT"
-  | "USAGE_BAD_LOG_FORMAT";
+  | "USAGE_BAD_LOG_FORMAT"
+  | "USAGE_BAD_CONTROL_IDLE_TIMEOUT";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
 export class UsageError extends CodedError<UsageErrorCode> {}
@@ -114,6 +117,7 @@ const OPTIONS = {
   "device-list": { type: "string", short: "l" },
   config: { type: "string" },
   "control-socket": { type: "string" },
+  "control-idle-timeout": { type: "string" },
   "log-level": { type: "string" },
   client: { type: "boolean" },
   trace: { type: "boolean" },
@@ -180,6 +184,10 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
   if (configFile === "") throw new UsageError("USAGE_BAD_CONFIG_PATH", "--config is empty");
   const controlSocket = values["control-socket"];
   if (controlSocket !== undefined) checkSocketPath(controlSocket, "--control-socket");
+  const controlIdleTimeoutMs = parseControlIdleTimeout(
+    values["control-idle-timeout"],
+    controlSocket !== undefined,
+  );
   const logLevel = parseLogLevel(values["log-level"]);
   const logFormat = parseLogFormat(values["log-format"]);
 
@@ -208,6 +216,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       deviceGroups,
       configFile,
       controlSocket,
+      ...(controlIdleTimeoutMs !== undefined && { controlIdleTimeoutMs }),
       logLevel,
       clientMode: values.client === true,
       ...observeOptions(values),
@@ -310,6 +319,28 @@ function socketSource(
     socketPaths: fds.map((fd) => `fd:${fd}`),
     socketFds: fds,
   };
+}
+
+/** Longest --control-idle-timeout, in seconds (a day). */
+const MAX_CONTROL_IDLE_TIMEOUT_S = 86_400;
+
+/** --control-idle-timeout <seconds> (fractions allowed) in ms; only with --control-socket. */
+function parseControlIdleTimeout(text: string | undefined, hasControlSocket: boolean) {
+  if (text === undefined) return undefined;
+  if (!hasControlSocket) {
+    throw new UsageError(
+      "USAGE_BAD_CONTROL_IDLE_TIMEOUT",
+      "--control-idle-timeout needs --control-socket",
+    );
+  }
+  const seconds = /^[0-9]+(?:\.[0-9]+)?$/.test(text) ? Number(text) : Number.NaN;
+  if (!(seconds > 0 && seconds <= MAX_CONTROL_IDLE_TIMEOUT_S)) {
+    throw new UsageError(
+      "USAGE_BAD_CONTROL_IDLE_TIMEOUT",
+      `--control-idle-timeout "${text}" is not a number of seconds above 0 and up to ${MAX_CONTROL_IDLE_TIMEOUT_S}`,
+    );
+  }
+  return Math.ceil(seconds * 1000);
 }
 
 /** Lowest fd accepted: 0-2 are stdin, stdout and stderr. */
@@ -533,6 +564,11 @@ export const HELP: HelpDocument = {
       "for several sockets (socket index = order given); replaces -s",
     ),
     term("--control-socket <path>", "serve run-time control commands on this Unix socket"),
+    term(
+      "--control-idle-timeout <s>",
+      "drop a control client that completes no command for this many seconds",
+      "(idle, or not reading its replies; default 30)",
+    ),
     term(
       "--client",
       "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",

@@ -366,6 +366,9 @@ export async function startDaemon(
             // Asked at every command: after a reload it serves the current configuration's devices.
             ControlServer.listen(path, () => current.built.directory, {
               logger: logger.child("control"),
+              ...(config.controlIdleTimeoutMs !== undefined && {
+                idleTimeoutMs: config.controlIdleTimeoutMs,
+              }),
               ...(observability !== null && { stats: () => observability.stats() }),
             }),
           ),

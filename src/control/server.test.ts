@@ -2,6 +2,7 @@
 // concurrent clients, socket file rules. Also runControlCommand's exit statuses.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
@@ -57,6 +58,21 @@ function fakeDevice(): SimDevice & {
     },
   };
   return device;
+}
+
+/** A raw client socket (no reply parsing): the test decides when it reads. */
+function connect(path: string) {
+  const socket = createConnection(path);
+  socket.on("error", () => {});
+  return socket;
+}
+
+async function waitFor(condition: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 function collectingLogger() {
@@ -208,6 +224,47 @@ describe("ControlServer", () => {
     assert.equal(await a.request("read 0x48 0 1"), "ok aa");
     a.close();
     b.close();
+  });
+
+  it("stops parsing a client's commands while it does not read the replies, and carries on after", async () => {
+    const line = "read 0x48 0 256\n";
+    const count = Math.floor(65536 / line.length) * 2;
+    let reads = 0;
+    const memoryRead = sensor.memory?.read;
+    assert.ok(sensor.memory && memoryRead);
+    sensor.memory.read = (offset, length) => {
+      reads++;
+      return memoryRead(offset, length);
+    };
+    const socket = connect(path);
+    socket.pause();
+    await new Promise((resolve) => socket.once("connect", resolve));
+    socket.write(line.repeat(count));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const whilePaused = reads;
+    assert.ok(whilePaused < count / 2, `${whilePaused} of ${count} answered while unread`);
+    let replies = 0;
+    socket.on("data", (chunk: Buffer) => {
+      for (const byte of chunk) if (byte === 0x0a) replies++;
+    });
+    socket.resume();
+    await waitFor(() => replies === count);
+    assert.equal(reads, count);
+    socket.destroy();
+  });
+
+  it("answers every line of a client that half-closes, then ends the connection", async () => {
+    const socket = connect(path);
+    let text = "";
+    socket.setEncoding("utf8").on("data", (chunk: string) => {
+      text += chunk;
+    });
+    const ended = new Promise((resolve) => socket.once("end", resolve));
+    socket.end("read 0x48 0 256\n".repeat(2000));
+    await ended;
+    const lines = text.split("\n").filter((l) => l !== "");
+    assert.equal(lines.length, 2000);
+    assert.ok(lines.every((l) => l === `ok ${"00".repeat(256)}`));
   });
 
   it("close disconnects connected clients", async () => {
@@ -408,6 +465,59 @@ describe("ControlServer follows its directory source", () => {
       client.close();
       server.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("ControlServer limits", () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "control-limits-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const directory: DeviceDirectory = [];
+
+  it("when full, an operator's connection takes the place of the longest-idle client of another uid; others are refused", async () => {
+    const path = join(dir, "full.sock");
+    const uids = [1234, 1234, 0, 1234];
+    const { lines, logger } = collectingLogger();
+    const server = ControlServer.listen(path, () => directory, {
+      logger,
+      maxClients: 2,
+      peerUid: () => uids.shift() ?? null,
+    });
+    try {
+      const first = await ControlClient.connect(path);
+      assert.match(await first.request("help"), /^ok /);
+      const second = await ControlClient.connect(path);
+      assert.match(await second.request("help"), /^ok /);
+      const operator = await ControlClient.connect(path);
+      assert.match(await operator.request("list"), /^ok \[\]$/);
+      await first.whenClosed();
+      assert.match(await second.request("help"), /^ok /, "the more recently active client stays");
+      const refused = await ControlClient.connect(path);
+      await refused.whenClosed();
+      assert.equal(server.clientCount, 2);
+      assert.ok(lines.some((l) => /dropping the longest-idle client .*uid=0 dropped=1234/.test(l)));
+      assert.ok(lines.some((l) => /too many clients, one refused uid=1234/.test(l)));
+      for (const client of [second, operator, refused]) client.close();
+    } finally {
+      server.close();
+    }
+  });
+
+  it("disconnects a client that completes no command within the idle timeout", async () => {
+    const path = join(dir, "idle.sock");
+    const server = ControlServer.listen(path, () => directory, { idleTimeoutMs: 100 });
+    try {
+      const client = await ControlClient.connect(path);
+      client.writeRaw("hel");
+      const start = Date.now();
+      await client.whenClosed();
+      assert.ok(Date.now() - start >= 50);
+      await waitFor(() => server.clientCount === 0);
+    } finally {
+      server.close();
     }
   });
 });

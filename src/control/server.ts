@@ -12,8 +12,9 @@
 import { chmodSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type { DeviceDirectory, DirectoryEntry } from "../config/devices.js";
-import { type Logger, silentLogger } from "../log.js";
+import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
+import { socketPeerCredentials } from "../sys/peer-credentials.js";
 import { claimSocketPath, ServerError } from "../vhost-user/server.js";
 import {
   type Command,
@@ -32,10 +33,17 @@ import {
 
 export interface ControlServerOptions {
   logger?: Logger;
-  /** Most clients connected at once (default 64); more are refused. */
+  /**
+   * Most clients connected at once (default 64). When full, the operator (the daemon's uid or
+   * root) takes the place of the longest-idle client; anyone else is refused.
+   */
   maxClients?: number;
   /** The `stats` reply (transfer counters); without it `stats` answers ENOSTATS. */
   stats?: StatsSource;
+  /** A client that completes no command for this long is disconnected (default 30 s). */
+  idleTimeoutMs?: number;
+  /** The uid of a connection's peer, null when unknown. Default: SO_PEERCRED. */
+  peerUid?: (socket: Socket) => number | null;
 }
 
 /** A JSON-ready snapshot of the transfer counters, taken when `stats` is asked. */
@@ -250,80 +258,179 @@ function answerLine(
   }
 }
 
-/** One client: splits its bytes into lines, answers each, pauses while its replies are unread. */
-function serveClient(
-  socket: Socket,
-  directory: DirectorySource,
-  logger: Logger,
-  stats?: StatsSource,
-): void {
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const reply = (line: string) => {
-    // Backpressure: a client that sends but never reads stops being read instead of filling memory.
-    if (!socket.write(line)) {
-      socket.pause();
-      socket.once("drain", () => socket.resume());
-    }
-  };
-  socket.on("data", (chunk: Buffer) => {
-    let start = 0;
-    for (;;) {
-      const newline = chunk.indexOf(0x0a, start);
-      if (newline < 0) break;
-      const piece = chunk.subarray(start, newline);
-      start = newline + 1;
-      if (pendingBytes + piece.length > MAX_LINE_BYTES) {
-        tooLong();
+/** Clients connected at once by default; when full, see ControlServer's priority rule. */
+const DEFAULT_MAX_CLIENTS = 64;
+/** A client that completes no command for this long is disconnected (idle, or not reading). */
+const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+
+/**
+ * One client: splits its bytes into lines and answers each, in order. Memory per client is bounded:
+ * once the socket's write buffer is full (its high-water mark, 16 KiB, plus at most one reply), the
+ * rest of the bytes already received are kept unparsed and the socket is paused, so no reply is
+ * built for a client that does not read them; the one `drain` listener carries on. A client that
+ * completes no command within the idle timeout (it went quiet, or it stopped reading its replies)
+ * is disconnected.
+ */
+class ControlConnection {
+  readonly socket: Socket;
+  /** The peer's uid (SO_PEERCRED), null when unknown. */
+  readonly uid: number | null;
+  /** The daemon's own uid or root: such a client may take the place of another when full. */
+  readonly privileged: boolean;
+  /** When the client last completed a command (or connected): the longest idle is dropped first. */
+  lastActive: number;
+  readonly #directory: DirectorySource;
+  readonly #logger: Logger;
+  readonly #stats: StatsSource | undefined;
+  readonly #idleTimer: NodeJS.Timeout;
+  /** Bytes received and not parsed yet: the first from #offset. */
+  readonly #chunks: Buffer[] = [];
+  #offset = 0;
+  /** The start of a line whose newline has not arrived. */
+  #partial: Buffer[] = [];
+  #partialBytes = 0;
+  /** Replies wait in the socket's buffer: nothing is parsed until it drains. */
+  #blocked = false;
+  /** The client shut down its side: the connection ends once every line it sent is answered. */
+  #inputEnded = false;
+
+  constructor(
+    socket: Socket,
+    peer: { uid: number | null; privileged: boolean },
+    directory: DirectorySource,
+    logger: Logger,
+    options: { stats: StatsSource | undefined; idleTimeoutMs: number },
+  ) {
+    this.socket = socket;
+    this.uid = peer.uid;
+    this.privileged = peer.privileged;
+    this.lastActive = performance.now();
+    this.#directory = directory;
+    this.#logger = logger;
+    this.#stats = options.stats;
+    this.#idleTimer = setTimeout(() => this.#timedOut(), options.idleTimeoutMs);
+    this.#idleTimer.unref();
+    socket.on("data", (chunk: Buffer) => {
+      this.#chunks.push(chunk);
+      this.#parse();
+    });
+    socket.on("drain", () => {
+      this.#blocked = false;
+      this.#parse();
+    });
+    socket.on("end", () => {
+      this.#inputEnded = true;
+      this.#parse();
+    });
+    socket.on("close", () => clearTimeout(this.#idleTimer));
+    socket.on("error", (error) => logger.debug("control client error", { error: error.message }));
+  }
+
+  /** Disconnects at once (eviction, shutdown). */
+  destroy(): void {
+    clearTimeout(this.#idleTimer);
+    this.socket.destroy();
+  }
+
+  /** Answers the complete lines received, in order, until the write buffer is full. */
+  #parse(): void {
+    while (!this.#blocked && !this.socket.destroyed) {
+      const chunk = this.#chunks[0];
+      if (chunk === undefined) break;
+      const newline = chunk.indexOf(0x0a, this.#offset);
+      const piece = chunk.subarray(this.#offset, newline < 0 ? chunk.length : newline);
+      if (this.#partialBytes + piece.length > MAX_LINE_BYTES) {
+        this.#tooLong();
         return;
       }
-      const line = Buffer.concat([...pending, piece]).toString("utf8");
-      pending = [];
-      pendingBytes = 0;
-      const answer = answerLine(directory, line, logger, stats);
-      if (answer !== null) reply(answer);
-      if (socket.destroyed) return;
+      if (newline < 0 || newline + 1 === chunk.length) {
+        this.#chunks.shift();
+        this.#offset = 0;
+      } else {
+        this.#offset = newline + 1;
+      }
+      if (newline < 0) {
+        if (piece.length > 0) {
+          this.#partial.push(piece);
+          this.#partialBytes += piece.length;
+        }
+        continue;
+      }
+      const line = this.#partial.length === 0 ? piece : Buffer.concat([...this.#partial, piece]);
+      this.#partial = [];
+      this.#partialBytes = 0;
+      const answer = answerLine(this.#directory, line.toString("utf8"), this.#logger, this.#stats);
+      if (answer === null) continue;
+      this.lastActive = performance.now();
+      this.#idleTimer.refresh();
+      // Backpressure: a client that sends but never reads stops being read instead of filling memory.
+      if (!this.socket.write(answer)) this.#blocked = true;
     }
-    const rest = chunk.subarray(start);
-    if (pendingBytes + rest.length > MAX_LINE_BYTES) {
-      tooLong();
-      return;
-    }
-    if (rest.length > 0) {
-      pending.push(rest);
-      pendingBytes += rest.length;
-    }
-  });
-  const tooLong = () => {
-    logger.warn("control client sent a line over the limit; disconnecting", {
+    if (this.#blocked) this.socket.pause();
+    else if (this.#inputEnded) {
+      // An unfinished last line is dropped: the client went away before sending its newline.
+      if (this.#chunks.length === 0) this.socket.end();
+    } else if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  #tooLong(): void {
+    this.#logger.warn("control client sent a line over the limit; disconnecting", {
+      uid: this.uid,
       limit: MAX_LINE_BYTES,
     });
-    socket.end(
+    this.#drop();
+    this.socket.end(
       formatError(new ControlError("ETOOLONG", `line longer than ${MAX_LINE_BYTES} bytes`), "text"),
     );
-    socket.removeAllListeners("data");
-    pending = [];
-    pendingBytes = 0;
-  };
-  // An unfinished last line is dropped: the client went away before sending its newline.
-  socket.on("end", () => socket.end());
-  socket.on("error", (error) => logger.debug("control client error", { error: error.message }));
+  }
+
+  #timedOut(): void {
+    const reason = this.#blocked
+      ? "control client does not read its replies; disconnecting"
+      : "control client idle; disconnecting";
+    this.#logger.info(reason, { uid: this.uid });
+    this.#drop();
+    this.socket.destroy();
+  }
+
+  /** Nothing more is read or parsed from this client. */
+  #drop(): void {
+    clearTimeout(this.#idleTimer);
+    this.socket.removeAllListeners("data");
+    this.socket.removeAllListeners("drain");
+    this.#chunks.length = 0;
+    this.#partial = [];
+    this.#partialBytes = 0;
+  }
 }
 
-/** The control socket of a running daemon. */
+/**
+ * The control socket of a running daemon. At most `maxClients` clients at once; when full, a
+ * connection from the daemon's own uid or root (the operator) takes the place of the longest-idle
+ * client, another uid's first if there is one, and any other connection is refused. So clients of
+ * other uids (when the socket's mode lets them in) can never lock the operator out.
+ */
 export class ControlServer {
   readonly path: string;
   readonly #server: Server;
-  readonly #clients = new Set<Socket>();
+  readonly #clients = new Set<ControlConnection>();
   readonly #logger: Logger;
   readonly #stats: StatsSource | undefined;
+  readonly #maxClients: number;
+  readonly #idleTimeoutMs: number;
+  readonly #peerUid: (socket: Socket) => number | null;
+  /** Per peer uid, the rate-limited logger for the lines its clients cause. */
+  readonly #peerLoggers = new Map<number | null, Logger>();
   #closed = false;
 
-  private constructor(path: string, server: Server, logger: Logger, stats?: StatsSource) {
+  private constructor(path: string, server: Server, options: ControlServerOptions) {
     this.path = path;
     this.#server = server;
-    this.#logger = logger;
-    this.#stats = stats;
+    this.#logger = options.logger ?? silentLogger;
+    this.#stats = options.stats;
+    this.#maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#peerUid = options.peerUid ?? ((socket) => socketPeerCredentials(socket)?.uid ?? null);
   }
 
   /**
@@ -339,10 +446,8 @@ export class ControlServer {
     const logger = options.logger ?? silentLogger;
     claimSocketPath(path);
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
-    server.maxConnections = options.maxClients ?? 64;
-    const control = new ControlServer(path, server, logger, options.stats);
+    const control = new ControlServer(path, server, options);
     server.on("connection", (socket) => control.#accept(socket, directory));
-    server.on("drop", () => logger.warn("control socket: too many clients, one refused"));
     server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
     // Node binds a path synchronously; the umask makes the file 0600 from the first instant.
     const umask = process.umask(0o177);
@@ -370,7 +475,7 @@ export class ControlServer {
     if (this.#closed) return;
     this.#closed = true;
     this.#server.close();
-    for (const socket of this.#clients) socket.destroy();
+    for (const client of this.#clients) client.destroy();
     this.#clients.clear();
     try {
       unlinkSync(this.path);
@@ -386,8 +491,56 @@ export class ControlServer {
       socket.destroy();
       return;
     }
-    this.#clients.add(socket);
-    socket.on("close", () => this.#clients.delete(socket));
-    serveClient(socket, directory, this.#logger, this.#stats);
+    const uid = this.#peerUid(socket);
+    const privileged = uid !== null && (uid === 0 || uid === process.getuid?.());
+    const logger = this.#loggerFor(uid);
+    if (this.#clients.size >= this.#maxClients && !this.#makeRoom(privileged, uid, logger)) {
+      logger.warn("control socket: too many clients, one refused", {
+        uid,
+        limit: this.#maxClients,
+      });
+      socket.destroy();
+      return;
+    }
+    const client = new ControlConnection(socket, { uid, privileged }, directory, logger, {
+      stats: this.#stats,
+      idleTimeoutMs: this.#idleTimeoutMs,
+    });
+    this.#clients.add(client);
+    socket.on("close", () => this.#clients.delete(client));
+  }
+
+  /**
+   * Full: an operator's connection (privileged) takes the place of the longest-idle client, of
+   * another uid first. Returns whether there is room now.
+   */
+  #makeRoom(privileged: boolean, uid: number | null, logger: Logger): boolean {
+    if (!privileged) return false;
+    let victim: ControlConnection | undefined;
+    for (const client of this.#clients) {
+      const better =
+        victim === undefined ||
+        (victim.privileged && !client.privileged) ||
+        (victim.privileged === client.privileged && client.lastActive < victim.lastActive);
+      if (better) victim = client;
+    }
+    if (victim === undefined) return false;
+    logger.warn("control socket full: dropping the longest-idle client for the operator", {
+      uid,
+      dropped: victim.uid,
+    });
+    this.#clients.delete(victim);
+    victim.destroy();
+    return true;
+  }
+
+  /** One rate limit per peer uid: a flooding uid does not silence the lines of another. */
+  #loggerFor(uid: number | null): Logger {
+    let logger = this.#peerLoggers.get(uid);
+    if (logger === undefined) {
+      logger = rateLimitedLogger(this.#logger, `control/uid${uid ?? "-unknown"}`);
+      this.#peerLoggers.set(uid, logger);
+    }
+    return logger;
   }
 }
