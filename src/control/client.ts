@@ -1,6 +1,8 @@
 /**
  * Control-socket client: `ControlClient` sends command lines and awaits their reply lines (tests,
  * tools); `runControlCommand` is what `vhost-device-i2c control PATH CMD...` runs.
+ * Whatever listens at the path is not trusted: it may not make the client buffer without bound
+ * (MAX_REPLY_BYTES) nor write terminal controls to the operator's terminal (escapeControls).
  * Must not: exit the process or write to stderr/stdout itself (the CLI passes `out`/`err` sinks).
  * @module
  */
@@ -9,24 +11,54 @@ import { createConnection, type Socket } from "node:net";
 import { CodedError } from "../errors.js";
 import { ControlError, parseReply, parseWords, type Reply } from "./protocol.js";
 
-export type ControlClientErrorCode = "ECONNECT" | "ECLOSED" | "EBUSY";
+export type ControlClientErrorCode = "ECONNECT" | "ECLOSED" | "EBUSY" | "ETOOLONG";
 
 export class ControlClientError extends CodedError<ControlClientErrorCode> {}
+
+/**
+ * Most reply bytes the client holds (lines not taken yet plus an unfinished one); a server that
+ * sends more is disconnected. The longest reply of the daemon, `list` of every emulated chip of 64
+ * guests with their properties, stays far below it.
+ */
+export const MAX_REPLY_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Characters a terminal acts on, or that hide or reorder text: C0 controls except tab (ESC, BEL,
+ * CR, backspace...), DEL, C1 controls (CSI U+009B, OSC U+009D...), and the Unicode bidirectional
+ * and invisible formatting characters.
+ */
+const TERMINAL_CONTROLS =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+  /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+
+/**
+ * `text` with every terminal control written as a `\uXXXX` escape, so printing it cannot move the
+ * cursor, change the title, hide or reorder text. JSON as the daemon writes it (no whitespace but
+ * spaces and tabs between tokens) stays valid and means the same: a JSON string may not hold a raw
+ * C0 control, and the other characters escaped here equal their `\uXXXX` escape inside a string.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(
+    TERMINAL_CONTROLS,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
 
 /** A connection to a control socket; one command at a time. */
 export class ControlClient {
   readonly #socket: Socket;
-  #buffered = "";
+  /** Complete reply lines not taken yet, with their length in bytes (newline included). */
+  readonly #lines: { text: string; bytes: number }[] = [];
+  /** The start of a line whose newline has not arrived. */
+  #partial: Buffer[] = [];
+  /** Bytes in #lines and #partial: at most MAX_REPLY_BYTES. */
+  #bufferedBytes = 0;
   #waiting: { resolve: (line: string) => void; reject: (error: Error) => void } | null = null;
   #ended: Error | null = null;
 
   private constructor(socket: Socket) {
     this.#socket = socket;
-    socket.setEncoding("utf8");
-    socket.on("data", (text: string) => {
-      this.#buffered += text;
-      this.#deliver();
-    });
+    socket.on("data", (chunk: Buffer) => this.#receive(chunk));
     socket.on("close", () => this.#fail(new ControlClientError("ECLOSED", "connection closed")));
     socket.on("error", (error) =>
       this.#fail(new ControlClientError("ECLOSED", error.message, { cause: error })),
@@ -85,14 +117,43 @@ export class ControlClient {
     this.#socket.destroy();
   }
 
+  /** Splits received bytes into lines (a newline never sits inside a UTF-8 sequence). */
+  #receive(chunk: Buffer): void {
+    this.#bufferedBytes += chunk.length;
+    if (this.#bufferedBytes > MAX_REPLY_BYTES) {
+      this.#fail(
+        new ControlClientError(
+          "ETOOLONG",
+          `the server sent more than ${MAX_REPLY_BYTES} bytes without a complete reply; disconnected`,
+        ),
+      );
+      this.#lines.length = 0;
+      this.#partial = [];
+      this.#socket.destroy();
+      return;
+    }
+    let start = 0;
+    for (;;) {
+      const newline = chunk.indexOf(0x0a, start);
+      if (newline < 0) break;
+      const piece = chunk.subarray(start, newline);
+      const bytes = this.#partial.length === 0 ? piece : Buffer.concat([...this.#partial, piece]);
+      this.#partial = [];
+      this.#lines.push({ text: bytes.toString("utf8"), bytes: bytes.length + 1 });
+      start = newline + 1;
+    }
+    if (start < chunk.length) this.#partial.push(chunk.subarray(start));
+    this.#deliver();
+  }
+
   #deliver(): void {
-    const newline = this.#buffered.indexOf("\n");
-    if (newline < 0 || this.#waiting === null) return;
-    const line = this.#buffered.slice(0, newline);
-    this.#buffered = this.#buffered.slice(newline + 1);
+    if (this.#waiting === null) return;
+    const line = this.#lines.shift();
+    if (line === undefined) return;
+    this.#bufferedBytes -= line.bytes;
     const { resolve } = this.#waiting;
     this.#waiting = null;
-    resolve(line);
+    resolve(line.text);
   }
 
   #fail(error: Error): void {
@@ -146,16 +207,16 @@ export async function runControlCommand(
   }
   try {
     const reply = await client.command(words);
+    // The reply is the server's text: printed with its terminal controls escaped.
     if (reply.ok) {
-      out.write(`${reply.payload}\n`);
+      out.write(`${escapeControls(reply.payload)}\n`);
       return CONTROL_EXIT.ok;
     }
-    err.write(`error ${reply.code} ${reply.message}\n`);
+    err.write(`error ${escapeControls(`${reply.code} ${reply.message}`)}\n`);
     return CONTROL_EXIT.errorReply;
   } catch (error) {
-    err.write(
-      `vhost-device-i2c control: ${error instanceof Error ? error.message : String(error)}\n`,
-    );
+    const message = error instanceof Error ? error.message : String(error);
+    err.write(`vhost-device-i2c control: ${escapeControls(message)}\n`);
     return CONTROL_EXIT.usage;
   } finally {
     client.close();
