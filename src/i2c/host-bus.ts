@@ -11,7 +11,7 @@
  * @module
  */
 
-import { type Logger, LogRateLimiter } from "../log.js";
+import { type Logger, LogRateLimiter, logSuppression } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { I2C_FUNC_SMBUS_QUICK, I2C_M_RD, I2cDev, type I2cRdwrMsg } from "../sys/i2c-dev.js";
 import { resolveAdapter as resolveAdapterBySysfs } from "./adapters.js";
@@ -292,10 +292,13 @@ export class HostBus implements I2cBus {
     this.#reopenIntervalMs = options.reopenIntervalMs ?? DEFAULT_REOPEN_INTERVAL_MS;
     this.#addressCheckIntervalMs =
       options.addressCheckIntervalMs ?? DEFAULT_ADDRESS_CHECK_INTERVAL_MS;
+    // Left-out lines count in `stats` (logSuppressed) under the adapter's name.
     this.#warnLimiter = new LogRateLimiter(
       options.warnLinesPerSecond ?? DEFAULT_WARN_LINES_PER_SECOND,
       1000,
       this.#now,
+      logSuppression,
+      `i2c-${adapter}`,
     );
     this.#dev = dev;
     this.#useFuncs(dev);
