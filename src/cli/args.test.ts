@@ -226,6 +226,28 @@ describe("parseCommandLine --config, --control-socket and control", () => {
     refused("USAGE_BAD_SOCKET_PATH", [...BASE, "--control-socket="], /--control-socket is empty/);
   });
 
+  it("takes --control-idle-timeout in seconds, fractions allowed, only with --control-socket", () => {
+    const control = [...BASE, "--control-socket", "/tmp/c.sock"];
+    assert.equal(run(...control).controlIdleTimeoutMs, undefined);
+    assert.equal(run(...control, "--control-idle-timeout", "0.5").controlIdleTimeoutMs, 500);
+    assert.equal(
+      run(...control, "--control-idle-timeout", "86400").controlIdleTimeoutMs,
+      86_400_000,
+    );
+    for (const bad of ["0", "0.0", "-1", "1e3", "abc", "", "86401", "0x10"]) {
+      refused(
+        "USAGE_BAD_CONTROL_IDLE_TIMEOUT",
+        [...control, `--control-idle-timeout=${bad}`],
+        /not a number of seconds above 0 and up to 86400/,
+      );
+    }
+    refused(
+      "USAGE_BAD_CONTROL_IDLE_TIMEOUT",
+      [...BASE, "--control-idle-timeout", "5"],
+      /needs --control-socket/,
+    );
+  });
+
   it("accepts every built-in model in the sim shorthand, mixed with host adapters", () => {
     const config = run("-s", "/tmp/v.sock", "-l", "sim:0x50=24c32:0x51=24c16,3:0x20");
     assert.deepEqual(
