@@ -329,7 +329,7 @@ export function buildBuses(
   try {
     /** Each bus with its guest addresses and read-only devices, before any guard. */
     const plain: (BusAddresses & { readOnly: Map<number, PointerBytes> })[] = [];
-    const guard = (
+    const addBus = (
       bus: I2cBus,
       readOnly: Map<number, PointerBytes>,
       addrs: number[],
@@ -364,7 +364,7 @@ export function buildBuses(
           .filter((d) => d.readOnly)
           .map((d) => [hostAddressOf(d), d.pointerBytes ?? DEFAULT_POINTER_BYTES] as const),
       );
-      guard(
+      addBus(
         bus,
         readOnly,
         devices.map((d) => d.address),
@@ -411,7 +411,7 @@ export function buildBuses(
     if (targets.size > 0) {
       const bus = new SimBus(targets, context.logger.child("sim"));
       opened.push(bus);
-      guard(bus, readOnlyTargets, [...targets.keys()]);
+      addBus(bus, readOnlyTargets, [...targets.keys()]);
     }
     const hostTaken = [...hostDevices.values()]
       .flat()

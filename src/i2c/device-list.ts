@@ -51,7 +51,7 @@ const READ_ONLY_SUFFIXES: ReadonlyMap<string, PointerBytes> = new Map([
 ]);
 /** How the read-only suffixes are named in messages. */
 const READ_ONLY_SPELLINGS = `"=${READ_ONLY_SUFFIX}" or "=${READ_ONLY_16_SUFFIX}"`;
-/** Looks like a read-only suffix with a wrong width ("ro8", "ro2", "ro:"), to name it as such. */
+/** Looks like a read-only suffix with a wrong width ("ro8", "ro2", "RO"), to name it as such. */
 const NEAR_READ_ONLY = /^ro/i;
 export interface DeviceGroup {
   bus: BusRef;

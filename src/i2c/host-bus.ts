@@ -1,9 +1,9 @@
 /**
  * HostBus: an I2cBus on a host adapter (/dev/i2c-N). Owns the adapter's fd, the check at open that
- * every listed address is free of kernel drivers and its repetition while transfers run (I2C_RDWR
- * does not look at bound drivers, so a driver bound later is found only by checking again), the
- * choice between I2C_RDWR and an SMBus command
- * per transfer, the per-adapter queue that runs transfers one at a time, in order, and the adapter's
+ * every listed address is free of kernel drivers and its repetition, at most every 2 s, while
+ * transfers run (I2C_RDWR does not look at bound drivers, so one bound later is found only by
+ * checking again), the choice between I2C_RDWR and an SMBus command per transfer, the
+ * per-adapter queue that runs transfers one at a time, in order, and the adapter's
  * health: errors become failed transfers with rate-limited log lines, an adapter that went away is
  * marked down (transfers fail at once) and reopened, at most once per interval, when it comes back.
  * Must not: decide which addresses a guest may use (AddressMap does) or throw from transfer():
@@ -432,8 +432,8 @@ export class HostBus implements I2cBus {
         this.#finish(job, 0);
         return;
       }
-      // Between jobs, nothing runs on the adapter's thread: I2C_SLAVE cannot change the address
-      // of a queued SMBus command under it.
+      // #start runs while no job is on the adapter's thread: the I2C_SLAVE calls of the check
+      // cannot change the address of an SMBus command under it.
       if (this.#now() >= this.#nextAddressCheck && !this.#checkAddresses(dev)) {
         this.#finish(job, 0);
         return;
