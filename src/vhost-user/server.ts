@@ -69,6 +69,20 @@ interface Session {
   readonly channel: MessageChannel;
 }
 
+/**
+ * A logger for lines a socket's peers can cause, rate-limited per `source`, except trace: with
+ * `--log-level trace` the operator asks for every request the front-end sends (the protocol trace),
+ * and a thinned-out trace would hide what it is there to show.
+ */
+function peerLogger(logger: Logger, source: string): Logger {
+  const limited = rateLimitedLogger(logger, source);
+  return {
+    ...limited,
+    trace: (message, fields) => logger.trace(message, fields),
+    child: (sub) => peerLogger(logger.child(sub), `${source}/${sub}`),
+  };
+}
+
 /** Shared by server and client: starts a session on a connected stream. */
 abstract class SessionHost extends EventEmitter<SessionEvents> {
   protected readonly socketIndex: number;
@@ -95,8 +109,8 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     this.factory = factory;
     this.options = options;
     this.logger = options.logger ?? silentLogger;
-    this.sessionLog = rateLimitedLogger(this.logger, `socket${socketIndex}/front-end`);
-    this.othersLog = rateLimitedLogger(this.logger, `socket${socketIndex}/connections`);
+    this.sessionLog = peerLogger(this.logger, `socket${socketIndex}/front-end`);
+    this.othersLog = peerLogger(this.logger, `socket${socketIndex}/connections`);
     this.handshakeTimeoutMs = handshakeTimeoutMs;
   }
 

@@ -398,7 +398,7 @@ describe("fuzzing the vhost-user message stream against the real daemon", () => 
   it("survives random, mutated and truncated messages with junk fds; serves afterwards; no fd leak", async () => {
     // Warm-up: the first connections load code and allocate pools that stay.
     for (let i = 0; i < 3; i++) await assertServes(daemon.paths[2]!);
-    const fdsBefore = (await settledFootprint(daemon.daemon)).fds;
+    const fdsBefore = (await settledFootprint(daemon.daemon, daemon.paths)).fds;
 
     await fc.assert(
       fc.asyncProperty(fuzzSession, async (session) => {
@@ -441,7 +441,7 @@ describe("fuzzing the vhost-user message stream against the real daemon", () => 
     // Every connection is gone: a new one on each fuzzed socket is served, and no fd stayed behind.
     await assertServes(daemon.paths[0]!);
     await assertServes(daemon.paths[1]!);
-    const fdsAfter = (await settledFootprint(daemon.daemon)).fds;
+    const fdsAfter = (await settledFootprint(daemon.daemon, daemon.paths)).fds;
     assert.equal(fdsAfter, fdsBefore, "the daemon holds as many fds as before the fuzzing");
   });
 });
