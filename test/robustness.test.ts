@@ -204,7 +204,7 @@ describe("1000 front-ends killed with transfers in flight leak nothing", () => {
     for (let i = 0; i < WARM_UP; i++) await abruptClose(path, i);
     await killedChild(path);
     await assertServes(path);
-    const baseline = await settledFootprint(daemon.daemon);
+    const baseline = await settledFootprint(daemon.daemon, daemon.paths);
     const started = Date.now();
     for (let i = 0; i < KILLS; i++) {
       if (i % CHILD_EVERY === 0) await killedChild(path);
@@ -212,7 +212,7 @@ describe("1000 front-ends killed with transfers in flight leak nothing", () => {
     }
     const seconds = (Date.now() - started) / 1000;
     await assertServes(path);
-    const afterKills = await settledFootprint(daemon.daemon);
+    const afterKills = await settledFootprint(daemon.daemon, daemon.paths);
     console.log(
       `kills=${KILLS} (${KILLS / CHILD_EVERY} SIGKILLed processes) in ${seconds.toFixed(1)} s; ` +
         `fds ${baseline.fds} -> ${afterKills.fds}; maps ${baseline.maps} -> ${afterKills.maps}; ` +

@@ -7,7 +7,8 @@ import { I2cGuest, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.j
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { EventFd } from "../src/sys/eventfd.js";
 import { GuestRam } from "../src/vhost-user/frontend.js";
-import { type DaemonProcess, makeTempDir, waitUntil, withDaemon } from "./helpers/daemon.js";
+import { settledFootprint, whenSocketFree } from "./fuzz/harness.js";
+import { type DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -16,10 +17,6 @@ after(() => dir.remove());
 function requestsSeen(daemon: DaemonProcess, socket = "socket0"): string[] {
   const pattern = new RegExp(`^TRACE \\[${socket}\\] request request=(\\w+)`, "gm");
   return [...daemon.stderr.matchAll(pattern)].map((m) => m[1] ?? "");
-}
-
-function count(text: string, needle: string): number {
-  return text.split(needle).length - 1;
 }
 
 /** Realize, DRIVER_OK start, two transfers (write, write+read), stop, the final CALL(A). */
@@ -194,24 +191,22 @@ describe("running daemon", () => {
 
   it("serves 100 connections in a row on one socket without leaking fds", async () => {
     const prefix = `${dir.path}/again.sock`;
-    await withDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`], async (daemon) => {
+    const paths = [`${prefix}0`];
+    await withDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], paths, async (daemon) => {
       const cycle = async (n: number) => {
-        const vm = await I2cGuest.connect(`${prefix}0`);
+        // The daemon refuses a connection until it has seen the previous one hang up.
+        const vm = await whenSocketFree(() => I2cGuest.connect(paths[0]!));
         try {
           const result = await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(n & 0xff) }]);
           assert.equal(result.ok, true, `connection ${n}`);
         } finally {
           await vm.close();
         }
-        await waitUntil(
-          () => count(daemon.stderr, "waiting for the next front-end") >= n + 1,
-          `the daemon to see disconnect ${n}`,
-        );
       };
       await cycle(0); // warm-up: lazily created handles exist from here on
-      const before = daemon.fdCount();
+      const before = (await settledFootprint(daemon, paths)).fds;
       for (let n = 1; n <= 100; n++) await cycle(n);
-      const afterCount = daemon.fdCount();
+      const afterCount = (await settledFootprint(daemon, paths)).fds;
       assert.equal(afterCount, before, `fds before ${before}, after 100 reconnects ${afterCount}`);
     });
   });

@@ -309,6 +309,22 @@ describe("sockets from a service manager", () => {
     assert.deepEqual(parse("--print-capabilities"), { kind: "capabilities" });
   });
 
+  it("--handshake-timeout in seconds (decimals, 0 = no limit); absent leaves the default", () => {
+    assert.equal(run(...BASE).handshakeTimeoutMs, undefined);
+    assert.equal(run(...BASE, "--handshake-timeout", "30").handshakeTimeoutMs, 30_000);
+    assert.equal(run(...BASE, "--handshake-timeout", "0.25").handshakeTimeoutMs, 250);
+    assert.equal(run(...BASE, "--handshake-timeout", "0").handshakeTimeoutMs, 0);
+    for (const bad of ["", "-1", "1e3", "ten", "2147484"]) {
+      refused("USAGE_BAD_HANDSHAKE_TIMEOUT", [...BASE, `--handshake-timeout=${bad}`], /seconds/);
+    }
+    refused(
+      "USAGE_BAD_HANDSHAKE_TIMEOUT",
+      [...BASE, "--client", "--handshake-timeout", "5"],
+      /--client/,
+    );
+    assert.ok(USAGE.includes("--handshake-timeout"));
+  });
+
   it("the help names the new options and the control socket's stats", () => {
     for (const text of [
       "--socket-fd",

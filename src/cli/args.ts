@@ -66,6 +66,8 @@ export interface DaemonConfig {
   readonly socketGroup: string | undefined;
   /** --lock-dir: where host-device lock files live (default: env, then /run/lock/...). */
   readonly lockDir: string | undefined;
+  /** --handshake-timeout in ms (0: no limit); absent: the server's default. Listening sockets only. */
+  readonly handshakeTimeoutMs?: number;
 }
 
 export type CliCommand =
@@ -99,7 +101,8 @@ export type UsageErrorCode =
   | "USAGE_BAD_SOCKET_FD"
   | "USAGE_SOCKET_CONFLICT"
   | "USAGE_BAD_LOG_FORMAT"
-  | "USAGE_BAD_CONTROL_IDLE_TIMEOUT";
+  | "USAGE_BAD_CONTROL_IDLE_TIMEOUT"
+  | "USAGE_BAD_HANDSHAKE_TIMEOUT";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
 export class UsageError extends CodedError<UsageErrorCode> {}
@@ -129,6 +132,7 @@ const OPTIONS = {
   "lock-dir": { type: "string" },
   "socket-fd": { type: "string", multiple: true },
   "log-format": { type: "string" },
+  "handshake-timeout": { type: "string" },
   "print-capabilities": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -223,6 +227,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       socketMode: parseSocketMode(values["socket-mode"]),
       socketGroup: parseSocketGroup(values["socket-group"]),
       lockDir: parseLockDir(values["lock-dir"]),
+      ...handshakeTimeout(values["handshake-timeout"], values.client === true),
     },
   };
 }
@@ -439,6 +444,31 @@ function parseSocketGroup(text: string | undefined): string | undefined {
   return text;
 }
 
+/** Longest timer Node can set (2^31 - 1 ms, about 24 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** --handshake-timeout <seconds>, decimals allowed; 0 means no limit. */
+function handshakeTimeout(
+  text: string | undefined,
+  clientMode: boolean,
+): { handshakeTimeoutMs?: number } {
+  if (text === undefined) return {};
+  const ms = /^[0-9]+(\.[0-9]+)?$/.test(text) ? Math.round(Number(text) * 1000) : Number.NaN;
+  if (!(ms <= MAX_TIMER_MS)) {
+    throw new UsageError(
+      "USAGE_BAD_HANDSHAKE_TIMEOUT",
+      `invalid --handshake-timeout "${text}": expected seconds (e.g. 20 or 0.5; 0 = no limit)`,
+    );
+  }
+  if (clientMode) {
+    throw new UsageError(
+      "USAGE_BAD_HANDSHAKE_TIMEOUT",
+      "--handshake-timeout applies to sockets the daemon listens on, not to --client",
+    );
+  }
+  return { handshakeTimeoutMs: ms };
+}
+
 function parseLockDir(text: string | undefined): string | undefined {
   if (text === "" || text?.includes("\0")) {
     throw new UsageError("USAGE_BAD_LOCK_DIR", "--lock-dir is empty or contains a NUL byte");
@@ -583,6 +613,11 @@ export const HELP: HelpDocument = {
       "--lock-dir <dir>",
       "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
       "/run/lock/vhost-device-i2c; created if missing)",
+    ),
+    term(
+      "--handshake-timeout <seconds>",
+      "drop a front-end that has not finished the vhost-user set-up (SET_OWNER)",
+      "this long after connecting (default 20; 0 = never; not with --client)",
     ),
     term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
     term("--trace-file <file>", "the trace lines appended to <file> instead"),

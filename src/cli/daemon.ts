@@ -30,7 +30,7 @@ import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
-import type { Logger } from "../log.js";
+import { type Logger, logSuppression } from "../log.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
@@ -319,7 +319,12 @@ export async function startDaemon(
     const access = { mode: config.socketMode, gid };
 
     config.socketPaths.forEach((path, index) => {
-      const options = { logger: logger.child(`socket${index}`) };
+      const options = {
+        logger: logger.child(`socket${index}`),
+        ...(config.handshakeTimeoutMs !== undefined && {
+          handshakeTimeoutMs: config.handshakeTimeoutMs,
+        }),
+      };
       let host: VhostUserClient | VhostUserServer;
       const inheritedFd = config.socketFds?.[index];
       if (config.clientMode) {
@@ -369,7 +374,12 @@ export async function startDaemon(
               ...(config.controlIdleTimeoutMs !== undefined && {
                 idleTimeoutMs: config.controlIdleTimeoutMs,
               }),
-              ...(observability !== null && { stats: () => observability.stats() }),
+              ...(observability !== null && {
+                stats: () => ({
+                  ...observability.stats(),
+                  logSuppressed: logSuppression.snapshot(),
+                }),
+              }),
             }),
           ),
         );

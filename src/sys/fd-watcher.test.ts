@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { SysError } from "./errors.js";
 import { EventFd } from "./eventfd.js";
 import { FdWatcher } from "./fd-watcher.js";
+import { UnixStream } from "./unix-socket.js";
 
 /** Resolves once `efd` was seen readable by a fresh watcher: the loop has polled since now. */
 function pollRound(): Promise<void> {
@@ -86,6 +87,46 @@ describe("FdWatcher", () => {
     watcher.close();
     watcher.close();
     efd.close();
+  });
+
+  it("watch(false, true) calls back once a full socket can take data again, and not before", async () => {
+    const [writer, reader] = UnixStream.pair();
+    const chunk = new Uint8Array(4096);
+    for (;;) {
+      try {
+        writer.send(chunk);
+      } catch (error) {
+        assert.equal((error as SysError).code, "EAGAIN");
+        break;
+      }
+    }
+    let writable = 0;
+    let readable = 0;
+    let fired: () => void = () => {};
+    const watcher = new FdWatcher(
+      writer.fd,
+      () => readable++,
+      undefined,
+      () => {
+        writable++;
+        watcher.stop();
+        fired();
+      },
+    );
+    watcher.watch(false, true);
+    assert.equal(watcher.active, true);
+    await pollRound();
+    await pollRound();
+    assert.equal(writable, 0, "a full socket is not writable");
+    const drained = new Promise<void>((resolve) => (fired = resolve));
+    const into = new Uint8Array(1 << 20);
+    while (reader.recv(into, 0, into.length, []) > 0) {}
+    await drained;
+    assert.equal(writable, 1);
+    assert.equal(readable, 0, "readability was not asked for");
+    watcher.close();
+    writer.close();
+    reader.close();
   });
 
   it("refuses start() after close() with EBADF", () => {

@@ -1,13 +1,14 @@
 /**
  * FdWatcher: readiness of one fd on the event loop (libuv poll, level-triggered), so a callback
- * runs while the fd has data. Callers drain the fd in the callback, or it fires again at once.
+ * runs while the fd has data (or, when asked, while it can take more). Callers drain the fd in the
+ * callback, or it fires again at once. One watcher per fd: libuv allows one poll handle per fd.
  * Must not: read, write or close the watched fd; it belongs to the caller.
  * @module
  */
 
 import { constants } from "node:os";
 import { closedError, SysError, sysCall } from "./errors.js";
-import { native, POLL_READABLE, type PollHandle } from "./native.js";
+import { native, POLL_READABLE, POLL_WRITABLE, type PollHandle } from "./native.js";
 
 const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(
   Object.entries(constants.errno).map(([name, value]) => [value, name]),
@@ -22,13 +23,20 @@ function pollError(status: number): SysError {
 
 export class FdWatcher {
   #handle: PollHandle | null;
-  #active = false;
+  /** The readiness watched now (POLL_READABLE | POLL_WRITABLE bits); 0 when stopped. */
+  #events = 0;
 
   /**
-   * Watches `fd` for readability. `onError` receives a failed watch (the watcher is stopped);
-   * without it, the error is thrown as an uncaught exception.
+   * Watches `fd` for readability (start) or, with `onWritable`, for either readiness (watch).
+   * `onError` receives a failed watch (the watcher is stopped); without it, the error is thrown as
+   * an uncaught exception.
    */
-  constructor(fd: number, onReadable: () => void, onError?: (error: SysError) => void) {
+  constructor(
+    fd: number,
+    onReadable: () => void,
+    onError?: (error: SysError) => void,
+    onWritable?: () => void,
+  ) {
     this.#handle = sysCall("uv_poll_init", () =>
       native().pollCreate(fd, (status, events) => {
         if (status < 0) {
@@ -38,31 +46,45 @@ export class FdWatcher {
           onError(error);
           return;
         }
-        if ((events & POLL_READABLE) !== 0 && this.#active) onReadable();
+        // Writable first: room for output may be what lets the caller read again. Each check sees
+        // the interest as the previous callback left it.
+        if ((events & this.#events & POLL_WRITABLE) !== 0) onWritable?.();
+        if ((events & this.#events & POLL_READABLE) !== 0) onReadable();
       }),
     );
   }
 
   get active(): boolean {
-    return this.#active;
+    return this.#events !== 0;
   }
 
   get closed(): boolean {
     return this.#handle === null;
   }
 
+  /** Watches for readability only. */
   start(): void {
-    const handle = this.#checkOpen("uv_poll_start");
-    if (this.#active) return;
-    sysCall("uv_poll_start", () => native().pollStart(handle, POLL_READABLE));
-    this.#active = true;
+    this.watch(true, false);
   }
 
   stop(): void {
     const handle = this.#handle;
-    if (handle === null || !this.#active) return;
-    this.#active = false;
+    if (handle === null || this.#events === 0) return;
+    this.#events = 0;
     native().pollStop(handle);
+  }
+
+  /** Watches for the readiness asked for (neither: stopped); a no-op when it is already watched. */
+  watch(readable: boolean, writable: boolean): void {
+    const events = (readable ? POLL_READABLE : 0) | (writable ? POLL_WRITABLE : 0);
+    if (events === 0) {
+      this.stop();
+      return;
+    }
+    const handle = this.#checkOpen("uv_poll_start");
+    if (events === this.#events) return;
+    sysCall("uv_poll_start", () => native().pollStart(handle, events));
+    this.#events = events;
   }
 
   /** Stops watching and releases the poll handle; safe to call twice. */
@@ -70,7 +92,7 @@ export class FdWatcher {
     const handle = this.#handle;
     if (handle === null) return;
     this.#handle = null;
-    this.#active = false;
+    this.#events = 0;
     native().pollClose(handle);
   }
 

@@ -139,6 +139,7 @@ export class BackendConnection {
   private ackedProtocolFeatures = 0n;
   private status = 0;
   private backendReqFd: EventFd | null = null;
+  private ownerSet = false;
   /** Set on a protocol violation or disconnect: nothing is processed after it. */
   private broken = false;
   private released = false;
@@ -157,6 +158,16 @@ export class BackendConnection {
 
   get isBroken(): boolean {
     return this.broken;
+  }
+
+  /**
+   * True once the front-end made itself the owner (SET_OWNER: every VMM sends it while it sets the
+   * device up, before it waits for the guest, which may take as long as it likes) or gave a ring its
+   * kick fd (a front-end that reconnects may skip SET_OWNER). A connection without either is not
+   * serving a guest yet.
+   */
+  get handshakeDone(): boolean {
+    return this.ownerSet || this.vrings.some((vring) => vring.kick !== null);
   }
 
   /** Protocol features the front-end acked (REPLY_ACK is honoured whether or not it is here). */
@@ -274,6 +285,7 @@ export class BackendConnection {
       case Request.SET_PROTOCOL_FEATURES:
         return this.setProtocolFeatures(payloadAs(payload, "u64"));
       case Request.SET_OWNER:
+        this.ownerSet = true;
         return undefined;
       case Request.RESET_OWNER:
       case Request.RESET_DEVICE:

@@ -3,11 +3,15 @@
  * Reads exactly the 12-byte header, then exactly `size` payload bytes (never more: a longer read could
  * swallow the next message and its fds), collects the fds that arrived with the message, and hands
  * complete messages to one handler, strictly one at a time (an async handler pauses reading). Every fd
- * the handler does not take is closed. Sends whole messages with their fds.
+ * the handler does not take is closed. Sends whole messages with their fds. Backpressure: while a
+ * message waits for room in the socket, nothing more is read from it, so a peer that does not read
+ * what it is sent cannot make the process hold more than a fixed amount for it; one that leaves
+ * messages unread past a deadline, or past that amount, is disconnected.
  * Must not: interpret payloads (codec.ts) or hold protocol state (backend.ts, frontend.ts).
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import { type Logger, silentLogger } from "../log.js";
 import { hasCode, sysCall } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
@@ -77,8 +81,30 @@ export function closeOwnedFd(fd: number): void {
   sysCall("close", () => native().close(fd));
 }
 
-/** How long a reply waits before retrying when the peer's socket buffer is full. */
-const SEND_RETRY_MS = 1;
+/**
+ * Most bytes of unsent messages one channel holds. Reading stops as soon as a message waits, so in
+ * practice this holds the replies to one request; it is room for 15 of the largest messages.
+ */
+export const MAX_UNSENT_BYTES = 64 * 1024;
+/**
+ * How long unsent messages may wait for the peer to make room. QEMU reads every reply as soon as it
+ * is sent, and replies are small: only a peer that does not read at all fills the socket.
+ */
+export const SEND_DEADLINE_MS = 10_000;
+
+export type ChannelErrorCode =
+  | "EUNSENT_LIMIT" // the peer let more than MAX_UNSENT_BYTES of messages pile up
+  | "EUNSENT_DEADLINE"; // the peer did not read what it was sent within the deadline
+
+/** Why a channel dropped its peer for not reading (a CloseReason of kind "protocol"). */
+export class ChannelError extends CodedError<ChannelErrorCode> {}
+
+export interface ChannelOptions {
+  /** Most bytes of unsent messages before the peer is disconnected (default MAX_UNSENT_BYTES). */
+  readonly maxUnsentBytes?: number;
+  /** How long unsent messages may wait for room (default SEND_DEADLINE_MS). */
+  readonly sendDeadlineMs?: number;
+}
 
 export class MessageChannel {
   private readonly stream: UnixStream;
@@ -88,20 +114,33 @@ export class MessageChannel {
   private readonly headerBuf = new Uint8Array(HEADER_SIZE);
   private pendingFds: number[] = [];
   private state: ReadState = { phase: "header", filled: 0 };
+  private readonly maxUnsentBytes: number;
+  private readonly sendDeadlineMs: number;
+  /** Messages the socket could not take yet, oldest first; reading waits until they are sent. */
   private outgoing: { bytes: Uint8Array; fds: readonly number[] }[] = [];
-  private retryTimer: NodeJS.Timeout | null = null;
+  private unsentBytes = 0;
+  /** Runs while `outgoing` waits: the peer must make room before it fires. */
+  private sendDeadline: NodeJS.Timeout | null = null;
   private busy = false;
   private closed = false;
 
   /** Takes ownership of `stream` and starts reading from it. */
-  constructor(stream: UnixStream, handlers: ChannelHandlers, logger: Logger = silentLogger) {
+  constructor(
+    stream: UnixStream,
+    handlers: ChannelHandlers,
+    logger: Logger = silentLogger,
+    options: ChannelOptions = {},
+  ) {
     this.stream = stream;
     this.handlers = handlers;
     this.logger = logger;
+    this.maxUnsentBytes = options.maxUnsentBytes ?? MAX_UNSENT_BYTES;
+    this.sendDeadlineMs = options.sendDeadlineMs ?? SEND_DEADLINE_MS;
     this.watcher = new FdWatcher(
       stream.fd,
       () => this.readAvailable(),
       (error) => this.shutdown({ kind: "io", error }),
+      () => this.flush(),
     );
     this.watcher.start();
   }
@@ -116,39 +155,68 @@ export class MessageChannel {
    */
   send(request: number, flags: number, payload: Uint8Array, fds: readonly number[] = []): void {
     if (this.closed) return;
-    this.outgoing.push({ bytes: encodeMessage(request, flags, payload), fds });
-    this.flush();
+    const bytes = encodeMessage(request, flags, payload);
+    if (this.unsentBytes + bytes.byteLength > this.maxUnsentBytes) {
+      const error = new ChannelError(
+        "EUNSENT_LIMIT",
+        `the peer does not read: ${this.unsentBytes + bytes.byteLength} bytes unsent, over the limit of ${this.maxUnsentBytes}`,
+      );
+      this.shutdown({ kind: "protocol", error });
+      return;
+    }
+    this.outgoing.push({ bytes, fds });
+    this.unsentBytes += bytes.byteLength;
+    if (this.outgoing.length === 1) this.flush();
   }
 
   close(why = "closed locally"): void {
     this.shutdown({ kind: "local", why });
   }
 
+  /** Sends what the socket takes, in order; called on send and whenever the socket has room. */
   private flush(): void {
-    if (this.retryTimer !== null) return;
     while (!this.closed && this.outgoing.length > 0) {
       const out = this.outgoing[0]!;
       try {
         this.stream.send(out.bytes, out.fds);
       } catch (error) {
         if (hasCode(error, "EAGAIN")) {
-          // Nothing was sent: the peer is slow to read. Try again shortly, keeping the order.
-          this.retryTimer = setTimeout(() => {
-            this.retryTimer = null;
-            this.flush();
-          }, SEND_RETRY_MS);
+          // Nothing was sent: the peer is slow to read. Wait for room, reading nothing meanwhile.
+          this.sendDeadline ??= setTimeout(() => this.missedSendDeadline(), this.sendDeadlineMs);
+          this.updateWatch();
           return;
         }
         this.shutdown({ kind: "io", error: error as Error });
         return;
       }
       this.outgoing.shift();
+      this.unsentBytes -= out.bytes.byteLength;
     }
+    if (this.sendDeadline === null) return;
+    clearTimeout(this.sendDeadline);
+    this.sendDeadline = null;
+    this.updateWatch();
   }
 
-  /** Reads until the socket has nothing more, a handler goes async, or the channel closes. */
+  private missedSendDeadline(): void {
+    this.sendDeadline = null;
+    const error = new ChannelError(
+      "EUNSENT_DEADLINE",
+      `the peer does not read: ${this.unsentBytes} bytes unsent after ${this.sendDeadlineMs} ms`,
+    );
+    this.shutdown({ kind: "protocol", error });
+  }
+
+  /** Reads while nothing waits to be sent and no handler runs; waits for room while output waits. */
+  private updateWatch(): void {
+    if (this.closed) return;
+    const sending = this.outgoing.length > 0;
+    this.watcher.watch(!sending && !this.busy, sending);
+  }
+
+  /** Reads until the socket has nothing more, a handler goes async, output waits, or it closes. */
   private readAvailable(): void {
-    while (!this.closed && !this.busy) {
+    while (!this.closed && !this.busy && this.outgoing.length === 0) {
       let n: number;
       const want = this.wantedBytes();
       try {
@@ -227,7 +295,7 @@ export class MessageChannel {
     }
     // One message at a time: stop reading until this one is done.
     this.busy = true;
-    this.watcher.stop();
+    this.updateWatch();
     result.then(
       () => this.resume(message),
       (error: unknown) => {
@@ -240,9 +308,8 @@ export class MessageChannel {
   private resume(message: Message): void {
     this.closeFds(message.fds.drain());
     this.busy = false;
-    if (this.closed) return;
-    this.watcher.start();
     // Level-triggered: anything already queued fires the watcher again.
+    this.updateWatch();
   }
 
   private closeFds(fds: readonly number[]): void {
@@ -261,8 +328,9 @@ export class MessageChannel {
     this.closeFds(this.pendingFds);
     this.pendingFds = [];
     this.outgoing = [];
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
+    this.unsentBytes = 0;
+    if (this.sendDeadline !== null) clearTimeout(this.sendDeadline);
+    this.sendDeadline = null;
     this.watcher.close();
     try {
       this.stream.close();

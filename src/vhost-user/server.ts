@@ -4,6 +4,9 @@
  * a time (one socket = one guest), and serves each connection with a fresh device and BackendConnection;
  * VhostUserClient connects to a path the VMM listens on, retrying until it appears and reconnecting
  * after the peer goes away. Each instance is independent, so one process can serve many sockets.
+ * A listening socket drops a connection that has not finished the vhost-user set-up within a deadline,
+ * so a silent peer cannot hold its one slot. Every line a peer can cause is rate-limited per socket:
+ * the connected front-end's lines share one budget, other connections' (refused, failed) another.
  * Must not: know any device class or protocol detail beyond starting a BackendConnection.
  * @module
  */
@@ -12,7 +15,7 @@ import { EventEmitter } from "node:events";
 import { lstatSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { CodedError } from "../errors.js";
-import { type Logger, silentLogger } from "../log.js";
+import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { adoptInheritedListener } from "../sys/service-manager.js";
@@ -38,7 +41,20 @@ export class ServerError extends CodedError<ServerErrorCode> {
 export interface SessionOptions {
   logger?: Logger;
   backend?: Omit<BackendOptions, "logger">;
+  /**
+   * Listening sockets only: how long a front-end has, from connecting, to finish the vhost-user set-up
+   * (BackendConnection.handshakeDone) before it is dropped. 0: no limit. Default
+   * DEFAULT_HANDSHAKE_TIMEOUT_MS. Client mode never drops the VMM it connected to: QEMU cannot always
+   * take a back-end back.
+   */
+  handshakeTimeoutMs?: number;
 }
+
+/**
+ * QEMU sends its whole set-up within milliseconds of connecting (it realizes the device before the
+ * guest runs, paused or not); the rest is room for a host under heavy load.
+ */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 20_000;
 
 interface SessionEvents {
   /** A front-end connected; its BackendConnection serves it. */
@@ -53,21 +69,49 @@ interface Session {
   readonly channel: MessageChannel;
 }
 
+/**
+ * A logger for lines a socket's peers can cause, rate-limited per `source`, except trace: with
+ * `--log-level trace` the operator asks for every request the front-end sends (the protocol trace),
+ * and a thinned-out trace would hide what it is there to show.
+ */
+function peerLogger(logger: Logger, source: string): Logger {
+  const limited = rateLimitedLogger(logger, source);
+  return {
+    ...limited,
+    trace: (message, fields) => logger.trace(message, fields),
+    child: (sub) => peerLogger(logger.child(sub), `${source}/${sub}`),
+  };
+}
+
 /** Shared by server and client: starts a session on a connected stream. */
 abstract class SessionHost extends EventEmitter<SessionEvents> {
   protected readonly socketIndex: number;
   protected readonly factory: VhostUserDeviceFactory;
   protected readonly logger: Logger;
+  /** Lines the connected front-end (and its rings) can cause: the socket's session budget. */
+  protected readonly sessionLog: Logger;
+  /** Lines other peers can cause (refused connections, failed accepts): a budget of their own. */
+  protected readonly othersLog: Logger;
   protected readonly options: SessionOptions;
   protected session: Session | null = null;
   protected closed = false;
+  private readonly handshakeTimeoutMs: number;
+  private handshakeTimer: NodeJS.Timeout | null = null;
 
-  constructor(socketIndex: number, factory: VhostUserDeviceFactory, options: SessionOptions) {
+  constructor(
+    socketIndex: number,
+    factory: VhostUserDeviceFactory,
+    options: SessionOptions,
+    handshakeTimeoutMs: number,
+  ) {
     super();
     this.socketIndex = socketIndex;
     this.factory = factory;
     this.options = options;
     this.logger = options.logger ?? silentLogger;
+    this.sessionLog = peerLogger(this.logger, `socket${socketIndex}/front-end`);
+    this.othersLog = peerLogger(this.logger, `socket${socketIndex}/connections`);
+    this.handshakeTimeoutMs = handshakeTimeoutMs;
   }
 
   /** True while a front-end is connected. */
@@ -80,10 +124,10 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     try {
       backend = new BackendConnection(this.factory(this.socketIndex), {
         ...this.options.backend,
-        logger: this.logger,
+        logger: this.sessionLog,
       });
     } catch (error) {
-      this.logger.error("cannot create the device for a connection", { error: String(error) });
+      this.sessionLog.error("cannot create the device for a connection", { error: String(error) });
       stream.close();
       this.sessionEnded();
       return;
@@ -93,23 +137,44 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
       {
         onMessage: (message) => backend.handle(message),
         onClose: (reason) => {
+          this.clearHandshakeTimer();
           backend.disconnect(reason);
           this.session = null;
           this.emit("disconnect");
           this.sessionEnded();
         },
       },
-      this.logger,
+      this.sessionLog,
     );
     backend.attach(channel);
     this.session = { backend, channel };
-    this.logger.info("front-end connected");
+    this.sessionLog.info("front-end connected");
+    if (this.handshakeTimeoutMs > 0 && !channel.isClosed) {
+      this.handshakeTimer = setTimeout(() => this.handshakeExpired(), this.handshakeTimeoutMs);
+    }
     this.emit("connect", backend);
   }
 
   protected endSession(): void {
+    this.clearHandshakeTimer();
     this.session?.channel.close("shutting down");
     this.session = null;
+  }
+
+  /** The set-up deadline passed: a front-end that has not finished it gives the slot back. */
+  private handshakeExpired(): void {
+    this.handshakeTimer = null;
+    const session = this.session;
+    if (session === null || session.backend.handshakeDone) return;
+    this.sessionLog.warn("dropping a front-end that did not finish the vhost-user set-up in time", {
+      seconds: this.handshakeTimeoutMs / 1000,
+    });
+    session.channel.close("set-up deadline passed");
+  }
+
+  private clearHandshakeTimer(): void {
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
   }
 
   /** Hook: what to do once a session is over (client mode reconnects). */
@@ -139,7 +204,12 @@ export class VhostUserServer extends SessionHost {
     factory: VhostUserDeviceFactory,
     options: SessionOptions,
   ) {
-    super(socketIndex, factory, options);
+    super(
+      socketIndex,
+      factory,
+      options,
+      options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    );
     this.path = path;
     this.listener = listener;
     this.ownsPath = ownsPath;
@@ -209,7 +279,7 @@ export class VhostUserServer extends SessionHost {
   }
 
   protected sessionEnded(): void {
-    if (!this.closed) this.logger.info("waiting for the next front-end", { path: this.path });
+    if (!this.closed) this.sessionLog.info("waiting for the next front-end", { path: this.path });
   }
 
   private acceptPending(): void {
@@ -218,13 +288,13 @@ export class VhostUserServer extends SessionHost {
       try {
         stream = this.listener.accept();
       } catch (error) {
-        this.logger.warn("accept failed", { error: String(error) });
+        this.othersLog.warn("accept failed", { error: String(error) });
         return;
       }
       if (stream === null) return;
       if (this.session !== null || this.closed) {
         // One socket serves one guest: a second front-end would share its device state.
-        this.logger.warn("refusing a second connection: a front-end is already connected", {
+        this.othersLog.warn("refusing a second connection: a front-end is already connected", {
           path: this.path,
         });
         stream.close();
@@ -283,7 +353,7 @@ export class VhostUserClient extends SessionHost {
     factory: VhostUserDeviceFactory,
     options: ClientOptions = {},
   ) {
-    super(socketIndex, factory, options);
+    super(socketIndex, factory, options, 0);
     this.path = path;
     this.retryMs = options.retryMs ?? 1000;
     this.attempt();
@@ -316,7 +386,7 @@ export class VhostUserClient extends SessionHost {
     try {
       stream = UnixStream.connect(this.path);
     } catch (error) {
-      this.logger.debug("VMM socket not ready, retrying", {
+      this.othersLog.debug("VMM socket not ready, retrying", {
         path: this.path,
         error: String(error),
       });

@@ -16,14 +16,8 @@ import { I2cGuest } from "../../src/frontend/i2c-driver.js";
 import { EventFd } from "../../src/sys/eventfd.js";
 import { createMemfd } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
-import { FrontendError } from "../../src/vhost-user/frontend.js";
-import {
-  type DaemonProcess,
-  makeTempDir,
-  startDaemon,
-  WAIT_MS,
-  waitUntil,
-} from "../helpers/daemon.js";
+import { FrontendError, VhostUserFrontend } from "../../src/vhost-user/frontend.js";
+import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
 
 /** Runs per property: FUZZ_RUNS when set, else the CI budget given by the test. */
 export function fuzzRuns(ciRuns: number): number {
@@ -153,14 +147,37 @@ export function footprint(pid: number): ProcessFootprint {
   return { fds, maps, rssKiB: Number(rss[1]) };
 }
 
-/** The daemon's footprint once every session it accepted has been torn down (per its own log). */
-export async function settledFootprint(daemon: DaemonProcess): Promise<ProcessFootprint> {
-  const count = (line: string) => daemon.stderr.split(line).length - 1;
-  await waitUntil(
-    () => count("front-end connected\n") === count("waiting for the next front-end path="),
-    "every session torn down",
-  );
-  return footprint(daemon.pid);
+/**
+ * The daemon's footprint once every session it accepted on `paths` has been torn down. A socket
+ * serves one front-end at a time, so a probe front-end whose GET_FEATURES is answered proves that
+ * the session before it on that socket is gone (its log lines are rate-limited, so counting them
+ * cannot tell). Taken while the probes hold the sockets, the same for every measurement; the probes
+ * then hang up.
+ */
+export async function settledFootprint(
+  daemon: DaemonProcess,
+  paths: readonly string[],
+): Promise<ProcessFootprint> {
+  const probes: VhostUserFrontend[] = [];
+  try {
+    for (const path of paths) {
+      probes.push(
+        await whenSocketFree(async () => {
+          const probe = VhostUserFrontend.connect(path);
+          try {
+            await probe.getFeatures();
+            return probe;
+          } catch (error) {
+            probe.close();
+            throw error;
+          }
+        }),
+      );
+    }
+    return footprint(daemon.pid);
+  } finally {
+    for (const probe of probes) probe.close();
+  }
 }
 
 /** Junk fds of each kind a front-end can send: eventfds, memfds (big, tiny, empty), /dev/null, a socket. */

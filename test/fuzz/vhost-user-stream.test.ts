@@ -3,7 +3,9 @@
  * sockets and new connections, and leaks no fds. Message streams are random requests, valid requests
  * with random fields, mutated valid payloads (cut, extended, bit-flipped), wrong header sizes, wrong fd
  * counts (real eventfds, memfds of the wrong size, /dev/null, a socket as junk), half messages, and a
- * real start sequence followed by kicks over guest RAM full of random bytes.
+ * real start sequence followed by kicks over guest RAM full of random bytes. Some front-ends stop
+ * reading their replies and keep sending: the daemon must stop reading them (their socket fills and
+ * stays full) while the other sockets serve, and tear them down when they hang up.
  * Talks to the real daemon process over its sockets only. Budget: see harness.ts (FUZZ_RUNS).
  * @module
  */
@@ -224,6 +226,8 @@ interface FuzzSession {
   readonly messages: readonly FuzzMessage[];
   /** Kick after message i when kickAfter[i]. */
   readonly kickAfter: readonly boolean[];
+  /** After the messages, stop reading replies and send GET_FEATURES until the socket stays full. */
+  readonly stopsReading: boolean;
   /** End by sending only part of a message, then hang up. */
   readonly halfMessageAtEnd: boolean;
   readonly socket: number;
@@ -239,9 +243,13 @@ const fuzzSession: fc.Arbitrary<FuzzSession> = fc.record({
   ),
   messages: fc.array(fuzzMessage, { minLength: 1, maxLength: 12 }),
   kickAfter: fc.array(fc.boolean(), { maxLength: 24 }),
+  stopsReading: fc.boolean(),
   halfMessageAtEnd: fc.boolean(),
   socket: fc.integer({ min: 0, max: 1 }),
 });
+
+/** What became of a front-end that stopped reading and kept sending. */
+type FloodOutcome = "stays full" | "hung up" | "still read";
 
 /** A raw front-end: sends whatever it is told, reads and drops the replies, notices a hang-up. */
 class RawFrontend {
@@ -250,6 +258,8 @@ class RawFrontend {
   #replies = 0;
   #closed = false;
   readonly #waiters: (() => void)[] = [];
+  /** Set once the front-end stops reading: settles the reply that paused the channel, at close. */
+  #stopped: (() => void) | null = null;
 
   constructor(path: string) {
     this.stream = UnixStream.connect(path);
@@ -257,6 +267,9 @@ class RawFrontend {
       onMessage: () => {
         this.#replies++;
         this.#wake();
+        // A pending handler pauses the channel: nothing more is read until close.
+        if (this.#stopped !== null)
+          return new Promise<void>((resolve) => (this.#stopped = resolve));
       },
       onClose: () => {
         this.#closed = true;
@@ -325,8 +338,35 @@ class RawFrontend {
     );
   }
 
+  /**
+   * Stops reading replies and sends GET_FEATURES until the socket is full, then checks 20 ms later
+   * that it still is: a daemon that stopped reading this peer leaves it full ("stays full"); one that
+   * keeps reading takes more ("still read", also after `maxMessages` sent).
+   */
+  async floodWithoutReading(maxMessages: number): Promise<FloodOutcome> {
+    this.#stopped = () => {};
+    const request = encodeHeader({ request: Request.GET_FEATURES, flags: 1, size: 0 });
+    let sent = 0;
+    let full = false;
+    while (sent < maxMessages) {
+      try {
+        // 12 bytes go whole or not at all: the daemon always sees whole headers.
+        this.stream.send(request);
+        sent++;
+        full = false;
+      } catch (error) {
+        if ((error as { code?: string }).code !== "EAGAIN") return "hung up";
+        if (full) return "stays full";
+        full = true;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    return "still read";
+  }
+
   close(): void {
     this.#channel.close("fuzz session over");
+    this.#stopped?.();
   }
 
   #sendBytes(bytes: Uint8Array, fds: readonly number[]): boolean {
@@ -398,7 +438,7 @@ describe("fuzzing the vhost-user message stream against the real daemon", () => 
   it("survives random, mutated and truncated messages with junk fds; serves afterwards; no fd leak", async () => {
     // Warm-up: the first connections load code and allocate pools that stay.
     for (let i = 0; i < 3; i++) await assertServes(daemon.paths[2]!);
-    const fdsBefore = (await settledFootprint(daemon.daemon)).fds;
+    const fdsBefore = (await settledFootprint(daemon.daemon, daemon.paths)).fds;
 
     await fc.assert(
       fc.asyncProperty(fuzzSession, async (session) => {
@@ -424,7 +464,18 @@ describe("fuzzing the vhost-user message stream against the real daemon", () => 
             if (session.kickAfter[i]) kick.write(1);
           }
           // Skewed sizes desynchronise framing on purpose; only honest streams can use a barrier.
-          if (sequence.every((m) => m.sizeSkew === 0)) await frontend.barrier();
+          const honest = sequence.every((m) => m.sizeSkew === 0);
+          if (honest) await frontend.barrier();
+          if (honest && session.stopsReading) {
+            const outcome = await frontend.floodWithoutReading(20_000);
+            assert.notEqual(
+              outcome,
+              "still read",
+              "the daemon stops reading a peer that does not read",
+            );
+            // Its replies wait for room: the other sockets are served meanwhile.
+            await assertServes(daemon.paths[2]!);
+          }
           if (session.halfMessageAtEnd) frontend.sendHalf(Request.SET_VRING_ADDR, 40, 20);
         } finally {
           frontend.close();
@@ -441,7 +492,7 @@ describe("fuzzing the vhost-user message stream against the real daemon", () => 
     // Every connection is gone: a new one on each fuzzed socket is served, and no fd stayed behind.
     await assertServes(daemon.paths[0]!);
     await assertServes(daemon.paths[1]!);
-    const fdsAfter = (await settledFootprint(daemon.daemon)).fds;
+    const fdsAfter = (await settledFootprint(daemon.daemon, daemon.paths)).fds;
     assert.equal(fdsAfter, fdsBefore, "the daemon holds as many fds as before the fuzzing");
   });
 });
