@@ -64,6 +64,8 @@ export interface DaemonConfig {
   readonly socketGroup: string | undefined;
   /** --lock-dir: where host-device lock files live (default: env, then /run/lock/...). */
   readonly lockDir: string | undefined;
+  /** --allow-unsealed-memory: map guest memory fds that are not sealed against shrinking. */
+  readonly allowUnsealedMemory: boolean;
 }
 
 export type CliCommand =
@@ -125,6 +127,7 @@ const OPTIONS = {
   "lock-dir": { type: "string" },
   "socket-fd": { type: "string", multiple: true },
   "log-format": { type: "string" },
+  "allow-unsealed-memory": { type: "boolean" },
   "print-capabilities": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -214,6 +217,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       socketMode: parseSocketMode(values["socket-mode"]),
       socketGroup: parseSocketGroup(values["socket-group"]),
       lockDir: parseLockDir(values["lock-dir"]),
+      allowUnsealedMemory: values["allow-unsealed-memory"] === true,
     },
   };
 }
@@ -563,6 +567,12 @@ export const HELP: HelpDocument = {
       "--log-format <format>",
       `${LOG_FORMATS.join("|")}: text lines (default) or one JSON object per line`,
       "(time, level, context, message, fields)",
+    ),
+    term(
+      "--allow-unsealed-memory",
+      "accept guest memory that is not sealed against shrinking (F_SEAL_SHRINK;",
+      "QEMU's memory-backend-memfd seals by default). Then one VMM that shrinks",
+      "its memory file kills the daemon, and every guest's service with it",
     ),
     term(
       "--print-capabilities",
