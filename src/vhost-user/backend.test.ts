@@ -663,7 +663,10 @@ describe("BackendConnection vrings", () => {
         for (let used = q.driver.getUsed(); used !== null; used = q.driver.getUsed()) returned++;
         turns.push(returned);
       }
-      assert.ok(turns.some((n) => n > 0 && n < 6), `returned per turn: ${turns.join(",")}`);
+      assert.ok(
+        turns.some((n) => n > 0 && n < 6),
+        `returned per turn: ${turns.join(",")}`,
+      );
       assert.ok(device.processed.length - passes >= 3, "at least three passes of two chains");
       assert.equal(device.chainsCompleted, 6);
       closeQueues(queues);
