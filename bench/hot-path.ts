@@ -23,7 +23,7 @@ import { OutHdr, RequestFlag, RequestStatus } from "../src/i2c/protocol.js";
 import { VirtioI2cDevice } from "../src/i2c/virtio-i2c.js";
 import { silentLogger } from "../src/log.js";
 import { Mapping } from "../src/sys/mapping.js";
-import { createMemfd } from "../src/sys/memfd.js";
+import { createMemfd, GUEST_RAM_SEALS } from "../src/sys/memfd.js";
 import { native } from "../src/sys/native.js";
 import { DriverPackedQueue } from "../src/virtio/driver-packed-queue.js";
 import { type DriverBuffer, DriverSplitQueue } from "../src/virtio/driver-split-queue.js";
@@ -246,7 +246,7 @@ function runTransfers(
 }
 
 async function main(): Promise<void> {
-  const fd = createMemfd(RAM_SIZE, "hot-path-bench");
+  const fd = createMemfd(RAM_SIZE, "hot-path-bench", { seals: GUEST_RAM_SEALS });
   const mapping = Mapping.map(fd, 0, RAM_SIZE, true);
   native().close(fd);
   const memory = new GuestMemory([

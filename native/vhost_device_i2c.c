@@ -684,9 +684,33 @@ static napi_value js_wait_readable(napi_env env, napi_callback_info info) {
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   char* name = get_only_string(env, info, "name");
   if (name == NULL) return NULL;
-  int fd = memfd_create(name, MFD_CLOEXEC);
+  /* Sealable: guest RAM is sealed against resizing, as QEMU's memory-backend-memfd does. */
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   free_keeping_errno(name);
   return fd_or_throw(env, fd, "memfd_create");
+}
+
+/* fcntl F_GET_SEALS: the file's seals, 0 for a file that cannot have any (EINVAL). */
+static napi_value js_file_seals(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_only_fd(env, info, &fd)) return NULL;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals >= 0) return make_int(env, seals);
+  if (errno == EINVAL) return make_int(env, 0);
+  return throw_errno(env, "fcntl", errno);
+}
+
+/* fcntl F_ADD_SEALS. */
+static napi_value js_add_seals(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  int64_t seals;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_int_in(env, argv[1], "seals", 0, INT32_MAX, &seals)) {
+    return NULL;
+  }
+  if (fcntl(fd, F_ADD_SEALS, (int)seals) != 0) return throw_errno(env, "fcntl", errno);
+  return make_undefined(env);
 }
 
 static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
@@ -1846,6 +1870,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"waitReadable", NULL, js_wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ftruncate", NULL, js_ftruncate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fileSeals", NULL, js_file_seals, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addSeals", NULL, js_add_seals, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fdInfo", NULL, js_fd_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setNonBlocking", NULL, js_set_nonblocking, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -337,3 +337,13 @@ describe("sockets from a service manager", () => {
     }
   });
 });
+
+describe("--allow-unsealed-memory", () => {
+  it("is off by default; the help says what it costs", () => {
+    assert.equal(run(...BASE).allowUnsealedMemory, false);
+    assert.equal(run(...BASE, "--allow-unsealed-memory").allowUnsealedMemory, true);
+    refused("USAGE_MISSING_VALUE", [...BASE, "--allow-unsealed-memory=yes"]);
+    assert.match(USAGE, /--allow-unsealed-memory/);
+    assert.match(USAGE, /kills the daemon, and every guest's service with it/);
+  });
+});

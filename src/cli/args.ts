@@ -68,6 +68,8 @@ export interface DaemonConfig {
   readonly lockDir: string | undefined;
   /** --handshake-timeout in ms (0: no limit); absent: the server's default. Listening sockets only. */
   readonly handshakeTimeoutMs?: number;
+  /** --allow-unsealed-memory: map guest memory fds that are not sealed against shrinking. */
+  readonly allowUnsealedMemory: boolean;
 }
 
 export type CliCommand =
@@ -133,6 +135,7 @@ const OPTIONS = {
   "socket-fd": { type: "string", multiple: true },
   "log-format": { type: "string" },
   "handshake-timeout": { type: "string" },
+  "allow-unsealed-memory": { type: "boolean" },
   "print-capabilities": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -228,6 +231,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       socketGroup: parseSocketGroup(values["socket-group"]),
       lockDir: parseLockDir(values["lock-dir"]),
       ...handshakeTimeout(values["handshake-timeout"], values.client === true),
+      allowUnsealedMemory: values["allow-unsealed-memory"] === true,
     },
   };
 }
@@ -634,6 +638,12 @@ export const HELP: HelpDocument = {
       "--log-format <format>",
       `${LOG_FORMATS.join("|")}: text lines (default) or one JSON object per line`,
       "(time, level, context, message, fields)",
+    ),
+    term(
+      "--allow-unsealed-memory",
+      "accept guest memory that is not sealed against shrinking (F_SEAL_SHRINK;",
+      "QEMU's memory-backend-memfd seals by default). Then one VMM that shrinks",
+      "its memory file kills the daemon, and every guest's service with it",
     ),
     term(
       "--print-capabilities",

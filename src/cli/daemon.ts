@@ -30,7 +30,7 @@ import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
-import { type Logger, logSuppression } from "../log.js";
+import { type Logger, logSuppression, rateLimitedLogger } from "../log.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
@@ -302,6 +302,10 @@ export async function startDaemon(
     current = await build();
     const observability = openObservability(config, logger);
     if (observability !== null) opened.push(observability);
+    // One log budget per guest, kept across its connections (reconnecting buys no new lines).
+    const guestLoggers = config.socketPaths.map((_, index) =>
+      rateLimitedLogger(logger.child(`socket${index}`), `socket${index}`),
+    );
     const factory: VhostUserDeviceFactory = (socketIndex) => {
       const generation = current;
       const addressMap = generation.built.addressMaps[socketIndex];
@@ -310,6 +314,7 @@ export async function startDaemon(
         addressMap,
         logger.child(`socket${socketIndex}`),
         observability?.observationFor(socketIndex) ?? null,
+        guestLoggers[socketIndex],
       );
       created.set(socketIndex, { device, generation });
       return device;
@@ -324,6 +329,7 @@ export async function startDaemon(
         ...(config.handshakeTimeoutMs !== undefined && {
           handshakeTimeoutMs: config.handshakeTimeoutMs,
         }),
+        backend: { allowUnsealedMemory: config.allowUnsealedMemory },
       };
       let host: VhostUserClient | VhostUserServer;
       const inheritedFd = config.socketFds?.[index];

@@ -21,6 +21,14 @@ export interface Segment {
 /** Longest message an I2C host adapter takes (struct i2c_msg has a u16 length). */
 export const MAX_MESSAGE_LENGTH = 0xffff;
 
+/**
+ * Most data bytes one transfer (a FAIL_NEXT group) may carry. A transfer runs whole, in one turn of
+ * the event loop for emulated devices, so its size bounds how long one guest holds up the others.
+ * Linux's i2c-dev takes at most 42 messages of at most 8192 bytes per I2C_RDWR (344064 bytes); this
+ * also lets through eight messages of the 65535-byte maximum.
+ */
+export const MAX_TRANSFER_LENGTH = 512 * 1024;
+
 /** Stable prefixes of `I2cRequest.error`: `"<kind>: <details>"`. */
 export const REQUEST_ERROR = {
   malformedChain: "malformed chain",

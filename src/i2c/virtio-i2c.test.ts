@@ -164,6 +164,7 @@ describe("VirtioI2cDevice", () => {
     assert.equal(device.requiredFeatures, 1n);
     assert.equal(device.numQueues, 1);
     assert.equal(device.maxQueueSize, 1024);
+    assert.equal(device.maxChainLength, 16);
   });
 
   for (const indirect of [true, false]) {
@@ -565,6 +566,83 @@ describe("VirtioI2cDevice", () => {
       [RequestStatus.OK, RequestStatus.OK],
     );
     assert.deepEqual(guest.data(good[1] as Submitted), [0xff]);
+  });
+
+  it("yields once a pass took its budget of chains, and takes the rest on the next pass", () => {
+    const guest = new Guest(512);
+    const bus = new RecordingBus("sim");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    for (let i = 0; i < 300; i++) guest.submit([{ addr: 0x20, data: [i & 0xff] }]);
+    assert.equal(device.processQueue(0, guest.queue), "yield");
+    assert.equal(guest.used().length, 256);
+    assert.equal(guest.notifications, 1, "what the pass completed is signalled before it yields");
+    assert.equal(device.processQueue(0, guest.queue), "drained");
+    assert.equal(guest.used().length, 44);
+    assert.equal(bus.calls.length, 300);
+  });
+
+  it("yields after 256 KiB of message data, between transfers", () => {
+    const guest = new Guest();
+    const bus = new RecordingBus("sim");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    const data = new Array<number>(0xffff).fill(0x41);
+    for (let i = 0; i < 6; i++) guest.submit([{ addr: 0x20, data }]);
+    // 4 messages are 4 bytes short of 256 KiB: the fifth reaches the budget.
+    assert.equal(device.processQueue(0, guest.queue), "yield");
+    assert.equal(bus.calls.length, 5);
+    assert.equal(device.processQueue(0, guest.queue), "drained");
+    assert.equal(bus.calls.length, 6);
+  });
+
+  it("never cuts a FAIL_NEXT group at the budget: the group runs whole, then the pass yields", () => {
+    const guest = new Guest(512);
+    const bus = new RecordingBus("sim");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    for (let i = 0; i < 250; i++) guest.submit([{ addr: 0x20, data: [1] }]);
+    const group = guest.submit(Array.from({ length: 10 }, (_, n) => ({ addr: 0x20, data: [n] })));
+    guest.submit([{ addr: 0x20, data: [2] }]);
+    assert.equal(device.processQueue(0, guest.queue), "yield");
+    assert.equal(bus.calls.length, 251);
+    assert.equal(bus.calls.at(-1)?.length, 10);
+    assert.ok(group.every((r) => guest.status(r) === RequestStatus.OK));
+    assert.equal(device.processQueue(0, guest.queue), "drained");
+    assert.equal(bus.calls.length, 252);
+  });
+
+  it("refuses a transfer of more than 512 KiB before any bus sees it", () => {
+    const guest = new Guest();
+    const bus = new RecordingBus("sim");
+    const device = makeDevice([{ bus, addrs: [0x20] }]);
+    const data = new Array<number>(0xffff).fill(0x41);
+    const big = guest.submit(Array.from({ length: 9 }, () => ({ addr: 0x20, data })));
+    const fine = guest.submit([{ addr: 0x20, data: [1] }]);
+    assert.equal(device.processQueue(0, guest.queue), "yield", "its bytes spent the pass budget");
+    assert.equal(bus.calls.length, 0);
+    device.processQueue(0, guest.queue);
+    assert.equal(bus.calls.length, 1);
+    assert.ok(big.every((r) => guest.status(r) === RequestStatus.ERR));
+    assert.equal(guest.status(fine[0] as Submitted), RequestStatus.OK);
+  });
+
+  it("rate-limits the lines a guest causes, and counts what it left out", () => {
+    const lines: string[] = [];
+    const guest = new Guest(256);
+    const device = makeDevice([], createLogger("warn", { write: (l) => lines.push(l) }));
+    for (let i = 0; i < 200; i++) {
+      const hdr = guest.header(0x50, 0x8000_0000); // a reserved flag bit
+      const status = guest.alloc(1);
+      guest.driver.add(
+        [
+          { gpa: hdr, len: 8, writable: false },
+          { gpa: status, len: 1, writable: true },
+        ],
+        { indirect: false },
+      );
+      device.processQueue(0, guest.queue);
+      guest.used();
+    }
+    assert.ok(lines.length <= 10, `${lines.length} lines`);
+    assert.match(lines[0] ?? "", /malformed request/);
   });
 
   it("logs one debug line per transfer in i2ctransfer syntax, and builds none when debug is off", () => {

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { type Logger, silentLogger } from "../log.js";
-import type { VhostUserDevice } from "../vhost-user/device.js";
+import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
+import type { QueuePass, VhostUserDevice } from "../vhost-user/device.js";
 import { hasFeatures, VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
 import type { GuestMemory } from "../virtio/guest-memory.js";
 import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
@@ -18,6 +18,7 @@ import { RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
 import {
   gather,
   type I2cRequest,
+  MAX_TRANSFER_LENGTH,
   RequestRecord,
   type Segment,
   scatter,
@@ -87,14 +88,36 @@ const EMPTY = new Uint8Array(0);
 /** Data bytes shown per write message in the debug line. */
 const LOGGED_BYTES = 16;
 
+/**
+ * Longest descriptor chain taken. Linux's i2c-virtio sends out_hdr, at most one buffer (a
+ * DMA-safe copy, one segment) and the status byte: 3 descriptors, 2 for a zero-length message;
+ * QEMU's vhost-user-i2c only passes the guest's ring on, and our frontend sends the same shape.
+ * 16 leaves room for a driver that splits its header or buffer over a few segments, and bounds
+ * what one chain costs to walk and keep, however long a (shared) indirect table claims to be.
+ */
+export const MAX_CHAIN_DESCRIPTORS = 16;
+
+/**
+ * What one processQueue pass takes before it yields the event loop, so that other guests and the
+ * control socket are served in between. Checked between transfers: a transfer is one I2C
+ * transaction (repeated STARTs, one STOP) and runs whole, so a pass goes past the budget by at most
+ * one transfer (MAX_TRANSFER_LENGTH bytes; its chains are bounded by the ring size). 256 KiB is a
+ * few milliseconds of an emulated EEPROM's work; 256 chains of Linux's shape are 768 descriptors.
+ */
+const PASS_BUDGET = { chains: 256, descriptors: 1024, bytes: 256 * 1024 } as const;
+
 export class VirtioI2cDevice implements VhostUserDevice {
   readonly numQueues = 1;
   readonly maxQueueSize = 1024;
+  readonly maxChainLength = MAX_CHAIN_DESCRIPTORS;
   readonly features = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST;
   readonly requiredFeatures = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST;
 
   readonly #addressMap: AddressMap;
+  /** Lines the operator asked for (debug: one per transfer). */
   readonly #logger: Logger;
+  /** Every line a guest or its VMM can cause: rate-limited, one budget per guest. */
+  readonly #guestLogger: Logger;
   /** Buses that once returned synchronously: their messages may use guest memory in place. */
   readonly #syncBuses = new WeakSet<I2cBus>();
   #indirect = false;
@@ -117,13 +140,20 @@ export class VirtioI2cDevice implements VhostUserDevice {
   readonly #observer: TransferObserver | null;
   readonly #guest: number;
 
+  /**
+   * `guestLogger` takes the warnings a guest can cause; give each guest (socket) one
+   * rateLimitedLogger that outlives its connections, so reconnecting buys no new budget. Default: a
+   * rate-limited `logger` of this device's own.
+   */
   constructor(
     addressMap: AddressMap,
     logger: Logger = silentLogger,
     observation: DeviceObservation | null = null,
+    guestLogger: Logger = rateLimitedLogger(logger, "virtio-i2c"),
   ) {
     this.#addressMap = addressMap;
     this.#logger = logger;
+    this.#guestLogger = guestLogger;
     this.#observer = observation?.observer ?? null;
     this.#guest = observation?.guest ?? 0;
   }
@@ -132,22 +162,42 @@ export class VirtioI2cDevice implements VhostUserDevice {
     this.#indirect = hasFeatures(features, VIRTIO_F_RING_INDIRECT_DESC);
   }
 
-  processQueue(index: number, queue: DeviceQueue): void {
+  processQueue(index: number, queue: DeviceQueue): QueuePass {
     if (index !== 0) {
-      this.#logger.warn("kick on a queue virtio-i2c does not have", { queue: index });
-      return;
+      this.#guestLogger.warn("kick on a queue virtio-i2c does not have", { queue: index });
+      return "drained";
     }
     const batch = this.#batch;
     let count = 0;
     let brokenRing: unknown = null;
+    let pass: QueuePass = "drained";
+    // The pass budget is checked only where a transfer ends (no FAIL_NEXT group open), so a group
+    // is never cut by it: the rest of the ring waits for the next pass.
+    let descriptors = 0;
+    let bytes = 0;
+    let groupOpen = false;
     try {
-      for (let chain = queue.pop(); chain; chain = queue.pop()) {
+      for (;;) {
+        if (
+          !groupOpen &&
+          (count >= PASS_BUDGET.chains ||
+            descriptors >= PASS_BUDGET.descriptors ||
+            bytes >= PASS_BUDGET.bytes)
+        ) {
+          pass = "yield";
+          break;
+        }
+        const chain = queue.pop();
+        if (chain === null) break;
         this.#heldSlots += this.#slotsOf(chain);
         const record = this.#takeRecord();
         record.parse(chain, queue.memory);
         if (count < batch.length) batch[count] = record;
         else batch.push(record);
         count++;
+        descriptors += chain.descriptors.length;
+        bytes += record.length;
+        groupOpen = record.failNext;
       }
     } catch (err) {
       brokenRing = err; // handle what was popped, then let the backend stop the queue
@@ -176,6 +226,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
     if (this.#isIdle()) this.#wakeIdleWaiters();
     if (count > 0) queue.notify();
     if (brokenRing !== null) throw brokenRing;
+    return pass;
   }
 
   whenIdle(_index: number): Promise<void> {
@@ -308,7 +359,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       this.#drain();
       transfer.queue.notify();
     } catch (err) {
-      this.#logger.error("completing an I2C transfer failed", { error: errorText(err) });
+      this.#guestLogger.error("completing an I2C transfer failed", { error: errorText(err) });
     }
   }
 
@@ -320,15 +371,22 @@ export class VirtioI2cDevice implements VhostUserDevice {
    */
   #prepare(transfer: Transfer): PreparedTransfer | Failure {
     const { requests, start, end } = transfer;
+    let length = 0;
     for (let i = start; i < end; i++) {
       const bad = requests[i] as RequestRecord;
       if (bad.error !== null) {
-        this.#logger.warn("malformed request, transfer failed", {
+        this.#guestLogger.warn("malformed request, transfer failed", {
           head: bad.chain.head,
           error: bad.error,
         });
         return { index: i - start, reason: bad.error };
       }
+      length += bad.length;
+    }
+    if (length > MAX_TRANSFER_LENGTH) {
+      const reason = `transfer of ${length} bytes, more than ${MAX_TRANSFER_LENGTH}`;
+      this.#guestLogger.warn("transfer too long, refused", { bytes: length });
+      return { index: 0, reason };
     }
     // Every target first: nothing is built for a transfer that is refused.
     let bus: I2cBus | undefined;
@@ -342,7 +400,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       }
       if (bus && target.bus !== bus) {
         const buses = `${bus.name},${target.bus.name}`;
-        this.#logger.warn("transfer spans two buses, refused", { buses });
+        this.#guestLogger.warn("transfer spans two buses, refused", { buses });
         return { index: i - start, reason: `transfer spans two buses (${buses})` };
       }
       bus = target.bus;
@@ -369,7 +427,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
       return prepared;
     } catch (err) {
       const reason = errorText(err);
-      this.#logger.warn("request buffer not in guest memory, transfer failed", { error: reason });
+      this.#guestLogger.warn("request buffer not in guest memory, transfer failed", {
+        error: reason,
+      });
       return { index: 0, reason };
     }
   }
@@ -455,7 +515,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
       try {
         transfer.queue.pushUsed(r.chain, written);
       } catch (err) {
-        this.#logger.error("returning a chain to the used ring failed", { error: errorText(err) });
+        this.#guestLogger.error("returning a chain to the used ring failed", {
+          error: errorText(err),
+        });
       }
       // The chain went back: the record may be parsed again.
       this.#returnRecord(r);
@@ -502,13 +564,13 @@ export class VirtioI2cDevice implements VhostUserDevice {
     try {
       this.#observer?.transferDone(record);
     } catch (err) {
-      this.#logger.error("transfer observer failed", { error: errorText(err) });
+      this.#guestLogger.error("transfer observer failed", { error: errorText(err) });
     }
   }
 
   #busFailure(bus: I2cBus, err: unknown): Failure {
     const reason = errorText(err);
-    this.#logger.warn("bus transfer failed", { bus: bus.name, error: reason });
+    this.#guestLogger.warn("bus transfer failed", { bus: bus.name, error: reason });
     return { index: 0, reason };
   }
 }

@@ -58,8 +58,13 @@ export interface NativeBinding {
    * `ready[i]` 1 when `fds[i]` is readable or hung up; the count, 0 on timeout (-1: no deadline).
    */
   waitReadable(fds: Int32Array, ready: Uint8Array, timeoutMs: number): number;
+  /** memfd_create with MFD_CLOEXEC | MFD_ALLOW_SEALING. */
   memfdCreate(name: string): number;
   ftruncate(fd: number, size: number): void;
+  /** fcntl F_GET_SEALS: the file's F_SEAL_* bits; 0 when the file cannot have seals (EINVAL). */
+  fileSeals(fd: number): number;
+  /** fcntl F_ADD_SEALS. */
+  addSeals(fd: number, seals: number): void;
   /** fstat: [file type bits (S_IFMT), size in bytes]. */
   fdInfo(fd: number): [number, number];
   setNonBlocking(fd: number): void;

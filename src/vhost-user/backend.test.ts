@@ -59,7 +59,11 @@ interface Harness {
   close(): void;
 }
 
-function serve(deviceOptions: EchoDeviceOptions = {}, offerMemSlots = false): Harness {
+function serve(
+  deviceOptions: EchoDeviceOptions = {},
+  offerMemSlots = false,
+  allowUnsealedMemory = false,
+): Harness {
   const path = join(dir, `s${socketCount++}.sock`);
   const devices: EchoDevice[] = [];
   const server = VhostUserServer.listen(
@@ -70,7 +74,7 @@ function serve(deviceOptions: EchoDeviceOptions = {}, offerMemSlots = false): Ha
       devices.push(device);
       return device;
     },
-    { backend: { offerMemSlots } },
+    { backend: { offerMemSlots, allowUnsealedMemory } },
   );
   const frontends: VhostUserFrontend[] = [];
   return {
@@ -598,6 +602,73 @@ describe("BackendConnection vrings", () => {
       // Both again, in the other order.
       await frontend.setMemTable([ram.regions[1]!, ram.regions[0]!], { needReply: true });
       assert.deepEqual(await echo(ram, q, bytes("back"), high, high + 16), bytes("back"));
+      closeQueues(queues);
+    } finally {
+      h.close();
+      ram.close();
+    }
+  });
+
+  it("refuses guest memory that is not sealed against shrinking, unless allowed", async () => {
+    for (const allowed of [false, true]) {
+      const h = serve({}, true, allowed);
+      const unsealed = new GuestRam([{ guestPhysAddr: 0, size: 1 << 20, sealed: false }]);
+      const sealed = new GuestRam();
+      try {
+        const frontend = h.connect();
+        await realize(frontend, { protocolFeatures: SEQUENCE_B });
+        const table = frontend.setMemTable(unsealed.regions, { needReply: true });
+        const added = frontend.addMemReg(unsealed.regions[0]!.region, unsealed.regions[0]!.fd, {
+          needReply: true,
+        });
+        if (allowed) {
+          await table;
+          await added.catch(() => undefined); // the same region twice: refused for overlap
+        } else {
+          await assert.rejects(table, { code: "ENACK" });
+          await assert.rejects(added, { code: "ENACK" });
+        }
+        // The connection stays: a sealed table is taken.
+        await frontend.setMemTable(sealed.regions, { needReply: true });
+        assert.equal(await frontend.getQueueNum(), 1);
+      } finally {
+        h.close();
+        unsealed.close();
+        sealed.close();
+      }
+    }
+  });
+
+  it("a device that yields gets its next pass on a later turn, after other work", async () => {
+    const h = serve({ chainsPerPass: 2 });
+    const ram = new GuestRam();
+    try {
+      const { queues } = await startSession(h, ram, 0n, { queueSize: 16 });
+      const q = queues[0]!;
+      const device = h.device();
+      const passes = device.processed.length;
+      for (let i = 0; i < 6; i++) {
+        const head = q.driver.add([
+          { gpa: ram.alloc(1), len: 1, writable: false },
+          { gpa: ram.alloc(1), len: 1, writable: true },
+        ]);
+        assert.notEqual(head, null);
+      }
+      q.kick.write(1);
+      // Other work gets in between: the ring is not drained in the turn that saw the kick.
+      let returned = 0;
+      const turns: number[] = [];
+      while (returned < 6 && turns.length < 1000) {
+        await new Promise((resolve) => setImmediate(resolve));
+        for (let used = q.driver.getUsed(); used !== null; used = q.driver.getUsed()) returned++;
+        turns.push(returned);
+      }
+      assert.ok(
+        turns.some((n) => n > 0 && n < 6),
+        `returned per turn: ${turns.join(",")}`,
+      );
+      assert.ok(device.processed.length - passes >= 3, "at least three passes of two chains");
+      assert.equal(device.chainsCompleted, 6);
       closeQueues(queues);
     } finally {
       h.close();

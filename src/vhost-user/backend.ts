@@ -12,6 +12,7 @@ import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { Mapping } from "../sys/mapping.js";
+import { fileSeals, SEAL } from "../sys/memfd.js";
 import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_RING_EVENT_IDX,
@@ -74,6 +75,12 @@ export interface BackendOptions {
   offerMemSlots?: boolean;
   /** GET_MAX_MEM_SLOTS answer (default 32). */
   maxMemSlots?: number;
+  /**
+   * Map guest memory whose fd is not sealed against shrinking (F_SEAL_SHRINK). Off by default: a
+   * peer that shrinks such a file under our mapping makes the next access raise SIGBUS, which ends
+   * the whole process and every other peer's service with it.
+   */
+  allowUnsealedMemory?: boolean;
 }
 
 export type BackendErrorCode =
@@ -121,6 +128,8 @@ class Vring {
   broken = false;
   queue: SplitQueue | PackedQueue | null = null;
   watcher: FdWatcher | null = null;
+  /** The next pass of a device that yielded (its budget spent with chains left in the ring). */
+  nextPass: NodeJS.Immediate | null = null;
 
   constructor(index: number) {
     this.index = index;
@@ -417,7 +426,9 @@ export class BackendConnection {
   private setMemTable(regions: readonly MemRegion[], fds: MessageFds): void {
     const mapped: MappedRegion[] = [];
     try {
-      for (const [i, region] of regions.entries()) mapped.push(mapRegion(region, fds.take(i)));
+      for (const [i, region] of regions.entries()) {
+        mapped.push(this.mapRegion(region, fds.take(i)));
+      }
       this.replaceMemory(mapped);
     } catch (error) {
       for (const m of mapped) m.mapping.close();
@@ -435,7 +446,7 @@ export class BackendConnection {
     }
     let added: MappedRegion | undefined;
     try {
-      added = mapRegion(region, fd);
+      added = this.mapRegion(region, fd);
       this.replaceMemory([...this.regions, added]);
     } catch (error) {
       added?.mapping.close();
@@ -456,6 +467,25 @@ export class BackendConnection {
     this.replaceMemory(kept);
     this.regions = kept;
     victim.mapping.close();
+  }
+
+  /**
+   * Maps `size + mmap_offset` bytes from file offset 0 (as libvhost-user does) and closes the fd.
+   * The seal is checked before the size: seals are never removed, so a file sealed against shrinking
+   * keeps the size Mapping.map checks for as long as we map it.
+   */
+  private mapRegion(region: MemRegion, fd: number): MappedRegion {
+    try {
+      if (!this.options.allowUnsealedMemory && (fileSeals(fd) & SEAL.SHRINK) === 0) {
+        throw new BackendError(
+          "EINVAL",
+          `guest memory at 0x${region.guestPhysAddr.toString(16)}: its fd is not sealed against shrinking (F_SEAL_SHRINK; QEMU: memory-backend-memfd, seal=on)`,
+        );
+      }
+      return { region, mapping: Mapping.map(fd, 0, region.mmapOffset + region.size, true) };
+    } finally {
+      closeQuietly(fd);
+    }
   }
 
   /** Installs a new GuestMemory over `mapped` and moves running queues onto it. */
@@ -667,6 +697,7 @@ export class BackendConnection {
       eventIdx,
       indirect: (this.ackedFeatures & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
       notifyOnEmpty: (this.ackedFeatures & VIRTIO_F_NOTIFY_ON_EMPTY) !== 0n,
+      maxChainLength: this.device.maxChainLength,
       lastAvailIndex: vring.base,
       // Continue from the used index the ring holds (it equals the base unless chains were lost).
       usedIndex: memory.readU16(addresses.used + USED_IDX),
@@ -698,6 +729,7 @@ export class BackendConnection {
       eventIdx,
       indirect: (this.ackedFeatures & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
       notifyOnEmpty: (this.ackedFeatures & VIRTIO_F_NOTIFY_ON_EMPTY) !== 0n,
+      maxChainLength: this.device.maxChainLength,
       lastAvailIndex: avail,
       usedIndex: used === 0 ? avail : used,
       notify: () => this.signal(vring),
@@ -715,6 +747,8 @@ export class BackendConnection {
   private processRing(vring: Vring): void {
     const queue = vring.queue;
     if (queue === null || this.broken || !this.isRunnable(vring)) return;
+    // A device that yielded gets its next pass on its own turn; a kick meanwhile adds nothing.
+    if (vring.nextPass !== null) return;
     try {
       // A device may leave chains in the ring (the start of a transfer whose rest is not there yet):
       // looping while they are available would spin forever. After a pass that took nothing, one more
@@ -723,7 +757,15 @@ export class BackendConnection {
       for (;;) {
         if (!stayEnabled) queue.disableNotifications();
         const before = vringBase(queue);
-        this.device.processQueue(vring.index, queue);
+        if (this.device.processQueue(vring.index, queue) === "yield") {
+          // Its budget is spent: other sockets and the control socket run before its next pass.
+          // Notifications stay off meanwhile, since that pass looks at the ring anyway.
+          vring.nextPass = setImmediate(() => {
+            vring.nextPass = null;
+            this.processRing(vring);
+          });
+          return;
+        }
         const tookSome = vringBase(queue) !== before;
         if (!queue.enableNotifications()) break;
         if (tookSome) stayEnabled = false;
@@ -741,6 +783,8 @@ export class BackendConnection {
   private stopWatching(vring: Vring): void {
     vring.watcher?.close();
     vring.watcher = null;
+    if (vring.nextPass !== null) clearImmediate(vring.nextPass);
+    vring.nextPass = null;
   }
 
   private stopQueue(vring: Vring): void {
@@ -776,15 +820,6 @@ export class BackendConnection {
 /** What GET_VRING_BASE reports for a queue: the split avail index, or both packed positions. */
 function vringBase(queue: SplitQueue | PackedQueue): number {
   return queue instanceof PackedQueue ? queue.vringBase : queue.lastAvailIndex;
-}
-
-/** Maps `size + mmap_offset` bytes from file offset 0 (as libvhost-user does) and closes the fd. */
-function mapRegion(region: MemRegion, fd: number): MappedRegion {
-  try {
-    return { region, mapping: Mapping.map(fd, 0, region.mmapOffset + region.size, true) };
-  } finally {
-    closeQuietly(fd);
-  }
 }
 
 /** The region as GuestMemory sees it: a view starting at mmap_offset; the mapping is closed by us. */

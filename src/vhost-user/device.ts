@@ -7,9 +7,22 @@
 
 import type { DeviceQueue } from "../virtio/queue.js";
 
+/**
+ * How a processQueue pass ended. "drained": the device took what it could (the ring is empty, or
+ * what is left waits for the driver). "yield": its per-pass work budget is spent and chains are
+ * left in the ring; the back-end runs the next pass on a later turn of the event loop, so other
+ * sockets and the control socket are served in between.
+ */
+export type QueuePass = "drained" | "yield";
+
 export interface VhostUserDevice {
   readonly numQueues: number;
   readonly maxQueueSize: number;
+  /**
+   * Longest descriptor chain the device takes (buffer descriptors, indirect tables flattened);
+   * longer chains reach it as malformed. Default: the queue size (the spec's limit).
+   */
+  readonly maxChainLength?: number;
   /** Device feature bits offered; the back-end adds the transport bits it implements. */
   readonly features: bigint;
   /** SET_FEATURES without all of these is refused. */
@@ -17,7 +30,7 @@ export interface VhostUserDevice {
   /** Every negotiated bit, transport bits included (ring layout matters to devices that count slots). */
   setFeatures(features: bigint): void;
   /** Pop, handle, push used, notify. Called on a kick and when a ring becomes runnable. */
-  processQueue(index: number, queue: DeviceQueue): void;
+  processQueue(index: number, queue: DeviceQueue): QueuePass;
   /** Resolves when no chain of queue `index` is in flight (GET_VRING_BASE waits for it). */
   whenIdle(index: number): Promise<void>;
   /** The connection is gone or the driver reset the device. */

@@ -12,7 +12,7 @@ import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { Mapping } from "../sys/mapping.js";
-import { createMemfd } from "../sys/memfd.js";
+import { createMemfd, GUEST_RAM_SEALS } from "../sys/memfd.js";
 import { UnixStream } from "../sys/unix-socket.js";
 import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
@@ -368,6 +368,11 @@ export interface GuestRamLayout {
   size: number;
   /** Bytes of the memfd before the region (exercises mmap_offset). Page multiple. Default 0. */
   mmapOffset?: number;
+  /**
+   * Seal the memfd as QEMU's memory-backend-memfd does by default (GUEST_RAM_SEALS), so a back-end
+   * that requires F_SEAL_SHRINK accepts it. Default true; false plays a VMM with unsealed RAM.
+   */
+  sealed?: boolean;
 }
 
 /** Guest RAM the back-end maps by fd, and the front-end's own view of it (for the driver side). */
@@ -383,7 +388,9 @@ export class GuestRam {
     try {
       for (const l of layout) {
         const mmapOffset = l.mmapOffset ?? 0;
-        const fd = createMemfd(mmapOffset + l.size, "guest-ram");
+        const fd = createMemfd(mmapOffset + l.size, "guest-ram", {
+          seals: l.sealed === false ? 0 : GUEST_RAM_SEALS,
+        });
         regions.push({
           fd,
           region: {

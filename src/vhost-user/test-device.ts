@@ -7,7 +7,7 @@
  */
 
 import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
-import type { VhostUserDevice } from "./device.js";
+import type { QueuePass, VhostUserDevice } from "./device.js";
 
 /** Virtio feature bit numbers the echo device uses. */
 export const ECHO_FEATURE_BIT = 0;
@@ -20,6 +20,8 @@ export interface EchoDeviceOptions {
   holdChains?: boolean;
   /** Config space served by GET_CONFIG; absent = the device has no getConfig. */
   config?: Uint8Array;
+  /** Chains taken per processQueue pass before it yields (default: all there are). */
+  chainsPerPass?: number;
 }
 
 interface HeldChain {
@@ -40,6 +42,7 @@ export class EchoDevice implements VhostUserDevice {
   resets = 0;
   chainsCompleted = 0;
   holdChains: boolean;
+  readonly chainsPerPass: number;
 
   private readonly held: HeldChain[][];
   private readonly idleWaiters: (() => void)[][];
@@ -48,6 +51,7 @@ export class EchoDevice implements VhostUserDevice {
     this.numQueues = options.numQueues ?? 1;
     this.maxQueueSize = options.maxQueueSize ?? 256;
     this.holdChains = options.holdChains ?? false;
+    this.chainsPerPass = options.chainsPerPass ?? Number.POSITIVE_INFINITY;
     this.held = Array.from({ length: this.numQueues }, () => []);
     this.idleWaiters = Array.from({ length: this.numQueues }, () => []);
     const config = options.config;
@@ -63,16 +67,20 @@ export class EchoDevice implements VhostUserDevice {
     this.negotiated.push(features);
   }
 
-  processQueue(index: number, queue: DeviceQueue): void {
+  processQueue(index: number, queue: DeviceQueue): QueuePass {
     this.processed.push(index);
+    let taken = 0;
+    let pass: QueuePass = "drained";
     for (let chain = queue.pop(); chain !== null; chain = queue.pop()) {
-      if (this.holdChains) {
-        this.held[index]?.push({ queue, chain });
-        continue;
+      if (this.holdChains) this.held[index]?.push({ queue, chain });
+      else this.complete(queue, chain);
+      if (++taken === this.chainsPerPass) {
+        pass = "yield";
+        break;
       }
-      this.complete(queue, chain);
     }
     queue.notify();
+    return pass;
   }
 
   /** Completes every held chain of every queue (holdChains mode). */

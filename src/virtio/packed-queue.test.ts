@@ -478,9 +478,10 @@ describe("PackedQueue malformed chains", () => {
   }
 
   it("reports a chain longer than 2^32 bytes", () => {
+    // A queue large enough that 4097 descriptors are within the chain length limit (its size).
     const memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x200000 }]);
-    const driver = new DriverPackedQueue(memory, 0, 4);
-    const device = new PackedQueue(memory, 4, driver.addresses, {
+    const driver = new DriverPackedQueue(memory, 0, 8192);
+    const device = new PackedQueue(memory, 8192, driver.addresses, {
       eventIdx: false,
       indirect: true,
       lastAvailIndex: WRAP_BIT,
@@ -522,6 +523,55 @@ describe("PackedQueue malformed chains", () => {
     driver.writeDescriptor(0, buf(VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED));
     assert.equal(device.pop(), null);
     driver.writeDescriptor(0, buf(0));
+    assert.equal(device.pop(), null);
+  });
+});
+
+describe("PackedQueue chain length limit", () => {
+  const entry = (id = 0) => ({ addr: DATA_GPA, len: 8, id, flags: 0 });
+  const indirect = (count: number, id: number) => ({
+    addr: TABLE_GPA,
+    len: 16 * count,
+    id,
+    flags: VRING_DESC_F_INDIRECT,
+  });
+  const writeTable = (driver: DriverPackedQueue, count: number) => {
+    for (let i = 0; i < count; i++) driver.writeDescriptorAt(TABLE_GPA + 16 * i, entry());
+  };
+
+  it("takes a table of queue-size entries and refuses one more, ring descriptors included", () => {
+    const { driver, device } = setup({ size: 8 });
+    writeTable(driver, 9);
+    driver.publishChain([indirect(8, 1)]);
+    const whole = popChain(device);
+    assert.equal(whole.error, null);
+    assert.equal(whole.descriptors.length, 8);
+    device.pushUsed(whole, 0);
+    driver.publishChain([indirect(9, 2)]);
+    const long = popChain(device);
+    assert.equal(long.error, `${CHAIN_ERROR.tooManyDescriptors}: more than 8 (table of 9)`);
+    assert.equal(long.descriptors.length, 0, "a table too long is refused unread");
+    device.pushUsed(long, 0);
+    driver.publishChain([{ ...entry(), flags: VRING_DESC_F_NEXT }, indirect(8, 3)]);
+    assert.equal(
+      popChain(device).error,
+      `${CHAIN_ERROR.tooManyDescriptors}: more than 8 (table of 8)`,
+    );
+  });
+
+  it("refuses a chain past the device's limit, and direct chains past it too", () => {
+    const { driver, device } = setup({ size: 8, maxChainLength: 3 });
+    writeTable(driver, 4);
+    driver.publishChain([indirect(4, 1)]);
+    const long = popChain(device);
+    assert.ok(long.error?.startsWith(`${CHAIN_ERROR.tooManyDescriptors}: `), `${long.error}`);
+    device.pushUsed(long, 0);
+    const next = { ...entry(), flags: VRING_DESC_F_NEXT };
+    driver.publishChain([next, next, next, entry(2)]);
+    const direct = popChain(device);
+    assert.equal(direct.error, `${CHAIN_ERROR.tooManyDescriptors}: more than 3`);
+    assert.equal(direct.head, 2, "skipped to the chain's end: the id of its last slot");
+    device.pushUsed(direct, 0);
     assert.equal(device.pop(), null);
   });
 });

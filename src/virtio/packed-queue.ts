@@ -429,7 +429,15 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     const raw = this.raw;
     if (raw.flags & VRING_DESC_F_INDIRECT) {
       this.checkIndirect(raw);
-      this.walkIndirect(raw.addr, raw.len / DESCRIPTOR_SIZE, state);
+      // Every entry of a packed table is in the chain: a table too long is refused unread.
+      const count = raw.len / DESCRIPTOR_SIZE;
+      if (state.chain.length + count > this.maxChainLength) {
+        throw new ChainFault(
+          CHAIN_ERROR.tooManyDescriptors,
+          `more than ${this.maxChainLength} (table of ${count})`,
+        );
+      }
+      this.walkIndirect(raw.addr, count, state);
       return;
     }
     this.addBuffer(raw, state, "descriptor", position);

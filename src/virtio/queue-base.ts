@@ -20,8 +20,11 @@ export const VRING_DESC_F_WRITE = 2;
 export const VRING_DESC_F_INDIRECT = 4;
 export const DESCRIPTOR_SIZE = 16;
 export const QUEUE_SIZE_MAX = 32768;
-/** Chains are walked into arrays: bound what one chain may cost, whatever an indirect length claims. */
-export const MAX_INDIRECT_DESCRIPTORS = QUEUE_SIZE_MAX;
+/**
+ * Most entries an indirect table may claim: no chain can be longer than the largest queue. What a
+ * walk reads is bounded by the chain length limit (QueueBase.maxChainLength), not by this.
+ */
+export const MAX_INDIRECT_ENTRIES = QUEUE_SIZE_MAX;
 
 /** The options both queue kinds take; each adds its own ring indices. */
 export interface QueueNotificationOptions {
@@ -33,6 +36,12 @@ export interface QueueNotificationOptions {
   notifyOnEmpty?: boolean;
   /** Signal the driver (writes the call eventfd). */
   notify: () => void;
+  /**
+   * Longest chain the device takes, in buffer descriptors (indirect tables flattened): longer
+   * chains are refused as malformed. Default and upper bound: the queue size, the spec's limit
+   * ("A driver MUST NOT create a descriptor chain longer than the Queue Size of the device").
+   */
+  maxChainLength?: number;
 }
 
 /** EINVAL unless every area's guest address is a non-negative safe integer aligned as `align` says. */
@@ -92,6 +101,11 @@ export class ReusableChain {
   /** Every descriptor object the chain ever held: chain.descriptors[i] is spare[i]. */
   readonly #spare: Descriptor[] = [];
   #count = 0;
+
+  /** Descriptors appended by the current walk. */
+  get length(): number {
+    return this.#count;
+  }
 
   /** Empties the chain for a new walk (its objects stay for reuse). */
   reset(): void {
@@ -190,6 +204,11 @@ export abstract class QueueBase<Addresses extends object> {
   protected readonly indirect: boolean;
   protected readonly notifyOnEmpty: boolean;
   protected readonly signal: () => void;
+  /**
+   * Longest chain taken, in buffer descriptors: what one pop may walk and keep, however the ring or
+   * an indirect table (shared by any number of chains) is laid out.
+   */
+  protected readonly maxChainLength: number;
   protected brokenReason: string | null = null;
   /** Popped chains are reused once pushed: no objects per pop in the steady state. */
   protected readonly chains = new ChainPool();
@@ -217,6 +236,11 @@ export abstract class QueueBase<Addresses extends object> {
     this.indirect = options.indirect;
     this.notifyOnEmpty = options.notifyOnEmpty ?? false;
     this.signal = options.notify;
+    const maxChainLength = options.maxChainLength ?? size;
+    if (!Number.isInteger(maxChainLength) || maxChainLength < 1) {
+      throw new VirtqueueError("EINVAL", `chain length limit ${maxChainLength} is not positive`);
+    }
+    this.maxChainLength = Math.min(size, maxChainLength);
     this.currentMemory = memory;
   }
 
@@ -255,7 +279,7 @@ export abstract class QueueBase<Addresses extends object> {
       throw new ChainFault(CHAIN_ERROR.indirectWithNext, "INDIRECT and NEXT both set");
     }
     const count = raw.len / DESCRIPTOR_SIZE;
-    if (raw.len === 0 || !Number.isInteger(count) || count > MAX_INDIRECT_DESCRIPTORS) {
+    if (raw.len === 0 || !Number.isInteger(count) || count > MAX_INDIRECT_ENTRIES) {
       throw new ChainFault(CHAIN_ERROR.indirectBadLength, `${raw.len} bytes`);
     }
     if (raw.addr < 0 || !this.currentMemory.isBacked(raw.addr, raw.len)) {
@@ -273,6 +297,9 @@ export abstract class QueueBase<Addresses extends object> {
     place: DescriptorPlace,
     index: number,
   ): void {
+    if (state.chain.length === this.maxChainLength) {
+      throw new ChainFault(CHAIN_ERROR.tooManyDescriptors, `more than ${this.maxChainLength}`);
+    }
     if (raw.len === 0) throw new ChainFault(CHAIN_ERROR.zeroLength, `${place} ${index}`);
     const writable = (raw.flags & VRING_DESC_F_WRITE) !== 0;
     if (state.seenWritable && !writable) {

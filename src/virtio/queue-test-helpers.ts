@@ -37,6 +37,7 @@ export interface QueueSetupOptions {
   eventIdx?: boolean;
   indirect?: boolean;
   notifyOnEmpty?: boolean;
+  maxChainLength?: number;
 }
 
 /**
@@ -64,6 +65,7 @@ export function setupQueuePair<Driver, Device>(
     eventIdx: options.eventIdx ?? false,
     indirect: options.indirect ?? true,
     notifyOnEmpty: options.notifyOnEmpty ?? false,
+    ...(options.maxChainLength === undefined ? {} : { maxChainLength: options.maxChainLength }),
     notify: () => {
       count++;
     },
@@ -166,7 +168,8 @@ export function runQueueOps(
   };
   for (const step of ops) {
     if (step.kind === "add") {
-      const buffers = Array.from({ length: step.count }, (_, i) => ({
+      // No chain longer than the queue size, indirect or not (the spec's limit on drivers).
+      const buffers = Array.from({ length: Math.min(step.count, size) }, (_, i) => ({
         gpa: DATA_GPA + 0x40 * i,
         len: 1 + i,
         writable: i >= step.writableFrom,

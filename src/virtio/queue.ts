@@ -51,6 +51,7 @@ export const CHAIN_ERROR = {
   headOutOfRange: "head out of range",
   nextOutOfRange: "next out of range",
   loop: "chain too long or looping",
+  tooManyDescriptors: "too many descriptors",
   indirectNotNegotiated: "indirect not negotiated",
   nestedIndirect: "indirect inside indirect",
   indirectWithNext: "indirect with next",

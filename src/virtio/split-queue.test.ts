@@ -546,9 +546,10 @@ describe("SplitQueue malformed chains", () => {
   }
 
   it("reports a chain longer than 2^32 bytes", () => {
+    // A queue large enough that 4097 descriptors are within the chain length limit (its size).
     const memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x200000 }]);
-    const driver = new DriverSplitQueue(memory, 0, 4);
-    const device = new SplitQueue(memory, 4, driver.addresses, {
+    const driver = new DriverSplitQueue(memory, 0, 8192);
+    const device = new SplitQueue(memory, 8192, driver.addresses, {
       eventIdx: false,
       indirect: true,
       lastAvailIndex: 0,
@@ -591,6 +592,99 @@ describe("SplitQueue malformed chains", () => {
     driver.setAvailIndex((65534 + 8) & 0xffff);
     for (let i = 0; i < 8; i++) assert.equal(popChain(device).head, i);
     assert.equal(device.pop(), null);
+  });
+});
+
+describe("SplitQueue chain length limit", () => {
+  const link = (i: number, last: boolean) => ({
+    addr: DATA_GPA,
+    len: 8,
+    flags: last ? 0 : VRING_DESC_F_NEXT,
+    next: last ? 0 : i + 1,
+  });
+  /** An indirect table of `count` linked entries at TABLE_GPA. */
+  const writeTable = (driver: DriverSplitQueue, count: number) => {
+    for (let i = 0; i < count; i++) {
+      driver.writeDescriptorAt(TABLE_GPA + 16 * i, link(i, i === count - 1));
+    }
+  };
+  const indirect = { addr: TABLE_GPA, flags: VRING_DESC_F_INDIRECT, next: 0 };
+
+  it("takes a chain of queue-size descriptors and refuses one more, indirect entries included", () => {
+    const { driver, device } = setup({ size: 8 });
+    writeTable(driver, 8);
+    driver.writeDescriptor(0, { ...indirect, len: 16 * 8 });
+    driver.publish(0);
+    const whole = popChain(device);
+    assert.equal(whole.error, null);
+    assert.equal(whole.descriptors.length, 8);
+    device.pushUsed(whole, 0);
+    // One ring descriptor before a table of 8: 9 in the chain.
+    driver.writeDescriptor(1, { addr: DATA_GPA, len: 8, flags: VRING_DESC_F_NEXT, next: 2 });
+    driver.writeDescriptor(2, { ...indirect, len: 16 * 8 });
+    driver.publish(1);
+    const long = popChain(device);
+    assert.equal(long.error, `${CHAIN_ERROR.tooManyDescriptors}: more than 8`);
+    assert.equal(long.descriptors.length, 8);
+    device.pushUsed(long, 0);
+  });
+
+  it("refuses a chain past the device's limit after walking only that far", () => {
+    const { driver, device } = setup({ size: 8, maxChainLength: 3 });
+    writeTable(driver, 4);
+    driver.writeDescriptor(0, { ...indirect, len: 16 * 4 });
+    driver.publish(0);
+    const long = popChain(device);
+    assert.equal(long.error, `${CHAIN_ERROR.tooManyDescriptors}: more than 3`);
+    assert.equal(long.descriptors.length, 3);
+  });
+
+  it("walks a table every ring entry shares only up to the limit per chain", () => {
+    // The largest table there is, linked end to end, and every avail entry pointing at it.
+    const memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x100000 }]);
+    const driver = new DriverSplitQueue(memory, 0, 64);
+    const device = new SplitQueue(memory, 64, driver.addresses, {
+      eventIdx: false,
+      indirect: true,
+      lastAvailIndex: 0,
+      maxChainLength: 16,
+      notify: () => {},
+    });
+    const table = 0x80000;
+    for (let i = 0; i < 32768; i++) {
+      driver.writeDescriptorAt(table + 16 * i, { ...link(i, i === 32767), addr: 0x1000 });
+    }
+    for (let head = 0; head < 64; head++) {
+      driver.writeDescriptor(head, {
+        addr: table,
+        len: 16 * 32768,
+        flags: VRING_DESC_F_INDIRECT,
+        next: 0,
+      });
+      driver.publish(head);
+    }
+    for (let head = 0; head < 64; head++) {
+      const chain = popChain(device);
+      assert.equal(chain.error, `${CHAIN_ERROR.tooManyDescriptors}: more than 16`);
+      assert.equal(chain.descriptors.length, 16);
+    }
+    assert.equal(device.pop(), null);
+  });
+
+  it("refuses a limit that is not a positive integer", () => {
+    for (const maxChainLength of [0, -1, 1.5]) {
+      assertVirtqueueError(() => setup({ maxChainLength }), "EINVAL");
+    }
+  });
+
+  it("throws EBADRING when an entry is published while every chain is in flight", () => {
+    const { driver, device } = setup({ size: 4 });
+    for (let i = 0; i < 4; i++) assert.notEqual(driver.add([request[0]!]), null);
+    for (let i = 0; i < 4; i++) popChain(device);
+    // The driver owns no free head, yet publishes one more.
+    driver.publish(0);
+    assertVirtqueueError(() => device.pop(), "EBADRING");
+    assert.equal(device.broken, true);
   });
 });
 

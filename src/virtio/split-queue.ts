@@ -37,7 +37,7 @@ import {
 
 export {
   DESCRIPTOR_SIZE,
-  MAX_INDIRECT_DESCRIPTORS,
+  MAX_INDIRECT_ENTRIES,
   QUEUE_SIZE_MAX,
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
@@ -239,6 +239,12 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       throw new VirtqueueError("EBADRING", this.brokenReason);
     }
     if (pending === 0) return null;
+    if (this.popped === this.size) {
+      // Every head belongs to a chain we hold: the driver published one it does not own. Refusing
+      // here also bounds what a driver can make us hold (chain objects, requests) to the queue size.
+      this.brokenReason = `avail entry ${this.nextAvail} published while all ${this.size} chains are in flight`;
+      throw new VirtqueueError("EBADRING", this.brokenReason);
+    }
     const head = this.avail.getU16(AVAIL_RING + 2 * (this.nextAvail & (this.size - 1)));
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     this.popped++;

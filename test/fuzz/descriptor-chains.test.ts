@@ -10,6 +10,9 @@
  * indirect tables, table lengths that are not a multiple of 16, lengths past a region's end, buffers
  * in the gap between regions or past 2^53, zero lengths, readable-after-writable, huge avail index
  * jumps and head ids past the queue size; queue sizes include packed sizes that are not a power of two.
+ * Some cases add one indirect table that many ring entries share (a request linked end to end: a
+ * header, 1-byte data entries, a status byte), longer than the queue size, up to the largest table
+ * there is (32768 entries) and one past it, in a third memory region.
  * The ring is filled before the queue starts, so the daemon processes it while handling the start
  * messages and a GET_FEATURES reply is a barrier. Budget: see harness.ts (FUZZ_RUNS).
  * @module
@@ -56,9 +59,21 @@ import {
   whenSocketFree,
 } from "./harness.js";
 
-// Guest RAM: region A [0, 256 KiB) with the ring at 0, a gap, region B [1 MiB, 1.25 MiB).
+// Guest RAM: region A [0, 256 KiB) with the ring at 0, a gap, region B [1 MiB, 1.25 MiB), and region
+// C [2 MiB, 2.5 MiB + 4 KiB) for the shared table.
 const REGION_SIZE = 0x40000;
 const REGION_B = 0x100000;
+const REGION_C = 0x200000;
+const REGION_C_SIZE = 0x81000;
+/** Every region, all filled with the guard pattern and compared after the case. */
+const REGIONS: readonly (readonly [number, number])[] = [
+  [0, REGION_SIZE],
+  [REGION_B, REGION_SIZE],
+  [REGION_C, REGION_C_SIZE],
+];
+/** The shared table (in C) and the header, data and status its entries point at (in A). */
+const SHARED_TABLE = REGION_C;
+const SHARED_SLOT = 0x3f000;
 const GAP = 0x80000;
 const GUARD = 0xa5;
 /** Per chain: its buffers in A and B, its indirect tables in A (nested one at +0x200). */
@@ -66,6 +81,8 @@ const slotA = (chain: number) => 0x4000 + chain * 0x800;
 const slotB = (chain: number) => REGION_B + chain * 0x800;
 const tableAt = (chain: number, depth: number) => 0x20000 + chain * 0x400 + depth * 0x200;
 const MAX_CHAINS = 24;
+/** Chains that are only a descriptor to the shared table, at most (slots above stay in A and B). */
+const MAX_SHARING_CHAINS = 16;
 
 type Target =
   | "header"
@@ -90,6 +107,8 @@ interface DescSpec {
   readonly table: readonly DescSpec[] | null;
   /** Added to the table length (not a multiple of 16, past the table). */
   readonly tableSkew: number;
+  /** An indirect descriptor to the case's shared table instead (when it has one). */
+  readonly shared: boolean;
   readonly wildAddr: bigint;
 }
 
@@ -128,6 +147,7 @@ const leafDesc = fc.record({
   randomNext: fc.integer({ min: 0, max: 0xffff }),
   table: fc.constant(null),
   tableSkew: fc.constant(0),
+  shared: fc.constant(false),
   wildAddr: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
 });
 
@@ -147,6 +167,7 @@ const descSpec = (depth: number): fc.Arbitrary<DescSpec> =>
             )
             .map(([desc, table, tableSkew]) => ({ ...desc, table, tableSkew })),
         },
+        { weight: 1, arbitrary: leafDesc.map((desc) => ({ ...desc, shared: true })) },
       );
 
 const chainSpec: fc.Arbitrary<ChainSpec> = fc.record({
@@ -176,6 +197,24 @@ const wellFormed = (read: boolean): ChainSpec => ({
   header: { flags: read ? RequestFlag.M_RD : 0 },
   forgedHead: null,
 });
+/** A chain of one descriptor: the shared table (a plain buffer when the case has none). */
+const sharingChain: ChainSpec = {
+  descs: [
+    {
+      target: "data",
+      len: null,
+      write: false,
+      next: "stop",
+      randomNext: 0,
+      table: null,
+      tableSkew: 0,
+      shared: true,
+      wildAddr: 0n,
+    },
+  ],
+  header: { flags: 0 },
+  forgedHead: null,
+};
 const baseDesc: DescSpec = {
   target: "data",
   len: null,
@@ -184,8 +223,12 @@ const baseDesc: DescSpec = {
   randomNext: 0,
   table: null,
   tableSkew: 0,
+  shared: false,
   wildAddr: 0n,
 };
+
+/** How many entries the shared table has, relative to the queue size or to the limits. */
+type SharedLength = "size" | "size+1" | "double" | "device+1" | "largest" | "pastLargest";
 
 interface RingCase {
   readonly packed: boolean;
@@ -193,6 +236,8 @@ interface RingCase {
   readonly indirect: boolean;
   readonly eventIdx: boolean;
   readonly chains: readonly ChainSpec[];
+  /** The shared table, or none (then `shared` descriptors are plain buffers). */
+  readonly sharedTable: SharedLength | null;
   /** Split only: avail.idx written after publishing (null: as published). */
   readonly availJump: number | null;
 }
@@ -209,15 +254,36 @@ const ringCase = (packed: boolean): fc.Arbitrary<RingCase> =>
     ),
     eventIdx: fc.boolean(),
     // Sometimes the last chain opens a transfer whose rest never comes (FAIL_NEXT): the daemon must
-    // neither spin on it nor lose it.
+    // neither spin on it nor lose it. Chains that are only a descriptor to the shared table come
+    // after the first one (when the case has no shared table, they are one plain buffer).
     chains: fc
-      .tuple(fc.array(chainSpec, { maxLength: MAX_CHAINS - 3 }), fc.boolean(), fc.boolean())
-      .map(([chains, read, openEnd]) => [
+      .tuple(
+        fc.array(chainSpec, { maxLength: MAX_CHAINS - 3 }),
+        fc.integer({ min: 0, max: MAX_SHARING_CHAINS }),
+        fc.boolean(),
+        fc.boolean(),
+      )
+      .map(([chains, sharing, read, openEnd]) => [
         wellFormed(false),
+        ...Array.from({ length: sharing }, () => sharingChain),
         ...chains,
         wellFormed(read),
         ...(openEnd ? [{ ...wellFormed(false), header: { flags: RequestFlag.FAIL_NEXT } }] : []),
       ]),
+    sharedTable: fc.oneof(
+      { weight: 3, arbitrary: fc.constant(null) },
+      {
+        weight: 2,
+        arbitrary: fc.constantFrom<SharedLength>(
+          "size",
+          "size+1",
+          "double",
+          "device+1",
+          "largest",
+          "pastLargest",
+        ),
+      },
+    ),
     availJump: packed
       ? fc.constant(null)
       : fc.oneof(
@@ -225,6 +291,64 @@ const ringCase = (packed: boolean): fc.Arbitrary<RingCase> =>
           { weight: 1, arbitrary: fc.integer({ min: 0, max: 0xffff }) },
         ),
   });
+
+/** Entries of the shared table of a case (null: none). */
+function sharedEntries(testCase: RingCase): number | null {
+  const { size } = testCase;
+  switch (testCase.sharedTable) {
+    case null:
+      return null;
+    case "size":
+      return size;
+    case "size+1":
+      return size + 1;
+    case "double":
+      return 2 * size;
+    case "device+1":
+      return 17;
+    case "largest":
+      return 32768;
+    case "pastLargest":
+      return 32769;
+  }
+}
+
+/**
+ * Writes the shared table (split or packed layout, in one copy): a write request linked end to end,
+ * out_hdr, 1-byte data entries, then the status byte (at least two entries). Returns its length.
+ */
+function writeSharedTable(
+  ram: GuestRam,
+  packed: boolean,
+  entries: number,
+  allowance: WriteAllowance,
+): number {
+  const hdr = new DataView(new ArrayBuffer(OutHdr.SIZE));
+  hdr.setUint16(OutHdr.ADDR_OFFSET, EEPROM_ADDR << 1, true);
+  ram.memory.write(SHARED_SLOT, new Uint8Array(hdr.buffer));
+  // The first data byte is an EEPROM offset: away from what other tests read back.
+  ram.memory.write(SHARED_SLOT + 0x10, Uint8Array.of(0xc0));
+  const status = SHARED_SLOT + 0x100;
+  allowance.add(BigInt(status), 1);
+  const count = Math.max(2, entries);
+  const table = new DataView(new ArrayBuffer(DESCRIPTOR_SIZE * count));
+  for (let i = 0; i < count; i++) {
+    const at = DESCRIPTOR_SIZE * i;
+    const last = i === count - 1;
+    table.setBigUint64(
+      at,
+      BigInt(i === 0 ? SHARED_SLOT : last ? status : SHARED_SLOT + 0x10),
+      true,
+    );
+    table.setUint32(at + 8, i === 0 ? OutHdr.SIZE : 1, true);
+    const flags = last ? VRING_DESC_F_WRITE : VRING_DESC_F_NEXT;
+    // Split: flags, then next. Packed: the id, then flags (NEXT means nothing in a packed table).
+    table.setUint16(at + 12, packed ? 0 : flags, true);
+    table.setUint16(at + 14, packed ? flags : last ? 0 : i + 1, true);
+  }
+  ram.memory.write(SHARED_TABLE, new Uint8Array(table.buffer));
+  return DESCRIPTOR_SIZE * count;
+}
 
 /** Where a descriptor points and how long it is, for chain `chain`. */
 function place(spec: DescSpec, chain: number): { addr: bigint; len: number } {
@@ -262,14 +386,20 @@ function writeTable(
   chain: number,
   depth: number,
   allowance: WriteAllowance,
+  shared: number | null,
 ): number {
   const gpa = tableAt(chain, depth);
   entries.forEach((entry, i) => {
     let { addr, len } = place(entry, chain);
     let flags = entry.write ? VRING_DESC_F_WRITE : 0;
-    if (entry.table !== null && depth < 1) {
+    if (entry.shared && shared !== null) {
+      // The shared table from inside a table: nested, so refused.
+      addr = BigInt(SHARED_TABLE);
+      len = shared;
+      flags |= VRING_DESC_F_INDIRECT;
+    } else if (entry.table !== null && depth < 1) {
       addr = BigInt(tableAt(chain, depth + 1));
-      len = writeTable(ring, entry.table, chain, depth + 1, allowance) + entry.tableSkew;
+      len = writeTable(ring, entry.table, chain, depth + 1, allowance, shared) + entry.tableSkew;
       flags |= VRING_DESC_F_INDIRECT;
     } else if (entry.write) {
       allowance.add(addr, len);
@@ -297,15 +427,22 @@ function writeTable(
   return DESCRIPTOR_SIZE * entries.length;
 }
 
-/** Resolves a ring-level descriptor: an indirect one gets its table written. */
+/**
+ * Resolves a ring-level descriptor: an indirect one gets its table written; a shared one points at
+ * the shared table (`shared`: its length in bytes, null when the case has none).
+ */
 function ringDescriptor(
   ring: DriverSplitQueue | DriverPackedQueue,
   spec: DescSpec,
   chain: number,
   allowance: WriteAllowance,
+  shared: number | null,
 ): { addr: bigint; len: number; flags: number } {
+  if (spec.shared && shared !== null) {
+    return { addr: BigInt(SHARED_TABLE), len: shared, flags: VRING_DESC_F_INDIRECT };
+  }
   if (spec.table !== null) {
-    const len = writeTable(ring, spec.table, chain, 0, allowance) + spec.tableSkew;
+    const len = writeTable(ring, spec.table, chain, 0, allowance, shared) + spec.tableSkew;
     const flags = VRING_DESC_F_INDIRECT | (spec.write ? VRING_DESC_F_WRITE : 0);
     return { addr: BigInt(tableAt(chain, 0)), len: Math.max(0, len) >>> 0, flags };
   }
@@ -333,6 +470,16 @@ interface Published {
   readonly packedSlots: { next: boolean; id: number }[];
 }
 
+/** Writes the case's shared table when it has one; its length in bytes, or null. */
+function placeSharedTable(
+  testCase: RingCase,
+  ram: GuestRam,
+  allowance: WriteAllowance,
+): number | null {
+  const entries = sharedEntries(testCase);
+  return entries === null ? null : writeSharedTable(ram, testCase.packed, entries, allowance);
+}
+
 function fillSplit(
   ring: DriverSplitQueue,
   testCase: RingCase,
@@ -341,12 +488,13 @@ function fillSplit(
 ): Published {
   let nextIndex = 0;
   let published = 0;
+  const shared = placeSharedTable(testCase, ram, allowance);
   testCase.chains.forEach((spec, chain) => {
     writeHeader(ram, spec, chain);
     // Descriptors take table slots in turn; past the table size they wrap and overwrite (on purpose).
     const indices = spec.descs.map(() => nextIndex++ % ring.size);
     spec.descs.forEach((desc, i) => {
-      const { addr, len, flags } = ringDescriptor(ring, desc, chain, allowance);
+      const { addr, len, flags } = ringDescriptor(ring, desc, chain, allowance, shared);
       const last = i === spec.descs.length - 1;
       let next = indices[i + 1] ?? 0;
       let allFlags = flags;
@@ -368,6 +516,7 @@ function fillPacked(
   allowance: WriteAllowance,
 ): Published {
   const slots: { next: boolean; id: number }[] = [];
+  const shared = placeSharedTable(testCase, ram, allowance);
   // The chains that fit the ring; NEXT past the last of them would read slots never published.
   let fitting = 0;
   for (let used = 0; fitting < testCase.chains.length; fitting++) {
@@ -378,7 +527,7 @@ function fillPacked(
     writeHeader(ram, spec, chain);
     const lastChain = chain === fitting - 1;
     const descriptors = spec.descs.map((desc, i) => {
-      const { addr, len, flags } = ringDescriptor(ring, desc, chain, allowance);
+      const { addr, len, flags } = ringDescriptor(ring, desc, chain, allowance, shared);
       const lastDesc = i === spec.descs.length - 1;
       // NEXT on a chain's last descriptor runs into the next chain; never past what was published.
       const next = lastDesc ? desc.next === "random" && !lastChain : desc.next !== "stop";
@@ -441,26 +590,24 @@ function checkReturnedPacked(
   }
 }
 
-/** Fills both regions with the guard pattern. */
+/** Fills every region with the guard pattern. */
 function fillGuard(ram: GuestRam): void {
-  const pattern = new Uint8Array(REGION_SIZE).fill(GUARD);
-  ram.memory.write(0, pattern);
-  ram.memory.write(REGION_B, pattern);
+  for (const [gpa, size] of REGIONS) ram.memory.write(gpa, new Uint8Array(size).fill(GUARD));
 }
 
 function snapshot(ram: GuestRam): Uint8Array[] {
-  return [0, REGION_B].map((gpa) => {
-    const copy = new Uint8Array(REGION_SIZE);
+  return REGIONS.map(([gpa, size]) => {
+    const copy = new Uint8Array(size);
     ram.memory.read(gpa, copy);
     return copy;
   });
 }
 
 function checkGuard(before: Uint8Array[], after: Uint8Array[], allowance: WriteAllowance): void {
-  [0, REGION_B].forEach((base, r) => {
+  REGIONS.forEach(([base, size], r) => {
     const a = before[r]!;
     const b = after[r]!;
-    for (let i = 0; i < REGION_SIZE; i++) {
+    for (let i = 0; i < size; i++) {
       if (a[i] !== b[i] && !allowance.allows(base + i)) {
         assert.fail(
           `daemon wrote guest memory at 0x${(base + i).toString(16)} (not a writable buffer nor the used ring)`,
@@ -480,10 +627,7 @@ async function runCase(path: string, testCase: RingCase): Promise<void> {
       throw error;
     }
   });
-  const ram = new GuestRam([
-    { guestPhysAddr: 0, size: REGION_SIZE },
-    { guestPhysAddr: REGION_B, size: REGION_SIZE },
-  ]);
+  const ram = new GuestRam(REGIONS.map(([guestPhysAddr, size]) => ({ guestPhysAddr, size })));
   const kick = EventFd.create();
   const call = EventFd.create();
   try {

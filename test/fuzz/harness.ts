@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { I2cGuest } from "../../src/frontend/i2c-driver.js";
 import { EventFd } from "../../src/sys/eventfd.js";
-import { createMemfd } from "../../src/sys/memfd.js";
+import { createMemfd, GUEST_RAM_SEALS } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
 import { FrontendError, VhostUserFrontend } from "../../src/vhost-user/frontend.js";
 import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
@@ -191,8 +191,14 @@ export class JunkFds {
 
   constructor() {
     this.#eventFds = [EventFd.create(), EventFd.create()];
-    this.ram = createMemfd(1 << 20, "fuzz-ram");
-    this.#plain = [this.ram, createMemfd(4096, "fuzz-tiny"), createMemfd(0, "fuzz-empty")];
+    // Sealed as a VMM's guest RAM is, so memory tables get past the seal check to the size checks.
+    const sealed = { seals: GUEST_RAM_SEALS };
+    this.ram = createMemfd(1 << 20, "fuzz-ram", sealed);
+    this.#plain = [
+      this.ram,
+      createMemfd(4096, "fuzz-tiny", sealed),
+      createMemfd(0, "fuzz-empty", sealed),
+    ];
     this.#plain.push(openSync("/dev/null", "r+"));
     this.#streams = UnixStream.pair();
     this.fds = [
