@@ -589,7 +589,7 @@ export const HELP: HelpDocument = {
       "--user <user>",
       "started as root: become this user (name or uid) once host adapters, locks,",
       "sockets and files are open; what is opened later (an adapter after an unplug,",
-      "a new device on SIGHUP) is opened as that user",
+      "a --client reconnection, a new device on SIGHUP) is opened as that user",
     ),
     term(
       "--group <group>",
