@@ -38,7 +38,7 @@ import { hex } from "./bus.js";
  */
 export const SYSTEM_LOCK_DIR = "/run/vhost-device-i2c/locks";
 /** Below $XDG_RUNTIME_DIR for a daemon started by another user in a login session. */
-export const USER_LOCK_SUBDIR = "vhost-device-i2c/locks";
+const USER_LOCK_SUBDIR = "vhost-device-i2c/locks";
 /** Environment variable that moves the lock directory (it gets the same checks as the option). */
 export const LOCK_DIR_ENV = "VHOST_DEVICE_I2C_LOCK_DIR";
 
@@ -126,7 +126,7 @@ export function lockHolders(ino: number, procLocks = "/proc/locks"): number[] {
  * or search it. A sticky directory is not enough here: another user could still create lock files
  * (or links) before the daemon does. Throws UntrustedPathError or SysError.
  */
-export function openLockDirectory(path: string): TrustedDirectory {
+function openLockDirectory(path: string): TrustedDirectory {
   const { dir: parent, name } = openParent(resolve(path), { create: LOCK_PARENT_MODE });
   let dir: TrustedDirectory;
   try {
