@@ -177,6 +177,19 @@ describe("parseCommandLine refusals", () => {
       refused("USAGE_BAD_SOCKET_COUNT", [...BASE, `--socket-count=${count}`], /socket-count/);
     });
   }
+  it("--user and --group: names or numbers; --group alone or an empty or odd value is refused", () => {
+    assert.equal(run(...BASE).runAs, undefined);
+    assert.deepEqual(run(...BASE, "--user", "vi2c").runAs, { user: "vi2c", group: undefined });
+    assert.deepEqual(run(...BASE, "--user", "1234", "--group", "i2c").runAs, {
+      user: "1234",
+      group: "i2c",
+    });
+    refused("USAGE_BAD_USER", [...BASE, "--group", "i2c"], /--group needs --user/);
+    for (const bad of ["", "a:b", "a b"]) {
+      refused("USAGE_BAD_USER", [...BASE, `--user=${bad}`], /--user/);
+      refused("USAGE_BAD_USER", [...BASE, "--user", "x", `--group=${bad}`], /--group/);
+    }
+  });
   it("accepts the largest socket count", () => {
     assert.equal(run(...BASE, "-c", "256").socketPaths.length, 256);
   });

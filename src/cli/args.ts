@@ -64,12 +64,17 @@ export interface DaemonConfig {
   readonly socketMode: number | undefined;
   /** --socket-group: group (name or number) given to every socket the daemon creates. */
   readonly socketGroup: string | undefined;
-  /** --lock-dir: where host-device lock files live (default: env, then /run/lock/...). */
+  /** --lock-dir: where host-device lock files live (default: src/i2c/device-lock.ts lockDirectory). */
   readonly lockDir: string | undefined;
   /** --handshake-timeout in ms (0: no limit); absent: the server's default. Listening sockets only. */
   readonly handshakeTimeoutMs?: number;
   /** --allow-unsealed-memory: map guest memory fds that are not sealed against shrinking. */
   readonly allowUnsealedMemory: boolean;
+  /**
+   * --user (name or uid) and --group (name or gid): who a daemon started as root becomes once its
+   * adapters, locks, sockets and files are open (src/cli/privileges.ts). Absent: it stays who it is.
+   */
+  readonly runAs?: { readonly user: string; readonly group: string | undefined };
 }
 
 export type CliCommand =
@@ -100,6 +105,7 @@ export type UsageErrorCode =
   | "USAGE_BAD_SOCKET_MODE"
   | "USAGE_BAD_SOCKET_GROUP"
   | "USAGE_BAD_LOCK_DIR"
+  | "USAGE_BAD_USER"
   | "USAGE_BAD_SOCKET_FD"
   | "USAGE_SOCKET_CONFLICT"
   | "USAGE_BAD_LOG_FORMAT"
@@ -132,6 +138,8 @@ const OPTIONS = {
   "socket-mode": { type: "string" },
   "socket-group": { type: "string" },
   "lock-dir": { type: "string" },
+  user: { type: "string" },
+  group: { type: "string" },
   "socket-fd": { type: "string", multiple: true },
   "log-format": { type: "string" },
   "handshake-timeout": { type: "string" },
@@ -232,6 +240,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       lockDir: parseLockDir(values["lock-dir"]),
       ...handshakeTimeout(values["handshake-timeout"], values.client === true),
       allowUnsealedMemory: values["allow-unsealed-memory"] === true,
+      ...parseRunAs(values.user, values.group),
     },
   };
 }
@@ -480,6 +489,32 @@ function parseLockDir(text: string | undefined): string | undefined {
   return text;
 }
 
+/** --user and --group: names or numbers, checked against the user database when the daemon starts. */
+function parseRunAs(
+  user: string | undefined,
+  group: string | undefined,
+): { runAs?: DaemonConfig["runAs"] } {
+  for (const [option, text] of [
+    ["--user", user],
+    ["--group", group],
+  ] as const) {
+    if (text !== undefined && (text === "" || /[:\s\0]/.test(text))) {
+      throw new UsageError(
+        "USAGE_BAD_USER",
+        `invalid ${option} "${text}": expected a name or number`,
+      );
+    }
+  }
+  if (user === undefined) {
+    if (group === undefined) return {};
+    throw new UsageError(
+      "USAGE_BAD_USER",
+      "--group needs --user: the daemon changes group only when it gives up root",
+    );
+  }
+  return { runAs: { user, group } };
+}
+
 const SIZE_UNITS: Readonly<Record<string, number>> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
 /** --trace/--trace-file, --pcap and --pcap-max-size, present only when given. */
@@ -616,7 +651,19 @@ export const HELP: HelpDocument = {
     term(
       "--lock-dir <dir>",
       "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
-      "/run/lock/vhost-device-i2c; created if missing)",
+      "/run/vhost-device-i2c/locks, or $XDG_RUNTIME_DIR/vhost-device-i2c/locks when",
+      "not started as root); created 0700 if missing; refused unless it belongs to",
+      "root or the daemon's user and nobody else can write to it or search it",
+    ),
+    term(
+      "--user <user>",
+      "started as root: become this user (name or uid) once host adapters, locks,",
+      "sockets and files are open; what is opened later (an adapter after an unplug,",
+      "a --client reconnection, a new device on SIGHUP) is opened as that user",
+    ),
+    term(
+      "--group <group>",
+      "with --user: the group to become (name or gid; default the user's primary group)",
     ),
     term(
       "--handshake-timeout <seconds>",

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { chmodSync, chownSync, readFileSync } from "node:fs";
+import { chmodSync, chownSync } from "node:fs";
 import { resolve } from "node:path";
 import {
   type BuiltSockets,
@@ -36,6 +36,15 @@ import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { ServerError, VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
+import {
+  dropPrivileges,
+  GROUP_FILE,
+  type Identity,
+  lookupGroup,
+  PrivilegeError,
+  requireRoot,
+  resolveIdentity,
+} from "./privileges.js";
 
 /** Delay between connection attempts in client mode. */
 export const CLIENT_RETRY_MS = 500;
@@ -53,7 +62,8 @@ export type DaemonErrorCode =
   | "I2C_LOCK_FAILED"
   | "SOCKET_PERMISSIONS"
   | "SOCKET_INHERITED_BAD"
-  | "BAD_CONFIG";
+  | "BAD_CONFIG"
+  | PrivilegeError["code"];
 
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
 const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
@@ -66,6 +76,8 @@ const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
   "SOCKET_PERMISSIONS",
   "SOCKET_INHERITED_BAD",
   "BAD_CONFIG",
+  "PRIVILEGE_UNKNOWN_NAME",
+  "PRIVILEGE_NOT_ROOT",
 ]);
 
 /** How long in-flight host transfers may run after SIGTERM/SIGINT before they are failed. */
@@ -120,6 +132,7 @@ function asDaemonError(err: unknown): unknown {
   if (err instanceof ConfigError) return new DaemonError("BAD_CONFIG", err.message, { cause: err });
   if (err instanceof HostBusError) return new DaemonError(err.code, err.message, { cause: err });
   if (err instanceof DeviceLockError) return new DaemonError(err.code, err.message, { cause: err });
+  if (err instanceof PrivilegeError) return new DaemonError(err.code, err.message, { cause: err });
   return err;
 }
 
@@ -200,18 +213,10 @@ interface Session {
 }
 
 /** Group name or number → gid (names from /etc/group). Throws DaemonError. */
-export function resolveGroup(group: string, groupFile = "/etc/group"): number {
+export function resolveGroup(group: string, groupFile = GROUP_FILE): number {
   if (/^[0-9]+$/.test(group)) return Number(group);
-  let text = "";
-  try {
-    text = readFileSync(groupFile, "utf8");
-  } catch {
-    // no group file: the name cannot be found
-  }
-  for (const line of text.split("\n")) {
-    const [name, , gid] = line.split(":");
-    if (name === group && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
-  }
+  const gid = lookupGroup(group, groupFile);
+  if (gid !== undefined) return gid;
   throw new DaemonError(
     "SOCKET_PERMISSIONS",
     `--socket-group: no group named "${group}" in ${groupFile} (give the number instead)`,
@@ -299,6 +304,12 @@ export async function startDaemon(
   };
 
   try {
+    // --user: the names are looked up, and root checked, before anything is opened.
+    let identity: Identity | undefined;
+    if (config.runAs !== undefined) {
+      requireRoot();
+      identity = resolveIdentity(config.runAs.user, config.runAs.group);
+    }
     current = await build();
     const observability = openObservability(config, logger);
     if (observability !== null) opened.push(observability);
@@ -393,6 +404,15 @@ export async function startDaemon(
         if (err instanceof ServerError) throw serverErrorToDaemonError(err);
         throw err;
       }
+    }
+    if (identity !== undefined) {
+      // Everything that needs root is open: adapters, locks, sockets, trace and backing files.
+      dropPrivileges(identity);
+      logger.info("gave up root", {
+        uid: identity.uid,
+        gid: identity.gid,
+        groups: identity.groups.join(","),
+      });
     }
     const maps = new Set(current.built.addressMaps);
     logger.info("serving", {
