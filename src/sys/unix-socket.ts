@@ -13,6 +13,16 @@ export const MAX_RECV_FDS = 16;
 /** The kernel's limit of fds in one message (SCM_MAX_FD). */
 export const MAX_SEND_FDS = 253;
 
+/** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect time. */
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  /** The peer's group (its effective gid). */
+  readonly gid: number;
+  /** Its supplementary groups. */
+  readonly groups: readonly number[];
+}
+
 function closeFd(fd: number): void {
   sysCall("close", () => native().close(fd));
 }
@@ -51,6 +61,15 @@ export class UnixStream {
 
   get closed(): boolean {
     return this.#fd < 0;
+  }
+
+  /** The connecting process's pid, uid, gid and groups (SO_PEERCRED, SO_PEERGROUPS). */
+  peerCredentials(): PeerCredentials {
+    const fd = this.#checkOpen("getsockopt");
+    const binding = native();
+    const [pid, uid, gid] = sysCall("getsockopt", () => binding.socketPeerCred(fd));
+    const groups = sysCall("getsockopt", () => binding.socketPeerGroups(fd));
+    return { pid, uid, gid, groups };
   }
 
   /**
