@@ -268,9 +268,13 @@ describe("vhost-device-i2c --client: who it connects to", { skip: unavailable ??
     const refused = new DaemonProcess(["--client", "-s", `${open}/q.sock`, "-l", "0:0x50"], {
       env: fake.env({}),
     });
-    assert.equal((await refused.waitForExit()).code, 2, refused.stderr);
-    assert.ok(refused.stderr.includes(open), refused.stderr);
-    assert.match(refused.stderr, /mode 0777/);
+    try {
+      assert.equal((await refused.waitForExit()).code, 2, refused.stderr);
+      assert.ok(refused.stderr.includes(open), refused.stderr);
+      assert.match(refused.stderr, /mode 0777/);
+    } finally {
+      await refused.stop();
+    }
 
     await withClientDaemon(
       ["-s", `${open}/q.sock`, "-l", "0:0x50", "--client-unsafe-path"],
@@ -293,8 +297,12 @@ describe("vhost-device-i2c --client: who it connects to", { skip: unavailable ??
     const refused = new DaemonProcess(["--client", "-s", `${vmmDir}/q.sock`, "-l", "0:0x50"], {
       env: fake.env({}),
     });
-    assert.equal((await refused.waitForExit()).code, 2, refused.stderr);
-    assert.match(refused.stderr, /owned by uid 1234/);
+    try {
+      assert.equal((await refused.waitForExit()).code, 2, refused.stderr);
+      assert.match(refused.stderr, /owned by uid 1234/);
+    } finally {
+      await refused.stop();
+    }
 
     await withClientDaemon(
       ["-s", `${vmmDir}/q.sock`, "-l", "0:0x50", "--allow-peer-uid", String(ATTACKER_UID)],

@@ -239,10 +239,14 @@ describe("socket permissions", { skip }, () => {
         ["-s", `${dir.path}/fine.sock`, "-l", "sim:0x50=24c02", "--control-socket", `${where}0`],
       ]) {
         const daemon = new DaemonProcess(args);
-        const status = await daemon.waitForExit();
-        assert.equal(status.code, 2, daemon.stderr);
-        assert.ok(daemon.stderr.includes(where.slice(0, where.lastIndexOf("/"))), daemon.stderr);
-        assert.match(daemon.stderr, why);
+        try {
+          const status = await daemon.waitForExit();
+          assert.equal(status.code, 2, daemon.stderr);
+          assert.ok(daemon.stderr.includes(where.slice(0, where.lastIndexOf("/"))), daemon.stderr);
+          assert.match(daemon.stderr, why);
+        } finally {
+          await daemon.stop();
+        }
       }
       assert.deepEqual(readdirSync(where.slice(0, where.lastIndexOf("/"))), []);
     }

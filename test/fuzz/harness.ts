@@ -157,7 +157,7 @@ export function footprint(pid: number): ProcessFootprint {
 export async function settledFootprint(daemon: DaemonProcess): Promise<ProcessFootprint> {
   const count = (line: string) => daemon.stderr.split(line).length - 1;
   await waitUntil(
-    () => count("front-end connected\n") === count("waiting for the next front-end path="),
+    () => count("front-end connected pid=") === count("waiting for the next front-end path="),
     "every session torn down",
   );
   return footprint(daemon.pid);

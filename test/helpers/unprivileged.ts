@@ -45,16 +45,23 @@ export interface AttackerResult {
   readonly stderr: string;
 }
 
+/** A process of the unprivileged user: its output so far, and how it ends. */
+export interface AttackerProcess {
+  readonly child: ChildProcess;
+  readonly done: Promise<AttackerResult>;
+  stdout(): string;
+}
+
 /**
- * Starts `node <args>` as the unprivileged user without waiting for it (the daemon under test keeps
- * being served meanwhile); `done` resolves when it exits. The scripts must be readable by that user.
+ * Starts `argv` as the unprivileged user without waiting for it (the daemon under test keeps being
+ * served meanwhile); `done` resolves when it exits. What it runs must be readable by that user.
  */
-export function spawnNodeAsAttacker(
-  args: readonly string[],
+export function spawnAsAttacker(
+  argv: readonly string[],
   groups: readonly number[] = [],
-): { child: ChildProcess; done: Promise<AttackerResult> } {
+): AttackerProcess {
   const [command, ...prefix] = asAttacker(groups);
-  const child = spawn(command as string, [...prefix, process.execPath, ...args], {
+  const child = spawn(command as string, [...prefix, ...argv], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
@@ -68,7 +75,15 @@ export function spawnNodeAsAttacker(
   const done = new Promise<AttackerResult>((resolve) => {
     child.on("close", (code) => resolve({ code, stdout, stderr }));
   });
-  return { child, done };
+  return { child, done, stdout: () => stdout };
+}
+
+/** `node <args>` as the unprivileged user, as spawnAsAttacker. */
+export function spawnNodeAsAttacker(
+  args: readonly string[],
+  groups: readonly number[] = [],
+): AttackerProcess {
+  return spawnAsAttacker([process.execPath, ...args], groups);
 }
 
 /** The JSON lines a test-kit script printed, parsed. */
