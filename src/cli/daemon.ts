@@ -1,10 +1,10 @@
 /**
  * Daemon wiring: a validated DaemonConfig → device lists (-l and --config, per socket; user model
  * modules loaded) → buses and one AddressMap per socket (src/config/devices.ts) → a device factory →
- * one vhost-user server (or client) per socket, plus the control socket; socket permissions and the
- * peers admitted (src/sys/socket-file.ts and peer-policy.ts do the work); the
- * SIGHUP reload (new connections get the new lists, a generation of buses closes when its last
- * connection ends) and the SIGTERM/SIGINT shutdown (transfers finished or failed, chains returned).
+ * one vhost-user server (or client) per socket, plus the control socket, each with its own socket
+ * access and the peers admitted (src/sys/socket-file.ts and peer-policy.ts do the work); the SIGHUP
+ * reload (new connections get the new lists, a generation of buses closes when its last connection
+ * ends) and the SIGTERM/SIGINT shutdown (transfers finished or failed, chains returned).
  * Owns the lifetime of everything it opens and closes it all, also when start-up fails half-way.
  * Must not: parse argv, print to stdout or choose exit codes (main.ts does), nor hold protocol or
  * device logic (the vhost-user and i2c layers do).
@@ -358,11 +358,13 @@ export async function startDaemon(
           if (!(err instanceof ServiceManagerError)) throw err;
           throw new DaemonError("SOCKET_INHERITED_BAD", err.message, { cause: err });
         }
-        options.logger.info("peers admitted", { allowed: host.peers.describe() });
       } else {
         host = openSocket(() =>
           VhostUserServer.listen(path, index, factory, { ...options, access }),
         );
+      }
+      if (host instanceof VhostUserServer) {
+        options.logger.info("front-ends admitted", { allowed: host.peers.describe() });
       }
       opened.push(host);
       host.on("connect", () => {

@@ -1,5 +1,6 @@
 /**
- * UnixListener and UnixStream: nonblocking AF_UNIX stream sockets that carry fds (SCM_RIGHTS).
+ * UnixListener and UnixStream: nonblocking AF_UNIX stream sockets that carry fds (SCM_RIGHTS), and
+ * who is at the other end (SO_PEERCRED, SO_PEERGROUPS).
  * Must not: frame messages, wait for readiness (FdWatcher does) or remove socket files; whether a
  * stale path may be unlinked is the caller's decision.
  * @module
@@ -36,7 +37,10 @@ export class UnixStream {
     this.#fd = fd;
   }
 
-  /** Connects to a listening socket; the returned stream is nonblocking. */
+  /**
+   * Connects to a listening socket without ever waiting: SysError ECONNREFUSED when nobody listens,
+   * EAGAIN when the listener's backlog is full. The returned stream is nonblocking.
+   */
   static connect(path: string): UnixStream {
     return new UnixStream(sysCall("connect", () => native().socketConnect(path)));
   }

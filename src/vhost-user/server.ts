@@ -177,9 +177,15 @@ export class VhostUserServer extends SessionHost {
   ): VhostUserServer {
     const { fd, file } = SocketFile.listen(path, options.access ?? DEFAULT_ACCESS);
     const listener = UnixListener.adopt(fd, path);
-    const peers = PeerPolicy.forSocketFile(file.stat, options.peers);
-    (options.logger ?? silentLogger).info("listening", { path });
-    return new VhostUserServer(path, listener, file, peers, socketIndex, factory, options);
+    try {
+      const peers = PeerPolicy.forSocketFile(file.stat, options.peers);
+      (options.logger ?? silentLogger).info("listening", { path });
+      return new VhostUserServer(path, listener, file, peers, socketIndex, factory, options);
+    } catch (error) {
+      listener.close();
+      file.remove();
+      throw error;
+    }
   }
 
   /**
@@ -401,7 +407,7 @@ export class VhostUserClient extends SessionHost {
 
   private refuse(reason: string, message: string, fields: LogFields): void {
     if (reason === this.lastRefusal) {
-      this.logger.debug(message, fields);
+      this.peerLogger.debug(message, fields);
       return;
     }
     this.lastRefusal = reason;
