@@ -6,7 +6,7 @@
  * @module
  */
 
-import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
+import { closedError, hasCode, SysArgumentError, SysError, sysCall } from "./errors.js";
 import { native } from "./native.js";
 
 /** fds one recv can deliver; the addon's control buffer holds 16, vhost-user sends at most 8. */
@@ -72,7 +72,13 @@ export class UnixStream {
     const fd = this.#checkOpen("getsockopt");
     const binding = native();
     const [pid, uid, gid] = sysCall("getsockopt", () => binding.socketPeerCred(fd));
-    const groups = sysCall("getsockopt", () => binding.socketPeerGroups(fd));
+    let groups: number[] = [];
+    try {
+      groups = sysCall("getsockopt", () => binding.socketPeerGroups(fd));
+    } catch (error) {
+      // Kernels before 4.13 have no SO_PEERGROUPS: the peer's own gid is all there is to judge.
+      if (!hasCode(error, "ENOPROTOOPT")) throw error;
+    }
     return { pid, uid, gid, groups };
   }
 
