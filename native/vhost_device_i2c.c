@@ -449,6 +449,63 @@ static napi_value js_socket_peer_cred(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* socketPeerGroups(fd): the supplementary groups of the process at the other end (SO_PEERGROUPS,
+ * Linux 4.13), as the kernel recorded them at connect time, so a peer policy can admit a group's
+ * members the way the socket file's permissions do. */
+static napi_value js_socket_peer_groups(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_only_fd(env, info, &fd)) return NULL;
+  gid_t small[64];
+  gid_t* groups = small;
+  socklen_t size = sizeof small;
+  while (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &size) != 0) {
+    /* ERANGE: the kernel stored the size it needs. */
+    if (errno != ERANGE || groups != small) {
+      int err = errno;
+      if (groups != small) free(groups);
+      return throw_errno(env, "getsockopt", err);
+    }
+    groups = malloc(size);
+    if (groups == NULL) return throw_errno(env, "getsockopt", ENOMEM);
+  }
+  uint32_t count = (uint32_t)(size / sizeof(gid_t));
+  napi_value result;
+  if (napi_create_array_with_length(env, count, &result) != napi_ok) result = NULL;
+  for (uint32_t i = 0; result != NULL && i < count; i++) {
+    napi_set_element(env, result, i, make_int(env, groups[i]));
+  }
+  if (groups != small) free(groups);
+  return result;
+}
+
+/* socketName(fd): the path a Unix socket is bound to (getsockname), "@name" for an abstract
+ * address, "" when unbound; an inherited listener's file is found this way. */
+static napi_value js_socket_name(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_only_fd(env, info, &fd)) return NULL;
+  struct sockaddr_un addr;
+  socklen_t size = sizeof addr;
+  memset(&addr, 0, sizeof addr);
+  if (getsockname(fd, (struct sockaddr*)&addr, &size) != 0) {
+    return throw_errno(env, "getsockname", errno);
+  }
+  char name[sizeof addr.sun_path + 1];
+  size_t length = size > offsetof(struct sockaddr_un, sun_path)
+                      ? size - offsetof(struct sockaddr_un, sun_path)
+                      : 0;
+  if (length > 0 && addr.sun_path[0] == '\0') {
+    name[0] = '@';
+    memcpy(name + 1, addr.sun_path + 1, length - 1);
+    name[length] = '\0';
+  } else {
+    memcpy(name, addr.sun_path, length);
+    name[length] = '\0';
+  }
+  napi_value result;
+  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &result) != napi_ok) return NULL;
+  return result;
+}
+
 static napi_value js_socket_pair(napi_env env, napi_callback_info info) {
   (void)info;
   int fds[2];
@@ -1894,6 +1951,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"datagramRecv", NULL, js_datagram_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketInfo", NULL, js_socket_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketPeerCred", NULL, js_socket_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketPeerGroups", NULL, js_socket_peer_groups, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketName", NULL, js_socket_name, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openAt", NULL, js_open_at, NULL, NULL, NULL, napi_enumerable, NULL},
       {"statAt", NULL, js_stat_at, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fstat", NULL, js_fstat, NULL, NULL, NULL, napi_enumerable, NULL},

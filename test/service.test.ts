@@ -3,14 +3,32 @@
 // --log-format json, --print-capabilities. The daemon is the real CLI; the VM is I2cGuest.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { DatagramSocket } from "../src/sys/service-manager.js";
 import { UnixListener } from "../src/sys/unix-socket.js";
 import { transferOk } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withTimeout } from "./helpers/daemon.js";
+import {
+  ATTACKER_GID,
+  ATTACKER_UID,
+  jsonLines,
+  spawnNodeAsAttacker,
+  unprivilegedUnavailableReason,
+} from "./helpers/unprivileged.js";
+
+const PEER_GUEST = fileURLToPath(new URL("./helpers/peer-guest.js", import.meta.url));
 
 interface Managed {
   readonly child: ChildProcess;
@@ -223,6 +241,54 @@ describe("socket activation and readiness", () => {
       daemon.child.kill("SIGKILL");
       notify.close();
     }
+  });
+});
+
+describe("front-ends on an inherited socket", {
+  skip: unprivilegedUnavailableReason() ?? false,
+}, () => {
+  let dir: ReturnType<typeof makeTempDir>;
+  before(() => {
+    dir = makeTempDir("vdi2c-service-peers-");
+    chmodSync(dir.path, 0o755);
+  });
+  after(() => dir.remove());
+
+  /** A daemon serving a listener made as a socket unit would (mode, group), and a guest of uid 1234. */
+  async function attackerOn(
+    mode: number,
+    gid: number,
+  ): Promise<{ attempt: Record<string, unknown>; log: string }> {
+    const path = join(dir.path, `inherited-${mode.toString(8)}-${gid}.sock`);
+    const listener = UnixListener.listen(path);
+    chownSync(path, 0, gid);
+    chmodSync(path, mode);
+    const daemon = startManaged(
+      ["--socket-fd", "3", "-l", "sim:0x50=24c02"],
+      [listener.fd],
+      {},
+      null,
+    );
+    listener.close();
+    try {
+      await waitUntil(() => daemon.stderr().includes("serving devices="), "the serving log line");
+      const { done } = spawnNodeAsAttacker([PEER_GUEST, path]);
+      const [attempt = {}] = jsonLines((await done).stdout);
+      assert.equal(await stopManaged(daemon), 0);
+      return { attempt, log: daemon.stderr() };
+    } finally {
+      daemon.child.kill("SIGKILL");
+    }
+  }
+
+  it("admits the group its file's mode admits (SocketGroup=), and refuses others its mode would let in", async () => {
+    const member = await attackerOn(0o660, ATTACKER_GID);
+    assert.deepEqual(member.attempt, { handshake: true, transferOk: true }, member.log);
+    assert.match(member.log, new RegExp(`front-end connected pid=\\d+ uid=${ATTACKER_UID}`));
+
+    const other = await attackerOn(0o666, 0);
+    assert.equal(other.attempt.handshake, false, other.log);
+    assert.match(other.log, new RegExp(`policy does not admit .*uid=${ATTACKER_UID}`));
   });
 });
 

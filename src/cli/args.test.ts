@@ -338,6 +338,45 @@ describe("sockets from a service manager", () => {
     assert.ok(USAGE.includes("--handshake-timeout"));
   });
 
+  it("socket access: the control socket's own mode and group, peers allowed, client path checks", () => {
+    const defaults = run(...BASE);
+    assert.equal(defaults.controlSocketMode, undefined);
+    assert.deepEqual(defaults.allowPeerUids, []);
+    assert.deepEqual(defaults.allowPeerGids, []);
+    assert.equal(defaults.clientUnsafePath, false);
+    const config = run(
+      ...BASE,
+      "--control-socket",
+      "/run/vi2c.ctl",
+      "--control-socket-mode",
+      "0660",
+      "--control-socket-group",
+      "operators",
+      "--allow-peer-uid",
+      "libvirt-qemu",
+      "--allow-peer-uid",
+      "1234",
+      "--allow-peer-gid",
+      "kvm",
+    );
+    assert.equal(config.controlSocketMode, 0o660);
+    assert.equal(config.controlSocketGroup, "operators");
+    assert.equal(config.socketMode, undefined, "never taken from the control socket's options");
+    assert.deepEqual(config.allowPeerUids, ["libvirt-qemu", "1234"]);
+    assert.deepEqual(config.allowPeerGids, ["kvm"]);
+    assert.equal(run("--client", ...BASE, "--client-unsafe-path").clientUnsafePath, true);
+    refused("USAGE_MISSING_OPTION", [...BASE, "--control-socket-mode", "0600"], /--control-socket/);
+    refused("USAGE_MISSING_OPTION", [...BASE, "--control-socket-group", "x"], /--control-socket/);
+    refused("USAGE_MISSING_OPTION", [...BASE, "--client-unsafe-path"], /--client/);
+    refused(
+      "USAGE_BAD_SOCKET_MODE",
+      [...BASE, "--control-socket", "/c", "--control-socket-mode", "0400"],
+      /--control-socket-mode/,
+    );
+    refused("USAGE_BAD_PEER", [...BASE, "--allow-peer-uid", "a:b"], /--allow-peer-uid/);
+    refused("USAGE_BAD_PEER", [...BASE, "--allow-peer-gid", ""], /--allow-peer-gid/);
+  });
+
   it("the help names the new options and the control socket's stats", () => {
     for (const text of [
       "--socket-fd",
@@ -345,6 +384,11 @@ describe("sockets from a service manager", () => {
       "--print-capabilities",
       "stats",
       "LISTEN_FDS",
+      "--control-socket-mode",
+      "--control-socket-group",
+      "--allow-peer-uid",
+      "--allow-peer-gid",
+      "--client-unsafe-path",
     ]) {
       assert.ok(USAGE.includes(text), text);
     }

@@ -60,10 +60,20 @@ export interface DaemonConfig {
   readonly pcap?: string;
   /** --pcap-max-size: bytes per capture file before it rotates to FILE.1. */
   readonly pcapMaxSize?: number;
-  /** --socket-mode: permission bits for every socket the daemon creates (e.g. 0o660). */
+  /** --socket-mode: permission bits of the vhost-user sockets the daemon creates (e.g. 0o660). */
   readonly socketMode: number | undefined;
-  /** --socket-group: group (name or number) given to every socket the daemon creates. */
+  /** --socket-group: group (name or number) of the vhost-user sockets the daemon creates. */
   readonly socketGroup: string | undefined;
+  /** --control-socket-mode: permission bits of the control socket (default 0600). */
+  readonly controlSocketMode: number | undefined;
+  /** --control-socket-group: group (name or number) of the control socket. */
+  readonly controlSocketGroup: string | undefined;
+  /** --allow-peer-uid (repeatable): users (names or numbers) admitted as the VMM. */
+  readonly allowPeerUids: readonly string[];
+  /** --allow-peer-gid (repeatable): groups (names or numbers) whose members are admitted as the VMM. */
+  readonly allowPeerGids: readonly string[];
+  /** --client-unsafe-path: connect even through a link or an untrusted directory. */
+  readonly clientUnsafePath: boolean;
   /** --lock-dir: where host-device lock files live (default: src/i2c/device-lock.ts lockDirectory). */
   readonly lockDir: string | undefined;
   /** --handshake-timeout in ms (0: no limit); absent: the server's default. Listening sockets only. */
@@ -104,6 +114,7 @@ export type UsageErrorCode =
   | "USAGE_BAD_CONTROL_COMMAND"
   | "USAGE_BAD_SOCKET_MODE"
   | "USAGE_BAD_SOCKET_GROUP"
+  | "USAGE_BAD_PEER"
   | "USAGE_BAD_LOCK_DIR"
   | "USAGE_BAD_USER"
   | "USAGE_BAD_SOCKET_FD"
@@ -137,6 +148,11 @@ const OPTIONS = {
   "pcap-max-size": { type: "string" },
   "socket-mode": { type: "string" },
   "socket-group": { type: "string" },
+  "control-socket-mode": { type: "string" },
+  "control-socket-group": { type: "string" },
+  "allow-peer-uid": { type: "string", multiple: true },
+  "allow-peer-gid": { type: "string", multiple: true },
+  "client-unsafe-path": { type: "boolean" },
   "lock-dir": { type: "string" },
   user: { type: "string" },
   group: { type: "string" },
@@ -153,7 +169,11 @@ const OPTIONS = {
 const MAX_SOCKET_PATH_BYTES = 107;
 
 /** Options that may be given more than once (each adds a value). */
-const REPEATABLE_OPTIONS: ReadonlySet<string> = new Set(["socket-fd"]);
+const REPEATABLE_OPTIONS: ReadonlySet<string> = new Set([
+  "socket-fd",
+  "allow-peer-uid",
+  "allow-peer-gid",
+]);
 
 const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
   ERR_PARSE_ARGS_UNKNOWN_OPTION: "USAGE_UNKNOWN_OPTION",
@@ -203,6 +223,14 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
     values["control-idle-timeout"],
     controlSocket !== undefined,
   );
+  for (const option of ["control-socket-mode", "control-socket-group"] as const) {
+    if (values[option] !== undefined && controlSocket === undefined) {
+      throw new UsageError("USAGE_MISSING_OPTION", `--${option} needs --control-socket`);
+    }
+  }
+  if (values["client-unsafe-path"] && !values.client) {
+    throw new UsageError("USAGE_MISSING_OPTION", "--client-unsafe-path needs --client");
+  }
   const logLevel = parseLogLevel(values["log-level"]);
   const logFormat = parseLogFormat(values["log-format"]);
 
@@ -235,8 +263,16 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       logLevel,
       clientMode: values.client === true,
       ...observeOptions(values),
-      socketMode: parseSocketMode(values["socket-mode"]),
-      socketGroup: parseSocketGroup(values["socket-group"]),
+      socketMode: parseSocketMode(values["socket-mode"], "--socket-mode"),
+      socketGroup: parseSocketGroup(values["socket-group"], "--socket-group"),
+      controlSocketMode: parseSocketMode(values["control-socket-mode"], "--control-socket-mode"),
+      controlSocketGroup: parseSocketGroup(
+        values["control-socket-group"],
+        "--control-socket-group",
+      ),
+      allowPeerUids: parsePeerIds(values["allow-peer-uid"], "--allow-peer-uid"),
+      allowPeerGids: parsePeerIds(values["allow-peer-gid"], "--allow-peer-gid"),
+      clientUnsafePath: values["client-unsafe-path"] === true,
       lockDir: parseLockDir(values["lock-dir"]),
       ...handshakeTimeout(values["handshake-timeout"], values.client === true),
       allowUnsealedMemory: values["allow-unsealed-memory"] === true,
@@ -428,30 +464,35 @@ function checkSocketPath(path: string, what: string): void {
   }
 }
 
-function parseSocketMode(text: string | undefined): number | undefined {
+function parseSocketMode(text: string | undefined, option: string): number | undefined {
   if (text === undefined) return undefined;
   if (!/^0?[0-7]{3}$/.test(text)) {
     throw new UsageError(
       "USAGE_BAD_SOCKET_MODE",
-      `invalid --socket-mode "${text}": expected octal permission bits such as 0660`,
+      `invalid ${option} "${text}": expected octal permission bits such as 0660`,
     );
   }
   const mode = Number.parseInt(text, 8);
   if ((mode & 0o600) !== 0o600) {
     throw new UsageError(
       "USAGE_BAD_SOCKET_MODE",
-      `invalid --socket-mode "${text}": the owner needs read and write (0600) to use the socket`,
+      `invalid ${option} "${text}": the owner needs read and write (0600) to use the socket`,
     );
   }
   return mode;
 }
 
-function parseSocketGroup(text: string | undefined): string | undefined {
+/** A user or group name or number, as /etc/passwd and /etc/group spell them. */
+function isIdText(text: string): boolean {
+  return text !== "" && !/[:\s]/.test(text);
+}
+
+function parseSocketGroup(text: string | undefined, option: string): string | undefined {
   if (text === undefined) return undefined;
-  if (text === "" || /[:\s]/.test(text)) {
+  if (!isIdText(text)) {
     throw new UsageError(
       "USAGE_BAD_SOCKET_GROUP",
-      `invalid --socket-group "${text}": expected a group name or number`,
+      `invalid ${option} "${text}": expected a group name or number`,
     );
   }
   return text;
@@ -480,6 +521,18 @@ function handshakeTimeout(
     );
   }
   return { handshakeTimeoutMs: ms };
+}
+
+function parsePeerIds(texts: readonly string[] | undefined, option: string): string[] {
+  for (const text of texts ?? []) {
+    if (!isIdText(text)) {
+      throw new UsageError(
+        "USAGE_BAD_PEER",
+        `invalid ${option} "${text}": expected a name or number`,
+      );
+    }
+  }
+  return [...(texts ?? [])];
 }
 
 function parseLockDir(text: string | undefined): string | undefined {
@@ -632,7 +685,11 @@ export const HELP: HelpDocument = {
       "serve an inherited listening Unix socket instead of creating one; repeat",
       "for several sockets (socket index = order given); replaces -s",
     ),
-    term("--control-socket <path>", "serve run-time control commands on this Unix socket"),
+    term(
+      "--control-socket <path>",
+      "serve run-time control commands on this Unix socket (mode 0600: the",
+      "daemon's user only, unless --control-socket-mode/--control-socket-group)",
+    ),
     term(
       "--control-idle-timeout <s>",
       "drop a control client that completes no command for this many seconds",
@@ -641,13 +698,42 @@ export const HELP: HelpDocument = {
     term(
       "--client",
       "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",
-      "retrying until they exist and reconnecting after the VMM restarts",
+      "retrying until they exist and reconnecting after the VMM restarts; the",
+      "directory must be writable only by its owner (or sticky) and the VMM must",
+      "be root, the daemon's user or that directory's owner (--allow-peer-uid)",
     ),
     term(
       "--socket-mode <mode>",
-      "permissions of the sockets the daemon creates, octal (e.g. 0660)",
+      "permissions of the vhost-user sockets the daemon creates, octal (default",
+      "0600, 0660 with --socket-group); never applied to the control socket",
     ),
-    term("--socket-group <group>", "group of the sockets the daemon creates (name or number)"),
+    term(
+      "--socket-group <group>",
+      "group of the vhost-user sockets the daemon creates (name or number); its",
+      "members may connect",
+    ),
+    term(
+      "--control-socket-mode <mode>",
+      "permissions of the control socket, octal (default 0600, 0660 with",
+      "--control-socket-group)",
+    ),
+    term("--control-socket-group <group>", "group of the control socket (name or number)"),
+    term(
+      "--allow-peer-uid <user>",
+      "a user who may be the VMM besides root, the daemon's user and the socket",
+      "file's owner (client mode: the owner of the VMM socket's directory), who",
+      "may also own that directory; name or number, repeatable",
+    ),
+    term(
+      "--allow-peer-gid <group>",
+      "a group whose members may be the VMM besides the socket file's group when",
+      "its mode admits the group; name or number, repeatable",
+    ),
+    term(
+      "--client-unsafe-path",
+      "with --client: connect even when the VMM socket's directory can be changed",
+      "by others or the path is a symbolic link (the VMM is still checked)",
+    ),
     term(
       "--lock-dir <dir>",
       "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",

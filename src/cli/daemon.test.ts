@@ -1,7 +1,15 @@
 // Tests for the daemon wiring in-process: sockets served and removed, start-up failures mapped to
 // DaemonError codes, and nothing left open when start-up fails half-way.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -63,6 +71,37 @@ describe("startDaemon", async () => {
       assert.ok(isSocket(`${prefix}0`), "the first daemon's socket is left alone");
     } finally {
       first.close();
+    }
+  });
+
+  it("reports a socket directory others can write to as SOCKET_DIR_UNSAFE (a configuration error)", async () => {
+    const open = join(dir, "open");
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    for (const args of [
+      ["-s", join(open, "v.sock")],
+      ["-s", join(dir, "ok.sock"), "--control-socket", join(open, "c.ctl")],
+      ["--client", "-s", join(open, "vmm.sock")],
+    ]) {
+      const err = await startError(config(...args, "-l", "sim:0x50=24c02"));
+      assert.equal(err.code, "SOCKET_DIR_UNSAFE");
+      assert.equal(err.isConfigError, true);
+      assert.match(err.message, /mode 0777/);
+    }
+    assert.equal(existsSync(join(dir, "ok.sock0")), false, "the socket made first was removed");
+  });
+
+  it("reports an unknown --socket-group or --allow-peer-uid name as SOCKET_PERMISSIONS", async () => {
+    const names = [
+      ["--socket-group", "no-such-group-vdi2c"],
+      ["--allow-peer-uid", "no-such-user-vdi2c"],
+    ];
+    for (const option of names) {
+      const err = await startError(
+        config("-s", join(dir, "perm.sock"), "-l", "sim:0x50=24c02", ...option),
+      );
+      assert.equal(err.code, "SOCKET_PERMISSIONS");
+      assert.ok(err.message.includes(option[0] as string), err.message);
     }
   });
 

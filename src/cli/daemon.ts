@@ -1,16 +1,16 @@
 /**
  * Daemon wiring: a validated DaemonConfig → device lists (-l and --config, per socket; user model
  * modules loaded) → buses and one AddressMap per socket (src/config/devices.ts) → a device factory →
- * one vhost-user server (or client) per socket, plus the control socket; socket permissions; the
- * SIGHUP reload (new connections get the new lists, a generation of buses closes when its last
- * connection ends) and the SIGTERM/SIGINT shutdown (transfers finished or failed, chains returned).
+ * one vhost-user server (or client) per socket, plus the control socket, each with its own socket
+ * access and the peers admitted (src/sys/socket-file.ts and peer-policy.ts do the work); the SIGHUP
+ * reload (new connections get the new lists, a generation of buses closes when its last connection
+ * ends) and the SIGTERM/SIGINT shutdown (transfers finished or failed, chains returned).
  * Owns the lifetime of everything it opens and closes it all, also when start-up fails half-way.
  * Must not: parse argv, print to stdout or choose exit codes (main.ts does), nor hold protocol or
  * device logic (the vhost-user and i2c layers do).
  * @module
  */
 
-import { chmodSync, chownSync } from "node:fs";
 import { resolve } from "node:path";
 import {
   type BuiltSockets,
@@ -31,16 +31,19 @@ import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import { type Logger, logSuppression, rateLimitedLogger } from "../log.js";
+import type { PeerIds } from "../sys/peer-policy.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
+import { type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
-import { ServerError, VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
+import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
 import {
   dropPrivileges,
   GROUP_FILE,
   type Identity,
-  lookupGroup,
+  lookupId,
+  PASSWD_FILE,
   PrivilegeError,
   requireRoot,
   resolveIdentity,
@@ -51,6 +54,7 @@ export const CLIENT_RETRY_MS = 500;
 
 export type DaemonErrorCode =
   | "SOCKET_DIR_MISSING"
+  | "SOCKET_DIR_UNSAFE"
   | "SOCKET_IN_USE"
   | "SOCKET_PATH_TAKEN"
   | "SOCKET_LISTEN_FAILED"
@@ -68,6 +72,7 @@ export type DaemonErrorCode =
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
 const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
   "SOCKET_DIR_MISSING",
+  "SOCKET_DIR_UNSAFE",
   "SOCKET_PATH_TAKEN",
   "I2C_ADAPTER_MISSING",
   "I2C_ADDRESS_BUSY",
@@ -136,22 +141,25 @@ function asDaemonError(err: unknown): unknown {
   return err;
 }
 
-function serverErrorToDaemonError(err: ServerError): DaemonError {
-  const code: DaemonErrorCode =
-    err.code === "ENOENT"
-      ? "SOCKET_DIR_MISSING"
-      : err.code === "EADDRINUSE"
-        ? "SOCKET_IN_USE"
-        : err.code === "EEXIST"
-          ? "SOCKET_PATH_TAKEN"
-          : "SOCKET_LISTEN_FAILED";
-  const advice =
-    code === "SOCKET_IN_USE"
-      ? " (another daemon serves it; stop it or choose another --socket-path)"
-      : code === "SOCKET_DIR_MISSING"
-        ? " (create it or choose another --socket-path)"
-        : "";
-  return new DaemonError(code, `${err.message}${advice}`, { cause: err });
+const SOCKET_FILE_ERRORS: Readonly<Record<SocketFileError["code"], DaemonErrorCode>> = {
+  ENOENT: "SOCKET_DIR_MISSING",
+  EUNSAFE: "SOCKET_DIR_UNSAFE",
+  EADDRINUSE: "SOCKET_IN_USE",
+  EEXIST: "SOCKET_PATH_TAKEN",
+  EPERM: "SOCKET_PERMISSIONS",
+  ELISTEN: "SOCKET_LISTEN_FAILED",
+};
+
+const SOCKET_FILE_ADVICE: Partial<Readonly<Record<DaemonErrorCode, string>>> = {
+  SOCKET_IN_USE: " (another daemon serves it; stop it or choose another socket path)",
+  SOCKET_DIR_MISSING: " (create it or choose another socket path)",
+  SOCKET_DIR_UNSAFE:
+    " (use a directory only root or the daemon's user can write to, such as a RuntimeDirectory)",
+};
+
+function socketFileToDaemonError(err: SocketFileError): DaemonError {
+  const code = SOCKET_FILE_ERRORS[err.code];
+  return new DaemonError(code, `${err.message}${SOCKET_FILE_ADVICE[code] ?? ""}`, { cause: err });
 }
 
 /** --trace, --pcap and the counters the control socket serves; null when all are off. */
@@ -212,45 +220,52 @@ interface Session {
   readonly generation: Generation;
 }
 
-/** Group name or number → gid (names from /etc/group). Throws DaemonError. */
-export function resolveGroup(group: string, groupFile = GROUP_FILE): number {
-  if (/^[0-9]+$/.test(group)) return Number(group);
-  const gid = lookupGroup(group, groupFile);
-  if (gid !== undefined) return gid;
+/**
+ * A user or group name or number → its id (names from /etc/passwd or /etc/group, the third field).
+ * Throws DaemonError naming `option`.
+ */
+function resolveId(text: string, file: string, what: string, option: string): number {
+  if (/^[0-9]+$/.test(text)) return Number(text);
+  const id = lookupId(text, file);
+  if (id !== undefined) return id;
   throw new DaemonError(
     "SOCKET_PERMISSIONS",
-    `--socket-group: no group named "${group}" in ${groupFile} (give the number instead)`,
+    `${option}: no ${what} named "${text}" in ${file} (give the number instead)`,
   );
 }
 
-/**
- * Creates a socket with `listen` so that it never exists with looser permissions than `mode` (the
- * umask is narrowed around the bind), then sets the mode and group. Throws DaemonError.
- */
-function listenRestricted<T>(
-  path: string,
-  access: { mode: number | undefined; gid: number | undefined },
-  listen: () => T,
-): T {
-  const previous = access.mode === undefined ? undefined : process.umask(~access.mode & 0o777);
-  let result: T;
+/** Group name or number → gid (names from /etc/group). Throws DaemonError. */
+export function resolveGroup(
+  group: string,
+  groupFile = GROUP_FILE,
+  option = "--socket-group",
+): number {
+  return resolveId(group, groupFile, "group", option);
+}
+
+/** User name or number → uid (names from /etc/passwd). Throws DaemonError. */
+export function resolveUser(
+  user: string,
+  passwdFile = PASSWD_FILE,
+  option = "--allow-peer-uid",
+): number {
+  return resolveId(user, passwdFile, "user", option);
+}
+
+/** Mode and group of a socket file: 0600 by default, 0660 when a group is given without a mode. */
+function socketAccess(mode: number | undefined, group: string | undefined, option: string) {
+  const gid = group === undefined ? undefined : resolveGroup(group, GROUP_FILE, option);
+  return { mode: mode ?? (gid === undefined ? 0o600 : 0o660), gid } satisfies SocketFileAccess;
+}
+
+/** Runs `open` (a server or client constructor), turning socket-file refusals into DaemonError. */
+function openSocket<T>(open: () => T): T {
   try {
-    result = listen();
-  } finally {
-    if (previous !== undefined) process.umask(previous);
-  }
-  try {
-    if (access.gid !== undefined) chownSync(path, -1, access.gid);
-    if (access.mode !== undefined) chmodSync(path, access.mode);
+    return open();
   } catch (err) {
-    (result as { close(): void }).close();
-    throw new DaemonError(
-      "SOCKET_PERMISSIONS",
-      `cannot set the owner group or mode of ${path}: ${String(err)} (the daemon's user must be a member of the --socket-group)`,
-      { cause: err },
-    );
+    if (err instanceof SocketFileError) throw socketFileToDaemonError(err);
+    throw err;
   }
-  return result;
 }
 
 /** Resolves after `ms`, or when `promise` settles; true when it settled in time. */
@@ -330,13 +345,18 @@ export async function startDaemon(
       created.set(socketIndex, { device, generation });
       return device;
     };
-    let gid: number | undefined;
-    if (config.socketGroup !== undefined) gid = resolveGroup(config.socketGroup);
-    const access = { mode: config.socketMode, gid };
+    const access = socketAccess(config.socketMode, config.socketGroup, "--socket-group");
+    const peers: PeerIds = {
+      uids: config.allowPeerUids.map((user) => resolveUser(user)),
+      gids: config.allowPeerGids.map((group) =>
+        resolveGroup(group, GROUP_FILE, "--allow-peer-gid"),
+      ),
+    };
 
     config.socketPaths.forEach((path, index) => {
       const options = {
         logger: logger.child(`socket${index}`),
+        peers,
         ...(config.handshakeTimeoutMs !== undefined && {
           handshakeTimeoutMs: config.handshakeTimeoutMs,
         }),
@@ -346,7 +366,14 @@ export async function startDaemon(
       const inheritedFd = config.socketFds?.[index];
       if (config.clientMode) {
         options.logger.info("connecting to the VMM", { path });
-        host = new VhostUserClient(path, index, factory, { ...options, retryMs: CLIENT_RETRY_MS });
+        host = openSocket(
+          () =>
+            new VhostUserClient(path, index, factory, {
+              ...options,
+              retryMs: CLIENT_RETRY_MS,
+              unsafePath: config.clientUnsafePath,
+            }),
+        );
       } else if (inheritedFd !== undefined) {
         try {
           host = VhostUserServer.adopt(inheritedFd, index, factory, options);
@@ -355,14 +382,12 @@ export async function startDaemon(
           throw new DaemonError("SOCKET_INHERITED_BAD", err.message, { cause: err });
         }
       } else {
-        try {
-          host = listenRestricted(path, access, () =>
-            VhostUserServer.listen(path, index, factory, options),
-          );
-        } catch (err) {
-          if (err instanceof ServerError) throw serverErrorToDaemonError(err);
-          throw err;
-        }
+        host = openSocket(() =>
+          VhostUserServer.listen(path, index, factory, { ...options, access }),
+        );
+      }
+      if (host instanceof VhostUserServer) {
+        options.logger.info("front-ends admitted", { allowed: host.peers.describe() });
       }
       opened.push(host);
       host.on("connect", () => {
@@ -382,28 +407,30 @@ export async function startDaemon(
     });
     if (config.controlSocket !== undefined) {
       const path = resolve(config.controlSocket);
-      try {
-        opened.push(
-          listenRestricted(path, access, () =>
-            // Asked at every command: after a reload it serves the current configuration's devices.
-            ControlServer.listen(path, () => current.built.directory, {
-              logger: logger.child("control"),
-              ...(config.controlIdleTimeoutMs !== undefined && {
-                idleTimeoutMs: config.controlIdleTimeoutMs,
-              }),
-              ...(observability !== null && {
-                stats: () => ({
-                  ...observability.stats(),
-                  logSuppressed: logSuppression.snapshot(),
-                }),
+      // Its own access: options meant for the VMM's sockets never open the control socket.
+      const controlAccess = socketAccess(
+        config.controlSocketMode,
+        config.controlSocketGroup,
+        "--control-socket-group",
+      );
+      opened.push(
+        openSocket(() =>
+          // Asked at every command: after a reload it serves the current configuration's devices.
+          ControlServer.listen(path, () => current.built.directory, {
+            logger: logger.child("control"),
+            access: controlAccess,
+            ...(config.controlIdleTimeoutMs !== undefined && {
+              idleTimeoutMs: config.controlIdleTimeoutMs,
+            }),
+            ...(observability !== null && {
+              stats: () => ({
+                ...observability.stats(),
+                logSuppressed: logSuppression.snapshot(),
               }),
             }),
-          ),
-        );
-      } catch (err) {
-        if (err instanceof ServerError) throw serverErrorToDaemonError(err);
-        throw err;
-      }
+          }),
+        ),
+      );
     }
     if (identity !== undefined) {
       // Everything that needs root is open: adapters, locks, sockets, trace and backing files.

@@ -51,12 +51,17 @@ function records(file: string): string[][] {
     .map((line) => line.split(":"));
 }
 
-/** A group name's gid in the group file (the third field), or undefined. */
-export function lookupGroup(name: string, groupFile = GROUP_FILE): number | undefined {
-  for (const [groupName, , gid] of records(groupFile)) {
-    if (groupName === name && gid !== undefined && NUMBER.test(gid)) return Number(gid);
+/** The id (third field) of `name` in a passwd or group file, or undefined. */
+export function lookupId(name: string, file: string): number | undefined {
+  for (const [recordName, , id] of records(file)) {
+    if (recordName === name && id !== undefined && NUMBER.test(id)) return Number(id);
   }
   return undefined;
+}
+
+/** A group name's gid in the group file, or undefined. */
+export function lookupGroup(name: string, groupFile = GROUP_FILE): number | undefined {
+  return lookupId(name, groupFile);
 }
 
 /**

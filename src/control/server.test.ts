@@ -9,8 +9,8 @@ import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import type { DeviceDirectory } from "../config/devices.js";
 import type { SimDevice } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
+import { SocketFileError } from "../sys/socket-file.js";
 import { UnixListener } from "../sys/unix-socket.js";
-import { ServerError } from "../vhost-user/server.js";
 import { ControlClient, runControlCommand } from "./client.js";
 import { MAX_LINE_BYTES } from "./protocol.js";
 import { ControlServer, handleLine } from "./server.js";
@@ -286,7 +286,7 @@ describe("ControlServer", () => {
     assert.throws(
       () => ControlServer.listen(stale, () => directory),
       (error: unknown) => {
-        assert.ok(error instanceof ServerError);
+        assert.ok(error instanceof SocketFileError);
         assert.equal(error.code, "EADDRINUSE");
         return true;
       },

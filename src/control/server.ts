@@ -1,5 +1,5 @@
 /**
- * Control socket: a Unix stream socket (mode 0600) where operators read and change emulated devices
+ * Control socket: a Unix stream socket (mode 0600 unless configured) where operators read and change emulated devices
  * while the guest runs. One command per line, one reply line per command, many clients at once.
  * Owns the listening socket, its file and the client connections; runs each command against the
  * DeviceDirectory its source returns at that moment (so it follows configuration reloads), and
@@ -9,13 +9,13 @@
  * @module
  */
 
-import { chmodSync, unlinkSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type { DeviceDirectory, DirectoryEntry } from "../config/devices.js";
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
-import { hasCode } from "../sys/errors.js";
+import { sysCall } from "../sys/errors.js";
+import { native } from "../sys/native.js";
 import { socketPeerCredentials } from "../sys/peer-credentials.js";
-import { claimSocketPath, ServerError } from "../vhost-user/server.js";
+import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import {
   type Command,
   type CommandResult,
@@ -44,7 +44,12 @@ export interface ControlServerOptions {
   idleTimeoutMs?: number;
   /** The uid of a connection's peer, null when unknown. Default: SO_PEERCRED. */
   peerUid?: (socket: Socket) => number | null;
+  /** Mode and group of the socket file (default 0600: the daemon's user only). */
+  access?: SocketFileAccess;
 }
+
+/** Owner only: anyone connected can change what the guests see. */
+const DEFAULT_ACCESS: SocketFileAccess = { mode: 0o600 };
 
 /** A JSON-ready snapshot of the transfer counters, taken when `stats` is asked. */
 export type StatsSource = () => unknown;
@@ -413,6 +418,7 @@ class ControlConnection {
 export class ControlServer {
   readonly path: string;
   readonly #server: Server;
+  readonly #file: SocketFile;
   readonly #clients = new Set<ControlConnection>();
   readonly #logger: Logger;
   readonly #stats: StatsSource | undefined;
@@ -423,9 +429,15 @@ export class ControlServer {
   readonly #peerLoggers = new Map<number | null, Logger>();
   #closed = false;
 
-  private constructor(path: string, server: Server, options: ControlServerOptions) {
+  private constructor(
+    path: string,
+    server: Server,
+    file: SocketFile,
+    options: ControlServerOptions,
+  ) {
     this.path = path;
     this.#server = server;
+    this.#file = file;
     this.#logger = options.logger ?? silentLogger;
     this.#stats = options.stats;
     this.#maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
@@ -434,9 +446,10 @@ export class ControlServer {
   }
 
   /**
-   * Listens on `path` (created with mode 0600), serving the devices `directory` returns at each
-   * command. Synchronous like the vhost-user servers: throws
-   * ServerError (ENOENT, EEXIST, EADDRINUSE, ELISTEN) before returning if the path cannot be used.
+   * Listens on `path` (created with `options.access`, default 0600, as src/sys/socket-file.ts
+   * creates socket files), serving the devices `directory` returns at each command. Synchronous like
+   * the vhost-user servers: throws SocketFileError (ENOENT, EUNSAFE, EEXIST, EADDRINUSE, EPERM,
+   * ELISTEN) before returning if the path cannot be used.
    */
   static listen(
     path: string,
@@ -444,23 +457,19 @@ export class ControlServer {
     options: ControlServerOptions = {},
   ): ControlServer {
     const logger = options.logger ?? silentLogger;
-    claimSocketPath(path);
+    const { fd, file } = SocketFile.listen(path, options.access ?? DEFAULT_ACCESS);
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
-    const control = new ControlServer(path, server, options);
+    const control = new ControlServer(path, server, file, options);
     server.on("connection", (socket) => control.#accept(socket, directory));
     server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
-    // Node binds a path synchronously; the umask makes the file 0600 from the first instant.
-    const umask = process.umask(0o177);
-    try {
-      server.listen(path);
-    } finally {
-      process.umask(umask);
-    }
+    // Node serves the listening fd; it never binds or removes the file itself.
+    server.listen({ fd });
     if (!server.listening) {
       server.close();
-      throw new ServerError("ELISTEN", path, `cannot listen on ${path}`);
+      sysCall("close", () => native().close(fd));
+      file.remove();
+      throw new SocketFileError("ELISTEN", path, `cannot listen on ${path}`);
     }
-    chmodSync(path, 0o600);
     logger.info("control socket listening", { path });
     return control;
   }
@@ -478,11 +487,16 @@ export class ControlServer {
     for (const client of this.#clients) client.destroy();
     this.#clients.clear();
     try {
-      unlinkSync(this.path);
-    } catch (error) {
-      if (!hasCode(error, "ENOENT")) {
-        this.#logger.warn("cannot remove control socket", { error: String(error) });
+      if (!this.#file.remove()) {
+        this.#logger.info(
+          "control socket file not removed: it is gone or another one took its place",
+          {
+            path: this.path,
+          },
+        );
       }
+    } catch (error) {
+      this.#logger.warn("cannot remove control socket", { error: String(error) });
     }
   }
 

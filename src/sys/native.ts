@@ -112,6 +112,10 @@ export interface NativeBinding {
   socketInfo(fd: number): [number, number, number];
   /** getsockopt SO_PEERCRED: [pid, uid, gid] of the peer, as recorded when it connected. */
   socketPeerCred(fd: number): [number, number, number];
+  /** getsockopt SO_PEERGROUPS: the peer's supplementary groups, as recorded when it connected. */
+  socketPeerGroups(fd: number): number[];
+  /** getsockname: the bound path, "@name" for an abstract address, "" when unbound. */
+  socketName(fd: number): string;
   /** openat(2) (always O_CLOEXEC); `dirFd` may be AT_FDCWD. `name` is resolved by the kernel. */
   openAt(dirFd: number, name: string, flags: number, mode: number): number;
   /** fstatat(2) with AT_SYMLINK_NOFOLLOW: see RawStat. */

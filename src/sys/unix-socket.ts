@@ -1,17 +1,28 @@
 /**
- * UnixListener and UnixStream: nonblocking AF_UNIX stream sockets that carry fds (SCM_RIGHTS).
+ * UnixListener and UnixStream: nonblocking AF_UNIX stream sockets that carry fds (SCM_RIGHTS), and
+ * who is at the other end (SO_PEERCRED, SO_PEERGROUPS).
  * Must not: frame messages, wait for readiness (FdWatcher does) or remove socket files; whether a
  * stale path may be unlinked is the caller's decision.
  * @module
  */
 
-import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
+import { closedError, hasCode, SysArgumentError, SysError, sysCall } from "./errors.js";
 import { native } from "./native.js";
 
 /** fds one recv can deliver; the addon's control buffer holds 16, vhost-user sends at most 8. */
 export const MAX_RECV_FDS = 16;
 /** The kernel's limit of fds in one message (SCM_MAX_FD). */
 export const MAX_SEND_FDS = 253;
+
+/** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect time. */
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  /** The peer's group (its effective gid). */
+  readonly gid: number;
+  /** Its supplementary groups. */
+  readonly groups: readonly number[];
+}
 
 function closeFd(fd: number): void {
   sysCall("close", () => native().close(fd));
@@ -26,7 +37,10 @@ export class UnixStream {
     this.#fd = fd;
   }
 
-  /** Connects to a listening socket; the returned stream is nonblocking. */
+  /**
+   * Connects to a listening socket without ever waiting: SysError ECONNREFUSED when nobody listens,
+   * EAGAIN when the listener's backlog is full. The returned stream is nonblocking.
+   */
   static connect(path: string): UnixStream {
     return new UnixStream(sysCall("connect", () => native().socketConnect(path)));
   }
@@ -51,6 +65,21 @@ export class UnixStream {
 
   get closed(): boolean {
     return this.#fd < 0;
+  }
+
+  /** The connecting process's pid, uid, gid and groups (SO_PEERCRED, SO_PEERGROUPS). */
+  peerCredentials(): PeerCredentials {
+    const fd = this.#checkOpen("getsockopt");
+    const binding = native();
+    const [pid, uid, gid] = sysCall("getsockopt", () => binding.socketPeerCred(fd));
+    let groups: number[] = [];
+    try {
+      groups = sysCall("getsockopt", () => binding.socketPeerGroups(fd));
+    } catch (error) {
+      // Kernels before 4.13 have no SO_PEERGROUPS: the peer's own gid is all there is to judge.
+      if (!hasCode(error, "ENOPROTOOPT")) throw error;
+    }
+    return { pid, uid, gid, groups };
   }
 
   /**

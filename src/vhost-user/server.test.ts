@@ -5,10 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FdWatcher } from "../sys/fd-watcher.js";
+import { SocketFileError } from "../sys/socket-file.js";
 import { UnixListener, type UnixStream } from "../sys/unix-socket.js";
 import { TRANSPORT_FEATURES } from "./backend.js";
 import { VhostUserFrontend } from "./frontend.js";
-import { ServerError, VhostUserClient, VhostUserServer } from "./server.js";
+import { VhostUserClient, VhostUserServer } from "./server.js";
 import { EchoDevice } from "./test-device.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vhost-user-server-"));
@@ -17,7 +18,7 @@ const factory = () => new EchoDevice();
 const OFFERED = 1n | TRANSPORT_FEATURES;
 
 function assertServerError(fn: () => unknown, code: string): void {
-  assert.throws(fn, (err: unknown) => err instanceof ServerError && err.code === code);
+  assert.throws(fn, (err: unknown) => err instanceof SocketFileError && err.code === code);
 }
 
 /** The VMM side of client mode: accepts one connection on `listener`. */

@@ -12,31 +12,23 @@
  */
 
 import { EventEmitter } from "node:events";
-import { lstatSync, statSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
-import { CodedError } from "../errors.js";
-import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
+import { type LogFields, type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
+import { type PeerIds, PeerPolicy, peerFields } from "../sys/peer-policy.js";
 import { adoptInheritedListener } from "../sys/service-manager.js";
-import { UnixListener, UnixStream } from "../sys/unix-socket.js";
+import {
+  boundSocketFile,
+  checkSocketDirectory,
+  connectSocketFile,
+  SocketFile,
+  type SocketFileAccess,
+  SocketFileError,
+} from "../sys/socket-file.js";
+import { type PeerCredentials, UnixListener, UnixStream } from "../sys/unix-socket.js";
 import { BackendConnection, type BackendOptions } from "./backend.js";
 import { MessageChannel } from "./connection.js";
 import type { VhostUserDeviceFactory } from "./device.js";
-
-export type ServerErrorCode =
-  | "ENOENT" // the socket's parent directory does not exist
-  | "EADDRINUSE" // a live process serves the socket path
-  | "EEXIST" // the path exists and is not a socket: never removed
-  | "ELISTEN"; // bind/listen failed for another reason (see cause)
-
-export class ServerError extends CodedError<ServerErrorCode> {
-  readonly path: string;
-  constructor(code: ServerErrorCode, path: string, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-    this.path = path;
-  }
-}
 
 export interface SessionOptions {
   logger?: Logger;
@@ -48,6 +40,11 @@ export interface SessionOptions {
    * take a back-end back.
    */
   handshakeTimeoutMs?: number;
+  /**
+   * Peers admitted besides root and the daemon's user (and, for a server, whom the socket file's
+   * owner and group bits admit; for a client, the owner of the socket's directory).
+   */
+  peers?: PeerIds;
 }
 
 /**
@@ -119,7 +116,7 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     return this.session !== null;
   }
 
-  protected startSession(stream: UnixStream): void {
+  protected startSession(stream: UnixStream, peer: PeerCredentials): void {
     let backend: BackendConnection;
     try {
       backend = new BackendConnection(this.factory(this.socketIndex), {
@@ -148,7 +145,7 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     );
     backend.attach(channel);
     this.session = { backend, channel };
-    this.sessionLog.info("front-end connected");
+    this.sessionLog.info("front-end connected", peerFields(peer));
     if (this.handshakeTimeoutMs > 0 && !channel.isClosed) {
       this.handshakeTimer = setTimeout(() => this.handshakeExpired(), this.handshakeTimeoutMs);
     }
@@ -188,18 +185,30 @@ interface Listener {
   close(): void;
 }
 
+export interface ServerOptions extends SessionOptions {
+  /** Mode and group of the socket file created by `listen` (default 0600, the daemon's group). */
+  access?: SocketFileAccess;
+}
+
+/** The socket file a server created: 0600, the daemon's group, unless told otherwise. */
+const DEFAULT_ACCESS: SocketFileAccess = { mode: 0o600 };
+
 /** Server mode: listen on `path`, serve one front-end at a time, keep listening after it leaves. */
 export class VhostUserServer extends SessionHost {
   /** The socket file, or "fd:N" for an inherited socket (whose file belongs to the service manager). */
   readonly path: string;
+  /** Who may be the front-end: checked on every accepted connection. */
+  readonly peers: PeerPolicy;
   private readonly listener: Listener;
-  private readonly ownsPath: boolean;
+  /** The file `listen` created (removed at close while it is still ours); null when inherited. */
+  private readonly file: SocketFile | null;
   private readonly watcher: FdWatcher;
 
   private constructor(
     path: string,
     listener: Listener,
-    ownsPath: boolean,
+    file: SocketFile | null,
+    peers: PeerPolicy,
     socketIndex: number,
     factory: VhostUserDeviceFactory,
     options: SessionOptions,
@@ -212,7 +221,8 @@ export class VhostUserServer extends SessionHost {
     );
     this.path = path;
     this.listener = listener;
-    this.ownsPath = ownsPath;
+    this.file = file;
+    this.peers = peers;
     this.watcher = new FdWatcher(
       listener.fd,
       () => this.acceptPending(),
@@ -222,33 +232,34 @@ export class VhostUserServer extends SessionHost {
   }
 
   /**
-   * Listens on `path`. A stale socket file (nobody accepting) is replaced; a live one is not stolen
-   * (EADDRINUSE); a missing parent directory is ENOENT; any other existing file is EEXIST.
+   * Listens on `path`, created with `options.access` (src/sys/socket-file.ts: private directory,
+   * then renamed into place). A stale socket file (nobody accepting) is replaced; a live one is not
+   * stolen. Throws SocketFileError (ENOENT, EUNSAFE, EEXIST, EADDRINUSE, EPERM, ELISTEN).
    */
   static listen(
     path: string,
     socketIndex: number,
     factory: VhostUserDeviceFactory,
-    options: SessionOptions = {},
+    options: ServerOptions = {},
   ): VhostUserServer {
-    claimSocketPath(path);
-    let listener: UnixListener;
+    const { fd, file } = SocketFile.listen(path, options.access ?? DEFAULT_ACCESS);
+    const listener = UnixListener.adopt(fd, path);
     try {
-      listener = UnixListener.listen(path);
+      const peers = PeerPolicy.forSocketFile(file.stat, options.peers);
+      (options.logger ?? silentLogger).info("listening", { path });
+      return new VhostUserServer(path, listener, file, peers, socketIndex, factory, options);
     } catch (error) {
-      const code = hasCode(error, "EADDRINUSE") ? "EADDRINUSE" : "ELISTEN";
-      throw new ServerError(code, path, `cannot listen on ${path}: ${String(error)}`, {
-        cause: error,
-      });
+      listener.close();
+      file.remove();
+      throw error;
     }
-    (options.logger ?? silentLogger).info("listening", { path });
-    return new VhostUserServer(path, listener, true, socketIndex, factory, options);
   }
 
   /**
    * Serves the listening Unix stream socket `fd` handed over by a service manager (or --socket-fd).
-   * Takes ownership of the fd; its socket file is never removed. Throws ServiceManagerError when `fd`
-   * is not a listening Unix stream socket.
+   * Takes ownership of the fd; its socket file is never removed. Its owner and group bits (read
+   * from the file it is bound to, when that sits in a trusted directory) admit peers as for a file
+   * the daemon creates. Throws ServiceManagerError when `fd` is not a listening Unix stream socket.
    */
   static adopt(
     fd: number,
@@ -258,8 +269,9 @@ export class VhostUserServer extends SessionHost {
   ): VhostUserServer {
     const listener = adoptInheritedListener(fd);
     const path = `fd:${fd}`;
+    const peers = PeerPolicy.forSocketFile(boundSocketFile(fd), options.peers);
     (options.logger ?? silentLogger).info("listening on an inherited socket", { fd });
-    return new VhostUserServer(path, listener, false, socketIndex, factory, options);
+    return new VhostUserServer(path, listener, null, peers, socketIndex, factory, options);
   }
 
   /** Stops listening, drops the connection and removes the socket file it created. Idempotent. */
@@ -269,12 +281,14 @@ export class VhostUserServer extends SessionHost {
     this.watcher.close();
     this.listener.close();
     this.endSession();
-    if (!this.ownsPath) return;
     try {
-      unlinkSync(this.path);
+      if (this.file !== null && !this.file.remove()) {
+        this.logger.info("socket file not removed: it is gone or another one took its place", {
+          path: this.path,
+        });
+      }
     } catch (error) {
-      if (!hasCode(error, "ENOENT"))
-        this.logger.warn("cannot remove socket", { error: String(error) });
+      this.logger.warn("cannot remove socket", { error: String(error) });
     }
   }
 
@@ -292,6 +306,8 @@ export class VhostUserServer extends SessionHost {
         return;
       }
       if (stream === null) return;
+      const peer = this.admit(stream);
+      if (peer === null) continue;
       if (this.session !== null || this.closed) {
         // One socket serves one guest: a second front-end would share its device state.
         this.othersLog.warn("refusing a second connection: a front-end is already connected", {
@@ -300,53 +316,62 @@ export class VhostUserServer extends SessionHost {
         stream.close();
         continue;
       }
-      this.startSession(stream);
+      this.startSession(stream, peer);
     }
   }
-}
 
-/**
- * Makes `path` free to listen on: its directory must exist, and a socket file left by a dead process
- * is unlinked. Throws ServerError if the directory is missing (ENOENT), the path is not a socket
- * (EEXIST) or a live process serves it (EADDRINUSE): a live socket is never stolen.
- */
-export function claimSocketPath(path: string): void {
-  const parent = dirname(path);
-  if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new ServerError("ENOENT", path, `socket directory ${parent} does not exist`);
-  }
-  const stat = lstatSync(path, { throwIfNoEntry: false });
-  if (stat === undefined) return;
-  if (!stat.isSocket()) {
-    throw new ServerError("EEXIST", path, `${path} exists and is not a socket`);
-  }
-  let probe: UnixStream;
-  try {
-    probe = UnixStream.connect(path);
-  } catch (error) {
-    if (hasCode(error, "ECONNREFUSED")) {
-      unlinkSync(path);
-      return;
+  /** The peer of `stream` when the policy admits it; else the stream is closed and null returned. */
+  private admit(stream: UnixStream): PeerCredentials | null {
+    let peer: PeerCredentials;
+    try {
+      peer = stream.peerCredentials();
+    } catch (error) {
+      this.othersLog.warn("refusing a front-end whose credentials cannot be read", {
+        error: String(error),
+      });
+      stream.close();
+      return null;
     }
-    throw new ServerError("ELISTEN", path, `cannot probe ${path}: ${String(error)}`, {
-      cause: error,
+    if (this.peers.admits(peer)) return peer;
+    this.othersLog.warn("refusing a front-end the peer policy does not admit", {
+      path: this.path,
+      ...peerFields(peer),
+      allowed: this.peers.describe(),
     });
+    stream.close();
+    return null;
   }
-  probe.close();
-  throw new ServerError("EADDRINUSE", path, `${path} is served by a running process`);
 }
 
 export interface ClientOptions extends SessionOptions {
   /** Delay between connection attempts and before reconnecting (default 1000 ms). */
   retryMs?: number;
+  /**
+   * Connect by name even when the socket's directory can be changed by others or the path is a
+   * symbolic link. The peer check still applies.
+   */
+  unsafePath?: boolean;
 }
 
-/** Client mode: connect to a VMM listening on `path`; retry until it is there; reconnect after. */
+/**
+ * Client mode: connect to a VMM listening on `path`; retry until it is there; reconnect after.
+ * The path is trusted only when its directory is (owners: root, the daemon's user and the peer
+ * uids given) and it is a socket, not a link; the VMM must be root, the daemon's user, the owner of
+ * that directory, or one of the peers given. Anything else is disconnected before a message is
+ * exchanged and tried again later.
+ */
 export class VhostUserClient extends SessionHost {
   readonly path: string;
   private readonly retryMs: number;
+  private readonly unsafePath: boolean;
   private timer: NodeJS.Timeout | null = null;
+  /** What the last refusal was about: a refusal repeated every retry is logged once at warn. */
+  private lastRefusal = "";
 
+  /**
+   * Throws SocketFileError EUNSAFE when the socket's directory exists and is not trusted (unless
+   * `options.unsafePath`); a missing directory or socket is waited for.
+   */
   constructor(
     path: string,
     socketIndex: number,
@@ -356,6 +381,8 @@ export class VhostUserClient extends SessionHost {
     super(socketIndex, factory, options, 0);
     this.path = path;
     this.retryMs = options.retryMs ?? 1000;
+    this.unsafePath = options.unsafePath === true;
+    if (!this.unsafePath) checkSocketDirectory(path, { owners: options.peers?.uids ?? [] });
     this.attempt();
   }
 
@@ -382,17 +409,75 @@ export class VhostUserClient extends SessionHost {
 
   private attempt(): void {
     if (this.closed || this.session !== null) return;
-    let stream: UnixStream;
+    let connection: { stream: UnixStream; peers: PeerPolicy };
     try {
-      stream = UnixStream.connect(this.path);
+      connection = this.connect();
     } catch (error) {
-      this.othersLog.debug("VMM socket not ready, retrying", {
-        path: this.path,
+      this.notConnected(error);
+      this.schedule();
+      return;
+    }
+    const { stream, peers } = connection;
+    let peer: PeerCredentials;
+    try {
+      peer = stream.peerCredentials();
+    } catch (error) {
+      stream.close();
+      this.refuse("credentials", "cannot read the VMM's credentials: disconnected, retrying", {
         error: String(error),
       });
       this.schedule();
       return;
     }
-    this.startSession(stream);
+    if (!peers.admits(peer)) {
+      stream.close();
+      this.refuse(
+        `peer ${peer.uid}:${peer.gid}`,
+        "refusing a VMM the peer policy does not admit: disconnected, retrying",
+        { path: this.path, ...peerFields(peer), allowed: peers.describe() },
+      );
+      this.schedule();
+      return;
+    }
+    this.lastRefusal = "";
+    this.startSession(stream, peer);
+  }
+
+  /** One connection attempt (never blocks): the stream and who may be at its other end. */
+  private connect(): { stream: UnixStream; peers: PeerPolicy } {
+    const extra = this.options.peers ?? {};
+    if (this.unsafePath) {
+      return { stream: UnixStream.connect(this.path), peers: PeerPolicy.forDirectory(null, extra) };
+    }
+    const { stream, directory } = connectSocketFile(this.path, { owners: extra.uids ?? [] });
+    return { stream, peers: PeerPolicy.forDirectory(directory, extra) };
+  }
+
+  /** Logs a failed attempt: not there yet (debug), or refused (a warning, once per reason). */
+  private notConnected(error: unknown): void {
+    if (error instanceof SocketFileError && error.code === "EUNSAFE") {
+      this.refuse(error.message, "refusing the VMM socket path, retrying", {
+        error: error.message,
+      });
+      return;
+    }
+    const cause = error instanceof SocketFileError ? error.cause : error;
+    const busy = hasCode(cause, "EAGAIN");
+    this.logger.debug(
+      busy ? "VMM socket not accepting (backlog full), retrying" : "VMM socket not ready, retrying",
+      {
+        path: this.path,
+        error: String(error),
+      },
+    );
+  }
+
+  private refuse(reason: string, message: string, fields: LogFields): void {
+    if (reason === this.lastRefusal) {
+      this.othersLog.debug(message, fields);
+      return;
+    }
+    this.lastRefusal = reason;
+    this.othersLog.warn(message, fields);
   }
 }

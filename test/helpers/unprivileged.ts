@@ -1,7 +1,7 @@
 // The unprivileged local user of the security tests: uid/gid 1234 with no groups, reached with
 // setpriv(1) from the root test run. Tests that need it skip only where they cannot become it
 // (not root, or no setpriv), and say why.
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 
 export const ATTACKER_UID = 1234;
@@ -36,6 +36,62 @@ export function runAsAttacker(script: string, groups: readonly number[] = []): s
     throw new Error(`as uid ${ATTACKER_UID}: ${script}: exit ${result.status}: ${result.stderr}`);
   }
   return result.stdout;
+}
+
+/** What a process run as the unprivileged user printed, and how it ended. */
+export interface AttackerResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** A process of the unprivileged user: its output so far, and how it ends. */
+export interface AttackerProcess {
+  readonly child: ChildProcess;
+  readonly done: Promise<AttackerResult>;
+  stdout(): string;
+}
+
+/**
+ * Starts `argv` as the unprivileged user without waiting for it (the daemon under test keeps being
+ * served meanwhile); `done` resolves when it exits. What it runs must be readable by that user.
+ */
+export function spawnAsAttacker(
+  argv: readonly string[],
+  groups: readonly number[] = [],
+): AttackerProcess {
+  const [command, ...prefix] = asAttacker(groups);
+  const child = spawn(command as string, [...prefix, ...argv], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const done = new Promise<AttackerResult>((resolve) => {
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+  return { child, done, stdout: () => stdout };
+}
+
+/** `node <args>` as the unprivileged user, as spawnAsAttacker. */
+export function spawnNodeAsAttacker(
+  args: readonly string[],
+  groups: readonly number[] = [],
+): AttackerProcess {
+  return spawnAsAttacker([process.execPath, ...args], groups);
+}
+
+/** The JSON lines a test-kit script printed, parsed. */
+export function jsonLines(text: string): Record<string, unknown>[] {
+  return text
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
 /** A directory anyone can write to without the sticky bit: the attacker's playground. */
