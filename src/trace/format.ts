@@ -64,17 +64,23 @@ const byteText = (byte: number) => `0x${byte.toString(16).padStart(2, "0")}`;
 
 const omittedBytesMark = (count: number) => `…(+${count} bytes)`;
 const OMITTED_BYTES = /^…\(\+([0-9]+) bytes\)$/;
+
+/** The words of a transfer or of read data, a `…(+M bytes)` mark counting as one. */
+function words(text: string): string[] {
+  return text.trim().match(/…\(\+[0-9]+ bytes\)|\S+/g) ?? [];
+}
 const OMITTED_MESSAGES = / …\(\+([0-9]+) messages\)$/;
+
+/** " 0x00" ... " 0xff": a trace line shows thousands of bytes a second. */
+const SPACED_BYTE_TEXTS = Array.from({ length: 256 }, (_, byte) => ` ${byteText(byte)}`);
 
 /** The first TRACE_BYTES_SHOWN bytes, then how many more there are. */
 function bytesText(bytes: Uint8Array): string {
   const shown = Math.min(bytes.length, TRACE_BYTES_SHOWN);
   let text = "";
-  for (let i = 0; i < shown; i++) {
-    text += i === 0 ? byteText(bytes[i] as number) : ` ${byteText(bytes[i] as number)}`;
-  }
+  for (let i = 0; i < shown; i++) text += SPACED_BYTE_TEXTS[bytes[i] as number];
   if (bytes.length > shown) text += ` ${omittedBytesMark(bytes.length - shown)}`;
-  return text;
+  return text.slice(1);
 }
 
 /** `w1@0x50 0x00`: a message in i2ctransfer syntax, a write with its data. */
@@ -155,11 +161,11 @@ function parseByte(word: string, what: string): number {
  * Throws TraceError.
  */
 export function parseTransfer(text: string, dataOptional = false): TransferSpecMessage[] {
-  const words = text.trim().split(/\s+/).filter(Boolean);
+  const all = words(text);
   const messages: TransferSpecMessage[] = [];
   let addr: number | null = null;
-  for (let i = 0; i < words.length; ) {
-    const word = words[i++] ?? "";
+  for (let i = 0; i < all.length; ) {
+    const word = all[i++] ?? "";
     const match = /^([rw])([0-9]+)(?:@(\S+))?$/i.exec(word);
     if (!match)
       throw bad(`"${word}" is not a message (expected r<length>@<addr> or w<length>@<addr>)`);
@@ -171,10 +177,10 @@ export function parseTransfer(text: string, dataOptional = false): TransferSpecM
       if (addr > 0x7f) throw bad(`address ${match[3]} is not 7-bit`);
     }
     if (addr === null) throw bad(`"${word}": the first message needs an address`);
-    const absent = dataOptional && (words[i] === undefined || /^[rw][0-9]/i.test(words[i] ?? ""));
+    const absent = dataOptional && (all[i] === undefined || /^[rw][0-9]/i.test(all[i] ?? ""));
     const bytes: number[] = [];
     while (!read && !absent && bytes.length < length) {
-      const byte = words[i++];
+      const byte = all[i++];
       const omitted = dataOptional ? OMITTED_BYTES.exec(byte ?? "") : null;
       if (omitted) {
         // A trace line shows the first bytes of a long write and counts the rest.
@@ -201,8 +207,7 @@ function parseReads(text: string): Uint8Array[] {
       group === "-"
         ? new Uint8Array()
         : Uint8Array.from(
-            group
-              .split(/\s+/)
+            words(group)
               .filter((w) => !OMITTED_BYTES.test(w))
               .map((w) => parseByte(w, "read byte")),
           ),
