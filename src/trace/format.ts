@@ -116,7 +116,8 @@ function oneLine(text: string): string {
  * from at most as many messages as fit (the first one always does).
  */
 export function formatTraceLine(record: TransferRecord): string {
-  const bus = record.bus === null ? "-" : oneLine(record.bus).replaceAll(" ", "_") || "-";
+  const bus =
+    record.bus === null ? "-" : oneLine(record.bus.slice(0, 64)).replaceAll(" ", "_") || "-";
   const head = `${new Date(record.startTime).toISOString()} socket${record.guest} ${bus} ${record.durationUs}us ${resultText(record)}`;
   const tail =
     record.reason === null
