@@ -66,6 +66,7 @@ function refusedStart(args: readonly string[]): string {
   const result = spawnSync(process.execPath, [MAIN_JS, ...args], {
     encoding: "utf8",
     timeout: WAIT_MS,
+    killSignal: "SIGKILL",
   });
   assert.equal(result.status, 2, `exit status 2 expected\n${result.stderr}`);
   return result.stderr;
