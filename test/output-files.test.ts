@@ -201,6 +201,7 @@ describe("rotation against a link planted at the name after every rename", () =>
           } finally {
             planted = await stopPlanter(planter);
           }
+          t.diagnostic(`links planted: ${planted}`);
           assert.ok(planted > 0, "the racer planted links at the free name");
         },
       );
