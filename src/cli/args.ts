@@ -24,6 +24,7 @@ import {
   type LogFormat,
   type LogLevel,
 } from "../log.js";
+import { MAX_FILES_LIMIT } from "../trace/rotating-file.js";
 
 /** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
 export const MAX_SOCKET_COUNT = 256;
@@ -426,9 +427,6 @@ function parseLockDir(text: string | undefined): string | undefined {
 
 const SIZE_UNITS: Readonly<Record<string, number>> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
-/** Most files --pcap-max-files and --trace-max-files may keep. */
-const MAX_OUTPUT_FILES = 100;
-
 /** A size in bytes with an optional K/M/G suffix, greater than 0; undefined when not given. */
 function parseOutputSize(
   text: string | undefined,
@@ -447,7 +445,7 @@ function parseOutputSize(
   return bytes;
 }
 
-/** A number of files in 1..MAX_OUTPUT_FILES; undefined when not given. */
+/** A number of files in 1..MAX_FILES_LIMIT; undefined when not given. */
 function parseOutputFiles(
   text: string | undefined,
   option: string,
@@ -455,10 +453,10 @@ function parseOutputFiles(
 ): number | undefined {
   if (text === undefined) return undefined;
   const count = /^[0-9]{1,3}$/.test(text) ? Number(text) : 0;
-  if (count < 1 || count > MAX_OUTPUT_FILES) {
+  if (count < 1 || count > MAX_FILES_LIMIT) {
     throw new UsageError(
       "USAGE_BAD_TRACE",
-      `invalid ${option} "${text}": a number of files from 1 to ${MAX_OUTPUT_FILES} with ${needs}`,
+      `invalid ${option} "${text}": a number of files from 1 to ${MAX_FILES_LIMIT} with ${needs}`,
     );
   }
   return count;

@@ -18,7 +18,7 @@ import { CodedError } from "../errors.js";
 import { checkModuleFile } from "./trusted-input.js";
 
 /** The package's name as users import it (package.json "name"). */
-export const PACKAGE_NAME = "vhost-device-i2c";
+const PACKAGE_NAME = "vhost-device-i2c";
 
 /** The package root: this file is dist/src/config/module-hooks.js. */
 const PACKAGE_ROOT = new URL("../../../", import.meta.url).href;
