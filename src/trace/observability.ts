@@ -67,6 +67,7 @@ export class Observability implements TransferObserver {
 
   private constructor(options: ObservabilityOptions) {
     const logger = options.logger ?? silentLogger;
+    // Not rate-limited: an output reports at most one failure, and stops writing with it.
     const onError = (what: string) => (error: Error) =>
       logger.warn(`${what} write failed; ${what} stopped`, { error: error.message });
     this.#counters = options.counters ? new TransferCounters() : null;
