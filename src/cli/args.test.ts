@@ -215,6 +215,53 @@ describe("parseCommandLine refusals", () => {
   });
 });
 
+describe("parseCommandLine trace and capture limits", () => {
+  it("takes sizes with K/M/G suffixes and file counts, only when given", () => {
+    const config = run(
+      ...[
+        ...BASE,
+        "--pcap",
+        "/var/log/i2c.pcap",
+        "--pcap-max-size",
+        "16M",
+        "--pcap-max-files",
+        "3",
+      ],
+      ...[
+        "--trace-file",
+        "/var/log/i2c.trace",
+        "--trace-max-size",
+        "512k",
+        "--trace-max-files",
+        "1",
+      ],
+    );
+    assert.deepEqual(
+      [config.pcapMaxSize, config.pcapMaxFiles, config.traceMaxSize, config.traceMaxFiles],
+      [16 * 1024 * 1024, 3, 512 * 1024, 1],
+    );
+    const defaults = run(...BASE, "--pcap", "x.pcap", "--trace-file", "x.trace");
+    assert.deepEqual(
+      [defaults.pcapMaxSize, defaults.pcapMaxFiles, defaults.traceMaxSize, defaults.traceMaxFiles],
+      [undefined, undefined, undefined, undefined],
+      "the writers apply their defaults (64 MiB x 2 files)",
+    );
+  });
+
+  for (const [what, argv] of [
+    ["a zero size", ["--pcap", "x", "--pcap-max-size", "0"]],
+    ["a size that is not a number", ["--trace-file", "x", "--trace-max-size", "big"]],
+    ["0 files", ["--pcap", "x", "--pcap-max-files", "0"]],
+    ["101 files", ["--trace-file", "x", "--trace-max-files", "101"]],
+    ["a pcap limit without --pcap", ["--pcap-max-files", "2"]],
+    ["a trace limit without --trace-file", ["--trace", "--trace-max-size", "1M"]],
+  ] as const) {
+    it(`refuses ${what}`, () => {
+      refused("USAGE_BAD_TRACE", [...BASE, ...argv]);
+    });
+  }
+});
+
 describe("parseCommandLine --config, --control-socket and control", () => {
   it("takes --config instead of -l, or both", () => {
     const only = run("-s", "/tmp/v.sock", "--config", "devices.json");

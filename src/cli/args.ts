@@ -24,6 +24,7 @@ import {
   type LogFormat,
   type LogLevel,
 } from "../log.js";
+import { MAX_FILES_LIMIT } from "../trace/rotating-file.js";
 
 /** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
 export const MAX_SOCKET_COUNT = 256;
@@ -58,8 +59,14 @@ export interface DaemonConfig {
   readonly trace?: string;
   /** --pcap FILE: every message as a LINKTYPE_I2C_LINUX record. */
   readonly pcap?: string;
-  /** --pcap-max-size: bytes per capture file before it rotates to FILE.1. */
+  /** --pcap-max-size: bytes per capture file before it rotates to FILE.1 (default 64 MiB). */
   readonly pcapMaxSize?: number;
+  /** --pcap-max-files: capture files kept, the current one included (default 2). */
+  readonly pcapMaxFiles?: number;
+  /** --trace-max-size: bytes per --trace-file file before it rotates to FILE.1 (default 64 MiB). */
+  readonly traceMaxSize?: number;
+  /** --trace-max-files: trace files kept, the current one included (default 2). */
+  readonly traceMaxFiles?: number;
   /** --socket-mode: permission bits of the vhost-user sockets the daemon creates (e.g. 0o660). */
   readonly socketMode: number | undefined;
   /** --socket-group: group (name or number) of the vhost-user sockets the daemon creates. */
@@ -146,6 +153,9 @@ const OPTIONS = {
   "trace-file": { type: "string" },
   pcap: { type: "string" },
   "pcap-max-size": { type: "string" },
+  "pcap-max-files": { type: "string" },
+  "trace-max-size": { type: "string" },
+  "trace-max-files": { type: "string" },
   "socket-mode": { type: "string" },
   "socket-group": { type: "string" },
   "control-socket-mode": { type: "string" },
@@ -570,33 +580,92 @@ function parseRunAs(
 
 const SIZE_UNITS: Readonly<Record<string, number>> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
 
-/** --trace/--trace-file, --pcap and --pcap-max-size, present only when given. */
+/** A size in bytes with an optional K/M/G suffix, greater than 0; undefined when not given. */
+function parseOutputSize(
+  text: string | undefined,
+  option: string,
+  needs: string,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const size = /^([0-9]+)([kmg]?)$/i.exec(text);
+  const bytes = size ? Number(size[1]) * (SIZE_UNITS[(size[2] ?? "").toLowerCase()] ?? 1) : 0;
+  if (!(bytes > 0 && Number.isSafeInteger(bytes))) {
+    throw new UsageError(
+      "USAGE_BAD_TRACE",
+      `invalid ${option} "${text}": a size in bytes greater than 0 (K, M, G suffixes) with ${needs}`,
+    );
+  }
+  return bytes;
+}
+
+/** A number of files in 1..MAX_FILES_LIMIT; undefined when not given. */
+function parseOutputFiles(
+  text: string | undefined,
+  option: string,
+  needs: string,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const count = /^[0-9]{1,3}$/.test(text) ? Number(text) : 0;
+  if (count < 1 || count > MAX_FILES_LIMIT) {
+    throw new UsageError(
+      "USAGE_BAD_TRACE",
+      `invalid ${option} "${text}": a number of files from 1 to ${MAX_FILES_LIMIT} with ${needs}`,
+    );
+  }
+  return count;
+}
+
+/** --trace/--trace-file, --pcap and their size and file-count limits, present only when given. */
 function observeOptions(values: {
   trace?: boolean | undefined;
   "trace-file"?: string | undefined;
+  "trace-max-size"?: string | undefined;
+  "trace-max-files"?: string | undefined;
   pcap?: string | undefined;
   "pcap-max-size"?: string | undefined;
-}): { trace?: string; pcap?: string; pcapMaxSize?: number } {
+  "pcap-max-files"?: string | undefined;
+}): Pick<
+  DaemonConfig,
+  "trace" | "traceMaxSize" | "traceMaxFiles" | "pcap" | "pcapMaxSize" | "pcapMaxFiles"
+> {
   const file = values["trace-file"];
   if (file !== undefined && (file === "" || values.trace)) {
     throw new UsageError("USAGE_BAD_TRACE", "--trace-file needs a file name and replaces --trace");
   }
   if (values.pcap === "") throw new UsageError("USAGE_BAD_TRACE", "--pcap is empty");
-  const sizeText = values["pcap-max-size"];
-  const size = /^([0-9]+)([kmg]?)$/i.exec(sizeText ?? "");
-  if (sizeText !== undefined && (!size || values.pcap === undefined)) {
-    throw new UsageError(
-      "USAGE_BAD_TRACE",
-      `invalid --pcap-max-size "${sizeText}": a size in bytes (K, M, G suffixes) with --pcap`,
-    );
-  }
+  // A limit without its file would be silently ignored: refuse it as an invalid value instead.
+  const withPcap = (text: string | undefined) =>
+    text !== undefined && values.pcap === undefined ? "" : text;
+  const withTraceFile = (text: string | undefined) =>
+    text !== undefined && file === undefined ? "" : text;
+  const pcapMaxSize = parseOutputSize(
+    withPcap(values["pcap-max-size"]),
+    "--pcap-max-size",
+    "--pcap",
+  );
+  const pcapMaxFiles = parseOutputFiles(
+    withPcap(values["pcap-max-files"]),
+    "--pcap-max-files",
+    "--pcap",
+  );
+  const traceMaxSize = parseOutputSize(
+    withTraceFile(values["trace-max-size"]),
+    "--trace-max-size",
+    "--trace-file",
+  );
+  const traceMaxFiles = parseOutputFiles(
+    withTraceFile(values["trace-max-files"]),
+    "--trace-max-files",
+    "--trace-file",
+  );
   const trace = file ?? (values.trace ? "-" : undefined);
   return {
     ...(trace !== undefined && { trace }),
+    ...(traceMaxSize !== undefined && { traceMaxSize }),
+    ...(traceMaxFiles !== undefined && { traceMaxFiles }),
     ...(values.pcap !== undefined && { pcap: values.pcap }),
-    ...(size && {
-      pcapMaxSize: Number(size[1]) * (SIZE_UNITS[(size[2] ?? "").toLowerCase()] ?? 1),
-    }),
+    ...(pcapMaxSize !== undefined && { pcapMaxSize }),
+    ...(pcapMaxFiles !== undefined && { pcapMaxFiles }),
   };
 }
 
@@ -757,12 +826,26 @@ export const HELP: HelpDocument = {
       "this long after connecting (default 20; 0 = never; not with --client)",
     ),
     term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
-    term("--trace-file <file>", "the trace lines appended to <file> instead"),
-    term("--pcap <file>", "every message as a pcap record for Wireshark (link type 209)"),
+    term(
+      "--trace-file <file>",
+      "the trace lines appended to <file> instead (mode 0600; its directory must be",
+      "writable by root or the daemon's user only, or sticky; links are not followed)",
+    ),
+    term(
+      "--trace-max-size <n>",
+      "bytes per trace file (K/M/G suffix, default 64M); then <file> rotates to <file>.1",
+    ),
+    term("--trace-max-files <n>", "trace files kept, <file> included (1-100, default 2)"),
+    term(
+      "--pcap <file>",
+      "every message as a pcap record for Wireshark (link type 209); the file is",
+      "created as --trace-file's is, an existing one of the daemon's user emptied",
+    ),
     term(
       "--pcap-max-size <n>",
-      "bytes per capture file (K/M/G suffix); then <file> rotates to <file>.1",
+      "bytes per capture file (K/M/G suffix, default 64M); then <file> rotates to <file>.1",
     ),
+    term("--pcap-max-files <n>", "capture files kept, <file> included (1-100, default 2)"),
     term(
       "--log-level <level>",
       `${LOG_LEVELS.join("|")} (default info; debug shows each transfer)`,

@@ -167,8 +167,11 @@ function openObservability(config: DaemonConfig, logger: Logger): Observability 
   try {
     return Observability.open({
       trace: config.trace,
+      traceMaxSize: config.traceMaxSize,
+      traceMaxFiles: config.traceMaxFiles,
       pcap: config.pcap,
       pcapMaxSize: config.pcapMaxSize,
+      pcapMaxFiles: config.pcapMaxFiles,
       counters: config.controlSocket !== undefined,
       logger: logger.child("trace"),
     });

@@ -10,6 +10,11 @@ import { CodedError } from "../errors.js";
 export type ConfigErrorCode =
   /** The config file cannot be read. */
   | "CONFIG_UNREADABLE"
+  /**
+   * The config file, an `initial.file` or a model module, or a directory above it, could be changed
+   * by someone other than root and the daemon's user (or is a link such a directory does not hold).
+   */
+  | "CONFIG_UNSAFE_PATH"
   /** The config file is not JSON. */
   | "CONFIG_BAD_JSON"
   /** A key is missing, unknown or holds the wrong kind of value. */

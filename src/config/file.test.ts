@@ -1,7 +1,7 @@
 // Tests for the config file schema: what it accepts, and each refusal with its precise message
 // (file, key path, what was expected, what was found).
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -312,6 +312,26 @@ describe("loadConfigFile", () => {
     assert.deepEqual(loaded.devices[0]?.kind === "sim" && loaded.devices[0].model, {
       module: join(dir, "m.js"),
     });
+  });
+
+  it("refuses a file others can write, or one reached through an open directory", () => {
+    const path = join(dir, "open.json");
+    writeFileSync(path, JSON.stringify({ devices: [] }));
+    chmodSync(path, 0o646);
+    const unsafe = (err: unknown, what: RegExp) =>
+      err instanceof ConfigError && err.code === "CONFIG_UNSAFE_PATH" && what.test(err.message);
+    assert.throws(
+      () => loadConfigFile(path, deps),
+      (err: unknown) => unsafe(err, /^refusing config file .*open\.json: .*mode 0646/),
+    );
+    const openDir = join(dir, "open-dir");
+    mkdirSync(openDir);
+    chmodSync(openDir, 0o777);
+    writeFileSync(join(openDir, "devices.json"), JSON.stringify({ devices: [] }));
+    assert.throws(
+      () => loadConfigFile(join(openDir, "devices.json"), deps),
+      (err: unknown) => unsafe(err, /open-dir: mode 0777/),
+    );
   });
 
   it("names a file it cannot read", () => {

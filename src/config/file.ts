@@ -21,13 +21,13 @@
  * @module
  */
 
-import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { isPointerBytes, type PointerBytes } from "../i2c/access.js";
 import { hex, I2C_MAX_ADDR } from "../i2c/bus.js";
 import { SIM_BUS } from "../i2c/device-list.js";
 import type { DeviceConfig } from "./devices.js";
 import { ConfigError, describeValue, reasonOf } from "./errors.js";
+import { readConfigInput } from "./trusted-input.js";
 
 export interface ConfigFileDeps {
   /** Adapter name → number; throws when not exactly one adapter has that name. */
@@ -76,18 +76,7 @@ const MAX_ADAPTER_NUMBER = (1 << 20) - 1;
 /** Reads and validates a config file. Throws ConfigError. */
 export function loadConfigFile(file: string, deps: ConfigFileDeps): LoadedConfigFile {
   const path = resolve(file);
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(
-      "CONFIG_UNREADABLE",
-      `cannot read config file ${path}: ${reasonOf(err)}`,
-      {
-        cause: err,
-      },
-    );
-  }
+  const text = readConfigInput(path, { where: "", what: `config file ${path}` }).toString("utf8");
   return { path, dir: dirname(path), ...parseConfigDocument(text, path, deps) };
 }
 
@@ -319,15 +308,9 @@ class SchemaReader {
   }
 
   #readBytes(path: string, keyPath: string): Uint8Array {
-    try {
-      return new Uint8Array(readFileSync(path));
-    } catch (err) {
-      throw new ConfigError(
-        "CONFIG_UNREADABLE",
-        `${this.#file}: ${keyPath}: cannot read ${path}: ${reasonOf(err)}`,
-        { cause: err },
-      );
-    }
+    return new Uint8Array(
+      readConfigInput(path, { where: `${this.#file}: ${keyPath}`, what: path }),
+    );
   }
 
   #address(value: unknown, keyPath: string): number {

@@ -1,10 +1,12 @@
 // Tests for loading user model modules: a good module is imported and used by buildBuses; every
 // kind of broken module is refused with a message naming the module and what is wrong.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { pathToFileURL } from "node:url";
+import { defineModel } from "../index.js";
 import { silentLogger } from "../log.js";
 import { buildBuses, type DeviceConfig } from "./devices.js";
 import { ConfigError } from "./errors.js";
@@ -60,7 +62,7 @@ describe("loadModelModule", () => {
     await refused(
       join(dir, "missing.mjs"),
       "MODULE_LOAD_FAILED",
-      /^devices\[0\]: cannot load model module .*missing\.mjs: .*Cannot find module/,
+      /^devices\[0\]: cannot load model module .*missing\.mjs: ENOENT/,
     );
   });
 
@@ -93,6 +95,51 @@ describe("loadModelModule", () => {
       moduleFile("nocreate.mjs", 'export default { name: "x", description: "" };'),
       "MODULE_BAD_EXPORT",
       /: create: expected a function \(options, context\) => SimDevice, found nothing$/,
+    );
+  });
+});
+
+describe("loadModelModule: what a module may import", () => {
+  it('gives "vhost-device-i2c" as the daemon\'s own package', async () => {
+    moduleFile(
+      "own.mjs",
+      'import * as pkg from "vhost-device-i2c";\nexport default pkg.defineModel({ name: "own", description: "", options: { type: "object", properties: {} }, create: () => ({ targets: [] }) });\nexport const used = pkg;',
+    );
+    await loadModelModule("own.mjs", dir);
+    const namespace = await import(pathToFileURL(join(dir, "own.mjs")).href);
+    assert.equal(namespace.used.defineModel, defineModel, "the same module instance");
+  });
+
+  it("refuses a subpath of the package that it does not export", async () => {
+    await refused(
+      moduleFile("subpath.mjs", 'import "vhost-device-i2c/dist/src/cli/main.js";'),
+      "MODULE_LOAD_FAILED",
+      /is not exported by vhost-device-i2c/,
+    );
+  });
+
+  it("refuses a module others can write to, before importing it", async () => {
+    const path = moduleFile("open.mjs", "globalThis.openModuleRan = true; export default {};");
+    chmodSync(path, 0o666);
+    await refused(path, "CONFIG_UNSAFE_PATH", /refusing model module .*open\.mjs: .*mode 0666/);
+    assert.equal((globalThis as { openModuleRan?: boolean }).openModuleRan, undefined);
+  });
+
+  it("refuses a file the module imports that others can write to", async () => {
+    const imported = moduleFile("open-dep.mjs", "export default 1;");
+    chmodSync(imported, 0o666);
+    await refused(
+      moduleFile("imports-open.mjs", 'import "./open-dep.mjs"; export default {};'),
+      "CONFIG_UNSAFE_PATH",
+      /refusing .*open-dep\.mjs \(imported by .*imports-open\.mjs\): .*mode 0666/,
+    );
+  });
+
+  it("refuses CommonJS, whose require() the checks would not see", async () => {
+    await refused(
+      moduleFile("chip.cjs", "module.exports = {};"),
+      "MODULE_LOAD_FAILED",
+      /chip\.cjs is CommonJS: model modules must be ES modules/,
     );
   });
 });

@@ -1,5 +1,18 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -19,9 +32,10 @@ describe("openBacking", () => {
     assert.deepEqual([...store.bytes], [1, 2, 3, 0xff, 0xff, 0xff, 0xff, 0xff]);
     assert.deepEqual([...readFileSync(join(dir, name))], [...store.bytes]);
     assert.deepEqual(
-      readdirSync(dir).filter((f) => f.includes(".tmp-")),
+      readdirSync(dir).filter((f) => f.startsWith(".")),
       [],
     );
+    assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600, "a guest's data is the daemon's");
     store.close();
     store.close(); // idempotent
   });
@@ -46,6 +60,46 @@ describe("openBacking", () => {
         /5 bytes.*needs 4/.test(e.message),
     );
     assert.equal(readFileSync(join(dir, name)).length, 5);
+  });
+
+  it("narrows an existing file with wider modes to 0600", () => {
+    const name = fresh();
+    writeFileSync(join(dir, name), new Uint8Array(4), { mode: 0o644 });
+    chmodSync(join(dir, name), 0o666);
+    openBacking(name, 4, new Uint8Array(4), dir).close();
+    assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600);
+  });
+
+  it("refuses a link, a hard link, a FIFO and an open directory before reading or writing", () => {
+    const victim = join(dir, fresh());
+    writeFileSync(victim, "secret!!", { mode: 0o600 });
+    const refusedWith = (path: string, code: RegExp) =>
+      assert.throws(
+        () => openBacking(path, 8, new Uint8Array(8).fill(1), dir),
+        (e: unknown) =>
+          e instanceof ModelError &&
+          e.code === "I2C_BACKING_IO" &&
+          code.test(String((e.cause as { code?: string })?.code)),
+      );
+    const link = join(dir, fresh());
+    symlinkSync(victim, link);
+    refusedWith(link, /^ELOOP$/);
+    const dangling = join(dir, fresh());
+    symlinkSync(join(dir, "nowhere.bin"), dangling);
+    refusedWith(dangling, /^ELOOP$/);
+    assert.equal(existsSync(join(dir, "nowhere.bin")), false, "nothing created through it");
+    const hard = join(dir, fresh());
+    linkSync(victim, hard);
+    refusedWith(hard, /^EUNSAFE_LINKS$/);
+    const fifo = join(dir, fresh());
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    refusedWith(fifo, /^EUNSAFE_TYPE$/);
+    const open = join(dir, "open");
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    refusedWith(join(open, "x.bin"), /^EUNSAFE_MODE$/);
+    assert.equal(existsSync(join(open, "x.bin")), false);
+    assert.equal(readFileSync(victim, "utf8"), "secret!!");
   });
 
   it("reports an unusable path with I2C_BACKING_IO", () => {

@@ -1,8 +1,14 @@
 /**
  * Backing files for emulated device memories: open or create a file of an exact size, and commit
  * byte ranges write-through (pwrite + fdatasync) so an acknowledged guest write survives a crash.
- * A missing file is created atomically (temp file, fsync, link into place, directory fsync); an
- * existing file of the wrong size is refused, never truncated or grown.
+ * The file's directory is reached through a TrustedDirectory (every directory on the way writable by
+ * root or the daemon's user only, or sticky); the file is opened relative to it without following a
+ * link, without side effects on a device node (O_NOCTTY|O_NONBLOCK), and checked on the fd before a
+ * byte is read or written: a regular file the daemon's user owns, with one link, narrowed to 0600
+ * (a guest's data is nobody else's to read). A missing file is created atomically: a temp file made
+ * O_EXCL 0600 in the same directory, filled, synced, renamed into place without replacing anything
+ * (RENAME_NOREPLACE), directory synced. An existing file of the wrong size is refused, never
+ * truncated or grown.
  * Must not know about I2C, models or the configuration format.
  *
  * Cost (measured on the development VM, ext4 on a virtio disk, 2000 single-byte commits): about
@@ -12,20 +18,23 @@
  * @module
  */
 
+import { randomBytes } from "node:crypto";
+import { closeSync, fdatasyncSync, fsyncSync, readSync, writeSync } from "node:fs";
+import { resolve } from "node:path";
+import { hasCode } from "../sys/errors.js";
 import {
-  closeSync,
-  fdatasyncSync,
-  fstatSync,
-  fsyncSync,
-  linkSync,
-  openSync,
-  readSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
-import { dirname, resolve } from "node:path";
+  type CheckedFile,
+  fstatFd,
+  openParent,
+  type TrustedDirectory,
+} from "../sys/trusted-dir.js";
 import type { BackingStore } from "./model.js";
 import { MODEL_ERROR_CODES, ModelError } from "./models/model-error.js";
+
+/** Mode of backing files: what a guest stored is for the daemon's user only. */
+export const BACKING_FILE_MODE = 0o600;
+/** Creations tried while another file keeps appearing and disappearing at the name. */
+const CREATE_ATTEMPTS = 3;
 
 function ioError(path: string, what: string, cause: unknown): ModelError {
   const detail = cause instanceof Error ? cause.message : String(cause);
@@ -34,9 +43,6 @@ function ioError(path: string, what: string, cause: unknown): ModelError {
   });
 }
 
-const errnoCode = (err: unknown): unknown =>
-  typeof err === "object" && err !== null && "code" in err ? err.code : undefined;
-
 function writeAll(fd: number, bytes: Uint8Array, position: number): void {
   let done = 0;
   while (done < bytes.length) {
@@ -44,36 +50,30 @@ function writeAll(fd: number, bytes: Uint8Array, position: number): void {
   }
 }
 
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
+/**
+ * Creates `name` in `dir` holding `content`: written under a temp name, synced, then renamed into
+ * place unless something appeared there meanwhile (null then: open that one instead). The returned
+ * fd is the file's own (never reopened by name).
+ */
+function createFile(dir: TrustedDirectory, name: string, content: Uint8Array): CheckedFile | null {
+  const temp = `.${name}.${randomBytes(6).toString("hex")}`;
+  const file = dir.openFile(temp, {
+    access: "readwrite",
+    create: "exclusive",
+    mode: BACKING_FILE_MODE,
+  });
   try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Writes the file's full content under a temp name, syncs it, then links it into place. */
-function createFile(path: string, content: Uint8Array): void {
-  const temp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  const fd = openSync(temp, "wx", 0o644);
-  try {
-    writeAll(fd, content, 0);
-    fsyncSync(fd);
+    writeAll(file.fd, content, 0);
+    fsyncSync(file.fd);
+    dir.rename(temp, dir, name, true);
   } catch (err) {
-    closeSync(fd);
-    unlinkSync(temp);
+    closeSync(file.fd);
+    dir.unlinkIfSame(temp, file.stat);
+    if (hasCode(err, "EEXIST")) return null;
     throw err;
   }
-  closeSync(fd);
-  try {
-    linkSync(temp, path); // never replaces a file that appeared meanwhile (EEXIST)
-  } catch (err) {
-    if (errnoCode(err) !== "EEXIST") throw err;
-  } finally {
-    unlinkSync(temp);
-  }
-  syncDirectory(dirname(path));
+  fsyncSync(dir.fd);
+  return { ...file, stat: fstatFd(file.fd) };
 }
 
 function readAll(fd: number, into: Uint8Array): void {
@@ -89,7 +89,8 @@ function readAll(fd: number, into: Uint8Array): void {
  * Opens the backing file at `path` (relative to `baseDir`, default the current directory) holding
  * exactly `size` bytes. A missing file is created from `initial` (padded with 0xff, an erased chip).
  * Throws ModelError "I2C_BACKING_SIZE" when the file exists with another size, "I2C_BACKING_IO"
- * when it cannot be created, opened or read.
+ * when it cannot be created, opened or read, or is refused (a link, not the daemon's own regular
+ * file with one link, or a directory on the way others can write to), with nothing read or written.
  *
  * @example
  * ```ts
@@ -106,35 +107,61 @@ export function openBacking(
   baseDir: string = process.cwd(),
 ): BackingStore {
   const file = resolve(baseDir, path);
-  let fd: number;
+  let dir: TrustedDirectory;
+  let name: string;
   try {
-    fd = openSync(file, "r+");
+    ({ dir, name } = openParent(file));
   } catch (err) {
-    if (errnoCode(err) !== "ENOENT") throw ioError(file, "cannot open", err);
-    const content = new Uint8Array(size).fill(0xff);
-    content.set(initial.subarray(0, size));
-    try {
-      createFile(file, content);
-      fd = openSync(file, "r+");
-    } catch (createErr) {
-      throw ioError(file, "cannot create", createErr);
-    }
+    throw ioError(file, "cannot open its directory", err);
+  }
+  let opened: CheckedFile;
+  try {
+    opened = openOrCreate(dir, name, file, size, initial);
+  } finally {
+    dir.close();
   }
   const bytes = new Uint8Array(size);
   try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile() || stat.size !== size) {
+    if (opened.stat.size !== size) {
       throw new ModelError(
         MODEL_ERROR_CODES.backingSize,
-        `backing file ${file} holds ${stat.size} bytes, the device needs ${size} (not truncated; fix or remove the file)`,
+        `backing file ${file} holds ${opened.stat.size} bytes, the device needs ${size} (not truncated; fix or remove the file)`,
       );
     }
-    readAll(fd, bytes);
+    readAll(opened.fd, bytes);
   } catch (err) {
-    closeSync(fd);
+    closeSync(opened.fd);
     throw err instanceof ModelError ? err : ioError(file, "cannot read", err);
   }
-  return new FileBackingStore(file, fd, bytes);
+  return new FileBackingStore(file, opened.fd, bytes);
+}
+
+/** The checked file at `name`, created from `initial` when missing. Throws ModelError. */
+function openOrCreate(
+  dir: TrustedDirectory,
+  name: string,
+  file: string,
+  size: number,
+  initial: Uint8Array,
+): CheckedFile {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return dir.openFile(name, { access: "readwrite", mode: BACKING_FILE_MODE });
+    } catch (err) {
+      if (!hasCode(err, "ENOENT") || attempt > CREATE_ATTEMPTS) {
+        throw ioError(file, "cannot open", err);
+      }
+    }
+    const content = new Uint8Array(size).fill(0xff);
+    content.set(initial.subarray(0, size));
+    try {
+      const created = createFile(dir, name, content);
+      if (created !== null) return created;
+      // Another file took the name while ours was written: open that one (it is checked).
+    } catch (err) {
+      throw ioError(file, "cannot create", err);
+    }
+  }
 }
 
 class FileBackingStore implements BackingStore {

@@ -299,7 +299,19 @@ export class TrustedDirectory {
     if (create === "exclusive") flags |= constants.O_EXCL;
     if (options.append) flags |= constants.O_APPEND;
     const mode = options.mode ?? 0o600;
-    const fd = sysCall("openat", () => native().openAt(this.fd, name, flags, mode));
+    let fd: number;
+    try {
+      fd = sysCall("openat", () => native().openAt(this.fd, name, flags, mode));
+    } catch (error) {
+      // O_NOFOLLOW met a link at the name: the same code, with a message that says so.
+      if (!hasCode(error, "ELOOP")) throw error;
+      throw new SysError(
+        "ELOOP",
+        "openat",
+        `${path}: is a symbolic link; files are opened here only without following links (ELOOP)`,
+        { errno: (error as SysError).errno ?? 40, cause: error },
+      );
+    }
     try {
       const stat = fstatFd(fd);
       checkFile(path, stat, access !== "read", this.#options);

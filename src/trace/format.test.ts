@@ -3,7 +3,15 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import type { TransferRecord } from "../i2c/observer.js";
-import { formatTraceLine, formatTransfer, parseTraceLine, parseTransfer } from "./format.js";
+import {
+  formatTraceLine,
+  formatTransfer,
+  parseTraceLine,
+  parseTransfer,
+  TRACE_BYTES_SHOWN,
+  TRACE_LINE_MAX_BYTES,
+  TRACE_REASON_MAX_CHARS,
+} from "./format.js";
 
 const START = Date.UTC(2024, 0, 2, 3, 4, 5, 678);
 
@@ -78,6 +86,72 @@ describe("formatTraceLine", () => {
   });
 });
 
+describe("formatTraceLine bounds", () => {
+  it("shows the first bytes of a long message and counts the rest, for writes and reads", () => {
+    const long = new Uint8Array(1000).map((_, i) => i & 0xff);
+    const line = formatTraceLine(
+      record({
+        messages: [
+          { addr: 0x50, read: false, length: 1000 },
+          { addr: 0x50, read: true, length: 1000 },
+        ],
+        data: [long, long],
+        failedIndex: 2,
+      }),
+    );
+    const shown = Array.from(
+      long.subarray(0, TRACE_BYTES_SHOWN),
+      (b) => `0x${b.toString(16).padStart(2, "0")}`,
+    ).join(" ");
+    const rest = `…(+${1000 - TRACE_BYTES_SHOWN} bytes)`;
+    assert.ok(line.endsWith(` w1000@0x50 ${shown} ${rest} r1000@0x50 => ${shown} ${rest}`), line);
+    const parsed = parseTraceLine(line);
+    assert.deepEqual(parsed.messages[0]?.data, long.subarray(0, TRACE_BYTES_SHOWN));
+    assert.equal(parsed.messages[0]?.length, 1000);
+    assert.deepEqual(parsed.reads, [long.subarray(0, TRACE_BYTES_SHOWN)]);
+  });
+
+  it("leaves out the messages past the line's cap, counted, and cuts a long reason", () => {
+    const count = 4096;
+    const messages = Array.from({ length: count }, () => ({
+      addr: 0x50,
+      read: false,
+      length: 0xffff,
+    }));
+    const data = messages.map(() => new Uint8Array(0xffff).fill(0xaa));
+    const line = formatTraceLine(
+      record({
+        bus: "sim",
+        messages,
+        data,
+        result: "error",
+        failedIndex: 0,
+        reason: `bus failed: ${"x".repeat(10_000)}`,
+      }),
+    );
+    assert.ok(Buffer.byteLength(line) <= TRACE_LINE_MAX_BYTES, `${Buffer.byteLength(line)} bytes`);
+    const parsed = parseTraceLine(line);
+    assert.ok(parsed.messages.length > 10);
+    assert.equal(parsed.messages.length + parsed.messagesOmitted, count);
+    assert.match(
+      line,
+      new RegExp(` …\\(\\+${parsed.messagesOmitted} messages\\) # bus failed: x+$`),
+    );
+    assert.equal(parsed.reason?.length, TRACE_REASON_MAX_CHARS);
+    assert.equal(parsed.failedIndex, 0);
+  });
+
+  it("an ok transfer with messages left out still names every message as done", () => {
+    const messages = Array.from({ length: 2000 }, () => ({ addr: 0x48, read: true, length: 64 }));
+    const data = messages.map(() => new Uint8Array(64).fill(1));
+    const parsed = parseTraceLine(
+      formatTraceLine(record({ messages, data, result: "ok", failedIndex: 2000 })),
+    );
+    assert.equal(parsed.failedIndex, 2000);
+    assert.equal(parsed.reads.length, parsed.messages.length);
+  });
+});
+
 describe("parseTransfer", () => {
   it("reads i2ctransfer arguments, reusing the previous address when it is left out", () => {
     assert.deepEqual(parseTransfer("w2@0x50 0x00 0x10 r16 w0@80"), [
@@ -96,6 +170,7 @@ describe("parseTransfer", () => {
       "w1@0x80 0",
       "w1@0x50 0x100",
       "r70000@0x50",
+      "w70@0x50 0x00 …(+69 bytes)",
     ]) {
       assert.throws(() => parseTransfer(bad), { code: "TRACE_BAD_SYNTAX" }, bad);
     }

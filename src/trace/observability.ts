@@ -1,20 +1,22 @@
 /**
  * Observability: what `--trace`, `--pcap` and the control socket's `stats` need, behind one
  * TransferObserver the daemon gives every VirtioI2cDevice. Opens the trace and capture files at
- * start-up, feeds each finished transfer to the trace sink, the pcap writer and the counters, and
- * answers `stats`. Nothing is created for what is off, and with everything off the daemon sets no
- * observer at all. Must not: block the event loop per transfer, or throw into the device.
+ * start-up (RotatingFiles: no links followed, size and count capped), feeds each finished transfer
+ * to the trace output, the pcap writer and the counters, and answers `stats`. A trace line is built
+ * only when its output has room for the longest line, so a dropped line costs nothing. Nothing is
+ * created for what is off, and with everything off the daemon sets no observer at all.
+ * Must not: block the event loop per transfer, or throw into the device.
  * @module
  */
 
-import { openSync } from "node:fs";
 import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
 import type { DeviceObservation } from "../i2c/virtio-i2c.js";
 import { type Logger, silentLogger } from "../log.js";
 import { type CountersSnapshot, TransferCounters } from "./counters.js";
-import { formatTraceLine } from "./format.js";
+import { formatTraceLine, TRACE_LINE_MAX_BYTES } from "./format.js";
 import { type PcapCounters, PcapWriter } from "./pcap.js";
-import { AsyncFdSink } from "./sink.js";
+import { RotatingFile } from "./rotating-file.js";
+import { AsyncFdSink, type ChunkOutput } from "./sink.js";
 
 /** `--trace` to stdout. */
 export const TRACE_STDOUT = "-";
@@ -22,10 +24,16 @@ export const TRACE_STDOUT = "-";
 export interface ObservabilityOptions {
   /** `-` for stdout, else a file appended to; undefined: no trace. */
   readonly trace?: string | undefined;
+  /** Size limit of one trace file in bytes (default 64 MiB); at the limit it rotates to FILE.1. */
+  readonly traceMaxSize?: number | undefined;
+  /** Trace files kept, the current one included (default 2). */
+  readonly traceMaxFiles?: number | undefined;
   /** Capture file; undefined: no capture. */
   readonly pcap?: string | undefined;
-  /** Size limit of one capture file in bytes; at the limit the file rotates to FILE.1. */
+  /** Size limit of one capture file in bytes (default 64 MiB); at the limit it rotates to FILE.1. */
   readonly pcapMaxSize?: number | undefined;
+  /** Capture files kept, the current one included (default 2). */
+  readonly pcapMaxFiles?: number | undefined;
   /** Keep counters (the control socket serves them). */
   readonly counters?: boolean;
   readonly logger?: Logger;
@@ -47,7 +55,7 @@ export interface StatsSnapshot extends CountersSnapshot {
 
 interface TraceOutput {
   readonly target: string;
-  readonly sink: AsyncFdSink;
+  readonly output: ChunkOutput;
 }
 
 export class Observability implements TransferObserver {
@@ -59,16 +67,25 @@ export class Observability implements TransferObserver {
 
   private constructor(options: ObservabilityOptions) {
     const logger = options.logger ?? silentLogger;
+    // Not rate-limited: an output reports at most one failure, and stops writing with it.
     const onError = (what: string) => (error: Error) =>
       logger.warn(`${what} write failed; ${what} stopped`, { error: error.message });
     this.#counters = options.counters ? new TransferCounters() : null;
     let trace: TraceOutput | null = null;
-    if (options.trace !== undefined) {
-      const toStdout = options.trace === TRACE_STDOUT;
-      const fd = toStdout ? 1 : openSync(options.trace, "a", 0o640);
+    if (options.trace === TRACE_STDOUT) {
       trace = {
-        target: toStdout ? "stdout" : options.trace,
-        sink: new AsyncFdSink(fd, { ownsFd: !toStdout, onError: onError("trace") }),
+        target: "stdout",
+        output: new AsyncFdSink(1, { ownsFd: false, onError: onError("trace") }),
+      };
+    } else if (options.trace !== undefined) {
+      trace = {
+        target: options.trace,
+        output: RotatingFile.open(options.trace, {
+          existing: "append",
+          maxFileSize: options.traceMaxSize,
+          maxFiles: options.traceMaxFiles,
+          onError: onError("trace"),
+        }),
       };
     }
     this.#trace = trace;
@@ -77,18 +94,20 @@ export class Observability implements TransferObserver {
         options.pcap === undefined
           ? null
           : PcapWriter.open(options.pcap, {
-              maxFileSize: options.pcapMaxSize ?? null,
+              maxFileSize: options.pcapMaxSize,
+              maxFiles: options.pcapMaxFiles,
               onError: onError("pcap"),
             });
     } catch (error) {
-      this.#trace?.sink.closeSync();
+      this.#trace?.output.closeSync();
       throw error;
     }
   }
 
   /**
    * Opens what `options` turns on; null when nothing is on (the devices then get no observer).
-   * Throws the fs error when a trace or capture file cannot be created.
+   * Throws when a trace or capture file cannot be opened safely (UntrustedPathError, SysError) or a
+   * limit is out of range (PcapError, RangeError).
    */
   static open(options: ObservabilityOptions): Observability | null {
     if (options.trace === undefined && options.pcap === undefined && !options.counters) return null;
@@ -107,7 +126,10 @@ export class Observability implements TransferObserver {
   transferDone(record: TransferRecord): void {
     this.#counters?.record(record);
     if (this.#trace !== null) {
-      if (this.#trace.sink.write(Buffer.from(`${formatTraceLine(record)}\n`))) this.#traceLines++;
+      const written = this.#trace.output.writeBuilt(TRACE_LINE_MAX_BYTES + 1, () =>
+        Buffer.from(`${formatTraceLine(record)}\n`),
+      );
+      if (written) this.#traceLines++;
     }
     this.#pcap?.write(record, record.guest);
   }
@@ -123,7 +145,7 @@ export class Observability implements TransferObserver {
           : {
               target: this.#trace.target,
               lines: this.#traceLines,
-              dropped: this.#trace.sink.counters.dropped,
+              dropped: this.#trace.output.counters.dropped,
             },
       pcap: this.#pcap?.counters ?? null,
     };
@@ -131,7 +153,7 @@ export class Observability implements TransferObserver {
 
   /** Writes what is queued and closes the files (shutdown). */
   close(): void {
-    this.#trace?.sink.closeSync();
+    this.#trace?.output.closeSync();
     this.#pcap?.closeSync();
   }
 }

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import type { TransferRecord } from "../i2c/observer.js";
 import {
+  encodedSize,
   encodeTransfer,
   I2C_EVENT_ERR_FAIL,
   LINKTYPE_I2C_LINUX,
@@ -126,6 +127,16 @@ describe("encodeTransfer", () => {
         [0x80, 0x00, 0x40, 0x00, 0x00],
       ],
     );
+  });
+
+  it("says its size before encoding (the writer checks room with it)", () => {
+    for (const rec of [
+      record({}),
+      record({ result: "nack", failedIndex: 1, data: [Uint8Array.of(1), new Uint8Array()] }),
+      record({ bus: null, result: "error", failedIndex: 0, reason: "refused" }),
+    ]) {
+      assert.equal(encodedSize(rec), encodeTransfer(rec, 0).length);
+    }
   });
 
   it("keeps bus numbers to 7 bits", () => {

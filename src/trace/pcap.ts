@@ -1,8 +1,10 @@
 /**
  * `--pcap FILE`: every message of every transfer as a pcap record of link type LINKTYPE_I2C_LINUX
- * (209), for Wireshark/tshark. Owns the record encoding (pure functions) and the capture file with
- * its size limit (rotate to FILE.1, or stop). Writes go through an AsyncFdSink: bounded, off the
- * event loop, dropped and counted rather than stalling a guest.
+ * (209), for Wireshark/tshark. Owns the record encoding (pure functions) and the capture: a
+ * RotatingFile (size and count capped, 64 MiB x 2 files by default; opened without following links
+ * in a trusted directory), each new file starting with the pcap header. A transfer's records are
+ * encoded only when the write queue has room for them; what does not fit is dropped and counted
+ * rather than stalling a guest.
  *
  * Record payload: 5-byte pseudo-header (byte 0: bus number in bits 0-6, bit 7 = event; bytes 1-4:
  * big-endian i2c_msg flags, I2C_M_RD = 1), then the address byte (addr << 1 | R/W), then the data.
@@ -12,10 +14,9 @@
  * @module
  */
 
-import { openSync, renameSync, rmSync } from "node:fs";
 import { CodedError } from "../errors.js";
 import type { TransferRecord } from "../i2c/observer.js";
-import { AsyncFdSink, DEFAULT_MAX_BUFFERED } from "./sink.js";
+import { RotatingFile } from "./rotating-file.js";
 
 export const LINKTYPE_I2C_LINUX = 209;
 /** Classic pcap, microsecond timestamps, written little-endian. */
@@ -74,24 +75,39 @@ function putRecord(
 
 const NO_DATA = new Uint8Array(0);
 
+/** Messages of a transfer that are written with their data. */
+function completedMessages(record: TransferRecord): number {
+  // A refused transfer never reached a bus: only its offending message and the event are shown.
+  return record.bus === null ? 0 : Math.min(record.failedIndex, record.messages.length);
+}
+
+/** Bytes encodeTransfer returns for `record`, known before anything is allocated. */
+export function encodedSize(record: TransferRecord): number {
+  const count = completedMessages(record);
+  let size = 0;
+  for (let i = 0; i < count; i++) {
+    size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1 + (record.data[i]?.length ?? 0);
+  }
+  if (record.result !== "ok") {
+    if (record.messages[record.failedIndex]) {
+      size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1;
+    }
+    size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE;
+  }
+  return size;
+}
+
 /**
  * The records of one transfer, in one buffer: each completed message with its data; on failure the
  * failed message (address byte only) and an ERR_FAIL event. Messages after the failed one never
  * happened and are not written.
  */
 export function encodeTransfer(record: TransferRecord, bus: number): Uint8Array {
-  const { messages, data, failedIndex } = record;
+  const { messages, data } = record;
   const failed = record.result !== "ok";
-  // A refused transfer never reached a bus: only its offending message and the event are shown.
-  const count = record.bus === null ? 0 : Math.min(failedIndex, messages.length);
-  let size = 0;
-  for (let i = 0; i < count; i++) {
-    size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1 + (data[i]?.length ?? 0);
-  }
-  const failedMessage = failed ? messages[failedIndex] : undefined;
-  if (failedMessage) size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE + 1;
-  if (failed) size += PCAP_RECORD_HEADER_SIZE + I2C_PSEUDO_HEADER_SIZE;
-  const out = new Uint8Array(size);
+  const count = completedMessages(record);
+  const failedMessage = failed ? messages[record.failedIndex] : undefined;
+  const out = new Uint8Array(encodedSize(record));
   const dv = new DataView(out.buffer);
   let offset = 0;
   const time = record.startTime;
@@ -131,13 +147,13 @@ export function encodeTransfer(record: TransferRecord, bus: number): Uint8Array 
 }
 
 export interface PcapWriterOptions {
-  /** Largest size of one capture file in bytes (null: no limit). */
-  readonly maxFileSize?: number | null;
+  /** Largest size of one capture file in bytes (default 64 MiB). */
+  readonly maxFileSize?: number;
+  /** Capture files kept, the current one included (default 2: FILE and FILE.1). */
+  readonly maxFiles?: number;
   /** At the limit: start a new FILE (the old one becomes FILE.1, ...), or stop capturing. */
   readonly onLimit?: "rotate" | "stop";
-  /** Older files kept when rotating (default 1: FILE.1). */
-  readonly keep?: number;
-  /** Bound of the write queue (AsyncFdSink). */
+  /** Bound of the write queue. */
   readonly maxBuffered?: number;
   readonly onError?: (error: Error) => void;
 }
@@ -149,7 +165,7 @@ export interface PcapCounters {
   /** Transfers not captured: queue full, write error, or stopped at the size limit. */
   readonly dropped: number;
   readonly rotations: number;
-  /** True once the size limit stopped the capture (onLimit "stop"). */
+  /** True once the capture stopped: at the size limit (onLimit "stop") or a failed rotation. */
   readonly stopped: boolean;
   /** Bytes in the current file, queued ones included. */
   readonly fileSize: number;
@@ -159,129 +175,59 @@ export type PcapErrorCode = "PCAP_BAD_LIMIT";
 
 export class PcapError extends CodedError<PcapErrorCode> {}
 
-/** A capture file being written. `open` is synchronous (start-up); everything after it is not. */
+/** A capture being written. `open` is synchronous (start-up); everything after it is not. */
 export class PcapWriter {
   readonly path: string;
-  readonly #maxFileSize: number | null;
-  readonly #onLimit: "rotate" | "stop";
-  readonly #keep: number;
-  readonly #maxBuffered: number;
-  readonly #onError: (error: Error) => void;
-  #sink: AsyncFdSink;
-  /** Sinks of rotated files still writing their queue (shutdown finishes them synchronously). */
-  readonly #ending = new Set<AsyncFdSink>();
-  #fileSize = 0;
+  readonly #file: RotatingFile;
   #transfers = 0;
-  #dropped = 0;
-  #rotations = 0;
-  #stopped = false;
-  /** Chunks the previous files' sinks dropped (their counters end with them). */
-  #droppedBefore = 0;
 
-  private constructor(path: string, options: PcapWriterOptions) {
-    this.path = path;
-    this.#maxFileSize = options.maxFileSize ?? null;
-    this.#onLimit = options.onLimit ?? "rotate";
-    this.#keep = Math.max(0, options.keep ?? 1);
-    this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
-    this.#onError = options.onError ?? (() => undefined);
-    if (this.#maxFileSize !== null && this.#maxFileSize < MIN_FILE_SIZE) {
-      throw new PcapError(
-        "PCAP_BAD_LIMIT",
-        `pcap size limit ${this.#maxFileSize} is too small (at least ${MIN_FILE_SIZE} bytes)`,
-      );
-    }
-    this.#sink = this.#openFile();
+  private constructor(file: RotatingFile) {
+    this.#file = file;
+    this.path = file.path;
   }
 
-  /** Creates (truncates) `path` and writes the pcap header. Throws the fs error (ENOENT, EACCES). */
+  /**
+   * Creates `path` (an existing file of the daemon's own is checked, then emptied) and writes the
+   * pcap header. Throws PcapError for a size limit below one record, UntrustedPathError or SysError
+   * when the file cannot be opened safely (see RotatingFile.open).
+   */
   static open(path: string, options: PcapWriterOptions = {}): PcapWriter {
-    return new PcapWriter(path, options);
+    if (options.maxFileSize !== undefined && options.maxFileSize < MIN_FILE_SIZE) {
+      throw new PcapError(
+        "PCAP_BAD_LIMIT",
+        `pcap size limit ${options.maxFileSize} is too small (at least ${MIN_FILE_SIZE} bytes)`,
+      );
+    }
+    return new PcapWriter(
+      RotatingFile.open(path, {
+        existing: "truncate",
+        header: pcapFileHeader(),
+        ...options,
+      }),
+    );
   }
 
   get counters(): PcapCounters {
+    const file = this.#file.counters;
     return {
       path: this.path,
       transfers: this.#transfers,
-      dropped: this.#dropped + this.#droppedBefore + this.#sink.counters.dropped,
-      rotations: this.#rotations,
-      stopped: this.#stopped,
-      fileSize: this.#fileSize,
+      dropped: file.dropped,
+      rotations: file.rotations,
+      stopped: file.stopped,
+      fileSize: file.fileSize,
     };
   }
 
   /** Captures one transfer of guest `bus` (its socket index). */
   write(record: TransferRecord, bus: number): void {
-    if (this.#stopped) {
-      this.#dropped++;
-      return;
-    }
-    const bytes = encodeTransfer(record, bus);
-    if (this.#maxFileSize !== null && this.#fileSize + bytes.length > this.#maxFileSize) {
-      if (this.#onLimit === "stop" || PCAP_HEADER_SIZE + bytes.length > this.#maxFileSize) {
-        this.#stopped = this.#onLimit === "stop";
-        this.#dropped++;
-        return;
-      }
-      try {
-        this.#rotate();
-      } catch (error) {
-        // Cannot start a new file: stop capturing rather than throw into the device.
-        this.#stopped = true;
-        this.#dropped++;
-        this.#onError(error instanceof Error ? error : new Error(String(error)));
-        return;
-      }
-    }
-    if (this.#sink.write(bytes)) {
-      this.#fileSize += bytes.length;
+    if (this.#file.writeBuilt(encodedSize(record), () => encodeTransfer(record, bus))) {
       this.#transfers++;
     }
   }
 
   /** Writes what is queued, also for files rotated away and still being written, and closes them. */
   closeSync(): void {
-    for (const sink of this.#ending) sink.closeSync();
-    this.#ending.clear();
-    this.#sink.closeSync();
-  }
-
-  #openFile(): AsyncFdSink {
-    const fd = openSync(this.path, "w", 0o640);
-    const sink = new AsyncFdSink(fd, {
-      position: 0,
-      maxBuffered: this.#maxBuffered,
-      onError: this.#onError,
-    });
-    sink.write(pcapFileHeader());
-    this.#fileSize = PCAP_HEADER_SIZE;
-    return sink;
-  }
-
-  /** FILE → FILE.1 → ... → FILE.<keep> (the oldest removed); the old sink finishes in the background. */
-  #rotate(): void {
-    const old = this.#sink;
-    old.end(() => this.#ending.delete(old));
-    this.#ending.add(old);
-    this.#droppedBefore += old.counters.dropped;
-    if (this.#keep === 0) {
-      rmSync(this.path, { force: true });
-    } else {
-      rmSync(`${this.path}.${this.#keep}`, { force: true });
-      for (let k = this.#keep - 1; k >= 1; k--) {
-        renameIfPresent(`${this.path}.${k}`, `${this.path}.${k + 1}`);
-      }
-      renameIfPresent(this.path, `${this.path}.1`);
-    }
-    this.#rotations++;
-    this.#sink = this.#openFile();
-  }
-}
-
-function renameIfPresent(from: string, to: string): void {
-  try {
-    renameSync(from, to);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    this.#file.closeSync();
   }
 }

@@ -28,10 +28,24 @@ export interface SinkCounters {
 }
 
 export const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024;
+
+/** Where encoded chunks go (a sink, or a file that rotates through sinks); drops are counted. */
+export interface ChunkOutput {
+  /** Queues `chunk` (kept by reference: do not reuse it). False when it was dropped. */
+  write(chunk: Uint8Array): boolean;
+  /**
+   * Queues the chunk `build` returns, calling it only when a chunk of `maxBytes` would be taken now:
+   * what would be dropped is never built. `build` must return at most `maxBytes`.
+   */
+  writeBuilt(maxBytes: number, build: () => Uint8Array): boolean;
+  readonly counters: { readonly dropped: number };
+  /** Writes what is queued and closes (shutdown). */
+  closeSync(): void;
+}
 /** Retry delay when a nonblocking pipe is full. */
 const EAGAIN_RETRY_MS = 10;
 
-export class AsyncFdSink {
+export class AsyncFdSink implements ChunkOutput {
   readonly #fd: number;
   readonly #maxBuffered: number;
   readonly #ownsFd: boolean;
@@ -69,9 +83,21 @@ export class AsyncFdSink {
     return this.#pendingBytes + this.#inFlightBytes;
   }
 
-  /** Queues `chunk` (kept by reference: do not reuse it). False when it was dropped. */
+  /** True when a chunk of `bytes` would be queued now. */
+  hasRoom(bytes: number): boolean {
+    return this.#accepting && !this.#failed && this.buffered + bytes <= this.#maxBuffered;
+  }
+
+  writeBuilt(maxBytes: number, build: () => Uint8Array): boolean {
+    if (!this.hasRoom(maxBytes)) {
+      this.#dropped++;
+      return false;
+    }
+    return this.write(build());
+  }
+
   write(chunk: Uint8Array): boolean {
-    if (!this.#accepting || this.#failed || this.buffered + chunk.length > this.#maxBuffered) {
+    if (!this.hasRoom(chunk.length)) {
       this.#dropped++;
       return false;
     }
