@@ -28,6 +28,7 @@ import {
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { I2cDriver, I2cGuest } from "../src/frontend/i2c-driver.js";
+import { MAX_TRANSFER_LENGTH } from "../src/i2c/request.js";
 import { parseTraceLine, TRACE_BYTES_SHOWN, TRACE_LINE_MAX_BYTES } from "../src/trace/format.js";
 import { PCAP_HEADER_SIZE } from "../src/trace/pcap.js";
 import { DEFAULT_MAX_FILE_SIZE } from "../src/trace/rotating-file.js";
@@ -251,11 +252,12 @@ function peakRssKiB(pid: number): number {
 }
 
 describe("bounded cost of guest traffic", () => {
-  it("one 1024 x 64 KiB transfer with --trace-file: a bounded line, bounded memory", async () => {
+  it("the largest transfer (1024 messages, 512 KiB) with --trace-file: a bounded line, bounded memory", async () => {
     const { dir } = makeCase();
     const trace = join(dir, "trace.txt");
     const prefix = join(dir, "vi2c.sock");
-    const length = 0xffff;
+    // The device refuses transfers over 512 KiB (request.ts): the most a guest can make one line show.
+    const length = MAX_TRANSFER_LENGTH / 1024;
     await withDaemon(
       ["-s", prefix, "-l", "sim:0x50=24c512", "--trace-file", trace],
       [`${prefix}0`],
@@ -281,7 +283,7 @@ describe("bounded cost of guest traffic", () => {
           await guest.close();
         }
         await waitUntil(() => readFileSync(trace).length > 0, "the trace line", 30_000);
-        // Guest memory the daemon maps counts too (256 MiB, of which the transfer touches 64).
+        // Guest memory the daemon maps counts too (256 MiB, of which the transfer touches 0.5).
         const peakMiB = peakRssKiB(daemon.pid) / 1024;
         assert.ok(peakMiB < 400, `daemon peak RSS ${peakMiB.toFixed(0)} MiB`);
       },
@@ -325,13 +327,14 @@ describe("bounded cost of guest traffic", () => {
             maxMessageLength: 0xffff,
             timeoutMs: 60_000,
           });
-          // 48 writes of 64 bytes: a trace line at its 16 KiB cap; 16 writes of 64 KiB: 1 MiB of
-          // pcap records. Whichever file has not rotated twice yet gets its kind of transfer.
+          // 48 writes of 64 bytes: a trace line at its 16 KiB cap; 8 writes of 64 KiB: 512 KiB of
+          // pcap records (the largest transfer). Whichever file has not rotated twice yet gets its
+          // kind of transfer.
           const forTrace = Array.from({ length: 48 }, (_, i) => ({
             addr: EEPROM,
             write: new Uint8Array(64).fill(i),
           }));
-          const forPcap = Array.from({ length: 16 }, () => ({
+          const forPcap = Array.from({ length: 8 }, () => ({
             addr: EEPROM,
             write: new Uint8Array(0xffff).fill(0x5a),
           }));
