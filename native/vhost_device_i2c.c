@@ -1643,6 +1643,13 @@ static bool get_dir_and_name(napi_env env, napi_value* argv, int* dir_fd, char**
   return *name != NULL;
 }
 
+/* The end of a call on one entry: frees its name, then undefined, or the errno of `rc` thrown. */
+static napi_value done_at(napi_env env, int rc, char* name, const char* syscall) {
+  free_keeping_errno(name);
+  if (rc != 0) return throw_errno(env, syscall, errno);
+  return make_undefined(env);
+}
+
 /* [st_mode, st_uid, st_gid, st_nlink, st_dev, st_ino, st_size] */
 static napi_value make_stat(napi_env env, const struct stat* st) {
   napi_value result;
@@ -1729,10 +1736,7 @@ static napi_value js_mkdir_at(napi_env env, napi_callback_info info) {
     free(name);
     return NULL;
   }
-  int rc = mkdirat(dir_fd, name, (mode_t)mode);
-  free_keeping_errno(name);
-  if (rc != 0) return throw_errno(env, "mkdirat", errno);
-  return make_undefined(env);
+  return done_at(env, mkdirat(dir_fd, name, (mode_t)mode), name, "mkdirat");
 }
 
 /* unlinkAt(dirFd, name, removeDir) */
@@ -1749,10 +1753,7 @@ static napi_value js_unlink_at(napi_env env, napi_callback_info info) {
     free(name);
     return throw_type(env, "removeDir must be a boolean");
   }
-  int rc = unlinkat(dir_fd, name, remove_dir ? AT_REMOVEDIR : 0);
-  free_keeping_errno(name);
-  if (rc != 0) return throw_errno(env, "unlinkat", errno);
-  return make_undefined(env);
+  return done_at(env, unlinkat(dir_fd, name, remove_dir ? AT_REMOVEDIR : 0), name, "unlinkat");
 }
 
 /* renameAt(fromDirFd, fromName, toDirFd, toName, noReplace): renameat2, RENAME_NOREPLACE when asked. */
@@ -1790,10 +1791,7 @@ static napi_value js_chown_at(napi_env env, napi_callback_info info) {
     free(name);
     return NULL;
   }
-  int rc = fchownat(dir_fd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW);
-  free_keeping_errno(name);
-  if (rc != 0) return throw_errno(env, "fchownat", errno);
-  return make_undefined(env);
+  return done_at(env, fchownat(dir_fd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW), name, "fchownat");
 }
 
 /* chmodAt(dirFd, name, mode): fchmodat. It follows a final link (Linux has no other way to change
@@ -1808,10 +1806,7 @@ static napi_value js_chmod_at(napi_env env, napi_callback_info info) {
     free(name);
     return NULL;
   }
-  int rc = fchmodat(dir_fd, name, (mode_t)mode, 0);
-  free_keeping_errno(name);
-  if (rc != 0) return throw_errno(env, "fchmodat", errno);
-  return make_undefined(env);
+  return done_at(env, fchmodat(dir_fd, name, (mode_t)mode, 0), name, "fchmodat");
 }
 
 /* ---------------------------------------------------------------------------------------------
