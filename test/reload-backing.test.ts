@@ -204,6 +204,16 @@ describe("SIGHUP reload of a device with a backing file", () => {
             writes.set(0x43, 0x55);
             assert.deepEqual(await readAt(fresh, change.address, 0x43, 1), [0x55]);
           }
+          // Reconnecting, the old guest's VM gets the new device too.
+          const again = await connect(sockets[0] as string);
+          const moved = await again.driver.transfer([{ addr: FIRST, read: 1 }]);
+          assert.equal(moved.ok, change.address === FIRST, "the old address after reconnecting");
+          const rewrite = await writeAt(again, change.address, 0x44, [0x66]);
+          assert.equal(rewrite.ok, change.writeAcknowledged, "a write after reconnecting");
+          if (change.writable) writes.set(0x44, 0x66);
+          assert.deepEqual(await readAt(fresh, change.address, 0x44, 1), [
+            writes.get(0x44) ?? 0x44,
+          ]);
         } finally {
           for (const vm of guests) await disconnect(vm);
         }
