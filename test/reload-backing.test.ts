@@ -4,7 +4,8 @@
 // keeps writing after it. A guest connecting after the reload gets the new device; the older guest
 // keeps its own until it disconnects. Both generations work on one image of the file: what either
 // writes the other reads, and the file holds every acknowledged write after SIGTERM. Two devices on
-// one file in one configuration are still refused, naming both.
+// one file in one configuration are still refused, naming both; so is a device that needs another
+// size than the open file (the reload fails, the configuration in use stays).
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -266,5 +267,25 @@ describe("SIGHUP reload of a device with a backing file", () => {
       }
     });
     assertFile(file, new Map([[0x60, 0x66]]));
+  });
+
+  it("a device needing another size than the open file is refused on reload; the file is kept", async () => {
+    const { file, config, prefix } = setup();
+    await withDaemon(["-s", prefix, "--config", config], [`${prefix}0`], async (daemon) => {
+      writeDevices(config, [{ ...backed(), model: "24c32" }]);
+      assert.match(
+        await hangup(daemon),
+        /^reload failed, keeping the current configuration .*devices\[0\]: 24c32 at 0x50: backing file \S*eeprom\.bin holds 256 bytes, the device needs 4096/,
+      );
+      const vm = await I2cGuest.connect(`${prefix}0`);
+      try {
+        // Still the 24c02: one word-address byte.
+        await transferOk(vm, [{ addr: FIRST, write: Uint8Array.of(0x61, 0x77) }]);
+        assert.deepEqual(await readAt(vm, FIRST, 0x61, 1), [0x77]);
+      } finally {
+        await vm.close();
+      }
+    });
+    assertFile(file, new Map([[0x61, 0x77]]));
   });
 });
