@@ -103,8 +103,10 @@ export interface RunningDaemon {
   /** Every device served (all lists), -l ones first, then the config file's. */
   readonly devices: readonly DeviceConfig[];
   /**
-   * Re-reads --config: new connections get the new lists; current ones keep theirs. A configuration
-   * that cannot be built is logged and ignored. Resolves true when the new one is in use.
+   * Re-reads --config: new connections get the new lists; current ones keep theirs. A changed
+   * device with a backing file is one image of that file for both (ResourcePool): what either
+   * guest writes, the other reads, and the file gets it once. A configuration that cannot be built
+   * is logged and ignored. Resolves true when the new one is in use.
    */
   reload(): Promise<boolean>;
   /**

@@ -2,12 +2,22 @@
 // address once), and buildBuses on real built-in models (options checked by the model's schema,
 // multi-address chips, backing files, the registry, closing).
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
+import type { ModelDefinition } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import {
   buildBuses,
@@ -20,7 +30,8 @@ import {
 import { ConfigError } from "./errors.js";
 import { parseConfigText } from "./file.js";
 
-const dir = mkdtempSync(join(tmpdir(), "vdi2c-devices-"));
+// Real path: messages name backing files by their directory's real path.
+const dir = realpathSync(mkdtempSync(join(tmpdir(), "vdi2c-devices-")));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const noAdapters = (name: string): number => {
@@ -419,7 +430,7 @@ describe("buildSocketBuses (per-guest lists)", () => {
           context,
         ),
       "CONFIG_DEVICE_FAILED",
-      /backing file .*twice\.bin is used by two emulated devices/,
+      `backing file ${backing} is used by two emulated devices: test device 80 (24c02 at 0x50) and test device 80 (24c02 at 0x50); give each its own file, or list the device once with "shared": true`,
     );
   });
 
@@ -449,6 +460,152 @@ describe("buildSocketBuses (per-guest lists)", () => {
     assert.throws(() => other.lock(3, 0x52, false), /in use/);
     b();
     other.lock(3, 0x52, false)();
+  });
+});
+
+describe("ResourcePool: one image per backing file across builds", () => {
+  const pooled = join(dir, "pooled");
+  mkdirSync(pooled);
+  symlinkSync(pooled, join(dir, "pooled-link"));
+  const openFds = () => readdirSync("/proc/self/fd").length;
+  /** A file of `size` bytes where byte i is i & 0xff: an image from elsewhere shows. */
+  const patterned = (name: string, size = 256) => {
+    const file = join(pooled, name);
+    writeFileSync(
+      file,
+      Uint8Array.from({ length: size }, (_, i) => i & 0xff),
+      { mode: 0o600 },
+    );
+    return file;
+  };
+
+  it("chips of two builds on one file (two spellings) share its bytes; it closes with the last", () => {
+    const file = patterned("shared.bin");
+    const pool = new ResourcePool();
+    const fds = openFds();
+    const first = buildBuses([sim(0x50, "24c02", { backing: "pooled/shared.bin" })], {
+      ...context,
+      pool,
+    });
+    const second = buildBuses(
+      [sim(0x51, "24c02", { backing: "pooled-link/shared.bin", initial: "a1a2" })],
+      { ...context, pool },
+    );
+    try {
+      assert.equal(openFds(), fds + 1, "one fd for the file");
+      // "initial" fills only a missing file: the second chip sees the file's image.
+      assert.deepEqual([...writeThenRead(second, 0x51, Uint8Array.of(0), 2)], [0, 1]);
+      assert.deepEqual([...writeThenRead(first, 0x50, Uint8Array.of(0x10, 0xaa), 1)], [0xaa]);
+      assert.deepEqual([...writeThenRead(second, 0x51, Uint8Array.of(0x10), 1)], [0xaa]);
+      assert.deepEqual([...writeThenRead(second, 0x51, Uint8Array.of(0x11, 0xbb), 1)], [0xbb]);
+      assert.deepEqual([...writeThenRead(first, 0x50, Uint8Array.of(0x11), 1)], [0xbb]);
+      assert.deepEqual([...readFileSync(file).subarray(0x10, 0x12)], [0xaa, 0xbb]);
+
+      first.close();
+      assert.equal(openFds(), fds + 1, "the second build still holds the file");
+      writeThenRead(second, 0x51, Uint8Array.of(0x12, 0xcc), 1);
+      assert.equal(readFileSync(file)[0x12], 0xcc, "written through after the first closed");
+    } finally {
+      first.close();
+      second.close();
+    }
+    assert.equal(openFds(), fds, "closed with the last chip");
+  });
+
+  it("refuses a chip that needs another size than the open file; the open one goes on", () => {
+    const file = patterned("sized.bin");
+    const pool = new ResourcePool();
+    const fds = openFds();
+    const first = buildBuses([sim(0x50, "24c02", { backing: file })], { ...context, pool });
+    try {
+      refused(
+        () => buildBuses([sim(0x51, "24c32", { backing: file })], { ...context, pool }),
+        "CONFIG_DEVICE_FAILED",
+        `test device 81: 24c32 at 0x51: backing file ${file} holds 256 bytes, the device needs 4096 (the file is open for a device already running and is not resized; give this device another file)`,
+      );
+      assert.equal(openFds(), fds + 1);
+      writeThenRead(first, 0x50, Uint8Array.of(0x20, 0x5a), 1);
+      assert.equal(readFileSync(file).length, 256);
+      assert.equal(readFileSync(file)[0x20], 0x5a);
+    } finally {
+      first.close();
+    }
+    assert.equal(openFds(), fds);
+  });
+
+  it("refuses two chips of one build on one file, naming both devices and where they are given", () => {
+    const file = patterned("mistake.bin");
+    const pool = new ResourcePool();
+    const fds = openFds();
+    const given = (address: number, backing: string, origin: string): DeviceConfig => ({
+      ...sim(address, "24c02", { backing }),
+      origin,
+    });
+    const message = (both: string) =>
+      `backing file ${file} is used by two emulated devices: ${both}; give each its own file, or list the device once with "shared": true`;
+    refused(
+      () =>
+        buildSocketBuses(
+          {
+            defaults: [given(0x50, "pooled/mistake.bin", "cfg.json: devices[0]")],
+            sockets: new Map([
+              [1, [given(0x52, "pooled-link/mistake.bin", "cfg.json: sockets.1.devices[2]")]],
+            ]),
+          },
+          2,
+          { ...context, pool },
+        ),
+      "CONFIG_DEVICE_FAILED",
+      message(
+        "cfg.json: devices[0] (24c02 at 0x50) and cfg.json: sockets.1.devices[2] (24c02 at 0x52)",
+      ),
+    );
+    assert.equal(openFds(), fds, "nothing left open");
+    // A chip an earlier build made is claimed too: the mistake is refused whichever comes first.
+    const running = buildBuses([given(0x50, file, "cfg.json: devices[0]")], { ...context, pool });
+    try {
+      refused(
+        () =>
+          buildBuses(
+            [given(0x51, file, "cfg.json: devices[0]"), given(0x50, file, "cfg.json: devices[1]")],
+            { ...context, pool },
+          ),
+        "CONFIG_DEVICE_FAILED",
+        message("cfg.json: devices[0] (24c02 at 0x51) and cfg.json: devices[1] (24c02 at 0x50)"),
+      );
+      assert.equal(openFds(), fds + 1, "only the running chip's file");
+    } finally {
+      running.close();
+    }
+  });
+
+  it("lets go of the file when the model fails after opening it", () => {
+    const file = patterned("failing.bin", 16);
+    const failing: ModelDefinition = {
+      name: "opens-then-fails",
+      description: "opens its backing file, then refuses",
+      create(_options, modelContext) {
+        modelContext.openBacking("pooled/failing.bin", 16, new Uint8Array(16));
+        throw new Error("cannot start");
+      },
+    };
+    const pool = new ResourcePool();
+    const fds = openFds();
+    const modules = new Map([["/opens-then-fails.js", failing]]);
+    const device: DeviceConfig = {
+      kind: "sim",
+      address: 0x40,
+      model: { module: "/opens-then-fails.js" },
+      options: {},
+      origin: "test device 64",
+    };
+    refused(
+      () => buildBuses([device], { ...context, modules, pool }),
+      "CONFIG_DEVICE_FAILED",
+      "test device 64: opens-then-fails at 0x40: cannot start",
+    );
+    assert.equal(openFds(), fds);
+    assert.equal(readFileSync(file).length, 16);
   });
 });
 

@@ -3,11 +3,15 @@
  * Owns the conversion of parsed -l groups into DeviceConfig[], the merge with the config file's list,
  * and `buildBuses`: devices → buses, the guest AddressMap and the DeviceRegistry of emulated chips;
  * `buildSocketBuses` does it per socket and lists every chip with the guests that see it (the
- * DeviceDirectory the control socket serves). Closes everything it opened when building fails half-way.
+ * DeviceDirectory the control socket serves). ResourcePool keeps what outlives one build (device locks,
+ * chips, backing files) for the SIGHUP rebuild. Closes everything it opened when building fails
+ * half-way.
  * Must not parse argv or JSON (args.ts, file.ts) nor import user modules (modules.ts).
  * @module
  */
 
+import { realpathSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { DEFAULT_POINTER_BYTES, GuardedBus, type PointerBytes } from "../i2c/access.js";
 import { openBacking } from "../i2c/backing-store.js";
 import { AddressMap, type BusAddresses, hex, I2C_MAX_ADDR, type I2cBus } from "../i2c/bus.js";
@@ -15,6 +19,7 @@ import type { DeviceGroup } from "../i2c/device-list.js";
 import { DeviceLock } from "../i2c/device-lock.js";
 import { HostBus } from "../i2c/host-bus.js";
 import {
+  type BackingStore,
   findModel,
   type I2cDeviceModel,
   MODEL_NAMES,
@@ -23,6 +28,7 @@ import {
   type SimDevice,
   validateOptions,
 } from "../i2c/model.js";
+import { MODEL_ERROR_CODES, ModelError } from "../i2c/models/model-error.js";
 import { SimBus } from "../i2c/sim-bus.js";
 import { type Logger, rateLimitedLogger } from "../log.js";
 import { ConfigError, reasonOf } from "./errors.js";
@@ -92,7 +98,10 @@ export interface BuildContext {
   readonly baseDir: string;
   /** User model modules, loaded beforehand by modules.ts, by the module path in DeviceConfig. */
   readonly modules?: ReadonlyMap<string, ModelDefinition>;
-  /** Locks and emulated chips shared with other builds (default: a private pool, no locks). */
+  /**
+   * Locks, emulated chips and backing files shared with other builds (default: a private pool, no
+   * locks).
+   */
   readonly pool?: ResourcePool;
 }
 
@@ -233,18 +242,30 @@ interface Counted<T> {
   readonly close: () => void;
 }
 
+/** An emulated chip in the pool and the backing files it holds (canonical paths). */
+interface PooledChip {
+  readonly device: SimDevice;
+  readonly files: readonly string[];
+}
+
+/** Opens a backing file for a chip being created: ModelContext.openBacking, `path` absolute. */
+type BackingOpener = (path: string, size: number, initial: Uint8Array) => BackingStore;
+
 /**
- * What outlives one build: device locks and emulated chips, counted by the builds that use them, so a
- * rebuild (SIGHUP) keeps an unchanged chip's state and an unchanged device's lock, and a device is
- * closed only when the last build using it is closed.
+ * What outlives one build: device locks, emulated chips and backing files, counted by the builds
+ * that use them, so a rebuild (SIGHUP) keeps an unchanged chip's state and an unchanged device's
+ * lock, and a device is closed only when the last build using it is closed. A backing file is one
+ * image for every chip on it, whatever build the chip belongs to: a changed device's old chip (kept
+ * by the connections made before the reload) and its new chip read and write the same bytes, and
+ * each write reaches the file once, through one fd.
  */
 export class ResourcePool {
   /** Lock directory; undefined = take no locks (unit tests of other layers). */
   readonly lockDir: string | undefined;
   readonly #locks = new Map<string, Counted<DeviceLock>>();
-  readonly #chips = new Map<string, Counted<SimDevice>>();
-  /** Backing file → the chip key using it: two chips on one file would overwrite each other. */
-  readonly #backings = new Map<string, string>();
+  readonly #chips = new Map<string, Counted<PooledChip>>();
+  /** Canonical path → the open backing file every chip on it shares. */
+  readonly #stores = new Map<string, Counted<BackingStore>>();
 
   constructor(lockDir?: string) {
     this.lockDir = lockDir;
@@ -257,39 +278,71 @@ export class ResourcePool {
     return this.#acquire(this.#locks, `${adapter}:${addr}`, () => {
       const lock = DeviceLock.acquire(dir, adapter, addr, shared);
       return { value: lock, close: () => lock.release() };
-    });
+    }).release;
   }
 
-  /** The chip for `key`, created on first use; returns it and its release. */
-  chip(key: string, backing: string | undefined, create: () => SimDevice): [SimDevice, () => void] {
-    const owner = backing === undefined ? undefined : this.#backings.get(backing);
-    if (owner !== undefined && owner !== key) {
-      throw new ConfigError(
-        "CONFIG_DEVICE_FAILED",
-        `backing file ${backing} is used by two emulated devices; give each its own file, or list the device once with "shared": true`,
+  /**
+   * The chip for `key`, created on first use by `create`, which opens its backing files with the
+   * opener it is given (one store per file, shared: see `#hold`). `claim` is given the canonical
+   * path of every backing file the chip holds, before it is opened or, for a chip an earlier build
+   * made, before the chip is handed out; it throws to refuse. Returns the chip and its release.
+   */
+  chip(
+    key: string,
+    claim: (file: string) => void,
+    create: (openBacking: BackingOpener) => SimDevice,
+  ): [SimDevice, () => void] {
+    const known = this.#chips.get(key);
+    if (known !== undefined) for (const file of known.value.files) claim(file);
+    const { value, release } = this.#acquire(this.#chips, key, () => {
+      const files: string[] = [];
+      const holds: BackingStore[] = [];
+      let device: SimDevice;
+      try {
+        device = create((path, size, initial) => {
+          const file = canonicalFilePath(path);
+          claim(file);
+          const hold = this.#hold(file, path, size, initial);
+          holds.push(hold);
+          files.push(file);
+          return hold;
+        });
+      } catch (err) {
+        // The chip does not exist: nothing else will ever close what it opened.
+        for (const hold of holds) hold.close();
+        throw err;
+      }
+      return { value: { device, files }, close: () => device.close?.() };
+    });
+    return [value.device, release];
+  }
+
+  /**
+   * A hold on the backing file `file` (canonical path; `path` as the model gave it, for messages):
+   * the first hold opens it (openBacking and its file-safety rules, created from `initial` when
+   * missing), later ones share its bytes and fd (`initial` unused). The file is closed with the
+   * last hold. Throws ModelError I2C_BACKING_SIZE when the open file has another size.
+   */
+  #hold(file: string, path: string, size: number, initial: Uint8Array): BackingStore {
+    const { value: store, release } = this.#acquire(this.#stores, file, () => {
+      const opened = openBacking(path, size, initial);
+      return { value: opened, close: () => opened.close() };
+    });
+    if (store.bytes.length !== size) {
+      release();
+      throw new ModelError(
+        MODEL_ERROR_CODES.backingSize,
+        `backing file ${path} holds ${store.bytes.length} bytes, the device needs ${size} (the file is open for a device already running and is not resized; give this device another file)`,
       );
     }
-    const release = this.#acquire(this.#chips, key, () => {
-      const created = create();
-      if (backing !== undefined) this.#backings.set(backing, key);
-      return {
-        value: created,
-        close: () => {
-          if (backing !== undefined) this.#backings.delete(backing);
-          created.close?.();
-        },
-      };
-    });
-    const device = this.#chips.get(key)?.value;
-    if (device === undefined) throw new Error(`chip ${key} vanished`);
-    return [device, release];
+    return new BackingHold(path, store, release);
   }
 
   #acquire<T>(
     table: Map<string, Counted<T>>,
     key: string,
     open: () => { value: T; close: () => void },
-  ): () => void {
+  ): { value: T; release: () => void } {
     let entry = table.get(key);
     if (entry === undefined) {
       entry = { ...open(), refs: 0 };
@@ -298,7 +351,7 @@ export class ResourcePool {
     entry.refs++;
     const counted = entry;
     let released = false;
-    return () => {
+    const release = () => {
       if (released) return;
       released = true;
       counted.refs--;
@@ -306,6 +359,54 @@ export class ResourcePool {
       table.delete(key);
       counted.close();
     };
+    return { value: counted.value, release };
+  }
+}
+
+/**
+ * One chip's hold on a pooled backing file: the file's bytes and write-through commits; `close` lets
+ * go of the hold (the file closes with the last one).
+ */
+class BackingHold implements BackingStore {
+  readonly bytes: Uint8Array;
+  readonly #path: string;
+  readonly #store: BackingStore;
+  #release: (() => void) | null;
+
+  constructor(path: string, store: BackingStore, release: () => void) {
+    this.bytes = store.bytes;
+    this.#path = path;
+    this.#store = store;
+    this.#release = release;
+  }
+
+  commit(offset: number, length: number): void {
+    if (this.#release === null) {
+      throw new ModelError(
+        MODEL_ERROR_CODES.backingIo,
+        `backing file ${this.#path}: cannot commit: closed`,
+      );
+    }
+    this.#store.commit(offset, length);
+  }
+
+  close(): void {
+    const release = this.#release;
+    this.#release = null;
+    release?.();
+  }
+}
+
+/**
+ * The absolute `path` with its directory's links resolved: one key for every spelling of one backing
+ * file (the file itself is never a link and has one name; backing-store.ts refuses anything else).
+ * A directory that cannot be resolved leaves `path` as it is: opening the file reports why.
+ */
+function canonicalFilePath(path: string): string {
+  try {
+    return join(realpathSync(dirname(path)), basename(path));
+  } catch {
+    return path;
   }
 }
 
@@ -322,6 +423,22 @@ export function buildBuses(
   configs: readonly DeviceConfig[],
   context: BuildContext,
   scope = "default",
+): BuiltBuses {
+  return buildScope(configs, context, scope, new Map());
+}
+
+/**
+ * Backing file (canonical path) → the chip of one build that holds it: two different chips of one
+ * configuration on one file are a mistake (across builds, a changed chip's generations share it).
+ */
+type BackingClaims = Map<string, { readonly key: string; readonly label: string }>;
+
+/** buildBuses for one scope of a build whose backing files are claimed in `claims`. */
+function buildScope(
+  configs: readonly DeviceConfig[],
+  context: BuildContext,
+  scope: string,
+  claims: BackingClaims,
 ): BuiltBuses {
   const pool = context.pool ?? new ResourcePool();
   const opened: { close(): void }[] = [];
@@ -379,14 +496,22 @@ export function buildBuses(
     for (const config of configs) {
       if (config.kind !== "sim") continue;
       const definition = modelFor(config, context.modules);
-      const backing = config.options.backing;
-      const [device, release] = pool.chip(
-        chipKey(config, scope),
-        typeof backing === "string" ? backing : undefined,
-        () => createDevice(definition, config, context),
+      const key = chipKey(config, scope);
+      const label = `${definition.name} at ${hex(config.address)}`;
+      const claim = (file: string) => {
+        const holder = claims.get(file);
+        if (holder !== undefined && holder.key !== key) {
+          throw new ConfigError(
+            "CONFIG_DEVICE_FAILED",
+            `backing file ${file} is used by two emulated devices: ${holder.label} and ${describeOrigin(config)} (${label}); give each its own file, or list the device once with "shared": true`,
+          );
+        }
+        claims.set(file, { key, label: `${describeOrigin(config)} (${label})` });
+      };
+      const [device, release] = pool.chip(key, claim, (openPooled) =>
+        createDevice(definition, config, context, openPooled),
       );
       opened.push({ close: release });
-      const label = `${definition.name} at ${hex(config.address)}`;
       device.targets.forEach((target, offset) => {
         const address = config.address + offset;
         const owner = targetOwner.get(address);
@@ -508,6 +633,7 @@ export function buildSocketBuses(
   checkHostSharing(used);
 
   const pool = context.pool ?? new ResourcePool();
+  const claims: BackingClaims = new Map();
   const built: BuiltBuses[] = [];
   try {
     for (const { scope, devices } of used) {
@@ -517,7 +643,7 @@ export function buildSocketBuses(
           `no devices for ${scope === "default" ? `socket ${usesDefault.join(", ")} (no -l, no "devices" in the config file)` : scope}`,
         );
       }
-      built.push(buildBuses(devices, { ...context, pool }, scope));
+      built.push(buildScope(devices, { ...context, pool }, scope, claims));
     }
   } catch (err) {
     for (const b of built) b.close();
@@ -595,10 +721,12 @@ function checkHostSharing(
   }
 }
 
+/** The chip; its backing files opened with `openPooled` (relative paths from baseDir). */
 function createDevice(
   definition: ModelDefinition,
   config: Extract<DeviceConfig, { kind: "sim" }>,
   context: BuildContext,
+  openPooled: BackingOpener,
 ): SimDevice {
   const where = `${describeOrigin(config)}: ${definition.name} at ${hex(config.address)}`;
   const options = checkedOptions(definition, config.options, where);
@@ -606,12 +734,14 @@ function createDevice(
     address: config.address,
     logger: context.logger.child(`${definition.name}@${hex(config.address)}`),
     baseDir: context.baseDir,
-    openBacking: (path, size, initial) => openBacking(path, size, initial, context.baseDir),
+    openBacking: (path, size, initial) => openPooled(resolve(context.baseDir, path), size, initial),
   };
   let device: SimDevice;
   try {
     device = definition.create(options, modelContext);
   } catch (err) {
+    // A refusal of the build's own (two devices on one file) already names both devices.
+    if (err instanceof ConfigError) throw err;
     throw new ConfigError("CONFIG_DEVICE_FAILED", `${where}: ${reasonOf(err)}`, { cause: err });
   }
   if (!isSimDevice(device)) {
