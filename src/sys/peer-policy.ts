@@ -9,8 +9,8 @@
  * @module
  */
 
+import type { PeerCredentials } from "./peer-credentials.js";
 import type { FileStat } from "./trusted-dir.js";
-import type { PeerCredentials } from "./unix-socket.js";
 
 /** Users and groups named by the operator, admitted besides those a policy admits on its own. */
 export interface PeerIds {

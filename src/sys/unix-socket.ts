@@ -6,23 +6,14 @@
  * @module
  */
 
-import { closedError, hasCode, SysArgumentError, SysError, sysCall } from "./errors.js";
+import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
 import { native } from "./native.js";
+import { type PeerCredentials, peerCredentials } from "./peer-credentials.js";
 
 /** fds one recv can deliver; the addon's control buffer holds 16, vhost-user sends at most 8. */
 export const MAX_RECV_FDS = 16;
 /** The kernel's limit of fds in one message (SCM_MAX_FD). */
 export const MAX_SEND_FDS = 253;
-
-/** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect time. */
-export interface PeerCredentials {
-  readonly pid: number;
-  readonly uid: number;
-  /** The peer's group (its effective gid). */
-  readonly gid: number;
-  /** Its supplementary groups. */
-  readonly groups: readonly number[];
-}
 
 function closeFd(fd: number): void {
   sysCall("close", () => native().close(fd));
@@ -69,17 +60,7 @@ export class UnixStream {
 
   /** The connecting process's pid, uid, gid and groups (SO_PEERCRED, SO_PEERGROUPS). */
   peerCredentials(): PeerCredentials {
-    const fd = this.#checkOpen("getsockopt");
-    const binding = native();
-    const [pid, uid, gid] = sysCall("getsockopt", () => binding.socketPeerCred(fd));
-    let groups: number[] = [];
-    try {
-      groups = sysCall("getsockopt", () => binding.socketPeerGroups(fd));
-    } catch (error) {
-      // Kernels before 4.13 have no SO_PEERGROUPS: the peer's own gid is all there is to judge.
-      if (!hasCode(error, "ENOPROTOOPT")) throw error;
-    }
-    return { pid, uid, gid, groups };
+    return peerCredentials(this.#checkOpen("getsockopt"));
   }
 
   /**

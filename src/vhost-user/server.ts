@@ -15,6 +15,7 @@ import { EventEmitter } from "node:events";
 import { type LogFields, type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
+import type { PeerCredentials } from "../sys/peer-credentials.js";
 import { type PeerIds, PeerPolicy, peerFields } from "../sys/peer-policy.js";
 import { adoptInheritedListener } from "../sys/service-manager.js";
 import {
@@ -25,7 +26,7 @@ import {
   type SocketFileAccess,
   SocketFileError,
 } from "../sys/socket-file.js";
-import { type PeerCredentials, UnixListener, UnixStream } from "../sys/unix-socket.js";
+import { UnixListener, UnixStream } from "../sys/unix-socket.js";
 import { BackendConnection, type BackendOptions } from "./backend.js";
 import { MessageChannel } from "./connection.js";
 import type { VhostUserDeviceFactory } from "./device.js";
