@@ -36,6 +36,7 @@ import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withDaemon } from "./helpers/
 import {
   ATTACKER_UID,
   asAttacker,
+  attackerNode,
   makeWorldWritableDir,
   runAsAttacker,
   unprivilegedUnavailableReason,
@@ -158,7 +159,7 @@ function startPlanter(dir: string, name: string, target: string): ChildProcess {
     console.log("ready");
     loop();`;
   const [command, ...prefix] = asAttacker();
-  return spawn(command as string, [...prefix, process.execPath, "-e", script, dir, name, target], {
+  return spawn(command as string, [...prefix, attackerNode(), "-e", script, dir, name, target], {
     stdio: ["ignore", "pipe", "inherit"],
   });
 }

@@ -12,6 +12,8 @@ import {
   ATTACKER_GID,
   ATTACKER_UID,
   asAttacker,
+  attackerNode,
+  attackerPath,
   unprivilegedUnavailableReason,
 } from "./helpers/unprivileged.js";
 
@@ -99,8 +101,8 @@ describe("--user/--group: the daemon gives up root after opening (LD_PRELOAD fak
       command as string,
       [
         ...args,
-        process.execPath,
-        MAIN_JS,
+        attackerNode(),
+        attackerPath(MAIN_JS),
         "-s",
         `${dir.path}/x.sock`,
         "-l",

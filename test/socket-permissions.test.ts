@@ -21,6 +21,8 @@ import {
   ATTACKER_GID,
   ATTACKER_UID,
   asAttacker,
+  attackerNode,
+  attackerPath,
   jsonLines,
   spawnNodeAsAttacker,
   unprivilegedUnavailableReason,
@@ -43,7 +45,7 @@ function attackerControl(socket: string, ...words: string[]) {
   const [command, ...prefix] = asAttacker();
   return spawnSync(
     command as string,
-    [...prefix, process.execPath, MAIN_JS, "control", socket, ...words],
+    [...prefix, attackerNode(), attackerPath(MAIN_JS), "control", socket, ...words],
     { encoding: "utf8" },
   );
 }

@@ -9,6 +9,7 @@ import {
   ATTACKER_GID,
   ATTACKER_UID,
   asAttacker,
+  attackerNode,
   unprivilegedUnavailableReason,
 } from "../../test/helpers/unprivileged.js";
 import { PeerPolicy } from "./peer-policy.js";
@@ -63,7 +64,7 @@ describe("UnixStream.peerCredentials", { skip: unprivilegedUnavailableReason() ?
     chmodSync(path, 0o666);
     const [command, ...args] = asAttacker([ATTACKER_GID, 4321]);
     const script = `const s=require("net").connect(${JSON.stringify(path)});s.on("connect",()=>setTimeout(()=>s.end(),2000));`;
-    const child = spawn(command as string, [...args, process.execPath, "-e", script], {
+    const child = spawn(command as string, [...args, attackerNode(), "-e", script], {
       stdio: "ignore",
     });
     try {

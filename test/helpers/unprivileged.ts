@@ -2,7 +2,10 @@
 // setpriv(1) from the root test run. Tests that need it skip only where they cannot become it
 // (not root, or no setpriv), and say why.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export const ATTACKER_UID = 1234;
 export const ATTACKER_GID = 1234;
@@ -78,12 +81,71 @@ export function spawnAsAttacker(
   return { child, done, stdout: () => stdout };
 }
 
-/** `node <args>` as the unprivileged user, as spawnAsAttacker. */
+/** Whether the unprivileged user can do `test <flag> path` (-r, -x): reach and use it. */
+function attackerCan(flag: "-r" | "-x", path: string): boolean {
+  const [command, ...args] = asAttacker();
+  return spawnSync(command as string, [...args, "test", flag, path]).status === 0;
+}
+
+let node: string | undefined;
+
+/**
+ * A Node.js binary the unprivileged user can run: this process's own when every directory above it
+ * lets that user through, else the first `node` on PATH that does (CI installs a second Node in a
+ * private temporary directory). Which Node the attacker's scripts run on does not matter.
+ */
+export function attackerNode(): string {
+  if (node !== undefined) return node;
+  const candidates = [
+    process.execPath,
+    ...(process.env.PATH ?? "").split(delimiter).map((dir) => join(dir, "node")),
+  ];
+  node = candidates.find((path) => path.startsWith("/") && attackerCan("-x", path));
+  if (node === undefined) {
+    throw new Error(
+      `no Node.js binary uid ${ATTACKER_UID} can run: tried ${candidates.join(", ")}`,
+    );
+  }
+  return node;
+}
+
+/** The package root: dist/test/helpers/ is three levels below it. */
+const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+let reachableRoot: string | undefined;
+
+/**
+ * `path` (a file of this package: dist/..., build/...) where the unprivileged user can read it. The
+ * checkout may sit in a directory only root can enter (a CI clone in a 0700 temporary directory);
+ * then the package's runtime (package.json, dist/, the built addon) is copied once into a
+ * world-readable temporary directory, removed when the test process exits.
+ */
+export function attackerPath(path: string): string {
+  if (reachableRoot === undefined) {
+    if (attackerCan("-r", join(PACKAGE_ROOT, "package.json"))) {
+      reachableRoot = PACKAGE_ROOT;
+    } else {
+      const copy = mkdtempSync(join(tmpdir(), "vdi2c-attacker-view-"));
+      chmodSync(copy, 0o755);
+      for (const part of ["package.json", "dist", "build/Release"]) {
+        cpSync(join(PACKAGE_ROOT, part), join(copy, part), { recursive: true });
+      }
+      chmodSync(join(copy, "build"), 0o755);
+      process.on("exit", () => rmSync(copy, { recursive: true, force: true }));
+      reachableRoot = copy;
+    }
+  }
+  return join(reachableRoot, relative(PACKAGE_ROOT, path));
+}
+
+/**
+ * `node <script> <args>` as the unprivileged user, as spawnAsAttacker; `script` is a file of this
+ * package, run from where that user can read it.
+ */
 export function spawnNodeAsAttacker(
-  args: readonly string[],
+  [script, ...args]: readonly string[],
   groups: readonly number[] = [],
 ): AttackerProcess {
-  return spawnAsAttacker([process.execPath, ...args], groups);
+  return spawnAsAttacker([attackerNode(), attackerPath(script as string), ...args], groups);
 }
 
 /** The JSON lines a test-kit script printed, parsed. */
