@@ -103,6 +103,11 @@ describe("vhost-device-i2c --client", () => {
 
       const secondConnection = daemon.stderr.lastIndexOf("front-end connected");
       assert.ok(secondConnection > daemon.stderr.indexOf("front-end connected"));
+      // The guest can be served before the last line of the burst reaches the test's pipe.
+      await waitUntil(
+        () => requestsSeen(daemon.stderr.slice(secondConnection)).length >= 11,
+        "the reconnect burst in the daemon's log",
+      );
       const reconnectLog = daemon.stderr.slice(secondConnection);
       const burst = requestsSeen(reconnectLog);
       assert.deepEqual(burst, [
