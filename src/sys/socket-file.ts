@@ -121,6 +121,14 @@ function openSocketDirectory(
 }
 
 /** What a connect to an existing socket file says about it. */
+/**
+ * Pending connections a socket holds: the kernel caps it at net.core.somaxconn. A peer the mode lets
+ * connect but the peer policy refuses is accepted and closed at once; a deep queue keeps such a
+ * connect flood from filling it before the daemon's next accept, which would make the VMM's own
+ * connect fail with EAGAIN.
+ */
+const LISTEN_BACKLOG = 4096;
+
 type ProbeResult = "listening" | "backlog-full" | "refused" | "gone";
 
 /**
@@ -309,7 +317,11 @@ export class SocketFile {
    * EUNSAFE (untrusted directory), EEXIST (not a socket), EADDRINUSE (served by a live process),
    * EPERM (group), ELISTEN.
    */
-  static listen(path: string, access: SocketFileAccess, backlog = 16): ListeningSocketFile {
+  static listen(
+    path: string,
+    access: SocketFileAccess,
+    backlog = LISTEN_BACKLOG,
+  ): ListeningSocketFile {
     const { dir, name } = openSocketDirectory(path);
     try {
       const staging = makeStagingDirectory(dir, name);
