@@ -1725,18 +1725,28 @@ static napi_value js_readlink_at(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* (dirFd, name, mode) of mkdirAt and chmodAt; on success the caller frees *name. */
+static bool get_dir_name_mode(napi_env env, napi_callback_info info, int* dir_fd, char** name,
+                              mode_t* mode) {
+  napi_value argv[3];
+  int64_t value;
+  *name = NULL;
+  if (!get_args(env, info, 3, argv) || !get_dir_and_name(env, argv, dir_fd, name) ||
+      !get_int_in(env, argv[2], "mode", 0, 07777, &value)) {
+    free(*name);
+    return false;
+  }
+  *mode = (mode_t)value;
+  return true;
+}
+
 /* mkdirAt(dirFd, name, mode) */
 static napi_value js_mkdir_at(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
   int dir_fd;
-  char* name = NULL;
-  int64_t mode;
-  if (!get_args(env, info, 3, argv) || !get_dir_and_name(env, argv, &dir_fd, &name) ||
-      !get_int_in(env, argv[2], "mode", 0, 07777, &mode)) {
-    free(name);
-    return NULL;
-  }
-  return done_at(env, mkdirat(dir_fd, name, (mode_t)mode), name, "mkdirat");
+  char* name;
+  mode_t mode;
+  if (!get_dir_name_mode(env, info, &dir_fd, &name, &mode)) return NULL;
+  return done_at(env, mkdirat(dir_fd, name, mode), name, "mkdirat");
 }
 
 /* unlinkAt(dirFd, name, removeDir) */
@@ -1797,16 +1807,11 @@ static napi_value js_chown_at(napi_env env, napi_callback_info info) {
 /* chmodAt(dirFd, name, mode): fchmodat. It follows a final link (Linux has no other way to change
  * a socket file's mode), so callers use it only inside a directory nobody else can write to. */
 static napi_value js_chmod_at(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
   int dir_fd;
-  char* name = NULL;
-  int64_t mode;
-  if (!get_args(env, info, 3, argv) || !get_dir_and_name(env, argv, &dir_fd, &name) ||
-      !get_int_in(env, argv[2], "mode", 0, 07777, &mode)) {
-    free(name);
-    return NULL;
-  }
-  return done_at(env, fchmodat(dir_fd, name, (mode_t)mode, 0), name, "fchmodat");
+  char* name;
+  mode_t mode;
+  if (!get_dir_name_mode(env, info, &dir_fd, &name, &mode)) return NULL;
+  return done_at(env, fchmodat(dir_fd, name, mode, 0), name, "fchmodat");
 }
 
 /* ---------------------------------------------------------------------------------------------
