@@ -158,6 +158,35 @@ describe("rateLimitedLogger", () => {
     assert.equal(lines.at(-1), "INFO [socket0] later suppressed=997\n");
   });
 
+  it("says how many lines it left out when no line follows within the next window", () => {
+    let now = 0;
+    const lines: string[] = [];
+    const scheduled: { run: () => void; ms: number }[] = [];
+    const log = rateLimitedLogger(
+      createLogger("debug", { write: (line: string) => lines.push(line) }),
+      "guest",
+      {
+        linesPerSecond: 2,
+        now: () => now,
+        suppression: new LogSuppression(),
+        schedule: (run, ms) => scheduled.push({ run, ms }),
+      },
+    );
+    now = 100;
+    for (let i = 0; i < 7; i++) log.warn("malformed request");
+    assert.equal(lines.length, 2);
+    assert.deepEqual(
+      scheduled.map((s) => s.ms),
+      [2000],
+      "one summary, due a window after the one the flood started in",
+    );
+    now = 2100;
+    scheduled[0]?.run();
+    assert.equal(lines.at(-1), "WARN log lines left out by the rate limit suppressed=5\n");
+    log.warn("later");
+    assert.equal(lines.at(-1), "WARN later\n", "the count is not reported twice");
+  });
+
   it("does not spend the budget on levels that are not written", () => {
     const lines: string[] = [];
     const base = createLogger("info", { write: (line: string) => lines.push(line) });

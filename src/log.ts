@@ -201,6 +201,18 @@ export class LogRateLimiter {
   get pending(): number {
     return this.#suppressed;
   }
+
+  /** Milliseconds until the current window ends. */
+  get msLeft(): number {
+    return Math.max(0, this.#windowStart + this.#windowMs - this.#now());
+  }
+
+  /** Hands the count of suppressed lines over to a summary line and clears it. */
+  takePending(): number {
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    return suppressed;
+  }
 }
 
 /** Log lines left out by rate limiting, per source (a logger's context, e.g. "socket0"). */
@@ -235,12 +247,20 @@ export interface RateLimitOptions {
   readonly linesPerSecond?: number;
   readonly now?: () => number;
   readonly suppression?: LogSuppression;
+  /** Runs the summary of a window's suppressed lines when the window ends (tests inject it). */
+  readonly schedule?: (run: () => void, ms: number) => void;
+}
+
+/** A timer that never keeps the process alive for the sake of a log summary. */
+function scheduleUnref(run: () => void, ms: number): void {
+  setTimeout(run, ms).unref();
 }
 
 /**
  * A logger for lines an untrusted party (a guest, a VMM, a socket peer, a control client) can
  * cause: every level shares one budget of `linesPerSecond`; past it lines are dropped and counted,
- * and the next line written carries `suppressed=N`. Make one per source (per guest, per socket), so
+ * and the next line written carries `suppressed=N`; when no line follows within a window, one
+ * warning says how many were left out. Make one per source (per guest, per socket), so
  * that one flooding source never silences another. `name` is the source's name in the counts.
  */
 export function rateLimitedLogger(
@@ -255,12 +275,27 @@ export function rateLimitedLogger(
     options.suppression ?? logSuppression,
     name,
   );
+  const schedule = options.schedule ?? scheduleUnref;
+  let summaryDue = false;
+  const summarize = (): void => {
+    summaryDue = false;
+    const suppressed = limiter.takePending();
+    if (suppressed > 0) logger.warn("log lines left out by the rate limit", { suppressed });
+  };
   const emit =
     (level: LogLevel) =>
     (message: string, fields?: LogFields): void => {
       if (!logger.enabled(level)) return;
       const { write, suppressed } = limiter.admit();
-      if (!write) return;
+      if (!write) {
+        if (!summaryDue) {
+          summaryDue = true;
+          // One window late: while the flood goes on, the next window's first line reports the
+          // count itself; the summary speaks only for a flood that stopped.
+          schedule(summarize, limiter.msLeft + 1000);
+        }
+        return;
+      }
       logger[level](message, suppressed > 0 ? { ...fields, suppressed } : fields);
     };
   return {
