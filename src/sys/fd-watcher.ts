@@ -14,11 +14,18 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(
   Object.entries(constants.errno).map(([name, value]) => [value, name]),
 );
 
-/** libuv reports failures as negative errno values on Linux. */
+/**
+ * libuv reports failures as negative errno values on Linux; EBADF is also how it reports POLLERR, an
+ * error condition on an open fd (for a socket: the peer reset the connection).
+ */
 function pollError(status: number): SysError {
   const errno = -status;
   const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
-  return new SysError(code, "uv_poll", `fd watch failed (${code})`, { errno });
+  const what =
+    code === "EBADF"
+      ? "the fd reports an error condition (a socket: the peer reset it)"
+      : "fd watch failed";
+  return new SysError(code, "uv_poll", `${what} (${code})`, { errno });
 }
 
 export class FdWatcher {
