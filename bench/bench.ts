@@ -34,6 +34,9 @@ const { values: options } = parseArgs({
     only: { type: "string" },
     profile: { type: "string" },
     seconds: { type: "string" },
+    // A reference daemon with the same command line (rust-vmm's vhost-device-i2c, built with
+    // shared tools/build-reference.sh): run on every host workload right after ours.
+    reference: { type: "string" },
   },
 });
 
@@ -134,7 +137,8 @@ function daemonSetup(backend: Backend): { list: string; env: Record<string, stri
   mkdirSync(join(sysfs, `bus/i2c/devices/i2c-${FAKE_ADAPTER}`), { recursive: true });
   writeFileSync(join(sysfs, `bus/i2c/devices/i2c-${FAKE_ADAPTER}/name`), "Bench adapter\n");
   return {
-    list: `${FAKE_ADAPTER}:0x50`,
+    // Decimal, as rust-vmm's daemon reads addresses (a reference daemon gets the same list).
+    list: `${FAKE_ADAPTER}:80`,
     env: {
       LD_PRELOAD: FAKE_LIBRARY,
       FAKE_I2C_CONFIG: fakeConfig(backend),
@@ -148,13 +152,18 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
 }
 
+/** What a result row is called: the workload, marked when a reference daemon ran it. */
+const label = (workload: Workload, program: string | undefined) =>
+  program === undefined ? workload.name : `${workload.name} [ref]`;
+
 async function runWorkload(
   workload: Workload,
   pinned: boolean,
   facts: DaemonFacts[],
+  program?: string,
 ): Promise<Result> {
   const sockets = workload.busy + workload.idle;
-  const prefix = join(dir, `${workload.name}.sock`);
+  const prefix = join(dir, `${workload.name}${program === undefined ? "" : "-ref"}.sock`);
   const paths = Array.from({ length: sockets }, (_, i) => `${prefix}${i}`);
   const { list, env } = daemonSetup(workload.backend);
   const nodeArgs = options.profile
@@ -172,8 +181,9 @@ async function runWorkload(
     cpu: pinned ? 0 : null,
     env,
     nodeArgs,
+    ...(program !== undefined && { program }),
   });
-  if (sockets === 1) {
+  if (sockets === 1 && program === undefined) {
     facts.push({
       backend: workload.backend,
       pinned,
@@ -203,7 +213,7 @@ async function runWorkload(
     const { completed, failed } = run;
     const all = latencies.subarray(0, run.recorded).sort();
     return {
-      workload: workload.name,
+      workload: label(workload, program),
       pinned,
       transfersPerSec: (completed * 1000) / run.elapsedMs,
       p50Us: percentile(all, 50),
@@ -216,7 +226,9 @@ async function runWorkload(
       completed,
     };
   } catch (err) {
-    throw new Error(`${workload.name}: ${String(err)}\n--- daemon stderr ---\n${daemon.stderr}`);
+    throw new Error(
+      `${label(workload, program)}: ${String(err)}\n--- daemon stderr ---\n${daemon.stderr}`,
+    );
   } finally {
     for (const guest of guests) await guest.close();
     await daemon.stop();
@@ -239,7 +251,7 @@ async function main(): Promise<void> {
       `${SHORT ? "short" : "full"} mode, ${MEASURE_MS} ms per workload, queue size ${QUEUE_SIZE}`,
   );
   console.log(
-    "workload               pin    transfers/s   p50 µs   p99 µs   max µs  daemon µs/t  frontend µs/t  RSS MiB",
+    "workload                 pin    transfers/s   p50 µs   p99 µs   max µs  daemon µs/t  frontend µs/t  RSS MiB",
   );
   for (const pinned of modes) {
     pinSelf(pinned ? 0 : null);
@@ -250,11 +262,16 @@ async function main(): Promise<void> {
     }
     // Measured in every mode: the machine's speed moves with its load from one run to the next.
     floors.push({ ...(await measureFloors(pinned ? 0 : null, FLOOR_MS)), pinned });
-    for (const workload of workloads) {
-      const r = await runWorkload(workload, pinned, facts);
+    const runs = workloads.flatMap((workload) =>
+      options.reference !== undefined && workload.backend !== "sim"
+        ? [{ workload }, { workload, program: resolve(options.reference) }]
+        : [{ workload }],
+    );
+    for (const { workload, program } of runs) {
+      const r = await runWorkload(workload, pinned, facts, program);
       results.push(r);
       console.log(
-        `${r.workload.padEnd(22)} ${(pinned ? "cpu0" : "none").padEnd(5)} ${fmt(r.transfersPerSec, 0).padStart(13)} ` +
+        `${r.workload.padEnd(24)} ${(pinned ? "cpu0" : "none").padEnd(5)} ${fmt(r.transfersPerSec, 0).padStart(13)} ` +
           `${fmt(r.p50Us).padStart(8)} ${fmt(r.p99Us).padStart(8)} ${fmt(r.maxUs, 0).padStart(8)} ` +
           `${fmt(r.daemonCpuUsPerTransfer, 2).padStart(12)} ${fmt(r.frontendCpuUsPerTransfer, 2).padStart(14)} ` +
           `${fmt(r.daemonRssMiB).padStart(8)}${r.failed > 0 ? `  FAILED ${r.failed}` : ""}`,
@@ -278,12 +295,12 @@ async function main(): Promise<void> {
       );
     }
   }
-  for (const r of results.filter((x) => x.workload === "host-100us-depth1")) {
+  for (const r of results.filter((x) => x.workload.startsWith("host-100us-depth1"))) {
     const bus = busReferences.find((b) => b.pinned === r.pinned);
     if (bus === undefined) continue;
     const busRate = 1e6 / bus.medianUs;
     console.log(
-      `bus-limited (${r.pinned ? "cpu0" : "unpinned"}): the fake bus alone takes ${fmt(bus.medianUs)} µs ` +
+      `bus-limited ${r.workload} (${r.pinned ? "cpu0" : "unpinned"}): the fake bus alone takes ${fmt(bus.medianUs)} µs ` +
         `per transfer (p99 ${fmt(bus.p99Us)}, ${fmt(bus.cpuUs)} µs CPU; ${BUS_TIME_US} µs nominal) = ` +
         `${fmt(busRate, 0)}/s; through the daemon ${fmt(r.transfersPerSec, 0)}/s = ` +
         `${fmt((100 * r.transfersPerSec) / busRate)}% of it; daemon + frontend add ` +

@@ -1,13 +1,14 @@
 /**
- * Benchmark side of the daemon process: start the real CLI (optionally pinned with taskset, with a
- * fake /dev/i2c-N preloaded, with --cpu-prof), time start-up to listening, read its CPU time and RSS
- * from /proc, stop it cleanly (so a CPU profile gets written).
+ * Benchmark side of the daemon process: start the real CLI, or a reference daemon with the same
+ * command line (rust-vmm's vhost-device-i2c), optionally pinned with taskset, with a fake
+ * /dev/i2c-N preloaded, with --cpu-prof; time start-up to listening, read its CPU time and RSS from
+ * /proc, stop it cleanly (so a CPU profile gets written).
  * Must not reach into the daemon's modules: the bench talks to it only through its sockets.
  * @module
  */
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 
@@ -26,6 +27,19 @@ export interface DaemonOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Extra node flags (--cpu-prof ...). */
   readonly nodeArgs?: readonly string[];
+  /**
+   * Another daemon's executable, given the same arguments (`-s`, `-c`, `-l`); it counts as started
+   * once every listen path is a socket, since its log lines are not ours.
+   */
+  readonly program?: string;
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 export class BenchDaemon {
@@ -36,13 +50,15 @@ export class BenchDaemon {
   #stderr = "";
 
   private constructor(options: DaemonOptions) {
-    const command = [...(options.nodeArgs ?? []), MAIN_JS, ...options.args];
-    this.child =
-      options.cpu === null
-        ? spawn(process.execPath, command, { env: { ...process.env, ...options.env } })
-        : spawn("taskset", ["-c", String(options.cpu), process.execPath, ...command], {
-            env: { ...process.env, ...options.env },
-          });
+    const command =
+      options.program === undefined
+        ? [process.execPath, ...(options.nodeArgs ?? []), MAIN_JS, ...options.args]
+        : [options.program, ...options.args];
+    const argv =
+      options.cpu === null ? command : ["taskset", "-c", String(options.cpu), ...command];
+    this.child = spawn(argv[0] as string, argv.slice(1), {
+      env: { ...process.env, ...options.env },
+    });
     this.child.stdout?.resume();
     this.exited = new Promise((resolve) => this.child.on("close", (code) => resolve(code)));
   }
@@ -51,24 +67,31 @@ export class BenchDaemon {
     const started = performance.now();
     const daemon = new BenchDaemon(options);
     const wanted = options.listenPaths.map((path) => `listening path=${path}\n`);
+    const listening =
+      options.program === undefined
+        ? () => wanted.every((line) => daemon.#stderr.includes(line))
+        : () => options.listenPaths.every(isSocket);
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`daemon did not listen:\n${daemon.#stderr}`)),
-        10_000,
-      );
+      const check = (): void => {
+        if (!Number.isNaN(daemon.startupMs) || !listening()) return;
+        daemon.startupMs = performance.now() - started;
+        clearTimeout(timer);
+        clearInterval(poll);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        clearInterval(poll);
+        reject(new Error(`daemon did not listen:\n${daemon.#stderr}`));
+      }, 10_000);
+      // Only a reference daemon is watched on the file system; ours says when it listens.
+      const poll = setInterval(check, options.program === undefined ? 1_000 : 2);
       daemon.child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
         daemon.#stderr += chunk;
-        if (
-          Number.isNaN(daemon.startupMs) &&
-          wanted.every((line) => daemon.#stderr.includes(line))
-        ) {
-          daemon.startupMs = performance.now() - started;
-          clearTimeout(timer);
-          resolve();
-        }
+        check();
       });
       daemon.child.on("close", (code) => {
         clearTimeout(timer);
+        clearInterval(poll);
         reject(new Error(`daemon exited (${code}) before listening:\n${daemon.#stderr}`));
       });
     });
