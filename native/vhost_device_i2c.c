@@ -1643,6 +1643,17 @@ static bool get_dir_and_name(napi_env env, napi_value* argv, int* dir_fd, char**
   return *name != NULL;
 }
 
+/* (dirFd, name) of a call that takes just that; on success the caller frees *name. */
+static bool get_only_dir_and_name(napi_env env, napi_callback_info info, int* dir_fd, char** name) {
+  napi_value argv[2];
+  *name = NULL;
+  if (!get_args(env, info, 2, argv) || !get_dir_and_name(env, argv, dir_fd, name)) {
+    free(*name);
+    return false;
+  }
+  return true;
+}
+
 /* The end of a call on one entry: frees its name, then undefined, or the errno of `rc` thrown. */
 static napi_value done_at(napi_env env, int rc, char* name, const char* syscall) {
   free_keeping_errno(name);
@@ -1683,13 +1694,9 @@ static napi_value js_open_at(napi_env env, napi_callback_info info) {
 
 /* statAt(dirFd, name): fstatat(2) without following a final link; see make_stat. */
 static napi_value js_stat_at(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
   int dir_fd;
-  char* name = NULL;
-  if (!get_args(env, info, 2, argv) || !get_dir_and_name(env, argv, &dir_fd, &name)) {
-    free(name);
-    return NULL;
-  }
+  char* name;
+  if (!get_only_dir_and_name(env, info, &dir_fd, &name)) return NULL;
   struct stat st;
   int rc = fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW);
   free_keeping_errno(name);
@@ -1708,13 +1715,9 @@ static napi_value js_fstat(napi_env env, napi_callback_info info) {
 
 /* readlinkAt(dirFd, name): the target of a symbolic link. */
 static napi_value js_readlink_at(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
   int dir_fd;
-  char* name = NULL;
-  if (!get_args(env, info, 2, argv) || !get_dir_and_name(env, argv, &dir_fd, &name)) {
-    free(name);
-    return NULL;
-  }
+  char* name;
+  if (!get_only_dir_and_name(env, info, &dir_fd, &name)) return NULL;
   char target[4096];
   ssize_t n = readlinkat(dir_fd, name, target, sizeof target);
   free_keeping_errno(name);
