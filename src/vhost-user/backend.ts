@@ -1,18 +1,17 @@
 /**
  * BackendConnection: the vhost-user back-end state machine for one front-end connection. It owns the
- * negotiated features, the guest memory mappings, the vrings (kick/call/err fds, queue state) and
- * drives the device's queue processing. Every request is handled in one flat dispatcher with the
- * NEED_REPLY ack done in one place; a protocol violation breaks the connection for good.
- * Must not: know any device class (the device comes in through VhostUserDevice), touch socket framing
- * (connection.ts) or parse bytes (codec.ts).
+ * negotiated features and the protocol state, checks every request, and tells the connection's rings
+ * (RingControl: memory mappings, vrings, queue processing; rings.ts) what to change: in this thread
+ * for a VhostUserDevice, in a data-plane thread for a RemoteDevice. Every request is handled in one
+ * flat dispatcher with the NEED_REPLY ack done in one place; a protocol violation breaks the
+ * connection for good.
+ * Must not: know any device class (the device comes in through VhostUserDevice or RemoteDevice),
+ * touch socket framing (connection.ts), parse bytes (codec.ts) or map memory (rings.ts).
  * @module
  */
 
 import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
-import { FdWatcher } from "../sys/fd-watcher.js";
-import { Mapping } from "../sys/mapping.js";
-import { fileSeals, SEAL } from "../sys/memfd.js";
 import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_RING_EVENT_IDX,
@@ -20,10 +19,7 @@ import {
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from "../virtio/features.js";
-import { GuestMemory, type RegionBacking } from "../virtio/guest-memory.js";
-import { checkPackedQueueSize, PackedQueue, packedRingSizes } from "../virtio/packed-queue.js";
-import { VirtqueueError } from "../virtio/queue.js";
-import { SplitQueue, splitRingSizes, USED_IDX } from "../virtio/split-queue.js";
+import { checkPackedQueueSize } from "../virtio/packed-queue.js";
 import {
   CodecError,
   decodeRequest,
@@ -37,14 +33,9 @@ import {
   REPLY_FLAGS,
   type VringAddr,
 } from "./codec.js";
-import {
-  type CloseReason,
-  closeOwnedFd,
-  type Message,
-  type MessageChannel,
-  type MessageFds,
-} from "./connection.js";
-import type { VhostUserDevice } from "./device.js";
+import type { CloseReason, Message, MessageChannel, MessageFds } from "./connection.js";
+import type { RemoteDevice, VhostUserDevice, VhostUserDeviceInfo } from "./device.js";
+import { BackendError } from "./errors.js";
 import {
   HeaderFlag,
   MAX_MEM_SLOTS,
@@ -54,6 +45,9 @@ import {
   requestName,
   VHOST_USER_F_PROTOCOL_FEATURES,
 } from "./protocol.js";
+import { LocalRings, type RingControl, type VringFdKind } from "./rings.js";
+
+export { BackendError, type BackendErrorCode } from "./errors.js";
 
 const PROTOCOL_FEATURES_BIT = 1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES);
 
@@ -83,81 +77,46 @@ export interface BackendOptions {
   allowUnsealedMemory?: boolean;
 }
 
-export type BackendErrorCode =
-  | "UNSUPPORTED" // request not implemented: error reply, connection kept
-  | "EINVAL" // request refused: error reply, connection kept
-  | "EPROTO"; // protocol violation: the connection is closed
-
-export class BackendError extends Error {
-  readonly code: BackendErrorCode;
-  constructor(code: BackendErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "BackendError";
-    this.code = code;
-  }
-}
-
 /** A reply payload (GET_* requests) with the fds it carries. */
 interface Reply {
   readonly payload: Uint8Array;
 }
 
-interface MappedRegion {
-  readonly region: MemRegion;
-  readonly mapping: Mapping;
-}
-
-/** Per-ring state from the vring messages, plus the running queue. */
-class Vring {
-  readonly index: number;
-  size = 0;
-  addr: VringAddr | null = null;
-  /**
-   * Next avail index to process: SET_VRING_BASE in, GET_VRING_BASE out. Packed rings: avail index |
-   * wrap << 15 in the low half, used index | wrap << 15 in the high half (see createQueue).
-   */
-  base = 0;
-  kick: EventFd | null = null;
-  call: EventFd | null = null;
-  err: EventFd | null = null;
-  /** SET_VRING_ENABLE state; only consulted once PROTOCOL_FEATURES is negotiated. */
-  enabled = false;
-  /** A kick fd arrived and no GET_VRING_BASE stopped the ring since. */
-  started = false;
-  /** The driver broke the ring: stays stopped until the next start. */
-  broken = false;
-  queue: SplitQueue | PackedQueue | null = null;
-  watcher: FdWatcher | null = null;
-  /** The next pass of a device that yielded (its budget spent with chains left in the ring). */
-  nextPass: NodeJS.Immediate | null = null;
-
-  constructor(index: number) {
-    this.index = index;
-  }
-}
-
 export class BackendConnection {
-  private readonly device: VhostUserDevice;
+  private readonly device: VhostUserDeviceInfo;
+  private readonly rings: RingControl;
   private readonly logger: Logger;
   private readonly options: BackendOptions;
   private channel: MessageChannel | null = null;
-  private readonly vrings: Vring[];
-  private regions: MappedRegion[] = [];
-  private memory: GuestMemory | null = null;
   private ackedFeatures = 0n;
   private ackedProtocolFeatures = 0n;
   private status = 0;
   private backendReqFd: EventFd | null = null;
   private ownerSet = false;
+  /** A ring was given its kick fd (a front-end that reconnects may skip SET_OWNER). */
+  private kickGiven = false;
   /** Set on a protocol violation or disconnect: nothing is processed after it. */
   private broken = false;
   private released = false;
 
-  constructor(device: VhostUserDevice, options: BackendOptions = {}) {
+  /**
+   * A VhostUserDevice runs its queues in this thread (LocalRings); a RemoteDevice brings the rings
+   * that run them elsewhere.
+   */
+  constructor(device: VhostUserDevice | RemoteDevice, options: BackendOptions = {}) {
     this.device = device;
     this.options = options;
     this.logger = options.logger ?? silentLogger;
-    this.vrings = Array.from({ length: device.numQueues }, (_, i) => new Vring(i));
+    this.rings =
+      "rings" in device
+        ? device.rings
+        : new LocalRings(device, {
+            logger: this.logger,
+            ...(options.maxMemSlots !== undefined && { maxMemSlots: options.maxMemSlots }),
+            ...(options.allowUnsealedMemory !== undefined && {
+              allowUnsealedMemory: options.allowUnsealedMemory,
+            }),
+          });
   }
 
   /** Binds the connection to its channel; the channel's handlers call `handle` and `disconnect`. */
@@ -176,7 +135,7 @@ export class BackendConnection {
    * serving a guest yet.
    */
   get handshakeDone(): boolean {
-    return this.ownerSet || this.vrings.some((vring) => vring.kick !== null);
+    return this.ownerSet || this.kickGiven;
   }
 
   /** Protocol features the front-end acked (REPLY_ACK is honoured whether or not it is here). */
@@ -242,11 +201,9 @@ export class BackendConnection {
       this.logger.info("front-end disconnected", { reason: reason.kind, detail });
     }
     this.broken = true;
-    this.resetRings();
-    this.unmapMemory();
+    this.safely("closing the rings", () => this.rings.close());
     this.backendReqFd?.close();
     this.backendReqFd = null;
-    this.safely("device reset", () => this.device.reset());
     this.channel?.close("backend disconnected");
   }
 
@@ -298,46 +255,45 @@ export class BackendConnection {
         return undefined;
       case Request.RESET_OWNER:
       case Request.RESET_DEVICE:
-        this.resetDevice();
-        return undefined;
+        return this.resetDevice();
       case Request.GET_QUEUE_NUM:
         return { payload: encodeU64(this.device.numQueues) };
       case Request.GET_MAX_MEM_SLOTS:
         return { payload: encodeU64(this.options.maxMemSlots ?? MAX_MEM_SLOTS) };
-      case Request.SET_MEM_TABLE:
-        this.setMemTable(payloadAs(payload, "memTable"), fds);
-        return undefined;
+      case Request.SET_MEM_TABLE: {
+        const regions = payloadAs(payload, "memTable");
+        const taken = regions.map((_, i) => fds.take(i));
+        return done(this.rings.setMemTable(regions, taken));
+      }
       case Request.ADD_MEM_REG:
-        this.addMemRegion(payloadAs(payload, "memRegion"), fds.take(0));
-        return undefined;
+        return done(this.rings.addMemRegion(payloadAs(payload, "memRegion"), fds.take(0)));
       case Request.REM_MEM_REG:
-        this.removeMemRegion(payloadAs(payload, "memRegion"));
-        return undefined;
+        return done(this.rings.removeMemRegion(payloadAs(payload, "memRegion")));
       case Request.SET_VRING_NUM:
         return this.setVringNum(payloadAs(payload, "vringState"));
-      case Request.SET_VRING_ADDR:
-        return this.setVringAddr(payloadAs(payload, "vringAddr"));
+      case Request.SET_VRING_ADDR: {
+        const addr: VringAddr = payloadAs(payload, "vringAddr");
+        this.checkVring(addr.index);
+        return done(this.rings.setVringAddr(addr));
+      }
       case Request.SET_VRING_BASE: {
         const { index, num } = payloadAs(payload, "vringState");
         if (num > 0xffff && !this.packed)
           throw new BackendError("EPROTO", `vring base ${num} is not a 16-bit index`);
-        this.vring(index).base = num;
-        return undefined;
+        this.checkVring(index);
+        return done(this.rings.setVringBase(index, num));
       }
       case Request.GET_VRING_BASE:
         return this.getVringBase(payloadAs(payload, "vringState").index);
       case Request.SET_VRING_KICK:
       case Request.SET_VRING_CALL:
       case Request.SET_VRING_ERR:
-        this.setVringFd(request, payloadAs(payload, "vringFd"), fds);
-        return undefined;
+        return this.setVringFd(request, payloadAs(payload, "vringFd"), fds);
       case Request.SET_VRING_ENABLE: {
         const { index, num } = payloadAs(payload, "vringState");
         if (num > 1) throw new BackendError("EPROTO", `SET_VRING_ENABLE with ${num}`);
-        const vring = this.vring(index);
-        vring.enabled = num === 1;
-        this.updateRing(vring);
-        return undefined;
+        this.checkVring(index);
+        return done(this.rings.setVringEnabled(index, num === 1));
       }
       case Request.GET_STATUS:
         return { payload: encodeU64(this.status) };
@@ -357,7 +313,7 @@ export class BackendConnection {
   // -------------------------------------------------------------------------------------------
   // Features and status
 
-  private setFeatures(features: bigint): undefined {
+  private setFeatures(features: bigint): undefined | Promise<undefined> {
     const unknown = features & ~this.offeredFeatures;
     if (unknown !== 0n) {
       // Spec: the front-end MUST NOT accept a feature the device did not offer.
@@ -374,10 +330,8 @@ export class BackendConnection {
       );
     }
     this.ackedFeatures = features;
-    this.device.setFeatures(features);
     this.logger.debug("features negotiated", { features: `0x${features.toString(16)}` });
-    for (const vring of this.vrings) this.updateRing(vring);
-    return undefined;
+    return done(this.rings.setFeatures(features));
   }
 
   private setProtocolFeatures(features: bigint): undefined {
@@ -389,10 +343,10 @@ export class BackendConnection {
     return undefined;
   }
 
-  private setStatus(value: bigint): undefined {
+  private setStatus(value: bigint): undefined | Promise<undefined> {
     if (value > 0xffn) throw new BackendError("EINVAL", `device status 0x${value.toString(16)}`);
     this.status = Number(value);
-    if (this.status === 0) this.resetDevice();
+    if (this.status === 0) return this.resetDevice();
     return undefined;
   }
 
@@ -413,138 +367,23 @@ export class BackendConnection {
     };
   }
 
-  private resetDevice(): void {
-    this.resetRings();
+  private resetDevice(): undefined | Promise<undefined> {
     this.ackedFeatures = 0n;
     this.status = 0;
-    this.safely("device reset", () => this.device.reset());
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Memory
-
-  private setMemTable(regions: readonly MemRegion[], fds: MessageFds): void {
-    const mapped: MappedRegion[] = [];
-    try {
-      for (const [i, region] of regions.entries()) {
-        mapped.push(this.mapRegion(region, fds.take(i)));
-      }
-      this.replaceMemory(mapped);
-    } catch (error) {
-      for (const m of mapped) m.mapping.close();
-      throw asRequestFailure(error, "SET_MEM_TABLE");
-    }
-    const old = this.regions;
-    this.regions = mapped;
-    for (const m of old) m.mapping.close();
-  }
-
-  private addMemRegion(region: MemRegion, fd: number): void {
-    if (this.regions.length >= (this.options.maxMemSlots ?? MAX_MEM_SLOTS)) {
-      closeQuietly(fd);
-      throw new BackendError("EINVAL", "ADD_MEM_REG: no free memory slot");
-    }
-    let added: MappedRegion | undefined;
-    try {
-      added = this.mapRegion(region, fd);
-      this.replaceMemory([...this.regions, added]);
-    } catch (error) {
-      added?.mapping.close();
-      throw asRequestFailure(error, "ADD_MEM_REG");
-    }
-    this.regions = [...this.regions, added];
-  }
-
-  private removeMemRegion(region: MemRegion): void {
-    const victim = this.regions.find(
-      (m) =>
-        m.region.guestPhysAddr === region.guestPhysAddr &&
-        m.region.userAddr === region.userAddr &&
-        m.region.size === region.size,
-    );
-    if (victim === undefined) throw new BackendError("EINVAL", "REM_MEM_REG: no such region");
-    const kept = this.regions.filter((m) => m !== victim);
-    this.replaceMemory(kept);
-    this.regions = kept;
-    victim.mapping.close();
-  }
-
-  /**
-   * Maps `size + mmap_offset` bytes from file offset 0 (as libvhost-user does) and closes the fd.
-   * The seal is checked before the size: seals are never removed, so a file sealed against shrinking
-   * keeps the size Mapping.map checks for as long as we map it.
-   */
-  private mapRegion(region: MemRegion, fd: number): MappedRegion {
-    try {
-      if (!this.options.allowUnsealedMemory && (fileSeals(fd) & SEAL.SHRINK) === 0) {
-        throw new BackendError(
-          "EINVAL",
-          `guest memory at 0x${region.guestPhysAddr.toString(16)}: its fd is not sealed against shrinking (F_SEAL_SHRINK; QEMU: memory-backend-memfd, seal=on)`,
-        );
-      }
-      return { region, mapping: Mapping.map(fd, 0, region.mmapOffset + region.size, true) };
-    } finally {
-      closeQuietly(fd);
-    }
-  }
-
-  /** Installs a new GuestMemory over `mapped` and moves running queues onto it. */
-  private replaceMemory(mapped: readonly MappedRegion[]): void {
-    const memory =
-      mapped.length === 0
-        ? null
-        : new GuestMemory(
-            mapped.map((m) => ({
-              info: {
-                guestPhysAddr: m.region.guestPhysAddr,
-                size: m.region.size,
-                userAddr: m.region.userAddr,
-              },
-              backing: regionBacking(m),
-            })),
-          );
-    this.memory = memory;
-    for (const vring of this.vrings) {
-      const queue = vring.queue;
-      if (queue === null) continue;
-      if (memory === null) {
-        vring.base = vringBase(queue);
-        this.stopQueue(vring);
-        continue;
-      }
-      try {
-        // The same queue object moves, so chains in flight complete into the new mappings.
-        queue.remap(memory);
-      } catch (error) {
-        this.logger.error("vring not in the new memory table", {
-          index: vring.index,
-          error: String(error),
-        });
-        vring.broken = true;
-        this.stopQueue(vring);
-      }
-    }
-    for (const vring of this.vrings) this.updateRing(vring);
-  }
-
-  private unmapMemory(): void {
-    this.memory = null;
-    for (const m of this.regions) m.mapping.close();
-    this.regions = [];
+    this.kickGiven = false;
+    return done(this.rings.reset());
   }
 
   // -------------------------------------------------------------------------------------------
   // Vrings
 
-  private vring(index: number): Vring {
-    const vring = this.vrings[index];
-    if (vring === undefined) {
+  private checkVring(index: number): void {
+    if (index >= this.device.numQueues) {
       throw new BackendError(
         "EPROTO",
-        `vring index ${index} out of range (${this.vrings.length} queues)`,
+        `vring index ${index} out of range (${this.device.numQueues} queues)`,
       );
     }
-    return vring;
   }
 
   /** RING_PACKED negotiated: packed rings, any queue size, 32-bit vring bases. */
@@ -552,8 +391,14 @@ export class BackendConnection {
     return (this.ackedFeatures & VIRTIO_F_RING_PACKED) !== 0n;
   }
 
-  private setVringNum({ index, num }: { index: number; num: number }): undefined {
-    const vring = this.vring(index);
+  private setVringNum({
+    index,
+    num,
+  }: {
+    index: number;
+    num: number;
+  }): undefined | Promise<undefined> {
+    this.checkVring(index);
     if (this.packed) {
       // Packed rings need not be a power of two.
       try {
@@ -573,239 +418,35 @@ export class BackendConnection {
         `vring ${index} size ${num}: not a power of two up to ${this.device.maxQueueSize}`,
       );
     }
-    vring.size = num;
-    return undefined;
-  }
-
-  private setVringAddr(addr: VringAddr): undefined {
-    this.vring(addr.index).addr = addr;
-    return undefined;
+    return done(this.rings.setVringSize(index, num));
   }
 
   private setVringFd(
     request: number,
     value: { index: number; noFd: boolean },
     fds: MessageFds,
-  ): void {
-    const vring = this.vring(value.index);
+  ): undefined | Promise<undefined> {
+    this.checkVring(value.index);
     if (value.noFd) {
       throw new BackendError(
         "UNSUPPORTED",
         `${requestName(request)} without an fd (polling) is not supported`,
       );
     }
-    const eventFd = EventFd.adopt(fds.take(0));
-    if (request === Request.SET_VRING_CALL) {
-      vring.call?.close();
-      vring.call = eventFd;
-      return;
-    }
-    if (request === Request.SET_VRING_ERR) {
-      vring.err?.close();
-      vring.err = eventFd;
-      return;
-    }
-    // SET_VRING_KICK starts the ring (spec: "ring is started ... after receiving SET_VRING_KICK").
-    this.stopQueue(vring);
-    vring.kick?.close();
-    vring.kick = eventFd;
-    vring.started = true;
-    vring.broken = false;
-    this.updateRing(vring);
+    const kind: VringFdKind =
+      request === Request.SET_VRING_KICK
+        ? "kick"
+        : request === Request.SET_VRING_CALL
+          ? "call"
+          : "err";
+    if (kind === "kick") this.kickGiven = true;
+    return done(this.rings.setVringFd(value.index, kind, fds.take(0)));
   }
 
   private async getVringBase(index: number): Promise<Reply> {
-    const vring = this.vring(index);
-    // Stop the ring first so no kick adds work, then let in-flight chains complete.
-    if (vring.queue !== null) vring.base = vringBase(vring.queue);
-    vring.started = false;
-    this.stopWatching(vring);
-    await this.device.whenIdle(index);
-    if (vring.queue !== null) vring.base = vringBase(vring.queue);
-    this.stopQueue(vring);
-    vring.kick?.close();
-    vring.kick = null;
-    return { payload: encodeVringState({ index, num: vring.base }) };
-  }
-
-  /** Whether the ring may be processed: started, fully described, memory mapped, enabled. */
-  private isRunnable(vring: Vring): boolean {
-    const enabled = (this.ackedFeatures & PROTOCOL_FEATURES_BIT) === 0n || vring.enabled;
-    return (
-      vring.started &&
-      !vring.broken &&
-      enabled &&
-      vring.kick !== null &&
-      vring.addr !== null &&
-      vring.size > 0 &&
-      this.memory !== null
-    );
-  }
-
-  /** Brings the ring's queue and kick watch in line with its state; processes it when it comes up. */
-  private updateRing(vring: Vring): void {
-    if (!this.isRunnable(vring)) {
-      this.stopWatching(vring);
-      return;
-    }
-    if (vring.queue === null) {
-      try {
-        vring.queue = this.createQueue(vring);
-      } catch (error) {
-        vring.broken = true;
-        this.logger.error("cannot start vring", { index: vring.index, error: String(error) });
-        return;
-      }
-    }
-    if (vring.watcher === null && vring.kick !== null) {
-      const kick = vring.kick;
-      vring.watcher = new FdWatcher(kick.fd, () => {
-        try {
-          kick.read();
-        } catch (error) {
-          // Not an eventfd after all (a pipe with a partial word, a socket): stop listening to it.
-          this.logger.error("kick fd unreadable, vring stopped", {
-            index: vring.index,
-            error: String(error),
-          });
-          vring.broken = true;
-          this.stopWatching(vring);
-          return;
-        }
-        this.processRing(vring);
-      });
-      vring.watcher.start();
-    }
-    // A kick may have been sent before the ring came up (e.g. before SET_VRING_ENABLE): look now.
-    this.processRing(vring);
-  }
-
-  private createQueue(vring: Vring): SplitQueue | PackedQueue {
-    const memory = this.memory!;
-    const addr = vring.addr!;
-    const size = vring.size;
-    const eventIdx = (this.ackedFeatures & VIRTIO_F_RING_EVENT_IDX) !== 0n;
-    if (this.packed) return this.createPackedQueue(vring, memory, addr, eventIdx);
-    const sizes = splitRingSizes(size, eventIdx);
-    // Ring addresses are front-end virtual addresses; translate now, since memory may come last.
-    const addresses = {
-      desc: memory.uvaToGpa(addr.descUser, sizes.desc),
-      avail: memory.uvaToGpa(addr.availUser, sizes.avail),
-      used: memory.uvaToGpa(addr.usedUser, sizes.used),
-    };
-    return new SplitQueue(memory, size, addresses, {
-      eventIdx,
-      indirect: (this.ackedFeatures & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
-      notifyOnEmpty: (this.ackedFeatures & VIRTIO_F_NOTIFY_ON_EMPTY) !== 0n,
-      maxChainLength: this.device.maxChainLength,
-      lastAvailIndex: vring.base,
-      // Continue from the used index the ring holds (it equals the base unless chains were lost).
-      usedIndex: memory.readU16(addresses.used + USED_IDX),
-      notify: () => this.signal(vring),
-    });
-  }
-
-  /**
-   * A packed ring: SET_VRING_ADDR's desc/avail/used are the descriptor ring, the driver area (driver
-   * event suppression) and the device area. The base's low half is the avail position; its high half
-   * the used position (QEMU 7.2 starts with 0x80008000). A high half of 0 means a front-end that sends
-   * the avail position only: at a clean stop nothing is in flight, so the used position is the same.
-   */
-  private createPackedQueue(
-    vring: Vring,
-    memory: GuestMemory,
-    addr: VringAddr,
-    eventIdx: boolean,
-  ): PackedQueue {
-    const sizes = packedRingSizes(vring.size);
-    const addresses = {
-      desc: memory.uvaToGpa(addr.descUser, sizes.desc),
-      driver: memory.uvaToGpa(addr.availUser, sizes.driver),
-      device: memory.uvaToGpa(addr.usedUser, sizes.device),
-    };
-    const avail = vring.base & 0xffff;
-    const used = vring.base >>> 16;
-    return new PackedQueue(memory, vring.size, addresses, {
-      eventIdx,
-      indirect: (this.ackedFeatures & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
-      notifyOnEmpty: (this.ackedFeatures & VIRTIO_F_NOTIFY_ON_EMPTY) !== 0n,
-      maxChainLength: this.device.maxChainLength,
-      lastAvailIndex: avail,
-      usedIndex: used === 0 ? avail : used,
-      notify: () => this.signal(vring),
-    });
-  }
-
-  private signal(vring: Vring): void {
-    try {
-      vring.call?.write(1);
-    } catch (error) {
-      this.logger.warn("call eventfd write failed", { index: vring.index, error: String(error) });
-    }
-  }
-
-  private processRing(vring: Vring): void {
-    const queue = vring.queue;
-    if (queue === null || this.broken || !this.isRunnable(vring)) return;
-    // A device that yielded gets its next pass on its own turn; a kick meanwhile adds nothing.
-    if (vring.nextPass !== null) return;
-    try {
-      // A device may leave chains in the ring (the start of a transfer whose rest is not there yet):
-      // looping while they are available would spin forever. After a pass that took nothing, one more
-      // pass runs with notifications on, so a chain added meanwhile kicks; then we wait for that kick.
-      let stayEnabled = false;
-      for (;;) {
-        if (!stayEnabled) queue.disableNotifications();
-        const before = vringBase(queue);
-        if (this.device.processQueue(vring.index, queue) === "yield") {
-          // Its budget is spent: other sockets and the control socket run before its next pass.
-          // Notifications stay off meanwhile, since that pass looks at the ring anyway.
-          vring.nextPass = setImmediate(() => {
-            vring.nextPass = null;
-            this.processRing(vring);
-          });
-          return;
-        }
-        const tookSome = vringBase(queue) !== before;
-        if (!queue.enableNotifications()) break;
-        if (tookSome) stayEnabled = false;
-        else if (stayEnabled) break;
-        else stayEnabled = true;
-      }
-    } catch (error) {
-      const why = error instanceof VirtqueueError ? "broken ring" : "device failure";
-      this.logger.error(`vring stopped: ${why}`, { index: vring.index, error: String(error) });
-      vring.broken = true;
-      this.stopWatching(vring);
-    }
-  }
-
-  private stopWatching(vring: Vring): void {
-    vring.watcher?.close();
-    vring.watcher = null;
-    if (vring.nextPass !== null) clearImmediate(vring.nextPass);
-    vring.nextPass = null;
-  }
-
-  private stopQueue(vring: Vring): void {
-    this.stopWatching(vring);
-    vring.queue = null;
-  }
-
-  private resetRings(): void {
-    for (const vring of this.vrings) {
-      this.stopQueue(vring);
-      vring.kick?.close();
-      vring.call?.close();
-      vring.err?.close();
-      vring.kick = vring.call = vring.err = null;
-      vring.started = false;
-      vring.broken = false;
-      vring.enabled = false;
-      vring.addr = null;
-      vring.size = 0;
-      vring.base = 0;
-    }
+    this.checkVring(index);
+    const base = await this.rings.getVringBase(index);
+    return { payload: encodeVringState({ index, num: base }) };
   }
 
   private safely(what: string, fn: () => void): void {
@@ -817,29 +458,7 @@ export class BackendConnection {
   }
 }
 
-/** What GET_VRING_BASE reports for a queue: the split avail index, or both packed positions. */
-function vringBase(queue: SplitQueue | PackedQueue): number {
-  return queue instanceof PackedQueue ? queue.vringBase : queue.lastAvailIndex;
-}
-
-/** The region as GuestMemory sees it: a view starting at mmap_offset; the mapping is closed by us. */
-function regionBacking(m: MappedRegion): RegionBacking {
-  return {
-    view: (offset, length) => m.mapping.view(m.region.mmapOffset + offset, length),
-    close: () => undefined,
-  };
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeOwnedFd(fd);
-  } catch {
-    // Already closed or invalid: nothing left to release.
-  }
-}
-
-function asRequestFailure(error: unknown, what: string): BackendError {
-  if (error instanceof BackendError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new BackendError("EINVAL", `${what}: ${message}`, { cause: error });
+/** A RingControl result as a dispatch result: nothing to reply, maybe later. */
+function done(result: void | Promise<void>): undefined | Promise<undefined> {
+  return result instanceof Promise ? result.then(() => undefined) : undefined;
 }

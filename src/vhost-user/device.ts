@@ -1,11 +1,12 @@
 /**
  * What a vhost-user device provides to the device-agnostic back-end: features, queue count and size,
  * queue processing, and optionally its config space. A device never touches the socket, the memory
- * table or eventfds; the back-end (backend.ts) owns all of those.
+ * table or eventfds; the back-end (backend.ts) and the rings (rings.ts) own all of those.
  * @module
  */
 
 import type { DeviceQueue } from "../virtio/queue.js";
+import type { RingControl } from "./rings.js";
 
 /**
  * How a processQueue pass ended. "drained": the device took what it could (the ring is empty, or
@@ -15,7 +16,8 @@ import type { DeviceQueue } from "../virtio/queue.js";
  */
 export type QueuePass = "drained" | "yield";
 
-export interface VhostUserDevice {
+/** What the protocol side needs of a device, wherever its queues run. */
+export interface VhostUserDeviceInfo {
   readonly numQueues: number;
   readonly maxQueueSize: number;
   /**
@@ -27,6 +29,11 @@ export interface VhostUserDevice {
   readonly features: bigint;
   /** SET_FEATURES without all of these is refused. */
   readonly requiredFeatures: bigint;
+  getConfig?(offset: number, size: number): Uint8Array;
+}
+
+/** A device whose queues run in the thread of its connection (LocalRings). */
+export interface VhostUserDevice extends VhostUserDeviceInfo {
   /** Every negotiated bit, transport bits included (ring layout matters to devices that count slots). */
   setFeatures(features: bigint): void;
   /** Pop, handle, push used, notify. Called on a kick and when a ring becomes runnable. */
@@ -35,8 +42,15 @@ export interface VhostUserDevice {
   whenIdle(index: number): Promise<void>;
   /** The connection is gone or the driver reset the device. */
   reset(): void;
-  getConfig?(offset: number, size: number): Uint8Array;
+}
+
+/**
+ * A device whose queues run elsewhere (a data-plane thread): the connection drives them through
+ * `rings`, which the device's thread carries out.
+ */
+export interface RemoteDevice extends VhostUserDeviceInfo {
+  readonly rings: RingControl;
 }
 
 /** A fresh device per connection; `socketIndex` tells the sockets of one daemon apart. */
-export type VhostUserDeviceFactory = (socketIndex: number) => VhostUserDevice;
+export type VhostUserDeviceFactory = (socketIndex: number) => VhostUserDevice | RemoteDevice;
