@@ -2,8 +2,11 @@
  * Native addon for vhost-device-i2c: syscalls and kernel handles only.
  *
  * Owns: Unix sockets with SCM_RIGHTS, eventfd, memfd, shared mappings and their ArrayBuffer views,
- * libuv poll handles, datagram sockets (service-manager notification), and the /dev/i2c-N ioctls
- * (transfers run off the main thread, on each open adapter's own I/O thread).
+ * libuv poll handles, epoll instances (waited on by a thread that may block), datagram sockets
+ * (service-manager notification), and the /dev/i2c-N ioctls (transfers run on each open adapter's
+ * own I/O thread, or inline in a calling thread that may block).
+ * Keeps no process-wide mutable state: every handle belongs to the environment (main thread or
+ * worker) that made it, so the addon loads in any number of worker threads at once.
  * Must not: parse or validate any protocol, keep device state, or decide policy. The typed surface
  * lives in src/sys/native.ts; every failing syscall throws an Error with code/errno/syscall.
  */
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -738,6 +742,66 @@ static napi_value js_wait_readable(napi_env env, napi_callback_info info) {
   return make_int(env, n);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * epoll: readiness for a thread that blocks (a data-plane worker), never for the event loop
+ * ------------------------------------------------------------------------------------------- */
+
+/* Most entries one epollWait returns: its events live on the stack. Entries left over stay on the
+ * epoll's ready list and come with the next wait. */
+#define EPOLL_MAX_EVENTS 512
+
+static napi_value js_epoll_create(napi_env env, napi_callback_info info) {
+  (void)info;
+  return fd_or_throw(env, epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+}
+
+/* epollCtl(epfd, op, fd, events, data): EPOLL_CTL_ADD (1), DEL (2) or MOD (3); `data` is an int32
+ * kept in epoll_data.u32 and handed back by epollWait. */
+static napi_value js_epoll_ctl(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int epfd, fd;
+  int64_t op, events, data;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], &epfd) ||
+      !get_int_in(env, argv[1], "op", EPOLL_CTL_ADD, EPOLL_CTL_MOD, &op) ||
+      !get_fd(env, argv[2], &fd) || !get_int_in(env, argv[3], "events", 0, UINT32_MAX, &events) ||
+      !get_int_in(env, argv[4], "data", INT32_MIN, INT32_MAX, &data)) {
+    return NULL;
+  }
+  struct epoll_event event = {.events = (uint32_t)events, .data.u32 = (uint32_t)(int32_t)data};
+  if (epoll_ctl(epfd, (int)op, fd, &event) != 0) return throw_errno(env, "epoll_ctl", errno);
+  return make_undefined(env);
+}
+
+/* epollWait(epfd, out, timeoutMs): blocks the calling thread up to timeoutMs (-1: no deadline, 0:
+ * just look). out[2i] = data, out[2i+1] = events of each ready entry, at most out.length / 2 (and
+ * EPOLL_MAX_EVENTS); returns how many. A signal ends the wait early with 0, so the caller's loop
+ * decides what to do next. Allocates nothing. */
+static napi_value js_epoll_wait(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int epfd;
+  size_t out_len;
+  void* out_raw;
+  int64_t timeout_ms;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &epfd)) return NULL;
+  if (!typed_array_of(env, argv[1], napi_int32_array, &out_len, &out_raw) || out_len < 2) {
+    return throw_type(env, "out must be an Int32Array of at least 2 elements");
+  }
+  if (!get_int_in(env, argv[2], "timeoutMs", -1, INT32_MAX, &timeout_ms)) return NULL;
+  struct epoll_event events[EPOLL_MAX_EVENTS];
+  int max = out_len / 2 < EPOLL_MAX_EVENTS ? (int)(out_len / 2) : EPOLL_MAX_EVENTS;
+  int n = epoll_wait(epfd, events, max, (int)timeout_ms);
+  if (n < 0) {
+    if (errno == EINTR) return make_int(env, 0);
+    return throw_errno(env, "epoll_wait", errno);
+  }
+  int32_t* out = out_raw;
+  for (int i = 0; i < n; i++) {
+    out[2 * i] = (int32_t)events[i].data.u32;
+    out[2 * i + 1] = (int32_t)events[i].events;
+  }
+  return make_int(env, n);
+}
+
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   char* name = get_only_string(env, info, "name");
   if (name == NULL) return NULL;
@@ -1254,23 +1318,65 @@ static void i2c_job_run(i2c_job_t* job) {
   job->syscall = "ioctl(I2C_SMBUS)";
 }
 
-/* Room for the bytes of the job's messages (their len set), each msgs[i].buf pointed at its place.
- * Storage only grows, so a long-lived job allocates nothing once it saw its largest transfer. */
-static bool i2c_job_place_messages(i2c_job_t* job) {
+/* The messages laid out in an exchange buffer (`data`, `len` bytes; see I2C_EXCHANGE_HEADER) into
+ * the job: count, each message's addr, flags and len. RangeError when an address is over 0x3ff or
+ * the messages' bytes are not all in the buffer. The bytes themselves stay where they are: see
+ * i2c_job_point_messages. */
+static bool i2c_job_take_messages(napi_env env, i2c_job_t* job, const uint8_t* data, size_t len,
+                                  uint32_t count) {
   size_t total = 0;
-  for (uint32_t i = 0; i < job->count; i++) total += job->msgs[i].len;
-  if (total > job->capacity || job->storage == NULL) {
-    uint8_t* grown = realloc(job->storage, total > 0 ? total : 1);
-    if (grown == NULL) return false;
-    job->storage = grown;
-    job->capacity = total > 0 ? total : 1;
+  for (uint32_t i = 0; i < count; i++) {
+    uint16_t fields[3];
+    memcpy(fields, data + 6 * i, sizeof fields);
+    if (fields[0] > 0x3ff) {
+      throw_range(env, "message address must be at most 0x3ff");
+      return false;
+    }
+    job->msgs[i] = (struct i2c_msg){.addr = fields[0], .flags = fields[1], .len = fields[2]};
+    total += fields[2];
   }
+  if (total > len - I2C_EXCHANGE_HEADER) {
+    throw_range(env, "exchange is too short for the messages' bytes");
+    return false;
+  }
+  job->smbus = false;
+  job->count = count;
+  job->total = total;
+  return true;
+}
+
+/* Points each message's buf at its place in `bytes`, where the messages' bytes are packed in
+ * message order: the job's own storage (a job run on another thread) or the exchange buffer itself
+ * (a job run inline, which no JS can touch until it returns). */
+static void i2c_job_point_messages(i2c_job_t* job, uint8_t* bytes) {
   size_t at = 0;
   for (uint32_t i = 0; i < job->count; i++) {
-    job->msgs[i].buf = job->storage + at;
+    job->msgs[i].buf = bytes + at;
     at += job->msgs[i].len;
   }
-  job->total = total;
+}
+
+/* Room in the job's own storage for the bytes of its messages. Storage only grows, so a long-lived
+ * job allocates nothing once it saw its largest transfer. */
+static bool i2c_job_reserve(i2c_job_t* job) {
+  if (job->total > job->capacity || job->storage == NULL) {
+    size_t size = job->total > 0 ? job->total : 1;
+    uint8_t* grown = realloc(job->storage, size);
+    if (grown == NULL) return false;
+    job->storage = grown;
+    job->capacity = size;
+  }
+  return true;
+}
+
+/* An exchange buffer argument: a Uint8Array of at least `min_len` bytes. */
+static bool get_exchange(napi_env env, napi_value value, size_t min_len, uint8_t** data,
+                         size_t* len) {
+  if (!get_u8(env, value, "exchange", data, len)) return false;
+  if (*len < min_len) {
+    throw_range(env, "exchange is too short for the transfer");
+    return false;
+  }
   return true;
 }
 
@@ -1517,11 +1623,10 @@ static napi_value js_i2c_channel_open(napi_env env, napi_callback_info info) {
   return handle; /* its finalizer owns `ch` from here on */
 }
 
-/* The channel of a submitting call, open and idle; the exchange buffer's memory. */
-static i2c_channel_t* get_idle_channel(napi_env env, napi_value value, napi_value exchange,
-                                       size_t min_len, uint8_t** data, size_t* len) {
+/* The channel of a submitting call, open and idle. */
+static i2c_channel_t* get_idle_channel(napi_env env, napi_value value) {
   i2c_channel_t* ch = get_handle(env, value, &I2C_CHANNEL_TAG, "channel must be an I2cChannel");
-  if (ch == NULL || !get_u8(env, exchange, "exchange", data, len)) return NULL;
+  if (ch == NULL) return NULL;
   if (ch->closed) {
     napi_throw(env, make_coded_error(env, "ERR_I2C_CHANNEL_CLOSED", NULL,
                                      "the I2C channel was closed"));
@@ -1529,10 +1634,6 @@ static i2c_channel_t* get_idle_channel(napi_env env, napi_value value, napi_valu
   }
   if (ch->busy) {
     throw_errno(env, "i2c channel", EBUSY);
-    return NULL;
-  }
-  if (*len < min_len) {
-    throw_range(env, "exchange is too short for the transfer");
     return NULL;
   }
   return ch;
@@ -1569,25 +1670,15 @@ static napi_value js_i2c_channel_rdwr(napi_env env, napi_callback_info info) {
   i2c_channel_t* ch;
   if (!get_args(env, info, 3, argv) ||
       !get_int_in(env, argv[2], "count", 1, I2C_RDWR_IOCTL_MAX_MSGS, &count) ||
-      (ch = get_idle_channel(env, argv[0], argv[1], I2C_EXCHANGE_HEADER, &data, &len)) == NULL) {
+      (ch = get_idle_channel(env, argv[0])) == NULL ||
+      !get_exchange(env, argv[1], I2C_EXCHANGE_HEADER, &data, &len)) {
     return NULL;
   }
   i2c_job_t* job = &ch->job;
-  for (uint32_t i = 0; i < (uint32_t)count; i++) {
-    uint16_t fields[3];
-    memcpy(fields, data + 6 * i, sizeof fields);
-    if (fields[0] > 0x3ff) return throw_range(env, "message address must be at most 0x3ff");
-    job->msgs[i] = (struct i2c_msg){.addr = fields[0], .flags = fields[1], .len = fields[2]};
-  }
-  job->smbus = false;
-  job->count = (uint32_t)count;
-  size_t total = 0;
-  for (uint32_t i = 0; i < job->count; i++) total += job->msgs[i].len;
-  if (total > len - I2C_EXCHANGE_HEADER) {
-    return throw_range(env, "exchange is too short for the messages' bytes");
-  }
-  if (!i2c_job_place_messages(job)) return throw_errno(env, "malloc", ENOMEM);
-  if (total > 0) memcpy(job->storage, data + I2C_EXCHANGE_HEADER, total);
+  if (!i2c_job_take_messages(env, job, data, len, (uint32_t)count)) return NULL;
+  if (!i2c_job_reserve(job)) return throw_errno(env, "malloc", ENOMEM);
+  i2c_job_point_messages(job, job->storage);
+  if (job->total > 0) memcpy(job->storage, data + I2C_EXCHANGE_HEADER, job->total);
   return channel_submit(env, ch, argv[1]);
 }
 
@@ -1600,7 +1691,8 @@ static napi_value js_i2c_channel_smbus(napi_env env, napi_callback_info info) {
   size_t len;
   i2c_channel_t* ch;
   if (!get_args(env, info, 6, argv) ||
-      (ch = get_idle_channel(env, argv[0], argv[1], SMBUS_DATA_SIZE, &data, &len)) == NULL ||
+      (ch = get_idle_channel(env, argv[0])) == NULL ||
+      !get_exchange(env, argv[1], SMBUS_DATA_SIZE, &data, &len) ||
       !get_smbus_command(env, argv + 2, &ch->job)) {
     return NULL;
   }
@@ -1618,6 +1710,64 @@ static napi_value js_i2c_channel_close(napi_env env, napi_callback_info info) {
   }
   channel_close(env, ch);
   return make_undefined(env);
+}
+
+/* --- Inline transfers (i2cRdwr, i2cSmbus) ----------------------------------------------------
+
+ * The same jobs, run on the calling thread: for a thread that may block (a data-plane worker),
+ * never for an event loop. The job lives on the stack; a failure is thrown as the errno error a
+ * channel's callback would get. */
+
+/* The end of an inline job: undefined, or its errno error thrown. */
+static napi_value i2c_job_settle_inline(napi_env env, const i2c_job_t* job) {
+  napi_value error = i2c_job_error(env, job);
+  if (error != NULL) {
+    napi_throw(env, error);
+    return NULL;
+  }
+  return make_undefined(env);
+}
+
+/* i2cRdwr(fd, exchange, count): one I2C_RDWR of `count` messages laid out in the exchange buffer,
+ * run in place: read bytes land in the buffer directly. */
+static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  uint8_t* data;
+  size_t len;
+  int64_t count;
+  i2c_job_t job = {0};
+  if (!get_args(env, info, 3, argv) ||
+      !get_int_in(env, argv[2], "count", 1, I2C_RDWR_IOCTL_MAX_MSGS, &count) ||
+      !get_fd(env, argv[0], &fd) ||
+      !get_exchange(env, argv[1], I2C_EXCHANGE_HEADER, &data, &len) ||
+      !i2c_job_take_messages(env, &job, data, len, (uint32_t)count)) {
+    return NULL;
+  }
+  job.fd = fd;
+  i2c_job_point_messages(&job, data + I2C_EXCHANGE_HEADER);
+  i2c_job_run(&job);
+  return i2c_job_settle_inline(env, &job);
+}
+
+/* i2cSmbus(fd, exchange, addr, readWrite, command, size): I2C_SLAVE then I2C_SMBUS with the
+ * i2c_smbus_data at the start of the exchange buffer, copied back when it succeeded. */
+static napi_value js_i2c_smbus(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  int fd;
+  uint8_t* data;
+  size_t len;
+  i2c_job_t job = {0};
+  if (!get_args(env, info, 6, argv) || !get_fd(env, argv[0], &fd) ||
+      !get_exchange(env, argv[1], SMBUS_DATA_SIZE, &data, &len) ||
+      !get_smbus_command(env, argv + 2, &job)) {
+    return NULL;
+  }
+  job.fd = fd;
+  memcpy(&job.data, data, SMBUS_DATA_SIZE);
+  i2c_job_run(&job);
+  if (job.err == 0) memcpy(data, &job.data, SMBUS_DATA_SIZE);
+  return i2c_job_settle_inline(env, &job);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1948,6 +2098,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"i2cChannelRdwr", NULL, js_i2c_channel_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cChannelSmbus", NULL, js_i2c_channel_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
       {"i2cChannelClose", NULL, js_i2c_channel_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cRdwr", NULL, js_i2c_rdwr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"i2cSmbus", NULL, js_i2c_smbus, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"epollCreate", NULL, js_epoll_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"epollCtl", NULL, js_epoll_ctl, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"epollWait", NULL, js_epoll_wait, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramBind", NULL, js_datagram_bind, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramSend", NULL, js_datagram_send, NULL, NULL, NULL, napi_enumerable, NULL},

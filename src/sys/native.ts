@@ -100,6 +100,35 @@ export interface NativeBinding {
   ): void;
   /** Joins the thread (idempotent); the fd stays open. No callback comes after it. */
   i2cChannelClose(channel: I2cChannelHandle): void;
+  /**
+   * i2cChannelRdwr's transfer run inline, blocking the calling thread (a worker that may block,
+   * never an event loop): the same exchange layout and argument checks; read bytes land in
+   * `exchange` before it returns; a failure is thrown as the channel's callback would get it.
+   */
+  i2cRdwr(fd: number, exchange: Uint8Array, count: number): void;
+  /** i2cChannelSmbus's I2C_SLAVE + I2C_SMBUS run inline, as i2cRdwr. */
+  i2cSmbus(
+    fd: number,
+    exchange: Uint8Array,
+    addr: number,
+    readWrite: number,
+    command: number,
+    size: number,
+  ): void;
+  /** epoll_create1(EPOLL_CLOEXEC). */
+  epollCreate(): number;
+  /**
+   * epoll_ctl: `op` EPOLL_CTL_ADD (1), DEL (2) or MOD (3); `events` EPOLL* bits; `data` an int32
+   * handed back by epollWait (kept in epoll_data.u32).
+   */
+  epollCtl(epfd: number, op: number, fd: number, events: number, data: number): void;
+  /**
+   * epoll_wait, blocking the calling thread up to `timeoutMs` (-1: no deadline, 0: just look; a
+   * thread with an event loop passes 0 only): `out[2i]` = data, `out[2i+1]` = events of each ready
+   * entry, at most `out.length / 2` (and 512); returns how many. A signal ends it with 0.
+   * Allocates nothing.
+   */
+  epollWait(epfd: number, out: Int32Array, timeoutMs: number): number;
   /** flock(2): true when taken or released, false when LOCK_NB found it held (EWOULDBLOCK). */
   flock(fd: number, op: number): boolean;
   /** A nonblocking AF_UNIX SOCK_DGRAM socket bound to `path` ("@name": abstract). */
