@@ -12,9 +12,9 @@
  */
 
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import type { Logger, LogFields, LogLevel } from "../log.js";
+import type { LogFields, Logger, LogLevel } from "../log.js";
 import { LOG_LEVELS } from "../log.js";
-import { Epoll, EPOLLIN } from "../sys/epoll.js";
+import { EPOLLIN, Epoll } from "../sys/epoll.js";
 import { EventFd } from "../sys/eventfd.js";
 import type { FromThread, RingMethod, ThreadInit, ToThread } from "./data-plane.js";
 import { toWire } from "./data-plane.js";
@@ -256,11 +256,13 @@ class DataPlaneThread {
       }
       case "ring": {
         const connection = this.#connections.get(message.conn);
-        if (connection === undefined) throw new Error("no such connection in the data-plane thread");
+        if (connection === undefined)
+          throw new Error("no such connection in the data-plane thread");
         const method = connection.rings[message.method as RingMethod] as (
-          ...args: readonly unknown[]
+          this: RingControl,
+          ...args: unknown[]
         ) => unknown;
-        return method.apply(connection.rings, message.args);
+        return method.apply(connection.rings, [...message.args]);
       }
       case "close": {
         const connection = this.#connections.get(message.conn);

@@ -8,8 +8,13 @@
  * @module
  */
 
-import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
-import type { Logger, LogFields, LogLevel } from "../log.js";
+import {
+  MessageChannel,
+  type MessagePort,
+  receiveMessageOnPort,
+  Worker,
+} from "node:worker_threads";
+import type { LogFields, Logger, LogLevel } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
 import type { MemRegion, VringAddr } from "./codec.js";
 import type { RemoteDevice, VhostUserDeviceInfo } from "./device.js";
@@ -135,14 +140,15 @@ export class DataPlane {
       transferList: [channel.port2],
     });
     let started = false;
-    this.#port.on("message", (message: FromThread) => {
+    const onMessage = (message: FromThread) => {
       if (message.kind === "ready" || message.kind === "failed") {
         started = true;
         ready(message.kind === "failed" ? fromWire(message.error) : null);
         return;
       }
       this.#receive(message);
-    });
+    };
+    this.#port.on("message", onMessage);
     this.#exit = new Promise((resolveExit) => {
       this.#worker.on("error", (error) => {
         if (!started) {
@@ -152,6 +158,14 @@ export class DataPlane {
         this.#ended(error);
       });
       this.#worker.on("exit", (code) => {
+        // What the thread said last may still wait in the port (its exit can be seen first).
+        for (
+          let left = receiveMessageOnPort(this.#port);
+          left;
+          left = receiveMessageOnPort(this.#port)
+        ) {
+          onMessage(left.message as FromThread);
+        }
         if (!started) {
           started = true;
           ready(new Error(`the data-plane thread exited with ${code} while starting`));
@@ -184,37 +198,46 @@ export class DataPlane {
   /** A device of socket `socket` whose rings run in the thread; one per connection. */
   device(socket: number, info: VhostUserDeviceInfo): RemoteDevice {
     const conn = this.#nextConn++;
-    const plane = this;
     this.#call({ id: 0, kind: "open", conn, socket }).catch(() => {
       // The ring requests that follow fail with the same reason; the connection closes on them.
     });
     const ring =
       <M extends RingMethod>(method: M) =>
       (...args: Parameters<RingControl[M]>) =>
-        plane.#call({ id: 0, kind: "ring", conn, method, args }) as ReturnType<RingControl[M]>;
+        this.#call({ id: 0, kind: "ring", conn, method, args }) as ReturnType<RingControl[M]>;
     const rings: RingControl = {
       setFeatures: ring("setFeatures"),
       setMemTable: (regions: readonly MemRegion[], fds: readonly number[]) =>
-        plane.#call({ id: 0, kind: "ring", conn, method: "setMemTable", args: [regions, fds] }).then(
+        this.#call({ id: 0, kind: "ring", conn, method: "setMemTable", args: [regions, fds] }).then(
           () => undefined,
         ),
       addMemRegion: ring("addMemRegion"),
       removeMemRegion: ring("removeMemRegion"),
       setVringSize: ring("setVringSize"),
       setVringAddr: (addr: VringAddr) =>
-        plane
-          .#call({ id: 0, kind: "ring", conn, method: "setVringAddr", args: [addr] })
-          .then(() => undefined),
+        this.#call({ id: 0, kind: "ring", conn, method: "setVringAddr", args: [addr] }).then(
+          () => undefined,
+        ),
       setVringBase: ring("setVringBase"),
       setVringFd: (index: number, kind: VringFdKind, fd: number) =>
-        plane
-          .#call({ id: 0, kind: "ring", conn, method: "setVringFd", args: [index, kind, fd] })
-          .then(() => undefined),
+        this.#call({
+          id: 0,
+          kind: "ring",
+          conn,
+          method: "setVringFd",
+          args: [index, kind, fd],
+        }).then(() => undefined),
       setVringEnabled: ring("setVringEnabled"),
       getVringBase: (index: number) =>
-        plane.#call({ id: 0, kind: "ring", conn, method: "getVringBase", args: [index] }) as Promise<number>,
+        this.#call({
+          id: 0,
+          kind: "ring",
+          conn,
+          method: "getVringBase",
+          args: [index],
+        }) as Promise<number>,
       reset: ring("reset"),
-      close: () => plane.#post({ id: 0, kind: "close", conn }),
+      close: () => this.#post({ id: 0, kind: "close", conn }),
     };
     return {
       numQueues: info.numQueues,
@@ -279,7 +302,9 @@ export class DataPlane {
       }
       case "log": {
         const logger =
-          message.context === "" ? this.#options.logger : this.#options.logger.child(message.context);
+          message.context === ""
+            ? this.#options.logger
+            : this.#options.logger.child(message.context);
         logger[message.level](message.message, message.fields);
         return;
       }

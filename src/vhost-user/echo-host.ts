@@ -1,0 +1,33 @@
+/**
+ * A data-plane host for the layer's own tests (data-plane.test.ts): EchoDevices in the data-plane
+ * thread; requests "connections" (how many devices were made) and "threadId" (where they run).
+ * @module
+ */
+
+import { threadId } from "node:worker_threads";
+import type { DataPlaneContext, DataPlaneHost } from "./data-plane-thread.js";
+import { EchoDevice } from "./test-device.js";
+
+export function createDataPlaneHost(init: unknown, context: DataPlaneContext): DataPlaneHost {
+  if (init === "fail") throw new Error("the host cannot be built");
+  let made = 0;
+  return {
+    createDevice(socket) {
+      made++;
+      context.logger.info("device made", { socket });
+      return new EchoDevice();
+    },
+    request(request) {
+      if (request === "connections") return made;
+      if (request === "threadId") return threadId;
+      if (request === "later")
+        return new Promise((resolve) => setTimeout(() => resolve("late"), 20));
+      if (request === "event") {
+        context.emit({ made });
+        return undefined;
+      }
+      throw new Error(`unknown request ${String(request)}`);
+    },
+    close() {},
+  };
+}
