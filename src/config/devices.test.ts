@@ -23,6 +23,7 @@ import {
   buildBuses,
   buildSocketBuses,
   type DeviceConfig,
+  deviceSets,
   devicesFromGroups,
   mergeDevices,
   ResourcePool,
@@ -227,6 +228,7 @@ describe("buildSocketBuses (per-guest lists)", () => {
   const shared = (d: DeviceConfig): DeviceConfig => ({ ...d, shared: true });
   const read = (map: ReturnType<typeof buildSocketBuses>["addressMaps"][number], addr: number) => {
     const buf = new Uint8Array(1);
+    assert.ok(map, "the socket is served");
     const target = map.lookup(addr);
     assert.ok(target);
     const done = target.bus.transfer([
@@ -239,7 +241,7 @@ describe("buildSocketBuses (per-guest lists)", () => {
     map: ReturnType<typeof buildSocketBuses>["addressMaps"][number],
     addr: number,
     v: number,
-  ) => map.lookup(addr)?.bus.transfer([{ addr, read: false, buf: Uint8Array.of(0, v) }]);
+  ) => map?.lookup(addr)?.bus.transfer([{ addr, read: false, buf: Uint8Array.of(0, v) }]);
 
   it("sockets without a list share the default; a socket's own list is its alone", () => {
     const built = buildSocketBuses(
@@ -671,6 +673,35 @@ describe("devicesFromGroups with remapping and read-only", () => {
         ]),
       "CONFIG_DUPLICATE_ADDRESS",
       'host device 0x52 on adapter 3 is given twice: by -l group 1 ("3") and by file',
+    );
+  });
+});
+
+describe("deviceSets", () => {
+  const sim = (address: number, shared = false): DeviceConfig => ({
+    kind: "sim",
+    address,
+    model: "24c02",
+    options: {},
+    ...(shared && { shared: true }),
+  });
+  it("groups the default list's sockets, gives own lists their own set, joins sets over a shared chip", () => {
+    const lists = (sockets: [number, DeviceConfig[]][]) => ({
+      defaults: [sim(0x50)],
+      sockets: new Map(sockets),
+    });
+    assert.deepEqual(deviceSets(lists([]), 3), [[0, 1, 2]]);
+    assert.deepEqual(deviceSets(lists([[1, [sim(0x51)]]]), 3), [[0, 2], [1]]);
+    assert.deepEqual(
+      deviceSets(
+        lists([
+          [0, [sim(0x51)]],
+          [1, [sim(0x52, true)]],
+          [3, [sim(0x53), sim(0x52, true)]],
+        ]),
+        4,
+      ),
+      [[0], [1, 3], [2]],
     );
   });
 });

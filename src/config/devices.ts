@@ -271,6 +271,11 @@ export class ResourcePool {
     this.lockDir = lockDir;
   }
 
+  /** The backing files open now (canonical paths): one image each, whatever chips hold it. */
+  get backingFiles(): readonly string[] {
+    return [...this.#stores.keys()];
+  }
+
   /** Takes (or shares) the lock of a host device; returns its release. Throws DeviceLockError. */
   lock(adapter: number, addr: number, shared: boolean): () => void {
     if (this.lockDir === undefined) return () => {};
@@ -590,8 +595,8 @@ export interface SocketDeviceLists {
 }
 
 export interface BuiltSockets {
-  /** Per socket index, the addresses its guest may reach. */
-  readonly addressMaps: readonly AddressMap[];
+  /** Per socket index, the addresses its guest may reach (undefined: a socket not served here). */
+  readonly addressMaps: readonly (AddressMap | undefined)[];
   /** Every emulated chip with the sockets that see it, for the control socket. */
   readonly directory: DeviceDirectory;
   readonly guards: readonly GuardedBus[];
@@ -610,6 +615,7 @@ export function buildSocketBuses(
   lists: SocketDeviceLists,
   socketCount: number,
   context: BuildContext,
+  served: readonly number[] = Array.from({ length: socketCount }, (_, i) => i),
 ): BuiltSockets {
   for (const index of lists.sockets.keys()) {
     if (index >= socketCount) {
@@ -622,15 +628,18 @@ export function buildSocketBuses(
   const usesDefault = Array.from({ length: socketCount }, (_, i) => i).filter(
     (i) => !lists.sockets.has(i),
   );
-  const used: { scope: string; devices: readonly DeviceConfig[] }[] = [];
-  if (usesDefault.length > 0) used.push({ scope: "default", devices: lists.defaults });
-  else if (lists.defaults.length > 0) {
+  const all: { scope: string; devices: readonly DeviceConfig[]; sockets: number[] }[] = [];
+  if (usesDefault.length > 0) {
+    all.push({ scope: "default", devices: lists.defaults, sockets: usesDefault });
+  } else if (lists.defaults.length > 0 && served.length === socketCount) {
     context.logger.warn("every socket has its own device list: the default list is not used");
   }
   for (const [index, devices] of [...lists.sockets].sort(([a], [b]) => a - b)) {
-    used.push({ scope: `socket${index}`, devices });
+    all.push({ scope: `socket${index}`, devices, sockets: [index] });
   }
-  checkHostSharing(used);
+  checkHostSharing(all);
+  // Only the lists of the sockets served here are built (a device set builds its own).
+  const used = all.filter((u) => u.sockets.some((i) => served.includes(i)));
 
   const pool = context.pool ?? new ResourcePool();
   const claims: BackingClaims = new Map();
@@ -651,19 +660,20 @@ export function buildSocketBuses(
   }
   const byScope = new Map(used.map(({ scope }, i) => [scope, built[i]]));
   const socketBuilds = Array.from({ length: socketCount }, (_, i) => {
+    if (!served.includes(i)) return undefined;
     const own = byScope.get(lists.sockets.has(i) ? `socket${i}` : "default");
     if (own === undefined) throw new Error(`socket ${i} has no device list`);
     return own;
   });
   // Every guest gets its own guards over its list's buses (their refusals are logged per guest).
-  const views = socketBuilds.map((b, i) => b.guestView(`socket${i}`));
-  const addressMaps = views.map((v) => v.addressMap);
+  const views = socketBuilds.map((b, i) => b?.guestView(`socket${i}`));
+  const addressMaps = views.map((v) => v?.addressMap);
   const directory = directoryOf(socketBuilds);
   let closed = false;
   return {
     addressMaps,
     directory,
-    guards: views.flatMap((v) => v.guards),
+    guards: views.flatMap((v) => v?.guards ?? []),
     devices: used.flatMap((u) => u.devices),
     close() {
       if (closed) return;
@@ -674,9 +684,10 @@ export function buildSocketBuses(
 }
 
 /** The chips each socket's build registered, merged by identity (a shared chip is one entry). */
-function directoryOf(perSocket: readonly BuiltBuses[]): DeviceDirectory {
+function directoryOf(perSocket: readonly (BuiltBuses | undefined)[]): DeviceDirectory {
   const entries = new Map<SimDevice, { entry: RegisteredDevice; sockets: number[] }>();
   perSocket.forEach((built, socket) => {
+    if (built === undefined) return;
     for (const entry of built.registry.values()) {
       const known = entries.get(entry.device);
       if (known === undefined) entries.set(entry.device, { entry, sockets: [socket] });
@@ -802,4 +813,42 @@ function closeAll(items: readonly { close(): void }[], logger: Logger): void {
       logger.warn("error while closing", { error: reasonOf(err) });
     }
   }
+}
+
+/**
+ * The device sets of a configuration: the sockets that use the default list are one set, every
+ * socket with a list of its own is a set of its own, and sets that list one shared emulated chip are
+ * one set (the chip is one instance). Each set is served by one data-plane thread, so a slow device
+ * stalls only the guests of its set. Sets are ordered by their first socket; sockets ascending.
+ */
+export function deviceSets(lists: SocketDeviceLists, socketCount: number): number[][] {
+  const setOf = Array.from({ length: socketCount }, (_, i) => (lists.sockets.has(i) ? i : -1));
+  const firstDefault = setOf.indexOf(-1);
+  for (let i = 0; i < socketCount; i++) if (setOf[i] === -1) setOf[i] = firstDefault;
+  const find = (i: number): number => {
+    let root = i;
+    while (setOf[root] !== root) root = setOf[root] as number;
+    return root;
+  };
+  const sharedChipOwner = new Map<string, number>();
+  for (let i = 0; i < socketCount; i++) {
+    for (const device of lists.sockets.get(i) ?? lists.defaults) {
+      if (device.kind !== "sim" || !device.shared) continue;
+      const key = chipKey(device, "");
+      const owner = sharedChipOwner.get(key);
+      if (owner === undefined) sharedChipOwner.set(key, i);
+      else {
+        const [a, b] = [find(owner), find(i)];
+        if (a !== b) setOf[Math.max(a, b)] = Math.min(a, b);
+      }
+    }
+  }
+  const sets = new Map<number, number[]>();
+  for (let i = 0; i < socketCount; i++) {
+    const root = find(i);
+    const set = sets.get(root) ?? [];
+    set.push(i);
+    sets.set(root, set);
+  }
+  return [...sets.values()].sort((a, b) => (a[0] as number) - (b[0] as number));
 }

@@ -1,0 +1,259 @@
+/**
+ * A device set's host in its data-plane thread (loaded there by DataPlane): it builds the set's
+ * device generations (host adapters opened and locked here, transferring synchronously in this
+ * thread; emulated chips and users' model modules live here), makes the VirtioI2cDevice of each
+ * connection from the generation in use, answers the control socket's chip requests, and sends
+ * finished transfers to the main thread's Observability in batches.
+ * A generation is closed once a newer one is in use and its last connection has ended (SIGHUP).
+ * Must not: serve sockets, read the configuration file, or write trace and capture files (the main
+ * thread does all of that).
+ * @module
+ */
+
+import { type BuiltSockets, buildSocketBuses, ResourcePool, type SocketDeviceLists } from "../config/devices.js";
+import { loadModules } from "../config/modules.js";
+import { answerChipRequest, describeChips } from "../control/chip-host.js";
+import type { ChipDirectory, ChipReply, ChipRequest } from "../control/chips.js";
+import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
+import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
+import { rateLimitedLogger, type Logger } from "../log.js";
+import type { DataPlaneContext, DataPlaneHost } from "../vhost-user/data-plane-thread.js";
+import type { VhostUserDevice } from "../vhost-user/device.js";
+
+export interface DeviceSetInit {
+  /** "set0", "set1", ...: names the thread's log lines. */
+  readonly name: string;
+  /** The sockets (guests) this set serves. */
+  readonly sockets: readonly number[];
+  /** Lock directory for host devices (undefined: no locks, tests of other layers). */
+  readonly lockDir: string | undefined;
+  /** Send each finished transfer to the main thread (tracing, capture or counters are on). */
+  readonly observe: boolean;
+}
+
+export type DeviceSetRequest =
+  /** Builds a generation of this set's devices from the lists (nothing is used until "use"). */
+  | {
+      readonly kind: "build";
+      readonly generation: number;
+      readonly lists: SocketDeviceLists;
+      readonly baseDir: string;
+      readonly socketCount: number;
+    }
+  /** New connections get `generation`; the one before closes once its connections have ended. */
+  | { readonly kind: "use"; readonly generation: number }
+  /** A generation built but never used (another set failed to build): closed now. */
+  | { readonly kind: "discard"; readonly generation: number }
+  | { readonly kind: "chips"; readonly request: ChipRequest }
+  /** Resolves once no transfer is in flight on any connection of this set. */
+  | { readonly kind: "idle" }
+  /** Fails transfers still running (shutdown). */
+  | { readonly kind: "abort" };
+
+/** What a build tells the main thread. */
+export interface DeviceSetBuild {
+  readonly chips: ChipDirectory;
+  /** Backing files open in this set (canonical paths): no file may be open in two sets. */
+  readonly backingFiles: readonly string[];
+  /** Per served socket: the guest addresses it reaches and the buses behind them. */
+  readonly guests: readonly { socket: number; addresses: number[]; buses: string[] }[];
+}
+
+/** A batch of finished transfers (an event to the main thread), and how many were left out. */
+export interface TransferBatch {
+  readonly kind: "transfers";
+  readonly records: readonly TransferRecord[];
+  readonly dropped: number;
+}
+
+/** Most transfer records held between two flushes: beyond it they are counted, not kept. */
+const MAX_BATCH = 4096;
+
+interface Generation {
+  readonly built: BuiltSockets;
+  connections: number;
+  retired: boolean;
+}
+
+/** Copies each record's data out of guest memory and sends them in one message per flush. */
+class ForwardingObserver implements TransferObserver {
+  #records: TransferRecord[] = [];
+  #dropped = 0;
+  readonly #emit: (event: unknown) => void;
+
+  constructor(emit: (event: unknown) => void) {
+    this.#emit = emit;
+  }
+
+  transferDone(record: TransferRecord): void {
+    if (this.#records.length >= MAX_BATCH) {
+      this.#dropped++;
+      return;
+    }
+    // The data may be views of guest memory: only copies leave the thread.
+    this.#records.push({ ...record, data: record.data.map((bytes) => bytes.slice()) });
+  }
+
+  flush(): void {
+    if (this.#records.length === 0 && this.#dropped === 0) return;
+    const batch: TransferBatch = { kind: "transfers", records: this.#records, dropped: this.#dropped };
+    this.#records = [];
+    this.#dropped = 0;
+    this.#emit(batch);
+  }
+}
+
+export async function createDataPlaneHost(
+  init: unknown,
+  context: DataPlaneContext,
+): Promise<DataPlaneHost> {
+  return new DeviceSetHost(init as DeviceSetInit, context);
+}
+
+class DeviceSetHost implements DataPlaneHost {
+  readonly #init: DeviceSetInit;
+  readonly #logger: Logger;
+  readonly #pool: ResourcePool;
+  readonly #generations = new Map<number, Generation>();
+  #current: Generation | null = null;
+  readonly #sessions = new Map<VhostUserDevice, Generation>();
+  readonly #observer: ForwardingObserver | null;
+  /** One log budget per guest, kept across its connections (reconnecting buys no new lines). */
+  readonly #guestLoggers = new Map<number, Logger>();
+
+  constructor(init: DeviceSetInit, context: DataPlaneContext) {
+    this.#init = init;
+    this.#logger = context.logger;
+    this.#pool = new ResourcePool(init.lockDir);
+    this.#observer = init.observe ? new ForwardingObserver(context.emit) : null;
+  }
+
+  createDevice(socket: number): VhostUserDevice {
+    const generation = this.#current;
+    const addressMap = generation?.built.addressMaps[socket];
+    if (generation === null || addressMap === undefined) {
+      throw new Error(`no devices for socket ${socket} in this device set`);
+    }
+    const logger = this.#logger.child(`socket${socket}`);
+    let guestLogger = this.#guestLoggers.get(socket);
+    if (guestLogger === undefined) {
+      guestLogger = rateLimitedLogger(logger, `socket${socket}`);
+      this.#guestLoggers.set(socket, guestLogger);
+    }
+    const device = new VirtioI2cDevice(
+      addressMap,
+      logger,
+      this.#observer === null ? null : { observer: this.#observer, guest: socket },
+      guestLogger,
+    );
+    generation.connections++;
+    this.#sessions.set(device, generation);
+    return device;
+  }
+
+  releaseDevice(device: VhostUserDevice): void {
+    const generation = this.#sessions.get(device);
+    if (generation === undefined) return;
+    this.#sessions.delete(device);
+    generation.connections--;
+    this.#closeIfUnused(generation);
+  }
+
+  request(request: unknown): unknown {
+    const r = request as DeviceSetRequest;
+    switch (r.kind) {
+      case "build":
+        return this.#build(r.generation, r.lists, r.baseDir, r.socketCount);
+      case "use":
+        return this.#use(r.generation);
+      case "discard": {
+        const generation = this.#generations.get(r.generation);
+        if (generation !== undefined && generation !== this.#current) {
+          this.#generations.delete(r.generation);
+          generation.built.close();
+        }
+        return undefined;
+      }
+      case "chips":
+        return this.#chips(r.request);
+      case "idle":
+        return Promise.all([...this.#sessions.keys()].map((device) => device.whenIdle(0))).then(
+          () => undefined,
+        );
+      case "abort":
+        for (const generation of this.#generations.values()) {
+          for (const bus of generation.built.guards) bus.abort();
+        }
+        return undefined;
+    }
+  }
+
+  flush(): void {
+    this.#observer?.flush();
+  }
+
+  close(): void {
+    for (const generation of this.#generations.values()) generation.built.close();
+    this.#generations.clear();
+    this.#current = null;
+    this.#observer?.flush();
+  }
+
+  async #build(
+    id: number,
+    lists: SocketDeviceLists,
+    baseDir: string,
+    socketCount: number,
+  ): Promise<DeviceSetBuild> {
+    const served = this.#init.sockets;
+    const used = [
+      ...(served.some((s) => !lists.sockets.has(s)) ? lists.defaults : []),
+      ...served.flatMap((s) => lists.sockets.get(s) ?? []),
+    ];
+    const modules = await loadModules(used, baseDir);
+    const built = buildSocketBuses(
+      lists,
+      socketCount,
+      { logger: this.#logger, baseDir, modules, pool: this.#pool, synchronousHost: true },
+      served,
+    );
+    this.#generations.set(id, { built, connections: 0, retired: false });
+    return {
+      chips: describeChips(built.directory),
+      backingFiles: this.#pool.backingFiles,
+      guests: served.map((socket) => {
+        const map = built.addressMaps[socket];
+        return {
+          socket,
+          addresses: map?.addresses() ?? [],
+          buses: map?.buses().map((bus) => bus.name) ?? [],
+        };
+      }),
+    };
+  }
+
+  #use(id: number): void {
+    const next = this.#generations.get(id);
+    if (next === undefined) throw new Error(`no generation ${id} in this device set`);
+    const previous = this.#current;
+    this.#current = next;
+    if (previous !== null && previous !== next) {
+      previous.retired = true;
+      this.#closeIfUnused(previous);
+    }
+  }
+
+  #closeIfUnused(generation: Generation): void {
+    if (!generation.retired || generation.connections > 0) return;
+    for (const [id, known] of this.#generations) {
+      if (known === generation) this.#generations.delete(id);
+    }
+    generation.built.close();
+    this.#logger.info("closed the devices of the previous configuration");
+  }
+
+  #chips(request: ChipRequest): ChipReply {
+    const directory = this.#current?.built.directory ?? [];
+    return answerChipRequest(directory, request);
+  }
+}
