@@ -24,6 +24,7 @@ import {
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
 import { loadModules } from "../config/modules.js";
+import { inProcessChips } from "../control/chip-host.js";
 import { ControlServer } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
@@ -418,10 +419,11 @@ export async function startDaemon(
         config.controlSocketGroup,
         "--control-socket-group",
       );
+      // Asked at every command: after a reload it serves the current configuration's devices.
+      const chips = inProcessChips(() => current.built.directory);
       opened.push(
         openSocket(() =>
-          // Asked at every command: after a reload it serves the current configuration's devices.
-          ControlServer.listen(path, () => current.built.directory, {
+          ControlServer.listen(path, chips, {
             logger: logger.child("control"),
             access: controlAccess,
             ...(config.controlIdleTimeoutMs !== undefined && {

@@ -44,7 +44,8 @@ export type ControlErrorCode =
   | "ERANGE" // offset/length outside the device memory
   | "EINVAL" // the model refused the value
   | "EMODEL" // the model failed unexpectedly
-  | "ENOSTATS"; // this daemon keeps no transfer counters
+  | "ENOSTATS" // this daemon keeps no transfer counters
+  | "ETIMEDOUT"; // the devices (or counters) did not answer within the reply timeout
 
 export class ControlError extends CodedError<ControlErrorCode> {}
 

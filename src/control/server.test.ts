@@ -11,6 +11,7 @@ import type { SimDevice } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import { SocketFileError } from "../sys/socket-file.js";
 import { UnixListener } from "../sys/unix-socket.js";
+import { inProcessChips } from "./chip-host.js";
 import { ControlClient, runControlCommand } from "./client.js";
 import { MAX_LINE_BYTES } from "./protocol.js";
 import { ControlServer, handleLine } from "./server.js";
@@ -87,6 +88,7 @@ describe("ControlServer", () => {
   let directory: DeviceDirectory;
   let server: ControlServer;
   let log: ReturnType<typeof collectingLogger>;
+  const chips = inProcessChips(() => directory);
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), "control-"));
@@ -100,7 +102,7 @@ describe("ControlServer", () => {
       { address: 0x50, model: "plain", device: { targets: [] }, sockets: [0] },
     ];
     log = collectingLogger();
-    server = ControlServer.listen(path, () => directory, { logger: log.logger });
+    server = ControlServer.listen(path, chips, { logger: log.logger });
   });
   afterEach(() => server.close());
 
@@ -281,10 +283,10 @@ describe("ControlServer", () => {
     const stale = join(dir, "stale.sock");
     UnixListener.listen(stale).close();
     assert.ok(statSync(stale).isSocket());
-    const replaced = ControlServer.listen(stale, () => directory);
+    const replaced = ControlServer.listen(stale, chips);
     assert.equal(statSync(stale).mode & 0o777, 0o600);
     assert.throws(
-      () => ControlServer.listen(stale, () => directory),
+      () => ControlServer.listen(stale, chips),
       (error: unknown) => {
         assert.ok(error instanceof SocketFileError);
         assert.equal(error.code, "EADDRINUSE");
@@ -295,8 +297,8 @@ describe("ControlServer", () => {
 
     const file = join(dir, "plain-file");
     writeFileSync(file, "keep me");
-    assert.throws(() => ControlServer.listen(file, () => directory), { code: "EEXIST" });
-    assert.throws(() => ControlServer.listen(join(dir, "missing", "c.sock"), () => directory), {
+    assert.throws(() => ControlServer.listen(file, chips), { code: "EEXIST" });
+    assert.throws(() => ControlServer.listen(join(dir, "missing", "c.sock"), chips), {
       code: "ENOENT",
     });
   });
@@ -313,7 +315,10 @@ describe("runControlCommand", () => {
     path = join(dir, "control.sock");
     sensor = fakeDevice();
     const directory = [{ address: 0x48, model: "fake", device: sensor, sockets: [0] }];
-    server = ControlServer.listen(path, () => directory);
+    server = ControlServer.listen(
+      path,
+      inProcessChips(() => directory),
+    );
   });
   after(() => {
     server.close();
@@ -385,47 +390,51 @@ describe("devices of several guests (per-guest lists)", () => {
     { address: 0x48, model: "other-sensor", device: own, sockets: [1] },
     { address: 0x50, model: "fake-memory", device: memory, sockets: [1] },
   ];
-  const answer = (line: string) => handleLine(directory, line, silentLogger) ?? "";
+  const chips = inProcessChips(() => directory);
+  const answer = async (line: string) => (await handleLine(chips, line, silentLogger)) ?? "";
 
-  it("a qualified address reaches the device that guest sees", () => {
-    assert.equal(answer("set 1:0x48 temperature 30"), "ok 30\n");
-    assert.equal(answer("set 2:0x48 temperature 40"), "ok 40\n");
+  it("a qualified address reaches the device that guest sees", async () => {
+    assert.equal(await answer("set 1:0x48 temperature 30"), "ok 30\n");
+    assert.equal(await answer("set 2:0x48 temperature 40"), "ok 40\n");
     assert.deepEqual([shared.temperature, own.temperature], [40, 30]);
-    assert.equal(answer("get 0:0x48 temperature"), "ok 40\n", "guests 0 and 2 share one");
+    assert.equal(await answer("get 0:0x48 temperature"), "ok 40\n", "guests 0 and 2 share one");
     assert.equal(
-      answer('{"cmd":"get","guest":1,"addr":72,"property":"temperature"}'),
+      await answer('{"cmd":"get","guest":1,"addr":72,"property":"temperature"}'),
       '{"ok":true,"result":30}\n',
     );
-    assert.equal(answer("write 1:0x50 0 abcd"), "ok 2\n");
-    assert.equal(answer("read 1:0x50 0 2"), "ok abcd\n");
+    assert.equal(await answer("write 1:0x50 0 abcd"), "ok 2\n");
+    assert.equal(await answer("read 1:0x50 0 2"), "ok abcd\n");
   });
 
-  it("a bare address works when one device has it", () => {
-    assert.equal(answer("read 0x50 0 2"), "ok abcd\n");
+  it("a bare address works when one device has it", async () => {
+    assert.equal(await answer("read 0x50 0 2"), "ok abcd\n");
   });
 
-  it("a bare address two devices have is refused, listing their qualified names", () => {
+  it("a bare address two devices have is refused, listing their qualified names", async () => {
     for (const line of ["get 0x48 temperature", "set 72 temperature 0", "read 0x48 0 1"]) {
-      const reply = answer(line);
+      const reply = await answer(line);
       assert.match(reply, /^error EAMBIGUOUS 0x48 names 2 emulated devices/, line);
       assert.match(reply, /0:0x48 \(fake-sensor, guests 0,2\), 1:0x48 \(other-sensor, guest 1\)/);
     }
     assert.equal(own.temperature, 30, "a refused command changes nothing");
-    const json = JSON.parse(answer('{"cmd":"get","addr":72,"property":"temperature"}'));
+    const json = JSON.parse(await answer('{"cmd":"get","addr":72,"property":"temperature"}'));
     assert.equal(json.code, "EAMBIGUOUS");
   });
 
-  it("a guest without a device at that address gets ENODEV naming the guest", () => {
-    assert.equal(answer("get 0:0x50 id"), "error ENODEV guest 0 has no emulated device at 0x50\n");
-    assert.match(answer("get 5:0x48 id"), /^error ENODEV guest 5 /);
-    assert.match(answer("get 0x49 id"), /^error ENODEV no emulated device at 0x49/);
+  it("a guest without a device at that address gets ENODEV naming the guest", async () => {
+    assert.equal(
+      await answer("get 0:0x50 id"),
+      "error ENODEV guest 0 has no emulated device at 0x50\n",
+    );
+    assert.match(await answer("get 5:0x48 id"), /^error ENODEV guest 5 /);
+    assert.match(await answer("get 0x49 id"), /^error ENODEV no emulated device at 0x49/);
   });
 
-  it("list names every device, qualified where the address is shared, with its guests", () => {
+  it("list names every device, qualified where the address is shared, with its guests", async () => {
     shared.failing = false;
     own.failing = false;
     memory.failing = false;
-    const reply = answer("list");
+    const reply = await answer("list");
     const list = JSON.parse(reply.slice(3)) as {
       name: string;
       address: string;
@@ -441,7 +450,7 @@ describe("devices of several guests (per-guest lists)", () => {
       ],
     );
     for (const { name } of list) {
-      assert.match(answer(`get ${name} id`), /^ok fake/, `${name} from list is usable`);
+      assert.match(await answer(`get ${name} id`), /^ok fake/, `${name} from list is usable`);
     }
   });
 });
@@ -453,7 +462,10 @@ describe("ControlServer follows its directory source", () => {
     const second = fakeDevice();
     second.temperature = 50;
     let current: DeviceDirectory = [{ address: 0x48, model: "old", device: first, sockets: [0] }];
-    const server = ControlServer.listen(join(dir, "c.sock"), () => current);
+    const server = ControlServer.listen(
+      join(dir, "c.sock"),
+      inProcessChips(() => current),
+    );
     const client = await ControlClient.connect(join(dir, "c.sock"));
     try {
       assert.equal(await client.request("get 0x48 temperature"), "ok 25");
@@ -475,13 +487,13 @@ describe("ControlServer limits", () => {
     dir = mkdtempSync(join(tmpdir(), "control-limits-"));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
-  const directory: DeviceDirectory = [];
+  const chips = inProcessChips((): DeviceDirectory => []);
 
   it("when full, an operator's connection takes the place of the longest-idle client of another uid; others are refused", async () => {
     const path = join(dir, "full.sock");
     const uids = [1234, 1234, 0, 1234];
     const { lines, logger } = collectingLogger();
-    const server = ControlServer.listen(path, () => directory, {
+    const server = ControlServer.listen(path, chips, {
       logger,
       maxClients: 2,
       peerUid: () => uids.shift() ?? null,
@@ -508,7 +520,7 @@ describe("ControlServer limits", () => {
 
   it("disconnects a client that completes no command within the idle timeout", async () => {
     const path = join(dir, "idle.sock");
-    const server = ControlServer.listen(path, () => directory, { idleTimeoutMs: 100 });
+    const server = ControlServer.listen(path, chips, { idleTimeoutMs: 100 });
     try {
       const client = await ControlClient.connect(path);
       client.writeRaw("hel");

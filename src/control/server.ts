@@ -2,20 +2,29 @@
  * Control socket: a Unix stream socket (mode 0600 unless configured) where operators read and change emulated devices
  * while the guest runs. One command per line, one reply line per command, many clients at once.
  * Owns the listening socket, its file and the client connections; runs each command against the
- * DeviceDirectory its source returns at that moment (so it follows configuration reloads), and
- * `stats` against the transfer counters it is given. Must not: block the event loop, let a client
- * crash the daemon or grow memory without bound, or know any model (it sees only SimDevice
- * properties and memory).
+ * chips' directory at that moment (so it follows configuration reloads) through ChipAccess, whose
+ * every operation is asynchronous (the chips may live in another thread), and `stats` against the
+ * transfer counters it is given. A command not answered within the reply timeout is answered
+ * ETIMEDOUT. Must not: block the event loop, let a client crash the daemon, hang, or grow memory
+ * without bound, or know any model (it sees only chip descriptions, property values and memory).
  * @module
  */
 
 import { createServer, type Server, type Socket } from "node:net";
-import type { DeviceDirectory, DirectoryEntry } from "../config/devices.js";
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { sysCall } from "../sys/errors.js";
 import { native } from "../sys/native.js";
 import { socketPeerCredentials } from "../sys/peer-credentials.js";
 import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
+import {
+  type ChipAccess,
+  type ChipDescription,
+  type ChipDirectory,
+  checkMemoryRange,
+  checkWritable,
+  describedProperty,
+  type PropertyValue,
+} from "./chips.js";
 import {
   type Command,
   type CommandResult,
@@ -28,6 +37,7 @@ import {
   formatOk,
   HELP_TEXT,
   MAX_LINE_BYTES,
+  type ParsedLine,
   parseLine,
 } from "./protocol.js";
 
@@ -42,6 +52,11 @@ export interface ControlServerOptions {
   stats?: StatsSource;
   /** A client that completes no command for this long is disconnected (default 30 s). */
   idleTimeoutMs?: number;
+  /**
+   * A command whose chips (or stats) have not answered after this long is answered ETIMEDOUT, and
+   * the client's next command is served (default 5 s).
+   */
+  replyTimeoutMs?: number;
   /** The uid of a connection's peer, null when unknown. Default: SO_PEERCRED. */
   peerUid?: (socket: Socket) => number | null;
   /** Mode and group of the socket file (default 0600: the daemon's user only). */
@@ -51,11 +66,11 @@ export interface ControlServerOptions {
 /** Owner only: anyone connected can change what the guests see. */
 const DEFAULT_ACCESS: SocketFileAccess = { mode: 0o600 };
 
-/** A JSON-ready snapshot of the transfer counters, taken when `stats` is asked. */
+/**
+ * A JSON-ready snapshot of the transfer counters, taken when `stats` is asked: the value, or a
+ * Promise of it when the counters live in another thread.
+ */
 export type StatsSource = () => unknown;
-
-/** The emulated devices to serve, asked again for every command (the daemon's current configuration). */
-export type DirectorySource = () => DeviceDirectory;
 
 /** One entry of the `list` reply. */
 export interface DeviceSummary {
@@ -65,30 +80,30 @@ export interface DeviceSummary {
   /** The guests (socket indexes) that see this device. */
   readonly guests: readonly number[];
   readonly model: string;
-  readonly properties: Record<string, number | string | boolean>;
+  readonly properties: Readonly<Record<string, PropertyValue>>;
   readonly memorySize: number | null;
 }
 
-/** `1:0x48` for an entry: its first guest qualifies it. */
-function qualifiedName(entry: DirectoryEntry): string {
-  return formatDeviceRef({ addr: entry.address, guest: entry.sockets[0] ?? 0 });
+/** `1:0x48` for a chip: its first guest qualifies it. */
+function qualifiedName(chip: ChipDescription): string {
+  return formatDeviceRef({ addr: chip.address, guest: chip.sockets[0] ?? 0 });
 }
 
-/** The shortest name that picks `entry` out of `directory`. */
-function nameOf(directory: DeviceDirectory, entry: DirectoryEntry): string {
-  const alone = directory.every((other) => other === entry || other.address !== entry.address);
-  return alone ? formatAddress(entry.address) : qualifiedName(entry);
+/** The shortest name that picks `chip` out of `directory`. */
+function nameOf(directory: ChipDirectory, chip: ChipDescription): string {
+  const alone = directory.every((other) => other === chip || other.address !== chip.address);
+  return alone ? formatAddress(chip.address) : qualifiedName(chip);
 }
 
 function describeGuests(sockets: readonly number[]): string {
   return `guest${sockets.length === 1 ? "" : "s"} ${sockets.join(",")}`;
 }
 
-/** The one device `ref` names. Throws ENODEV, or EAMBIGUOUS listing the qualified names. */
-function lookup(directory: DeviceDirectory, ref: DeviceRef): DirectoryEntry {
+/** The one chip `ref` names. Throws ENODEV, or EAMBIGUOUS listing the qualified names. */
+function lookup(directory: ChipDirectory, ref: DeviceRef): ChipDescription {
   const { addr, guest } = ref;
   const found = directory.filter(
-    (entry) => entry.address === addr && (guest === undefined || entry.sockets.includes(guest)),
+    (chip) => chip.address === addr && (guest === undefined || chip.sockets.includes(guest)),
   );
   const [only, ...others] = found;
   if (only === undefined) {
@@ -101,7 +116,7 @@ function lookup(directory: DeviceDirectory, ref: DeviceRef): DirectoryEntry {
   }
   if (others.length > 0) {
     const names = found.map(
-      (entry) => `${qualifiedName(entry)} (${entry.model}, ${describeGuests(entry.sockets)})`,
+      (chip) => `${qualifiedName(chip)} (${chip.model}, ${describeGuests(chip.sockets)})`,
     );
     throw new ControlError(
       "EAMBIGUOUS",
@@ -111,72 +126,38 @@ function lookup(directory: DeviceDirectory, ref: DeviceRef): DirectoryEntry {
   return only;
 }
 
-function property(directory: DeviceDirectory, ref: DeviceRef, name: string) {
-  const properties = lookup(directory, ref).device.properties ?? {};
-  const found = Object.hasOwn(properties, name) ? properties[name] : undefined;
-  if (found === undefined) {
-    const known = Object.keys(properties);
-    throw new ControlError(
-      "ENOPROP",
-      `${formatDeviceRef(ref)} has no property "${name}" (known: ${known.length ? known.join(", ") : "none"})`,
-    );
-  }
-  return found;
-}
-
-function memoryRange(directory: DeviceDirectory, ref: DeviceRef, offset: number, length: number) {
-  const memory = lookup(directory, ref).device.memory;
-  if (memory === undefined) {
-    throw new ControlError("ENOMEM", `${formatDeviceRef(ref)} has no memory`);
-  }
-  if (offset + length > memory.size) {
-    throw new ControlError(
-      "ERANGE",
-      `${length} byte(s) at offset ${offset} exceed the ${memory.size}-byte memory of ${formatDeviceRef(ref)}`,
-    );
-  }
-  return memory;
-}
-
-/** Runs model code: a ModelError (or any error naming a code) is the model refusing, EINVAL. */
-function callModel<T>(what: string, call: () => T): T {
-  try {
-    return call();
-  } catch (error) {
-    if (error instanceof ControlError) throw error;
-    const message = error instanceof Error ? error.message : String(error);
-    const refused = error instanceof Error && "code" in error;
-    throw new ControlError(refused ? "EINVAL" : "EMODEL", `${what}: ${message}`);
-  }
-}
-
-function summarize(directory: DeviceDirectory): DeviceSummary[] {
-  return directory.map((entry) => {
-    const properties: Record<string, number | string | boolean> = {};
-    for (const [name, prop] of Object.entries(entry.device.properties ?? {})) {
-      properties[name] = callModel(`${name}.get`, () => prop.get());
-    }
+/** Every chip with its property values; a failure is the first in directory order. */
+async function summarize(chips: ChipAccess): Promise<DeviceSummary[]> {
+  const directory = await chips.directory();
+  const values = await Promise.allSettled(
+    directory.map((chip) =>
+      chip.properties.length === 0 ? Promise.resolve({}) : chips.propertyValues(chip.id),
+    ),
+  );
+  return directory.map((chip, i) => {
+    const settled = values[i];
+    if (settled?.status !== "fulfilled") throw settled?.reason;
     return {
-      name: nameOf(directory, entry),
-      address: formatAddress(entry.address),
-      guests: entry.sockets,
-      model: entry.model,
-      properties,
-      memorySize: entry.device.memory?.size ?? null,
+      name: nameOf(directory, chip),
+      address: formatAddress(chip.address),
+      guests: chip.sockets,
+      model: chip.model,
+      properties: settled.value,
+      memorySize: chip.memorySize,
     };
   });
 }
 
 /**
- * Runs one command against the directory. Throws ControlError for anything the client should hear
- * about; logs every state change at info.
+ * Runs one command against the chips. Rejects with a ControlError for anything the client should
+ * hear about; logs every state change at info.
  */
-export function executeCommand(
-  directory: DeviceDirectory,
+export async function executeCommand(
+  chips: ChipAccess,
   command: Command,
   logger: Logger,
   stats?: StatsSource,
-): CommandResult {
+): Promise<CommandResult> {
   switch (command.cmd) {
     case "help":
       return { text: HELP_TEXT, value: HELP_TEXT };
@@ -184,40 +165,38 @@ export function executeCommand(
       if (stats === undefined) {
         throw new ControlError("ENOSTATS", "this daemon keeps no transfer counters");
       }
-      const value = stats();
+      const value = await stats();
       return { text: JSON.stringify(value), value };
     }
     case "list": {
-      const list = summarize(directory);
+      const list = await summarize(chips);
       return { text: JSON.stringify(list), value: list };
     }
     case "get": {
-      const prop = property(directory, command, command.property);
-      const value = callModel(command.property, () => prop.get());
+      const chip = lookup(await chips.directory(), command);
+      describedProperty(chip, formatDeviceRef(command), command.property);
+      const value = await chips.getProperty(chip.id, command.property);
       return { text: String(value), value };
     }
     case "set": {
-      const prop = property(directory, command, command.property);
-      const setter = prop.set;
-      if (setter === undefined) {
-        throw new ControlError("EREADONLY", `property "${command.property}" is read-only`);
-      }
-      callModel(`cannot set ${command.property}`, () => setter.call(prop, command.value));
-      const value = callModel(command.property, () => prop.get());
+      const chip = lookup(await chips.directory(), command);
+      checkWritable(describedProperty(chip, formatDeviceRef(command), command.property));
+      const value = await chips.setProperty(chip.id, command.property, command.value);
       logger.info(`control set ${formatDeviceRef(command)} ${command.property}=${String(value)}`);
       return { text: String(value), value };
     }
     case "read": {
       const { offset, length } = command;
-      const memory = memoryRange(directory, command, offset, length);
-      const bytes = callModel("read", () => memory.read(offset, length));
-      const hex = formatHex(bytes);
+      const chip = lookup(await chips.directory(), command);
+      checkMemoryRange(chip, formatDeviceRef(command), offset, length);
+      const hex = formatHex(await chips.readMemory(chip.id, offset, length));
       return { text: hex, value: hex };
     }
     case "write": {
       const { offset, data } = command;
-      const memory = memoryRange(directory, command, offset, data.length);
-      callModel("write", () => memory.write(offset, data));
+      const chip = lookup(await chips.directory(), command);
+      checkMemoryRange(chip, formatDeviceRef(command), offset, data.length);
+      await chips.writeMemory(chip.id, offset, data);
       logger.info(
         `control write ${formatDeviceRef(command)} offset=${offset} length=${data.length}`,
       );
@@ -226,19 +205,43 @@ export function executeCommand(
   }
 }
 
-/** Parses and runs one line; returns the reply line (with newline), or null for a blank line. */
-export function handleLine(
-  directory: DeviceDirectory,
-  line: string,
-  logger: Logger,
-  stats?: StatsSource,
-): string | null {
-  const parsed = parseLine(line);
-  if (parsed === null) return null;
+/** What a command runs with besides the chips. */
+interface CommandContext {
+  readonly logger: Logger;
+  readonly stats?: StatsSource | undefined;
+  /** Without it, a command waits for its answer however long it takes. */
+  readonly replyTimeoutMs?: number | undefined;
+}
+
+/** `work`, or ETIMEDOUT once `ms` have passed (a late answer is dropped). */
+function withinTime<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new ControlError(
+            "ETIMEDOUT",
+            `no answer from the devices within ${ms} ms; the command may still take effect`,
+          ),
+        ),
+      ms,
+    );
+    // A pending command does not keep the process alive.
+    timer.unref();
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** The reply line (with newline) to one parsed line. */
+async function replyTo(chips: ChipAccess, parsed: ParsedLine, context: CommandContext) {
   const { format, command } = parsed;
   if (command instanceof ControlError) return formatError(command, format);
+  const { logger, stats, replyTimeoutMs } = context;
   try {
-    return formatOk(executeCommand(directory, command, logger, stats), format);
+    const work = executeCommand(chips, command, logger, stats);
+    const result = await (replyTimeoutMs === undefined ? work : withinTime(work, replyTimeoutMs));
+    return formatOk(result, format);
   } catch (error) {
     if (error instanceof ControlError) {
       if (error.code === "EMODEL") logger.warn("model failed", { error: error.message });
@@ -248,17 +251,27 @@ export function handleLine(
   }
 }
 
-/** handleLine that never throws: a bug is answered and logged, never a daemon crash. */
-function answerLine(
-  directory: DirectorySource,
+/** Parses and runs one line; resolves with the reply line (with newline), or null for a blank line. */
+export async function handleLine(
+  chips: ChipAccess,
   line: string,
   logger: Logger,
   stats?: StatsSource,
-): string | null {
+): Promise<string | null> {
+  const parsed = parseLine(line);
+  return parsed === null ? null : replyTo(chips, parsed, { logger, stats });
+}
+
+/** replyTo that never rejects: a fault is answered and logged, never a daemon crash. */
+async function answerLine(
+  chips: ChipAccess,
+  parsed: ParsedLine,
+  context: CommandContext,
+): Promise<string> {
   try {
-    return handleLine(directory(), line, logger, stats);
+    return await replyTo(chips, parsed, context);
   } catch (error) {
-    logger.error("control command failed", { error: String(error) });
+    context.logger.error("control command failed", { error: String(error) });
     return formatError(new ControlError("EMODEL", "internal error"), "text");
   }
 }
@@ -267,14 +280,17 @@ function answerLine(
 const DEFAULT_MAX_CLIENTS = 64;
 /** A client that completes no command for this long is disconnected (idle, or not reading). */
 const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+/** A command not answered within this long is answered ETIMEDOUT (the chips' thread is stuck or gone). */
+const DEFAULT_REPLY_TIMEOUT_MS = 5_000;
 
 /**
- * One client: splits its bytes into lines and answers each, in order. Memory per client is bounded:
- * once the socket's write buffer is full (its high-water mark, 16 KiB, plus at most one reply), the
- * rest of the bytes already received are kept unparsed and the socket is paused, so no reply is
- * built for a client that does not read them; the one `drain` listener carries on. A client that
- * completes no command within the idle timeout (it went quiet, or it stopped reading its replies)
- * is disconnected.
+ * One client: splits its bytes into lines and answers each, one at a time and in order (a command
+ * sees what the one before it did; a slow answer holds up this client only). Memory per client is
+ * bounded: while a command waits for its answer, or once the socket's write buffer is full (its
+ * high-water mark, 16 KiB, plus at most one reply), the rest of the bytes already received are kept
+ * unparsed and the socket is paused, so no reply is built for a client that does not read them; the
+ * answer or the one `drain` listener carries on. A client that completes no command within the idle
+ * timeout (it went quiet, or it stopped reading its replies) is disconnected.
  */
 class ControlConnection {
   readonly socket: Socket;
@@ -284,9 +300,8 @@ class ControlConnection {
   readonly privileged: boolean;
   /** When the client last completed a command (or connected): the longest idle is dropped first. */
   lastActive: number;
-  readonly #directory: DirectorySource;
-  readonly #logger: Logger;
-  readonly #stats: StatsSource | undefined;
+  readonly #chips: ChipAccess;
+  readonly #context: CommandContext;
   readonly #idleTimer: NodeJS.Timeout;
   /** Bytes received and not parsed yet: the first from #offset. */
   readonly #chunks: Buffer[] = [];
@@ -296,24 +311,24 @@ class ControlConnection {
   #partialBytes = 0;
   /** Replies wait in the socket's buffer: nothing is parsed until it drains. */
   #blocked = false;
+  /** A command waits for its answer: nothing more is parsed until it is written. */
+  #answering = false;
   /** The client shut down its side: the connection ends once every line it sent is answered. */
   #inputEnded = false;
 
   constructor(
     socket: Socket,
     peer: { uid: number | null; privileged: boolean },
-    directory: DirectorySource,
-    logger: Logger,
-    options: { stats: StatsSource | undefined; idleTimeoutMs: number },
+    chips: ChipAccess,
+    context: CommandContext & { readonly idleTimeoutMs: number },
   ) {
     this.socket = socket;
     this.uid = peer.uid;
     this.privileged = peer.privileged;
     this.lastActive = performance.now();
-    this.#directory = directory;
-    this.#logger = logger;
-    this.#stats = options.stats;
-    this.#idleTimer = setTimeout(() => this.#timedOut(), options.idleTimeoutMs);
+    this.#chips = chips;
+    this.#context = context;
+    this.#idleTimer = setTimeout(() => this.#timedOut(), context.idleTimeoutMs);
     this.#idleTimer.unref();
     socket.on("data", (chunk: Buffer) => {
       this.#chunks.push(chunk);
@@ -328,7 +343,9 @@ class ControlConnection {
       this.#parse();
     });
     socket.on("close", () => clearTimeout(this.#idleTimer));
-    socket.on("error", (error) => logger.debug("control client error", { error: error.message }));
+    socket.on("error", (error) =>
+      context.logger.debug("control client error", { error: error.message }),
+    );
   }
 
   /** Disconnects at once (eviction, shutdown). */
@@ -337,9 +354,9 @@ class ControlConnection {
     this.socket.destroy();
   }
 
-  /** Answers the complete lines received, in order, until the write buffer is full. */
+  /** Starts answering the complete lines received, in order, until the write buffer is full. */
   #parse(): void {
-    while (!this.#blocked && !this.socket.destroyed) {
+    while (!this.#blocked && !this.#answering && !this.socket.destroyed) {
       const chunk = this.#chunks[0];
       if (chunk === undefined) break;
       const newline = chunk.indexOf(0x0a, this.#offset);
@@ -364,22 +381,32 @@ class ControlConnection {
       const line = this.#partial.length === 0 ? piece : Buffer.concat([...this.#partial, piece]);
       this.#partial = [];
       this.#partialBytes = 0;
-      const answer = answerLine(this.#directory, line.toString("utf8"), this.#logger, this.#stats);
-      if (answer === null) continue;
-      this.lastActive = performance.now();
-      this.#idleTimer.refresh();
-      // Backpressure: a client that sends but never reads stops being read instead of filling memory.
-      if (!this.socket.write(answer)) this.#blocked = true;
+      const parsed = parseLine(line.toString("utf8"));
+      if (parsed === null) continue;
+      this.#answering = true;
+      void answerLine(this.#chips, parsed, this.#context).then((reply) => this.#answered(reply));
     }
-    if (this.#blocked) this.socket.pause();
+    if (this.#blocked || this.#answering) this.socket.pause();
     else if (this.#inputEnded) {
       // An unfinished last line is dropped: the client went away before sending its newline.
       if (this.#chunks.length === 0) this.socket.end();
     } else if (this.socket.isPaused()) this.socket.resume();
   }
 
+  /** Writes the reply to the command being answered, then carries on with the next line. */
+  #answered(reply: string): void {
+    this.#answering = false;
+    // Disconnected meanwhile (idle timeout, eviction, shutdown): the reply has nowhere to go.
+    if (this.socket.destroyed || !this.socket.writable) return;
+    this.lastActive = performance.now();
+    this.#idleTimer.refresh();
+    // Backpressure: a client that sends but never reads stops being read instead of filling memory.
+    if (!this.socket.write(reply)) this.#blocked = true;
+    this.#parse();
+  }
+
   #tooLong(): void {
-    this.#logger.warn("control client sent a line over the limit; disconnecting", {
+    this.#context.logger.warn("control client sent a line over the limit; disconnecting", {
       uid: this.uid,
       limit: MAX_LINE_BYTES,
     });
@@ -393,7 +420,7 @@ class ControlConnection {
     const reason = this.#blocked
       ? "control client does not read its replies; disconnecting"
       : "control client idle; disconnecting";
-    this.#logger.info(reason, { uid: this.uid });
+    this.#context.logger.info(reason, { uid: this.uid });
     this.#drop();
     this.socket.destroy();
   }
@@ -424,6 +451,7 @@ export class ControlServer {
   readonly #stats: StatsSource | undefined;
   readonly #maxClients: number;
   readonly #idleTimeoutMs: number;
+  readonly #replyTimeoutMs: number;
   readonly #peerUid: (socket: Socket) => number | null;
   /** Per peer uid, the rate-limited logger for the lines its clients cause. */
   readonly #peerLoggers = new Map<number | null, Logger>();
@@ -442,25 +470,26 @@ export class ControlServer {
     this.#stats = options.stats;
     this.#maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#replyTimeoutMs = options.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS;
     this.#peerUid = options.peerUid ?? ((socket) => socketPeerCredentials(socket)?.uid ?? null);
   }
 
   /**
    * Listens on `path` (created with `options.access`, default 0600, as src/sys/socket-file.ts
-   * creates socket files), serving the devices `directory` returns at each command. Synchronous like
+   * creates socket files), serving the chips `chips` reaches (its directory asked again at each command). Synchronous like
    * the vhost-user servers: throws SocketFileError (ENOENT, EUNSAFE, EEXIST, EADDRINUSE, EPERM,
    * ELISTEN) before returning if the path cannot be used.
    */
   static listen(
     path: string,
-    directory: DirectorySource,
+    chips: ChipAccess,
     options: ControlServerOptions = {},
   ): ControlServer {
     const logger = options.logger ?? silentLogger;
     const { fd, file } = SocketFile.listen(path, options.access ?? DEFAULT_ACCESS);
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
     const control = new ControlServer(path, server, file, options);
-    server.on("connection", (socket) => control.#accept(socket, directory));
+    server.on("connection", (socket) => control.#accept(socket, chips));
     server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
     // Node serves the listening fd; it never binds or removes the file itself.
     server.listen({ fd });
@@ -500,7 +529,7 @@ export class ControlServer {
     }
   }
 
-  #accept(socket: Socket, directory: DirectorySource): void {
+  #accept(socket: Socket, chips: ChipAccess): void {
     if (this.#closed) {
       socket.destroy();
       return;
@@ -516,9 +545,11 @@ export class ControlServer {
       socket.destroy();
       return;
     }
-    const client = new ControlConnection(socket, { uid, privileged }, directory, logger, {
+    const client = new ControlConnection(socket, { uid, privileged }, chips, {
+      logger,
       stats: this.#stats,
       idleTimeoutMs: this.#idleTimeoutMs,
+      replyTimeoutMs: this.#replyTimeoutMs,
     });
     this.#clients.add(client);
     socket.on("close", () => this.#clients.delete(client));

@@ -3,10 +3,11 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { DeviceDirectory } from "../config/devices.js";
 import { silentLogger } from "../log.js";
+import { inProcessChips } from "./chip-host.js";
 import { parseLine } from "./protocol.js";
 import { handleLine } from "./server.js";
 
-const noDevices: DeviceDirectory = [];
+const noDevices = inProcessChips((): DeviceDirectory => []);
 
 describe("control stats", () => {
   it("parses as a command without arguments, in text and JSON", () => {
@@ -16,22 +17,22 @@ describe("control stats", () => {
     assert.ok(extra instanceof Error && "code" in extra && extra.code === "EUSAGE");
   });
 
-  it("replies with the source's snapshot as one JSON line, taken at each request", () => {
+  it("replies with the source's snapshot as one JSON line, taken at each request", async () => {
     let transfers = 0;
     const source = () => ({ guests: [{ guest: 0, transfers }] });
     transfers = 3;
     assert.equal(
-      handleLine(noDevices, "stats", silentLogger, source),
+      await handleLine(noDevices, "stats", silentLogger, source),
       'ok {"guests":[{"guest":0,"transfers":3}]}\n',
     );
     transfers = 4;
     assert.equal(
-      handleLine(noDevices, '{"cmd":"stats"}', silentLogger, source),
+      await handleLine(noDevices, '{"cmd":"stats"}', silentLogger, source),
       '{"ok":true,"result":{"guests":[{"guest":0,"transfers":4}]}}\n',
     );
   });
 
-  it("answers ENOSTATS when the daemon keeps no counters", () => {
-    assert.match(handleLine(noDevices, "stats", silentLogger) ?? "", /^error ENOSTATS /);
+  it("answers ENOSTATS when the daemon keeps no counters", async () => {
+    assert.match((await handleLine(noDevices, "stats", silentLogger)) ?? "", /^error ENOSTATS /);
   });
 });
