@@ -324,6 +324,17 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+/* Ends the process at once (_exit): the one way out while a thread is stuck in a system call that
+ * nothing interrupts, since Node's own exit joins every worker thread first. */
+static napi_value js_exit_now(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t status;
+  if (!get_args(env, info, 1, argv) || !get_int_in(env, argv[0], "status", 0, 255, &status)) {
+    return NULL;
+  }
+  _exit((int)status);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Unix sockets
  * ------------------------------------------------------------------------------------------- */
@@ -2068,6 +2079,7 @@ static napi_value js_socket_info(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor properties[] = {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"exitNow", NULL, js_exit_now, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketListen", NULL, js_socket_listen, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketAccept", NULL, js_socket_accept, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketConnect", NULL, js_socket_connect, NULL, NULL, NULL, napi_enumerable, NULL},

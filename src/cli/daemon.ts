@@ -24,13 +24,12 @@ import {
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
 import { loadModules } from "../config/modules.js";
-import { inProcessChips } from "../control/chip-host.js";
+import { chipAccess } from "../control/chips.js";
 import { ControlServer } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
-import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import { type Logger, logSuppression, rateLimitedLogger } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
@@ -39,6 +38,7 @@ import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
+import { DeviceSets } from "./device-sets.js";
 import {
   dropPrivileges,
   GROUP_FILE,
@@ -90,6 +90,8 @@ const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
 export const STOP_GRACE_MS = 2000;
 /** After failing them: how long to wait for their chains to go back. */
 const ABORT_SETTLE_MS = 1000;
+/** How long a data-plane thread gets to close its devices and end. */
+const SET_STOP_MS = 2000;
 
 /** The daemon cannot start. `message` is meant for the user as is. */
 export class DaemonError extends CodedError<DaemonErrorCode> {
@@ -112,9 +114,10 @@ export interface RunningDaemon {
   reload(): Promise<boolean>;
   /**
    * Graceful stop: in-flight transfers get `graceMs` to finish, then fail with ERR; their chains go
-   * back to the guests; then everything is closed (socket files removed).
+   * back to the guests; then everything is closed (socket files removed). Resolves false when a
+   * data-plane thread is still stuck in a system call: only ending the process ends it.
    */
-  stop(graceMs?: number): Promise<void>;
+  stop(graceMs?: number): Promise<boolean>;
   /** Fails every in-flight transfer now (a second stop signal). */
   abort(): void;
   /** Stops serving at once: servers closed (socket files removed), connections dropped, adapters closed. */
@@ -141,6 +144,15 @@ function asDaemonError(err: unknown): unknown {
   if (err instanceof HostBusError) return new DaemonError(err.code, err.message, { cause: err });
   if (err instanceof DeviceLockError) return new DaemonError(err.code, err.message, { cause: err });
   if (err instanceof PrivilegeError) return new DaemonError(err.code, err.message, { cause: err });
+  // A device set's thread built its devices: its errors arrive by name and code.
+  if (err instanceof Error && "code" in err && typeof err.code === "string") {
+    if (err.name === ConfigError.name) {
+      return new DaemonError("BAD_CONFIG", err.message, { cause: err });
+    }
+    if (err.name === HostBusError.name || err.name === DeviceLockError.name) {
+      return new DaemonError(err.code as DaemonErrorCode, err.message, { cause: err });
+    }
+  }
   return err;
 }
 
@@ -210,20 +222,6 @@ export function collectDeviceLists(
     lists: { defaults: mergeDevices(fromList, file.devices), sockets: file.sockets },
     baseDir: file.dir,
   };
-}
-
-/** One configuration's buses, and how many connections still use them. */
-interface Generation {
-  readonly built: BuiltSockets;
-  connections: number;
-  /** A newer generation serves new connections: close this one once unused. */
-  retired: boolean;
-}
-
-/** A connected guest: its device and the generation it was given. */
-interface Session {
-  readonly device: VirtioI2cDevice;
-  readonly generation: Generation;
 }
 
 /**
@@ -297,32 +295,9 @@ export async function startDaemon(
   options: StartOptions = {},
 ): Promise<RunningDaemon> {
   const opened: Closable[] = [];
-  const pool = new ResourcePool(lockDirectory(process.env, config.lockDir));
-  const generations = new Set<Generation>();
-  const sessions = new Map<number, Session>();
-  /** The device the factory made last per socket: becomes a session on "connect". */
-  const created = new Map<number, Session>();
-  let current: Generation;
-
-  const build = async (): Promise<Generation> => {
-    const { lists, baseDir } = collectDeviceLists(config, options);
-    const all = [...lists.defaults, ...[...lists.sockets.values()].flat()];
-    const modules = await loadModules(all, baseDir);
-    const built = buildSocketBuses(lists, config.socketCount, { logger, baseDir, modules, pool });
-    const generation: Generation = { built, connections: 0, retired: false };
-    generations.add(generation);
-    return generation;
-  };
-  const closeIfUnused = (generation: Generation) => {
-    if (!generation.retired || generation.connections > 0) return;
-    generations.delete(generation);
-    generation.built.close();
-    logger.info("closed the devices of the previous configuration");
-  };
-  const closeGenerations = () => {
-    for (const generation of generations) generation.built.close();
-    generations.clear();
-  };
+  let sets: DeviceSets | null = null;
+  /** Every distinct device of the configuration in use (the lists its sockets use). */
+  let devices: readonly DeviceConfig[] = [];
 
   try {
     // --user: the names are looked up, and root checked, before anything is opened.
@@ -331,26 +306,17 @@ export async function startDaemon(
       requireRoot();
       identity = resolveIdentity(config.runAs.user, config.runAs.group);
     }
-    current = await build();
     const observability = openObservability(config, logger);
     if (observability !== null) opened.push(observability);
-    // One log budget per guest, kept across its connections (reconnecting buys no new lines).
-    const guestLoggers = config.socketPaths.map((_, index) =>
-      rateLimitedLogger(logger.child(`socket${index}`), `socket${index}`),
-    );
-    const factory: VhostUserDeviceFactory = (socketIndex) => {
-      const generation = current;
-      const addressMap = generation.built.addressMaps[socketIndex];
-      if (addressMap === undefined) throw new Error(`no devices for socket ${socketIndex}`);
-      const device = new VirtioI2cDevice(
-        addressMap,
-        logger.child(`socket${socketIndex}`),
-        observability?.observationFor(socketIndex) ?? null,
-        guestLoggers[socketIndex],
-      );
-      created.set(socketIndex, { device, generation });
-      return device;
-    };
+    const { lists, baseDir } = collectDeviceLists(config, options);
+    const running = await DeviceSets.start(lists, baseDir, config.socketCount, {
+      logger,
+      lockDir: lockDirectory(process.env, config.lockDir),
+      observer: observability,
+    });
+    sets = running;
+    devices = devicesOf(lists, config.socketCount);
+    const factory: VhostUserDeviceFactory = (socketIndex) => running.device(socketIndex);
     const access = socketAccess(config.socketMode, config.socketGroup, "--socket-group");
     const peers: PeerIds = {
       uids: config.allowPeerUids.map((user) => resolveUser(user)),
@@ -396,20 +362,6 @@ export async function startDaemon(
         options.logger.info("front-ends admitted", { allowed: host.peers.describe() });
       }
       opened.push(host);
-      host.on("connect", () => {
-        const session = created.get(index);
-        if (session === undefined) return;
-        created.delete(index);
-        sessions.set(index, session);
-        session.generation.connections++;
-      });
-      host.on("disconnect", () => {
-        const session = sessions.get(index);
-        if (session === undefined) return;
-        sessions.delete(index);
-        session.generation.connections--;
-        closeIfUnused(session.generation);
-      });
     });
     if (config.controlSocket !== undefined) {
       const path = resolve(config.controlSocket);
@@ -420,7 +372,7 @@ export async function startDaemon(
         "--control-socket-group",
       );
       // Asked at every command: after a reload it serves the current configuration's devices.
-      const chips = inProcessChips(() => current.built.directory);
+      const chips = chipAccess(running.chips);
       opened.push(
         openSocket(() =>
           ControlServer.listen(path, chips, {
@@ -448,71 +400,78 @@ export async function startDaemon(
         groups: identity.groups.join(","),
       });
     }
-    const maps = new Set(current.built.addressMaps);
+    const guests = running.guests();
     logger.info("serving", {
-      devices: [...new Set([...maps].map((m) => m.addresses().map(hex).join(",")))].join(" | "),
-      buses: [...new Set([...maps].flatMap((m) => m.buses().map((b) => b.name)))].join(","),
+      devices: [...new Set(guests.map((g) => g.addresses.map(hex).join(",")))].join(" | "),
+      buses: [...new Set(guests.flatMap((g) => g.buses))].join(","),
       sockets: config.socketCount,
       mode: config.clientMode ? "client" : "server",
+      threads: running.partition.length,
     });
   } catch (err) {
     closeAll(opened, logger);
-    closeGenerations();
+    await sets?.close(SET_STOP_MS);
     throw asDaemonError(err);
   }
 
+  const deviceSets = sets;
   let closed = false;
-  const close = () => {
-    if (closed) return;
+  /** Servers first (no new connection), then the threads (devices closed, files flushed). */
+  const closeAsync = async (): Promise<boolean> => {
+    if (closed) return true;
     closed = true;
     closeAll(opened, logger);
-    closeGenerations();
+    return deviceSets.close(SET_STOP_MS);
   };
-  const abort = () => {
-    for (const generation of generations) for (const bus of generation.built.guards) bus.abort();
-  };
-  const allIdle = () => Promise.all([...sessions.values()].map((s) => s.device.whenIdle(0)));
   return {
     config,
     get devices() {
-      return current.built.devices;
+      return devices;
     },
     async reload() {
       if (config.configFile === undefined) {
         logger.info("SIGHUP: no --config file to reload");
         return false;
       }
-      let next: Generation;
       try {
-        next = await build();
+        const { lists, baseDir } = collectDeviceLists(config, options);
+        await deviceSets.reload(lists, baseDir, config.socketCount);
+        devices = devicesOf(lists, config.socketCount);
       } catch (err) {
         logger.error("reload failed, keeping the current configuration", {
           error: err instanceof Error ? err.message : String(err),
         });
         return false;
       }
-      const previous = current;
-      current = next;
-      previous.retired = true;
-      closeIfUnused(previous);
       logger.info("reloaded the configuration: new connections get the new device lists", {
         file: config.configFile,
       });
       return true;
     },
     async stop(graceMs = STOP_GRACE_MS) {
-      if (!(await settlesWithin(allIdle(), graceMs))) {
+      if (!(await deviceSets.idle(graceMs))) {
         logger.warn("transfers still running after the grace period: failing them", {
           graceMs,
         });
-        abort();
-        await settlesWithin(allIdle(), ABORT_SETTLE_MS);
+        deviceSets.abort();
+        await deviceSets.idle(ABORT_SETTLE_MS);
       }
-      close();
+      return closeAsync();
     },
-    abort,
-    close,
+    abort: () => deviceSets.abort(),
+    close: () => void closeAsync(),
   };
+}
+
+/** Every distinct device the sockets of `lists` use: the default list if any socket uses it. */
+function devicesOf(lists: SocketDeviceLists, socketCount: number): DeviceConfig[] {
+  const usesDefault = Array.from({ length: socketCount }, (_, i) => i).some(
+    (i) => !lists.sockets.has(i),
+  );
+  return [
+    ...(usesDefault ? lists.defaults : []),
+    ...[...lists.sockets].sort(([a], [b]) => a - b).flatMap(([, list]) => list),
+  ];
 }
 
 function hex(addr: number): string {
@@ -540,7 +499,7 @@ export async function runDaemonUntilSignal(
   config: DaemonConfig,
   logger: Logger,
   options: StartOptions & LifecycleHooks = {},
-): Promise<void> {
+): Promise<boolean> {
   // Handlers first: a stop signal that arrives while the daemon starts (sockets may already exist)
   // must still mean a clean stop, never the default action that kills it and leaves socket files.
   const stopSignal = new Promise<NodeJS.Signals>((resolveSignal) => {
@@ -565,7 +524,7 @@ export async function runDaemonUntilSignal(
     }
     logger.info("stopping", { signal });
     options.onStopping?.();
-    await running.stop();
+    return await running.stop();
   } finally {
     process.removeListener("SIGHUP", onHangup);
     for (const name of STOP_SIGNALS) process.removeAllListeners(name);

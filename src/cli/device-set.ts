@@ -10,13 +10,18 @@
  * @module
  */
 
-import { type BuiltSockets, buildSocketBuses, ResourcePool, type SocketDeviceLists } from "../config/devices.js";
+import {
+  type BuiltSockets,
+  buildSocketBuses,
+  ResourcePool,
+  type SocketDeviceLists,
+} from "../config/devices.js";
 import { loadModules } from "../config/modules.js";
 import { answerChipRequest, describeChips } from "../control/chip-host.js";
 import type { ChipDirectory, ChipReply, ChipRequest } from "../control/chips.js";
 import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
-import { rateLimitedLogger, type Logger } from "../log.js";
+import { type Logger, rateLimitedLogger } from "../log.js";
 import type { DataPlaneContext, DataPlaneHost } from "../vhost-user/data-plane-thread.js";
 import type { VhostUserDevice } from "../vhost-user/device.js";
 
@@ -96,7 +101,11 @@ class ForwardingObserver implements TransferObserver {
 
   flush(): void {
     if (this.#records.length === 0 && this.#dropped === 0) return;
-    const batch: TransferBatch = { kind: "transfers", records: this.#records, dropped: this.#dropped };
+    const batch: TransferBatch = {
+      kind: "transfers",
+      records: this.#records,
+      dropped: this.#dropped,
+    };
     this.#records = [];
     this.#dropped = 0;
     this.#emit(batch);

@@ -16,6 +16,7 @@ import { fstatSync, readFileSync } from "node:fs";
 import { runControlCommand } from "../control/client.js";
 import { resolveAdapter } from "../i2c/adapters.js";
 import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
+import { native } from "../sys/native.js";
 import {
   type InheritedFds,
   inheritedFds,
@@ -23,6 +24,7 @@ import {
   notifyServiceManager,
   ServiceManagerError,
 } from "../sys/service-manager.js";
+import { DataPlane } from "../vhost-user/data-plane.js";
 import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
 import { DaemonError, type LifecycleHooks, runDaemonUntilSignal } from "./daemon.js";
 
@@ -137,7 +139,11 @@ export async function main(argv: readonly string[]): Promise<number> {
 // Exit explicitly: after a stop nothing may keep the process alive (stderr is synchronous on pipes
 // and files, so no message is lost).
 main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
+  (status) => {
+    // Node's exit waits for every worker thread: one stuck in a transfer would keep it forever.
+    if (DataPlane.stuck > 0) native().exitNow(status);
+    process.exit(status);
+  },
   (err: unknown) => {
     const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
     process.stderr.write(`${PROGRAM}: error: ${detail}\n`);

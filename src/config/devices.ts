@@ -103,6 +103,11 @@ export interface BuildContext {
    * locks).
    */
   readonly pool?: ResourcePool;
+  /**
+   * Host adapters complete transfers in the calling thread (a data-plane thread, which may block)
+   * rather than on an I/O thread of their own. Default false.
+   */
+  readonly synchronousHost?: boolean;
 }
 
 /** What one guest reaches: its AddressMap over the buses of a build, each behind its own guard. */
@@ -474,12 +479,10 @@ function buildScope(
         opened.push({ close: pool.lock(adapter, hostAddressOf(device), device.shared === true) });
       }
       const adapterName = devices.find((d) => d.adapterName !== undefined)?.adapterName;
-      const bus = HostBus.open(
-        adapter,
-        hostAddrs,
-        context.logger.child(`i2c-${adapter}`),
-        adapterName === undefined ? {} : { adapterName },
-      );
+      const bus = HostBus.open(adapter, hostAddrs, context.logger.child(`i2c-${adapter}`), {
+        ...(adapterName !== undefined && { adapterName }),
+        ...(context.synchronousHost === true && { synchronous: true }),
+      });
       opened.push(bus);
       const readOnly = new Map(
         devices

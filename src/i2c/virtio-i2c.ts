@@ -8,7 +8,7 @@
  */
 
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
-import type { QueuePass, VhostUserDevice } from "../vhost-user/device.js";
+import type { QueuePass, VhostUserDevice, VhostUserDeviceInfo } from "../vhost-user/device.js";
 import { hasFeatures, VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
 import type { GuestMemory } from "../virtio/guest-memory.js";
 import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
@@ -106,12 +106,21 @@ export const MAX_CHAIN_DESCRIPTORS = 16;
  */
 const PASS_BUDGET = { chains: 256, descriptors: 1024, bytes: 256 * 1024 } as const;
 
+/** What the vhost-user protocol side needs of a virtio-i2c device, wherever its queues run. */
+export const VIRTIO_I2C_DEVICE_INFO: VhostUserDeviceInfo = {
+  numQueues: 1,
+  maxQueueSize: 1024,
+  maxChainLength: MAX_CHAIN_DESCRIPTORS,
+  features: VIRTIO_I2C_F_ZERO_LENGTH_REQUEST,
+  requiredFeatures: VIRTIO_I2C_F_ZERO_LENGTH_REQUEST,
+};
+
 export class VirtioI2cDevice implements VhostUserDevice {
-  readonly numQueues = 1;
-  readonly maxQueueSize = 1024;
+  readonly numQueues = VIRTIO_I2C_DEVICE_INFO.numQueues;
+  readonly maxQueueSize = VIRTIO_I2C_DEVICE_INFO.maxQueueSize;
   readonly maxChainLength = MAX_CHAIN_DESCRIPTORS;
-  readonly features = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST;
-  readonly requiredFeatures = VIRTIO_I2C_F_ZERO_LENGTH_REQUEST;
+  readonly features = VIRTIO_I2C_DEVICE_INFO.features;
+  readonly requiredFeatures = VIRTIO_I2C_DEVICE_INFO.requiredFeatures;
 
   readonly #addressMap: AddressMap;
   /** Lines the operator asked for (debug: one per transfer). */

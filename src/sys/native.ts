@@ -38,6 +38,8 @@ export interface NativeI2cMsg {
 
 export interface NativeBinding {
   close(fd: number): void;
+  /** _exit(status): ends the process without joining threads (one may be stuck in a system call). */
+  exitNow(status: number): never;
   socketListen(path: string, backlog: number): number;
   socketAccept(listenFd: number): number;
   socketConnect(path: string): number;

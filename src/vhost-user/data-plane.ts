@@ -112,6 +112,14 @@ interface Pending {
 }
 
 export class DataPlane {
+  /** Threads asked to stop that did not end in time: stuck in a system call. */
+  static #stuck = 0;
+
+  /** How many data-plane threads did not end when asked to (Node's exit would wait for them). */
+  static get stuck(): number {
+    return DataPlane.#stuck;
+  }
+
   readonly #worker: Worker;
   readonly #port: MessagePort;
   readonly #wake: EventFd;
@@ -272,6 +280,7 @@ export class DataPlane {
     const ended = await Promise.race([this.#exit.then(() => true as const), late]);
     clearTimeout(timer);
     if (ended) this.#wake.close();
+    else DataPlane.#stuck++;
     return ended;
   }
 
