@@ -13,24 +13,20 @@
 
 import { resolve } from "node:path";
 import {
-  type BuiltSockets,
-  buildSocketBuses,
   type DeviceConfig,
   devicesFromGroups,
   mergeDevices,
-  ResourcePool,
   type SocketDeviceLists,
 } from "../config/devices.js";
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
-import { loadModules } from "../config/modules.js";
 import { chipAccess } from "../control/chips.js";
 import { ControlServer } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
-import { type Logger, logSuppression, rateLimitedLogger } from "../log.js";
+import { type Logger, logSuppression } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
 import { type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
@@ -273,7 +269,7 @@ function openSocket<T>(open: () => T): T {
 }
 
 /** Resolves after `ms`, or when `promise` settles; true when it settled in time. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+async function _settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<false>((resolveLate) => {
     timer = setTimeout(() => resolveLate(false), ms);
@@ -312,6 +308,7 @@ export async function startDaemon(
     const running = await DeviceSets.start(lists, baseDir, config.socketCount, {
       logger,
       lockDir: lockDirectory(process.env, config.lockDir),
+      allowUnsealedMemory: config.allowUnsealedMemory,
       observer: observability,
     });
     sets = running;

@@ -14,7 +14,7 @@ import type { ChipDirectory, ChipReply, ChipRequest, ChipTransport } from "../co
 import type { TransferRecord } from "../i2c/observer.js";
 import { VIRTIO_I2C_DEVICE_INFO } from "../i2c/virtio-i2c.js";
 import type { Logger } from "../log.js";
-import { DataPlane } from "../vhost-user/data-plane.js";
+import { DataPlane, type RingOptions } from "../vhost-user/data-plane.js";
 import type { RemoteDevice } from "../vhost-user/device.js";
 import type {
   DeviceSetBuild,
@@ -34,6 +34,8 @@ interface DeviceSet {
 export interface DeviceSetsOptions {
   readonly logger: Logger;
   readonly lockDir: string | undefined;
+  /** Map guest memory not sealed against shrinking (--allow-unsealed-memory). */
+  readonly allowUnsealedMemory: boolean;
   /** Receives every finished transfer (null: nobody observes, the threads send none). */
   readonly observer: { transferDone(record: TransferRecord): void } | null;
 }
@@ -49,11 +51,13 @@ export class DeviceSets {
   /** Socket index → its set. */
   readonly #bySocket: DeviceSet[];
   readonly #logger: Logger;
+  readonly #ringOptions: RingOptions;
   #generation = 0;
 
-  private constructor(sets: DeviceSet[], socketCount: number, logger: Logger) {
+  private constructor(sets: DeviceSet[], socketCount: number, options: DeviceSetsOptions) {
     this.#sets = sets;
-    this.#logger = logger;
+    this.#logger = options.logger;
+    this.#ringOptions = { allowUnsealedMemory: options.allowUnsealedMemory };
     this.#bySocket = [];
     for (const set of sets) for (const socket of set.sockets) this.#bySocket[socket] = set;
     void socketCount;
@@ -108,7 +112,7 @@ export class DeviceSets {
       plane: planes[index] as DataPlane,
       build: null,
     }));
-    const result = new DeviceSets(sets, socketCount, options.logger);
+    const result = new DeviceSets(sets, socketCount, options);
     try {
       await result.#buildAll(lists, baseDir, socketCount);
     } catch (error) {
@@ -172,7 +176,7 @@ export class DeviceSets {
   device(socket: number): RemoteDevice {
     const set = this.#bySocket[socket];
     if (set === undefined) throw new Error(`socket ${socket} is in no device set`);
-    return set.plane.device(socket, VIRTIO_I2C_DEVICE_INFO);
+    return set.plane.device(socket, VIRTIO_I2C_DEVICE_INFO, this.#ringOptions);
   }
 
   /** What each served guest reaches, per socket index. */

@@ -9,8 +9,8 @@
  * @module
  */
 
-import { closeSync } from "node:fs";
 import { SysError } from "../sys/errors.js";
+import { closeFd } from "../sys/fd.js";
 import { openParent, readTrustedFile, UntrustedPathError } from "../sys/trusted-dir.js";
 import { ConfigError, reasonOf } from "./errors.js";
 
@@ -69,7 +69,7 @@ export function checkModuleFile(path: string, naming: Naming): void {
   try {
     const { dir, name } = openParent(path);
     try {
-      closeSync(dir.openFile(name).fd);
+      closeFd(dir.openFile(name).fd);
     } finally {
       dir.close();
     }

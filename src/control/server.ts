@@ -12,8 +12,7 @@
 
 import { createServer, type Server, type Socket } from "node:net";
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
-import { sysCall } from "../sys/errors.js";
-import { native } from "../sys/native.js";
+import { closeFd } from "../sys/fd.js";
 import { socketPeerCredentials } from "../sys/peer-credentials.js";
 import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import {
@@ -495,7 +494,7 @@ export class ControlServer {
     server.listen({ fd });
     if (!server.listening) {
       server.close();
-      sysCall("close", () => native().close(fd));
+      closeFd(fd);
       file.remove();
       throw new SocketFileError("ELISTEN", path, `cannot listen on ${path}`);
     }

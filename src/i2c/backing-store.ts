@@ -19,9 +19,10 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { closeSync, fdatasyncSync, fsyncSync, readSync, writeSync } from "node:fs";
+import { fdatasyncSync, fsyncSync, readSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { hasCode } from "../sys/errors.js";
+import { closeFd } from "../sys/fd.js";
 import {
   type CheckedFile,
   fstatFd,
@@ -67,7 +68,7 @@ function createFile(dir: TrustedDirectory, name: string, content: Uint8Array): C
     fsyncSync(file.fd);
     dir.rename(temp, dir, name, true);
   } catch (err) {
-    closeSync(file.fd);
+    closeFd(file.fd);
     dir.unlinkIfSame(temp, file.stat);
     if (hasCode(err, "EEXIST")) return null;
     throw err;
@@ -130,7 +131,7 @@ export function openBacking(
     }
     readAll(opened.fd, bytes);
   } catch (err) {
-    closeSync(opened.fd);
+    closeFd(opened.fd);
     throw err instanceof ModelError ? err : ioError(file, "cannot read", err);
   }
   return new FileBackingStore(file, opened.fd, bytes);
@@ -191,7 +192,7 @@ class FileBackingStore implements BackingStore {
     if (this.#fd === null) return;
     const fd = this.#fd;
     this.#fd = null;
-    closeSync(fd);
+    closeFd(fd);
   }
 }
 

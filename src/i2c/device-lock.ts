@@ -15,9 +15,10 @@
  * @module
  */
 
-import { closeSync, ftruncateSync, readFileSync, writeSync } from "node:fs";
+import { ftruncateSync, readFileSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import { CodedError } from "../errors.js";
+import { closeFd } from "../sys/fd.js";
 import { LOCK_EX, LOCK_NB, LOCK_SH, native } from "../sys/native.js";
 import {
   type CheckedFile,
@@ -250,7 +251,7 @@ export class DeviceLock {
         }
         current = dir.stat(name);
       } catch (err) {
-        closeSync(file.fd);
+        closeFd(file.fd);
         if (err instanceof DeviceLockError) throw err;
         throw failed(failureAt(path, err), err);
       }
@@ -258,7 +259,7 @@ export class DeviceLock {
         if (!shared) writePid(file.fd);
         return new DeviceLock(path, file.fd, shared);
       }
-      closeSync(file.fd);
+      closeFd(file.fd);
     }
     throw failed(`${path} was replaced ${MAX_LOCK_ATTEMPTS} times while it was being locked`);
   }
@@ -268,7 +269,7 @@ export class DeviceLock {
     if (this.#fd === null) return;
     const fd = this.#fd;
     this.#fd = null;
-    closeSync(fd);
+    closeFd(fd);
   }
 }
 

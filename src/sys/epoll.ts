@@ -8,6 +8,7 @@
  */
 
 import { checkInt, closedError, SysArgumentError, sysCall, toSysError } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 
 // epoll_event.events bits (linux/eventpoll.h)
@@ -119,7 +120,7 @@ export class Epoll {
     if (fd < 0) return;
     this.#fd = -1;
     this.#count = 0;
-    sysCall("close", () => native().close(fd));
+    closeFd(fd);
   }
 
   #control(op: number, fd: number, events: number, data: number): void {

@@ -5,6 +5,7 @@
  */
 
 import { closedError, SysArgumentError, sysCall, toSysError } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 
 /** The largest value one write may add (eventfd counters hold up to 2^64 - 2; JS numbers 2^53). */
@@ -73,7 +74,7 @@ export class EventFd {
     const fd = this.#fd;
     if (fd < 0) return;
     this.#fd = -1;
-    sysCall("close", () => native().close(fd));
+    closeFd(fd);
   }
 
   #checkOpen(syscall: string): number {

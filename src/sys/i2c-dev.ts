@@ -16,6 +16,7 @@ import {
   sysCall,
   toSysError,
 } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { I2C_EXCHANGE_HEADER, type I2cChannelHandle, type NativeI2cMsg, native } from "./native.js";
 
 // struct i2c_msg flags (linux/i2c.h)
@@ -271,7 +272,7 @@ export class I2cDev {
     const channel = this.#channel;
     this.#channel = null;
     if (channel !== null) native().i2cChannelClose(channel);
-    sysCall("close", () => native().close(fd));
+    closeFd(fd);
   }
 
   #idleChannel(syscall: string): I2cChannelHandle {

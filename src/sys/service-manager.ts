@@ -10,6 +10,7 @@
 
 import { CodedError } from "../errors.js";
 import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 import { UnixListener } from "./unix-socket.js";
 
@@ -144,6 +145,6 @@ export class DatagramSocket {
     const fd = this.#fd;
     if (fd < 0) return;
     this.#fd = -1;
-    sysCall("close", () => native().close(fd));
+    closeFd(fd);
   }
 }

@@ -18,6 +18,7 @@ import {
 import { tmpdir } from "node:os";
 import { after, before, describe, it } from "node:test";
 import { sysCall } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 import {
   boundSocketFile,
@@ -30,10 +31,6 @@ import { UnixListener, UnixStream } from "./unix-socket.js";
 
 const failsWith = (code: string) => (error: unknown) =>
   error instanceof SocketFileError && error.code === code;
-
-function closeFd(fd: number): void {
-  sysCall("close", () => native().close(fd));
-}
 
 /** A listener with backlog 0 whose one pending slot is taken: a connect to it would block. */
 function jam(path: string): { close(): void } {

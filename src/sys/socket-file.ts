@@ -19,6 +19,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { CodedError } from "../errors.js";
 import { hasCode, sysCall } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 import {
   type FileStat,
@@ -334,7 +335,7 @@ export class SocketFile {
           publish(staging, dir, name, path);
           return { fd, file: new SocketFile(path, dir, name, stat) };
         } catch (error) {
-          sysCall("close", () => native().close(fd));
+          closeFd(fd);
           throw error;
         }
       } finally {

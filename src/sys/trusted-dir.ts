@@ -10,9 +10,10 @@
  * @module
  */
 
-import { closeSync, constants, fchmodSync, readSync } from "node:fs";
+import { constants, fchmodSync, readSync } from "node:fs";
 import { CodedError } from "../errors.js";
 import { hasCode, SysError, sysCall } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native, type RawStat } from "./native.js";
 
 const S_IFMT = 0o170000;
@@ -205,7 +206,7 @@ export class TrustedDirectory {
           const target = sysCall("readlinkat", () => native().readlinkAt(fd, name));
           pending.unshift(...target.split("/").filter((c) => c !== "" && c !== "."));
           if (target.startsWith("/")) {
-            closeSync(fd);
+            closeFd(fd);
             fd = openDirFd(-100, "/");
             where = "/";
           }
@@ -230,14 +231,14 @@ export class TrustedDirectory {
           continue;
         }
         const next = openDirFd(fd, name);
-        closeSync(fd);
+        closeFd(fd);
         fd = next;
         where = name === ".." ? parentOf(where) : joinPath(where, name);
         checkDirectory(where, fstatFd(fd), options);
       }
       return new TrustedDirectory(where, fd, options);
     } catch (error) {
-      closeSync(fd);
+      closeFd(fd);
       throw error;
     }
   }
@@ -268,7 +269,7 @@ export class TrustedDirectory {
     try {
       checkDirectory(path, fstatFd(fd), this.#options);
     } catch (error) {
-      closeSync(fd);
+      closeFd(fd);
       throw error;
     }
     return new TrustedDirectory(path, fd, this.#options);
@@ -319,7 +320,7 @@ export class TrustedDirectory {
       if (options.truncate) sysCall("ftruncate", () => native().ftruncate(fd, 0));
       return { fd, stat: fstatFd(fd), path };
     } catch (error) {
-      closeSync(fd);
+      closeFd(fd);
       throw error;
     }
   }
@@ -344,7 +345,7 @@ export class TrustedDirectory {
       }
       return data.subarray(0, done);
     } finally {
-      closeSync(file.fd);
+      closeFd(file.fd);
     }
   }
 
@@ -378,7 +379,7 @@ export class TrustedDirectory {
   }
 
   close(): void {
-    if (this.#fd >= 0) closeSync(this.#fd);
+    if (this.#fd >= 0) closeFd(this.#fd);
     this.#fd = -1;
   }
 }

@@ -7,6 +7,7 @@
  */
 
 import { closedError, SysArgumentError, SysError, sysCall } from "./errors.js";
+import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 import { type PeerCredentials, peerCredentials } from "./peer-credentials.js";
 
@@ -14,10 +15,6 @@ import { type PeerCredentials, peerCredentials } from "./peer-credentials.js";
 export const MAX_RECV_FDS = 16;
 /** The kernel's limit of fds in one message (SCM_MAX_FD). */
 export const MAX_SEND_FDS = 253;
-
-function closeFd(fd: number): void {
-  sysCall("close", () => native().close(fd));
-}
 
 export class UnixStream {
   #fd: number;

@@ -27,7 +27,6 @@ import {
   encodeU64,
   encodeVringState,
   hasReplyPayload,
-  type MemRegion,
   type Payload,
   payloadAs,
   REPLY_FLAGS,

@@ -13,9 +13,9 @@
 
 import { CodedError } from "../errors.js";
 import { type Logger, silentLogger } from "../log.js";
-import { hasCode, sysCall } from "../sys/errors.js";
+import { hasCode } from "../sys/errors.js";
+import { closeFd } from "../sys/fd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
-import { native } from "../sys/native.js";
 import type { UnixStream } from "../sys/unix-socket.js";
 import { CodecError, decodeHeader, encodeMessage, type MessageHeader } from "./codec.js";
 import { HEADER_SIZE, MAX_FDS, MAX_PAYLOAD_SIZE } from "./protocol.js";
@@ -75,11 +75,6 @@ type ReadState =
       readonly payload: Uint8Array;
       filled: number;
     };
-
-/** Closes a plain fd this layer owns (a received fd nobody took, a memfd). */
-export function closeOwnedFd(fd: number): void {
-  sysCall("close", () => native().close(fd));
-}
 
 /**
  * Most bytes of unsent messages one channel holds. Reading stops as soon as a message waits, so in
@@ -315,7 +310,7 @@ export class MessageChannel {
   private closeFds(fds: readonly number[]): void {
     for (const fd of fds) {
       try {
-        closeOwnedFd(fd);
+        closeFd(fd);
       } catch (error) {
         this.logger.warn("closing a received fd failed", { fd, error: String(error) });
       }

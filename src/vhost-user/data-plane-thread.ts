@@ -248,6 +248,7 @@ class DataPlaneThread {
       case "open": {
         const device = this.#host.createDevice(message.socket);
         const rings = new LocalRings(device, {
+          ...message.options,
           logger: this.#logger.child(`socket${message.socket}`),
           scheduler: this.#scheduler,
         });

@@ -19,7 +19,7 @@ import { EventFd } from "../sys/eventfd.js";
 import type { MemRegion, VringAddr } from "./codec.js";
 import type { RemoteDevice, VhostUserDeviceInfo } from "./device.js";
 import { BackendError, isBackendErrorCode } from "./errors.js";
-import type { RingControl, VringFdKind } from "./rings.js";
+import type { LocalRingsOptions, RingControl, VringFdKind } from "./rings.js";
 
 /** A failure carried between threads as plain data. */
 export interface WireError {
@@ -28,12 +28,21 @@ export interface WireError {
   readonly message: string;
 }
 
+/** What a connection's rings are told at their start (LocalRingsOptions that travel). */
+export type RingOptions = Pick<LocalRingsOptions, "maxMemSlots" | "allowUnsealedMemory">;
+
 /** The RingControl methods, by name, as the thread dispatches them. */
 export type RingMethod = Exclude<keyof RingControl, "close">;
 
 /** Main thread → data-plane thread. */
 export type ToThread =
-  | { readonly id: number; readonly kind: "open"; readonly conn: number; readonly socket: number }
+  | {
+      readonly id: number;
+      readonly kind: "open";
+      readonly conn: number;
+      readonly socket: number;
+      readonly options: RingOptions;
+    }
   | {
       readonly id: number;
       readonly kind: "ring";
@@ -204,9 +213,9 @@ export class DataPlane {
   }
 
   /** A device of socket `socket` whose rings run in the thread; one per connection. */
-  device(socket: number, info: VhostUserDeviceInfo): RemoteDevice {
+  device(socket: number, info: VhostUserDeviceInfo, options: RingOptions = {}): RemoteDevice {
     const conn = this.#nextConn++;
-    this.#call({ id: 0, kind: "open", conn, socket }).catch(() => {
+    this.#call({ id: 0, kind: "open", conn, socket, options }).catch(() => {
       // The ring requests that follow fail with the same reason; the connection closes on them.
     });
     const ring =

@@ -10,6 +10,7 @@
 import { CodedError } from "../errors.js";
 import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
+import { closeFd } from "../sys/fd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { Mapping } from "../sys/mapping.js";
 import { createMemfd, GUEST_RAM_SEALS } from "../sys/memfd.js";
@@ -38,7 +39,7 @@ import {
   requestFlags,
   type VringAddr,
 } from "./codec.js";
-import { type CloseReason, closeOwnedFd, type Message, MessageChannel } from "./connection.js";
+import { type CloseReason, type Message, MessageChannel } from "./connection.js";
 import {
   DeviceStatus,
   HeaderFlag,
@@ -418,7 +419,7 @@ export class GuestRam {
       );
     } catch (error) {
       for (const m of mappings) m.close();
-      for (const r of regions) closeOwnedFd(r.fd);
+      for (const r of regions) closeFd(r.fd);
       throw error;
     }
     this.regions = regions;
@@ -455,7 +456,7 @@ export class GuestRam {
   close(): void {
     this.memory.close();
     for (const m of this.mappings) m.close();
-    for (const { fd } of this.regions) closeOwnedFd(fd);
+    for (const { fd } of this.regions) closeFd(fd);
   }
 }
 

@@ -10,6 +10,7 @@
 
 import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
+import { closeFd } from "../sys/fd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { Mapping } from "../sys/mapping.js";
 import { fileSeals, SEAL } from "../sys/memfd.js";
@@ -24,7 +25,6 @@ import { PackedQueue, packedRingSizes } from "../virtio/packed-queue.js";
 import { VirtqueueError } from "../virtio/queue.js";
 import { SplitQueue, splitRingSizes, USED_IDX } from "../virtio/split-queue.js";
 import type { MemRegion, VringAddr } from "./codec.js";
-import { closeOwnedFd } from "./connection.js";
 import type { VhostUserDevice } from "./device.js";
 import { BackendError } from "./errors.js";
 import { MAX_MEM_SLOTS, VHOST_USER_F_PROTOCOL_FEATURES } from "./protocol.js";
@@ -555,7 +555,7 @@ function regionBacking(m: MappedRegion): RegionBacking {
 
 function closeQuietly(fd: number): void {
   try {
-    closeOwnedFd(fd);
+    closeFd(fd);
   } catch {
     // Already closed or invalid: nothing left to release.
   }

@@ -1,0 +1,12 @@
+/**
+ * closeFd: closes an fd the caller owns, whoever opened it (the addon, a peer over SCM_RIGHTS). Node's
+ * fs.closeSync is not used for them: in a worker thread it warns about fds fs did not open itself.
+ * @module
+ */
+
+import { sysCall } from "./errors.js";
+import { native } from "./native.js";
+
+export function closeFd(fd: number): void {
+  sysCall("close", () => native().close(fd));
+}
