@@ -26,6 +26,7 @@ function recordingBus(kind: "sync" | "async"): I2cBus & { seen: I2cMessage[][] }
   const seen: I2cMessage[][] = [];
   return {
     name: "inner",
+    synchronous: kind === "sync",
     seen,
     transfer(msgs) {
       seen.push([...msgs]);
@@ -127,6 +128,7 @@ describe("GuardedBus", () => {
     let finish: (n: number) => void = () => {};
     const inner: I2cBus = {
       name: "slow",
+      synchronous: false,
       transfer: () =>
         new Promise<number>((resolve) => {
           finish = resolve;
@@ -146,6 +148,7 @@ describe("GuardedBus", () => {
   it("a rejecting inner bus becomes 0", async () => {
     const bus = new GuardedBus({
       name: "bad",
+      synchronous: false,
       transfer: () => Promise.reject(new Error("EIO")),
       close() {},
     });

@@ -82,6 +82,10 @@ export class GuardedBus implements I2cBus {
     return this.inner.name;
   }
 
+  get synchronous(): boolean {
+    return this.inner.synchronous;
+  }
+
   /** Transfers handed to the inner bus and not settled yet. */
   get inFlight(): number {
     return this.#pending.size;

@@ -44,12 +44,25 @@ function show(e: FakeLogEntry): string {
   return `${e.op} ${hex(e.addr)} ${e.dir} ${data} ${e.result}`;
 }
 
-async function runPlan(config: string, plan: Plan): Promise<Run> {
+/** Both modes of HostBus: every suite below runs in each. */
+const MODES = [
+  { synchronous: false, name: "asynchronous" },
+  { synchronous: true, name: "synchronous" },
+] as const;
+
+async function runPlanIn(synchronous: boolean, config: string, plan: Plan): Promise<Run> {
   const fake = await FakeI2c.create(config);
   try {
-    const child = await fake.run([RUNNER, JSON.stringify(plan)]);
+    const child = await fake.run([RUNNER, JSON.stringify({ ...plan, synchronous })]);
     assert.equal(child.code, 0, `runner failed: ${child.stderr}`);
     const out = JSON.parse(child.stdout) as RunnerOutput;
+    if (out.opened) {
+      const kind = synchronous ? "number" : "promise";
+      assert.ok(
+        out.returned.every((r) => r === kind),
+        `transfer() returns a ${kind}: ${out.returned.join(",")}`,
+      );
+    }
     const log = await fake.readLog();
     const checks = out.opened ? plan.addrs.length : 0;
     assert.deepEqual(
@@ -71,277 +84,281 @@ function results(out: RunnerOutput) {
 
 const transfers = (...list: MessageSpec[][]): Step[] => list.map((t) => ({ transfer: t }));
 
-describe("HostBus on the fake adapter", { skip: unavailable ?? false }, () => {
-  it("runs a write+read as one I2C_RDWR with a repeated START", async () => {
-    const { out, ops, entries } = await runPlan(I2C_ADAPTER, {
-      adapter: 3,
-      addrs: [0x50],
-      steps: transfers([w(0x50, 0x10, 0xde, 0xad)], [w(0x50, 0x10), r(0x50, 2)]),
-    });
-    assert.deepEqual(results(out), [
-      { done: 1, reads: [] },
-      { done: 2, reads: [[0xde, 0xad]] },
-    ]);
-    assert.deepEqual(ops, ["rdwr 0x50 w 10dead ok", "rdwr 0x50 w 10 ok", "rdwr 0x50 r dead ok"]);
-    assert.equal(entries[1]!.seq, entries[2]!.seq, "both messages in one ioctl");
-  });
+for (const { synchronous, name } of MODES)
+  describe(`HostBus on the fake adapter (${name})`, { skip: unavailable ?? false }, () => {
+    const runPlan = (config: string, plan: Plan): Promise<Run> =>
+      runPlanIn(synchronous, config, plan);
 
-  it("reads device memory filled from a configured pattern", async () => {
-    const { out } = await runPlan("adapter 4 funcs=i2c\ndevice 4 0x50 pattern=0xa5\n", {
-      adapter: 4,
-      addrs: [0x50],
-      steps: transfers([w(0x50, 0xfe), r(0x50, 3)]),
+    it("runs a write+read as one I2C_RDWR with a repeated START", async () => {
+      const { out, ops, entries } = await runPlan(I2C_ADAPTER, {
+        adapter: 3,
+        addrs: [0x50],
+        steps: transfers([w(0x50, 0x10, 0xde, 0xad)], [w(0x50, 0x10), r(0x50, 2)]),
+      });
+      assert.deepEqual(results(out), [
+        { done: 1, reads: [] },
+        { done: 2, reads: [[0xde, 0xad]] },
+      ]);
+      assert.deepEqual(ops, ["rdwr 0x50 w 10dead ok", "rdwr 0x50 w 10 ok", "rdwr 0x50 r dead ok"]);
+      assert.equal(entries[1]!.seq, entries[2]!.seq, "both messages in one ioctl");
     });
-    assert.deepEqual(results(out), [{ done: 2, reads: [[0xa5, 0xa5, 0xa5]] }]);
-  });
 
-  it("carries transfers larger than its first exchange buffer, and small ones after them", async () => {
-    const data = Array.from({ length: 200 }, (_, i) => (i * 7 + 3) & 0xff);
-    const { out } = await runPlan(I2C_ADAPTER, {
-      adapter: 3,
-      addrs: [0x50],
-      steps: transfers(
-        [w(0x50, 0x00, ...data)],
-        [w(0x50, 0x00), r(0x50, 256)],
-        [w(0x50, 0x05), r(0x50, 2)],
-      ),
+    it("reads device memory filled from a configured pattern", async () => {
+      const { out } = await runPlan("adapter 4 funcs=i2c\ndevice 4 0x50 pattern=0xa5\n", {
+        adapter: 4,
+        addrs: [0x50],
+        steps: transfers([w(0x50, 0xfe), r(0x50, 3)]),
+      });
+      assert.deepEqual(results(out), [{ done: 2, reads: [[0xa5, 0xa5, 0xa5]] }]);
     });
-    const [write, dump, small] = results(out);
-    assert.equal(write?.done, 1);
-    assert.equal(dump?.done, 2);
-    assert.deepEqual(dump?.reads[0]?.slice(0, 200), data);
-    assert.deepEqual(small, { done: 2, reads: [data.slice(5, 7)] });
-  });
 
-  it("answers zero-length probes: present address ACKs, absent one NACKs", async () => {
-    const { out, ops } = await runPlan(I2C_ADAPTER, {
-      adapter: 3,
-      addrs: [],
-      steps: transfers([w(0x50)], [r(0x51, 0)], [w(0x52)]),
+    it("carries transfers larger than its first exchange buffer, and small ones after them", async () => {
+      const data = Array.from({ length: 200 }, (_, i) => (i * 7 + 3) & 0xff);
+      const { out } = await runPlan(I2C_ADAPTER, {
+        adapter: 3,
+        addrs: [0x50],
+        steps: transfers(
+          [w(0x50, 0x00, ...data)],
+          [w(0x50, 0x00), r(0x50, 256)],
+          [w(0x50, 0x05), r(0x50, 2)],
+        ),
+      });
+      const [write, dump, small] = results(out);
+      assert.equal(write?.done, 1);
+      assert.equal(dump?.done, 2);
+      assert.deepEqual(dump?.reads[0]?.slice(0, 200), data);
+      assert.deepEqual(small, { done: 2, reads: [data.slice(5, 7)] });
     });
-    assert.deepEqual(
-      results(out).map((x) => x.done),
-      [1, 1, 0],
-    );
-    assert.deepEqual(ops, ["rdwr 0x50 w - ok", "rdwr 0x51 r - ok", "rdwr 0x52 w - ENXIO"]);
-    assert.ok(out.log.some((l) => l.includes("transfer failed") && l.includes("code=ENXIO")));
-  });
 
-  it("falls back to SMBus quick once the adapter refuses zero-length I2C_RDWR", async () => {
-    const { out, ops } = await runPlan(`${I2C_ADAPTER}nozerolen 3\n`, {
-      adapter: 3,
-      addrs: [],
-      steps: transfers([w(0x50)], [r(0x51, 0)], [w(0x52)], [w(0x50, 0x00), r(0x50, 1)]),
+    it("answers zero-length probes: present address ACKs, absent one NACKs", async () => {
+      const { out, ops } = await runPlan(I2C_ADAPTER, {
+        adapter: 3,
+        addrs: [],
+        steps: transfers([w(0x50)], [r(0x51, 0)], [w(0x52)]),
+      });
+      assert.deepEqual(
+        results(out).map((x) => x.done),
+        [1, 1, 0],
+      );
+      assert.deepEqual(ops, ["rdwr 0x50 w - ok", "rdwr 0x51 r - ok", "rdwr 0x52 w - ENXIO"]);
+      assert.ok(out.log.some((l) => l.includes("transfer failed") && l.includes("code=ENXIO")));
     });
-    assert.deepEqual(
-      results(out).map((x) => x.done),
-      [1, 1, 0, 2],
-    );
-    assert.deepEqual(ops, [
-      "slave 0x50 - - ok",
-      "smbus-quick 0x50 w - ok",
-      "slave 0x51 - - ok",
-      "smbus-quick 0x51 r - ok",
-      "slave 0x52 - - ok",
-      "smbus-quick 0x52 w - ENXIO",
-      "rdwr 0x50 w 00 ok",
-      "rdwr 0x50 r 00 ok",
-    ]);
-    const notices = out.log.filter((l) => l.includes("refuses zero-length"));
-    assert.equal(notices.length, 1, "the refusal is learned once and remembered");
-  });
 
-  it("maps every SMBus command on an SMBus-only adapter", async () => {
-    const { out, ops } = await runPlan(SMBUS_ADAPTER, {
-      adapter: 5,
-      addrs: [0x50],
-      steps: transfers(
-        [w(0x50)],
-        [r(0x50, 0)],
-        [w(0x50, 0x20, 0xaa)],
-        [w(0x50, 0x20)],
-        [r(0x50, 1)],
-        [w(0x50, 0x20), r(0x50, 1)],
-        [w(0x50, 0x30, 0x34, 0x12)],
-        [w(0x50, 0x30), r(0x50, 2)],
-        [w(0x50, 0x40, 0x01, 0x02), r(0x50, 2)],
-        [w(0x50, 0x60, 1, 2, 3, 4)],
-        [w(0x50, 0x60), r(0x50, 4)],
-      ),
-    });
-    assert.deepEqual(results(out), [
-      { done: 1, reads: [] },
-      { done: 1, reads: [[]] },
-      { done: 1, reads: [] },
-      { done: 1, reads: [] },
-      { done: 1, reads: [[0xaa]] },
-      { done: 2, reads: [[0xaa]] },
-      { done: 1, reads: [] },
-      { done: 2, reads: [[0x34, 0x12]] },
-      { done: 2, reads: [[0x42, 0x43]] },
-      { done: 1, reads: [] },
-      { done: 2, reads: [[1, 2, 3, 4]] },
-    ]);
-    assert.deepEqual(
-      ops.filter((o) => !o.startsWith("slave 0x50")),
-      [
+    it("falls back to SMBus quick once the adapter refuses zero-length I2C_RDWR", async () => {
+      const { out, ops } = await runPlan(`${I2C_ADAPTER}nozerolen 3\n`, {
+        adapter: 3,
+        addrs: [],
+        steps: transfers([w(0x50)], [r(0x51, 0)], [w(0x52)], [w(0x50, 0x00), r(0x50, 1)]),
+      });
+      assert.deepEqual(
+        results(out).map((x) => x.done),
+        [1, 1, 0, 2],
+      );
+      assert.deepEqual(ops, [
+        "slave 0x50 - - ok",
         "smbus-quick 0x50 w - ok",
-        "smbus-quick 0x50 r - ok",
-        "smbus-byte-data 0x50 w 20aa ok",
-        "smbus-byte 0x50 w 20 ok",
-        "smbus-byte 0x50 r aa ok",
-        "smbus-byte-data 0x50 w 20 ok",
-        "smbus-byte-data 0x50 r aa ok",
-        "smbus-word-data 0x50 w 303412 ok",
-        "smbus-word-data 0x50 w 30 ok",
-        "smbus-word-data 0x50 r 3412 ok",
-        "smbus-proc-call 0x50 w 400102 ok",
-        "smbus-proc-call 0x50 r 4243 ok",
-        "smbus-i2c-block-data 0x50 w 6001020304 ok",
-        "smbus-i2c-block-data 0x50 w 60 ok",
-        "smbus-i2c-block-data 0x50 r 01020304 ok",
-      ],
-    );
-  });
-
-  it("uses I2C block commands where the byte and word commands are missing", async () => {
-    const config = "adapter 6 funcs=read-i2c-block|write-i2c-block\ndevice 6 0x50\n";
-    const { out, ops } = await runPlan(config, {
-      adapter: 6,
-      addrs: [],
-      steps: transfers([w(0x50, 0x08, 0x77)], [w(0x50, 0x08), r(0x50, 2)], [w(0x50)]),
+        "slave 0x51 - - ok",
+        "smbus-quick 0x51 r - ok",
+        "slave 0x52 - - ok",
+        "smbus-quick 0x52 w - ENXIO",
+        "rdwr 0x50 w 00 ok",
+        "rdwr 0x50 r 00 ok",
+      ]);
+      const notices = out.log.filter((l) => l.includes("refuses zero-length"));
+      assert.equal(notices.length, 1, "the refusal is learned once and remembered");
     });
-    assert.deepEqual(results(out), [
-      { done: 1, reads: [] },
-      { done: 2, reads: [[0x77, 0x09]] },
-      { done: 0, reads: [] },
-    ]);
-    assert.deepEqual(
-      ops.filter((o) => !o.startsWith("slave")),
-      [
-        "smbus-i2c-block-data 0x50 w 0877 ok",
-        "smbus-i2c-block-data 0x50 w 08 ok",
-        "smbus-i2c-block-data 0x50 r 7709 ok",
-      ],
-    );
-  });
 
-  it("fails a transfer with no SMBus form without touching the adapter", async () => {
-    const { out, ops } = await runPlan(SMBUS_ADAPTER, {
-      adapter: 5,
-      addrs: [],
-      steps: transfers([w(0x50, 0x00), r(0x50, 33)], [w(0x50, 0x00), r(0x51, 1)], [r(0x50, 2)]),
+    it("maps every SMBus command on an SMBus-only adapter", async () => {
+      const { out, ops } = await runPlan(SMBUS_ADAPTER, {
+        adapter: 5,
+        addrs: [0x50],
+        steps: transfers(
+          [w(0x50)],
+          [r(0x50, 0)],
+          [w(0x50, 0x20, 0xaa)],
+          [w(0x50, 0x20)],
+          [r(0x50, 1)],
+          [w(0x50, 0x20), r(0x50, 1)],
+          [w(0x50, 0x30, 0x34, 0x12)],
+          [w(0x50, 0x30), r(0x50, 2)],
+          [w(0x50, 0x40, 0x01, 0x02), r(0x50, 2)],
+          [w(0x50, 0x60, 1, 2, 3, 4)],
+          [w(0x50, 0x60), r(0x50, 4)],
+        ),
+      });
+      assert.deepEqual(results(out), [
+        { done: 1, reads: [] },
+        { done: 1, reads: [[]] },
+        { done: 1, reads: [] },
+        { done: 1, reads: [] },
+        { done: 1, reads: [[0xaa]] },
+        { done: 2, reads: [[0xaa]] },
+        { done: 1, reads: [] },
+        { done: 2, reads: [[0x34, 0x12]] },
+        { done: 2, reads: [[0x42, 0x43]] },
+        { done: 1, reads: [] },
+        { done: 2, reads: [[1, 2, 3, 4]] },
+      ]);
+      assert.deepEqual(
+        ops.filter((o) => !o.startsWith("slave 0x50")),
+        [
+          "smbus-quick 0x50 w - ok",
+          "smbus-quick 0x50 r - ok",
+          "smbus-byte-data 0x50 w 20aa ok",
+          "smbus-byte 0x50 w 20 ok",
+          "smbus-byte 0x50 r aa ok",
+          "smbus-byte-data 0x50 w 20 ok",
+          "smbus-byte-data 0x50 r aa ok",
+          "smbus-word-data 0x50 w 303412 ok",
+          "smbus-word-data 0x50 w 30 ok",
+          "smbus-word-data 0x50 r 3412 ok",
+          "smbus-proc-call 0x50 w 400102 ok",
+          "smbus-proc-call 0x50 r 4243 ok",
+          "smbus-i2c-block-data 0x50 w 6001020304 ok",
+          "smbus-i2c-block-data 0x50 w 60 ok",
+          "smbus-i2c-block-data 0x50 r 01020304 ok",
+        ],
+      );
     });
-    assert.deepEqual(
-      results(out).map((x) => x.done),
-      [0, 0, 0],
-    );
-    assert.deepEqual(ops, []);
-    assert.equal(out.log.filter((l) => l.includes("no SMBus form")).length, 3);
-  });
 
-  it("refuses at open an address owned by a kernel driver, naming it", async () => {
-    const { out, ops } = await runPlan(`${I2C_ADAPTER}busy 3 0x51\n`, {
-      adapter: 3,
-      addrs: [0x50, 0x51],
-      steps: [],
+    it("uses I2C block commands where the byte and word commands are missing", async () => {
+      const config = "adapter 6 funcs=read-i2c-block|write-i2c-block\ndevice 6 0x50\n";
+      const { out, ops } = await runPlan(config, {
+        adapter: 6,
+        addrs: [],
+        steps: transfers([w(0x50, 0x08, 0x77)], [w(0x50, 0x08), r(0x50, 2)], [w(0x50)]),
+      });
+      assert.deepEqual(results(out), [
+        { done: 1, reads: [] },
+        { done: 2, reads: [[0x77, 0x09]] },
+        { done: 0, reads: [] },
+      ]);
+      assert.deepEqual(
+        ops.filter((o) => !o.startsWith("slave")),
+        [
+          "smbus-i2c-block-data 0x50 w 0877 ok",
+          "smbus-i2c-block-data 0x50 w 08 ok",
+          "smbus-i2c-block-data 0x50 r 7709 ok",
+        ],
+      );
     });
-    assert.equal(out.opened, false);
-    assert.ok(!out.opened);
-    assert.equal(out.error.code, "I2C_ADDRESS_BUSY");
-    assert.match(out.error.message, /0x51/);
-    assert.match(out.error.message, /\/dev\/i2c-3/);
-    assert.deepEqual(ops, ["slave 0x50 - - ok", "slave 0x51 - - EBUSY"]);
-  });
 
-  it("turns an injected EIO into 0 and carries on", async () => {
-    const { out, ops } = await runPlan(`${I2C_ADAPTER}error 3 0x52 EIO\n`, {
-      adapter: 3,
-      addrs: [0x50, 0x52],
-      steps: transfers([w(0x52, 0x00), r(0x52, 1)], [w(0x50, 0x05), r(0x50, 1)]),
+    it("fails a transfer with no SMBus form without touching the adapter", async () => {
+      const { out, ops } = await runPlan(SMBUS_ADAPTER, {
+        adapter: 5,
+        addrs: [],
+        steps: transfers([w(0x50, 0x00), r(0x50, 33)], [w(0x50, 0x00), r(0x51, 1)], [r(0x50, 2)]),
+      });
+      assert.deepEqual(
+        results(out).map((x) => x.done),
+        [0, 0, 0],
+      );
+      assert.deepEqual(ops, []);
+      assert.equal(out.log.filter((l) => l.includes("no SMBus form")).length, 3);
     });
-    assert.deepEqual(results(out), [
-      { done: 0, reads: [[0]] },
-      { done: 2, reads: [[0x05]] },
-    ]);
-    assert.deepEqual(ops, ["rdwr 0x52 w 00 EIO", "rdwr 0x50 w 05 ok", "rdwr 0x50 r 05 ok"]);
-    assert.ok(out.log.some((l) => l.startsWith("WARN") && l.includes("code=EIO")));
-  });
 
-  it("never interleaves two streams of SMBus transfers on one adapter", async () => {
-    const streamA = Array.from({ length: 12 }, (_, i) => [w(0x50, i, 0xa0 + i)]);
-    const streamB = Array.from({ length: 12 }, (_, i) => [w(0x51, i, 0xb0 + i)]);
-    const submitted = streamA.flatMap((a, i) => [a, streamB[i]!]);
-    const { out, ops } = await runPlan(`${SMBUS_ADAPTER}delay_us 5 300\n`, {
-      adapter: 5,
-      addrs: [0x50, 0x51],
-      steps: [{ concurrent: submitted }],
+    it("refuses at open an address owned by a kernel driver, naming it", async () => {
+      const { out, ops } = await runPlan(`${I2C_ADAPTER}busy 3 0x51\n`, {
+        adapter: 3,
+        addrs: [0x50, 0x51],
+        steps: [],
+      });
+      assert.equal(out.opened, false);
+      assert.ok(!out.opened);
+      assert.equal(out.error.code, "I2C_ADDRESS_BUSY");
+      assert.match(out.error.message, /0x51/);
+      assert.match(out.error.message, /\/dev\/i2c-3/);
+      assert.deepEqual(ops, ["slave 0x50 - - ok", "slave 0x51 - - EBUSY"]);
     });
-    assert.ok(results(out).every((x) => x.done === 1));
-    const expected = submitted.flatMap(([m]) => {
-      const bytes = m!.data!.map((b) => b.toString(16).padStart(2, "0")).join("");
-      return [`slave ${hex(m!.addr)} - - ok`, `smbus-byte-data ${hex(m!.addr)} w ${bytes} ok`];
+
+    it("turns an injected EIO into 0 and carries on", async () => {
+      const { out, ops } = await runPlan(`${I2C_ADAPTER}error 3 0x52 EIO\n`, {
+        adapter: 3,
+        addrs: [0x50, 0x52],
+        steps: transfers([w(0x52, 0x00), r(0x52, 1)], [w(0x50, 0x05), r(0x50, 1)]),
+      });
+      assert.deepEqual(results(out), [
+        { done: 0, reads: [[0]] },
+        { done: 2, reads: [[0x05]] },
+      ]);
+      assert.deepEqual(ops, ["rdwr 0x52 w 00 EIO", "rdwr 0x50 w 05 ok", "rdwr 0x50 r 05 ok"]);
+      assert.ok(out.log.some((l) => l.startsWith("WARN") && l.includes("code=EIO")));
     });
-    assert.deepEqual(ops, expected, "each I2C_SLAVE is followed by its own I2C_SMBUS, in order");
-  });
 
-  it("never interleaves concurrent I2C_RDWR transfers and keeps their order", async () => {
-    const submitted = Array.from({ length: 16 }, (_, i) => [
-      w(0x50 + (i % 2), i),
-      r(0x50 + (i % 2), 1),
-    ]);
-    const { out, entries } = await runPlan(`${I2C_ADAPTER}delay_us 3 300\n`, {
-      adapter: 3,
-      addrs: [],
-      steps: [{ concurrent: submitted }],
+    it("never interleaves two streams of SMBus transfers on one adapter", async () => {
+      const streamA = Array.from({ length: 12 }, (_, i) => [w(0x50, i, 0xa0 + i)]);
+      const streamB = Array.from({ length: 12 }, (_, i) => [w(0x51, i, 0xb0 + i)]);
+      const submitted = streamA.flatMap((a, i) => [a, streamB[i]!]);
+      const { out, ops } = await runPlan(`${SMBUS_ADAPTER}delay_us 5 300\n`, {
+        adapter: 5,
+        addrs: [0x50, 0x51],
+        steps: [{ concurrent: submitted }],
+      });
+      assert.ok(results(out).every((x) => x.done === 1));
+      const expected = submitted.flatMap(([m]) => {
+        const bytes = m!.data!.map((b) => b.toString(16).padStart(2, "0")).join("");
+        return [`slave ${hex(m!.addr)} - - ok`, `smbus-byte-data ${hex(m!.addr)} w ${bytes} ok`];
+      });
+      assert.deepEqual(ops, expected, "each I2C_SLAVE is followed by its own I2C_SMBUS, in order");
     });
-    assert.deepEqual(
-      results(out),
-      submitted.map((_, i) => ({ done: 2, reads: [[i]] })),
-    );
-    const order = entries.map((e) => `${hex(e.addr)} ${e.dir}`);
-    assert.deepEqual(
-      order,
-      submitted.flatMap(([m]) => [`${hex(m!.addr)} w`, `${hex(m!.addr)} r`]),
-    );
-  });
 
-  it("close() lets queued transfers finish and fails later ones", async () => {
-    const { out, ops } = await runPlan(I2C_ADAPTER, {
-      adapter: 3,
-      addrs: [],
-      steps: [
-        {
-          closeWhile: [[w(0x50, 0x01, 0x11)], [w(0x51, 0x02, 0x22)]],
-          afterClose: [[w(0x50, 0x03, 0x33)]],
-        },
-      ],
+    it("never interleaves concurrent I2C_RDWR transfers and keeps their order", async () => {
+      const submitted = Array.from({ length: 16 }, (_, i) => [
+        w(0x50 + (i % 2), i),
+        r(0x50 + (i % 2), 1),
+      ]);
+      const { out, entries } = await runPlan(`${I2C_ADAPTER}delay_us 3 300\n`, {
+        adapter: 3,
+        addrs: [],
+        steps: [{ concurrent: submitted }],
+      });
+      assert.deepEqual(
+        results(out),
+        submitted.map((_, i) => ({ done: 2, reads: [[i]] })),
+      );
+      const order = entries.map((e) => `${hex(e.addr)} ${e.dir}`);
+      assert.deepEqual(
+        order,
+        submitted.flatMap(([m]) => [`${hex(m!.addr)} w`, `${hex(m!.addr)} r`]),
+      );
     });
-    assert.deepEqual(
-      results(out).map((x) => x.done),
-      [1, 1, 0],
-    );
-    assert.deepEqual(ops, ["rdwr 0x50 w 0111 ok", "rdwr 0x51 w 0222 ok"]);
-  });
 
-  it("refuses at open an address I2C_SLAVE cannot take", async () => {
-    const { out } = await runPlan(I2C_ADAPTER, { adapter: 3, addrs: [0x80], steps: [] });
-    assert.ok(!out.opened);
-    assert.equal(out.error.code, "I2C_ADDRESS_CHECK");
-    assert.match(out.error.message, /0x80/);
-  });
+    it("close() lets queued transfers finish and fails later ones", async () => {
+      const { out, ops } = await runPlan(I2C_ADAPTER, {
+        adapter: 3,
+        addrs: [],
+        steps: [
+          {
+            closeWhile: [[w(0x50, 0x01, 0x11)], [w(0x51, 0x02, 0x22)]],
+            afterClose: [[w(0x50, 0x03, 0x33)]],
+          },
+        ],
+      });
+      assert.deepEqual(
+        results(out).map((x) => x.done),
+        [1, 1, 0],
+      );
+      assert.deepEqual(ops, ["rdwr 0x50 w 0111 ok", "rdwr 0x51 w 0222 ok"]);
+    });
 
-  it("says clearly when /dev/i2c-N does not exist", async (t) => {
-    if (existsSync("/dev/i2c-97")) {
-      t.skip("this host has a real /dev/i2c-97");
-      return;
-    }
-    const { out } = await runPlan(I2C_ADAPTER, { adapter: 97, addrs: [0x50], steps: [] });
-    assert.ok(!out.opened);
-    assert.equal(out.error.code, "I2C_ADAPTER_MISSING");
-    assert.match(out.error.message, /\/dev\/i2c-97/);
+    it("refuses at open an address I2C_SLAVE cannot take", async () => {
+      const { out } = await runPlan(I2C_ADAPTER, { adapter: 3, addrs: [0x80], steps: [] });
+      assert.ok(!out.opened);
+      assert.equal(out.error.code, "I2C_ADDRESS_CHECK");
+      assert.match(out.error.message, /0x80/);
+    });
+
+    it("says clearly when /dev/i2c-N does not exist", async (t) => {
+      if (existsSync("/dev/i2c-97")) {
+        t.skip("this host has a real /dev/i2c-97");
+        return;
+      }
+      const { out } = await runPlan(I2C_ADAPTER, { adapter: 97, addrs: [0x50], steps: [] });
+      assert.ok(!out.opened);
+      assert.equal(out.error.code, "I2C_ADAPTER_MISSING");
+      assert.match(out.error.message, /\/dev\/i2c-97/);
+    });
   });
-});
 
 // --- Error classification, log rate limit and the reopen state machine, on an injected adapter. ---
 
@@ -376,6 +393,14 @@ class StubDev implements AdapterDev {
   smbus(_a: number, _rw: number, _c: number, _s: number, _d: Uint8Array, done: I2cDone): void {
     this.#transfer(done);
   }
+  rdwrSync(_msgs: unknown): void {
+    this.#transferInline();
+  }
+  smbusSync(_a: number, _rw: number, _c: number, _s: number, _d: Uint8Array): void {
+    this.#transferInline();
+  }
+  /** Called inside each inline transfer, before it answers (tests may start another one here). */
+  during: (() => void) | null = null;
   close(): void {
     this.closed = true;
   }
@@ -386,10 +411,17 @@ class StubDev implements AdapterDev {
     const failWith = this.failWith;
     queueMicrotask(() => done(failWith === null ? null : errorWithCode(failWith)));
   }
+  /** Answers before it returns, as an inline transfer does; failures throw. */
+  #transferInline(): void {
+    if (this.closed) throw errorWithCode("EBADF");
+    this.transfers++;
+    this.during?.();
+    if (this.failWith !== null) throw errorWithCode(this.failWith);
+  }
 }
 
 /** A HostBus on stub adapters: `plan` answers each open in turn (a stub, or an errno to throw). */
-function stubBus(plan: (StubDev | string)[], options: HostBusOptions = {}) {
+function stubBusIn(synchronous: boolean, plan: (StubDev | string)[], options: HostBusOptions = {}) {
   const clock = { now: 0 };
   const lines: string[] = [];
   const opened: string[] = [];
@@ -402,9 +434,10 @@ function stubBus(plan: (StubDev | string)[], options: HostBusOptions = {}) {
       if (next === undefined || typeof next === "string") throw errorWithCode(next ?? "ENOENT");
       return next;
     },
+    synchronous,
     ...options,
   });
-  const probe = (): Promise<number> =>
+  const probe = (): number | Promise<number> =>
     bus.transfer([{ addr: 0x50, read: true, buf: new Uint8Array(1) } satisfies I2cMessage]);
   const take = () => lines.splice(0);
   return { bus, clock, lines, opened, probe, take };
@@ -430,211 +463,256 @@ describe("classifyTransferError", () => {
   });
 });
 
-describe("HostBus adapter errors (stub adapter)", () => {
-  for (const code of ["EIO", "ETIMEDOUT", "EAGAIN"]) {
-    it(`${code}: the transfer fails and a warning names it`, async () => {
+for (const { synchronous, name } of MODES)
+  describe(`HostBus adapter errors (stub adapter, ${name})`, () => {
+    const stubBus = (plan: (StubDev | string)[], options: HostBusOptions = {}) =>
+      stubBusIn(synchronous, plan, options);
+
+    it(`says it is ${name}, and transfer() returns ${synchronous ? "a number" : "a Promise"}`, async () => {
       const dev = new StubDev();
-      const { probe, take, bus } = stubBus([dev]);
-      dev.failWith = code;
+      const { bus, probe } = stubBus([dev]);
+      assert.equal(bus.synchronous, synchronous);
+      const result = probe();
+      assert.equal(typeof result === "number", synchronous);
+      assert.equal(await result, 1);
+      dev.failWith = "EIO";
+      const failed = probe();
+      assert.equal(typeof failed === "number", synchronous);
+      assert.equal(await failed, 0);
+      bus.close();
+      const closed = probe();
+      assert.equal(typeof closed === "number", synchronous);
+      assert.equal(await closed, 0);
+    });
+
+    if (synchronous) {
+      it("refuses a transfer started from inside another on the same adapter: it cannot wait", () => {
+        const dev = new StubDev();
+        const { probe, take } = stubBus([dev]);
+        let nested: number | Promise<number> = -1;
+        dev.during = () => {
+          dev.during = null;
+          nested = probe();
+        };
+        assert.equal(probe(), 1);
+        assert.equal(nested, 0);
+        assert.equal(dev.transfers, 1, "the nested transfer never reached the adapter");
+        assert.ok(
+          take().some((l) => /^WARN transfer refused: another runs on this adapter/.test(l)),
+        );
+      });
+    }
+
+    for (const code of ["EIO", "ETIMEDOUT", "EAGAIN"]) {
+      it(`${code}: the transfer fails and a warning names it`, async () => {
+        const dev = new StubDev();
+        const { probe, take, bus } = stubBus([dev]);
+        dev.failWith = code;
+        assert.equal(await probe(), 0);
+        const lines = take();
+        assert.ok(
+          lines.some((l) => l.startsWith("WARN transfer failed") && l.includes(`code=${code}`)),
+          lines.join(""),
+        );
+        assert.equal(bus.up, true, "a fault does not take the adapter down");
+        dev.failWith = null;
+        assert.equal(await probe(), 1);
+      });
+    }
+
+    for (const code of ["ENXIO", "EREMOTEIO"]) {
+      it(`${code} (NACK): the transfer fails, logged at debug only`, async () => {
+        const dev = new StubDev();
+        const { probe, take } = stubBus([dev]);
+        dev.failWith = code;
+        assert.equal(await probe(), 0);
+        const lines = take();
+        assert.ok(
+          lines.some((l) => l.startsWith("DEBUG transfer failed") && l.includes(`code=${code}`)),
+        );
+        assert.deepEqual(
+          lines.filter((l) => l.startsWith("WARN")),
+          [],
+        );
+      });
+    }
+
+    it("limits fault warnings per second and reports how many it left out", async () => {
+      const dev = new StubDev();
+      const { probe, take, clock } = stubBus([dev], { warnLinesPerSecond: 3 });
+      dev.failWith = "EIO";
+      take();
+      for (let i = 0; i < 10; i++) assert.equal(await probe(), 0);
+      assert.equal(take().filter((l) => l.startsWith("WARN")).length, 3);
+      clock.now += 1000;
       assert.equal(await probe(), 0);
-      const lines = take();
+      const warns = take().filter((l) => l.startsWith("WARN"));
+      assert.equal(warns.length, 2);
+      assert.match(warns[0]!, /failed transfers not logged .*suppressed=7/);
+      assert.match(warns[1]!, /transfer failed .*code=EIO/);
+    });
+
+    it("ENODEV: marks the adapter down, fails fast without touching it, reopens after the interval", async () => {
+      const first = new StubDev();
+      const second = new StubDev(SMBUS_ONLY);
+      const { bus, probe, take, clock, opened } = stubBus([first, "ENOENT", second], {
+        reopenIntervalMs: 1000,
+      });
+      first.failWith = "ENODEV";
+      assert.equal(await probe(), 0);
+      assert.equal(bus.up, false);
+      assert.equal(first.closed, true, "the dead fd is closed");
+      assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=ENODEV/.test(l)));
+
+      clock.now += 999;
+      for (let i = 0; i < 5; i++) assert.equal(await probe(), 0);
+      assert.equal(first.transfers, 1, "no transfer reached the dead adapter");
+      assert.equal(opened.length, 1, "no reopen before the interval");
+
+      clock.now += 1;
+      assert.equal(await probe(), 0, "still unplugged: the reopen fails");
+      assert.equal(opened.length, 2);
+      assert.equal(await probe(), 0);
+      assert.equal(opened.length, 2, "one attempt per interval");
+      assert.deepEqual(
+        take().filter((l) => l.startsWith("WARN")),
+        [],
+        "retries are quiet",
+      );
+
+      clock.now += 1000;
+      assert.equal(await probe(), 1, "re-plugged: the transfer runs on the new fd");
+      assert.equal(bus.up, true);
+      assert.equal(second.transfers, 1);
+      assert.deepEqual(opened, ["/dev/i2c-3", "/dev/i2c-3", "/dev/i2c-3"]);
       assert.ok(
-        lines.some((l) => l.startsWith("WARN transfer failed") && l.includes(`code=${code}`)),
+        take().some((l) => /^INFO adapter i2c-3 back .*mode=smbus/.test(l)),
+        "functions re-read",
+      );
+    });
+
+    it("checks the addresses again while transfers run: one a driver took later is refused until freed", async () => {
+      const dev = new StubDev();
+      const { probe, take, clock, bus } = stubBus([dev], { addressCheckIntervalMs: 2000 });
+      take();
+      assert.equal(await probe(), 1);
+      assert.equal(dev.slaveChecks, 1, "checked at open only");
+      dev.busy.add(0x50); // a kernel driver binds 0x50
+      clock.now += 1999;
+      assert.equal(await probe(), 1, "not noticed before the interval");
+      clock.now += 1;
+      assert.equal(await probe(), 0, "the next transfer after the interval finds the driver");
+      assert.equal(dev.slaveChecks, 2);
+      const transfersBefore = dev.transfers;
+      for (let i = 0; i < 20; i++) assert.equal(await probe(), 0);
+      assert.equal(dev.transfers, transfersBefore, "nothing reached the adapter for 0x50");
+      assert.equal(dev.slaveChecks, 2, "one check per interval, not per transfer");
+      const lines = take();
+      assert.equal(
+        lines.filter((l) =>
+          /^WARN address 0x50 on \/dev\/i2c-3 is now in use by a kernel driver/.test(l),
+        ).length,
+        1,
         lines.join(""),
       );
-      assert.equal(bus.up, true, "a fault does not take the adapter down");
-      dev.failWith = null;
+      const refusals = lines.filter((l) =>
+        /^WARN transfer refused: a kernel driver owns the address .*addr=0x50/.test(l),
+      );
+      assert.ok(refusals.length >= 1 && refusals.length <= 10, `rate-limited: ${refusals.length}`);
+      assert.equal(bus.up, true, "the adapter stays up: only that address is refused");
+
+      dev.busy.delete(0x50);
+      clock.now += 2000;
+      assert.equal(await probe(), 1, "released: transfers run again");
+      assert.ok(take().some((l) => /^INFO address 0x50 on \/dev\/i2c-3 is free again/.test(l)));
+    });
+
+    it("an address check that finds the adapter gone marks it down", async () => {
+      const dev = new StubDev();
+      const { probe, take, clock, bus } = stubBus([dev], { addressCheckIntervalMs: 2000 });
+      dev.closed = true; // every ioctl on it now fails with EBADF
+      clock.now += 2000;
+      assert.equal(await probe(), 0);
+      assert.equal(bus.up, false);
+      assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=EBADF/.test(l)));
+    });
+
+    it("keeps the adapter down when a kernel driver took a listed address meanwhile", async () => {
+      const first = new StubDev();
+      const grabbed = new StubDev(undefined, [0x50]);
+      const free = new StubDev();
+      const { bus, probe, take, clock } = stubBus([first, grabbed, free]);
+      first.failWith = "ENODEV";
+      await probe();
+      take();
+      clock.now += 1000;
+      assert.equal(await probe(), 0);
+      assert.equal(bus.up, false);
+      assert.equal(grabbed.closed, true, "the refused fd is closed again");
+      assert.equal(grabbed.transfers, 0);
+      assert.ok(
+        take().some((l) => /^WARN adapter i2c-3 is back but stays down.*kernel driver/.test(l)),
+      );
+      clock.now += 1000;
       assert.equal(await probe(), 1);
     });
-  }
 
-  for (const code of ["ENXIO", "EREMOTEIO"]) {
-    it(`${code} (NACK): the transfer fails, logged at debug only`, async () => {
-      const dev = new StubDev();
-      const { probe, take } = stubBus([dev]);
-      dev.failWith = code;
-      assert.equal(await probe(), 0);
-      const lines = take();
-      assert.ok(
-        lines.some((l) => l.startsWith("DEBUG transfer failed") && l.includes(`code=${code}`)),
-      );
-      assert.deepEqual(
-        lines.filter((l) => l.startsWith("WARN")),
-        [],
-      );
-    });
-  }
-
-  it("limits fault warnings per second and reports how many it left out", async () => {
-    const dev = new StubDev();
-    const { probe, take, clock } = stubBus([dev], { warnLinesPerSecond: 3 });
-    dev.failWith = "EIO";
-    take();
-    for (let i = 0; i < 10; i++) assert.equal(await probe(), 0);
-    assert.equal(take().filter((l) => l.startsWith("WARN")).length, 3);
-    clock.now += 1000;
-    assert.equal(await probe(), 0);
-    const warns = take().filter((l) => l.startsWith("WARN"));
-    assert.equal(warns.length, 2);
-    assert.match(warns[0]!, /failed transfers not logged .*suppressed=7/);
-    assert.match(warns[1]!, /transfer failed .*code=EIO/);
-  });
-
-  it("ENODEV: marks the adapter down, fails fast without touching it, reopens after the interval", async () => {
-    const first = new StubDev();
-    const second = new StubDev(SMBUS_ONLY);
-    const { bus, probe, take, clock, opened } = stubBus([first, "ENOENT", second], {
-      reopenIntervalMs: 1000,
-    });
-    first.failWith = "ENODEV";
-    assert.equal(await probe(), 0);
-    assert.equal(bus.up, false);
-    assert.equal(first.closed, true, "the dead fd is closed");
-    assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=ENODEV/.test(l)));
-
-    clock.now += 999;
-    for (let i = 0; i < 5; i++) assert.equal(await probe(), 0);
-    assert.equal(first.transfers, 1, "no transfer reached the dead adapter");
-    assert.equal(opened.length, 1, "no reopen before the interval");
-
-    clock.now += 1;
-    assert.equal(await probe(), 0, "still unplugged: the reopen fails");
-    assert.equal(opened.length, 2);
-    assert.equal(await probe(), 0);
-    assert.equal(opened.length, 2, "one attempt per interval");
-    assert.deepEqual(
-      take().filter((l) => l.startsWith("WARN")),
-      [],
-      "retries are quiet",
-    );
-
-    clock.now += 1000;
-    assert.equal(await probe(), 1, "re-plugged: the transfer runs on the new fd");
-    assert.equal(bus.up, true);
-    assert.equal(second.transfers, 1);
-    assert.deepEqual(opened, ["/dev/i2c-3", "/dev/i2c-3", "/dev/i2c-3"]);
-    assert.ok(
-      take().some((l) => /^INFO adapter i2c-3 back .*mode=smbus/.test(l)),
-      "functions re-read",
-    );
-  });
-
-  it("checks the addresses again while transfers run: one a driver took later is refused until freed", async () => {
-    const dev = new StubDev();
-    const { probe, take, clock, bus } = stubBus([dev], { addressCheckIntervalMs: 2000 });
-    take();
-    assert.equal(await probe(), 1);
-    assert.equal(dev.slaveChecks, 1, "checked at open only");
-    dev.busy.add(0x50); // a kernel driver binds 0x50
-    clock.now += 1999;
-    assert.equal(await probe(), 1, "not noticed before the interval");
-    clock.now += 1;
-    assert.equal(await probe(), 0, "the next transfer after the interval finds the driver");
-    assert.equal(dev.slaveChecks, 2);
-    const transfersBefore = dev.transfers;
-    for (let i = 0; i < 20; i++) assert.equal(await probe(), 0);
-    assert.equal(dev.transfers, transfersBefore, "nothing reached the adapter for 0x50");
-    assert.equal(dev.slaveChecks, 2, "one check per interval, not per transfer");
-    const lines = take();
-    assert.equal(
-      lines.filter((l) =>
-        /^WARN address 0x50 on \/dev\/i2c-3 is now in use by a kernel driver/.test(l),
-      ).length,
-      1,
-      lines.join(""),
-    );
-    const refusals = lines.filter((l) =>
-      /^WARN transfer refused: a kernel driver owns the address .*addr=0x50/.test(l),
-    );
-    assert.ok(refusals.length >= 1 && refusals.length <= 10, `rate-limited: ${refusals.length}`);
-    assert.equal(bus.up, true, "the adapter stays up: only that address is refused");
-
-    dev.busy.delete(0x50);
-    clock.now += 2000;
-    assert.equal(await probe(), 1, "released: transfers run again");
-    assert.ok(take().some((l) => /^INFO address 0x50 on \/dev\/i2c-3 is free again/.test(l)));
-  });
-
-  it("an address check that finds the adapter gone marks it down", async () => {
-    const dev = new StubDev();
-    const { probe, take, clock, bus } = stubBus([dev], { addressCheckIntervalMs: 2000 });
-    dev.closed = true; // every ioctl on it now fails with EBADF
-    clock.now += 2000;
-    assert.equal(await probe(), 0);
-    assert.equal(bus.up, false);
-    assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=EBADF/.test(l)));
-  });
-
-  it("keeps the adapter down when a kernel driver took a listed address meanwhile", async () => {
-    const first = new StubDev();
-    const grabbed = new StubDev(undefined, [0x50]);
-    const free = new StubDev();
-    const { bus, probe, take, clock } = stubBus([first, grabbed, free]);
-    first.failWith = "ENODEV";
-    await probe();
-    take();
-    clock.now += 1000;
-    assert.equal(await probe(), 0);
-    assert.equal(bus.up, false);
-    assert.equal(grabbed.closed, true, "the refused fd is closed again");
-    assert.equal(grabbed.transfers, 0);
-    assert.ok(
-      take().some((l) => /^WARN adapter i2c-3 is back but stays down.*kernel driver/.test(l)),
-    );
-    clock.now += 1000;
-    assert.equal(await probe(), 1);
-  });
-
-  it("finds an adapter listed by name again under its new number", async () => {
-    const first = new StubDev();
-    const moved = new StubDev();
-    const numbers = [7];
-    const { bus, probe, take, clock, opened } = stubBus([first, moved], {
-      adapterName: "Fake adapter",
-      resolveAdapter: (name) => {
-        assert.equal(name, "Fake adapter");
-        const next = numbers.shift();
-        if (next === undefined) throw errorWithCode("ADAPTER_NOT_FOUND");
-        return next;
-      },
-    });
-    first.failWith = "ENODEV";
-    await probe();
-    clock.now += 1000;
-    assert.equal(await probe(), 1);
-    assert.deepEqual(opened, ["/dev/i2c-3", "/dev/i2c-7"]);
-    assert.equal(bus.name, "i2c-7");
-    assert.equal(bus.path, "/dev/i2c-7");
-    assert.ok(take().some((l) => /^INFO adapter i2c-7 back .*previous=i2c-3/.test(l)));
-  });
-
-  it("tries to reopen at most once per interval, whatever the transfer pattern", async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.array(fc.record({ advance: fc.integer({ min: 0, max: 1500 }), transfers: fc.nat(3) }), {
-          maxLength: 30,
-        }),
-        async (steps) => {
-          const first = new StubDev();
-          const { probe, clock, opened } = stubBus([first], { reopenIntervalMs: 1000 });
-          const attempts: number[] = [];
-          first.failWith = "ENODEV";
-          await probe();
-          for (const step of steps) {
-            clock.now += step.advance;
-            for (let i = 0; i < step.transfers; i++) {
-              const before = opened.length;
-              assert.equal(await probe(), 0);
-              if (opened.length > before) attempts.push(clock.now);
-            }
-          }
-          for (let i = 1; i < attempts.length; i++) {
-            assert.ok(attempts[i]! - attempts[i - 1]! >= 1000, `attempts at ${attempts.join(",")}`);
-          }
-          assert.equal(first.transfers, 1, "the dead adapter saw only the failing transfer");
+    it("finds an adapter listed by name again under its new number", async () => {
+      const first = new StubDev();
+      const moved = new StubDev();
+      const numbers = [7];
+      const { bus, probe, take, clock, opened } = stubBus([first, moved], {
+        adapterName: "Fake adapter",
+        resolveAdapter: (name) => {
+          assert.equal(name, "Fake adapter");
+          const next = numbers.shift();
+          if (next === undefined) throw errorWithCode("ADAPTER_NOT_FOUND");
+          return next;
         },
-      ),
-      { numRuns: 50 },
-    );
+      });
+      first.failWith = "ENODEV";
+      await probe();
+      clock.now += 1000;
+      assert.equal(await probe(), 1);
+      assert.deepEqual(opened, ["/dev/i2c-3", "/dev/i2c-7"]);
+      assert.equal(bus.name, "i2c-7");
+      assert.equal(bus.path, "/dev/i2c-7");
+      assert.ok(take().some((l) => /^INFO adapter i2c-7 back .*previous=i2c-3/.test(l)));
+    });
+
+    it("tries to reopen at most once per interval, whatever the transfer pattern", async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(
+            fc.record({ advance: fc.integer({ min: 0, max: 1500 }), transfers: fc.nat(3) }),
+            {
+              maxLength: 30,
+            },
+          ),
+          async (steps) => {
+            const first = new StubDev();
+            const { probe, clock, opened } = stubBus([first], { reopenIntervalMs: 1000 });
+            const attempts: number[] = [];
+            first.failWith = "ENODEV";
+            await probe();
+            for (const step of steps) {
+              clock.now += step.advance;
+              for (let i = 0; i < step.transfers; i++) {
+                const before = opened.length;
+                assert.equal(await probe(), 0);
+                if (opened.length > before) attempts.push(clock.now);
+              }
+            }
+            for (let i = 1; i < attempts.length; i++) {
+              assert.ok(
+                attempts[i]! - attempts[i - 1]! >= 1000,
+                `attempts at ${attempts.join(",")}`,
+              );
+            }
+            assert.equal(first.transfers, 1, "the dead adapter saw only the failing transfer");
+          },
+        ),
+        { numRuns: 50 },
+      );
+    });
   });
-});

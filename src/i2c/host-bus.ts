@@ -3,7 +3,9 @@
  * every listed address is free of kernel drivers and its repetition, at most every 2 s, while
  * transfers run (I2C_RDWR does not look at bound drivers, so one bound later is found only by
  * checking again), the choice between I2C_RDWR and an SMBus command per transfer, the
- * per-adapter queue that runs transfers one at a time, in order, and the adapter's
+ * per-adapter queue that runs transfers one at a time, in order, either on the adapter's I/O thread
+ * (transfer() returns a Promise) or inline (synchronous mode, for a thread that may block: transfer()
+ * returns a number), through one code path, and the adapter's
  * health: errors become failed transfers with rate-limited log lines, an adapter that went away is
  * marked down (transfers fail at once) and reopened, at most once per interval, when it comes back.
  * Must not: decide which addresses a guest may use (AddressMap does) or throw from transfer():
@@ -50,9 +52,19 @@ export class HostBusError extends Error {
 }
 
 /** What HostBus needs of an open adapter: I2cDev, or a test double. */
-export type AdapterDev = Pick<I2cDev, "funcs" | "setSlave" | "rdwr" | "smbus" | "close">;
+export type AdapterDev = Pick<
+  I2cDev,
+  "funcs" | "setSlave" | "rdwr" | "smbus" | "rdwrSync" | "smbusSync" | "close"
+>;
 
 export interface HostBusOptions {
+  /**
+   * Run transfers inline, blocking the calling thread until the adapter answered: transfer() then
+   * returns a number. For a thread that may block (a data-plane worker), never an event loop's
+   * thread. Default false: transfers run on the adapter's I/O thread and transfer() returns a
+   * Promise.
+   */
+  synchronous?: boolean;
   /** Directory holding the i2c-dev nodes. Default "/dev". */
   devDir?: string;
   /**
@@ -112,9 +124,11 @@ interface AdapterJob {
 }
 
 /**
- * The transfers of one adapter, shared by every HostBus on its device path, so two transfers on
- * one adapter never overlap (the I2C_SLAVE + I2C_SMBUS pair in particular). Jobs run in order,
- * one at a time; a job that ends synchronously lets the next start in the same loop, not deeper.
+ * The transfers of one adapter, shared by every HostBus of one mode on its device path (in this
+ * thread), so two transfers on one adapter never overlap (the I2C_SLAVE + I2C_SMBUS pair in
+ * particular). Jobs run in order, one at a time; a job that ends synchronously lets the next start
+ * in the same loop, not deeper. A synchronous bus's job always ends before transfer() returns, so
+ * its queue never holds a job between two calls; an asynchronous bus cannot make it wait.
  */
 interface AdapterQueue {
   readonly waiting: AdapterJob[];
@@ -122,14 +136,21 @@ interface AdapterQueue {
   pumping: boolean;
 }
 
-/** One queue per device path, kept for the life of the process (a handful of adapters at most). */
-const adapterQueues = new Map<string, AdapterQueue>();
+/**
+ * One queue per device path and mode, kept for the life of the thread (a handful of adapters at
+ * most). Module state: buses in different threads have their own queues (and fds).
+ */
+const adapterQueues = {
+  async: new Map<string, AdapterQueue>(),
+  sync: new Map<string, AdapterQueue>(),
+};
 
-function adapterQueue(path: string): AdapterQueue {
-  let queue = adapterQueues.get(path);
+function adapterQueue(path: string, synchronous: boolean): AdapterQueue {
+  const queues = synchronous ? adapterQueues.sync : adapterQueues.async;
+  let queue = queues.get(path);
   if (queue === undefined) {
     queue = { waiting: [], running: false, pumping: false };
-    adapterQueues.set(path, queue);
+    queues.set(path, queue);
   }
   return queue;
 }
@@ -236,6 +257,8 @@ function openAdapter(
 }
 
 export class HostBus implements I2cBus {
+  /** True when transfer() always returns a number (completes before it returns); false when it returns a Promise. */
+  readonly synchronous: boolean;
   readonly #logger: Logger;
   /** The job running on this bus, the adapter it runs on and its SMBus command (if any). */
   #current: AdapterJob | null = null;
@@ -244,6 +267,11 @@ export class HostBus implements I2cBus {
   /** The adapter's answers, bound once. */
   readonly #onRdwrDone = (error: Error | null): void => this.#rdwrDone(error);
   readonly #onSmbusDone = (error: Error | null): void => this.#smbusDone(error);
+  /** Where a synchronous transfer's job leaves its result (bound once, like the two above). */
+  readonly #onSyncDone = (done: number): void => {
+    this.#syncDone = done;
+  };
+  #syncDone = 0;
   readonly #addrs: readonly number[];
   readonly #options: HostBusOptions;
   readonly #openDev: (path: string) => AdapterDev;
@@ -283,7 +311,8 @@ export class HostBus implements I2cBus {
   ) {
     this.#adapter = adapter;
     this.#path = path;
-    this.#queue = adapterQueue(path);
+    this.synchronous = options.synchronous === true;
+    this.#queue = adapterQueue(path, this.synchronous);
     this.#addrs = [...addrs];
     this.#logger = logger;
     this.#options = options;
@@ -339,6 +368,7 @@ export class HostBus implements I2cBus {
       path,
       funcs: `0x${bus.#funcs.toString(16)}`,
       mode: bus.#canI2c ? "i2c" : "smbus",
+      transfers: bus.synchronous ? "inline" : "I/O thread",
     });
     return bus;
   }
@@ -354,20 +384,42 @@ export class HostBus implements I2cBus {
   }
 
   /**
-   * Runs one transfer after every transfer queued before it on this adapter. Resolves to
-   * `msgs.length` on success and 0 on any failure (an adapter reports no partial success).
+   * Runs one transfer after every transfer queued before it on this adapter. `msgs.length` on
+   * success and 0 on any failure (an adapter reports no partial success): the number itself when
+   * the bus is synchronous, else a Promise of it.
    */
-  transfer(msgs: readonly I2cMessage[]): Promise<number> {
+  transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
     if (this.#closed) {
       this.#logger.warn("transfer on a closed adapter", { path: this.path });
-      return Promise.resolve(0);
+      return this.#answer(0);
     }
-    if (msgs.length === 0) return Promise.resolve(0);
+    if (msgs.length === 0) return this.#answer(0);
+    if (this.synchronous) return this.#transferInline(msgs);
     const promise = new Promise<number>(captureResolve);
     const resolve = capturedResolve!;
     capturedResolve = null;
     this.#enqueue({ bus: this, msgs, resolve });
     return promise;
+  }
+
+  /** A result as this bus's transfer() gives it. */
+  #answer(done: number): number | Promise<number> {
+    return this.synchronous ? done : Promise.resolve(done);
+  }
+
+  /** The synchronous transfer(): the job runs, to its end, inside #enqueue. */
+  #transferInline(msgs: readonly I2cMessage[]): number {
+    if (this.#queue.running) {
+      // Only a transfer started from inside another one on this adapter (from a logger, say) gets
+      // here: it cannot wait for the one under it to end.
+      this.#logger.warn("transfer refused: another runs on this adapter in this thread", {
+        path: this.path,
+      });
+      return 0;
+    }
+    this.#syncDone = 0;
+    this.#enqueue({ bus: this, msgs, resolve: this.#onSyncDone });
+    return this.#syncDone;
   }
 
   /** Stops taking transfers; the fd closes once the transfers already queued have run. */
@@ -449,7 +501,7 @@ export class HostBus implements I2cBus {
       }
       this.#currentDev = dev;
       if (this.#canI2c && !(this.#noZeroLength && this.#canQuick && isSingleZeroLength(msgs))) {
-        dev.rdwr(toRdwrMsgs(msgs), this.#onRdwrDone);
+        this.#submitRdwr(dev, msgs);
         return;
       }
       // SMBus-only adapter, or a zero-length probe on an adapter known to refuse them in I2C_RDWR.
@@ -469,12 +521,42 @@ export class HostBus implements I2cBus {
     }
   }
 
-  #submitSmbus(dev: AdapterDev, cmd: SmbusCommand): void {
-    this.#currentCommand = cmd;
-    dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data, this.#onSmbusDone);
+  /**
+   * Hands the transfer to the adapter: to its I/O thread (the answer comes to #rdwrDone later; a
+   * refusal throws), or inline, its answer or refusal given to #rdwrDone before this returns.
+   */
+  #submitRdwr(dev: AdapterDev, msgs: readonly I2cMessage[]): void {
+    if (!this.synchronous) {
+      dev.rdwr(toRdwrMsgs(msgs), this.#onRdwrDone);
+      return;
+    }
+    let failure: unknown = null;
+    try {
+      dev.rdwrSync(toRdwrMsgs(msgs));
+    } catch (error) {
+      failure = error;
+    }
+    this.#rdwrDone(failure);
   }
 
-  #rdwrDone(error: Error | null): void {
+  /** The SMBus form of #submitRdwr, answered by #smbusDone. */
+  #submitSmbus(dev: AdapterDev, cmd: SmbusCommand): void {
+    this.#currentCommand = cmd;
+    if (!this.synchronous) {
+      dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data, this.#onSmbusDone);
+      return;
+    }
+    let failure: unknown = null;
+    try {
+      dev.smbusSync(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data);
+    } catch (error) {
+      failure = error;
+    }
+    this.#smbusDone(failure);
+  }
+
+  /** The adapter's answer to an I2C_RDWR: null, or why it failed (or was refused). */
+  #rdwrDone(error: unknown): void {
     const job = this.#current;
     const dev = this.#currentDev;
     if (job === null || job.msgs === null || dev === null) return;
@@ -507,7 +589,8 @@ export class HostBus implements I2cBus {
     }
   }
 
-  #smbusDone(error: Error | null): void {
+  /** The adapter's answer to an SMBus command: null, or why it failed (or was refused). */
+  #smbusDone(error: unknown): void {
     const job = this.#current;
     const cmd = this.#currentCommand;
     if (job === null || job.msgs === null || cmd === null) return;

@@ -1,7 +1,9 @@
-// Tests for I2cDev without an adapter: errors by code, argument checks, funcs decoding.
-// Transfers against a fake adapter are tested by the i2c layer (test/fake-i2c).
+// Tests for I2cDev without an adapter: errors by code, argument checks, funcs decoding; the inline
+// transfers against the fake adapter (test/fake-i2c), in a child process that preloads it.
+// The I/O-thread transfers against the fake are tested by the i2c layer (src/i2c/host-bus.test.ts).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { FakeI2c, type FakeLogEntry, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import { SysArgumentError, SysError } from "./errors.js";
 import {
   checkRdwrMsgs,
@@ -111,6 +113,170 @@ describe("I2cDev on a file that is not an adapter", () => {
     } finally {
       dev.close();
     }
+  });
+});
+
+describe("I2cDev inline transfers (rdwrSync, smbusSync) without an adapter", () => {
+  it("throw the failing ioctl's errno error, as the I/O thread's callback gets it", () => {
+    const dev = I2cDev.open("/dev/null");
+    try {
+      assert.throws(
+        () => dev.rdwrSync([{ addr: 0x50, flags: I2C_M_RD, buf: new Uint8Array(2) }]),
+        (error: unknown) =>
+          error instanceof SysError &&
+          error.code === "ENOTTY" &&
+          error.errno === 25 &&
+          error.syscall === "ioctl(I2C_RDWR)",
+      );
+      const data = new Uint8Array(I2C_SMBUS_DATA_SIZE);
+      assert.throws(() => dev.smbusSync(0x50, I2C_SMBUS_READ, 0, I2C_SMBUS_BYTE_DATA, data), {
+        code: "ENOTTY",
+        errno: 25,
+        syscall: "ioctl(I2C_SLAVE)",
+      });
+    } finally {
+      dev.close();
+    }
+  });
+
+  it("refuse to run while a transfer is on the I/O thread (EBUSY) or after close (EBADF)", async () => {
+    const dev = I2cDev.open("/dev/null");
+    const msgs = [{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }];
+    const data = new Uint8Array(I2C_SMBUS_DATA_SIZE);
+    const running = rdwr(dev, msgs);
+    assert.throws(() => dev.rdwrSync(msgs), { code: "EBUSY", syscall: "ioctl(I2C_RDWR)" });
+    assert.throws(() => dev.smbusSync(0x50, 1, 0, 2, data), { code: "EBUSY" });
+    await assert.rejects(running, { code: "ENOTTY" });
+    assert.throws(() => dev.rdwrSync(msgs), { code: "ENOTTY" });
+    dev.close();
+    assert.throws(() => dev.rdwrSync(msgs), { code: "EBADF", syscall: "ioctl(I2C_RDWR)" });
+    assert.throws(() => dev.smbusSync(0x50, 1, 0, 2, data), { code: "EBADF" });
+  });
+
+  it("check their arguments as the I/O-thread transfers do", () => {
+    const dev = I2cDev.open("/dev/null");
+    try {
+      const data = new Uint8Array(I2C_SMBUS_DATA_SIZE);
+      assert.throws(() => dev.rdwrSync([]), SysArgumentError);
+      assert.throws(() => dev.rdwrSync([{ addr: 0x80, flags: 0, buf: data }]), SysArgumentError);
+      assert.throws(() => dev.smbusSync(0x80, 1, 0, 2, data), SysArgumentError);
+      assert.throws(() => dev.smbusSync(0x50, 2, 0, 2, data), SysArgumentError);
+      assert.throws(() => dev.smbusSync(0x50, 1, 256, 2, data), SysArgumentError);
+      assert.throws(() => dev.smbusSync(0x50, 1, 0, 9, data), SysArgumentError);
+      assert.throws(() => dev.smbusSync(0x50, 1, 0, 2, new Uint8Array(33)), SysArgumentError);
+    } finally {
+      dev.close();
+    }
+  });
+});
+
+/** What the child below reports of each step: the result, or the error's code/errno/syscall. */
+type StepOutcome = { ok: number[] } | { code: string; errno: number; syscall: string };
+
+/**
+ * Runs the inline transfers of `steps` (source of an expression per step over `dev` and the
+ * module's exports `m`, evaluating to the bytes to report) on /dev/i2c-3 of the fake, in a child.
+ */
+async function runInline(
+  config: string,
+  steps: readonly string[],
+): Promise<{ outcomes: StepOutcome[]; log: FakeLogEntry[] }> {
+  const module = new URL("./i2c-dev.js", import.meta.url).href;
+  const script = `
+    const m = await import(${JSON.stringify(module)});
+    const dev = m.I2cDev.open("/dev/i2c-3");
+    const outcomes = [];
+    for (const step of ${JSON.stringify(steps)}) {
+      try {
+        outcomes.push({ ok: [...new Function("dev", "m", "return " + step)(dev, m)] });
+      } catch (e) {
+        outcomes.push({ code: e.code, errno: e.errno, syscall: e.syscall });
+      }
+    }
+    dev.close();
+    process.stdout.write(JSON.stringify(outcomes));
+  `;
+  const fake = await FakeI2c.create(config);
+  try {
+    const child = await fake.run(["--input-type=module", "-e", script]);
+    assert.equal(child.code, 0, child.stderr);
+    return { outcomes: JSON.parse(child.stdout) as StepOutcome[], log: await fake.readLog() };
+  } finally {
+    await fake.cleanup();
+  }
+}
+
+describe("I2cDev inline transfers on the fake adapter", {
+  skip: fakeUnavailableReason() ?? false,
+}, () => {
+  const CONFIG = "adapter 3 funcs=i2c|emul\ndevice 3 0x50\ndevice 3 0x51 pattern=0x5a\n";
+  /** An rdwrSync step: `msgs` source, then the read buffers' bytes. */
+  const rdwrStep = (msgs: string) =>
+    `((msgs) => (dev.rdwrSync(msgs), msgs.filter((x) => x.flags & m.I2C_M_RD).flatMap((x) => [...x.buf])))(${msgs})`;
+  /** An smbusSync step on a fresh i2c_smbus_data whose first bytes are `data`; then that data. */
+  const smbusStep = (args: string, data = "[]") =>
+    `((d) => (d.set(${data}), dev.smbusSync(${args}, d), d))(new Uint8Array(m.I2C_SMBUS_DATA_SIZE))`;
+
+  it("rdwrSync writes, then reads back in one I2C_RDWR with a repeated START", async () => {
+    const { outcomes, log } = await runInline(CONFIG, [
+      rdwrStep("[{ addr: 0x50, flags: 0, buf: Uint8Array.of(0x10, 0xde, 0xad) }]"),
+      rdwrStep(
+        "[{ addr: 0x50, flags: 0, buf: Uint8Array.of(0x10) }, { addr: 0x50, flags: m.I2C_M_RD, buf: new Uint8Array(2) }]",
+      ),
+      // Larger than the first exchange buffer: 600 bytes read through the 256-byte memory.
+      rdwrStep(
+        "[{ addr: 0x51, flags: 0, buf: Uint8Array.of(0) }, { addr: 0x51, flags: m.I2C_M_RD, buf: new Uint8Array(600) }]",
+      ),
+    ]);
+    assert.deepEqual(outcomes[0], { ok: [] });
+    assert.deepEqual(outcomes[1], { ok: [0xde, 0xad] });
+    assert.deepEqual(outcomes[2], { ok: Array(600).fill(0x5a) });
+    assert.deepEqual(
+      log.map((e) => `${e.seq}:${e.op} ${e.dir} ${e.result}`),
+      [
+        `${log[0]!.seq}:rdwr w ok`,
+        `${log[1]!.seq}:rdwr w ok`,
+        `${log[1]!.seq}:rdwr r ok`,
+        `${log[3]!.seq}:rdwr w ok`,
+        `${log[3]!.seq}:rdwr r ok`,
+      ],
+    );
+  });
+
+  it("smbusSync runs I2C_SLAVE then I2C_SMBUS and fills in what it read", async () => {
+    const { outcomes, log } = await runInline(CONFIG, [
+      smbusStep("0x50, m.I2C_SMBUS_WRITE, 0x20, m.I2C_SMBUS_WORD_DATA", "[0x34, 0x12]"),
+      smbusStep("0x50, m.I2C_SMBUS_READ, 0x20, m.I2C_SMBUS_WORD_DATA"),
+    ]);
+    assert.deepEqual(outcomes[0], { ok: [0x34, 0x12, ...Array(32).fill(0)] });
+    assert.deepEqual(outcomes[1], { ok: [0x34, 0x12, ...Array(32).fill(0)] });
+    assert.deepEqual(
+      log.map(
+        (e) => `${e.op} ${e.dir} ${e.data.map((b) => b.toString(16)).join("") || "-"} ${e.result}`,
+      ),
+      [
+        "slave - - ok",
+        "smbus-word-data w 203412 ok",
+        "slave - - ok",
+        "smbus-word-data w 20 ok",
+        "smbus-word-data r 3412 ok",
+      ],
+    );
+  });
+
+  it("throws the adapter's errors with code, errno and syscall", async () => {
+    const { outcomes } = await runInline(`${CONFIG}error 3 0x52 EIO\nbusy 3 0x53\n`, [
+      rdwrStep("[{ addr: 0x52, flags: m.I2C_M_RD, buf: new Uint8Array(1) }]"),
+      rdwrStep("[{ addr: 0x54, flags: 0, buf: Uint8Array.of(1) }]"),
+      smbusStep("0x53, m.I2C_SMBUS_READ, 0, m.I2C_SMBUS_BYTE_DATA"),
+      smbusStep("0x52, m.I2C_SMBUS_READ, 0, m.I2C_SMBUS_BYTE_DATA", "[0xee]"),
+    ]);
+    assert.deepEqual(outcomes, [
+      { code: "EIO", errno: 5, syscall: "ioctl(I2C_RDWR)" },
+      { code: "ENXIO", errno: 6, syscall: "ioctl(I2C_RDWR)" },
+      { code: "EBUSY", errno: 16, syscall: "ioctl(I2C_SLAVE)" },
+      { code: "EIO", errno: 5, syscall: "ioctl(I2C_SMBUS)" },
+    ]);
   });
 });
 

@@ -1,7 +1,9 @@
 /**
  * I2cDev: one open /dev/i2c-N. Functionality bits, the slave address check, and the transfers
- * (I2C_RDWR, I2C_SMBUS), which run one at a time on the adapter's own I/O thread so a slow bus never
- * blocks the event loop. Buffers are copied through one exchange buffer kept per adapter.
+ * (I2C_RDWR, I2C_SMBUS), which run one at a time either on the adapter's own I/O thread, so a slow
+ * bus never blocks the event loop (rdwr, smbus), or inline, blocking the calling thread, for a
+ * thread that has no event loop to keep going (rdwrSync, smbusSync). Buffers are copied through one
+ * exchange buffer kept per adapter.
  * Also the kernel's i2c-dev constants for the i2c layer.
  * Must not: decide which addresses a guest may reach, map transfers to SMBus, or queue transfers
  * (src/i2c does).
@@ -124,6 +126,23 @@ export function checkRdwrMsgs(msgs: readonly I2cRdwrMsg[]): void {
   }
 }
 
+/** An SMBus command's arguments, checked before the addon sees them. */
+function checkSmbus(
+  addr: number,
+  readWrite: number,
+  command: number,
+  size: number,
+  data: Uint8Array,
+): void {
+  checkAddr(addr, false);
+  checkInt(readWrite, "SMBus read/write", I2C_SMBUS_WRITE, I2C_SMBUS_READ);
+  checkInt(command, "SMBus command", 0, 0xff);
+  checkInt(size, "SMBus size", I2C_SMBUS_QUICK, I2C_SMBUS_I2C_BLOCK_DATA);
+  if (!(data instanceof Uint8Array) || data.length !== I2C_SMBUS_DATA_SIZE) {
+    throw new SysArgumentError(`SMBus data must be ${I2C_SMBUS_DATA_SIZE} bytes`);
+  }
+}
+
 /** How a transfer ends: null, or the error (a SysError with code and syscall for an ioctl). */
 export type I2cDone = (error: Error | null) => void;
 
@@ -199,20 +218,7 @@ export class I2cDev {
   rdwr(msgs: readonly I2cRdwrMsg[], done: I2cDone): void {
     const syscall = "ioctl(I2C_RDWR)";
     const channel = this.#idleChannel(syscall);
-    checkRdwrMsgs(msgs);
-    let total = 0;
-    for (const msg of msgs) total += msg.buf.length;
-    const exchange = this.#reserve(I2C_EXCHANGE_HEADER + total);
-    const header = this.#header;
-    let at = I2C_EXCHANGE_HEADER;
-    for (let i = 0; i < msgs.length; i++) {
-      const msg = msgs[i]!;
-      header[i * HEADER_FIELDS] = msg.addr;
-      header[i * HEADER_FIELDS + 1] = msg.flags;
-      header[i * HEADER_FIELDS + 2] = msg.buf.length;
-      if ((msg.flags & I2C_M_RD) === 0) exchange.set(msg.buf, at);
-      at += msg.buf.length;
-    }
+    const exchange = this.#layOut(msgs);
     try {
       native().i2cChannelRdwr(channel, exchange, msgs.length);
     } catch (error) {
@@ -220,6 +226,25 @@ export class I2cDev {
     }
     this.#started(done, syscall);
     this.#readMsgs = msgs;
+  }
+
+  /**
+   * rdwr() run inline: blocks the calling thread until the adapter answered (for a thread without an
+   * event loop to keep going, never the main thread's). Read buffers are filled in when it returns;
+   * a failure throws, as a SysError with code and syscall. Throws EBUSY while an rdwr() or smbus()
+   * runs on the I/O thread.
+   */
+  rdwrSync(msgs: readonly I2cRdwrMsg[]): void {
+    const syscall = "ioctl(I2C_RDWR)";
+    const fd = this.#idleFd(syscall);
+    const exchange = this.#layOut(msgs);
+    try {
+      native().i2cRdwr(fd, exchange, msgs.length);
+    } catch (error) {
+      throw toSysError(error, syscall);
+    }
+    // Nothing could resize a buffer while the call ran: every read result fits.
+    this.#copyResults(msgs, null);
   }
 
   /**
@@ -237,13 +262,7 @@ export class I2cDev {
   ): void {
     const syscall = "ioctl(I2C_SMBUS)";
     const channel = this.#idleChannel(syscall);
-    checkAddr(addr, false);
-    checkInt(readWrite, "SMBus read/write", I2C_SMBUS_WRITE, I2C_SMBUS_READ);
-    checkInt(command, "SMBus command", 0, 0xff);
-    checkInt(size, "SMBus size", I2C_SMBUS_QUICK, I2C_SMBUS_I2C_BLOCK_DATA);
-    if (data.length !== I2C_SMBUS_DATA_SIZE) {
-      throw new SysArgumentError(`SMBus data must be ${I2C_SMBUS_DATA_SIZE} bytes`);
-    }
+    checkSmbus(addr, readWrite, command, size, data);
     const exchange = this.#exchange;
     exchange.set(data);
     try {
@@ -253,6 +272,28 @@ export class I2cDev {
     }
     this.#started(done, syscall);
     this.#smbusData = data;
+  }
+
+  /**
+   * smbus() run inline, as rdwrSync(): `data` is filled in for reads and process calls when it
+   * returns; a failure throws.
+   */
+  smbusSync(
+    addr: number,
+    readWrite: number,
+    command: number,
+    size: number,
+    data: Uint8Array,
+  ): void {
+    const syscall = "ioctl(I2C_SMBUS)";
+    const fd = this.#idleFd(syscall);
+    checkSmbus(addr, readWrite, command, size, data);
+    try {
+      // `data` is exactly an i2c_smbus_data: the addon copies it in and, on success, back.
+      native().i2cSmbus(fd, data, addr, readWrite, command, size);
+    } catch (error) {
+      throw toSysError(error, syscall);
+    }
   }
 
   /** Closes the device; a transfer in flight finishes first. Safe to call twice. */
@@ -275,15 +316,40 @@ export class I2cDev {
     closeFd(fd);
   }
 
-  #idleChannel(syscall: string): I2cChannelHandle {
+  /** The fd, when no transfer runs on the I/O thread (an inline one would share the fd with it). */
+  #idleFd(syscall: string): number {
     const fd = this.#checkOpen(syscall);
     if (this.busy) {
       throw new SysError("EBUSY", syscall, `${syscall} failed: a transfer is running (EBUSY)`);
     }
+    return fd;
+  }
+
+  #idleChannel(syscall: string): I2cChannelHandle {
+    const fd = this.#idleFd(syscall);
     this.#channel ??= sysCall("i2c channel", () =>
       native().i2cChannelOpen(fd, (error) => this.#settled(error)),
     );
     return this.#channel;
+  }
+
+  /** The messages checked and laid out in the exchange buffer (see I2C_EXCHANGE_HEADER). */
+  #layOut(msgs: readonly I2cRdwrMsg[]): Uint8Array {
+    checkRdwrMsgs(msgs);
+    let total = 0;
+    for (const msg of msgs) total += msg.buf.length;
+    const exchange = this.#reserve(I2C_EXCHANGE_HEADER + total);
+    const header = this.#header;
+    let at = I2C_EXCHANGE_HEADER;
+    for (let i = 0; i < msgs.length; i++) {
+      const msg = msgs[i]!;
+      header[i * HEADER_FIELDS] = msg.addr;
+      header[i * HEADER_FIELDS + 1] = msg.flags;
+      header[i * HEADER_FIELDS + 2] = msg.buf.length;
+      if ((msg.flags & I2C_M_RD) === 0) exchange.set(msg.buf, at);
+      at += msg.buf.length;
+    }
+    return exchange;
   }
 
   /** The exchange buffer, grown (doubling) to at least `bytes`. */

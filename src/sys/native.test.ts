@@ -21,9 +21,8 @@ describe("loadNativeBinding", () => {
     const binding = loadNativeBinding();
     assert.equal(typeof binding.recvMsg, "function");
     assert.equal(typeof binding.i2cChannelRdwr, "function");
-    // The one-off threadpool transfers are gone: every transfer goes through a channel.
-    assert.equal("i2cRdwr" in binding, false);
-    assert.equal("i2cSmbus" in binding, false);
+    assert.equal(typeof binding.i2cRdwr, "function");
+    assert.equal(typeof binding.epollWait, "function");
   });
 
   it("reports every path tried when the addon is missing", () => {
@@ -148,10 +147,48 @@ describe("addon argument checks", () => {
   });
 });
 
+const SMBUS_DATA = 34;
+const MAX_MSGS = 42;
+/** [addr, readWrite, command, size] that every SMBus call refuses with ERR_OUT_OF_RANGE. */
+const BAD_SMBUS_COMMANDS: ReadonlyArray<[number, number, number, number]> = [
+  [0x400, 1, 0, 2],
+  [0x50, 2, 0, 2],
+  [0x50, -1, 0, 2],
+  [0x50, 1, 256, 2],
+  [0x50, 1, 0, 9],
+  [0x50, 1, 0, -1],
+];
+
+/** An exchange buffer of `bytes` whose header describes messages of `lengths` to 0x50. */
+function exchangeFor(bytes: number, lengths: readonly number[]): Uint8Array {
+  const exchange = new Uint8Array(bytes);
+  const header = new Uint16Array(exchange.buffer, 0, I2C_EXCHANGE_HEADER / 2);
+  lengths.forEach((length, i) => {
+    header[3 * i] = 0x50;
+    header[3 * i + 2] = length;
+  });
+  return exchange;
+}
+
+/**
+ * Exchange buffers every I2C_RDWR call refuses with ERR_OUT_OF_RANGE as [exchange, count]: counts
+ * outside 1..42, a buffer shorter than its header, message bytes past its end, an address over 0x3ff.
+ */
+function badRdwrExchanges(): Array<[Uint8Array, number]> {
+  const full = exchangeFor(I2C_EXCHANGE_HEADER, Array(MAX_MSGS).fill(0));
+  const badAddr = exchangeFor(I2C_EXCHANGE_HEADER, [0]);
+  new Uint16Array(badAddr.buffer, 0, 1)[0] = 0x400;
+  return [
+    ...[0, MAX_MSGS + 1, 1.5, -1].map((count): [Uint8Array, number] => [full, count]),
+    [new Uint8Array(I2C_EXCHANGE_HEADER - 1), 1],
+    [exchangeFor(I2C_EXCHANGE_HEADER + 4, [5]), 1],
+    [exchangeFor(I2C_EXCHANGE_HEADER + 65535, [65535, 1]), 2],
+    [badAddr, 1],
+  ];
+}
+
 describe("addon I2C channel checks", () => {
   const binding = native();
-  const SMBUS_DATA = 34;
-  const MAX_MSGS = 42;
 
   /**
    * A channel on /dev/null, where every transfer that starts ends with ENOTTY. `ended()` is the
@@ -184,54 +221,23 @@ describe("addon I2C channel checks", () => {
     assert.equal((error as NodeJS.ErrnoException).syscall, syscall);
   }
 
-  /** An exchange buffer of `bytes` whose header describes messages of `lengths` to 0x50. */
-  function exchangeFor(bytes: number, lengths: readonly number[]): Uint8Array {
-    const exchange = new Uint8Array(bytes);
-    const header = new Uint16Array(exchange.buffer, 0, I2C_EXCHANGE_HEADER / 2);
-    lengths.forEach((length, i) => {
-      header[3 * i] = 0x50;
-      header[3 * i + 2] = length;
-    });
-    return exchange;
-  }
-
-  it("takes 1 to 42 messages and refuses counts outside 1..42", async () => {
+  it("takes 1 to 42 messages; refuses other counts, bytes past the buffer's end, addresses over 0x3ff", async () => {
     const ch = nullChannel();
     try {
-      const exchange = exchangeFor(I2C_EXCHANGE_HEADER, Array(MAX_MSGS).fill(0));
-      for (const count of [0, MAX_MSGS + 1, 1.5, -1]) {
-        assert.throws(() => binding.i2cChannelRdwr(ch.channel, exchange, count), {
-          name: "RangeError",
-          code: "ERR_OUT_OF_RANGE",
-        });
+      for (const [exchange, count] of badRdwrExchanges()) {
+        assert.throws(
+          () => binding.i2cChannelRdwr(ch.channel, exchange, count),
+          { name: "RangeError", code: "ERR_OUT_OF_RANGE" },
+          `count ${count}, ${exchange.length} bytes`,
+        );
       }
-      const ended = ch.ended();
+      let ended = ch.ended();
+      const exchange = exchangeFor(I2C_EXCHANGE_HEADER, Array(MAX_MSGS).fill(0));
       binding.i2cChannelRdwr(ch.channel, exchange, MAX_MSGS);
       await assertReached(ended, "ioctl(I2C_RDWR)");
-    } finally {
-      ch.close();
-    }
-  });
-
-  it("refuses a message past the exchange buffer's end or with an address over 0x3ff", async () => {
-    const ch = nullChannel();
-    try {
       // Message lengths are u16 in the header; the bytes they claim must be in the buffer.
-      const tooLong = exchangeFor(I2C_EXCHANGE_HEADER + 4, [5]);
-      assert.throws(() => binding.i2cChannelRdwr(ch.channel, tooLong, 1), {
-        code: "ERR_OUT_OF_RANGE",
-      });
-      const largest = exchangeFor(I2C_EXCHANGE_HEADER + 65535, [65535, 1]);
-      assert.throws(() => binding.i2cChannelRdwr(ch.channel, largest, 2), {
-        code: "ERR_OUT_OF_RANGE",
-      });
-      const badAddr = exchangeFor(I2C_EXCHANGE_HEADER, [0]);
-      new Uint16Array(badAddr.buffer, 0, 1)[0] = 0x400;
-      assert.throws(() => binding.i2cChannelRdwr(ch.channel, badAddr, 1), {
-        code: "ERR_OUT_OF_RANGE",
-      });
-      const ended = ch.ended();
-      binding.i2cChannelRdwr(ch.channel, largest, 1);
+      ended = ch.ended();
+      binding.i2cChannelRdwr(ch.channel, exchangeFor(I2C_EXCHANGE_HEADER + 65535, [65535, 1]), 1);
       await assertReached(ended, "ioctl(I2C_RDWR)");
     } finally {
       ch.close();
@@ -263,15 +269,7 @@ describe("addon I2C channel checks", () => {
     const ch = nullChannel();
     try {
       const data = new Uint8Array(SMBUS_DATA);
-      const bad: Array<[number, number, number, number]> = [
-        [0x400, 1, 0, 2],
-        [0x50, 2, 0, 2],
-        [0x50, -1, 0, 2],
-        [0x50, 1, 256, 2],
-        [0x50, 1, 0, 9],
-        [0x50, 1, 0, -1],
-      ];
-      for (const [addr, readWrite, command, size] of bad) {
+      for (const [addr, readWrite, command, size] of BAD_SMBUS_COMMANDS) {
         assert.throws(
           () => binding.i2cChannelSmbus(ch.channel, data, addr, readWrite, command, size),
           { code: "ERR_OUT_OF_RANGE" },
@@ -322,6 +320,71 @@ describe("addon I2C channel checks", () => {
       () => binding.i2cChannelSmbus(ch.channel, new Uint8Array(SMBUS_DATA), 0x50, 1, 0, 2),
       { code: "ERR_I2C_CHANNEL_CLOSED" },
     );
+  });
+});
+
+describe("addon inline I2C calls", () => {
+  const binding = native();
+
+  /** Runs `body` with /dev/null opened as an adapter: every ioctl that starts fails with ENOTTY. */
+  function withNullFd(body: (fd: number) => void): void {
+    const fd = binding.i2cOpen("/dev/null");
+    try {
+      body(fd);
+    } finally {
+      binding.close(fd);
+    }
+  }
+
+  it("i2cRdwr refuses what i2cChannelRdwr refuses, and reports ioctl failures as errno errors", () => {
+    withNullFd((fd) => {
+      for (const [exchange, count] of badRdwrExchanges()) {
+        assert.throws(
+          () => binding.i2cRdwr(fd, exchange, count),
+          { name: "RangeError", code: "ERR_OUT_OF_RANGE" },
+          `count ${count}, ${exchange.length} bytes`,
+        );
+      }
+      const words = new Uint16Array(I2C_EXCHANGE_HEADER) as unknown as Uint8Array;
+      assert.throws(() => binding.i2cRdwr(fd, words, 1), TypeError);
+      assert.throws(() => binding.i2cRdwr(-1, exchangeFor(I2C_EXCHANGE_HEADER, [0]), 1), {
+        code: "ERR_OUT_OF_RANGE",
+      });
+      const largest = exchangeFor(I2C_EXCHANGE_HEADER + 65535, [65535, 1]);
+      for (const count of [1, MAX_MSGS]) {
+        const exchange =
+          count === 1 ? largest : exchangeFor(I2C_EXCHANGE_HEADER, Array(count).fill(0));
+        assert.throws(() => binding.i2cRdwr(fd, exchange, count), {
+          code: "ENOTTY",
+          errno: 25,
+          syscall: "ioctl(I2C_RDWR)",
+        });
+      }
+    });
+  });
+
+  it("i2cSmbus refuses what i2cChannelSmbus refuses, and reports ioctl failures as errno errors", () => {
+    withNullFd((fd) => {
+      const data = new Uint8Array(SMBUS_DATA);
+      for (const [addr, readWrite, command, size] of BAD_SMBUS_COMMANDS) {
+        assert.throws(() => binding.i2cSmbus(fd, data, addr, readWrite, command, size), {
+          code: "ERR_OUT_OF_RANGE",
+        });
+      }
+      assert.throws(() => binding.i2cSmbus(fd, new Uint8Array(SMBUS_DATA - 1), 0x50, 1, 0, 2), {
+        code: "ERR_OUT_OF_RANGE",
+      });
+      data.fill(0xab);
+      assert.throws(() => binding.i2cSmbus(fd, data, 0x3ff, 1, 255, 8), {
+        code: "ENOTTY",
+        errno: 25,
+        syscall: "ioctl(I2C_SLAVE)",
+      });
+      assert.ok(
+        data.every((b) => b === 0xab),
+        "nothing copied back from a failed call",
+      );
+    });
   });
 });
 

@@ -33,6 +33,8 @@ export interface Plan {
   adapter: number;
   addrs: number[];
   steps: Step[];
+  /** Open the bus in synchronous mode (transfers inline). Default false. */
+  synchronous?: boolean;
 }
 
 export interface TransferResult {
@@ -43,7 +45,13 @@ export interface TransferResult {
 }
 
 export type RunnerOutput =
-  | { opened: true; results: TransferResult[]; log: string[] }
+  | {
+      opened: true;
+      results: TransferResult[];
+      log: string[];
+      /** What each transfer() call returned, in call order: a number or a Promise. */
+      returned: Array<"number" | "promise">;
+    }
   | { opened: false; error: { name: string; code: string; message: string }; log: string[] };
 
 function toMessages(specs: readonly MessageSpec[]): I2cMessage[] {
@@ -54,8 +62,13 @@ function toMessages(specs: readonly MessageSpec[]): I2cMessage[] {
   }));
 }
 
+/** What each transfer() call returned, in call order. */
+const returned: Array<"number" | "promise"> = [];
+
 async function runTransfer(bus: HostBus, msgs: I2cMessage[]): Promise<TransferResult> {
-  const done = await bus.transfer(msgs);
+  const result = bus.transfer(msgs);
+  returned.push(typeof result === "number" ? "number" : "promise");
+  const done = await result;
   return { done, reads: msgs.filter((m) => m.read).map((m) => [...m.buf]) };
 }
 
@@ -65,7 +78,7 @@ async function main(planJson: string): Promise<void> {
   const logger = createLogger("debug", { write: (line: string) => log.push(line.trimEnd()) });
   let bus: HostBus;
   try {
-    bus = HostBus.open(plan.adapter, plan.addrs, logger);
+    bus = HostBus.open(plan.adapter, plan.addrs, logger, { synchronous: plan.synchronous });
   } catch (error) {
     const e = error as { name?: string; code?: string; message?: string };
     const output: RunnerOutput = {
@@ -92,7 +105,7 @@ async function main(planJson: string): Promise<void> {
     }
   }
   bus.close();
-  const output: RunnerOutput = { opened: true, results, log };
+  const output: RunnerOutput = { opened: true, results, log, returned };
   process.stdout.write(`${JSON.stringify(output)}\n`);
 }
 
