@@ -38,6 +38,12 @@ export interface DataPlaneHost {
 /** What a host module gets besides its init data. */
 export interface DataPlaneContext {
   readonly logger: Logger;
+  /**
+   * An eventfd for work that completes through this thread's event loop (an I/O thread's uv_async):
+   * whoever queues such a completion writes it, so the thread stops waiting in epoll and turns its
+   * loop. The thread owns it.
+   */
+  readonly loopWakeFd: number;
   /** Sends a host event to the main thread (DataPlaneOptions.onEvent). */
   emit(event: unknown): void;
 }
@@ -47,8 +53,9 @@ export type CreateDataPlaneHost = (
   context: DataPlaneContext,
 ) => DataPlaneHost | Promise<DataPlaneHost>;
 
-/** epoll data of the wake eventfd; rings' kicks get 1, 2, ... */
+/** epoll data of the main thread's wake eventfd and of the loop wake; rings' kicks get 1, 2, ... */
 const WAKE = 0;
+const LOOP_WAKE = -1;
 /**
  * Longest blocking wait when nothing is pending: timers of this thread (log summaries) run at least
  * this often, and the wait costs nothing while idle.
@@ -157,10 +164,14 @@ class DataPlaneThread {
   #pending = 0;
   #stopId: number | null = null;
 
-  constructor(host: DataPlaneHost, logger: Logger) {
+  readonly #loopWake: EventFd;
+
+  constructor(host: DataPlaneHost, logger: Logger, loopWake: EventFd) {
     this.#host = host;
     this.#logger = logger;
+    this.#loopWake = loopWake;
     this.#epoll.add(this.#wake.fd, WAKE, EPOLLIN);
+    this.#epoll.add(loopWake.fd, LOOP_WAKE, EPOLLIN);
   }
 
   /** One turn: blocking waits and their work until something needs this thread's event loop. */
@@ -175,6 +186,9 @@ class DataPlaneThread {
         const data = this.#epoll.data(i);
         if (data === WAKE) {
           if (this.#readMessages()) turnLoop = true;
+        } else if (data === LOOP_WAKE) {
+          this.#loopWake.read();
+          turnLoop = true;
         } else {
           this.#scheduler.dispatch(data);
         }
@@ -289,6 +303,7 @@ class DataPlaneThread {
       this.#logger.error("closing the data-plane host failed", { error: String(error) });
     }
     this.#epoll.close();
+    this.#loopWake.close();
     if (this.#stopId !== null) post({ kind: "reply", id: this.#stopId, value: undefined });
     port.close();
   }
@@ -296,6 +311,7 @@ class DataPlaneThread {
 
 async function main(): Promise<void> {
   const logger = forwardingLogger(init.logLevel, "");
+  const loopWake = EventFd.create();
   let host: DataPlaneHost;
   try {
     const module = (await import(init.hostModule)) as { createDataPlaneHost?: CreateDataPlaneHost };
@@ -304,15 +320,17 @@ async function main(): Promise<void> {
     }
     host = await module.createDataPlaneHost(init.hostInit, {
       logger,
+      loopWakeFd: loopWake.fd,
       emit: (event) => post({ kind: "event", event }),
     });
   } catch (error) {
+    loopWake.close();
     post({ kind: "failed", error: toWire(error) });
     port.close();
     return;
   }
   post({ kind: "ready" });
-  new DataPlaneThread(host, logger).run();
+  new DataPlaneThread(host, logger, loopWake).run();
 }
 
 void main();
