@@ -60,6 +60,8 @@ export interface DeviceSetBuild {
   readonly chips: ChipDirectory;
   /** Backing files open in this set (canonical paths): no file may be open in two sets. */
   readonly backingFiles: readonly string[];
+  /** The backing files the new generation's chips hold, with each chip's label. */
+  readonly backingClaims: BuiltSockets["backingClaims"];
   /** Per served socket: the guest addresses it reaches and the buses behind them. */
   readonly guests: readonly { socket: number; addresses: number[]; buses: string[] }[];
 }
@@ -230,6 +232,7 @@ class DeviceSetHost implements DataPlaneHost {
     return {
       chips: describeChips(built.directory),
       backingFiles: this.#pool.backingFiles,
+      backingClaims: built.backingClaims,
       guests: served.map((socket) => {
         const map = built.addressMaps[socket];
         return {

@@ -249,11 +249,27 @@ function describe(partition: readonly (readonly number[])[]): string {
   return partition.map((sockets) => `{${sockets.join(",")}}`).join(" ");
 }
 
-/** A backing file open in two sets would be two images of one file: refused. */
+/**
+ * A backing file open in two sets would be two images of one file: refused, as two chips on one file
+ * of one configuration are (naming both), or as a file another set still holds.
+ */
 function sharedBackingFile(
   sets: readonly DeviceSet[],
   builds: readonly (DeviceSetBuild | null)[],
 ): ConfigError | undefined {
+  const claimed = new Map<string, { set: number; device: string }>();
+  for (const [i, build] of builds.entries()) {
+    for (const { file, device } of build?.backingClaims ?? []) {
+      const other = claimed.get(file);
+      if (other !== undefined && other.set !== i) {
+        return new ConfigError(
+          "CONFIG_DEVICE_FAILED",
+          `backing file ${file} is used by two emulated devices: ${other.device} and ${device}; give each its own file, or list the device once with "shared": true`,
+        );
+      }
+      claimed.set(file, { set: i, device });
+    }
+  }
   const owner = new Map<string, number>();
   for (const [i, build] of builds.entries()) {
     for (const file of build?.backingFiles ?? []) {
@@ -261,7 +277,7 @@ function sharedBackingFile(
       if (other !== undefined && other !== i) {
         return new ConfigError(
           "CONFIG_DEVICE_FAILED",
-          `backing file ${file} is used by devices of two device sets (sockets ${describe([sets[other]?.sockets ?? []])} and ${describe([sets[i]?.sockets ?? []])}); give each its own file, or list the device once with "shared": true`,
+          `backing file ${file} is open for devices of two device sets (sockets ${describe([sets[other]?.sockets ?? []])} and ${describe([sets[i]?.sockets ?? []])}), which would be two images of one file; give each its own file, or restart the daemon to move a device between sets`,
         );
       }
       owner.set(file, i);

@@ -605,6 +605,8 @@ export interface BuiltSockets {
   readonly guards: readonly GuardedBus[];
   /** Every distinct device given to some socket. */
   readonly devices: readonly DeviceConfig[];
+  /** The backing files this build's chips hold (canonical paths), each with its chip's label. */
+  readonly backingClaims: readonly { readonly file: string; readonly device: string }[];
   close(): void;
 }
 
@@ -678,6 +680,7 @@ export function buildSocketBuses(
     directory,
     guards: views.flatMap((v) => v?.guards ?? []),
     devices: used.flatMap((u) => u.devices),
+    backingClaims: [...claims].map(([file, holder]) => ({ file, device: holder.label })),
     close() {
       if (closed) return;
       closed = true;

@@ -1,0 +1,93 @@
+// Integration: device sets through the real daemon. Two guests with lists of their own ("sockets" in
+// the config file) are two device sets, each served by its own data-plane thread: guest A's adapter
+// takes 50 ms per message (the LD_PRELOAD fake's delay_us: a clock-stretching chip) and A keeps it
+// busy, while guest B's transfers, on another adapter and on an emulated chip, go through as if A
+// were idle. The check is what had run on A's adapter when B was done (the fake's log), never a
+// duration: B's 40 transfers behind A's would need A's adapter to run 40 times.
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { I2cGuest } from "../src/frontend/i2c-driver.js";
+import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
+import { makeTempDir, withDaemon } from "./helpers/daemon.js";
+
+const STALL_US = 50_000;
+
+describe("device sets: a stalled device set holds up no other", {
+  skip: fakeUnavailableReason() ?? false,
+}, () => {
+  const dir = makeTempDir();
+  let fake: FakeI2c;
+  before(async () => {
+    fake = await FakeI2c.create(
+      [
+        "adapter 3 funcs=i2c|emul",
+        "device 3 0x50",
+        `delay_us 3 ${STALL_US}`,
+        "adapter 4 funcs=i2c|emul",
+        "device 4 0x51",
+      ].join("\n"),
+    );
+  });
+  after(async () => {
+    await fake?.cleanup();
+    dir.remove();
+  });
+
+  it("guest B on its own set runs 40 transfers while guest A's stalled adapter runs a few", async () => {
+    const config = `${dir.path}/sets.json`;
+    writeFileSync(
+      config,
+      JSON.stringify({
+        sockets: {
+          "0": { devices: [{ bus: 3, address: "0x50" }] },
+          "1": {
+            devices: [
+              { bus: 4, address: "0x51" },
+              { bus: "sim", address: "0x60", model: "24c02" },
+            ],
+          },
+        },
+      }),
+    );
+    const prefix = `${dir.path}/iso.sock`;
+    await withDaemon(
+      ["-s", prefix, "-c", "2", "--config", config],
+      [`${prefix}0`, `${prefix}1`],
+      async (daemon) => {
+        await daemon.waitForLog(/serving .*threads=2/);
+        const a = await I2cGuest.connect(`${prefix}0`);
+        const b = await I2cGuest.connect(`${prefix}1`);
+        try {
+          await fake.clearLog();
+          // A keeps its adapter busy: 8 transfers queued, each 2 messages of 50 ms.
+          const stalled = Array.from({ length: 8 }, () =>
+            a.driver.submit([
+              { addr: 0x50, write: Uint8Array.of(0) },
+              { addr: 0x50, read: 1 },
+            ]),
+          );
+          const aDone = Promise.all(stalled.map((s) => a.driver.wait(s)));
+          for (let i = 0; i < 20; i++) {
+            const host = await b.driver.transfer([
+              { addr: 0x51, write: Uint8Array.of(i) },
+              { addr: 0x51, read: 1 },
+            ]);
+            assert.equal(host.ok, true);
+            const sim = await b.driver.transfer([{ addr: 0x60, write: Uint8Array.of(i, i) }]);
+            assert.equal(sim.ok, true);
+          }
+          const log = await fake.readLog();
+          const onA = log.filter((e) => e.op === "rdwr" && e.adapter === 3).length;
+          const onB = log.filter((e) => e.op === "rdwr" && e.adapter === 4).length;
+          assert.equal(onB, 20, "every host transfer of B reached its adapter");
+          assert.ok(onA < 8, `B finished while A's adapter had run ${onA} of its 8 transfers`);
+          for (const result of await aDone) assert.equal(result.ok, true);
+        } finally {
+          await a.close();
+          await b.close();
+        }
+      },
+    );
+  });
+});
