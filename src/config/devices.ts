@@ -68,7 +68,10 @@ export type DeviceConfig =
       origin?: string;
     };
 
-/** An emulated chip as the control socket sees it. */
+/**
+ * An emulated chip as the control socket reaches it: src/control/chip-host.ts describes it and
+ * answers requests for it, in the thread that holds it.
+ */
 export interface RegisteredDevice {
   /** Base guest address (a 24c16 answers on this and the next 7). */
   readonly address: number;

@@ -11,7 +11,8 @@ import type { SimDevice } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import { SocketFileError } from "../sys/socket-file.js";
 import { UnixListener } from "../sys/unix-socket.js";
-import { inProcessChips } from "./chip-host.js";
+import { describeChips, inProcessChips } from "./chip-host.js";
+import { chipAccess } from "./chips.js";
 import { ControlClient, runControlCommand } from "./client.js";
 import { MAX_LINE_BYTES } from "./protocol.js";
 import { ControlServer, handleLine } from "./server.js";
@@ -529,6 +530,161 @@ describe("ControlServer limits", () => {
       assert.ok(Date.now() - start >= 50);
       await waitFor(() => server.clientCount === 0);
     } finally {
+      server.close();
+    }
+  });
+});
+
+describe("ControlServer over chips that answer asynchronously", () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "control-async-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** The in-process chips, with each property get and set delayed by `delayMs()`. */
+  function delayedChips(directory: DeviceDirectory, delayMs: (name: string) => Promise<void>) {
+    const chips = inProcessChips(() => directory);
+    return {
+      ...chips,
+      getProperty: async (chip: string, name: string) => {
+        await delayMs(name);
+        return chips.getProperty(chip, name);
+      },
+      setProperty: async (chip: string, name: string, value: string) => {
+        await delayMs(name);
+        return chips.setProperty(chip, name, value);
+      },
+    };
+  }
+
+  const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+  it("answers pipelined commands in order, each after the one before it took effect", async () => {
+    const sensor = fakeDevice();
+    const directory = [{ address: 0x48, model: "fake", device: sensor, sockets: [0] }];
+    // Each answer comes sooner than the one before: answered side by side, they would cross.
+    let pending = 40;
+    const chips = delayedChips(directory, () => sleep(2 * pending--));
+    const path = join(dir, "pipelined.sock");
+    const server = ControlServer.listen(path, chips);
+    const socket = connect(path);
+    try {
+      let text = "";
+      socket.setEncoding("utf8").on("data", (chunk: string) => {
+        text += chunk;
+      });
+      const lines: string[] = [];
+      const expected: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        lines.push(`set 0x48 temperature ${i}`, "get 0x48 temperature");
+        expected.push(`ok ${i}`, `ok ${i}`);
+      }
+      socket.write(`${lines.join("\n")}\n`);
+      await waitFor(() => text.split("\n").length > expected.length);
+      assert.deepEqual(text.split("\n").slice(0, -1), expected);
+    } finally {
+      socket.destroy();
+      server.close();
+    }
+  });
+
+  it("a slow answer on one connection does not hold up another", async () => {
+    const sensor = fakeDevice();
+    const directory = [{ address: 0x48, model: "fake", device: sensor, sockets: [0] }];
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const chips = delayedChips(directory, (name) =>
+      name === "temperature" ? held : Promise.resolve(),
+    );
+    const path = join(dir, "slow.sock");
+    const server = ControlServer.listen(path, chips);
+    const slow = await ControlClient.connect(path);
+    const other = await ControlClient.connect(path);
+    try {
+      let slowReply: string | undefined;
+      const answered = slow.request("get 0x48 temperature").then((reply) => {
+        slowReply = reply;
+      });
+      assert.equal(await other.request("get 0x48 id"), "ok fake");
+      assert.equal(await other.request("write 0x48 0 aa"), "ok 1");
+      assert.equal(slowReply, undefined, "the slow command is still waiting");
+      release();
+      await answered;
+      assert.equal(slowReply, "ok 25");
+    } finally {
+      slow.close();
+      other.close();
+      server.close();
+    }
+  });
+
+  it("answers ETIMEDOUT when the chips never answer, then serves the next command", async () => {
+    const sensor = fakeDevice();
+    const directory = [{ address: 0x48, model: "fake", device: sensor, sockets: [0] }];
+    const never = new Promise<void>(() => {});
+    const chips = delayedChips(directory, (name) =>
+      name === "temperature" ? never : Promise.resolve(),
+    );
+    const path = join(dir, "timeout.sock");
+    const server = ControlServer.listen(path, chips, { replyTimeoutMs: 100 });
+    const client = await ControlClient.connect(path);
+    try {
+      const start = Date.now();
+      assert.match(
+        await client.request("set 0x48 temperature 30"),
+        /^error ETIMEDOUT no answer from the devices within 100 ms/,
+      );
+      const waited = Date.now() - start;
+      assert.ok(waited >= 90 && waited < 2000, `answered after ${waited} ms`);
+      const json = JSON.parse(
+        await client.request('{"cmd":"get","addr":72,"property":"temperature"}'),
+      );
+      assert.equal(json.code, "ETIMEDOUT");
+      assert.equal(await client.request("get 0x48 id"), "ok fake");
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
+  it("answers a stats source that never settles ETIMEDOUT, and one that resolves with its value", async () => {
+    const path = join(dir, "stats.sock");
+    let answer: Promise<unknown> = new Promise(() => {});
+    const server = ControlServer.listen(
+      path,
+      inProcessChips(() => []),
+      { replyTimeoutMs: 100, stats: () => answer },
+    );
+    const client = await ControlClient.connect(path);
+    try {
+      assert.match(await client.request("stats"), /^error ETIMEDOUT /);
+      answer = Promise.resolve({ transfers: 7 });
+      assert.equal(await client.request("stats"), 'ok {"transfers":7}');
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
+  it("a transport that fails is answered as an internal error and logged", async () => {
+    const path = join(dir, "broken.sock");
+    const directory = [{ address: 0x48, model: "fake", device: fakeDevice(), sockets: [0] }];
+    const { lines, logger } = collectingLogger();
+    const chips = chipAccess({
+      directory: () => describeChips(directory),
+      request: () => Promise.reject(new Error("the data-plane thread exited")),
+    });
+    const server = ControlServer.listen(path, chips, { logger });
+    const client = await ControlClient.connect(path);
+    try {
+      assert.equal(await client.request("get 0x48 id"), "error EMODEL internal error");
+      assert.equal(await client.request("help").then((r) => r.slice(0, 12)), "ok commands:");
+      assert.ok(lines.some((l) => /control command failed .*data-plane thread exited/.test(l)));
+    } finally {
+      client.close();
       server.close();
     }
   });

@@ -233,7 +233,11 @@ function withinTime<T>(work: Promise<T>, ms: number): Promise<T> {
 }
 
 /** The reply line (with newline) to one parsed line. */
-async function replyTo(chips: ChipAccess, parsed: ParsedLine, context: CommandContext) {
+async function replyTo(
+  chips: ChipAccess,
+  parsed: ParsedLine,
+  context: CommandContext,
+): Promise<string> {
   const { format, command } = parsed;
   if (command instanceof ControlError) return formatError(command, format);
   const { logger, stats, replyTimeoutMs } = context;
