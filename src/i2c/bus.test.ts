@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { AddressMap, AddressMapError, hex, type I2cBus } from "./bus.js";
 
-const fakeBus = (name: string): I2cBus => ({ name, transfer: () => 0, close: () => undefined });
+const fakeBus = (name: string): I2cBus => ({
+  name,
+  synchronous: true,
+  transfer: () => 0,
+  close: () => undefined,
+});
 
 describe("AddressMap", () => {
   it("maps each guest address to its bus, with the host address equal to it", () => {

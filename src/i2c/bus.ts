@@ -20,6 +20,8 @@ export interface I2cMessage {
 /** A bus that runs whole transfers: repeated START between messages, one STOP at the end. */
 export interface I2cBus {
   readonly name: string;
+  /** True when transfer() always returns a number (completes before it returns); false when it returns a Promise. */
+  readonly synchronous: boolean;
   /**
    * Runs one transfer. Returns how many leading messages succeeded (`msgs.length` = all).
    * Emulated buses return synchronously; host buses return a Promise.

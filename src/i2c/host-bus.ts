@@ -236,6 +236,8 @@ function openAdapter(
 }
 
 export class HostBus implements I2cBus {
+  /** Transfers run on the adapter's I/O thread: transfer() returns a Promise. */
+  readonly synchronous = false;
   readonly #logger: Logger;
   /** The job running on this bus, the adapter it runs on and its SMBus command (if any). */
   #current: AdapterJob | null = null;

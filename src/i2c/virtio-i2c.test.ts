@@ -122,6 +122,7 @@ function makeDevice(
 class RecordingBus implements I2cBus {
   readonly calls: { addr: number; read: boolean; data: number[] }[][] = [];
   readonly name: string;
+  readonly synchronous = true;
   constructor(name: string) {
     this.name = name;
   }
@@ -136,6 +137,7 @@ class RecordingBus implements I2cBus {
 /** An asynchronous bus whose transfers complete when the test says so, in any order it likes. */
 class DeferredBus implements I2cBus {
   readonly name = "deferred";
+  readonly synchronous = false;
   readonly pending: { msgs: readonly I2cMessage[]; resolve: (n: number) => void }[] = [];
   active = 0;
   maxActive = 0;
@@ -485,6 +487,7 @@ describe("VirtioI2cDevice", () => {
     let fill = 0;
     const counting: I2cBus = {
       name: "counting",
+      synchronous: true,
       transfer(msgs) {
         fill++;
         for (const m of msgs) if (m.read) m.buf.fill(fill);
@@ -494,7 +497,7 @@ describe("VirtioI2cDevice", () => {
     };
     const device = makeDevice([{ bus: counting, addrs: [0x20] }]);
     const [read] = guest.submit([{ addr: 0x20, read: true, len: 4 }]) as [Submitted];
-    // The first transfer tells the device the bus is synchronous; the second lends guest memory.
+    // A synchronous bus is lent guest memory in place from the first transfer on.
     device.processQueue(0, guest.queue);
     guest.driver.publish(read.head);
     device.processQueue(0, guest.queue);

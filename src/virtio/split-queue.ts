@@ -256,6 +256,8 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       if (!(fault instanceof ChainFault)) throw fault;
       error = fault.message;
     }
+    // A head past the table reads no descriptor, yet the driver gave up an entry for it.
+    if (state.chain.slots === 0) state.chain.slots = 1;
     return state.chain.finish(head, error);
   }
 
@@ -378,6 +380,8 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       }
       if (indirectGpa < 0) {
         this.readDescriptor(this.desc.dv, this.desc.offset + DESCRIPTOR_SIZE * index);
+        // Each descriptor of the table is a ring slot the driver frees when the chain is used.
+        state.chain.slots++;
       } else if (indirectInWindow) {
         this.readDescriptor(table.dv, table.offset + DESCRIPTOR_SIZE * index);
       } else {
