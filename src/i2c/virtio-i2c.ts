@@ -307,8 +307,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
     // One reaction per transfer: both outcomes settle here, no promise chain behind it.
     result.then(
       (done) => this.#asyncDone(owned, prepared, done, startedAt, null),
-      (err: unknown) =>
-        this.#asyncDone(owned, prepared, 0, startedAt, this.#busFailure(bus, err)),
+      (err: unknown) => this.#asyncDone(owned, prepared, 0, startedAt, this.#busFailure(bus, err)),
     );
     return true;
   }
