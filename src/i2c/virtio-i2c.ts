@@ -122,8 +122,6 @@ export class VirtioI2cDevice implements VhostUserDevice {
   readonly #guestLogger: Logger;
   /** Strict order per device: a transfer waits behind a running asynchronous one. */
   readonly #order = new TransferOrder<Transfer>((transfer) => this.#start(transfer));
-  /** Ring slots held by popped, unused chains (DeviceQueue.ringSlots): tells when the ring is full. */
-  #heldSlots = 0;
   /** The chains of one processQueue pass, parsed: batch[0, count) is current, the rest stale. */
   readonly #batch: RequestRecord[] = [];
   /** Records whose chain went back to the used ring, for the next chains. */
@@ -184,7 +182,6 @@ export class VirtioI2cDevice implements VhostUserDevice {
         }
         const chain = queue.pop();
         if (chain === null) break;
-        this.#heldSlots += queue.ringSlots(chain);
         const record = this.#takeRecord();
         record.parse(chain, queue.memory);
         if (count < batch.length) batch[count] = record;
@@ -207,12 +204,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
         // took. A driver adds a message only where it fits (Linux does), then kicks for what it
         // queued and waits for it: run what there is rather than hang the driver.
         const last = batch[count - 1] as RequestRecord;
-        if (brokenRing === null && queue.size - this.#heldSlots >= queue.ringSlots(last.chain)) {
-          for (let i = start; i < count; i++) {
-            const record = batch[i] as RequestRecord;
-            this.#heldSlots -= queue.ringSlots(record.chain);
-            this.#returnRecord(record);
-          }
+        const slotsLeft = queue.size - queue.inFlightSlots;
+        if (brokenRing === null && slotsLeft >= queue.ringSlots(last.chain)) {
+          for (let i = start; i < count; i++) this.#returnRecord(batch[i] as RequestRecord);
           queue.rewind(count - start);
           break;
         }
@@ -232,7 +226,6 @@ export class VirtioI2cDevice implements VhostUserDevice {
 
   reset(): void {
     this.#order.reset();
-    this.#heldSlots = 0;
   }
 
   #takeRecord(): RequestRecord {
@@ -481,16 +474,13 @@ export class VirtioI2cDevice implements VhostUserDevice {
           written = 0; // status byte outside guest memory: the chain still goes back
         }
       }
-      let slots = 0;
       try {
-        slots = transfer.queue.ringSlots(r.chain);
         transfer.queue.pushUsed(r.chain, written);
       } catch (err) {
         this.#guestLogger.error("returning a chain to the used ring failed", {
           error: errorText(err),
         });
       }
-      this.#heldSlots = Math.max(0, this.#heldSlots - slots);
       // The chain went back: the record may be parsed again.
       this.#returnRecord(r);
     }

@@ -690,7 +690,9 @@ describe("PackedQueue.ringSlots", () => {
     assert.equal(device.ringSlots(direct), 3);
     assert.equal(device.ringSlots(indirect), 1);
     assert.equal(driver.numFree, 8 - 3 - 1, "what the driver gave up");
+    assert.equal(device.inFlightSlots, 4);
     device.rewind(1);
+    assert.equal(device.inFlightSlots, 3);
     assertVirtqueueError(() => device.ringSlots(indirect), "EINVAL");
     device.pushUsed(direct, 0);
     assertVirtqueueError(() => device.ringSlots(direct), "EINVAL");

@@ -171,7 +171,12 @@ export class ChainPool {
 
   release(chain: DescriptorChain): void {
     const reusable = this.#owners.get(chain);
-    if (reusable === undefined || reusable.free) return;
+    if (reusable !== undefined) this.releaseEntry(reusable);
+  }
+
+  /** Gives back the pool entry of a popped chain (from `popped`, or a queue's own record of it). */
+  releaseEntry(reusable: ReusableChain): void {
+    if (reusable.free) return;
     reusable.free = true;
     this.#free[this.#freeCount++] = reusable;
   }

@@ -51,6 +51,11 @@ export interface DeviceQueue {
   enableNotifications(): boolean;
   /** Popped and not yet used. */
   readonly inFlight: number;
+  /**
+   * Ring slots the chains popped and not yet used take (the sum of their ringSlots): what the
+   * driver has given up to the device until they come back.
+   */
+  readonly inFlightSlots: number;
 }
 
 /**

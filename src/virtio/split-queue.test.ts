@@ -799,13 +799,19 @@ describe("SplitQueue.ringSlots", () => {
     assert.equal(device.ringSlots(direct), 3);
     assert.equal(device.ringSlots(indirect), 1);
     assert.equal(driver.numFree, 8 - 3 - 1, "what the driver gave up");
+    assert.equal(device.inFlightSlots, 4);
     device.pushUsed(direct, 0);
+    assert.equal(device.inFlightSlots, 1);
     assertVirtqueueError(() => device.ringSlots(direct), "EINVAL");
     assert.equal(device.ringSlots(indirect), 1);
     assertVirtqueueError(
       () => device.ringSlots({ head: 0, descriptors: [], error: null }),
       "EINVAL",
     );
+    device.rewind(1);
+    assert.equal(device.inFlightSlots, 0, "a rewound chain gives its slots back");
+    assertVirtqueueError(() => device.ringSlots(indirect), "EINVAL");
+    assert.equal(device.ringSlots(popChain(device)), 1, "popped again");
   });
 
   it("counts a direct descriptor before an indirect one, and a malformed chain as far as it was read", () => {
