@@ -49,7 +49,6 @@ describe("TransferOrder", () => {
     submit("c");
     assert.deepEqual(ran, ["slow"]);
     assert.equal(order.idle, false);
-    assert.equal(order.waiting, 2);
     assert.equal(order.settle(order.generation), true);
     order.resume();
     assert.deepEqual(ran, ["slow", "b (kept)", "c (kept)"]);
@@ -64,7 +63,7 @@ describe("TransferOrder", () => {
     order.settle(order.generation);
     order.resume();
     assert.deepEqual(ran, ["first", "second (kept)"]);
-    assert.equal(order.waiting, 1);
+    assert.equal(order.idle, false, "third waits behind second");
     submit("fourth");
     order.settle(order.generation);
     order.resume();
@@ -96,8 +95,7 @@ describe("TransferOrder", () => {
     order.reset();
     await flush();
     assert.equal(idle(), true);
-    assert.equal(order.idle, true);
-    assert.equal(order.waiting, 0);
+    assert.equal(order.idle, true, "nothing waits any more");
     assert.notEqual(order.generation, slowGeneration);
     submit("new");
     assert.equal(order.settle(slowGeneration), false, "the result of before the reset is dropped");

@@ -43,11 +43,6 @@ export class TransferOrder<T extends OrderedTransfer> {
     return !this.#running && this.#waiting.length === 0;
   }
 
-  /** Transfers waiting behind the running one. */
-  get waiting(): number {
-    return this.#waiting.length;
-  }
-
   /**
    * Runs `transfer` at once when nothing runs or waits; otherwise queues `keep(transfer)` behind the
    * others. A transfer that runs at once may live in objects the caller reuses; one that waits
