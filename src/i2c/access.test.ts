@@ -115,13 +115,19 @@ describe("GuardedBus", () => {
     assert.equal(bus.name, "inner");
   });
 
-  it("stays asynchronous for an asynchronous bus, synchronous once the inner bus was", () => {
+  it("declares the inner bus's synchrony and refuses in its manner, also after abort", () => {
     const asyncBus = new GuardedBus(recordingBus("async"), { readOnly: RO_50 });
+    assert.equal(asyncBus.synchronous, false);
     assert.ok(asyncBus.transfer([w(0x50)]) instanceof Promise);
+    asyncBus.abort();
+    assert.ok(asyncBus.transfer([r(0x50, 1)]) instanceof Promise);
     const syncBus = new GuardedBus(recordingBus("sync"), { readOnly: RO_50 });
-    assert.ok(syncBus.transfer([w(0x50)]) instanceof Promise, "unknown yet: the safe answer");
+    assert.equal(syncBus.synchronous, true);
+    assert.equal(syncBus.transfer([w(0x50)]), 0, "a first refusal answers at once");
     assert.equal(syncBus.transfer([r(0x50, 1)]), 1);
     assert.equal(syncBus.transfer([w(0x50)]), 0);
+    syncBus.abort();
+    assert.equal(syncBus.transfer([r(0x50, 1)]), 0);
   });
 
   it("abort fails transfers still running and refuses later ones", async () => {

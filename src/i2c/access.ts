@@ -65,25 +65,22 @@ type Pending = (done: number) => void;
 
 export class GuardedBus implements I2cBus {
   readonly inner: I2cBus;
+  /** The inner bus's: refusals answer in its manner too. */
+  readonly synchronous: boolean;
   readonly readOnly: ReadonlyMap<number, PointerBytes>;
   readonly #logger: Logger;
   readonly #pending = new Set<Pending>();
-  /** Set once the inner bus answered synchronously: refusals may then answer synchronously too. */
-  #innerSync = false;
   #aborted = false;
 
   constructor(inner: I2cBus, options: GuardOptions = {}) {
     this.inner = inner;
+    this.synchronous = inner.synchronous;
     this.readOnly = new Map(options.readOnly ?? []);
     this.#logger = options.logger ?? silentLogger;
   }
 
   get name(): string {
     return this.inner.name;
-  }
-
-  get synchronous(): boolean {
-    return this.inner.synchronous;
   }
 
   /** Transfers handed to the inner bus and not settled yet. */
@@ -99,10 +96,7 @@ export class GuardedBus implements I2cBus {
       return this.#refuse();
     }
     const result = this.inner.transfer(msgs);
-    if (typeof result === "number") {
-      this.#innerSync = true;
-      return result;
-    }
+    if (typeof result === "number") return result;
     return new Promise<number>((resolve) => {
       const settle: Pending = (done) => {
         if (!this.#pending.delete(settle)) return;
@@ -130,10 +124,11 @@ export class GuardedBus implements I2cBus {
   }
 
   /**
-   * "Nothing succeeded", in the inner bus's manner: an asynchronous bus must stay asynchronous, or
-   * the device would take it for a synchronous one and lend it guest memory in place.
+   * "Nothing succeeded", in the inner bus's manner: a synchronous bus answers at once, an
+   * asynchronous one stays asynchronous (the device lends guest memory in place only to buses
+   * that declare themselves synchronous, and counts on the declaration holding).
    */
   #refuse(): number | Promise<number> {
-    return this.#innerSync ? 0 : Promise.resolve(0);
+    return this.synchronous ? 0 : Promise.resolve(0);
   }
 }

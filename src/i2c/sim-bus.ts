@@ -53,6 +53,7 @@ export function simTargets(devices: ReadonlyMap<number, SimDevice>): Map<number,
 
 export class SimBus implements I2cBus {
   readonly name: string;
+  /** Models run in the caller's turn: transfer() returns the count. */
   readonly synchronous = true;
   readonly #models: ReadonlyMap<number, I2cDeviceModel>;
   readonly #logger: Logger;

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createLogger } from "../log.js";
+import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
-import { createArrayGuestMemory, type GuestMemory } from "../virtio/guest-memory.js";
+import { createArrayGuestMemory } from "../virtio/guest-memory.js";
+import { PackedQueue, WRAP_BIT } from "../virtio/packed-queue.js";
+import type { ModelDriver } from "../virtio/queue-test-helpers.js";
 import { SplitQueue } from "../virtio/split-queue.js";
 import { AddressMap, type I2cBus, type I2cMessage } from "./bus.js";
 import { createModel, type I2cDeviceModel } from "./model.js";
@@ -29,25 +32,26 @@ interface Submitted {
 
 const DATA_BASE = 0x10000;
 
-/** Submits requests the way Linux i2c-virtio does: one chain per message, FAIL_NEXT on all but the last. */
-class Guest {
-  readonly memory: GuestMemory;
-  readonly driver: DriverSplitQueue;
-  readonly queue: SplitQueue;
+/**
+ * Submits requests the way Linux i2c-virtio does: one chain per message, FAIL_NEXT on all but the
+ * last; Guest on a split ring, PackedGuest on a packed one.
+ */
+abstract class TestGuest {
+  readonly memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x100000 }]);
+  abstract readonly driver: ModelDriver;
+  abstract readonly queue: SplitQueue | PackedQueue;
   notifications = 0;
   #next = DATA_BASE;
 
-  constructor(size = 64, indirect = true) {
-    this.memory = createArrayGuestMemory([{ guestPhysAddr: 0, size: 0x100000 }]);
-    this.driver = new DriverSplitQueue(this.memory, 0, size);
-    this.queue = new SplitQueue(this.memory, size, this.driver.addresses, {
+  /** The device queue's options: `indirect` = VIRTIO_F_RING_INDIRECT_DESC negotiated. */
+  protected queueOptions(indirect: boolean) {
+    return {
       eventIdx: false,
       indirect,
-      lastAvailIndex: 0,
       notify: () => {
         this.notifications++;
       },
-    });
+    };
   }
 
   alloc(len: number): number {
@@ -104,6 +108,34 @@ class Guest {
     const out: { head: number; len: number }[] = [];
     for (let e = this.driver.getUsed(); e; e = this.driver.getUsed()) out.push(e);
     return out;
+  }
+}
+
+class Guest extends TestGuest {
+  readonly driver: DriverSplitQueue;
+  readonly queue: SplitQueue;
+
+  constructor(size = 64, indirect = true) {
+    super();
+    this.driver = new DriverSplitQueue(this.memory, 0, size);
+    this.queue = new SplitQueue(this.memory, size, this.driver.addresses, {
+      ...this.queueOptions(indirect),
+      lastAvailIndex: 0,
+    });
+  }
+}
+
+class PackedGuest extends TestGuest {
+  readonly driver: DriverPackedQueue;
+  readonly queue: PackedQueue;
+
+  constructor(size = 64, indirect = true) {
+    super();
+    this.driver = new DriverPackedQueue(this.memory, 0, size);
+    this.queue = new PackedQueue(this.memory, size, this.driver.addresses, {
+      ...this.queueOptions(indirect),
+      lastAvailIndex: WRAP_BIT,
+    });
   }
 }
 
@@ -422,6 +454,129 @@ describe("VirtioI2cDevice", () => {
     );
   });
 
+  const rings = [
+    ["split", (size: number, indirect: boolean) => new Guest(size, indirect)],
+    ["packed", (size: number, indirect: boolean) => new PackedGuest(size, indirect)],
+  ] as const;
+  for (const [ring, makeGuest] of rings) {
+    it(`runs an unfinished group of direct chains that fills a ${ring} ring with INDIRECT_DESC negotiated`, () => {
+      const guest = makeGuest(8, true);
+      const bus = new RecordingBus("i2c-1");
+      const device = makeDevice([{ bus, addrs: [0x20] }]);
+      // Four zero-length writes of two descriptors each take all 8 slots: the rest cannot come.
+      const reqs = guest.submit(
+        [0, 1, 2, 3].map(() => ({ addr: 0x20 })),
+        { indirect: false, last: false },
+      );
+      assert.equal(guest.driver.numFree, 0);
+      device.processQueue(0, guest.queue);
+      assert.equal(bus.calls.length, 1);
+      assert.equal(bus.calls[0]?.length, 4);
+      assert.deepEqual(
+        reqs.map((r) => guest.status(r)),
+        [0, 0, 0, 0],
+      );
+      assert.equal(guest.used().length, 4);
+      assert.equal(guest.queue.inFlight, 0);
+    });
+
+    for (const indirect of [true, false]) {
+      it(`runs an unfinished group when the ${ring} ring has fewer slots left than its last chain took (INDIRECT_DESC ${indirect ? "negotiated" : "not negotiated"})`, () => {
+        const guest = makeGuest(4, indirect);
+        const bus = new RecordingBus("i2c-1");
+        const device = makeDevice([{ bus, addrs: [0x20] }]);
+        device.setFeatures(indirect ? FEATURES : FEATURES & ~VIRTIO_F_RING_INDIRECT_DESC);
+        // A write of three descriptors leaves one slot: the read of three that would follow
+        // (i2cget's register pointer + read) does not fit, and the driver waits for the write.
+        const [write] = guest.submit([{ addr: 0x20, data: [0x10] }], {
+          indirect: false,
+          last: false,
+        }) as [Submitted];
+        assert.equal(guest.driver.numFree, 1);
+        device.processQueue(0, guest.queue);
+        assert.deepEqual(bus.calls, [[{ addr: 0x20, read: false, data: [0x10] }]]);
+        assert.equal(guest.status(write), RequestStatus.OK);
+        assert.equal(guest.used().length, 1);
+      });
+    }
+
+    it(`gives back an unfinished group of direct chains while the ${ring} ring can take another like its last`, () => {
+      const guest = makeGuest(8, true);
+      const bus = new RecordingBus("i2c-1");
+      const device = makeDevice([{ bus, addrs: [0x20] }]);
+      const [write] = guest.submit([{ addr: 0x20, data: [0x10] }], {
+        indirect: false,
+        last: false,
+      }) as [Submitted];
+      device.processQueue(0, guest.queue);
+      assert.equal(bus.calls.length, 0, "the group waits for its rest");
+      assert.deepEqual(guest.used(), []);
+      assert.equal(guest.queue.inFlight, 0);
+      const [read] = guest.submit([{ addr: 0x20, read: true, len: 2 }], {
+        indirect: false,
+      }) as [Submitted];
+      device.processQueue(0, guest.queue);
+      assert.equal(bus.calls.length, 1, "one transfer");
+      assert.equal(bus.calls[0]?.length, 2);
+      assert.deepEqual(
+        guest.used().map((u) => u.head),
+        [write.head, read.head],
+      );
+      assert.deepEqual(guest.data(read), [0x5a, 0x5a]);
+    });
+  }
+
+  it("fails a transfer whose bus declared itself synchronous but returned a Promise, once, and logs it", async () => {
+    const lines: string[] = [];
+    const guest = new Guest();
+    let settleLate: (done: number) => void = () => {};
+    let answers = 0;
+    const broken: I2cBus = {
+      name: "broken",
+      synchronous: true,
+      transfer(msgs) {
+        answers++;
+        if (answers === 1) {
+          return new Promise<number>((resolve) => {
+            settleLate = resolve;
+          });
+        }
+        if (answers === 2) return Promise.reject(new Error("EIO"));
+        for (const m of msgs) if (m.read) m.buf.fill(0x11);
+        return msgs.length;
+      },
+      close() {},
+    };
+    const device = makeDevice(
+      [{ bus: broken, addrs: [0x20] }],
+      createLogger("error", { write: (l) => lines.push(l) }),
+    );
+    const [first] = guest.submit([{ addr: 0x20, read: true, len: 2 }]) as [Submitted];
+    const [second] = guest.submit([{ addr: 0x20, data: [1] }]) as [Submitted];
+    const [third] = guest.submit([{ addr: 0x20, read: true, len: 2 }]) as [Submitted];
+    device.processQueue(0, guest.queue);
+    // Each chain back once, at once, in order: no transfer waits behind the broken promises.
+    assert.deepEqual(guest.used(), [
+      { head: first.head, len: 1 },
+      { head: second.head, len: 1 },
+      { head: third.head, len: 3 },
+    ]);
+    assert.deepEqual(
+      [first, second, third].map((r) => guest.status(r)),
+      [RequestStatus.ERR, RequestStatus.ERR, RequestStatus.OK],
+    );
+    assert.deepEqual(guest.data(third), [0x11, 0x11]);
+    assert.equal(guest.queue.inFlight, 0);
+    await device.whenIdle(0);
+    assert.equal(lines.length, 2);
+    assert.match(lines[0] ?? "", /synchronous contract/);
+    // The broken promise settles later: nothing more reaches the used ring.
+    settleLate(1);
+    await flush();
+    assert.deepEqual(guest.used(), []);
+    assert.equal(guest.notifications, 1);
+  });
+
   it("completes asynchronous transfers in order, one at a time, even when the bus resolves out of order", async () => {
     const guest = new Guest();
     const slow = new DeferredBus();
@@ -497,7 +652,7 @@ describe("VirtioI2cDevice", () => {
     };
     const device = makeDevice([{ bus: counting, addrs: [0x20] }]);
     const [read] = guest.submit([{ addr: 0x20, read: true, len: 4 }]) as [Submitted];
-    // The first transfer tells the device the bus is synchronous; the second lends guest memory.
+    // A synchronous bus is lent guest memory in place from the first transfer on.
     device.processQueue(0, guest.queue);
     guest.driver.publish(read.head);
     device.processQueue(0, guest.queue);

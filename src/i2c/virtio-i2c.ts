@@ -9,9 +9,8 @@
 
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import type { QueuePass, VhostUserDevice, VhostUserDeviceInfo } from "../vhost-user/device.js";
-import { hasFeatures, VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
 import type { GuestMemory } from "../virtio/guest-memory.js";
-import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
+import type { DeviceQueue } from "../virtio/queue.js";
 import { type AddressMap, hex, type I2cBus, type I2cMessage } from "./bus.js";
 import type { TransferObserver, TransferRecord } from "./observer.js";
 import { RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
@@ -24,13 +23,14 @@ import {
   scatter,
   transferEnd,
 } from "./request.js";
+import { type OrderedTransfer, TransferOrder } from "./transfer-order.js";
 
 /**
  * One guest transfer waiting for, or running on, its bus: requests[start, end). Transfers run at
  * once use the device's reusable one over the batch just popped; those that wait or go asynchronous
  * get their own (they outlive the batch).
  */
-interface Transfer {
+interface Transfer extends OrderedTransfer {
   requests: readonly RequestRecord[];
   start: number;
   end: number;
@@ -41,7 +41,7 @@ interface Transfer {
 
 /**
  * A transfer that passed validation: its bus and the messages handed to it, msgs[i] for
- * requests[start + i]. Buses that answered synchronously before get the device's reusable one.
+ * requests[start + i]. Synchronous buses get the device's reusable one.
  */
 interface PreparedTransfer {
   bus: I2cBus;
@@ -85,6 +85,8 @@ const STATUS_BYTES = {
   [RequestStatus.ERR]: Uint8Array.of(RequestStatus.ERR),
 } as const;
 const EMPTY = new Uint8Array(0);
+/** Takes a promise's outcome so that it is never left unhandled. */
+const IGNORE = () => {};
 /** Data bytes shown per write message in the debug line. */
 const LOGGED_BYTES = 16;
 
@@ -127,16 +129,8 @@ export class VirtioI2cDevice implements VhostUserDevice {
   readonly #logger: Logger;
   /** Every line a guest or its VMM can cause: rate-limited, one budget per guest. */
   readonly #guestLogger: Logger;
-  /** Buses that once returned synchronously: their messages may use guest memory in place. */
-  readonly #syncBuses = new WeakSet<I2cBus>();
-  #indirect = false;
-  #generation = 0;
-  /** Transfers waiting behind a running asynchronous one (strict order per device). */
-  #waiting: Transfer[] = [];
-  #asyncRunning = false;
-  /** Ring descriptor slots held by popped, unused chains: tells when the ring is full. */
-  #heldSlots = 0;
-  #idleWaiters: (() => void)[] = [];
+  /** Strict order per device: a transfer waits behind a running asynchronous one. */
+  readonly #order = new TransferOrder<Transfer>((transfer) => this.#start(transfer));
   /** The chains of one processQueue pass, parsed: batch[0, count) is current, the rest stale. */
   readonly #batch: RequestRecord[] = [];
   /** Records whose chain went back to the used ring, for the next chains. */
@@ -167,9 +161,8 @@ export class VirtioI2cDevice implements VhostUserDevice {
     this.#guest = observation?.guest ?? 0;
   }
 
-  setFeatures(features: bigint): void {
-    this.#indirect = hasFeatures(features, VIRTIO_F_RING_INDIRECT_DESC);
-  }
+  /** No feature changes what the device does: the queue counts the ring slots each chain takes. */
+  setFeatures(_features: bigint): void {}
 
   processQueue(index: number, queue: DeviceQueue): QueuePass {
     if (index !== 0) {
@@ -198,7 +191,6 @@ export class VirtioI2cDevice implements VhostUserDevice {
         }
         const chain = queue.pop();
         if (chain === null) break;
-        this.#heldSlots += this.#slotsOf(chain);
         const record = this.#takeRecord();
         record.parse(chain, queue.memory);
         if (count < batch.length) batch[count] = record;
@@ -211,19 +203,19 @@ export class VirtioI2cDevice implements VhostUserDevice {
     } catch (err) {
       brokenRing = err; // handle what was popped, then let the backend stop the queue
     }
-    const generation = this.#generation;
+    const generation = this.#order.generation;
     let start = 0;
     while (start < count) {
       let end = transferEnd(batch, start, count);
       if (end < 0) {
-        // The rest of this group is not in the ring yet; give it back and wait for it. When the ring
-        // is full or broken the rest can never come: run what there is rather than hang the driver.
-        if (brokenRing === null && this.#heldSlots < queue.size) {
-          for (let i = start; i < count; i++) {
-            const record = batch[i] as RequestRecord;
-            this.#heldSlots -= this.#slotsOf(record.chain);
-            this.#returnRecord(record);
-          }
+        // The rest of this group is not in the ring yet: give it back and wait for it, unless it can
+        // never come: the ring is broken, or the slots left are fewer than the group's last chain
+        // took. A driver adds a message only where it fits (Linux does), then kicks for what it
+        // queued and waits for it: run what there is rather than hang the driver.
+        const last = batch[count - 1] as RequestRecord;
+        const slotsLeft = queue.size - queue.inFlightSlots;
+        if (brokenRing === null && slotsLeft >= queue.ringSlots(last.chain)) {
+          for (let i = start; i < count; i++) this.#returnRecord(batch[i] as RequestRecord);
           queue.rewind(count - start);
           break;
         }
@@ -232,34 +224,17 @@ export class VirtioI2cDevice implements VhostUserDevice {
       this.#submit(batch, start, end, queue, generation);
       start = end;
     }
-    if (this.#isIdle()) this.#wakeIdleWaiters();
     if (count > 0) queue.notify();
     if (brokenRing !== null) throw brokenRing;
     return pass;
   }
 
   whenIdle(_index: number): Promise<void> {
-    if (this.#isIdle()) return Promise.resolve();
-    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+    return this.#order.whenIdle();
   }
 
   reset(): void {
-    this.#generation++;
-    this.#waiting = [];
-    this.#asyncRunning = false;
-    this.#heldSlots = 0;
-    this.#wakeIdleWaiters();
-  }
-
-  #isIdle(): boolean {
-    return !this.#asyncRunning && this.#waiting.length === 0;
-  }
-
-  #wakeIdleWaiters(): void {
-    if (this.#idleWaiters.length === 0) return;
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const wake of waiters) wake();
+    this.#order.reset();
   }
 
   #takeRecord(): RequestRecord {
@@ -271,14 +246,9 @@ export class VirtioI2cDevice implements VhostUserDevice {
     this.#freeRecords[this.#freeRecordCount++] = record;
   }
 
-  /** Ring slots a chain occupies: one with indirect descriptors (as Linux uses them), else one each. */
-  #slotsOf(chain: DescriptorChain): number {
-    return this.#indirect ? 1 : Math.max(1, chain.descriptors.length);
-  }
-
   /**
-   * Runs batch[start, end) now when nothing runs or waits before it (strict order per device), through
-   * the reusable transfer; otherwise it waits behind, with requests of its own.
+   * Hands batch[start, end) to the transfer order in the reusable transfer: it runs now when nothing
+   * runs or waits before it, else it waits behind with requests of its own (ownTransfer).
    */
   #submit(
     batch: readonly RequestRecord[],
@@ -287,70 +257,61 @@ export class VirtioI2cDevice implements VhostUserDevice {
     queue: DeviceQueue,
     generation: number,
   ): void {
-    if (this.#isIdle()) {
-      let transfer = this.#current;
-      if (transfer === null) {
-        transfer = { requests: batch, start, end, queue, generation };
-        this.#current = transfer;
-      } else {
-        transfer.requests = batch;
-        transfer.start = start;
-        transfer.end = end;
-        transfer.queue = queue;
-        transfer.generation = generation;
-      }
-      this.#start(transfer);
-      return;
+    let transfer = this.#current;
+    if (transfer === null) {
+      transfer = { requests: batch, start, end, queue, generation };
+      this.#current = transfer;
+    } else {
+      transfer.requests = batch;
+      transfer.start = start;
+      transfer.end = end;
+      transfer.queue = queue;
+      transfer.generation = generation;
     }
-    this.#waiting.push({
-      requests: batch.slice(start, end),
-      start: 0,
-      end: end - start,
-      queue,
-      generation,
-    });
+    this.#order.submit(transfer, ownTransfer);
   }
 
-  /** Runs waiting transfers in order until one goes asynchronous. */
-  #drain(): void {
-    while (!this.#asyncRunning) {
-      const transfer = this.#waiting.shift();
-      if (!transfer) break;
-      this.#start(transfer);
-    }
-    if (this.#isIdle()) this.#wakeIdleWaiters();
-  }
-
-  #start(transfer: Transfer): void {
+  /** Runs one transfer (TransferOrder's RunTransfer): true when it went asynchronous. */
+  #start(transfer: Transfer): boolean {
     // Only observed transfers read the clock.
     const startedAt = this.#observer === null ? 0 : performance.now();
     const prepared = this.#prepare(transfer);
     if (!("bus" in prepared)) {
       this.#complete(transfer, null, 0, startedAt, prepared);
-      return;
+      return false;
     }
+    const bus = prepared.bus;
     let result: number | Promise<number>;
     let busFailure: Failure | null = null;
     try {
-      result = prepared.bus.transfer(prepared.msgs);
+      result = bus.transfer(prepared.msgs);
     } catch (err) {
-      busFailure = this.#busFailure(prepared.bus, err);
+      busFailure = this.#busFailure(bus, err);
       result = 0;
     }
     if (typeof result === "number") {
-      this.#syncBuses.add(prepared.bus);
       this.#complete(transfer, prepared, result, startedAt, busFailure);
-      return;
+      return false;
     }
-    this.#asyncRunning = true;
+    if (bus.synchronous) {
+      // A broken promise: the bus was lent guest memory in place and the device's reusable
+      // messages. Whatever it does with them later, the chains go back now, failed, and once.
+      result.then(undefined, IGNORE);
+      const reason = `bus ${bus.name} declares itself synchronous but returned a Promise`;
+      this.#guestLogger.error("bus broke its synchronous contract, transfer failed", {
+        bus: bus.name,
+      });
+      this.#complete(transfer, prepared, 0, startedAt, { index: 0, reason });
+      return false;
+    }
     // It outlives this call: the reusable transfer becomes a transfer of its own.
     const owned = transfer === this.#current ? ownTransfer(transfer) : transfer;
     // One reaction per transfer: both outcomes settle here, no promise chain behind it.
     result.then(
       (done) => this.#asyncDone(owned, prepared, done, startedAt, null),
-      (err: unknown) =>
-        this.#asyncDone(owned, prepared, 0, startedAt, this.#busFailure(prepared.bus, err)),
+      (err: unknown) => this.#asyncDone(owned, prepared, 0, startedAt, this.#busFailure(bus, err)),
     );
+    return true;
   }
 
   /** Completes an asynchronous transfer, then runs what waited behind it. */
@@ -361,11 +322,13 @@ export class VirtioI2cDevice implements VhostUserDevice {
     startedAt: number,
     busFailure: Failure | null,
   ): void {
-    if (transfer.generation !== this.#generation) return; // reset meanwhile: dropped
+    if (!this.#order.settle(transfer.generation)) return; // reset meanwhile: dropped
     try {
-      this.#asyncRunning = false;
-      this.#complete(transfer, prepared, done, startedAt, busFailure);
-      this.#drain();
+      try {
+        this.#complete(transfer, prepared, done, startedAt, busFailure);
+      } finally {
+        this.#order.resume();
+      }
       transfer.queue.notify();
     } catch (err) {
       this.#guestLogger.error("completing an I2C transfer failed", { error: errorText(err) });
@@ -415,7 +378,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       bus = target.bus;
     }
     if (!bus) return { index: 0, reason: "empty transfer" };
-    const inPlace = this.#syncBuses.has(bus);
+    const inPlace = bus.synchronous;
     const prepared = inPlace ? this.#reusablePrepared(bus, end - start) : newPrepared(bus);
     const memory = transfer.queue.memory;
     try {
@@ -520,7 +483,6 @@ export class VirtioI2cDevice implements VhostUserDevice {
           written = 0; // status byte outside guest memory: the chain still goes back
         }
       }
-      this.#heldSlots = Math.max(0, this.#heldSlots - this.#slotsOf(r.chain));
       try {
         transfer.queue.pushUsed(r.chain, written);
       } catch (err) {
@@ -584,7 +546,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
   }
 }
 
-/** A transfer of its own for one that outlives the device's reusable transfer. */
+/** A transfer of its own for one that outlives the device's reusable transfer (TransferOrder's keep). */
 function ownTransfer(transfer: Transfer): Transfer {
   const { requests, start, end, queue, generation } = transfer;
   return { requests: requests.slice(start, end), start: 0, end: end - start, queue, generation };
@@ -593,8 +555,6 @@ function ownTransfer(transfer: Transfer): Transfer {
 function newPrepared(bus: I2cBus): PreparedTransfer {
   return { bus, msgs: [], copyBack: [] };
 }
-
-/** A view of guest memory over a one-segment buffer when it lies in one window, else null. */
 
 /** A private buffer for a message: write data gathered from guest memory, or room for read data. */
 function copyOf(memory: GuestMemory, request: I2cRequest): Uint8Array {

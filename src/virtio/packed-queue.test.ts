@@ -676,3 +676,26 @@ describe("PackedQueue used descriptors", () => {
     }
   });
 });
+
+describe("PackedQueue.ringSlots", () => {
+  it("counts the ring descriptors a chain used: one for an indirect one", () => {
+    const { driver, device } = setup();
+    const buffers = [...request, { gpa: DATA_GPA + 0x200, len: 4, writable: true }];
+    driver.add(buffers);
+    driver.add(buffers, { indirect: true, indirectGpa: TABLE_GPA });
+    const direct = popChain(device);
+    const indirect = popChain(device);
+    assert.equal(direct.descriptors.length, 3);
+    assert.equal(indirect.descriptors.length, 3);
+    assert.equal(device.ringSlots(direct), 3);
+    assert.equal(device.ringSlots(indirect), 1);
+    assert.equal(driver.numFree, 8 - 3 - 1, "what the driver gave up");
+    assert.equal(device.inFlightSlots, 4);
+    device.rewind(1);
+    assert.equal(device.inFlightSlots, 3);
+    assertVirtqueueError(() => device.ringSlots(indirect), "EINVAL");
+    device.pushUsed(direct, 0);
+    assertVirtqueueError(() => device.ringSlots(direct), "EINVAL");
+    assert.equal(device.ringSlots(popChain(device)), 1, "popped again after the rewind");
+  });
+});

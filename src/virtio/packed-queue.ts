@@ -225,7 +225,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
   private readonly nextUsed: RingPosition;
   /** Chains popped and not yet used, in pop order, with the ring slots each took. */
   private readonly inFlightChains = new InFlightChains();
-  private inFlightSlots = 0;
+  private slotsInFlight = 0;
   /** Used slots written since the last notify(), and whether the last decision is known (see notify). */
   private usedSinceNotify = 0;
   private signalledValid = false;
@@ -255,6 +255,10 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     return this.inFlightChains.size;
   }
 
+  get inFlightSlots(): number {
+    return this.slotsInFlight;
+  }
+
   /** Next descriptor to pop | avail wrap counter << 15 (GET_VRING_BASE, low half). */
   get lastAvailIndex(): number {
     return encodePosition(this.nextAvail);
@@ -275,7 +279,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     // Flags first, alone (ordering: module comment); the rest of the chain only once it is available.
     const headFlags = this.desc.load16(DESCRIPTOR_SIZE * this.nextAvail.index + PACKED_DESC_FLAGS);
     if (!isAvailable(headFlags, this.nextAvail.wrap)) return null;
-    const budget = this.size - this.inFlightSlots;
+    const budget = this.size - this.slotsInFlight;
     if (budget === 0) {
       // Every slot belongs to a chain we hold: the driver reused one it does not own.
       this.brokenReason = `descriptor ${this.nextAvail.index} made available while all ${this.size} slots are in flight`;
@@ -309,7 +313,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
       if ((flags & VRING_DESC_F_NEXT) === 0) break;
     }
     this.inFlightChains.add(state.chain, slots);
-    this.inFlightSlots += slots;
+    this.slotsInFlight += slots;
     return state.chain.finish(id, error);
   }
 
@@ -322,9 +326,9 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     }
     for (const reusable of this.inFlightChains.latest(count)) {
       retreat(this.nextAvail, reusable.slots, this.size);
-      this.inFlightSlots -= reusable.slots;
+      this.slotsInFlight -= reusable.slots;
       this.inFlightChains.remove(reusable);
-      this.chains.release(reusable.chain);
+      this.chains.releaseEntry(reusable);
     }
   }
 
@@ -346,9 +350,9 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     // One used element stands for the whole chain: skip the slots it took.
     advance(this.nextUsed, slots, this.size);
     this.inFlightChains.remove(reusable);
-    this.inFlightSlots -= slots;
+    this.slotsInFlight -= slots;
     this.usedSinceNotify += slots;
-    this.chains.release(chain);
+    this.chains.releaseEntry(reusable);
   }
 
   /**

@@ -94,8 +94,9 @@ export class ReusableChain {
   readonly chain: MutableChain = { head: 0, descriptors: [], error: null };
   /** In the pool's free list (not popped). */
   free = false;
-  /** Packed rings' in-flight bookkeeping (InFlightChains): ring slots taken, pop order, list place. */
+  /** Ring slots the chain takes (DeviceQueue.ringSlots), counted by the walk. */
   slots = 0;
+  /** Packed rings' in-flight bookkeeping (InFlightChains): pop order, list place. */
   popOrder = 0;
   listIndex = -1;
   /** Every descriptor object the chain ever held: chain.descriptors[i] is spare[i]. */
@@ -110,6 +111,7 @@ export class ReusableChain {
   /** Empties the chain for a new walk (its objects stay for reuse). */
   reset(): void {
     this.#count = 0;
+    this.slots = 0;
   }
 
   /** Appends a descriptor, reusing an object of an earlier walk when there is one. */
@@ -169,7 +171,12 @@ export class ChainPool {
 
   release(chain: DescriptorChain): void {
     const reusable = this.#owners.get(chain);
-    if (reusable === undefined || reusable.free) return;
+    if (reusable !== undefined) this.releaseEntry(reusable);
+  }
+
+  /** Gives back the pool entry of a popped chain (from `popped`, or a queue's own record of it). */
+  releaseEntry(reusable: ReusableChain): void {
+    if (reusable.free) return;
     reusable.free = true;
     this.#free[this.#freeCount++] = reusable;
   }
@@ -251,6 +258,15 @@ export abstract class QueueBase<Addresses extends object> {
   /** True once the driver broke the ring; pop() then always throws. */
   get broken(): boolean {
     return this.brokenReason !== null;
+  }
+
+  /** DeviceQueue.ringSlots: what the walk counted for a chain still in flight. */
+  ringSlots(chain: DescriptorChain): number {
+    const reusable = this.chains.popped(chain);
+    if (reusable === undefined) {
+      throw new VirtqueueError("EINVAL", "ring slots of a chain not in flight on this queue");
+    }
+    return reusable.slots;
   }
 
   /** Re-resolves the ring areas in new memory (SET_MEM_TABLE). Throws EFAULT and keeps the old on failure. */

@@ -129,8 +129,9 @@ export interface ModelDevice extends DeviceQueue {
 
 /**
  * Runs `ops` against a driver/device pair of `size` (a fresh one), checking that every popped chain is
- * what the driver added, then drains the ring and checks that every chain came back exactly once with
- * its id and length, and that every descriptor is free again.
+ * what the driver added and takes the ring slots it was given (1 indirect, else one per buffer), then
+ * drains the ring and checks that every chain came back exactly once with its id and length, and that
+ * every descriptor is free again.
  */
 export function runQueueOps(
   driver: ModelDriver,
@@ -202,12 +203,20 @@ export function runQueueOps(
       collect();
     }
     assert.equal(device.inFlight, inFlight.length);
+    let slots = 0;
+    for (const chain of inFlight) {
+      const given = tableOfHead.has(chain.head) ? 1 : chain.descriptors.length;
+      assert.equal(device.ringSlots(chain), given);
+      slots += given;
+    }
+    assert.equal(device.inFlightSlots, slots);
   }
   for (let chain = device.pop(); chain !== null; chain = device.pop()) {
     checkPopped(chain);
     inFlight.push(chain);
   }
   while (inFlight.length > 0) push(0);
+  assert.equal(device.inFlightSlots, 0);
   collect();
   assert.equal(outstanding.size, 0);
   assert.equal(returned, pushed);

@@ -34,6 +34,16 @@ export interface DeviceQueue {
   /** Give back the last `count` popped chains (unused). */
   rewind(count: number): void;
   pushUsed(chain: DescriptorChain, writtenLen: number): void;
+  /**
+   * Ring slots `chain` (popped, not yet used or given back) takes from the driver until it is used:
+   * what the driver frees when the chain comes back. Split: its descriptors in the descriptor table
+   * (1 for a chain whose head is an indirect descriptor; a direct chain that ends in an indirect one
+   * counts that one too). Packed: the ring descriptors it used (1 for an indirect one). At least 1,
+   * also for a malformed chain (counted as far as it was read). Asked while the chain is valid (see
+   * pop); throws VirtqueueError ("EINVAL") for a chain this queue did not pop or that went back
+   * through pushUsed.
+   */
+  ringSlots(chain: DescriptorChain): number;
   /** Signal the driver if the notification rules say so. */
   notify(): void;
   disableNotifications(): void;
@@ -41,6 +51,11 @@ export interface DeviceQueue {
   enableNotifications(): boolean;
   /** Popped and not yet used. */
   readonly inFlight: number;
+  /**
+   * Ring slots the chains popped and not yet used take (the sum of their ringSlots): what the
+   * driver has given up to the device until they come back.
+   */
+  readonly inFlightSlots: number;
 }
 
 /**

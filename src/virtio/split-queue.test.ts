@@ -784,3 +784,59 @@ describe("SplitQueue properties", () => {
     );
   });
 });
+
+describe("SplitQueue.ringSlots", () => {
+  const write = { gpa: DATA_GPA + 0x200, len: 4, writable: true };
+
+  it("counts the descriptors a chain takes in the table: one for an indirect head, one each otherwise", () => {
+    const { driver, device } = setup();
+    driver.add([...request, write]);
+    driver.add([...request, write], { indirect: true, indirectGpa: TABLE_GPA });
+    const direct = popChain(device);
+    const indirect = popChain(device);
+    assert.equal(direct.descriptors.length, 3);
+    assert.equal(indirect.descriptors.length, 3);
+    assert.equal(device.ringSlots(direct), 3);
+    assert.equal(device.ringSlots(indirect), 1);
+    assert.equal(driver.numFree, 8 - 3 - 1, "what the driver gave up");
+    assert.equal(device.inFlightSlots, 4);
+    device.pushUsed(direct, 0);
+    assert.equal(device.inFlightSlots, 1);
+    assertVirtqueueError(() => device.ringSlots(direct), "EINVAL");
+    assert.equal(device.ringSlots(indirect), 1);
+    assertVirtqueueError(
+      () => device.ringSlots({ head: 0, descriptors: [], error: null }),
+      "EINVAL",
+    );
+    device.rewind(1);
+    assert.equal(device.inFlightSlots, 0, "a rewound chain gives its slots back");
+    assertVirtqueueError(() => device.ringSlots(indirect), "EINVAL");
+    assert.equal(device.ringSlots(popChain(device)), 1, "popped again");
+  });
+
+  it("counts a direct descriptor before an indirect one, and a malformed chain as far as it was read", () => {
+    const { driver, device } = setup();
+    driver.writeDescriptorAt(TABLE_GPA, {
+      addr: DATA_GPA + 0x100,
+      len: 8,
+      flags: VRING_DESC_F_WRITE,
+      next: 0,
+    });
+    driver.writeDescriptor(0, { addr: DATA_GPA, len: 16, flags: VRING_DESC_F_NEXT, next: 1 });
+    driver.writeDescriptor(1, { addr: TABLE_GPA, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 });
+    // A loop through descriptors 3 and 4: the walk reads the whole table's worth of them.
+    driver.writeDescriptor(3, { addr: DATA_GPA, len: 8, flags: VRING_DESC_F_NEXT, next: 4 });
+    driver.writeDescriptor(4, { addr: DATA_GPA, len: 8, flags: VRING_DESC_F_NEXT, next: 3 });
+    for (const head of [0, 3, 8]) driver.publish(head);
+    const mixed = popChain(device);
+    const loop = popChain(device);
+    const pastTable = popChain(device);
+    assert.equal(mixed.error, null);
+    assert.equal(mixed.descriptors.length, 2);
+    assert.equal(device.ringSlots(mixed), 2);
+    assert.match(loop.error ?? "", /looping/);
+    assert.equal(device.ringSlots(loop), 8);
+    assert.match(pastTable.error ?? "", /head out of range/);
+    assert.equal(device.ringSlots(pastTable), 1);
+  });
+});

@@ -29,6 +29,7 @@ import {
   QUEUE_SIZE_MAX,
   QueueBase,
   type QueueNotificationOptions,
+  type ReusableChain,
   readDescriptorAddress,
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
@@ -190,6 +191,13 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
   private nextAvail: number;
   private nextUsed: number;
   private popped = 0;
+  /** Ring slots the popped chains take (DeviceQueue.inFlightSlots). */
+  private slotsInFlight = 0;
+  /**
+   * The chain popped from each avail ring position (index & (size - 1)), for rewind: the chains in
+   * flight came from distinct positions, the last `popped` ones before nextAvail.
+   */
+  private readonly poppedFrom: (ReusableChain | undefined)[];
   /** Used index at the last notify(), and whether it means anything yet (see notify). */
   private signalledUsed: number;
   private signalledUsedValid = false;
@@ -209,6 +217,7 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
     checkRingIndex(usedIndex, "used index");
     checkRingAlignment(addresses, SPLIT_RING_ALIGN);
     super(memory, size, addresses, options);
+    this.poppedFrom = new Array<ReusableChain | undefined>(size).fill(undefined);
     this.nextAvail = options.lastAvailIndex;
     this.nextUsed = usedIndex;
     this.signalledUsed = usedIndex;
@@ -218,6 +227,10 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
   /** Popped and not yet used. */
   get inFlight(): number {
     return this.popped;
+  }
+
+  get inFlightSlots(): number {
+    return this.slotsInFlight;
   }
 
   /** The next avail entry to pop (GET_VRING_BASE reports it). */
@@ -245,7 +258,8 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       this.brokenReason = `avail entry ${this.nextAvail} published while all ${this.size} chains are in flight`;
       throw new VirtqueueError("EBADRING", this.brokenReason);
     }
-    const head = this.avail.getU16(AVAIL_RING + 2 * (this.nextAvail & (this.size - 1)));
+    const position = this.nextAvail & (this.size - 1);
+    const head = this.avail.getU16(AVAIL_RING + 2 * position);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     this.popped++;
     const state = this.startWalk();
@@ -256,6 +270,10 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       if (!(fault instanceof ChainFault)) throw fault;
       error = fault.message;
     }
+    // A head past the table reads no descriptor, yet the driver gave up an entry for it.
+    if (state.chain.slots === 0) state.chain.slots = 1;
+    this.slotsInFlight += state.chain.slots;
+    this.poppedFrom[position] = state.chain;
     return state.chain.finish(head, error);
   }
 
@@ -265,6 +283,16 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
         "EINVAL",
         `cannot rewind ${count} chains with ${this.popped} in flight`,
       );
+    }
+    for (let i = 1; i <= count; i++) {
+      const position = (this.nextAvail - i) & (this.size - 1);
+      const reusable = this.poppedFrom[position];
+      this.poppedFrom[position] = undefined;
+      // Given back unused: its slots and its pool entry are free again.
+      if (reusable !== undefined && !reusable.free) {
+        this.slotsInFlight -= reusable.slots;
+        this.chains.releaseEntry(reusable);
+      }
     }
     this.nextAvail = (this.nextAvail - count) & 0xffff;
     this.popped -= count;
@@ -284,7 +312,13 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
     this.used.store16(USED_IDX, this.nextUsed);
     this.popped--;
     this.pushedSinceNotify = true;
-    this.chains.release(chain);
+    const reusable = this.chains.popped(chain);
+    if (reusable !== undefined) {
+      this.slotsInFlight -= reusable.slots;
+      this.chains.releaseEntry(reusable);
+    }
+    // A chain the pool did not hand out counts no slots: none are left once nothing is in flight.
+    if (this.popped === 0) this.slotsInFlight = 0;
   }
 
   /**
@@ -378,6 +412,8 @@ export class SplitQueue extends QueueBase<SplitRingAddresses> implements DeviceQ
       }
       if (indirectGpa < 0) {
         this.readDescriptor(this.desc.dv, this.desc.offset + DESCRIPTOR_SIZE * index);
+        // Each descriptor of the table is a ring slot the driver frees when the chain is used.
+        state.chain.slots++;
       } else if (indirectInWindow) {
         this.readDescriptor(table.dv, table.offset + DESCRIPTOR_SIZE * index);
       } else {
