@@ -22,7 +22,10 @@ const SLOTS = 4;
 
 const IDLE = 0;
 const BUSY = 1;
+/** WANT: close and end. */
 const EXIT = 2;
+/** STATE: the loop failed (the worker's error event says why). */
+const BROKEN = 3;
 
 /** How long the main thread waits for the worker to take up a command. */
 const COMMAND_TIMEOUT_MS = 10_000;
@@ -43,11 +46,15 @@ export class BusyGuest {
   readonly #worker: Worker;
   readonly #control: Int32Array;
   readonly #exited: Promise<number>;
+  #error: unknown;
 
   private constructor(worker: Worker, control: Int32Array) {
     this.#worker = worker;
     this.#control = control;
     this.#exited = new Promise((resolve) => worker.once("exit", resolve));
+    worker.on("error", (err) => {
+      this.#error = err;
+    });
   }
 
   /** Starts the worker and resolves once its guest is connected and idle. */
@@ -90,25 +97,30 @@ export class BusyGuest {
     Atomics.store(this.#control, WANT, want);
     Atomics.notify(this.#control, WANT);
     const deadline = performance.now() + COMMAND_TIMEOUT_MS;
-    while (Atomics.load(this.#control, STATE) !== want) {
+    for (;;) {
+      const state = Atomics.load(this.#control, STATE);
+      if (state === want) return;
+      if (state === BROKEN)
+        throw new Error("the busy guest's loop failed (its error follows at close)");
       const left = deadline - performance.now();
       if (left <= 0)
         throw new Error(`the busy guest did not become ${want === BUSY ? "busy" : "idle"}`);
-      Atomics.wait(this.#control, STATE, Atomics.load(this.#control, STATE), left);
+      Atomics.wait(this.#control, STATE, state, left);
     }
   }
 
-  /** Idles, closes the guest's connection and ends the worker. */
+  /** Closes the guest's connection and ends the worker; throws what made its loop fail, if anything. */
   async close(): Promise<void> {
     Atomics.store(this.#control, WANT, EXIT);
     Atomics.notify(this.#control, WANT);
     const timer = setTimeout(() => void this.#worker.terminate(), COMMAND_TIMEOUT_MS);
     await this.#exited;
     clearTimeout(timer);
+    if (this.#error !== undefined) throw this.#error;
   }
 }
 
-function setState(control: Int32Array, state: typeof IDLE | typeof BUSY): void {
+function setState(control: Int32Array, state: typeof IDLE | typeof BUSY | typeof BROKEN): void {
   Atomics.store(control, STATE, state);
   Atomics.notify(control, STATE);
 }
@@ -140,8 +152,11 @@ async function runWorker(data: BusyGuestData, port: NonNullable<typeof parentPor
       Atomics.add(control, COMPLETED, run.completed);
       Atomics.add(control, FAILED, run.failed);
     }
-  } finally {
     setState(control, IDLE);
+  } catch (err) {
+    setState(control, BROKEN);
+    throw err;
+  } finally {
     await guest.close();
   }
 }
