@@ -673,6 +673,12 @@ function printComparisons(measured: Measured, placement: Placement): void {
           `${percent(sim.transfersPerSec, c)} of the C floor`,
       );
     }
+    const depth8 = find("sim-depth8", "ours");
+    if (depth8 !== undefined) {
+      console.log(
+        `sim-depth8 ${at}: ${rate(depth8.transfersPerSec)}/s, eight separate transfers in flight (target >= 250k/s)`,
+      );
+    }
     for (const workload of ["host-depth1", "host-depth8"]) {
       const ours = find(workload, "ours");
       if (ours === undefined) continue;
