@@ -303,7 +303,7 @@ async function startDaemon(
   env: Record<string, string>,
   program: string | undefined,
 ): Promise<{ daemon: BenchDaemon; paths: string[] }> {
-  const prefix = join(dir, `${name}${program === undefined ? "" : "-ref"}.sock`);
+  const prefix = join(dir, `${name}-${placement.name}${program === undefined ? "" : "-ref"}.sock`);
   const nodeArgs =
     options.profile && program === undefined
       ? [
@@ -315,6 +315,8 @@ async function startDaemon(
         ]
       : [];
   const paths = Array.from({ length: sockets }, (_, i) => `${prefix}${i}`);
+  // A reference daemon counts as started once its paths are sockets: none may be left from before.
+  for (const path of paths) rmSync(path, { force: true });
   const daemon = await BenchDaemon.start({
     args: ["-s", prefix, "-c", String(sockets), ...deviceArgs],
     listenPaths: paths,
