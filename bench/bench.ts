@@ -525,19 +525,19 @@ async function runIsolation(
     for (let round = 0; round < ISOLATION_ROUNDS; round++) {
       for (const aBusy of round % 2 === 0 ? [false, true] : [true, false]) {
         if (!aBusy) {
-          a.idle();
           idle.run(daemon, guestB, NEIGHBOUR_READ, 1, slice);
           continue;
         }
-        a.busy();
+        // A's rate counts from busy() until its last transfer is back, so no transfer is cut in two.
         const completed0 = a.completed;
         const started = performance.now();
+        a.busy();
         busy.run(daemon, guestB, NEIGHBOUR_READ, 1, slice);
+        a.idle();
         busyMs += performance.now() - started;
         busyTransfers += a.completed - completed0;
       }
     }
-    a.idle();
     measured.isolation.push({
       workload: workload.name,
       daemon: kind,
