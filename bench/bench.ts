@@ -709,11 +709,29 @@ function printComparisons(measured: Measured, placement: Placement): void {
     );
   }
 
-  for (const f of here(measured.daemons)) {
-    const mb = (f.idleRssMiB * 2 ** 20) / 1e6;
+  // One line per backend and daemon, over every one-socket start of this placement.
+  const starts = here(measured.daemons);
+  const seen = new Set<string>();
+  for (const { backend, daemon } of starts) {
+    const key = `${backend} ${daemon}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const same = starts.filter((f) => f.backend === backend && f.daemon === daemon);
+    const range = (values: number[], digits: number) => {
+      const low = Math.min(...values);
+      const high = Math.max(...values);
+      return low === high ? fmt(low, digits) : `${fmt(low, digits)}-${fmt(high, digits)}`;
+    };
+    const rss = same.map((f) => f.idleRssMiB);
     console.log(
-      `daemon ${f.backend}${f.daemon === "reference" ? " [ref]" : ""} ${at}: start-up to listening ` +
-        `${fmt(f.startupMs)} ms, idle RSS ${fmt(f.idleRssMiB)} MiB = ${fmt(mb)} MB ` +
+      `daemon ${backend}${daemon === "reference" ? " [ref]" : ""} ${at}: start-up to listening ` +
+        `${range(
+          same.map((f) => f.startupMs),
+          0,
+        )} ms, idle RSS ${range(rss, 1)} MiB = ${range(
+          rss.map((mib) => (mib * 2 ** 20) / 1e6),
+          1,
+        )} MB over ${same.length} start${same.length === 1 ? "" : "s"} ` +
         `(targets < 200 ms, < ${RSS_TARGET_BYTES / 1e6} MB)`,
     );
   }
