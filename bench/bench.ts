@@ -623,6 +623,12 @@ const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) :
 /** A rate in thousands when large: 106123 → "106.1k". */
 const rate = (n: number) => (n >= 10_000 ? `${fmt(n / 1000)}k` : fmt(n, 0));
 const ratio = (a: number, b: number) => `${fmt(a / b, 2)} x`;
+/** "low-high" of `values`, or the one value when they agree at this precision. */
+const range = (values: readonly number[], digits = 0) => {
+  const low = fmt(Math.min(...values), digits);
+  const high = fmt(Math.max(...values), digits);
+  return low === high ? low : `${low}-${high}`;
+};
 const percent = (a: number, b: number) => `${fmt((100 * a) / b)}%`;
 
 const ROW_WIDTH = 30;
@@ -717,21 +723,18 @@ function printComparisons(measured: Measured, placement: Placement): void {
     if (seen.has(key)) continue;
     seen.add(key);
     const same = starts.filter((f) => f.backend === backend && f.daemon === daemon);
-    const range = (values: number[], digits: number) => {
-      const low = Math.min(...values);
-      const high = Math.max(...values);
-      return low === high ? fmt(low, digits) : `${fmt(low, digits)}-${fmt(high, digits)}`;
-    };
-    const rss = same.map((f) => f.idleRssMiB);
+    const startup = range(same.map((f) => f.startupMs));
+    const rssMiB = range(
+      same.map((f) => f.idleRssMiB),
+      1,
+    );
+    const rssMB = range(
+      same.map((f) => (f.idleRssMiB * 2 ** 20) / 1e6),
+      1,
+    );
     console.log(
       `daemon ${backend}${daemon === "reference" ? " [ref]" : ""} ${at}: start-up to listening ` +
-        `${range(
-          same.map((f) => f.startupMs),
-          0,
-        )} ms, idle RSS ${range(rss, 1)} MiB = ${range(
-          rss.map((mib) => (mib * 2 ** 20) / 1e6),
-          1,
-        )} MB over ${same.length} start${same.length === 1 ? "" : "s"} ` +
+        `${startup} ms, idle RSS ${rssMiB} MiB = ${rssMB} MB over ${same.length} start(s) ` +
         `(targets < 200 ms, < ${RSS_TARGET_BYTES / 1e6} MB)`,
     );
   }
