@@ -8,7 +8,7 @@
  */
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 
@@ -29,17 +29,29 @@ export interface DaemonOptions {
   readonly nodeArgs?: readonly string[];
   /**
    * Another daemon's executable, given the same arguments (`-s`, `-c`, `-l`); it counts as started
-   * once every listen path is a socket, since its log lines are not ours.
+   * once the kernel shows every listen path as a listening socket, since its log lines are not ours.
    */
   readonly program?: string;
 }
 
-function isSocket(path: string): boolean {
-  try {
-    return statSync(path).isSocket();
-  } catch {
-    return false;
+/** __SO_ACCEPTCON in /proc/net/unix's Flags column: listen(2) was called on the socket. */
+const SO_ACCEPTCON = 0x10000;
+
+/**
+ * Whether every path in `paths` is a listening Unix socket, from /proc/net/unix (columns Num
+ * RefCount Protocol Flags Type St Inode Path): a socket file appears at bind(2), before listen(2),
+ * and a connect in between is refused.
+ */
+function allListening(paths: readonly string[]): boolean {
+  const listening = new Set<string>();
+  for (const line of readFileSync("/proc/net/unix", "utf8").split("\n")) {
+    const fields = line.trim().split(/\s+/);
+    const path = fields[7];
+    if (path !== undefined && (Number.parseInt(fields[3] ?? "0", 16) & SO_ACCEPTCON) !== 0) {
+      listening.add(path);
+    }
   }
+  return paths.every((path) => listening.has(path));
 }
 
 export class BenchDaemon {
@@ -70,7 +82,7 @@ export class BenchDaemon {
     const listening =
       options.program === undefined
         ? () => wanted.every((line) => daemon.#stderr.includes(line))
-        : () => options.listenPaths.every(isSocket);
+        : () => allListening(options.listenPaths);
     await new Promise<void>((resolve, reject) => {
       const check = (): void => {
         if (!Number.isNaN(daemon.startupMs) || !listening()) return;

@@ -7,7 +7,8 @@
  * - the C floor (bench/c-floor/c_floor.c): the same exchange between two C processes (epoll echo,
  *   blocking frontend), the kind of run the original daemon's figures come from.
  *
- *   node dist/bench/floor.js [--seconds N] [--no-pin]     (bench.ts calls measureFloors)
+ *   node dist/bench/floor.js [--seconds N] [--placement one-cpu|two-cpus|unpinned] [--no-pin]
+ *   (bench.ts calls measureFloors; --no-pin is --placement unpinned, the default is one-cpu)
  *
  * Must not reach into the daemon's modules beyond the system wrappers both sides use.
  * @module
@@ -23,6 +24,7 @@ import { EventFd } from "../src/sys/eventfd.js";
 import { FdWatcher } from "../src/sys/fd-watcher.js";
 import { findPackageRoot } from "../src/sys/native.js";
 import { pinSelf, processCpuMicros } from "./daemon.js";
+import { PLACEMENTS, type Placement, parsePlacements } from "./placement.js";
 
 /** The child's kick and call eventfds arrive as its fds 3 and 4. */
 const CHILD_KICK_FD = 3;
@@ -57,13 +59,14 @@ function runEcho(): void {
 }
 
 /**
- * Round trips for `durationMs` against an echo child (pinned to `cpu` when not null, as this process
- * should be too: the caller pins itself).
+ * Round trips for `durationMs` against an echo child pinned to the placement's daemon CPU (this
+ * process should be on its frontend CPU: the caller pins itself).
  */
 export async function measureEventLoopFloor(
-  cpu: number | null,
+  placement: Placement,
   durationMs: number,
 ): Promise<FloorResult> {
+  const cpu = placement.daemonCpu;
   const kick = EventFd.create();
   const call = EventFd.create();
   const script = fileURLToPath(import.meta.url);
@@ -114,18 +117,22 @@ export async function measureEventLoopFloor(
   }
 }
 
-/** The C floor: builds bench/c-floor when needed (make, cc), runs it pinned to `cpu` when not null. */
-export function measureCFloor(cpu: number | null, durationMs: number): FloorResult {
+/**
+ * The C floor: builds bench/c-floor when needed (make, cc), runs it with its echo side on the
+ * placement's daemon CPU and its blocking side on the frontend CPU.
+ */
+export function measureCFloor(placement: Placement, durationMs: number): FloorResult {
   const binary = join(C_FLOOR_DIR, "c-floor");
   if (!existsSync(binary)) {
     const make = spawnSync("make", ["-s", "-C", C_FLOOR_DIR], { encoding: "utf8" });
     if (make.status !== 0) throw new Error(`building ${binary} failed: ${make.stderr}`);
   }
+  const { daemonCpu, frontendCpu } = placement;
   const args = [String(Math.round(durationMs))];
   const run =
-    cpu === null
+    daemonCpu === null || frontendCpu === null
       ? spawnSync(binary, args, { encoding: "utf8" })
-      : spawnSync("taskset", ["-c", String(cpu), binary, ...args], { encoding: "utf8" });
+      : spawnSync(binary, [...args, String(daemonCpu), String(frontendCpu)], { encoding: "utf8" });
   const match =
     /trips_per_sec=([\d.]+) trip_us=([\d.]+) echo_cpu_us=([\d.]+) frontend_cpu_us=([\d.]+)/.exec(
       run.stdout ?? "",
@@ -145,14 +152,14 @@ export interface Floors {
 }
 
 /** Both floors, one after the other, each for `durationMs`. */
-export async function measureFloors(cpu: number | null, durationMs: number): Promise<Floors> {
-  const eventLoop = await measureEventLoopFloor(cpu, durationMs);
-  return { eventLoop, c: measureCFloor(cpu, durationMs) };
+export async function measureFloors(placement: Placement, durationMs: number): Promise<Floors> {
+  const eventLoop = await measureEventLoopFloor(placement, durationMs);
+  return { eventLoop, c: measureCFloor(placement, durationMs) };
 }
 
 /** One line per floor, as bench.ts and this script print them. */
-export function describeFloors(floors: Floors, pinned: boolean): string[] {
-  const where = pinned ? "cpu0" : "unpinned";
+export function describeFloors(floors: Floors, placement: Placement): string[] {
+  const where = placement.name;
   const line = (name: string, r: FloorResult) =>
     `${name} floor (${where}): ${r.roundTripsPerSec.toFixed(0)} round trips/s, ${r.roundTripUs.toFixed(2)} µs each; ` +
     `echo side ${r.echoCpuUsPerTrip.toFixed(2)} µs CPU, blocking side ${r.frontendCpuUsPerTrip.toFixed(2)} µs CPU per trip`;
@@ -163,10 +170,19 @@ if (process.argv[2] === ECHO_ROLE) {
   runEcho();
 } else if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({
-    options: { seconds: { type: "string" }, "no-pin": { type: "boolean", default: false } },
+    options: {
+      seconds: { type: "string" },
+      placement: { type: "string" },
+      "no-pin": { type: "boolean", default: false },
+    },
   });
-  const cpu = values["no-pin"] ? null : 0;
-  pinSelf(cpu);
-  const floors = await measureFloors(cpu, values.seconds ? Number(values.seconds) * 1000 : 2000);
-  for (const line of describeFloors(floors, cpu !== null)) console.log(line);
+  const placements = values.placement
+    ? parsePlacements(values.placement)
+    : [values["no-pin"] ? PLACEMENTS.unpinned : PLACEMENTS["one-cpu"]];
+  for (const placement of placements) {
+    pinSelf(placement.frontendCpu);
+    const ms = values.seconds ? Number(values.seconds) * 1000 : 2000;
+    const floors = await measureFloors(placement, ms);
+    for (const line of describeFloors(floors, placement)) console.log(line);
+  }
 }

@@ -3,13 +3,16 @@
  * frontend do it (the kind of run the original daemon's figures come from): a forked child waits in
  * epoll_wait on the kick eventfd, reads it and writes the call eventfd; the parent writes the kick,
  * waits in poll(2) on the call eventfd and reads it. Both stay on the CPU they were started on (run it
- * under taskset to pin). Prints
+ * under taskset to pin both on one CPU), or, given ECHO_CPU and FRONTEND_CPU, each side is pinned to
+ * its own (the two-CPU placement: a cross-CPU wake-up per direction). Prints
  *   trips_per_sec=R trip_us=T echo_cpu_us=E frontend_cpu_us=F
  * Benchmark calibration only: the product's only C is the addon in native/.
  *
- * Usage: c-floor MILLISECONDS
+ * Usage: c-floor MILLISECONDS [ECHO_CPU FRONTEND_CPU]
  */
+#define _GNU_SOURCE
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +46,17 @@ static double cpu_us_of(pid_t pid) {
   /* After ")": state, then fields 4..13 before utime (14) and stime (15). */
   if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return -1;
   return (double)(utime + stime) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Pins the calling process to `cpu`; exits on failure (a floor measured elsewhere would mislead). */
+static void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    perror("sched_setaffinity");
+    exit(1);
+  }
 }
 
 static void echo(int kick, int call) {
@@ -80,16 +94,21 @@ static long run(int kick, int call, double ms) {
 }
 
 int main(int argc, char **argv) {
-  double ms = argc == 2 ? atof(argv[1]) : 0;
+  double ms = argc == 2 || argc == 4 ? atof(argv[1]) : 0;
   if (ms <= 0) {
-    fprintf(stderr, "usage: %s MILLISECONDS\n", argv[0]);
+    fprintf(stderr, "usage: %s MILLISECONDS [ECHO_CPU FRONTEND_CPU]\n", argv[0]);
     return 2;
   }
+  int echo_cpu = argc == 4 ? atoi(argv[2]) : -1, frontend_cpu = argc == 4 ? atoi(argv[3]) : -1;
   int kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), call = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (kick < 0 || call < 0) return 1;
   pid_t child = fork();
   if (child < 0) return 1;
-  if (child == 0) echo(kick, call);
+  if (child == 0) {
+    if (echo_cpu >= 0) pin_to(echo_cpu);
+    echo(kick, call);
+  }
+  if (frontend_cpu >= 0) pin_to(frontend_cpu);
   int status = 1;
   if (run(kick, call, ms < 300 ? ms : 300) >= 0) { /* warm-up */
     double echo0 = cpu_us_of(child);
