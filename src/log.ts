@@ -237,7 +237,23 @@ export class LogSuppression {
   }
 }
 
-/** The process's own count of suppressed lines: what `stats` reports as `logSuppressed`. */
+/** A LogSuppression snapshot: the total and the count per source. */
+export type SuppressionSnapshot = ReturnType<LogSuppression["snapshot"]>;
+
+/** The sum of the snapshots of several threads (each thread counts its own lines). */
+export function mergeSuppression(snapshots: readonly SuppressionSnapshot[]): SuppressionSnapshot {
+  const bySource: Record<string, number> = Object.create(null);
+  let total = 0;
+  for (const snapshot of snapshots) {
+    total += snapshot.total;
+    for (const [source, n] of Object.entries(snapshot.bySource)) {
+      bySource[source] = (bySource[source] ?? 0) + n;
+    }
+  }
+  return { total, bySource };
+}
+
+/** The thread's own count of suppressed lines: what `stats` reports as `logSuppressed`. */
 export const logSuppression = new LogSuppression();
 
 /** Lines per second one rate-limited source may write before its lines are counted instead. */

@@ -379,9 +379,9 @@ export async function startDaemon(
               idleTimeoutMs: config.controlIdleTimeoutMs,
             }),
             ...(observability !== null && {
-              stats: () => ({
+              stats: async () => ({
                 ...observability.stats(),
-                logSuppressed: logSuppression.snapshot(),
+                logSuppressed: await running.logSuppressed(),
               }),
             }),
           }),

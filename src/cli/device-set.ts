@@ -21,7 +21,7 @@ import { answerChipRequest, describeChips } from "../control/chip-host.js";
 import type { ChipDirectory, ChipReply, ChipRequest } from "../control/chips.js";
 import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
-import { type Logger, rateLimitedLogger } from "../log.js";
+import { type Logger, logSuppression, rateLimitedLogger } from "../log.js";
 import type { DataPlaneContext, DataPlaneHost } from "../vhost-user/data-plane-thread.js";
 import type { VhostUserDevice } from "../vhost-user/device.js";
 
@@ -53,7 +53,9 @@ export type DeviceSetRequest =
   /** Resolves once no transfer is in flight on any connection of this set. */
   | { readonly kind: "idle" }
   /** Fails transfers still running (shutdown). */
-  | { readonly kind: "abort" };
+  | { readonly kind: "abort" }
+  /** This thread's count of rate-limited log lines left out (LogSuppression snapshot). */
+  | { readonly kind: "logSuppressed" };
 
 /** What a build tells the main thread. */
 export interface DeviceSetBuild {
@@ -191,6 +193,8 @@ class DeviceSetHost implements DataPlaneHost {
         return Promise.all([...this.#sessions.keys()].map((device) => device.whenIdle(0))).then(
           () => undefined,
         );
+      case "logSuppressed":
+        return logSuppression.snapshot();
       case "abort":
         for (const generation of this.#generations.values()) {
           for (const bus of generation.built.guards) bus.abort();

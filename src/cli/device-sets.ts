@@ -13,7 +13,7 @@ import { ConfigError } from "../config/errors.js";
 import type { ChipDirectory, ChipReply, ChipRequest, ChipTransport } from "../control/chips.js";
 import type { TransferRecord } from "../i2c/observer.js";
 import { VIRTIO_I2C_DEVICE_INFO } from "../i2c/virtio-i2c.js";
-import type { Logger } from "../log.js";
+import { type Logger, logSuppression, mergeSuppression, type SuppressionSnapshot } from "../log.js";
 import { DataPlane, type RingOptions } from "../vhost-user/data-plane.js";
 import type { RemoteDevice } from "../vhost-user/device.js";
 import type {
@@ -223,6 +223,20 @@ export class DeviceSets {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Every set's count of rate-limited log lines left out, and the main thread's, summed. */
+  async logSuppressed(): Promise<SuppressionSnapshot> {
+    const threads = await Promise.all(
+      this.#sets.map((set) =>
+        set.plane.running
+          ? (set.plane.request({
+              kind: "logSuppressed",
+            } satisfies DeviceSetRequest) as Promise<SuppressionSnapshot>)
+          : { total: 0, bySource: {} },
+      ),
+    );
+    return mergeSuppression([logSuppression.snapshot(), ...threads]);
   }
 
   /** Fails transfers still running in every set. */
