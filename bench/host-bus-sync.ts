@@ -47,8 +47,8 @@ async function closedLoop(bus: HostBus, msgs: readonly I2cMessage[], count: numb
 
 async function measure(rounds: number, transfers: number): Promise<void> {
   const logger = createLogger("warn", { write: (line: string) => process.stderr.write(line) });
-  const sync = HostBus.open(ADAPTER, [0x50], logger, { synchronous: true });
-  const async = HostBus.open(ADAPTER, [0x50], logger, { synchronous: false });
+  const sync = HostBus.open(ADAPTER, [0x50], logger, { completion: "inline" });
+  const async = HostBus.open(ADAPTER, [0x50], logger, { completion: "thread" });
   const msgs: I2cMessage[] = [
     { addr: 0x50, read: false, buf: Uint8Array.of(0x00) },
     { addr: 0x50, read: true, buf: new Uint8Array(8) },
