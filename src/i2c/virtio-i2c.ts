@@ -127,7 +127,10 @@ export class VirtioI2cDevice implements VhostUserDevice {
   readonly #logger: Logger;
   /** Every line a guest or its VMM can cause: rate-limited, one budget per guest. */
   readonly #guestLogger: Logger;
-  /** Buses that once returned synchronously: their messages may use guest memory in place. */
+  /**
+   * Buses that declare themselves synchronous and once returned so: their messages may use guest
+   * memory in place. A bus that may answer either way (an adaptive host bus) is not one of them.
+   */
   readonly #syncBuses = new WeakSet<I2cBus>();
   #indirect = false;
   #generation = 0;
@@ -338,7 +341,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       result = 0;
     }
     if (typeof result === "number") {
-      this.#syncBuses.add(prepared.bus);
+      if (prepared.bus.synchronous) this.#syncBuses.add(prepared.bus);
       this.#complete(transfer, prepared, result, startedAt, busFailure);
       return;
     }
