@@ -439,6 +439,8 @@ class StubDev implements AdapterDev {
   slaveChecks = 0;
   /** Code every transfer fails with, or null. */
   failWith: string | null = null;
+  /** Code an I/O-thread submission is refused with (thrown, nothing started), or null. */
+  refuseWith: string | null = null;
   transfers = 0;
   closed = false;
   /** How long each transfer takes on `clock` (set by stubBusIn), from submission to answer. */
@@ -474,6 +476,7 @@ class StubDev implements AdapterDev {
   /** Answers later, as an adapter's I/O thread does; a closed fd refuses at once. */
   #transfer(done: I2cDone): void {
     if (this.closed) throw errorWithCode("EBADF");
+    if (this.refuseWith !== null) throw errorWithCode(this.refuseWith);
     this.transfers++;
     if (this.clock !== null) this.clock.now += this.tookMs;
     const failWith = this.failWith;
@@ -868,10 +871,17 @@ describe("HostBus adaptive completion (stub adapter, fake clock)", () => {
     const nack = probe();
     assert.ok(nack instanceof Promise);
     assert.equal(await nack, 0);
-    bus.close(); // refuses every later transfer before it reaches the adapter
+    dev.failWith = null;
+    dev.refuseWith = "ERR_OUT_OF_RANGE"; // the I/O thread refuses: nothing reached the adapter
     for (let i = 0; i < 3; i++) {
       const refused = probe();
       assert.ok(refused instanceof Promise, `refusal ${i} counted as a fast transfer`);
+      assert.equal(await refused, 0);
+    }
+    bus.close(); // refuses every later transfer before it reaches the adapter
+    for (let i = 0; i < 3; i++) {
+      const refused = probe();
+      assert.ok(refused instanceof Promise, `refusal after close ${i} counted as a fast transfer`);
       assert.equal(await refused, 0);
     }
     assert.equal(dev.transfers, 1);

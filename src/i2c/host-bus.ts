@@ -574,7 +574,9 @@ export class HostBus implements I2cBus {
       }
       this.#submitSmbus(dev, job, cmd);
     } catch (error) {
-      // Refused before it reached the adapter (closed fd, bad message): a failed transfer.
+      // Refused before it reached the adapter (closed fd, bad message): a failed transfer, which
+      // says nothing about the adapter's speed.
+      this.#submittedAt = -1;
       if (this.#current === job) this.#transferFailed(error);
     }
   }
