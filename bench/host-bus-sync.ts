@@ -1,8 +1,9 @@
 /**
- * HostBus transfers/s on the fake adapter (test/fake-i2c), synchronous mode (ioctls inline) against
- * asynchronous mode (the adapter's I/O thread), in one process, in interleaved runs, closed loop
- * (one transfer at a time: the next starts when the last ended). The transfer is the bench's
- * register read: write 0x00, read 8 bytes, at 0x50, as one I2C_RDWR.
+ * HostBus transfers/s on the fake adapter (test/fake-i2c) in each completion mode: inline (ioctls in
+ * the calling thread), thread (the adapter's I/O thread) and adaptive (which the fast fake sends
+ * inline after its first transfers), in one process, in interleaved runs, closed loop (one transfer
+ * at a time: the next starts when the last ended). The transfer is the bench's register read:
+ * write 0x00, read 8 bytes, at 0x50, as one I2C_RDWR.
  * Usage: node dist/bench/host-bus-sync.js [--rounds N] [--transfers N]
  * Must not: assert anything; it measures. It re-runs itself with the fake preloaded.
  * @module
@@ -12,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { I2cMessage } from "../src/i2c/bus.js";
-import { HostBus } from "../src/i2c/host-bus.js";
+import { HostBus, type HostCompletion } from "../src/i2c/host-bus.js";
 import { createLogger } from "../src/log.js";
 import { FakeI2c } from "../test/fake-i2c/fake.js";
 
@@ -45,37 +46,41 @@ async function closedLoop(bus: HostBus, msgs: readonly I2cMessage[], count: numb
   return { rate: count / seconds, cpuUs: (used.user + used.system) / count };
 }
 
+const MODES: readonly HostCompletion[] = ["inline", "thread", "adaptive"];
+
 async function measure(rounds: number, transfers: number): Promise<void> {
   const logger = createLogger("warn", { write: (line: string) => process.stderr.write(line) });
-  const sync = HostBus.open(ADAPTER, [0x50], logger, { synchronous: true });
-  const async = HostBus.open(ADAPTER, [0x50], logger, { synchronous: false });
+  const buses = new Map(
+    MODES.map((completion) => [completion, HostBus.open(ADAPTER, [0x50], logger, { completion })]),
+  );
   const msgs: I2cMessage[] = [
     { addr: 0x50, read: false, buf: Uint8Array.of(0x00) },
     { addr: 0x50, read: true, buf: new Uint8Array(8) },
   ];
-  // Warm-up: both paths compiled, the I/O thread started, the exchange buffers sized.
-  await closedLoop(sync, msgs, transfers / 10);
-  await closedLoop(async, msgs, transfers / 10);
-  const runs: { sync: Run[]; async: Run[] } = { sync: [], async: [] };
+  // Warm-up: every path compiled, the I/O threads started, the exchange buffers sized.
+  for (const bus of buses.values()) await closedLoop(bus, msgs, transfers / 10);
+  const runs = new Map(MODES.map((mode) => [mode, [] as Run[]]));
   for (let round = 0; round < rounds; round++) {
-    // Alternate which mode goes first, so neither always runs on a warmer machine.
-    const order = round % 2 === 0 ? (["sync", "async"] as const) : (["async", "sync"] as const);
-    for (const mode of order) {
-      runs[mode].push(await closedLoop(mode === "sync" ? sync : async, msgs, transfers));
+    // Rotate which mode goes first, so none always runs on a warmer machine.
+    for (let i = 0; i < MODES.length; i++) {
+      const mode = MODES[(round + i) % MODES.length]!;
+      runs.get(mode)!.push(await closedLoop(buses.get(mode)!, msgs, transfers));
     }
   }
-  sync.close();
-  async.close();
-  const line = (mode: "sync" | "async") => {
-    const rates = runs[mode].map((r) => r.rate);
-    return `${mode.padEnd(5)}  median ${median(rates).toFixed(0).padStart(7)} transfers/s  (min ${Math.min(...rates).toFixed(0)}, max ${Math.max(...rates).toFixed(0)})  cpu ${median(runs[mode].map((r) => r.cpuUs)).toFixed(1)} us/transfer`;
+  for (const bus of buses.values()) bus.close();
+  const medianRate = (mode: HostCompletion) => median(runs.get(mode)!.map((r) => r.rate));
+  const line = (mode: HostCompletion) => {
+    const rates = runs.get(mode)!.map((r) => r.rate);
+    return `${mode.padEnd(8)}  median ${medianRate(mode).toFixed(0).padStart(7)} transfers/s  (min ${Math.min(...rates).toFixed(0)}, max ${Math.max(...rates).toFixed(0)})  cpu ${median(runs.get(mode)!.map((r) => r.cpuUs)).toFixed(1)} us/transfer`;
   };
   process.stdout.write(
     `HostBus on the fake adapter, ${rounds} interleaved rounds of ${transfers} transfers each (write 1 + read 8, one I2C_RDWR)\n`,
   );
-  process.stdout.write(`${line("sync")}\n${line("async")}\n`);
-  const ratio = median(runs.sync.map((r) => r.rate)) / median(runs.async.map((r) => r.rate));
-  process.stdout.write(`sync / async: ${ratio.toFixed(2)}x\n`);
+  for (const mode of MODES) process.stdout.write(`${line(mode)}\n`);
+  const thread = medianRate("thread");
+  process.stdout.write(
+    `inline / thread: ${(medianRate("inline") / thread).toFixed(2)}x, adaptive / thread: ${(medianRate("adaptive") / thread).toFixed(2)}x\n`,
+  );
 }
 
 const { values } = parseArgs({

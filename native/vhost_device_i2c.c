@@ -1433,7 +1433,9 @@ static napi_value detached_error(napi_env env) {
 /* --- Adapter I/O threads (i2cChannel*) ------------------------------------------------------
 
  * The main thread hands the job over under `lock` and signals `wake` after unlocking, so the woken
- * thread never blocks on the mutex; the thread answers through `done` (uv_async) outside the lock.
+ * thread never blocks on the mutex; the thread answers through `done` (uv_async) outside the lock,
+ * then, when the owner gave one, adds 1 to `wake_fd`: an owner blocked in epoll_wait on that
+ * eventfd learns that its event loop has `done` to run (the uv_async alone would wait for the loop).
  * The struct lives until both the uv_close callback ran and the JS handle was finalized. The
  * thread is joined before `done` is closed, so it can never signal a closed handle. */
 
@@ -1445,6 +1447,7 @@ typedef struct {
   napi_async_context context;
   napi_async_cleanup_hook_handle cleanup;
   uv_async_t done;
+  int wake_fd; /* -1, or the owner's eventfd, written after each `done` (the owner keeps it open) */
   pthread_t thread;
   pthread_mutex_t lock;
   pthread_cond_t wake;
@@ -1474,7 +1477,13 @@ static void* channel_thread(void* arg) {
     ch->finished = true;
     bool stopping = ch->stopping;
     pthread_mutex_unlock(&ch->lock);
-    if (!stopping) uv_async_send(&ch->done);
+    if (!stopping) {
+      uv_async_send(&ch->done);
+      /* After the uv_async, so the loop the owner turns on this wake-up finds `done` pending. A
+       * full counter (EAGAIN) means the owner has wake-ups pending already. */
+      uint64_t one = 1;
+      if (ch->wake_fd >= 0) (void)eventfd_io(ch->wake_fd, &one, true);
+    }
     pthread_mutex_lock(&ch->lock);
   }
   pthread_mutex_unlock(&ch->lock);
@@ -1591,15 +1600,25 @@ static int channel_start_thread(i2c_channel_t* ch) {
   return rc;
 }
 
-/* i2cChannelOpen(fd, callback): the adapter's I/O thread. */
+/* i2cChannelOpen(fd, callback, wakeFd?): the adapter's I/O thread; wakeFd undefined or -1: none. */
 static napi_value js_i2c_channel_open(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
+  napi_value argv[3];
   int fd;
   uv_loop_t* loop;
   if (!get_fd_callback_loop(env, info, argv, &fd, &loop)) return NULL;
+  size_t argc = 3; /* napi fills the slots past the arguments given with undefined */
+  napi_valuetype wake_type;
+  int64_t wake_fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
+      napi_typeof(env, argv[2], &wake_type) != napi_ok ||
+      (wake_type != napi_undefined &&
+       !get_int_in(env, argv[2], "wakeFd", -1, INT32_MAX, &wake_fd))) {
+    return NULL;
+  }
   i2c_channel_t* ch = calloc(1, sizeof *ch);
   if (ch == NULL) return throw_errno(env, "malloc", ENOMEM);
   ch->env = env;
+  ch->wake_fd = (int)wake_fd;
   ch->job.fd = fd;
   ch->done.data = ch;
   pthread_mutex_init(&ch->lock, NULL);

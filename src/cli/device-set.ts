@@ -126,6 +126,7 @@ export async function createDataPlaneHost(
 class DeviceSetHost implements DataPlaneHost {
   readonly #init: DeviceSetInit;
   readonly #logger: Logger;
+  readonly #loopWakeFd: number;
   readonly #pool: ResourcePool;
   readonly #generations = new Map<number, Generation>();
   #current: Generation | null = null;
@@ -137,6 +138,7 @@ class DeviceSetHost implements DataPlaneHost {
   constructor(init: DeviceSetInit, context: DataPlaneContext) {
     this.#init = init;
     this.#logger = context.logger;
+    this.#loopWakeFd = context.loopWakeFd;
     this.#pool = new ResourcePool(init.lockDir);
     this.#observer = init.observe ? new ForwardingObserver(context.emit) : null;
   }
@@ -229,7 +231,14 @@ class DeviceSetHost implements DataPlaneHost {
     const built = buildSocketBuses(
       lists,
       socketCount,
-      { logger: this.#logger, baseDir, modules, pool: this.#pool, synchronousHost: true },
+      {
+        logger: this.#logger,
+        baseDir,
+        modules,
+        pool: this.#pool,
+        // Fast adapters run inline in this thread, slow ones on their I/O thread (which wakes it).
+        hostCompletion: { mode: "adaptive", loopWakeFd: this.#loopWakeFd },
+      },
       served,
     );
     this.#generations.set(id, { built, connections: 0, retired: false });

@@ -15,6 +15,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { FakeI2c, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
 import type { ModelDefinition } from "../i2c/model.js";
@@ -702,6 +703,62 @@ describe("deviceSets", () => {
         4,
       ),
       [[0], [1, 3], [2]],
+    );
+  });
+});
+
+describe("buildBuses hostCompletion (fake adapter)", {
+  skip: fakeUnavailableReason() ?? false,
+}, () => {
+  /**
+   * Builds adapter 3's bus in a child with the fake preloaded, with `context` (source of a
+   * BuildContext field list, `wake` an eventfd in scope) and reports its completion mode, what its
+   * first transfer returned and the wake eventfd's count after it.
+   */
+  async function build(
+    context: string,
+  ): Promise<{ completion: string; kind: string; wakes: number }> {
+    const url = (path: string) => JSON.stringify(new URL(path, import.meta.url).href);
+    const script = `
+      const { buildBuses } = await import(${url("./devices.js")});
+      const { silentLogger } = await import(${url("../log.js")});
+      const { EventFd } = await import(${url("../sys/eventfd.js")});
+      const { native } = await import(${url("../sys/native.js")});
+      const wake = EventFd.create();
+      const built = buildBuses(
+        [{ kind: "host", adapter: 3, address: 0x50, origin: "test" }],
+        { logger: silentLogger, baseDir: ".", ${context} },
+      );
+      const bus = built.guards[0].inner;
+      const result = bus.transfer([{ addr: 0x50, read: true, buf: new Uint8Array(1) }]);
+      await result;
+      if (typeof result !== "number") native().waitReadable(Int32Array.of(wake.fd), new Uint8Array(1), 5000);
+      const report = { completion: bus.completion, kind: typeof result, wakes: wake.read() };
+      built.close();
+      wake.close();
+      process.stdout.write(JSON.stringify(report));
+    `;
+    const fake = await FakeI2c.create("adapter 3 funcs=i2c|emul\ndevice 3 0x50\n");
+    try {
+      const child = await fake.run(["--input-type=module", "-e", script]);
+      assert.equal(child.code, 0, child.stderr);
+      return JSON.parse(child.stdout) as { completion: string; kind: string; wakes: number };
+    } finally {
+      await fake.cleanup();
+    }
+  }
+
+  it("opens host adapters threaded by default, inline or adaptive with the loop's wake fd when asked", async () => {
+    assert.deepEqual(await build(""), { completion: "thread", kind: "object", wakes: 0 });
+    assert.deepEqual(await build('hostCompletion: { mode: "inline" }'), {
+      completion: "inline",
+      kind: "number",
+      wakes: 0,
+    });
+    assert.deepEqual(
+      await build('hostCompletion: { mode: "adaptive", loopWakeFd: wake.fd }'),
+      { completion: "adaptive", kind: "object", wakes: 1 },
+      "a new adapter starts on its I/O thread, which writes the loop's wake fd",
     );
   });
 });

@@ -17,7 +17,7 @@ import { openBacking } from "../i2c/backing-store.js";
 import { AddressMap, type BusAddresses, hex, I2C_MAX_ADDR, type I2cBus } from "../i2c/bus.js";
 import type { DeviceGroup } from "../i2c/device-list.js";
 import { DeviceLock } from "../i2c/device-lock.js";
-import { HostBus } from "../i2c/host-bus.js";
+import { HostBus, type HostBusOptions } from "../i2c/host-bus.js";
 import {
   type BackingStore,
   findModel,
@@ -107,10 +107,28 @@ export interface BuildContext {
    */
   readonly pool?: ResourcePool;
   /**
-   * Host adapters complete transfers in the calling thread (a data-plane thread, which may block)
-   * rather than on an I/O thread of their own. Default false.
+   * How host adapters run and complete transfers (HostBusOptions.completion and loopWakeFd). Default
+   * `{ mode: "thread" }`: on each adapter's I/O thread, completed on this thread's event loop.
    */
-  readonly synchronousHost?: boolean;
+  readonly hostCompletion?: HostCompletionContext;
+}
+
+/**
+ * Where host adapters of a build run their transfers: "thread" (an event loop's thread), "inline"
+ * (a thread that may block), "adaptive" (a thread blocked in epoll_wait on `loopWakeFd`, an eventfd
+ * it keeps open while the buses live: each I/O-thread completion adds 1 to it, and the thread then
+ * turns its event loop to run the completion).
+ */
+export type HostCompletionContext =
+  | { readonly mode: "thread" | "inline" }
+  | { readonly mode: "adaptive"; readonly loopWakeFd: number };
+
+/** The HostBus options that say how a build's adapters complete transfers. */
+function hostCompletionOptions(context: BuildContext): HostBusOptions {
+  const completion = context.hostCompletion ?? ({ mode: "thread" } as const);
+  return completion.mode === "adaptive"
+    ? { completion: "adaptive", loopWakeFd: completion.loopWakeFd }
+    : { completion: completion.mode };
 }
 
 /** What one guest reaches: its AddressMap over the buses of a build, each behind its own guard. */
@@ -484,7 +502,7 @@ function buildScope(
       const adapterName = devices.find((d) => d.adapterName !== undefined)?.adapterName;
       const bus = HostBus.open(adapter, hostAddrs, context.logger.child(`i2c-${adapter}`), {
         ...(adapterName !== undefined && { adapterName }),
-        ...(context.synchronousHost === true && { synchronous: true }),
+        ...hostCompletionOptions(context),
       });
       opened.push(bus);
       const readOnly = new Map(

@@ -20,11 +20,15 @@ export interface I2cMessage {
 /** A bus that runs whole transfers: repeated START between messages, one STOP at the end. */
 export interface I2cBus {
   readonly name: string;
-  /** True when transfer() always returns a number (completes before it returns); false when it returns a Promise. */
+  /**
+   * True when transfer() always returns a number (completes before it returns); false when it may
+   * return a Promise (then only a synchronous bus's messages may be views of guest memory).
+   */
   readonly synchronous: boolean;
   /**
    * Runs one transfer. Returns how many leading messages succeeded (`msgs.length` = all).
-   * Emulated buses return synchronously; host buses return a Promise.
+   * Emulated buses return synchronously; host buses a Promise, or a number for a transfer they ran
+   * inline (HostBus completion modes).
    */
   transfer(msgs: readonly I2cMessage[]): number | Promise<number>;
   close(): void;

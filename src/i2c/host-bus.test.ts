@@ -44,20 +44,32 @@ function show(e: FakeLogEntry): string {
   return `${e.op} ${hex(e.addr)} ${e.dir} ${data} ${e.result}`;
 }
 
-/** Both modes of HostBus: every suite below runs in each. */
+/**
+ * Every completion mode of HostBus: every suite below runs in each. The adaptive bus goes inline
+ * after one fast transfer (and counts nothing as slow), so its suites run both ways: inline
+ * transfers, and on the I/O thread the first one and every one that has to wait for another.
+ */
 const MODES = [
-  { synchronous: false, name: "asynchronous" },
-  { synchronous: true, name: "synchronous" },
+  { completion: "thread", name: "asynchronous", options: {} },
+  { completion: "inline", name: "synchronous", options: {} },
+  {
+    completion: "adaptive",
+    name: "adaptive",
+    options: { inlineAfterFastTransfers: 1, fastTransferMs: 60_000 },
+  },
 ] as const;
 
-async function runPlanIn(synchronous: boolean, config: string, plan: Plan): Promise<Run> {
+type Mode = (typeof MODES)[number];
+
+async function runPlanIn(mode: Mode, config: string, plan: Plan): Promise<Run> {
   const fake = await FakeI2c.create(config);
   try {
-    const child = await fake.run([RUNNER, JSON.stringify({ ...plan, synchronous })]);
+    const modePlan: Plan = { ...plan, completion: mode.completion, ...mode.options };
+    const child = await fake.run([RUNNER, JSON.stringify(modePlan)]);
     assert.equal(child.code, 0, `runner failed: ${child.stderr}`);
     const out = JSON.parse(child.stdout) as RunnerOutput;
-    if (out.opened) {
-      const kind = synchronous ? "number" : "promise";
+    if (out.opened && mode.completion !== "adaptive") {
+      const kind = mode.completion === "inline" ? "number" : "promise";
       assert.ok(
         out.returned.every((r) => r === kind),
         `transfer() returns a ${kind}: ${out.returned.join(",")}`,
@@ -84,10 +96,9 @@ function results(out: RunnerOutput) {
 
 const transfers = (...list: MessageSpec[][]): Step[] => list.map((t) => ({ transfer: t }));
 
-for (const { synchronous, name } of MODES)
-  describe(`HostBus on the fake adapter (${name})`, { skip: unavailable ?? false }, () => {
-    const runPlan = (config: string, plan: Plan): Promise<Run> =>
-      runPlanIn(synchronous, config, plan);
+for (const mode of MODES)
+  describe(`HostBus on the fake adapter (${mode.name})`, { skip: unavailable ?? false }, () => {
+    const runPlan = (config: string, plan: Plan): Promise<Run> => runPlanIn(mode, config, plan);
 
     it("runs a write+read as one I2C_RDWR with a repeated START", async () => {
       const { out, ops, entries } = await runPlan(I2C_ADAPTER, {
@@ -360,6 +371,59 @@ for (const { synchronous, name } of MODES)
     });
   });
 
+describe("HostBus adaptive completion on the fake adapter", { skip: unavailable ?? false }, () => {
+  it("goes inline after 8 fast transfers, back to the I/O thread after a slow one; the wake fd counts each I/O-thread completion", async () => {
+    const fast = `${I2C_ADAPTER}delay_us 3 0\n`;
+    // 150 ms per message against a 50 ms threshold: slow whatever the machine's load.
+    const slow = `${I2C_ADAPTER}delay_us 3 150000\n`;
+    const read = transfers([r(0x50, 1)]);
+    const repeat = (count: number) => Array.from({ length: count }, () => read[0]!);
+    const fake = await FakeI2c.create(fast);
+    try {
+      const plan: Plan = {
+        adapter: 3,
+        addrs: [0x50],
+        completion: "adaptive",
+        fastTransferMs: 50,
+        wake: true,
+        steps: [
+          ...repeat(9),
+          { reconfigure: slow },
+          ...repeat(2),
+          { reconfigure: fast },
+          ...repeat(9),
+        ],
+      };
+      const child = await fake.run([RUNNER, JSON.stringify(plan)]);
+      assert.equal(child.code, 0, `runner failed: ${child.stderr}`);
+      const out = JSON.parse(child.stdout) as RunnerOutput;
+      assert.ok(out.opened);
+      assert.ok(out.results.every((t) => t.done === 1));
+      const expected = [
+        ...Array(8).fill("promise"),
+        "number", // inline after 8 fast ones
+        "number", // inline, but slow: the next ones go to the I/O thread
+        "promise", // slow on the I/O thread: the count starts again
+        ...Array(8).fill("promise"),
+        "number",
+      ];
+      assert.deepEqual(out.returned, expected);
+      assert.deepEqual(
+        out.wakes,
+        expected.map((kind) => (kind === "promise" ? 1 : 0)),
+        "one wake-up per I/O-thread completion, none for inline ones",
+      );
+      const switches = out.log.filter((l) => /^DEBUG (fast adapter|slow transfer)/.test(l));
+      assert.equal(switches.length, 3, switches.join("\n"));
+      assert.match(switches[0]!, /fast adapter: transfers run inline .*fastInARow=8/);
+      assert.match(switches[1]!, /slow transfer: transfers go to the I\/O thread .*ran=inline/);
+      assert.match(switches[2]!, /fast adapter: transfers run inline/);
+    } finally {
+      await fake.cleanup();
+    }
+  });
+});
+
 // --- Error classification, log rate limit and the reopen state machine, on an injected adapter. ---
 
 /** An SMBus-only controller (no I2C_FUNC_I2C). */
@@ -375,8 +439,13 @@ class StubDev implements AdapterDev {
   slaveChecks = 0;
   /** Code every transfer fails with, or null. */
   failWith: string | null = null;
+  /** Code an I/O-thread submission is refused with (thrown, nothing started), or null. */
+  refuseWith: string | null = null;
   transfers = 0;
   closed = false;
+  /** How long each transfer takes on `clock` (set by stubBusIn), from submission to answer. */
+  tookMs = 0;
+  clock: { now: number } | null = null;
 
   constructor(funcs = I2C_FUNC_I2C | SMBUS_ONLY, busy: readonly number[] = []) {
     this.funcs = decodeI2cFuncs(funcs);
@@ -407,7 +476,9 @@ class StubDev implements AdapterDev {
   /** Answers later, as an adapter's I/O thread does; a closed fd refuses at once. */
   #transfer(done: I2cDone): void {
     if (this.closed) throw errorWithCode("EBADF");
+    if (this.refuseWith !== null) throw errorWithCode(this.refuseWith);
     this.transfers++;
+    if (this.clock !== null) this.clock.now += this.tookMs;
     const failWith = this.failWith;
     queueMicrotask(() => done(failWith === null ? null : errorWithCode(failWith)));
   }
@@ -415,14 +486,16 @@ class StubDev implements AdapterDev {
   #transferInline(): void {
     if (this.closed) throw errorWithCode("EBADF");
     this.transfers++;
+    if (this.clock !== null) this.clock.now += this.tookMs;
     this.during?.();
     if (this.failWith !== null) throw errorWithCode(this.failWith);
   }
 }
 
 /** A HostBus on stub adapters: `plan` answers each open in turn (a stub, or an errno to throw). */
-function stubBusIn(synchronous: boolean, plan: (StubDev | string)[], options: HostBusOptions = {}) {
+function stubBusIn(mode: Mode, plan: (StubDev | string)[], options: HostBusOptions = {}) {
   const clock = { now: 0 };
+  for (const dev of plan) if (dev instanceof StubDev) dev.clock = clock;
   const lines: string[] = [];
   const opened: string[] = [];
   const logger = createLogger("debug", { write: (line: string) => lines.push(line) });
@@ -434,7 +507,8 @@ function stubBusIn(synchronous: boolean, plan: (StubDev | string)[], options: Ho
       if (next === undefined || typeof next === "string") throw errorWithCode(next ?? "ENOENT");
       return next;
     },
-    synchronous,
+    completion: mode.completion,
+    ...mode.options,
     ...options,
   });
   const probe = (): number | Promise<number> =>
@@ -463,25 +537,29 @@ describe("classifyTransferError", () => {
   });
 });
 
-for (const { synchronous, name } of MODES)
-  describe(`HostBus adapter errors (stub adapter, ${name})`, () => {
+for (const mode of MODES)
+  describe(`HostBus adapter errors (stub adapter, ${mode.name})`, () => {
     const stubBus = (plan: (StubDev | string)[], options: HostBusOptions = {}) =>
-      stubBusIn(synchronous, plan, options);
+      stubBusIn(mode, plan, options);
+    const synchronous = mode.completion === "inline";
 
-    it(`says it is ${name}, and transfer() returns ${synchronous ? "a number" : "a Promise"}`, async () => {
+    it(`says it is ${mode.name}, and what transfer() returns`, async () => {
       const dev = new StubDev();
       const { bus, probe } = stubBus([dev]);
       assert.equal(bus.synchronous, synchronous);
+      assert.equal(bus.completion, mode.completion);
+      // The adaptive bus starts on the I/O thread and goes inline after its first (fast) transfer.
       const result = probe();
       assert.equal(typeof result === "number", synchronous);
       assert.equal(await result, 1);
+      const inline = mode.completion !== "thread";
       dev.failWith = "EIO";
       const failed = probe();
-      assert.equal(typeof failed === "number", synchronous);
+      assert.equal(typeof failed === "number", inline);
       assert.equal(await failed, 0);
       bus.close();
       const closed = probe();
-      assert.equal(typeof closed === "number", synchronous);
+      assert.equal(typeof closed === "number", inline);
       assert.equal(await closed, 0);
     });
 
@@ -716,3 +794,140 @@ for (const { synchronous, name } of MODES)
       );
     });
   });
+
+// --- Adaptive completion: where transfers run, from how long they take on the bus's clock. ---
+
+const ADAPTIVE: Mode = MODES[2];
+
+/** "number" or "promise" for each of `count` probes, awaited one after the other. */
+async function kinds(probe: () => number | Promise<number>, count: number): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const result = probe();
+    out.push(typeof result === "number" ? "number" : "promise");
+    assert.equal(await result, 1);
+  }
+  return out;
+}
+
+const times = (count: number, kind: string): string[] => Array(count).fill(kind);
+
+describe("HostBus adaptive completion (stub adapter, fake clock)", () => {
+  /** Defaults: 8 fast transfers in a row, fast below 1 ms. */
+  const adaptiveBus = (plan: (StubDev | string)[], options: HostBusOptions = {}) =>
+    stubBusIn(ADAPTIVE, plan, {
+      inlineAfterFastTransfers: undefined,
+      fastTransferMs: undefined,
+      ...options,
+    });
+
+  it("starts on the I/O thread, runs inline after 8 fast transfers, goes back after a slow inline one", async () => {
+    const dev = new StubDev();
+    const { bus, probe, take } = adaptiveBus([dev]);
+    assert.equal(bus.synchronous, false, "it may return a Promise");
+    take();
+    dev.tookMs = 0.999;
+    assert.deepEqual(await kinds(probe, 8), times(8, "promise"));
+    assert.ok(
+      take().some((l) => /^DEBUG fast adapter: transfers run inline .*fastInARow=8/.test(l)),
+    );
+    assert.deepEqual(await kinds(probe, 5), times(5, "number"));
+    dev.tookMs = 1;
+    assert.equal(probe(), 1, "the slow one itself ran inline");
+    const lines = take();
+    assert.ok(
+      lines.some((l) =>
+        /^DEBUG slow transfer: transfers go to the I\/O thread .*ms=1\.000 ran=inline/.test(l),
+      ),
+      lines.join(""),
+    );
+    dev.tookMs = 0;
+    assert.deepEqual(await kinds(probe, 9), [...times(8, "promise"), "number"]);
+  });
+
+  it("counts fast transfers in a row: a slow one on the I/O thread starts the count again", async () => {
+    const dev = new StubDev();
+    const { probe } = adaptiveBus([dev]);
+    assert.deepEqual(await kinds(probe, 7), times(7, "promise"));
+    dev.tookMs = 5;
+    assert.deepEqual(await kinds(probe, 1), ["promise"]);
+    dev.tookMs = 0;
+    assert.deepEqual(await kinds(probe, 9), [...times(8, "promise"), "number"]);
+  });
+
+  it("takes its thresholds as options", async () => {
+    const dev = new StubDev();
+    const { probe } = adaptiveBus([dev], { inlineAfterFastTransfers: 2, fastTransferMs: 5 });
+    dev.tookMs = 4.9;
+    assert.deepEqual(await kinds(probe, 3), ["promise", "promise", "number"]);
+    dev.tookMs = 5;
+    assert.deepEqual(await kinds(probe, 2), ["number", "promise"]);
+  });
+
+  it("counts failed transfers that reached the adapter, not those refused before it", async () => {
+    const dev = new StubDev();
+    const { probe, bus } = adaptiveBus([dev], { inlineAfterFastTransfers: 2 });
+    dev.failWith = "ENXIO";
+    const nack = probe();
+    assert.ok(nack instanceof Promise);
+    assert.equal(await nack, 0);
+    dev.failWith = null;
+    dev.refuseWith = "ERR_OUT_OF_RANGE"; // the I/O thread refuses: nothing reached the adapter
+    for (let i = 0; i < 3; i++) {
+      const refused = probe();
+      assert.ok(refused instanceof Promise, `refusal ${i} counted as a fast transfer`);
+      assert.equal(await refused, 0);
+    }
+    bus.close(); // refuses every later transfer before it reaches the adapter
+    for (let i = 0; i < 3; i++) {
+      const refused = probe();
+      assert.ok(refused instanceof Promise, `refusal after close ${i} counted as a fast transfer`);
+      assert.equal(await refused, 0);
+    }
+    assert.equal(dev.transfers, 1);
+  });
+
+  it("starts again on the I/O thread when the adapter is gone, until the one back proves fast", async () => {
+    const first = new StubDev();
+    const second = new StubDev();
+    const { probe, clock, bus } = adaptiveBus([first, second], { inlineAfterFastTransfers: 1 });
+    assert.deepEqual(await kinds(probe, 2), ["promise", "number"]);
+    first.failWith = "ENODEV";
+    assert.equal(probe(), 0, "ran inline, found the adapter gone");
+    assert.equal(bus.up, false);
+    const down = probe();
+    assert.ok(down instanceof Promise, "down: refused before the adapter, on the thread's terms");
+    assert.equal(await down, 0);
+    clock.now += 1000;
+    assert.deepEqual(await kinds(probe, 2), ["promise", "number"], "reopened");
+    assert.equal(second.transfers, 2);
+  });
+
+  it("sends a transfer that has to wait for one in flight to the I/O thread", async () => {
+    const dev = new StubDev();
+    const { probe, take } = adaptiveBus([dev], { inlineAfterFastTransfers: 1 });
+    assert.equal(await probe(), 1);
+    assert.equal(typeof probe(), "number", "inline from now on");
+    const nested: (number | Promise<number>)[] = [];
+    dev.during = () => {
+      dev.during = null;
+      nested.push(probe());
+    };
+    assert.equal(probe(), 1);
+    assert.ok(nested[0] instanceof Promise, "started inside the inline one: it waits, no refusal");
+    assert.equal(await nested[0], 1);
+    assert.equal(dev.transfers, 4);
+    assert.deepEqual(
+      take().filter((l) => l.startsWith("WARN")),
+      [],
+    );
+    // Another bus on the adapter keeps a transfer in flight on the I/O thread: this one queues.
+    const other = new StubDev();
+    const threaded = stubBusIn(MODES[0], [other]);
+    const inFlight = threaded.probe();
+    const queued = probe();
+    assert.ok(queued instanceof Promise);
+    assert.deepEqual(await Promise.all([inFlight, queued]), [1, 1]);
+    threaded.bus.close();
+  });
+});

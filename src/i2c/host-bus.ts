@@ -3,9 +3,10 @@
  * every listed address is free of kernel drivers and its repetition, at most every 2 s, while
  * transfers run (I2C_RDWR does not look at bound drivers, so one bound later is found only by
  * checking again), the choice between I2C_RDWR and an SMBus command per transfer, the
- * per-adapter queue that runs transfers one at a time, in order, either on the adapter's I/O thread
- * (transfer() returns a Promise) or inline (synchronous mode, for a thread that may block: transfer()
- * returns a number), through one code path, and the adapter's
+ * per-adapter queue that runs transfers one at a time, in order, on the adapter's I/O thread
+ * (transfer() returns a Promise), inline (for a thread that may block: transfer() returns a number)
+ * or, adaptive, inline while the adapter answers fast and on its I/O thread while it is slow, through
+ * one code path, and the adapter's
  * health: errors become failed transfers with rate-limited log lines, an adapter that went away is
  * marked down (transfers fail at once) and reopened, at most once per interval, when it comes back.
  * Must not: decide which addresses a guest may use (AddressMap does) or throw from transfer():
@@ -57,14 +58,37 @@ export type AdapterDev = Pick<
   "funcs" | "setSlave" | "rdwr" | "smbus" | "rdwrSync" | "smbusSync" | "close"
 >;
 
+/**
+ * Where a HostBus runs its transfers and how they complete:
+ * - "thread": on the adapter's I/O thread; transfer() returns a Promise, settled on the event loop.
+ * - "inline": in the calling thread, which blocks until the adapter answered; transfer() returns a
+ *   number. For a thread that may block (a data-plane worker), never an event loop's thread.
+ * - "adaptive": for a thread that blocks in epoll_wait (a data-plane worker): a new adapter starts on
+ *   its I/O thread; after `inlineAfterFastTransfers` fast transfers in a row (each under
+ *   `fastTransferMs` from submission to answer) the next ones run inline, until one takes
+ *   `fastTransferMs` or more: the ones after it go back to the I/O thread. A slow adapter (clock
+ *   stretching, a failing device with long timeouts) so never holds up the thread for long twice,
+ *   and a fast one pays no thread round trip. A transfer that would have to wait for one in flight
+ *   on the adapter goes to the I/O thread too. transfer() returns a number or a Promise.
+ */
+export type HostCompletion = "thread" | "inline" | "adaptive";
+
 export interface HostBusOptions {
+  /** Default "thread". */
+  completion?: HostCompletion;
   /**
-   * Run transfers inline, blocking the calling thread until the adapter answered: transfer() then
-   * returns a number. For a thread that may block (a data-plane worker), never an event loop's
-   * thread. Default false: transfers run on the adapter's I/O thread and transfer() returns a
-   * Promise.
+   * An eventfd the adapter's I/O thread adds 1 to as each of its transfers ends, after signalling
+   * the event loop (I2cDevOptions.completionWakeFd): a thread blocked in epoll_wait on it learns that
+   * its loop has a completion to run. Kept open by the caller while the bus is open. Default: none.
    */
-  synchronous?: boolean;
+  loopWakeFd?: number;
+  /** Adaptive: fast transfers in a row on the I/O thread before transfers run inline. Default 8. */
+  inlineAfterFastTransfers?: number;
+  /**
+   * Adaptive: a transfer that took less (from submission to the adapter's answer, on `now`) is
+   * fast; one that took this long or more is slow. Default 1 ms.
+   */
+  fastTransferMs?: number;
   /** Directory holding the i2c-dev nodes. Default "/dev". */
   devDir?: string;
   /**
@@ -74,7 +98,7 @@ export interface HostBusOptions {
   adapterName?: string;
   /** Name → adapter number for reopens. Default: the sysfs lookup of src/i2c/adapters.ts. */
   resolveAdapter?: (name: string) => number;
-  /** Opens an adapter node. Default I2cDev.open. */
+  /** Opens an adapter node. Default I2cDev.open (with `loopWakeFd`). */
   openDev?: (path: string) => AdapterDev;
   /** Monotonic milliseconds. Default performance.now. */
   now?: () => number;
@@ -102,6 +126,8 @@ const GONE_CODES = ["ENODEV", "ESHUTDOWN", "EBADF"] as const;
 const DEFAULT_REOPEN_INTERVAL_MS = 1000;
 const DEFAULT_ADDRESS_CHECK_INTERVAL_MS = 2000;
 const DEFAULT_WARN_LINES_PER_SECOND = 10;
+const DEFAULT_INLINE_AFTER_FAST_TRANSFERS = 8;
+const DEFAULT_FAST_TRANSFER_MS = 1;
 
 /**
  * What a failed transfer says about the adapter: "nack" (no device answered: routine, debug),
@@ -120,15 +146,19 @@ export function classifyTransferError(code: string): TransferFailureKind {
 interface AdapterJob {
   readonly bus: HostBus;
   readonly msgs: readonly I2cMessage[] | null;
+  /** Runs in the calling thread (transfer() returns a number), not on the adapter's I/O thread. */
+  readonly inline: boolean;
   readonly resolve: (done: number) => void;
 }
 
 /**
- * The transfers of one adapter, shared by every HostBus of one mode on its device path (in this
- * thread), so two transfers on one adapter never overlap (the I2C_SLAVE + I2C_SMBUS pair in
- * particular). Jobs run in order, one at a time; a job that ends synchronously lets the next start
- * in the same loop, not deeper. A synchronous bus's job always ends before transfer() returns, so
- * its queue never holds a job between two calls; an asynchronous bus cannot make it wait.
+ * The transfers of one adapter, shared by every HostBus on its device path (in this thread) that
+ * either always or never waits, so two transfers on one adapter never overlap (the I2C_SLAVE +
+ * I2C_SMBUS pair in particular). Jobs run in order, one at a time; a job that ends synchronously
+ * lets the next start in the same loop, not deeper. An inline job always ends before transfer()
+ * returns, so it runs only on an idle queue: an "inline" bus has a queue of its own (it cannot
+ * wait), an adaptive bus shares the threaded buses' queue and runs a transfer on the I/O thread
+ * whenever it would have to wait.
  */
 interface AdapterQueue {
   readonly waiting: AdapterJob[];
@@ -137,16 +167,17 @@ interface AdapterQueue {
 }
 
 /**
- * One queue per device path and mode, kept for the life of the thread (a handful of adapters at
- * most). Module state: buses in different threads have their own queues (and fds).
+ * One queue per device path for "inline" buses and one for the others, kept for the life of the
+ * thread (a handful of adapters at most). Module state: buses in different threads have their own
+ * queues (and fds).
  */
 const adapterQueues = {
-  async: new Map<string, AdapterQueue>(),
-  sync: new Map<string, AdapterQueue>(),
+  waiting: new Map<string, AdapterQueue>(),
+  inline: new Map<string, AdapterQueue>(),
 };
 
-function adapterQueue(path: string, synchronous: boolean): AdapterQueue {
-  const queues = synchronous ? adapterQueues.sync : adapterQueues.async;
+function adapterQueue(path: string, completion: HostCompletion): AdapterQueue {
+  const queues = completion === "inline" ? adapterQueues.inline : adapterQueues.waiting;
   let queue = queues.get(path);
   if (queue === undefined) {
     queue = { waiting: [], running: false, pumping: false };
@@ -175,6 +206,14 @@ function toRdwrMsgs(msgs: readonly I2cMessage[]): I2cRdwrMsg[] {
 
 function isSingleZeroLength(msgs: readonly I2cMessage[]): boolean {
   return msgs.length === 1 && msgs[0]!.buf.length === 0;
+}
+
+/** I2cDev.open, handing the I/O thread the wake fd of the options. */
+function defaultOpenDev(options: HostBusOptions): (path: string) => AdapterDev {
+  const wake = options.loopWakeFd;
+  return wake === undefined
+    ? (path) => I2cDev.open(path)
+    : (path) => I2cDev.open(path, { completionWakeFd: wake });
 }
 
 function adapterPath(devDir: string | undefined, adapter: number): string {
@@ -257,8 +296,9 @@ function openAdapter(
 }
 
 export class HostBus implements I2cBus {
-  /** True when transfer() always returns a number (completes before it returns); false when it returns a Promise. */
+  /** True when transfer() always returns a number (completes before it returns): "inline" only. */
   readonly synchronous: boolean;
+  readonly completion: HostCompletion;
   readonly #logger: Logger;
   /** The job running on this bus, the adapter it runs on and its SMBus command (if any). */
   #current: AdapterJob | null = null;
@@ -272,6 +312,14 @@ export class HostBus implements I2cBus {
     this.#syncDone = done;
   };
   #syncDone = 0;
+  /** Where the next transfer runs when the adapter is idle: inline, or on the I/O thread. */
+  #inline: boolean;
+  /** Adaptive: fast transfers in a row since the last slow one (or the open). */
+  #fastInARow = 0;
+  /** Adaptive: when the running job was first handed to the adapter (`now`), -1 if not yet. */
+  #submittedAt = -1;
+  readonly #inlineAfterFastTransfers: number;
+  readonly #fastTransferMs: number;
   readonly #addrs: readonly number[];
   readonly #options: HostBusOptions;
   readonly #openDev: (path: string) => AdapterDev;
@@ -311,12 +359,17 @@ export class HostBus implements I2cBus {
   ) {
     this.#adapter = adapter;
     this.#path = path;
-    this.synchronous = options.synchronous === true;
-    this.#queue = adapterQueue(path, this.synchronous);
+    this.completion = options.completion ?? "thread";
+    this.synchronous = this.completion === "inline";
+    this.#inline = this.synchronous;
+    this.#inlineAfterFastTransfers =
+      options.inlineAfterFastTransfers ?? DEFAULT_INLINE_AFTER_FAST_TRANSFERS;
+    this.#fastTransferMs = options.fastTransferMs ?? DEFAULT_FAST_TRANSFER_MS;
+    this.#queue = adapterQueue(path, this.completion);
     this.#addrs = [...addrs];
     this.#logger = logger;
     this.#options = options;
-    this.#openDev = options.openDev ?? ((p) => I2cDev.open(p));
+    this.#openDev = options.openDev ?? defaultOpenDev(options);
     this.#now = options.now ?? (() => performance.now());
     this.#reopenIntervalMs = options.reopenIntervalMs ?? DEFAULT_REOPEN_INTERVAL_MS;
     this.#addressCheckIntervalMs =
@@ -362,13 +415,13 @@ export class HostBus implements I2cBus {
     options: HostBusOptions = {},
   ): HostBus {
     const path = adapterPath(options.devDir, adapter);
-    const dev = openAdapter(path, adapter, addrs, options.openDev ?? ((p) => I2cDev.open(p)));
+    const dev = openAdapter(path, adapter, addrs, options.openDev ?? defaultOpenDev(options));
     const bus = new HostBus(adapter, path, dev, addrs, logger, options);
     logger.debug("adapter opened", {
       path,
       funcs: `0x${bus.#funcs.toString(16)}`,
       mode: bus.#canI2c ? "i2c" : "smbus",
-      transfers: bus.synchronous ? "inline" : "I/O thread",
+      completion: bus.completion,
     });
     return bus;
   }
@@ -386,7 +439,7 @@ export class HostBus implements I2cBus {
   /**
    * Runs one transfer after every transfer queued before it on this adapter. `msgs.length` on
    * success and 0 on any failure (an adapter reports no partial success): the number itself when
-   * the bus is synchronous, else a Promise of it.
+   * the transfer ran inline, else a Promise of it.
    */
   transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
     if (this.#closed) {
@@ -395,19 +448,23 @@ export class HostBus implements I2cBus {
     }
     if (msgs.length === 0) return this.#answer(0);
     if (this.synchronous) return this.#transferInline(msgs);
+    const queue = this.#queue;
+    if (this.#inline && !queue.running && queue.waiting.length === 0) {
+      return this.#transferInline(msgs);
+    }
     const promise = new Promise<number>(captureResolve);
     const resolve = capturedResolve!;
     capturedResolve = null;
-    this.#enqueue({ bus: this, msgs, resolve });
+    this.#enqueue({ bus: this, msgs, inline: false, resolve });
     return promise;
   }
 
-  /** A result as this bus's transfer() gives it. */
+  /** A result as this bus's transfer() gives it when no transfer runs. */
   #answer(done: number): number | Promise<number> {
-    return this.synchronous ? done : Promise.resolve(done);
+    return this.#inline ? done : Promise.resolve(done);
   }
 
-  /** The synchronous transfer(): the job runs, to its end, inside #enqueue. */
+  /** The inline transfer(): the job runs, to its end, inside #enqueue. */
   #transferInline(msgs: readonly I2cMessage[]): number {
     if (this.#queue.running) {
       // Only a transfer started from inside another one on this adapter (from a logger, say) gets
@@ -418,7 +475,7 @@ export class HostBus implements I2cBus {
       return 0;
     }
     this.#syncDone = 0;
-    this.#enqueue({ bus: this, msgs, resolve: this.#onSyncDone });
+    this.#enqueue({ bus: this, msgs, inline: true, resolve: this.#onSyncDone });
     return this.#syncDone;
   }
 
@@ -426,7 +483,7 @@ export class HostBus implements I2cBus {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#enqueue({ bus: this, msgs: null, resolve: () => {} });
+    this.#enqueue({ bus: this, msgs: null, inline: this.#inline, resolve: () => {} });
   }
 
   #enqueue(job: AdapterJob): void {
@@ -452,6 +509,7 @@ export class HostBus implements I2cBus {
 
   /** Ends the running job: its result to its caller, then the next job of the adapter. */
   #finish(job: AdapterJob, done: number): void {
+    if (this.#submittedAt >= 0) this.#timed(job.inline, this.#now() - this.#submittedAt);
     this.#current = null;
     this.#currentDev = null;
     this.#currentCommand = null;
@@ -501,7 +559,7 @@ export class HostBus implements I2cBus {
       }
       this.#currentDev = dev;
       if (this.#canI2c && !(this.#noZeroLength && this.#canQuick && isSingleZeroLength(msgs))) {
-        this.#submitRdwr(dev, msgs);
+        this.#submitRdwr(dev, job, msgs);
         return;
       }
       // SMBus-only adapter, or a zero-length probe on an adapter known to refuse them in I2C_RDWR.
@@ -514,19 +572,53 @@ export class HostBus implements I2cBus {
         this.#finish(job, 0);
         return;
       }
-      this.#submitSmbus(dev, cmd);
+      this.#submitSmbus(dev, job, cmd);
     } catch (error) {
-      // Refused before it reached the adapter (closed fd, bad message): a failed transfer.
+      // Refused before it reached the adapter (closed fd, bad message): a failed transfer, which
+      // says nothing about the adapter's speed.
+      this.#submittedAt = -1;
       if (this.#current === job) this.#transferFailed(error);
     }
+  }
+
+  /**
+   * Adaptive: where the adapter's transfers run next, from how long one that reached the adapter
+   * took (`inline`: the way it ran).
+   */
+  #timed(inline: boolean, tookMs: number): void {
+    this.#submittedAt = -1;
+    if (tookMs >= this.#fastTransferMs) {
+      this.#fastInARow = 0;
+      if (!this.#inline) return;
+      this.#inline = false;
+      this.#logger.debug("slow transfer: transfers go to the I/O thread", {
+        path: this.path,
+        ms: tookMs.toFixed(3),
+        ran: inline ? "inline" : "I/O thread",
+      });
+      return;
+    }
+    if (this.#inline) return;
+    if (++this.#fastInARow < this.#inlineAfterFastTransfers) return;
+    this.#inline = true;
+    this.#logger.debug("fast adapter: transfers run inline", {
+      path: this.path,
+      fastInARow: this.#fastInARow,
+    });
+  }
+
+  /** The clock reading of a job's first submission, for an adaptive bus only. */
+  #submitting(): void {
+    if (this.completion === "adaptive" && this.#submittedAt < 0) this.#submittedAt = this.#now();
   }
 
   /**
    * Hands the transfer to the adapter: to its I/O thread (the answer comes to #rdwrDone later; a
    * refusal throws), or inline, its answer or refusal given to #rdwrDone before this returns.
    */
-  #submitRdwr(dev: AdapterDev, msgs: readonly I2cMessage[]): void {
-    if (!this.synchronous) {
+  #submitRdwr(dev: AdapterDev, job: AdapterJob, msgs: readonly I2cMessage[]): void {
+    this.#submitting();
+    if (!job.inline) {
       dev.rdwr(toRdwrMsgs(msgs), this.#onRdwrDone);
       return;
     }
@@ -540,9 +632,10 @@ export class HostBus implements I2cBus {
   }
 
   /** The SMBus form of #submitRdwr, answered by #smbusDone. */
-  #submitSmbus(dev: AdapterDev, cmd: SmbusCommand): void {
+  #submitSmbus(dev: AdapterDev, job: AdapterJob, cmd: SmbusCommand): void {
     this.#currentCommand = cmd;
-    if (!this.synchronous) {
+    this.#submitting();
+    if (!job.inline) {
       dev.smbus(cmd.addr, cmd.readWrite, cmd.command, cmd.size, cmd.data, this.#onSmbusDone);
       return;
     }
@@ -583,7 +676,7 @@ export class HostBus implements I2cBus {
       return;
     }
     try {
-      this.#submitSmbus(dev, quick);
+      this.#submitSmbus(dev, job, quick);
     } catch (submitError) {
       this.#transferFailed(submitError);
     }
@@ -703,6 +796,11 @@ export class HostBus implements I2cBus {
     this.#closeDev();
     this.#downReason = null;
     this.#retryAt = this.#now() + this.#reopenIntervalMs;
+    // Adaptive: the adapter that comes back (maybe another one) has to show again that it is fast;
+    // the transfer that found this one gone does not count.
+    this.#inline = this.synchronous;
+    this.#fastInARow = 0;
+    this.#submittedAt = -1;
   }
 
   /**

@@ -637,6 +637,37 @@ describe("VirtioI2cDevice", () => {
     assert.deepEqual(guest.data(r[0] as Submitted), [0x33, 0x33, 0x33, 0x33]);
   });
 
+  it("never lends guest memory to a bus that may go asynchronous, even after it answered at once", async () => {
+    const guest = new Guest();
+    // An adaptive host bus: answers inline while the adapter is fast, through a Promise otherwise.
+    const pending: { msgs: readonly I2cMessage[]; resolve: (n: number) => void }[] = [];
+    let inline = true;
+    const adaptive: I2cBus = {
+      name: "adaptive",
+      synchronous: false,
+      transfer(msgs) {
+        if (inline) {
+          for (const m of msgs) if (m.read) m.buf.fill(0x11);
+          return msgs.length;
+        }
+        return new Promise((resolve) => pending.push({ msgs, resolve }));
+      },
+      close() {},
+    };
+    const device = makeDevice([{ bus: adaptive, addrs: [0x20] }]);
+    const [read] = guest.submit([{ addr: 0x20, read: true, len: 4 }]) as [Submitted];
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(guest.data(read), [0x11, 0x11, 0x11, 0x11]);
+    inline = false;
+    guest.driver.publish(read.head);
+    device.processQueue(0, guest.queue);
+    pending[0]?.msgs[0]?.buf.fill(0x33);
+    assert.deepEqual(guest.data(read), [0x11, 0x11, 0x11, 0x11], "nothing reaches the guest early");
+    pending[0]?.resolve(1);
+    await device.whenIdle(0);
+    assert.deepEqual(guest.data(read), [0x33, 0x33, 0x33, 0x33]);
+  });
+
   it("lends a reused guest buffer in place again, and never a view of memory the queue has left", () => {
     const guest = new Guest();
     let fill = 0;

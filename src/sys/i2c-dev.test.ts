@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FakeI2c, type FakeLogEntry, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import { SysArgumentError, SysError } from "./errors.js";
+import { EventFd } from "./eventfd.js";
 import {
   checkRdwrMsgs,
   decodeI2cFuncs,
@@ -19,6 +20,7 @@ import {
   I2cDev,
   type I2cRdwrMsg,
 } from "./i2c-dev.js";
+import { native } from "./native.js";
 
 /** The callback transfers as promises; a synchronous throw (nothing started) rejects too. */
 const rdwr = (dev: I2cDev, msgs: readonly I2cRdwrMsg[]): Promise<void> =>
@@ -38,6 +40,40 @@ describe("I2cDev.open", () => {
         error.errno === 2 &&
         error.syscall === "open",
     );
+  });
+});
+
+describe("I2cDev completionWakeFd", () => {
+  it("gets 1 added as each I/O-thread transfer ends, none for inline ones", async () => {
+    const wake = EventFd.create();
+    const dev = I2cDev.open("/dev/null", { completionWakeFd: wake.fd });
+    try {
+      const transfers = [
+        () => rdwr(dev, [{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }]),
+        () => smbus(dev, 0x50, I2C_SMBUS_READ, 0, I2C_SMBUS_BYTE_DATA, new Uint8Array(34)),
+      ];
+      for (const transfer of transfers) {
+        assert.equal(wake.read(), 0);
+        await assert.rejects(transfer(), { code: "ENOTTY" });
+        // The I/O thread writes it right after signalling the loop, so it may trail the callback.
+        assert.equal(native().waitReadable(Int32Array.of(wake.fd), new Uint8Array(1), 5000), 1);
+        assert.equal(wake.read(), 1);
+      }
+      // Inline transfers end on the calling thread: nobody needs waking.
+      assert.throws(() => dev.rdwrSync([{ addr: 0x50, flags: 0, buf: new Uint8Array(1) }]), {
+        code: "ENOTTY",
+      });
+      assert.equal(wake.read(), 0);
+    } finally {
+      dev.close();
+      wake.close();
+    }
+  });
+
+  it("must be an fd or -1", () => {
+    for (const completionWakeFd of [-2, 0.5, 2 ** 31]) {
+      assert.throws(() => I2cDev.open("/dev/null", { completionWakeFd }), SysArgumentError);
+    }
   });
 });
 

@@ -1,9 +1,9 @@
 /**
  * I2cDev: one open /dev/i2c-N. Functionality bits, the slave address check, and the transfers
  * (I2C_RDWR, I2C_SMBUS), which run one at a time either on the adapter's own I/O thread, so a slow
- * bus never blocks the event loop (rdwr, smbus), or inline, blocking the calling thread, for a
- * thread that has no event loop to keep going (rdwrSync, smbusSync). Buffers are copied through one
- * exchange buffer kept per adapter.
+ * bus never blocks the event loop (rdwr, smbus; a thread that blocks in epoll_wait instead gives a
+ * wake eventfd), or inline, blocking the calling thread, for a thread that has no event loop to keep
+ * going (rdwrSync, smbusSync). Buffers are copied through one exchange buffer kept per adapter.
  * Also the kernel's i2c-dev constants for the i2c layer.
  * Must not: decide which addresses a guest may reach, map transfers to SMBus, or queue transfers
  * (src/i2c does).
@@ -146,6 +146,15 @@ function checkSmbus(
 /** How a transfer ends: null, or the error (a SysError with code and syscall for an ioctl). */
 export type I2cDone = (error: Error | null) => void;
 
+export interface I2cDevOptions {
+  /**
+   * An eventfd to which the I/O thread adds 1 as each rdwr() or smbus() ends, after signalling the
+   * event loop: a thread blocked in epoll_wait on it (a data-plane worker) learns that its loop has
+   * the `done` callback to run. The caller keeps it open while the device is open. Default: none.
+   */
+  completionWakeFd?: number;
+}
+
 /** Exchange buffer size for the first transfers; it grows to the largest transfer seen. */
 const INITIAL_EXCHANGE_BYTES = 512;
 /** Message slots of the exchange header: addr, flags, len. */
@@ -165,18 +174,24 @@ export class I2cDev {
   #smbusData: Uint8Array | null = null;
   /** Set by close() during a transfer: the fd is closed once it settled. */
   #closeWhenIdle = -1;
+  /** I2cDevOptions.completionWakeFd, or -1. */
+  readonly #completionWakeFd: number;
   readonly path: string;
 
-  private constructor(fd: number, path: string) {
+  private constructor(fd: number, path: string, completionWakeFd: number) {
     this.#fd = fd;
     this.path = path;
+    this.#completionWakeFd = completionWakeFd;
   }
 
   /** Opens an adapter device node read-write (close-on-exec). */
-  static open(path: string): I2cDev {
+  static open(path: string, options: I2cDevOptions = {}): I2cDev {
+    const wakeFd = options.completionWakeFd ?? -1;
+    checkInt(wakeFd, "completion wake fd", -1, 0x7fffffff);
     return new I2cDev(
       sysCall("open", () => native().i2cOpen(path)),
       path,
+      wakeFd,
     );
   }
 
@@ -328,7 +343,7 @@ export class I2cDev {
   #idleChannel(syscall: string): I2cChannelHandle {
     const fd = this.#idleFd(syscall);
     this.#channel ??= sysCall("i2c channel", () =>
-      native().i2cChannelOpen(fd, (error) => this.#settled(error)),
+      native().i2cChannelOpen(fd, (error) => this.#settled(error), this.#completionWakeFd),
     );
     return this.#channel;
   }

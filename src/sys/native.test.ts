@@ -194,15 +194,25 @@ describe("addon I2C channel checks", () => {
    * A channel on /dev/null, where every transfer that starts ends with ENOTTY. `ended()` is the
    * next callback's argument; a callback nobody waits for (a check let a transfer through) throws.
    */
-  function nullChannel() {
+  function nullChannel(wakeFd?: number) {
     const fd = binding.i2cOpen("/dev/null");
     let settle: ((error: Error | null) => void) | null = null;
-    const channel: I2cChannelHandle = binding.i2cChannelOpen(fd, (error) => {
-      const resolve = settle;
-      settle = null;
-      if (resolve === null) assert.fail(`a transfer ran that no test started: ${error}`);
-      resolve(error);
-    });
+    let channel: I2cChannelHandle;
+    try {
+      channel = binding.i2cChannelOpen(
+        fd,
+        (error) => {
+          const resolve = settle;
+          settle = null;
+          if (resolve === null) assert.fail(`a transfer ran that no test started: ${error}`);
+          resolve(error);
+        },
+        wakeFd,
+      );
+    } catch (error) {
+      binding.close(fd);
+      throw error;
+    }
     return {
       channel,
       ended: () => new Promise<Error | null>((resolve) => (settle = resolve)),
@@ -306,6 +316,43 @@ describe("addon I2C channel checks", () => {
     } finally {
       ch.close();
     }
+  });
+
+  it("adds 1 to wakeFd as each transfer ends: a thread blocked in epollWait on it wakes", async () => {
+    const wakeFd = binding.eventfd(0);
+    const epfd = binding.epollCreate();
+    const ch = nullChannel(wakeFd);
+    try {
+      binding.epollCtl(epfd, 1, wakeFd, 1, 7);
+      const out = new Int32Array(2);
+      for (const submit of [
+        () => binding.i2cChannelRdwr(ch.channel, exchangeFor(I2C_EXCHANGE_HEADER + 1, [1]), 1),
+        () => binding.i2cChannelSmbus(ch.channel, new Uint8Array(SMBUS_DATA), 0x50, 1, 0, 2),
+      ]) {
+        assert.equal(binding.eventfdRead(wakeFd), -1, "no wake-up before a transfer ends");
+        const ended = ch.ended();
+        submit();
+        // This thread stands for one blocked in epoll_wait: its loop cannot run the callback
+        // until the wait returns, so only the I/O thread's write can end the wait.
+        assert.equal(binding.epollWait(epfd, out, 10_000), 1);
+        assert.deepEqual([...out], [7, 1]);
+        assert.equal(binding.eventfdRead(wakeFd), 1);
+        await ended;
+      }
+      assert.equal(binding.eventfdRead(wakeFd), -1, "one wake-up per transfer");
+    } finally {
+      ch.close();
+      binding.close(epfd);
+      binding.close(wakeFd);
+    }
+  });
+
+  it("takes no wakeFd (undefined or -1) or an fd; refuses other values", () => {
+    for (const wakeFd of [undefined, -1]) nullChannel(wakeFd).close();
+    for (const wakeFd of [-2, 1.5, 2 ** 31]) {
+      assert.throws(() => nullChannel(wakeFd), { code: "ERR_OUT_OF_RANGE" }, `wakeFd ${wakeFd}`);
+    }
+    assert.throws(() => nullChannel("3" as unknown as number), TypeError);
   });
 
   it("refuses transfers on a closed channel with ERR_I2C_CHANNEL_CLOSED; close is idempotent", () => {

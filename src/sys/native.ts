@@ -82,10 +82,17 @@ export interface NativeBinding {
   i2cSetSlave(fd: number, addr: number): void;
   /**
    * An I/O thread for the adapter open on `fd`, running one transfer at a time; `callback` is
-   * called on the main thread as each one ends (null, or an errno error with code and syscall).
-   * Only an in-flight transfer keeps the process alive.
+   * called on the opening thread's event loop as each one ends (null, or an errno error with code
+   * and syscall). Only an in-flight transfer keeps the process alive. `wakeFd` (an eventfd; -1 or
+   * left out: none) gets 1 added as each transfer ends, after the event loop was signalled: a
+   * thread blocked in epoll_wait on it learns that its loop has a callback to run. The caller keeps
+   * it open until the channel is closed.
    */
-  i2cChannelOpen(fd: number, callback: (err: Error | null) => void): I2cChannelHandle;
+  i2cChannelOpen(
+    fd: number,
+    callback: (err: Error | null) => void,
+    wakeFd?: number,
+  ): I2cChannelHandle;
   /**
    * One I2C_RDWR of `count` messages laid out in `exchange` (see I2C_EXCHANGE_HEADER); the bytes are
    * copied in now and back into `exchange` before the callback. Throws EBUSY while one runs.
