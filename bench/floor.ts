@@ -15,7 +15,6 @@
  */
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -123,10 +122,9 @@ export async function measureEventLoopFloor(
  */
 export function measureCFloor(placement: Placement, durationMs: number): FloorResult {
   const binary = join(C_FLOOR_DIR, "c-floor");
-  if (!existsSync(binary)) {
-    const make = spawnSync("make", ["-s", "-C", C_FLOOR_DIR], { encoding: "utf8" });
-    if (make.status !== 0) throw new Error(`building ${binary} failed: ${make.stderr}`);
-  }
+  // make decides: a binary older than its source (an update) is built again.
+  const make = spawnSync("make", ["-s", "-C", C_FLOOR_DIR], { encoding: "utf8" });
+  if (make.status !== 0) throw new Error(`building ${binary} failed: ${make.stderr}`);
   const { daemonCpu, frontendCpu } = placement;
   const args = [String(Math.round(durationMs))];
   const run =

@@ -26,7 +26,7 @@ import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
-import { type Logger, logSuppression } from "../log.js";
+import type { Logger } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
 import { type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
@@ -381,6 +381,7 @@ export async function startDaemon(
             ...(observability !== null && {
               stats: async () => ({
                 ...observability.stats(),
+                unobservedTransfers: running.unobservedTransfers,
                 logSuppressed: await running.logSuppressed(),
               }),
             }),

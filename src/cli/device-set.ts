@@ -32,8 +32,12 @@ export interface DeviceSetInit {
   readonly sockets: readonly number[];
   /** Lock directory for host devices (undefined: no locks, tests of other layers). */
   readonly lockDir: string | undefined;
-  /** Send each finished transfer to the main thread (tracing, capture or counters are on). */
-  readonly observe: boolean;
+  /**
+   * Send each finished transfer to the main thread (tracing, capture or counters are on): the
+   * batches in flight and the records left out are counted in it (TRANSFER_FLOW indexes), so a main
+   * thread that falls behind bounds what waits for it. Null: nobody observes.
+   */
+  readonly transferFlow: Int32Array | null;
 }
 
 export type DeviceSetRequest =
@@ -68,15 +72,19 @@ export interface DeviceSetBuild {
   readonly guests: readonly { socket: number; addresses: number[]; buses: string[] }[];
 }
 
-/** A batch of finished transfers (an event to the main thread), and how many were left out. */
+/** A batch of finished transfers (an event to the main thread). */
 export interface TransferBatch {
   readonly kind: "transfers";
   readonly records: readonly TransferRecord[];
-  readonly dropped: number;
 }
+
+/** Where DeviceSetInit.transferFlow counts: batches sent and not yet handled, records left out. */
+export const TRANSFER_FLOW = { batchesInFlight: 0, recordsDropped: 1, length: 2 } as const;
 
 /** Most transfer records held between two flushes: beyond it they are counted, not kept. */
 const MAX_BATCH = 4096;
+/** Most batches waiting for the main thread: while it has these, records wait (then are dropped). */
+const MAX_BATCHES_IN_FLIGHT = 16;
 
 interface Generation {
   readonly built: BuiltSockets;
@@ -84,19 +92,24 @@ interface Generation {
   retired: boolean;
 }
 
-/** Copies each record's data out of guest memory and sends them in one message per flush. */
+/**
+ * Copies each record's data out of guest memory and sends the records in one message per flush, never
+ * more than MAX_BATCHES_IN_FLIGHT messages ahead of the main thread: the data plane never waits for
+ * it, and what it cannot keep is counted (stats: unobservedTransfers).
+ */
 class ForwardingObserver implements TransferObserver {
   #records: TransferRecord[] = [];
-  #dropped = 0;
   readonly #emit: (event: unknown) => void;
+  readonly #flow: Int32Array;
 
-  constructor(emit: (event: unknown) => void) {
+  constructor(emit: (event: unknown) => void, flow: Int32Array) {
     this.#emit = emit;
+    this.#flow = flow;
   }
 
   transferDone(record: TransferRecord): void {
     if (this.#records.length >= MAX_BATCH) {
-      this.#dropped++;
+      Atomics.add(this.#flow, TRANSFER_FLOW.recordsDropped, 1);
       return;
     }
     // The data may be views of guest memory: only copies leave the thread.
@@ -104,14 +117,11 @@ class ForwardingObserver implements TransferObserver {
   }
 
   flush(): void {
-    if (this.#records.length === 0 && this.#dropped === 0) return;
-    const batch: TransferBatch = {
-      kind: "transfers",
-      records: this.#records,
-      dropped: this.#dropped,
-    };
+    if (this.#records.length === 0) return;
+    if (Atomics.load(this.#flow, TRANSFER_FLOW.batchesInFlight) >= MAX_BATCHES_IN_FLIGHT) return;
+    const batch: TransferBatch = { kind: "transfers", records: this.#records };
     this.#records = [];
-    this.#dropped = 0;
+    Atomics.add(this.#flow, TRANSFER_FLOW.batchesInFlight, 1);
     this.#emit(batch);
   }
 }
@@ -140,7 +150,8 @@ class DeviceSetHost implements DataPlaneHost {
     this.#logger = context.logger;
     this.#loopWakeFd = context.loopWakeFd;
     this.#pool = new ResourcePool(init.lockDir);
-    this.#observer = init.observe ? new ForwardingObserver(context.emit) : null;
+    this.#observer =
+      init.transferFlow === null ? null : new ForwardingObserver(context.emit, init.transferFlow);
   }
 
   createDevice(socket: number): VhostUserDevice {

@@ -16,11 +16,12 @@ import { VIRTIO_I2C_DEVICE_INFO } from "../i2c/virtio-i2c.js";
 import { type Logger, logSuppression, mergeSuppression, type SuppressionSnapshot } from "../log.js";
 import { DataPlane, type RingOptions } from "../vhost-user/data-plane.js";
 import type { RemoteDevice } from "../vhost-user/device.js";
-import type {
-  DeviceSetBuild,
-  DeviceSetInit,
-  DeviceSetRequest,
-  TransferBatch,
+import {
+  type DeviceSetBuild,
+  type DeviceSetInit,
+  type DeviceSetRequest,
+  TRANSFER_FLOW,
+  type TransferBatch,
 } from "./device-set.js";
 
 /** One device set: its sockets, its thread, and what its current generation holds. */
@@ -28,6 +29,8 @@ interface DeviceSet {
   readonly index: number;
   readonly sockets: readonly number[];
   readonly plane: DataPlane;
+  /** Shared with the set's thread (TRANSFER_FLOW); null when nobody observes transfers. */
+  readonly transferFlow: Int32Array | null;
   build: DeviceSetBuild | null;
 }
 
@@ -75,13 +78,21 @@ export class DeviceSets {
     options: DeviceSetsOptions,
   ): Promise<DeviceSets> {
     const partition = deviceSets(lists, socketCount);
+    const flows = partition.map(() =>
+      options.observer === null
+        ? null
+        : new Int32Array(
+            new SharedArrayBuffer(TRANSFER_FLOW.length * Int32Array.BYTES_PER_ELEMENT),
+          ),
+    );
     const started = await Promise.allSettled(
       partition.map((sockets, index) => {
+        const transferFlow = flows[index] ?? null;
         const init: DeviceSetInit = {
           name: `set${index}`,
           sockets,
           lockDir: options.lockDir,
-          observe: options.observer !== null,
+          transferFlow,
         };
         return DataPlane.start({
           hostModule: new URL("./device-set.js", import.meta.url),
@@ -91,6 +102,7 @@ export class DeviceSets {
             const batch = event as TransferBatch;
             if (batch.kind !== "transfers" || options.observer === null) return;
             for (const record of batch.records) options.observer.transferDone(record);
+            if (transferFlow !== null) Atomics.sub(transferFlow, TRANSFER_FLOW.batchesInFlight, 1);
           },
           onExit: (error) =>
             options.logger.error("a data-plane thread ended: its guests are not served", {
@@ -110,6 +122,7 @@ export class DeviceSets {
       index,
       sockets,
       plane: planes[index] as DataPlane,
+      transferFlow: flows[index] ?? null,
       build: null,
     }));
     const result = new DeviceSets(sets, socketCount, options);
@@ -223,6 +236,16 @@ export class DeviceSets {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Finished transfers no observer saw: the main thread fell too far behind (all sets). */
+  get unobservedTransfers(): number {
+    let dropped = 0;
+    for (const set of this.#sets) {
+      if (set.transferFlow !== null)
+        dropped += Atomics.load(set.transferFlow, TRANSFER_FLOW.recordsDropped);
+    }
+    return dropped;
   }
 
   /** Every set's count of rate-limited log lines left out, and the main thread's, summed. */
