@@ -306,13 +306,8 @@ async function startDaemon(
   const prefix = join(dir, `${name}-${placement.name}${program === undefined ? "" : "-ref"}.sock`);
   const nodeArgs =
     options.profile && program === undefined
-      ? [
-          "--cpu-prof",
-          "--cpu-prof-dir",
-          resolve(options.profile),
-          "--cpu-prof-name",
-          `${name}-${placement.name}.cpuprofile`,
-        ]
+      ? // One profile per thread (the main thread and each data-plane thread), in a directory per run.
+        ["--cpu-prof", "--cpu-prof-dir", join(resolve(options.profile), `${name}-${placement.name}`)]
       : [];
   const paths = Array.from({ length: sockets }, (_, i) => `${prefix}${i}`);
   // A reference daemon counts as started once its paths are sockets: none may be left from before.

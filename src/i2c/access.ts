@@ -83,6 +83,11 @@ export class GuardedBus implements I2cBus {
     return this.inner.name;
   }
 
+  /** The inner bus's: a refusal then answers at once too. */
+  get inlineNow(): boolean {
+    return this.synchronous || this.inner.inlineNow === true;
+  }
+
   /** Transfers handed to the inner bus and not settled yet. */
   get inFlight(): number {
     return this.#pending.size;
@@ -124,11 +129,11 @@ export class GuardedBus implements I2cBus {
   }
 
   /**
-   * "Nothing succeeded", in the inner bus's manner: a synchronous bus answers at once, an
-   * asynchronous one stays asynchronous (the device lends guest memory in place only to buses
-   * that declare themselves synchronous, and counts on the declaration holding).
+   * "Nothing succeeded", in the inner bus's manner: a synchronous bus (or one that runs transfers
+   * inline now) answers at once, an asynchronous one stays asynchronous (the device lends guest
+   * memory in place only to buses that say they complete before returning, and counts on it).
    */
   #refuse(): number | Promise<number> {
-    return this.synchronous ? 0 : Promise.resolve(0);
+    return this.inlineNow ? 0 : Promise.resolve(0);
   }
 }

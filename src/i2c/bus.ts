@@ -26,6 +26,12 @@ export interface I2cBus {
    */
   readonly synchronous: boolean;
   /**
+   * True when a transfer() called now returns a number, for a bus that is not `synchronous` but runs
+   * transfers inline at the moment (an adaptive host bus that found its adapter fast): its messages
+   * may then be views of guest memory too. Read it right before the call, with nothing in between.
+   */
+  readonly inlineNow?: boolean;
+  /**
    * Runs one transfer. Returns how many leading messages succeeded (`msgs.length` = all).
    * Emulated buses return synchronously; host buses a Promise, or a number for a transfer they ran
    * inline (HostBus completion modes).

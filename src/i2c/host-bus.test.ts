@@ -825,15 +825,18 @@ describe("HostBus adaptive completion (stub adapter, fake clock)", () => {
     const dev = new StubDev();
     const { bus, probe, take } = adaptiveBus([dev]);
     assert.equal(bus.synchronous, false, "it may return a Promise");
+    assert.equal(bus.inlineNow, false, "a new adapter starts on its I/O thread");
     take();
     dev.tookMs = 0.999;
     assert.deepEqual(await kinds(probe, 8), times(8, "promise"));
     assert.ok(
       take().some((l) => /^DEBUG fast adapter: transfers run inline .*fastInARow=8/.test(l)),
     );
+    assert.equal(bus.inlineNow, true, "the next transfer runs inline");
     assert.deepEqual(await kinds(probe, 5), times(5, "number"));
     dev.tookMs = 1;
     assert.equal(probe(), 1, "the slow one itself ran inline");
+    assert.equal(bus.inlineNow, false, "back on the I/O thread");
     const lines = take();
     assert.ok(
       lines.some((l) =>

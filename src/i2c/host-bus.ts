@@ -441,6 +441,13 @@ export class HostBus implements I2cBus {
    * success and 0 on any failure (an adapter reports no partial success): the number itself when
    * the transfer ran inline, else a Promise of it.
    */
+  /** The next transfer() runs inline: inline mode, or adaptive and fast, with nothing queued. */
+  get inlineNow(): boolean {
+    if (this.synchronous) return true;
+    const queue = this.#queue;
+    return this.#inline && !this.#closed && !queue.running && queue.waiting.length === 0;
+  }
+
   transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
     if (this.#closed) {
       this.#logger.warn("transfer on a closed adapter", { path: this.path });

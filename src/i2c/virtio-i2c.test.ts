@@ -668,6 +668,43 @@ describe("VirtioI2cDevice", () => {
     assert.deepEqual(guest.data(read), [0x33, 0x33, 0x33, 0x33]);
   });
 
+  it("lends guest memory in place to a bus that runs inline now, and fails one that then goes asynchronous", async () => {
+    const guest = new Guest();
+    const seen: Uint8Array[] = [];
+    let inlineNow = true;
+    let broken = false;
+    const adaptive: I2cBus = {
+      name: "adaptive",
+      synchronous: false,
+      get inlineNow() {
+        return inlineNow;
+      },
+      transfer(msgs) {
+        for (const m of msgs) {
+          seen.push(m.buf);
+          if (m.read) m.buf.fill(0x22);
+        }
+        return broken ? Promise.resolve(msgs.length) : msgs.length;
+      },
+      close() {},
+    };
+    const device = makeDevice([{ bus: adaptive, addrs: [0x20] }]);
+    const [read] = guest.submit([{ addr: 0x20, read: true, len: 4 }]) as [Submitted];
+    device.processQueue(0, guest.queue);
+    assert.deepEqual(guest.data(read), [0x22, 0x22, 0x22, 0x22]);
+    // In place: the bus wrote straight into guest memory, so its view and the guest's data are one.
+    seen[0]?.fill(0x44);
+    assert.deepEqual(guest.data(read), [0x44, 0x44, 0x44, 0x44], "the message was guest memory");
+
+    // It said "inline now" and returned a Promise anyway: the transfer fails at once, ERR.
+    broken = true;
+    guest.driver.publish(read.head);
+    device.processQueue(0, guest.queue);
+    assert.equal(guest.status(read), RequestStatus.ERR);
+    inlineNow = false;
+    await device.whenIdle(0);
+  });
+
   it("lends a reused guest buffer in place again, and never a view of memory the queue has left", () => {
     const guest = new Guest();
     let fill = 0;

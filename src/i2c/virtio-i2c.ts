@@ -293,11 +293,12 @@ export class VirtioI2cDevice implements VhostUserDevice {
       this.#complete(transfer, prepared, result, startedAt, busFailure);
       return false;
     }
-    if (bus.synchronous) {
-      // A broken promise: the bus was lent guest memory in place and the device's reusable
-      // messages. Whatever it does with them later, the chains go back now, failed, and once.
+    if (prepared === this.#prepared) {
+      // A broken promise: the bus said it completes before returning (synchronous, or inline now),
+      // so it was lent guest memory in place and the device's reusable messages. Whatever it does
+      // with them later, the chains go back now, failed, and once.
       result.then(undefined, IGNORE);
-      const reason = `bus ${bus.name} declares itself synchronous but returned a Promise`;
+      const reason = `bus ${bus.name} said it completes synchronously but returned a Promise`;
       this.#guestLogger.error("bus broke its synchronous contract, transfer failed", {
         bus: bus.name,
       });
@@ -378,7 +379,8 @@ export class VirtioI2cDevice implements VhostUserDevice {
       bus = target.bus;
     }
     if (!bus) return { index: 0, reason: "empty transfer" };
-    const inPlace = bus.synchronous;
+    // Read right before the bus is called (#start): nothing runs in between.
+    const inPlace = bus.synchronous || bus.inlineNow === true;
     const prepared = inPlace ? this.#reusablePrepared(bus, end - start) : newPrepared(bus);
     const memory = transfer.queue.memory;
     try {
