@@ -126,20 +126,37 @@ export function createLogger(
   context = "",
   style: LogStyle = PLAIN_STYLE,
 ): Logger {
+  return emittingLogger(
+    level,
+    (l, c, message, fields) => sink.write(formatLogLine(style, l, c, message, fields)),
+    context,
+  );
+}
+
+/** Where a line goes once its level let it through. */
+export type LineEmitter = (
+  level: LogLevel,
+  context: string,
+  message: string,
+  fields: LogFields | undefined,
+) => void;
+
+/** A Logger at `level` whose lines, and its children's, go to `emit` unformatted (another thread). */
+export function emittingLogger(level: LogLevel, emit: LineEmitter, context = ""): Logger {
   const rank = LOG_LEVELS.indexOf(level);
   const enabled = (l: LogLevel) => LOG_LEVELS.indexOf(l) <= rank;
-  const emit = (l: LogLevel) => (message: string, fields?: LogFields) => {
-    if (enabled(l)) sink.write(formatLogLine(style, l, context, message, fields));
+  const at = (l: LogLevel) => (message: string, fields?: LogFields) => {
+    if (enabled(l)) emit(l, context, message, fields);
   };
   return {
     level,
     enabled,
-    error: emit("error"),
-    warn: emit("warn"),
-    info: emit("info"),
-    debug: emit("debug"),
-    trace: emit("trace"),
-    child: (sub) => createLogger(level, sink, context ? `${context}/${sub}` : sub, style),
+    error: at("error"),
+    warn: at("warn"),
+    info: at("info"),
+    debug: at("debug"),
+    trace: at("trace"),
+    child: (sub) => emittingLogger(level, emit, context ? `${context}/${sub}` : sub),
   };
 }
 

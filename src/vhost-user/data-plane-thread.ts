@@ -12,8 +12,7 @@
  */
 
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import type { LogFields, Logger, LogLevel } from "../log.js";
-import { LOG_LEVELS } from "../log.js";
+import { emittingLogger, type Logger } from "../log.js";
 import { EPOLLIN, Epoll } from "../sys/epoll.js";
 import { EventFd } from "../sys/eventfd.js";
 import type { FromThread, RingMethod, ThreadInit, ToThread } from "./data-plane.js";
@@ -69,25 +68,6 @@ const port = init.port;
 
 function post(message: FromThread): void {
   port.postMessage(message);
-}
-
-/** A Logger whose lines go to the main thread, which writes them with its own logger. */
-function forwardingLogger(level: LogLevel, context: string): Logger {
-  const rank = LOG_LEVELS.indexOf(level);
-  const enabled = (l: LogLevel) => LOG_LEVELS.indexOf(l) <= rank;
-  const emit = (l: LogLevel) => (message: string, fields?: LogFields) => {
-    if (enabled(l)) post({ kind: "log", level: l, context, message, fields });
-  };
-  return {
-    level,
-    enabled,
-    error: emit("error"),
-    warn: emit("warn"),
-    info: emit("info"),
-    debug: emit("debug"),
-    trace: emit("trace"),
-    child: (sub) => forwardingLogger(level, context ? `${context}/${sub}` : sub),
-  };
 }
 
 /** Kick watches on the thread's epoll; `later` runs after the current batch. */
@@ -310,7 +290,10 @@ class DataPlaneThread {
 }
 
 async function main(): Promise<void> {
-  const logger = forwardingLogger(init.logLevel, "");
+  // Lines go to the main thread, which writes them with its own logger.
+  const logger = emittingLogger(init.logLevel, (level, context, message, fields) =>
+    post({ kind: "log", level, context, message, fields }),
+  );
   const loopWake = EventFd.create();
   let host: DataPlaneHost;
   try {
