@@ -94,3 +94,41 @@ describe("device sets: a stalled device set holds up no other", {
     );
   });
 });
+
+describe("device sets are fixed at start", () => {
+  const dir = makeTempDir();
+  after(() => dir.remove());
+
+  it("a reload that would group the sockets otherwise is refused; the current lists stay", async () => {
+    const config = `${dir.path}/sets.json`;
+    const eeprom = (address: string) => ({ bus: "sim", address, model: "24c02" });
+    writeFileSync(config, JSON.stringify({ devices: [eeprom("0x50")] }));
+    const prefix = `${dir.path}/fixed.sock`;
+    await withDaemon(
+      ["-s", prefix, "-c", "2", "--config", config],
+      [`${prefix}0`, `${prefix}1`],
+      async (daemon) => {
+        await daemon.waitForLog(/serving .*threads=1/);
+        // Socket 1 would get a list of its own: a second device set.
+        writeFileSync(
+          config,
+          JSON.stringify({
+            devices: [eeprom("0x50")],
+            sockets: { "1": { devices: [eeprom("0x51")] } },
+          }),
+        );
+        daemon.child.kill("SIGHUP");
+        await daemon.waitForLog(
+          /reload failed, keeping the current configuration .*groups the sockets into other device sets \(\{0\} \{1\} instead of \{0,1\}.*restart the daemon/,
+        );
+        const vm = await I2cGuest.connect(`${prefix}1`);
+        try {
+          assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
+          assert.equal((await vm.driver.transfer([{ addr: 0x51, read: 1 }])).ok, false);
+        } finally {
+          await vm.close();
+        }
+      },
+    );
+  });
+});
