@@ -307,7 +307,11 @@ async function startDaemon(
   const nodeArgs =
     options.profile && program === undefined
       ? // One profile per thread (the main thread and each data-plane thread), in a directory per run.
-        ["--cpu-prof", "--cpu-prof-dir", join(resolve(options.profile), `${name}-${placement.name}`)]
+        [
+          "--cpu-prof",
+          "--cpu-prof-dir",
+          join(resolve(options.profile), `${name}-${placement.name}`),
+        ]
       : [];
   const paths = Array.from({ length: sockets }, (_, i) => `${prefix}${i}`);
   // A reference daemon counts as started once its paths are sockets: none may be left from before.
