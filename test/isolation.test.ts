@@ -6,10 +6,11 @@
 // duration: B's 40 transfers behind A's would need A's adapter to run 40 times.
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
-import { makeTempDir, withDaemon } from "./helpers/daemon.js";
+import { exists, makeTempDir, startDaemon, withDaemon, withDaemonLog } from "./helpers/daemon.js";
 
 const STALL_US = 50_000;
 
@@ -130,5 +131,58 @@ describe("device sets are fixed at start", () => {
         }
       },
     );
+  });
+});
+
+describe("a data-plane thread that dies", () => {
+  const dir = makeTempDir();
+  after(() => dir.remove());
+
+  it("stops the daemon: every socket closed and removed, exit 1 naming the set and the error", async () => {
+    // A user model with a bug that surfaces later, in its thread: an uncaught error in a timer.
+    const module = join(dir.path, "faulty.mjs");
+    writeFileSync(
+      module,
+      `import { defineModel } from "vhost-device-i2c";
+export default defineModel({
+  name: "faulty",
+  description: "answers, then throws from a timer",
+  options: { type: "object", properties: {} },
+  create() {
+    setTimeout(() => { throw new Error("model bug in a timer"); }, 300);
+    return { targets: [{ start: () => true, write: () => true, read: (into) => into.fill(0), stop() {} }] };
+  },
+});
+`,
+    );
+    const config = join(dir.path, "faulty.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        sockets: {
+          "0": { devices: [{ bus: "sim", address: "0x20", module: "./faulty.mjs" }] },
+          "1": { devices: [{ bus: "sim", address: "0x50", model: "24c02" }] },
+        },
+      }),
+    );
+    const prefix = join(dir.path, "dies.sock");
+    const daemon = await startDaemon(
+      ["-s", prefix, "-c", "2", "--config", config],
+      [`${prefix}0`, `${prefix}1`],
+    );
+    try {
+      const status = await daemon.waitForExit();
+      assert.equal(status.code, 1, daemon.stderr);
+      assert.match(
+        daemon.stderr,
+        /the data-plane thread of device set 0 ended: .*model bug in a timer/,
+      );
+      assert.equal(exists(`${prefix}0`), false);
+      assert.equal(exists(`${prefix}1`), false, "the other set's socket closed too");
+    } catch (err) {
+      throw withDaemonLog(err, daemon);
+    } finally {
+      if (!daemon.hasExited) daemon.child.kill("SIGKILL");
+    }
   });
 });

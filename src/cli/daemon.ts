@@ -64,6 +64,7 @@ export type DaemonErrorCode =
   | "SOCKET_PERMISSIONS"
   | "SOCKET_INHERITED_BAD"
   | "BAD_CONFIG"
+  | "DATA_PLANE_FAILED"
   | PrivilegeError["code"];
 
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
@@ -114,6 +115,11 @@ export interface RunningDaemon {
    * data-plane thread is still stuck in a system call: only ending the process ends it.
    */
   stop(graceMs?: number): Promise<boolean>;
+  /**
+   * Rejects (DaemonError DATA_PLANE_FAILED) when a data-plane thread ends on its own: its guests are
+   * not served any more, so the daemon stops and exits with a failure for its service manager to see.
+   */
+  readonly failed: Promise<never>;
   /** Fails every in-flight transfer now (a second stop signal). */
   abort(): void;
   /** Stops serving at once: servers closed (socket files removed), connections dropped, adapters closed. */
@@ -292,6 +298,12 @@ export async function startDaemon(
 ): Promise<RunningDaemon> {
   const opened: Closable[] = [];
   let sets: DeviceSets | null = null;
+  let fail: (error: DaemonError) => void = () => {};
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  // Nobody waits for it before the daemon runs: a failure is not an unhandled rejection meanwhile.
+  failed.catch(() => undefined);
   /** Every distinct device of the configuration in use (the lists its sockets use). */
   let devices: readonly DeviceConfig[] = [];
 
@@ -310,6 +322,19 @@ export async function startDaemon(
       lockDir: lockDirectory(process.env, config.lockDir),
       allowUnsealedMemory: config.allowUnsealedMemory,
       observer: observability,
+      onThreadFailed: (set, error) => {
+        logger.error("a data-plane thread ended: its guests are not served; stopping", {
+          set,
+          error: error.message,
+        });
+        fail(
+          new DaemonError(
+            "DATA_PLANE_FAILED",
+            `the data-plane thread of device set ${set} ended: ${error.message}`,
+            { cause: error },
+          ),
+        );
+      },
     });
     sets = running;
     devices = devicesOf(lists, config.socketCount);
@@ -423,6 +448,7 @@ export async function startDaemon(
   };
   return {
     config,
+    failed,
     get devices() {
       return devices;
     },
@@ -515,7 +541,14 @@ export async function runDaemonUntilSignal(
     const running = await startDaemon(config, logger, options);
     daemon = running;
     options.onReady?.(running);
-    const signal = await stopSignal;
+    let signal: NodeJS.Signals;
+    try {
+      signal = await Promise.race([stopSignal, running.failed]);
+    } catch (error) {
+      // A data-plane thread died: stop serving everyone, then report it (exit 1).
+      await running.stop(0);
+      throw error;
+    }
     for (const name of STOP_SIGNALS) {
       process.removeAllListeners(name);
       process.on(name, () => running.abort());

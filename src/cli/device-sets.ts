@@ -39,6 +39,11 @@ export interface DeviceSetsOptions {
   readonly lockDir: string | undefined;
   /** Map guest memory not sealed against shrinking (--allow-unsealed-memory). */
   readonly allowUnsealedMemory: boolean;
+  /**
+   * A set's thread ended without being asked to (an uncaught error in a model, say): its guests are
+   * no longer served. Called once per thread.
+   */
+  readonly onThreadFailed: (set: number, error: Error) => void;
   /** Receives every finished transfer (null: nobody observes, the threads send none). */
   readonly observer: { transferDone(record: TransferRecord): void } | null;
 }
@@ -104,11 +109,7 @@ export class DeviceSets {
             for (const record of batch.records) options.observer.transferDone(record);
             if (transferFlow !== null) Atomics.sub(transferFlow, TRANSFER_FLOW.batchesInFlight, 1);
           },
-          onExit: (error) =>
-            options.logger.error("a data-plane thread ended: its guests are not served", {
-              set: index,
-              error: error.message,
-            }),
+          onExit: (error) => options.onThreadFailed(index, error),
         });
       }),
     );
