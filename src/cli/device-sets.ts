@@ -62,13 +62,12 @@ export class DeviceSets {
   readonly #ringOptions: RingOptions;
   #generation = 0;
 
-  private constructor(sets: DeviceSet[], socketCount: number, options: DeviceSetsOptions) {
+  private constructor(sets: DeviceSet[], options: DeviceSetsOptions) {
     this.#sets = sets;
     this.#logger = options.logger;
     this.#ringOptions = { allowUnsealedMemory: options.allowUnsealedMemory };
     this.#bySocket = [];
     for (const set of sets) for (const socket of set.sockets) this.#bySocket[socket] = set;
-    void socketCount;
   }
 
   /**
@@ -126,7 +125,7 @@ export class DeviceSets {
       transferFlow: flows[index] ?? null,
       build: null,
     }));
-    const result = new DeviceSets(sets, socketCount, options);
+    const result = new DeviceSets(sets, options);
     try {
       await result.#buildAll(lists, baseDir, socketCount);
     } catch (error) {

@@ -15,6 +15,7 @@ import { receiveMessageOnPort, workerData } from "node:worker_threads";
 import { emittingLogger, type Logger } from "../log.js";
 import { EPOLLIN, Epoll } from "../sys/epoll.js";
 import { EventFd } from "../sys/eventfd.js";
+import { closeFd } from "../sys/fd.js";
 import type { FromThread, RingMethod, ThreadInit, ToThread } from "./data-plane.js";
 import { toWire } from "./data-plane.js";
 import type { VhostUserDevice } from "./device.js";
@@ -251,8 +252,11 @@ class DataPlaneThread {
       }
       case "ring": {
         const connection = this.#connections.get(message.conn);
-        if (connection === undefined)
+        if (connection === undefined) {
+          // Its device could not be made: the fds that came with the request are still ours.
+          for (const fd of fdsOf(message.method, message.args)) closeQuietly(fd);
           throw new Error("no such connection in the data-plane thread");
+        }
         const method = connection.rings[message.method as RingMethod] as (
           this: RingControl,
           ...args: unknown[]
@@ -286,6 +290,22 @@ class DataPlaneThread {
     this.#loopWake.close();
     if (this.#stopId !== null) post({ kind: "reply", id: this.#stopId, value: undefined });
     port.close();
+  }
+}
+
+/** The fds a ring request hands over (RingControl: the callee owns them). */
+function fdsOf(method: RingMethod, args: readonly unknown[]): number[] {
+  if (method === "setMemTable") return [...(args[1] as readonly number[])];
+  if (method === "addMemRegion") return [args[1] as number];
+  if (method === "setVringFd") return [args[2] as number];
+  return [];
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeFd(fd);
+  } catch {
+    // Not open any more: nothing to release.
   }
 }
 

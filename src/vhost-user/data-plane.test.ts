@@ -5,6 +5,9 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { threadId } from "node:worker_threads";
 import { createLogger } from "../log.js";
+import { hasCode } from "../sys/errors.js";
+import { EventFd } from "../sys/eventfd.js";
+import { fileSeals } from "../sys/memfd.js";
 import {
   VIRTIO_F_RING_EVENT_IDX,
   VIRTIO_F_RING_PACKED,
@@ -130,5 +133,25 @@ describe("DataPlane", () => {
       DataPlane.start({ hostModule: HOST, hostInit: "fail", logger: capture().logger }),
       /the host cannot be built/,
     );
+  });
+
+  it("closes the fds of ring requests for a connection whose device could not be made", async () => {
+    const plane = await DataPlane.start({
+      hostModule: HOST,
+      hostInit: null,
+      logger: capture().logger,
+    });
+    try {
+      const rings = plane.device(7, INFO).rings;
+      const kick = EventFd.create();
+      const fd = kick.fd;
+      await assert.rejects(Promise.resolve(rings.setVringFd(0, "kick", fd)), /no such connection/);
+      assert.throws(
+        () => fileSeals(fd),
+        (error: unknown) => hasCode(error, "EBADF"),
+      );
+    } finally {
+      await plane.stop(2000);
+    }
   });
 });

@@ -16,10 +16,9 @@ import {
 } from "node:worker_threads";
 import type { LogFields, Logger, LogLevel } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
-import type { MemRegion, VringAddr } from "./codec.js";
 import type { RemoteDevice, VhostUserDeviceInfo } from "./device.js";
 import { BackendError, isBackendErrorCode } from "./errors.js";
-import type { LocalRingsOptions, RingControl, VringFdKind } from "./rings.js";
+import type { LocalRingsOptions, RingControl } from "./rings.js";
 
 /** A failure carried between threads as plain data. */
 export interface WireError {
@@ -224,35 +223,15 @@ export class DataPlane {
         this.#call({ id: 0, kind: "ring", conn, method, args }) as ReturnType<RingControl[M]>;
     const rings: RingControl = {
       setFeatures: ring("setFeatures"),
-      setMemTable: (regions: readonly MemRegion[], fds: readonly number[]) =>
-        this.#call({ id: 0, kind: "ring", conn, method: "setMemTable", args: [regions, fds] }).then(
-          () => undefined,
-        ),
+      setMemTable: ring("setMemTable"),
       addMemRegion: ring("addMemRegion"),
       removeMemRegion: ring("removeMemRegion"),
       setVringSize: ring("setVringSize"),
-      setVringAddr: (addr: VringAddr) =>
-        this.#call({ id: 0, kind: "ring", conn, method: "setVringAddr", args: [addr] }).then(
-          () => undefined,
-        ),
+      setVringAddr: ring("setVringAddr"),
       setVringBase: ring("setVringBase"),
-      setVringFd: (index: number, kind: VringFdKind, fd: number) =>
-        this.#call({
-          id: 0,
-          kind: "ring",
-          conn,
-          method: "setVringFd",
-          args: [index, kind, fd],
-        }).then(() => undefined),
+      setVringFd: ring("setVringFd"),
       setVringEnabled: ring("setVringEnabled"),
-      getVringBase: (index: number) =>
-        this.#call({
-          id: 0,
-          kind: "ring",
-          conn,
-          method: "getVringBase",
-          args: [index],
-        }) as Promise<number>,
+      getVringBase: ring("getVringBase"),
       reset: ring("reset"),
       close: () => this.#post({ id: 0, kind: "close", conn }),
     };

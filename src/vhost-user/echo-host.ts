@@ -1,6 +1,7 @@
 /**
  * A data-plane host for the layer's own tests (data-plane.test.ts): EchoDevices in the data-plane
- * thread; requests "connections" (how many devices were made) and "threadId" (where they run).
+ * thread (none for socket 7); requests "connections" (how many devices were made) and "threadId"
+ * (where they run).
  * @module
  */
 
@@ -13,6 +14,7 @@ export function createDataPlaneHost(init: unknown, context: DataPlaneContext): D
   let made = 0;
   return {
     createDevice(socket) {
+      if (socket === 7) throw new Error("no device for socket 7");
       made++;
       context.logger.info("device made", { socket });
       return new EchoDevice();
