@@ -15,8 +15,10 @@ import { resolve } from "node:path";
 import {
   type DeviceConfig,
   devicesFromGroups,
+  devicesOf,
   mergeDevices,
   type SocketDeviceLists,
+  socketIndexes,
 } from "../config/devices.js";
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
@@ -24,6 +26,7 @@ import { chipAccess } from "../control/chips.js";
 import { ControlServer } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
+import { hex } from "../i2c/bus.js";
 import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import type { Logger } from "../log.js";
@@ -274,19 +277,6 @@ function openSocket<T>(open: () => T): T {
   }
 }
 
-/** Resolves after `ms`, or when `promise` settles; true when it settled in time. */
-async function _settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<false>((resolveLate) => {
-    timer = setTimeout(() => resolveLate(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /**
  * Loads the device lists and user model modules, opens the buses (taking the host-device locks), then
  * serves every socket and the control socket. Throws DaemonError with nothing left open.
@@ -337,7 +327,7 @@ export async function startDaemon(
       },
     });
     sets = running;
-    devices = devicesOf(lists, config.socketCount);
+    devices = devicesOf(lists, socketIndexes(config.socketCount));
     const factory: VhostUserDeviceFactory = (socketIndex) => running.device(socketIndex);
     const access = socketAccess(config.socketMode, config.socketGroup, "--socket-group");
     const peers: PeerIds = {
@@ -460,7 +450,7 @@ export async function startDaemon(
       try {
         const { lists, baseDir } = collectDeviceLists(config, options);
         await deviceSets.reload(lists, baseDir, config.socketCount);
-        devices = devicesOf(lists, config.socketCount);
+        devices = devicesOf(lists, socketIndexes(config.socketCount));
       } catch (err) {
         logger.error("reload failed, keeping the current configuration", {
           error: err instanceof Error ? err.message : String(err),
@@ -485,21 +475,6 @@ export async function startDaemon(
     abort: () => deviceSets.abort(),
     close: () => void closeAsync(),
   };
-}
-
-/** Every distinct device the sockets of `lists` use: the default list if any socket uses it. */
-function devicesOf(lists: SocketDeviceLists, socketCount: number): DeviceConfig[] {
-  const usesDefault = Array.from({ length: socketCount }, (_, i) => i).some(
-    (i) => !lists.sockets.has(i),
-  );
-  return [
-    ...(usesDefault ? lists.defaults : []),
-    ...[...lists.sockets].sort(([a], [b]) => a - b).flatMap(([, list]) => list),
-  ];
-}
-
-function hex(addr: number): string {
-  return `0x${addr.toString(16).padStart(2, "0")}`;
 }
 
 const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;

@@ -13,6 +13,7 @@
 import {
   type BuiltSockets,
   buildSocketBuses,
+  devicesOf,
   ResourcePool,
   type SocketDeviceLists,
 } from "../config/devices.js";
@@ -234,11 +235,7 @@ class DeviceSetHost implements DataPlaneHost {
     socketCount: number,
   ): Promise<DeviceSetBuild> {
     const served = this.#init.sockets;
-    const used = [
-      ...(served.some((s) => !lists.sockets.has(s)) ? lists.defaults : []),
-      ...served.flatMap((s) => lists.sockets.get(s) ?? []),
-    ];
-    const modules = await loadModules(used, baseDir);
+    const modules = await loadModules(devicesOf(lists, served), baseDir);
     const built = buildSocketBuses(
       lists,
       socketCount,

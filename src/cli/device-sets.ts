@@ -11,6 +11,7 @@
 import { deviceSets, type SocketDeviceLists } from "../config/devices.js";
 import { ConfigError } from "../config/errors.js";
 import type { ChipDirectory, ChipReply, ChipRequest, ChipTransport } from "../control/chips.js";
+import { settlesWithin } from "../deadline.js";
 import type { TransferRecord } from "../i2c/observer.js";
 import { VIRTIO_I2C_DEVICE_INFO } from "../i2c/virtio-i2c.js";
 import { type Logger, logSuppression, mergeSuppression, type SuppressionSnapshot } from "../log.js";
@@ -221,21 +222,13 @@ export class DeviceSets {
   }
 
   /** Resolves true once no transfer is in flight in any set, false when `ms` passed first. */
-  async idle(ms: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolveLate) => {
-      timer = setTimeout(() => resolveLate(false), ms);
-    });
+  idle(ms: number): Promise<boolean> {
     const idle = Promise.all(
       this.#sets.map((set) =>
         set.plane.running ? set.plane.request({ kind: "idle" }).catch(() => undefined) : undefined,
       ),
-    ).then(() => true as const);
-    try {
-      return await Promise.race([idle, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    );
+    return settlesWithin(idle, ms);
   }
 
   /** Finished transfers no observer saw: the main thread fell too far behind (all sets). */

@@ -612,6 +612,22 @@ function chipKey(config: Extract<DeviceConfig, { kind: "sim" }>, scope: string):
   return `${config.shared ? "shared" : scope}|${what}`;
 }
 
+/** 0 .. count-1: every socket of a daemon serving `count`. */
+export function socketIndexes(count: number): number[] {
+  return Array.from({ length: count }, (_, i) => i);
+}
+
+/**
+ * Every device `sockets` use: the default list when one of them has no list of its own, then their
+ * own lists in socket order.
+ */
+export function devicesOf(lists: SocketDeviceLists, sockets: readonly number[]): DeviceConfig[] {
+  return [
+    ...(sockets.some((s) => !lists.sockets.has(s)) ? lists.defaults : []),
+    ...sockets.flatMap((s) => lists.sockets.get(s) ?? []),
+  ];
+}
+
 /** Device lists per socket: each socket's own list, else the default list. */
 export interface SocketDeviceLists {
   readonly defaults: readonly DeviceConfig[];
@@ -641,7 +657,7 @@ export function buildSocketBuses(
   lists: SocketDeviceLists,
   socketCount: number,
   context: BuildContext,
-  served: readonly number[] = Array.from({ length: socketCount }, (_, i) => i),
+  served: readonly number[] = socketIndexes(socketCount),
 ): BuiltSockets {
   for (const index of lists.sockets.keys()) {
     if (index >= socketCount) {
@@ -651,9 +667,7 @@ export function buildSocketBuses(
       );
     }
   }
-  const usesDefault = Array.from({ length: socketCount }, (_, i) => i).filter(
-    (i) => !lists.sockets.has(i),
-  );
+  const usesDefault = socketIndexes(socketCount).filter((i) => !lists.sockets.has(i));
   const all: { scope: string; devices: readonly DeviceConfig[]; sockets: number[] }[] = [];
   if (usesDefault.length > 0) {
     all.push({ scope: "default", devices: lists.defaults, sockets: usesDefault });

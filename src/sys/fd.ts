@@ -10,3 +10,12 @@ import { native } from "./native.js";
 export function closeFd(fd: number): void {
   sysCall("close", () => native().close(fd));
 }
+
+/** closeFd for an fd that may be closed already (a cleanup path): failures are ignored. */
+export function closeFdQuietly(fd: number): void {
+  try {
+    closeFd(fd);
+  } catch {
+    // Already closed or invalid: nothing left to release.
+  }
+}

@@ -15,7 +15,7 @@ import { receiveMessageOnPort, workerData } from "node:worker_threads";
 import { emittingLogger, type Logger } from "../log.js";
 import { EPOLLIN, Epoll } from "../sys/epoll.js";
 import { EventFd } from "../sys/eventfd.js";
-import { closeFd } from "../sys/fd.js";
+import { closeFdQuietly } from "../sys/fd.js";
 import type { FromThread, RingMethod, ThreadInit, ToThread } from "./data-plane.js";
 import { toWire } from "./data-plane.js";
 import type { VhostUserDevice } from "./device.js";
@@ -254,7 +254,7 @@ class DataPlaneThread {
         const connection = this.#connections.get(message.conn);
         if (connection === undefined) {
           // Its device could not be made: the fds that came with the request are still ours.
-          for (const fd of fdsOf(message.method, message.args)) closeQuietly(fd);
+          for (const fd of fdsOf(message.method, message.args)) closeFdQuietly(fd);
           throw new Error("no such connection in the data-plane thread");
         }
         const method = connection.rings[message.method as RingMethod] as (
@@ -299,14 +299,6 @@ function fdsOf(method: RingMethod, args: readonly unknown[]): number[] {
   if (method === "addMemRegion") return [args[1] as number];
   if (method === "setVringFd") return [args[2] as number];
   return [];
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeFd(fd);
-  } catch {
-    // Not open any more: nothing to release.
-  }
 }
 
 async function main(): Promise<void> {

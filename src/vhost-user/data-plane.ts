@@ -14,6 +14,7 @@ import {
   receiveMessageOnPort,
   Worker,
 } from "node:worker_threads";
+import { settlesWithin } from "../deadline.js";
 import type { LogFields, Logger, LogLevel } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
 import type { RemoteDevice, VhostUserDeviceInfo } from "./device.js";
@@ -261,12 +262,7 @@ export class DataPlane {
       this.#stopping = true;
       this.#call({ id: 0, kind: "stop" }).catch(() => undefined);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolveLate) => {
-      timer = setTimeout(() => resolveLate(false), timeoutMs);
-    });
-    const ended = await Promise.race([this.#exit.then(() => true as const), late]);
-    clearTimeout(timer);
+    const ended = await settlesWithin(this.#exit, timeoutMs);
     if (ended) this.#wake.close();
     else DataPlane.#stuck++;
     return ended;

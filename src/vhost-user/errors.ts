@@ -4,19 +4,14 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
+
 export type BackendErrorCode =
   | "UNSUPPORTED" // request not implemented: error reply, connection kept
   | "EINVAL" // request refused: error reply, connection kept
   | "EPROTO"; // protocol violation: the connection is closed
 
-export class BackendError extends Error {
-  readonly code: BackendErrorCode;
-  constructor(code: BackendErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "BackendError";
-    this.code = code;
-  }
-}
+export class BackendError extends CodedError<BackendErrorCode> {}
 
 export function isBackendErrorCode(code: unknown): code is BackendErrorCode {
   return code === "UNSUPPORTED" || code === "EINVAL" || code === "EPROTO";

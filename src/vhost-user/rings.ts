@@ -10,7 +10,7 @@
 
 import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
-import { closeFd } from "../sys/fd.js";
+import { closeFdQuietly } from "../sys/fd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { Mapping } from "../sys/mapping.js";
 import { fileSeals, SEAL } from "../sys/memfd.js";
@@ -166,10 +166,10 @@ export class LocalRings implements RingControl {
       this.#replaceMemory(mapped);
     } catch (error) {
       for (const m of mapped) m.mapping.close();
-      for (let i = next + 1; i < fds.length; i++) closeQuietly(fds[i] as number);
+      for (let i = next + 1; i < fds.length; i++) closeFdQuietly(fds[i] as number);
       throw asRequestFailure(error, "SET_MEM_TABLE");
     }
-    for (let i = regions.length; i < fds.length; i++) closeQuietly(fds[i] as number);
+    for (let i = regions.length; i < fds.length; i++) closeFdQuietly(fds[i] as number);
     const old = this.#regions;
     this.#regions = mapped;
     for (const m of old) m.mapping.close();
@@ -177,7 +177,7 @@ export class LocalRings implements RingControl {
 
   addMemRegion(region: MemRegion, fd: number): void {
     if (this.#regions.length >= (this.#options.maxMemSlots ?? MAX_MEM_SLOTS)) {
-      closeQuietly(fd);
+      closeFdQuietly(fd);
       throw new BackendError("EINVAL", "ADD_MEM_REG: no free memory slot");
     }
     let added: MappedRegion | undefined;
@@ -220,7 +220,7 @@ export class LocalRings implements RingControl {
       }
       return { region, mapping: Mapping.map(fd, 0, region.mmapOffset + region.size, true) };
     } finally {
-      closeQuietly(fd);
+      closeFdQuietly(fd);
     }
   }
 
@@ -551,14 +551,6 @@ function regionBacking(m: MappedRegion): RegionBacking {
     view: (offset, length) => m.mapping.view(m.region.mmapOffset + offset, length),
     close: () => undefined,
   };
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeFd(fd);
-  } catch {
-    // Already closed or invalid: nothing left to release.
-  }
 }
 
 function asRequestFailure(error: unknown, what: string): BackendError {
