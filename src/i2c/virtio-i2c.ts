@@ -229,6 +229,10 @@ export class VirtioI2cDevice implements VhostUserDevice {
     return pass;
   }
 
+  isIdle(_index: number): boolean {
+    return this.#order.idle;
+  }
+
   whenIdle(_index: number): Promise<void> {
     return this.#order.whenIdle();
   }

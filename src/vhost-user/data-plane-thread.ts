@@ -77,6 +77,7 @@ class EpollScheduler implements RingScheduler {
   readonly #watches = new Map<number, () => void>();
   #nextData = 1;
   #later: { fn: () => void; cancelled: boolean }[] = [];
+  #turnLoop = false;
 
   constructor(epoll: Epoll) {
     this.#epoll = epoll;
@@ -103,6 +104,17 @@ class EpollScheduler implements RingScheduler {
         }
       },
     };
+  }
+
+  turnLoop(): void {
+    this.#turnLoop = true;
+  }
+
+  /** Whether a device asked for a turn of the event loop since the last call. */
+  takeTurn(): boolean {
+    const turn = this.#turnLoop;
+    this.#turnLoop = false;
+    return turn;
   }
 
   later(fn: () => void): { cancel(): void } {
@@ -175,6 +187,7 @@ class DataPlaneThread {
         }
       }
       this.#scheduler.runLater();
+      if (this.#scheduler.takeTurn()) turnLoop = true;
       this.#flush();
       if (this.#stopId !== null && this.#pending === 0) {
         this.#finish();

@@ -38,6 +38,11 @@ export interface VhostUserDevice extends VhostUserDeviceInfo {
   setFeatures(features: bigint): void;
   /** Pop, handle, push used, notify. Called on a kick and when a ring becomes runnable. */
   processQueue(index: number, queue: DeviceQueue): QueuePass;
+  /**
+   * False while a chain of queue `index` waits for asynchronous work (a Promise): a thread that runs
+   * the rings then lets its event loop turn, so that work can complete. Absent: never waits.
+   */
+  isIdle?(index: number): boolean;
   /** Resolves when no chain of queue `index` is in flight (GET_VRING_BASE waits for it). */
   whenIdle(index: number): Promise<void>;
   /** The connection is gone or the driver reset the device. */

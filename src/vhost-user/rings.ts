@@ -65,6 +65,12 @@ export interface RingScheduler {
   watch(fd: number, onReadable: () => void): { close(): void };
   /** Runs `fn` once, after what is ready now (other rings, the control plane) was served. */
   later(fn: () => void): { cancel(): void };
+  /**
+   * A device left work waiting for a Promise: the thread's event loop must run after what is ready
+   * now (a thread that blocks in epoll otherwise waits until its next wake-up). Absent: the loop
+   * turns anyway.
+   */
+  turnLoop?(): void;
 }
 
 /** The main thread's scheduler: libuv poll handles and setImmediate. */
@@ -495,6 +501,7 @@ export class LocalRings implements RingControl {
         else if (stayEnabled) break;
         else stayEnabled = true;
       }
+      if (this.#device.isIdle?.(vring.index) === false) this.#scheduler.turnLoop?.();
     } catch (error) {
       const why = error instanceof VirtqueueError ? "broken ring" : "device failure";
       this.#logger.error(`vring stopped: ${why}`, { index: vring.index, error: String(error) });
