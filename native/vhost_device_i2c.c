@@ -2036,26 +2036,64 @@ static napi_value js_datagram_bind(napi_env env, napi_callback_info info) {
 
 /* datagramSend(path, buf): one datagram from a fresh unbound socket; returns the bytes sent. */
 static napi_value js_datagram_send(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
+  napi_value argv[3];
+  size_t argc = 3;
   struct sockaddr_un addr;
   socklen_t addr_len;
   uint8_t* data;
   size_t len;
-  if (!get_args(env, info, 2, argv) ||
-      !fill_sockaddr(env, argv[0], &addr, &addr_len, "sendto", true) ||
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) return throw_type(env, "datagramSend(path, buf[, fds])");
+  if (!fill_sockaddr(env, argv[0], &addr, &addr_len, "sendto", true) ||
       !get_u8(env, argv[1], "buf", &data, &len)) {
     return NULL;
+  }
+  uint32_t count = 0;
+  if (argc >= 3 && !get_array(env, argv[2], "fds must be an array", &count)) return NULL;
+  if (count > SEND_MAX_FDS) return throw_range(env, "at most 253 fds per message");
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(SEND_MAX_FDS * sizeof(int))];
+  } control;
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr msg;
+  init_msghdr(&msg, &iov, NULL, 0);
+  msg.msg_name = &addr;
+  msg.msg_namelen = addr_len;
+  if (count > 0) {
+    memset(control.buf, 0, sizeof control.buf);
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(count * sizeof(int));
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value element;
+      int passed;
+      if (napi_get_element(env, argv[2], i, &element) != napi_ok || !get_fd(env, element, &passed)) {
+        return NULL;
+      }
+      memcpy(CMSG_DATA(c) + i * sizeof(int), &passed, sizeof passed);
+    }
   }
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   ssize_t n;
   do {
-    n = sendto(fd, data, len, MSG_NOSIGNAL, (struct sockaddr*)&addr, addr_len);
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   int err = errno;
   close(fd);
   if (n < 0) return throw_errno(env, "sendto", err);
   return make_int(env, n);
+}
+
+/* dup(fd): a new close-on-exec fd for the same open file. */
+static napi_value js_dup(napi_env env, napi_callback_info info) {
+  int fd;
+  if (!get_only_fd(env, info, &fd)) return NULL;
+  return fd_or_throw(env, fcntl(fd, F_DUPFD_CLOEXEC, 3), "fcntl");
 }
 
 /* datagramRecv(fd, buf): one datagram into buf; its length (truncated to buf), or -1 when none. */
@@ -2137,6 +2175,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", NULL, js_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramBind", NULL, js_datagram_bind, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramSend", NULL, js_datagram_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dup", NULL, js_dup, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramRecv", NULL, js_datagram_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketInfo", NULL, js_socket_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketPeerCred", NULL, js_socket_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -23,7 +23,7 @@ import {
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
 import { chipAccess } from "../control/chips.js";
-import { ControlServer } from "../control/server.js";
+import { type ControlHandover, ControlServer } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
 import { hex } from "../i2c/bus.js";
@@ -32,12 +32,18 @@ import { HostBusError } from "../i2c/host-bus.js";
 import type { Logger } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
 import { ServiceManagerError } from "../sys/service-manager.js";
-import { type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
+import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
 import { DeviceSets } from "./device-sets.js";
+import {
+  closeHandover,
+  type DaemonHandover,
+  type SocketHandover,
+  startSuccessor,
+} from "./handover.js";
 import {
   dropPrivileges,
   GROUP_FILE,
@@ -68,6 +74,7 @@ export type DaemonErrorCode =
   | "SOCKET_INHERITED_BAD"
   | "BAD_CONFIG"
   | "DATA_PLANE_FAILED"
+  | "HANDOVER_FAILED"
   | PrivilegeError["code"];
 
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
@@ -127,6 +134,12 @@ export interface RunningDaemon {
   abort(): void;
   /** Stops serving at once: servers closed (socket files removed), connections dropped, adapters closed. */
   close(): void;
+  /**
+   * Gives everything up for a successor: accepting stops, each front-end is handed over once its
+   * chains in flight are done (their rings stopped where they stand), the device sets close
+   * (backing files written, host adapters and locks released). Resolves what to hand over.
+   */
+  handOver(): Promise<DaemonHandover>;
 }
 
 interface Closable {
@@ -206,6 +219,12 @@ function openObservability(config: DaemonConfig, logger: Logger): Observability 
 export interface StartOptions {
   /** Adapter name → number for "bus" names in the config file (default: the sysfs lookup). */
   readonly resolveAdapter?: (name: string) => number;
+  /**
+   * Sockets and connections a predecessor handed over (or this process, after a handover that
+   * failed): served as they stand instead of new ones. `commit` (a successor) is awaited once the
+   * devices are up, before anything is served: it resolves when the predecessor has let go.
+   */
+  readonly handover?: { readonly handover: DaemonHandover; readonly commit?: () => Promise<void> };
 }
 
 /**
@@ -287,6 +306,18 @@ export async function startDaemon(
   options: StartOptions = {},
 ): Promise<RunningDaemon> {
   const opened: Closable[] = [];
+  /** The vhost-user sockets by index, and the control socket: what a handover gives up. */
+  const hosts: { index: number; host: VhostUserClient | VhostUserServer }[] = [];
+  let control: ControlServer | null = null;
+  const handedOver = options.handover?.handover;
+  /** Handed-over sockets not served (yet): closed, and their files removed, if nothing takes them. */
+  const unclaimed = new Set(handedOver?.sockets ?? []);
+  let unclaimedControl = handedOver?.control ?? null;
+  /**
+   * Whether this process may remove files handed over: not while a predecessor may still take them
+   * back (a successor that fails before "go" leaves everything as it was).
+   */
+  let mayRemoveFiles = options.handover?.commit === undefined;
   let sets: DeviceSets | null = null;
   let fail: (error: DaemonError) => void = () => {};
   const failed = new Promise<never>((_, reject) => {
@@ -327,6 +358,15 @@ export async function startDaemon(
       },
     });
     sets = running;
+    if (options.handover?.commit !== undefined) {
+      try {
+        await options.handover.commit();
+        mayRemoveFiles = true;
+      } catch (error) {
+        throw new DaemonError("HANDOVER_FAILED", (error as Error).message, { cause: error });
+      }
+      logger.info("took over from the predecessor");
+    }
     devices = devicesOf(lists, socketIndexes(config.socketCount));
     const factory: VhostUserDeviceFactory = (socketIndex) => running.device(socketIndex);
     const access = socketAccess(config.socketMode, config.socketGroup, "--socket-group");
@@ -348,7 +388,31 @@ export async function startDaemon(
       };
       let host: VhostUserClient | VhostUserServer;
       const inheritedFd = config.socketFds?.[index];
-      if (config.clientMode) {
+      const handed = handedOver?.sockets.find(
+        (socket) =>
+          socket.index === index &&
+          (socket.kind === "server"
+            ? !config.clientMode &&
+              (socket.server.path === path || socket.server.listener === inheritedFd)
+            : config.clientMode && socket.path === path),
+      );
+      if (handed !== undefined) unclaimed.delete(handed);
+      if (handed?.kind === "client") {
+        options.logger.info("serving the VMM connection handed over", { path });
+        host = openSocket(
+          () =>
+            new VhostUserClient(path, index, factory, {
+              ...options,
+              retryMs: CLIENT_RETRY_MS,
+              unsafePath: config.clientUnsafePath,
+              ...(handed.connection !== null && { resumed: handed.connection }),
+            }),
+        );
+      } else if (handed?.kind === "server") {
+        host = openSocket(() =>
+          VhostUserServer.resume(handed.server, index, factory, { ...options, access }),
+        );
+      } else if (config.clientMode) {
         options.logger.info("connecting to the VMM", { path });
         host = openSocket(
           () =>
@@ -374,7 +438,10 @@ export async function startDaemon(
         options.logger.info("front-ends admitted", { allowed: host.peers.describe() });
       }
       opened.push(host);
+      hosts.push({ index, host });
     });
+    for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
+    unclaimed.clear();
     if (config.controlSocket !== undefined) {
       const path = resolve(config.controlSocket);
       // Its own access: options meant for the VMM's sockets never open the control socket.
@@ -385,25 +452,31 @@ export async function startDaemon(
       );
       // Asked at every command: after a reload it serves the current configuration's devices.
       const chips = chipAccess(running.chips);
-      opened.push(
-        openSocket(() =>
-          ControlServer.listen(path, chips, {
-            logger: logger.child("control"),
-            access: controlAccess,
-            ...(config.controlIdleTimeoutMs !== undefined && {
-              idleTimeoutMs: config.controlIdleTimeoutMs,
-            }),
-            ...(observability !== null && {
-              stats: async () => ({
-                ...observability.stats(),
-                unobservedTransfers: running.unobservedTransfers,
-                logSuppressed: await running.logSuppressed(),
-              }),
-            }),
+      const controlOptions = {
+        logger: logger.child("control"),
+        access: controlAccess,
+        ...(config.controlIdleTimeoutMs !== undefined && {
+          idleTimeoutMs: config.controlIdleTimeoutMs,
+        }),
+        ...(observability !== null && {
+          stats: async () => ({
+            ...observability.stats(),
+            unobservedTransfers: running.unobservedTransfers,
+            logSuppressed: await running.logSuppressed(),
           }),
-        ),
+        }),
+      };
+      const handedControl = unclaimedControl?.path === path ? unclaimedControl : null;
+      if (handedControl !== null) unclaimedControl = null;
+      control = openSocket(() =>
+        handedControl !== null
+          ? ControlServer.resume(handedControl, chips, controlOptions)
+          : ControlServer.listen(path, chips, controlOptions),
       );
+      opened.push(control);
     }
+    if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
+    unclaimedControl = null;
     if (identity !== undefined) {
       // Everything that needs root is open: adapters, locks, sockets, trace and backing files.
       dropPrivileges(identity);
@@ -423,6 +496,8 @@ export async function startDaemon(
     });
   } catch (err) {
     closeAll(opened, logger);
+    for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
+    if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
     await sets?.close(SET_STOP_MS);
     throw asDaemonError(err);
   }
@@ -474,15 +549,56 @@ export async function startDaemon(
     },
     abort: () => deviceSets.abort(),
     close: () => void closeAsync(),
+    async handOver() {
+      closed = true;
+      const sockets = await Promise.all(
+        hosts.map(async ({ index, host }): Promise<SocketHandover> => {
+          if (host instanceof VhostUserServer) {
+            return { index, kind: "server", server: await host.handOver() };
+          }
+          return { index, kind: "client", path: host.path, connection: await host.handOver() };
+        }),
+      );
+      const controlHandover = control?.handOver() ?? null;
+      // The successor opens them again: trace files, host adapters, locks, backing files.
+      closeAll(opened, logger);
+      await deviceSets.close(SET_STOP_MS);
+      return { sockets, control: controlHandover };
+    },
   };
 }
 
-const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
+/** A socket handed over that this process does not serve: closed, and its file removed if ours. */
+function releaseUnclaimed(
+  socket: SocketHandover | ControlHandover,
+  logger: Logger,
+  removeFile: boolean,
+): void {
+  if (!("kind" in socket)) {
+    closeHandover({ sockets: [], control: socket });
+    if (removeFile) removeSocketFile(socket.path);
+    return;
+  }
+  const path = socket.kind === "server" ? socket.server.path : socket.path;
+  if (removeFile) {
+    logger.info("a socket handed over is not in the configuration any more: closing it", { path });
+  }
+  closeHandover({ sockets: [socket], control: null });
+  if (removeFile && socket.kind === "server" && socket.server.ownsFile) removeSocketFile(path);
+}
 
-/**
- * Starts the daemon and resolves once SIGTERM or SIGINT has stopped it gracefully (a second stop
- * signal fails in-flight transfers at once). SIGHUP reloads the config file.
- */
+function removeSocketFile(path: string): void {
+  try {
+    SocketFile.existing(path).remove();
+  } catch {
+    // Gone already, or not a socket any more: nothing of ours to remove.
+  }
+}
+
+const STOP_SIGNALS = ["SIGTERM", "SIGINT"] as const;
+/** Asks the daemon to hand over to a successor started from the installed program. */
+export const HANDOVER_SIGNAL = "SIGUSR2";
+
 /** Moments a service manager is told about (main.ts sends them as sd_notify states). */
 export interface LifecycleHooks {
   /** Every socket is served: the daemon is ready for VMMs. */
@@ -492,8 +608,15 @@ export interface LifecycleHooks {
   readonly onReloaded?: (inUse: boolean) => void;
   /** A stop signal arrived: transfers are being finished. */
   readonly onStopping?: () => void;
+  /** A successor (pid) is prepared and about to serve: it is the daemon's main process from now on. */
+  readonly onHandedOver?: (pid: number) => void;
 }
 
+/**
+ * Starts the daemon and resolves once SIGTERM or SIGINT has stopped it gracefully (a second stop
+ * signal fails in-flight transfers at once), or once a successor has taken over (SIGUSR2). SIGHUP
+ * reloads the config file. A successor that fails to take over leaves this process serving on.
+ */
 export async function runDaemonUntilSignal(
   config: DaemonConfig,
   logger: Logger,
@@ -505,34 +628,69 @@ export async function runDaemonUntilSignal(
     for (const name of STOP_SIGNALS) process.once(name, () => resolveSignal(name));
   });
   let daemon: RunningDaemon | null = null;
+  let handing = false;
   const onHangup = () => {
-    if (daemon === null) return; // still starting: the configuration being loaded is the new one
+    if (daemon === null || handing) return; // still starting: the configuration being loaded is the new one
     logger.info("SIGHUP: reloading the configuration");
     options.onReloading?.();
     void daemon.reload().then((inUse) => options.onReloaded?.(inUse));
   };
+  let requestHandover = () => {};
+  const onHandoverSignal = () => {
+    if (daemon === null || handing) {
+      logger.info(`${HANDOVER_SIGNAL}: not now (starting, or a handover is under way)`);
+      return;
+    }
+    requestHandover();
+  };
   process.on("SIGHUP", onHangup);
+  process.on(HANDOVER_SIGNAL, onHandoverSignal);
+  let startOptions: StartOptions = options;
   try {
-    const running = await startDaemon(config, logger, options);
-    daemon = running;
-    options.onReady?.(running);
-    let signal: NodeJS.Signals;
-    try {
-      signal = await Promise.race([stopSignal, running.failed]);
-    } catch (error) {
-      // A data-plane thread died: stop serving everyone, then report it (exit 1).
-      await running.stop(0);
-      throw error;
+    for (;;) {
+      const handoverRequested = new Promise<"handover">((resolveRequest) => {
+        requestHandover = () => resolveRequest("handover");
+      });
+      const running = await startDaemon(config, logger, startOptions);
+      daemon = running;
+      options.onReady?.(running);
+      let event: NodeJS.Signals | "handover";
+      try {
+        event = await Promise.race([stopSignal, running.failed, handoverRequested]);
+      } catch (error) {
+        // A data-plane thread died: stop serving everyone, then report it (exit 1).
+        await running.stop(0);
+        throw error;
+      }
+      if (event === "handover") {
+        handing = true;
+        logger.info(`${HANDOVER_SIGNAL}: handing over to a successor`);
+        const handover = await running.handOver();
+        const result = await startSuccessor(handover, {
+          logger,
+          ...(options.onHandedOver !== undefined && { beforeGo: options.onHandedOver }),
+        });
+        if (result.ok) {
+          logger.info("handed over: the successor serves every socket", { pid: result.pid });
+          return true;
+        }
+        // Serve again from what was handed over, as a successor would.
+        daemon = null;
+        startOptions = { ...options, handover: { handover } };
+        handing = false;
+        continue;
+      }
+      for (const name of STOP_SIGNALS) {
+        process.removeAllListeners(name);
+        process.on(name, () => running.abort());
+      }
+      logger.info("stopping", { signal: event });
+      options.onStopping?.();
+      return await running.stop();
     }
-    for (const name of STOP_SIGNALS) {
-      process.removeAllListeners(name);
-      process.on(name, () => running.abort());
-    }
-    logger.info("stopping", { signal });
-    options.onStopping?.();
-    return await running.stop();
   } finally {
     process.removeListener("SIGHUP", onHangup);
+    process.removeListener(HANDOVER_SIGNAL, onHandoverSignal);
     for (const name of STOP_SIGNALS) process.removeAllListeners(name);
   }
 }

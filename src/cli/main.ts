@@ -27,6 +27,7 @@ import {
 import { DataPlane } from "../vhost-user/data-plane.js";
 import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
 import { DaemonError, type LifecycleHooks, runDaemonUntilSignal } from "./daemon.js";
+import { type DaemonHandover, type ReceivedHandover, receiveHandover } from "./handover.js";
 
 const PROGRAM = "vhost-device-i2c";
 
@@ -79,14 +80,26 @@ function serviceNotifier(config: DaemonConfig, logger: Logger): LifecycleHooks {
     onReloaded: (inUse) =>
       notify(`READY=1\n${inUse ? serving : `${serving} (reload failed: configuration kept)`}`),
     onStopping: () => notify("STOPPING=1\nSTATUS=stopping: finishing transfers"),
+    onHandedOver: (pid) => notify(`MAINPID=${pid}\nSTATUS=handed over to pid ${pid}`),
   };
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
   let inherited: InheritedFds | null;
   let command: ReturnType<typeof parseCommandLine>;
+  let received: ReceivedHandover | null;
+  const badStates: string[] = [];
   try {
-    inherited = inheritedFds(process.env, process.pid);
+    received = receiveHandover(process.env, (index, error) =>
+      badStates.push(`socket ${index}: ${error.message}`),
+    );
+  } catch (err) {
+    return fail(EXIT_FAILURE, err instanceof Error ? err.message : String(err), false);
+  }
+  try {
+    // A predecessor started by socket activation hands its sockets over as systemd passed them.
+    inherited = received !== null ? activatedSockets(received.handover) : null;
+    inherited ??= inheritedFds(process.env, process.pid);
     command = parseCommandLine(argv, {
       resolveAdapter: (name) => resolveAdapter(name),
       ...(inherited !== null && { inheritedFds: inherited.fds }),
@@ -115,6 +128,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const { config } = command;
   const logger = createLogger(config.logLevel, process.stderr, "", logStyle(config));
+  for (const bad of badStates) {
+    logger.error("a connection handed over has a state that cannot be used: it is closed", {
+      detail: bad,
+    });
+  }
   if (inherited !== null && config.socketFds === inherited.fds) {
     logger.info("serving sockets passed by the service manager", {
       fds: inherited.fds.join(","),
@@ -125,6 +143,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     await runDaemonUntilSignal(config, logger, {
       resolveAdapter: (name) => resolveAdapter(name),
       ...serviceNotifier(config, logger),
+      ...(received !== null && { handover: received }),
     });
     return EXIT_OK;
   } catch (err) {
@@ -134,6 +153,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
     return fail(EXIT_FAILURE, `unexpected failure: ${detail}`, false);
   }
+}
+
+/** The listening sockets of a handover that came from socket activation ("fd:N"), in socket order. */
+function activatedSockets(handover: DaemonHandover): InheritedFds | null {
+  const servers = handover.sockets
+    .flatMap((socket) =>
+      socket.kind === "server" ? [{ index: socket.index, ...socket.server }] : [],
+    )
+    .sort((a, b) => a.index - b.index);
+  if (servers.length === 0 || !servers.every((server) => server.path.startsWith("fd:")))
+    return null;
+  return { fds: servers.map((server) => server.listener), names: [] };
 }
 
 // Exit explicitly: after a stop nothing may keep the process alive (stderr is synchronous on pipes

@@ -12,7 +12,7 @@
 
 import { createServer, type Server, type Socket } from "node:net";
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
-import { closeFd } from "../sys/fd.js";
+import { closeFd, dupFd } from "../sys/fd.js";
 import { socketPeerCredentials } from "../sys/peer-credentials.js";
 import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import {
@@ -439,6 +439,12 @@ class ControlConnection {
   }
 }
 
+/** A control socket as one process hands it to the next. */
+export interface ControlHandover {
+  readonly path: string;
+  readonly listener: number;
+}
+
 /**
  * The control socket of a running daemon. At most `maxClients` clients at once; when full, a
  * connection from the daemon's own uid or root (the operator) takes the place of the longest-idle
@@ -449,6 +455,8 @@ export class ControlServer {
   readonly path: string;
   readonly #server: Server;
   readonly #file: SocketFile;
+  /** The listening socket (Node serves it; a handover passes a copy on). */
+  readonly #fd: number;
   readonly #clients = new Set<ControlConnection>();
   readonly #logger: Logger;
   readonly #stats: StatsSource | undefined;
@@ -464,11 +472,13 @@ export class ControlServer {
     path: string,
     server: Server,
     file: SocketFile,
+    fd: number,
     options: ControlServerOptions,
   ) {
     this.path = path;
     this.#server = server;
     this.#file = file;
+    this.#fd = fd;
     this.#logger = options.logger ?? silentLogger;
     this.#stats = options.stats;
     this.#maxClients = options.maxClients ?? DEFAULT_MAX_CLIENTS;
@@ -488,10 +498,36 @@ export class ControlServer {
     chips: ChipAccess,
     options: ControlServerOptions = {},
   ): ControlServer {
-    const logger = options.logger ?? silentLogger;
     const { fd, file } = SocketFile.listen(path, options.access ?? DEFAULT_ACCESS);
+    return ControlServer.#serve(path, fd, file, chips, options);
+  }
+
+  /** Serves the listening socket of a control socket a predecessor handed over, file and all. */
+  static resume(
+    handed: ControlHandover,
+    chips: ChipAccess,
+    options: ControlServerOptions = {},
+  ): ControlServer {
+    let file: SocketFile;
+    try {
+      file = SocketFile.existing(handed.path);
+    } catch (error) {
+      closeFd(handed.listener);
+      throw error;
+    }
+    return ControlServer.#serve(handed.path, handed.listener, file, chips, options);
+  }
+
+  static #serve(
+    path: string,
+    fd: number,
+    file: SocketFile,
+    chips: ChipAccess,
+    options: ControlServerOptions,
+  ): ControlServer {
+    const logger = options.logger ?? silentLogger;
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false });
-    const control = new ControlServer(path, server, file, options);
+    const control = new ControlServer(path, server, file, fd, options);
     server.on("connection", (socket) => control.#accept(socket, chips));
     server.on("error", (error) => logger.error("control socket failed", { error: error.message }));
     // Node serves the listening fd; it never binds or removes the file itself.
@@ -509,6 +545,21 @@ export class ControlServer {
   /** Clients connected now. */
   get clientCount(): number {
     return this.#clients.size;
+  }
+
+  /**
+   * For a handover: stops serving (clients disconnected) and gives a copy of the listening socket
+   * up, its file left in place for the successor.
+   */
+  handOver(): ControlHandover {
+    if (this.#closed) throw new Error("the control socket is closed");
+    const listener = dupFd(this.#fd);
+    this.#closed = true;
+    this.#server.close();
+    for (const client of this.#clients) client.destroy();
+    this.#clients.clear();
+    this.#file.forget();
+    return { path: this.path, listener };
   }
 
   /** Stops listening, disconnects every client and removes the socket file. Idempotent. */

@@ -77,6 +77,13 @@ export class EventFd {
     closeFd(fd);
   }
 
+  /** Gives the fd up without closing it (a handover); -1 when already closed. */
+  release(): number {
+    const fd = this.#fd;
+    this.#fd = -1;
+    return fd;
+  }
+
   #checkOpen(syscall: string): number {
     if (this.#fd < 0) throw closedError(syscall);
     return this.#fd;

@@ -1,5 +1,5 @@
 /**
- * closeFd: closes an fd the caller owns, whoever opened it (the addon, a peer over SCM_RIGHTS). Node's
+ * closeFd and dupFd: closes an fd the caller owns, whoever opened it (the addon, a peer over SCM_RIGHTS). Node's
  * fs.closeSync is not used for them: in a worker thread it warns about fds fs did not open itself.
  * @module
  */
@@ -18,4 +18,9 @@ export function closeFdQuietly(fd: number): void {
   } catch {
     // Already closed or invalid: nothing left to release.
   }
+}
+
+/** A second fd (close-on-exec) for the open file of `fd`: one owner can keep it as another closes. */
+export function dupFd(fd: number): number {
+  return sysCall("fcntl", () => native().dup(fd));
 }

@@ -142,8 +142,10 @@ export interface NativeBinding {
   flock(fd: number, op: number): boolean;
   /** A nonblocking AF_UNIX SOCK_DGRAM socket bound to `path` ("@name": abstract). */
   datagramBind(path: string): number;
-  /** One datagram to `path` ("@name": abstract) from a fresh socket; the bytes sent. */
-  datagramSend(path: string, buf: Uint8Array): number;
+  /** One datagram to `path` ("@name": abstract) from a fresh socket, `fds` attached (SCM_RIGHTS). */
+  datagramSend(path: string, buf: Uint8Array, fds?: readonly number[]): number;
+  /** fcntl(F_DUPFD_CLOEXEC): a new fd for the same open file. */
+  dup(fd: number): number;
   /** One datagram into `buf` (cut to its length): its length, or -1 when none is waiting. */
   datagramRecv(fd: number, buf: Uint8Array): number;
   /** getsockopt: [SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN]. */

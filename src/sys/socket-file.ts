@@ -351,6 +351,26 @@ export class SocketFile {
   }
 
   /**
+   * The socket file at `path` that a predecessor created and handed over with its listening socket:
+   * removed at the end under the same rule. Throws SocketFileError ENOENT when no socket is there.
+   */
+  static existing(path: string): SocketFile {
+    const { dir, name } = openSocketDirectory(path);
+    const stat = dir.stat(name);
+    if (stat === null || !stat.isSocket) {
+      dir.close();
+      throw new SocketFileError("ENOENT", path, `${path} is no longer a socket file`);
+    }
+    return new SocketFile(path, dir, name, stat);
+  }
+
+  /** Gives the file up without removing it (its socket goes on in another process). */
+  forget(): void {
+    this.#dir?.close();
+    this.#dir = null;
+  }
+
+  /**
    * Removes the file if it is still the inode created (a file someone else put at the path stays)
    * and releases the directory. Returns whether it was removed; later calls return false.
    */

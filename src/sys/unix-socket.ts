@@ -114,6 +114,13 @@ export class UnixStream {
     closeFd(fd);
   }
 
+  /** Gives the fd up without closing it (a handover); -1 when already closed. */
+  release(): number {
+    const fd = this.#fd;
+    this.#fd = -1;
+    return fd;
+  }
+
   #checkOpen(syscall: string): number {
     if (this.#fd < 0) throw closedError(syscall);
     return this.#fd;
@@ -170,5 +177,12 @@ export class UnixListener {
     if (fd < 0) return;
     this.#fd = -1;
     closeFd(fd);
+  }
+
+  /** Gives the fd up without closing it (a handover); -1 when already closed. */
+  release(): number {
+    const fd = this.#fd;
+    this.#fd = -1;
+    return fd;
   }
 }

@@ -12,6 +12,7 @@
 
 import { type Logger, silentLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
+import { closeFdQuietly } from "../sys/fd.js";
 import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_RING_EVENT_IDX,
@@ -45,6 +46,7 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
 } from "./protocol.js";
 import { LocalRings, type RingControl, type VringFdKind } from "./rings.js";
+import type { ConnectionState, RingsState } from "./state.js";
 
 export { BackendError, type BackendErrorCode } from "./errors.js";
 
@@ -97,6 +99,8 @@ export class BackendConnection {
   /** Set on a protocol violation or disconnect: nothing is processed after it. */
   private broken = false;
   private released = false;
+  /** A restore in progress: messages wait for it. */
+  private restoring: Promise<void> | null = null;
 
   /**
    * A VhostUserDevice runs its queues in this thread (LocalRings); a RemoteDevice brings the rings
@@ -116,6 +120,92 @@ export class BackendConnection {
               allowUnsealedMemory: options.allowUnsealedMemory,
             }),
           });
+  }
+
+  /**
+   * Takes over a connection another process handed over (or this one, after a handover that failed):
+   * the protocol state as it was, and the rings rebuilt through the same RingControl calls the
+   * front-end's messages made. Messages that arrive meanwhile wait for it. Rejects (fds closed)
+   * when the rings refuse the state; the caller then closes the connection.
+   */
+  restore(state: Omit<ConnectionState, "socket" | "socketIndex">): Promise<void> {
+    const restoring = this.#restore(state);
+    this.restoring = restoring.then(
+      () => {
+        this.restoring = null;
+      },
+      () => {
+        // Nothing more is served on a connection whose state was refused.
+        this.broken = true;
+      },
+    );
+    return restoring;
+  }
+
+  async #restore(state: Omit<ConnectionState, "socket" | "socketIndex">): Promise<void> {
+    this.ackedFeatures = state.features;
+    this.ackedProtocolFeatures = state.protocolFeatures;
+    this.status = state.status;
+    this.ownerSet = state.ownerSet;
+    if (state.backendReqFd !== null) this.backendReqFd = EventFd.adopt(state.backendReqFd);
+    const rings = state.rings;
+    let given = 0;
+    const fds = fdsOfRings(rings);
+    try {
+      await this.rings.setFeatures(rings.features);
+      // Each call below owns the fds it is given, whatever it does.
+      const regionFds = rings.regions.map(({ fd }) => fd);
+      given += regionFds.length;
+      if (rings.regions.length > 0) {
+        await this.rings.setMemTable(
+          rings.regions.map(({ region }) => region),
+          regionFds,
+        );
+      }
+      for (const vring of rings.vrings) {
+        this.checkVring(vring.index);
+        if (vring.size > 0) await this.rings.setVringSize(vring.index, vring.size);
+        if (vring.addr !== null) await this.rings.setVringAddr(vring.addr);
+        if (vring.base !== null) await this.rings.setVringBase(vring.index, vring.base);
+        for (const kind of ["call", "err"] as const) {
+          const fd = vring[kind];
+          if (fd === null) continue;
+          given++;
+          await this.rings.setVringFd(vring.index, kind, fd);
+        }
+        await this.rings.setVringEnabled(vring.index, vring.enabled);
+        if (vring.kick !== null) {
+          given++;
+          this.kickGiven = true;
+          await this.rings.setVringFd(vring.index, "kick", vring.kick);
+        }
+      }
+    } catch (error) {
+      for (const fd of fds.slice(given)) closeFdQuietly(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Gives the connection up for a handover: the rings stop once their chains in flight are done and
+   * hand their state and fds over; nothing more is processed here, and no fd is closed. The caller
+   * has stopped reading the channel.
+   */
+  async handOver(): Promise<Omit<ConnectionState, "socket" | "socketIndex">> {
+    if (this.released) throw new BackendError("EINVAL", "the connection has ended");
+    this.released = true;
+    this.broken = true;
+    const rings: RingsState = await this.rings.handOver();
+    const backendReqFd = this.backendReqFd?.release() ?? null;
+    this.backendReqFd = null;
+    return {
+      features: this.ackedFeatures,
+      protocolFeatures: this.ackedProtocolFeatures,
+      status: this.status,
+      ownerSet: this.ownerSet,
+      backendReqFd,
+      rings,
+    };
   }
 
   /** Binds the connection to its channel; the channel's handlers call `handle` and `disconnect`. */
@@ -158,6 +248,7 @@ export class BackendConnection {
   /** Handles one message (MessageChannel's onMessage). A promise pauses the channel until it settles. */
   handle(message: Message): void | Promise<void> {
     if (this.broken) return;
+    if (this.restoring !== null) return this.restoring.then(() => this.handle(message));
     const { header } = message;
     const needReply = (header.flags & HeaderFlag.NEED_REPLY) !== 0;
     if (this.logger.enabled("trace")) {
@@ -455,6 +546,15 @@ export class BackendConnection {
       this.logger.error(`${what} failed`, { error: String(error) });
     }
   }
+}
+
+/** The fds of a rings state in the order restore hands them to the rings. */
+function fdsOfRings(rings: RingsState): number[] {
+  const fds = rings.regions.map(({ fd }) => fd);
+  for (const vring of rings.vrings) {
+    for (const fd of [vring.call, vring.err, vring.kick]) if (fd !== null) fds.push(fd);
+  }
+  return fds;
 }
 
 /** A RingControl result as a dispatch result: nothing to reply, maybe later. */

@@ -118,6 +118,8 @@ export class MessageChannel {
   private sendDeadline: NodeJS.Timeout | null = null;
   private busy = false;
   private closed = false;
+  /** A release waits for the message boundary (release). */
+  private releasing: { resolve(fd: number): void; reject(error: Error): void } | null = null;
 
   /** Takes ownership of `stream` and starts reading from it. */
   constructor(
@@ -168,6 +170,35 @@ export class MessageChannel {
     this.shutdown({ kind: "local", why });
   }
 
+  /**
+   * Stops reading at the next message boundary, once no handler runs and everything queued was sent,
+   * and gives the socket up (open: a handover passes it on) without calling onClose. What the peer
+   * sends meanwhile stays in the socket for the next owner. Rejects when the channel closes first.
+   */
+  release(): Promise<number> {
+    if (this.closed) return Promise.reject(new Error("the channel is closed"));
+    if (this.releasing !== null) return Promise.reject(new Error("already being released"));
+    const released = new Promise<number>((resolve, reject) => {
+      this.releasing = { resolve, reject };
+    });
+    this.releaseIfIdle();
+    return released;
+  }
+
+  /** Completes a pending release when the channel stands between two messages with nothing to send. */
+  private releaseIfIdle(): boolean {
+    const releasing = this.releasing;
+    if (releasing === null || this.closed || this.busy || this.outgoing.length > 0) return false;
+    if (this.state.phase !== "header" || this.state.filled !== 0 || this.pendingFds.length > 0) {
+      return false;
+    }
+    this.releasing = null;
+    this.closed = true;
+    this.watcher.close();
+    releasing.resolve(this.stream.release());
+    return true;
+  }
+
   /** Sends what the socket takes, in order; called on send and whenever the socket has room. */
   private flush(): void {
     while (!this.closed && this.outgoing.length > 0) {
@@ -187,10 +218,12 @@ export class MessageChannel {
       this.outgoing.shift();
       this.unsentBytes -= out.bytes.byteLength;
     }
-    if (this.sendDeadline === null) return;
-    clearTimeout(this.sendDeadline);
-    this.sendDeadline = null;
-    this.updateWatch();
+    if (this.sendDeadline !== null) {
+      clearTimeout(this.sendDeadline);
+      this.sendDeadline = null;
+      this.updateWatch();
+    }
+    this.releaseIfIdle();
   }
 
   private missedSendDeadline(): void {
@@ -212,6 +245,7 @@ export class MessageChannel {
   /** Reads until the socket has nothing more, a handler goes async, output waits, or it closes. */
   private readAvailable(): void {
     while (!this.closed && !this.busy && this.outgoing.length === 0) {
+      if (this.releaseIfIdle()) return;
       let n: number;
       const want = this.wantedBytes();
       try {
@@ -303,6 +337,7 @@ export class MessageChannel {
   private resume(message: Message): void {
     this.closeFds(message.fds.drain());
     this.busy = false;
+    if (this.releaseIfIdle()) return;
     // Level-triggered: anything already queued fires the watcher again.
     this.updateWatch();
   }
@@ -332,6 +367,8 @@ export class MessageChannel {
     } catch (error) {
       this.logger.warn("closing the socket failed", { error: String(error) });
     }
+    this.releasing?.reject(new Error("the channel closed before it could be released"));
+    this.releasing = null;
     this.handlers.onClose(reason);
   }
 }

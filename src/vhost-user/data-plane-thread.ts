@@ -270,6 +270,14 @@ class DataPlaneThread {
           for (const fd of fdsOf(message.method, message.args)) closeFdQuietly(fd);
           throw new Error("no such connection in the data-plane thread");
         }
+        if (message.method === "handOver") {
+          // The connection goes on in another process: forget it here without closing its fds.
+          return connection.rings.handOver().then((state) => {
+            this.#connections.delete(message.conn);
+            this.#host.releaseDevice?.(connection.device);
+            return state;
+          });
+        }
         const method = connection.rings[message.method as RingMethod] as (
           this: RingControl,
           ...args: unknown[]

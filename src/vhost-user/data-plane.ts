@@ -234,6 +234,7 @@ export class DataPlane {
       setVringEnabled: ring("setVringEnabled"),
       getVringBase: ring("getVringBase"),
       reset: ring("reset"),
+      handOver: ring("handOver"),
       close: () => this.#post({ id: 0, kind: "close", conn }),
     };
     return {

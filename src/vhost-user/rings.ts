@@ -28,6 +28,7 @@ import type { MemRegion, VringAddr } from "./codec.js";
 import type { VhostUserDevice } from "./device.js";
 import { BackendError } from "./errors.js";
 import { MAX_MEM_SLOTS, VHOST_USER_F_PROTOCOL_FEATURES } from "./protocol.js";
+import type { RingsState } from "./state.js";
 
 const PROTOCOL_FEATURES_BIT = 1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES);
 
@@ -55,6 +56,12 @@ export interface RingControl {
   getVringBase(index: number): number | Promise<number>;
   /** Every ring stopped and forgotten, the device reset (RESET_OWNER, status 0). */
   reset(): void | Promise<void>;
+  /**
+   * For a handover to another process: stops every ring, waits for the chains in flight, and gives
+   * up the state with its fds (open, now the caller's). The rings are closed after it, the device
+   * reset; nothing the front-end shares is touched (no used element, no notification).
+   */
+  handOver(): RingsState | Promise<RingsState>;
   /** The connection is gone: rings stopped, fds closed, memory unmapped, the device reset. */
   close(): void;
 }
@@ -102,6 +109,13 @@ export interface LocalRingsOptions {
 interface MappedRegion {
   readonly region: MemRegion;
   readonly mapping: Mapping;
+  /** Kept open for a handover; closed with the mapping. */
+  readonly fd: number;
+}
+
+function unmapRegion(m: MappedRegion): void {
+  m.mapping.close();
+  closeFdQuietly(m.fd);
 }
 
 /** Per-ring state from the vring messages, plus the running queue. */
@@ -171,14 +185,14 @@ export class LocalRings implements RingControl {
       }
       this.#replaceMemory(mapped);
     } catch (error) {
-      for (const m of mapped) m.mapping.close();
+      for (const m of mapped) unmapRegion(m);
       for (let i = next + 1; i < fds.length; i++) closeFdQuietly(fds[i] as number);
       throw asRequestFailure(error, "SET_MEM_TABLE");
     }
     for (let i = regions.length; i < fds.length; i++) closeFdQuietly(fds[i] as number);
     const old = this.#regions;
     this.#regions = mapped;
-    for (const m of old) m.mapping.close();
+    for (const m of old) unmapRegion(m);
   }
 
   addMemRegion(region: MemRegion, fd: number): void {
@@ -191,7 +205,7 @@ export class LocalRings implements RingControl {
       added = this.#mapRegion(region, fd);
       this.#replaceMemory([...this.#regions, added]);
     } catch (error) {
-      added?.mapping.close();
+      if (added !== undefined) unmapRegion(added);
       throw asRequestFailure(error, "ADD_MEM_REG");
     }
     this.#regions = [...this.#regions, added];
@@ -208,11 +222,12 @@ export class LocalRings implements RingControl {
     const kept = this.#regions.filter((m) => m !== victim);
     this.#replaceMemory(kept);
     this.#regions = kept;
-    victim.mapping.close();
+    unmapRegion(victim);
   }
 
   /**
-   * Maps `size + mmap_offset` bytes from file offset 0 (as libvhost-user does) and closes the fd.
+   * Maps `size + mmap_offset` bytes from file offset 0 (as libvhost-user does); the fd stays open
+   * with the mapping (a handover passes it on), and is closed when the mapping fails.
    * The seal is checked before the size: seals are never removed, so a file sealed against shrinking
    * keeps the size Mapping.map checks for as long as we map it.
    */
@@ -224,9 +239,10 @@ export class LocalRings implements RingControl {
           `guest memory at 0x${region.guestPhysAddr.toString(16)}: its fd is not sealed against shrinking (F_SEAL_SHRINK; QEMU: memory-backend-memfd, seal=on)`,
         );
       }
-      return { region, mapping: Mapping.map(fd, 0, region.mmapOffset + region.size, true) };
-    } finally {
+      return { region, mapping: Mapping.map(fd, 0, region.mmapOffset + region.size, true), fd };
+    } catch (error) {
       closeFdQuietly(fd);
+      throw error;
     }
   }
 
@@ -271,7 +287,7 @@ export class LocalRings implements RingControl {
 
   #unmapMemory(): void {
     this.#memory = null;
-    for (const m of this.#regions) m.mapping.close();
+    for (const m of this.#regions) unmapRegion(m);
     this.#regions = [];
   }
 
@@ -350,6 +366,39 @@ export class LocalRings implements RingControl {
     this.#resetRings();
     this.#unmapMemory();
     this.#safely("device reset", () => this.#device.reset());
+  }
+
+  async handOver(): Promise<RingsState> {
+    if (this.#closed) throw new BackendError("EINVAL", "the rings are closed");
+    // No kick and no scheduled pass from here on; chains in flight finish into the rings.
+    this.#closed = true;
+    for (const vring of this.#vrings) this.#stopWatching(vring);
+    await Promise.all(this.#vrings.map((vring) => this.#device.whenIdle(vring.index)));
+    const vrings = this.#vrings.map((vring) => {
+      if (vring.queue !== null) vring.base = vringBase(vring.queue);
+      // A broken ring stays stopped until the front-end starts it again: it goes without its kick.
+      const started = vring.started && !vring.broken;
+      const state = {
+        index: vring.index,
+        size: vring.size,
+        addr: vring.addr,
+        base: vring.base,
+        enabled: vring.enabled,
+        kick: started ? (vring.kick?.release() ?? null) : null,
+        call: vring.call?.release() ?? null,
+        err: vring.err?.release() ?? null,
+      };
+      return state;
+    });
+    const regions = this.#regions.map((m) => {
+      m.mapping.close();
+      return { region: m.region, fd: m.fd };
+    });
+    this.#regions = [];
+    this.#memory = null;
+    this.#resetRings();
+    this.#safely("device reset", () => this.#device.reset());
+    return { features: this.#features, regions, vrings };
   }
 
   /** RING_PACKED negotiated: packed rings. */

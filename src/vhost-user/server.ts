@@ -14,6 +14,7 @@
 import { EventEmitter } from "node:events";
 import { type LogFields, type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
+import { closeFd, closeFdQuietly } from "../sys/fd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import type { PeerCredentials } from "../sys/peer-credentials.js";
 import { type PeerIds, PeerPolicy, peerFields } from "../sys/peer-policy.js";
@@ -30,6 +31,7 @@ import { UnixListener, UnixStream } from "../sys/unix-socket.js";
 import { BackendConnection, type BackendOptions } from "./backend.js";
 import { MessageChannel } from "./connection.js";
 import type { VhostUserDeviceFactory } from "./device.js";
+import { type ConnectionState, fdsOfState } from "./state.js";
 
 export interface SessionOptions {
   logger?: Logger;
@@ -117,7 +119,60 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     return this.session !== null;
   }
 
-  protected startSession(stream: UnixStream, peer: PeerCredentials): void {
+  /**
+   * Gives the connected front-end up for a handover: reading stops between two messages, the rings
+   * stop once their chains in flight are done, and the socket and the state come back with every fd
+   * open. Null when no front-end is connected, or when it left meanwhile.
+   */
+  async handOverSession(): Promise<ConnectionState | null> {
+    const session = this.session;
+    if (session === null) return null;
+    this.clearHandshakeTimer();
+    let socket: number;
+    try {
+      socket = await session.channel.release();
+    } catch {
+      return null;
+    }
+    this.session = null;
+    try {
+      const state = await session.backend.handOver();
+      return { ...state, socket, socketIndex: this.socketIndex };
+    } catch (error) {
+      this.sessionLog.error("cannot hand the front-end over: disconnecting it", {
+        error: String(error),
+      });
+      closeFd(socket);
+      return null;
+    }
+  }
+
+  /**
+   * Serves a front-end handed over by a predecessor (or by this process, after a handover that
+   * failed): its socket and rings resume where they stood. A state the rings refuse closes that
+   * connection alone (the front-end sees a disconnect).
+   */
+  protected resumeSession(state: ConnectionState): void {
+    let stream: UnixStream;
+    let peer: PeerCredentials;
+    try {
+      stream = UnixStream.adopt(state.socket);
+      peer = stream.peerCredentials();
+    } catch (error) {
+      this.sessionLog.error("cannot resume a front-end handed over", { error: String(error) });
+      closeFdQuietly(state.socket);
+      for (const fd of fdsOfState(state).slice(1)) closeFdQuietly(fd);
+      this.sessionEnded();
+      return;
+    }
+    this.startSession(stream, peer, state);
+  }
+
+  protected startSession(
+    stream: UnixStream,
+    peer: PeerCredentials,
+    resumed?: ConnectionState,
+  ): void {
     let backend: BackendConnection;
     try {
       backend = new BackendConnection(this.factory(this.socketIndex), {
@@ -127,6 +182,7 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     } catch (error) {
       this.sessionLog.error("cannot create the device for a connection", { error: String(error) });
       stream.close();
+      if (resumed !== undefined) for (const fd of fdsOfState(resumed).slice(1)) closeFdQuietly(fd);
       this.sessionEnded();
       return;
     }
@@ -146,6 +202,17 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     );
     backend.attach(channel);
     this.session = { backend, channel };
+    if (resumed !== undefined) {
+      this.sessionLog.info("front-end resumed", peerFields(peer));
+      backend.restore(resumed).catch((error: unknown) => {
+        this.sessionLog.error("the state handed over does not fit: disconnecting the front-end", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+        channel.close("state handed over refused");
+      });
+      this.emit("connect", backend);
+      return;
+    }
     this.sessionLog.info("front-end connected", peerFields(peer));
     if (this.handshakeTimeoutMs > 0 && !channel.isClosed) {
       this.handshakeTimer = setTimeout(() => this.handshakeExpired(), this.handshakeTimeoutMs);
@@ -184,6 +251,17 @@ interface Listener {
   readonly fd: number;
   accept(): UnixStream | null;
   close(): void;
+  release(): number;
+}
+
+/** A server's listening socket (and front-end) as one process hands them to the next. */
+export interface ListenerHandover {
+  /** The socket file ("fd:N" for one a service manager passed). */
+  readonly path: string;
+  readonly listener: number;
+  /** The daemon created the file (the last owner removes it). */
+  readonly ownsFile: boolean;
+  readonly connection: ConnectionState | null;
 }
 
 export interface ServerOptions extends SessionOptions {
@@ -275,6 +353,63 @@ export class VhostUserServer extends SessionHost {
     return new VhostUserServer(path, listener, null, peers, socketIndex, factory, options);
   }
 
+  /**
+   * Serves a listening socket handed over by a predecessor, with the front-end it had (if any).
+   * `ownsFile`: the predecessor created the socket file, so this server removes it at the end.
+   */
+  static resume(
+    handed: ListenerHandover,
+    socketIndex: number,
+    factory: VhostUserDeviceFactory,
+    options: ServerOptions = {},
+  ): VhostUserServer {
+    const listener = UnixListener.adopt(handed.listener, handed.path);
+    try {
+      const file = handed.ownsFile ? SocketFile.existing(handed.path) : null;
+      const peers = PeerPolicy.forSocketFile(
+        file?.stat ?? boundSocketFile(listener.fd),
+        options.peers,
+      );
+      (options.logger ?? silentLogger).info("listening on a socket handed over", {
+        path: handed.path,
+      });
+      const server = new VhostUserServer(
+        handed.path,
+        listener,
+        file,
+        peers,
+        socketIndex,
+        factory,
+        options,
+      );
+      if (handed.connection !== null) server.resumeSession(handed.connection);
+      return server;
+    } catch (error) {
+      listener.close();
+      if (handed.connection !== null)
+        for (const fd of fdsOfState(handed.connection)) closeFdQuietly(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Gives everything up for a handover: accepting stops, the front-end (if any) is handed over, and
+   * the listening socket comes back open with its file left in place.
+   */
+  async handOver(): Promise<ListenerHandover> {
+    if (this.closed) throw new Error("the server is closed");
+    this.closed = true;
+    this.watcher.close();
+    const connection = await this.handOverSession();
+    this.file?.forget();
+    return {
+      path: this.path,
+      listener: this.listener.release(),
+      ownsFile: this.file !== null,
+      connection,
+    };
+  }
+
   /** Stops listening, drops the connection and removes the socket file it created. Idempotent. */
   close(): void {
     if (this.closed) return;
@@ -352,6 +487,8 @@ export interface ClientOptions extends SessionOptions {
    * symbolic link. The peer check still applies.
    */
   unsafePath?: boolean;
+  /** A connection handed over by a predecessor: served at once instead of connecting. */
+  resumed?: ConnectionState;
 }
 
 /**
@@ -384,7 +521,17 @@ export class VhostUserClient extends SessionHost {
     this.retryMs = options.retryMs ?? 1000;
     this.unsafePath = options.unsafePath === true;
     if (!this.unsafePath) checkSocketDirectory(path, { owners: options.peers?.uids ?? [] });
-    this.attempt();
+    if (options.resumed !== undefined) this.resumeSession(options.resumed);
+    else this.attempt();
+  }
+
+  /** Stops connecting and hands the connected VMM over (null when not connected). */
+  async handOver(): Promise<ConnectionState | null> {
+    if (this.closed) throw new Error("the client is closed");
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    return this.handOverSession();
   }
 
   /** Stops retrying and drops the connection. Idempotent. */

@@ -1,0 +1,115 @@
+// Integration: SIGUSR2 hands every connection over to a successor process. A front-end playing QEMU
+// (real socket, memfd guest RAM, eventfds) keeps its one connection: it never reconnects and sends
+// no message, its transfers go on against the successor (another pid), which serves the rings from
+// where they stood, split and packed, with a backed EEPROM whose every acknowledged write is read
+// back. A successor that cannot start leaves the daemon serving on.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
+import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
+import { writeConfig } from "./helpers/configured-daemon.js";
+import { DaemonProcess, makeTempDir, waitUntil, withDaemonLog } from "./helpers/daemon.js";
+
+const dir = makeTempDir();
+after(() => dir.remove());
+
+const EEPROM = 0x50;
+
+const addressed = (offset: number, data: readonly number[] = []) =>
+  Uint8Array.of(offset >> 8, offset & 0xff, ...data);
+
+/** The pid the daemon said it handed over to, once it has. */
+async function successorPid(daemon: DaemonProcess, after: number): Promise<number> {
+  let pid = 0;
+  await waitUntil(() => {
+    const seen = [
+      ...daemon.stderr.matchAll(/handed over: the successor serves every socket pid=(\d+)/g),
+    ];
+    const match = seen[after];
+    if (match === undefined) return false;
+    pid = Number(match[1]);
+    return true;
+  }, "the handover");
+  return pid;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+for (const ring of ["split", "packed"] as const) {
+  describe(`SIGUSR2 handover (${ring} ring)`, () => {
+    it("hands the connection to a successor: no reconnect, no message, transfers go on", async () => {
+      const config = writeConfig(
+        dir.path,
+        [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: `${ring}.bin` } }],
+        `${ring}.json`,
+      );
+      const prefix = join(dir.path, `${ring}.sock`);
+      const daemon = new DaemonProcess(["-s", prefix, "--config", config, "--log-level", "debug"]);
+      const pids = [daemon.pid];
+      let guest: I2cGuest | null = null;
+      try {
+        await daemon.waitForListening([`${prefix}0`]);
+        guest = await I2cGuest.connect(`${prefix}0`, {
+          protocolFeatures: QEMU_PROTOCOL_FEATURES_B,
+          features: ring === "packed" ? QEMU_FEATURES | VIRTIO_F_RING_PACKED : QEMU_FEATURES,
+        });
+        const written: number[] = [];
+        let offset = 0;
+        const writeSome = async (count: number) => {
+          for (let i = 0; i < count; i++, offset += 4) {
+            const data = [offset & 0xff, (offset >> 8) & 0xff, 0x5a, written.length & 0xff];
+            const result = await guest!.driver.transfer([
+              { addr: EEPROM, write: addressed(offset, data) },
+            ]);
+            assert.equal(result.ok, true, `write at ${offset}`);
+            written.push(...data);
+          }
+        };
+        await writeSome(5);
+        for (let round = 0; round < 3; round++) {
+          process.kill(pids.at(-1) as number, "SIGUSR2");
+          // Transfers sent while the handover runs wait for the successor.
+          await writeSome(3);
+          const pid = await successorPid(daemon, round);
+          assert.ok(!pids.includes(pid));
+          pids.push(pid);
+          await waitUntil(() => !alive(pids.at(-2) as number), "the predecessor to exit");
+          await writeSome(3);
+        }
+        const [read] = (
+          await guest.driver.transfer([
+            { addr: EEPROM, write: addressed(0) },
+            { addr: EEPROM, read: written.length },
+          ])
+        ).reads;
+        assert.deepEqual([...(read ?? [])], written);
+        assert.equal(daemon.stderr.match(/front-end connected/g)?.length, 1, daemon.stderr);
+        assert.equal(daemon.stderr.match(/front-end resumed/g)?.length, 3, daemon.stderr);
+        assert.doesNotMatch(daemon.stderr, /front-end disconnected/);
+        await guest.close();
+        guest = null;
+        process.kill(pids.at(-1) as number, "SIGTERM");
+        await waitUntil(() => !alive(pids.at(-1) as number), "the last successor to stop");
+        assert.deepEqual(
+          [...readFileSync(join(dir.path, `${ring}.bin`)).subarray(0, written.length)],
+          written,
+        );
+      } catch (err) {
+        throw withDaemonLog(err, daemon);
+      } finally {
+        await guest?.close();
+        for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+        await daemon.exited;
+      }
+    });
+  });
+}
