@@ -31,10 +31,11 @@ import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import type { Logger } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
-import { ServiceManagerError } from "../sys/service-manager.js";
+import { removeStoredFds, ServiceManagerError, storeFd } from "../sys/service-manager.js";
 import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
+import { type FdStore, STORE_NAME_PREFIX } from "../vhost-user/journal.js";
 import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
 import { DeviceSets } from "./device-sets.js";
@@ -318,6 +319,7 @@ export async function startDaemon(
    * back (a successor that fails before "go" leaves everything as it was).
    */
   let mayRemoveFiles = options.handover?.commit === undefined;
+  let removeStoredListeners = () => {};
   let sets: DeviceSets | null = null;
   let fail: (error: DaemonError) => void = () => {};
   const failed = new Promise<never>((_, reject) => {
@@ -369,6 +371,24 @@ export async function startDaemon(
     }
     devices = devicesOf(lists, socketIndexes(config.socketCount));
     const factory: VhostUserDeviceFactory = (socketIndex) => running.device(socketIndex);
+    const fdStore = config.fdStore ? serviceFdStore(logger) : undefined;
+    /** Listening sockets this process bound, kept in the fd store (removed at a real stop). */
+    const storedListeners: string[] = [];
+    /** `fd` under `name` in the store, unless it is there already (handed over, or restored). */
+    const storeListener = (name: string, fd: number, alreadyStored: boolean) => {
+      if (fdStore === undefined) return;
+      if (!alreadyStored) fdStore.store(name, fd);
+      storedListeners.push(name);
+    };
+    removeStoredListeners = () => {
+      for (const name of storedListeners.splice(0)) {
+        try {
+          fdStore?.remove(name);
+        } catch {
+          // The service manager is gone: it holds nothing any more.
+        }
+      }
+    };
     const access = socketAccess(config.socketMode, config.socketGroup, "--socket-group");
     const peers: PeerIds = {
       uids: config.allowPeerUids.map((user) => resolveUser(user)),
@@ -385,8 +405,11 @@ export async function startDaemon(
           handshakeTimeoutMs: config.handshakeTimeoutMs,
         }),
         backend: { allowUnsealedMemory: config.allowUnsealedMemory },
+        ...(fdStore !== undefined && { fdStore }),
       };
       let host: VhostUserClient | VhostUserServer;
+      /** This process bound the socket (rather than being handed or passed it). */
+      let bound = false;
       const inheritedFd = config.socketFds?.[index];
       const handed = handedOver?.sockets.find(
         (socket) =>
@@ -433,12 +456,17 @@ export async function startDaemon(
         host = openSocket(() =>
           VhostUserServer.listen(path, index, factory, { ...options, access }),
         );
+        bound = true;
       }
       if (host instanceof VhostUserServer) {
         options.logger.info("front-ends admitted", { allowed: host.peers.describe() });
       }
       opened.push(host);
       hosts.push({ index, host });
+      const ownsFile = bound || (handed?.kind === "server" && handed.server.ownsFile);
+      if (host instanceof VhostUserServer && ownsFile) {
+        storeListener(`${LISTENER_STORE_NAME}${index}`, host.listenerFd, !bound);
+      }
     });
     for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
     unclaimed.clear();
@@ -474,6 +502,7 @@ export async function startDaemon(
           : ControlServer.listen(path, chips, controlOptions),
       );
       opened.push(control);
+      storeListener(CONTROL_STORE_NAME, control.listenerFd, handedControl !== null);
     }
     if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
     unclaimedControl = null;
@@ -495,6 +524,7 @@ export async function startDaemon(
       threads: running.partition.length,
     });
   } catch (err) {
+    removeStoredListeners();
     closeAll(opened, logger);
     for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
     if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
@@ -508,6 +538,7 @@ export async function startDaemon(
   const closeAsync = async (): Promise<boolean> => {
     if (closed) return true;
     closed = true;
+    removeStoredListeners();
     closeAll(opened, logger);
     return deviceSets.close(SET_STOP_MS);
   };
@@ -564,6 +595,26 @@ export async function startDaemon(
       closeAll(opened, logger);
       await deviceSets.close(SET_STOP_MS);
       return { sockets, control: controlHandover };
+    },
+  };
+}
+
+/** fd-store names of the listening sockets the daemon binds (socket index appended) and its control socket. */
+export const LISTENER_STORE_NAME = `${STORE_NAME_PREFIX}listen`;
+export const CONTROL_STORE_NAME = `${STORE_NAME_PREFIX}control`;
+
+/** The service manager's fd store, or undefined (with a warning) when there is no service manager. */
+export function serviceFdStore(logger: Logger): FdStore | undefined {
+  if (!process.env.NOTIFY_SOCKET) {
+    logger.warn("--fd-store: no service manager ($NOTIFY_SOCKET unset): nothing is stored");
+    return undefined;
+  }
+  return {
+    store: (name, fd) => {
+      storeFd(process.env, name, fd);
+    },
+    remove: (name) => {
+      removeStoredFds(process.env, name);
     },
   };
 }
@@ -637,6 +688,12 @@ export async function runDaemonUntilSignal(
   };
   let requestHandover = () => {};
   const onHandoverSignal = () => {
+    if (config.runAs !== undefined) {
+      logger.warn(
+        `${HANDOVER_SIGNAL}: no handover with --user: a successor could not open what needs root (use the service manager's User= instead)`,
+      );
+      return;
+    }
     if (daemon === null || handing) {
       logger.info(`${HANDOVER_SIGNAL}: not now (starting, or a handover is under way)`);
       return;
