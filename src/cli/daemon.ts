@@ -113,6 +113,8 @@ export interface RunningDaemon {
   readonly config: DaemonConfig;
   /** Every device served (all lists), -l ones first, then the config file's. */
   readonly devices: readonly DeviceConfig[];
+  /** The device lists in use (the last reload's). */
+  readonly deviceLists: DeviceLists;
   /**
    * Re-reads --config: new connections get the new lists; current ones keep theirs. A changed
    * device with a backing file is one image of that file for both (ResourcePool): what either
@@ -226,6 +228,17 @@ export interface StartOptions {
    * devices are up, before anything is served: it resolves when the predecessor has let go.
    */
   readonly handover?: { readonly handover: DaemonHandover; readonly commit?: () => Promise<void> };
+  /**
+   * The device lists to serve instead of reading them (-l, --config): a daemon whose successor
+   * failed serves on with what it served before, whatever the files say now.
+   */
+  readonly deviceLists?: DeviceLists;
+}
+
+/** The device lists of a configuration, and the directory its relative paths resolve in. */
+export interface DeviceLists {
+  readonly lists: SocketDeviceLists;
+  readonly baseDir: string;
 }
 
 /**
@@ -329,6 +342,7 @@ export async function startDaemon(
   failed.catch(() => undefined);
   /** Every distinct device of the configuration in use (the lists its sockets use). */
   let devices: readonly DeviceConfig[] = [];
+  let deviceLists: DeviceLists | null = null;
 
   try {
     // --user: the names are looked up, and root checked, before anything is opened.
@@ -339,7 +353,8 @@ export async function startDaemon(
     }
     const observability = openObservability(config, logger);
     if (observability !== null) opened.push(observability);
-    const { lists, baseDir } = collectDeviceLists(config, options);
+    const { lists, baseDir } = options.deviceLists ?? collectDeviceLists(config, options);
+    deviceLists = { lists, baseDir };
     const running = await DeviceSets.start(lists, baseDir, config.socketCount, {
       logger,
       lockDir: lockDirectory(process.env, config.lockDir),
@@ -526,8 +541,8 @@ export async function startDaemon(
   } catch (err) {
     removeStoredListeners();
     closeAll(opened, logger);
-    for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
-    if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
+    for (const socket of unclaimed) releaseUnclaimed(socket, null, mayRemoveFiles);
+    if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, null, mayRemoveFiles);
     await sets?.close(SET_STOP_MS);
     throw asDaemonError(err);
   }
@@ -548,6 +563,9 @@ export async function startDaemon(
     get devices() {
       return devices;
     },
+    get deviceLists() {
+      return deviceLists as DeviceLists;
+    },
     async reload() {
       if (config.configFile === undefined) {
         logger.info("SIGHUP: no --config file to reload");
@@ -557,6 +575,7 @@ export async function startDaemon(
         const { lists, baseDir } = collectDeviceLists(config, options);
         await deviceSets.reload(lists, baseDir, config.socketCount);
         devices = devicesOf(lists, socketIndexes(config.socketCount));
+        deviceLists = { lists, baseDir };
       } catch (err) {
         logger.error("reload failed, keeping the current configuration", {
           error: err instanceof Error ? err.message : String(err),
@@ -622,7 +641,7 @@ export function serviceFdStore(logger: Logger): FdStore | undefined {
 /** A socket handed over that this process does not serve: closed, and its file removed if ours. */
 function releaseUnclaimed(
   socket: SocketHandover | ControlHandover,
-  logger: Logger,
+  logger: Logger | null,
   removeFile: boolean,
 ): void {
   if (!("kind" in socket)) {
@@ -632,7 +651,7 @@ function releaseUnclaimed(
   }
   const path = socket.kind === "server" ? socket.server.path : socket.path;
   if (removeFile) {
-    logger.info("a socket handed over is not in the configuration any more: closing it", { path });
+    logger?.info("a socket handed over is not in the configuration any more: closing it", { path });
   }
   closeHandover({ sockets: [socket], control: null });
   if (removeFile && socket.kind === "server" && socket.server.ownsFile) removeSocketFile(path);
@@ -731,9 +750,9 @@ export async function runDaemonUntilSignal(
           logger.info("handed over: the successor serves every socket", { pid: result.pid });
           return true;
         }
-        // Serve again from what was handed over, as a successor would.
+        // Serve again from what was handed over, as a successor would, with the same devices.
         daemon = null;
-        startOptions = { ...options, handover: { handover } };
+        startOptions = { ...options, handover: { handover }, deviceLists: running.deviceLists };
         handing = false;
         continue;
       }
