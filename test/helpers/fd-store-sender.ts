@@ -32,6 +32,8 @@ export type SenderStep =
   /** The fds this start was passed under `name`, stored again under the same name. */
   | { readonly again: string }
   | { readonly remove: string }
+  /** BARRIER=1 with one fd, as sd_notify_barrier sends it. */
+  | { readonly barrier: true }
   /** A raw notification (newline-separated). */
   | { readonly notify: string }
   /** Starts a copy of this process (the next start), says MAINPID=<its pid>, then exits 0. */
@@ -117,6 +119,8 @@ for (const step of plan[Math.min(start, plan.length - 1)] ?? []) {
     notify(`FDSTORE=1\nFDNAME=${step.again}`, again);
   } else if ("remove" in step) {
     notify(`FDSTOREREMOVE=1\nFDNAME=${step.remove}`);
+  } else if ("barrier" in step) {
+    notify("BARRIER=1", [native().eventfd(0)]);
   } else if ("notify" in step) {
     notify(step.notify);
   } else if ("handover" in step) {

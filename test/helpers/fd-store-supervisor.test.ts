@@ -230,15 +230,21 @@ describe("FdStoreSupervisor", () => {
     });
   });
 
-  it("refuses fds sent without FDSTORE=1, and a message with more than 16 fds (the addon's limit)", async () => {
+  it("refuses fds sent without FDSTORE=1 and a message with more than 16 fds (the addon's limit); answers BARRIER=1", async () => {
     const plan: SenderStep[][] = [
-      [{ eventfds: 2, name: "bare", bare: true }, { eventfds: 17, name: "many" }, IDLE],
+      [
+        { eventfds: 2, name: "bare", bare: true },
+        { eventfds: 17, name: "many" },
+        { barrier: true },
+        IDLE,
+      ],
     ];
     await using(supervise(plan), async (supervisor) => {
       const bare = await supervisor.waitFor("refused");
       assert.deepEqual([bare.fds, bare.reason], [2, "fds sent without FDSTORE=1"]);
       const many = await supervisor.waitFor("refused", { since: bare.seq + 1 });
       assert.match(many.reason, /ECTRUNC/);
+      await supervisor.waitFor("barrier", { since: many.seq });
       assert.deepEqual(supervisor.stored(), []);
     });
   });

@@ -18,6 +18,7 @@
  * - Messages are handled before the death of the process that sent them (MAINPID= before exit).
  * - Everything in the service's process groups (its "cgroup") is stopped before a restart; the store
  *   survives restarts and is released when the service is dead for good (stop, start limit).
+ * - No $FDSTORE in the environment (systemd 254 and later set it; 252 does not).
  * Where it cannot: it accepts messages from any sender (NotifyAccess=all: the addon receives no
  * SCM_CREDENTIALS); a datagram carrying more than 16 fds is refused whole (the addon's receive
  * buffer; systemd takes 768); a process that leaves its process group escapes it.
@@ -106,7 +107,9 @@ type EventBody =
   /** Too many starts: no more restarts, the store is released. */
   | { readonly kind: "start-limit-hit" }
   /** Every datagram as received, before it is acted on. */
-  | { readonly kind: "message"; readonly text: string; readonly fds: number };
+  | { readonly kind: "message"; readonly text: string; readonly fds: number }
+  /** BARRIER=1: every earlier message is handled; its fd was closed (sd_notify_barrier waits for that). */
+  | { readonly kind: "barrier" };
 
 export type SupervisorEvent = { readonly seq: number; readonly at: number } & EventBody;
 export type SupervisorEventKind = SupervisorEvent["kind"];
@@ -521,6 +524,16 @@ export class FdStoreSupervisor {
     if (status !== undefined) this.#record({ kind: "status", text: status });
     const fdName = value("FDNAME");
     const validName = fdName !== undefined && isValidFdName(fdName) ? fdName : undefined;
+    if (lines.includes("BARRIER=1")) {
+      // Messages are handled in order, so closing its one fd now answers it.
+      if (lines.length !== 1 || fds.length !== 1) {
+        this.#refuse(fds, "BARRIER=1 must come alone with one fd");
+      } else {
+        closeFdQuietly(fds[0] as number);
+        this.#record({ kind: "barrier" });
+      }
+      return;
+    }
     if (lines.includes("FDSTOREREMOVE=1")) {
       if (validName === undefined) {
         this.#refuse(fds, "FDSTOREREMOVE=1 without a valid FDNAME=");
