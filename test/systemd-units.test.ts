@@ -144,9 +144,7 @@ describe("contrib/systemd units", () => {
     assert.match(help.stdout, /--kill-whom=/);
   });
 
-  it("ExecStart's arguments parse with the socket unit's fd", {
-    todo: "until the daemon has --fd-store",
-  }, () => {
+  it("ExecStart's arguments parse with the socket unit's fd", () => {
     const args = one(service, "Service.ExecStart")
       .split(/\s+/)
       .slice(1)
