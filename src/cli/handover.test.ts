@@ -267,9 +267,7 @@ describe("decodeManifest", () => {
     }
   });
 
-  it("throws HandoverError for a manifest that is null or holds a null socket", {
-    todo: "decodeManifest throws a TypeError for these",
-  }, () => {
+  it("throws HandoverError for a manifest that is null or holds a null socket", () => {
     assert.throws(() => decode("null", []), HandoverError);
     const text = JSON.stringify({ version: 1, sockets: [null], control: null });
     assert.throws(() => decode(text, []), HandoverError);

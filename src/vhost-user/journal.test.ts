@@ -269,6 +269,27 @@ describe("ConnectionJournal", () => {
     assert.ok(!sameFile(state.rings.regions[1]!.fd, fds.mem0));
   });
 
+  it("regions of one file are stored once (as the service manager keeps them), each read back with an fd of its own", () => {
+    const { store, journal, prefix, read, held } = journalOf();
+    store.take(prefix);
+    const ram = memfd();
+    // QEMU sends the one memfd again for the region above the PCI hole: a second fd, one file.
+    const again = dupFd(ram);
+    made.push(again);
+    journal.setMemTable(REGIONS, [ram, again]);
+    journal.commit(PROTOCOL);
+    assert.deepEqual(store.take(prefix), [`store ${MEM0}`]);
+    const state = read();
+    const [low, high] = state.rings.regions;
+    assert.equal(low?.fd, held(MEM0));
+    assert.notEqual(high?.fd, low?.fd, "a copy of its own (closed apart)");
+    assert.ok(sameFile(high?.fd as number, ram));
+    made.push(high?.fd as number);
+    // Without the shared name, the state could not be read back.
+    store.remove(`${prefix}.${MEM0}`);
+    assertStateError(() => read(), /was not passed back/);
+  });
+
   it("commit with nothing changed stores nothing and writes the state again", () => {
     const { store, journal, prefix, journalFd } = journalOf();
     recordRunning(journal);
