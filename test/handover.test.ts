@@ -4,7 +4,8 @@
 // where they stood, split and packed, with a backed EEPROM whose every acknowledged write is read
 // back. A successor that cannot start leaves the daemon serving on. Emulated chips without a backing
 // file (EEPROM, LM75 with a temperature set on the control socket, DS1307) answer the guest the
-// same after two handovers, and after a failed one.
+// same after two handovers, and after a failed one; one whose model has no saveState, or whose
+// configuration changed, starts afresh and is logged, and a backed EEPROM keeps its pointer.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -278,6 +279,29 @@ async function checkChips(guest: I2cGuest, before: unknown, setAt: number, when:
   assert.ok(Math.abs(rtcSeconds - expected) <= 2, `${when}: clock ${rtcSeconds}, not ${expected}`);
 }
 
+/** A user model module whose chip (one latch byte) has no saveState. */
+const LATCH_MODULE = `
+export default {
+  name: "plain-latch",
+  description: "one latch byte, no saved state",
+  create() {
+    let latch = 0;
+    const target = {
+      start: () => true,
+      write(data) {
+        latch = data.at(-1) ?? latch;
+        return true;
+      },
+      read(into) {
+        into.fill(latch);
+      },
+      stop() {},
+    };
+    return { targets: [target] };
+  },
+};
+`;
+
 describe("emulated chips without a backing file across handovers", () => {
   it("answer the guest and the control socket the same after two handovers", async () => {
     const prefix = join(dir.path, "chips.sock");
@@ -310,6 +334,59 @@ describe("emulated chips without a backing file across handovers", () => {
     } finally {
       await guest?.close();
       for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+      await daemon.exited;
+    }
+  });
+
+  it("one whose model cannot save, or whose configuration changed, starts afresh, logged; a backed EEPROM keeps its pointer", async () => {
+    writeFileSync(join(dir.path, "latch.mjs"), LATCH_MODULE);
+    const LATCH = 0x20;
+    const devices = (temperature: number) => [
+      { bus: "sim", address: "0x50", model: "24c02", options: { backing: "kept.bin" } },
+      { bus: "sim", address: "0x48", model: "lm75", options: { temperature } },
+      { bus: "sim", address: "0x20", module: "./latch.mjs" },
+    ];
+    const config = writeConfig(dir.path, devices(20), "afresh.json");
+    const prefix = join(dir.path, "afresh.sock");
+    const daemon = new DaemonProcess(["-s", prefix, "--config", config]);
+    let guest: I2cGuest | null = null;
+    let successor = 0;
+    try {
+      await daemon.waitForListening([`${prefix}0`]);
+      guest = await I2cGuest.connect(`${prefix}0`);
+      await transferOk(guest, [{ addr: EEPROM, write: Uint8Array.of(0x10, 1, 2, 3) }]);
+      await transferOk(guest, [{ addr: EEPROM, write: Uint8Array.of(0x11) }]); // the pointer
+      await transferOk(guest, [{ addr: LM75, write: Uint8Array.of(3) }]); // the pointer: T_OS
+      await transferOk(guest, [{ addr: LATCH, write: Uint8Array.of(0x77) }]);
+      writeConfig(dir.path, devices(30), "afresh.json"); // the LM75 is another chip now
+      process.kill(daemon.pid, "SIGUSR2");
+      successor = await successorPid(daemon, 0);
+      await waitUntil(() => !alive(daemon.pid), "the daemon to exit");
+      const [eeprom] = await transferOk(guest, [{ addr: EEPROM, read: 2 }]);
+      assert.deepEqual([...(eeprom ?? [])], [2, 3], "the file's bytes from the state's pointer");
+      const [lm75] = await transferOk(guest, [{ addr: LM75, read: 2 }]);
+      assert.deepEqual([...(lm75 ?? [])], [0x1e, 0x00], "a new LM75: pointer 0, 30 °C");
+      const [latch] = await transferOk(guest, [{ addr: LATCH, read: 1 }]);
+      assert.deepEqual([...(latch ?? [])], [0], "the latch starts afresh");
+      const noSave = daemon.stderr.match(
+        /WARN .*the emulated device has no saveState: it starts afresh in the successor model=plain-latch address=0x20/g,
+      );
+      assert.equal(noSave?.length, 1, "logged once, at the handover");
+      assert.match(
+        daemon.stderr,
+        /WARN .*an emulated device's saved state has no device of the same configuration now: dropped chip=0:\d+ model=lm75 address=0x48/,
+      );
+      assert.doesNotMatch(daemon.stderr, /24c02.*(afresh|dropped)|(afresh|dropped).*24c02/);
+      await guest.close();
+      guest = null;
+      process.kill(successor, "SIGTERM");
+      await waitUntil(() => !alive(successor), "the successor to stop");
+    } catch (err) {
+      throw withDaemonLog(err, daemon);
+    } finally {
+      await guest?.close();
+      if (successor !== 0 && alive(successor)) process.kill(successor, "SIGKILL");
+      if (!daemon.hasExited) daemon.child.kill("SIGKILL");
       await daemon.exited;
     }
   });
