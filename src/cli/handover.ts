@@ -1,12 +1,12 @@
 /**
  * The daemon's handover to a successor process (a planned restart or upgrade): what it hands over
  * (every socket's listening socket and front-end connection, the control socket, and the emulated
- * chips' saved states), how that
- * travels (the successor is started with the fds from fd 3 on, a manifest memfd first, HANDOVER_ENV
- * telling how many), and the two-step agreement that makes sure exactly one process serves: the
- * successor says it is prepared (its devices are up) and waits; the predecessor then tells it to go
- * and stops for good. Until "go" nothing touches a ring or reads a socket, so a successor that fails
- * before it leaves everything as it was, and the predecessor serves on.
+ * chips' saved states), how that travels (the successor is started with the fds from fd 3 on, a
+ * manifest memfd first, HANDOVER_ENV telling how many), and the two-step agreement that makes sure
+ * exactly one process serves: the successor says it is prepared (its devices are up) and waits; the
+ * predecessor then tells it to go and stops for good. Until "go" nothing touches a ring or reads a
+ * socket, so a successor that fails before it leaves everything as it was, and the predecessor
+ * serves on.
  * Nothing here decides when to hand over or what to do after: daemon.ts does.
  * Must not: act on a connection's state (the vhost-user layer does), or bind or remove socket files.
  * @module
