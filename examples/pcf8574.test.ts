@@ -7,8 +7,10 @@ import { join } from "node:path";
 import { after, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ControlClient } from "../src/control/client.js";
+import { ModelError, modelContext, SimBus, simTargets } from "../src/index.js";
 import { transferOk, withGuest } from "../test/helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS } from "../test/helpers/daemon.js";
+import pcf8574 from "./pcf8574.js";
 
 const dir = makeTempDir("vdi2c-example-");
 after(() => dir.remove());
@@ -59,4 +61,27 @@ it("a copy of the config elsewhere fails to load the module (exit 2), and says w
     result.stderr,
     /devices\[0\]: cannot load model module .*dist\/examples\/pcf8574\.js/,
   );
+});
+
+it("a fresh PCF8574 given the saved state reads as the saved one; a bad state is refused", () => {
+  const create = () => pcf8574.create({ inputs: 0xf0 }, modelContext({ address: EXPANDER }));
+  const saved = create();
+  const fresh = create();
+  const pins = (device: typeof saved) => {
+    const read = { addr: EXPANDER, read: true, buf: new Uint8Array(1) };
+    assert.equal(new SimBus(simTargets(new Map([[EXPANDER, device]]))).transfer([read]), 1);
+    return read.buf[0];
+  };
+  const write = { addr: EXPANDER, read: false, buf: Uint8Array.of(0xcf) };
+  assert.equal(new SimBus(simTargets(new Map([[EXPANDER, saved]]))).transfer([write]), 1);
+  saved.properties?.inputs?.set?.("0x3c");
+  assert.ok(saved.saveState);
+  fresh.restoreState?.(JSON.parse(JSON.stringify(saved.saveState())));
+  assert.equal(pins(fresh), pins(saved));
+  assert.equal(pins(fresh), 0x0c);
+  assert.throws(
+    () => fresh.restoreState?.({ latch: 0x100, inputs: 0 }),
+    (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_STATE",
+  );
+  assert.equal(pins(fresh), 0x0c, "unchanged");
 });

@@ -4,11 +4,18 @@
  * The chip has no registers: a written byte sets the output latch, a read returns the pin levels.
  * A pin whose latch bit is 1 is weakly pulled up and reads what drives it from outside (the
  * `inputs` property, settable at run time on the control socket); a latch bit of 0 pulls the pin low.
+ * Both survive a handover to a successor daemon (saveState/restoreState).
  * Must not reach into the daemon's internals.
  * @module
  */
 
-import { defineModel, type I2cDeviceModel, ModelError, parseInteger } from "../src/index.js";
+import {
+  defineModel,
+  type I2cDeviceModel,
+  ModelError,
+  parseInteger,
+  validateState,
+} from "../src/index.js";
 
 /** What the outside world drives onto the pins; also the power-on latch (all pins high). */
 const ALL_HIGH = 0xff;
@@ -55,6 +62,16 @@ function parseByte(text: string): number {
   return value;
 }
 
+/** What the guest and the operator change: all a successor daemon needs to go on. */
+const stateSchema = {
+  type: "object",
+  required: ["latch", "inputs"],
+  properties: {
+    latch: { type: "integer", min: 0, max: 0xff },
+    inputs: { type: "integer", min: 0, max: 0xff },
+  },
+} as const;
+
 export default defineModel({
   name: "pcf8574",
   description: "8-bit I/O expander: write sets the output latch, read returns the pin levels",
@@ -83,6 +100,13 @@ export default defineModel({
         },
         latch: { description: "output latch last written by the guest", get: () => chip.latch },
         pins: { description: "pin levels the guest reads", get: () => chip.pins },
+      },
+      saveState: () => ({ latch: chip.latch, inputs: chip.inputs }),
+      restoreState(state) {
+        // Checked whole before anything changes: a refused state leaves the chip as created.
+        const saved = validateState(stateSchema, state, "pcf8574");
+        chip.latch = saved.latch ?? ALL_HIGH;
+        chip.inputs = saved.inputs ?? ALL_HIGH;
       },
     };
   },

@@ -57,6 +57,7 @@ export {
   type SimDevice,
   type StringSchema,
   validateOptions,
+  validateState,
 } from "./i2c/model.js";
 export { SimBus, simTargets } from "./i2c/sim-bus.js";
 export type { Logger } from "./log.js";

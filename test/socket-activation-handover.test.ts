@@ -6,7 +6,8 @@
 // accepts a new front-end, and the socket file, the activator's, is never removed by the daemon.
 // The EEPROM has a backing file: what the guest wrote is still there after the handover. Then the
 // same under FdStoreSupervisor (test/helpers), which follows MAINPID= and restarts the daemon on its
-// listening socket when the successor is killed.
+// listening socket when the successor is killed. An EEPROM without a backing file keeps what the
+// guest wrote across the handover too: the chips' states travel with the connections.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -234,9 +235,7 @@ describe("socket activation and handover under FdStoreSupervisor", () => {
 });
 
 describe("the state of an emulated chip across a handover", () => {
-  it("an EEPROM without a backing file keeps what the guest wrote", {
-    todo: "emulated chips are built afresh by the successor: their contents are not handed over",
-  }, async () => {
+  it("an EEPROM without a backing file keeps what the guest wrote", async () => {
     const path = join(dir.path, "unbacked.sock");
     const supervisor = FdStoreSupervisor.start({
       command: [process.execPath, MAIN_JS, "-l", "sim:0x50=24c02", "--log-level", "debug"],

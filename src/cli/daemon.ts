@@ -139,8 +139,9 @@ export interface RunningDaemon {
   close(): void;
   /**
    * Gives everything up for a successor: accepting stops, each front-end is handed over once its
-   * chains in flight are done (their rings stopped where they stand), the device sets close
-   * (backing files written, host adapters and locks released). Resolves what to hand over.
+   * chains in flight are done (their rings stopped where they stand), the emulated chips' states
+   * are saved, the device sets close (backing files written, host adapters and locks released).
+   * Resolves what to hand over.
    */
   handOver(): Promise<DaemonHandover>;
 }
@@ -360,6 +361,7 @@ export async function startDaemon(
       lockDir: lockDirectory(process.env, config.lockDir),
       allowUnsealedMemory: config.allowUnsealedMemory,
       observer: observability,
+      restore: handedOver?.chips,
       onThreadFailed: (set, error) => {
         logger.error("a data-plane thread ended: its guests are not served; stopping", {
           set,
@@ -610,10 +612,12 @@ export async function startDaemon(
         }),
       );
       const controlHandover = control?.handOver() ?? null;
+      // No ring runs and no control command comes any more: the chips are as the successor gets them.
+      const chips = await deviceSets.saveChips();
       // The successor opens them again: trace files, host adapters, locks, backing files.
       closeAll(opened, logger);
       await deviceSets.close(SET_STOP_MS);
-      return { sockets, control: controlHandover };
+      return { sockets, control: controlHandover, chips };
     },
   };
 }

@@ -2,8 +2,9 @@
  * A device set's host in its data-plane thread (loaded there by DataPlane): it builds the set's
  * device generations (host adapters opened and locked here, transferring synchronously in this
  * thread; emulated chips and users' model modules live here), makes the VirtioI2cDevice of each
- * connection from the generation in use, answers the control socket's chip requests, and sends
- * finished transfers to the main thread's Observability in batches.
+ * connection from the generation in use, answers the control socket's chip requests, saves its chips'
+ * states for a successor process and restores the states a predecessor saved, and sends finished
+ * transfers to the main thread's Observability in batches.
  * A generation is closed once a newer one is in use and its last connection has ended (SIGHUP).
  * Must not: serve sockets, read the configuration file, or write trace and capture files (the main
  * thread does all of that).
@@ -13,13 +14,16 @@
 import {
   type BuiltSockets,
   buildSocketBuses,
+  type DeviceDirectory,
   devicesOf,
   ResourcePool,
   type SocketDeviceLists,
 } from "../config/devices.js";
+import { reasonOf } from "../config/errors.js";
 import { loadModules } from "../config/modules.js";
 import { answerChipRequest, describeChips } from "../control/chip-host.js";
 import type { ChipDirectory, ChipReply, ChipRequest } from "../control/chips.js";
+import { hex } from "../i2c/bus.js";
 import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
 import { VirtioI2cDevice } from "../i2c/virtio-i2c.js";
 import { type Logger, logSuppression, rateLimitedLogger } from "../log.js";
@@ -41,15 +45,41 @@ export interface DeviceSetInit {
   readonly transferFlow: Int32Array | null;
 }
 
+/** One emulated chip's state (SimDevice.saveState) for a successor process: plain JSON data. */
+export interface SavedChip {
+  /** The chip's identity in its configuration (RegisteredDevice.key): only a chip of that key takes it. */
+  readonly key: string;
+  readonly model: string;
+  readonly address: number;
+  readonly state: unknown;
+}
+
+/**
+ * Saved chips by chip id: the thread's own ("1"), or qualified by the set ("0:1") as the control
+ * socket names them. An id only names the chip in the process that saved it; the key finds the chip
+ * again in another.
+ */
+export type SavedChips = Readonly<Record<string, SavedChip>>;
+
 export type DeviceSetRequest =
-  /** Builds a generation of this set's devices from the lists (nothing is used until "use"). */
+  /**
+   * Builds a generation of this set's devices from the lists (nothing is used until "use"); a chip
+   * whose key has a state in `restore` takes it (a refusal is logged: the chip starts afresh).
+   */
   | {
       readonly kind: "build";
       readonly generation: number;
       readonly lists: SocketDeviceLists;
       readonly baseDir: string;
       readonly socketCount: number;
+      readonly restore?: SavedChips;
     }
+  /**
+   * Every chip's state (the generation in use), by this thread's chip id: asked once no ring runs
+   * and the control socket is gone. A chip that cannot save is logged and left out (it starts afresh
+   * in the successor).
+   */
+  | { readonly kind: "saveChips" }
   /** New connections get `generation`; the one before closes once its connections have ended. */
   | { readonly kind: "use"; readonly generation: number }
   /** A generation built but never used (another set failed to build): closed now. */
@@ -71,6 +101,8 @@ export interface DeviceSetBuild {
   readonly backingClaims: BuiltSockets["backingClaims"];
   /** Per served socket: the guest addresses it reaches and the buses behind them. */
   readonly guests: readonly { socket: number; addresses: number[]; buses: string[] }[];
+  /** The keys of the saved states (`restore`) a chip of this build was given, taken or refused. */
+  readonly statesMatched: readonly string[];
 }
 
 /** A batch of finished transfers (an event to the main thread). */
@@ -190,7 +222,9 @@ class DeviceSetHost implements DataPlaneHost {
     const r = request as DeviceSetRequest;
     switch (r.kind) {
       case "build":
-        return this.#build(r.generation, r.lists, r.baseDir, r.socketCount);
+        return this.#build(r.generation, r.lists, r.baseDir, r.socketCount, r.restore);
+      case "saveChips":
+        return this.#saveChips();
       case "use":
         return this.#use(r.generation);
       case "discard": {
@@ -233,6 +267,7 @@ class DeviceSetHost implements DataPlaneHost {
     lists: SocketDeviceLists,
     baseDir: string,
     socketCount: number,
+    restore: SavedChips | undefined,
   ): Promise<DeviceSetBuild> {
     const served = this.#init.sockets;
     const modules = await loadModules(devicesOf(lists, served), baseDir);
@@ -250,6 +285,7 @@ class DeviceSetHost implements DataPlaneHost {
       served,
     );
     this.#generations.set(id, { built, connections: 0, retired: false });
+    const statesMatched = restore === undefined ? [] : this.#restoreChips(built.directory, restore);
     return {
       chips: describeChips(built.directory),
       backingFiles: this.#pool.backingFiles,
@@ -262,7 +298,62 @@ class DeviceSetHost implements DataPlaneHost {
           buses: map?.buses().map((bus) => bus.name) ?? [],
         };
       }),
+      statesMatched,
     };
+  }
+
+  /** Gives each chip just built the state saved for its key; returns the keys given. */
+  #restoreChips(directory: DeviceDirectory, restore: SavedChips): string[] {
+    const byKey = new Map(Object.values(restore).map((chip) => [chip.key, chip]));
+    const matched: string[] = [];
+    for (const { key, device, model, address } of directory) {
+      const saved = byKey.get(key);
+      if (saved === undefined) continue;
+      matched.push(key);
+      const chip = { model, address: hex(address) };
+      if (typeof device.restoreState !== "function") {
+        this.#logger.warn("the emulated device has no restoreState: it starts afresh", chip);
+        continue;
+      }
+      try {
+        device.restoreState(saved.state);
+        this.#logger.debug("restored the emulated device's state", chip);
+      } catch (error) {
+        this.#logger.warn("the emulated device refused its saved state: it starts afresh", {
+          ...chip,
+          error: reasonOf(error),
+        });
+      }
+    }
+    return matched;
+  }
+
+  #saveChips(): SavedChips {
+    const directory = this.#current?.built.directory ?? [];
+    const ids = describeChips(directory).map((chip) => chip.id);
+    const saved: Record<string, SavedChip> = {};
+    directory.forEach(({ key, device, model, address }, i) => {
+      const chip = { model, address: hex(address) };
+      if (typeof device.saveState !== "function") {
+        this.#logger.warn(
+          "the emulated device has no saveState: it starts afresh in the successor",
+          chip,
+        );
+        return;
+      }
+      try {
+        // JSON is what travels: whatever it cannot hold fails here, for this chip alone.
+        const text = JSON.stringify(device.saveState());
+        if (text === undefined) throw new Error("saveState returned nothing JSON can hold");
+        saved[ids[i] as string] = { key, model, address, state: JSON.parse(text) };
+      } catch (error) {
+        this.#logger.warn(
+          "the emulated device could not save its state: it starts afresh in the successor",
+          { ...chip, error: reasonOf(error) },
+        );
+      }
+    });
+    return saved;
   }
 
   #use(id: number): void {

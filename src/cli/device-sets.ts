@@ -2,16 +2,18 @@
  * DeviceSets: the main thread's view of the device sets (config/devices.ts deviceSets), each served
  * by a data-plane thread running device-set.ts. It builds every set's generation of devices (all or
  * none: a set that fails to build discards the others'), gives each connection a RemoteDevice of
- * its socket's set, routes the control socket's chip requests to the set holding the chip, passes
+ * its socket's set, routes the control socket's chip requests to the set holding the chip, gathers
+ * the chips' saved states for a successor and hands a predecessor's to the first build, passes
  * finished transfers on to Observability, and waits for, aborts and ends the sets at shutdown.
  * Must not: serve sockets or decide exit codes (daemon.ts), or hold devices (the threads do).
  * @module
  */
 
 import { deviceSets, type SocketDeviceLists } from "../config/devices.js";
-import { ConfigError } from "../config/errors.js";
+import { ConfigError, reasonOf } from "../config/errors.js";
 import type { ChipDirectory, ChipReply, ChipRequest, ChipTransport } from "../control/chips.js";
 import { settlesWithin } from "../deadline.js";
+import { hex } from "../i2c/bus.js";
 import type { TransferRecord } from "../i2c/observer.js";
 import { VIRTIO_I2C_DEVICE_INFO } from "../i2c/virtio-i2c.js";
 import { type Logger, logSuppression, mergeSuppression, type SuppressionSnapshot } from "../log.js";
@@ -21,6 +23,8 @@ import {
   type DeviceSetBuild,
   type DeviceSetInit,
   type DeviceSetRequest,
+  type SavedChip,
+  type SavedChips,
   TRANSFER_FLOW,
   type TransferBatch,
 } from "./device-set.js";
@@ -47,6 +51,11 @@ export interface DeviceSetsOptions {
   readonly onThreadFailed: (set: number, error: Error) => void;
   /** Receives every finished transfer (null: nobody observes, the threads send none). */
   readonly observer: { transferDone(record: TransferRecord): void } | null;
+  /**
+   * Chip states a predecessor saved (SIGUSR2 handover): the first build gives each to the chip of the
+   * same configuration; one with no such chip is logged and dropped.
+   */
+  readonly restore?: SavedChips | undefined;
 }
 
 /** The guests of one configuration as the "serving" line tells them. */
@@ -128,7 +137,7 @@ export class DeviceSets {
     }));
     const result = new DeviceSets(sets, options);
     try {
-      await result.#buildAll(lists, baseDir, socketCount);
+      await result.#buildAll(lists, baseDir, socketCount, options.restore);
     } catch (error) {
       await result.close(2000);
       throw error;
@@ -156,9 +165,21 @@ export class DeviceSets {
     await this.#buildAll(lists, baseDir, socketCount);
   }
 
-  async #buildAll(lists: SocketDeviceLists, baseDir: string, socketCount: number): Promise<void> {
+  async #buildAll(
+    lists: SocketDeviceLists,
+    baseDir: string,
+    socketCount: number,
+    restore?: SavedChips,
+  ): Promise<void> {
     const generation = ++this.#generation;
-    const request: DeviceSetRequest = { kind: "build", generation, lists, baseDir, socketCount };
+    const request: DeviceSetRequest = {
+      kind: "build",
+      generation,
+      lists,
+      baseDir,
+      socketCount,
+      ...(restore !== undefined && { restore }),
+    };
     const results = await Promise.allSettled(
       this.#sets.map((set) => set.plane.request(request) as Promise<DeviceSetBuild>),
     );
@@ -184,6 +205,43 @@ export class DeviceSets {
     this.#sets.forEach((set, i) => {
       set.build = builds[i] ?? null;
     });
+    if (restore !== undefined) this.#reportUnmatched(restore, builds);
+  }
+
+  /** Logs each saved state no chip was given: its chip's configuration changed, or it is gone. */
+  #reportUnmatched(restore: SavedChips, builds: readonly (DeviceSetBuild | null)[]): void {
+    const matched = new Set(builds.flatMap((build) => build?.statesMatched ?? []));
+    for (const [id, { key, model, address }] of Object.entries(restore)) {
+      if (matched.has(key)) continue;
+      this.#logger.warn(
+        "an emulated device's saved state has no device of the same configuration now: dropped",
+        { chip: id, model, address: hex(address) },
+      );
+    }
+  }
+
+  /**
+   * Every chip's saved state (SimDevice.saveState), by chip id as the control socket names it
+   * ("0:1"), for a successor. Ask once the rings have stopped and the control socket is gone, so
+   * nothing changes a chip after. A set that cannot answer is logged: its chips start afresh.
+   */
+  async saveChips(): Promise<SavedChips> {
+    const saved: Record<string, SavedChip> = {};
+    const request: DeviceSetRequest = { kind: "saveChips" };
+    await Promise.all(
+      this.#sets.map(async (set) => {
+        try {
+          const chips = (await set.plane.request(request)) as SavedChips;
+          for (const [id, chip] of Object.entries(chips)) saved[`${set.index}:${id}`] = chip;
+        } catch (error) {
+          this.#logger.warn("a device set could not save its emulated devices: they start afresh", {
+            set: set.index,
+            error: reasonOf(error),
+          });
+        }
+      }),
+    );
+    return saved;
   }
 
   /** A new connection's device on socket `socket`: its rings run in the socket's set's thread. */

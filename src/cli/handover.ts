@@ -1,11 +1,12 @@
 /**
  * The daemon's handover to a successor process (a planned restart or upgrade): what it hands over
- * (every socket's listening socket and front-end connection, and the control socket), how that
- * travels (the successor is started with the fds from fd 3 on, a manifest memfd first, HANDOVER_ENV
- * telling how many), and the two-step agreement that makes sure exactly one process serves: the
- * successor says it is prepared (its devices are up) and waits; the predecessor then tells it to go
- * and stops for good. Until "go" nothing touches a ring or reads a socket, so a successor that fails
- * before it leaves everything as it was, and the predecessor serves on.
+ * (every socket's listening socket and front-end connection, the control socket, and the emulated
+ * chips' saved states), how that travels (the successor is started with the fds from fd 3 on, a
+ * manifest memfd first, HANDOVER_ENV telling how many), and the two-step agreement that makes sure
+ * exactly one process serves: the successor says it is prepared (its devices are up) and waits; the
+ * predecessor then tells it to go and stops for good. Until "go" nothing touches a ring or reads a
+ * socket, so a successor that fails before it leaves everything as it was, and the predecessor
+ * serves on.
  * Nothing here decides when to hand over or what to do after: daemon.ts does.
  * Must not: act on a connection's state (the vhost-user layer does), or bind or remove socket files.
  * @module
@@ -28,6 +29,7 @@ import {
   fdsOfState,
   StateError,
 } from "../vhost-user/state.js";
+import type { SavedChips } from "./device-set.js";
 
 /** Set in the successor's environment: how many fds it got from fd 3 on (manifest, prepared, go, rest). */
 export const HANDOVER_ENV = "VHOST_DEVICE_I2C_HANDOVER_FDS";
@@ -54,6 +56,8 @@ export type SocketHandover =
 export interface DaemonHandover {
   readonly sockets: readonly SocketHandover[];
   readonly control: ControlHandover | null;
+  /** The emulated chips' states, by chip id (absent: none saved, as after a crash). */
+  readonly chips?: SavedChips;
 }
 
 export type HandoverErrorCode = "BAD_MANIFEST";
@@ -109,7 +113,9 @@ function encodeManifest(handover: DaemonHandover): { text: string; fds: number[]
     handover.control === null
       ? null
       : { path: handover.control.path, listener: place(handover.control.listener) };
-  return { text: JSON.stringify({ version: 1, sockets, control }), fds };
+  // Still version 1: a reader that knows no "chips" serves on without them (chips start afresh).
+  const chips = handover.chips ?? {};
+  return { text: JSON.stringify({ version: 1, sockets, control, chips }), fds };
 }
 
 /**
@@ -126,6 +132,7 @@ export function decodeManifest(
     version?: unknown;
     sockets?: unknown;
     control?: { path?: unknown; listener?: unknown } | null;
+    chips?: unknown;
   };
   try {
     raw = JSON.parse(text) as typeof raw;
@@ -185,7 +192,27 @@ export function decodeManifest(
     raw.control === null || raw.control === undefined
       ? null
       : { path: path(raw.control.path), listener: fdAt(raw.control.listener) };
-  return { sockets, control };
+  return { sockets, control, chips: savedChips(raw.chips, fail) };
+}
+
+/** The manifest's chip states, each checked for what finds its chip; the states are the models'. */
+function savedChips(value: unknown, fail: (what: string) => HandoverError): SavedChips {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw fail("chips that are not an object");
+  }
+  for (const [id, chip] of Object.entries(value as Record<string, unknown>)) {
+    const { key, model, address, state } = (chip ?? {}) as Record<string, unknown>;
+    if (
+      typeof key !== "string" ||
+      typeof model !== "string" ||
+      typeof address !== "number" ||
+      state === undefined
+    ) {
+      throw fail(`chip ${id} without its key, model, address or state`);
+    }
+  }
+  return value as SavedChips;
 }
 
 /** A successor's view of what it was handed: the handover and the agreement with its predecessor. */

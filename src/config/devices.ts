@@ -78,6 +78,12 @@ export interface RegisteredDevice {
   /** Model name (a user module's ModelDefinition.name). */
   readonly model: string;
   readonly device: SimDevice;
+  /**
+   * The chip's identity in its configuration (whose list, address, model, options): the same in any
+   * process that builds the same configuration, so a successor gives a saved state (SimDevice
+   * saveState) to the chip it came from, and to no chip whose configuration changed.
+   */
+  readonly key: string;
 }
 
 /** Base guest address → emulated chip (one device list). */
@@ -560,7 +566,12 @@ function buildScope(
           readOnlyTargets.set(address, config.pointerBytes ?? DEFAULT_POINTER_BYTES);
         }
       });
-      registry.set(config.address, { address: config.address, model: definition.name, device });
+      registry.set(config.address, {
+        address: config.address,
+        model: definition.name,
+        device,
+        key,
+      });
     }
     if (targets.size > 0) {
       const bus = new SimBus(targets, context.logger.child("sim"));

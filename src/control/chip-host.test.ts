@@ -49,6 +49,7 @@ function directoryOf(...chips: [number, SimDevice, number[]][]): DeviceDirectory
     address,
     model: `model-${address.toString(16)}`,
     device,
+    key: `chip-${address.toString(16)}-${sockets.join(",")}`,
     sockets,
   }));
 }

@@ -1,7 +1,8 @@
 /**
  * Public API for emulated I2C chips (re-exported by the package entry src/index.ts for user modules):
- * the bus-event target interface, the device/property/memory shape operators reach, model
- * definitions with option schemas, and the registry of built-in models.
+ * the bus-event target interface, the device/property/memory shape operators reach, the saved state
+ * a chip hands to a successor process, model definitions with option schemas, and the registry of
+ * built-in models.
  * A model sees bus events for its own addresses only; the bus (src/i2c/sim-bus.ts) does the
  * addressing, ordering and error containment. Must not know about virtio, guest memory, host
  * adapters, the configuration file format or the control socket.
@@ -34,6 +35,7 @@ export {
   parseInteger,
   type StringSchema,
   validateOptions,
+  validateState,
 } from "./models/options.js";
 export {
   RegisterFile,
@@ -93,6 +95,44 @@ export interface SimDevice {
   readonly memory?: DeviceMemory;
   /** Flush and release backing files. Idempotent. */
   close?(): void;
+  /**
+   * What a guest or an operator has changed in the chip (memory, registers, pointers, property
+   * values, a clock's offset...), as plain data that survives `JSON.stringify` (numbers, strings,
+   * booleans, null, arrays and plain objects; bytes as hex text). The daemon calls it between
+   * transfers (no START without its STOP) to hand the chip to a successor process (SIGUSR2), which
+   * creates the chip from the same options and calls `restoreState`. Leave out memory a backing file
+   * holds: the file is what the successor reads. A chip without it starts afresh in a successor
+   * (the daemon logs it).
+   */
+  saveState?(): unknown;
+  /**
+   * Takes a state `saveState` returned, on a chip just created with the same model, address and
+   * options, before it sees any transfer. Checks all of it first (`validateState`) and throws
+   * (ModelError "I2C_MODEL_BAD_STATE") without changing anything when it cannot take it: the chip
+   * then starts as created (the daemon logs it).
+   *
+   * @example A latch and a pointer, checked before either is set:
+   * ```ts
+   * const stateSchema = {
+   *   type: "object",
+   *   required: ["latch", "pointer"],
+   *   properties: {
+   *     latch: { type: "integer", min: 0, max: 255 },
+   *     pointer: { type: "integer", min: 0, max: 15 },
+   *   },
+   * } as const;
+   * const device: SimDevice = {
+   *   targets: [chip],
+   *   saveState: () => ({ latch: chip.latch, pointer: chip.regs.pointer.value }),
+   *   restoreState(state) {
+   *     const saved = validateState(stateSchema, state, "my-chip");
+   *     chip.latch = saved.latch ?? 0xff;
+   *     chip.regs.pointer.value = saved.pointer ?? 0;
+   *   },
+   * };
+   * ```
+   */
+  restoreState?(state: unknown): void;
 }
 
 /** A run-time value of a device. */

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { I2cMessage } from "../bus.js";
-import { findModel, modelContext } from "../model.js";
+import { findModel, ModelError, modelContext, type SimDevice } from "../model.js";
 import { SimBus, simTargets } from "../sim-bus.js";
 import { ds1307Model } from "./ds1307.js";
 
@@ -17,8 +17,13 @@ const w = (...bytes: number[]): I2cMessage => ({
 const r = (len: number): I2cMessage => ({ addr: ADDR, read: true, buf: new Uint8Array(len) });
 const HOST_START = Date.UTC(2024, 4, 17, 13, 45, 30); // a Friday
 
-function setup(options: Record<string, unknown> = {}, baseDir?: string) {
-  const clock = { ms: HOST_START, now: () => clock.ms };
+interface FakeClock {
+  ms: number;
+  now(): number;
+}
+
+function setup(options: Record<string, unknown> = {}, baseDir?: string, shared?: FakeClock) {
+  const clock: FakeClock = shared ?? { ms: HOST_START, now: () => clock.ms };
   const context = modelContext(
     baseDir === undefined ? { address: ADDR } : { address: ADDR, baseDir },
   );
@@ -153,5 +158,89 @@ describe("DS1307", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("DS1307 saveState / restoreState", () => {
+  const carried = (device: SimDevice): unknown => {
+    assert.ok(device.saveState);
+    return JSON.parse(JSON.stringify(device.saveState()));
+  };
+  const badState = (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_STATE";
+
+  for (const halt of [false, true]) {
+    it(`a fresh chip given the state goes on as the saved one (clock ${halt ? "halted" : "running"})`, () => {
+      const saved = setup();
+      const fresh = setup({}, undefined, saved.clock);
+      // 2031-12-31 11:59:58 PM in 12-hour mode, weekday 3, control OUT, RAM 0x08-0x09
+      const time = [0x58, 0x59, 0x40 | 0x20 | 0x11, 3, 0x31, 0x12, 0x31];
+      assert.equal(saved.bus.transfer([w(0, ...time, 0x80, 0xaa, 0xbb)]), 1);
+      saved.device.memory?.write(10, Uint8Array.of(0xcc)); // over the control socket
+      if (halt) saved.prop("halted").set?.("true");
+      saved.clock.ms += 1500;
+      assert.equal(saved.bus.transfer([w(0x3e)]), 1); // the pointer
+      fresh.device.restoreState?.(carried(saved.device));
+      const pointed = (chip: typeof saved) => {
+        const msg = r(4); // from the pointer: 0x3e, 0x3f, then wraps to the seconds
+        assert.equal(chip.bus.transfer([msg]), 1);
+        return [...msg.buf];
+      };
+      assert.deepEqual(pointed(fresh), pointed(saved));
+      assert.deepEqual(fresh.readRegs(0, 64), saved.readRegs(0, 64));
+      saved.clock.ms += 61_000; // across midnight and the new year when running
+      assert.deepEqual(fresh.readRegs(0, 64), saved.readRegs(0, 64));
+      assert.equal(fresh.prop("time").get(), saved.prop("time").get());
+      assert.equal(fresh.prop("halted").get(), halt);
+      for (const chip of [fresh, saved]) chip.prop("halted").set?.("false");
+      saved.clock.ms += 5000;
+      assert.deepEqual(fresh.readRegs(0, 8), saved.readRegs(0, 8));
+    });
+  }
+
+  it("with a backing file: the RAM is the file's, the clock the state's", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ds1307-state-"));
+    try {
+      const saved = setup({ backing: "rtc.bin" }, dir);
+      assert.equal(saved.bus.transfer([w(1, 0x07), w(0x08, 0x11, 0x22)]), 2);
+      const state = carried(saved.device);
+      assert.equal((state as Record<string, unknown>).memory, undefined);
+      saved.device.close?.();
+      const fresh = setup({ backing: "rtc.bin" }, dir, saved.clock);
+      fresh.device.restoreState?.(state);
+      assert.deepEqual(fresh.readRegs(0, 10), saved.readRegs(0, 10));
+      assert.deepEqual(fresh.readRegs(0x08, 2), [0x11, 0x22]);
+      assert.throws(
+        () => fresh.device.restoreState?.({ ...(state as object), memory: "00".repeat(56) }),
+        badState,
+      );
+      fresh.device.close?.();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a state it cannot take and changes nothing", () => {
+    const { device, prop, readRegs } = setup();
+    assert.ok(device.saveState);
+    const good = device.saveState() as Record<string, unknown>;
+    const { twelveHour: _, ...noMode } = good;
+    for (const state of [
+      0,
+      noMode,
+      { ...good, weekdayBias: 7 },
+      { ...good, offsetMs: "1000" },
+      { ...good, offsetMs: 1e16 },
+      { ...good, haltedAt: null },
+      { ...good, control: 0x100 },
+      { ...good, pointer: 64 },
+      { ...good, memory: "00".repeat(57) },
+    ]) {
+      assert.throws(() => device.restoreState?.(state), badState, JSON.stringify(state));
+    }
+    assert.equal(prop("time").get(), "2024-05-17T13:45:30.000Z");
+    assert.deepEqual(readRegs(0, 3), [0x30, 0x45, 0x13]);
+    device.restoreState?.({ ...good, offsetMs: 60_000, twelveHour: true });
+    assert.equal(prop("time").get(), "2024-05-17T13:46:30.000Z");
+    assert.deepEqual(readRegs(2, 1), [0x40 | 0x20 | 0x01], "1 PM, 12-hour mode");
   });
 });

@@ -7,9 +7,16 @@
  */
 
 import type { BackingStore, ModelDefinition, SimDevice } from "../model.js";
-import { DirtyRange, openModelStore, storeMemory } from "./memory.js";
+import {
+  checkSavedMemory,
+  DirtyRange,
+  memoryStateSchema,
+  openModelStore,
+  savedMemory,
+  storeMemory,
+} from "./memory.js";
 import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
-import { validateOptions } from "./options.js";
+import { type OptionValue, validateOptions, validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -80,6 +87,31 @@ function decodeTime(regs: readonly number[]): number {
 
 /** Days since 1970-01-01 (a Thursday), for the free-running day-of-week counter. */
 const dayNumber = (ms: number) => Math.floor(ms / DAY_MS);
+
+/** Milliseconds a Date can hold either side of the epoch. */
+const DATE_RANGE_MS = 8.64e15;
+const msState = { type: "number", min: -DATE_RANGE_MS, max: DATE_RANGE_MS } as const;
+
+/**
+ * What a successor needs (SimDevice.saveState): the register pointer, the clock as an offset from
+ * the host clock (the successor's is the same) or the time it was halted at, the 12-hour mode, the
+ * day-of-week counter, the control register, and the RAM unless a backing file holds it. A time
+ * write never spans a saved state: the state is taken between transfers.
+ */
+const stateSchema = {
+  type: "object",
+  required: ["pointer", "offsetMs", "twelveHour", "weekdayBias", "control"],
+  properties: {
+    pointer: { type: "integer", min: 0, max: DS1307_REGISTERS.count - 1 },
+    offsetMs: msState,
+    haltedAt: msState,
+    twelveHour: { type: "boolean" },
+    weekdayBias: { type: "integer", min: 0, max: 6 },
+    control: { type: "integer", min: 0, max: CONTROL_MASK },
+    memory: memoryStateSchema(DS1307_RAM_SIZE),
+  },
+} as const;
+type Ds1307State = OptionValue<typeof stateSchema>;
 
 export interface Ds1307Clock {
   /** Host time in milliseconds since the epoch (Date.now by default; tests inject a fake). */
@@ -158,6 +190,28 @@ export class Ds1307Chip {
   /** True when the guest last wrote the hours register in 12-hour mode. */
   get twelveHour(): boolean {
     return this.#twelveHour;
+  }
+
+  /** Its clock and registers as plain data (the RAM is the store's: see the model). */
+  saveState(): Record<string, number | boolean> {
+    return {
+      pointer: this.target.pointer.value,
+      offsetMs: this.#offsetMs,
+      ...(this.#frozenMs !== null && { haltedAt: this.#frozenMs }),
+      twelveHour: this.#twelveHour,
+      weekdayBias: this.#weekdayBias,
+      control: this.#control,
+    };
+  }
+
+  /** Takes a state `saveState` returned, validated by the model beforehand. */
+  restoreState(saved: Ds1307State): void {
+    this.target.pointer.value = saved.pointer ?? 0;
+    this.#offsetMs = saved.offsetMs ?? 0;
+    this.#frozenMs = saved.haltedAt ?? null;
+    this.#twelveHour = saved.twelveHour ?? false;
+    this.#weekdayBias = saved.weekdayBias ?? 3;
+    this.#control = (saved.control ?? 0) & CONTROL_MASK;
   }
 
   #weekday(ms: number): number {
@@ -262,6 +316,7 @@ export function ds1307Model(clock: Ds1307Clock = { now: Date.now }): ModelDefini
       const startTime = o.time === undefined ? undefined : parseTime(o.time);
       const store = openModelStore(context, o.backing, DS1307_RAM_SIZE, o.initial, 0x00);
       const chip = new Ds1307Chip(clock, store, startTime, o.halted ?? false);
+      const backed = o.backing !== undefined;
       return {
         targets: [chip.target],
         memory: storeMemory(store),
@@ -280,6 +335,13 @@ export function ds1307Model(clock: Ds1307Clock = { now: Date.now }): ModelDefini
           ),
         },
         close: () => store.close(),
+        saveState: () => ({ ...chip.saveState(), ...savedMemory(store, backed) }),
+        restoreState(state) {
+          const saved = validateState(stateSchema, state, "ds1307");
+          const putMemory = checkSavedMemory(saved.memory, store, backed, "ds1307");
+          putMemory();
+          chip.restoreState(saved);
+        },
       };
     },
   };

@@ -310,3 +310,76 @@ describe("createModel (legacy)", () => {
     assert.throws(() => createModel("toString"), ModelError);
   });
 });
+
+/** What a handover carries: the saved state through JSON. */
+const carried = (device: SimDevice): unknown => {
+  assert.ok(device.saveState);
+  return JSON.parse(JSON.stringify(device.saveState()));
+};
+const badState = (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_STATE";
+
+describe("EEPROM saveState / restoreState", () => {
+  for (const name of ["24c02", "24c16", "24c32"]) {
+    it(`${name}: a fresh chip given the state reads and writes on as the saved one`, () => {
+      const wide = name === "24c32";
+      const saved = setup(name);
+      const fresh = setup(name);
+      const size = saved.device.memory?.size ?? 0;
+      saved.device.memory?.write(size - 2, Uint8Array.of(0xa1, 0xa2)); // over the control socket
+      const offset = size / 2 + 5;
+      const select = wide ? [offset >> 8, offset & 0xff] : [offset & 0xff];
+      assert.equal(saved.bus.transfer([w(ADDR + (wide ? 0 : offset >> 8), ...select, 7, 8)]), 1);
+      saved.readAt(offset - 1, 2, wide); // the pointer stops past the bytes read
+      fresh.device.restoreState?.(carried(saved.device));
+      assert.deepEqual(fresh.memory(), saved.memory());
+      assert.equal(fresh.pointer(), saved.pointer());
+      const next = (chip: typeof saved) => {
+        const msg = r(ADDR, 3); // current-address read: from the pointer
+        assert.equal(chip.bus.transfer([msg]), 1);
+        return [...msg.buf];
+      };
+      assert.deepEqual(next(fresh), next(saved));
+      assert.deepEqual(next(fresh), [0xff, 0xff, 0xff]);
+    });
+  }
+
+  it("with a backing file: the memory is the file's, the pointer the state's", () => {
+    const dir = tempDir();
+    const saved = setup("24c02", { backing: "e.bin" }, dir);
+    saved.bus.transfer([w(ADDR, 0x40, 1, 2, 3)]);
+    const state = carried(saved.device);
+    assert.deepEqual(state, { pointer: 0x43 }, "no memory: the file holds it");
+    saved.device.close?.();
+    const fresh = setup("24c02", { backing: "e.bin" }, dir);
+    fresh.device.restoreState?.(state);
+    assert.equal(fresh.pointer(), 0x43);
+    assert.deepEqual(fresh.readAt(0x40, 3), [1, 2, 3]);
+    assert.throws(
+      () => fresh.device.restoreState?.({ pointer: 0, memory: "ff".repeat(256) }),
+      badState,
+      "memory from a state never goes over the file",
+    );
+    fresh.device.close?.();
+  });
+
+  it("refuses a state it cannot take and changes nothing", () => {
+    const { device, pointer, memory } = setup("24c02");
+    const full = "00".repeat(256);
+    for (const state of [
+      undefined,
+      "pointer",
+      {},
+      { memory: full },
+      { pointer: 256, memory: full },
+      { pointer: 0.5, memory: full },
+      { pointer: 0 }, // no memory, and no file holds it
+      { pointer: 0, memory: "00".repeat(255) },
+      { pointer: 0, memory: "zz".repeat(256) },
+      { pointer: 0, memory: full, page: [] },
+    ]) {
+      assert.throws(() => device.restoreState?.(state), badState, JSON.stringify(state));
+    }
+    assert.equal(pointer(), 0);
+    assert.deepEqual(memory(), new Uint8Array(256).fill(0xff));
+  });
+});

@@ -12,8 +12,15 @@ import type {
   ModelDefinition,
   SimDevice,
 } from "../model.js";
-import { DirtyRange, openModelStore, storeMemory } from "./memory.js";
-import { validateOptions } from "./options.js";
+import {
+  checkSavedMemory,
+  DirtyRange,
+  memoryStateSchema,
+  openModelStore,
+  savedMemory,
+  storeMemory,
+} from "./memory.js";
+import { validateOptions, validateState } from "./options.js";
 
 /** Geometry of one EEPROM type. */
 export interface EepromGeometry {
@@ -55,6 +62,21 @@ function eepromSchema(size: number) {
 }
 
 /**
+ * What a successor needs (SimDevice.saveState): the pointer, and the memory unless a backing file
+ * holds it. A write cycle never spans a saved state: the state is taken between transfers.
+ */
+function eepromStateSchema(size: number) {
+  return {
+    type: "object",
+    required: ["pointer"],
+    properties: {
+      pointer: { type: "integer", min: 0, max: size - 1 },
+      memory: memoryStateSchema(size),
+    },
+  } as const;
+}
+
+/**
  * The chip, as in 24Cxx datasheets:
  * - a write message starts with the word address (1 byte, or 2 big-endian), which sets the pointer;
  *   on 1-byte parts above 256 bytes the target (address offset) selects the 256-byte block;
@@ -87,6 +109,11 @@ export class EepromChip {
   /** The current address pointer. */
   get pointer(): number {
     return this.#pointer;
+  }
+
+  /** Moves the pointer (a saved state restored), wrapping at the end of the memory. */
+  set pointer(offset: number) {
+    this.#pointer = offset & (this.geometry.size - 1);
   }
 
   #target(block: number): I2cDeviceModel {
@@ -155,6 +182,7 @@ export class EepromChip {
 /** The ModelDefinition of one EEPROM type. */
 export function eepromModel(geometry: EepromGeometry): ModelDefinition {
   const schema = eepromSchema(geometry.size);
+  const stateSchema = eepromStateSchema(geometry.size);
   const blocks = geometry.addressBytes === 1 && geometry.size > BLOCK ? geometry.size / BLOCK : 1;
   const where = blocks > 1 ? `, answers on ${blocks} consecutive addresses` : "";
   return {
@@ -165,6 +193,7 @@ export function eepromModel(geometry: EepromGeometry): ModelDefinition {
       const o = validateOptions(schema, options, geometry.name);
       const store = openModelStore(context, o.backing, geometry.size, o.initial);
       const chip = new EepromChip(geometry, store, o.readOnly ?? false);
+      const backed = o.backing !== undefined;
       return {
         targets: chip.targets,
         memory: storeMemory(store),
@@ -172,6 +201,13 @@ export function eepromModel(geometry: EepromGeometry): ModelDefinition {
           pointer: { description: "current address pointer", get: () => chip.pointer },
         },
         close: () => store.close(),
+        saveState: () => ({ pointer: chip.pointer, ...savedMemory(store, backed) }),
+        restoreState(state) {
+          const saved = validateState(stateSchema, state, geometry.name);
+          const putMemory = checkSavedMemory(saved.memory, store, backed, geometry.name);
+          putMemory();
+          chip.pointer = saved.pointer ?? 0;
+        },
       };
     },
   };

@@ -167,3 +167,56 @@ describe("LM75 chip", () => {
     );
   });
 });
+
+describe("LM75 saveState / restoreState", () => {
+  const badState = (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_STATE";
+
+  for (const name of ["lm75", "lm75a"] as const) {
+    it(`${name}: a fresh chip given the state answers as the saved one`, () => {
+      const saved = setup(name);
+      const fresh = setup(name);
+      saved.prop("temperature").set?.("31.625");
+      saved.prop("thyst").set?.("40.5");
+      assert.equal(saved.bus.transfer([w(3, 0x7f, 0x80)]), 1); // T_OS 127.5 °C: past what `tos` takes
+      assert.equal(saved.bus.transfer([w(1, 0x19)]), 1); // shutdown, fault queue
+      saved.prop("temperature").set?.("-20"); // measured, not converted while shut down
+      assert.equal(saved.bus.transfer([w(2)]), 1); // pointer at T_HYST
+      assert.ok(saved.device.saveState);
+      fresh.device.restoreState?.(JSON.parse(JSON.stringify(saved.device.saveState())));
+      const pointed = (chip: typeof saved) => {
+        const msg = r(2); // no pointer write: the register the pointer names
+        assert.equal(chip.bus.transfer([msg]), 1);
+        return [...msg.buf];
+      };
+      assert.deepEqual(pointed(fresh), pointed(saved));
+      for (const reg of [0, 1, 2, 3]) assert.deepEqual(fresh.readReg(reg), saved.readReg(reg));
+      for (const key of ["temperature", "config", "thyst", "tos"]) {
+        assert.equal(fresh.prop(key).get(), saved.prop(key).get(), key);
+      }
+      assert.equal(fresh.bus.transfer([w(1, 0x00)]), 1); // out of shutdown: converts again
+      assert.equal(saved.bus.transfer([w(1, 0x00)]), 1);
+      assert.deepEqual(fresh.readReg(0), saved.readReg(0));
+    });
+  }
+
+  it("refuses a state it cannot take and changes nothing", () => {
+    const { device, prop, readReg } = setup("lm75", { temperature: 22 });
+    assert.ok(device.saveState);
+    const good = device.saveState() as Record<string, unknown>;
+    for (const state of [
+      null,
+      [],
+      {},
+      { ...good, temperature: 126 },
+      { ...good, frozen: "20" },
+      { ...good, pointer: 4 },
+      { ...good, config: 0x20 },
+      { ...good, tos: 0x10000 },
+      { ...good, extra: true },
+    ]) {
+      assert.throws(() => device.restoreState?.(state), badState, JSON.stringify(state));
+    }
+    assert.equal(prop("temperature").get(), 22);
+    assert.deepEqual(readReg(0), [0x16, 0x00]);
+  });
+});

@@ -6,7 +6,7 @@
  */
 
 import type { DeviceProperty, ModelDefinition, SimDevice } from "../model.js";
-import { validateOptions } from "./options.js";
+import { validateOptions, validateState } from "./options.js";
 import { integerProperty, numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -63,6 +63,27 @@ const schema = {
       max: LM75_RANGE.max,
       description: "initial temperature in °C (default 25)",
     },
+  },
+} as const;
+
+const celsiusState = { type: "number", min: LM75_RANGE.min, max: LM75_RANGE.max } as const;
+const registerState = { type: "integer", min: 0, max: 0xffff } as const;
+
+/**
+ * What a successor needs (SimDevice.saveState): the pointer, the measured temperature and the one
+ * the register holds in shutdown (°C), the configuration, and T_HYST and T_OS as their registers
+ * (the guest may write limits the °C properties could not).
+ */
+const stateSchema = {
+  type: "object",
+  required: ["pointer", "temperature", "frozen", "config", "thyst", "tos"],
+  properties: {
+    pointer: { type: "integer", min: 0, max: 3 },
+    temperature: celsiusState,
+    frozen: celsiusState,
+    config: { type: "integer", min: 0, max: CONFIG_MASK },
+    thyst: registerState,
+    tos: registerState,
   },
 } as const;
 
@@ -141,6 +162,29 @@ export class Lm75Chip {
     this.#tos = encodeLm75Temperature(celsius, LIMIT_BITS);
   }
 
+  /** Its state as plain data (SimDevice.saveState). */
+  saveState(): Record<string, number> {
+    return {
+      pointer: this.target.pointer.value,
+      temperature: this.#ambient,
+      frozen: this.#frozen,
+      config: this.#config,
+      thyst: this.#thyst,
+      tos: this.#tos,
+    };
+  }
+
+  /** Takes a state `saveState` returned, all checked first (SimDevice.restoreState). */
+  restoreState(state: unknown, subject: string): void {
+    const saved = validateState(stateSchema, state, subject);
+    this.target.pointer.value = saved.pointer ?? 0;
+    this.#ambient = this.#quantise(saved.temperature ?? 25);
+    this.#frozen = this.#quantise(saved.frozen ?? this.#ambient);
+    this.#config = saved.config ?? 0;
+    this.#thyst = (saved.thyst ?? 0) & 0xff80;
+    this.#tos = (saved.tos ?? 0) & 0xff80;
+  }
+
   #readRegister(reg: number): number {
     switch (reg) {
       case LM75_REGISTERS.temperature:
@@ -209,7 +253,12 @@ function lm75Model(name: string, resolution: Lm75Resolution, what: string): Mode
     create(options): SimDevice {
       const o = validateOptions(schema, options, name);
       const chip = new Lm75Chip(resolution, o.temperature ?? 25);
-      return { targets: [chip.target], properties: lm75Properties(chip) };
+      return {
+        targets: [chip.target],
+        properties: lm75Properties(chip),
+        saveState: () => chip.saveState(),
+        restoreState: (state) => chip.restoreState(state, name),
+      };
     },
   };
 }

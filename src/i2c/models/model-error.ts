@@ -1,6 +1,6 @@
 /**
  * ModelError: the one error class of the emulated-device layer (model lookup, option validation,
- * property and memory access, backing files). Owns the stable codes; must not format for a CLI.
+ * property and memory access, backing files, saved states). Owns the stable codes; must not format for a CLI.
  * @module
  */
 
@@ -22,6 +22,8 @@ export const MODEL_ERROR_CODES = {
   backingSize: "I2C_BACKING_SIZE",
   /** A backing file could not be created, opened, written or synced (`cause` holds the errno error). */
   backingIo: "I2C_BACKING_IO",
+  /** A saved state (SimDevice.restoreState) the chip cannot take; `issues` lists each problem. */
+  badState: "I2C_MODEL_BAD_STATE",
 } as const;
 
 export type ModelErrorCode = (typeof MODEL_ERROR_CODES)[keyof typeof MODEL_ERROR_CODES];
@@ -45,7 +47,7 @@ export interface OptionIssue {
  * ```
  */
 export class ModelError extends CodedError<ModelErrorCode> {
-  /** Option problems, for code I2C_MODEL_BAD_OPTIONS (empty otherwise). */
+  /** Option or state problems, for codes I2C_MODEL_BAD_OPTIONS and I2C_MODEL_BAD_STATE (else empty). */
   readonly issues: readonly OptionIssue[];
 
   constructor(

@@ -7,6 +7,7 @@ import {
   parseHexBytes,
   parseInteger,
   validateOptions,
+  validateState,
 } from "./options.js";
 
 const schema = {
@@ -77,6 +78,34 @@ describe("validateOptions", () => {
 
   it("treats missing options as an empty object", () => {
     assert.deepEqual(validateOptions({ type: "object", properties: {} }, undefined, "chip"), {});
+  });
+});
+
+describe("validateState", () => {
+  const state = {
+    type: "object",
+    required: ["pointer"],
+    properties: { pointer: { type: "integer", min: 0, max: 7 }, memory: { type: "hex-bytes" } },
+  } as const;
+
+  it("normalises a state the schema takes (hex text becomes bytes)", () => {
+    assert.deepEqual(validateState(state, { pointer: 3, memory: "0a0b" }, "chip"), {
+      pointer: 3,
+      memory: Uint8Array.of(0x0a, 0x0b),
+    });
+  });
+
+  it("throws ModelError I2C_MODEL_BAD_STATE naming state paths; a missing state is refused", () => {
+    assert.throws(
+      () => validateState(state, { pointer: 8 }, "chip"),
+      (e: unknown) =>
+        e instanceof ModelError &&
+        e.code === "I2C_MODEL_BAD_STATE" &&
+        e.message === "chip: state.pointer: expected an integer from 0 to 7, found number 8" &&
+        e.issues.length === 1,
+    );
+    assert.throws(() => validateState(state, undefined, "chip"), /state: expected an object/);
+    assert.throws(() => validateState(state, {}, "chip"), /state\.pointer: expected a value/);
   });
 });
 

@@ -1,7 +1,8 @@
 /**
- * OptionSchema: the small typed schema that describes a model's options, and the validator that
- * checks (and normalises) options against it with precise, path-naming errors. Every model uses it;
- * no model hand-writes option checks. Must not know about any particular model, files or the CLI.
+ * OptionSchema: the small typed schema that describes a model's options (and its saved state), and
+ * the validator that checks (and normalises) options or a state against it with precise, path-naming
+ * errors. Every model uses it; no model hand-writes option or state checks. Must not know about any
+ * particular model, files or the CLI.
  * @module
  */
 
@@ -274,13 +275,54 @@ export function validateOptions<S extends OptionSchema>(
   subject: string,
   path = "options",
 ): OptionValue<S> {
+  return validated(
+    schema,
+    value ?? (schema.type === "object" ? {} : value),
+    subject,
+    path,
+    "badOptions",
+  );
+}
+
+/**
+ * Validates and normalises a saved chip state (SimDevice.restoreState) with the same schemas as
+ * options, so a model checks all of it before it changes anything. Throws ModelError with code
+ * "I2C_MODEL_BAD_STATE", a message listing each issue ("24c02: state.pointer: expected an integer
+ * from 0 to 255, found number 300"), and `issues`. A missing state is refused, not defaulted.
+ *
+ * @example
+ * ```ts
+ * const schema = {
+ *   type: "object",
+ *   required: ["latch"],
+ *   properties: { latch: { type: "integer", min: 0, max: 255 } },
+ * } as const;
+ * restoreState(state: unknown) {
+ *   const { latch } = validateState(schema, state, "pcf8574");
+ *   chip.latch = latch ?? 0xff;
+ * }
+ * ```
+ */
+export function validateState<S extends OptionSchema>(
+  schema: S,
+  value: unknown,
+  subject: string,
+): OptionValue<S> {
+  return validated(schema, value, subject, "state", "badState");
+}
+
+function validated<S extends OptionSchema>(
+  schema: S,
+  value: unknown,
+  subject: string,
+  path: string,
+  code: "badOptions" | "badState",
+): OptionValue<S> {
   const issues: OptionIssue[] = [];
-  const normalised = check(schema, value ?? (schema.type === "object" ? {} : value), path, issues);
+  const normalised = check(schema, value, path, issues);
   if (issues.length > 0) {
     const lines = issues.map((i) => `${i.path}: expected ${i.expected}, found ${i.found}`);
-    throw new ModelError(MODEL_ERROR_CODES.badOptions, `${subject}: ${lines.join("; ")}`, {
-      issues,
-    });
+    throw new ModelError(MODEL_ERROR_CODES[code], `${subject}: ${lines.join("; ")}`, { issues });
   }
   return normalised as OptionValue<S>;
 }

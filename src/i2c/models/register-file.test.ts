@@ -94,3 +94,41 @@ describe("register-file", () => {
     assert.throws(() => setup({ size: 300 }), badOptions(/options\.size: at most 256 registers/));
   });
 });
+
+describe("register-file saveState / restoreState", () => {
+  const badState = (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_STATE";
+  const options = { addressWidth: 2, registerSize: 2, size: 8, registers: { "1": 0x1234 } };
+
+  it("a fresh chip given the state answers as the saved one", () => {
+    const saved = setup(options);
+    const fresh = setup(options);
+    assert.equal(saved.bus.transfer([w(0, 3, 0xbe, 0xef)]), 1);
+    saved.device.memory?.write(14, Uint8Array.of(0x55, 0x66)); // register 7, over the control socket
+    assert.equal(saved.bus.transfer([w(0, 5)]), 1); // the pointer
+    assert.ok(saved.device.saveState);
+    fresh.device.restoreState?.(JSON.parse(JSON.stringify(saved.device.saveState())));
+    const pointed = (chip: typeof saved) => {
+      const msg = r(6); // registers 5, 6, 7 from the pointer
+      assert.equal(chip.bus.transfer([msg]), 1);
+      return [...msg.buf];
+    };
+    assert.deepEqual(pointed(fresh), pointed(saved));
+    assert.deepEqual(fresh.read([0, 0], 16), saved.read([0, 0], 16));
+    assert.deepEqual(fresh.read([0, 3], 2), [0xbe, 0xef]);
+  });
+
+  it("refuses a state it cannot take and changes nothing", () => {
+    const { device, read } = setup(options);
+    const image = "00".repeat(16);
+    for (const state of [
+      "",
+      { pointer: 0 },
+      { pointer: 8, memory: image },
+      { pointer: 0, memory: "00".repeat(15) },
+      { pointer: 0, memory: image, registers: {} },
+    ]) {
+      assert.throws(() => device.restoreState?.(state), badState, JSON.stringify(state));
+    }
+    assert.deepEqual(read([0, 0], 4), [0, 0, 0x12, 0x34]);
+  });
+});

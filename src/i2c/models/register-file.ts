@@ -7,9 +7,16 @@
  */
 
 import type { ModelDefinition, SimDevice } from "../model.js";
-import { DirtyRange, openModelStore, storeMemory } from "./memory.js";
+import {
+  checkSavedMemory,
+  DirtyRange,
+  memoryStateSchema,
+  openModelStore,
+  savedMemory,
+  storeMemory,
+} from "./memory.js";
 import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
-import { validateOptions } from "./options.js";
+import { validateOptions, validateState } from "./options.js";
 import { RegisterFile } from "./registers.js";
 
 const ADDRESS_KEY = /(0x[0-9a-fA-F]+|\d+)/;
@@ -151,6 +158,16 @@ export const registerFileModel: ModelDefinition = {
       readOnly.add(reg);
     });
     const store = openModelStore(context, o.backing, image.length, image);
+    const backed = o.backing !== undefined;
+    // What a successor needs (SimDevice.saveState): the pointer, and the image unless a file holds it.
+    const stateSchema = {
+      type: "object",
+      required: ["pointer"],
+      properties: {
+        pointer: { type: "integer", min: 0, max: count - 1 },
+        memory: memoryStateSchema(image.length),
+      },
+    } as const;
     const dirty = new DirtyRange();
     const target = new RegisterFile(
       { count, addressBytes, width: width as 1 | 2 | 4, littleEndian },
@@ -172,6 +189,13 @@ export const registerFileModel: ModelDefinition = {
         pointer: { description: "current register pointer", get: () => target.pointer.value },
       },
       close: () => store.close(),
+      saveState: () => ({ pointer: target.pointer.value, ...savedMemory(store, backed) }),
+      restoreState(state) {
+        const saved = validateState(stateSchema, state, "register-file");
+        const putMemory = checkSavedMemory(saved.memory, store, backed, "register-file");
+        putMemory();
+        target.pointer.value = saved.pointer ?? 0;
+      },
     };
   },
 };
