@@ -10,7 +10,8 @@ import { after, describe, it } from "node:test";
 import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
 import { writeConfig } from "./helpers/configured-daemon.js";
-import { DaemonProcess, makeTempDir, waitUntil, withDaemonLog } from "./helpers/daemon.js";
+import { DaemonProcess, makeTempDir, withDaemonLog } from "./helpers/daemon.js";
+import { HandoverChain } from "./helpers/handover-chain.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -19,30 +20,6 @@ const EEPROM = 0x50;
 
 const addressed = (offset: number, data: readonly number[] = []) =>
   Uint8Array.of(offset >> 8, offset & 0xff, ...data);
-
-/** The pid the daemon said it handed over to, once it has. */
-async function successorPid(daemon: DaemonProcess, after: number): Promise<number> {
-  let pid = 0;
-  await waitUntil(() => {
-    const seen = [
-      ...daemon.stderr.matchAll(/handed over: the successor serves every socket pid=(\d+)/g),
-    ];
-    const match = seen[after];
-    if (match === undefined) return false;
-    pid = Number(match[1]);
-    return true;
-  }, "the handover");
-  return pid;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 for (const ring of ["split", "packed"] as const) {
   describe(`SIGUSR2 handover (${ring} ring)`, () => {
@@ -54,7 +31,7 @@ for (const ring of ["split", "packed"] as const) {
       );
       const prefix = join(dir.path, `${ring}.sock`);
       const daemon = new DaemonProcess(["-s", prefix, "--config", config, "--log-level", "debug"]);
-      const pids = [daemon.pid];
+      const chain = new HandoverChain(daemon);
       let guest: I2cGuest | null = null;
       try {
         await daemon.waitForListening([`${prefix}0`]);
@@ -76,15 +53,14 @@ for (const ring of ["split", "packed"] as const) {
         };
         await writeSome(5);
         for (let round = 0; round < 3; round++) {
-          process.kill(pids.at(-1) as number, "SIGUSR2");
+          const handing = chain.handOver();
           // Transfers sent while the handover runs wait for the successor.
           await writeSome(3);
-          const pid = await successorPid(daemon, round);
-          assert.ok(!pids.includes(pid));
-          pids.push(pid);
-          await waitUntil(() => !alive(pids.at(-2) as number), "the predecessor to exit");
+          const { from, to } = await handing;
+          assert.notEqual(to, from);
           await writeSome(3);
         }
+        assert.equal(new Set(chain.pids).size, 4);
         const [read] = (
           await guest.driver.transfer([
             { addr: EEPROM, write: addressed(0) },
@@ -97,8 +73,7 @@ for (const ring of ["split", "packed"] as const) {
         assert.doesNotMatch(daemon.stderr, /front-end disconnected/);
         await guest.close();
         guest = null;
-        process.kill(pids.at(-1) as number, "SIGTERM");
-        await waitUntil(() => !alive(pids.at(-1) as number), "the last successor to stop");
+        await chain.stop();
         assert.deepEqual(
           [...readFileSync(join(dir.path, `${ring}.bin`)).subarray(0, written.length)],
           written,
@@ -107,8 +82,7 @@ for (const ring of ["split", "packed"] as const) {
         throw withDaemonLog(err, daemon);
       } finally {
         await guest?.close();
-        for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
-        await daemon.exited;
+        await chain.kill();
       }
     });
   });

@@ -1,0 +1,261 @@
+/**
+ * Real guest, daemon handed over (SIGUSR2) under it again and again, in server mode (the daemon
+ * listens) and client mode (QEMU listens): a guest running transfers without pause sees none fail and
+ * no pause it would notice as an error, every write it saw acknowledged is in what it reads back and
+ * in the backing file, QEMU logs nothing and the daemon sees one connection only. And a guest that
+ * reboots after a handover comes back up against the successor, which serves the device's stop and
+ * start. Skips by name without QEMU or a built guest image (guest/build.sh). QEMU is the one first on
+ * PATH (put a QEMU 10 wrapper first to run these against it).
+ * Must not reach into the daemon's modules.
+ */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { DaemonProcess } from "../helpers/daemon.js";
+import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
+import { HandoverChain, type HandoverTiming } from "../helpers/handover-chain.js";
+import {
+  countLines,
+  type GuestBench,
+  guestSuite,
+  hex,
+  result,
+  TEST_TIMEOUT_MS,
+  vhostUserI2cServerArgs,
+  withGuestBench,
+} from "./harness.js";
+import {
+  DUMP_FUNCTION,
+  LOOP_AND_DUMP_SCRIPT,
+  LOOP_EEPROM,
+  LOOP_SCRIPT,
+  LOOP_SPAN,
+  type LoopDevices,
+  stopLoop,
+  TransferLog,
+  writeLoopConfig,
+} from "./transfer-loop.js";
+
+const { skip, images } = guestSuite();
+
+/** Handovers under the running loop (the soak tool, bench/soak-restart.ts, runs more). */
+const HANDOVERS = 5;
+/** Successful guest transfers between two handovers. */
+const TRANSFERS_BETWEEN = 12;
+
+type Mode = "server" | "client";
+
+/** A daemon serving the loop's devices, a guest booted against it, and the chain of its processes. */
+interface Served {
+  readonly chain: HandoverChain;
+  readonly guest: Promise<GuestRun>;
+  readonly control: string;
+  readonly devices: LoopDevices;
+}
+
+/**
+ * Starts the daemon (`mode`) and the guest running `script` (QEMU waits for the daemon in client
+ * mode, the daemon for QEMU in server mode); `qemuArgs` are added to the device's.
+ */
+async function serve(
+  bench: GuestBench,
+  mode: Mode,
+  script: string,
+  log: TransferLog,
+  logLevel: string,
+  qemuArgs: readonly string[] = [],
+): Promise<Served> {
+  const devices = writeLoopConfig(bench.dir);
+  const control = join(bench.dir, "control.sock");
+  const args = ["--config", devices.configFile, "--control-socket", control];
+  args.push("--log-level", logLevel);
+  let daemon: DaemonProcess;
+  let guest: Promise<GuestRun>;
+  if (mode === "server") {
+    daemon = await bench.startDaemon(args);
+    guest = bench.boot(script, {
+      qemuArgs: [...vhostUserI2cArgs(bench.socket), ...qemuArgs],
+      onConsole: log.onConsole,
+    });
+  } else {
+    guest = bench.boot(script, {
+      qemuArgs: [...vhostUserI2cServerArgs(bench.socket), ...qemuArgs],
+      onConsole: log.onConsole,
+    });
+    daemon = await bench.connectClientDaemon("daemon", args);
+  }
+  await daemon.waitForLog(`control socket listening path=${control}\n`);
+  return { chain: new HandoverChain(daemon), guest, control, devices };
+}
+
+/** Hands over `count` times, each once the guest has made headway; the guest must not end meanwhile. */
+async function handOverUnderLoad(
+  chain: HandoverChain,
+  log: TransferLog,
+  guest: Promise<GuestRun>,
+  count: number,
+): Promise<HandoverTiming[]> {
+  let ended = false;
+  void guest.finally(() => {
+    ended = true;
+  });
+  const timings: HandoverTiming[] = [];
+  for (let round = 0; round < count; round++) {
+    await log.progress(TRANSFERS_BETWEEN);
+    assert.ok(!ended, "the guest ended while the host was handing over");
+    timings.push(await chain.handOver());
+  }
+  await log.progress(TRANSFERS_BETWEEN);
+  return timings;
+}
+
+/**
+ * QEMU said nothing about the device's back-end (a disconnect, a failed message, an assertion);
+ * only a listening QEMU's note that it waits for the daemon (client mode) is expected.
+ */
+function assertQemuQuiet(run: GuestRun): void {
+  const said = run.stderr
+    .split("\n")
+    .filter((line) => line !== "" && !line.includes("info: QEMU waiting for connection on:"));
+  assert.deepEqual(said, [], "QEMU logged");
+}
+
+/**
+ * The one connection stayed while the guest ran (`log`, the daemon's log until the guest's script
+ * ended): connected once, resumed at each handover, never disconnected.
+ */
+function assertOneConnection(log: string, handovers: number): void {
+  assert.equal(countLines(log, "front-end connected"), 1, "the front-end connected again");
+  assert.equal(countLines(log, "front-end resumed"), handovers);
+  assert.equal(countLines(log, "front-end disconnected"), 0);
+}
+
+for (const mode of ["server", "client"] as const) {
+  describe(`handover under a running guest (${mode} mode)`, {
+    skip,
+    timeout: TEST_TIMEOUT_MS,
+  }, () => {
+    it(`${HANDOVERS} handovers under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
+      await withGuestBench(images, async (bench) => {
+        const log = new TransferLog();
+        const served = await serve(bench, mode, LOOP_AND_DUMP_SCRIPT, log, "info");
+        const { chain, guest } = served;
+        try {
+          const timings = await handOverUnderLoad(chain, log, guest, HANDOVERS);
+          await stopLoop(served.control);
+          const daemonLog = await log.scriptEnded.then(() => chain.log);
+          const run = await guest;
+
+          const stalls = timings.map((timing) =>
+            Math.round(log.stall({ start: timing.signalledAt, end: timing.doneAt })),
+          );
+          const typical = Math.round(log.typicalGap(timings.map(toInterval)));
+          // What the guest saw, for the record (the soak tool prints the same figures).
+          process.stdout.write(
+            `# ${mode} mode: ${HANDOVERS} handovers, ${log.ok} transfers ok, ${log.failed} failed, ` +
+              `${log.acked} writes acknowledged; longest stall per handover ${stalls.join(" ")} ms ` +
+              `(typical gap ${typical} ms)\n`,
+          );
+          assert.deepEqual(log.failures, [], "guest transfers failed or read back wrong");
+          const loop = result(run, "loop");
+          assert.match(loop, / failed=0 mismatched=0 /);
+          assert.ok(loop.includes(` acked=${log.acked}`), `console lines lost: ${loop}`);
+          assert.ok(log.acked >= HANDOVERS * 2, `too few writes: ${log.acked}`);
+          assertQemuQuiet(run);
+          assertOneConnection(daemonLog, HANDOVERS);
+          assert.equal(new Set(chain.pids).size, HANDOVERS + 1);
+
+          const readBack = log.checkWrites(served.devices.initial, log.dumped);
+          assert.equal(Number(result(run, "dumped")), Math.min(log.acked, LOOP_SPAN));
+          assert.equal(readBack.compared, Number(result(run, "dumped")));
+          assert.equal(readBack.differing, 0, `guest read back: ${JSON.stringify(readBack)}`);
+          await chain.stop();
+          const file = log.checkWrites(
+            served.devices.initial,
+            readFileSync(served.devices.backing),
+          );
+          assert.equal(file.differing, 0, `backing file: ${JSON.stringify(file)}`);
+          assert.match(chain.log, /stopping signal=SIGTERM/);
+        } finally {
+          await chain.kill();
+        }
+      });
+    });
+
+    it("a guest that reboots after a handover comes back up against the successor, which serves the stop and the restart of the device", async () => {
+      await withGuestBench(images, async (bench) => {
+        // The boot marker lives in the backed EEPROM, outside the loop's span: the successor
+        // starts its devices from the backing file, so only a backed byte outlives the handover.
+        const marker = LOOP_SPAN + 0x7ff;
+        const log = new TransferLog();
+        const script = rebootScript(marker);
+        // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
+        const served = await serve(bench, mode, script, log, "trace", ["-action", "reboot=reset"]);
+        const { chain, guest } = served;
+        try {
+          const [timing] = await handOverUnderLoad(chain, log, guest, 1);
+          assert.ok(timing);
+          await stopLoop(served.control);
+          const daemonLog = await log.scriptEnded.then(() => chain.log);
+          const run = await guest;
+
+          assert.equal(
+            countLines(run.console, "@@GUEST-BOOTED"),
+            2,
+            "the guest did not boot twice",
+          );
+          assert.deepEqual(log.failures, []);
+          assert.match(result(run, "loop"), / failed=0 mismatched=0 /);
+          assert.equal(result(run, "boot2_marker"), BOOT_MARK);
+          const readBack = log.checkWrites(served.devices.initial, log.dumped);
+          assert.equal(readBack.compared, LOOP_SPAN);
+          assert.equal(readBack.differing, 0, `boot 2 read back: ${JSON.stringify(readBack)}`);
+          assert.equal(result(run, "boot2_wrote"), "0x5c");
+          assert.match(result(run, "boot2_scan"), /^50: 50 51 /);
+          assertQemuQuiet(run);
+          assertOneConnection(daemonLog, 1);
+          // Everything after the handover line is the successor's (its predecessor had exited):
+          // the reset stopped the ring there and the re-probe started it there again.
+          const successorLog = daemonLog.slice(daemonLog.lastIndexOf("handed over:"));
+          assert.ok(countLines(successorLog, "request=GET_VRING_BASE") >= 1, "no ring stop");
+          assert.ok(countLines(successorLog, "request=SET_VRING_ADDR") >= 1, "no ring start");
+          assert.ok(countLines(successorLog, "request=SET_VRING_ENABLE") >= 1, "no ring enable");
+          await chain.stop();
+        } finally {
+          await chain.kill();
+        }
+      });
+    });
+  });
+}
+
+const toInterval = (timing: HandoverTiming) => ({ start: timing.signalledAt, end: timing.doneAt });
+
+/** What the first boot leaves in the marker byte (the backing file's pattern has other bytes). */
+const BOOT_MARK = "0xb2";
+
+/**
+ * Boot 1 runs the loop until the host stops it, marks the EEPROM and reboots; boot 2 reads the
+ * loop's span back, writes and reads a new byte and scans the bus.
+ */
+function rebootScript(marker: number): string {
+  const at = `${hex(marker >> 8)} ${hex(marker & 0xff)}`;
+  const eeprom = hex(LOOP_EEPROM);
+  return `${DUMP_FUNCTION}
+seen=$(i2ctransfer -y 0 w2@${eeprom} ${at} r1@${eeprom})
+if [ "$seen" != ${BOOT_MARK} ]; then
+${LOOP_SCRIPT}
+  i2ctransfer -y 0 w3@${eeprom} ${at} ${BOOT_MARK}
+  echo "RESULT boot1_marked $?"
+  reboot -f
+  sleep 60
+fi
+echo "RESULT boot2_marker $seen"
+dump 0 ${LOOP_SPAN}
+i2ctransfer -y 0 w3@${eeprom} ${at} 0x5c
+echo "RESULT boot2_wrote $(i2ctransfer -y 0 w2@${eeprom} ${at} r1@${eeprom})"
+echo "RESULT boot2_scan $(i2cdetect -y 0 | grep '^50:')"
+`;
+}
