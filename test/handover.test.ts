@@ -4,7 +4,7 @@
 // where they stood, split and packed, with a backed EEPROM whose every acknowledged write is read
 // back. A successor that cannot start leaves the daemon serving on.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
@@ -87,3 +87,60 @@ for (const ring of ["split", "packed"] as const) {
     });
   });
 }
+
+describe("a successor that cannot start", () => {
+  it("leaves the daemon serving the same connection; a later SIGUSR2 succeeds", async () => {
+    const config = writeConfig(
+      dir.path,
+      [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: "rollback.bin" } }],
+      "rollback.json",
+    );
+    const good = readFileSync(config, "utf8");
+    const prefix = join(dir.path, "rollback.sock");
+    const daemon = new DaemonProcess(["-s", prefix, "--config", config]);
+    let guest: I2cGuest | null = null;
+    let successor = 0;
+    try {
+      await daemon.waitForListening([`${prefix}0`]);
+      guest = await I2cGuest.connect(`${prefix}0`, { protocolFeatures: QEMU_PROTOCOL_FEATURES_B });
+      const write = async (offset: number, value: number) => {
+        const result = await guest!.driver.transfer([
+          { addr: EEPROM, write: addressed(offset, [value]) },
+        ]);
+        assert.equal(result.ok, true, `write at ${offset}`);
+      };
+      await write(0, 1);
+      // The successor reads the configuration again: one that does not parse stops it (exit 2).
+      writeFileSync(config, "{ not json");
+      process.kill(daemon.pid, "SIGUSR2");
+      await daemon.waitForLog(/handover failed: serving on reason=.*exited \(status 2\)/);
+      await write(1, 2);
+      assert.ok(alive(daemon.pid));
+      assert.ok(existsSync(`${prefix}0`), "the socket file stays");
+      writeFileSync(config, good);
+      process.kill(daemon.pid, "SIGUSR2");
+      successor = await successorPid(daemon, 0);
+      await write(2, 3);
+      const [read] = (
+        await guest.driver.transfer([
+          { addr: EEPROM, write: addressed(0) },
+          { addr: EEPROM, read: 3 },
+        ])
+      ).reads;
+      assert.deepEqual([...(read ?? [])], [1, 2, 3]);
+      assert.equal(daemon.stderr.match(/front-end connected/g)?.length, 1, daemon.stderr);
+      await guest.close();
+      guest = null;
+      process.kill(successor, "SIGTERM");
+      await waitUntil(() => !alive(successor), "the successor to stop");
+      assert.ok(!existsSync(`${prefix}0`), "the last owner removes the socket file");
+    } catch (err) {
+      throw withDaemonLog(err, daemon);
+    } finally {
+      await guest?.close();
+      if (successor !== 0 && alive(successor)) process.kill(successor, "SIGKILL");
+      if (!daemon.hasExited) daemon.child.kill("SIGKILL");
+      await daemon.exited;
+    }
+  });
+});

@@ -88,6 +88,11 @@ export interface DaemonConfig {
   /** --allow-unsealed-memory: map guest memory fds that are not sealed against shrinking. */
   readonly allowUnsealedMemory: boolean;
   /**
+   * --fd-store: keep every connection's fds and state in the service manager's fd store
+   * ($NOTIFY_SOCKET, FDSTORE=1), so a restart after a crash resumes the guests.
+   */
+  readonly fdStore: boolean;
+  /**
    * --user (name or uid) and --group (name or gid): who a daemon started as root becomes once its
    * adapters, locks, sockets and files are open (src/cli/privileges.ts). Absent: it stays who it is.
    */
@@ -170,6 +175,7 @@ const OPTIONS = {
   "log-format": { type: "string" },
   "handshake-timeout": { type: "string" },
   "allow-unsealed-memory": { type: "boolean" },
+  "fd-store": { type: "boolean" },
   "print-capabilities": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -286,6 +292,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       lockDir: parseLockDir(values["lock-dir"]),
       ...handshakeTimeout(values["handshake-timeout"], values.client === true),
       allowUnsealedMemory: values["allow-unsealed-memory"] === true,
+      fdStore: values["fd-store"] === true,
       ...parseRunAs(values.user, values.group),
     },
   };
@@ -862,6 +869,12 @@ export const HELP: HelpDocument = {
       "its memory file kills the daemon, and every guest's service with it",
     ),
     term(
+      "--fd-store",
+      "keep every connection's fds and state in the service manager's fd store",
+      "(systemd FileDescriptorStoreMax=, via $NOTIFY_SOCKET): restarted after a crash",
+      "(Restart=always), the daemon resumes every guest where its rings stand",
+    ),
+    term(
       "--print-capabilities",
       'print the backend capabilities as JSON ({"type":"i2c",...}) and exit',
     ),
@@ -902,6 +915,11 @@ export const HELP: HelpDocument = {
       title: "Signals",
       body: [
         "SIGHUP reloads --config for new connections; SIGTERM/SIGINT finish or fail transfers and stop.",
+        "SIGUSR2 hands every socket and connection over to a successor: the installed program,",
+        "started with the same arguments, serves on without a disconnect (an upgrade, or a change",
+        "SIGHUP cannot apply); transfers in flight finish first. If the successor fails to start,",
+        "this process serves on. The VMM notices nothing (QEMU 9.0 and later cannot take a",
+        "back-end's reconnect: this is the way to restart under them). Not with --user.",
       ],
     },
     {

@@ -31,10 +31,11 @@ import { DeviceLockError, lockDirectory } from "../i2c/device-lock.js";
 import { HostBusError } from "../i2c/host-bus.js";
 import type { Logger } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
-import { ServiceManagerError } from "../sys/service-manager.js";
+import { removeStoredFds, ServiceManagerError, storeFd } from "../sys/service-manager.js";
 import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
 import { Observability } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
+import { type FdStore, STORE_NAME_PREFIX } from "../vhost-user/journal.js";
 import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
 import type { DaemonConfig } from "./args.js";
 import { DeviceSets } from "./device-sets.js";
@@ -112,6 +113,8 @@ export interface RunningDaemon {
   readonly config: DaemonConfig;
   /** Every device served (all lists), -l ones first, then the config file's. */
   readonly devices: readonly DeviceConfig[];
+  /** The device lists in use (the last reload's). */
+  readonly deviceLists: DeviceLists;
   /**
    * Re-reads --config: new connections get the new lists; current ones keep theirs. A changed
    * device with a backing file is one image of that file for both (ResourcePool): what either
@@ -225,6 +228,17 @@ export interface StartOptions {
    * devices are up, before anything is served: it resolves when the predecessor has let go.
    */
   readonly handover?: { readonly handover: DaemonHandover; readonly commit?: () => Promise<void> };
+  /**
+   * The device lists to serve instead of reading them (-l, --config): a daemon whose successor
+   * failed serves on with what it served before, whatever the files say now.
+   */
+  readonly deviceLists?: DeviceLists;
+}
+
+/** The device lists of a configuration, and the directory its relative paths resolve in. */
+export interface DeviceLists {
+  readonly lists: SocketDeviceLists;
+  readonly baseDir: string;
 }
 
 /**
@@ -318,6 +332,7 @@ export async function startDaemon(
    * back (a successor that fails before "go" leaves everything as it was).
    */
   let mayRemoveFiles = options.handover?.commit === undefined;
+  let removeStoredListeners = () => {};
   let sets: DeviceSets | null = null;
   let fail: (error: DaemonError) => void = () => {};
   const failed = new Promise<never>((_, reject) => {
@@ -327,6 +342,7 @@ export async function startDaemon(
   failed.catch(() => undefined);
   /** Every distinct device of the configuration in use (the lists its sockets use). */
   let devices: readonly DeviceConfig[] = [];
+  let deviceLists: DeviceLists | null = null;
 
   try {
     // --user: the names are looked up, and root checked, before anything is opened.
@@ -337,7 +353,8 @@ export async function startDaemon(
     }
     const observability = openObservability(config, logger);
     if (observability !== null) opened.push(observability);
-    const { lists, baseDir } = collectDeviceLists(config, options);
+    const { lists, baseDir } = options.deviceLists ?? collectDeviceLists(config, options);
+    deviceLists = { lists, baseDir };
     const running = await DeviceSets.start(lists, baseDir, config.socketCount, {
       logger,
       lockDir: lockDirectory(process.env, config.lockDir),
@@ -369,6 +386,24 @@ export async function startDaemon(
     }
     devices = devicesOf(lists, socketIndexes(config.socketCount));
     const factory: VhostUserDeviceFactory = (socketIndex) => running.device(socketIndex);
+    const fdStore = config.fdStore ? serviceFdStore(logger) : undefined;
+    /** Listening sockets this process bound, kept in the fd store (removed at a real stop). */
+    const storedListeners: string[] = [];
+    /** `fd` under `name` in the store, unless it is there already (handed over, or restored). */
+    const storeListener = (name: string, fd: number, alreadyStored: boolean) => {
+      if (fdStore === undefined) return;
+      if (!alreadyStored) fdStore.store(name, fd);
+      storedListeners.push(name);
+    };
+    removeStoredListeners = () => {
+      for (const name of storedListeners.splice(0)) {
+        try {
+          fdStore?.remove(name);
+        } catch {
+          // The service manager is gone: it holds nothing any more.
+        }
+      }
+    };
     const access = socketAccess(config.socketMode, config.socketGroup, "--socket-group");
     const peers: PeerIds = {
       uids: config.allowPeerUids.map((user) => resolveUser(user)),
@@ -385,8 +420,11 @@ export async function startDaemon(
           handshakeTimeoutMs: config.handshakeTimeoutMs,
         }),
         backend: { allowUnsealedMemory: config.allowUnsealedMemory },
+        ...(fdStore !== undefined && { fdStore }),
       };
       let host: VhostUserClient | VhostUserServer;
+      /** This process bound the socket (rather than being handed or passed it). */
+      let bound = false;
       const inheritedFd = config.socketFds?.[index];
       const handed = handedOver?.sockets.find(
         (socket) =>
@@ -433,12 +471,17 @@ export async function startDaemon(
         host = openSocket(() =>
           VhostUserServer.listen(path, index, factory, { ...options, access }),
         );
+        bound = true;
       }
       if (host instanceof VhostUserServer) {
         options.logger.info("front-ends admitted", { allowed: host.peers.describe() });
       }
       opened.push(host);
       hosts.push({ index, host });
+      const ownsFile = bound || (handed?.kind === "server" && handed.server.ownsFile);
+      if (host instanceof VhostUserServer && ownsFile) {
+        storeListener(`${LISTENER_STORE_NAME}${index}`, host.listenerFd, !bound);
+      }
     });
     for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
     unclaimed.clear();
@@ -474,6 +517,7 @@ export async function startDaemon(
           : ControlServer.listen(path, chips, controlOptions),
       );
       opened.push(control);
+      storeListener(CONTROL_STORE_NAME, control.listenerFd, handedControl !== null);
     }
     if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
     unclaimedControl = null;
@@ -495,9 +539,10 @@ export async function startDaemon(
       threads: running.partition.length,
     });
   } catch (err) {
+    removeStoredListeners();
     closeAll(opened, logger);
-    for (const socket of unclaimed) releaseUnclaimed(socket, logger, mayRemoveFiles);
-    if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, logger, mayRemoveFiles);
+    for (const socket of unclaimed) releaseUnclaimed(socket, null, mayRemoveFiles);
+    if (unclaimedControl !== null) releaseUnclaimed(unclaimedControl, null, mayRemoveFiles);
     await sets?.close(SET_STOP_MS);
     throw asDaemonError(err);
   }
@@ -508,6 +553,7 @@ export async function startDaemon(
   const closeAsync = async (): Promise<boolean> => {
     if (closed) return true;
     closed = true;
+    removeStoredListeners();
     closeAll(opened, logger);
     return deviceSets.close(SET_STOP_MS);
   };
@@ -516,6 +562,9 @@ export async function startDaemon(
     failed,
     get devices() {
       return devices;
+    },
+    get deviceLists() {
+      return deviceLists as DeviceLists;
     },
     async reload() {
       if (config.configFile === undefined) {
@@ -526,6 +575,7 @@ export async function startDaemon(
         const { lists, baseDir } = collectDeviceLists(config, options);
         await deviceSets.reload(lists, baseDir, config.socketCount);
         devices = devicesOf(lists, socketIndexes(config.socketCount));
+        deviceLists = { lists, baseDir };
       } catch (err) {
         logger.error("reload failed, keeping the current configuration", {
           error: err instanceof Error ? err.message : String(err),
@@ -568,10 +618,30 @@ export async function startDaemon(
   };
 }
 
+/** fd-store names of the listening sockets the daemon binds (socket index appended) and its control socket. */
+export const LISTENER_STORE_NAME = `${STORE_NAME_PREFIX}listen`;
+export const CONTROL_STORE_NAME = `${STORE_NAME_PREFIX}control`;
+
+/** The service manager's fd store, or undefined (with a warning) when there is no service manager. */
+export function serviceFdStore(logger: Logger): FdStore | undefined {
+  if (!process.env.NOTIFY_SOCKET) {
+    logger.warn("--fd-store: no service manager ($NOTIFY_SOCKET unset): nothing is stored");
+    return undefined;
+  }
+  return {
+    store: (name, fd) => {
+      storeFd(process.env, name, fd);
+    },
+    remove: (name) => {
+      removeStoredFds(process.env, name);
+    },
+  };
+}
+
 /** A socket handed over that this process does not serve: closed, and its file removed if ours. */
 function releaseUnclaimed(
   socket: SocketHandover | ControlHandover,
-  logger: Logger,
+  logger: Logger | null,
   removeFile: boolean,
 ): void {
   if (!("kind" in socket)) {
@@ -581,7 +651,7 @@ function releaseUnclaimed(
   }
   const path = socket.kind === "server" ? socket.server.path : socket.path;
   if (removeFile) {
-    logger.info("a socket handed over is not in the configuration any more: closing it", { path });
+    logger?.info("a socket handed over is not in the configuration any more: closing it", { path });
   }
   closeHandover({ sockets: [socket], control: null });
   if (removeFile && socket.kind === "server" && socket.server.ownsFile) removeSocketFile(path);
@@ -637,6 +707,12 @@ export async function runDaemonUntilSignal(
   };
   let requestHandover = () => {};
   const onHandoverSignal = () => {
+    if (config.runAs !== undefined) {
+      logger.warn(
+        `${HANDOVER_SIGNAL}: no handover with --user: a successor could not open what needs root (use the service manager's User= instead)`,
+      );
+      return;
+    }
     if (daemon === null || handing) {
       logger.info(`${HANDOVER_SIGNAL}: not now (starting, or a handover is under way)`);
       return;
@@ -674,9 +750,9 @@ export async function runDaemonUntilSignal(
           logger.info("handed over: the successor serves every socket", { pid: result.pid });
           return true;
         }
-        // Serve again from what was handed over, as a successor would.
+        // Serve again from what was handed over, as a successor would, with the same devices.
         daemon = null;
-        startOptions = { ...options, handover: { handover } };
+        startOptions = { ...options, handover: { handover }, deviceLists: running.deviceLists };
         handing = false;
         continue;
       }

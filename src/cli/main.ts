@@ -26,7 +26,13 @@ import {
 } from "../sys/service-manager.js";
 import { DataPlane } from "../vhost-user/data-plane.js";
 import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
-import { DaemonError, type LifecycleHooks, runDaemonUntilSignal } from "./daemon.js";
+import {
+  DaemonError,
+  type LifecycleHooks,
+  runDaemonUntilSignal,
+  serviceFdStore,
+} from "./daemon.js";
+import { handoverFromStore, type StoredFds, splitInherited } from "./fd-store.js";
 import { type DaemonHandover, type ReceivedHandover, receiveHandover } from "./handover.js";
 
 const PROGRAM = "vhost-device-i2c";
@@ -87,7 +93,7 @@ function serviceNotifier(config: DaemonConfig, logger: Logger): LifecycleHooks {
 export async function main(argv: readonly string[]): Promise<number> {
   let inherited: InheritedFds | null;
   let command: ReturnType<typeof parseCommandLine>;
-  let received: ReceivedHandover | null;
+  let received: (Pick<ReceivedHandover, "handover"> & Partial<ReceivedHandover>) | null;
   const badStates: string[] = [];
   try {
     received = receiveHandover(process.env, (index, error) =>
@@ -96,10 +102,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     return fail(EXIT_FAILURE, err instanceof Error ? err.message : String(err), false);
   }
+  let stored: StoredFds | null = null;
   try {
     // A predecessor started by socket activation hands its sockets over as systemd passed them.
     inherited = received !== null ? activatedSockets(received.handover) : null;
-    inherited ??= inheritedFds(process.env, process.pid);
+    if (inherited === null) {
+      // After a crash the fd store comes back beside socket activation's sockets.
+      const split = splitInherited(inheritedFds(process.env, process.pid));
+      inherited = split.activation;
+      stored = split.stored;
+    }
     command = parseCommandLine(argv, {
       resolveAdapter: (name) => resolveAdapter(name),
       ...(inherited !== null && { inheritedFds: inherited.fds }),
@@ -132,6 +144,20 @@ export async function main(argv: readonly string[]): Promise<number> {
     logger.error("a connection handed over has a state that cannot be used: it is closed", {
       detail: bad,
     });
+  }
+  if (stored !== null) {
+    const store = serviceFdStore(logger) ?? { store: () => undefined, remove: () => undefined };
+    const handover = handoverFromStore(stored, config, store, (connection, error) =>
+      logger.error("a connection in the fd store cannot be resumed: it is disconnected", {
+        connection,
+        error: error.message,
+      }),
+    );
+    const count = handover.sockets.filter((socket) =>
+      socket.kind === "server" ? socket.server.connection !== null : socket.connection !== null,
+    ).length;
+    logger.info("restarting from the fd store: resuming the guests", { connections: count });
+    received = { handover };
   }
   if (inherited !== null && config.socketFds === inherited.fds) {
     logger.info("serving sockets passed by the service manager", {

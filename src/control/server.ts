@@ -542,6 +542,11 @@ export class ControlServer {
     return control;
   }
 
+  /** The listening socket (to keep a copy in the service manager's fd store). */
+  get listenerFd(): number {
+    return this.#fd;
+  }
+
   /** Clients connected now. */
   get clientCount(): number {
     return this.#clients.size;

@@ -105,6 +105,35 @@ export function notifyServiceManager(env: Environment, state: string): boolean {
   return true;
 }
 
+/**
+ * Keeps `fd` in the service manager's fd store under `name` (sd_pid_notify_with_fds "FDSTORE=1"):
+ * it passes it back in LISTEN_FDS/LISTEN_FDNAMES when the service restarts. Needs $NOTIFY_SOCKET and
+ * FileDescriptorStoreMax= on the unit; returns false without $NOTIFY_SOCKET.
+ */
+export function storeFd(env: Environment, name: string, fd: number): boolean {
+  const path = env.NOTIFY_SOCKET;
+  if (path === undefined || path === "") return false;
+  const bytes = new TextEncoder().encode(`FDSTORE=1\nFDNAME=${checkFdName(name)}`);
+  const sent = sysCall("sendmsg", () => native().datagramSend(path, bytes, [fd]));
+  if (sent !== bytes.length) {
+    throw new SysError("ESHORTSEND", "sendmsg", `sendmsg sent ${sent} of ${bytes.length} bytes`);
+  }
+  return true;
+}
+
+/** Drops every fd stored under `name` (FDSTOREREMOVE=1). */
+export function removeStoredFds(env: Environment, name: string): boolean {
+  return notifyServiceManager(env, `FDSTOREREMOVE=1\nFDNAME=${checkFdName(name)}`);
+}
+
+/** systemd takes names of 1-255 printable ASCII characters without ':' (they join LISTEN_FDNAMES). */
+function checkFdName(name: string): string {
+  if (!/^[\x21-\x39\x3b-\x7e]{1,255}$/.test(name)) {
+    throw new SysArgumentError(`"${name}" cannot name a stored fd`);
+  }
+  return name;
+}
+
 /** The longest datagram `receive` returns whole (sd_notify messages are far shorter). */
 const RECEIVE_BUFFER_BYTES = 4096;
 

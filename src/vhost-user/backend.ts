@@ -36,6 +36,7 @@ import {
 import type { CloseReason, Message, MessageChannel, MessageFds } from "./connection.js";
 import type { RemoteDevice, VhostUserDevice, VhostUserDeviceInfo } from "./device.js";
 import { BackendError } from "./errors.js";
+import type { ConnectionJournal } from "./journal.js";
 import {
   HeaderFlag,
   MAX_MEM_SLOTS,
@@ -76,6 +77,12 @@ export interface BackendOptions {
    * the whole process and every other peer's service with it.
    */
   allowUnsealedMemory?: boolean;
+  /**
+   * The connection's journal in the service manager's fd store (--fd-store): every change the
+   * front-end makes is recorded there once it succeeded, before the reply, so a restart after a
+   * crash resumes the connection. The back-end closes it with the connection.
+   */
+  journal?: ConnectionJournal;
 }
 
 /** A reply payload (GET_* requests) with the fds it carries. */
@@ -101,6 +108,9 @@ export class BackendConnection {
   private released = false;
   /** A restore in progress: messages wait for it. */
   private restoring: Promise<void> | null = null;
+  private readonly journal: ConnectionJournal | null;
+  /** What the request being handled changed, for the journal once it has succeeded. */
+  private toRecord: ((journal: ConnectionJournal) => void) | null = null;
 
   /**
    * A VhostUserDevice runs its queues in this thread (LocalRings); a RemoteDevice brings the rings
@@ -120,6 +130,16 @@ export class BackendConnection {
               allowUnsealedMemory: options.allowUnsealedMemory,
             }),
           });
+    this.journal = options.journal ?? null;
+    if (this.journal !== null) {
+      // Packed rings log their used position in the journal's first page (a restart reads it).
+      const logged = this.rings.setPositionLog(this.journal.positionLogFd());
+      if (logged instanceof Promise) {
+        logged.catch((error: unknown) =>
+          this.logger.error("the rings keep no position log", { error: String(error) }),
+        );
+      }
+    }
   }
 
   /**
@@ -166,7 +186,9 @@ export class BackendConnection {
         this.checkVring(vring.index);
         if (vring.size > 0) await this.rings.setVringSize(vring.index, vring.size);
         if (vring.addr !== null) await this.rings.setVringAddr(vring.addr);
+        // No base: a restart after a crash, where the rings recover it from the ring itself.
         if (vring.base !== null) await this.rings.setVringBase(vring.index, vring.base);
+        else await this.rings.recoverVringBase(vring.index);
         for (const kind of ["call", "err"] as const) {
           const fd = vring[kind];
           if (fd === null) continue;
@@ -205,6 +227,7 @@ export class BackendConnection {
       ownerSet: this.ownerSet,
       backendReqFd,
       rings,
+      journal: this.journal?.release() ?? null,
     };
   }
 
@@ -294,12 +317,31 @@ export class BackendConnection {
     this.safely("closing the rings", () => this.rings.close());
     this.backendReqFd?.close();
     this.backendReqFd = null;
+    this.safely("dropping the journal", () => this.journal?.close());
     this.channel?.close("backend disconnected");
   }
 
   /** The one place replies and NEED_REPLY acks are sent, and failures classified. */
   private finish(request: number, needReply: boolean, error: unknown, reply?: Reply): void {
     if (this.broken) return;
+    const record = this.toRecord;
+    this.toRecord = null;
+    if (
+      error === undefined &&
+      this.journal !== null &&
+      (record !== null || !hasReplyPayload(request))
+    ) {
+      this.safely("journaling", () => {
+        record?.(this.journal as ConnectionJournal);
+        (this.journal as ConnectionJournal).commit({
+          features: this.ackedFeatures,
+          protocolFeatures: this.ackedProtocolFeatures,
+          status: this.status,
+          ownerSet: this.ownerSet,
+          backendReqFd: this.backendReqFd?.fd ?? null,
+        });
+      });
+    }
     if (error !== undefined) {
       if (!(error instanceof BackendError) || error.code === "EPROTO") {
         this.fail(error);
@@ -353,17 +395,26 @@ export class BackendConnection {
       case Request.SET_MEM_TABLE: {
         const regions = payloadAs(payload, "memTable");
         const taken = regions.map((_, i) => fds.take(i));
+        this.toRecord = (journal) => journal.setMemTable(regions, taken);
         return done(this.rings.setMemTable(regions, taken));
       }
-      case Request.ADD_MEM_REG:
-        return done(this.rings.addMemRegion(payloadAs(payload, "memRegion"), fds.take(0)));
-      case Request.REM_MEM_REG:
-        return done(this.rings.removeMemRegion(payloadAs(payload, "memRegion")));
+      case Request.ADD_MEM_REG: {
+        const region = payloadAs(payload, "memRegion");
+        const fd = fds.take(0);
+        this.toRecord = (journal) => journal.addMemRegion(region, fd);
+        return done(this.rings.addMemRegion(region, fd));
+      }
+      case Request.REM_MEM_REG: {
+        const region = payloadAs(payload, "memRegion");
+        this.toRecord = (journal) => journal.removeMemRegion(region);
+        return done(this.rings.removeMemRegion(region));
+      }
       case Request.SET_VRING_NUM:
         return this.setVringNum(payloadAs(payload, "vringState"));
       case Request.SET_VRING_ADDR: {
         const addr: VringAddr = payloadAs(payload, "vringAddr");
         this.checkVring(addr.index);
+        this.toRecord = (journal) => journal.setVringAddr(addr);
         return done(this.rings.setVringAddr(addr));
       }
       case Request.SET_VRING_BASE: {
@@ -383,6 +434,7 @@ export class BackendConnection {
         const { index, num } = payloadAs(payload, "vringState");
         if (num > 1) throw new BackendError("EPROTO", `SET_VRING_ENABLE with ${num}`);
         this.checkVring(index);
+        this.toRecord = (journal) => journal.setVringEnabled(index, num === 1);
         return done(this.rings.setVringEnabled(index, num === 1));
       }
       case Request.GET_STATUS:
@@ -421,6 +473,7 @@ export class BackendConnection {
     }
     this.ackedFeatures = features;
     this.logger.debug("features negotiated", { features: `0x${features.toString(16)}` });
+    this.toRecord = (journal) => journal.setRingFeatures(features);
     return done(this.rings.setFeatures(features));
   }
 
@@ -461,6 +514,7 @@ export class BackendConnection {
     this.ackedFeatures = 0n;
     this.status = 0;
     this.kickGiven = false;
+    this.toRecord = (journal) => journal.resetRings();
     return done(this.rings.reset());
   }
 
@@ -508,6 +562,7 @@ export class BackendConnection {
         `vring ${index} size ${num}: not a power of two up to ${this.device.maxQueueSize}`,
       );
     }
+    this.toRecord = (journal) => journal.setVringSize(index, num);
     return done(this.rings.setVringSize(index, num));
   }
 
@@ -530,11 +585,14 @@ export class BackendConnection {
           ? "call"
           : "err";
     if (kind === "kick") this.kickGiven = true;
-    return done(this.rings.setVringFd(value.index, kind, fds.take(0)));
+    const fd = fds.take(0);
+    this.toRecord = (journal) => journal.setVringFd(value.index, kind, fd);
+    return done(this.rings.setVringFd(value.index, kind, fd));
   }
 
   private async getVringBase(index: number): Promise<Reply> {
     this.checkVring(index);
+    this.toRecord = (journal) => journal.stopVring(index);
     const base = await this.rings.getVringBase(index);
     return { payload: encodeVringState({ index, num: base }) };
   }

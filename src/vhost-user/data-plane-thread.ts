@@ -319,6 +319,7 @@ function fdsOf(method: RingMethod, args: readonly unknown[]): number[] {
   if (method === "setMemTable") return [...(args[1] as readonly number[])];
   if (method === "addMemRegion") return [args[1] as number];
   if (method === "setVringFd") return [args[2] as number];
+  if (method === "setPositionLog") return [args[0] as number];
   return [];
 }
 

@@ -235,6 +235,8 @@ export class DataPlane {
       getVringBase: ring("getVringBase"),
       reset: ring("reset"),
       handOver: ring("handOver"),
+      setPositionLog: ring("setPositionLog"),
+      recoverVringBase: ring("recoverVringBase"),
       close: () => this.#post({ id: 0, kind: "close", conn }),
     };
     return {

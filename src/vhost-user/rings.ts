@@ -21,12 +21,19 @@ import {
   VIRTIO_F_RING_PACKED,
 } from "../virtio/features.js";
 import { GuestMemory, type RegionBacking } from "../virtio/guest-memory.js";
-import { PackedQueue, packedRingSizes } from "../virtio/packed-queue.js";
+import {
+  PACKED_DESC_FLAGS,
+  PackedQueue,
+  packedRingSizes,
+  recoverUsedPosition,
+} from "../virtio/packed-queue.js";
 import { VirtqueueError } from "../virtio/queue.js";
+import { DESCRIPTOR_SIZE } from "../virtio/queue-base.js";
 import { SplitQueue, splitRingSizes, USED_IDX } from "../virtio/split-queue.js";
 import type { MemRegion, VringAddr } from "./codec.js";
 import type { VhostUserDevice } from "./device.js";
 import { BackendError } from "./errors.js";
+import { POSITION_LOG_BYTES } from "./journal.js";
 import { MAX_MEM_SLOTS, VHOST_USER_F_PROTOCOL_FEATURES } from "./protocol.js";
 import type { RingsState } from "./state.js";
 
@@ -62,6 +69,19 @@ export interface RingControl {
    * reset; nothing the front-end shares is touched (no used element, no notification).
    */
   handOver(): RingsState | Promise<RingsState>;
+  /**
+   * Packed rings log their used position in the first POSITION_LOG_BYTES of this file (the journal,
+   * journal.ts), one 32-bit word per vring, so a restart after a crash can recover it. The rings own
+   * the fd.
+   */
+  setPositionLog(fd: number): void | Promise<void>;
+  /**
+   * The ring's position is not known (a restart after a crash): when it starts, it goes on from the
+   * used position the ring shows (split: used->idx; packed: the position log and the descriptor
+   * flags), so chains taken but not completed before the crash run again. Devices that complete
+   * chains in the order they took them (every virtio-i2c device: the spec says so) lose none.
+   */
+  recoverVringBase(index: number): void | Promise<void>;
   /** The connection is gone: rings stopped, fds closed, memory unmapped, the device reset. */
   close(): void;
 }
@@ -141,6 +161,8 @@ class Vring {
   watch: { close(): void } | null = null;
   /** The next pass of a device that yielded (its budget spent with chains left in the ring). */
   nextPass: { cancel(): void } | null = null;
+  /** The base is to be recovered from the ring when it starts (recoverVringBase). */
+  recover = false;
 
   constructor(index: number) {
     this.index = index;
@@ -158,6 +180,9 @@ export class LocalRings implements RingControl {
   #memory: GuestMemory | null = null;
   #features = 0n;
   #closed = false;
+  /** The position log (setPositionLog): the journal's first page, and a view of it. */
+  #positionLog: Mapping | null = null;
+  #positionLogView: DataView | null = null;
 
   constructor(device: VhostUserDevice, options: LocalRingsOptions = {}) {
     this.#device = device;
@@ -309,7 +334,31 @@ export class LocalRings implements RingControl {
   }
 
   setVringBase(index: number, base: number): void {
-    this.#vring(index).base = base;
+    const vring = this.#vring(index);
+    vring.base = base;
+    vring.recover = false;
+  }
+
+  recoverVringBase(index: number): void {
+    this.#vring(index).recover = true;
+  }
+
+  setPositionLog(fd: number): void {
+    try {
+      const mapping = Mapping.map(fd, 0, POSITION_LOG_BYTES, true);
+      this.#positionLog?.close();
+      this.#positionLog = mapping;
+      this.#positionLogView = new DataView(mapping.view(0, POSITION_LOG_BYTES));
+    } finally {
+      closeFdQuietly(fd);
+    }
+  }
+
+  /** The position log word of `vring` (null without a log). */
+  #usedLog(vring: Vring): { view: DataView; offset: number } | null {
+    const view = this.#positionLogView;
+    if (view === null || (vring.index + 1) * 4 > POSITION_LOG_BYTES) return null;
+    return { view, offset: vring.index * 4 };
   }
 
   setVringFd(index: number, kind: VringFdKind, fd: number): void {
@@ -365,6 +414,9 @@ export class LocalRings implements RingControl {
     this.#closed = true;
     this.#resetRings();
     this.#unmapMemory();
+    this.#positionLog?.close();
+    this.#positionLog = null;
+    this.#positionLogView = null;
     this.#safely("device reset", () => this.#device.reset());
   }
 
@@ -397,6 +449,9 @@ export class LocalRings implements RingControl {
     this.#regions = [];
     this.#memory = null;
     this.#resetRings();
+    this.#positionLog?.close();
+    this.#positionLog = null;
+    this.#positionLogView = null;
     this.#safely("device reset", () => this.#device.reset());
     return { features: this.#features, regions, vrings };
   }
@@ -429,7 +484,17 @@ export class LocalRings implements RingControl {
     }
     if (vring.queue === null) {
       try {
+        const recovered = vring.recover;
         vring.queue = this.#createQueue(vring);
+        vring.recover = false;
+        if (recovered) {
+          this.#logger.info("vring resumed where the ring stands", {
+            index: vring.index,
+            base: vringBase(vring.queue),
+          });
+          // The process before may have completed chains without telling the driver.
+          this.#signal(vring);
+        }
       } catch (error) {
         vring.broken = true;
         this.#logger.error("cannot start vring", { index: vring.index, error: String(error) });
@@ -471,14 +536,16 @@ export class LocalRings implements RingControl {
       avail: memory.uvaToGpa(addr.availUser, sizes.avail),
       used: memory.uvaToGpa(addr.usedUser, sizes.used),
     };
+    const usedIndex = memory.readU16(addresses.used + USED_IDX);
     return new SplitQueue(memory, size, addresses, {
       eventIdx,
       indirect: (this.#features & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
       notifyOnEmpty: (this.#features & VIRTIO_F_NOTIFY_ON_EMPTY) !== 0n,
       maxChainLength: this.#device.maxChainLength,
-      lastAvailIndex: vring.base,
+      // Recovering: the chains taken and not completed run again (devices complete in order).
+      lastAvailIndex: vring.recover ? usedIndex : vring.base,
       // Continue from the used index the ring holds (it equals the base unless chains were lost).
-      usedIndex: memory.readU16(addresses.used + USED_IDX),
+      usedIndex,
       notify: () => this.#signal(vring),
     });
   }
@@ -501,8 +568,22 @@ export class LocalRings implements RingControl {
       driver: memory.uvaToGpa(addr.availUser, sizes.driver),
       device: memory.uvaToGpa(addr.usedUser, sizes.device),
     };
-    const avail = vring.base & 0xffff;
-    const used = vring.base >>> 16;
+    let avail = vring.base & 0xffff;
+    let used = vring.base >>> 16;
+    const usedLog = this.#usedLog(vring);
+    if (vring.recover) {
+      if (usedLog === null) {
+        throw new BackendError(
+          "EINVAL",
+          "a packed ring's position cannot be recovered without its log",
+        );
+      }
+      // Chains taken and not completed run again (devices complete in order).
+      used = recoverUsedPosition(usedLog.view.getUint32(usedLog.offset, true), vring.size, (i) =>
+        memory.readU16(addresses.desc + i * DESCRIPTOR_SIZE + PACKED_DESC_FLAGS),
+      );
+      avail = used;
+    }
     return new PackedQueue(memory, vring.size, addresses, {
       eventIdx,
       indirect: (this.#features & VIRTIO_F_RING_INDIRECT_DESC) !== 0n,
@@ -510,6 +591,7 @@ export class LocalRings implements RingControl {
       maxChainLength: this.#device.maxChainLength,
       lastAvailIndex: avail,
       usedIndex: used === 0 ? avail : used,
+      ...(usedLog !== null && { usedLog }),
       notify: () => this.#signal(vring),
     });
   }

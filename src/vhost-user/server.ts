@@ -31,6 +31,7 @@ import { UnixListener, UnixStream } from "../sys/unix-socket.js";
 import { BackendConnection, type BackendOptions } from "./backend.js";
 import { MessageChannel } from "./connection.js";
 import type { VhostUserDeviceFactory } from "./device.js";
+import { ConnectionJournal, type FdStore } from "./journal.js";
 import { type ConnectionState, fdsOfState } from "./state.js";
 
 export interface SessionOptions {
@@ -48,6 +49,11 @@ export interface SessionOptions {
    * owner and group bits admit; for a client, the owner of the socket's directory).
    */
   peers?: PeerIds;
+  /**
+   * Keep each connection's journal and fds in the service manager's fd store (--fd-store), so a
+   * restart after a crash resumes it (journal.ts).
+   */
+  fdStore?: FdStore;
 }
 
 /**
@@ -174,12 +180,17 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     resumed?: ConnectionState,
   ): void {
     let backend: BackendConnection;
+    let journal: ConnectionJournal | undefined;
     try {
-      backend = new BackendConnection(this.factory(this.socketIndex), {
+      const device = this.factory(this.socketIndex);
+      journal = this.journalFor(stream, device.numQueues, resumed);
+      backend = new BackendConnection(device, {
         ...this.options.backend,
         logger: this.sessionLog,
+        ...(journal !== undefined && { journal }),
       });
     } catch (error) {
+      journal?.close();
       this.sessionLog.error("cannot create the device for a connection", { error: String(error) });
       stream.close();
       if (resumed !== undefined) for (const fd of fdsOfState(resumed).slice(1)) closeFdQuietly(fd);
@@ -218,6 +229,24 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
       this.handshakeTimer = setTimeout(() => this.handshakeExpired(), this.handshakeTimeoutMs);
     }
     this.emit("connect", backend);
+  }
+
+  /**
+   * The connection's journal when the fd store is in use: the one it had (handed over or restored),
+   * or a new one. A journal that came along while the store is not used is closed.
+   */
+  private journalFor(
+    stream: UnixStream,
+    numQueues: number,
+    resumed: ConnectionState | undefined,
+  ): ConnectionJournal | undefined {
+    const store = this.options.fdStore;
+    if (resumed?.journal != null && store === undefined) closeFdQuietly(resumed.journal.fd);
+    if (store === undefined) return undefined;
+    if (resumed?.journal != null) return ConnectionJournal.adopt(store, resumed, numQueues);
+    const journal = ConnectionJournal.create(store, this.socketIndex, stream.fd, numQueues);
+    if (resumed !== undefined) journal.record(resumed);
+    return journal;
   }
 
   protected endSession(): void {
@@ -390,6 +419,11 @@ export class VhostUserServer extends SessionHost {
         for (const fd of fdsOfState(handed.connection)) closeFdQuietly(fd);
       throw error;
     }
+  }
+
+  /** The listening socket (to keep a copy in the service manager's fd store). */
+  get listenerFd(): number {
+    return this.listener.fd;
   }
 
   /**

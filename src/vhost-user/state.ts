@@ -45,6 +45,8 @@ export interface ConnectionState {
   readonly ownerSet: boolean;
   readonly backendReqFd: number | null;
   readonly rings: RingsState;
+  /** The connection's journal in the service manager's fd store (journal.ts), if it keeps one. */
+  readonly journal: { readonly prefix: string; readonly fd: number } | null;
 }
 
 export type StateErrorCode = "BAD_STATE";
@@ -59,6 +61,7 @@ export const STATE_VERSION = 1;
 export function fdsOfState(state: ConnectionState): number[] {
   const fds = [state.socket];
   if (state.backendReqFd !== null) fds.push(state.backendReqFd);
+  if (state.journal !== null) fds.push(state.journal.fd);
   for (const { fd } of state.rings.regions) fds.push(fd);
   for (const vring of state.rings.vrings) {
     for (const fd of [vring.kick, vring.call, vring.err]) if (fd !== null) fds.push(fd);
@@ -79,6 +82,8 @@ export function encodeState(state: ConnectionState): string {
     status: state.status,
     ownerSet: state.ownerSet,
     backendReqFd: at(state.backendReqFd),
+    journal:
+      state.journal === null ? null : { prefix: state.journal.prefix, fd: at(state.journal.fd) },
     rings: {
       features: state.rings.features.toString(16),
       regions: state.rings.regions.map(({ region, fd }) => ({ ...region, fd: at(fd) })),
@@ -109,6 +114,7 @@ export function decodeState(text: string, fds: readonly number[]): ConnectionSta
     );
   }
   const rings = r.object("rings");
+  const journal = r.field("journal") === null ? null : r.object("journal");
   const used = new Set<number>();
   const take = (reader: Reader, key: string, optional: boolean): number | null => {
     const fd = reader.fd(key, optional);
@@ -125,6 +131,10 @@ export function decodeState(text: string, fds: readonly number[]): ConnectionSta
     status: r.int("status", 0xff),
     ownerSet: r.bool("ownerSet"),
     backendReqFd: take(r, "backendReqFd", true),
+    journal:
+      journal === null
+        ? null
+        : { prefix: journal.string("prefix"), fd: take(journal, "fd", false) as number },
     rings: {
       features: rings.bigHex("features"),
       regions: rings.list("regions").map((region) => ({
@@ -201,6 +211,12 @@ class Reader {
   bool(key: string): boolean {
     const value = this.#object[key];
     if (typeof value !== "boolean") throw this.#bad(key, "true or false");
+    return value;
+  }
+
+  string(key: string): string {
+    const value = this.#object[key];
+    if (typeof value !== "string" || value === "") throw this.#bad(key, "a name");
     return value;
   }
 

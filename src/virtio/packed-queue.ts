@@ -167,6 +167,33 @@ export interface PackedQueueOptions extends QueueNotificationOptions {
   lastAvailIndex: number;
   /** Next used descriptor to write | used wrap counter << 15 (default: lastAvailIndex). */
   usedIndex?: number;
+  /**
+   * Where each used element is announced before it is written: the 32-bit word at `offset` gets the
+   * used position before it (low half) and after it (high half), so that after a crash
+   * `recoverUsedPosition` can tell whether the element was written. Absent: no log.
+   */
+  usedLog?: { readonly view: DataView; readonly offset: number };
+}
+
+/**
+ * The used position of a packed ring whose device died, from its position log word (see
+ * PackedQueueOptions.usedLog) and the flags of the descriptor it names: the element being written at
+ * `from` was written if the driver sees it as used in that lap, or has already made the slot
+ * available again in the next one; else the position is still `from`.
+ */
+export function recoverUsedPosition(
+  logWord: number,
+  size: number,
+  flagsAt: (index: number) => number,
+): number {
+  const from = logWord & 0xffff;
+  const to = logWord >>> 16;
+  if (from === to) return from;
+  const at = decodePosition(from, size, "logged used position");
+  const flags = flagsAt(at.index);
+  const written = isUsed(flags, at.wrap) || isAvailable(flags, !at.wrap);
+  if (written) decodePosition(to, size, "logged used position");
+  return written ? to : from;
 }
 
 /**
@@ -230,6 +257,7 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
   private usedSinceNotify = 0;
   private signalledValid = false;
   private readonly raw: RawPackedDescriptor = { addr: 0, len: 0, id: 0, flags: 0 };
+  private readonly usedLog: { readonly view: DataView; readonly offset: number } | null;
 
   constructor(
     memory: GuestMemory,
@@ -248,6 +276,9 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     super(memory, size, addresses, options);
     this.nextAvail = nextAvail;
     this.nextUsed = nextUsed;
+    this.usedLog = options.usedLog ?? null;
+    const start = encodePosition(nextUsed);
+    this.usedLog?.view.setUint32(this.usedLog.offset, (start | (start << 16)) >>> 0, true);
     this.resolve(memory);
   }
 
@@ -340,6 +371,18 @@ export class PackedQueue extends QueueBase<PackedRingAddresses> implements Devic
     const slots = reusable.slots;
     checkWrittenLength(writtenLen);
     const at = DESCRIPTOR_SIZE * this.nextUsed.index;
+    const log = this.usedLog;
+    if (log !== null) {
+      const from = encodePosition(this.nextUsed);
+      let index = this.nextUsed.index + slots;
+      let wrap = this.nextUsed.wrap;
+      if (index >= this.size) {
+        index -= this.size;
+        wrap = !wrap;
+      }
+      const to = index | (wrap ? WRAP_BIT : 0);
+      log.view.setUint32(log.offset, (from | (to << 16)) >>> 0, true);
+    }
     this.desc.setU16(at + PACKED_DESC_ID, chain.head);
     this.desc.setU32(at + PACKED_DESC_LEN, writtenLen);
     // Last: the flags hand the element to the driver. WRITE says the device wrote into the buffer.
