@@ -11,7 +11,7 @@ import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/fronte
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
 import { writeConfig } from "./helpers/configured-daemon.js";
 import { DaemonProcess, makeTempDir, withDaemonLog } from "./helpers/daemon.js";
-import { HandoverChain } from "./helpers/handover-chain.js";
+import { HandoverChain, processGone } from "./helpers/handover-chain.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -98,8 +98,8 @@ describe("a successor that cannot start", () => {
     const good = readFileSync(config, "utf8");
     const prefix = join(dir.path, "rollback.sock");
     const daemon = new DaemonProcess(["-s", prefix, "--config", config]);
+    const chain = new HandoverChain(daemon);
     let guest: I2cGuest | null = null;
-    let successor = 0;
     try {
       await daemon.waitForListening([`${prefix}0`]);
       guest = await I2cGuest.connect(`${prefix}0`, { protocolFeatures: QEMU_PROTOCOL_FEATURES_B });
@@ -115,11 +115,10 @@ describe("a successor that cannot start", () => {
       process.kill(daemon.pid, "SIGUSR2");
       await daemon.waitForLog(/handover failed: serving on reason=.*exited \(status 2\)/);
       await write(1, 2);
-      assert.ok(alive(daemon.pid));
+      assert.ok(!processGone(daemon.pid));
       assert.ok(existsSync(`${prefix}0`), "the socket file stays");
       writeFileSync(config, good);
-      process.kill(daemon.pid, "SIGUSR2");
-      successor = await successorPid(daemon, 0);
+      await chain.handOver();
       await write(2, 3);
       const [read] = (
         await guest.driver.transfer([
@@ -131,16 +130,13 @@ describe("a successor that cannot start", () => {
       assert.equal(daemon.stderr.match(/front-end connected/g)?.length, 1, daemon.stderr);
       await guest.close();
       guest = null;
-      process.kill(successor, "SIGTERM");
-      await waitUntil(() => !alive(successor), "the successor to stop");
+      await chain.stop();
       assert.ok(!existsSync(`${prefix}0`), "the last owner removes the socket file");
     } catch (err) {
       throw withDaemonLog(err, daemon);
     } finally {
       await guest?.close();
-      if (successor !== 0 && alive(successor)) process.kill(successor, "SIGKILL");
-      if (!daemon.hasExited) daemon.child.kill("SIGKILL");
-      await daemon.exited;
+      await chain.kill();
     }
   });
 });
