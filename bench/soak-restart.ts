@@ -32,14 +32,18 @@ import {
   type WriteCheck,
   writeLoopConfig,
 } from "../test/e2e/transfer-loop.js";
-import { DaemonProcess, makeTempDir, withTimeout } from "../test/helpers/daemon.js";
+import { DaemonProcess, makeTempDir, waitUntil, withTimeout } from "../test/helpers/daemon.js";
 import {
   bootGuest,
   type GuestRun,
   requireGuestImages,
   vhostUserI2cArgs,
 } from "../test/helpers/guest.js";
-import { HandoverChain, type HandoverTiming } from "../test/helpers/handover-chain.js";
+import {
+  HandoverChain,
+  type RestartedDaemon,
+  type RestartTiming,
+} from "../test/helpers/handover-chain.js";
 
 export type RestartKind = "handover" | "crash";
 export type SocketMode = "server" | "client";
@@ -56,7 +60,7 @@ export interface RestartSoakOptions {
 }
 
 /** One restart as done: by which kind, from which pid to which, and what the guest saw of it. */
-export interface DoneRestart extends HandoverTiming {
+export interface DoneRestart extends RestartTiming {
   readonly kind: RestartKind;
   /** The longest time between two successful guest transfers that overlaps the restart. */
   readonly stallMs: number;
@@ -106,16 +110,6 @@ export function restartSchedule(handovers: number, crashes: number): RestartKind
   return schedule;
 }
 
-/** The daemon being restarted: the serving process, its log, and the two ways to replace it. */
-interface RestartedDaemon {
-  readonly pid: number;
-  readonly log: string;
-  handOver(): Promise<HandoverTiming>;
-  crash(): Promise<HandoverTiming>;
-  stop(): Promise<void>;
-  kill(): Promise<void>;
-}
-
 /**
  * Why crashes cannot be soaked in this tree (null when they can): they need the daemon's
  * --fd-store and a service manager that keeps its fds and restarts it (the test kit
@@ -124,20 +118,11 @@ interface RestartedDaemon {
 export const CRASHES_UNAVAILABLE: string | null =
   "crashes need the fd-store supervisor test kit (test/helpers/fd-store-supervisor.ts), not in this tree yet";
 
-/** The daemon as a chain of handovers, without a service manager: it cannot survive a crash. */
-function chainedDaemon(chain: HandoverChain): RestartedDaemon {
-  return {
-    get pid() {
-      return chain.pid;
-    },
-    get log() {
-      return chain.log;
-    },
-    handOver: () => chain.handOver(),
-    crash: () => Promise.reject(new Error(CRASHES_UNAVAILABLE ?? "no service manager")),
-    stop: () => chain.stop(),
-    kill: () => chain.kill(),
-  };
+/** Starts the daemon with `args` and resolves once it has logged `ready`. */
+async function launch(args: readonly string[], ready: string): Promise<RestartedDaemon> {
+  const first = new DaemonProcess(args);
+  await first.waitForLog(ready, 30_000);
+  return new HandoverChain(first);
 }
 
 /** What startDaemonAndGuest started. */
@@ -169,19 +154,18 @@ async function startDaemonAndGuest(
       onConsole: log.onConsole,
       ...(options.qemu !== null && { qemu: options.qemu }),
     });
-  let first: DaemonProcess;
+  let daemon: RestartedDaemon;
   let guest: Promise<GuestRun>;
   if (options.mode === "server") {
-    first = new DaemonProcess(args);
-    await first.waitForListening([socket]);
+    daemon = await launch(args, `listening path=${socket}\n`);
     guest = boot(vhostUserI2cArgs(socket));
   } else {
     guest = boot(vhostUserI2cServerArgs(socket));
-    first = new DaemonProcess(["--client", ...args]);
-    await first.waitForLog("front-end connected", 30_000);
+    daemon = await launch(["--client", ...args], "front-end connected");
   }
-  await first.waitForLog(`control socket listening path=${control}\n`);
-  return { daemon: chainedDaemon(new HandoverChain(first)), guest, control, devices };
+  const controlReady = `control socket listening path=${control}\n`;
+  await waitUntil(() => daemon.log.includes(controlReady), "the control socket", 30_000);
+  return { daemon, guest, control, devices };
 }
 
 /** How many lines of `log` contain `text`. */
@@ -207,7 +191,7 @@ export async function runRestartSoak(
   const qemu = options.qemu ?? "qemu-system-x86_64";
   const tmp = makeTempDir("vdi2c-soak-");
   const log = new TransferLog();
-  const done: HandoverTiming[] = [];
+  const done: RestartTiming[] = [];
   const kinds: RestartKind[] = [];
   let aborted: string | null = null;
   let started: Started | null = null;

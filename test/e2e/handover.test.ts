@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { DaemonProcess } from "../helpers/daemon.js";
 import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
-import { HandoverChain, type HandoverTiming } from "../helpers/handover-chain.js";
+import { HandoverChain, type RestartTiming } from "../helpers/handover-chain.js";
 import {
   countLines,
   type GuestBench,
@@ -96,12 +96,12 @@ async function handOverUnderLoad(
   log: TransferLog,
   guest: Promise<GuestRun>,
   count: number,
-): Promise<HandoverTiming[]> {
+): Promise<RestartTiming[]> {
   let ended = false;
   void guest.finally(() => {
     ended = true;
   });
-  const timings: HandoverTiming[] = [];
+  const timings: RestartTiming[] = [];
   for (let round = 0; round < count; round++) {
     await log.progress(TRANSFERS_BETWEEN);
     assert.ok(!ended, "the guest ended while the host was handing over");
@@ -231,7 +231,7 @@ for (const mode of ["server", "client"] as const) {
   });
 }
 
-const toInterval = (timing: HandoverTiming) => ({ start: timing.signalledAt, end: timing.doneAt });
+const toInterval = (timing: RestartTiming) => ({ start: timing.signalledAt, end: timing.doneAt });
 
 /** What the first boot leaves in the marker byte (the backing file's pattern has other bytes). */
 const BOOT_MARK = "0xb2";

@@ -32,16 +32,32 @@ export function processGone(pid: number): boolean {
   return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
 }
 
-/** One handover as the host saw it. */
-export interface HandoverTiming {
+/** One restart (a handover or a crash) as the host saw it. */
+export interface RestartTiming {
+  /** The process replaced, and the one serving after it. */
   readonly from: number;
   readonly to: number;
-  /** performance.now() when SIGUSR2 was sent, and when the old process had exited. */
+  /** performance.now() when the signal was sent, and when the new process had taken over. */
   readonly signalledAt: number;
   readonly doneAt: number;
 }
 
-export class HandoverChain {
+/**
+ * A daemon the host replaces under a running guest: by a planned handover (SIGUSR2), or by killing
+ * its main process (SIGKILL) when a service manager brings it back. `log` is every process's log.
+ */
+export interface RestartedDaemon {
+  readonly pid: number;
+  readonly log: string;
+  handOver(): Promise<RestartTiming>;
+  crash(): Promise<RestartTiming>;
+  /** SIGTERM to the serving process, and its end. */
+  stop(): Promise<void>;
+  /** Everything of it gone, at once; safe to call twice. */
+  kill(): Promise<void>;
+}
+
+export class HandoverChain implements RestartedDaemon {
   readonly #daemon: DaemonProcess;
   readonly #pids: number[];
 
@@ -69,7 +85,7 @@ export class HandoverChain {
    * Signals the serving process, waits for its "handed over" line and its exit, and returns the
    * timing; the successor serves from then on. Throws when the process exits without handing over.
    */
-  async handOver(ms = HANDOVER_WAIT_MS): Promise<HandoverTiming> {
+  async handOver(ms = HANDOVER_WAIT_MS): Promise<RestartTiming> {
     const from = this.pid;
     const already = this.#pids.length - 1;
     const signalledAt = performance.now();
@@ -91,6 +107,13 @@ export class HandoverChain {
     await waitUntil(() => processGone(from), `pid ${from} to exit after handing over`, ms);
     this.#pids.push(to);
     return { from, to, signalledAt, doneAt: performance.now() };
+  }
+
+  /** Nothing brings this daemon back after a crash: it needs a service manager keeping its fds. */
+  crash(): Promise<RestartTiming> {
+    return Promise.reject(
+      new Error("a daemon without a service manager does not come back after a crash"),
+    );
   }
 
   /**
