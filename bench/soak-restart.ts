@@ -19,34 +19,24 @@
 
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { vhostUserI2cServerArgs } from "../test/e2e/harness.js";
 import {
+  type DoneRestart,
   type Interval,
   LOOP_AND_DUMP_SCRIPT,
-  type LoopDevices,
+  type LoopRun,
+  type RestartKind,
+  restartUnderLoad,
+  type SocketMode,
+  startLoop,
   stopLoop,
   TransferLog,
   type WriteCheck,
-  writeLoopConfig,
 } from "../test/e2e/transfer-loop.js";
-import { DaemonProcess, makeTempDir, waitUntil, withTimeout } from "../test/helpers/daemon.js";
-import {
-  bootGuest,
-  type GuestRun,
-  requireGuestImages,
-  vhostUserI2cArgs,
-} from "../test/helpers/guest.js";
-import {
-  HandoverChain,
-  type RestartedDaemon,
-  type RestartTiming,
-} from "../test/helpers/handover-chain.js";
-
-export type RestartKind = "handover" | "crash";
-export type SocketMode = "server" | "client";
+import { makeTempDir, withTimeout } from "../test/helpers/daemon.js";
+import { bootGuest, requireGuestImages } from "../test/helpers/guest.js";
+import { HandoverChain } from "../test/helpers/handover-chain.js";
 
 export interface RestartSoakOptions {
   readonly handovers: number;
@@ -59,9 +49,8 @@ export interface RestartSoakOptions {
   readonly logLevel: string;
 }
 
-/** One restart as done: by which kind, from which pid to which, and what the guest saw of it. */
-export interface DoneRestart extends RestartTiming {
-  readonly kind: RestartKind;
+/** One restart as done, and what the guest saw of it. */
+export interface MeasuredRestart extends DoneRestart {
   /** The longest time between two successful guest transfers that overlaps the restart. */
   readonly stallMs: number;
 }
@@ -70,7 +59,7 @@ export interface RestartSoakFigures {
   readonly qemu: string;
   readonly mode: SocketMode;
   readonly planned: { readonly handovers: number; readonly crashes: number };
-  readonly done: readonly DoneRestart[];
+  readonly done: readonly MeasuredRestart[];
   readonly transfersOk: number;
   readonly transfersFailed: number;
   /** Reads that succeeded with other bytes than the write before them had put there. */
@@ -118,54 +107,23 @@ export function restartSchedule(handovers: number, crashes: number): RestartKind
 export const CRASHES_UNAVAILABLE: string | null =
   "crashes need the fd-store supervisor test kit (test/helpers/fd-store-supervisor.ts), not in this tree yet";
 
-/** Starts the daemon with `args` and resolves once it has logged `ready`. */
-async function launch(args: readonly string[], ready: string): Promise<RestartedDaemon> {
-  const first = new DaemonProcess(args);
-  await first.waitForLog(ready, 30_000);
-  return new HandoverChain(first);
-}
-
-/** What startDaemonAndGuest started. */
-interface Started {
-  readonly daemon: RestartedDaemon;
-  readonly guest: Promise<GuestRun>;
-  readonly control: string;
-  readonly devices: LoopDevices;
-}
-
-/** Starts the daemon and the guest in `mode`; the daemon serves once QEMU has connected. */
-async function startDaemonAndGuest(
-  options: RestartSoakOptions,
-  dir: string,
-  log: TransferLog,
-): Promise<Started> {
-  const devices = writeLoopConfig(dir);
-  const prefix = join(dir, "vi2c.sock");
-  const socket = `${prefix}0`;
-  const control = join(dir, "control.sock");
-  const args = ["-s", prefix, "--config", devices.configFile, "--control-socket", control];
-  args.push("--log-level", options.logLevel);
-  const boot = (qemuArgs: string[]) =>
-    bootGuest({
-      ...requireGuestImages(),
-      script: LOOP_AND_DUMP_SCRIPT,
-      qemuArgs,
-      timeoutMs: guestDeadlineMs(options.handovers + options.crashes),
-      onConsole: log.onConsole,
-      ...(options.qemu !== null && { qemu: options.qemu }),
-    });
-  let daemon: RestartedDaemon;
-  let guest: Promise<GuestRun>;
-  if (options.mode === "server") {
-    daemon = await launch(args, `listening path=${socket}\n`);
-    guest = boot(vhostUserI2cArgs(socket));
-  } else {
-    guest = boot(vhostUserI2cServerArgs(socket));
-    daemon = await launch(["--client", ...args], "front-end connected");
-  }
-  const controlReady = `control socket listening path=${control}\n`;
-  await waitUntil(() => daemon.log.includes(controlReady), "the control socket", 30_000);
-  return { daemon, guest, control, devices };
+/** Starts the loop's daemon and guest as `options` say, in `dir`. */
+function start(options: RestartSoakOptions, dir: string, log: TransferLog): Promise<LoopRun> {
+  return startLoop({
+    dir,
+    mode: options.mode,
+    logLevel: options.logLevel,
+    launch: (args, ready) => HandoverChain.start(args, ready),
+    boot: (qemuArgs) =>
+      bootGuest({
+        ...requireGuestImages(),
+        script: LOOP_AND_DUMP_SCRIPT,
+        qemuArgs: [...qemuArgs],
+        timeoutMs: guestDeadlineMs(options.handovers + options.crashes),
+        onConsole: log.onConsole,
+        ...(options.qemu !== null && { qemu: options.qemu }),
+      }),
+  });
 }
 
 /** How many lines of `log` contain `text`. */
@@ -191,37 +149,30 @@ export async function runRestartSoak(
   const qemu = options.qemu ?? "qemu-system-x86_64";
   const tmp = makeTempDir("vdi2c-soak-");
   const log = new TransferLog();
-  const done: RestartTiming[] = [];
-  const kinds: RestartKind[] = [];
+  const done: DoneRestart[] = [];
   let aborted: string | null = null;
-  let started: Started | null = null;
+  let started: LoopRun | null = null;
   try {
     const bootedAt = performance.now();
-    started = await startDaemonAndGuest(options, tmp.path, log);
+    started = await start(options, tmp.path, log);
     const { daemon, guest, control, devices } = started;
-    let guestEnded = false;
-    void guest.finally(() => {
-      guestEnded = true;
-    });
     let scriptSeconds: number | null = null;
     void log.scriptEnded.then(() => {
       scriptSeconds = (performance.now() - bootedAt) / 1000;
     });
     try {
-      for (const kind of restartSchedule(options.handovers, options.crashes)) {
-        await log.progress(options.between, HANG_MS);
-        if (guestEnded) throw new Error("the guest ended before every restart was done");
-        // Somewhere inside a transfer rather than always right after one completed.
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * 100));
-        const timing = kind === "handover" ? await daemon.handOver() : await daemon.crash();
-        done.push(timing);
-        kinds.push(kind);
-        print(
-          `${kind} ${done.length}: pid ${timing.from} -> ${timing.to} in ` +
-            `${Math.round(timing.doneAt - timing.signalledAt)} ms`,
-        );
-      }
-      await log.progress(options.between, HANG_MS);
+      const kinds = restartSchedule(options.handovers, options.crashes);
+      await restartUnderLoad(started, log, kinds, {
+        between: options.between,
+        hangMs: HANG_MS,
+        onDone: (restart) => {
+          done.push(restart);
+          print(
+            `${restart.kind} ${done.length}: pid ${restart.from} -> ${restart.to} in ` +
+              `${Math.round(restart.doneAt - restart.signalledAt)} ms`,
+          );
+        },
+      });
       await stopLoop(control);
       await withTimeout(log.scriptEnded, HANG_MS, "the guest's read-back after the loop");
     } catch (error) {
@@ -241,9 +192,8 @@ export async function runRestartSoak(
       qemu: qemuVersion(qemu),
       mode: options.mode,
       planned: { handovers: options.handovers, crashes: options.crashes },
-      done: done.map((timing, index) => ({
-        ...timing,
-        kind: kinds[index] as RestartKind,
+      done: done.map((restart, index) => ({
+        ...restart,
         stallMs: Math.round(log.stall(intervals[index] as Interval)),
       })),
       transfersOk: log.ok,
@@ -290,7 +240,7 @@ export function passed(figures: RestartSoakFigures): boolean {
 }
 
 /** Longest, median and each stall of the restarts of `kind`, or "none". */
-function stallLine(done: readonly DoneRestart[], kind: RestartKind): string {
+function stallLine(done: readonly MeasuredRestart[], kind: RestartKind): string {
   const stalls = done.filter((restart) => restart.kind === kind).map((r) => r.stallMs);
   if (stalls.length === 0) return "none";
   const sorted = [...stalls].sort((a, b) => a - b);

@@ -11,10 +11,8 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, it } from "node:test";
-import type { DaemonProcess } from "../helpers/daemon.js";
-import { type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
+import type { GuestRun } from "../helpers/guest.js";
 import { HandoverChain, type RestartTiming } from "../helpers/handover-chain.js";
 import {
   countLines,
@@ -23,19 +21,21 @@ import {
   hex,
   result,
   TEST_TIMEOUT_MS,
-  vhostUserI2cServerArgs,
   withGuestBench,
 } from "./harness.js";
 import {
+  type DoneRestart,
   DUMP_FUNCTION,
   LOOP_AND_DUMP_SCRIPT,
   LOOP_EEPROM,
   LOOP_SCRIPT,
   LOOP_SPAN,
-  type LoopDevices,
+  type LoopRun,
+  restartUnderLoad,
+  type SocketMode,
+  startLoop,
   stopLoop,
   TransferLog,
-  writeLoopConfig,
 } from "./transfer-loop.js";
 
 const { skip, images } = guestSuite();
@@ -45,70 +45,38 @@ const HANDOVERS = 5;
 /** Successful guest transfers between two handovers. */
 const TRANSFERS_BETWEEN = 12;
 
-type Mode = "server" | "client";
-
-/** A daemon serving the loop's devices, a guest booted against it, and the chain of its processes. */
-interface Served {
-  readonly chain: HandoverChain;
-  readonly guest: Promise<GuestRun>;
-  readonly control: string;
-  readonly devices: LoopDevices;
-}
+/** Hang: no successful guest transfer for this long around a handover. */
+const HANG_MS = 60_000;
 
 /**
- * Starts the daemon (`mode`) and the guest running `script` (QEMU waits for the daemon in client
- * mode, the daemon for QEMU in server mode); `qemuArgs` are added to the device's.
+ * Starts the daemon (a HandoverChain, its log kept as evidence) and the guest running `script`, in
+ * `mode`; `qemuArgs` are added to the device's.
  */
-async function serve(
+function serve(
   bench: GuestBench,
-  mode: Mode,
+  mode: SocketMode,
   script: string,
   log: TransferLog,
   logLevel: string,
   qemuArgs: readonly string[] = [],
-): Promise<Served> {
-  const devices = writeLoopConfig(bench.dir);
-  const control = join(bench.dir, "control.sock");
-  const args = ["--config", devices.configFile, "--control-socket", control];
-  args.push("--log-level", logLevel);
-  let daemon: DaemonProcess;
-  let guest: Promise<GuestRun>;
-  if (mode === "server") {
-    daemon = await bench.startDaemon(args);
-    guest = bench.boot(script, {
-      qemuArgs: [...vhostUserI2cArgs(bench.socket), ...qemuArgs],
-      onConsole: log.onConsole,
-    });
-  } else {
-    guest = bench.boot(script, {
-      qemuArgs: [...vhostUserI2cServerArgs(bench.socket), ...qemuArgs],
-      onConsole: log.onConsole,
-    });
-    daemon = await bench.connectClientDaemon("daemon", args);
-  }
-  await daemon.waitForLog(`control socket listening path=${control}\n`);
-  return { chain: new HandoverChain(daemon), guest, control, devices };
+): Promise<LoopRun<HandoverChain>> {
+  return startLoop({
+    dir: bench.dir,
+    mode,
+    logLevel,
+    launch: (args, ready) =>
+      HandoverChain.start(args, ready, (daemon) => {
+        bench.evidence.daemon("daemon", daemon);
+      }),
+    boot: (deviceArgs) =>
+      bench.boot(script, { qemuArgs: [...deviceArgs, ...qemuArgs], onConsole: log.onConsole }),
+  });
 }
 
-/** Hands over `count` times, each once the guest has made headway; the guest must not end meanwhile. */
-async function handOverUnderLoad(
-  chain: HandoverChain,
-  log: TransferLog,
-  guest: Promise<GuestRun>,
-  count: number,
-): Promise<RestartTiming[]> {
-  let ended = false;
-  void guest.finally(() => {
-    ended = true;
-  });
-  const timings: RestartTiming[] = [];
-  for (let round = 0; round < count; round++) {
-    await log.progress(TRANSFERS_BETWEEN);
-    assert.ok(!ended, "the guest ended while the host was handing over");
-    timings.push(await chain.handOver());
-  }
-  await log.progress(TRANSFERS_BETWEEN);
-  return timings;
+/** `count` handovers under the loop. */
+function handOverUnderLoad(run: LoopRun, log: TransferLog, count: number): Promise<DoneRestart[]> {
+  const kinds = Array.from({ length: count }, () => "handover" as const);
+  return restartUnderLoad(run, log, kinds, { between: TRANSFERS_BETWEEN, hangMs: HANG_MS });
 }
 
 /**
@@ -141,9 +109,9 @@ for (const mode of ["server", "client"] as const) {
       await withGuestBench(images, async (bench) => {
         const log = new TransferLog();
         const served = await serve(bench, mode, LOOP_AND_DUMP_SCRIPT, log, "info");
-        const { chain, guest } = served;
+        const { daemon: chain, guest } = served;
         try {
-          const timings = await handOverUnderLoad(chain, log, guest, HANDOVERS);
+          const timings = await handOverUnderLoad(served, log, HANDOVERS);
           await stopLoop(served.control);
           const daemonLog = await log.scriptEnded.then(() => chain.log);
           const run = await guest;
@@ -193,9 +161,9 @@ for (const mode of ["server", "client"] as const) {
         const script = rebootScript(marker);
         // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
         const served = await serve(bench, mode, script, log, "trace", ["-action", "reboot=reset"]);
-        const { chain, guest } = served;
+        const { daemon: chain, guest } = served;
         try {
-          const [timing] = await handOverUnderLoad(chain, log, guest, 1);
+          const [timing] = await handOverUnderLoad(served, log, 1);
           assert.ok(timing);
           await stopLoop(served.control);
           const daemonLog = await log.scriptEnded.then(() => chain.log);

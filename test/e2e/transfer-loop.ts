@@ -13,8 +13,15 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeConfig } from "../helpers/configured-daemon.js";
 import { waitUntil } from "../helpers/daemon.js";
-import { GUEST_MARKERS } from "../helpers/guest.js";
-import { controlCommand, eepromPattern, hex } from "./harness.js";
+import { GUEST_MARKERS, type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
+import type { RestartedDaemon, RestartTiming } from "../helpers/handover-chain.js";
+import {
+  controlCommand,
+  eepromPattern,
+  hex,
+  socketPrefix,
+  vhostUserI2cServerArgs,
+} from "./harness.js";
 
 /** The EEPROM the loop writes and reads (two-byte word addresses). */
 export const LOOP_EEPROM = 0x50;
@@ -118,6 +125,96 @@ used=$seq; [ $used -gt ${LOOP_SPAN} ] && used=${LOOP_SPAN}
 dump 0 $used
 echo "RESULT dumped $used"
 `;
+
+/** Who listens on the vhost-user socket: the daemon ("server"), or QEMU (the daemon runs --client). */
+export type SocketMode = "server" | "client";
+
+export type RestartKind = "handover" | "crash";
+
+/** The loop running: the daemon serving its devices, the guest, the control socket, the devices. */
+export interface LoopRun<D extends RestartedDaemon = RestartedDaemon> {
+  readonly daemon: D;
+  readonly guest: Promise<GuestRun>;
+  readonly control: string;
+  readonly devices: LoopDevices;
+}
+
+export interface StartLoopOptions<D extends RestartedDaemon> {
+  /** Where the config, the backing file and the sockets go. */
+  readonly dir: string;
+  readonly mode: SocketMode;
+  readonly logLevel: string;
+  /** Starts the daemon with `args` and resolves once it has logged `ready`. */
+  readonly launch: (args: readonly string[], ready: string) => Promise<D>;
+  /** Boots the guest (running the loop) with the device's QEMU arguments `qemuArgs`. */
+  readonly boot: (qemuArgs: readonly string[]) => Promise<GuestRun>;
+}
+
+/**
+ * Writes the devices, starts the daemon and the guest in the order `mode` needs (a listening daemon
+ * before QEMU; a listening QEMU before the daemon connects) and waits for the control socket.
+ */
+export async function startLoop<D extends RestartedDaemon>(
+  options: StartLoopOptions<D>,
+): Promise<LoopRun<D>> {
+  const devices = writeLoopConfig(options.dir);
+  const prefix = socketPrefix(options.dir);
+  const socket = `${prefix}0`;
+  const control = join(options.dir, "control.sock");
+  const args = ["-s", prefix, "--config", devices.configFile, "--control-socket", control];
+  args.push("--log-level", options.logLevel);
+  let daemon: D;
+  let guest: Promise<GuestRun>;
+  if (options.mode === "server") {
+    daemon = await options.launch(args, `listening path=${socket}\n`);
+    guest = options.boot(vhostUserI2cArgs(socket));
+  } else {
+    guest = options.boot(vhostUserI2cServerArgs(socket));
+    daemon = await options.launch(["--client", ...args], "front-end connected");
+  }
+  const controlReady = `control socket listening path=${control}\n`;
+  await waitUntil(() => daemon.log.includes(controlReady), "the control socket", 30_000);
+  return { daemon, guest, control, devices };
+}
+
+/** A restart done under the loop. */
+export interface DoneRestart extends RestartTiming {
+  readonly kind: RestartKind;
+}
+
+/**
+ * Does each restart of `kinds` once the guest has made `between` more successful transfers (and a
+ * moment more, so the signal lands inside a transfer rather than always right after one), then
+ * waits for `between` more. Throws when the guest makes no headway for `hangMs`, ends meanwhile, or
+ * a restart fails; `onDone` has seen every restart done until then.
+ */
+export async function restartUnderLoad(
+  run: LoopRun,
+  log: TransferLog,
+  kinds: readonly RestartKind[],
+  options: {
+    readonly between: number;
+    readonly hangMs: number;
+    readonly onDone?: (restart: DoneRestart) => void;
+  },
+): Promise<DoneRestart[]> {
+  let ended = false;
+  void run.guest.finally(() => {
+    ended = true;
+  });
+  const done: DoneRestart[] = [];
+  for (const kind of kinds) {
+    await log.progress(options.between, options.hangMs);
+    if (ended) throw new Error("the guest ended before every restart was done");
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 100));
+    const timing = kind === "handover" ? await run.daemon.handOver() : await run.daemon.crash();
+    const restart = { kind, ...timing };
+    done.push(restart);
+    options.onDone?.(restart);
+  }
+  await log.progress(options.between, options.hangMs);
+  return done;
+}
 
 /** Ends the loop: sets the stop flag through the control socket, retrying while it is not served. */
 export async function stopLoop(controlSocket: string, ms = 30_000): Promise<void> {

@@ -9,7 +9,7 @@
  */
 
 import { readFileSync } from "node:fs";
-import { type DaemonProcess, waitUntil, withTimeout } from "./daemon.js";
+import { DaemonProcess, waitUntil, withDaemonLog, withTimeout } from "./daemon.js";
 
 /** The line the old process logs once its successor serves (the daemon's own wording). */
 const HANDED_OVER = /handed over: the successor serves every socket pid=(\d+)/g;
@@ -64,6 +64,28 @@ export class HandoverChain implements RestartedDaemon {
   constructor(daemon: DaemonProcess) {
     this.#daemon = daemon;
     this.#pids = [daemon.pid];
+  }
+
+  /**
+   * Starts the daemon with `args` and resolves once it has logged `ready`; `adopt` sees the process
+   * first (e.g. to keep its log as a test's evidence).
+   */
+  static async start(
+    args: readonly string[],
+    ready: string,
+    adopt: (daemon: DaemonProcess) => void = () => {},
+    ms = 30_000,
+  ): Promise<HandoverChain> {
+    const daemon = new DaemonProcess(args);
+    adopt(daemon);
+    const chain = new HandoverChain(daemon);
+    try {
+      await daemon.waitForLog(ready, ms);
+    } catch (error) {
+      await chain.kill();
+      throw withDaemonLog(error, daemon);
+    }
+    return chain;
   }
 
   /** The process serving now. */
