@@ -13,7 +13,11 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import type { GuestRun } from "../helpers/guest.js";
-import { HandoverChain, type RestartTiming } from "../helpers/handover-chain.js";
+import {
+  HandoverChain,
+  type RestartedDaemon,
+  type RestartTiming,
+} from "../helpers/handover-chain.js";
 import {
   countLines,
   type GuestBench,
@@ -24,13 +28,14 @@ import {
   withGuestBench,
 } from "./harness.js";
 import {
-  type DoneRestart,
   DUMP_FUNCTION,
+  type Interval,
   LOOP_AND_DUMP_SCRIPT,
   LOOP_EEPROM,
   LOOP_SCRIPT,
   LOOP_SPAN,
   type LoopRun,
+  type RestartKind,
   restartUnderLoad,
   type SocketMode,
   startLoop,
@@ -48,35 +53,96 @@ const TRANSFERS_BETWEEN = 12;
 /** Hang: no successful guest transfer for this long around a handover. */
 const HANG_MS = 60_000;
 
-/**
- * Starts the daemon (a HandoverChain, its log kept as evidence) and the guest running `script`, in
- * `mode`; `qemuArgs` are added to the device's.
- */
-function serve(
+/** Starts the daemon with `args` and resolves once it has logged `ready`. */
+type Launch<D extends RestartedDaemon> = (
   bench: GuestBench,
+  args: readonly string[],
+  ready: string,
+) => Promise<D>;
+
+/** The daemon as a plain process handing over to its successors; its log is kept as evidence. */
+const launchChain: Launch<HandoverChain> = (bench, args, ready) =>
+  HandoverChain.start(args, ready, (daemon) => {
+    bench.evidence.daemon("daemon", daemon);
+  });
+
+/**
+ * Starts the daemon (`launch`) and the guest running `script`, in `mode`; `qemuArgs` are added to
+ * the device's.
+ */
+function serve<D extends RestartedDaemon>(
+  bench: GuestBench,
+  launch: Launch<D>,
   mode: SocketMode,
   script: string,
   log: TransferLog,
   logLevel: string,
   qemuArgs: readonly string[] = [],
-): Promise<LoopRun<HandoverChain>> {
+): Promise<LoopRun<D>> {
   return startLoop({
     dir: bench.dir,
     mode,
     logLevel,
-    launch: (args, ready) =>
-      HandoverChain.start(args, ready, (daemon) => {
-        bench.evidence.daemon("daemon", daemon);
-      }),
+    launch: (args, ready) => launch(bench, args, ready),
     boot: (deviceArgs) =>
       bench.boot(script, { qemuArgs: [...deviceArgs, ...qemuArgs], onConsole: log.onConsole }),
   });
 }
 
-/** `count` handovers under the loop. */
-function handOverUnderLoad(run: LoopRun, log: TransferLog, count: number): Promise<DoneRestart[]> {
-  const kinds = Array.from({ length: count }, () => "handover" as const);
-  return restartUnderLoad(run, log, kinds, { between: TRANSFERS_BETWEEN, hangMs: HANG_MS });
+/**
+ * Runs the loop in `mode` with the restarts `kinds` under it, then checks what the guest saw: no
+ * transfer failed, every acknowledged write read back and in the backing file, QEMU quiet, one
+ * connection; the daemon then stops on SIGTERM.
+ */
+async function restartsUnderLoad<D extends RestartedDaemon>(
+  bench: GuestBench,
+  launch: Launch<D>,
+  mode: SocketMode,
+  kinds: readonly RestartKind[],
+): Promise<void> {
+  const log = new TransferLog();
+  const served = await serve(bench, launch, mode, LOOP_AND_DUMP_SCRIPT, log, "info");
+  const { daemon, guest } = served;
+  try {
+    const done = await restartUnderLoad(served, log, kinds, {
+      between: TRANSFERS_BETWEEN,
+      hangMs: HANG_MS,
+    });
+    await stopLoop(served.control);
+    const daemonLog = await log.scriptEnded.then(() => daemon.log);
+    const run = await guest;
+
+    const stalls = done.map((restart) => Math.round(log.stall(toInterval(restart))));
+    const typical = Math.round(log.typicalGap(done.map(toInterval)));
+    // What the guest saw, for the record (the soak tool prints the same figures).
+    process.stdout.write(
+      `# ${mode} mode: ${kinds.join(" ")}: ${log.ok} transfers ok, ${log.failed} failed, ` +
+        `${log.acked} writes acknowledged; longest stall per restart ${stalls.join(" ")} ms ` +
+        `(typical gap ${typical} ms)\n`,
+    );
+    assert.deepEqual(log.failures, [], "guest transfers failed or read back wrong");
+    const loop = result(run, "loop");
+    assert.match(loop, / failed=0 mismatched=0 /);
+    assert.ok(loop.includes(` acked=${log.acked}`), `console lines lost: ${loop}`);
+    assert.ok(log.acked >= kinds.length * 2, `too few writes: ${log.acked}`);
+    assertQemuQuiet(run);
+    assertOneConnection(daemonLog, kinds.length);
+    assert.equal(
+      new Set([done[0]?.from, ...done.map((restart) => restart.to)]).size,
+      kinds.length + 1,
+    );
+
+    const readBack = log.checkWrites(served.devices.initial, log.dumped);
+    assert.equal(Number(result(run, "dumped")), Math.min(log.acked, LOOP_SPAN));
+    assert.equal(readBack.compared, Number(result(run, "dumped")));
+    assert.equal(readBack.differing, 0, `guest read back: ${JSON.stringify(readBack)}`);
+    await daemon.stop();
+    const file = log.checkWrites(served.devices.initial, readFileSync(served.devices.backing));
+    assert.equal(file.differing, 0, `backing file: ${JSON.stringify(file)}`);
+    assert.match(daemon.log, /stopping signal=SIGTERM/);
+  } finally {
+    await daemon.kill();
+  }
 }
 
 /**
@@ -106,50 +172,9 @@ for (const mode of ["server", "client"] as const) {
     timeout: TEST_TIMEOUT_MS,
   }, () => {
     it(`${HANDOVERS} handovers under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
-      await withGuestBench(images, async (bench) => {
-        const log = new TransferLog();
-        const served = await serve(bench, mode, LOOP_AND_DUMP_SCRIPT, log, "info");
-        const { daemon: chain, guest } = served;
-        try {
-          const timings = await handOverUnderLoad(served, log, HANDOVERS);
-          await stopLoop(served.control);
-          const daemonLog = await log.scriptEnded.then(() => chain.log);
-          const run = await guest;
-
-          const stalls = timings.map((timing) =>
-            Math.round(log.stall({ start: timing.signalledAt, end: timing.doneAt })),
-          );
-          const typical = Math.round(log.typicalGap(timings.map(toInterval)));
-          // What the guest saw, for the record (the soak tool prints the same figures).
-          process.stdout.write(
-            `# ${mode} mode: ${HANDOVERS} handovers, ${log.ok} transfers ok, ${log.failed} failed, ` +
-              `${log.acked} writes acknowledged; longest stall per handover ${stalls.join(" ")} ms ` +
-              `(typical gap ${typical} ms)\n`,
-          );
-          assert.deepEqual(log.failures, [], "guest transfers failed or read back wrong");
-          const loop = result(run, "loop");
-          assert.match(loop, / failed=0 mismatched=0 /);
-          assert.ok(loop.includes(` acked=${log.acked}`), `console lines lost: ${loop}`);
-          assert.ok(log.acked >= HANDOVERS * 2, `too few writes: ${log.acked}`);
-          assertQemuQuiet(run);
-          assertOneConnection(daemonLog, HANDOVERS);
-          assert.equal(new Set(chain.pids).size, HANDOVERS + 1);
-
-          const readBack = log.checkWrites(served.devices.initial, log.dumped);
-          assert.equal(Number(result(run, "dumped")), Math.min(log.acked, LOOP_SPAN));
-          assert.equal(readBack.compared, Number(result(run, "dumped")));
-          assert.equal(readBack.differing, 0, `guest read back: ${JSON.stringify(readBack)}`);
-          await chain.stop();
-          const file = log.checkWrites(
-            served.devices.initial,
-            readFileSync(served.devices.backing),
-          );
-          assert.equal(file.differing, 0, `backing file: ${JSON.stringify(file)}`);
-          assert.match(chain.log, /stopping signal=SIGTERM/);
-        } finally {
-          await chain.kill();
-        }
-      });
+      await withGuestBench(images, (bench) =>
+        restartsUnderLoad(bench, launchChain, mode, Array(HANDOVERS).fill("handover")),
+      );
     });
 
     it("a guest that reboots after a handover comes back up against the successor, which serves the stop and the restart of the device", async () => {
@@ -160,10 +185,16 @@ for (const mode of ["server", "client"] as const) {
         const log = new TransferLog();
         const script = rebootScript(marker);
         // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
-        const served = await serve(bench, mode, script, log, "trace", ["-action", "reboot=reset"]);
+        const served = await serve(bench, launchChain, mode, script, log, "trace", [
+          "-action",
+          "reboot=reset",
+        ]);
         const { daemon: chain, guest } = served;
         try {
-          const [timing] = await handOverUnderLoad(served, log, 1);
+          const [timing] = await restartUnderLoad(served, log, ["handover"], {
+            between: TRANSFERS_BETWEEN,
+            hangMs: HANG_MS,
+          });
           assert.ok(timing);
           await stopLoop(served.control);
           const daemonLog = await log.scriptEnded.then(() => chain.log);
@@ -199,7 +230,10 @@ for (const mode of ["server", "client"] as const) {
   });
 }
 
-const toInterval = (timing: RestartTiming) => ({ start: timing.signalledAt, end: timing.doneAt });
+const toInterval = (timing: RestartTiming): Interval => ({
+  start: timing.signalledAt,
+  end: timing.doneAt,
+});
 
 /** What the first boot leaves in the marker byte (the backing file's pattern has other bytes). */
 const BOOT_MARK = "0xb2";
