@@ -1,6 +1,8 @@
 // The shipped systemd units (contrib/systemd): the paths they give the daemon agree with its defaults
 // (one lock directory shared by every instance, passing the daemon's own checks; the VMM's socket
-// outside the directories systemd hands to the service's user), and, where systemd-analyze is
+// outside the directories systemd hands to the service's user), what a restart the VM does not notice
+// needs (the fd store, sized for the fds a connection keeps; Restart=always but not after a
+// configuration error; the handover signal and its systemctl command), and, where systemd-analyze is
 // installed, they verify cleanly and their exposure stays low. PID 1 is not necessarily systemd
 // where the tests run, so the units are checked offline and never started.
 import assert from "node:assert/strict";
@@ -9,13 +11,26 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { parseCommandLine } from "../src/cli/args.js";
+import { HANDOVER_SIGNAL } from "../src/cli/daemon.js";
 import { lockDirectory, SYSTEM_LOCK_DIR } from "../src/i2c/device-lock.js";
-import { makeTempDir } from "./helpers/daemon.js";
+import { MAX_MEM_SLOTS } from "../src/vhost-user/protocol.js";
+import { MAIN_JS, makeTempDir } from "./helpers/daemon.js";
 
 const UNITS = fileURLToPath(new URL("../../contrib/systemd/", import.meta.url));
 const SERVICE = join(UNITS, "vhost-device-i2c@.service");
 const SOCKET = join(UNITS, "vhost-device-i2c@.socket");
+const README = join(UNITS, "README.md");
 const SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze";
+const SYSTEMCTL = "/usr/bin/systemctl";
+/**
+ * The most fds one VMM connection keeps in the fd store: its socket, its state and ring-position
+ * memfds, a memfd per guest memory region (MAX_MEM_SLOTS with CONFIGURE_MEM_SLOTS), and the one
+ * queue's kick, call and error eventfds.
+ */
+const STORED_FDS_PER_CONNECTION = 1 + 2 + MAX_MEM_SLOTS + 3;
+/** Connections the fd store must hold at the worst: well beyond one VM's sockets. */
+const STORED_CONNECTIONS = 100;
 /** `systemd-analyze security` exposure the service must stay below (0 = locked down, 10 = none). */
 const MAX_EXPOSURE = 1.5;
 
@@ -85,6 +100,61 @@ describe("contrib/systemd units", () => {
     assert.ok(!groups.includes(socketGroup), `the daemons are not in ${socketGroup}`);
     assert.equal(one(service, "Service.DeviceAllow"), "char-i2c rw");
     assert.equal(one(service, "Service.DevicePolicy"), "closed");
+  });
+
+  it("a crash restarts the daemon with its fd store, sized for the connections it keeps", () => {
+    assert.equal(one(service, "Service.Type"), "notify");
+    assert.match(one(service, "Service.ExecStart"), /^\/usr\/bin\/vhost-device-i2c --fd-store /);
+    assert.equal(one(service, "Service.Restart"), "always");
+    const restartSec = /^([0-9]+)ms$/.exec(one(service, "Service.RestartSec"));
+    assert.ok(
+      restartSec !== null && Number(restartSec[1]) <= 1000,
+      "a guest waits at most a second",
+    );
+    const max = Number(one(service, "Service.FileDescriptorStoreMax"));
+    assert.ok(
+      max >= STORED_CONNECTIONS * STORED_FDS_PER_CONNECTION,
+      `FileDescriptorStoreMax=${max}`,
+    );
+  });
+
+  it("a configuration error is not restarted: RestartPreventExitStatus= is the daemon's usage status", () => {
+    const usage = spawnSync(process.execPath, [MAIN_JS, "--no-such-option"], { encoding: "utf8" });
+    assert.equal(
+      String(usage.status),
+      one(service, "Service.RestartPreventExitStatus"),
+      usage.stderr,
+    );
+  });
+
+  it(`the upgrade is ${HANDOVER_SIGNAL} to the main process; reload and notifications follow it`, () => {
+    // The old main process names its successor (MAINPID=) before it lets go: main-only notification
+    // access then hears the successor, and $MAINPID at reload time is the successor.
+    assert.equal(one(service, "Service.NotifyAccess"), "main");
+    assert.equal(one(service, "Service.ExecReload"), "/bin/kill -HUP $MAINPID");
+    const command = `systemctl kill -s ${HANDOVER_SIGNAL} --kill-whom=main vhost-device-i2c@vm1`;
+    assert.ok(readFileSync(SERVICE, "utf8").includes(command), `the unit shows: ${command}`);
+    assert.ok(readFileSync(README, "utf8").includes(command), `README.md shows: ${command}`);
+  });
+
+  it("systemctl knows --kill-whom=", {
+    skip: existsSync(SYSTEMCTL) ? false : `no ${SYSTEMCTL}`,
+  }, () => {
+    const help = spawnSync(SYSTEMCTL, ["--help"], { encoding: "utf8" });
+    assert.match(help.stdout, /--kill-whom=/);
+  });
+
+  it("ExecStart's arguments parse with the socket unit's fd", () => {
+    const args = one(service, "Service.ExecStart")
+      .split(/\s+/)
+      .slice(1)
+      .filter((arg) => arg !== "$OPTIONS")
+      .map((arg) => arg.replace(/^\$\{DEVICES\}$/, "sim:0x50=24c02"));
+    const command = parseCommandLine(args, {
+      resolveAdapter: () => 0,
+      inheritedFds: [3],
+    });
+    assert.equal(command.kind, "run");
   });
 
   const analyze = existsSync(SYSTEMD_ANALYZE) ? false : `${SYSTEMD_ANALYZE} is not installed`;

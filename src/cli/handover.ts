@@ -132,7 +132,9 @@ export function decodeManifest(
   } catch {
     throw fail("not JSON");
   }
-  if (raw.version !== 1 || !Array.isArray(raw.sockets)) throw fail("unknown version");
+  if (raw === null || typeof raw !== "object" || raw.version !== 1 || !Array.isArray(raw.sockets)) {
+    throw fail("unknown version");
+  }
   const fdAt = (position: unknown): number => {
     const fd = typeof position === "number" ? fds[position] : undefined;
     if (fd === undefined) throw fail(`fd position ${String(position)} out of range`);
@@ -142,7 +144,9 @@ export function decodeManifest(
     if (typeof value !== "string" || value === "") throw fail("a socket without a path");
     return value;
   };
-  const sockets = (raw.sockets as Record<string, unknown>[]).map((socket): SocketHandover => {
+  const sockets = (raw.sockets as unknown[]).map((item): SocketHandover => {
+    if (typeof item !== "object" || item === null) throw fail("a socket that is not an object");
+    const socket = item as Record<string, unknown>;
     const index = socket.index;
     if (typeof index !== "number" || !Number.isSafeInteger(index) || index < 0) {
       throw fail("a socket without an index");

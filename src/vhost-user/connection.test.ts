@@ -13,7 +13,7 @@ import { HEADER_SIZE, MAX_PAYLOAD_SIZE, Request } from "./protocol.js";
 
 function channelPair(
   options: ChannelOptions = {},
-  onMessage: (channel: MessageChannel, message: Message) => void = () => {},
+  onMessage: (channel: MessageChannel, message: Message) => void | Promise<void> = () => {},
 ) {
   const [near, far] = UnixStream.pair();
   const messages: Message[] = [];
@@ -24,8 +24,9 @@ function channelPair(
     {
       onMessage: (m) => {
         messages.push(m);
-        onMessage(channel, m);
+        const result = onMessage(channel, m);
         for (const w of waiters.splice(0)) w();
+        return result;
       },
       onClose: (r) => {
         closed = r;
@@ -171,5 +172,197 @@ describe("MessageChannel", () => {
         pair.near.close();
       }
     });
+  });
+});
+
+describe("MessageChannel.release", () => {
+  const message = (request: number, payload = new Uint8Array(8)) =>
+    encodeMessage(request, requestFlags(false), payload);
+  /** Lets the event loop turn a few times (readiness callbacks, settled promises). */
+  const turns = async (count = 5) => {
+    for (let i = 0; i < count; i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+  /** A channel over `fd` (what the next owner makes of the released socket) and what it reads. */
+  const nextOwner = (fd: number) => {
+    const messages: { request: number; fds: number }[] = [];
+    const waiters: (() => void)[] = [];
+    const channel = new MessageChannel(UnixStream.adopt(fd), {
+      onMessage: (m) => {
+        messages.push({ request: m.header.request, fds: m.fds.count });
+        for (const w of waiters.splice(0)) w();
+      },
+      onClose: () => undefined,
+    });
+    const until = async (count: number) => {
+      while (messages.length < count) await new Promise<void>((resolve) => waiters.push(resolve));
+    };
+    return { channel, messages, until };
+  };
+  /** Tracks a promise's outcome without awaiting it. */
+  const watch = <T>(promise: Promise<T>) => {
+    const outcome: { value?: T; error?: unknown; settled: boolean } = { settled: false };
+    promise.then(
+      (value) => Object.assign(outcome, { value, settled: true }),
+      (error: unknown) => Object.assign(outcome, { error, settled: true }),
+    );
+    return outcome;
+  };
+
+  it("gives the socket up, open, between two messages; what comes next waits for the next owner", async () => {
+    const { near, channel, messages, until, closed } = channelPair();
+    const kick = EventFd.create();
+    try {
+      near.send(message(Request.GET_FEATURES));
+      await until(() => messages.length === 1);
+      const fd = await channel.release();
+      assert.ok(fd >= 0);
+      assert.equal(channel.isClosed, true);
+      // After the release: a message with an fd, and the peer hanging up. The old channel sees none.
+      near.send(message(Request.SET_VRING_KICK), [kick.fd]);
+      near.send(message(Request.GET_STATUS));
+      await turns();
+      assert.equal(messages.length, 1);
+      assert.equal(closed(), null, "no onClose for a release");
+      const next = nextOwner(fd);
+      try {
+        await next.until(2);
+        assert.deepEqual(next.messages, [
+          { request: Request.SET_VRING_KICK, fds: 1 },
+          { request: Request.GET_STATUS, fds: 0 },
+        ]);
+      } finally {
+        next.channel.close();
+      }
+      assert.equal(closed(), null);
+      // Sends after a release are dropped, a second release refused.
+      channel.send(Request.GET_FEATURES, 0, new Uint8Array(8));
+      await assert.rejects(channel.release(), /the channel is closed/);
+    } finally {
+      kick.close();
+      near.close();
+    }
+  });
+
+  it("waits for an async handler, reading nothing meanwhile", async () => {
+    let finish = () => {};
+    const handling = () =>
+      new Promise<void>((resolve) => {
+        finish = resolve;
+      });
+    const { near, channel, messages, until, closed } = channelPair({}, handling);
+    try {
+      near.send(message(Request.SET_MEM_TABLE));
+      await until(() => messages.length === 1);
+      const released = watch(channel.release());
+      await assert.rejects(channel.release(), /already being released/);
+      near.send(message(Request.GET_VRING_BASE));
+      await turns();
+      assert.equal(released.settled, false, "the handler still runs");
+      assert.equal(messages.length, 1);
+      finish();
+      await turns();
+      assert.equal(released.settled, true);
+      assert.equal(typeof released.value, "number");
+      assert.equal(closed(), null);
+      const next = nextOwner(released.value as number);
+      try {
+        await next.until(1);
+        assert.deepEqual(next.messages, [{ request: Request.GET_VRING_BASE, fds: 0 }]);
+      } finally {
+        next.channel.close();
+      }
+    } finally {
+      near.close();
+    }
+  });
+
+  it("waits for the rest of a message that has begun, and hands it to the handler first", async () => {
+    const { near, channel, messages, until, closed } = channelPair();
+    const kick = EventFd.create();
+    try {
+      const first = message(Request.SET_VRING_CALL);
+      near.send(first.subarray(0, HEADER_SIZE + 2), [kick.fd]);
+      await turns();
+      const released = watch(channel.release());
+      await turns();
+      assert.equal(released.settled, false, "in the middle of a message");
+      near.send(first.subarray(HEADER_SIZE + 2));
+      await until(() => messages.length === 1);
+      await turns();
+      assert.equal(released.settled, true);
+      assert.equal(messages[0]!.fds.count, 1, "the fd went with its message");
+      assert.equal(closed(), null);
+      const next = nextOwner(released.value as number);
+      next.channel.close();
+    } finally {
+      kick.close();
+      near.close();
+    }
+  });
+
+  it("waits until the messages queued for the peer are sent", async () => {
+    const [near, far] = UnixStream.pair();
+    // Fill the socket towards the peer, so the channel's next message has to wait for room.
+    const filler = new Uint8Array(4096);
+    let filled = 0;
+    for (;;) {
+      try {
+        far.send(filler);
+        filled += filler.length;
+      } catch (error) {
+        assert.equal((error as { code?: string }).code, "EAGAIN");
+        break;
+      }
+    }
+    let closed: CloseReason | null = null;
+    const channel = new MessageChannel(far, {
+      onMessage: () => undefined,
+      onClose: (reason) => {
+        closed = reason;
+      },
+    });
+    try {
+      channel.send(Request.GET_FEATURES, 0x5, new Uint8Array(8));
+      const released = watch(channel.release());
+      await turns();
+      assert.equal(released.settled, false, "a reply waits for room");
+      // The peer reads everything: the filler, then the reply, which must come before the release.
+      const into = new Uint8Array(1 << 16);
+      let read = 0;
+      const expected = filled + HEADER_SIZE + 8;
+      while (read < expected) {
+        const n = near.recv(into, 0, into.length, []);
+        if (n > 0) read += n;
+        else await turns(1);
+      }
+      assert.equal(read, expected);
+      await turns();
+      assert.equal(released.settled, true);
+      assert.equal(closed, null);
+      const next = nextOwner(released.value as number);
+      next.channel.close();
+    } finally {
+      near.close();
+    }
+  });
+
+  it("rejects when the channel closes first, which then tells onClose", async () => {
+    const eof = channelPair();
+    // Half a header: the channel waits for the rest, and gets the end of the stream.
+    eof.near.send(message(Request.GET_FEATURES).subarray(0, 4));
+    await turns();
+    const released = eof.channel.release();
+    eof.near.close();
+    await assert.rejects(released, /closed before it could be released/);
+    assert.equal(eof.closed()?.kind, "eof");
+
+    const local = channelPair();
+    local.near.send(message(Request.GET_FEATURES).subarray(0, 4));
+    await turns();
+    const pending = local.channel.release();
+    local.channel.close("shutting down");
+    await assert.rejects(pending, /closed before it could be released/);
+    assert.equal(local.closed()?.kind, "local");
+    local.near.close();
   });
 });

@@ -12,7 +12,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { readSync, writeSync } from "node:fs";
+import { fstatSync, readSync, writeSync } from "node:fs";
 import { closeFdQuietly, dupFd } from "../sys/fd.js";
 import { createMemfd } from "../sys/memfd.js";
 import type { MemRegion, VringAddr } from "./codec.js";
@@ -135,7 +135,10 @@ export class ConnectionJournal {
     for (const vring of state.rings.vrings) {
       if (vring.index < numQueues) adopted.#vrings[vring.index] = { ...vring, base: null };
     }
-    for (const [role, fd] of adopted.#roles()) adopted.#stored.set(adopted.#name(role), fd);
+    for (const [role, fd] of adopted.#roles()) {
+      const name = adopted.#name(role);
+      if (!adopted.#stored.has(name)) adopted.#stored.set(name, fd);
+    }
     adopted.#slot = readHeader(journal.fd)?.slot ?? 0;
     return adopted;
   }
@@ -219,7 +222,10 @@ export class ConnectionJournal {
     if (this.#closed) return;
     this.#protocol = protocolOf(protocol);
     const wanted = new Map<string, number>();
-    for (const [role, fd] of this.#roles()) wanted.set(this.#name(role), fd);
+    for (const [role, fd] of this.#roles()) {
+      const name = this.#name(role);
+      if (!wanted.has(name)) wanted.set(name, fd);
+    }
     for (const [name, fd] of this.#stored) {
       if (wanted.get(name) !== fd) {
         this.#store.remove(name);
@@ -267,13 +273,23 @@ export class ConnectionJournal {
     this.#stored.set(name, fd);
   }
 
-  /** Every fd of the connection with its role. */
+  /**
+   * Every fd of the connection with its role. Regions of one file (QEMU splits a large guest's RAM
+   * around the PCI hole, one memfd for both) share the first one's role: the service manager keeps
+   * one copy of an open file however often it is stored, so only one name would come back.
+   */
   *#roles(): Generator<[string, number]> {
     yield [JOURNAL_ROLE, this.#fd];
     yield ["sock", this.#socket];
     if (this.#protocol.backendReqFd !== null) yield ["breq", this.#protocol.backendReqFd];
+    const files = new Map<string, string>();
     for (const { region, fd } of this.#regions) {
-      yield [`mem-${region.guestPhysAddr.toString(16)}-${region.userAddr.toString(16)}`, fd];
+      const file = fileIdentity(fd);
+      const role =
+        files.get(file) ??
+        `mem-${region.guestPhysAddr.toString(16)}-${region.userAddr.toString(16)}`;
+      files.set(file, role);
+      yield [role, fd];
     }
     for (const vring of this.#vrings) {
       for (const kind of ["kick", "call", "err"] as const) {
@@ -334,6 +350,12 @@ function emptyVring(index: number): MutableVring {
   };
 }
 
+/** What makes two fds one file for the service manager (the inode; regions are files). */
+function fileIdentity(fd: number): string {
+  const stat = fstatSync(fd, { bigint: true });
+  return `${stat.dev}:${stat.ino}`;
+}
+
 function writeAll(fd: number, bytes: Buffer, position: number): void {
   for (let done = 0; done < bytes.length; ) {
     done += writeSync(fd, bytes, done, bytes.length - done, position + done);
@@ -368,17 +390,29 @@ export function readJournal(fd: number, stored: ReadonlyMap<string, number>): Co
   if (!Array.isArray(parsed.names) || typeof parsed.state !== "string") {
     throw new StateError("BAD_STATE", "the journal's state has no fd names");
   }
-  const fds = parsed.names.map((name) => {
-    const stored_ = typeof name === "string" ? stored.get(name) : undefined;
-    if (stored_ === undefined) {
-      throw new StateError(
-        "BAD_STATE",
-        `the fd "${String(name)}" of the journal was not passed back`,
-      );
+  const fds: number[] = [];
+  const copies: number[] = [];
+  try {
+    for (const name of parsed.names) {
+      const fd = typeof name === "string" ? stored.get(name) : undefined;
+      if (fd === undefined) {
+        throw new StateError(
+          "BAD_STATE",
+          `the fd "${String(name)}" of the journal was not passed back`,
+        );
+      }
+      // A name used twice (regions of one file): each use gets an fd of its own.
+      if (fds.includes(fd)) {
+        const copy = dupFd(fd);
+        copies.push(copy);
+        fds.push(copy);
+      } else fds.push(fd);
     }
-    return stored_;
-  });
-  return decodeState(parsed.state, fds);
+    return decodeState(parsed.state, fds);
+  } catch (error) {
+    for (const copy of copies) closeFdQuietly(copy);
+    throw error;
+  }
 }
 
 /** Whether `name` is a journal's own name (one per stored connection). */

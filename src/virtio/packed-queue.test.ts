@@ -5,13 +5,18 @@ import { DriverPackedQueue, type RawPackedDescriptorFields } from "./driver-pack
 import type { DriverBuffer } from "./driver-split-queue.js";
 import { createArrayGuestMemory } from "./guest-memory.js";
 import {
+  availFlags,
   checkPackedQueueSize,
+  isAvailable,
+  isUsed,
   PACKED_DESC_FLAGS,
   PackedQueue,
   packedNeedEvent,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
   RING_EVENT_FLAGS_ENABLE,
+  recoverUsedPosition,
+  usedFlags,
   VRING_PACKED_DESC_F_AVAIL,
   VRING_PACKED_DESC_F_USED,
   WRAP_BIT,
@@ -697,5 +702,362 @@ describe("PackedQueue.ringSlots", () => {
     device.pushUsed(direct, 0);
     assertVirtqueueError(() => device.ringSlots(direct), "EINVAL");
     assert.equal(device.ringSlots(popChain(device)), 1, "popped again after the rewind");
+  });
+});
+
+/**
+ * A position log word that lets a test look at the ring each time the queue writes the word, and
+ * can "crash" the queue right after a write (the element it announces is then never written).
+ */
+class WatchedLog extends DataView<ArrayBuffer> {
+  /** Every word written, in order. */
+  readonly words: number[] = [];
+  onWrite: ((word: number) => void) | null = null;
+  crashOnWrite = false;
+
+  constructor() {
+    super(new ArrayBuffer(16));
+  }
+
+  override setUint32(offset: number, value: number, littleEndian?: boolean): void {
+    this.onWrite?.(value);
+    super.setUint32(offset, value, littleEndian);
+    this.words.push(value);
+    if (this.crashOnWrite) throw new Error("crash");
+  }
+}
+
+const LOG_OFFSET = 4;
+const logWord = (from: number, to: number) => (from | (to << 16)) >>> 0;
+
+/** A fresh pair whose device logs its used position in a WatchedLog; restart builds a new device. */
+function loggedSetup(size: number) {
+  const log = new WatchedLog();
+  const usedLog = { view: log, offset: LOG_OFFSET };
+  const pair = setupQueuePair({ size }, (memory, size, common) => {
+    const driver = new DriverPackedQueue(memory, RING_GPA, size, { eventIdx: common.eventIdx });
+    const device = new PackedQueue(memory, size, driver.addresses, {
+      ...common,
+      lastAvailIndex: WRAP_BIT,
+      usedLog,
+    });
+    return { driver, device };
+  });
+  const flagsAt = (index: number) =>
+    pair.memory.readU16(pair.driver.addresses.desc + 16 * index + PACKED_DESC_FLAGS);
+  return {
+    ...pair,
+    log,
+    flagsAt,
+    word: () => log.getUint32(LOG_OFFSET, true),
+    /** The used position a restart recovers from the log and the ring. */
+    recover: () => recoverUsedPosition(log.getUint32(LOG_OFFSET, true), size, flagsAt),
+    /** The device a restart builds: both positions at `position`, the same log. */
+    restart: (position: number) =>
+      new PackedQueue(pair.memory, size, pair.driver.addresses, {
+        eventIdx: false,
+        indirect: true,
+        lastAvailIndex: position,
+        usedIndex: position,
+        usedLog,
+        notify: () => undefined,
+      }),
+  };
+}
+
+/** `count` one-slot buffers: a chain taking `count` ring slots. */
+const chainOf = (count: number): DriverBuffer[] =>
+  Array.from({ length: count }, (_, i) => ({ gpa: DATA_GPA + 0x40 * i, len: 8, writable: i > 0 }));
+
+/** Heads the driver added and has not seen used yet; `collect` fails on a head seen twice. */
+function outstandingChains(driver: DriverPackedQueue) {
+  const outstanding = new Set<number>();
+  return {
+    add(buffers: readonly DriverBuffer[]): number {
+      const head = driver.add(buffers);
+      assert.notEqual(head, null, "the ring has room");
+      outstanding.add(head as number);
+      return head as number;
+    },
+    collect(): number[] {
+      const heads: number[] = [];
+      for (let used = driver.getUsed(); used !== null; used = driver.getUsed()) {
+        assert.ok(outstanding.delete(used.head), `head ${used.head} used twice or never added`);
+        heads.push(used.head);
+      }
+      return heads;
+    },
+    get size() {
+      return outstanding.size;
+    },
+  };
+}
+
+describe("PackedQueue used position log", () => {
+  it("starts as (start | start << 16) of the used position, at its offset, little-endian", () => {
+    const { memory, driver } = setup({ size: 8 });
+    const log = new WatchedLog();
+    new Uint8Array(log.buffer).fill(0xee);
+    new PackedQueue(memory, 8, driver.addresses, {
+      eventIdx: false,
+      indirect: false,
+      lastAvailIndex: WRAP_BIT | 5,
+      usedIndex: 3,
+      usedLog: { view: log, offset: LOG_OFFSET },
+      notify: () => undefined,
+    });
+    assert.deepEqual(log.words, [logWord(3, 3)]);
+    assert.equal(log.getUint32(LOG_OFFSET, true), 0x0003_0003);
+    // Nothing else of the log's memory is touched.
+    assert.equal(log.getUint32(0, true), 0xeeee_eeee);
+    assert.equal(log.getUint32(8, true), 0xeeee_eeee);
+    // The default used position is the avail one.
+    new PackedQueue(memory, 8, driver.addresses, {
+      eventIdx: false,
+      indirect: false,
+      lastAvailIndex: WRAP_BIT | 6,
+      usedLog: { view: log, offset: LOG_OFFSET },
+      notify: () => undefined,
+    });
+    assert.equal(log.getUint32(LOG_OFFSET, true), logWord(WRAP_BIT | 6, WRAP_BIT | 6));
+  });
+
+  it("before each used element: (from | to << 16), the element not yet written; across wraps", () => {
+    const size = 5;
+    const { driver, device, log, flagsAt, word } = loggedSetup(size);
+    let wraps = 0;
+    for (let round = 0; round < 24; round++) {
+      // Chains of 1, 2 and 3 slots: the used position moves by each one's slot count.
+      const slots = 1 + (round % 3);
+      const head = driver.add(chainOf(slots));
+      const chain = popChain(device);
+      assert.equal(chain.head, head);
+      device.notify();
+      assert.equal(log.words.length, 1 + round, "pop and notify write nothing");
+      const from = device.usedIndex;
+      const fromIndex = from & ~WRAP_BIT;
+      const fromWrap = (from & WRAP_BIT) !== 0;
+      let seen: number | null = null;
+      log.onWrite = (value) => {
+        seen = value;
+        assert.equal(isUsed(flagsAt(fromIndex), fromWrap), false, "the log is written first");
+      };
+      device.pushUsed(chain, round);
+      log.onWrite = null;
+      const to = device.usedIndex;
+      assert.equal(seen, logWord(from, to), `round ${round}`);
+      assert.equal(word(), logWord(from, to));
+      assert.equal(to & ~WRAP_BIT, (fromIndex + slots) % size);
+      if ((to & WRAP_BIT) !== (from & WRAP_BIT)) wraps++;
+      assert.deepEqual(driver.getUsed(), { head, len: round });
+    }
+    assert.ok(wraps >= 4, `${wraps} wraps`);
+  });
+
+  it("logs the slots of the chain completed, when chains complete out of order", () => {
+    const { driver, device, word } = loggedSetup(8);
+    driver.add(chainOf(1));
+    driver.add(chainOf(3));
+    const one = popChain(device);
+    const three = popChain(device);
+    device.pushUsed(three, 0);
+    assert.equal(word(), logWord(WRAP_BIT, WRAP_BIT | 3));
+    device.pushUsed(one, 0);
+    assert.equal(word(), logWord(WRAP_BIT | 3, WRAP_BIT | 4));
+  });
+});
+
+describe("recoverUsedPosition", () => {
+  const size = 5;
+  it("returns the position when the log names no element being written", () => {
+    for (const position of [0, 4, WRAP_BIT, WRAP_BIT | 2]) {
+      const flagsAt = () => assert.fail("no descriptor needs reading");
+      assert.equal(recoverUsedPosition(logWord(position, position), size, flagsAt), position);
+    }
+  });
+
+  for (const wrap of [true, false]) {
+    // An element at slot 3 taking three slots: the used position goes to slot 1 of the next lap.
+    const from = 3 | (wrap ? WRAP_BIT : 0);
+    const to = 1 | (wrap ? 0 : WRAP_BIT);
+    const recover = (flags: number) => {
+      const read: number[] = [];
+      const position = recoverUsedPosition(logWord(from, to), size, (index) => {
+        read.push(index);
+        return flags;
+      });
+      assert.deepEqual(read, [3], "only the slot at `from` is read");
+      return position;
+    };
+
+    it(`lap ${wrap ? 1 : 0}: the element was written (used in its lap): the position after it`, () => {
+      assert.equal(recover(usedFlags(wrap)), to);
+      assert.equal(recover(usedFlags(wrap) | VRING_DESC_F_WRITE), to);
+    });
+
+    it(`lap ${wrap ? 1 : 0}: the driver made the slot available again in the next lap: after it`, () => {
+      assert.equal(recover(availFlags(!wrap)), to);
+      assert.equal(recover(availFlags(!wrap) | VRING_DESC_F_NEXT | VRING_DESC_F_WRITE), to);
+    });
+
+    it(`lap ${wrap ? 1 : 0}: not written (still available in its lap): the position before it`, () => {
+      assert.equal(recover(availFlags(wrap)), from);
+      assert.equal(recover(availFlags(wrap) | VRING_DESC_F_NEXT), from);
+      // Flags the driver never leaves there mean nothing was written either.
+      assert.equal(recover(usedFlags(!wrap)), from);
+    });
+  }
+
+  it("refuses a logged position outside the ring", () => {
+    assertVirtqueueError(() => recoverUsedPosition(logWord(5, 1), size, () => 0), "EINVAL");
+    const written = usedFlags(true);
+    assertVirtqueueError(
+      () => recoverUsedPosition(logWord(WRAP_BIT | 4, WRAP_BIT | 7), size, () => written),
+      "EINVAL",
+    );
+  });
+});
+
+describe("PackedQueue restart after a crash, at the recovered used position", () => {
+  /** Completes every chain the device pops, in order; returns their heads. */
+  const drain = (device: PackedQueue): number[] => {
+    const heads: number[] = [];
+    for (let chain = device.pop(); chain !== null; chain = device.pop()) {
+      device.pushUsed(chain, 0);
+      heads.push(chain.head);
+    }
+    return heads;
+  };
+
+  it("a crash before any element: chains taken are popped again", () => {
+    const { driver, device, recover, restart } = loggedSetup(8);
+    const chains = outstandingChains(driver);
+    const a = chains.add(chainOf(2));
+    const b = chains.add(chainOf(1));
+    popChain(device);
+    popChain(device);
+    const position = recover();
+    assert.equal(position, WRAP_BIT);
+    assert.deepEqual(drain(restart(position)), [a, b]);
+    assert.deepEqual(chains.collect(), [a, b]);
+    assert.equal(chains.size, 0);
+    assert.equal(driver.numFree, 8);
+  });
+
+  it("a crash between the log and the element: that chain and those after it run again", () => {
+    const { driver, device, log, recover, restart } = loggedSetup(8);
+    const chains = outstandingChains(driver);
+    const a = chains.add(chainOf(2));
+    const b = chains.add(chainOf(3));
+    const c = chains.add(chainOf(1));
+    const chainA = popChain(device);
+    const chainB = popChain(device);
+    popChain(device);
+    device.pushUsed(chainA, 0);
+    assert.deepEqual(chains.collect(), [a]);
+    log.crashOnWrite = true;
+    assert.throws(() => device.pushUsed(chainB, 0), /crash/);
+    log.crashOnWrite = false;
+    const position = recover();
+    assert.equal(position, WRAP_BIT | 2, "b's element was never written");
+    const again = restart(position);
+    assert.deepEqual(drain(again), [b, c]);
+    assert.deepEqual(chains.collect(), [b, c]);
+    assert.equal(chains.size, 0);
+    assert.equal(again.usedIndex, driver.availIndex);
+  });
+
+  it("a crash after an element, the driver not looking yet: goes on after it", () => {
+    const { driver, device, recover, restart } = loggedSetup(8);
+    const chains = outstandingChains(driver);
+    const a = chains.add(chainOf(3));
+    const b = chains.add(chainOf(2));
+    device.pushUsed(popChain(device), 0);
+    popChain(device);
+    const position = recover();
+    assert.equal(position, WRAP_BIT | 3);
+    assert.deepEqual(drain(restart(position)), [b]);
+    assert.deepEqual(chains.collect(), [a, b]);
+    assert.equal(chains.size, 0);
+  });
+
+  it("a crash after an element whose slot the driver reused in the next lap: goes on after it", () => {
+    const size = 4;
+    const { driver, device, flagsAt, recover, restart } = loggedSetup(size);
+    const chains = outstandingChains(driver);
+    const a = chains.add(chainOf(2));
+    device.pushUsed(popChain(device), 0);
+    assert.deepEqual(chains.collect(), [a]);
+    // Slots 2-3 in lap 1, then 0-1 in lap 0: slot 0, where a's element was written, is available again.
+    const b = chains.add(chainOf(2));
+    const c = chains.add(chainOf(2));
+    assert.equal(isAvailable(flagsAt(0), false), true);
+    popChain(device);
+    const position = recover();
+    assert.equal(position, WRAP_BIT | 2);
+    const again = restart(position);
+    assert.deepEqual(drain(again), [b, c]);
+    assert.deepEqual(chains.collect(), [b, c]);
+    assert.equal(chains.size, 0);
+    assert.equal(again.usedIndex, 2, "both wrap counters flipped once");
+  });
+
+  it("many crashes at random points of a long run: every chain completes exactly once", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 9 }),
+        fc.array(
+          fc.record({
+            add: fc.array(fc.integer({ min: 1, max: 3 }), { maxLength: 4 }),
+            pops: fc.nat(4),
+            pushes: fc.nat(4),
+            crash: fc.constantFrom("none", "after", "during"),
+            collect: fc.boolean(),
+          }),
+          { minLength: 1, maxLength: 30 },
+        ),
+        (size, steps) => {
+          const s = loggedSetup(size);
+          const chains = outstandingChains(s.driver);
+          let device = s.device;
+          let inFlight: DescriptorChain[] = [];
+          for (const step of steps) {
+            for (const slots of step.add) {
+              if (s.driver.numFree < Math.min(slots, size)) break;
+              chains.add(chainOf(Math.min(slots, size)));
+            }
+            for (let i = 0; i < step.pops; i++) {
+              const chain = device.pop();
+              if (chain === null) break;
+              inFlight.push(chain);
+            }
+            // In order, as every virtio-i2c device completes them.
+            for (let i = 0; i < step.pushes && inFlight.length > 0; i++) {
+              const chain = inFlight[0]!;
+              if (step.crash === "during" && i === step.pushes - 1) {
+                s.log.crashOnWrite = true;
+                assert.throws(() => device.pushUsed(chain, 0), /crash/);
+                s.log.crashOnWrite = false;
+                break;
+              }
+              device.pushUsed(chain, 0);
+              inFlight.shift();
+            }
+            if (step.collect) chains.collect();
+            if (step.crash !== "none") {
+              device = s.restart(s.recover());
+              inFlight = [];
+            }
+          }
+          for (const chain of inFlight) device.pushUsed(chain, 0);
+          drain(device);
+          chains.collect();
+          assert.equal(chains.size, 0, "every chain came back");
+          assert.equal(s.driver.numFree, size);
+          assert.equal(device.usedIndex, s.driver.availIndex);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
