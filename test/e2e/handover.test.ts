@@ -18,6 +18,7 @@ import {
   type RestartedDaemon,
   type RestartTiming,
 } from "../helpers/handover-chain.js";
+import { SupervisedDaemon } from "../helpers/supervised-daemon.js";
 import {
   countLines,
   type GuestBench,
@@ -65,6 +66,20 @@ const launchChain: Launch<HandoverChain> = (bench, args, ready) =>
   HandoverChain.start(args, ready, (daemon) => {
     bench.evidence.daemon("daemon", daemon);
   });
+
+/**
+ * The daemon with --fd-store under the test service manager, which restarts it with its stored fds
+ * after a crash (as systemd with Restart=always and FileDescriptorStoreMax=). A failure's message
+ * carries the supervisor's events and the service's log.
+ */
+const launchSupervised: Launch<SupervisedDaemon> = async (bench, args, ready) => {
+  const daemon = await SupervisedDaemon.start(args, bench.dir, ready);
+  bench.evidence.section("service manager", () => daemon.describe());
+  return daemon;
+};
+
+/** Crashes and handovers mixed, for the check under a service manager. */
+const CRASHES: readonly RestartKind[] = ["crash", "handover", "crash", "crash"];
 
 /**
  * Starts the daemon (`launch`) and the guest running `script`, in `mode`; `qemuArgs` are added to
@@ -167,13 +182,19 @@ function assertOneConnection(log: string, handovers: number): void {
 }
 
 for (const mode of ["server", "client"] as const) {
-  describe(`handover under a running guest (${mode} mode)`, {
+  describe(`daemon restarts under a running guest (${mode} mode)`, {
     skip,
     timeout: TEST_TIMEOUT_MS,
   }, () => {
     it(`${HANDOVERS} handovers under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
       await withGuestBench(images, (bench) =>
         restartsUnderLoad(bench, launchChain, mode, Array(HANDOVERS).fill("handover")),
+      );
+    });
+
+    it(`under a service manager keeping its fds (--fd-store): ${CRASHES.join(", ")} (SIGKILL of the main process) under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
+      await withGuestBench(images, (bench) =>
+        restartsUnderLoad(bench, launchSupervised, mode, CRASHES),
       );
     });
 
