@@ -22,6 +22,7 @@ import {
   waitUntil,
   withDaemonLog,
 } from "./helpers/daemon.js";
+import { HandoverChain, processGone } from "./helpers/handover-chain.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -31,14 +32,14 @@ const EEPROM = 0x50;
 const addressed = (offset: number, data: readonly number[] = []) =>
   Uint8Array.of(offset >> 8, offset & 0xff, ...data);
 
-/** The pid the daemon said it handed over to, once it has. */
-async function successorPid(daemon: DaemonProcess, after: number): Promise<number> {
+/** The pid the daemon said it handed over to at its `count`-th handover (0-based). */
+async function successorPid(daemon: DaemonProcess, count: number): Promise<number> {
   let pid = 0;
   await waitUntil(() => {
     const seen = [
       ...daemon.stderr.matchAll(/handed over: the successor serves every socket pid=(\d+)/g),
     ];
-    const match = seen[after];
+    const match = seen[count];
     if (match === undefined) return false;
     pid = Number(match[1]);
     return true;
@@ -46,14 +47,7 @@ async function successorPid(daemon: DaemonProcess, after: number): Promise<numbe
   return pid;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const alive = (pid: number) => !processGone(pid);
 
 for (const ring of ["split", "packed"] as const) {
   describe(`SIGUSR2 handover (${ring} ring)`, () => {
@@ -65,7 +59,7 @@ for (const ring of ["split", "packed"] as const) {
       );
       const prefix = join(dir.path, `${ring}.sock`);
       const daemon = new DaemonProcess(["-s", prefix, "--config", config, "--log-level", "debug"]);
-      const pids = [daemon.pid];
+      const chain = new HandoverChain(daemon);
       let guest: I2cGuest | null = null;
       try {
         await daemon.waitForListening([`${prefix}0`]);
@@ -87,15 +81,14 @@ for (const ring of ["split", "packed"] as const) {
         };
         await writeSome(5);
         for (let round = 0; round < 3; round++) {
-          process.kill(pids.at(-1) as number, "SIGUSR2");
+          const handing = chain.handOver();
           // Transfers sent while the handover runs wait for the successor.
           await writeSome(3);
-          const pid = await successorPid(daemon, round);
-          assert.ok(!pids.includes(pid));
-          pids.push(pid);
-          await waitUntil(() => !alive(pids.at(-2) as number), "the predecessor to exit");
+          const { from, to } = await handing;
+          assert.notEqual(to, from);
           await writeSome(3);
         }
+        assert.equal(new Set(chain.pids).size, 4);
         const [read] = (
           await guest.driver.transfer([
             { addr: EEPROM, write: addressed(0) },
@@ -108,8 +101,7 @@ for (const ring of ["split", "packed"] as const) {
         assert.doesNotMatch(daemon.stderr, /front-end disconnected/);
         await guest.close();
         guest = null;
-        process.kill(pids.at(-1) as number, "SIGTERM");
-        await waitUntil(() => !alive(pids.at(-1) as number), "the last successor to stop");
+        await chain.stop();
         assert.deepEqual(
           [...readFileSync(join(dir.path, `${ring}.bin`)).subarray(0, written.length)],
           written,
@@ -118,8 +110,7 @@ for (const ring of ["split", "packed"] as const) {
         throw withDaemonLog(err, daemon);
       } finally {
         await guest?.close();
-        for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
-        await daemon.exited;
+        await chain.kill();
       }
     });
   });
@@ -135,8 +126,8 @@ describe("a successor that cannot start", () => {
     const good = readFileSync(config, "utf8");
     const prefix = join(dir.path, "rollback.sock");
     const daemon = new DaemonProcess(["-s", prefix, "--config", config]);
+    const chain = new HandoverChain(daemon);
     let guest: I2cGuest | null = null;
-    let successor = 0;
     try {
       await daemon.waitForListening([`${prefix}0`]);
       guest = await I2cGuest.connect(`${prefix}0`, { protocolFeatures: QEMU_PROTOCOL_FEATURES_B });
@@ -152,11 +143,10 @@ describe("a successor that cannot start", () => {
       process.kill(daemon.pid, "SIGUSR2");
       await daemon.waitForLog(/handover failed: serving on reason=.*exited \(status 2\)/);
       await write(1, 2);
-      assert.ok(alive(daemon.pid));
+      assert.ok(!processGone(daemon.pid));
       assert.ok(existsSync(`${prefix}0`), "the socket file stays");
       writeFileSync(config, good);
-      process.kill(daemon.pid, "SIGUSR2");
-      successor = await successorPid(daemon, 0);
+      await chain.handOver();
       await write(2, 3);
       const [read] = (
         await guest.driver.transfer([
@@ -168,16 +158,13 @@ describe("a successor that cannot start", () => {
       assert.equal(daemon.stderr.match(/front-end connected/g)?.length, 1, daemon.stderr);
       await guest.close();
       guest = null;
-      process.kill(successor, "SIGTERM");
-      await waitUntil(() => !alive(successor), "the successor to stop");
+      await chain.stop();
       assert.ok(!existsSync(`${prefix}0`), "the last owner removes the socket file");
     } catch (err) {
       throw withDaemonLog(err, daemon);
     } finally {
       await guest?.close();
-      if (successor !== 0 && alive(successor)) process.kill(successor, "SIGKILL");
-      if (!daemon.hasExited) daemon.child.kill("SIGKILL");
-      await daemon.exited;
+      await chain.kill();
     }
   });
 });

@@ -91,6 +91,7 @@ export class Evidence {
   readonly #consoles = new Map<string, string>();
   readonly #qemuStderr = new Map<string, string>();
   readonly #daemons = new Map<string, DaemonProcess>();
+  readonly #sections = new Map<string, () => string>();
   readonly #end = new AbortController();
 
   /** Aborted when the test body ends: guests booted with it never outlive their test. */
@@ -114,6 +115,11 @@ export class Evidence {
     return daemon;
   }
 
+  /** A part of the report `describe` writes when it is made (e.g. a service manager's events). */
+  section(name: string, describe: () => string): void {
+    this.#sections.set(name, describe);
+  }
+
   report(): string {
     const parts: string[] = [];
     for (const [name, text] of this.#consoles)
@@ -123,6 +129,7 @@ export class Evidence {
     for (const [name, daemon] of this.#daemons) {
       parts.push(`--- daemon log (${name}) ---\n${daemon.stderr}${daemon.stdout}`);
     }
+    for (const [name, describe] of this.#sections) parts.push(`--- ${name} ---\n${describe()}`);
     return `${parts.join("\n")}\n--- end of evidence ---`;
   }
 
