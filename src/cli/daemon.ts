@@ -728,35 +728,55 @@ export async function runDaemonUntilSignal(
   let startOptions: StartOptions = options;
   try {
     for (;;) {
-      const handoverRequested = new Promise<"handover">((resolveRequest) => {
-        requestHandover = () => resolveRequest("handover");
-      });
       const running = await startDaemon(config, logger, startOptions);
       daemon = running;
       options.onReady?.(running);
       let event: NodeJS.Signals | "handover";
-      try {
-        event = await Promise.race([stopSignal, running.failed, handoverRequested]);
-      } catch (error) {
-        // A data-plane thread died: stop serving everyone, then report it (exit 1).
-        await running.stop(0);
-        throw error;
-      }
-      if (event === "handover") {
+      /** What this daemon handed out to a successor that then failed: it serves it again. */
+      let handedOut: DaemonHandover | null = null;
+      for (;;) {
+        const handoverRequested = new Promise<"handover">((resolveRequest) => {
+          requestHandover = () => resolveRequest("handover");
+        });
+        try {
+          event = await Promise.race([stopSignal, running.failed, handoverRequested]);
+        } catch (error) {
+          // A data-plane thread died: stop serving everyone, then report it (exit 1).
+          await running.stop(0);
+          throw error;
+        }
+        if (event !== "handover") break;
         handing = true;
-        logger.info(`${HANDOVER_SIGNAL}: handing over to a successor`);
-        const handover = await running.handOver();
-        const result = await startSuccessor(handover, {
+        logger.info(`${HANDOVER_SIGNAL}: starting a successor`);
+        // Started first (Node and the program load meanwhile); the guests wait only from here on.
+        const started = await startSuccessor({
           logger,
+          activatedSockets: config.socketFds?.length ?? 0,
           ...(options.onHandedOver !== undefined && { beforeGo: options.onHandedOver }),
         });
+        if (!started.ok) {
+          // Nothing was stopped: this daemon serves on as it was.
+          handing = false;
+          continue;
+        }
+        logger.info("handing over to the successor");
+        const handover = await running.handOver();
+        const result = await started.successor.takeOver(handover);
         if (result.ok) {
           logger.info("handed over: the successor serves every socket", { pid: result.pid });
           return true;
         }
+        handedOut = handover;
+        break;
+      }
+      if (handedOut !== null) {
         // Serve again from what was handed over, as a successor would, with the same devices.
         daemon = null;
-        startOptions = { ...options, handover: { handover }, deviceLists: running.deviceLists };
+        startOptions = {
+          ...options,
+          handover: { handover: handedOut },
+          deviceLists: running.deviceLists,
+        };
         handing = false;
         continue;
       }

@@ -1,26 +1,26 @@
 /**
  * The daemon's handover to a successor process (a planned restart or upgrade): what it hands over
  * (every socket's listening socket and front-end connection, the control socket, and the emulated
- * chips' saved states), how that travels (the successor is started with the fds from fd 3 on, a
- * manifest memfd first, HANDOVER_ENV telling how many), and the two-step agreement that makes sure
- * exactly one process serves: the successor says it is prepared (its devices are up) and waits; the
- * predecessor then tells it to go and stops for good. Until "go" nothing touches a ring or reads a
- * socket, so a successor that fails before it leaves everything as it was, and the predecessor
- * serves on.
+ * chips' saved states), how that travels (a socketpair, the successor's end at fd 3, HANDOVER_ENV
+ * naming it: fds and the manifest as records), and the agreement that makes sure exactly one process
+ * serves. The successor is started first and says hello once Node and the program are loaded, so the
+ * guests wait only for what must happen in order: the predecessor stops its rings and devices, sends
+ * everything, the successor builds its devices, says it is prepared and waits; the predecessor then
+ * tells it to go and stops for good. Until "go" nothing touches a ring or reads a socket, so a
+ * successor that fails leaves everything as it was, and the predecessor serves on.
  * Nothing here decides when to hand over or what to do after: daemon.ts does.
  * Must not: act on a connection's state (the vhost-user layer does), or bind or remove socket files.
  * @module
  */
 
-import { spawn } from "node:child_process";
-import { readSync, writeSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
 import type { ControlHandover } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { EventFd } from "../sys/eventfd.js";
+import { hasCode } from "../sys/errors.js";
 import { closeFdQuietly } from "../sys/fd.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
-import { createMemfd } from "../sys/memfd.js";
+import { MAX_RECV_FDS, UnixStream } from "../sys/unix-socket.js";
 import type { ListenerHandover } from "../vhost-user/server.js";
 import {
   type ConnectionState,
@@ -31,16 +31,26 @@ import {
 } from "../vhost-user/state.js";
 import type { SavedChips } from "./device-set.js";
 
-/** Set in the successor's environment: how many fds it got from fd 3 on (manifest, prepared, go, rest). */
-export const HANDOVER_ENV = "VHOST_DEVICE_I2C_HANDOVER_FDS";
+/** Set in the successor's environment: the fd of its end of the link to the predecessor. */
+export const HANDOVER_ENV = "VHOST_DEVICE_I2C_HANDOVER";
 
-/** The first fd a successor gets (0-2 stay stdio). */
-const FIRST_FD = 3;
+/**
+ * Set in the successor's environment when the predecessor serves sockets passed by socket
+ * activation: how many (the successor checks its command line with them before they arrive).
+ */
+export const HANDOVER_ACTIVATED_ENV = "VHOST_DEVICE_I2C_HANDOVER_ACTIVATED";
 
-/** How long a successor has to prepare before the daemon takes everything back. */
+/** Where the successor finds its end of the link (0-2 stay stdio). */
+const LINK_FD = 3;
+
+/** How long a new process has to start (Node, the program's modules) and say hello. */
+export const HELLO_TIMEOUT_MS = 30_000;
+/** How long a successor that has everything has to prepare before the daemon takes it all back. */
 export const SUCCESSOR_TIMEOUT_MS = 30_000;
-/** How long a prepared successor waits for "go" before it gives up (the predecessor serves on). */
-export const GO_TIMEOUT_MS = 10_000;
+/** How long an ended link waits for the successor's exit status, which says why. */
+const EXIT_GRACE_MS = 2000;
+/** How long a successor waits for the handover, and once prepared for "go" (else it gives up). */
+export const GO_TIMEOUT_MS = 60_000;
 
 /** What one socket index hands over. */
 export type SocketHandover =
@@ -225,97 +235,255 @@ export interface ReceivedHandover {
   readonly commit: () => Promise<void>;
 }
 
+/** Records on the link: [type u8][payload length u32 LE][payload]; fds ride on a record's first byte. */
+const RECORD = {
+  /** successor → predecessor: started, waiting for the handover. */
+  hello: 0x48,
+  /** predecessor → successor: fds (payload: their count, at most FDS_PER_RECORD). */
+  fds: 0x46,
+  /** predecessor → successor: the manifest (JSON), after every fd it names. */
+  manifest: 0x4d,
+  /** successor → predecessor: devices up, ready to serve. */
+  prepared: 0x50,
+  /** predecessor → successor: serve; the predecessor has let go. */
+  go: 0x47,
+} as const;
+const RECORD_HEADER = 5;
+/** fds per record: what one receive takes whole (unix-socket.ts MAX_RECV_FDS). */
+const FDS_PER_RECORD = MAX_RECV_FDS;
+/** Manifest bytes per record, so a full socket buffer never cuts one in two. */
+const CHUNK_BYTES = 16 * 1024;
+
+interface LinkRecord {
+  readonly type: number;
+  readonly payload: Buffer;
+  /** The fds of an fds record. */
+  readonly fds: number[];
+}
+
 /**
- * The handover this process was started with (HANDOVER_ENV), or null. The variable is removed, so
- * nothing this process starts sees it. Throws HandoverError for a manifest it cannot read.
+ * One end of the socketpair between predecessor and successor: records out (waiting for room),
+ * records in (with the fds that came with them), each wait bounded.
  */
-export function receiveHandover(
-  env: NodeJS.ProcessEnv,
-  onBadState: (index: number, error: StateError) => void,
-): ReceivedHandover | null {
-  const countText = env[HANDOVER_ENV];
-  if (countText === undefined) return null;
-  delete env[HANDOVER_ENV];
-  const count = Number(countText);
-  if (!Number.isSafeInteger(count) || count < 3) {
-    throw new HandoverError("BAD_MANIFEST", `${HANDOVER_ENV}="${countText}" is not a count`);
+class HandoverLink {
+  readonly #stream: UnixStream;
+  readonly #watcher: FdWatcher;
+  #input = Buffer.alloc(0);
+  readonly #receivedFds: number[] = [];
+  readonly #records: LinkRecord[] = [];
+  #wake: (() => void) | null = null;
+  #ended = false;
+
+  constructor(stream: UnixStream) {
+    this.#stream = stream;
+    this.#watcher = new FdWatcher(
+      stream.fd,
+      () => this.#read(),
+      () => this.#end(),
+      () => this.#wake?.(),
+    );
+    this.#watcher.watch(true, false);
   }
-  const all = Array.from({ length: count }, (_, i) => FIRST_FD + i);
-  const [manifestFd, preparedFd, goFd, ...fds] = all as [number, number, number, ...number[]];
-  let text: string;
+
+  /** The next record, or null when the link ended or `timeoutMs` passed first. */
+  async receive(timeoutMs: number, abandon?: AbortSignal): Promise<LinkRecord | null> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const record = this.#records.shift();
+      if (record !== undefined) return record;
+      if (this.#ended || abandon?.aborted || Date.now() >= deadline) return null;
+      await new Promise<void>((resolveWait) => {
+        const timer = setTimeout(done, Math.max(0, deadline - Date.now()));
+        const onAbort = () => done();
+        abandon?.addEventListener("abort", onAbort);
+        function done() {
+          clearTimeout(timer);
+          abandon?.removeEventListener("abort", onAbort);
+          resolveWait();
+        }
+        this.#wake = done;
+      });
+      this.#wake = null;
+    }
+  }
+
+  /** Sends one record, waiting for room while the socket is full. */
+  async send(type: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = []) {
+    const bytes = Buffer.alloc(RECORD_HEADER + payload.length);
+    bytes.writeUInt8(type, 0);
+    bytes.writeUInt32LE(payload.length, 1);
+    bytes.set(payload, RECORD_HEADER);
+    for (;;) {
+      try {
+        this.#stream.send(bytes, fds);
+        return;
+      } catch (error) {
+        if (!hasCode(error, "EAGAIN")) throw error;
+      }
+      // Full: the other side reads as it can; wait for room.
+      await new Promise<void>((resolveRoom) => {
+        const timer = setTimeout(resolveRoom, 100);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolveRoom();
+        };
+        this.#watcher.watch(true, true);
+      });
+      this.#wake = null;
+      this.#watcher.watch(true, false);
+    }
+  }
+
+  /** Sends `fds` in records the other side takes whole. */
+  async sendFds(fds: readonly number[]): Promise<void> {
+    for (let at = 0; at < fds.length; at += FDS_PER_RECORD) {
+      const batch = fds.slice(at, at + FDS_PER_RECORD);
+      const count = Buffer.alloc(4);
+      count.writeUInt32LE(batch.length, 0);
+      await this.send(RECORD.fds, count, batch);
+    }
+  }
+
+  close(): void {
+    this.#ended = true;
+    this.#watcher.close();
+    this.#stream.close();
+    for (const fd of this.#receivedFds.splice(0)) closeFdQuietly(fd);
+    this.#wake?.();
+  }
+
+  #read(): void {
+    const chunk = Buffer.alloc(64 * 1024);
+    let ended = false;
+    for (;;) {
+      let n: number;
+      try {
+        n = this.#stream.recv(chunk, 0, chunk.length, this.#receivedFds);
+      } catch {
+        ended = true;
+        break;
+      }
+      if (n <= 0) {
+        ended = n === 0;
+        break;
+      }
+      this.#input = Buffer.concat([this.#input, chunk.subarray(0, n)]);
+    }
+    // What came before the end still counts ("go" is the predecessor's last word).
+    while (this.#input.length >= RECORD_HEADER) {
+      const length = this.#input.readUInt32LE(1);
+      if (this.#input.length < RECORD_HEADER + length) break;
+      const type = this.#input.readUInt8(0);
+      const payload = Buffer.from(this.#input.subarray(RECORD_HEADER, RECORD_HEADER + length));
+      this.#input = this.#input.subarray(RECORD_HEADER + length);
+      const fds =
+        type === RECORD.fds && length === 4
+          ? this.#receivedFds.splice(0, payload.readUInt32LE(0))
+          : [];
+      this.#records.push({ type, payload, fds });
+    }
+    if (ended) this.#end();
+    else this.#wake?.();
+  }
+
+  #end(): void {
+    this.#ended = true;
+    this.#watcher.watch(false, false);
+    this.#wake?.();
+  }
+}
+
+/** A successor's link to its predecessor, before the handover arrives. */
+export interface PredecessorLink {
+  /**
+   * Placeholders for the sockets socket activation passed the predecessor (the real fds come with
+   * the handover), to check the command line with; null when there are none.
+   */
+  readonly activated: { readonly fds: readonly number[]; readonly names: readonly string[] } | null;
+  /**
+   * Says hello (this process runs and its command line is good), then waits for the fds and the
+   * manifest. Throws HandoverError when the predecessor sends nothing usable (it then serves on).
+   */
+  receive(onBadState: (index: number, error: StateError) => void): Promise<ReceivedHandover>;
+}
+
+/**
+ * The link to the predecessor this process was started by (HANDOVER_ENV), or null. The variables
+ * are removed, so nothing this process starts sees them.
+ */
+export function predecessorLink(env: NodeJS.ProcessEnv): PredecessorLink | null {
+  const text = env[HANDOVER_ENV];
+  if (text === undefined) return null;
+  const activatedText = env[HANDOVER_ACTIVATED_ENV];
+  delete env[HANDOVER_ENV];
+  delete env[HANDOVER_ACTIVATED_ENV];
+  if (text !== String(LINK_FD)) {
+    throw new HandoverError("BAD_MANIFEST", `${HANDOVER_ENV}="${text}" is not the link's fd`);
+  }
+  const activated = Number(activatedText ?? 0);
+  const placeholders = Number.isSafeInteger(activated) && activated > 0 ? activated : 0;
+  return {
+    activated:
+      placeholders === 0
+        ? null
+        : { fds: Array.from({ length: placeholders }, (_, i) => LINK_FD + 1 + i), names: [] },
+    receive: (onBadState) => receiveHandover(onBadState),
+  };
+}
+
+async function receiveHandover(
+  onBadState: (index: number, error: StateError) => void,
+): Promise<ReceivedHandover> {
+  const link = new HandoverLink(UnixStream.adopt(LINK_FD));
+  const fds: number[] = [];
+  let manifest = "";
   try {
-    text = readWhole(manifestFd);
-  } finally {
-    closeFdQuietly(manifestFd);
+    await link.send(RECORD.hello);
+    for (;;) {
+      const record = await link.receive(GO_TIMEOUT_MS);
+      if (record === null) {
+        throw new HandoverError("BAD_MANIFEST", "the predecessor sent no handover: it serves on");
+      }
+      if (record.type === RECORD.fds) fds.push(...record.fds);
+      else if (record.type === RECORD.manifest && record.payload.length > 0) {
+        manifest += record.payload.toString("utf8");
+      } else if (record.type === RECORD.manifest) break;
+      else
+        throw new HandoverError("BAD_MANIFEST", `unexpected record 0x${record.type.toString(16)}`);
+    }
+  } catch (error) {
+    for (const fd of fds) closeFdQuietly(fd);
+    link.close();
+    throw error;
   }
   let handover: DaemonHandover;
   try {
-    handover = decodeManifest(text, fds, onBadState);
+    handover = decodeManifest(manifest, fds, onBadState);
   } catch (error) {
-    for (const fd of [preparedFd, goFd, ...fds]) closeFdQuietly(fd);
+    for (const fd of fds) closeFdQuietly(fd);
+    link.close();
     throw error;
   }
-  const prepared = EventFd.adopt(preparedFd);
-  const go = EventFd.adopt(goFd);
   return {
     handover,
     commit: async () => {
       try {
-        prepared.write(1);
-        if (!(await readable(go, GO_TIMEOUT_MS))) {
+        await link.send(RECORD.prepared);
+        const go = await link.receive(GO_TIMEOUT_MS);
+        if (go?.type !== RECORD.go) {
           throw new HandoverError("BAD_MANIFEST", "the predecessor did not say go: it serves on");
         }
       } finally {
-        prepared.close();
-        go.close();
+        link.close();
       }
     },
   };
 }
 
-/**
- * Resolves true once `eventFd` is written (its count read), false after `timeoutMs` or when
- * `abandon` fires (the watch is gone before the fd may be closed).
- */
-function readable(eventFd: EventFd, timeoutMs: number, abandon?: AbortSignal): Promise<boolean> {
-  return new Promise((resolveReadable) => {
-    const done = (written: boolean) => {
-      clearTimeout(timer);
-      watcher.close();
-      abandon?.removeEventListener("abort", onAbort);
-      resolveReadable(written);
-    };
-    const onAbort = () => done(false);
-    const watcher = new FdWatcher(eventFd.fd, () => {
-      try {
-        eventFd.read();
-      } catch {
-        return;
-      }
-      done(true);
-    });
-    const timer = setTimeout(() => done(false), timeoutMs);
-    abandon?.addEventListener("abort", onAbort);
-    watcher.start();
-  });
-}
-
-/** The whole content of a file from offset 0 (the offset is shared with the process that wrote it). */
-function readWhole(fd: number): string {
-  const chunks: Buffer[] = [];
-  let offset = 0;
-  for (;;) {
-    const chunk = Buffer.alloc(64 * 1024);
-    const n = readSync(fd, chunk, 0, chunk.length, offset);
-    if (n === 0) break;
-    chunks.push(chunk.subarray(0, n));
-    offset += n;
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 export interface SuccessorOptions {
   readonly logger: Logger;
+  /** How many sockets socket activation passed this process (told to the successor). */
+  readonly activatedSockets?: number;
   /** The command that starts the successor: by default this process's own (node, script, argv). */
   readonly command?: readonly string[];
   readonly timeoutMs?: number;
@@ -328,64 +496,106 @@ export type SuccessorResult =
   | { readonly ok: true; readonly pid: number }
   | { readonly ok: false; readonly reason: string };
 
+/** A successor started and waiting for what to take over. */
+export interface StartedSuccessor {
+  /**
+   * Gives it `handover` and waits until it is prepared, then tells it to go. On success this
+   * process's copies of the fds are closed (the successor has its own) and it must serve nothing
+   * more. When the successor fails or is late, it is killed and the fds stay open for this process
+   * to serve again.
+   */
+  takeOver(handover: DaemonHandover): Promise<SuccessorResult>;
+}
+
 /**
- * Starts the successor with everything in `handover`, waits until it is prepared, and tells it to go.
- * Then this process's copies of the fds are closed (the successor has its own) and it must serve
- * nothing more. When the successor fails or is late, it is killed and the fds stay open for this
- * process to serve again.
+ * Starts the successor (by default this process's own command line) and resolves once it runs and
+ * waits for the handover: Node and the program are loaded, so what is left of the handover is the
+ * devices and the rings. A successor that cannot start is killed and reported; nothing was stopped.
  */
 export async function startSuccessor(
-  handover: DaemonHandover,
   options: SuccessorOptions,
-): Promise<SuccessorResult> {
-  const { text, fds } = encodeManifest(handover);
-  const manifest = createMemfd(0, "vhost-device-i2c-handover");
-  const prepared = EventFd.create();
-  const go = EventFd.create();
+): Promise<{ ok: true; successor: StartedSuccessor } | { ok: false; reason: string }> {
+  const [ours, theirs] = UnixStream.pair();
+  const link = new HandoverLink(ours);
+  const [command, ...args] = options.command ?? [
+    process.execPath,
+    ...process.execArgv,
+    ...process.argv.slice(1),
+  ];
+  let child: ChildProcess;
   try {
-    const bytes = Buffer.from(text, "utf8");
-    for (let written = 0; written < bytes.length; ) {
-      written += writeSync(manifest, bytes, written);
-    }
-    const [command, ...args] = options.command ?? [
-      process.execPath,
-      ...process.execArgv,
-      ...process.argv.slice(1),
-    ];
-    const child = spawn(command as string, args, {
-      stdio: ["inherit", "inherit", "inherit", manifest, prepared.fd, go.fd, ...fds],
-      env: { ...process.env, [HANDOVER_ENV]: String(fds.length + 3) },
+    child = spawn(command as string, args, {
+      stdio: ["inherit", "inherit", "inherit", theirs.fd],
+      env: {
+        ...process.env,
+        [HANDOVER_ENV]: String(LINK_FD),
+        ...(options.activatedSockets !== undefined &&
+          options.activatedSockets > 0 && {
+            [HANDOVER_ACTIVATED_ENV]: String(options.activatedSockets),
+          }),
+      },
     });
-    const exited = new Promise<string>((resolveExit) => {
-      child.once("error", (error) => resolveExit(`cannot start the successor: ${error.message}`));
-      child.once("exit", (code, signal) =>
-        resolveExit(`the successor exited (${signal ?? `status ${code}`}) before it took over`),
-      );
-    });
-    const timeoutMs = options.timeoutMs ?? SUCCESSOR_TIMEOUT_MS;
-    const abandon = new AbortController();
-    const outcome = await Promise.race([
-      readable(prepared, timeoutMs, abandon.signal).then((ok) =>
-        ok ? null : `the successor was not prepared within ${timeoutMs} ms`,
-      ),
-      exited,
-    ]);
-    abandon.abort();
-    if (outcome !== null || child.pid === undefined) {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      const reason = outcome ?? "the successor has no pid";
-      options.logger.error("handover failed: serving on", { reason });
-      return { ok: false, reason };
-    }
-    options.beforeGo?.(child.pid);
-    // From here on the successor serves: this process lets go of everything.
-    go.write(1);
-    child.unref();
-    for (const fd of fds) closeFdQuietly(fd);
-    return { ok: true, pid: child.pid };
   } finally {
-    closeFdQuietly(manifest);
-    prepared.close();
-    go.close();
+    theirs.close();
   }
+  const abandon = new AbortController();
+  const exited = new Promise<string>((resolveExit) => {
+    child.once("error", (error) => resolveExit(`cannot start the successor: ${error.message}`));
+    child.once("exit", (code, signal) =>
+      resolveExit(`the successor exited (${signal ?? `status ${code}`}) before it took over`),
+    );
+  });
+  void exited.then(() => abandon.abort());
+  const fail = (reason: string) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    link.close();
+    options.logger.error("handover failed: serving on", { reason });
+    return { ok: false as const, reason };
+  };
+  const expect = async (type: number, timeoutMs: number, what: string): Promise<string | null> => {
+    const record = await link.receive(timeoutMs, abandon.signal);
+    if (record?.type === type) return null;
+    if (record !== null) return `the successor sent 0x${record.type.toString(16)}`;
+    // The link ended or the time is up: an exit says why better (it may follow the end closely).
+    const exit = await Promise.race([
+      exited,
+      new Promise<null>((resolveLate) => setTimeout(() => resolveLate(null), EXIT_GRACE_MS)),
+    ]);
+    return exit ?? `the successor was not ${what} within ${timeoutMs} ms`;
+  };
+  const notStarted = await expect(RECORD.hello, HELLO_TIMEOUT_MS, "started");
+  if (notStarted !== null) return fail(notStarted);
+  return {
+    ok: true,
+    successor: {
+      takeOver: async (handover) => {
+        const { text, fds } = encodeManifest(handover);
+        try {
+          await link.sendFds(fds);
+          const bytes = Buffer.from(text, "utf8");
+          for (let at = 0; at < bytes.length; at += CHUNK_BYTES) {
+            await link.send(RECORD.manifest, bytes.subarray(at, at + CHUNK_BYTES));
+          }
+          await link.send(RECORD.manifest);
+        } catch (error) {
+          return fail(`cannot send the handover: ${(error as Error).message}`);
+        }
+        const timeoutMs = options.timeoutMs ?? SUCCESSOR_TIMEOUT_MS;
+        const notPrepared = await expect(RECORD.prepared, timeoutMs, "prepared");
+        if (notPrepared !== null || child.pid === undefined) {
+          return fail(notPrepared ?? "the successor has no pid");
+        }
+        options.beforeGo?.(child.pid);
+        // From here on the successor serves: this process lets go of everything.
+        try {
+          await link.send(RECORD.go);
+        } finally {
+          link.close();
+        }
+        child.unref();
+        for (const fd of fds) closeFdQuietly(fd);
+        return { ok: true, pid: child.pid };
+      },
+    },
+  };
 }

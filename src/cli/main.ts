@@ -13,6 +13,7 @@
  */
 
 import { fstatSync, readFileSync } from "node:fs";
+import { ConfigError } from "../config/errors.js";
 import { runControlCommand } from "../control/client.js";
 import { resolveAdapter } from "../i2c/adapters.js";
 import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
@@ -27,13 +28,14 @@ import {
 import { DataPlane } from "../vhost-user/data-plane.js";
 import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
 import {
+  collectDeviceLists,
   DaemonError,
   type LifecycleHooks,
   runDaemonUntilSignal,
   serviceFdStore,
 } from "./daemon.js";
 import { handoverFromStore, type StoredFds, splitInherited } from "./fd-store.js";
-import { type DaemonHandover, type ReceivedHandover, receiveHandover } from "./handover.js";
+import { type DaemonHandover, predecessorLink, type ReceivedHandover } from "./handover.js";
 
 const PROGRAM = "vhost-device-i2c";
 
@@ -93,32 +95,41 @@ function serviceNotifier(config: DaemonConfig, logger: Logger): LifecycleHooks {
 export async function main(argv: readonly string[]): Promise<number> {
   let inherited: InheritedFds | null;
   let command: ReturnType<typeof parseCommandLine>;
-  let received: (Pick<ReceivedHandover, "handover"> & Partial<ReceivedHandover>) | null;
+  let received: (Pick<ReceivedHandover, "handover"> & Partial<ReceivedHandover>) | null = null;
   const badStates: string[] = [];
-  try {
-    received = receiveHandover(process.env, (index, error) =>
-      badStates.push(`socket ${index}: ${error.message}`),
-    );
-  } catch (err) {
-    return fail(EXIT_FAILURE, err instanceof Error ? err.message : String(err), false);
-  }
   let stored: StoredFds | null = null;
+  const parse = (fds: InheritedFds | null) =>
+    parseCommandLine(argv, {
+      resolveAdapter: (name) => resolveAdapter(name),
+      ...(fds !== null && { inheritedFds: fds.fds }),
+    });
   try {
-    // A predecessor started by socket activation hands its sockets over as systemd passed them.
-    inherited = received !== null ? activatedSockets(received.handover) : null;
-    if (inherited === null) {
+    const predecessor = predecessorLink(process.env);
+    if (predecessor !== null) {
+      // A successor: everything that can be checked is checked before the predecessor stops its
+      // guests (a configuration that no longer parses must not cost them a thing).
+      const first = parse(predecessor.activated);
+      if (first.kind === "run") collectDeviceLists(first.config, { resolveAdapter });
+      try {
+        received = await predecessor.receive((index, error) =>
+          badStates.push(`socket ${index}: ${error.message}`),
+        );
+      } catch (err) {
+        return fail(EXIT_FAILURE, err instanceof Error ? err.message : String(err), false);
+      }
+      // Socket activation's sockets came with the handover: the command line serves those fds.
+      inherited = activatedSockets(received.handover);
+    } else {
       // After a crash the fd store comes back beside socket activation's sockets.
       const split = splitInherited(inheritedFds(process.env, process.pid));
       inherited = split.activation;
       stored = split.stored;
     }
-    command = parseCommandLine(argv, {
-      resolveAdapter: (name) => resolveAdapter(name),
-      ...(inherited !== null && { inheritedFds: inherited.fds }),
-    });
+    command = parse(inherited);
   } catch (err) {
     if (err instanceof UsageError) return fail(EXIT_USAGE, err.message, true);
     if (err instanceof ServiceManagerError) return fail(EXIT_USAGE, err.message, false);
+    if (err instanceof ConfigError) return fail(EXIT_USAGE, err.message, false);
     throw err;
   }
   // Like sd_listen_fds(1): anything the daemon starts must not take the sockets for its own.
