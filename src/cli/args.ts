@@ -87,6 +87,8 @@ export interface DaemonConfig {
   readonly handshakeTimeoutMs?: number;
   /** --allow-unsealed-memory: map guest memory fds that are not sealed against shrinking. */
   readonly allowUnsealedMemory: boolean;
+  /** --packed-ring on|off: offer VIRTIO_F_RING_PACKED to the VMM (default on). */
+  readonly packedRing: boolean;
   /**
    * --user (name or uid) and --group (name or gid): who a daemon started as root becomes once its
    * adapters, locks, sockets and files are open (src/cli/privileges.ts). Absent: it stays who it is.
@@ -128,7 +130,8 @@ export type UsageErrorCode =
   | "USAGE_SOCKET_CONFLICT"
   | "USAGE_BAD_LOG_FORMAT"
   | "USAGE_BAD_CONTROL_IDLE_TIMEOUT"
-  | "USAGE_BAD_HANDSHAKE_TIMEOUT";
+  | "USAGE_BAD_HANDSHAKE_TIMEOUT"
+  | "USAGE_BAD_PACKED_RING";
 
 /** The command line cannot be run. `message` is meant for the user as is. */
 export class UsageError extends CodedError<UsageErrorCode> {}
@@ -170,6 +173,7 @@ const OPTIONS = {
   "log-format": { type: "string" },
   "handshake-timeout": { type: "string" },
   "allow-unsealed-memory": { type: "boolean" },
+  "packed-ring": { type: "string" },
   "print-capabilities": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -286,6 +290,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
       lockDir: parseLockDir(values["lock-dir"]),
       ...handshakeTimeout(values["handshake-timeout"], values.client === true),
       allowUnsealedMemory: values["allow-unsealed-memory"] === true,
+      packedRing: parsePackedRing(values["packed-ring"]),
       ...parseRunAs(values.user, values.group),
     },
   };
@@ -506,6 +511,16 @@ function parseSocketGroup(text: string | undefined, option: string): string | un
     );
   }
   return text;
+}
+
+/** --packed-ring on|off (default on). */
+function parsePackedRing(text: string | undefined): boolean {
+  if (text === undefined || text === "on") return true;
+  if (text === "off") return false;
+  throw new UsageError(
+    "USAGE_BAD_PACKED_RING",
+    `invalid --packed-ring "${text}": expected on or off`,
+  );
 }
 
 /** Longest timer Node can set (2^31 - 1 ms, about 24 days). */
@@ -860,6 +875,13 @@ export const HELP: HelpDocument = {
       "accept guest memory that is not sealed against shrinking (F_SEAL_SHRINK;",
       "QEMU's memory-backend-memfd seals by default). Then one VMM that shrinks",
       "its memory file kills the daemon, and every guest's service with it",
+    ),
+    term(
+      "--packed-ring <on|off>",
+      "offer the packed virtqueue layout (VIRTIO_F_RING_PACKED; default on). QEMU 10",
+      "gives the guest exactly what is offered, so a Linux guest then runs a packed",
+      "ring; off keeps it on the split ring. QEMU 7.2 asks by its own packed=",
+      "property: with off, start it without packed=on",
     ),
     term(
       "--print-capabilities",

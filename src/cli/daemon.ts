@@ -344,7 +344,10 @@ export async function startDaemon(
         ...(config.handshakeTimeoutMs !== undefined && {
           handshakeTimeoutMs: config.handshakeTimeoutMs,
         }),
-        backend: { allowUnsealedMemory: config.allowUnsealedMemory },
+        backend: {
+          allowUnsealedMemory: config.allowUnsealedMemory,
+          offerPackedRing: config.packedRing,
+        },
       };
       let host: VhostUserClient | VhostUserServer;
       const inheritedFd = config.socketFds?.[index];

@@ -74,6 +74,13 @@ export interface BackendOptions {
    * the whole process and every other peer's service with it.
    */
   allowUnsealedMemory?: boolean;
+  /**
+   * Offer VIRTIO_F_RING_PACKED (default true). QEMU 10 gives the guest exactly the offered features,
+   * so a Linux guest then always runs a packed ring; false leaves it the split ring. QEMU 7.2 acks
+   * what its command line says whatever is offered: packed=on there becomes a SET_FEATURES with a
+   * bit not offered, which is refused.
+   */
+  offerPackedRing?: boolean;
 }
 
 /** A reply payload (GET_* requests) with the fds it carries. */
@@ -144,7 +151,8 @@ export class BackendConnection {
 
   /** Virtio features offered in GET_FEATURES. */
   get offeredFeatures(): bigint {
-    return this.device.features | TRANSPORT_FEATURES;
+    const features = this.device.features | TRANSPORT_FEATURES;
+    return this.options.offerPackedRing === false ? features & ~VIRTIO_F_RING_PACKED : features;
   }
 
   /** Protocol features offered in GET_PROTOCOL_FEATURES. */
