@@ -1,18 +1,42 @@
 #!/bin/bash
 # Builds the real-guest test image for vhost-device-i2c: a small x86_64 Linux kernel with
-# virtio-i2c (from Debian's linux-source-6.1) and an initramfs with busybox and i2c-tools.
-# Output lives in a cache OUTSIDE the repository, keyed by everything that shapes it; a rerun
-# with the same inputs only prints the paths. It must not touch the repository's files.
+# virtio-i2c (from Debian's linux-source-6.1, or another series with --kernel) and an initramfs
+# with busybox and i2c-tools. Output lives in a cache OUTSIDE the repository, keyed by everything
+# that shapes it; a rerun with the same inputs only prints the paths. It must not touch the
+# repository's files.
 #
-# Usage: guest/build.sh [--check] [outdir]
-#   outdir   where bzImage and initramfs.cpio go
-#            (default: ${XDG_CACHE_HOME:-$HOME/.cache}/vhost-device-i2c/guest/<key>)
-#   --check  build nothing: print the paths and exit 0 when a finished image exists, else exit 3
+# Usage: guest/build.sh [--check] [--kernel SERIES] [outdir]
+#   outdir           where bzImage and initramfs.cpio go
+#                    (default: ${XDG_CACHE_HOME:-$HOME/.cache}/vhost-device-i2c/guest/<key>)
+#   --check          build nothing: print the paths and exit 0 when a finished image exists, else exit 3
+#   --kernel SERIES  the kernel series, built from Debian's linux-source-SERIES (default: the
+#                    environment's VHOST_DEVICE_I2C_GUEST_LINUX, else 6.1; 6.12 is in bookworm-security)
 # Prints: GUEST_KERNEL=<path>, GUEST_INITRD=<path>, GUEST_DIR=<path> on stdout (progress on stderr).
 # Needs root for apt-get when packages are missing.
 set -euo pipefail
 
-readonly KERNEL_PACKAGE=linux-source-6.1
+check_only=0
+outdir=""
+kernel_series=${VHOST_DEVICE_I2C_GUEST_LINUX:-6.1}
+while (($#)); do
+  case "$1" in
+    --check) check_only=1 ;;
+    --kernel)
+      (($# >= 2)) || { echo "build.sh: --kernel needs a series, e.g. 6.12" >&2; exit 2; }
+      kernel_series=$2
+      shift
+      ;;
+    --kernel=*) kernel_series=${1#--kernel=} ;;
+    -h | --help) sed -n '8,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+    *) outdir=$1 ;;
+  esac
+  shift
+done
+[[ "$kernel_series" =~ ^[0-9]+\.[0-9]+$ ]] || { echo "build.sh: --kernel wants a series like 6.12, not $kernel_series" >&2; exit 2; }
+
+# Its name is one of the package versions in the cache key, so each series has its own image.
+readonly KERNEL_PACKAGE=linux-source-$kernel_series
 readonly USER_PACKAGES=(busybox i2c-tools libi2c0)
 readonly BUILD_DEPENDENCIES=(build-essential flex bison bc libelf-dev cpio xz-utils qemu-system-x86 "$KERNEL_PACKAGE")
 readonly I2C_TOOLS=(i2cdetect i2cget i2cset i2cdump i2ctransfer)
@@ -22,17 +46,6 @@ readonly here
 readonly fragment="$here/kernel.config.fragment"
 readonly init_script="$here/init"
 readonly cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vhost-device-i2c/guest"
-
-check_only=0
-outdir=""
-for arg in "$@"; do
-  case "$arg" in
-    --check) check_only=1 ;;
-    -h | --help) sed -n '7,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "build.sh: unknown option $arg" >&2; exit 2 ;;
-    *) outdir=$arg ;;
-  esac
-done
 
 log() { echo "guest/build.sh: $*" >&2; }
 die() { echo "guest/build.sh: ERROR: $*" >&2; exit 1; }

@@ -451,3 +451,18 @@ describe("--allow-unsealed-memory", () => {
     assert.match(USAGE, /kills the daemon, and every guest's service with it/);
   });
 });
+
+describe("--packed-ring", () => {
+  it("on by default; on or off; anything else refused; the help says what each QEMU does with it", () => {
+    assert.equal(run(...BASE).packedRing, true);
+    assert.equal(run(...BASE, "--packed-ring", "on").packedRing, true);
+    assert.equal(run(...BASE, "--packed-ring=off").packedRing, false);
+    for (const bad of ["", "yes", "OFF", "0"]) {
+      refused("USAGE_BAD_PACKED_RING", [...BASE, `--packed-ring=${bad}`], /expected on or off/);
+    }
+    refused("USAGE_MISSING_VALUE", [...BASE, "--packed-ring"]);
+    refused("USAGE_REPEATED_OPTION", [...BASE, "--packed-ring", "on", "--packed-ring", "off"]);
+    assert.match(USAGE, /--packed-ring <on\|off>/);
+    assert.match(USAGE, /QEMU 7\.2 asks by its own/);
+  });
+});

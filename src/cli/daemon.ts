@@ -421,7 +421,10 @@ export async function startDaemon(
         ...(config.handshakeTimeoutMs !== undefined && {
           handshakeTimeoutMs: config.handshakeTimeoutMs,
         }),
-        backend: { allowUnsealedMemory: config.allowUnsealedMemory },
+        backend: {
+          allowUnsealedMemory: config.allowUnsealedMemory,
+          offerPackedRing: config.packedRing,
+        },
         ...(fdStore !== undefined && { fdStore }),
       };
       let host: VhostUserClient | VhostUserServer;

@@ -63,6 +63,7 @@ function serve(
   deviceOptions: EchoDeviceOptions = {},
   offerMemSlots = false,
   allowUnsealedMemory = false,
+  offerPackedRing = true,
 ): Harness {
   const path = join(dir, `s${socketCount++}.sock`);
   const devices: EchoDevice[] = [];
@@ -74,7 +75,7 @@ function serve(
       devices.push(device);
       return device;
     },
-    { backend: { offerMemSlots, allowUnsealedMemory } },
+    { backend: { offerMemSlots, allowUnsealedMemory, offerPackedRing } },
   );
   const frontends: VhostUserFrontend[] = [];
   return {
@@ -737,6 +738,45 @@ describe("VhostUserServer lifecycle", () => {
     } finally {
       h.close();
       ram.close();
+    }
+  });
+});
+
+describe("offerPackedRing", () => {
+  it("false: GET_FEATURES lacks RING_PACKED, a split ring runs, and SET_FEATURES with RING_PACKED is refused", async () => {
+    const h = serve({}, false, false, false);
+    const ram = new GuestRam();
+    try {
+      const { frontend, negotiated, queues } = await startSession(h, ram);
+      assert.equal(negotiated.features, (1n | TRANSPORT_FEATURES) & ~VIRTIO_F_RING_PACKED);
+      const q = queues[0]!;
+      assert.ok(q.driver instanceof DriverSplitQueue);
+      assert.deepEqual(await echo(ram, q, bytes("split")), bytes("split"));
+      assert.deepEqual(await stopQueues(frontend, queues, QEMU_FEATURES), [1]);
+      closeQueues(queues);
+    } finally {
+      h.close();
+      ram.close();
+    }
+    // What QEMU 7.2 sends for vhost-user-i2c-pci,packed=on whatever the back-end offered.
+    const refusing = serve({}, false, false, false);
+    try {
+      const frontend = refusing.connect();
+      await frontend.setFeatures(QEMU_FEATURES | VIRTIO_F_RING_PACKED);
+      assert.equal((await frontend.whenClosed()).kind, "eof");
+      assert.deepEqual(refusing.device().negotiated, []);
+    } finally {
+      refusing.close();
+    }
+  });
+
+  it("true (the default): GET_FEATURES offers RING_PACKED", async () => {
+    const h = serve();
+    try {
+      const features = await h.connect().getFeatures();
+      assert.notEqual(features & VIRTIO_F_RING_PACKED, 0n);
+    } finally {
+      h.close();
     }
   });
 });

@@ -83,6 +83,13 @@ export interface BackendOptions {
    * crash resumes the connection. The back-end closes it with the connection.
    */
   journal?: ConnectionJournal;
+  /**
+   * Offer VIRTIO_F_RING_PACKED (default true). QEMU 10 gives the guest exactly the offered features,
+   * so a Linux guest then always runs a packed ring; false leaves it the split ring. QEMU 7.2 acks
+   * what its command line says whatever is offered: packed=on there becomes a SET_FEATURES with a
+   * bit not offered, which is refused.
+   */
+  offerPackedRing?: boolean;
 }
 
 /** A reply payload (GET_* requests) with the fds it carries. */
@@ -257,7 +264,8 @@ export class BackendConnection {
 
   /** Virtio features offered in GET_FEATURES. */
   get offeredFeatures(): bigint {
-    return this.device.features | TRANSPORT_FEATURES;
+    const features = this.device.features | TRANSPORT_FEATURES;
+    return this.options.offerPackedRing === false ? features & ~VIRTIO_F_RING_PACKED : features;
   }
 
   /** Protocol features offered in GET_PROTOCOL_FEATURES. */

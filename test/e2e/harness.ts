@@ -21,6 +21,7 @@ import {
   findGuestImages,
   type GuestImages,
   type GuestRun,
+  qemuBinary,
   qemuOptionValue,
   vhostUserI2cArgs,
 } from "../helpers/guest.js";
@@ -47,8 +48,9 @@ export const E2E_REQUIRED_ENV = "VHOST_DEVICE_I2C_E2E_REQUIRED";
  */
 export function guestPrerequisites(): { images: GuestImages } | { skip: string } {
   const images = findGuestImages();
-  const skip = !hasCommand("qemu-system-x86_64")
-    ? "qemu-system-x86_64 is not installed"
+  const qemu = qemuBinary();
+  const skip = !hasCommand(qemu)
+    ? `${qemu} is not installed`
     : images === null
       ? "no guest image for the current inputs: run guest/build.sh"
       : null;

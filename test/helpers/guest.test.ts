@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -19,6 +19,8 @@ import {
   GUEST_MARKERS,
   parseBuildOutput,
   parseConsole,
+  qemuBinary,
+  qemuVersion,
   scriptArchive,
   shellQuote,
   vhostUserI2cArgs,
@@ -30,8 +32,8 @@ function hasCommand(command: string, versionArg = "--version"): boolean {
 
 const cpioSkip = hasCommand("cpio") ? false : "the cpio command is not installed";
 const images = findGuestImages();
-const bootSkip = !hasCommand("qemu-system-x86_64")
-  ? "qemu-system-x86_64 is not installed"
+const bootSkip = !hasCommand(qemuBinary())
+  ? `${qemuBinary()} is not installed`
   : images === null
     ? "no guest image: run guest/build.sh"
     : false;
@@ -162,6 +164,33 @@ describe("helpers", () => {
       },
     );
     assert.equal(parseBuildOutput("GUEST_KERNEL=/c/bzImage\n"), null);
+  });
+
+  it("qemuVersion reads the version QEMU prints; qemuBinary follows VHOST_DEVICE_I2C_QEMU", () => {
+    const dir = mkdtempSync(join(tmpdir(), "vdi2c-qemu-version-"));
+    const saved = process.env.VHOST_DEVICE_I2C_QEMU;
+    try {
+      const fake = join(dir, "qemu-system-x86_64");
+      writeFileSync(
+        fake,
+        "#!/bin/sh\necho 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)'\n",
+        { mode: 0o755 },
+      );
+      assert.deepEqual(qemuVersion(fake), {
+        major: 10,
+        minor: 0,
+        text: "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
+      });
+      assert.equal(qemuVersion(join(dir, "missing")), null);
+      process.env.VHOST_DEVICE_I2C_QEMU = fake;
+      assert.equal(qemuBinary(), fake);
+      delete process.env.VHOST_DEVICE_I2C_QEMU;
+      assert.equal(qemuBinary(), "qemu-system-x86_64");
+    } finally {
+      if (saved === undefined) delete process.env.VHOST_DEVICE_I2C_QEMU;
+      else process.env.VHOST_DEVICE_I2C_QEMU = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("vhostUserI2cArgs doubles commas in the socket path", () => {

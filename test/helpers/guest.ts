@@ -54,7 +54,7 @@ export interface BootGuestOptions extends GuestImages {
   readonly timeoutMs?: number;
   /** Appended to the kernel command line. */
   readonly append?: string;
-  /** QEMU binary; default `qemu-system-x86_64` from PATH. */
+  /** QEMU binary; default qemuBinary(). */
   readonly qemu?: string;
   /** Console text as it arrives (CRLF already folded), e.g. to forward it to a log. */
   readonly onConsole?: (text: string) => void;
@@ -88,8 +88,56 @@ export interface GuestRun {
 export class GuestError extends CodedError<"GUEST_NOT_BUILT" | "GUEST_SPAWN_FAILED"> {}
 
 /**
+ * Environment variable naming the QEMU binary the guest tests run, e.g. the wrapper that
+ * `guest/qemu-10.sh` prints; unset, `qemu-system-x86_64` from PATH.
+ */
+export const QEMU_ENV = "VHOST_DEVICE_I2C_QEMU";
+
+/**
+ * Environment variable choosing the guest kernel series (`guest/build.sh --kernel`, default 6.1).
+ * guest/build.sh reads it itself, so `--check` here and `npm run test:e2e`'s build agree.
+ */
+export const GUEST_LINUX_ENV = "VHOST_DEVICE_I2C_GUEST_LINUX";
+
+/** The QEMU binary `bootGuest` runs unless told otherwise (see QEMU_ENV). */
+export function qemuBinary(): string {
+  return process.env[QEMU_ENV] || "qemu-system-x86_64";
+}
+
+export interface QemuVersion {
+  readonly major: number;
+  readonly minor: number;
+  /** The first line of `--version`, for messages. */
+  readonly text: string;
+}
+
+const qemuVersions = new Map<string, QemuVersion | null>();
+
+/** The version `qemu --version` prints (default: qemuBinary()); null when it does not run. */
+export function qemuVersion(qemu = qemuBinary()): QemuVersion | null {
+  if (!qemuVersions.has(qemu)) {
+    let found: QemuVersion | null = null;
+    try {
+      const text = execFileSync(qemu, ["--version"], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+      }).split("\n")[0];
+      const match = /version (\d+)\.(\d+)/.exec(text ?? "");
+      if (text && match?.[1] && match[2]) {
+        found = { major: Number(match[1]), minor: Number(match[2]), text };
+      }
+    } catch {
+      found = null;
+    }
+    qemuVersions.set(qemu, found);
+  }
+  return qemuVersions.get(qemu) ?? null;
+}
+
+/**
  * The finished guest image, or null when none is built for the current inputs (tests then skip
- * by name). `VHOST_DEVICE_I2C_GUEST_KERNEL` and `VHOST_DEVICE_I2C_GUEST_INITRD` override the lookup.
+ * by name). `VHOST_DEVICE_I2C_GUEST_KERNEL` and `VHOST_DEVICE_I2C_GUEST_INITRD` override the lookup;
+ * GUEST_LINUX_ENV picks the kernel series it looks for.
  * Never builds: `guest/build.sh` takes minutes cold and installs packages.
  */
 export function findGuestImages(): GuestImages | null {
@@ -334,7 +382,7 @@ function runQemu(options: BootGuestOptions, args: string[]): Promise<GuestRun> {
   const started = performance.now();
   return new Promise<GuestRun>((resolve, reject) => {
     // stdin stays an open pipe that is never written: the stdio chardev then never sees EOF.
-    const qemu = spawn(options.qemu ?? "qemu-system-x86_64", args, {
+    const qemu = spawn(options.qemu ?? qemuBinary(), args, {
       stdio: ["pipe", "pipe", "pipe"],
     });
     let consoleText = "";
