@@ -1,14 +1,15 @@
 /**
  * Real guest, real daemon, across lifecycle events: a guest reboot and a second VM against one
- * daemon process, the daemon killed and restarted (client mode) under a running guest, with a
- * transfer the guest submitted while no daemon ran, and two guests at once on two sockets.
+ * daemon process, the daemon killed and restarted (client mode, QEMU before 9.0) under a running
+ * guest, with a transfer the guest submitted while no daemon ran, and two guests at once on two
+ * sockets.
  * Skips by name without QEMU or a built guest image (guest/build.sh).
  * Must not reach into the daemon's modules.
  */
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { vhostUserI2cArgs } from "../helpers/guest.js";
+import { qemuVersion, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   ConsoleWatch,
   consoleOrExit,
@@ -25,6 +26,19 @@ import {
 } from "./harness.js";
 
 const { skip, images } = guestSuite();
+
+/**
+ * QEMU 9.0 and later abort when a back-end reconnects (vhost-user-base cleans its vhost device up
+ * at the disconnect and restarts it without initialising it: README, "Restarting or upgrading the
+ * daemon under a running guest"); there the daemon restarts by handover or from the fd store
+ * (test/e2e/handover.test.ts). The reason to skip, or false.
+ */
+function reconnectAborts(): string | false {
+  const version = qemuVersion();
+  return version !== null && version.major >= 9
+    ? `${version.text}: QEMU 9.0 and later cannot take a back-end's reconnect; handover.test.ts covers restarts there`
+    : false;
+}
 
 /** The guest reboots once, using a byte of the emulated EEPROM to know which boot it is in. */
 const REBOOT_SCRIPT = `
@@ -129,7 +143,9 @@ describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () =>
     });
   });
 
-  it("a daemon killed (SIGKILL) under a running guest and restarted in client mode completes the transfer queued meanwhile", async () => {
+  it("a daemon killed (SIGKILL) under a running guest and restarted in client mode completes the transfer queued meanwhile", {
+    skip: reconnectAborts(),
+  }, async () => {
     await withGuestBench(images, async (bench) => {
       const args = ["-l", "sim:0x50=24c02", "--log-level", "debug"];
       const watch = new ConsoleWatch();
