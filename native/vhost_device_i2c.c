@@ -618,6 +618,29 @@ static napi_value js_recv_msg(napi_env env, napi_callback_info info) {
   return make_int(env, n);
 }
 
+/* Attaches the `count` fds of the JS array `fds` to `msg` as one SCM_RIGHTS message, in `control`
+ * (room for SEND_MAX_FDS); nothing when count is 0. False with a JS exception pending. */
+static bool attach_fds(napi_env env, struct msghdr* msg, char* control, napi_value fds,
+                       uint32_t count) {
+  if (count == 0) return true;
+  memset(control, 0, CMSG_SPACE(SEND_MAX_FDS * sizeof(int)));
+  msg->msg_control = control;
+  msg->msg_controllen = CMSG_SPACE(count * sizeof(int));
+  struct cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(count * sizeof(int));
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    int passed;
+    if (napi_get_element(env, fds, i, &element) != napi_ok || !get_fd(env, element, &passed)) {
+      return false;
+    }
+    memcpy(CMSG_DATA(c) + i * sizeof(int), &passed, sizeof passed);
+  }
+  return true;
+}
+
 static napi_value js_send_msg(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   int fd;
@@ -634,22 +657,7 @@ static napi_value js_send_msg(napi_env env, napi_callback_info info) {
   } control;
   struct msghdr msg;
   init_msghdr(&msg, &iov, NULL, 0);
-  if (count > 0) {
-    memset(control.buf, 0, sizeof control.buf);
-    init_msghdr(&msg, &iov, control.buf, CMSG_SPACE(count * sizeof(int)));
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(count * sizeof(int));
-    for (uint32_t i = 0; i < count; i++) {
-      napi_value element;
-      int passed;
-      if (napi_get_element(env, argv[4], i, &element) != napi_ok || !get_fd(env, element, &passed)) {
-        return NULL;
-      }
-      memcpy(CMSG_DATA(c) + i * sizeof(int), &passed, sizeof passed);
-    }
-  }
+  if (!attach_fds(env, &msg, control.buf, argv[4], count)) return NULL;
   ssize_t n;
   do {
     n = sendmsg(fd, &msg, MSG_NOSIGNAL);
@@ -2060,23 +2068,7 @@ static napi_value js_datagram_send(napi_env env, napi_callback_info info) {
   init_msghdr(&msg, &iov, NULL, 0);
   msg.msg_name = &addr;
   msg.msg_namelen = addr_len;
-  if (count > 0) {
-    memset(control.buf, 0, sizeof control.buf);
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(count * sizeof(int));
-    for (uint32_t i = 0; i < count; i++) {
-      napi_value element;
-      int passed;
-      if (napi_get_element(env, argv[2], i, &element) != napi_ok || !get_fd(env, element, &passed)) {
-        return NULL;
-      }
-      memcpy(CMSG_DATA(c) + i * sizeof(int), &passed, sizeof passed);
-    }
-  }
+  if (argc >= 3 && !attach_fds(env, &msg, control.buf, argv[2], count)) return NULL;
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   ssize_t n;

@@ -440,29 +440,23 @@ export async function startDaemon(
             : config.clientMode && socket.path === path),
       );
       if (handed !== undefined) unclaimed.delete(handed);
-      if (handed?.kind === "client") {
-        options.logger.info("serving the VMM connection handed over", { path });
-        host = openSocket(
-          () =>
-            new VhostUserClient(path, index, factory, {
-              ...options,
-              retryMs: CLIENT_RETRY_MS,
-              unsafePath: config.clientUnsafePath,
-              ...(handed.connection !== null && { resumed: handed.connection }),
-            }),
-        );
-      } else if (handed?.kind === "server") {
+      if (handed?.kind === "server") {
         host = openSocket(() =>
           VhostUserServer.resume(handed.server, index, factory, { ...options, access }),
         );
       } else if (config.clientMode) {
-        options.logger.info("connecting to the VMM", { path });
+        const resumed = handed?.kind === "client" ? handed.connection : null;
+        options.logger.info(
+          resumed !== null ? "serving the VMM connection handed over" : "connecting to the VMM",
+          { path },
+        );
         host = openSocket(
           () =>
             new VhostUserClient(path, index, factory, {
               ...options,
               retryMs: CLIENT_RETRY_MS,
               unsafePath: config.clientUnsafePath,
+              ...(resumed !== null && { resumed }),
             }),
         );
       } else if (inheritedFd !== undefined) {
