@@ -39,9 +39,23 @@ describe("loadNativeBinding", () => {
             join(root, "build/Debug/vhost_device_i2c.node"),
           ]);
           for (const path of error.tried) assert.ok(error.message.includes(path));
+          // An installed package (no .git): what to install and the one command that rebuilds it.
+          assert.match(error.message, /build-essential python3/);
+          assert.match(error.message, /npm rebuild -g vhost-device-i2c/);
+          assert.doesNotMatch(error.message, /npm run build:native/);
           return true;
         },
       );
+    } finally {
+      rmSync(root, { recursive: true });
+    }
+  });
+
+  it("in a checkout, points at the package's own build script", () => {
+    const root = mkdtempSync(join(tmpdir(), "vdi2c-native-"));
+    try {
+      mkdirSync(join(root, ".git"));
+      assert.throws(() => loadNativeBinding(root), /run "npm run build:native" in the checkout/);
     } finally {
       rmSync(root, { recursive: true });
     }

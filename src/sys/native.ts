@@ -215,16 +215,29 @@ export function findPackageRoot(start: string): string {
   }
 }
 
+/**
+ * What builds the addon where it is: in a checkout the package's own script; in an installed
+ * package a rebuild by npm, which needs a C compiler, make and Python (Debian's build-essential and
+ * python3), as node-gyp does.
+ */
+export function addonFix(packageRoot: string): string {
+  if (existsSync(join(packageRoot, ".git"))) return 'run "npm run build:native" in the checkout';
+  return (
+    "install a C compiler, make and Python (Debian/Ubuntu: apt-get install build-essential python3; " +
+    `Fedora: dnf install gcc-c++ make python3), then run "npm rebuild -g vhost-device-i2c" (or "npm rebuild vhost-device-i2c" where it is a dependency)`
+  );
+}
+
 export class NativeLoadError extends CodedError<"ERR_NATIVE_LOAD"> {
   readonly tried: readonly string[];
-  constructor(tried: readonly string[], causes: readonly unknown[]) {
+  constructor(tried: readonly string[], causes: readonly unknown[], fix: string) {
     const lines = tried.map((path, i) => {
       const cause = causes[i];
       return `  ${path}: ${cause instanceof Error ? cause.message.split("\n")[0] : String(cause)}`;
     });
     super(
       "ERR_NATIVE_LOAD",
-      `cannot load the native addon (run "npm run build:native"); tried:\n${lines.join("\n")}`,
+      `cannot load the native addon: no prebuilt binary for ${process.platform}-${process.arch} loads here and none was built; to build it, ${fix}. Tried:\n${lines.join("\n")}`,
       { cause: causes[causes.length - 1] },
     );
     this.tried = tried;
@@ -251,7 +264,7 @@ export function loadNativeBinding(packageRoot?: string): NativeBinding {
       causes.push(error);
     }
   }
-  throw new NativeLoadError(tried, causes);
+  throw new NativeLoadError(tried, causes, addonFix(root));
 }
 
 let current: NativeBinding | null = null;
