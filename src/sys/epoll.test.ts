@@ -226,8 +226,10 @@ describe("the addon in worker threads", () => {
     for (let round = 0; round < 3; round++) {
       const ids = [round * 2 + 1, round * 2 + 2];
       const workers = ids.map((id) => new Worker(WORKER, { workerData: { id } }));
+      let reports: EpollWorkerReport[] = [];
+      let woken = false;
       try {
-        const reports = (await Promise.all(
+        reports = (await Promise.all(
           workers.map((worker) => once(worker, "message").then(([report]) => report)),
         )) as EpollWorkerReport[];
         reports.forEach((report, i) => {
@@ -240,12 +242,17 @@ describe("the addon in worker threads", () => {
         const exits = workers.map((worker) => once(worker, "exit"));
         const terminated = workers.map((worker) => worker.terminate());
         for (const report of reports) native().eventfdWrite(report.wakeFd, 1);
+        woken = true;
         await Promise.all(terminated);
         const codes = (await Promise.all(exits)).map(([code]) => code);
         assert.deepEqual(codes, [1, 1]);
         for (const report of reports) for (const fd of report.fds) native().close(fd);
       } finally {
-        for (const worker of workers) await worker.terminate();
+        const stopping = workers.map((worker) => worker.terminate());
+        // After a failed check the workers are still blocked in epoll_wait(-1), where termination
+        // cannot reach them: wake them, or this waits forever instead of reporting the failure.
+        if (!woken) for (const report of reports) native().eventfdWrite(report.wakeFd, 1);
+        await Promise.all(stopping);
       }
     }
     // The main thread's instance is untouched by the workers' teardown.
