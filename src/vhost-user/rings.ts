@@ -412,6 +412,11 @@ export class LocalRings implements RingControl {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#teardown();
+  }
+
+  /** Rings stopped and their fds closed, memory and the position log unmapped, the device reset. */
+  #teardown(): void {
     this.#resetRings();
     this.#unmapMemory();
     this.#positionLog?.close();
@@ -442,17 +447,13 @@ export class LocalRings implements RingControl {
       };
       return state;
     });
+    // The memory fds go with the state: unmapped here, not closed.
     const regions = this.#regions.map((m) => {
       m.mapping.close();
       return { region: m.region, fd: m.fd };
     });
     this.#regions = [];
-    this.#memory = null;
-    this.#resetRings();
-    this.#positionLog?.close();
-    this.#positionLog = null;
-    this.#positionLogView = null;
-    this.#safely("device reset", () => this.#device.reset());
+    this.#teardown();
     return { features: this.#features, regions, vrings };
   }
 

@@ -167,7 +167,7 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
     } catch (error) {
       this.sessionLog.error("cannot resume a front-end handed over", { error: String(error) });
       closeFdQuietly(state.socket);
-      for (const fd of fdsOfState(state).slice(1)) closeFdQuietly(fd);
+      closeStateFds(state);
       this.sessionEnded();
       return;
     }
@@ -193,7 +193,7 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
       journal?.close();
       this.sessionLog.error("cannot create the device for a connection", { error: String(error) });
       stream.close();
-      if (resumed !== undefined) for (const fd of fdsOfState(resumed).slice(1)) closeFdQuietly(fd);
+      if (resumed !== undefined) closeStateFds(resumed);
       this.sessionEnded();
       return;
     }
@@ -662,4 +662,9 @@ export class VhostUserClient extends SessionHost {
     this.lastRefusal = reason;
     this.othersLog.warn(message, fields);
   }
+}
+
+/** The fds of a connection that will not be served, but its socket (the caller's stream holds it). */
+function closeStateFds(state: ConnectionState): void {
+  for (const fd of fdsOfState(state).slice(1)) closeFdQuietly(fd);
 }
