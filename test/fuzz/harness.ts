@@ -174,10 +174,27 @@ export async function settledFootprint(
         }),
       );
     }
-    return footprint(daemon.pid);
+    return await steadyFootprint(daemon.pid);
   } finally {
     for (const probe of probes) probe.close();
   }
+}
+
+/**
+ * A footprint that has stopped moving: fds of a session that just ended can still be closing in
+ * the daemon (a kick fd waits for the epoll worker to let go of it), so one sample can count them.
+ * Samples 20 ms apart until three in a row agree on the fds and mappings (at most 2 s).
+ */
+async function steadyFootprint(pid: number): Promise<ProcessFootprint> {
+  let last = footprint(pid);
+  let agreeing = 1;
+  for (let sample = 0; sample < 100 && agreeing < 3; sample++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const next = footprint(pid);
+    agreeing = next.fds === last.fds && next.maps === last.maps ? agreeing + 1 : 1;
+    last = next;
+  }
+  return last;
 }
 
 /** Junk fds of each kind a front-end can send: eventfds, memfds (big, tiny, empty), /dev/null, a socket. */
