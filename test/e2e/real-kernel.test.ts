@@ -35,7 +35,10 @@ mount -t tmpfs tmpfs /host/run
 in_host() { chroot /host "$@"; }
 `;
 
-const VIRTFS = ["-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on"];
+const VIRTFS = [
+  "-virtfs",
+  "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+];
 
 describe("real kernel: the daemon inside the guest on i2c-i801", {
   skip: images
