@@ -5,12 +5,14 @@
 # that shapes it; a rerun with the same inputs only prints the paths. It must not touch the
 # repository's files.
 #
-# Usage: guest/build.sh [--check] [--kernel SERIES] [outdir]
+# Usage: guest/build.sh [--check] [--kernel SERIES] [--variant NAME] [outdir]
 #   outdir           where bzImage and initramfs.cpio go
 #                    (default: ${XDG_CACHE_HOME:-$HOME/.cache}/vhost-device-i2c/guest/<key>)
 #   --check          build nothing: print the paths and exit 0 when a finished image exists, else exit 3
 #   --kernel SERIES  the kernel series, built from Debian's linux-source-SERIES (default: the
 #                    environment's VHOST_DEVICE_I2C_GUEST_LINUX, else 6.1; 6.12 is in bookworm-security)
+#   --variant NAME   also merge guest/kernel.config.NAME.fragment (default: the environment's
+#                    VHOST_DEVICE_I2C_GUEST_VARIANT, else none); its modules are copied into the image
 # Prints: GUEST_KERNEL=<path>, GUEST_INITRD=<path>, GUEST_DIR=<path> on stdout (progress on stderr).
 # Needs root for apt-get when packages are missing.
 set -euo pipefail
@@ -18,6 +20,7 @@ set -euo pipefail
 check_only=0
 outdir=""
 kernel_series=${VHOST_DEVICE_I2C_GUEST_LINUX:-6.1}
+variant=${VHOST_DEVICE_I2C_GUEST_VARIANT:-}
 while (($#)); do
   case "$1" in
     --check) check_only=1 ;;
@@ -27,7 +30,13 @@ while (($#)); do
       shift
       ;;
     --kernel=*) kernel_series=${1#--kernel=} ;;
-    -h | --help) sed -n '8,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --variant)
+      (($# >= 2)) || { echo "build.sh: --variant needs a name, e.g. realkernel" >&2; exit 2; }
+      variant=$2
+      shift
+      ;;
+    --variant=*) variant=${1#--variant=} ;;
+    -h | --help) sed -n '8,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     *) outdir=$1 ;;
   esac
@@ -44,6 +53,15 @@ readonly I2C_TOOLS=(i2cdetect i2cget i2cset i2cdump i2ctransfer)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly here
 readonly fragment="$here/kernel.config.fragment"
+# The variant's fragment is merged after the base one; with no variant it is the base again (harmless).
+if [[ -n "$variant" ]]; then
+  [[ "$variant" =~ ^[a-z0-9-]+$ ]] || { echo "build.sh: --variant wants a name like realkernel, not $variant" >&2; exit 2; }
+  variant_fragment="$here/kernel.config.$variant.fragment"
+  [[ -f "$variant_fragment" ]] || { echo "build.sh: no $variant_fragment" >&2; exit 2; }
+else
+  variant_fragment="$fragment"
+fi
+readonly variant_fragment
 readonly init_script="$here/init"
 readonly cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vhost-device-i2c/guest"
 
@@ -70,7 +88,7 @@ print_result() {
 
 compute_key() {
   {
-    sha256sum "${BASH_SOURCE[0]}" "$fragment" "$init_script" | awk '{ print $1 }'
+    sha256sum "${BASH_SOURCE[0]}" "$fragment" "$variant_fragment" "$init_script" | awk '{ print $1 }'
     package_versions
   } | sha256sum | cut -c1-16
 }
@@ -150,28 +168,33 @@ main() {
   config_log="$work/config.log"
   {
     kmake tinyconfig &&
-      (cd "$kbuild" && "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$kbuild" .config "$fragment") &&
+      (cd "$kbuild" && "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$kbuild" .config "$fragment" "$variant_fragment") &&
       kmake olddefconfig
   } >"$config_log" 2>&1 || { cat "$config_log" >&2; die "kernel configuration failed"; }
 
   not_enabled=()
   while read -r option; do
-    grep -qx "$option=y" "$kbuild/.config" || not_enabled+=("$option")
-  done < <(sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=y$/\1/p' "$fragment")
+    # The last fragment to set an option decides whether it must be built in (=y) or a module (=m).
+    wanted=$(cat "$fragment" "$variant_fragment" | sed -n "s/^$option=\([ym]\)$/\1/p" | tail -n 1)
+    grep -qx "$option=$wanted" "$kbuild/.config" || not_enabled+=("$option")
+  done < <(cat "$fragment" "$variant_fragment" | sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=[ym]$/\1/p' | sort -u)
   wrongly_enabled=()
   while read -r option; do
     if grep -q "^$option=" "$kbuild/.config"; then wrongly_enabled+=("$option"); fi
-  done < <(sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' "$fragment")
+  done < <(cat "$fragment" "$variant_fragment" | sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' | sort -u)
   if ((${#not_enabled[@]} || ${#wrongly_enabled[@]})); then
-    for option in "${not_enabled[@]}"; do echo "  $option is not =y (check its dependencies)" >&2; done
+    for option in "${not_enabled[@]}"; do echo "  $option is not as the fragments ask (check its dependencies)" >&2; done
     for option in "${wrongly_enabled[@]}"; do echo "  $option is set but must be off" >&2; done
     die "kernel configuration is missing required options: ${not_enabled[*]} ${wrongly_enabled[*]}"
   fi
   cp "$kbuild/.config" "$outdir/kernel.config"
 
-  log "building bzImage in the background of this script (nice 19, -j2; a cold build takes minutes)"
+  # Drivers that can only be modules (i2c-stub `depends on m`) go into the initramfs under /lib/modules.
+  kernel_targets=(bzImage)
+  if grep -qx 'CONFIG_MODULES=y' "$kbuild/.config"; then kernel_targets+=(modules); fi
+  log "building ${kernel_targets[*]} in the background of this script (nice 19, -j2; a cold build takes minutes)"
   kernel_log="$work/kernel-build.log"
-  kmake -j2 bzImage >"$kernel_log" 2>&1 &
+  kmake -j2 "${kernel_targets[@]}" >"$kernel_log" 2>&1 &
   kernel_pid=$!
   # A failure while assembling the initramfs must not leave the compiler running.
   trap 'kill "$kernel_pid" 2>/dev/null || true' EXIT
@@ -222,7 +245,6 @@ main() {
   } | awk '!seen[$2]++' >"$list"
   grep -q '^file /lib64/ld-linux-x86-64.so.2 ' "$list" || die "the dynamic loader is missing from the initramfs list"
   grep -q '^file /lib/x86_64-linux-gnu/libi2c.so.0 ' "$list" || die "libi2c.so.0 is missing from the initramfs list"
-  "$gen_init_cpio" "$list" >"$work/initramfs.cpio"
 
   # --- wait for the kernel --------------------------------------------------------------------------
   if ! wait "$kernel_pid"; then
@@ -230,6 +252,15 @@ main() {
     die "kernel build failed (full log: $kernel_log)"
   fi
   trap - EXIT
+
+  # Modules lie flat in /lib/modules: a test loads one with `insmod /lib/modules/NAME.ko PARAMS`.
+  if [[ " ${kernel_targets[*]} " == *" modules "* ]]; then
+    echo "dir /lib/modules 0755 0 0" >>"$list"
+    while read -r module; do
+      echo "file /lib/modules/$(basename "$module") $module 0644 0 0" >>"$list"
+    done < <(find "$kbuild" -name '*.ko' | sort)
+  fi
+  "$gen_init_cpio" "$list" >"$work/initramfs.cpio"
 
   cp "$kbuild/arch/x86/boot/bzImage" "$outdir/bzImage"
   cp "$work/initramfs.cpio" "$outdir/initramfs.cpio"

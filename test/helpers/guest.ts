@@ -137,19 +137,24 @@ export function qemuVersion(qemu = qemuBinary()): QemuVersion | null {
 /**
  * The finished guest image, or null when none is built for the current inputs (tests then skip
  * by name). `VHOST_DEVICE_I2C_GUEST_KERNEL` and `VHOST_DEVICE_I2C_GUEST_INITRD` override the lookup;
- * GUEST_LINUX_ENV picks the kernel series it looks for.
+ * GUEST_LINUX_ENV picks the kernel series it looks for; `variant` the extra kernel fragment
+ * (`guest/build.sh --variant`, e.g. "realkernel"), which the overrides do not name.
  * Never builds: `guest/build.sh` takes minutes cold and installs packages.
  */
-export function findGuestImages(): GuestImages | null {
+export function findGuestImages(variant?: string): GuestImages | null {
   const kernel = process.env.VHOST_DEVICE_I2C_GUEST_KERNEL;
   const initrd = process.env.VHOST_DEVICE_I2C_GUEST_INITRD;
-  if (kernel && initrd) return { kernel, initrd };
+  if (kernel && initrd && variant === undefined) return { kernel, initrd };
   let printed: string;
   try {
-    printed = execFileSync(GUEST_BUILD_SCRIPT, ["--check"], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "ignore"],
-    });
+    printed = execFileSync(
+      GUEST_BUILD_SCRIPT,
+      ["--check", ...(variant ? ["--variant", variant] : [])],
+      {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+      },
+    );
   } catch {
     return null;
   }
