@@ -2,7 +2,7 @@
 // (test/fake-i2c) loaded into the daemon process and a fake sysfs tree for adapter names. The fake's
 // log proves what reached the "host" and, as much, what never did.
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
@@ -21,6 +21,11 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
   before(async () => {
     mkdirSync(`${sysfs}/bus/i2c/devices/i2c-3`, { recursive: true });
     writeFileSync(`${sysfs}/bus/i2c/devices/i2c-3/name`, `${ADAPTER_NAME}\n`);
+    // The client the busy address belongs to, as the kernel shows a bound one.
+    mkdirSync(`${sysfs}/bus/i2c/drivers/ee1004`, { recursive: true });
+    mkdirSync(`${sysfs}/bus/i2c/devices/3-0036`);
+    writeFileSync(`${sysfs}/bus/i2c/devices/3-0036/name`, "ee1004\n");
+    symlinkSync("../../drivers/ee1004", `${sysfs}/bus/i2c/devices/3-0036/driver`);
     fake = await FakeI2c.create(
       [
         "adapter 3 funcs=i2c|emul",
@@ -119,7 +124,12 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
       env: env(),
     });
     assert.deepEqual(await daemon.waitForExit(), { code: 2, signal: null });
-    assert.match(daemon.stderr, /address 0x36 on \/dev\/i2c-3 is in use by a kernel driver/);
+    assert.match(
+      daemon.stderr,
+      new RegExp(
+        `address 0x36 on /dev/i2c-3 is in use by the kernel driver ee1004 \\(device ee1004 at ${sysfs}/bus/i2c/devices/3-0036\\); unbind it \\(echo 3-0036 > ${sysfs}/bus/i2c/drivers/ee1004/unbind\\)`,
+      ),
+    );
   });
 
   it("refuses an adapter that does not exist (exit 2)", async () => {

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   AdapterLookupError,
+  boundClient,
   listAdapters,
   resolveAdapter,
   SYSFS_ROOT,
@@ -102,6 +103,29 @@ describe("resolveAdapter", () => {
       () => parseDeviceList("i915 gmbus dpd:0x50,3:0x20", lookup),
       (e: unknown) => e instanceof DeviceListError && e.code === "DUPLICATE_ADAPTER",
     );
+  });
+});
+
+describe("boundClient", () => {
+  it("names the driver bound to a client and the client, by adapter and 4-digit address", () => {
+    const devices = join(root, "bus", "i2c", "devices");
+    mkdirSync(join(root, "bus", "i2c", "drivers", "at24"), { recursive: true });
+    mkdirSync(join(devices, "0-0050"), { recursive: true });
+    writeFileSync(join(devices, "0-0050", "name"), "24c02\n");
+    symlinkSync("../../../bus/i2c/drivers/at24", join(devices, "0-0050", "driver"));
+    assert.deepEqual(boundClient(0, 0x50, root), {
+      path: join(devices, "0-0050"),
+      driver: "at24",
+      device: "24c02",
+    });
+  });
+
+  it("is undefined for a client without a driver and for no client at all", () => {
+    const devices = join(root, "bus", "i2c", "devices");
+    mkdirSync(join(devices, "3-001a"));
+    writeFileSync(join(devices, "3-001a", "name"), "wm8731\n");
+    assert.equal(boundClient(3, 0x1a, root), undefined);
+    assert.equal(boundClient(3, 0x1b, root), undefined);
   });
 });
 

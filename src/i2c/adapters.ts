@@ -1,12 +1,13 @@
 /**
- * Host I2C adapter discovery through sysfs: `<root>/bus/i2c/devices/i2c-N/name`.
+ * Host I2C adapter discovery through sysfs: `<root>/bus/i2c/devices/i2c-N/name`, and the kernel
+ * driver bound to a client (`<root>/bus/i2c/devices/N-00AA/driver`).
  * Reads names only; must not open /dev/i2c-N (host-bus.ts does that), nor take the root from the
  * environment: whoever sets a root daemon's environment must not decide which adapter a name means.
  * @module
  */
 
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { basename, join } from "node:path";
 import { CodedError } from "../errors.js";
 
 /** Where the kernel shows sysfs. */
@@ -93,4 +94,41 @@ export function resolveAdapter(name: string, root: string = sysfsRoot()): number
     `no adapter named "${name}" under ${join(root, "bus", "i2c", "devices")} (${found})`,
     adapters,
   );
+}
+
+/** A kernel client device at an adapter address, and the driver bound to it. */
+export interface BoundClient {
+  /** The sysfs device directory, e.g. /sys/bus/i2c/devices/0-0050. */
+  readonly path: string;
+  /** The driver's name, e.g. "at24". */
+  readonly driver: string;
+  /** The client's name (what `new_device` or the firmware called it), e.g. "24c02". */
+  readonly device?: string;
+}
+
+/** The driver bound to the client at `addr` on adapter `adapter`, or undefined when none is. */
+export function boundClient(
+  adapter: number,
+  addr: number,
+  root: string = sysfsRoot(),
+): BoundClient | undefined {
+  const path = join(
+    root,
+    "bus",
+    "i2c",
+    "devices",
+    `${adapter}-${addr.toString(16).padStart(4, "0")}`,
+  );
+  let driver: string;
+  try {
+    driver = basename(readlinkSync(join(path, "driver")));
+  } catch {
+    return undefined;
+  }
+  try {
+    const device = readFileSync(join(path, "name"), "utf8").trim();
+    return { path, driver, ...(device !== "" && { device }) };
+  } catch {
+    return { path, driver };
+  }
 }

@@ -14,10 +14,11 @@
  * @module
  */
 
+import { basename, dirname, join } from "node:path";
 import { type Logger, LogRateLimiter, logSuppression } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { I2C_FUNC_SMBUS_QUICK, I2C_M_RD, I2cDev, type I2cRdwrMsg } from "../sys/i2c-dev.js";
-import { resolveAdapter as resolveAdapterBySysfs } from "./adapters.js";
+import { boundClient, resolveAdapter as resolveAdapterBySysfs } from "./adapters.js";
 import { hex, type I2cBus, type I2cMessage } from "./bus.js";
 import { copySmbusResult, describeShape, mapToSmbus, type SmbusCommand } from "./smbus.js";
 
@@ -220,6 +221,15 @@ function adapterPath(devDir: string | undefined, adapter: number): string {
   return `${devDir ?? "/dev"}/i2c-${adapter}`;
 }
 
+/** Who owns a busy address and how to free it, as sysfs tells. */
+function busyAddressOwner(adapter: number, addr: number): string {
+  const client = boundClient(adapter, addr);
+  if (client === undefined) return "a kernel driver; unbind the driver";
+  const device = client.device === undefined ? "" : `device ${client.device} at `;
+  const unbind = join(dirname(dirname(client.path)), "drivers", client.driver, "unbind");
+  return `the kernel driver ${client.driver} (${device}${client.path}); unbind it (echo ${basename(client.path)} > ${unbind})`;
+}
+
 function checkAddress(dev: AdapterDev, path: string, adapter: number, addr: number): void {
   try {
     dev.setSlave(addr);
@@ -227,7 +237,7 @@ function checkAddress(dev: AdapterDev, path: string, adapter: number, addr: numb
     if (hasCode(error, "EBUSY")) {
       throw new HostBusError(
         "I2C_ADDRESS_BUSY",
-        `address ${hex(addr)} on ${path} is in use by a kernel driver; unbind the driver or remove the address from the device list`,
+        `address ${hex(addr)} on ${path} is in use by ${busyAddressOwner(adapter, addr)} or remove the address from the device list`,
         adapter,
         addr,
         error,
@@ -779,10 +789,14 @@ export class HostBus implements I2cBus {
         }
         if (this.#unusable.has(addr)) continue;
         this.#unusable.add(addr);
-        const owner = code === "EBUSY" ? "is now in use by a kernel driver" : "fails its check";
+        const client = code === "EBUSY" ? boundClient(this.adapter, addr) : undefined;
+        const owner =
+          code !== "EBUSY"
+            ? "fails its check"
+            : `is now in use by ${client === undefined ? "a kernel driver" : `the kernel driver ${client.driver} (${client.path})`}`;
         this.#logger.warn(
           `address ${hex(addr)} on ${this.path} ${owner}; transfers to it fail until it is free`,
-          { path: this.path, addr: hex(addr), code },
+          { path: this.path, addr: hex(addr), code, ...(client && { driver: client.driver }) },
         );
       }
     }
