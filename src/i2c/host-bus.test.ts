@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { describe, it } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { FakeI2c, type FakeLogEntry, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
@@ -667,6 +668,31 @@ for (const mode of MODES)
         take().some((l) => /^INFO adapter i2c-3 back .*mode=smbus/.test(l)),
         "functions re-read",
       );
+    });
+
+    it("an idle adapter whose node went away (driver unbound) is marked down and its fd closed, so the removal can finish", async () => {
+      const first = new StubDev();
+      const second = new StubDev();
+      let present = true;
+      const { bus, probe, take, clock } = stubBus([first, second], {
+        reopenIntervalMs: 1000,
+        nodePresent: () => present,
+        removalCheckIntervalMs: 5,
+      });
+      await delay(30);
+      assert.equal(bus.up, true, "the node is there: nothing happens");
+      present = false;
+      await delay(30);
+      assert.equal(bus.up, false);
+      assert.equal(first.closed, true, "the fd the kernel's removal waits for is closed");
+      assert.ok(take().some((l) => /^WARN adapter i2c-3 gone.*code=ENOENT/.test(l)));
+      assert.equal(await probe(), 0, "ERR while it is gone");
+      assert.equal(first.transfers, 0);
+      present = true;
+      clock.now += 1000;
+      assert.equal(await probe(), 1, "bound again: reopened");
+      assert.equal(second.transfers, 1);
+      bus.close();
     });
 
     it("checks the addresses again while transfers run: one a driver took later is refused until freed", async () => {

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { type Logger, LogRateLimiter, logSuppression } from "../log.js";
 import { hasCode } from "../sys/errors.js";
@@ -112,6 +113,13 @@ export interface HostBusOptions {
    * address while transfers run. Default 2000 ms.
    */
   addressCheckIntervalMs?: number;
+  /**
+   * Whether the adapter's node still exists. Default: opening `path` succeeds (then it is closed);
+   * with `openDev` given, always true (a world without nodes). See #watchRemoval.
+   */
+  nodePresent?: (path: string) => boolean;
+  /** How often an open adapter's node is looked for (#watchRemoval). Default 1000 ms. */
+  removalCheckIntervalMs?: number;
 }
 
 /** Errors with which an adapter refuses a zero-length I2C_RDWR message (I2C_AQ_NO_ZERO_LEN). */
@@ -126,6 +134,19 @@ const GONE_CODES = ["ENODEV", "ESHUTDOWN", "EBADF"] as const;
 
 const DEFAULT_REOPEN_INTERVAL_MS = 1000;
 const DEFAULT_ADDRESS_CHECK_INTERVAL_MS = 2000;
+const DEFAULT_REMOVAL_CHECK_INTERVAL_MS = 1000;
+
+/** Whether `path` opens: i2c-dev removes an adapter's node as soon as the adapter's removal starts. */
+function nodeOpens(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (error) {
+    return !(hasCode(error, "ENOENT") || hasCode(error, "ENODEV") || hasCode(error, "ENXIO"));
+  }
+  closeSync(fd);
+  return true;
+}
 const DEFAULT_WARN_LINES_PER_SECOND = 10;
 const DEFAULT_INLINE_AFTER_FAST_TRANSFERS = 8;
 const DEFAULT_FAST_TRANSFER_MS = 1;
@@ -358,6 +379,7 @@ export class HostBus implements I2cBus {
   /** Why the last reopen failed, so a reason is warned about once and repeats go to debug. */
   #downReason: string | null = null;
   #closed = false;
+  readonly #removalWatch: NodeJS.Timeout;
 
   private constructor(
     adapter: number,
@@ -394,6 +416,27 @@ export class HostBus implements I2cBus {
     );
     this.#dev = dev;
     this.#useFuncs(dev);
+    this.#removalWatch = this.#watchRemoval(
+      options.nodePresent ?? (options.openDev === undefined ? nodeOpens : () => true),
+      options.removalCheckIntervalMs ?? DEFAULT_REMOVAL_CHECK_INTERVAL_MS,
+    );
+  }
+
+  /**
+   * Unbinding an adapter's driver (or unplugging it) removes its node at once but waits, in
+   * i2c_del_adapter, until every open fd of the adapter is closed, and transfers on those fds keep
+   * working meanwhile: no error ever tells the daemon. So the node is looked for while the adapter
+   * is up and idle; once it is gone, the adapter is marked down and its fd closed, which lets the
+   * removal finish, and reopened like any adapter that went away.
+   */
+  #watchRemoval(nodePresent: (path: string) => boolean, intervalMs: number): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      const dev = this.#dev;
+      if (dev === null || this.#closed || this.#queue.running) return;
+      if (!nodePresent(this.#path)) this.#markDown("ENOENT");
+    }, intervalMs);
+    timer.unref();
+    return timer;
   }
 
   /** The adapter number (it may change when an adapter listed by name is re-plugged). */
@@ -500,6 +543,7 @@ export class HostBus implements I2cBus {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#removalWatch);
     this.#enqueue({ bus: this, msgs: null, inline: this.#inline, resolve: () => {} });
   }
 
