@@ -79,7 +79,9 @@ function fail(what) {
 
 if (!prebuiltLoads()) {
   const missing = missingTools();
-  if (missing.length > 0) fail(`building one needs what is missing here: ${missing.join(", ")}`);
+  if (missing.length > 0) {
+    fail(`building one from source needs ${missing.join(", ")}, not found on PATH`);
+  }
   const result = spawnSync("node-gyp", ["rebuild"], { cwd: root, stdio: "inherit" });
   if (result.error) fail(`node-gyp could not run (${result.error.message})`);
   if (result.status !== 0) {
