@@ -38,6 +38,9 @@ step "copy of the tracked files, TypeScript build (host tsc)"
 rm -rf "$work/tree" && mkdir "$work/tree"
 (cd "$repo" && git ls-files -z | xargs -0 tar cf -) | tar xf - -C "$work/tree"
 ln -s "$repo/node_modules" "$work/tree/node_modules"
+# The prebuilt addons when built (npm run build:prebuild): test/install.test.ts installs the package
+# with them, here the linux-arm64 one under the arm64 Node.
+[ ! -d "$repo/prebuilds" ] || cp -a "$repo/prebuilds" "$work/tree/prebuilds"
 (cd "$work/tree" && node_modules/.bin/tsc -b)
 step_done
 
