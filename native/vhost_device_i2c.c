@@ -1247,8 +1247,11 @@ static napi_value js_poll_close(napi_env env, napi_callback_info info) {
  * ------------------------------------------------------------------------------------------- */
 
 /* Channel exchange buffer: message i's {addr, flags, len} as host-endian u16 at 6*i, the bytes of
- * every message packed in message order from I2C_EXCHANGE_HEADER; an SMBus job's data at 0. */
+ * every message packed in message order from I2C_EXCHANGE_HEADER; an SMBus job's data at 0. After an
+ * I2C_RDWR, the u16 at I2C_EXCHANGE_SENT holds what it returned: the messages the adapter carried out
+ * (a driver may stop early, e.g. virtio-i2c on a full queue). */
 #define I2C_EXCHANGE_HEADER 256
+#define I2C_EXCHANGE_SENT 252
 
 static napi_value js_i2c_open(napi_env env, napi_callback_info info) {
   char* path = get_only_string(env, info, "path");
@@ -1288,6 +1291,7 @@ typedef struct {
   bool smbus;
   int fd;
   int err;             /* errno from the I/O thread, 0 on success */
+  uint16_t sent;       /* I2C_RDWR's return value when it succeeded */
   const char* syscall; /* which ioctl failed */
   /* I2C_RDWR */
   uint32_t count;
@@ -1318,6 +1322,7 @@ static void i2c_job_run(i2c_job_t* job) {
     struct i2c_rdwr_ioctl_data request = {.msgs = job->msgs, .nmsgs = job->count};
     int rc = ioctl_retrying(job->fd, I2C_RDWR, &request);
     job->err = rc < 0 ? errno : 0;
+    job->sent = rc < 0 ? 0 : (uint16_t)rc;
     job->syscall = "ioctl(I2C_RDWR)";
     return;
   }
@@ -1563,7 +1568,9 @@ static napi_value channel_result(napi_env env, i2c_channel_t* ch) {
   const i2c_job_t* job = &ch->job;
   bool copied = job->smbus
                     ? copy_back(env, exchange, 0, (const uint8_t*)&job->data, SMBUS_DATA_SIZE)
-                    : copy_back(env, exchange, I2C_EXCHANGE_HEADER, job->storage, job->total);
+                    : copy_back(env, exchange, I2C_EXCHANGE_HEADER, job->storage, job->total) &&
+                          copy_back(env, exchange, I2C_EXCHANGE_SENT, (const uint8_t*)&job->sent,
+                                    sizeof job->sent);
   if (!copied) return detached_error(env);
   napi_value null_value;
   napi_get_null(env, &null_value);
@@ -1785,6 +1792,7 @@ static napi_value js_i2c_rdwr(napi_env env, napi_callback_info info) {
   job.fd = fd;
   i2c_job_point_messages(&job, data + I2C_EXCHANGE_HEADER);
   i2c_job_run(&job);
+  memcpy(data + I2C_EXCHANGE_SENT, &job.sent, sizeof job.sent);
   return i2c_job_settle_inline(env, &job);
 }
 

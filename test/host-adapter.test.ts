@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { I2cGuest } from "../src/frontend/i2c-driver.js";
+import { I2cGuest, type I2cGuestOptions } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
@@ -32,6 +32,10 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
         "device 3 0x50",
         "device 3 0x51 pattern=0x51",
         "busy 3 0x36",
+        // An adapter that stops an I2C_RDWR after 4 messages, as i2c-virtio on a full queue does.
+        "adapter 4 funcs=i2c|emul",
+        "device 4 0x50",
+        "rdwr_max 4 4",
       ].join("\n"),
     );
   });
@@ -45,6 +49,7 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
   async function withHostDaemon(
     list: string,
     body: (vm: I2cGuest) => Promise<void>,
+    guest: I2cGuestOptions = {},
   ): Promise<void> {
     const prefix = `${dir.path}/host.sock`;
     await withDaemon(
@@ -52,7 +57,7 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
       [`${prefix}0`],
       async () => {
         await fake.clearLog();
-        const vm = await I2cGuest.connect(`${prefix}0`);
+        const vm = await I2cGuest.connect(`${prefix}0`, guest);
         try {
           await body(vm);
         } finally {
@@ -117,6 +122,31 @@ describe("host adapter through the daemon (LD_PRELOAD fake)", { skip }, () => {
       );
       assert.equal(log.filter((e) => e.op === "rdwr").length, 1, "only the listed transfer ran");
     });
+  });
+
+  it("an I2C_RDWR the adapter stops early: the messages it carried out succeed, the rest fail", async () => {
+    await withHostDaemon(
+      "4:0x50",
+      async (vm) => {
+        const result = await vm.driver.transfer([
+          { addr: 0x50, write: Uint8Array.of(0x10) },
+          { addr: 0x50, read: 1 },
+          { addr: 0x50, write: Uint8Array.of(0x20) },
+          { addr: 0x50, read: 1 },
+          { addr: 0x50, write: Uint8Array.of(0x30) },
+          { addr: 0x50, read: 1 },
+        ]);
+        assert.equal(result.okCount, 4);
+        assert.deepEqual(
+          result.reads.slice(0, 2).map((r) => [...(r ?? [])]),
+          [[0x10], [0x20]],
+        );
+        assert.deepEqual(result.statuses, [0, 0, 0, 0, 1, 1]);
+        const log = await fake.readLog();
+        assert.equal(log.filter((e) => e.op === "rdwr").length, 4, "the adapter saw 4 messages");
+      },
+      { queueSize: 16 },
+    );
   });
 
   it("refuses to start when a kernel driver owns a listed address (exit 2, names it)", async () => {

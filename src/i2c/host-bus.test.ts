@@ -444,6 +444,8 @@ class StubDev implements AdapterDev {
   refuseWith: string | null = null;
   transfers = 0;
   closed = false;
+  /** Messages an I2C_RDWR carries out (I2C_RDWR's return value), or null for all of them. */
+  sent: number | null = null;
   /** How long each transfer takes on `clock` (set by stubBusIn), from submission to answer. */
   tookMs = 0;
   clock: { now: number } | null = null;
@@ -457,14 +459,15 @@ class StubDev implements AdapterDev {
     this.slaveChecks++;
     if (this.busy.has(addr)) throw errorWithCode("EBUSY");
   }
-  rdwr(_msgs: unknown, done: I2cDone): void {
-    this.#transfer(done);
+  rdwr(msgs: readonly unknown[], done: I2cDone): void {
+    this.#transfer((error) => done(error, this.sent ?? msgs.length));
   }
   smbus(_a: number, _rw: number, _c: number, _s: number, _d: Uint8Array, done: I2cDone): void {
     this.#transfer(done);
   }
-  rdwrSync(_msgs: unknown): void {
+  rdwrSync(msgs: readonly unknown[]): number {
     this.#transferInline();
+    return this.sent ?? msgs.length;
   }
   smbusSync(_a: number, _rw: number, _c: number, _s: number, _d: Uint8Array): void {
     this.#transferInline();
@@ -668,6 +671,22 @@ for (const mode of MODES)
         take().some((l) => /^INFO adapter i2c-3 back .*mode=smbus/.test(l)),
         "functions re-read",
       );
+    });
+
+    it("an I2C_RDWR the adapter stopped early: the messages carried out count, the rest fail", async () => {
+      const dev = new StubDev();
+      const { bus, take } = stubBus([dev]);
+      dev.sent = 4;
+      const msgs = Array.from({ length: 6 }, (_, i) => ({
+        addr: 0x50,
+        read: i % 2 === 1,
+        buf: new Uint8Array(1),
+      }));
+      assert.equal(await bus.transfer(msgs), 4);
+      assert.ok(take().some((l) => /^WARN transfer cut short by the adapter .*sent=4\/6/.test(l)));
+      assert.equal(bus.up, true, "the adapter stays up");
+      dev.sent = null;
+      assert.equal(await bus.transfer(msgs), 6);
     });
 
     it("an idle adapter whose node went away (driver unbound) is marked down and its fd closed, so the removal can finish", async () => {

@@ -336,7 +336,7 @@ export class HostBus implements I2cBus {
   #currentDev: AdapterDev | null = null;
   #currentCommand: SmbusCommand | null = null;
   /** The adapter's answers, bound once. */
-  readonly #onRdwrDone = (error: Error | null): void => this.#rdwrDone(error);
+  readonly #onRdwrDone = (error: Error | null, sent?: number): void => this.#rdwrDone(error, sent);
   readonly #onSmbusDone = (error: Error | null): void => this.#smbusDone(error);
   /** Where a synchronous transfer's job leaves its result (bound once, like the two above). */
   readonly #onSyncDone = (done: number): void => {
@@ -489,11 +489,6 @@ export class HostBus implements I2cBus {
     this.#nextAddressCheck = this.#now() + this.#addressCheckIntervalMs;
   }
 
-  /**
-   * Runs one transfer after every transfer queued before it on this adapter. `msgs.length` on
-   * success and 0 on any failure (an adapter reports no partial success): the number itself when
-   * the transfer ran inline, else a Promise of it.
-   */
   /** The next transfer() runs inline: inline mode, or adaptive and fast, with nothing queued. */
   get inlineNow(): boolean {
     if (this.synchronous) return true;
@@ -501,6 +496,12 @@ export class HostBus implements I2cBus {
     return this.#inline && !this.#closed && !queue.running && queue.waiting.length === 0;
   }
 
+  /**
+   * Runs one transfer after every transfer queued before it on this adapter. `msgs.length` on
+   * success, 0 on a failure (an errno says nothing of how far it got), the messages carried out
+   * when an I2C_RDWR stopped early: the number itself when the transfer ran inline, else a Promise
+   * of it.
+   */
   transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
     if (this.#closed) {
       this.#logger.warn("transfer on a closed adapter", { path: this.path });
@@ -684,12 +685,13 @@ export class HostBus implements I2cBus {
       return;
     }
     let failure: unknown = null;
+    let sent: number | undefined;
     try {
-      dev.rdwrSync(toRdwrMsgs(msgs));
+      sent = dev.rdwrSync(toRdwrMsgs(msgs));
     } catch (error) {
       failure = error;
     }
-    this.#rdwrDone(failure);
+    this.#rdwrDone(failure, sent);
   }
 
   /** The SMBus form of #submitRdwr, answered by #smbusDone. */
@@ -710,10 +712,21 @@ export class HostBus implements I2cBus {
   }
 
   /** The adapter's answer to an I2C_RDWR: null, or why it failed (or was refused). */
-  #rdwrDone(error: unknown): void {
+  #rdwrDone(error: unknown, sent?: number): void {
     const job = this.#current;
     const dev = this.#currentDev;
     if (job === null || job.msgs === null || dev === null) return;
+    if (error === null && sent !== undefined && sent < job.msgs.length) {
+      // The adapter stopped early (I2C_RDWR returned fewer messages): the rest never happened and
+      // fail, as the kernel told i2c-dev's caller; their read buffers hold nothing.
+      this.#warnLimited("transfer cut short by the adapter", {
+        path: this.path,
+        shape: describeShape(job.msgs),
+        sent: `${sent}/${job.msgs.length}`,
+      });
+      this.#finish(job, sent);
+      return;
+    }
     if (error === null) {
       this.#succeeded(job, job.msgs);
       return;

@@ -19,7 +19,13 @@ import {
   toSysError,
 } from "./errors.js";
 import { closeFd } from "./fd.js";
-import { I2C_EXCHANGE_HEADER, type I2cChannelHandle, type NativeI2cMsg, native } from "./native.js";
+import {
+  I2C_EXCHANGE_HEADER,
+  I2C_EXCHANGE_SENT,
+  type I2cChannelHandle,
+  type NativeI2cMsg,
+  native,
+} from "./native.js";
 
 // struct i2c_msg flags (linux/i2c.h)
 export const I2C_M_RD = 0x0001;
@@ -143,8 +149,13 @@ function checkSmbus(
   }
 }
 
-/** How a transfer ends: null, or the error (a SysError with code and syscall for an ioctl). */
-export type I2cDone = (error: Error | null) => void;
+/**
+ * How a transfer ends: null, or the error (a SysError with code and syscall for an ioctl). After an
+ * rdwr() that succeeded, `sent` is how many messages the adapter carried out, which a driver may
+ * stop short of (I2C_RDWR returns the count; virtio-i2c stops at a full queue): only those messages
+ * happened, and only their read buffers hold data.
+ */
+export type I2cDone = (error: Error | null, sent?: number) => void;
 
 export interface I2cDevOptions {
   /**
@@ -246,10 +257,10 @@ export class I2cDev {
   /**
    * rdwr() run inline: blocks the calling thread until the adapter answered (for a thread without an
    * event loop to keep going, never the main thread's). Read buffers are filled in when it returns;
-   * a failure throws, as a SysError with code and syscall. Throws EBUSY while an rdwr() or smbus()
-   * runs on the I/O thread.
+   * a failure throws, as a SysError with code and syscall. Returns how many messages the adapter
+   * carried out (see I2cDone). Throws EBUSY while an rdwr() or smbus() runs on the I/O thread.
    */
-  rdwrSync(msgs: readonly I2cRdwrMsg[]): void {
+  rdwrSync(msgs: readonly I2cRdwrMsg[]): number {
     const syscall = "ioctl(I2C_RDWR)";
     const fd = this.#idleFd(syscall);
     const exchange = this.#layOut(msgs);
@@ -260,6 +271,7 @@ export class I2cDev {
     }
     // Nothing could resize a buffer while the call ran: every read result fits.
     this.#copyResults(msgs, null);
+    return this.#sent(msgs.length);
   }
 
   /**
@@ -405,7 +417,14 @@ export class I2cDev {
       this.#release(fd);
     }
     // toSysError hands back an Error for an Error: a SysError when it carries an errno code.
-    done?.(failure === null ? null : (toSysError(failure, this.#syscall) as Error));
+    if (failure !== null) done?.(toSysError(failure, this.#syscall) as Error);
+    else if (msgs !== null) done?.(null, this.#sent(msgs.length));
+    else done?.(null);
+  }
+
+  /** I2C_RDWR's return value, left in the exchange: at most `count` messages carried out. */
+  #sent(count: number): number {
+    return Math.min(this.#header[I2C_EXCHANGE_SENT / 2]!, count);
   }
 
   /** Copies read results to their buffers; false if one no longer has its length at submission. */

@@ -28,6 +28,8 @@ export type I2cChannelHandle = { readonly [i2cChannelBrand]: true };
  * SMBus call's 34-byte i2c_smbus_data at byte 0.
  */
 export const I2C_EXCHANGE_HEADER = 256;
+/** Where, after an I2C_RDWR, the exchange holds its return value (u16): the messages carried out. */
+export const I2C_EXCHANGE_SENT = 252;
 
 /** One I2C_RDWR message (struct i2c_msg); the channel takes it laid out in its exchange buffer. */
 export interface NativeI2cMsg {

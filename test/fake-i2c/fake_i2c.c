@@ -30,6 +30,8 @@
  *   error N ADDR ERRNO       every message to ADDR fails with ERRNO (a name such as EIO or a number)
  *   nozerolen N              the adapter refuses zero-length I2C_RDWR messages with EOPNOTSUPP
  *                            (the kernel's I2C_AQ_NO_ZERO_LEN quirk)
+ *   rdwr_max N COUNT         an I2C_RDWR carries out at most COUNT messages and returns how many it did,
+ *                            the rest untouched (as i2c-virtio does when its virtqueue is full)
  *   delay_us N US            every bus message takes US microseconds (the adapter stays locked): the
  *                            thread sleeps until the transfer's start + (messages so far) x US, with
  *                            a 1 ns timer slack, so the bus time does not grow by the default 50 us
@@ -110,6 +112,7 @@ struct fake_adapter {
   int number;
   unsigned long funcs;
   int no_zero_len;
+  int rdwr_max; /* messages an I2C_RDWR carries out at most, 0 = all */
   unsigned delay_us;
   pthread_mutex_t bus_lock;
   int in_flight; /* ioctls running on this adapter, under table_lock */
@@ -351,6 +354,11 @@ static void parse_line(struct config_table *table, char *text, int line) {
   } else if (strcmp(fields[0], "nozerolen") == 0) {
     if (count != 2) config_fail(line, "extra fields", fields[0]);
     adapter->no_zero_len = 1;
+  } else if (strcmp(fields[0], "rdwr_max") == 0) {
+    if (count != 3 || parse_number(fields[2], I2C_RDWR_IOCTL_MAX_MSGS, &value) != 0 || value == 0) {
+      config_fail(line, "bad message count", fields[0]);
+    }
+    adapter->rdwr_max = (int)value;
   } else if (strcmp(fields[0], "delay_us") == 0) {
     if (count != 3 || parse_number(fields[2], 10000000, &value) != 0) config_fail(line, "bad delay", fields[0]);
     adapter->delay_us = (unsigned)value;
@@ -387,6 +395,7 @@ static void merge_staged(void) {
     if (next == NULL) continue;
     adapter->funcs = next->funcs;
     adapter->no_zero_len = next->no_zero_len;
+    adapter->rdwr_max = next->rdwr_max;
     adapter->delay_us = next->delay_us;
     merge_devices(adapter, next);
   }
@@ -657,6 +666,9 @@ static int run_messages(unsigned long seq, struct fake_adapter *adapter, const c
   return 0;
 }
 
+/* do_rdwr's return value on success: the messages it carried out. */
+static __thread int rdwr_sent;
+
 static int do_rdwr(struct fake_fd *entry, struct i2c_rdwr_ioctl_data *arg) {
   struct fake_adapter *adapter = entry->adapter;
   if (arg == NULL || arg->msgs == NULL || arg->nmsgs == 0 || arg->nmsgs > I2C_RDWR_IOCTL_MAX_MSGS) return EINVAL;
@@ -680,14 +692,16 @@ static int do_rdwr(struct fake_fd *entry, struct i2c_rdwr_ioctl_data *arg) {
     msgs[i] = (struct bus_msg){user->addr, (user->flags & I2C_M_RD) != 0, user->len, copies[i]};
   }
   if (err == 0 && !(adapter->funcs & I2C_FUNC_I2C)) err = EOPNOTSUPP;
+  int carried = adapter->rdwr_max > 0 && count > adapter->rdwr_max ? adapter->rdwr_max : count;
   if (err == 0) {
     unsigned long seq = take_seq();
     pthread_mutex_lock(&adapter->bus_lock);
-    err = run_messages(seq, adapter, "rdwr", msgs, count);
+    err = run_messages(seq, adapter, "rdwr", msgs, carried);
     pthread_mutex_unlock(&adapter->bus_lock);
+    rdwr_sent = carried;
   }
   for (int i = 0; i < count; i++) {
-    if (err == 0 && msgs[i].read && msgs[i].len > 0) memcpy(arg->msgs[i].buf, copies[i], msgs[i].len);
+    if (err == 0 && i < carried && msgs[i].read && msgs[i].len > 0) memcpy(arg->msgs[i].buf, copies[i], msgs[i].len);
     free(copies[i]);
   }
   return err;
@@ -895,5 +909,5 @@ int ioctl(int fd, unsigned long request, ...) {
     errno = err;
     return -1;
   }
-  return request == I2C_RDWR ? (int)((struct i2c_rdwr_ioctl_data *)arg)->nmsgs : 0;
+  return request == I2C_RDWR ? rdwr_sent : 0;
 }
