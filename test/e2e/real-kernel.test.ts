@@ -27,7 +27,12 @@ import {
 } from "./harness.js";
 
 const VARIANT = "realkernel";
+/** Set where the variant image must exist (CI's real-kernel runs): a missing one fails, never skips. */
+const REQUIRED_ENV = "VHOST_DEVICE_I2C_REAL_KERNEL_REQUIRED";
 const images = findGuestImages(VARIANT);
+if (images === null && process.env[REQUIRED_ENV]) {
+  throw new Error(`${REQUIRED_ENV} is set but no image: run guest/build.sh --variant ${VARIANT}`);
+}
 /** The dist/ directory this test runs from: the same path inside the chroot (the host's root). */
 const DIST = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
 
