@@ -132,6 +132,29 @@ describe("host adapter faults through the daemon (LD_PRELOAD fake)", { skip }, (
     });
   });
 
+  it("driver unbound (removal waits for open fds, which keep working): the idle daemon lets go within seconds, ERR while gone, back after", async () => {
+    await withFaultDaemon(["-l", "3:0x50", "--log-level", "debug"], 1, async (daemon, [vm]) => {
+      assert.equal((await vm!.driver.transfer(readOne)).ok, true);
+      await fake.update(`${ADAPTER}removing 3\n`);
+      // No transfer: only the daemon's own look for the node can find that it went.
+      await daemon.waitForLog(/WARN \[[^\]]*\] adapter i2c-3 gone.*code=ENOENT/);
+      await retryUntil(
+        async () => (await fake.readLog()).some((e) => e.op === "close"),
+        "the daemon to close its fd, which lets the removal finish",
+      );
+      const rdwr = async () => (await fake.readLog()).filter((e) => e.op === "rdwr").length;
+      const before = await rdwr();
+      errStatus(await vm!.driver.transfer(readOne));
+      assert.equal(await rdwr(), before, "nothing reached the adapter while it is gone");
+      await fake.update(ADAPTER);
+      await retryUntil(
+        async () => (await vm!.driver.transfer(readOne)).ok,
+        "a transfer after the adapter is bound again",
+      );
+      await daemon.waitForLog(/INFO \[[^\]]*\] adapter i2c-3 back/);
+    });
+  });
+
   it("a kernel driver bound at run time: transfers to its address fail (none reaches the bus) until it is unbound", async () => {
     await withFaultDaemon(["-l", "3:0x50", "--log-level", "info"], 1, async (daemon, [vm]) => {
       assert.equal((await vm!.driver.transfer(readOne)).ok, true);

@@ -39,7 +39,12 @@
  *   unplug N [ERRNO]         the adapter is removed (hot-unplugged): open() fails with ERRNO (ENOENT
  *                            by default; ENODEV, ENXIO, ... as a driver being torn down gives), and
  *                            every ioctl on an fd opened before fails with ENODEV, as i2c-dev does
- *                            once its adapter is gone. Leaving the adapter out of the file is the same.
+ *                            once its adapter is gone (a USB adapter unplugged). Leaving the adapter
+ *                            out of the file is the same.
+ *   removing N               the adapter's removal has begun (its PCI or platform driver unbound):
+ *                            open() fails with ENOENT, but fds opened before keep working, as
+ *                            i2c_del_adapter waits for every open fd to close and the driver is still
+ *                            there meanwhile. "close" lines log each close of such an fd.
  *
  * Run-time control: the file is the control channel. Before every open of a /dev/i2c-N path and every
  * ioctl on a fake fd, the fake stat()s FAKE_I2C_CONFIG and, when its inode, size or mtime changed,
@@ -67,8 +72,8 @@
  * SMBus size ("smbus-quick", "smbus-byte", "smbus-byte-data", "smbus-word-data",
  * "smbus-proc-call", "smbus-block-data", "smbus-i2c-block-data") or "overlap". data is the bytes
  * written, or the bytes read when the message succeeded.
- * "open" (failed opens of an unplugged adapter) and "nodev" (an ioctl on an fd of a removed adapter)
- * lines carry addr 0x00, dir -, and the errno.
+ * "open" (failed opens of an unplugged adapter), "nodev" (an ioctl on an fd of a removed adapter) and
+ * "close" (an fd of an adapter being removed closed) lines carry addr 0x00, dir -, and the errno.
  * An "overlap" line (addr 0x00) is written when an ioctl starts on an adapter while another ioctl on
  * it (any fd) is still running. The kernel allows that; the line lets tests prove that a caller
  * serialises its use of the adapter.
@@ -117,6 +122,7 @@ struct fake_adapter {
   pthread_mutex_t bus_lock;
   int in_flight; /* ioctls running on this adapter, under table_lock */
   int unplugged;  /* removed: open fails with open_errno, ioctls on its fds give ENODEV */
+  int removing;   /* removal begun: open fails with ENOENT, fds from before keep working */
   int open_errno; /* what open() of an unplugged adapter fails with (ENOENT by default) */
   unsigned generation; /* bumped at each unplug: fds opened before it stay dead after a replug */
   char path[32];
@@ -351,6 +357,9 @@ static void parse_line(struct config_table *table, char *text, int line) {
     if (count > 3) config_fail(line, "extra fields", fields[0]);
     adapter->unplugged = 1;
     adapter->open_errno = count == 3 ? parse_errno(fields[2], line) : ENOENT;
+  } else if (strcmp(fields[0], "removing") == 0) {
+    if (count != 2) config_fail(line, "extra fields", fields[0]);
+    adapter->removing = 1;
   } else if (strcmp(fields[0], "nozerolen") == 0) {
     if (count != 2) config_fail(line, "extra fields", fields[0]);
     adapter->no_zero_len = 1;
@@ -395,6 +404,7 @@ static void merge_staged(void) {
     if (next == NULL) continue;
     adapter->funcs = next->funcs;
     adapter->no_zero_len = next->no_zero_len;
+    adapter->removing = next->removing;
     adapter->rdwr_max = next->rdwr_max;
     adapter->delay_us = next->delay_us;
     merge_devices(adapter, next);
@@ -510,9 +520,10 @@ static struct fake_adapter *path_adapter(const char *path) {
 
 /* Caller holds config_lock. */
 static int fake_open(struct fake_adapter *adapter, int flags) {
-  if (adapter->unplugged) {
-    log_op(take_seq(), adapter, "open", 0, '-', NULL, 0, adapter->open_errno);
-    errno = adapter->open_errno;
+  if (adapter->unplugged || adapter->removing) {
+    int err = adapter->unplugged ? adapter->open_errno : ENOENT;
+    log_op(take_seq(), adapter, "open", 0, '-', NULL, 0, err);
+    errno = err;
     return -1;
   }
   int fd = real_open("/dev/null", O_RDWR | (flags & O_CLOEXEC));
@@ -616,10 +627,14 @@ int __openat64_2(int dirfd, const char *path, int flags) { return openat64(dirfd
 
 int close(int fd) {
   ensure_init();
+  pthread_rwlock_rdlock(&config_lock);
   pthread_mutex_lock(&table_lock);
   struct fake_fd *entry = lookup_fd(fd);
+  struct fake_adapter *removing = entry != NULL && entry->adapter->removing ? entry->adapter : NULL;
   if (entry != NULL) entry->fd = -1;
   pthread_mutex_unlock(&table_lock);
+  if (removing != NULL) log_op(take_seq(), removing, "close", 0, '-', NULL, 0, 0);
+  pthread_rwlock_unlock(&config_lock);
   return real_close(fd);
 }
 
