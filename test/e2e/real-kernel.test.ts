@@ -220,6 +220,19 @@ chroot /host $NODE $MAIN -s /tmp/b.sock -l "$i801:0x50" > /tmp/b.log 2>&1
 echo "RESULT second-exit $?"
 cat /tmp/b.log
 grep -q "in use by process $apid" /tmp/b.log; echo "RESULT second-names-holder $?"
+echo "--- a host device at another address, read-only"
+i2cset -y $i801 0x55 0x20 0x42 b
+chroot /host $NODE $MAIN -s /tmp/c.sock -l "$i801:0x55@0x45=ro" > /tmp/c.log 2>&1 &
+cpid=$!
+wait_socket /tmp/c.sock0 || exit 1
+C=/tmp/c.sock0
+same remapped-read "i2cget -y $i801 0x55 0x20 b" "vi2c get -y $C 0x45 0x20 b"
+same remapped-dump "i2cdump -y $i801 0x55 b" "vi2c dump -y $C 0x45 b"
+vi2c get -y $C 0x55 0x20 b; echo "RESULT host-address-hidden $?"
+vi2c set -y $C 0x45 0x20 0x99 b; echo "RESULT read-only-write $?"
+echo "RESULT read-only-kept $(i2cget -y $i801 0x55 0x20 b)"
+kill $cpid; wait $cpid
+cat /tmp/c.log
 echo "--- the adapter unbound and bound again"
 echo "$pci" > /sys/bus/pci/drivers/i801_smbus/unbind &
 upid=$!
@@ -245,6 +258,9 @@ cat /tmp/a.log
       assert.equal(result(run, "freed"), "0", "the address works again once the driver is gone");
       assert.equal(result(run, "second-exit"), "2");
       assert.equal(result(run, "second-names-holder"), "0", "the lock names the serving daemon");
+      assert.equal(result(run, "host-address-hidden"), "1", "the host address is not the guest's");
+      assert.equal(result(run, "read-only-write"), "1", "a data write to a read-only device: ERR");
+      assert.equal(result(run, "read-only-kept"), "0x42", "and it never reached the EEPROM");
       assert.equal(
         result(run, "unbind-done"),
         "yes",
