@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { describe, it } from "node:test";
+import { scaled } from "../../test/helpers/time.js";
 import {
   ATTACKER_GID,
   ATTACKER_UID,
@@ -68,7 +69,7 @@ describe("UnixStream.peerCredentials", { skip: unprivilegedUnavailableReason() ?
       stdio: "ignore",
     });
     try {
-      const end = Date.now() + 10_000;
+      const end = Date.now() + scaled(10_000);
       let stream: UnixStream | null = listener.accept();
       while (stream === null) {
         assert.ok(Date.now() < end, "the other user's process did not connect");
