@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { describe, it } from "node:test";
+import { peerGroupsUnavailableReason } from "../../test/helpers/emulation.js";
 import { scaled } from "../../test/helpers/time.js";
 import {
   ATTACKER_GID,
@@ -56,7 +57,9 @@ describe("PeerPolicy", () => {
   });
 });
 
-describe("UnixStream.peerCredentials", { skip: unprivilegedUnavailableReason() ?? false }, () => {
+describe("UnixStream.peerCredentials", {
+  skip: unprivilegedUnavailableReason() ?? peerGroupsUnavailableReason() ?? false,
+}, () => {
   it("reports the connecting process's pid, uid, gid and groups", async () => {
     const dir = mkdtempSync(`${tmpdir()}/vdi2c-peer-`);
     chmodSync(dir, 0o755);
