@@ -287,12 +287,14 @@ describe("I2cDev inline transfers on the fake adapter", {
   });
 
   it("smbusSync runs I2C_SLAVE then I2C_SMBUS and fills in what it read", async () => {
+    // i2c_smbus_data.word is host-endian; the bus sends its low byte first whatever the host.
+    const word = [...new Uint8Array(Uint16Array.of(0x1234).buffer)];
     const { outcomes, log } = await runInline(CONFIG, [
-      smbusStep("0x50, m.I2C_SMBUS_WRITE, 0x20, m.I2C_SMBUS_WORD_DATA", "[0x34, 0x12]"),
+      smbusStep("0x50, m.I2C_SMBUS_WRITE, 0x20, m.I2C_SMBUS_WORD_DATA", JSON.stringify(word)),
       smbusStep("0x50, m.I2C_SMBUS_READ, 0x20, m.I2C_SMBUS_WORD_DATA"),
     ]);
-    assert.deepEqual(outcomes[0], { ok: [0x34, 0x12, ...Array(32).fill(0)] });
-    assert.deepEqual(outcomes[1], { ok: [0x34, 0x12, ...Array(32).fill(0)] });
+    assert.deepEqual(outcomes[0], { ok: [...word, ...Array(32).fill(0)] });
+    assert.deepEqual(outcomes[1], { ok: [...word, ...Array(32).fill(0)] });
     assert.deepEqual(
       log.map(
         (e) => `${e.op} ${e.dir} ${e.data.map((b) => b.toString(16)).join("") || "-"} ${e.result}`,
