@@ -10,10 +10,36 @@
 # runs aarch64 programs, the script registers qemu-aarch64-static there (needs root). It also links
 # the cross libc into /lib and /usr/lib/aarch64-linux-gnu (see below).
 #
-# Usage: scripts/arm64-test.sh [smoke|unit|integration|all] (default all). Prints each step's time.
+# Usage: scripts/arm64-test.sh [smoke|ci|unit|integration|all] (default all). Prints each step's time.
+# ci: the smoke step and the tests that cross the addon (below), about 8 minutes on 2 cores; .ci/run
+# runs it. unit and integration: every file of dist/src, of dist/test but e2e.
+# Deadlines are stretched by VHOST_DEVICE_I2C_TEST_TIME_SCALE (default 10 here, test/helpers/time.ts):
+# under qemu-user the suites run about ten times slower.
 set -euo pipefail
 
 what=${1:-all}
+case $what in
+smoke | ci | unit | integration | all) ;;
+*)
+  echo "usage: $0 [smoke|ci|unit|integration|all]" >&2
+  exit 2
+  ;;
+esac
+export VHOST_DEVICE_I2C_TEST_TIME_SCALE=${VHOST_DEVICE_I2C_TEST_TIME_SCALE:-10}
+
+# The CI selection: what the addon does for the daemon (eventfd, memfd and seals, mmap, epoll and
+# libuv polls, sockets and fd passing, peer credentials, I2C ioctls on the fake adapter and their
+# I/O threads), the vhost-user message codec and channel, the rings on mapped memory, and the
+# daemon process end to end (guest transfers, host adapter through the fake, signals, memory seals).
+ci_tests=(
+  src/sys/blocking-wait.test.js src/sys/epoll.test.js src/sys/eventfd.test.js
+  src/sys/fd-watcher.test.js src/sys/i2c-dev.test.js src/sys/mapping.test.js src/sys/memfd.test.js
+  src/sys/native.test.js src/sys/peer-policy.test.js src/sys/unix-socket.test.js
+  src/vhost-user/codec.test.js src/vhost-user/connection.test.js src/vhost-user/rings.test.js
+  src/i2c/host-bus.test.js
+  test/host-adapter.test.js test/signals.test.js test/transfer.test.js test/vhost-user.test.js
+  test/memory-seals.test.js
+)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${ARM64_WORK:-/tmp/vhost-device-i2c-arm64}
 prefix=/usr/aarch64-linux-gnu
@@ -74,7 +100,7 @@ step_done
 
 cd "$work/tree/dist"
 status=0
-if [ "$what" = smoke ] || [ "$what" = all ]; then
+if [ "$what" = smoke ] || [ "$what" = ci ] || [ "$what" = all ]; then
   step "smoke: addon, eventfd, memfd, mmap, socketpair under arm64 Node"
   "$node_arm64" --input-type=module -e '
     import { native } from "./src/sys/native.js";
@@ -88,6 +114,11 @@ if [ "$what" = smoke ] || [ "$what" = all ]; then
     n.munmap(h);
     const [a, b] = n.socketPair(); n.close(a); n.close(b);
     console.log(`smoke ok: ${process.arch} ${process.version}`);' || status=1
+  step_done
+fi
+if [ "$what" = ci ]; then
+  step "tests that cross the addon (${#ci_tests[@]} files)"
+  "$node_arm64" --test --test-concurrency=1 "${ci_tests[@]}" || status=1
   step_done
 fi
 if [ "$what" = unit ] || [ "$what" = all ]; then

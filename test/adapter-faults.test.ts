@@ -12,6 +12,7 @@ import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { type DaemonProcess, makeTempDir, WAIT_MS, withDaemon } from "./helpers/daemon.js";
 import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
+import { scaled } from "./helpers/time.js";
 
 const skip = fakeUnavailableReason() ?? false;
 const ADAPTER = "adapter 3 funcs=i2c|emul\ndevice 3 0x50\n";
@@ -22,9 +23,10 @@ const readOne = [
 
 /** Runs `attempt` every 100 ms until it returns true; fails after WAIT_MS. */
 async function retryUntil(attempt: () => Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + WAIT_MS;
+  const end = Date.now() + scaled(WAIT_MS);
   while (!(await attempt())) {
-    if (Date.now() > end) throw new Error(`timed out after ${WAIT_MS} ms waiting for ${what}`);
+    if (Date.now() > end)
+      throw new Error(`timed out after ${scaled(WAIT_MS)} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

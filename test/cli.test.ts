@@ -17,6 +17,7 @@ import {
   withDaemonLog,
 } from "./helpers/daemon.js";
 import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
+import { scaled } from "./helpers/time.js";
 
 interface RunResult {
   status: number | null;
@@ -29,7 +30,7 @@ function runCli(args: readonly string[], env: Readonly<Record<string, string>> =
   const result = spawnSync(process.execPath, [MAIN_JS, ...args], {
     env: { ...process.env, ...env },
     encoding: "utf8",
-    timeout: WAIT_MS,
+    timeout: scaled(WAIT_MS),
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }

@@ -20,6 +20,7 @@ import { after, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { transferOk, withGuest, writeConfig } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, withDaemon } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 import {
   makeWorldWritableDir,
   runAsAttacker,
@@ -53,7 +54,7 @@ function refusedStart(dir: string, config: string): string {
     process.execPath,
     [MAIN_JS, "-s", join(dir, "vi2c.sock"), "--config", config],
     // SIGKILL: a daemon stuck in a blocking open(2) never runs its SIGTERM handler.
-    { encoding: "utf8", timeout: WAIT_MS, killSignal: "SIGKILL" },
+    { encoding: "utf8", timeout: scaled(WAIT_MS), killSignal: "SIGKILL" },
   );
   assert.equal(result.status, 2, `exit status 2 expected\n${result.stderr}`);
   return result.stderr;

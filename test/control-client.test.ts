@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { MAIN_JS, makeTempDir, WAIT_MS } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 
 interface Run {
   status: number | null;
@@ -30,8 +31,8 @@ function control(path: string, words: readonly string[]): Promise<Run> {
     });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`control client still running after ${WAIT_MS} ms`));
-    }, WAIT_MS);
+      reject(new Error(`control client still running after ${scaled(WAIT_MS)} ms`));
+    }, scaled(WAIT_MS));
     child.on("error", reject);
     child.on("close", (status) => {
       clearTimeout(timer);

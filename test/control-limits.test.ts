@@ -15,6 +15,7 @@ import {
   waitUntil,
   withDaemon,
 } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 import { asAttacker, unprivilegedUnavailableReason } from "./helpers/unprivileged.js";
 
 /** The daemon's resident memory in MiB (Linux /proc). */
@@ -40,7 +41,7 @@ function controlList(
     child.stderr.setEncoding("utf8").on("data", (text: string) => {
       stderr += text;
     });
-    const timer = setTimeout(() => child.kill("SIGKILL"), WAIT_MS);
+    const timer = setTimeout(() => child.kill("SIGKILL"), scaled(WAIT_MS));
     child.on("error", reject);
     child.on("close", (status) => {
       clearTimeout(timer);

@@ -14,6 +14,7 @@ import {
   makeTempDir,
   startDaemon,
 } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 
 describe("daemon control socket on sim:0x48=lm75:0x50=24c02", () => {
   const dir = makeTempDir();
@@ -112,7 +113,7 @@ describe("daemon control socket on sim:0x48=lm75:0x50=24c02", () => {
       [MAIN_JS, "control", control, "get", "0x48", "temperature"],
       {
         encoding: "utf8",
-        timeout: 10_000,
+        timeout: scaled(10_000),
       },
     );
     assert.equal(got.status, 0, got.stderr);
@@ -122,7 +123,7 @@ describe("daemon control socket on sim:0x48=lm75:0x50=24c02", () => {
       [MAIN_JS, "control", control, "read", "0x51", "0", "1"],
       {
         encoding: "utf8",
-        timeout: 10_000,
+        timeout: scaled(10_000),
       },
     );
     assert.equal(missing.status, 1);

@@ -4,11 +4,15 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { scaled } from "./helpers/time.js";
 
 const DEMO_JS = fileURLToPath(new URL("../src/cli/demo.js", import.meta.url));
 
 it("demo drives the emulated bus with vi2c info, detect, set, get, transfer and dump, then exits 0", () => {
-  const result = spawnSync(process.execPath, [DEMO_JS], { encoding: "utf8", timeout: 60_000 });
+  const result = spawnSync(process.execPath, [DEMO_JS], {
+    encoding: "utf8",
+    timeout: scaled(60_000),
+  });
   const out = result.stdout;
   assert.equal(result.status, 0, `${out}\n${result.stderr}`);
   assert.match(out, /^\$ vhost-device-i2c -s vi2c\.sock -l sim:0x50=24c02:0x48=lm75 &$/m);

@@ -23,6 +23,7 @@ import {
   withDaemonLog,
 } from "./helpers/daemon.js";
 import { HandoverChain, processGone } from "./helpers/handover-chain.js";
+import { scaled } from "./helpers/time.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());
@@ -185,7 +186,7 @@ const RTC_SECONDS = 10 * 3600 + 20 * 60 + 30;
 function control(path: string, ...words: string[]): string {
   const run = spawnSync(process.execPath, [MAIN_JS, "control", path, ...words], {
     encoding: "utf8",
-    timeout: WAIT_MS,
+    timeout: scaled(WAIT_MS),
   });
   assert.equal(run.status, 0, run.stderr);
   return run.stdout.trim();

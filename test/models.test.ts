@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import type { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { transferOk, withGuest, writeConfig } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 
 const dir = makeTempDir("vdi2c-models-");
 after(() => dir.remove());
@@ -133,7 +134,7 @@ describe("configuration refusals through the daemon (exit 2)", () => {
   function runCli(args: readonly string[]) {
     return spawnSync(process.execPath, [MAIN_JS, "-s", join(dir.path, "no.sock"), ...args], {
       encoding: "utf8",
-      timeout: WAIT_MS,
+      timeout: scaled(WAIT_MS),
     });
   }
 

@@ -33,6 +33,7 @@ import { parseTraceLine, TRACE_BYTES_SHOWN, TRACE_LINE_MAX_BYTES } from "../src/
 import { PCAP_HEADER_SIZE } from "../src/trace/pcap.js";
 import { DEFAULT_MAX_FILE_SIZE } from "../src/trace/rotating-file.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withDaemon } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 import {
   ATTACKER_UID,
   asAttacker,
@@ -67,7 +68,7 @@ function makeCase(): { dir: string; pub: string; victim: string } {
 function refusedStart(args: readonly string[]): string {
   const result = spawnSync(process.execPath, [MAIN_JS, ...args], {
     encoding: "utf8",
-    timeout: WAIT_MS,
+    timeout: scaled(WAIT_MS),
     killSignal: "SIGKILL",
   });
   assert.equal(result.status, 2, `exit status 2 expected\n${result.stderr}`);
@@ -266,7 +267,7 @@ describe("bounded cost of guest traffic", () => {
         const guest = await I2cGuest.connect(`${prefix}0`, {
           queueSize: 1024,
           ramSize: 256 << 20,
-          timeoutMs: 60_000,
+          timeoutMs: scaled(60_000),
         });
         try {
           const queue = guest.queues[0];
@@ -274,7 +275,7 @@ describe("bounded cost of guest traffic", () => {
           const driver = new I2cDriver(queue, guest.ram, {
             indirect: true,
             maxMessageLength: length,
-            timeoutMs: 60_000,
+            timeoutMs: scaled(60_000),
           });
           const data = new Uint8Array(length).fill(0x41);
           const ops = Array.from({ length: 1024 }, () => ({ addr: EEPROM, write: data }));
@@ -318,7 +319,7 @@ describe("bounded cost of guest traffic", () => {
         const guest = await I2cGuest.connect(`${prefix}0`, {
           queueSize: 64,
           ramSize: 16 << 20,
-          timeoutMs: 60_000,
+          timeoutMs: scaled(60_000),
         });
         try {
           const queue = guest.queues[0];
@@ -326,7 +327,7 @@ describe("bounded cost of guest traffic", () => {
           const driver = new I2cDriver(queue, guest.ram, {
             indirect: true,
             maxMessageLength: 0xffff,
-            timeoutMs: 60_000,
+            timeoutMs: scaled(60_000),
           });
           // 48 writes of 64 bytes: a trace line at its 16 KiB cap; 8 writes of 64 KiB: 512 KiB of
           // pcap records (the largest transfer). Whichever file has not rotated twice yet gets its
@@ -339,7 +340,7 @@ describe("bounded cost of guest traffic", () => {
             addr: EEPROM,
             write: new Uint8Array(0xffff).fill(0x5a),
           }));
-          const deadline = Date.now() + 90_000;
+          const deadline = Date.now() + scaled(90_000);
           while (!(rotatedTwice(trace) && rotatedTwice(pcap))) {
             assert.ok(Date.now() < deadline, "the flood rotated both files twice in time");
             for (let i = 0; i < 16; i++) {

@@ -24,6 +24,7 @@ import {
 } from "../src/virtio/split-queue.js";
 import { footprint } from "./fuzz/harness.js";
 import { type DaemonProcess, makeTempDir, waitUntil, withDaemon } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 
 const EEPROM = 0x50;
 /** The largest ring a VMM may choose for this device: the flooding guests use it. */
@@ -82,7 +83,7 @@ async function sharedTableGuest(
   const guest = await I2cGuest.connect(path, {
     queueSize: RING,
     ramSize: 16 << 20,
-    timeoutMs: 30_000,
+    timeoutMs: scaled(30_000),
   });
   const ring = guest.queues[0]!.driver as DriverSplitQueue;
   const table = entries(guest, (size) => guest.ram.alloc(size, 16));
@@ -177,7 +178,7 @@ describe("per-pass work budget", () => {
         { addr: alloc(MESSAGE), len: MESSAGE, flags: VRING_DESC_F_NEXT, next: 2 },
         { addr: alloc(1), len: 1, flags: VRING_DESC_F_WRITE, next: 0 },
       ]);
-      const other = await I2cGuest.connect(otherPath, { timeoutMs: 30_000 });
+      const other = await I2cGuest.connect(otherPath, { timeoutMs: scaled(30_000) });
       const { guest, ring } = flood;
       let flooded = 0;
       let flooding = true;
@@ -248,7 +249,7 @@ describe("indirect tables shared by every ring entry", () => {
         try {
           const start = Date.now();
           attack.publishAll();
-          const lengths = await usedLengths(attack.ring, RING, 10_000);
+          const lengths = await usedLengths(attack.ring, RING, scaled(10_000));
           const elapsed = Date.now() - start;
           // Refused chains: no status byte written (the chain was cut before its writable end).
           assert.deepEqual(new Set(lengths), new Set([0]), "every chain refused");

@@ -16,6 +16,7 @@ import { RequestFlag, RequestStatus } from "../src/i2c/protocol.js";
 import type { DriverBuffer } from "../src/virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
 import { makeTempDir, withDaemon } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 
 const EEPROM = 0x50;
 /** The ring QEMU gives vhost-user-i2c. */
@@ -41,7 +42,7 @@ async function withGuest(features: bigint, body: (guest: I2cGuest) => Promise<vo
         const guest = await I2cGuest.connect(path, {
           features,
           queueSize: RING,
-          timeoutMs: WAIT_MS,
+          timeoutMs: scaled(WAIT_MS),
         });
         try {
           await body(guest);

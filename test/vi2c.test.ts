@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "./helpers/daemon.js";
+import { scaled } from "./helpers/time.js";
 
 const VI2C_JS = fileURLToPath(new URL("../src/tools/vi2c.js", import.meta.url));
 
@@ -30,7 +31,7 @@ function vi2c(args: readonly string[], input = ""): Promise<Run> {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`vi2c ${args.join(" ")} did not finish\n${stderr}`));
-    }, WAIT_MS);
+    }, scaled(WAIT_MS));
     child.on("close", (status) => {
       clearTimeout(timer);
       resolve({ status, stdout, stderr });

@@ -6,6 +6,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
+import { scaled } from "../../test/helpers/time.js";
 import type { DeviceDirectory } from "../config/devices.js";
 import type { SimDevice } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
@@ -70,7 +71,7 @@ function connect(path: string) {
 }
 
 async function waitFor(condition: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
+  const end = Date.now() + scaled(ms);
   while (!condition()) {
     if (Date.now() > end) throw new Error("timed out");
     await new Promise((resolve) => setTimeout(resolve, 10));

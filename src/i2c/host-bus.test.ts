@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { FakeI2c, type FakeLogEntry, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import type { MessageSpec, Plan, RunnerOutput, Step } from "../../test/fake-i2c/host-bus-runner.js";
+import { scaled } from "../../test/helpers/time.js";
 import { createLogger } from "../log.js";
 import {
   decodeI2cFuncs,
@@ -375,8 +376,9 @@ for (const mode of MODES)
 describe("HostBus adaptive completion on the fake adapter", { skip: unavailable ?? false }, () => {
   it("goes inline after 8 fast transfers, back to the I/O thread after a slow one; the wake fd counts each I/O-thread completion", async () => {
     const fast = `${I2C_ADAPTER}delay_us 3 0\n`;
-    // 150 ms per message against a 50 ms threshold: slow whatever the machine's load.
-    const slow = `${I2C_ADAPTER}delay_us 3 150000\n`;
+    // 150 ms per message against a 50 ms threshold: slow whatever the machine's load. Both scaled:
+    // under emulation an I/O-thread round trip of the fast adapter can take more than 50 ms.
+    const slow = `${I2C_ADAPTER}delay_us 3 ${scaled(150) * 1000}\n`;
     const read = transfers([r(0x50, 1)]);
     const repeat = (count: number) => Array.from({ length: count }, () => read[0]!);
     const fake = await FakeI2c.create(fast);
@@ -385,7 +387,7 @@ describe("HostBus adaptive completion on the fake adapter", { skip: unavailable 
         adapter: 3,
         addrs: [0x50],
         completion: "adaptive",
-        fastTransferMs: 50,
+        fastTransferMs: scaled(50),
         wake: true,
         steps: [
           ...repeat(9),

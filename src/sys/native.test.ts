@@ -4,6 +4,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { notAnAdapterCode, notAnAdapterErrno } from "../../test/helpers/emulation.js";
 import {
   findPackageRoot,
   I2C_EXCHANGE_HEADER,
@@ -15,6 +16,9 @@ import {
   PREBUILD_DIR,
   setNativeBinding,
 } from "./native.js";
+
+/** ENOTTY, the errno of an I2C ioctl on /dev/null; ENOSYS under qemu-user (test/helpers/emulation.ts). */
+const NOT_AN_ADAPTER = notAnAdapterCode();
 
 describe("loadNativeBinding", () => {
   it("loads the built addon from the package root", () => {
@@ -205,7 +209,7 @@ describe("addon I2C channel checks", () => {
   const binding = native();
 
   /**
-   * A channel on /dev/null, where every transfer that starts ends with ENOTTY. `ended()` is the
+   * A channel on /dev/null, where every transfer that starts ends with NOT_AN_ADAPTER. `ended()` is the
    * next callback's argument; a callback nobody waits for (a check let a transfer through) throws.
    */
   function nullChannel(wakeFd?: number) {
@@ -237,11 +241,11 @@ describe("addon I2C channel checks", () => {
     };
   }
 
-  /** A transfer that reached the adapter: /dev/null answers the ioctl with ENOTTY. */
+  /** A transfer that reached the adapter: /dev/null answers the ioctl with NOT_AN_ADAPTER. */
   async function assertReached(ended: Promise<Error | null>, syscall: string): Promise<void> {
     const error = await ended;
     assert.ok(error instanceof Error);
-    assert.equal((error as NodeJS.ErrnoException).code, "ENOTTY");
+    assert.equal((error as NodeJS.ErrnoException).code, NOT_AN_ADAPTER);
     assert.equal((error as NodeJS.ErrnoException).syscall, syscall);
   }
 
@@ -387,7 +391,7 @@ describe("addon I2C channel checks", () => {
 describe("addon inline I2C calls", () => {
   const binding = native();
 
-  /** Runs `body` with /dev/null opened as an adapter: every ioctl that starts fails with ENOTTY. */
+  /** Runs `body` with /dev/null opened as an adapter: every ioctl that starts fails with NOT_AN_ADAPTER. */
   function withNullFd(body: (fd: number) => void): void {
     const fd = binding.i2cOpen("/dev/null");
     try {
@@ -416,8 +420,8 @@ describe("addon inline I2C calls", () => {
         const exchange =
           count === 1 ? largest : exchangeFor(I2C_EXCHANGE_HEADER, Array(count).fill(0));
         assert.throws(() => binding.i2cRdwr(fd, exchange, count), {
-          code: "ENOTTY",
-          errno: 25,
+          code: NOT_AN_ADAPTER,
+          errno: notAnAdapterErrno(),
           syscall: "ioctl(I2C_RDWR)",
         });
       }
@@ -437,8 +441,8 @@ describe("addon inline I2C calls", () => {
       });
       data.fill(0xab);
       assert.throws(() => binding.i2cSmbus(fd, data, 0x3ff, 1, 255, 8), {
-        code: "ENOTTY",
-        errno: 25,
+        code: NOT_AN_ADAPTER,
+        errno: notAnAdapterErrno(),
         syscall: "ioctl(I2C_SLAVE)",
       });
       assert.ok(

@@ -5,6 +5,8 @@ import { spawn } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { describe, it } from "node:test";
+import { peerGroupsUnavailableReason } from "../../test/helpers/emulation.js";
+import { scaled } from "../../test/helpers/time.js";
 import {
   ATTACKER_GID,
   ATTACKER_UID,
@@ -55,7 +57,9 @@ describe("PeerPolicy", () => {
   });
 });
 
-describe("UnixStream.peerCredentials", { skip: unprivilegedUnavailableReason() ?? false }, () => {
+describe("UnixStream.peerCredentials", {
+  skip: unprivilegedUnavailableReason() ?? peerGroupsUnavailableReason() ?? false,
+}, () => {
   it("reports the connecting process's pid, uid, gid and groups", async () => {
     const dir = mkdtempSync(`${tmpdir()}/vdi2c-peer-`);
     chmodSync(dir, 0o755);
@@ -68,7 +72,7 @@ describe("UnixStream.peerCredentials", { skip: unprivilegedUnavailableReason() ?
       stdio: "ignore",
     });
     try {
-      const end = Date.now() + 10_000;
+      const end = Date.now() + scaled(10_000);
       let stream: UnixStream | null = listener.accept();
       while (stream === null) {
         assert.ok(Date.now() < end, "the other user's process did not connect");

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import fc from "fast-check";
+import { fdTruncationUnseenReason } from "../../test/helpers/emulation.js";
 import { isDisconnect, isRetryable, SysError } from "./errors.js";
 import { EventFd } from "./eventfd.js";
 import { native } from "./native.js";
@@ -61,7 +62,9 @@ describe("UnixStream fd passing", () => {
     });
   });
 
-  it("closes the received fds and throws ECTRUNC when a message carries more than 16", () => {
+  it("closes the received fds and throws ECTRUNC when a message carries more than 16", {
+    skip: fdTruncationUnseenReason() ?? false,
+  }, () => {
     withPair((a, b) => {
       const efd = EventFd.create();
       const before = openFdCount();

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { scaled } from "../../test/helpers/time.js";
 import { EventFd } from "../sys/eventfd.js";
 import { UnixStream } from "../sys/unix-socket.js";
 import { encodeHeader, encodeMessage, requestFlags } from "./codec.js";
@@ -96,26 +97,36 @@ describe("MessageChannel", () => {
     const echo = (channel: MessageChannel, m: Message) =>
       channel.send(m.header.request, 0x5, new Uint8Array(8));
     const idle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-    /** Writes requests whenever the socket takes them, for `ms`; returns how many it took. */
-    const flood = async (near: UnixStream, ms: number): Promise<number> => {
+    /**
+     * Writes requests whenever the socket takes them, until it has refused them on `QUIET_TURNS`
+     * event-loop turns in a row, each a turn for the channel to read (it stopped reading); returns
+     * how many it took. Not for a fixed time: natively 278 sends fill the socket in 9 ms, under
+     * qemu-user in 200 ms, so a 150 ms flood never met EAGAIN (and never let the channel read), and
+     * a turn can take longer than any quiet time on a loaded host.
+     */
+    const QUIET_TURNS = 20;
+    const flood = async (near: UnixStream): Promise<number> => {
       let sent = 0;
-      const end = Date.now() + ms;
-      while (Date.now() < end) {
+      let refusedTurns = 0;
+      const end = Date.now() + scaled(10_000);
+      for (;;) {
         try {
           near.send(request);
           sent++;
+          refusedTurns = 0;
         } catch (error) {
           assert.equal((error as { code?: string }).code, "EAGAIN");
+          if (++refusedTurns >= QUIET_TURNS) return sent;
+          assert.ok(Date.now() < end, `the channel still reads after ${sent} requests`);
           await idle(1);
         }
       }
-      return sent;
     };
 
     it("stops reading once a reply cannot be sent, and disconnects when the deadline passes", async () => {
-      const pair = channelPair({ sendDeadlineMs: 300 }, echo);
+      const pair = channelPair({ sendDeadlineMs: scaled(300) }, echo);
       try {
-        const sent = await flood(pair.near, 150);
+        const sent = await flood(pair.near);
         const handled = pair.messages.length;
         assert.ok(handled < sent, `${handled} of ${sent} requests handled: reading stopped`);
         await idle(100);
@@ -135,9 +146,9 @@ describe("MessageChannel", () => {
     });
 
     it("reads again, in order, once the peer drains its replies", async () => {
-      const pair = channelPair({ sendDeadlineMs: 10_000 }, echo);
+      const pair = channelPair({ sendDeadlineMs: scaled(10_000) }, echo);
       try {
-        const sent = await flood(pair.near, 100);
+        const sent = await flood(pair.near);
         assert.ok(pair.messages.length < sent);
         const into = new Uint8Array(1 << 16);
         let replies = 0;

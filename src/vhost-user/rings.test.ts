@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readSync } from "node:fs";
 import { afterEach, describe, it } from "node:test";
 import { isOpen, sameFile } from "../../test/helpers/fds.js";
+import { scaled } from "../../test/helpers/time.js";
 import { createLogger } from "../log.js";
 import { EventFd } from "../sys/eventfd.js";
 import { closeFd, dupFd } from "../sys/fd.js";
@@ -30,7 +31,7 @@ function logged() {
 
 /** Waits for `done`, polling; fails after `ms`. */
 async function until(done: () => boolean, what: string, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
+  const end = Date.now() + scaled(ms);
   while (!done()) {
     if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 2));

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { findPackageRoot } from "../../src/sys/native.js";
+import { scaled } from "../helpers/time.js";
 
 export const REPO_ROOT = findPackageRoot(fileURLToPath(new URL(".", import.meta.url)));
 export const FAKE_LIBRARY = join(REPO_ROOT, "test", "fake-i2c", "libfakei2c.so");
@@ -142,10 +143,11 @@ export class FakeI2c {
 
   /**
    * Runs `node <args>` with the fake preloaded, feeding `stdin`; resolves when it exits. A child
-   * still running after `deadlineMs` is killed and the promise rejects, so a hang fails the test
+   * still running after `deadlineMs` (scaled) is killed and the promise rejects, so a hang fails the test
    * instead of the suite.
    */
   run(args: readonly string[], stdin = "", deadlineMs = 30_000): Promise<ChildResult> {
+    const limit = scaled(deadlineMs);
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, args, {
         cwd: REPO_ROOT,
@@ -154,8 +156,8 @@ export class FakeI2c {
       });
       const timer = setTimeout(() => {
         child.kill("SIGKILL");
-        reject(new Error(`child still running after ${deadlineMs} ms: node ${args.join(" ")}`));
-      }, deadlineMs);
+        reject(new Error(`child still running after ${limit} ms: node ${args.join(" ")}`));
+      }, limit);
       let stdout = "";
       let stderr = "";
       child.stdout.setEncoding("utf8").on("data", (chunk: string) => {

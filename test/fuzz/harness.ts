@@ -18,6 +18,7 @@ import { createMemfd, GUEST_RAM_SEALS } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
 import { FrontendError, VhostUserFrontend } from "../../src/vhost-user/frontend.js";
 import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
+import { scaled } from "../helpers/time.js";
 
 /** Runs per property: FUZZ_RUNS when set, else the CI budget given by the test. */
 export function fuzzRuns(ciRuns: number): number {
@@ -100,7 +101,7 @@ export async function assertServes(path: string, marker = 0x5a, offset = 0xf0): 
  * daemon may not have seen the previous one hang up yet (it closes a second connection at once).
  */
 export async function whenSocketFree<T>(connect: () => Promise<T>, ms = WAIT_MS): Promise<T> {
-  const end = Date.now() + ms;
+  const end = Date.now() + scaled(ms);
   for (;;) {
     try {
       return await connect();

@@ -12,11 +12,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { scaled } from "./time.js";
 
 /** The compiled CLI entry, from dist/test/helpers/. */
 export const MAIN_JS = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
-/** Default deadline for one wait (daemon start, a reply, a transfer). */
+/**
+ * Default deadline for one wait (daemon start, a reply, a transfer) on a native host. withTimeout and
+ * waitUntil scale what they are given (./time.ts); anything else given WAIT_MS scales it itself.
+ */
 export const WAIT_MS = 10_000;
 
 /**
@@ -49,11 +53,12 @@ export function exists(path: string): boolean {
   }
 }
 
-/** Rejects with `what` when `promise` does not settle within `ms`. */
+/** Rejects with `what` when `promise` does not settle within `ms` (scaled). */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  const limit = scaled(ms);
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    timer = setTimeout(() => reject(new Error(`timed out after ${limit} ms: ${what}`)), limit);
   });
   try {
     return await Promise.race([promise, deadline]);
@@ -62,15 +67,16 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
   }
 }
 
-/** Polls `condition` every few ms until it holds; rejects after `ms`. */
+/** Polls `condition` every few ms until it holds; rejects after `ms` (scaled). */
 export async function waitUntil(
   condition: () => boolean,
   what: string,
   ms = WAIT_MS,
 ): Promise<void> {
-  const end = Date.now() + ms;
+  const limit = scaled(ms);
+  const end = Date.now() + limit;
   while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out after ${limit} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }

@@ -21,7 +21,7 @@ export interface EpollWorkerReport {
   counter: number;
   /** A wait with timeout 0 after draining. */
   afterDrain: number;
-  /** The code of an inline I2C_RDWR on /dev/null. */
+  /** The code of an inline I2C_RDWR on /dev/null (ENOTTY; ENOSYS under qemu-user). */
   inlineTransfer: string;
   /** fds the test closes once the worker is gone: epoll, eventfd, /dev/null. */
   fds: [number, number, number];

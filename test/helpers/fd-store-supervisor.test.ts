@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { exists, isSocket, makeTempDir } from "./daemon.js";
 import type { SenderReport, SenderStep } from "./fd-store-sender.js";
 import { FdStoreSupervisor, type FdStoreSupervisorOptions } from "./fd-store-supervisor.js";
+import { scaled } from "./time.js";
 
 const SENDER = fileURLToPath(new URL("./fd-store-sender.js", import.meta.url));
 
@@ -34,7 +35,7 @@ function supervise(
 /** The report of the sender's run `start` (its own count: a handover successor counts), once printed. */
 async function reportOf(supervisor: FdStoreSupervisor, start: number): Promise<SenderReport> {
   let report: SenderReport | undefined;
-  const end = Date.now() + 10_000;
+  const end = Date.now() + scaled(10_000);
   while (report === undefined) {
     report = supervisor.stdout
       .split("\n")

@@ -36,6 +36,7 @@ import { native, type PollHandle } from "../../src/sys/native.js";
 import { DatagramSocket } from "../../src/sys/service-manager.js";
 import { MAX_RECV_FDS, UnixListener } from "../../src/sys/unix-socket.js";
 import { WAIT_MS } from "./daemon.js";
+import { scaled } from "./time.js";
 
 /** A listening socket the supervisor binds and passes first, as ListenStream= + FileDescriptorName=. */
 export interface ListenSocket {
@@ -419,7 +420,7 @@ export class FdStoreSupervisor {
    * left. A main process that is not our child is seen dying here too.
    */
   async #terminate(ms: number): Promise<boolean> {
-    const end = Date.now() + ms;
+    const end = Date.now() + scaled(ms);
     let signal: NodeJS.Signals = "SIGTERM";
     for (const pid of this.#members()) signalQuietly(pid, signal);
     for (;;) {

@@ -10,6 +10,7 @@
 import { chmodSync, unlinkSync } from "node:fs";
 import { I2cGuest, QEMU_PROTOCOL_FEATURES_B } from "../../src/frontend/i2c-driver.js";
 import { UnixListener, type UnixStream } from "../../src/sys/unix-socket.js";
+import { scaled } from "./time.js";
 
 const [path = "", waitText = "5000"] = process.argv.slice(2);
 const listener = UnixListener.listen(path);
@@ -28,7 +29,7 @@ if (stream === null) {
   try {
     const vm = await I2cGuest.over(stream, {
       protocolFeatures: QEMU_PROTOCOL_FEATURES_B,
-      timeoutMs: 1500,
+      timeoutMs: scaled(1500),
     });
     const result = await vm.driver.transfer([
       { addr: 0x50, write: Uint8Array.of(0x00, 0xde, 0xad, 0xbe, 0xef) },

@@ -10,6 +10,7 @@
 
 import { I2cGuest } from "../../src/frontend/i2c-driver.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
+import { scaled } from "./time.js";
 
 const [path = "", countText = "1"] = process.argv.slice(2);
 for (let i = 1; i < Number(countText); i++) {
@@ -20,7 +21,7 @@ for (let i = 1; i < Number(countText); i++) {
   }
 }
 try {
-  const vm = await I2cGuest.connect(path, { timeoutMs: 2000 });
+  const vm = await I2cGuest.connect(path, { timeoutMs: scaled(2000) });
   const result = await vm.driver.transfer([{ addr: 0x50, write: Uint8Array.of(0x00, 0xde, 0xad) }]);
   console.log(JSON.stringify({ handshake: true, transferOk: result.ok }));
   await vm.close();
