@@ -106,7 +106,9 @@ describe("real kernel: the daemon inside the guest on real Linux I2C drivers", {
   skip: images
     ? false
     : `no guest image for --variant ${VARIANT}: run guest/build.sh --variant ${VARIANT}`,
-  timeout: TEST_TIMEOUT_MS,
+  // Three guests, each starting Node dozens of times under TCG (a minute or two apiece, several on a
+  // loaded machine): twice the usual safety net.
+  timeout: 2 * TEST_TIMEOUT_MS,
 }, () => {
   it("i2c-i801 and i2c-stub (SMBus only): every SMBus mapping answers as i2c-tools do on the adapter", async () => {
     await withScratch(async (_dir, evidence) => {
