@@ -3,11 +3,10 @@
 // escaped (JSON replies stay valid JSON with the same value), and a reply that never ends makes the
 // client give up at its buffer limit instead of growing without bound.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
-import { MAIN_JS, makeTempDir, WAIT_MS } from "./helpers/daemon.js";
-import { scaled } from "./helpers/time.js";
+import { MAIN_JS, makeTempDir } from "./helpers/daemon.js";
+import { runToEnd } from "./helpers/run.js";
 
 interface Run {
   status: number | null;
@@ -17,28 +16,7 @@ interface Run {
 
 /** Runs `vhost-device-i2c control <path> <words>` to its end. */
 function control(path: string, words: readonly string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN_JS, "control", path, ...words], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (text: string) => {
-      stdout += text;
-    });
-    child.stderr.setEncoding("utf8").on("data", (text: string) => {
-      stderr += text;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`control client still running after ${scaled(WAIT_MS)} ms`));
-    }, scaled(WAIT_MS));
-    child.on("error", reject);
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return runToEnd(process.execPath, [MAIN_JS, "control", path, ...words]);
 }
 
 /** A server at `path` that answers the first line of each client with `answer(socket)`. */

@@ -11,11 +11,9 @@ import {
   type DaemonProcess,
   MAIN_JS,
   makeTempDir,
-  WAIT_MS,
   waitUntil,
   withDaemon,
 } from "./helpers/daemon.js";
-import { scaled } from "./helpers/time.js";
 import { asAttacker, unprivilegedUnavailableReason } from "./helpers/unprivileged.js";
 
 /** The daemon's resident memory in MiB (Linux /proc). */
@@ -26,28 +24,8 @@ function rssMiB(pid: number): number {
 }
 
 /** `vhost-device-i2c control PATH list`, run to its end: exit status and output. */
-function controlList(
-  path: string,
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN_JS, "control", path, "list"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (text: string) => {
-      stdout += text;
-    });
-    child.stderr.setEncoding("utf8").on("data", (text: string) => {
-      stderr += text;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), scaled(WAIT_MS));
-    child.on("error", reject);
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+function controlList(path: string): Promise<Ran> {
+  return runToEnd(process.execPath, [MAIN_JS, "control", path, "list"]);
 }
 
 /** A connected client; resolves once connected. */
@@ -217,3 +195,5 @@ for i in range(int(sys.argv[2])):
 print("connected", len(socks), flush=True)
 time.sleep(60)
 `;
+
+import { type Ran, runToEnd } from "./helpers/run.js";

@@ -21,6 +21,7 @@ import { delimiter, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, WAIT_MS, waitUntil, withTimeout } from "./helpers/daemon.js";
+import { type Ran, runToEnd } from "./helpers/run.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const MAN_SCRIPT = join(ROOT, "scripts/man.mjs");
@@ -77,12 +78,8 @@ function elfMachine(path: string): number {
   return header.toString("latin1", 0, 4) === "\x7fELF" ? header.readUInt16LE(18) : -1;
 }
 
-/** What a command printed and how it ended. */
-interface Ran {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+/** An npm install, or the installed daemon: minutes under qemu-user, never forever. */
+const RUN_DEADLINE_MS = 600_000;
 
 function run(
   command: string,
@@ -90,18 +87,10 @@ function run(
   env: NodeJS.ProcessEnv,
   cwd?: string,
 ): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on("error", reject);
-    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  return runToEnd(command, args, {
+    env,
+    ...(cwd !== undefined && { cwd }),
+    deadlineMs: RUN_DEADLINE_MS,
   });
 }
 

@@ -1,12 +1,11 @@
 // Integration: the built vi2c tool (dist/src/tools/vi2c.js) against the real daemon on an emulated
 // 24c02 EEPROM at 0x50, over the daemon's socket as a VM would use it; outputs in i2c-tools form.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "./helpers/daemon.js";
-import { scaled } from "./helpers/time.js";
+import { type DaemonProcess, makeTempDir, startDaemon } from "./helpers/daemon.js";
+import { runToEnd } from "./helpers/run.js";
 
 const VI2C_JS = fileURLToPath(new URL("../src/tools/vi2c.js", import.meta.url));
 
@@ -18,26 +17,7 @@ interface Run {
 
 /** Runs vi2c with `args` (stdin: `input`), with a deadline so a hang fails the test. */
 function vi2c(args: readonly string[], input = ""): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VI2C_JS, ...args], { stdio: "pipe" });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => {
-      stdout += c;
-    });
-    child.stderr.setEncoding("utf8").on("data", (c: string) => {
-      stderr += c;
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`vi2c ${args.join(" ")} did not finish\n${stderr}`));
-    }, scaled(WAIT_MS));
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
+  return runToEnd(process.execPath, [VI2C_JS, ...args], { input });
 }
 
 const DETECT_GRID = `     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f
