@@ -4,7 +4,8 @@
  * driven by i2c-i801 (QEMU puts 8 SMBus EEPROMs at 0x50-0x57 on it), i2c-stub's register chips, and
  * the guest's own virtio-i2c adapter (I2C_RDWR, served by a daemon on the host). Node and the built
  * project come from the host's root, mounted read-only over virtio-9p and entered with chroot (the
- * guest's /dev, /sys, /proc bound in, tmpfs on /tmp and /run). The project's own front-end, vi2c,
+ * guest's /dev, /sys, /proc bound in, a tmpfs on /run for sockets and locks; the host's /tmp stays as
+ * it is, read-only, since the checkout or Node may live there). The project's own front-end, vi2c,
  * drives the in-guest daemon; each of its answers is compared with what i2c-tools print for the
  * same command on the same real adapter.
  * Skips by name without QEMU or a built variant image.
@@ -46,8 +47,8 @@ const PRELUDE = `
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /host
 for d in dev sys proc; do mount --bind /$d /host/$d; done
-mount -t tmpfs tmpfs /host/tmp
-mount -t tmpfs tmpfs /host/run
+mount -t tmpfs -o mode=0755 tmpfs /host/run
+mkdir -m 0755 /host/run/vdi2c
 NODE=${shellQuote(process.execPath)}
 MAIN=${DIST}/src/cli/main.js
 vi2c() { chroot /host ${shellQuote(process.execPath)} ${DIST}/src/tools/vi2c.js --timeout 30000 "$@"; }
@@ -131,10 +132,10 @@ done
 for r in 0 16 32 48 64 80 96 112 128 144 160 176 192 208 224 240; do
   i2cset -y $stub 0x48 $((r + 5)) $((r + 0x1234)) w; i2cset -y $stub 0x49 $((r + 5)) $((r + 0x1234)) w
 done
-chroot /host $NODE $MAIN -s /tmp/d.sock -l "$i801name:0x50:0x51:0x52:0x53:0x54:0x55:0x56:0x57:0x58,$stub:0x48:0x49" > /tmp/daemon.log 2>&1 &
+chroot /host $NODE $MAIN -s /run/vdi2c/d.sock -l "$i801name:0x50:0x51:0x52:0x53:0x54:0x55:0x56:0x57:0x58,$stub:0x48:0x49" > /tmp/daemon.log 2>&1 &
 dpid=$!
-wait_socket /tmp/d.sock0 || exit 1
-S=/tmp/d.sock0
+wait_socket /run/vdi2c/d.sock0 || exit 1
+S=/run/vdi2c/d.sock0
 same detect "i2cdetect -y $i801 0x50 0x5f" "vi2c detect -y $S 0x50 0x5f"
 same detect-quick "i2cdetect -y -q $i801 0x50 0x5f" "vi2c detect -y -q $S 0x50 0x5f"
 same detect-stub "i2cdetect -y $stub 0x40 0x4f" "vi2c detect -y $S 0x40 0x4f"
@@ -198,17 +199,17 @@ delete_device() { echo "$1" > /sys/bus/i2c/devices/i2c-$(adapter "SMBus I801 ada
 echo "--- at24 bound before the daemon starts"
 new_device 0x53
 echo "RESULT bound-driver $(basename "$(readlink /sys/bus/i2c/devices/$i801-0053/driver)")"
-chroot /host $NODE $MAIN -s /tmp/busy.sock -l "$i801:0x50:0x53" > /tmp/busy.log 2>&1
+chroot /host $NODE $MAIN -s /run/vdi2c/busy.sock -l "$i801:0x50:0x53" > /tmp/busy.log 2>&1
 echo "RESULT busy-exit $?"
 cat /tmp/busy.log
 grep -qF "address 0x53 on /dev/i2c-$i801 is in use by the kernel driver at24 (device 24c02 at /sys/bus/i2c/devices/$i801-0053); unbind it (echo $i801-0053 > /sys/bus/i2c/drivers/at24/unbind)" /tmp/busy.log
 echo "RESULT busy-names-driver $?"
 delete_device 0x53
 echo "--- serving; at24 bound and removed while it runs"
-chroot /host $NODE $MAIN -s /tmp/a.sock -l "$i801name:0x50:0x53" > /tmp/a.log 2>&1 &
+chroot /host $NODE $MAIN -s /run/vdi2c/a.sock -l "$i801name:0x50:0x53" > /tmp/a.log 2>&1 &
 apid=$!
-wait_socket /tmp/a.sock0 || exit 1
-A=/tmp/a.sock0
+wait_socket /run/vdi2c/a.sock0 || exit 1
+A=/run/vdi2c/a.sock0
 vi2c get -y $A 0x53 0x00 b; echo "RESULT free-before $?"
 new_device 0x53
 sleep 2.5
@@ -218,16 +219,16 @@ delete_device 0x53
 sleep 2.5
 vi2c get -y $A 0x53 0x00 b; vi2c get -y $A 0x53 0x00 b; echo "RESULT freed $?"
 echo "--- a second daemon on a device the first one serves"
-chroot /host $NODE $MAIN -s /tmp/b.sock -l "$i801:0x50" > /tmp/b.log 2>&1
+chroot /host $NODE $MAIN -s /run/vdi2c/b.sock -l "$i801:0x50" > /tmp/b.log 2>&1
 echo "RESULT second-exit $?"
 cat /tmp/b.log
 grep -q "in use by process $apid" /tmp/b.log; echo "RESULT second-names-holder $?"
 echo "--- a host device at another address, read-only"
 i2cset -y $i801 0x55 0x20 0x42 b
-chroot /host $NODE $MAIN -s /tmp/c.sock -l "$i801:0x55@0x45=ro" > /tmp/c.log 2>&1 &
+chroot /host $NODE $MAIN -s /run/vdi2c/c.sock -l "$i801:0x55@0x45=ro" > /tmp/c.log 2>&1 &
 cpid=$!
-wait_socket /tmp/c.sock0 || exit 1
-C=/tmp/c.sock0
+wait_socket /run/vdi2c/c.sock0 || exit 1
+C=/run/vdi2c/c.sock0
 same remapped-read "i2cget -y $i801 0x55 0x20 b" "vi2c get -y $C 0x45 0x20 b"
 same remapped-dump "i2cdump -y $i801 0x55 b" "vi2c dump -y $C 0x45 b"
 vi2c get -y $C 0x55 0x20 b; echo "RESULT host-address-hidden $?"
@@ -297,10 +298,10 @@ virt=$(adapter "i2c_virtio")
 echo "RESULT virtio-adapter $virt"
 i2ctransfer -y $virt w17@0x50 0x00 0x11 0x22 0x33 0x44 0x55 0x66 0x77 0x88 0x99 0xaa 0xbb 0xcc 0xdd 0xee 0xff 0x10
 sleep 0.1
-chroot /host $NODE $MAIN -s /tmp/v.sock -l "$virt:0x50" > /tmp/v.log 2>&1 &
+chroot /host $NODE $MAIN -s /run/vdi2c/v.sock -l "$virt:0x50" > /tmp/v.log 2>&1 &
 vpid=$!
-wait_socket /tmp/v.sock0 || exit 1
-V=/tmp/v.sock0
+wait_socket /run/vdi2c/v.sock0 || exit 1
+V=/run/vdi2c/v.sock0
 same rdwr-repeated-start "i2ctransfer -y $virt w1@0x50 0x02 r12" "vi2c transfer -y $V w1@0x50 0x02 r12"
 same rdwr-write-read-write "i2ctransfer -y $virt w2@0x50 0x40 0x5a w1@0x50 0x40 r2" "vi2c transfer -y $V w2@0x50 0x48 0x5a w1@0x50 0x48 r2"
 same dump "i2cdump -y $virt 0x50 b" "vi2c dump -y $V 0x50 b"
@@ -312,7 +313,7 @@ same msgs-42 "i2ctransfer -y $virt ${msgs(42)} || true" "vi2c transfer -y $V ${m
 i2ctransfer -y $virt ${msgs(42)} 2>&1 | grep -q "^Warning: only" && echo "RESULT cut-short yes" || echo "RESULT cut-short no"
 chroot /host $NODE --input-type=module -e "
 import { I2cGuest } from '${DIST}/src/frontend/i2c-driver.js';
-const vm = await I2cGuest.connect('/tmp/v.sock0', { queueSize: 64 });
+const vm = await I2cGuest.connect('/run/vdi2c/v.sock0', { queueSize: 64 });
 const msgs = Array.from({ length: 43 }, (_, i) =>
   i % 2 ? { addr: 0x50, read: 1 } : { addr: 0x50, write: Uint8Array.of(i) });
 const result = await vm.driver.transfer(msgs);
