@@ -151,6 +151,10 @@ same get-stub-block "i2cget -y $stub 0x48 0x10 i 32" "vi2c get -y $S 0x48 0x10 i
 echo "--- absent address"
 i2cget -y $i801 0x58 0x00 b; echo "RESULT absent-direct $?"
 vi2c get -y $S 0x58 0x00 b; echo "RESULT absent-vi2c $?"
+echo "--- a flood of failing transfers: 256 NACKs from the real adapter"
+lines=$(wc -l < /tmp/daemon.log)
+vi2c dump -y $S 0x58 b > /dev/null
+echo "RESULT flood-log-lines $(( $(wc -l < /tmp/daemon.log) - lines ))"
 for args in "0x60 0x5a b" "0x64 0x1234 w" "0x70 0x01 0x02 0x03 0x04 0x05 i"; do
   i2cset -y $i801 0x52 $args; echo "direct set $args: $?"
   vi2c set -y $S 0x51 $args; echo "vi2c set $args: $?"
@@ -177,6 +181,11 @@ cat /tmp/daemon.log
       assert.match(result(run, "i801name"), /^SMBus I801 adapter at [0-9a-f]{4}$/);
       const compared = assertAllSame(run);
       assert.ok(compared.length >= 20, compared.join(" "));
+      assert.equal(result(run, "absent-vi2c"), "1", "an absent address: ERR");
+      assert.notEqual(result(run, "absent-direct"), "0");
+      // A guest flooding a real adapter with failing transfers costs the log nothing (NACKs are
+      // debug-level; faults are limited to 10 lines a second).
+      assert.ok(Number(result(run, "flood-log-lines")) <= 10, result(run, "flood-log-lines"));
       // No SMBus form: messages to two addresses, a read longer than an I2C block: ERR, exit 1.
       assert.equal(result(run, "two-addresses"), "1");
       assert.equal(result(run, "long-read"), "1");
