@@ -7,7 +7,14 @@
 // where the tests run, so the units are checked offline and never started.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -21,6 +28,7 @@ const UNITS = fileURLToPath(new URL("../../contrib/systemd/", import.meta.url));
 const SERVICE = join(UNITS, "vhost-device-i2c@.service");
 const SOCKET = join(UNITS, "vhost-device-i2c@.socket");
 const README = join(UNITS, "README.md");
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
 const SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze";
 const SYSTEMCTL = "/usr/bin/systemctl";
 /**
@@ -56,6 +64,29 @@ function one(unit: Map<string, string[]>, key: string): string {
   const values = unit.get(key);
   assert.equal(values?.length, 1, `${key}: ${JSON.stringify(values)}`);
   return values?.[0] as string;
+}
+
+/** The first ```sh block after the line starting with `heading`. */
+function fencedBlockAfter(path: string, heading: string): string {
+  const text = readFileSync(path, "utf8");
+  const from = text.indexOf(`\n${heading}`);
+  assert.ok(from >= 0, `${path} has ${heading}`);
+  const match = /\n```sh\n([\s\S]*?)\n```/.exec(text.slice(from));
+  assert.ok(match?.[1], `${path}: a sh block after ${heading}`);
+  return match[1];
+}
+
+/** The first indented (4 spaces) code block after the line starting with `lead`. */
+function indentedBlockAfter(path: string, lead: string): string {
+  const lines = readFileSync(path, "utf8").split("\n");
+  const from = lines.findIndex((line) => line.startsWith(lead));
+  assert.ok(from >= 0, `${path} has ${lead}`);
+  const start = lines.findIndex((line, i) => i > from && line.startsWith("    "));
+  const end = lines.findIndex((line, i) => i > start && !line.startsWith("    "));
+  return lines
+    .slice(start, end)
+    .map((line) => line.slice(4))
+    .join("\n");
 }
 
 describe("contrib/systemd units", () => {
@@ -156,6 +187,60 @@ describe("contrib/systemd units", () => {
     });
     assert.equal(command.kind, "run");
   });
+
+  for (const [guide, block] of [
+    ["README.md", () => fencedBlockAfter(join(REPO, "README.md"), "## Running as a service")],
+    ["contrib/systemd/README.md", () => indentedBlockAfter(README, "Install, as root")],
+  ] as const) {
+    it(`${guide}'s install commands run as pasted: directories made, ExecStart= found, units reloaded before enabling`, () => {
+      const root = makeTempDir("vdi2c-install-root-");
+      try {
+        // What a systemd machine has before the install; /etc/vhost-device-i2c is not among them.
+        for (const dir of ["etc/systemd/system", "usr/lib/sysusers.d", "etc/udev/rules.d", "bin"]) {
+          mkdirSync(join(root.path, dir), { recursive: true });
+        }
+        const calls = join(root.path, "calls");
+        for (const tool of [
+          "systemctl",
+          "systemd-sysusers",
+          "udevadm",
+          "qemu-system-x86_64",
+          "vhost-device-i2c",
+        ]) {
+          const stub = join(root.path, "bin", tool);
+          writeFileSync(stub, `#!/bin/sh\necho "${tool} $*" >> "${calls}"\n`);
+          chmodSync(stub, 0o755);
+        }
+        // Absolute paths the commands write below the fake root; the program paths stay as they are.
+        const script = block().replace(/(?<=[\s>])\/(etc|usr\/lib)\//g, `${root.path}/$1/`);
+        const run = spawnSync("bash", ["-euo", "pipefail", "-c", script], {
+          cwd: REPO,
+          encoding: "utf8",
+          env: { ...process.env, PATH: `${join(root.path, "bin")}:${process.env.PATH}` },
+        });
+        assert.equal(run.status, 0, `${script}\n${run.stderr}`);
+        const installed = readUnit(join(root.path, "etc/systemd/system/vhost-device-i2c@.service"));
+        assert.match(
+          one(installed, "Service.ExecStart"),
+          new RegExp(`^${join(root.path, "bin")}/vhost-device-i2c --fd-store `),
+        );
+        assert.ok(existsSync(join(root.path, "etc/systemd/system/vhost-device-i2c@.socket")));
+        assert.equal(
+          readFileSync(join(root.path, "etc/vhost-device-i2c/vm1.conf"), "utf8"),
+          "DEVICES=sim:0x50=24c02\n",
+        );
+        const systemctl = readFileSync(calls, "utf8")
+          .split("\n")
+          .filter((line) => line.startsWith("systemctl "));
+        assert.deepEqual(systemctl, [
+          "systemctl daemon-reload",
+          "systemctl enable --now vhost-device-i2c@vm1.socket",
+        ]);
+      } finally {
+        root.remove();
+      }
+    });
+  }
 
   const analyze = existsSync(SYSTEMD_ANALYZE) ? false : `${SYSTEMD_ANALYZE} is not installed`;
   const dir = makeTempDir("vdi2c-units-");
