@@ -10,8 +10,8 @@
  */
 
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
-import { runClosedLoop } from "../src/frontend/closed-loop.js";
 import { I2cGuest, type I2cOp } from "../src/frontend/i2c-driver.js";
+import { runClosedLoop } from "./closed-loop.js";
 
 /** Int32 slots of the shared control block. */
 const WANT = 0;

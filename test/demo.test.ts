@@ -1,15 +1,13 @@
-// Integration: `npm run demo` (dist/src/cli/demo.js) runs the real daemon and real vi2c commands end to
-// end, prints each command line with the command's own output, and exits 0.
+// Integration: `vhost-device-i2c demo` (what `npm run demo` runs) runs the real daemon and real vi2c
+// commands end to end, prints each command line with the command's own output, and exits 0.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { it } from "node:test";
-import { fileURLToPath } from "node:url";
+import { MAIN_JS } from "./helpers/daemon.js";
 import { scaled } from "./helpers/time.js";
 
-const DEMO_JS = fileURLToPath(new URL("../src/cli/demo.js", import.meta.url));
-
 it("demo drives the emulated bus with vi2c info, detect, set, get, transfer and dump, then exits 0", () => {
-  const result = spawnSync(process.execPath, [DEMO_JS], {
+  const result = spawnSync(process.execPath, [MAIN_JS, "demo"], {
     encoding: "utf8",
     timeout: scaled(60_000),
   });
@@ -44,4 +42,12 @@ it("demo drives the emulated bus with vi2c info, detect, set, get, transfer and 
   );
   assert.match(out, /^The daemon exited with status 0\.$/m);
   assert.match(out, /^Demo finished: every step worked\.$/m);
+});
+
+it("demo takes no arguments: anything after it is a usage error (exit 2)", () => {
+  const result = spawnSync(process.execPath, [MAIN_JS, "demo", "-l", "sim:0x50=24c02"], {
+    encoding: "utf8",
+  });
+  assert.equal(result.status, 2, result.stderr);
+  assert.match(result.stderr, /^vhost-device-i2c: error: demo takes no arguments$/m);
 });

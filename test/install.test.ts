@@ -3,7 +3,8 @@
 // with no C compiler on PATH the prebuilt addon is used; with --ignore-scripts it still loads; on a
 // platform with no prebuilt and no compiler the install (or, scripts ignored, the first run) fails
 // naming what is missing and the command that fixes it, and that command then builds the addon.
-// Every install is run for real: the installed daemon serves a socket the installed vi2c drives.
+// Every install is run for real: the installed daemon serves a socket the installed vi2c drives, and
+// the installed demo runs.
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import {
@@ -302,6 +303,13 @@ describe("npm pack, then npm install -g into clean prefixes", () => {
     assert.equal(JSON.parse(capabilities).type, "i2c");
     const help = spawnSync(noCompiler.bin("vi2c"), ["--help"], options);
     assert.equal(help.status, 0, help.stderr);
+  });
+
+  it("the installed `vhost-device-i2c demo` runs every step and exits 0", async () => {
+    const demo = await run(noCompiler.bin("vhost-device-i2c"), ["demo"], bare, dir.path);
+    assert.equal(demo.status, 0, `${demo.stdout}\n${demo.stderr}`);
+    assert.match(demo.stdout, /^\$ vi2c get -y vi2c\.sock0 0x50 0x00\n0x42\n/m);
+    assert.match(demo.stdout, /^Demo finished: every step worked\.$/m);
   });
 
   it("the installed daemon looks adapter names up in /sys only, whatever VHOST_DEVICE_I2C_SYSFS_ROOT says", () => {

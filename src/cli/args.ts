@@ -108,10 +108,14 @@ export type CliCommand =
   | { readonly kind: "capabilities" }
   | { readonly kind: "run"; readonly config: DaemonConfig }
   /** `control PATH CMD...`: send one command to a running daemon's control socket. */
-  | { readonly kind: "control"; readonly socketPath: string; readonly words: readonly string[] };
+  | { readonly kind: "control"; readonly socketPath: string; readonly words: readonly string[] }
+  /** `demo`: the daemon on an emulated bus, driven by vi2c (src/cli/demo.ts). */
+  | { readonly kind: "demo" };
 
 /** The first argument that selects the control-socket client instead of the daemon. */
 export const CONTROL_SUBCOMMAND = "control";
+/** The first argument that runs the demo instead of the daemon. */
+export const DEMO_SUBCOMMAND = "demo";
 
 export type UsageErrorCode =
   | "USAGE_BAD_TRACE"
@@ -203,6 +207,7 @@ const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
 
 export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliCommand {
   if (argv[0] === CONTROL_SUBCOMMAND) return parseControlCommand(argv.slice(1));
+  if (argv[0] === DEMO_SUBCOMMAND) return parseDemoCommand(argv.slice(1));
   let parsed: ReturnType<typeof parseArgsStrict>;
   try {
     parsed = parseArgsStrict(argv);
@@ -314,6 +319,13 @@ function parseControlCommand(rest: readonly string[]): CliCommand {
   }
   checkSocketPath(socketPath, "the control socket path");
   return { kind: "control", socketPath, words };
+}
+
+function parseDemoCommand(rest: readonly string[]): CliCommand {
+  if (rest.length > 0) {
+    throw new UsageError("USAGE_UNEXPECTED_ARGUMENT", `${DEMO_SUBCOMMAND} takes no arguments`);
+  }
+  return { kind: "demo" };
 }
 
 function parseArgsStrict(argv: readonly string[]) {
@@ -749,6 +761,7 @@ export const HELP: HelpDocument = {
     "vhost-device-i2c -s <socket-path> (-l <device-list> | --config <file>) [options]",
     "vhost-device-i2c --socket-fd <fd> (-l <device-list> | --config <file>) [options]",
     "vhost-device-i2c control <control-socket> <command> [arguments...]",
+    "vhost-device-i2c demo",
     "vhost-device-i2c --print-capabilities | --help | --version",
   ],
   description: [

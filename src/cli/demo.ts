@@ -1,6 +1,6 @@
 /**
- * `npm run demo`: the whole path end to end without hardware or a VM, as a user would see it. Starts the
- * real daemon (dist/src/cli/main.js, same Node binary) on an emulated 24c02 EEPROM at 0x50 and an LM75
+ * `vhost-device-i2c demo` (and `npm run demo`): the whole path end to end without hardware or a VM, as
+ * a user would see it. Starts the real daemon (dist/src/cli/main.js, same Node binary) on an emulated 24c02 EEPROM at 0x50 and an LM75
  * at 0x48 in a temp dir, then runs real `vi2c` commands (dist/src/tools/vi2c.js) against its socket,
  * printing each command line and its output, and stops the daemon with SIGTERM. Exit status 0 only when
  * every command exited 0 and printed what it should. Must not format I2C output itself (vi2c prints)
@@ -188,13 +188,20 @@ async function demo(dir: string): Promise<void> {
   say("Demo finished: every step worked.");
 }
 
-const dir = mkdtempSync(join(tmpdir(), "vhost-device-i2c-demo-"));
-try {
-  await demo(dir);
-  process.exitCode = 0;
-} catch (err) {
-  process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
-} finally {
-  rmSync(dir, { recursive: true, force: true });
+/**
+ * Runs the demo in a temp dir, removed afterwards. Only files the package ships are used (the daemon
+ * and vi2c beside this module), so it runs the same from a checkout and from an installed package.
+ * Resolves to the exit status: 0 when every step worked, 1 otherwise (the reason is on stderr).
+ */
+export async function runDemo(): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), "vhost-device-i2c-demo-"));
+  try {
+    await demo(dir);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -4,9 +4,9 @@
  * side only: where log lines go, what is printed on stdout/stderr and the exit status
  * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file or a
  * model module cannot be run, 1 = any other failure); `control PATH CMD...` runs the control client
- * (src/control/client.ts decides its output and status). Also the service-manager side: sockets
- * inherited through LISTEN_FDS (the variables are then removed from the environment), readiness and
- * status sent to $NOTIFY_SOCKET, and the log style (logs go to stderr, as plain text or JSON; stdout
+ * (src/control/client.ts decides its output and status); `demo` runs src/cli/demo.ts. Also the
+ * service-manager side: sockets inherited through LISTEN_FDS (the variables are then removed from the
+ * environment), readiness and status sent to $NOTIFY_SOCKET, and the log style (logs go to stderr, as plain text or JSON; stdout
  * is kept for --trace and command output; under journald each line carries its syslog priority).
  * Must not hold protocol or device logic: daemon.ts wires the layers.
  * @module
@@ -34,6 +34,7 @@ import {
   runDaemonUntilSignal,
   serviceFdStore,
 } from "./daemon.js";
+import { runDemo } from "./demo.js";
 import { handoverFromStore, type StoredFds, splitInherited } from "./fd-store.js";
 import { type DaemonHandover, predecessorLink, type ReceivedHandover } from "./handover.js";
 
@@ -157,6 +158,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (command.kind === "control") {
     return runControlCommand(command.socketPath, command.words, process.stdout, process.stderr);
   }
+  if (command.kind === "demo") return runDemo();
   const { config } = command;
   const logger = createLogger(config.logLevel, process.stderr, "", logStyle(config));
   for (const bad of badStates) {

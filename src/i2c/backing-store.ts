@@ -14,7 +14,7 @@
  * Cost (measured on the development VM, ext4 on a virtio disk, 2000 single-byte commits): about
  * 100-150 µs per commit, nearly all fdatasync; one guest write transfer (e.g. a page write) is one
  * commit, so write-through costs far less than a real EEPROM's 5 ms write cycle.
- * Re-measure with `node dist/src/i2c/backing-store.bench.js [dir]`.
+ * Re-measure with `node dist/bench/backing-store.js [dir]`.
  * @module
  */
 

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { ModelDriver } from "../../test/helpers/virtqueue.js";
 import { createLogger } from "../log.js";
 import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_INDIRECT_DESC } from "../virtio/features.js";
 import { createArrayGuestMemory } from "../virtio/guest-memory.js";
 import { PackedQueue, WRAP_BIT } from "../virtio/packed-queue.js";
-import type { ModelDriver } from "../virtio/queue-test-helpers.js";
 import { SplitQueue } from "../virtio/split-queue.js";
 import { AddressMap, type I2cBus, type I2cMessage } from "./bus.js";
 import { createModel, type I2cDeviceModel } from "./model.js";

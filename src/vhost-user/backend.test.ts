@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { EchoDevice, type EchoDeviceOptions } from "../../test/helpers/echo-device.js";
 import { EventFd } from "../sys/eventfd.js";
 import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../virtio/driver-split-queue.js";
@@ -30,7 +31,6 @@ import {
 } from "./frontend.js";
 import { ProtocolFeature, protocolBit, Request } from "./protocol.js";
 import { VhostUserServer } from "./server.js";
-import { EchoDevice, type EchoDeviceOptions } from "./test-device.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vhost-user-backend-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

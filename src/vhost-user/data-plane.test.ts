@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { threadId } from "node:worker_threads";
+import { EchoDevice } from "../../test/helpers/echo-device.js";
 import { createLogger } from "../log.js";
 import { hasCode } from "../sys/errors.js";
 import { EventFd } from "../sys/eventfd.js";
@@ -24,11 +25,10 @@ import {
   waitForCall,
 } from "./frontend.js";
 import { VhostUserServer } from "./server.js";
-import { EchoDevice } from "./test-device.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vhost-user-data-plane-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
-const HOST = new URL("./echo-host.js", import.meta.url);
+const HOST = new URL("../../test/helpers/echo-host.js", import.meta.url);
 const INFO = new EchoDevice();
 
 function capture(): { lines: string[]; logger: ReturnType<typeof createLogger> } {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readSync } from "node:fs";
 import { afterEach, describe, it } from "node:test";
+import { EchoDevice } from "../../test/helpers/echo-device.js";
 import { isOpen, sameFile } from "../../test/helpers/fds.js";
 import { scaled } from "../../test/helpers/time.js";
 import { createLogger } from "../log.js";
@@ -18,7 +19,6 @@ import { POSITION_LOG_BYTES } from "./journal.js";
 import { VHOST_USER_F_PROTOCOL_FEATURES } from "./protocol.js";
 import { LocalRings } from "./rings.js";
 import type { RingsState } from "./state.js";
-import { EchoDevice } from "./test-device.js";
 
 const SIZE = 16;
 /** Each chain the guest adds: one readable and one writable buffer, two ring slots. */

@@ -4,13 +4,13 @@ import { existsSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { EchoDevice } from "../../test/helpers/echo-device.js";
 import { FdWatcher } from "../sys/fd-watcher.js";
 import { SocketFileError } from "../sys/socket-file.js";
 import { UnixListener, type UnixStream } from "../sys/unix-socket.js";
 import { TRANSPORT_FEATURES } from "./backend.js";
 import { VhostUserFrontend } from "./frontend.js";
 import { VhostUserClient, VhostUserServer } from "./server.js";
-import { EchoDevice } from "./test-device.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vhost-user-server-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import {
+  popChain,
+  RING_GPA,
+  request,
+  setupQueuePair,
+  TABLE_GPA,
+} from "../../test/helpers/virtqueue.js";
 import { DriverPackedQueue } from "./driver-packed-queue.js";
 import { DriverSplitQueue } from "./driver-split-queue.js";
 import { createArrayGuestMemory } from "./guest-memory.js";
 import { PackedQueue, WRAP_BIT } from "./packed-queue.js";
 import { VirtqueueError } from "./queue.js";
-import { popChain, RING_GPA, request, setupQueuePair, TABLE_GPA } from "./queue-test-helpers.js";
 import {
   availEventOffset,
   SplitQueue,

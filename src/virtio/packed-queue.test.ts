@@ -1,6 +1,21 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import {
+  assertVirtqueueError,
+  DATA_GPA,
+  GAP_GPA,
+  HIGH_REGION,
+  popChain,
+  type QueuePair,
+  type QueueSetupOptions,
+  queueOp,
+  RING_GPA,
+  request,
+  runQueueOps,
+  setupQueuePair,
+  TABLE_GPA,
+} from "../../test/helpers/virtqueue.js";
 import { DriverPackedQueue, type RawPackedDescriptorFields } from "./driver-packed-queue.js";
 import type { DriverBuffer } from "./driver-split-queue.js";
 import { createArrayGuestMemory } from "./guest-memory.js";
@@ -22,21 +37,6 @@ import {
   WRAP_BIT,
 } from "./packed-queue.js";
 import { CHAIN_ERROR, type ChainErrorKind, type DescriptorChain, VirtqueueError } from "./queue.js";
-import {
-  assertVirtqueueError,
-  DATA_GPA,
-  GAP_GPA,
-  HIGH_REGION,
-  popChain,
-  type QueuePair,
-  type QueueSetupOptions,
-  queueOp,
-  RING_GPA,
-  request,
-  runQueueOps,
-  setupQueuePair,
-  TABLE_GPA,
-} from "./queue-test-helpers.js";
 import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from "./split-queue.js";
 
 type Setup = QueuePair<DriverPackedQueue, PackedQueue>;

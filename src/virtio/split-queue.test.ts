@@ -1,9 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { DriverSplitQueue, type RawDescriptorFields } from "./driver-split-queue.js";
-import { ArrayBufferBacking, createArrayGuestMemory, GuestMemory } from "./guest-memory.js";
-import { CHAIN_ERROR, type ChainErrorKind, type DescriptorChain, VirtqueueError } from "./queue.js";
 import {
   assertVirtqueueError,
   DATA_GPA,
@@ -18,7 +15,10 @@ import {
   runQueueOps,
   setupQueuePair,
   TABLE_GPA,
-} from "./queue-test-helpers.js";
+} from "../../test/helpers/virtqueue.js";
+import { DriverSplitQueue, type RawDescriptorFields } from "./driver-split-queue.js";
+import { ArrayBufferBacking, createArrayGuestMemory, GuestMemory } from "./guest-memory.js";
+import { CHAIN_ERROR, type ChainErrorKind, type DescriptorChain, VirtqueueError } from "./queue.js";
 import {
   checkQueueSize,
   SplitQueue,

@@ -11,10 +11,11 @@
 
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import type { DaemonProcess } from "../helpers/daemon.js";
 import type { GuestRun } from "../helpers/guest.js";
 import {
+  describeOrSkip,
   eepromFillScript,
   eepromPattern,
   type GuestBench,
@@ -119,7 +120,7 @@ function assertEepromRun(run: GuestRun, contents: Uint8Array, probe: number): vo
   assert.equal(result(run, "get"), hex(probe), "i2cget did not read back what i2cset wrote");
 }
 
-describe("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
+describeOrSkip("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("lists the i2c_virtio adapter; a quick-write scan shows exactly the configured addresses; unlisted addresses NACK, also as a second message", async () => {
     await withGuestBench(images, async (bench) => {
       const daemon = await bench.startDaemon([

@@ -10,11 +10,12 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import {
   ConsoleWatch,
   consoleOrExit,
   controlCommand,
+  describeOrSkip,
   eepromFillScript,
   eepromPattern,
   type GuestBench,
@@ -84,7 +85,7 @@ function bindScript(driver: string, address: number): string[] {
   ];
 }
 
-describe("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
+describeOrSkip("guest chip drivers on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("at24 binds; its nvmem eeprom file shows the device contents; a write through it reaches the device", async () => {
     await withGuestBench(images, async (bench) => {
       const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02"]);

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import type { GuestRun } from "../helpers/guest.js";
 import {
   HandoverChain,
@@ -21,6 +21,7 @@ import {
 import { SupervisedDaemon } from "../helpers/supervised-daemon.js";
 import {
   countLines,
+  describeOrSkip,
   type GuestBench,
   guestSuite,
   hex,
@@ -182,73 +183,77 @@ function assertOneConnection(log: string, handovers: number): void {
 }
 
 for (const mode of ["server", "client"] as const) {
-  describe(`daemon restarts under a running guest (${mode} mode)`, {
-    skip,
-    timeout: TEST_TIMEOUT_MS,
-  }, () => {
-    it(`${HANDOVERS} handovers under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
-      await withGuestBench(images, (bench) =>
-        restartsUnderLoad(bench, launchChain, mode, Array(HANDOVERS).fill("handover")),
-      );
-    });
-
-    it(`under a service manager keeping its fds (--fd-store): ${CRASHES.join(", ")} (SIGKILL of the main process) under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
-      await withGuestBench(images, (bench) =>
-        restartsUnderLoad(bench, launchSupervised, mode, CRASHES),
-      );
-    });
-
-    it("a guest that reboots after a handover comes back up against the successor, which serves the stop and the restart of the device", async () => {
-      await withGuestBench(images, async (bench) => {
-        // The boot marker lives in the backed EEPROM, outside the loop's span: the successor
-        // starts its devices from the backing file, so only a backed byte outlives the handover.
-        const marker = LOOP_SPAN + 0x7ff;
-        const log = new TransferLog();
-        const script = rebootScript(marker);
-        // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
-        const served = await serve(bench, launchChain, mode, script, log, "trace", [
-          "-action",
-          "reboot=reset",
-        ]);
-        const { daemon: chain, guest } = served;
-        try {
-          const [timing] = await restartUnderLoad(served, log, ["handover"], {
-            between: TRANSFERS_BETWEEN,
-            hangMs: HANG_MS,
-          });
-          assert.ok(timing);
-          await stopLoop(served.control);
-          const daemonLog = await log.scriptEnded.then(() => chain.log);
-          const run = await guest;
-
-          assert.equal(
-            countLines(run.console, "@@GUEST-BOOTED"),
-            2,
-            "the guest did not boot twice",
-          );
-          assert.deepEqual(log.failures, []);
-          assert.match(result(run, "loop"), / failed=0 mismatched=0 /);
-          assert.equal(result(run, "boot2_marker"), BOOT_MARK);
-          const readBack = log.checkWrites(served.devices.initial, log.dumped);
-          assert.equal(readBack.compared, LOOP_SPAN);
-          assert.equal(readBack.differing, 0, `boot 2 read back: ${JSON.stringify(readBack)}`);
-          assert.equal(result(run, "boot2_wrote"), "0x5c");
-          assert.match(result(run, "boot2_scan"), /^50: 50 51 /);
-          assertQemuQuiet(run);
-          assertOneConnection(daemonLog, 1);
-          // Everything after the handover line is the successor's (its predecessor had exited):
-          // the reset stopped the ring there and the re-probe started it there again.
-          const successorLog = daemonLog.slice(daemonLog.lastIndexOf("handed over:"));
-          assert.ok(countLines(successorLog, "request=GET_VRING_BASE") >= 1, "no ring stop");
-          assert.ok(countLines(successorLog, "request=SET_VRING_ADDR") >= 1, "no ring start");
-          assert.ok(countLines(successorLog, "request=SET_VRING_ENABLE") >= 1, "no ring enable");
-          await chain.stop();
-        } finally {
-          await chain.kill();
-        }
+  describeOrSkip(
+    `daemon restarts under a running guest (${mode} mode)`,
+    {
+      skip,
+      timeout: TEST_TIMEOUT_MS,
+    },
+    () => {
+      it(`${HANDOVERS} handovers under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
+        await withGuestBench(images, (bench) =>
+          restartsUnderLoad(bench, launchChain, mode, Array(HANDOVERS).fill("handover")),
+        );
       });
-    });
-  });
+
+      it(`under a service manager keeping its fds (--fd-store): ${CRASHES.join(", ")} (SIGKILL of the main process) under continuous transfers: none fails, every acknowledged write is read back and in the backing file, QEMU sees nothing`, async () => {
+        await withGuestBench(images, (bench) =>
+          restartsUnderLoad(bench, launchSupervised, mode, CRASHES),
+        );
+      });
+
+      it("a guest that reboots after a handover comes back up against the successor, which serves the stop and the restart of the device", async () => {
+        await withGuestBench(images, async (bench) => {
+          // The boot marker lives in the backed EEPROM, outside the loop's span: the successor
+          // starts its devices from the backing file, so only a backed byte outlives the handover.
+          const marker = LOOP_SPAN + 0x7ff;
+          const log = new TransferLog();
+          const script = rebootScript(marker);
+          // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
+          const served = await serve(bench, launchChain, mode, script, log, "trace", [
+            "-action",
+            "reboot=reset",
+          ]);
+          const { daemon: chain, guest } = served;
+          try {
+            const [timing] = await restartUnderLoad(served, log, ["handover"], {
+              between: TRANSFERS_BETWEEN,
+              hangMs: HANG_MS,
+            });
+            assert.ok(timing);
+            await stopLoop(served.control);
+            const daemonLog = await log.scriptEnded.then(() => chain.log);
+            const run = await guest;
+
+            assert.equal(
+              countLines(run.console, "@@GUEST-BOOTED"),
+              2,
+              "the guest did not boot twice",
+            );
+            assert.deepEqual(log.failures, []);
+            assert.match(result(run, "loop"), / failed=0 mismatched=0 /);
+            assert.equal(result(run, "boot2_marker"), BOOT_MARK);
+            const readBack = log.checkWrites(served.devices.initial, log.dumped);
+            assert.equal(readBack.compared, LOOP_SPAN);
+            assert.equal(readBack.differing, 0, `boot 2 read back: ${JSON.stringify(readBack)}`);
+            assert.equal(result(run, "boot2_wrote"), "0x5c");
+            assert.match(result(run, "boot2_scan"), /^50: 50 51 /);
+            assertQemuQuiet(run);
+            assertOneConnection(daemonLog, 1);
+            // Everything after the handover line is the successor's (its predecessor had exited):
+            // the reset stopped the ring there and the re-probe started it there again.
+            const successorLog = daemonLog.slice(daemonLog.lastIndexOf("handed over:"));
+            assert.ok(countLines(successorLog, "request=GET_VRING_BASE") >= 1, "no ring stop");
+            assert.ok(countLines(successorLog, "request=SET_VRING_ADDR") >= 1, "no ring start");
+            assert.ok(countLines(successorLog, "request=SET_VRING_ENABLE") >= 1, "no ring enable");
+            await chain.stop();
+          } finally {
+            await chain.kill();
+          }
+        });
+      });
+    },
+  );
 }
 
 const toInterval = (timing: RestartTiming): Interval => ({

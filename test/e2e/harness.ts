@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { join } from "node:path";
-import type { TestContext } from "node:test";
+import { describe, it, type TestContext, type TestOptions } from "node:test";
 import { DaemonProcess, makeTempDir, type SpawnOptions, withTimeout } from "../helpers/daemon.js";
 import {
   type BootGuestOptions,
@@ -21,6 +21,7 @@ import {
   findGuestImages,
   type GuestImages,
   type GuestRun,
+  noGuestImageReason,
   qemuBinary,
   qemuOptionValue,
   vhostUserI2cArgs,
@@ -52,7 +53,7 @@ export function guestPrerequisites(): { images: GuestImages } | { skip: string }
   const skip = !hasCommand(qemu)
     ? `${qemu} is not installed`
     : images === null
-      ? "no guest image for the current inputs: run guest/build.sh"
+      ? noGuestImageReason()
       : null;
   if (skip === null && images) return { images };
   const reason = skip ?? "no guest image";
@@ -66,6 +67,21 @@ export function guestSuite(): { skip: string | false; images: GuestImages | null
   return "skip" in prerequisites
     ? { skip: prerequisites.skip, images: null }
     : { skip: false, images: prerequisites.images };
+}
+
+/**
+ * `describe`, except that a suite skipped as a whole is reported as one skipped test of its name:
+ * node:test counts skipped tests, not skipped suites, so a run whose guest suites all skip would
+ * otherwise sum up as "skipped 0".
+ */
+export function describeOrSkip(
+  name: string,
+  options: TestOptions & { readonly skip: string | false },
+  suite: () => void,
+): void {
+  const { skip, ...rest } = options;
+  if (skip === false) describe(name, rest, suite);
+  else it(name, { skip }, () => {});
 }
 
 /**

@@ -8,12 +8,13 @@
  */
 
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import { qemuVersion, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   ConsoleWatch,
   consoleOrExit,
   countLines,
+  describeOrSkip,
   eepromFillScript,
   eepromPattern,
   guestSuite,
@@ -105,7 +106,7 @@ function regionScript(base: number, seed: number): { script: string; rounds: Uin
   return { script: lines.join("\n"), rounds };
 }
 
-describe("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () => {
+describeOrSkip("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("after reboot -f the driver re-probes on the same connection, and a second VM is served by the same daemon process", async () => {
     await withGuestBench(images, async (bench) => {
       const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02", "--log-level", "trace"]);

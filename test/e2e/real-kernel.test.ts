@@ -12,11 +12,17 @@
  */
 
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { findGuestImages, shellQuote, vhostUserI2cArgs } from "../helpers/guest.js";
+import {
+  findGuestImages,
+  noGuestImageReason,
+  shellQuote,
+  vhostUserI2cArgs,
+} from "../helpers/guest.js";
 import {
   assertScriptCompleted,
+  describeOrSkip,
   type Evidence,
   result,
   runGuest,
@@ -32,7 +38,7 @@ const VARIANT = "realkernel";
 const REQUIRED_ENV = "VHOST_DEVICE_I2C_REAL_KERNEL_REQUIRED";
 const images = findGuestImages(VARIANT);
 if (images === null && process.env[REQUIRED_ENV]) {
-  throw new Error(`${REQUIRED_ENV} is set but no image: run guest/build.sh --variant ${VARIANT}`);
+  throw new Error(`${REQUIRED_ENV} is set but ${noGuestImageReason(VARIANT)}`);
 }
 /** The dist/ directory this test runs from: the same path inside the chroot (the host's root). */
 const DIST = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
@@ -103,23 +109,24 @@ function assertAllSame(run: { results: ReadonlyMap<string, string>; scriptOutput
   return compared.map(([key]) => key);
 }
 
-describe("real kernel: the daemon inside the guest on real Linux I2C drivers", {
-  skip: images
-    ? false
-    : `no guest image for --variant ${VARIANT}: run guest/build.sh --variant ${VARIANT}`,
-  // Three guests, each starting Node dozens of times under TCG (a minute or two apiece, several on a
-  // loaded machine): twice the usual safety net.
-  timeout: 2 * TEST_TIMEOUT_MS,
-}, () => {
-  it("i2c-i801 and i2c-stub (SMBus only): every SMBus mapping answers as i2c-tools do on the adapter", async () => {
-    await withScratch(async (_dir, evidence) => {
-      // The daemon lists the i801 adapter by its sysfs name (spaces included) and i2c-stub by
-      // number; 0x58 is listed but nothing answers there. vi2c works on EEPROM 0x51 and stub chip
-      // 0x48, i2c-tools on their twins 0x52 and 0x49: the writes must leave the twins alike.
-      const run = await runInGuest(
-        evidence,
-        "smbus",
-        `
+describeOrSkip(
+  "real kernel: the daemon inside the guest on real Linux I2C drivers",
+  {
+    skip: images ? false : noGuestImageReason(VARIANT),
+    // Three guests, each starting Node dozens of times under TCG (a minute or two apiece, several on a
+    // loaded machine): twice the usual safety net.
+    timeout: 2 * TEST_TIMEOUT_MS,
+  },
+  () => {
+    it("i2c-i801 and i2c-stub (SMBus only): every SMBus mapping answers as i2c-tools do on the adapter", async () => {
+      await withScratch(async (_dir, evidence) => {
+        // The daemon lists the i801 adapter by its sysfs name (spaces included) and i2c-stub by
+        // number; 0x58 is listed but nothing answers there. vi2c works on EEPROM 0x51 and stub chip
+        // 0x48, i2c-tools on their twins 0x52 and 0x49: the writes must leave the twins alike.
+        const run = await runInGuest(
+          evidence,
+          "smbus",
+          `
 insmod /lib/modules/i2c-stub.ko chip_addr=0x48,0x49
 i801=$(adapter "SMBus I801 adapter")
 stub=$(adapter "SMBus stub driver")
@@ -177,28 +184,28 @@ kill $dpid; wait $dpid
 echo "RESULT daemon-exit $?"
 cat /tmp/daemon.log
 `,
-      );
-      assert.match(result(run, "i801name"), /^SMBus I801 adapter at [0-9a-f]{4}$/);
-      const compared = assertAllSame(run);
-      assert.ok(compared.length >= 20, compared.join(" "));
-      assert.equal(result(run, "absent-vi2c"), "1", "an absent address: ERR");
-      assert.notEqual(result(run, "absent-direct"), "0");
-      // A guest flooding a real adapter with failing transfers costs the log nothing (NACKs are
-      // debug-level; faults are limited to 10 lines a second).
-      assert.ok(Number(result(run, "flood-log-lines")) <= 10, result(run, "flood-log-lines"));
-      // No SMBus form: messages to two addresses, a read longer than an I2C block: ERR, exit 1.
-      assert.equal(result(run, "two-addresses"), "1");
-      assert.equal(result(run, "long-read"), "1");
-      assert.equal(result(run, "daemon-exit"), "0");
+        );
+        assert.match(result(run, "i801name"), /^SMBus I801 adapter at [0-9a-f]{4}$/);
+        const compared = assertAllSame(run);
+        assert.ok(compared.length >= 20, compared.join(" "));
+        assert.equal(result(run, "absent-vi2c"), "1", "an absent address: ERR");
+        assert.notEqual(result(run, "absent-direct"), "0");
+        // A guest flooding a real adapter with failing transfers costs the log nothing (NACKs are
+        // debug-level; faults are limited to 10 lines a second).
+        assert.ok(Number(result(run, "flood-log-lines")) <= 10, result(run, "flood-log-lines"));
+        // No SMBus form: messages to two addresses, a read longer than an I2C block: ERR, exit 1.
+        assert.equal(result(run, "two-addresses"), "1");
+        assert.equal(result(run, "long-read"), "1");
+        assert.equal(result(run, "daemon-exit"), "0");
+      });
     });
-  });
 
-  it("i2c-i801: a bound kernel driver, a second daemon and the adapter's unbind and bind, as the daemon promises", async () => {
-    await withScratch(async (_dir, evidence) => {
-      const run = await runInGuest(
-        evidence,
-        "faults",
-        `
+    it("i2c-i801: a bound kernel driver, a second daemon and the adapter's unbind and bind, as the daemon promises", async () => {
+      await withScratch(async (_dir, evidence) => {
+        const run = await runInGuest(
+          evidence,
+          "faults",
+          `
 i801=$(adapter "SMBus I801 adapter")
 i801name=$(cat /sys/bus/i2c/devices/i2c-$i801/name)
 pci=$(basename "$(readlink /sys/bus/i2c/devices/i2c-$i801/device)")
@@ -260,49 +267,61 @@ same after-rebind "i2cget -y $(adapter "SMBus I801 adapter") 0x50 0x13 b" "vi2c 
 kill $apid; wait $apid; echo "RESULT serving-exit $?"
 cat /tmp/a.log
 `,
-      );
-      assert.equal(result(run, "bound-driver"), "at24");
-      assert.equal(result(run, "busy-exit"), "2");
-      assert.equal(result(run, "busy-names-driver"), "0", "the refusal names at24 and its unbind");
-      assert.equal(result(run, "free-before"), "0");
-      assert.equal(result(run, "bound-at-run-time"), "1", "a driver-owned address gets ERR");
-      assert.equal(result(run, "other-address"), "0", "the other listed address still works");
-      assert.equal(result(run, "freed"), "0", "the address works again once the driver is gone");
-      assert.equal(result(run, "second-exit"), "2");
-      assert.equal(result(run, "second-names-holder"), "0", "the lock names the serving daemon");
-      assert.equal(result(run, "host-address-hidden"), "1", "the host address is not the guest's");
-      assert.equal(result(run, "read-only-write"), "1", "a data write to a read-only device: ERR");
-      assert.equal(result(run, "read-only-kept"), "0x42", "and it never reached the EEPROM");
-      assert.equal(
-        result(run, "unbind-done"),
-        "yes",
-        "the daemon must not hold the adapter's removal",
-      );
-      assert.equal(result(run, "while-unbound"), "1", "ERR while the adapter is gone");
-      assert.equal(result(run, "adapter-back"), "0", "working again once the adapter is back");
-      assertAllSame(run);
-      assert.equal(result(run, "serving-exit"), "0");
+        );
+        assert.equal(result(run, "bound-driver"), "at24");
+        assert.equal(result(run, "busy-exit"), "2");
+        assert.equal(
+          result(run, "busy-names-driver"),
+          "0",
+          "the refusal names at24 and its unbind",
+        );
+        assert.equal(result(run, "free-before"), "0");
+        assert.equal(result(run, "bound-at-run-time"), "1", "a driver-owned address gets ERR");
+        assert.equal(result(run, "other-address"), "0", "the other listed address still works");
+        assert.equal(result(run, "freed"), "0", "the address works again once the driver is gone");
+        assert.equal(result(run, "second-exit"), "2");
+        assert.equal(result(run, "second-names-holder"), "0", "the lock names the serving daemon");
+        assert.equal(
+          result(run, "host-address-hidden"),
+          "1",
+          "the host address is not the guest's",
+        );
+        assert.equal(
+          result(run, "read-only-write"),
+          "1",
+          "a data write to a read-only device: ERR",
+        );
+        assert.equal(result(run, "read-only-kept"), "0x42", "and it never reached the EEPROM");
+        assert.equal(
+          result(run, "unbind-done"),
+          "yes",
+          "the daemon must not hold the adapter's removal",
+        );
+        assert.equal(result(run, "while-unbound"), "1", "ERR while the adapter is gone");
+        assert.equal(result(run, "adapter-back"), "0", "working again once the adapter is back");
+        assertAllSame(run);
+        assert.equal(result(run, "serving-exit"), "0");
+      });
     });
-  });
 
-  it("the guest's virtio-i2c adapter (I2C_RDWR): repeated START and the 42-message limit as the kernel checks them", async () => {
-    await withScratch(async (dir, evidence) => {
-      // Pass-through on top of pass-through: the host's daemon serves a 24C02 to the guest's
-      // i2c-virtio adapter, a real I2C adapter with a real kernel driver; the daemon inside the guest
-      // serves that adapter to the guest's vi2c.
-      const prefix = socketPrefix(dir);
-      const host = await startServerDaemon(
-        evidence,
-        "host daemon",
-        ["-s", prefix, "-l", "sim:0x50=24c02"],
-        [`${prefix}0`],
-      );
-      const msgs = (count: number) =>
-        Array.from({ length: count / 2 }, (_, i) => `w1@0x50 ${i * 3} r1`).join(" ");
-      const run = await runInGuest(
-        evidence,
-        "virtio",
-        `
+    it("the guest's virtio-i2c adapter (I2C_RDWR): repeated START and the 42-message limit as the kernel checks them", async () => {
+      await withScratch(async (dir, evidence) => {
+        // Pass-through on top of pass-through: the host's daemon serves a 24C02 to the guest's
+        // i2c-virtio adapter, a real I2C adapter with a real kernel driver; the daemon inside the guest
+        // serves that adapter to the guest's vi2c.
+        const prefix = socketPrefix(dir);
+        const host = await startServerDaemon(
+          evidence,
+          "host daemon",
+          ["-s", prefix, "-l", "sim:0x50=24c02"],
+          [`${prefix}0`],
+        );
+        const msgs = (count: number) =>
+          Array.from({ length: count / 2 }, (_, i) => `w1@0x50 ${i * 3} r1`).join(" ");
+        const run = await runInGuest(
+          evidence,
+          "virtio",
+          `
 virt=$(adapter "i2c_virtio")
 echo "RESULT virtio-adapter $virt"
 i2ctransfer -y $virt w17@0x50 0x00 0x11 0x22 0x33 0x44 0x55 0x66 0x77 0x88 0x99 0xaa 0xbb 0xcc 0xdd 0xee 0xff 0x10
@@ -331,14 +350,15 @@ await vm.close();"
 kill $vpid; wait $vpid; echo "RESULT in-guest-exit $?"
 cat /tmp/v.log
 `,
-        vhostUserI2cArgs(`${prefix}0`),
-      );
-      assert.match(result(run, "virtio-adapter"), /^[0-9]+$/);
-      assertAllSame(run);
-      // Over the kernel's limit (I2C_RDWR_IOCTL_MAX_MSGS, 42): every message fails, none is sent.
-      assert.equal(result(run, "msgs-43-ok"), "0");
-      assert.equal(result(run, "in-guest-exit"), "0");
-      await stopDaemonCleanly(host);
+          vhostUserI2cArgs(`${prefix}0`),
+        );
+        assert.match(result(run, "virtio-adapter"), /^[0-9]+$/);
+        assertAllSame(run);
+        // Over the kernel's limit (I2C_RDWR_IOCTL_MAX_MSGS, 42): every message fails, none is sent.
+        assert.equal(result(run, "msgs-43-ok"), "0");
+        assert.equal(result(run, "in-guest-exit"), "0");
+        await stopDaemonCleanly(host);
+      });
     });
-  });
-});
+  },
+);

@@ -17,6 +17,7 @@ import {
   encodeCpioNewc,
   findGuestImages,
   GUEST_MARKERS,
+  noGuestImageReason,
   parseBuildOutput,
   parseConsole,
   qemuBinary,
@@ -35,7 +36,7 @@ const images = findGuestImages();
 const bootSkip = !hasCommand(qemuBinary())
   ? `${qemuBinary()} is not installed`
   : images === null
-    ? "no guest image: run guest/build.sh"
+    ? noGuestImageReason()
     : false;
 
 /** Unpacks `archive` with the system cpio into a fresh directory; returns it and cpio's member list. */

@@ -162,6 +162,18 @@ export function findGuestImages(variant?: string): GuestImages | null {
   return found ?? null;
 }
 
+/**
+ * Why tests needing the guest image (of `variant`) skip when findGuestImages finds none: what builds
+ * it and what building needs, since a skip is all a run without the image shows of those tests.
+ */
+export function noGuestImageReason(variant?: string): string {
+  const build = variant === undefined ? "guest/build.sh" : `guest/build.sh --variant ${variant}`;
+  // `npm run test:e2e` builds the default image only.
+  const orTestE2e =
+    variant === undefined ? "; `npm run test:e2e` builds it, then runs these tests" : "";
+  return `no guest image for the current inputs: ${build} builds it (as root: it installs what it needs with apt)${orTestE2e}`;
+}
+
 /** Like `findGuestImages`, but throws a GuestError (code GUEST_NOT_BUILT) saying how to build. */
 export function requireGuestImages(): GuestImages {
   const images = findGuestImages();

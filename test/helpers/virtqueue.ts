@@ -7,14 +7,14 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { AddOptions, DriverBuffer, UsedElement } from "./driver-split-queue.js";
+import type { AddOptions, DriverBuffer, UsedElement } from "../../src/virtio/driver-split-queue.js";
 import {
   createArrayGuestMemory,
   type GuestMemory,
   type GuestMemoryOptions,
-} from "./guest-memory.js";
-import { type DescriptorChain, type DeviceQueue, VirtqueueError } from "./queue.js";
-import type { QueueNotificationOptions } from "./queue-base.js";
+} from "../../src/virtio/guest-memory.js";
+import { type DescriptorChain, type DeviceQueue, VirtqueueError } from "../../src/virtio/queue.js";
+import type { QueueNotificationOptions } from "../../src/virtio/queue-base.js";
 
 /** Rings fit any window (overlap 32 KiB); buffers still cross window edges. */
 export const WINDOWS: GuestMemoryOptions = { windowSize: 0x10000, windowOverlap: 0x8000 };

@@ -1,13 +1,13 @@
 /**
  * Measures the cost of one BackingStore commit (pwrite + fdatasync) on this machine's disk:
- * `node dist/src/i2c/backing-store.bench.js [dir] [count]`. Not a test; prints µs per commit.
+ * `node dist/bench/backing-store.js [dir] [count]`. Not a test; prints µs per commit.
  * @module
  */
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openBacking } from "./backing-store.js";
+import { openBacking } from "../src/i2c/backing-store.js";
 
 const dir = mkdtempSync(join(process.argv[2] ?? tmpdir(), "backing-bench-"));
 const count = Number(process.argv[3] ?? 2000);

@@ -4,20 +4,20 @@
 // stops answering. Results are checked afterwards through the ordinary I2cDriver.transfer.
 import assert from "node:assert/strict";
 import { after, before, describe } from "node:test";
+import { I2cGuest, type I2cOp, QEMU_FEATURES } from "../src/frontend/i2c-driver.js";
+import { RequestStatus } from "../src/i2c/protocol.js";
+import {
+  VIRTIO_F_RING_EVENT_IDX,
+  VIRTIO_F_RING_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
+} from "../src/virtio/features.js";
 import {
   type DaemonProcess,
   itWithDaemonLog,
   makeTempDir,
   startDaemon,
-} from "../../test/helpers/daemon.js";
-import { RequestStatus } from "../i2c/protocol.js";
-import {
-  VIRTIO_F_RING_EVENT_IDX,
-  VIRTIO_F_RING_INDIRECT_DESC,
-  VIRTIO_F_RING_PACKED,
-} from "../virtio/features.js";
+} from "../test/helpers/daemon.js";
 import { runClosedLoop } from "./closed-loop.js";
-import { I2cGuest, type I2cOp, QEMU_FEATURES } from "./i2c-driver.js";
 
 const QUEUE_SIZE = 64;
 const PATTERN = Uint8Array.of(0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88);

@@ -1,13 +1,13 @@
 /**
- * A data-plane host for the layer's own tests (data-plane.test.ts): EchoDevices in the data-plane
- * thread (none for socket 7); requests "connections" (how many devices were made) and "threadId"
- * (where they run).
+ * A data-plane host for the vhost-user layer's tests (src/vhost-user/data-plane.test.ts): EchoDevices
+ * in the data-plane thread (none for socket 7); requests "connections" (how many devices were made)
+ * and "threadId" (where they run).
  * @module
  */
 
 import { threadId } from "node:worker_threads";
-import type { DataPlaneContext, DataPlaneHost } from "./data-plane-thread.js";
-import { EchoDevice } from "./test-device.js";
+import type { DataPlaneContext, DataPlaneHost } from "../../src/vhost-user/data-plane-thread.js";
+import { EchoDevice } from "./echo-device.js";
 
 export function createDataPlaneHost(init: unknown, context: DataPlaneContext): DataPlaneHost {
   if (init === "fail") throw new Error("the host cannot be built");

@@ -11,18 +11,18 @@
  * @module
  */
 
-import { RequestStatus } from "../i2c/protocol.js";
-import { BlockingWait } from "../sys/blocking-wait.js";
-import type { EventFd } from "../sys/eventfd.js";
-import type { DriverRing } from "../vhost-user/frontend.js";
-import type { UsedElement } from "../virtio/driver-split-queue.js";
 import {
   type HeldTransfer,
   type I2cDriver,
   I2cDriverError,
   type I2cOp,
   NO_STATUS,
-} from "./i2c-driver.js";
+} from "../src/frontend/i2c-driver.js";
+import { RequestStatus } from "../src/i2c/protocol.js";
+import { BlockingWait } from "../src/sys/blocking-wait.js";
+import type { EventFd } from "../src/sys/eventfd.js";
+import type { DriverRing } from "../src/vhost-user/frontend.js";
+import type { UsedElement } from "../src/virtio/driver-split-queue.js";
 
 /** A started guest queue to drive: its I2cDriver, and a name for errors. */
 export interface ClosedLoopGuest {

@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { DescriptorChain, DeviceQueue } from "../virtio/queue.js";
-import type { QueuePass, VhostUserDevice } from "./device.js";
+import type { QueuePass, VhostUserDevice } from "../../src/vhost-user/device.js";
+import type { DescriptorChain, DeviceQueue } from "../../src/virtio/queue.js";
 
 /** Virtio feature bit numbers the echo device uses. */
 export const ECHO_FEATURE_BIT = 0;
