@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { UnixListener } from "../src/sys/unix-socket.js";
+import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import {
   DaemonProcess,
   exists,
@@ -17,6 +18,7 @@ import {
   withDaemonLog,
 } from "./helpers/daemon.js";
 import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
+import { commandArgs, RUST_README_ADAPTERS, RUST_README_COMMANDS } from "./helpers/rust-readme.js";
 import { scaled } from "./helpers/time.js";
 
 interface RunResult {
@@ -60,7 +62,7 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
     { what: "no options", args: [], message: /missing --socket-path/ },
     { what: "missing device list", args: ["-s", socket], message: /missing --device-list/ },
     { what: "unknown option", args: ["-s", socket, "-l", "3:0x50", "--fast"], message: /--fast/ },
-    { what: "positional argument", args: ["-s", socket, "-l", "3:0x50", "x"], message: /'x'/ },
+    { what: "positional argument", args: ["-s", socket, "-l", "3:0x50", "x"], message: /"x"/ },
     {
       what: "socket count 0",
       args: ["-s", socket, "-c", "0", "-l", "3:0x50"],
@@ -148,6 +150,44 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
     assert.match(result.stderr, /is not a socket/);
     assert.equal(readFileSync(`${dir.path}/plain0`, "utf8"), "not a socket");
   });
+});
+
+describe("the Rust daemon's command lines (drop-in)", {
+  skip: fakeUnavailableReason() ?? false,
+}, () => {
+  const [readmeLine] = RUST_README_COMMANDS;
+  // The README's line with clap's short spellings: -s=PATH, -cN, -l=LIST.
+  const shortLine = 'vhost-device-i2c -s=vi2c.sock -c1 -l="i915 gmbus dpd:32"';
+  for (const line of [readmeLine, shortLine]) {
+    it(`serves vi2c.sock0 in its working directory for: ${line}`, async () => {
+      const cwd = `${dir.path}/readme-${line === readmeLine ? "long" : "short"}`;
+      const sysfs = `${cwd}/sys`;
+      const [name, adapter] = Object.entries(RUST_README_ADAPTERS)[0] ?? [];
+      mkdirSync(`${sysfs}/bus/i2c/devices/i2c-${adapter}`, { recursive: true });
+      writeFileSync(`${sysfs}/bus/i2c/devices/i2c-${adapter}/name`, `${name}\n`);
+      const fake = await FakeI2c.create(`adapter ${adapter} funcs=i2c|emul\ndevice ${adapter} 32`);
+      const socketPath = `${cwd}/vi2c.sock0`;
+      const daemon = new DaemonProcess(commandArgs(line), {
+        env: { ...fake.env({}), ...fakeSysfsEnv(sysfs) },
+        cwd,
+      });
+      try {
+        await daemon.waitForLog("listening path=vi2c.sock0\n");
+        assert.ok(isSocket(socketPath), `${socketPath} is a socket`);
+        const vm = await I2cGuest.connect(socketPath);
+        try {
+          assert.equal((await vm.driver.transfer([{ addr: 32, read: 1 }])).ok, true);
+        } finally {
+          await vm.close();
+        }
+      } catch (err) {
+        throw withDaemonLog(err, daemon);
+      } finally {
+        await daemon.stop();
+        await fake.cleanup();
+      }
+    });
+  }
 });
 
 describe("vhost-device-i2c help and version", () => {

@@ -1,6 +1,13 @@
 // Tests for the command-line parser: defaults, each refusal on its own, address notation.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import {
+  commandArgs,
+  fragmentArgs,
+  RUST_README_ADAPTERS,
+  RUST_README_COMMANDS,
+  RUST_README_DEVICE_LISTS,
+} from "../../test/helpers/rust-readme.js";
 import { type CliCommand, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
 
 const ADAPTERS: Readonly<Record<string, number>> = { "Fake adapter three": 3, smbus: 7 };
@@ -88,6 +95,90 @@ describe("parseCommandLine defaults", () => {
   });
 });
 
+/** Adapter number (or "sim") and guest addresses of each group: what -l asked for. */
+function deviceSummary(config: DaemonConfig): [number | "sim", number[]][] {
+  return config.deviceGroups.map((group) => [
+    group.bus.kind === "host" ? group.bus.adapter : "sim",
+    group.devices.map((device) => device.addr),
+  ]);
+}
+
+describe("clap's spellings: the Rust daemon's command lines run unchanged", () => {
+  const resolveReadmeAdapter = (name: string): number => {
+    const adapter = RUST_README_ADAPTERS[name];
+    if (adapter === undefined) throw new Error(`no adapter named "${name}"`);
+    return adapter;
+  };
+  const runReadme = (argv: string[]): DaemonConfig => {
+    const command = parseCommandLine(argv, { resolveAdapter: resolveReadmeAdapter });
+    assert.equal(command.kind, "run");
+    return command.config;
+  };
+
+  it("runs the Rust README's examples verbatim", () => {
+    const expected: [number | "sim", number[]][][] = [[[0, [32]]], [[0, [32]]]];
+    RUST_README_COMMANDS.forEach((line, i) => {
+      const config = runReadme(commandArgs(line));
+      assert.equal(config.socketPath, "vi2c.sock", line);
+      assert.equal(config.socketCount, 1, line);
+      assert.deepEqual(config.socketPaths, ["vi2c.sock0"], line);
+      assert.deepEqual(deviceSummary(config), expected[i], line);
+    });
+  });
+
+  it("reads the Rust README's --device-list examples", () => {
+    const expected: [number | "sim", number[]][][] = [
+      [
+        [0, [32, 21]],
+        [1, [10, 23]],
+      ],
+      [
+        [2, [32, 21]],
+        [3, [10, 23]],
+      ],
+    ];
+    RUST_README_DEVICE_LISTS.forEach((fragment, i) => {
+      const config = runReadme(["-s", "vi2c.sock", ...fragmentArgs(fragment)]);
+      assert.deepEqual(deviceSummary(config), expected[i], fragment);
+    });
+  });
+
+  /** The five ways clap takes a value: -x V, -x=V, -xV, --long V, --long=V. */
+  const spellings = (short: string, long: string, value: string): string[][] => [
+    [short, value],
+    [`${short}=${value}`],
+    [`${short}${value}`],
+    [long, value],
+    [`${long}=${value}`],
+  ];
+
+  it("takes -s, -c and -l in every spelling clap takes", () => {
+    for (const socket of spellings("-s", "--socket-path", "vi2c.sock")) {
+      for (const count of spellings("-c", "--socket-count", "2")) {
+        for (const list of spellings("-l", "--device-list", "3:0x50")) {
+          const argv = [...socket, ...count, ...list];
+          const config = run(...argv);
+          assert.deepEqual(config.socketPaths, ["vi2c.sock0", "vi2c.sock1"], argv.join(" "));
+          assert.deepEqual(deviceSummary(config), [[3, [0x50]]], argv.join(" "));
+        }
+      }
+    }
+  });
+
+  it("strips one = after any short option with a value, as clap does", () => {
+    assert.equal(run("-s==x", "-l", "sim:0x50=24c02").socketPath, "=x");
+    assert.equal(run(...BASE, "-c=3").socketCount, 3);
+    refused("USAGE_BAD_SOCKET_PATH", ["-s=", "-l", "3:0x50"], /--socket-path is empty/);
+  });
+
+  it("takes a separate value starting with - only as a number, or inline", () => {
+    refused("USAGE_BAD_SOCKET_COUNT", [...BASE, "-c", "-1"], /--socket-count "-1"/);
+    refused("USAGE_MISSING_VALUE", ["-s", "-l", "3:0x50"], /--socket-path needs a value/);
+    assert.equal(run("--socket-path=-x", "-l", "3:0x50").socketPath, "-x");
+    assert.equal(run("-s-x", "-l", "3:0x50").socketPath, "-x");
+  });
+});
+
 describe("parseCommandLine device list", () => {
   it("reads decimal and 0x addresses to the same value", () => {
     const decimal = run("-s", "/tmp/a", "-l", "3:80");
@@ -161,7 +252,7 @@ describe("parseCommandLine refusals", () => {
     refused("USAGE_MISSING_VALUE", ["-l", "sim:0x50=24c02", "-s"]);
   });
   it("refuses a value given to --client", () => {
-    refused("USAGE_MISSING_VALUE", [...BASE, "--client=yes"]);
+    refused("USAGE_UNEXPECTED_VALUE", [...BASE, "--client=yes"], /--client takes no value/);
   });
   it("refuses a repeated option", () => {
     refused("USAGE_REPEATED_OPTION", [...BASE, "-s", "/tmp/other"], /socket-path/);
@@ -446,7 +537,7 @@ describe("--allow-unsealed-memory", () => {
   it("is off by default; the help says what it costs", () => {
     assert.equal(run(...BASE).allowUnsealedMemory, false);
     assert.equal(run(...BASE, "--allow-unsealed-memory").allowUnsealedMemory, true);
-    refused("USAGE_MISSING_VALUE", [...BASE, "--allow-unsealed-memory=yes"]);
+    refused("USAGE_UNEXPECTED_VALUE", [...BASE, "--allow-unsealed-memory=yes"]);
     assert.match(USAGE, /--allow-unsealed-memory/);
     assert.match(USAGE, /kills the daemon, and every guest's service with it/);
   });

@@ -118,6 +118,7 @@ export type UsageErrorCode =
   | "USAGE_UNKNOWN_OPTION"
   | "USAGE_UNEXPECTED_ARGUMENT"
   | "USAGE_MISSING_VALUE"
+  | "USAGE_UNEXPECTED_VALUE"
   | "USAGE_REPEATED_OPTION"
   | "USAGE_MISSING_OPTION"
   | "USAGE_BAD_SOCKET_PATH"
@@ -188,43 +189,9 @@ const OPTIONS = {
 /** Longest socket path that fits sockaddr_un.sun_path (108 bytes with the NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
 
-/** Options that may be given more than once (each adds a value). */
-const REPEATABLE_OPTIONS: ReadonlySet<string> = new Set([
-  "socket-fd",
-  "allow-peer-uid",
-  "allow-peer-gid",
-]);
-
-const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
-  ERR_PARSE_ARGS_UNKNOWN_OPTION: "USAGE_UNKNOWN_OPTION",
-  ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL: "USAGE_UNEXPECTED_ARGUMENT",
-  ERR_PARSE_ARGS_INVALID_OPTION_VALUE: "USAGE_MISSING_VALUE",
-};
-
 export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliCommand {
   if (argv[0] === CONTROL_SUBCOMMAND) return parseControlCommand(argv.slice(1));
-  let parsed: ReturnType<typeof parseArgsStrict>;
-  try {
-    parsed = parseArgsStrict(argv);
-  } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    const usageCode = typeof code === "string" ? PARSE_ARGS_CODES[code] : undefined;
-    if (usageCode) throw new UsageError(usageCode, (err as Error).message, { cause: err });
-    throw err;
-  }
-  const { values, tokens } = parsed;
-
-  const seen = new Set<string>();
-  for (const token of tokens) {
-    if (token.kind !== "option") continue;
-    if (seen.has(token.name) && !REPEATABLE_OPTIONS.has(token.name)) {
-      throw new UsageError(
-        "USAGE_REPEATED_OPTION",
-        `option --${token.name} is given more than once`,
-      );
-    }
-    seen.add(token.name);
-  }
+  const values = readOptions(argv);
 
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
@@ -316,14 +283,89 @@ function parseControlCommand(rest: readonly string[]): CliCommand {
   return { kind: "control", socketPath, words };
 }
 
-function parseArgsStrict(argv: readonly string[]) {
-  return parseArgs({
+type OptionTable = typeof OPTIONS;
+type OptionName = keyof OptionTable;
+
+/** The options given: a flag's true, a value, or the values of a repeatable option in order. */
+type OptionValues = {
+  -readonly [K in OptionName]?: OptionTable[K] extends { readonly multiple: true }
+    ? string[]
+    : OptionTable[K]["type"] extends "string"
+      ? string
+      : boolean;
+};
+
+function isOptionName(name: string): name is OptionName {
+  return Object.hasOwn(OPTIONS, name);
+}
+
+/**
+ * Reads argv with clap's spellings (the Rust daemon's parser): `-s PATH`, `-sPATH`, `-s=PATH`,
+ * `--socket-path PATH` and `--socket-path=PATH`. A separate value may start with "-" only as a
+ * negative number (`-c -1`, refused later by the option's own check); any other word starting with
+ * "-" is taken for the next option, so the value is missing (`--socket-path=-x` gives one). node:util
+ * parseArgs only splits the words (strict off): every refusal is ours and names the option.
+ */
+function readOptions(argv: readonly string[]): OptionValues {
+  const { tokens } = parseArgs({
     args: [...argv],
     options: OPTIONS,
-    strict: true,
-    allowPositionals: false,
+    strict: false,
+    allowPositionals: true,
     tokens: true,
   });
+  const values: Partial<Record<OptionName, string | string[] | boolean>> = {};
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      throw new UsageError(
+        "USAGE_UNEXPECTED_ARGUMENT",
+        `unexpected argument "${token.value}": the daemon takes options only`,
+      );
+    }
+    if (token.kind !== "option") continue; // "--": what follows comes as positionals
+    const { name } = token;
+    if (!isOptionName(name)) {
+      const word = argv[token.index] ?? token.rawName;
+      const within = word === token.rawName ? "" : ` (in "${word}")`;
+      throw new UsageError("USAGE_UNKNOWN_OPTION", `unknown option "${token.rawName}"${within}`);
+    }
+    const spec: { readonly type: string; readonly multiple?: boolean } = OPTIONS[name];
+    if (values[name] !== undefined && spec.multiple !== true) {
+      throw new UsageError("USAGE_REPEATED_OPTION", `option --${name} is given more than once`);
+    }
+    if (spec.type === "boolean") {
+      if (token.value !== undefined) {
+        throw new UsageError(
+          "USAGE_UNEXPECTED_VALUE",
+          `--${name} takes no value (given "${token.value}")`,
+        );
+      }
+      values[name] = true;
+      continue;
+    }
+    const value = optionValue(name, token);
+    const previous = values[name];
+    values[name] = spec.multiple ? [...(Array.isArray(previous) ? previous : []), value] : value;
+  }
+  return values as OptionValues;
+}
+
+/** The value of one option token, as clap reads it (see {@link readOptions}). */
+function optionValue(
+  name: OptionName,
+  token: { rawName: string; value?: string | undefined; inlineValue?: boolean | undefined },
+): string {
+  const { value, rawName } = token;
+  const short = !rawName.startsWith("--");
+  if (value === undefined) throw new UsageError("USAGE_MISSING_VALUE", `--${name} needs a value`);
+  if (token.inlineValue) return short && value.startsWith("=") ? value.slice(1) : value;
+  if (value.startsWith("-") && !/^-[0-9]/.test(value)) {
+    throw new UsageError(
+      "USAGE_MISSING_VALUE",
+      `--${name} needs a value, not the option "${value}" (write --${name}=${value} for a value starting with "-")`,
+    );
+  }
+  return value;
 }
 
 type SocketSource = Pick<DaemonConfig, "socketPath" | "socketCount" | "socketPaths" | "socketFds">;
