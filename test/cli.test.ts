@@ -69,6 +69,11 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
       message: /socket-count "0"/,
     },
     {
+      what: "negative socket count, in the count's own words",
+      args: ["-s", socket, "-c", "-1", "-l", "3:0x50"],
+      message: /^vhost-device-i2c: error: invalid --socket-count "-1": expected a whole number/,
+    },
+    {
       what: "socket count not a number",
       args: ["-s", socket, "-c", "two", "-l", "3:0x50"],
       message: /socket-count/,

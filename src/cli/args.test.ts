@@ -306,6 +306,49 @@ describe("parseCommandLine refusals", () => {
   });
 });
 
+describe("option errors in the daemon's words", () => {
+  // Each bad command line and the option (or word) its message must name.
+  const cases: [string[], string][] = [
+    [[...BASE, "-c", "-1"], "--socket-count"],
+    [[...BASE, "--socket-count=-1"], "--socket-count"],
+    [[...BASE, "-c", "-x"], "--socket-count"],
+    [["-l", "3:0x50", "-s"], "--socket-path"],
+    [["-s", "-l", "3:0x50"], "--socket-path"],
+    [["-s", "--", "-l", "3:0x50"], "--socket-path"],
+    [[...BASE, "--log-level"], "--log-level"],
+    [[...BASE, "--log-level", "-v"], "--log-level"],
+    [[...BASE, "--allow-peer-uid"], "--allow-peer-uid"],
+    [[...BASE, "--bogus"], "--bogus"],
+    [[...BASE, "--bogus=1"], "--bogus"],
+    [[...BASE, "-x"], "-x"],
+    [[...BASE, "---socket-path"], "---socket-path"],
+    [[...BASE, "-h=x"], "-h=x"],
+    [[...BASE, "-Vx"], "-Vx"],
+    [[...BASE, "--client=yes"], "--client"],
+    [[...BASE, "--trace=1"], "--trace"],
+    [[...BASE, "--fd-store="], "--fd-store"],
+    [["--help=yes"], "--help"],
+    [["--print-capabilities=1"], "--print-capabilities"],
+    [[...BASE, "x"], '"x"'],
+    [[...BASE, "-"], '"-"'],
+    [[...BASE, "--", "-c"], '"-c"'],
+    [[...BASE, "-c", "1", "--socket-count=2"], "--socket-count"],
+  ];
+  for (const [argv, named] of cases) {
+    it(`${argv.join(" ")}: names ${named}, no parser wording`, () => {
+      assert.throws(
+        () => parse(...argv),
+        (err: unknown) => {
+          assert.ok(err instanceof UsageError, `expected UsageError, got ${String(err)}`);
+          assert.ok(err.message.includes(named), err.message);
+          assert.doesNotMatch(err.message, /ambiguous|Option '|To specify|ERR_/);
+          return true;
+        },
+      );
+    });
+  }
+});
+
 describe("parseCommandLine trace and capture limits", () => {
   it("takes sizes with K/M/G suffixes and file counts, only when given", () => {
     const config = run(
