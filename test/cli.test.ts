@@ -74,6 +74,11 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
       message: /^vhost-device-i2c: error: invalid --socket-count "-1": expected a whole number/,
     },
     {
+      what: "a control socket on one of its own sockets (nothing bound)",
+      args: ["-s", socket, "-c", "2", "-l", "3:0x50", "--control-socket", `${socket}1`],
+      message: /--control-socket ".*vi2c.sock1" is the same file as the vhost-user socket/,
+    },
+    {
       what: "socket count not a number",
       args: ["-s", socket, "-c", "two", "-l", "3:0x50"],
       message: /socket-count/,
@@ -126,7 +131,9 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
       assert.equal(result.status, 2, result.stderr);
       assert.match(result.stderr, message);
       assert.match(result.stderr, /--help/);
-      assert.equal(exists(`${socket}0`), false, "nothing listens after a refusal");
+      for (const path of [`${socket}0`, `${socket}1`]) {
+        assert.equal(exists(path), false, `nothing listens at ${path} after a refusal`);
+      }
     });
   }
 

@@ -461,6 +461,72 @@ describe("parseCommandLine --config, --control-socket and control", () => {
   });
 });
 
+describe("the daemon's own paths are distinct", () => {
+  it("refuses a control socket on one of the vhost-user sockets, however spelled", () => {
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      ["-s", "x.sock", "-c", "2", "-l", "3:0x50", "--control-socket", "x.sock1"],
+      /--control-socket "x.sock1" is the same file as the vhost-user socket "x.sock1"/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      ["-s", "x.sock", "-l", "3:0x50", "--control-socket", `${process.cwd()}/./x.sock0`],
+      /--control-socket/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--client", "--control-socket", "/tmp/vi2c.sock0"],
+      /--control-socket/,
+    );
+  });
+
+  it("refuses a trace or capture file on a socket or on each other, rotated names included", () => {
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--control-socket", "/tmp/c", "--pcap", "/tmp/c"],
+      /--pcap "\/tmp\/c" is the same file as --control-socket "\/tmp\/c"/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--trace-file", "/tmp/vi2c.sock0"],
+      /--trace-file .* the vhost-user socket/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--trace-file", "/tmp/t", "--pcap", "/tmp/t.1"],
+      /--pcap "\/tmp\/t.1" is the same file as --trace-file's rotated file "\/tmp\/t.1"/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--pcap", "/tmp/p", "--pcap-max-files", "3", "--control-socket", "/tmp/p.2"],
+      /--control-socket/,
+    );
+  });
+
+  it("accepts distinct paths, and files past the last rotated one", () => {
+    const config = run(
+      ...BASE,
+      "--control-socket",
+      "/tmp/vi2c.sock",
+      "--trace-file",
+      "/tmp/t",
+      "--trace-max-files",
+      "1",
+      "--pcap",
+      "/tmp/t.1",
+    );
+    assert.equal(config.controlSocket, "/tmp/vi2c.sock");
+    assert.equal(config.pcap, "/tmp/t.1");
+    const fromFds = parseCommandLine(
+      ["--socket-fd", "3", "-l", "3:0x50", "--control-socket", "fd:3"],
+      {
+        resolveAdapter,
+      },
+    );
+    assert.equal(fromFds.kind, "run");
+  });
+});
+
 describe("sockets from a service manager", () => {
   const LIST = ["-l", "sim:0x50=24c02"];
 

@@ -1,6 +1,7 @@
 /**
  * Command-line parsing for the daemon: argv → a validated {@link CliCommand}. Pure: no I/O, no
- * process exit, no logging; adapter names are resolved through the injected lookup. Messages and exit
+ * process exit, no logging (relative paths are compared as resolved against the working directory);
+ * adapter names are resolved through the injected lookup. Messages and exit
  * codes are decided by main.ts, which turns a {@link UsageError} into exit status 2.
  * Options follow rust-vmm's vhost-device-i2c (`-s` socket prefix, `-c` count, `-l` device list);
  * `--config FILE` adds devices from a JSON file (read by src/config/file.ts, not here) and
@@ -11,6 +12,7 @@
  * @module
  */
 
+import { resolve as resolvePath } from "node:path";
 import { parseArgs } from "node:util";
 import { USAGE as CONTROL_USAGE } from "../control/protocol.js";
 import { CodedError } from "../errors.js";
@@ -24,7 +26,7 @@ import {
   type LogFormat,
   type LogLevel,
 } from "../log.js";
-import { MAX_FILES_LIMIT } from "../trace/rotating-file.js";
+import { DEFAULT_MAX_FILES, MAX_FILES_LIMIT } from "../trace/rotating-file.js";
 
 /** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
 export const MAX_SOCKET_COUNT = 256;
@@ -237,37 +239,86 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
     );
   }
 
-  return {
-    kind: "run",
-    config: {
-      ...sockets,
-      logFormat,
-      deviceListText: deviceListText ?? "",
-      deviceGroups,
-      configFile,
-      controlSocket,
-      ...(controlIdleTimeoutMs !== undefined && { controlIdleTimeoutMs }),
-      logLevel,
-      clientMode: values.client === true,
-      ...observeOptions(values),
-      socketMode: parseSocketMode(values["socket-mode"], "--socket-mode"),
-      socketGroup: parseSocketGroup(values["socket-group"], "--socket-group"),
-      controlSocketMode: parseSocketMode(values["control-socket-mode"], "--control-socket-mode"),
-      controlSocketGroup: parseSocketGroup(
-        values["control-socket-group"],
-        "--control-socket-group",
-      ),
-      allowPeerUids: parsePeerIds(values["allow-peer-uid"], "--allow-peer-uid"),
-      allowPeerGids: parsePeerIds(values["allow-peer-gid"], "--allow-peer-gid"),
-      clientUnsafePath: values["client-unsafe-path"] === true,
-      lockDir: parseLockDir(values["lock-dir"]),
-      ...handshakeTimeout(values["handshake-timeout"], values.client === true),
-      allowUnsealedMemory: values["allow-unsealed-memory"] === true,
-      fdStore: values["fd-store"] === true,
-      packedRing: parsePackedRing(values["packed-ring"]),
-      ...parseRunAs(values.user, values.group),
-    },
+  const config: DaemonConfig = {
+    ...sockets,
+    logFormat,
+    deviceListText: deviceListText ?? "",
+    deviceGroups,
+    configFile,
+    controlSocket,
+    ...(controlIdleTimeoutMs !== undefined && { controlIdleTimeoutMs }),
+    logLevel,
+    clientMode: values.client === true,
+    ...observeOptions(values),
+    socketMode: parseSocketMode(values["socket-mode"], "--socket-mode"),
+    socketGroup: parseSocketGroup(values["socket-group"], "--socket-group"),
+    controlSocketMode: parseSocketMode(values["control-socket-mode"], "--control-socket-mode"),
+    controlSocketGroup: parseSocketGroup(values["control-socket-group"], "--control-socket-group"),
+    allowPeerUids: parsePeerIds(values["allow-peer-uid"], "--allow-peer-uid"),
+    allowPeerGids: parsePeerIds(values["allow-peer-gid"], "--allow-peer-gid"),
+    clientUnsafePath: values["client-unsafe-path"] === true,
+    lockDir: parseLockDir(values["lock-dir"]),
+    ...handshakeTimeout(values["handshake-timeout"], values.client === true),
+    allowUnsealedMemory: values["allow-unsealed-memory"] === true,
+    fdStore: values["fd-store"] === true,
+    packedRing: parsePackedRing(values["packed-ring"]),
+    ...parseRunAs(values.user, values.group),
   };
+  checkOwnPathsDistinct(ownPaths(config));
+  return { kind: "run", config };
+}
+
+/** A file the daemon creates (or, with --client, connects to), and the option that names it. */
+interface OwnPath {
+  readonly what: string;
+  readonly path: string;
+}
+
+/** FILE, FILE.1, ...: the names an output rotating through `files` files takes (src/trace/rotating-file.ts). */
+function rotatedPaths(what: string, path: string, files: number): OwnPath[] {
+  return Array.from({ length: files }, (_, k) =>
+    k === 0 ? { what, path } : { what: `${what}'s rotated file`, path: `${path}.${k}` },
+  );
+}
+
+/** Every path the daemon itself serves or writes: its sockets, the control socket, trace and capture files. */
+function ownPaths(config: DaemonConfig): OwnPath[] {
+  const paths: OwnPath[] = [];
+  if (config.socketFds === undefined) {
+    paths.push(...config.socketPaths.map((path) => ({ what: "the vhost-user socket", path })));
+  }
+  if (config.controlSocket !== undefined) {
+    paths.push({ what: "--control-socket", path: config.controlSocket });
+  }
+  if (config.trace !== undefined && config.trace !== "-") {
+    paths.push(
+      ...rotatedPaths("--trace-file", config.trace, config.traceMaxFiles ?? DEFAULT_MAX_FILES),
+    );
+  }
+  if (config.pcap !== undefined) {
+    paths.push(...rotatedPaths("--pcap", config.pcap, config.pcapMaxFiles ?? DEFAULT_MAX_FILES));
+  }
+  return paths;
+}
+
+/**
+ * Two of the daemon's own paths may not name one file (a control socket bound over a vhost-user
+ * socket, a trace written into the capture): refused before anything is bound or created. Paths are
+ * compared absolute, resolved against the working directory as the daemon will use them.
+ */
+function checkOwnPathsDistinct(paths: readonly OwnPath[]): void {
+  const seen = new Map<string, OwnPath>();
+  for (const own of paths) {
+    const absolute = resolvePath(own.path);
+    const first = seen.get(absolute);
+    if (first !== undefined) {
+      throw new UsageError(
+        "USAGE_SOCKET_CONFLICT",
+        `${own.what} "${own.path}" is the same file as ${first.what} "${first.path}": give each its own path`,
+      );
+    }
+    seen.set(absolute, own);
+  }
 }
 
 function parseControlCommand(rest: readonly string[]): CliCommand {
