@@ -208,6 +208,8 @@ describe("vhost-device-i2c help and version", () => {
     assert.equal(result.status, 0);
     assert.match(result.stdout, /Usage: vhost-device-i2c/);
     assert.match(result.stdout, /Examples:/);
+    const wide = result.stdout.split("\n").filter((line) => line.length > 80);
+    assert.deepEqual(wide, [], "80 columns when stdout is not a terminal");
   });
 
   it("prints the package version", () => {

@@ -8,7 +8,11 @@ import {
   RUST_README_COMMANDS,
   RUST_README_DEVICE_LISTS,
 } from "../../test/helpers/rust-readme.js";
-import { type CliCommand, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
+import { type CliCommand, type DaemonConfig, HELP, parseCommandLine, UsageError } from "./args.js";
+import { renderHelp } from "./help.js";
+
+/** The help on unbounded lines: each text whole, for phrase checks. */
+const USAGE = renderHelp(HELP, Number.POSITIVE_INFINITY);
 
 const ADAPTERS: Readonly<Record<string, number>> = { "Fake adapter three": 3, smbus: 7 };
 

@@ -7,8 +7,8 @@
  * `--config FILE` adds devices from a JSON file (read by src/config/file.ts, not here) and
  * `vhost-device-i2c control PATH CMD...` is the control-socket client. Listening sockets may come
  * from a service manager instead of -s: `--socket-fd FD` (repeatable) or LISTEN_FDS, which main.ts
- * reads from the environment and passes in. Also owns the help text as data ({@link HELP}): `--help`
- * and the man page (scripts/man.mjs) both render it.
+ * reads from the environment and passes in. Also owns the help text as data ({@link HELP}): `--help`,
+ * the man page and the README's options table (src/cli/help.ts, scripts/man.mjs) all render it.
  * @module
  */
 
@@ -27,6 +27,7 @@ import {
   type LogLevel,
 } from "../log.js";
 import { DEFAULT_MAX_FILES, MAX_FILES_LIMIT } from "../trace/rotating-file.js";
+import { type HelpDocument, term } from "./help.js";
 
 /** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
 export const MAX_SOCKET_COUNT = 256;
@@ -804,37 +805,6 @@ export const CAPABILITIES = {
   features: ["socket-fd", "client", "config", "control-socket", "trace", "pcap", "log-format"],
 } as const;
 
-/** A definition: a term (an option with its argument, a placeholder, a command) and its text lines. */
-export interface HelpTerm {
-  readonly term: string;
-  readonly text: readonly string[];
-}
-
-/** A titled part of the help: text lines (each a sentence or two) and definitions, in order. */
-export interface HelpSection {
-  readonly title: string;
-  readonly body: readonly (string | HelpTerm)[];
-}
-
-export interface HelpExample {
-  readonly command: string;
-  readonly text: string;
-}
-
-/** The whole help, as data: `--help` (renderHelp) and the man page (scripts/man.mjs) render it. */
-export interface HelpDocument {
-  readonly name: string;
-  /** One line: what the program is (the man page's NAME). */
-  readonly summary: string;
-  readonly synopsis: readonly string[];
-  readonly description: readonly string[];
-  readonly options: readonly HelpTerm[];
-  readonly sections: readonly HelpSection[];
-  readonly examples: readonly HelpExample[];
-}
-
-const term = (name: string, ...text: string[]): HelpTerm => ({ term: name, text });
-
 export const HELP: HelpDocument = {
   name: "vhost-device-i2c",
   summary: "vhost-user backend giving virtual machines a virtio-i2c bus",
@@ -1100,6 +1070,7 @@ export const HELP: HelpDocument = {
       text: "socket activation with contrib/systemd/ (devices in /etc/vhost-device-i2c/vm1.conf)",
     },
   ],
+  seeAlso: ["vi2c(1)", "i2ctransfer(8)", "systemd.socket(5)"],
 };
 
 function controlCommandText(usage: string): string {
@@ -1115,40 +1086,3 @@ function controlCommandText(usage: string): string {
   };
   return texts[name] ?? "";
 }
-
-/** Column where option and definition texts start in `--help`. */
-const HELP_TERM_WIDTH = 31;
-
-function renderTerm(entry: HelpTerm, indent: string): string {
-  const pad = " ".repeat(HELP_TERM_WIDTH);
-  const head = `${indent}${entry.term}`;
-  const [first = "", ...rest] = entry.text;
-  const lines =
-    head.length < HELP_TERM_WIDTH - 1
-      ? [`${head.padEnd(HELP_TERM_WIDTH)}${first}`]
-      : [head, `${pad}${first}`];
-  return [...lines, ...rest.map((line) => `${pad}${line}`)].join("\n");
-}
-
-/** `--help`: the document as plain text. */
-export function renderHelp(doc: HelpDocument): string {
-  const out: string[] = [];
-  doc.synopsis.forEach((line, i) => {
-    out.push(`${i === 0 ? "Usage: " : "       "}${line}`);
-  });
-  out.push("", ...doc.description, "", "Options:");
-  for (const option of doc.options) {
-    out.push(renderTerm(option, option.term.startsWith("--") ? "      " : "  "));
-  }
-  for (const section of doc.sections) {
-    out.push("", `${section.title}:`);
-    for (const part of section.body) {
-      out.push(typeof part === "string" ? part : renderTerm(part, "  "));
-    }
-  }
-  out.push("", "Examples:");
-  for (const example of doc.examples) out.push(`  ${example.command}`, `      ${example.text}`);
-  return `${out.join("\n")}\n`;
-}
-
-export const USAGE = renderHelp(HELP);

@@ -26,7 +26,7 @@ import {
   ServiceManagerError,
 } from "../sys/service-manager.js";
 import { DataPlane } from "../vhost-user/data-plane.js";
-import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
+import { CAPABILITIES, type DaemonConfig, HELP, parseCommandLine, UsageError } from "./args.js";
 import {
   collectDeviceLists,
   DaemonError,
@@ -36,6 +36,7 @@ import {
 } from "./daemon.js";
 import { handoverFromStore, type StoredFds, splitInherited } from "./fd-store.js";
 import { type DaemonHandover, predecessorLink, type ReceivedHandover } from "./handover.js";
+import { helpWidth, renderHelp } from "./help.js";
 
 const PROGRAM = "vhost-device-i2c";
 
@@ -135,7 +136,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // Like sd_listen_fds(1): anything the daemon starts must not take the sockets for its own.
   for (const name of LISTEN_ENV_NAMES) delete process.env[name];
   if (command.kind === "help") {
-    process.stdout.write(USAGE);
+    process.stdout.write(renderHelp(HELP, helpWidth(process.stdout)));
     return EXIT_OK;
   }
   if (command.kind === "version") {
