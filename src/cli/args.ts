@@ -27,7 +27,7 @@ import {
   type LogLevel,
 } from "../log.js";
 import { DEFAULT_MAX_FILES, MAX_FILES_LIMIT } from "../trace/rotating-file.js";
-import { type HelpDocument, term } from "./help.js";
+import { detailed, type HelpDocument, term } from "./help.js";
 
 /** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
 export const MAX_SOCKET_COUNT = 256;
@@ -152,7 +152,8 @@ export interface ParseDeps {
   readonly inheritedFds?: readonly number[];
 }
 
-const OPTIONS = {
+/** Every option the daemon takes; each is documented in {@link HELP}'s options. */
+export const OPTIONS = {
   "socket-path": { type: "string", short: "s" },
   "socket-count": { type: "string", short: "c" },
   "device-list": { type: "string", short: "l" },
@@ -820,51 +821,79 @@ export const HELP: HelpDocument = {
     "serves one guest, which reaches only the devices listed for it.",
   ],
   options: [
-    term(
-      "-s, --socket-path <path>",
-      "socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)",
+    detailed(
+      term(
+        "-s, --socket-path <path>",
+        "socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)",
+      ),
+      "The directory must, like every directory above it, be writable only by its owner (root or",
+      "the daemon's user) or be sticky like /tmp (exit 2 otherwise). A stale socket file is replaced;",
+      'a socket another live process serves is left alone ("in use", also when its listener never',
+      "accepts).",
     ),
-    term(
-      "-c, --socket-count <n>",
-      `number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})`,
+    detailed(
+      term(
+        "-c, --socket-count <n>",
+        `number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})`,
+      ),
+      'Sockets without their own list in the config file ("sockets") share the default list.',
     ),
     term("-l, --device-list <list>", "the devices the guests may reach (see Device list)"),
-    term(
-      "--config <file>",
-      "more devices from a JSON file (models with options, backing files,",
-      "user model modules); may be combined with -l",
+    detailed(
+      term(
+        "--config <file>",
+        "more devices from a JSON file (models with options, backing files,",
+        "user model modules); may be combined with -l",
+      ),
+      'See "Emulated devices" in the README. The file, every module and every directory above them',
+      "must be writable by root or the daemon's user only.",
     ),
     term(
       "--socket-fd <fd>",
       "serve an inherited listening Unix socket instead of creating one; repeat",
       "for several sockets (socket index = order given); replaces -s",
     ),
-    term(
-      "--control-socket <path>",
-      "serve run-time control commands on this Unix socket (mode 0600: the",
-      "daemon's user only, unless --control-socket-mode/--control-socket-group)",
+    detailed(
+      term(
+        "--control-socket <path>",
+        "serve run-time control commands on this Unix socket (mode 0600: the",
+        "daemon's user only, unless --control-socket-mode/--control-socket-group)",
+      ),
+      "The commands list devices, get or set properties and read or write memory (docs/CONTROL.md);",
+      "--socket-mode and --socket-group never apply to it.",
     ),
     term(
       "--control-idle-timeout <s>",
       "drop a control client that completes no command for this many seconds",
-      "(idle, or not reading its replies; default 30)",
+      "(idle, or not reading its replies; default 30, fractions allowed)",
     ),
-    term(
-      "--client",
-      "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",
-      "retrying until they exist and reconnecting after the VMM restarts; the",
-      "directory must be writable only by its owner (or sticky) and the VMM must",
-      "be root, the daemon's user or that directory's owner (--allow-peer-uid)",
+    detailed(
+      term(
+        "--client",
+        "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",
+        "retrying until they exist and reconnecting after the VMM restarts; the",
+        "directory must be writable only by its owner (or sticky) and the VMM must",
+        "be root, the daemon's user or that directory's owner (--allow-peer-uid)",
+      ),
+      "A link at the path is not followed. The VMM is checked with SO_PEERCRED before any message;",
+      "another peer is disconnected and tried again later.",
     ),
-    term(
-      "--socket-mode <mode>",
-      "permissions of the vhost-user sockets the daemon creates, octal (default",
-      "0600, 0660 with --socket-group); never applied to the control socket",
+    detailed(
+      term(
+        "--socket-mode <mode>",
+        "permissions of the vhost-user sockets the daemon creates, octal (default",
+        "0600, 0660 with --socket-group); never applied to the control socket",
+      ),
+      "Exact whatever the umask: each socket is bound in a private directory, given its mode and",
+      "group there, and renamed into place.",
     ),
-    term(
-      "--socket-group <group>",
-      "group of the vhost-user sockets the daemon creates (name or number); its",
-      "members may connect",
+    detailed(
+      term(
+        "--socket-group <group>",
+        "group of the vhost-user sockets the daemon creates (name or number); its",
+        "members may connect",
+      ),
+      "Members by primary or supplementary group. The daemon's user must be a member.",
     ),
     term(
       "--control-socket-mode <mode>",
@@ -888,29 +917,40 @@ export const HELP: HelpDocument = {
       "with --client: connect even when the VMM socket's directory can be changed",
       "by others or the path is a symbolic link (the VMM is still checked)",
     ),
-    term(
-      "--lock-dir <dir>",
-      "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
-      "/run/vhost-device-i2c/locks, or $XDG_RUNTIME_DIR/vhost-device-i2c/locks when",
-      "not started as root); created 0700 if missing; refused unless it belongs to",
-      "root or the daemon's user and nobody else can write to it or search it",
+    detailed(
+      term(
+        "--lock-dir <dir>",
+        "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
+        "/run/vhost-device-i2c/locks, or $XDG_RUNTIME_DIR/vhost-device-i2c/locks when",
+        "not started as root); created 0700 if missing; refused unless it belongs to",
+        "root or the daemon's user and nobody else can write to it or search it",
+      ),
+      "Lock files are 0600.",
     ),
     term(
       "--user <user>",
       "started as root: become this user (name or uid) once host adapters, locks,",
       "sockets and files are open; what is opened later (an adapter after an unplug,",
-      "a --client reconnection, a new device on SIGHUP) is opened as that user",
+      "a --client reconnection, a new device on SIGHUP) is opened as that user, or fails",
     ),
     term(
       "--group <group>",
-      "with --user: the group to become (name or gid; default the user's primary group)",
+      "with --user: the group to become (name or gid; default the user's primary group;",
+      "required with a numeric uid)",
     ),
-    term(
-      "--handshake-timeout <seconds>",
-      "drop a front-end that has not finished the vhost-user set-up (SET_OWNER)",
-      "this long after connecting (default 20; 0 = never; not with --client)",
+    detailed(
+      term(
+        "--handshake-timeout <seconds>",
+        "drop a front-end that has not finished the vhost-user set-up (SET_OWNER)",
+        "this long after connecting (default 20; 0 = never; not with --client)",
+      ),
+      "Decimals allowed. QEMU sends SET_OWNER while it creates the device: raise the timeout when",
+      "a chardev is added over QMP (chardev-add) and its device only later (device_add).",
     ),
-    term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
+    detailed(
+      term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
+      "Traces and captures: docs/OBSERVABILITY.md.",
+    ),
     term(
       "--trace-file <file>",
       "the trace lines appended to <file> instead (mode 0600; its directory must be",
@@ -931,9 +971,15 @@ export const HELP: HelpDocument = {
       "bytes per capture file (K/M/G suffix, default 64M); then <file> rotates to <file>.1",
     ),
     term("--pcap-max-files <n>", "capture files kept, <file> included (1-100, default 2)"),
-    term(
-      "--log-level <level>",
-      `${LOG_LEVELS.join("|")} (default info; debug shows each transfer)`,
+    detailed(
+      term(
+        "--log-level <level>",
+        `${LOG_LEVELS.join("|")} (default info; debug shows each transfer)`,
+      ),
+      "trace also shows each vhost-user message. Logs go to stderr. Lines a guest, a VMM or another peer",
+      "can cause are limited to 10 per second per source; the next line written says suppressed=N",
+      "(or, when none follows within a second, a line of its own), and stats counts them",
+      "(logSuppressed).",
     ),
     term(
       "--log-format <format>",
@@ -946,18 +992,23 @@ export const HELP: HelpDocument = {
       "QEMU's memory-backend-memfd seals by default). Then one VMM that shrinks",
       "its memory file kills the daemon, and every guest's service with it",
     ),
-    term(
-      "--fd-store",
-      "keep every connection's fds and state in the service manager's fd store",
-      "(systemd FileDescriptorStoreMax=, via $NOTIFY_SOCKET): restarted after a crash",
-      "(Restart=always), the daemon resumes every guest where its rings stand",
+    detailed(
+      term(
+        "--fd-store",
+        "keep every connection's fds and state in the service manager's fd store",
+        "(systemd FileDescriptorStoreMax=, via $NOTIFY_SOCKET): restarted after a crash",
+        "(Restart=always), the daemon resumes every guest where its rings stand",
+      ),
+      "Kept: every listening socket and, per connection, its socket, guest memory, eventfds and a",
+      'journal (a state memfd). See "Restarting or upgrading the daemon under a running guest" in',
+      "the README.",
     ),
     term(
       "--packed-ring <on|off>",
       "offer the packed virtqueue layout (VIRTIO_F_RING_PACKED; default on). QEMU 10",
       "gives the guest exactly what is offered, so a Linux guest then runs a packed",
       "ring; off keeps it on the split ring. QEMU 7.2 asks by its own packed=",
-      "property: with off, start it without packed=on",
+      "property: with off, start it without packed=on (else the connection is refused)",
     ),
     term(
       "--print-capabilities",

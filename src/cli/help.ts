@@ -14,6 +14,8 @@
 export interface HelpTerm {
   readonly term: string;
   readonly text: readonly string[];
+  /** More of the same paragraph for the man page and the README, left out of `--help`. */
+  readonly details?: readonly string[];
 }
 
 /** A titled part of the help: paragraphs (consecutive text lines form one) and definitions, in order. */
@@ -43,6 +45,20 @@ export interface HelpDocument {
 }
 
 export const term = (name: string, ...text: string[]): HelpTerm => ({ term: name, text });
+
+/** `entry` with details for the man page and the README. */
+export const detailed = (entry: HelpTerm, ...details: string[]): HelpTerm => ({
+  ...entry,
+  details,
+});
+
+/** The long form of a term's text: its text, then its details as the next sentences. */
+function longText(entry: HelpTerm): readonly string[] {
+  const { text, details = [] } = entry;
+  if (details.length === 0) return text;
+  const last = text.at(-1) ?? "";
+  return [...text.slice(0, -1), /[.!?]$/.test(last) ? last : `${last}.`, ...details];
+}
 
 /** `--help`'s width when stdout is not a terminal. */
 export const DEFAULT_HELP_WIDTH = 80;
@@ -153,4 +169,111 @@ export function renderHelp(doc: HelpDocument, width = DEFAULT_HELP_WIDTH): strin
     );
   }
   return `${out.join("\n")}\n`;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The man page (roff)
+
+/** Escapes text for roff: backslashes, hyphens (so they stay ASCII), and leading control dots. */
+function roff(text: string): string {
+  return text
+    .replaceAll("\\", "\\e")
+    .replaceAll("-", "\\-")
+    .replace(/^(['.])/, "\\&$1");
+}
+
+/** A term: options and placeholders in bold. */
+function roffBold(text: string): string {
+  return `\\fB${roff(text)}\\fR`;
+}
+
+/** A definition in roff: the term, its text and its details (the man page is the long form). */
+function roffTerm(entry: HelpTerm): string[] {
+  return [".TP", roffBold(entry.term), ...longText(entry).map(roff)];
+}
+
+/** The man page (section 1) of `doc`, for the program's `version`. */
+export function renderManPage(doc: HelpDocument, version: string): string {
+  const out = [
+    `.TH ${doc.name.toUpperCase()} 1 "" "${doc.name} ${version}" "User Commands"`,
+    ".SH NAME",
+    `${roff(doc.name)} \\- ${roff(doc.summary)}`,
+    ".SH SYNOPSIS",
+  ];
+  for (const line of doc.synopsis) out.push(".nf", roffBold(line), ".fi");
+  out.push(".SH DESCRIPTION", ...doc.description.map(roff), ".SH OPTIONS");
+  for (const option of doc.options) out.push(...roffTerm(option));
+  for (const section of doc.sections) {
+    out.push(`.SH ${roff(section.title.toUpperCase())}`);
+    let inList = false;
+    for (const part of section.body) {
+      if (typeof part === "string") {
+        if (inList) out.push(".PP");
+        inList = false;
+        out.push(roff(part));
+      } else {
+        inList = true;
+        out.push(...roffTerm(part));
+      }
+    }
+  }
+  out.push(".SH EXAMPLES");
+  for (const example of doc.examples) {
+    out.push(".PP", ".nf", ".RS 4", roff(example.command), ".RE", ".fi", roff(example.text));
+  }
+  const pages = doc.seeAlso.map((page) => page.replace(/^([^(]+)/, (name) => roffBold(name)));
+  out.push(".SH SEE ALSO", pages.join(", "));
+  return `${out.join("\n")}\n`;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The README's options table (Markdown)
+
+/** The lines around the generated table in README.md. */
+export const OPTIONS_TABLE_BEGIN = "<!-- options:begin -->";
+export const OPTIONS_TABLE_END = "<!-- options:end -->";
+
+/** Escapes text for a Markdown table cell: nothing in it is markup, a pipe does not end the cell. */
+function markdownCell(text: string): string {
+  return text.replace(/[\\`*<|]/g, "\\$&");
+}
+
+/**
+ * The options as a Markdown table (option, then its text and details), with columns padded as
+ * Biome formats a table: README.md keeps it between {@link OPTIONS_TABLE_BEGIN} and the end marker.
+ */
+export function renderOptionsTable(doc: HelpDocument): string {
+  const rows = [
+    ["Option", "Meaning"],
+    ...doc.options.map((option) => [
+      `\`${option.term.replaceAll("|", "\\|")}\``,
+      markdownCell(proseWords(longText(option)).join(" ")),
+    ]),
+  ];
+  const widths = [0, 1].map((column) =>
+    Math.max(3, ...rows.map((row) => (row[column] ?? "").length)),
+  );
+  const line = (cells: readonly string[]) =>
+    `| ${cells.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  const [header = [], ...body] = rows;
+  return [line(header), line(widths.map((width) => "-".repeat(width))), ...body.map(line)].join(
+    "\n",
+  );
+}
+
+/** The table between the markers of `readme`, or null when a marker is missing. */
+export function optionsTableIn(readme: string): string | null {
+  const begin = readme.indexOf(OPTIONS_TABLE_BEGIN);
+  const end = readme.indexOf(OPTIONS_TABLE_END);
+  if (begin < 0 || end < begin) return null;
+  return readme.slice(begin + OPTIONS_TABLE_BEGIN.length, end).trim();
+}
+
+/** `readme` with the table between the markers replaced by `table`; null when a marker is missing. */
+export function withOptionsTable(readme: string, table: string): string | null {
+  const current = optionsTableIn(readme);
+  if (current === null) return null;
+  const begin = readme.indexOf(OPTIONS_TABLE_BEGIN) + OPTIONS_TABLE_BEGIN.length;
+  const end = readme.indexOf(OPTIONS_TABLE_END);
+  return `${readme.slice(0, begin)}\n\n${table}\n\n${readme.slice(end)}`;
 }

@@ -12,11 +12,12 @@
  * @module
  */
 
-import { fstatSync, readFileSync } from "node:fs";
+import { fstatSync } from "node:fs";
 import { ConfigError } from "../config/errors.js";
 import { runControlCommand } from "../control/client.js";
 import { resolveAdapter } from "../i2c/adapters.js";
 import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
+import { packageVersion } from "../package-version.js";
 import { NativeLoadError, native } from "../sys/native.js";
 import {
   type InheritedFds,
@@ -43,12 +44,6 @@ const PROGRAM = "vhost-device-i2c";
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
-
-function packageVersion(): string {
-  const text = readFileSync(new URL("../../../package.json", import.meta.url), "utf8");
-  const version: unknown = JSON.parse(text).version;
-  return typeof version === "string" ? version : "unknown";
-}
 
 function fail(status: number, message: string, hint: boolean): number {
   process.stderr.write(`${PROGRAM}: error: ${message}\n`);
