@@ -261,19 +261,21 @@ export function renderOptionsTable(doc: HelpDocument): string {
   );
 }
 
+/** Where the table lies in `readme`: from the end of the begin marker to the end marker. */
+function tableSpan(readme: string): { begin: number; end: number } | null {
+  const marker = readme.indexOf(OPTIONS_TABLE_BEGIN);
+  const end = readme.indexOf(OPTIONS_TABLE_END);
+  return marker < 0 || end < marker ? null : { begin: marker + OPTIONS_TABLE_BEGIN.length, end };
+}
+
 /** The table between the markers of `readme`, or null when a marker is missing. */
 export function optionsTableIn(readme: string): string | null {
-  const begin = readme.indexOf(OPTIONS_TABLE_BEGIN);
-  const end = readme.indexOf(OPTIONS_TABLE_END);
-  if (begin < 0 || end < begin) return null;
-  return readme.slice(begin + OPTIONS_TABLE_BEGIN.length, end).trim();
+  const span = tableSpan(readme);
+  return span && readme.slice(span.begin, span.end).trim();
 }
 
 /** `readme` with the table between the markers replaced by `table`; null when a marker is missing. */
 export function withOptionsTable(readme: string, table: string): string | null {
-  const current = optionsTableIn(readme);
-  if (current === null) return null;
-  const begin = readme.indexOf(OPTIONS_TABLE_BEGIN) + OPTIONS_TABLE_BEGIN.length;
-  const end = readme.indexOf(OPTIONS_TABLE_END);
-  return `${readme.slice(0, begin)}\n\n${table}\n\n${readme.slice(end)}`;
+  const span = tableSpan(readme);
+  return span && `${readme.slice(0, span.begin)}\n\n${table}\n\n${readme.slice(span.end)}`;
 }
