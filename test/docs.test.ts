@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { HELP, OPTIONS } from "../src/cli/args.js";
 import { optionsTableIn, renderManPage, renderOptionsTable } from "../src/cli/help.js";
-import { VI2C_HELP } from "../src/tools/help.js";
+import { COMMAND_USAGE, VI2C_HELP } from "../src/tools/help.js";
 import { checkHelpFills } from "./helpers/help-check.js";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -43,5 +43,15 @@ describe("documents rendered from the help", () => {
 
   it("vi2c's help fills 40 to 120 columns like the daemon's, every word kept", () => {
     checkHelpFills(VI2C_HELP);
+  });
+
+  it("vi2c's command usages (fixed, worded as i2c-tools) fit 80 columns", () => {
+    for (const [name, usage] of Object.entries(COMMAND_USAGE)) {
+      assert.deepEqual(
+        usage.split("\n").filter((line) => line.length > 80),
+        [],
+        name,
+      );
+    }
   });
 });

@@ -104,7 +104,8 @@ export const COMMAND_USAGE: Readonly<Record<CommandName, string>> = {
     i (read I2C block data)
   LENGTH is the I2C block data length (between 1 and 32, default 32)
 `,
-  set: `Usage: vi2c set [-y] [-m MASK] [-r] [-a] SOCKET CHIP-ADDRESS DATA-ADDRESS [VALUE] ... [MODE]
+  set: `Usage: vi2c set [-y] [-m MASK] [-r] [-a] SOCKET CHIP-ADDRESS DATA-ADDRESS
+         [VALUE] ... [MODE]
   ADDRESS is an integer (0x08 - 0x77, or 0x00 - 0x7f if -a is given)
   MODE is one of:
     c (byte, no value)
@@ -129,7 +130,8 @@ Example (same EEPROM, at offset 0x42 write 0xff 0xfe ... 0xf0):
   # vi2c transfer -y SOCKET w17@0x50 0x42 0xff-
 `,
   info: `Usage: vi2c info SOCKET
-  Shows the virtio and vhost-user protocol features the backend offers and its queue count.
+  Shows the virtio and vhost-user protocol features the backend offers and its
+  queue count.
 `,
 };
 
