@@ -1,74 +1,49 @@
 #!/usr/bin/env node
-// Renders the man page man/vhost-device-i2c.1 (roff) from the same help data as `--help` (HELP in
-// src/cli/args.ts, compiled into dist/). `--check`: exit 1 when the committed page is out of date;
-// `--stdout`: print instead of writing. Must not hold any help text of its own.
+// Writes the documents rendered from the programs' help data (src/cli/help.ts, compiled into dist/):
+// the man pages man/vhost-device-i2c.1 and man/vi2c.1, and README.md's options table (between its
+// markers). `--check`: exit 1 when a committed file is out of date; `--stdout`: print the daemon's
+// page instead of writing. Must not hold any help text of its own.
 import { readFileSync, writeFileSync } from "node:fs";
 
 const root = new URL("../", import.meta.url);
-const { HELP } = await import(new URL("dist/src/cli/args.js", root).href);
+const dist = (path) => import(new URL(`dist/src/${path}`, root).href);
+const { HELP } = await dist("cli/args.js");
+const { VI2C_HELP } = await dist("tools/help.js");
+const { renderManPage, renderOptionsTable, withOptionsTable } = await dist("cli/help.js");
 const version = JSON.parse(readFileSync(new URL("package.json", root), "utf8")).version;
-const target = new URL("man/vhost-device-i2c.1", root);
 
-/** Escapes text for roff: backslashes, hyphens (so they stay ASCII), and leading control dots. */
-function esc(text) {
-  return text
-    .replaceAll("\\", "\\e")
-    .replaceAll("-", "\\-")
-    .replace(/^(['.])/, "\\&$1");
-}
-
-/** A term: options and placeholders in bold. */
-function bold(text) {
-  return `\\fB${esc(text)}\\fR`;
-}
-
-function render(help) {
-  const out = [
-    `.TH ${help.name.toUpperCase()} 1 "" "${help.name} ${version}" "User Commands"`,
-    ".SH NAME",
-    `${esc(help.name)} \\- ${esc(help.summary)}`,
-    ".SH SYNOPSIS",
-  ];
-  for (const line of help.synopsis) out.push(".nf", bold(line), ".fi");
-  out.push(".SH DESCRIPTION", ...help.description.map(esc), ".SH OPTIONS");
-  for (const option of help.options) out.push(".TP", bold(option.term), ...option.text.map(esc));
-  for (const section of help.sections) {
-    out.push(`.SH ${esc(section.title.toUpperCase())}`);
-    let inList = false;
-    for (const part of section.body) {
-      if (typeof part === "string") {
-        if (inList) out.push(".PP");
-        inList = false;
-        out.push(esc(part));
-      } else {
-        inList = true;
-        out.push(".TP", bold(part.term), ...part.text.map(esc));
-      }
-    }
+function read(path) {
+  try {
+    return readFileSync(new URL(path, root), "utf8");
+  } catch {
+    return ""; // missing: out of date
   }
-  out.push(".SH EXAMPLES");
-  for (const example of help.examples) {
-    out.push(".PP", ".nf", `.RS 4`, esc(example.command), ".RE", ".fi", esc(example.text));
-  }
-  out.push(".SH SEE ALSO", "\\fBvi2c\\fR(1), \\fBi2ctransfer\\fR(8), \\fBsystemd.socket\\fR(5)");
-  return `${out.join("\n")}\n`;
 }
 
-const page = render(HELP);
+/** Each file and what it should hold. */
+const readmeNow = read("README.md");
+const readme = withOptionsTable(readmeNow, renderOptionsTable(HELP));
+if (readme === null) {
+  process.stderr.write(
+    "README.md has no <!-- options:begin --> ... <!-- options:end --> markers\n",
+  );
+  process.exit(1);
+}
+const files = [
+  ["man/vhost-device-i2c.1", renderManPage(HELP, version)],
+  ["man/vi2c.1", renderManPage(VI2C_HELP, version)],
+  ["README.md", readme],
+];
+
 const mode = process.argv[2];
 if (mode === "--stdout") {
-  process.stdout.write(page);
+  process.stdout.write(files[0][1]);
 } else if (mode === "--check") {
-  let current = "";
-  try {
-    current = readFileSync(target, "utf8");
-  } catch {
-    // missing: out of date
-  }
-  if (current !== page) {
-    process.stderr.write("man/vhost-device-i2c.1 is out of date: run `npm run man`\n");
+  const stale = files.filter(([path, text]) => read(path) !== text).map(([path]) => path);
+  if (stale.length > 0) {
+    process.stderr.write(`${stale.join(", ")} out of date: run \`npm run man\`\n`);
     process.exit(1);
   }
 } else {
-  writeFileSync(target, page);
+  for (const [path, text] of files) writeFileSync(new URL(path, root), text);
 }

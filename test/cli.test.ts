@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { UnixListener } from "../src/sys/unix-socket.js";
+import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import {
   DaemonProcess,
   exists,
@@ -17,6 +18,7 @@ import {
   withDaemonLog,
 } from "./helpers/daemon.js";
 import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
+import { commandArgs, RUST_README_ADAPTERS, RUST_README_COMMANDS } from "./helpers/rust-readme.js";
 import { scaled } from "./helpers/time.js";
 
 interface RunResult {
@@ -60,11 +62,21 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
     { what: "no options", args: [], message: /missing --socket-path/ },
     { what: "missing device list", args: ["-s", socket], message: /missing --device-list/ },
     { what: "unknown option", args: ["-s", socket, "-l", "3:0x50", "--fast"], message: /--fast/ },
-    { what: "positional argument", args: ["-s", socket, "-l", "3:0x50", "x"], message: /'x'/ },
+    { what: "positional argument", args: ["-s", socket, "-l", "3:0x50", "x"], message: /"x"/ },
     {
       what: "socket count 0",
       args: ["-s", socket, "-c", "0", "-l", "3:0x50"],
       message: /socket-count "0"/,
+    },
+    {
+      what: "negative socket count, in the count's own words",
+      args: ["-s", socket, "-c", "-1", "-l", "3:0x50"],
+      message: /^vhost-device-i2c: error: invalid --socket-count "-1": expected a whole number/,
+    },
+    {
+      what: "a control socket on one of its own sockets (nothing bound)",
+      args: ["-s", socket, "-c", "2", "-l", "3:0x50", "--control-socket", `${socket}1`],
+      message: /--control-socket ".*vi2c.sock1" is the same file as the vhost-user socket/,
     },
     {
       what: "socket count not a number",
@@ -119,7 +131,9 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
       assert.equal(result.status, 2, result.stderr);
       assert.match(result.stderr, message);
       assert.match(result.stderr, /--help/);
-      assert.equal(exists(`${socket}0`), false, "nothing listens after a refusal");
+      for (const path of [`${socket}0`, `${socket}1`]) {
+        assert.equal(exists(path), false, `nothing listens at ${path} after a refusal`);
+      }
     });
   }
 
@@ -150,12 +164,52 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
   });
 });
 
+describe("the Rust daemon's command lines (drop-in)", {
+  skip: fakeUnavailableReason() ?? false,
+}, () => {
+  const [readmeLine] = RUST_README_COMMANDS;
+  // The README's line with clap's short spellings: -s=PATH, -cN, -l=LIST.
+  const shortLine = 'vhost-device-i2c -s=vi2c.sock -c1 -l="i915 gmbus dpd:32"';
+  for (const line of [readmeLine, shortLine]) {
+    it(`serves vi2c.sock0 in its working directory for: ${line}`, async () => {
+      const cwd = `${dir.path}/readme-${line === readmeLine ? "long" : "short"}`;
+      const sysfs = `${cwd}/sys`;
+      const [name, adapter] = Object.entries(RUST_README_ADAPTERS)[0] ?? [];
+      mkdirSync(`${sysfs}/bus/i2c/devices/i2c-${adapter}`, { recursive: true });
+      writeFileSync(`${sysfs}/bus/i2c/devices/i2c-${adapter}/name`, `${name}\n`);
+      const fake = await FakeI2c.create(`adapter ${adapter} funcs=i2c|emul\ndevice ${adapter} 32`);
+      const socketPath = `${cwd}/vi2c.sock0`;
+      const daemon = new DaemonProcess(commandArgs(line), {
+        env: { ...fake.env({}), ...fakeSysfsEnv(sysfs) },
+        cwd,
+      });
+      try {
+        await daemon.waitForLog("listening path=vi2c.sock0\n");
+        assert.ok(isSocket(socketPath), `${socketPath} is a socket`);
+        const vm = await I2cGuest.connect(socketPath);
+        try {
+          assert.equal((await vm.driver.transfer([{ addr: 32, read: 1 }])).ok, true);
+        } finally {
+          await vm.close();
+        }
+      } catch (err) {
+        throw withDaemonLog(err, daemon);
+      } finally {
+        await daemon.stop();
+        await fake.cleanup();
+      }
+    });
+  }
+});
+
 describe("vhost-device-i2c help and version", () => {
   it("prints usage with examples and exits 0", () => {
     const result = runCli(["--help"]);
     assert.equal(result.status, 0);
     assert.match(result.stdout, /Usage: vhost-device-i2c/);
     assert.match(result.stdout, /Examples:/);
+    const wide = result.stdout.split("\n").filter((line) => line.length > 80);
+    assert.deepEqual(wide, [], "80 columns when stdout is not a terminal");
   });
 
   it("prints the package version", () => {

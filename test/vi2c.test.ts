@@ -1,6 +1,7 @@
 // Integration: the built vi2c tool (dist/src/tools/vi2c.js) against the real daemon on an emulated
 // 24c02 EEPROM at 0x50, over the daemon's socket as a VM would use it; outputs in i2c-tools form.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -30,6 +31,26 @@ const DETECT_GRID = `     0  1  2  3  4  5  6  7  8  9  a  b  c  d  e  f
 60: -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- 
 70: -- -- -- -- -- -- -- --                         
 `;
+
+describe("vi2c --version and --help", () => {
+  it("prints the package version like the daemon's --version", async () => {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
+    for (const option of ["--version", "-V"]) {
+      const run = await vi2c([option]);
+      assert.deepEqual([run.status, run.stdout, run.stderr], [0, `vi2c ${pkg.version}\n`, ""]);
+    }
+  });
+
+  it("prints its help within 80 columns when stdout is not a terminal", async () => {
+    const run = await vi2c(["--help"]);
+    assert.equal(run.status, 0);
+    assert.match(run.stdout, /^Usage: vi2c /);
+    assert.deepEqual(
+      run.stdout.split("\n").filter((line) => line.length > 80),
+      [],
+    );
+  });
+});
 
 describe("vi2c against the daemon with -l sim:0x50=24c02", () => {
   const dir = makeTempDir("vi2c-test-");

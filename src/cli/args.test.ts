@@ -1,7 +1,18 @@
 // Tests for the command-line parser: defaults, each refusal on its own, address notation.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type CliCommand, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
+import {
+  commandArgs,
+  fragmentArgs,
+  RUST_README_ADAPTERS,
+  RUST_README_COMMANDS,
+  RUST_README_DEVICE_LISTS,
+} from "../../test/helpers/rust-readme.js";
+import { type CliCommand, type DaemonConfig, HELP, parseCommandLine, UsageError } from "./args.js";
+import { renderHelp } from "./help.js";
+
+/** The help on unbounded lines: each text whole, for phrase checks. */
+const USAGE = renderHelp(HELP, Number.POSITIVE_INFINITY);
 
 const ADAPTERS: Readonly<Record<string, number>> = { "Fake adapter three": 3, smbus: 7 };
 
@@ -88,6 +99,90 @@ describe("parseCommandLine defaults", () => {
   });
 });
 
+/** Adapter number (or "sim") and guest addresses of each group: what -l asked for. */
+function deviceSummary(config: DaemonConfig): [number | "sim", number[]][] {
+  return config.deviceGroups.map((group) => [
+    group.bus.kind === "host" ? group.bus.adapter : "sim",
+    group.devices.map((device) => device.addr),
+  ]);
+}
+
+describe("clap's spellings: the Rust daemon's command lines run unchanged", () => {
+  const resolveReadmeAdapter = (name: string): number => {
+    const adapter = RUST_README_ADAPTERS[name];
+    if (adapter === undefined) throw new Error(`no adapter named "${name}"`);
+    return adapter;
+  };
+  const runReadme = (argv: string[]): DaemonConfig => {
+    const command = parseCommandLine(argv, { resolveAdapter: resolveReadmeAdapter });
+    assert.equal(command.kind, "run");
+    return command.config;
+  };
+
+  it("runs the Rust README's examples verbatim", () => {
+    const expected: [number | "sim", number[]][][] = [[[0, [32]]], [[0, [32]]]];
+    RUST_README_COMMANDS.forEach((line, i) => {
+      const config = runReadme(commandArgs(line));
+      assert.equal(config.socketPath, "vi2c.sock", line);
+      assert.equal(config.socketCount, 1, line);
+      assert.deepEqual(config.socketPaths, ["vi2c.sock0"], line);
+      assert.deepEqual(deviceSummary(config), expected[i], line);
+    });
+  });
+
+  it("reads the Rust README's --device-list examples", () => {
+    const expected: [number | "sim", number[]][][] = [
+      [
+        [0, [32, 21]],
+        [1, [10, 23]],
+      ],
+      [
+        [2, [32, 21]],
+        [3, [10, 23]],
+      ],
+    ];
+    RUST_README_DEVICE_LISTS.forEach((fragment, i) => {
+      const config = runReadme(["-s", "vi2c.sock", ...fragmentArgs(fragment)]);
+      assert.deepEqual(deviceSummary(config), expected[i], fragment);
+    });
+  });
+
+  /** The five ways clap takes a value: -x V, -x=V, -xV, --long V, --long=V. */
+  const spellings = (short: string, long: string, value: string): string[][] => [
+    [short, value],
+    [`${short}=${value}`],
+    [`${short}${value}`],
+    [long, value],
+    [`${long}=${value}`],
+  ];
+
+  it("takes -s, -c and -l in every spelling clap takes", () => {
+    for (const socket of spellings("-s", "--socket-path", "vi2c.sock")) {
+      for (const count of spellings("-c", "--socket-count", "2")) {
+        for (const list of spellings("-l", "--device-list", "3:0x50")) {
+          const argv = [...socket, ...count, ...list];
+          const config = run(...argv);
+          assert.deepEqual(config.socketPaths, ["vi2c.sock0", "vi2c.sock1"], argv.join(" "));
+          assert.deepEqual(deviceSummary(config), [[3, [0x50]]], argv.join(" "));
+        }
+      }
+    }
+  });
+
+  it("strips one = after any short option with a value, as clap does", () => {
+    assert.equal(run("-s==x", "-l", "sim:0x50=24c02").socketPath, "=x");
+    assert.equal(run(...BASE, "-c=3").socketCount, 3);
+    refused("USAGE_BAD_SOCKET_PATH", ["-s=", "-l", "3:0x50"], /--socket-path is empty/);
+  });
+
+  it("takes a separate value starting with - only as a number, or inline", () => {
+    refused("USAGE_BAD_SOCKET_COUNT", [...BASE, "-c", "-1"], /--socket-count "-1"/);
+    refused("USAGE_MISSING_VALUE", ["-s", "-l", "3:0x50"], /--socket-path needs a value/);
+    assert.equal(run("--socket-path=-x", "-l", "3:0x50").socketPath, "-x");
+    assert.equal(run("-s-x", "-l", "3:0x50").socketPath, "-x");
+  });
+});
+
 describe("parseCommandLine device list", () => {
   it("reads decimal and 0x addresses to the same value", () => {
     const decimal = run("-s", "/tmp/a", "-l", "3:80");
@@ -161,7 +256,7 @@ describe("parseCommandLine refusals", () => {
     refused("USAGE_MISSING_VALUE", ["-l", "sim:0x50=24c02", "-s"]);
   });
   it("refuses a value given to --client", () => {
-    refused("USAGE_MISSING_VALUE", [...BASE, "--client=yes"]);
+    refused("USAGE_UNEXPECTED_VALUE", [...BASE, "--client=yes"], /--client takes no value/);
   });
   it("refuses a repeated option", () => {
     refused("USAGE_REPEATED_OPTION", [...BASE, "-s", "/tmp/other"], /socket-path/);
@@ -213,6 +308,49 @@ describe("parseCommandLine refusals", () => {
       /error, warn, info, debug, trace/,
     );
   });
+});
+
+describe("option errors in the daemon's words", () => {
+  // Each bad command line and the option (or word) its message must name.
+  const cases: [string[], string][] = [
+    [[...BASE, "-c", "-1"], "--socket-count"],
+    [[...BASE, "--socket-count=-1"], "--socket-count"],
+    [[...BASE, "-c", "-x"], "--socket-count"],
+    [["-l", "3:0x50", "-s"], "--socket-path"],
+    [["-s", "-l", "3:0x50"], "--socket-path"],
+    [["-s", "--", "-l", "3:0x50"], "--socket-path"],
+    [[...BASE, "--log-level"], "--log-level"],
+    [[...BASE, "--log-level", "-v"], "--log-level"],
+    [[...BASE, "--allow-peer-uid"], "--allow-peer-uid"],
+    [[...BASE, "--bogus"], "--bogus"],
+    [[...BASE, "--bogus=1"], "--bogus"],
+    [[...BASE, "-x"], "-x"],
+    [[...BASE, "---socket-path"], "---socket-path"],
+    [[...BASE, "-h=x"], "-h=x"],
+    [[...BASE, "-Vx"], "-Vx"],
+    [[...BASE, "--client=yes"], "--client"],
+    [[...BASE, "--trace=1"], "--trace"],
+    [[...BASE, "--fd-store="], "--fd-store"],
+    [["--help=yes"], "--help"],
+    [["--print-capabilities=1"], "--print-capabilities"],
+    [[...BASE, "x"], '"x"'],
+    [[...BASE, "-"], '"-"'],
+    [[...BASE, "--", "-c"], '"-c"'],
+    [[...BASE, "-c", "1", "--socket-count=2"], "--socket-count"],
+  ];
+  for (const [argv, named] of cases) {
+    it(`${argv.join(" ")}: names ${named}, no parser wording`, () => {
+      assert.throws(
+        () => parse(...argv),
+        (err: unknown) => {
+          assert.ok(err instanceof UsageError, `expected UsageError, got ${String(err)}`);
+          assert.ok(err.message.includes(named), err.message);
+          assert.doesNotMatch(err.message, /ambiguous|Option '|To specify|ERR_/);
+          return true;
+        },
+      );
+    });
+  }
 });
 
 describe("parseCommandLine trace and capture limits", () => {
@@ -324,6 +462,72 @@ describe("parseCommandLine --config, --control-socket and control", () => {
     });
     refused("USAGE_BAD_CONTROL_COMMAND", ["control", "/tmp/c.sock"], /usage: control/);
     refused("USAGE_BAD_CONTROL_COMMAND", ["control"]);
+  });
+});
+
+describe("the daemon's own paths are distinct", () => {
+  it("refuses a control socket on one of the vhost-user sockets, however spelled", () => {
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      ["-s", "x.sock", "-c", "2", "-l", "3:0x50", "--control-socket", "x.sock1"],
+      /--control-socket "x.sock1" is the same file as the vhost-user socket "x.sock1"/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      ["-s", "x.sock", "-l", "3:0x50", "--control-socket", `${process.cwd()}/./x.sock0`],
+      /--control-socket/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--client", "--control-socket", "/tmp/vi2c.sock0"],
+      /--control-socket/,
+    );
+  });
+
+  it("refuses a trace or capture file on a socket or on each other, rotated names included", () => {
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--control-socket", "/tmp/c", "--pcap", "/tmp/c"],
+      /--pcap "\/tmp\/c" is the same file as --control-socket "\/tmp\/c"/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--trace-file", "/tmp/vi2c.sock0"],
+      /--trace-file .* the vhost-user socket/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--trace-file", "/tmp/t", "--pcap", "/tmp/t.1"],
+      /--pcap "\/tmp\/t.1" is the same file as --trace-file's rotated file "\/tmp\/t.1"/,
+    );
+    refused(
+      "USAGE_SOCKET_CONFLICT",
+      [...BASE, "--pcap", "/tmp/p", "--pcap-max-files", "3", "--control-socket", "/tmp/p.2"],
+      /--control-socket/,
+    );
+  });
+
+  it("accepts distinct paths, and files past the last rotated one", () => {
+    const config = run(
+      ...BASE,
+      "--control-socket",
+      "/tmp/vi2c.sock",
+      "--trace-file",
+      "/tmp/t",
+      "--trace-max-files",
+      "1",
+      "--pcap",
+      "/tmp/t.1",
+    );
+    assert.equal(config.controlSocket, "/tmp/vi2c.sock");
+    assert.equal(config.pcap, "/tmp/t.1");
+    const fromFds = parseCommandLine(
+      ["--socket-fd", "3", "-l", "3:0x50", "--control-socket", "fd:3"],
+      {
+        resolveAdapter,
+      },
+    );
+    assert.equal(fromFds.kind, "run");
   });
 });
 
@@ -446,7 +650,7 @@ describe("--allow-unsealed-memory", () => {
   it("is off by default; the help says what it costs", () => {
     assert.equal(run(...BASE).allowUnsealedMemory, false);
     assert.equal(run(...BASE, "--allow-unsealed-memory").allowUnsealedMemory, true);
-    refused("USAGE_MISSING_VALUE", [...BASE, "--allow-unsealed-memory=yes"]);
+    refused("USAGE_UNEXPECTED_VALUE", [...BASE, "--allow-unsealed-memory=yes"]);
     assert.match(USAGE, /--allow-unsealed-memory/);
     assert.match(USAGE, /kills the daemon, and every guest's service with it/);
   });

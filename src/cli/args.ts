@@ -1,16 +1,18 @@
 /**
  * Command-line parsing for the daemon: argv → a validated {@link CliCommand}. Pure: no I/O, no
- * process exit, no logging; adapter names are resolved through the injected lookup. Messages and exit
+ * process exit, no logging (relative paths are compared as resolved against the working directory);
+ * adapter names are resolved through the injected lookup. Messages and exit
  * codes are decided by main.ts, which turns a {@link UsageError} into exit status 2.
  * Options follow rust-vmm's vhost-device-i2c (`-s` socket prefix, `-c` count, `-l` device list);
  * `--config FILE` adds devices from a JSON file (read by src/config/file.ts, not here) and
  * `vhost-device-i2c control PATH CMD...` is the control-socket client. Listening sockets may come
  * from a service manager instead of -s: `--socket-fd FD` (repeatable) or LISTEN_FDS, which main.ts
- * reads from the environment and passes in. Also owns the help text as data ({@link HELP}): `--help`
- * and the man page (scripts/man.mjs) both render it.
+ * reads from the environment and passes in. Also owns the help text as data ({@link HELP}): `--help`,
+ * the man page and the README's options table (src/cli/help.ts, scripts/man.mjs) all render it.
  * @module
  */
 
+import { resolve as resolvePath } from "node:path";
 import { parseArgs } from "node:util";
 import { USAGE as CONTROL_USAGE } from "../control/protocol.js";
 import { CodedError } from "../errors.js";
@@ -24,7 +26,8 @@ import {
   type LogFormat,
   type LogLevel,
 } from "../log.js";
-import { MAX_FILES_LIMIT } from "../trace/rotating-file.js";
+import { DEFAULT_MAX_FILES, MAX_FILES_LIMIT } from "../trace/rotating-file.js";
+import { detailed, type HelpDocument, term } from "./help.js";
 
 /** Most sockets one daemon serves: each needs ~10 fds (listener, connection, eventfds, memory) and a connection state. */
 export const MAX_SOCKET_COUNT = 256;
@@ -122,6 +125,7 @@ export type UsageErrorCode =
   | "USAGE_UNKNOWN_OPTION"
   | "USAGE_UNEXPECTED_ARGUMENT"
   | "USAGE_MISSING_VALUE"
+  | "USAGE_UNEXPECTED_VALUE"
   | "USAGE_REPEATED_OPTION"
   | "USAGE_MISSING_OPTION"
   | "USAGE_BAD_SOCKET_PATH"
@@ -152,7 +156,8 @@ export interface ParseDeps {
   readonly inheritedFds?: readonly number[];
 }
 
-const OPTIONS = {
+/** Every option the daemon takes; each is documented in {@link HELP}'s options. */
+export const OPTIONS = {
   "socket-path": { type: "string", short: "s" },
   "socket-count": { type: "string", short: "c" },
   "device-list": { type: "string", short: "l" },
@@ -192,44 +197,10 @@ const OPTIONS = {
 /** Longest socket path that fits sockaddr_un.sun_path (108 bytes with the NUL). */
 const MAX_SOCKET_PATH_BYTES = 107;
 
-/** Options that may be given more than once (each adds a value). */
-const REPEATABLE_OPTIONS: ReadonlySet<string> = new Set([
-  "socket-fd",
-  "allow-peer-uid",
-  "allow-peer-gid",
-]);
-
-const PARSE_ARGS_CODES: Readonly<Record<string, UsageErrorCode>> = {
-  ERR_PARSE_ARGS_UNKNOWN_OPTION: "USAGE_UNKNOWN_OPTION",
-  ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL: "USAGE_UNEXPECTED_ARGUMENT",
-  ERR_PARSE_ARGS_INVALID_OPTION_VALUE: "USAGE_MISSING_VALUE",
-};
-
 export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliCommand {
   if (argv[0] === CONTROL_SUBCOMMAND) return parseControlCommand(argv.slice(1));
   if (argv[0] === DEMO_SUBCOMMAND) return parseDemoCommand(argv.slice(1));
-  let parsed: ReturnType<typeof parseArgsStrict>;
-  try {
-    parsed = parseArgsStrict(argv);
-  } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    const usageCode = typeof code === "string" ? PARSE_ARGS_CODES[code] : undefined;
-    if (usageCode) throw new UsageError(usageCode, (err as Error).message, { cause: err });
-    throw err;
-  }
-  const { values, tokens } = parsed;
-
-  const seen = new Set<string>();
-  for (const token of tokens) {
-    if (token.kind !== "option") continue;
-    if (seen.has(token.name) && !REPEATABLE_OPTIONS.has(token.name)) {
-      throw new UsageError(
-        "USAGE_REPEATED_OPTION",
-        `option --${token.name} is given more than once`,
-      );
-    }
-    seen.add(token.name);
-  }
+  const values = readOptions(argv);
 
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
@@ -275,37 +246,86 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
     );
   }
 
-  return {
-    kind: "run",
-    config: {
-      ...sockets,
-      logFormat,
-      deviceListText: deviceListText ?? "",
-      deviceGroups,
-      configFile,
-      controlSocket,
-      ...(controlIdleTimeoutMs !== undefined && { controlIdleTimeoutMs }),
-      logLevel,
-      clientMode: values.client === true,
-      ...observeOptions(values),
-      socketMode: parseSocketMode(values["socket-mode"], "--socket-mode"),
-      socketGroup: parseSocketGroup(values["socket-group"], "--socket-group"),
-      controlSocketMode: parseSocketMode(values["control-socket-mode"], "--control-socket-mode"),
-      controlSocketGroup: parseSocketGroup(
-        values["control-socket-group"],
-        "--control-socket-group",
-      ),
-      allowPeerUids: parsePeerIds(values["allow-peer-uid"], "--allow-peer-uid"),
-      allowPeerGids: parsePeerIds(values["allow-peer-gid"], "--allow-peer-gid"),
-      clientUnsafePath: values["client-unsafe-path"] === true,
-      lockDir: parseLockDir(values["lock-dir"]),
-      ...handshakeTimeout(values["handshake-timeout"], values.client === true),
-      allowUnsealedMemory: values["allow-unsealed-memory"] === true,
-      fdStore: values["fd-store"] === true,
-      packedRing: parsePackedRing(values["packed-ring"]),
-      ...parseRunAs(values.user, values.group),
-    },
+  const config: DaemonConfig = {
+    ...sockets,
+    logFormat,
+    deviceListText: deviceListText ?? "",
+    deviceGroups,
+    configFile,
+    controlSocket,
+    ...(controlIdleTimeoutMs !== undefined && { controlIdleTimeoutMs }),
+    logLevel,
+    clientMode: values.client === true,
+    ...observeOptions(values),
+    socketMode: parseSocketMode(values["socket-mode"], "--socket-mode"),
+    socketGroup: parseSocketGroup(values["socket-group"], "--socket-group"),
+    controlSocketMode: parseSocketMode(values["control-socket-mode"], "--control-socket-mode"),
+    controlSocketGroup: parseSocketGroup(values["control-socket-group"], "--control-socket-group"),
+    allowPeerUids: parsePeerIds(values["allow-peer-uid"], "--allow-peer-uid"),
+    allowPeerGids: parsePeerIds(values["allow-peer-gid"], "--allow-peer-gid"),
+    clientUnsafePath: values["client-unsafe-path"] === true,
+    lockDir: parseLockDir(values["lock-dir"]),
+    ...handshakeTimeout(values["handshake-timeout"], values.client === true),
+    allowUnsealedMemory: values["allow-unsealed-memory"] === true,
+    fdStore: values["fd-store"] === true,
+    packedRing: parsePackedRing(values["packed-ring"]),
+    ...parseRunAs(values.user, values.group),
   };
+  checkOwnPathsDistinct(ownPaths(config));
+  return { kind: "run", config };
+}
+
+/** A file the daemon creates (or, with --client, connects to), and the option that names it. */
+interface OwnPath {
+  readonly what: string;
+  readonly path: string;
+}
+
+/** FILE, FILE.1, ...: the names an output rotating through `files` files takes (src/trace/rotating-file.ts). */
+function rotatedPaths(what: string, path: string, files: number): OwnPath[] {
+  return Array.from({ length: files }, (_, k) =>
+    k === 0 ? { what, path } : { what: `${what}'s rotated file`, path: `${path}.${k}` },
+  );
+}
+
+/** Every path the daemon itself serves or writes: its sockets, the control socket, trace and capture files. */
+function ownPaths(config: DaemonConfig): OwnPath[] {
+  const paths: OwnPath[] = [];
+  if (config.socketFds === undefined) {
+    paths.push(...config.socketPaths.map((path) => ({ what: "the vhost-user socket", path })));
+  }
+  if (config.controlSocket !== undefined) {
+    paths.push({ what: "--control-socket", path: config.controlSocket });
+  }
+  if (config.trace !== undefined && config.trace !== "-") {
+    paths.push(
+      ...rotatedPaths("--trace-file", config.trace, config.traceMaxFiles ?? DEFAULT_MAX_FILES),
+    );
+  }
+  if (config.pcap !== undefined) {
+    paths.push(...rotatedPaths("--pcap", config.pcap, config.pcapMaxFiles ?? DEFAULT_MAX_FILES));
+  }
+  return paths;
+}
+
+/**
+ * Two of the daemon's own paths may not name one file (a control socket bound over a vhost-user
+ * socket, a trace written into the capture): refused before anything is bound or created. Paths are
+ * compared absolute, resolved against the working directory as the daemon will use them.
+ */
+function checkOwnPathsDistinct(paths: readonly OwnPath[]): void {
+  const seen = new Map<string, OwnPath>();
+  for (const own of paths) {
+    const absolute = resolvePath(own.path);
+    const first = seen.get(absolute);
+    if (first !== undefined) {
+      throw new UsageError(
+        "USAGE_SOCKET_CONFLICT",
+        `${own.what} "${own.path}" is the same file as ${first.what} "${first.path}": give each its own path`,
+      );
+    }
+    seen.set(absolute, own);
+  }
 }
 
 function parseControlCommand(rest: readonly string[]): CliCommand {
@@ -328,14 +348,89 @@ function parseDemoCommand(rest: readonly string[]): CliCommand {
   return { kind: "demo" };
 }
 
-function parseArgsStrict(argv: readonly string[]) {
-  return parseArgs({
+type OptionTable = typeof OPTIONS;
+type OptionName = keyof OptionTable;
+
+/** The options given: a flag's true, a value, or the values of a repeatable option in order. */
+type OptionValues = {
+  -readonly [K in OptionName]?: OptionTable[K] extends { readonly multiple: true }
+    ? string[]
+    : OptionTable[K]["type"] extends "string"
+      ? string
+      : boolean;
+};
+
+function isOptionName(name: string): name is OptionName {
+  return Object.hasOwn(OPTIONS, name);
+}
+
+/**
+ * Reads argv with clap's spellings (the Rust daemon's parser): `-s PATH`, `-sPATH`, `-s=PATH`,
+ * `--socket-path PATH` and `--socket-path=PATH`. A separate value may start with "-" only as a
+ * negative number (`-c -1`, refused later by the option's own check); any other word starting with
+ * "-" is taken for the next option, so the value is missing (`--socket-path=-x` gives one). node:util
+ * parseArgs only splits the words (strict off): every refusal is ours and names the option.
+ */
+function readOptions(argv: readonly string[]): OptionValues {
+  const { tokens } = parseArgs({
     args: [...argv],
     options: OPTIONS,
-    strict: true,
-    allowPositionals: false,
+    strict: false,
+    allowPositionals: true,
     tokens: true,
   });
+  const values: Partial<Record<OptionName, string | string[] | boolean>> = {};
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      throw new UsageError(
+        "USAGE_UNEXPECTED_ARGUMENT",
+        `unexpected argument "${token.value}": the daemon takes options only`,
+      );
+    }
+    if (token.kind !== "option") continue; // "--": what follows comes as positionals
+    const { name } = token;
+    if (!isOptionName(name)) {
+      const word = argv[token.index] ?? token.rawName;
+      const within = word === token.rawName ? "" : ` (in "${word}")`;
+      throw new UsageError("USAGE_UNKNOWN_OPTION", `unknown option "${token.rawName}"${within}`);
+    }
+    const spec: { readonly type: string; readonly multiple?: boolean } = OPTIONS[name];
+    if (values[name] !== undefined && spec.multiple !== true) {
+      throw new UsageError("USAGE_REPEATED_OPTION", `option --${name} is given more than once`);
+    }
+    if (spec.type === "boolean") {
+      if (token.value !== undefined) {
+        throw new UsageError(
+          "USAGE_UNEXPECTED_VALUE",
+          `--${name} takes no value (given "${token.value}")`,
+        );
+      }
+      values[name] = true;
+      continue;
+    }
+    const value = optionValue(name, token);
+    const previous = values[name];
+    values[name] = spec.multiple ? [...(Array.isArray(previous) ? previous : []), value] : value;
+  }
+  return values as OptionValues;
+}
+
+/** The value of one option token, as clap reads it (see {@link readOptions}). */
+function optionValue(
+  name: OptionName,
+  token: { rawName: string; value?: string | undefined; inlineValue?: boolean | undefined },
+): string {
+  const { value, rawName } = token;
+  const short = !rawName.startsWith("--");
+  if (value === undefined) throw new UsageError("USAGE_MISSING_VALUE", `--${name} needs a value`);
+  if (token.inlineValue) return short && value.startsWith("=") ? value.slice(1) : value;
+  if (value.startsWith("-") && !/^-[0-9]/.test(value)) {
+    throw new UsageError(
+      "USAGE_MISSING_VALUE",
+      `--${name} needs a value, not the option "${value}" (write --${name}=${value} for a value starting with "-")`,
+    );
+  }
+  return value;
 }
 
 type SocketSource = Pick<DaemonConfig, "socketPath" | "socketCount" | "socketPaths" | "socketFds">;
@@ -723,37 +818,6 @@ export const CAPABILITIES = {
   features: ["socket-fd", "client", "config", "control-socket", "trace", "pcap", "log-format"],
 } as const;
 
-/** A definition: a term (an option with its argument, a placeholder, a command) and its text lines. */
-export interface HelpTerm {
-  readonly term: string;
-  readonly text: readonly string[];
-}
-
-/** A titled part of the help: text lines (each a sentence or two) and definitions, in order. */
-export interface HelpSection {
-  readonly title: string;
-  readonly body: readonly (string | HelpTerm)[];
-}
-
-export interface HelpExample {
-  readonly command: string;
-  readonly text: string;
-}
-
-/** The whole help, as data: `--help` (renderHelp) and the man page (scripts/man.mjs) render it. */
-export interface HelpDocument {
-  readonly name: string;
-  /** One line: what the program is (the man page's NAME). */
-  readonly summary: string;
-  readonly synopsis: readonly string[];
-  readonly description: readonly string[];
-  readonly options: readonly HelpTerm[];
-  readonly sections: readonly HelpSection[];
-  readonly examples: readonly HelpExample[];
-}
-
-const term = (name: string, ...text: string[]): HelpTerm => ({ term: name, text });
-
 export const HELP: HelpDocument = {
   name: "vhost-device-i2c",
   summary: "vhost-user backend giving virtual machines a virtio-i2c bus",
@@ -768,53 +832,84 @@ export const HELP: HelpDocument = {
     "vhost-user backend giving virtual machines a virtio-i2c bus, on host I2C adapters (/dev/i2c-N)",
     "or on emulated devices. A VMM (QEMU's vhost-user-i2c-pci) connects to each socket; one socket",
     "serves one guest, which reaches only the devices listed for it.",
+    "`vhost-device-i2c demo` needs no hardware and no VM: it starts the daemon on an emulated bus",
+    "(a 24c02 EEPROM, an LM75) in a temporary directory, drives it with vi2c commands, printing",
+    "each, and exits 0 when every step worked.",
   ],
   options: [
-    term(
-      "-s, --socket-path <path>",
-      "socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)",
+    detailed(
+      term(
+        "-s, --socket-path <path>",
+        "socket prefix: serves <path>0 ... <path>N-1 (parent directory must exist)",
+      ),
+      "The directory must, like every directory above it, be writable only by its owner (root or",
+      "the daemon's user) or be sticky like /tmp (exit 2 otherwise). A stale socket file is replaced;",
+      'a socket another live process serves is left alone ("in use", also when its listener never',
+      "accepts).",
     ),
-    term(
-      "-c, --socket-count <n>",
-      `number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})`,
+    detailed(
+      term(
+        "-c, --socket-count <n>",
+        `number of sockets, one guest each (default 1, at most ${MAX_SOCKET_COUNT})`,
+      ),
+      'Sockets without their own list in the config file ("sockets") share the default list.',
     ),
     term("-l, --device-list <list>", "the devices the guests may reach (see Device list)"),
-    term(
-      "--config <file>",
-      "more devices from a JSON file (models with options, backing files,",
-      "user model modules); may be combined with -l",
+    detailed(
+      term(
+        "--config <file>",
+        "more devices from a JSON file (models with options, backing files,",
+        "user model modules); may be combined with -l",
+      ),
+      'See "Emulated devices" in the README. The file, every module and every directory above them',
+      "must be writable by root or the daemon's user only.",
     ),
     term(
       "--socket-fd <fd>",
       "serve an inherited listening Unix socket instead of creating one; repeat",
       "for several sockets (socket index = order given); replaces -s",
     ),
-    term(
-      "--control-socket <path>",
-      "serve run-time control commands on this Unix socket (mode 0600: the",
-      "daemon's user only, unless --control-socket-mode/--control-socket-group)",
+    detailed(
+      term(
+        "--control-socket <path>",
+        "serve run-time control commands on this Unix socket (mode 0600: the",
+        "daemon's user only, unless --control-socket-mode/--control-socket-group)",
+      ),
+      "The commands list devices, get or set properties and read or write memory (docs/CONTROL.md);",
+      "--socket-mode and --socket-group never apply to it.",
     ),
     term(
       "--control-idle-timeout <s>",
       "drop a control client that completes no command for this many seconds",
-      "(idle, or not reading its replies; default 30)",
+      "(idle, or not reading its replies; default 30, fractions allowed)",
     ),
-    term(
-      "--client",
-      "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",
-      "retrying until they exist and reconnecting after the VMM restarts; the",
-      "directory must be writable only by its owner (or sticky) and the VMM must",
-      "be root, the daemon's user or that directory's owner (--allow-peer-uid)",
+    detailed(
+      term(
+        "--client",
+        "connect to sockets the VMM listens on (QEMU -chardev ...,server=on),",
+        "retrying until they exist and reconnecting after the VMM restarts; the",
+        "directory must be writable only by its owner (or sticky) and the VMM must",
+        "be root, the daemon's user or that directory's owner (--allow-peer-uid)",
+      ),
+      "A link at the path is not followed. The VMM is checked with SO_PEERCRED before any message;",
+      "another peer is disconnected and tried again later.",
     ),
-    term(
-      "--socket-mode <mode>",
-      "permissions of the vhost-user sockets the daemon creates, octal (default",
-      "0600, 0660 with --socket-group); never applied to the control socket",
+    detailed(
+      term(
+        "--socket-mode <mode>",
+        "permissions of the vhost-user sockets the daemon creates, octal (default",
+        "0600, 0660 with --socket-group); never applied to the control socket",
+      ),
+      "Exact whatever the umask: each socket is bound in a private directory, given its mode and",
+      "group there, and renamed into place.",
     ),
-    term(
-      "--socket-group <group>",
-      "group of the vhost-user sockets the daemon creates (name or number); its",
-      "members may connect",
+    detailed(
+      term(
+        "--socket-group <group>",
+        "group of the vhost-user sockets the daemon creates (name or number); its",
+        "members may connect",
+      ),
+      "Members by primary or supplementary group. The daemon's user must be a member.",
     ),
     term(
       "--control-socket-mode <mode>",
@@ -838,29 +933,40 @@ export const HELP: HelpDocument = {
       "with --client: connect even when the VMM socket's directory can be changed",
       "by others or the path is a symbolic link (the VMM is still checked)",
     ),
-    term(
-      "--lock-dir <dir>",
-      "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
-      "/run/vhost-device-i2c/locks, or $XDG_RUNTIME_DIR/vhost-device-i2c/locks when",
-      "not started as root); created 0700 if missing; refused unless it belongs to",
-      "root or the daemon's user and nobody else can write to it or search it",
+    detailed(
+      term(
+        "--lock-dir <dir>",
+        "host-device lock files (default $VHOST_DEVICE_I2C_LOCK_DIR, else",
+        "/run/vhost-device-i2c/locks, or $XDG_RUNTIME_DIR/vhost-device-i2c/locks when",
+        "not started as root); created 0700 if missing; refused unless it belongs to",
+        "root or the daemon's user and nobody else can write to it or search it",
+      ),
+      "Lock files are 0600.",
     ),
     term(
       "--user <user>",
       "started as root: become this user (name or uid) once host adapters, locks,",
       "sockets and files are open; what is opened later (an adapter after an unplug,",
-      "a --client reconnection, a new device on SIGHUP) is opened as that user",
+      "a --client reconnection, a new device on SIGHUP) is opened as that user, or fails",
     ),
     term(
       "--group <group>",
-      "with --user: the group to become (name or gid; default the user's primary group)",
+      "with --user: the group to become (name or gid; default the user's primary group;",
+      "required with a numeric uid)",
     ),
-    term(
-      "--handshake-timeout <seconds>",
-      "drop a front-end that has not finished the vhost-user set-up (SET_OWNER)",
-      "this long after connecting (default 20; 0 = never; not with --client)",
+    detailed(
+      term(
+        "--handshake-timeout <seconds>",
+        "drop a front-end that has not finished the vhost-user set-up (SET_OWNER)",
+        "this long after connecting (default 20; 0 = never; not with --client)",
+      ),
+      "Decimals allowed. QEMU sends SET_OWNER while it creates the device: raise the timeout when",
+      "a chardev is added over QMP (chardev-add) and its device only later (device_add).",
     ),
-    term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
+    detailed(
+      term("--trace", "one line per transfer on stdout, i2ctransfer syntax (logs stay on stderr)"),
+      "Traces and captures: docs/OBSERVABILITY.md.",
+    ),
     term(
       "--trace-file <file>",
       "the trace lines appended to <file> instead (mode 0600; its directory must be",
@@ -881,9 +987,15 @@ export const HELP: HelpDocument = {
       "bytes per capture file (K/M/G suffix, default 64M); then <file> rotates to <file>.1",
     ),
     term("--pcap-max-files <n>", "capture files kept, <file> included (1-100, default 2)"),
-    term(
-      "--log-level <level>",
-      `${LOG_LEVELS.join("|")} (default info; debug shows each transfer)`,
+    detailed(
+      term(
+        "--log-level <level>",
+        `${LOG_LEVELS.join("|")} (default info; debug shows each transfer)`,
+      ),
+      "trace also shows each vhost-user message. Logs go to stderr. Lines a guest, a VMM or another peer",
+      "can cause are limited to 10 per second per source; the next line written says suppressed=N",
+      "(or, when none follows within a second, a line of its own), and stats counts them",
+      "(logSuppressed).",
     ),
     term(
       "--log-format <format>",
@@ -896,18 +1008,23 @@ export const HELP: HelpDocument = {
       "QEMU's memory-backend-memfd seals by default). Then one VMM that shrinks",
       "its memory file kills the daemon, and every guest's service with it",
     ),
-    term(
-      "--fd-store",
-      "keep every connection's fds and state in the service manager's fd store",
-      "(systemd FileDescriptorStoreMax=, via $NOTIFY_SOCKET): restarted after a crash",
-      "(Restart=always), the daemon resumes every guest where its rings stand",
+    detailed(
+      term(
+        "--fd-store",
+        "keep every connection's fds and state in the service manager's fd store",
+        "(systemd FileDescriptorStoreMax=, via $NOTIFY_SOCKET): restarted after a crash",
+        "(Restart=always), the daemon resumes every guest where its rings stand",
+      ),
+      "Kept: every listening socket and, per connection, its socket, guest memory, eventfds and a",
+      'journal (a state memfd). See "Restarting or upgrading the daemon under a running guest" in',
+      "the README.",
     ),
     term(
       "--packed-ring <on|off>",
       "offer the packed virtqueue layout (VIRTIO_F_RING_PACKED; default on). QEMU 10",
       "gives the guest exactly what is offered, so a Linux guest then runs a packed",
       "ring; off keeps it on the split ring. QEMU 7.2 asks by its own packed=",
-      "property: with off, start it without packed=on",
+      "property: with off, start it without packed=on (else the connection is refused)",
     ),
     term(
       "--print-capabilities",
@@ -1020,6 +1137,7 @@ export const HELP: HelpDocument = {
       text: "socket activation with contrib/systemd/ (devices in /etc/vhost-device-i2c/vm1.conf)",
     },
   ],
+  seeAlso: ["vi2c(1)", "i2ctransfer(8)", "systemd.socket(5)"],
 };
 
 function controlCommandText(usage: string): string {
@@ -1035,40 +1153,3 @@ function controlCommandText(usage: string): string {
   };
   return texts[name] ?? "";
 }
-
-/** Column where option and definition texts start in `--help`. */
-const HELP_TERM_WIDTH = 31;
-
-function renderTerm(entry: HelpTerm, indent: string): string {
-  const pad = " ".repeat(HELP_TERM_WIDTH);
-  const head = `${indent}${entry.term}`;
-  const [first = "", ...rest] = entry.text;
-  const lines =
-    head.length < HELP_TERM_WIDTH - 1
-      ? [`${head.padEnd(HELP_TERM_WIDTH)}${first}`]
-      : [head, `${pad}${first}`];
-  return [...lines, ...rest.map((line) => `${pad}${line}`)].join("\n");
-}
-
-/** `--help`: the document as plain text. */
-export function renderHelp(doc: HelpDocument): string {
-  const out: string[] = [];
-  doc.synopsis.forEach((line, i) => {
-    out.push(`${i === 0 ? "Usage: " : "       "}${line}`);
-  });
-  out.push("", ...doc.description, "", "Options:");
-  for (const option of doc.options) {
-    out.push(renderTerm(option, option.term.startsWith("--") ? "      " : "  "));
-  }
-  for (const section of doc.sections) {
-    out.push("", `${section.title}:`);
-    for (const part of section.body) {
-      out.push(typeof part === "string" ? part : renderTerm(part, "  "));
-    }
-  }
-  out.push("", "Examples:");
-  for (const example of doc.examples) out.push(`  ${example.command}`, `      ${example.text}`);
-  return `${out.join("\n")}\n`;
-}
-
-export const USAGE = renderHelp(HELP);

@@ -12,11 +12,12 @@
  * @module
  */
 
-import { fstatSync, readFileSync } from "node:fs";
+import { fstatSync } from "node:fs";
 import { ConfigError } from "../config/errors.js";
 import { runControlCommand } from "../control/client.js";
 import { resolveAdapter } from "../i2c/adapters.js";
 import { createLogger, isJournalStream, type Logger, type LogStyle } from "../log.js";
+import { packageVersion } from "../package-version.js";
 import { NativeLoadError, native } from "../sys/native.js";
 import {
   type InheritedFds,
@@ -26,7 +27,7 @@ import {
   ServiceManagerError,
 } from "../sys/service-manager.js";
 import { DataPlane } from "../vhost-user/data-plane.js";
-import { CAPABILITIES, type DaemonConfig, parseCommandLine, USAGE, UsageError } from "./args.js";
+import { CAPABILITIES, type DaemonConfig, HELP, parseCommandLine, UsageError } from "./args.js";
 import {
   collectDeviceLists,
   DaemonError,
@@ -37,18 +38,13 @@ import {
 import { runDemo } from "./demo.js";
 import { handoverFromStore, type StoredFds, splitInherited } from "./fd-store.js";
 import { type DaemonHandover, predecessorLink, type ReceivedHandover } from "./handover.js";
+import { helpWidth, renderHelp } from "./help.js";
 
 const PROGRAM = "vhost-device-i2c";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
-
-function packageVersion(): string {
-  const text = readFileSync(new URL("../../../package.json", import.meta.url), "utf8");
-  const version: unknown = JSON.parse(text).version;
-  return typeof version === "string" ? version : "unknown";
-}
 
 function fail(status: number, message: string, hint: boolean): number {
   process.stderr.write(`${PROGRAM}: error: ${message}\n`);
@@ -136,7 +132,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // Like sd_listen_fds(1): anything the daemon starts must not take the sockets for its own.
   for (const name of LISTEN_ENV_NAMES) delete process.env[name];
   if (command.kind === "help") {
-    process.stdout.write(USAGE);
+    process.stdout.write(renderHelp(HELP, helpWidth(process.stdout)));
     return EXIT_OK;
   }
   if (command.kind === "version") {

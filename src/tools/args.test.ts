@@ -85,6 +85,12 @@ describe("parseInvocation: socket and global options", () => {
     refused(["get", "-y"], "Error: No socket specified!");
   });
 
+  it("--version and -V, anywhere, before any check", () => {
+    assert.deepEqual(command("--version"), { name: "version" });
+    assert.deepEqual(command("-V"), { name: "version" });
+    assert.deepEqual(command("get", "-V"), { name: "version" });
+  });
+
   it("help with a topic", () => {
     assert.deepEqual(command("help", "dump"), { name: "help", topic: "dump" });
     assert.deepEqual(command("get", "--help"), { name: "help", topic: "get" });

@@ -49,6 +49,8 @@ export type TransferMessage =
 
 export type Command =
   | { readonly name: "help"; readonly topic: CommandName | null }
+  /** `--version` / `-V`: print the package version. */
+  | { readonly name: "version" }
   | { readonly name: "info" }
   | {
       readonly name: "detect";
@@ -244,6 +246,7 @@ export function parseInvocation(argv: readonly string[]): Invocation {
       if ((queueSize & (queueSize - 1)) !== 0)
         throw new UsageError("Error: --queue-size must be a power of two!");
     } else if (name === "--help" || name === "-h") return helpInvocation(rest);
+    else if (name === "--version" || name === "-V") return versionInvocation();
     else if (arg === "--") {
       rest.push(...argv.slice(i));
       break;
@@ -291,17 +294,21 @@ function positiveInteger(text: string, what: string, min: number, max: number): 
   return value;
 }
 
+/** Options of a command that talks to no backend (help, version). */
+const NO_BACKEND: GlobalOptions = {
+  socket: "",
+  packed: false,
+  timeoutMs: DEFAULT_TIMEOUT_MS,
+  queueSize: DEFAULT_QUEUE_SIZE,
+};
+
 function helpInvocation(rest: readonly string[]): Invocation {
   const topic = rest.find((a) => (COMMAND_NAMES as readonly string[]).includes(a)) ?? null;
-  return {
-    options: {
-      socket: "",
-      packed: false,
-      timeoutMs: DEFAULT_TIMEOUT_MS,
-      queueSize: DEFAULT_QUEUE_SIZE,
-    },
-    command: { name: "help", topic: topic as CommandName | null },
-  };
+  return { options: NO_BACKEND, command: { name: "help", topic: topic as CommandName | null } };
+}
+
+function versionInvocation(): Invocation {
+  return { options: NO_BACKEND, command: { name: "version" } };
 }
 
 function parseCommand(

@@ -68,7 +68,7 @@ class RecordingIo implements CommandIo {
 
 async function run(bus: CommandBus, io: CommandIo, ...argv: string[]): Promise<number> {
   const { command } = parseInvocation(argv);
-  assert.ok(command.name !== "help" && command.name !== "info");
+  assert.ok(command.name !== "help" && command.name !== "version" && command.name !== "info");
   return runCommand(command, bus, io);
 }
 

@@ -39,7 +39,7 @@ export interface CommandBus extends I2cTransport {
   readonly zeroLength: boolean;
 }
 
-type BusCommand = Exclude<Command, { name: "help" } | { name: "info" }>;
+type BusCommand = Exclude<Command, { name: "help" } | { name: "version" } | { name: "info" }>;
 
 const WARNING = "WARNING! This program can confuse your I2C bus, cause data loss and worse!\n";
 /** Linux's SMBus emulation turns a short I2C transfer into -EIO; i2c-tools print that code. */

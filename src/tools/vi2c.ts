@@ -11,78 +11,12 @@
 
 import { readSync, realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-import { type CommandName, type Invocation, parseInvocation, UsageError } from "./args.js";
+import { helpWidth } from "../cli/help.js";
+import { packageVersion } from "../package-version.js";
+import { type Invocation, parseInvocation, UsageError } from "./args.js";
 import { type CommandIo, ExitStatus, runCommand } from "./commands.js";
+import { usageText } from "./help.js";
 import { BackendSession, FEATURE_NAMES, PROTOCOL_FEATURE_NAMES, probeBackend } from "./session.js";
-
-const USAGE: Readonly<Record<CommandName | "general", string>> = {
-  general: `Usage: vi2c [--socket PATH] [--packed] [--timeout MS] [--queue-size N] COMMAND [ARGS]
-  Talks to a vhost-user-i2c backend's socket as a VM would; no VM needed.
-  Commands (arguments and output as the i2c-tools program in brackets, SOCKET in place of I2CBUS):
-    detect [-y] [-a] [-q|-r|-F] SOCKET [FIRST LAST]        (i2cdetect)
-    dump [-y] [-a] [-r FIRST-LAST] SOCKET ADDRESS [MODE]   (i2cdump; MODE b, w, W, c, i)
-    get [-y] [-a] SOCKET ADDRESS [REG [MODE [LENGTH]]]     (i2cget; MODE b, w, c, i)
-    set [-y] [-a] [-r] [-m MASK] SOCKET ADDRESS REG [VALUE]... [MODE]
-                                                           (i2cset; MODE c, b, w, i, s)
-    transfer [-y] [-v] [-a] SOCKET DESC [DATA] [DESC [DATA]]...   (i2ctransfer)
-    info SOCKET                                            (features the backend offers)
-  SOCKET may also come first (vi2c SOCKET detect -y) or as --socket PATH.
-  --packed      use a packed virtqueue when the backend offers one
-  --timeout MS  deadline for each reply and transfer (default 5000)
-  --queue-size N  virtqueue size (power of two, default 128)
-  Exit status: 0 done (or aborted at the prompt), 1 a transfer or the backend failed, 2 usage.
-  Example: vi2c detect -y /tmp/vi2c.sock0; vi2c dump -y /tmp/vi2c.sock0 0x50
-`,
-  detect: `Usage: vi2c detect [-y] [-a] [-q|-r] SOCKET [FIRST LAST]
-       vi2c detect -F SOCKET
-  If provided, FIRST and LAST limit the probing range.
-`,
-  dump: `Usage: vi2c dump [-y] [-r first-last] [-a] SOCKET ADDRESS [MODE]
-  ADDRESS is an integer (0x08 - 0x77, or 0x00 - 0x7f if -a is given)
-  MODE is one of:
-    b (byte, default)
-    w (word)
-    W (word on even register addresses)
-    i (I2C block)
-    c (consecutive byte)
-`,
-  get: `Usage: vi2c get [-y] [-a] SOCKET CHIP-ADDRESS [DATA-ADDRESS [MODE [LENGTH]]]
-  ADDRESS is an integer (0x08 - 0x77, or 0x00 - 0x7f if -a is given)
-  MODE is one of:
-    b (read byte data, default)
-    w (read word data)
-    c (write byte/read byte)
-    i (read I2C block data)
-  LENGTH is the I2C block data length (between 1 and 32, default 32)
-`,
-  set: `Usage: vi2c set [-y] [-m MASK] [-r] [-a] SOCKET CHIP-ADDRESS DATA-ADDRESS [VALUE] ... [MODE]
-  ADDRESS is an integer (0x08 - 0x77, or 0x00 - 0x7f if -a is given)
-  MODE is one of:
-    c (byte, no value)
-    b (byte data, default)
-    w (word data)
-    i (I2C block data)
-    s (SMBus block data)
-`,
-  transfer: `Usage: vi2c transfer [-y] [-v] [-a] SOCKET DESC [DATA] [DESC [DATA]]...
-  DESC describes the transfer in the form: {r|w}LENGTH[@address]
-    1) read/write-flag 2) LENGTH (range 0-65535)
-    3) I2C address (use last one if omitted)
-  DATA are LENGTH bytes for a write message. They can be shortened by a suffix:
-    = (keep value constant until LENGTH)
-    + (increase value by 1 until LENGTH)
-    - (decrease value by 1 until LENGTH)
-    p (use pseudo random generator until LENGTH with value as seed)
-
-Example (read 8 byte at offset 0x64 from EEPROM at 0x50):
-  # vi2c transfer -y SOCKET w1@0x50 0x64 r8
-Example (same EEPROM, at offset 0x42 write 0xff 0xfe ... 0xf0):
-  # vi2c transfer -y SOCKET w17@0x50 0x42 0xff-
-`,
-  info: `Usage: vi2c info SOCKET
-  Shows the virtio and vhost-user protocol features the backend offers and its queue count.
-`,
-};
 
 /** One answer line from stdin, as i2c-tools' user_ack reads it (EOF: no). */
 function confirmOnStdin(defaultYes: boolean): boolean {
@@ -157,12 +91,16 @@ export async function main(argv: readonly string[], io: CommandIo = processIo): 
     invocation = parseInvocation(argv);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    io.err(`${error.message}\n${USAGE[error.topic ?? "general"]}`);
+    io.err(`${error.message}\n${usageText(error.topic, helpWidth(process.stderr))}`);
     return ExitStatus.USAGE;
   }
   const { command, options } = invocation;
   if (command.name === "help") {
-    io.out(USAGE[command.topic ?? "general"]);
+    io.out(usageText(command.topic, helpWidth(process.stdout)));
+    return ExitStatus.OK;
+  }
+  if (command.name === "version") {
+    io.out(`vi2c ${packageVersion()}\n`);
     return ExitStatus.OK;
   }
   if (command.name === "dump" && command.modeDefaulted) {

@@ -89,6 +89,8 @@ export interface ExitStatus {
 export interface SpawnOptions {
   /** Extra environment for the daemon (LD_PRELOAD, FAKE_I2C_CONFIG, ...). */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Working directory of the daemon (relative socket paths are resolved there). */
+  readonly cwd?: string;
 }
 
 /** A daemon child process. */
@@ -102,6 +104,7 @@ export class DaemonProcess {
   constructor(args: readonly string[], options: SpawnOptions = {}) {
     this.child = spawn(process.execPath, [MAIN_JS, ...args], {
       env: { VHOST_DEVICE_I2C_LOCK_DIR: TEST_LOCK_DIR, ...process.env, ...options.env },
+      cwd: options.cwd,
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
