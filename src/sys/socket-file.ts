@@ -22,6 +22,7 @@ import { hasCode, sysCall } from "./errors.js";
 import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 import {
+  creationFailure,
   type FileStat,
   fstatFd,
   octal,
@@ -34,7 +35,8 @@ import {
 import { UnixStream } from "./unix-socket.js";
 
 export type SocketFileErrorCode =
-  | "ENOENT" // the socket's directory does not exist
+  | "ENOENT" // the socket's directory does not exist (or a component of its path is not a directory)
+  | "ECREATE" // the directory exists but refuses a new file (procfs, read-only, permission, full)
   | "EUNSAFE" // the directory (or one above it) can be changed by someone not trusted
   | "EADDRINUSE" // a live process serves the path
   | "EEXIST" // the path exists and is not a socket: never removed
@@ -105,8 +107,8 @@ function openSocketDirectory(
       );
     }
     if (hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR")) {
-      const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
-      throw new SocketFileError("ENOENT", path, `socket directory ${dir} does not exist`, {
+      // The message names the component that is missing or not a directory.
+      throw new SocketFileError("ENOENT", path, `cannot create socket ${path}: ${message(error)}`, {
         cause: error,
       });
     }
@@ -183,14 +185,24 @@ function claim(dir: TrustedDirectory, name: string, path: string): void {
 }
 
 /** A fresh private directory (0700, ours) beside the target, for binding the socket in. */
-function makeStagingDirectory(dir: TrustedDirectory, name: string): TrustedDirectory {
+function makeStagingDirectory(dir: TrustedDirectory, name: string, path: string): TrustedDirectory {
   for (let attempt = 1; ; attempt++) {
     const stagingName = `.${name}.${randomBytes(6).toString("hex")}`;
     try {
       sysCall("mkdirat", () => native().mkdirAt(dir.fd, stagingName, 0o700));
     } catch (error) {
       if (hasCode(error, "EEXIST") && attempt < STAGING_ATTEMPTS) continue;
-      throw error;
+      // The first entry made in the directory: where a directory that takes no files says so.
+      const refusal = creationFailure(dir.path, error);
+      if (refusal === null) throw error;
+      throw new SocketFileError(
+        "ECREATE",
+        path,
+        `cannot create socket ${path}: ${refusal.message}`,
+        {
+          cause: error,
+        },
+      );
     }
     try {
       const staging = dir.openDirectory(stagingName);
@@ -315,6 +327,7 @@ export class SocketFile {
   /**
    * Creates a listening Unix stream socket at `path` with `access` (see the module comment); a stale
    * socket file (nobody listening) is replaced. Throws SocketFileError: ENOENT (no directory),
+   * ECREATE (the directory takes no new file),
    * EUNSAFE (untrusted directory), EEXIST (not a socket), EADDRINUSE (served by a live process),
    * EPERM (group), ELISTEN.
    */
@@ -325,7 +338,7 @@ export class SocketFile {
   ): ListeningSocketFile {
     const { dir, name } = openSocketDirectory(path);
     try {
-      const staging = makeStagingDirectory(dir, name);
+      const staging = makeStagingDirectory(dir, name, path);
       try {
         const fd = sysCall("bind", () =>
           native().socketListen(socketAddress(staging, STAGED_NAME), backlog),
