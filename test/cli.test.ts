@@ -144,6 +144,15 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
     );
   });
 
+  it("names the range of a multi-address chip that another device overlaps", () => {
+    const result = runCli(["-s", socket, "-l", "sim:0x50=24c16:0x52=24c02"]);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /24c02 at 0x52: 0x52 is already taken by 24c16 at 0x50, which covers 0x50-0x57\n/,
+    );
+  });
+
   it("refuses a socket path taken by a file that is not a socket", () => {
     writeFileSync(`${dir.path}/plain0`, "not a socket");
     const result = runCli(["-s", `${dir.path}/plain`, "-l", "sim:0x50=24c02"]);
