@@ -37,7 +37,7 @@ import { Observability, OutputOpenError } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { type FdStore, STORE_NAME_PREFIX } from "../vhost-user/journal.js";
 import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
-import type { DaemonConfig } from "./args.js";
+import { type DaemonConfig, HELP } from "./args.js";
 import { DeviceSets } from "./device-sets.js";
 import {
   closeHandover,
@@ -446,6 +446,8 @@ export async function startDaemon(
           offerPackedRing: config.packedRing,
         },
         ...(fdStore !== undefined && { fdStore }),
+        busyNotice: (reason: string) =>
+          `${HELP.name}: refused: ${reason}; -c ${config.socketCount + 1} serves one more socket for another front-end`,
       };
       let host: VhostUserClient | VhostUserServer;
       /** This process bound the socket (rather than being handed or passed it). */

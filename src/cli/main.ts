@@ -2,8 +2,9 @@
 /**
  * Entry point of the `vhost-device-i2c` command: argv → config → running daemon. Owns the process
  * side only: where log lines go, what is printed on stdout/stderr and the exit status
- * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file or a
- * model module cannot be run, 1 = any other failure); `control PATH CMD...` runs the control client
+ * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file, a
+ * model module or a path cannot be used, or a host device or socket is another process's (locked, in
+ * use): what the user must change; 1 = any other failure); `control PATH CMD...` runs the control client
  * (src/control/client.ts decides its output and status). Also the service-manager side: sockets
  * inherited through LISTEN_FDS (the variables are then removed from the environment), readiness and
  * status sent to $NOTIFY_SOCKET, and the log style (logs go to stderr, as plain text or JSON; stdout
