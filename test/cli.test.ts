@@ -103,6 +103,12 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
       message: /unknown device model "24c99"/,
     },
     {
+      what: "a control socket at a vhost-user socket's path (before binding either)",
+      args: ["-s", socket, "-c", "2", "-l", "sim:0x50=24c02", "--control-socket", `${socket}1`],
+      message:
+        /--control-socket \S+vi2c\.sock1 is the path of vhost-user socket 1: give the control socket a path of its own/,
+    },
+    {
       what: "adapter name matching none (lists the adapters)",
       args: ["-s", socket, "-l", "nonesuch:0x50"],
       message: /no adapter named "nonesuch".*i2c-3 "Fake adapter three"/,

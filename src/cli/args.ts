@@ -11,6 +11,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { USAGE as CONTROL_USAGE } from "../control/protocol.js";
 import { CodedError } from "../errors.js";
@@ -238,7 +239,10 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
   }
   if (configFile === "") throw new UsageError("USAGE_BAD_CONFIG_PATH", "--config is empty");
   const controlSocket = values["control-socket"];
-  if (controlSocket !== undefined) checkSocketPath(controlSocket, "--control-socket");
+  if (controlSocket !== undefined) {
+    checkSocketPath(controlSocket, "--control-socket");
+    checkControlSocketOwnPath(controlSocket, sockets.socketPaths);
+  }
   const controlIdleTimeoutMs = parseControlIdleTimeout(
     values["control-idle-timeout"],
     controlSocket !== undefined,
@@ -454,6 +458,20 @@ function parseSocketCount(text: string | undefined): number {
     );
   }
   return count;
+}
+
+/**
+ * The control socket at a vhost-user socket's path would be refused at start-up as served by the
+ * daemon's own socket: a usage error, found before anything is bound.
+ */
+function checkControlSocketOwnPath(controlSocket: string, socketPaths: readonly string[]): void {
+  const path = resolve(controlSocket);
+  const index = socketPaths.findIndex((p) => !p.startsWith("fd:") && resolve(p) === path);
+  if (index < 0) return;
+  throw new UsageError(
+    "USAGE_SOCKET_CONFLICT",
+    `--control-socket ${controlSocket} is the path of vhost-user socket ${index}: give the control socket a path of its own`,
+  );
 }
 
 function socketPathsFor(prefix: string, count: number): string[] {
