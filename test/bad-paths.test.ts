@@ -4,11 +4,17 @@
 // path, no error class name, and no hang: a deadline kills a daemon that does not exit, and the time
 // each refusal took is printed.
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { MAIN_JS, makeTempDir } from "./helpers/daemon.js";
 import { runToEnd } from "./helpers/run.js";
+import {
+  asAttacker,
+  attackerNode,
+  attackerPath,
+  unprivilegedUnavailableReason,
+} from "./helpers/unprivileged.js";
 
 /** Long enough for a loaded machine; a daemon that hangs on a path is killed at this deadline. */
 const DEADLINE_MS = 20_000;
@@ -119,14 +125,19 @@ const OPTIONS: readonly PathOption[] = [
   },
 ];
 
-/** Runs the daemon to its end; prints how long it took (never asserted: machines differ). */
+/**
+ * Runs the daemon to its end (as `user`: the argv prefix that runs it as another user, and the Node
+ * and script that user can reach); prints how long it took (never asserted: machines differ).
+ */
 async function refusal(
   t: { diagnostic(message: string): void },
   args: readonly string[],
   env?: NodeJS.ProcessEnv,
+  user: readonly string[] = [process.execPath, MAIN_JS],
 ) {
+  const [command, ...prefix] = user;
   const started = performance.now();
-  const ran = await runToEnd(process.execPath, [MAIN_JS, ...args], {
+  const ran = await runToEnd(command as string, [...prefix, ...args], {
     deadlineMs: DEADLINE_MS,
     ...(env !== undefined && { env }),
   });
@@ -193,6 +204,48 @@ describe("a bad --lock-dir: exit 2 at once (LD_PRELOAD fake adapter)", {
         ran,
         `cannot lock host device 0x50 on /dev/i2c-3: lock directory ${lockDir}: ${reason}`,
       );
+    });
+  }
+});
+
+describe("a path the daemon's user may not use: exit 2 saying so (as uid 1234)", {
+  skip: unprivilegedUnavailableReason() ?? false,
+}, () => {
+  // The daemon runs as uid 1234: it can enter the test directory (root's, 0755) but not write
+  // there, and cannot enter a 0700 directory of root's.
+  const root = makeTempDir();
+  chmodSync(root.path, 0o755);
+  const privateDir = `${root.path}/private`;
+  mkdirSync(privateDir, { mode: 0o700 });
+  after(() => root.remove());
+  const asUser = () => [...asAttacker(), attackerNode(), attackerPath(MAIN_JS)];
+  const unreachable = `${privateDir} cannot be reached by the daemon's user: permission denied (EACCES)`;
+  const cases: { what: string; args: string[]; message: string }[] = [
+    {
+      what: "-s in a directory it cannot enter",
+      args: ["-s", `${privateDir}/x.sock`, ...SIM],
+      message: `cannot create socket ${privateDir}/x.sock0: ${unreachable} (choose another --socket-path)`,
+    },
+    {
+      what: "-s in a directory it cannot write to",
+      args: ["-s", `${root.path}/x.sock`, ...SIM],
+      message: `cannot create socket ${root.path}/x.sock0: ${root.path} is not writable by the daemon's user: permission denied (EACCES) (choose another --socket-path)`,
+    },
+    {
+      what: "--trace-file in a directory it cannot enter",
+      args: [
+        "-s",
+        `/tmp/vdi2c-bad-paths-${process.pid}.sock`,
+        ...SIM,
+        "--trace-file",
+        `${privateDir}/t`,
+      ],
+      message: `--trace-file: ${unreachable}`,
+    },
+  ];
+  for (const { what, args, message } of cases) {
+    it(what, async (t) => {
+      assertRefused(await refusal(t, args, undefined, asUser()), message);
     });
   }
 });

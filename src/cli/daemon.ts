@@ -61,7 +61,7 @@ export const CLIENT_RETRY_MS = 500;
 
 export type DaemonErrorCode =
   | "SOCKET_DIR_MISSING"
-  | "SOCKET_CANNOT_CREATE"
+  | "SOCKET_PATH_UNUSABLE"
   | "SOCKET_DIR_UNSAFE"
   | "SOCKET_IN_USE"
   | "SOCKET_PATH_TAKEN"
@@ -82,7 +82,7 @@ export type DaemonErrorCode =
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
 const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
   "SOCKET_DIR_MISSING",
-  "SOCKET_CANNOT_CREATE",
+  "SOCKET_PATH_UNUSABLE",
   "SOCKET_DIR_UNSAFE",
   // Like a locked device: the path must change, or the other process must stop.
   "SOCKET_IN_USE",
@@ -184,7 +184,7 @@ function asDaemonError(err: unknown): unknown {
 
 const SOCKET_FILE_ERRORS: Readonly<Record<SocketFileError["code"], DaemonErrorCode>> = {
   ENOENT: "SOCKET_DIR_MISSING",
-  ECREATE: "SOCKET_CANNOT_CREATE",
+  EPATH: "SOCKET_PATH_UNUSABLE",
   EUNSAFE: "SOCKET_DIR_UNSAFE",
   EADDRINUSE: "SOCKET_IN_USE",
   EEXIST: "SOCKET_PATH_TAKEN",
@@ -196,7 +196,7 @@ const SOCKET_FILE_ERRORS: Readonly<Record<SocketFileError["code"], DaemonErrorCo
 const SOCKET_FILE_ADVICE: Partial<Readonly<Record<DaemonErrorCode, (option: string) => string>>> = {
   SOCKET_IN_USE: (option) => ` (another daemon serves it; stop it or choose another ${option})`,
   SOCKET_DIR_MISSING: (option) => ` (choose another ${option})`,
-  SOCKET_CANNOT_CREATE: (option) => ` (choose another ${option})`,
+  SOCKET_PATH_UNUSABLE: (option) => ` (choose another ${option})`,
   SOCKET_DIR_UNSAFE: () =>
     " (use a directory only root or the daemon's user can write to, such as a RuntimeDirectory)",
 };

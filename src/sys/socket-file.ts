@@ -25,6 +25,7 @@ import {
   creationFailure,
   type FileStat,
   fstatFd,
+  isPathFailure,
   octal,
   openParent,
   sameFile,
@@ -36,7 +37,7 @@ import { UnixStream } from "./unix-socket.js";
 
 export type SocketFileErrorCode =
   | "ENOENT" // the socket's directory does not exist (or a component of its path is not a directory)
-  | "ECREATE" // the directory exists but refuses a new file (procfs, read-only, permission, full)
+  | "EPATH" // the directory cannot be reached, or refuses a new file (procfs, read-only, full)
   | "EUNSAFE" // the directory (or one above it) can be changed by someone not trusted
   | "EADDRINUSE" // a live process serves the path
   | "EEXIST" // the path exists and is not a socket: never removed
@@ -88,11 +89,14 @@ function message(error: unknown): string {
 }
 
 /**
- * The checked directory of `path` and the socket's name in it. Throws SocketFileError: ENOENT when
- * the directory is missing, EUNSAFE when it (or one above it) is not trusted.
+ * The checked directory of `path` and the socket's name in it; `action` ("create socket",
+ * "connect to") starts a failure's message. Throws SocketFileError: ENOENT when the directory is
+ * missing (or a component is not a directory), EUNSAFE when it (or one above it) is not trusted,
+ * EPATH when it cannot be reached.
  */
 function openSocketDirectory(
   path: string,
+  action: string,
   options: TrustOptions = {},
 ): { dir: TrustedDirectory; name: string } {
   try {
@@ -106,20 +110,16 @@ function openSocketDirectory(
         { cause: error },
       );
     }
-    if (hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR")) {
-      // The message names the component that is missing or not a directory.
-      throw new SocketFileError("ENOENT", path, `cannot create socket ${path}: ${message(error)}`, {
+    // The message names the component that is missing, not a directory or out of reach.
+    const code = hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR") ? "ENOENT" : "EPATH";
+    if (code === "EPATH" && !isPathFailure(error)) {
+      throw new SocketFileError("ELISTEN", path, `cannot ${action} ${path}: ${message(error)}`, {
         cause: error,
       });
     }
-    throw new SocketFileError(
-      "ELISTEN",
-      path,
-      `cannot open the directory of ${path}: ${message(error)}`,
-      {
-        cause: error,
-      },
-    );
+    throw new SocketFileError(code, path, `cannot ${action} ${path}: ${message(error)}`, {
+      cause: error,
+    });
   }
 }
 
@@ -195,14 +195,9 @@ function makeStagingDirectory(dir: TrustedDirectory, name: string, path: string)
       // The first entry made in the directory: where a directory that takes no files says so.
       const refusal = creationFailure(dir.path, error);
       if (refusal === null) throw error;
-      throw new SocketFileError(
-        "ECREATE",
-        path,
-        `cannot create socket ${path}: ${refusal.message}`,
-        {
-          cause: error,
-        },
-      );
+      throw new SocketFileError("EPATH", path, `cannot create socket ${path}: ${refusal.message}`, {
+        cause: error,
+      });
     }
     try {
       const staging = dir.openDirectory(stagingName);
@@ -327,7 +322,7 @@ export class SocketFile {
   /**
    * Creates a listening Unix stream socket at `path` with `access` (see the module comment); a stale
    * socket file (nobody listening) is replaced. Throws SocketFileError: ENOENT (no directory),
-   * ECREATE (the directory takes no new file),
+   * EPATH (the directory cannot be reached or takes no new file),
    * EUNSAFE (untrusted directory), EEXIST (not a socket), EADDRINUSE (served by a live process),
    * EPERM (group), ELISTEN.
    */
@@ -336,7 +331,7 @@ export class SocketFile {
     access: SocketFileAccess,
     backlog = LISTEN_BACKLOG,
   ): ListeningSocketFile {
-    const { dir, name } = openSocketDirectory(path);
+    const { dir, name } = openSocketDirectory(path, "create socket");
     try {
       const staging = makeStagingDirectory(dir, name, path);
       try {
@@ -368,7 +363,7 @@ export class SocketFile {
    * removed at the end under the same rule. Throws SocketFileError ENOENT when no socket is there.
    */
   static existing(path: string): SocketFile {
-    const { dir, name } = openSocketDirectory(path);
+    const { dir, name } = openSocketDirectory(path, "reuse socket");
     const stat = dir.stat(name);
     if (stat === null || !stat.isSocket) {
       dir.close();
@@ -434,7 +429,7 @@ export interface SocketFileConnection {
  * (connect failed: the SysError, e.g. ECONNREFUSED or EAGAIN, is the cause).
  */
 export function connectSocketFile(path: string, options: TrustOptions = {}): SocketFileConnection {
-  const { dir, name } = openSocketDirectory(path, options);
+  const { dir, name } = openSocketDirectory(path, "connect to", options);
   try {
     const entry = dir.stat(name);
     if (entry === null) throw new SocketFileError("ENOENT", path, `${path} does not exist`);
@@ -462,7 +457,7 @@ export function connectSocketFile(path: string, options: TrustOptions = {}): Soc
  */
 export function checkSocketDirectory(path: string, options: TrustOptions = {}): void {
   try {
-    openSocketDirectory(path, options).dir.close();
+    openSocketDirectory(path, "connect to", options).dir.close();
   } catch (error) {
     if (error instanceof SocketFileError && error.code === "ENOENT") return;
     throw error;

@@ -188,6 +188,14 @@ function reworded(
   });
 }
 
+/** Whether `error` is a failure of a path by its errno: one pathFailure or creationFailure words. */
+export function isPathFailure(error: unknown): boolean {
+  return (
+    error instanceof SysError &&
+    (PATH_FAILURES[error.code] !== undefined || CREATE_FAILURES[error.code] !== undefined)
+  );
+}
+
 /** A syscall on `path` failed: the SysError that says what is wrong with the path, or null. */
 export function pathFailure(path: string, error: unknown): SysError | null {
   return reworded(error, path, PATH_FAILURES);
@@ -259,7 +267,7 @@ export class TrustedDirectory {
       let links = 0;
       while (pending.length > 0) {
         const name = pending.shift() as string;
-        const entry = statEntry(fd, name);
+        const entry = statPath(fd, joinPath(where, name), name);
         if (entry?.isSymlink) {
           // The link sits in a directory checked above: only a trusted owner could have put it there.
           if (++links > MAX_LINKS) {
@@ -460,6 +468,15 @@ function makeDirectory(dirFd: number, dirPath: string, name: string, mode: numbe
       `cannot create directory ${joinPath(dirPath, name)}: ${refusal.message}`,
       { errno: refusal.errno, cause: error },
     );
+  }
+}
+
+/** statEntry of a component of a path being walked: a failure says what is wrong with `path`. */
+function statPath(dirFd: number, path: string, name: string): FileStat | null {
+  try {
+    return statEntry(dirFd, name);
+  } catch (error) {
+    throw pathFailure(path, error) ?? error;
   }
 }
 
