@@ -196,9 +196,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (err instanceof DaemonError) {
       return fail(err.isConfigError ? EXIT_USAGE : EXIT_FAILURE, err.message, false);
     }
-    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    return fail(EXIT_FAILURE, `unexpected failure: ${detail}`, false);
+    return fail(EXIT_FAILURE, unexpectedFailure(err), false);
   }
+}
+
+/**
+ * A failure no check foresaw (a bug): its message, then where it happened, for a report. The stack's
+ * first line ("SysError: ...") is left out: class names mean nothing to a user.
+ */
+function unexpectedFailure(err: unknown): string {
+  if (!(err instanceof Error)) return `unexpected failure: ${String(err)}`;
+  const frames = (err.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
+  return [`unexpected failure: ${err.message}`, ...frames].join("\n");
 }
 
 /** The listening sockets of a handover that came from socket activation ("fd:N"), in socket order. */
@@ -222,8 +231,7 @@ main(process.argv.slice(2)).then(
     process.exit(status);
   },
   (err: unknown) => {
-    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    process.stderr.write(`${PROGRAM}: error: ${detail}\n`);
+    process.stderr.write(`${PROGRAM}: error: ${unexpectedFailure(err)}\n`);
     process.exit(EXIT_FAILURE);
   },
 );
