@@ -92,7 +92,7 @@ function message(error: unknown): string {
  * The checked directory of `path` and the socket's name in it; `action` ("create socket",
  * "connect to") starts a failure's message. Throws SocketFileError: ENOENT when the directory is
  * missing (or a component is not a directory), EUNSAFE when it (or one above it) is not trusted,
- * EPATH when it cannot be reached.
+ * EPATH when it cannot be reached, ELISTEN for any other failure.
  */
 function openSocketDirectory(
   path: string,
@@ -111,12 +111,12 @@ function openSocketDirectory(
       );
     }
     // The message names the component that is missing, not a directory or out of reach.
-    const code = hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR") ? "ENOENT" : "EPATH";
-    if (code === "EPATH" && !isPathFailure(error)) {
-      throw new SocketFileError("ELISTEN", path, `cannot ${action} ${path}: ${message(error)}`, {
-        cause: error,
-      });
-    }
+    const code =
+      hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR")
+        ? "ENOENT"
+        : isPathFailure(error)
+          ? "EPATH"
+          : "ELISTEN";
     throw new SocketFileError(code, path, `cannot ${action} ${path}: ${message(error)}`, {
       cause: error,
     });
