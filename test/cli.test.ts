@@ -152,7 +152,19 @@ describe("vhost-device-i2c refusals (exit status 2 and a message)", () => {
   it("refuses a socket directory that does not exist", () => {
     const result = runCli(["-s", `${dir.path}/missing/vi2c.sock`, "-l", "sim:0x50=24c02"]);
     assert.equal(result.status, 2, result.stderr);
-    assert.match(result.stderr, /socket directory .*missing does not exist/);
+    assert.match(
+      result.stderr,
+      /cannot create socket .*\/missing\/vi2c\.sock0: .*\/missing does not exist \(ENOENT\) \(choose another --socket-path\)/,
+    );
+  });
+
+  it("names the range of a multi-address chip that another device overlaps", () => {
+    const result = runCli(["-s", socket, "-l", "sim:0x50=24c16:0x52=24c02"]);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /24c02 at 0x52: 0x52 is already taken by 24c16 at 0x50, which covers 0x50-0x57\n/,
+    );
   });
 
   it("refuses a socket path taken by a file that is not a socket", () => {
@@ -272,13 +284,13 @@ describe("vhost-device-i2c lifetime", () => {
     }
   });
 
-  it("does not steal a socket a live daemon serves (exit status 1, the first keeps serving)", async () => {
+  it("does not steal a socket a live daemon serves (exit status 2, the first keeps serving)", async () => {
     const prefix = `${dir.path}/live.sock`;
     const first = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
     try {
       const second = new DaemonProcess(["-s", prefix, "-l", "sim:0x50=24c02"]);
       const status = await second.waitForExit();
-      assert.deepEqual(status, { code: 1, signal: null });
+      assert.deepEqual(status, { code: 2, signal: null }, second.stderr);
       assert.match(second.stderr, /served by a running process/);
       assert.ok(isSocket(`${prefix}0`));
       const vm = await I2cGuest.connect(`${prefix}0`);

@@ -226,7 +226,7 @@ describe("--handshake-timeout: a connection that does not finish the vhost-user 
         await waitUntil(() => daemon.daemon.stderr.includes("front-end connected"), "the squat");
         await assert.rejects(
           I2cGuest.connect(path),
-          (error: unknown) => error instanceof FrontendError && error.code === "ECONNRESET",
+          (error: unknown) => error instanceof FrontendError && error.code === "EREFUSED",
           "the real front-end is refused while the squatter holds the socket",
         );
         await hungUp(squatter, 5_000);

@@ -126,10 +126,13 @@ describe("socket files", () => {
       ]);
       try {
         const status = await daemon.waitForExit(2000);
-        assert.deepEqual(status, { code: 1, signal: null }, daemon.stderr);
+        // Exit 2, like a locked device: the path must change or the other process must stop.
+        assert.deepEqual(status, { code: 2, signal: null }, daemon.stderr);
         const path = which === "vhost-user" ? `${prefix}0` : control;
         assert.ok(daemon.stderr.includes(`${path} is in use`), daemon.stderr);
         assert.match(daemon.stderr, /backlog is full/);
+        const option = which === "vhost-user" ? "--socket-path" : "--control-socket";
+        assert.ok(daemon.stderr.includes(`choose another ${option})`), daemon.stderr);
       } finally {
         if (!daemon.hasExited) daemon.child.kill("SIGKILL");
         await daemon.exited;

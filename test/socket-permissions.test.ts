@@ -178,6 +178,8 @@ describe("socket permissions", { skip }, () => {
       async (daemon) => {
         const attempt = await attackerGuest(`${prefix}0`, 200);
         assert.equal(attempt.handshake, false, "uid 1234 got no vhost-user reply");
+        // A bare close: a peer the policy refuses is told nothing (not even that it was refused).
+        assert.match(String(attempt.error), /the connection to the back-end is closed/);
         const refusals = daemon.stderr.match(
           /refusing a front-end the peer policy does not admit/g,
         );
@@ -193,6 +195,11 @@ describe("socket permissions", { skip }, () => {
         const vm = await I2cGuest.connect(`${prefix}0`);
         try {
           assert.equal((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok, true);
+          // Nor, while the VMM is connected, that the socket is busy or who holds it: the line a
+          // second admitted front-end gets is for admitted peers only.
+          const busy = await attackerGuest(`${prefix}0`);
+          assert.equal(busy.handshake, false);
+          assert.match(String(busy.error), /the connection to the back-end is closed/);
         } finally {
           await vm.close();
         }

@@ -1,11 +1,12 @@
 // Integration: the built vi2c tool (dist/src/tools/vi2c.js) against the real daemon on an emulated
 // 24c02 EEPROM at 0x50, over the daemon's socket as a VM would use it; outputs in i2c-tools form.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type DaemonProcess, makeTempDir, startDaemon } from "./helpers/daemon.js";
+import { type DaemonProcess, makeTempDir, startDaemon, waitUntil } from "./helpers/daemon.js";
 import { runToEnd } from "./helpers/run.js";
 
 const VI2C_JS = fileURLToPath(new URL("../src/tools/vi2c.js", import.meta.url));
@@ -170,5 +171,57 @@ describe("vi2c against the daemon with -l sim:0x50=24c02", () => {
     const run = await vi2c(["get", "-y", join(dir.path, "nothing"), "0x50", "0x00"]);
     assert.equal(run.status, 1);
     assert.match(run.stderr, /^Error: Could not talk to the backend at .*nothing: .*ENOENT/);
+  });
+
+  it("a regular file or a directory as SOCKET: says it is not a socket", async () => {
+    const file = join(dir.path, "plain");
+    writeFileSync(file, "not a socket\n");
+    for (const [path, why] of [
+      [file, `${file} is not a socket`],
+      [dir.path, `${dir.path} is a directory, not a socket`],
+    ] as const) {
+      for (const command of [["detect", "-y"], ["info"]]) {
+        const run = await vi2c([...command, path]);
+        assert.equal(run.status, 1, run.stderr);
+        assert.equal(run.stderr, `Error: Could not talk to the backend at ${path}: ${why}\n`);
+      }
+    }
+  });
+
+  it("the daemon's -s prefix as SOCKET: suggests the socket it serves", async () => {
+    const run = await vi2c(["detect", "-y", prefix]);
+    assert.equal(run.status, 1, run.stderr);
+    assert.equal(
+      run.stderr,
+      `Error: Could not talk to the backend at ${prefix}: ${prefix} does not exist: did you mean ${socket}? (a daemon given -s ${prefix} serves ${socket})\n`,
+    );
+  });
+
+  it("a second vi2c while one is connected: prints the daemon's reason (one front-end per socket)", async () => {
+    // The first waits at its prompt, connected: the socket's one front-end.
+    const first = spawn(process.execPath, [VI2C_JS, "detect", socket], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    try {
+      let prompt = "";
+      first.stderr.setEncoding("utf8").on("data", (text: string) => {
+        prompt += text;
+      });
+      await waitUntil(() => prompt.includes("Continue?"), "the first vi2c's prompt");
+      for (const command of [["detect", "-y"], ["info"]]) {
+        const second = await vi2c([...command, socket]);
+        assert.equal(second.status, 1, second.stderr);
+        assert.equal(
+          second.stderr,
+          `Error: Could not talk to the backend at ${socket}: vhost-device-i2c: refused: ${socket} already serves a front-end (pid ${first.pid}); one front-end per socket; -c 2 serves one more socket for another front-end\n`,
+        );
+      }
+    } finally {
+      first.stdin.end("n\n");
+      await new Promise((resolve) => first.once("close", resolve));
+    }
+    // The socket serves the next front-end once the first has gone.
+    const after = await vi2c(["detect", "-y", socket]);
+    assert.equal(after.status, 0, after.stderr);
   });
 });

@@ -844,8 +844,10 @@ export const HELP: HelpDocument = {
       ),
       "The directory must, like every directory above it, be writable only by its owner (root or",
       "the daemon's user) or be sticky like /tmp (exit 2 otherwise). A stale socket file is replaced;",
-      'a socket another live process serves is left alone ("in use", also when its listener never',
-      "accepts).",
+      'a socket another live process serves is left alone (exit 2, "in use", also when its listener',
+      "never accepts). A path that cannot hold the socket (a missing directory, not a directory, one",
+      "the daemon's user cannot reach or write to, or one that takes no files such as /proc) exits 2",
+      "with a message naming the option and what is wrong.",
     ),
     detailed(
       term(
@@ -1089,7 +1091,11 @@ export const HELP: HelpDocument = {
       body: [
         term("0", "stopped by SIGTERM/SIGINT, or --help, --version, --print-capabilities"),
         term("1", "any other failure"),
-        term("2", "the command line, device list, config file or a model module cannot be run"),
+        term(
+          "2",
+          "the command line, device list, config file, a model module or a path cannot be used, or a",
+          "host device or socket belongs to another process (locked, in use)",
+        ),
       ],
     },
   ],

@@ -61,13 +61,13 @@ describe("startDaemon", async () => {
     assert.equal(err.isConfigError, true);
   });
 
-  it("reports a socket served by someone else as SOCKET_IN_USE (not a configuration error)", async () => {
+  it("reports a socket served by someone else as SOCKET_IN_USE (a configuration error, like a locked device)", async () => {
     const prefix = join(dir, "busy.sock");
     const first = await startDaemon(config("-s", prefix, "-l", "sim:0x50=24c02"), silentLogger);
     try {
       const err = await startError(config("-s", prefix, "-l", "sim:0x50=24c02"));
       assert.equal(err.code, "SOCKET_IN_USE");
-      assert.equal(err.isConfigError, false);
+      assert.equal(err.isConfigError, true);
       assert.ok(isSocket(`${prefix}0`), "the first daemon's socket is left alone");
     } finally {
       first.close();

@@ -33,11 +33,11 @@ import type { Logger } from "../log.js";
 import type { PeerIds } from "../sys/peer-policy.js";
 import { removeStoredFds, ServiceManagerError, storeFd } from "../sys/service-manager.js";
 import { SocketFile, type SocketFileAccess, SocketFileError } from "../sys/socket-file.js";
-import { Observability } from "../trace/observability.js";
+import { Observability, OutputOpenError } from "../trace/observability.js";
 import type { VhostUserDeviceFactory } from "../vhost-user/device.js";
 import { type FdStore, STORE_NAME_PREFIX } from "../vhost-user/journal.js";
 import { VhostUserClient, VhostUserServer } from "../vhost-user/server.js";
-import type { DaemonConfig } from "./args.js";
+import { type DaemonConfig, HELP } from "./args.js";
 import { DeviceSets } from "./device-sets.js";
 import {
   closeHandover,
@@ -61,6 +61,7 @@ export const CLIENT_RETRY_MS = 500;
 
 export type DaemonErrorCode =
   | "SOCKET_DIR_MISSING"
+  | "SOCKET_PATH_UNUSABLE"
   | "SOCKET_DIR_UNSAFE"
   | "SOCKET_IN_USE"
   | "SOCKET_PATH_TAKEN"
@@ -81,7 +82,10 @@ export type DaemonErrorCode =
 /** Codes that mean "the configuration cannot work" rather than "something failed while running". */
 const CONFIG_ERRORS: ReadonlySet<DaemonErrorCode> = new Set([
   "SOCKET_DIR_MISSING",
+  "SOCKET_PATH_UNUSABLE",
   "SOCKET_DIR_UNSAFE",
+  // Like a locked device: the path must change, or the other process must stop.
+  "SOCKET_IN_USE",
   "SOCKET_PATH_TAKEN",
   "I2C_ADAPTER_MISSING",
   "I2C_ADDRESS_BUSY",
@@ -180,6 +184,7 @@ function asDaemonError(err: unknown): unknown {
 
 const SOCKET_FILE_ERRORS: Readonly<Record<SocketFileError["code"], DaemonErrorCode>> = {
   ENOENT: "SOCKET_DIR_MISSING",
+  EPATH: "SOCKET_PATH_UNUSABLE",
   EUNSAFE: "SOCKET_DIR_UNSAFE",
   EADDRINUSE: "SOCKET_IN_USE",
   EEXIST: "SOCKET_PATH_TAKEN",
@@ -187,17 +192,26 @@ const SOCKET_FILE_ERRORS: Readonly<Record<SocketFileError["code"], DaemonErrorCo
   ELISTEN: "SOCKET_LISTEN_FAILED",
 };
 
-const SOCKET_FILE_ADVICE: Partial<Readonly<Record<DaemonErrorCode, string>>> = {
-  SOCKET_IN_USE: " (another daemon serves it; stop it or choose another socket path)",
-  SOCKET_DIR_MISSING: " (create it or choose another socket path)",
-  SOCKET_DIR_UNSAFE:
+/** What to do about a refused socket path; `option` is the one that gave the path. */
+const SOCKET_FILE_ADVICE: Partial<Readonly<Record<DaemonErrorCode, (option: string) => string>>> = {
+  SOCKET_IN_USE: (option) => ` (another daemon serves it; stop it or choose another ${option})`,
+  SOCKET_DIR_MISSING: (option) => ` (choose another ${option})`,
+  SOCKET_PATH_UNUSABLE: (option) => ` (choose another ${option})`,
+  SOCKET_DIR_UNSAFE: () =>
     " (use a directory only root or the daemon's user can write to, such as a RuntimeDirectory)",
 };
 
-function socketFileToDaemonError(err: SocketFileError): DaemonError {
+function socketFileToDaemonError(err: SocketFileError, option: string): DaemonError {
   const code = SOCKET_FILE_ERRORS[err.code];
-  return new DaemonError(code, `${err.message}${SOCKET_FILE_ADVICE[code] ?? ""}`, { cause: err });
+  const advice = SOCKET_FILE_ADVICE[code]?.(option) ?? "";
+  return new DaemonError(code, `${err.message}${advice}`, { cause: err });
 }
+
+/** The option that names each output file. */
+const OUTPUT_OPTIONS: Readonly<Record<OutputOpenError["code"], string>> = {
+  ETRACE: "--trace-file",
+  EPCAP: "--pcap",
+};
 
 /** --trace, --pcap and the counters the control socket serves; null when all are off. */
 function openObservability(config: DaemonConfig, logger: Logger): Observability | null {
@@ -213,8 +227,8 @@ function openObservability(config: DaemonConfig, logger: Logger): Observability 
       logger: logger.child("trace"),
     });
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new DaemonError("BAD_CONFIG", `cannot open the trace or capture file: ${reason}`, {
+    if (!(err instanceof OutputOpenError)) throw err;
+    throw new DaemonError("BAD_CONFIG", `${OUTPUT_OPTIONS[err.code]}: ${err.message}`, {
       cause: err,
     });
   }
@@ -301,12 +315,18 @@ function socketAccess(mode: number | undefined, group: string | undefined, optio
   return { mode: mode ?? (gid === undefined ? 0o600 : 0o660), gid } satisfies SocketFileAccess;
 }
 
-/** Runs `open` (a server or client constructor), turning socket-file refusals into DaemonError. */
-function openSocket<T>(open: () => T): T {
+/** The option that names the vhost-user sockets' paths (the VMM's, in client mode). */
+const SOCKET_PATH_OPTION = "--socket-path";
+
+/**
+ * Runs `open` (a server or client constructor), turning socket-file refusals into DaemonError that
+ * name `option`, the option that gave the path.
+ */
+function openSocket<T>(option: string, open: () => T): T {
   try {
     return open();
   } catch (err) {
-    if (err instanceof SocketFileError) throw socketFileToDaemonError(err);
+    if (err instanceof SocketFileError) throw socketFileToDaemonError(err, option);
     throw err;
   }
 }
@@ -426,6 +446,8 @@ export async function startDaemon(
           offerPackedRing: config.packedRing,
         },
         ...(fdStore !== undefined && { fdStore }),
+        busyNotice: (reason: string) =>
+          `${HELP.name}: refused: ${reason}; -c ${config.socketCount + 1} serves one more socket for another front-end`,
       };
       let host: VhostUserClient | VhostUserServer;
       /** This process bound the socket (rather than being handed or passed it). */
@@ -441,7 +463,7 @@ export async function startDaemon(
       );
       if (handed !== undefined) unclaimed.delete(handed);
       if (handed?.kind === "server") {
-        host = openSocket(() =>
+        host = openSocket(SOCKET_PATH_OPTION, () =>
           VhostUserServer.resume(handed.server, index, factory, { ...options, access }),
         );
       } else if (config.clientMode) {
@@ -451,6 +473,7 @@ export async function startDaemon(
           { path },
         );
         host = openSocket(
+          SOCKET_PATH_OPTION,
           () =>
             new VhostUserClient(path, index, factory, {
               ...options,
@@ -467,7 +490,7 @@ export async function startDaemon(
           throw new DaemonError("SOCKET_INHERITED_BAD", err.message, { cause: err });
         }
       } else {
-        host = openSocket(() =>
+        host = openSocket(SOCKET_PATH_OPTION, () =>
           VhostUserServer.listen(path, index, factory, { ...options, access }),
         );
         bound = true;
@@ -510,7 +533,7 @@ export async function startDaemon(
       };
       const handedControl = unclaimedControl?.path === path ? unclaimedControl : null;
       if (handedControl !== null) unclaimedControl = null;
-      control = openSocket(() =>
+      control = openSocket("--control-socket", () =>
         handedControl !== null
           ? ControlServer.resume(handedControl, chips, controlOptions)
           : ControlServer.listen(path, chips, controlOptions),

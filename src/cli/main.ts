@@ -2,11 +2,13 @@
 /**
  * Entry point of the `vhost-device-i2c` command: argv → config → running daemon. Owns the process
  * side only: where log lines go, what is printed on stdout/stderr and the exit status
- * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file or a
- * model module cannot be run, 1 = any other failure); `control PATH CMD...` runs the control client
+ * (0 = stopped by SIGTERM/SIGINT or help/version, 2 = the command line, device list, config file, a
+ * model module or a path cannot be used, or a host device or socket is another process's (locked, in
+ * use): what the user must change; 1 = any other failure); `control PATH CMD...` runs the control client
  * (src/control/client.ts decides its output and status); `demo` runs src/cli/demo.ts. Also the
  * service-manager side: sockets inherited through LISTEN_FDS (the variables are then removed from the
- * environment), readiness and status sent to $NOTIFY_SOCKET, and the log style (logs go to stderr, as plain text or JSON; stdout
+ * environment), readiness and status sent to $NOTIFY_SOCKET, and the log style (logs go to stderr, as
+ * plain text or JSON; stdout
  * is kept for --trace and command output; under journald each line carries its syslog priority).
  * Must not hold protocol or device logic: daemon.ts wires the layers.
  * @module
@@ -193,9 +195,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (err instanceof DaemonError) {
       return fail(err.isConfigError ? EXIT_USAGE : EXIT_FAILURE, err.message, false);
     }
-    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    return fail(EXIT_FAILURE, `unexpected failure: ${detail}`, false);
+    return fail(EXIT_FAILURE, unexpectedFailure(err), false);
   }
+}
+
+/**
+ * A failure no check foresaw (a bug): its message, then where it happened, for a report. The stack's
+ * first line ("SysError: ...") is left out: class names mean nothing to a user.
+ */
+function unexpectedFailure(err: unknown): string {
+  if (!(err instanceof Error)) return `unexpected failure: ${String(err)}`;
+  const frames = (err.stack ?? "").split("\n").filter((line) => /^\s+at /.test(line));
+  return [`unexpected failure: ${err.message}`, ...frames].join("\n");
 }
 
 /** The listening sockets of a handover that came from socket activation ("fd:N"), in socket order. */
@@ -219,8 +230,7 @@ main(process.argv.slice(2)).then(
     process.exit(status);
   },
   (err: unknown) => {
-    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    process.stderr.write(`${PROGRAM}: error: ${detail}\n`);
+    process.stderr.write(`${PROGRAM}: error: ${unexpectedFailure(err)}\n`);
     process.exit(EXIT_FAILURE);
   },
 );

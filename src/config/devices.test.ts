@@ -163,12 +163,17 @@ describe("buildBuses", () => {
     refused(
       () => buildBuses([sim(0x52, "24c02"), sim(0x50, "24c16")], context),
       "CONFIG_DUPLICATE_ADDRESS",
-      "test device 80: 24c16 at 0x50 answers on 8 addresses, and 0x52 is already taken by 24c02 at 0x52",
+      "test device 80: 24c16 at 0x50 covers 0x50-0x57: 0x52 is already taken by 24c02 at 0x52",
+    );
+    refused(
+      () => buildBuses([sim(0x50, "24c16"), sim(0x52, "24c02")], context),
+      "CONFIG_DUPLICATE_ADDRESS",
+      "test device 82: 24c02 at 0x52: 0x52 is already taken by 24c16 at 0x50, which covers 0x50-0x57",
     );
     refused(
       () => buildBuses([sim(0x7c, "24c16")], context),
       "CONFIG_ADDRESS_RANGE",
-      "test device 124: 24c16 at 0x7c answers on 8 addresses, past the last 7-bit address 0x7f",
+      "test device 124: 24c16 at 0x7c covers 0x7c-0x83: 0x80 is past the last 7-bit address 0x7f",
     );
   });
 

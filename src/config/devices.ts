@@ -547,20 +547,23 @@ function buildScope(
         createDevice(definition, config, context, openPooled),
       );
       opened.push({ close: release });
+      const count = device.targets.length;
+      // A chip on several addresses is named with its range: a clash may be at none of the bases.
+      const range = `${hex(config.address)}-${hex(config.address + count - 1)}`;
+      const subject = count === 1 ? label : `${label} covers ${range}`;
+      const asOwner = count === 1 ? label : `${label}, which covers ${range}`;
       device.targets.forEach((target, offset) => {
         const address = config.address + offset;
         const owner = targetOwner.get(address);
         if (address > I2C_MAX_ADDR || owner !== undefined) {
           throw new ConfigError(
             address > I2C_MAX_ADDR ? "CONFIG_ADDRESS_RANGE" : "CONFIG_DUPLICATE_ADDRESS",
-            `${describeOrigin(config)}: ${label} answers on ${device.targets.length} addresses, ${
-              owner === undefined
-                ? `past the last 7-bit address 0x7f`
-                : `and ${hex(address)} is already taken by ${owner}`
+            `${describeOrigin(config)}: ${subject}: ${hex(address)} is ${
+              owner === undefined ? "past the last 7-bit address 0x7f" : `already taken by ${owner}`
             }`,
           );
         }
-        targetOwner.set(address, label);
+        targetOwner.set(address, asOwner);
         targets.set(address, target);
         if (config.readOnly) {
           readOnlyTargets.set(address, config.pointerBytes ?? DEFAULT_POINTER_BYTES);

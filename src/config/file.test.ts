@@ -340,7 +340,8 @@ describe("loadConfigFile", () => {
       (err: unknown) =>
         err instanceof ConfigError &&
         err.code === "CONFIG_UNREADABLE" &&
-        err.message.startsWith(`cannot read config file ${join(dir, "missing.json")}: ENOENT`),
+        err.message ===
+          `cannot read config file ${join(dir, "missing.json")}: ${join(dir, "missing.json")} does not exist (ENOENT)`,
     );
   });
 });

@@ -62,7 +62,7 @@ describe("loadModelModule", () => {
     await refused(
       join(dir, "missing.mjs"),
       "MODULE_LOAD_FAILED",
-      /^devices\[0\]: cannot load model module .*missing\.mjs: ENOENT/,
+      /^devices\[0\]: cannot load model module (\S+missing\.mjs): \1 does not exist \(ENOENT\)$/,
     );
   });
 

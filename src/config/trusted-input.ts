@@ -9,7 +9,6 @@
  * @module
  */
 
-import { SysError } from "../sys/errors.js";
 import { closeFd } from "../sys/fd.js";
 import { openParent, readTrustedFile, UntrustedPathError } from "../sys/trusted-dir.js";
 import { ConfigError, reasonOf } from "./errors.js";
@@ -39,13 +38,11 @@ function inputError(
       { cause: err },
     );
   }
-  const reason = err instanceof SysError ? `${err.code}: ${err.message}` : reasonOf(err);
+  // A SysError's message names the path and ends with its code.
   return new ConfigError(
     unreadable.code,
-    `${prefix(where)}cannot ${unreadable.verb} ${what}: ${reason}`,
-    {
-      cause: err,
-    },
+    `${prefix(where)}cannot ${unreadable.verb} ${what}: ${reasonOf(err)}`,
+    { cause: err },
   );
 }
 

@@ -22,8 +22,10 @@ import { hasCode, sysCall } from "./errors.js";
 import { closeFd } from "./fd.js";
 import { native } from "./native.js";
 import {
+  creationFailure,
   type FileStat,
   fstatFd,
+  isPathFailure,
   octal,
   openParent,
   sameFile,
@@ -34,7 +36,8 @@ import {
 import { UnixStream } from "./unix-socket.js";
 
 export type SocketFileErrorCode =
-  | "ENOENT" // the socket's directory does not exist
+  | "ENOENT" // the socket's directory does not exist (or a component of its path is not a directory)
+  | "EPATH" // the directory cannot be reached, or refuses a new file (procfs, read-only, full)
   | "EUNSAFE" // the directory (or one above it) can be changed by someone not trusted
   | "EADDRINUSE" // a live process serves the path
   | "EEXIST" // the path exists and is not a socket: never removed
@@ -86,11 +89,14 @@ function message(error: unknown): string {
 }
 
 /**
- * The checked directory of `path` and the socket's name in it. Throws SocketFileError: ENOENT when
- * the directory is missing, EUNSAFE when it (or one above it) is not trusted.
+ * The checked directory of `path` and the socket's name in it; `action` ("create socket",
+ * "connect to") starts a failure's message. Throws SocketFileError: ENOENT when the directory is
+ * missing (or a component is not a directory), EUNSAFE when it (or one above it) is not trusted,
+ * EPATH when it cannot be reached, ELISTEN for any other failure.
  */
 function openSocketDirectory(
   path: string,
+  action: string,
   options: TrustOptions = {},
 ): { dir: TrustedDirectory; name: string } {
   try {
@@ -104,20 +110,16 @@ function openSocketDirectory(
         { cause: error },
       );
     }
-    if (hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR")) {
-      const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
-      throw new SocketFileError("ENOENT", path, `socket directory ${dir} does not exist`, {
-        cause: error,
-      });
-    }
-    throw new SocketFileError(
-      "ELISTEN",
-      path,
-      `cannot open the directory of ${path}: ${message(error)}`,
-      {
-        cause: error,
-      },
-    );
+    // The message names the component that is missing, not a directory or out of reach.
+    const code =
+      hasCode(error, "ENOENT") || hasCode(error, "ENOTDIR")
+        ? "ENOENT"
+        : isPathFailure(error)
+          ? "EPATH"
+          : "ELISTEN";
+    throw new SocketFileError(code, path, `cannot ${action} ${path}: ${message(error)}`, {
+      cause: error,
+    });
   }
 }
 
@@ -183,14 +185,19 @@ function claim(dir: TrustedDirectory, name: string, path: string): void {
 }
 
 /** A fresh private directory (0700, ours) beside the target, for binding the socket in. */
-function makeStagingDirectory(dir: TrustedDirectory, name: string): TrustedDirectory {
+function makeStagingDirectory(dir: TrustedDirectory, name: string, path: string): TrustedDirectory {
   for (let attempt = 1; ; attempt++) {
     const stagingName = `.${name}.${randomBytes(6).toString("hex")}`;
     try {
       sysCall("mkdirat", () => native().mkdirAt(dir.fd, stagingName, 0o700));
     } catch (error) {
       if (hasCode(error, "EEXIST") && attempt < STAGING_ATTEMPTS) continue;
-      throw error;
+      // The first entry made in the directory: where a directory that takes no files says so.
+      const refusal = creationFailure(dir.path, error);
+      if (refusal === null) throw error;
+      throw new SocketFileError("EPATH", path, `cannot create socket ${path}: ${refusal.message}`, {
+        cause: error,
+      });
     }
     try {
       const staging = dir.openDirectory(stagingName);
@@ -315,6 +322,7 @@ export class SocketFile {
   /**
    * Creates a listening Unix stream socket at `path` with `access` (see the module comment); a stale
    * socket file (nobody listening) is replaced. Throws SocketFileError: ENOENT (no directory),
+   * EPATH (the directory cannot be reached or takes no new file),
    * EUNSAFE (untrusted directory), EEXIST (not a socket), EADDRINUSE (served by a live process),
    * EPERM (group), ELISTEN.
    */
@@ -323,9 +331,9 @@ export class SocketFile {
     access: SocketFileAccess,
     backlog = LISTEN_BACKLOG,
   ): ListeningSocketFile {
-    const { dir, name } = openSocketDirectory(path);
+    const { dir, name } = openSocketDirectory(path, "create socket");
     try {
-      const staging = makeStagingDirectory(dir, name);
+      const staging = makeStagingDirectory(dir, name, path);
       try {
         const fd = sysCall("bind", () =>
           native().socketListen(socketAddress(staging, STAGED_NAME), backlog),
@@ -355,7 +363,7 @@ export class SocketFile {
    * removed at the end under the same rule. Throws SocketFileError ENOENT when no socket is there.
    */
   static existing(path: string): SocketFile {
-    const { dir, name } = openSocketDirectory(path);
+    const { dir, name } = openSocketDirectory(path, "reuse socket");
     const stat = dir.stat(name);
     if (stat === null || !stat.isSocket) {
       dir.close();
@@ -421,7 +429,7 @@ export interface SocketFileConnection {
  * (connect failed: the SysError, e.g. ECONNREFUSED or EAGAIN, is the cause).
  */
 export function connectSocketFile(path: string, options: TrustOptions = {}): SocketFileConnection {
-  const { dir, name } = openSocketDirectory(path, options);
+  const { dir, name } = openSocketDirectory(path, "connect to", options);
   try {
     const entry = dir.stat(name);
     if (entry === null) throw new SocketFileError("ENOENT", path, `${path} does not exist`);
@@ -449,7 +457,7 @@ export function connectSocketFile(path: string, options: TrustOptions = {}): Soc
  */
 export function checkSocketDirectory(path: string, options: TrustOptions = {}): void {
   try {
-    openSocketDirectory(path, options).dir.close();
+    openSocketDirectory(path, "connect to", options).dir.close();
   } catch (error) {
     if (error instanceof SocketFileError && error.code === "ENOENT") return;
     throw error;

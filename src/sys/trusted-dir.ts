@@ -139,6 +139,76 @@ function openDirFd(dirFd: number, name: string): number {
   return sysCall("openat", () => native().openAt(dirFd, name, DIR_FLAGS, 0));
 }
 
+/** The directory `name` of `dirFd`, at `path`; a failure says what is wrong with `path`. */
+function openSubdirectory(dirFd: number, path: string, name: string): number {
+  try {
+    return openDirFd(dirFd, name);
+  } catch (error) {
+    throw pathFailure(path, error) ?? error;
+  }
+}
+
+/** Why `path` cannot be used, by errno: "<path> <words> (CODE)". */
+const PATH_FAILURES: Readonly<Record<string, string>> = {
+  ENOENT: "does not exist",
+  ENOTDIR: "is not a directory",
+  EISDIR: "is a directory",
+  EACCES: "cannot be reached by the daemon's user: permission denied",
+  ENAMETOOLONG: "is too long",
+  ELOOP: "has too many symbolic links",
+};
+
+/**
+ * Why directory `dir`, which exists, refuses a new entry, by errno. Pseudo-filesystems answer
+ * ENOENT (/proc) or EPERM (/sys) to mkdir and create: the directory is there, creation is not.
+ */
+const CREATE_FAILURES: Readonly<Record<string, string>> = {
+  ENOENT: "does not allow creating files",
+  EPERM: "does not allow creating files",
+  EOPNOTSUPP: "does not allow creating files",
+  EACCES: "is not writable by the daemon's user: permission denied",
+  EROFS: "is on a read-only filesystem",
+  ENOSPC: "has no space left on its filesystem",
+  EDQUOT: "is over its disk quota",
+  ENAMETOOLONG: "cannot hold a name that long",
+};
+
+/** `error` (a failed syscall) restated in the words of `table` about `subject`; null if none fit. */
+function reworded(
+  error: unknown,
+  subject: string,
+  table: Readonly<Record<string, string>>,
+): SysError | null {
+  if (!(error instanceof SysError)) return null;
+  const words = table[error.code];
+  if (words === undefined) return null;
+  return new SysError(error.code, error.syscall, `${subject} ${words} (${error.code})`, {
+    errno: error.errno,
+    cause: error,
+  });
+}
+
+/** Whether `error` is a failure of a path by its errno: one pathFailure or creationFailure words. */
+export function isPathFailure(error: unknown): boolean {
+  return (
+    error instanceof SysError &&
+    (PATH_FAILURES[error.code] !== undefined || CREATE_FAILURES[error.code] !== undefined)
+  );
+}
+
+/** A syscall on `path` failed: the SysError that says what is wrong with the path, or null. */
+export function pathFailure(path: string, error: unknown): SysError | null {
+  return reworded(error, path, PATH_FAILURES);
+}
+
+/**
+ * Creating an entry in the existing directory `dir` failed: the SysError that says why the
+ * directory refused, or null when the failure is not about the directory.
+ */
+export function creationFailure(dir: string, error: unknown): SysError | null {
+  return reworded(error, dir, CREATE_FAILURES);
+}
+
 export interface OpenDirectoryOptions extends TrustOptions {
   /** Create missing directories with this mode (like `mkdir -p`; each is checked after). */
   readonly create?: number;
@@ -197,7 +267,7 @@ export class TrustedDirectory {
       let links = 0;
       while (pending.length > 0) {
         const name = pending.shift() as string;
-        const entry = statEntry(fd, name);
+        const entry = statPath(fd, joinPath(where, name), name);
         if (entry?.isSymlink) {
           // The link sits in a directory checked above: only a trusted owner could have put it there.
           if (++links > MAX_LINKS) {
@@ -217,20 +287,18 @@ export class TrustedDirectory {
             throw new SysError(
               "ENOENT",
               "openat",
-              `${joinPath(where, name)}: no such directory (ENOENT)`,
-              { errno: 2 },
+              `${joinPath(where, name)} does not exist (ENOENT)`,
+              {
+                errno: 2,
+              },
             );
           }
-          try {
-            sysCall("mkdirat", () => native().mkdirAt(fd, name, options.create as number));
-          } catch (error) {
-            if (!hasCode(error, "EEXIST")) throw error;
-          }
+          makeDirectory(fd, where, name, options.create);
           // Re-read: whatever is there now (ours, or something that raced us) is checked below.
           pending.unshift(name);
           continue;
         }
-        const next = openDirFd(fd, name);
+        const next = openSubdirectory(fd, joinPath(where, name), name);
         closeFd(fd);
         fd = next;
         where = name === ".." ? parentOf(where) : joinPath(where, name);
@@ -257,15 +325,9 @@ export class TrustedDirectory {
   /** A subdirectory, checked like every directory of `open`. */
   openDirectory(name: string, options: { create?: number } = {}): TrustedDirectory {
     checkName(name, this.path);
-    if (options.create !== undefined) {
-      try {
-        sysCall("mkdirat", () => native().mkdirAt(this.fd, name, options.create as number));
-      } catch (error) {
-        if (!hasCode(error, "EEXIST")) throw error;
-      }
-    }
-    const fd = openDirFd(this.fd, name);
+    if (options.create !== undefined) makeDirectory(this.fd, this.path, name, options.create);
     const path = joinPath(this.path, name);
+    const fd = openSubdirectory(this.fd, path, name);
     try {
       checkDirectory(path, fstatFd(fd), this.#options);
     } catch (error) {
@@ -305,13 +367,17 @@ export class TrustedDirectory {
       fd = sysCall("openat", () => native().openAt(this.fd, name, flags, mode));
     } catch (error) {
       // O_NOFOLLOW met a link at the name: the same code, with a message that says so.
-      if (!hasCode(error, "ELOOP")) throw error;
-      throw new SysError(
-        "ELOOP",
-        "openat",
-        `${path}: is a symbolic link; files are opened here only without following links (ELOOP)`,
-        { errno: (error as SysError).errno ?? 40, cause: error },
-      );
+      if (hasCode(error, "ELOOP")) {
+        throw new SysError(
+          "ELOOP",
+          "openat",
+          `${path}: is a symbolic link; files are opened here only without following links (ELOOP)`,
+          { errno: (error as SysError).errno ?? 40, cause: error },
+        );
+      }
+      if (create === "never" || this.stat(name) !== null) throw pathFailure(path, error) ?? error;
+      // The caller names the file it creates (this one may be a temporary name).
+      throw creationFailure(this.path, error) ?? error;
     }
     try {
       const stat = fstatFd(fd);
@@ -381,6 +447,36 @@ export class TrustedDirectory {
   close(): void {
     if (this.#fd >= 0) closeFd(this.#fd);
     this.#fd = -1;
+  }
+}
+
+/**
+ * mkdir of `name` in the directory `dirFd` (at `dirPath`), one component: an entry already there is
+ * left for the caller to check; any other failure is final (never retried, so a filesystem that
+ * refuses creation, such as /proc, fails at once rather than looping).
+ */
+function makeDirectory(dirFd: number, dirPath: string, name: string, mode: number): void {
+  try {
+    sysCall("mkdirat", () => native().mkdirAt(dirFd, name, mode));
+  } catch (error) {
+    if (hasCode(error, "EEXIST")) return;
+    const refusal = creationFailure(dirPath, error);
+    if (refusal === null) throw error;
+    throw new SysError(
+      refusal.code,
+      refusal.syscall,
+      `cannot create directory ${joinPath(dirPath, name)}: ${refusal.message}`,
+      { errno: refusal.errno, cause: error },
+    );
+  }
+}
+
+/** statEntry of a component of a path being walked: a failure says what is wrong with `path`. */
+function statPath(dirFd: number, path: string, name: string): FileStat | null {
+  try {
+    return statEntry(dirFd, name);
+  } catch (error) {
+    throw pathFailure(path, error) ?? error;
   }
 }
 

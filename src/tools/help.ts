@@ -51,6 +51,15 @@ export const VI2C_HELP: HelpDocument = {
       ],
     },
     {
+      title: "One front-end per socket",
+      body: [
+        "A backend socket serves one front-end at a time. While a VM (or another vi2c) is connected, the",
+        "daemon tells vi2c why it refuses, and vi2c prints it. To inspect a bus while a VM runs, start",
+        "vhost-device-i2c with -c 2 and give vi2c the second socket (PATH1). SOCKET is the socket itself",
+        "(PATH0), not the daemon's -s prefix.",
+      ],
+    },
+    {
       title: "Exit status",
       body: [
         term("0", "done, or aborted at the prompt; --help, --version"),

@@ -9,14 +9,22 @@
  * @module
  */
 
-import { readSync, realpathSync } from "node:fs";
+import { readSync, realpathSync, type Stats, statSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { helpWidth } from "../cli/help.js";
 import { packageVersion } from "../package-version.js";
+import { hasCode } from "../sys/errors.js";
+import { FrontendError } from "../vhost-user/frontend.js";
 import { type Invocation, parseInvocation, UsageError } from "./args.js";
 import { type CommandIo, ExitStatus, runCommand } from "./commands.js";
 import { usageText } from "./help.js";
-import { BackendSession, FEATURE_NAMES, PROTOCOL_FEATURE_NAMES, probeBackend } from "./session.js";
+import {
+  type BackendOffer,
+  BackendSession,
+  FEATURE_NAMES,
+  PROTOCOL_FEATURE_NAMES,
+  probeBackend,
+} from "./session.js";
 
 /** One answer line from stdin, as i2c-tools' user_ack reads it (EOF: no). */
 function confirmOnStdin(defaultYes: boolean): boolean {
@@ -66,9 +74,7 @@ function hex64(value: bigint): string {
   return `0x${value.toString(16).padStart(16, "0")}`;
 }
 
-async function info(invocation: Invocation, io: CommandIo): Promise<number> {
-  const { socket, timeoutMs } = invocation.options;
-  const offer = await probeBackend(socket, timeoutMs);
+async function info(offer: BackendOffer, socket: string, io: CommandIo): Promise<number> {
   let text = `socket: ${socket}\nfeatures: ${hex64(offer.features)}\n`;
   text += bitList(offer.features, FEATURE_NAMES);
   if (offer.protocolFeatures === null) {
@@ -106,14 +112,26 @@ export async function main(argv: readonly string[], io: CommandIo = processIo): 
   if (command.name === "dump" && command.modeDefaulted) {
     io.err("No size specified (using byte-data access)\n");
   }
+  const unreachable = (error: unknown) => {
+    const why = connectFailure(options.socket, error) ?? describe(error);
+    io.err(`Error: Could not talk to the backend at ${options.socket}: ${why}\n`);
+    return ExitStatus.FAILED;
+  };
   try {
-    if (command.name === "info") return await info(invocation, io);
+    if (command.name === "info") {
+      let offer: BackendOffer;
+      try {
+        offer = await probeBackend(options.socket, options.timeoutMs);
+      } catch (error) {
+        return unreachable(error);
+      }
+      return info(offer, options.socket, io);
+    }
     let session: BackendSession;
     try {
       session = await BackendSession.open(options.socket, options);
     } catch (error) {
-      io.err(`Error: Could not talk to the backend at ${options.socket}: ${describe(error)}\n`);
-      return ExitStatus.FAILED;
+      return unreachable(error);
     }
     try {
       const bus = {
@@ -133,10 +151,45 @@ export async function main(argv: readonly string[], io: CommandIo = processIo): 
 
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
+  // The back-end's own line, as it wrote it.
+  if (error instanceof FrontendError && error.code === "EREFUSED") return error.message;
   const code = (error as { code?: unknown }).code;
   return typeof code === "string" && !error.message.includes(code)
     ? `${error.message} (${code})`
     : error.message;
+}
+
+/** The sockets a daemon given `prefix` as -s serves: PREFIX0, PREFIX1, ... while they exist. */
+function servedSockets(prefix: string): number {
+  let count = 0;
+  while (statOrNull(`${prefix}${count}`)?.isSocket()) count++;
+  return count;
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What the user most likely got wrong when connecting to `path` failed, or null: a path that is
+ * not a socket (a connect to a regular file or directory says "connection refused"), or the
+ * daemon's -s prefix given where its sockets are PREFIX0..PREFIXN-1.
+ */
+function connectFailure(path: string, error: unknown): string | null {
+  if (!hasCode(error, "ECONNREFUSED") && !hasCode(error, "ENOENT")) return null;
+  const stat = statOrNull(path);
+  if (stat !== null && !stat.isSocket()) {
+    return stat.isDirectory() ? `${path} is a directory, not a socket` : `${path} is not a socket`;
+  }
+  if (stat !== null) return null;
+  const count = servedSockets(path);
+  if (count === 0) return null;
+  const served = count === 1 ? `${path}0` : `${path}0 to ${path}${count - 1}`;
+  return `${path} does not exist: did you mean ${path}0? (a daemon given -s ${path} serves ${served})`;
 }
 
 /** Run as a program (also through an npm bin symlink), not imported by a test. */

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { CodedError } from "../errors.js";
 import type { TransferObserver, TransferRecord } from "../i2c/observer.js";
 import type { DeviceObservation } from "../i2c/virtio-i2c.js";
 import { type Logger, silentLogger } from "../log.js";
@@ -20,6 +21,22 @@ import { AsyncFdSink, type ChunkOutput } from "./sink.js";
 
 /** `--trace` to stdout. */
 export const TRACE_STDOUT = "-";
+
+/**
+ * The trace file (`ETRACE`) or the capture file (`EPCAP`) cannot be opened: its path is unsafe or
+ * unusable, or a limit is out of range. The message says why; `cause` is the original error.
+ */
+export class OutputOpenError extends CodedError<"ETRACE" | "EPCAP"> {}
+
+/** Runs `open`, turning its failure into the OutputOpenError of output `code`. */
+function openOutput<T>(code: OutputOpenError["code"], open: () => T): T {
+  try {
+    return open();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new OutputOpenError(code, message, { cause: error });
+  }
+}
 
 export interface ObservabilityOptions {
   /** `-` for stdout, else a file appended to; undefined: no trace. */
@@ -78,26 +95,32 @@ export class Observability implements TransferObserver {
         output: new AsyncFdSink(1, { ownsFd: false, onError: onError("trace") }),
       };
     } else if (options.trace !== undefined) {
+      const path = options.trace;
       trace = {
-        target: options.trace,
-        output: RotatingFile.open(options.trace, {
-          existing: "append",
-          maxFileSize: options.traceMaxSize,
-          maxFiles: options.traceMaxFiles,
-          onError: onError("trace"),
-        }),
+        target: path,
+        output: openOutput("ETRACE", () =>
+          RotatingFile.open(path, {
+            existing: "append",
+            maxFileSize: options.traceMaxSize,
+            maxFiles: options.traceMaxFiles,
+            onError: onError("trace"),
+          }),
+        ),
       };
     }
     this.#trace = trace;
+    const pcap = options.pcap;
     try {
       this.#pcap =
-        options.pcap === undefined
+        pcap === undefined
           ? null
-          : PcapWriter.open(options.pcap, {
-              maxFileSize: options.pcapMaxSize,
-              maxFiles: options.pcapMaxFiles,
-              onError: onError("pcap"),
-            });
+          : openOutput("EPCAP", () =>
+              PcapWriter.open(pcap, {
+                maxFileSize: options.pcapMaxSize,
+                maxFiles: options.pcapMaxFiles,
+                onError: onError("pcap"),
+              }),
+            );
     } catch (error) {
       this.#trace?.output.closeSync();
       throw error;
@@ -106,8 +129,8 @@ export class Observability implements TransferObserver {
 
   /**
    * Opens what `options` turns on; null when nothing is on (the devices then get no observer).
-   * Throws when a trace or capture file cannot be opened safely (UntrustedPathError, SysError) or a
-   * limit is out of range (PcapError, RangeError).
+   * Throws OutputOpenError when a trace or capture file cannot be opened safely or a limit is out
+   * of range.
    */
   static open(options: ObservabilityOptions): Observability | null {
     if (options.trace === undefined && options.pcap === undefined && !options.counters) return null;

@@ -361,9 +361,15 @@ describe("BackendConnection with packed rings (RING_PACKED)", () => {
     const h = serve({ maxQueueSize: 8 });
     try {
       const attempt = async (features: bigint, send: (f: VhostUserFrontend) => Promise<void>) => {
+        // One front-end at a time: a connect before the last one is gone would be refused for that.
+        if (h.server.connected) await once(h.server, "disconnect");
         const frontend = h.connect();
-        await frontend.setFeatures(features);
-        return send(frontend);
+        try {
+          await frontend.setFeatures(features);
+          await send(frontend);
+        } finally {
+          frontend.close();
+        }
       };
       await attempt(PACKED_FEATURES, async (f) => {
         await f.setVringNum(0, 5, { needReply: true });

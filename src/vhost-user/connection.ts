@@ -89,9 +89,21 @@ export const SEND_DEADLINE_MS = 10_000;
 
 export type ChannelErrorCode =
   | "EUNSENT_LIMIT" // the peer let more than MAX_UNSENT_BYTES of messages pile up
-  | "EUNSENT_DEADLINE"; // the peer did not read what it was sent within the deadline
+  | "EUNSENT_DEADLINE" // the peer did not read what it was sent within the deadline
+  | "EPEER_TEXT"; // the peer sent a line of text, not a message (the message is that line)
 
-/** Why a channel dropped its peer for not reading (a CloseReason of kind "protocol"). */
+/** Longest text line read from a peer that sends one instead of a message. */
+export const MAX_PEER_TEXT_BYTES = 1024;
+
+/** Printable ASCII: what a text line is made of, and no valid header's 12 bytes are. */
+function isPrintable(bytes: Uint8Array): boolean {
+  return bytes.every((byte) => byte >= 0x20 && byte <= 0x7e);
+}
+
+/**
+ * Why a channel dropped its peer: for not reading, or for sending text (a CloseReason of kind
+ * "protocol").
+ */
 export class ChannelError extends CodedError<ChannelErrorCode> {}
 
 export interface ChannelOptions {
@@ -136,7 +148,7 @@ export class MessageChannel {
     this.watcher = new FdWatcher(
       stream.fd,
       () => this.readAvailable(),
-      (error) => this.shutdown({ kind: "io", error }),
+      (error) => this.shutdown(this.ioFailure(error)),
       () => this.flush(),
     );
     this.watcher.start();
@@ -212,7 +224,7 @@ export class MessageChannel {
           this.updateWatch();
           return;
         }
-        this.shutdown({ kind: "io", error: error as Error });
+        this.shutdown(this.ioFailure(error as Error));
         return;
       }
       this.outgoing.shift();
@@ -294,7 +306,7 @@ export class MessageChannel {
           );
         }
       } catch (error) {
-        this.shutdown({ kind: "protocol", error: error as Error });
+        this.shutdown({ kind: "protocol", error: this.peerText() ?? (error as Error) });
         return;
       }
       this.state = { phase: "payload", header, payload: new Uint8Array(header.size), filled: 0 };
@@ -307,6 +319,56 @@ export class MessageChannel {
     const fds = new MessageFds(this.pendingFds);
     this.pendingFds = [];
     this.dispatch({ header: done.header, payload: done.payload, fds });
+  }
+
+  /**
+   * Why the socket failed: a peer that closed its end may have said why first, and that line beats
+   * "broken pipe" or "reset" (what a send or the poll reports when the peer closed with our last
+   * message unread).
+   */
+  private ioFailure(error: Error): CloseReason {
+    const text = this.textBeforeClose();
+    return text !== null ? { kind: "protocol", error: text } : { kind: "io", error };
+  }
+
+  /** A text line the peer wrote before closing, when nothing of a message was read yet. */
+  private textBeforeClose(): ChannelError | null {
+    if (this.state.phase !== "header" || this.state.filled !== 0) return null;
+    let filled = 0;
+    try {
+      while (filled < HEADER_SIZE) {
+        const n = this.stream.recv(this.headerBuf, filled, HEADER_SIZE - filled, this.pendingFds);
+        if (n <= 0) return null;
+        filled += n;
+      }
+    } catch {
+      return null;
+    }
+    return this.peerText();
+  }
+
+  /**
+   * The header just read as the start of a text line, with the rest of the line that has arrived:
+   * a peer that refuses a connection says why in one line (server.ts does), so the user sees the
+   * reason rather than "bad header". Null when the header is not printable text.
+   */
+  private peerText(): ChannelError | null {
+    if (!isPrintable(this.headerBuf)) return null;
+    const text = new Uint8Array(MAX_PEER_TEXT_BYTES);
+    text.set(this.headerBuf);
+    let length = HEADER_SIZE;
+    try {
+      while (length < text.length && !text.subarray(0, length).includes(0x0a)) {
+        const n = this.stream.recv(text, length, text.length - length, this.pendingFds);
+        if (n <= 0) break;
+        length += n;
+      }
+    } catch {
+      // The line is cut where the connection failed.
+    }
+    const line = Buffer.from(text.subarray(0, length)).toString("latin1").split("\n")[0] ?? "";
+    // Only printable characters reach a log or a terminal.
+    return new ChannelError("EPEER_TEXT", line.replace(/[^\x20-\x7e]/g, "?"));
   }
 
   private dispatch(message: Message): void {

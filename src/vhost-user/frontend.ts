@@ -39,7 +39,7 @@ import {
   requestFlags,
   type VringAddr,
 } from "./codec.js";
-import { type CloseReason, type Message, MessageChannel } from "./connection.js";
+import { ChannelError, type CloseReason, type Message, MessageChannel } from "./connection.js";
 import {
   DeviceStatus,
   HeaderFlag,
@@ -53,6 +53,7 @@ import {
 export type FrontendErrorCode =
   | "ETIMEDOUT" // no reply in time (the connection is then closed)
   | "ECONNRESET" // the back-end closed the connection
+  | "EREFUSED" // the back-end closed the connection with a line of text saying why
   | "ENACK" // the back-end acked NEED_REPLY with a failure status
   | "EPROTO"; // a reply that does not match the request
 
@@ -354,6 +355,14 @@ export class VhostUserFrontend {
   }
 
   private closedError(): FrontendError {
+    const reason = this.closeReason;
+    if (
+      reason?.kind === "protocol" &&
+      reason.error instanceof ChannelError &&
+      reason.error.code === "EPEER_TEXT"
+    ) {
+      return new FrontendError("EREFUSED", reason.error.message, { cause: reason.error });
+    }
     return new FrontendError("ECONNRESET", "the connection to the back-end is closed");
   }
 }

@@ -54,6 +54,13 @@ export interface SessionOptions {
    * restart after a crash resumes it (journal.ts).
    */
   fdStore?: FdStore;
+  /**
+   * Listening sockets only: the line a front-end the peer policy admits is sent when it is refused
+   * because another front-end is connected, from the reason (e.g. "/run/x.sock0 already serves a
+   * front-end (pid 12); one front-end per socket"); the caller adds who it is and what to do about
+   * it. Default: "vhost-user back-end refused the connection: REASON".
+   */
+  busyNotice?: (reason: string) => string;
 }
 
 /**
@@ -73,6 +80,8 @@ interface SessionEvents {
 interface Session {
   readonly backend: BackendConnection;
   readonly channel: MessageChannel;
+  /** The front-end's pid, as the kernel recorded it when it connected. */
+  readonly peerPid: number;
 }
 
 /**
@@ -212,7 +221,7 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
       this.sessionLog,
     );
     backend.attach(channel);
-    this.session = { backend, channel };
+    this.session = { backend, channel, peerPid: peer.pid };
     if (resumed !== undefined) {
       this.sessionLog.info("front-end resumed", peerFields(peer));
       backend.restore(resumed).catch((error: unknown) => {
@@ -273,6 +282,38 @@ abstract class SessionHost extends EventEmitter<SessionEvents> {
 
   /** Hook: what to do once a session is over (client mode reconnects). */
   protected abstract sessionEnded(): void;
+}
+
+function defaultBusyNotice(reason: string): string {
+  return `vhost-user back-end refused the connection: ${reason}`;
+}
+
+/** Most bytes read and dropped from a refused peer before its connection is closed. */
+const REFUSED_DRAIN_BYTES = 64 * 1024;
+
+/**
+ * Tells a refused peer why in one text line, then closes its connection. A vhost-user front-end
+ * reads the line where it expects a reply header: this project's reports it, QEMU reports a bad
+ * header (either beats a bare reset). What the peer sent already (its first request) is read and
+ * dropped first: closing a Unix socket with unread data makes the peer's next read fail with
+ * ECONNRESET. Only peers the policy admits get a line: a peer refused by the policy learns nothing.
+ */
+function refuseWithNotice(stream: UnixStream, line: string): void {
+  try {
+    stream.send(Buffer.from(`${line}\n`));
+    const scratch = new Uint8Array(4096);
+    const fds: number[] = [];
+    for (let drained = 0; drained < REFUSED_DRAIN_BYTES; ) {
+      const n = stream.recv(scratch, 0, scratch.length, fds);
+      for (const fd of fds.splice(0)) closeFdQuietly(fd);
+      if (n <= 0) break;
+      drained += n;
+    }
+  } catch {
+    // The peer is gone or does not read: it misses the line, nothing else.
+  } finally {
+    stream.close();
+  }
 }
 
 /** A listening socket the server accepts on: one it bound, or one it inherited. */
@@ -483,7 +524,10 @@ export class VhostUserServer extends SessionHost {
         this.othersLog.warn("refusing a second connection: a front-end is already connected", {
           path: this.path,
         });
-        stream.close();
+        const pid = this.session === null ? "" : ` (pid ${this.session.peerPid})`;
+        const reason = `${this.path} already serves a front-end${pid}; one front-end per socket`;
+        const notice = this.options.busyNotice ?? defaultBusyNotice;
+        refuseWithNotice(stream, notice(reason));
         continue;
       }
       this.startSession(stream, peer);

@@ -106,7 +106,8 @@ export async function whenSocketFree<T>(connect: () => Promise<T>, ms = WAIT_MS)
     try {
       return await connect();
     } catch (error) {
-      const refused = error instanceof FrontendError && error.code === "ECONNRESET";
+      // The daemon says why it refuses: another front-end (the previous one) is still connected.
+      const refused = error instanceof FrontendError && error.code === "EREFUSED";
       if (!refused || Date.now() > end) throw error;
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
