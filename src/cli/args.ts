@@ -943,7 +943,9 @@ export const HELP: HelpDocument = {
         "not started as root); created 0700 if missing; refused unless it belongs to",
         "root or the daemon's user and nobody else can write to it or search it",
       ),
-      "Lock files are 0600.",
+      "Lock files are 0600. The directory is opened (and created) only when a host device is",
+      "listed, by the user the daemon serves as (after --user): with emulated devices alone it is not",
+      "used, and a bad path there goes unnoticed; with a host device a bad path exits 2 at start.",
     ),
     term(
       "--user <user>",
