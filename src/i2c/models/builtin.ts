@@ -9,11 +9,13 @@ import { ds1307Model } from "./ds1307.js";
 import { eepromModels } from "./eeprom.js";
 import { lm75Models } from "./lm75.js";
 import { registerFileModel } from "./register-file.js";
+import { tmp102Model } from "./tmp102.js";
 
 /** Every built-in ModelDefinition, in the order `list` shows them. */
 export const builtinModels: readonly ModelDefinition[] = [
   ...eepromModels,
   ...lm75Models,
+  tmp102Model(),
   ds1307Model(),
   registerFileModel,
 ];
