@@ -6,6 +6,7 @@
 
 import type { ModelDefinition } from "../model.js";
 import { ds1307Model } from "./ds1307.js";
+import { ds3231Model } from "./ds3231.js";
 import { eepromModels } from "./eeprom.js";
 import { lm75Models } from "./lm75.js";
 import { registerFileModel } from "./register-file.js";
@@ -17,5 +18,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ...lm75Models,
   tmp102Model(),
   ds1307Model(),
+  ds3231Model(),
   registerFileModel,
 ];
