@@ -10,6 +10,7 @@ import { ds3231Model } from "./ds3231.js";
 import { eepromModels } from "./eeprom.js";
 import { lm75Models } from "./lm75.js";
 import { pca953xModels } from "./pca953x.js";
+import { pcf857xModels } from "./pcf857x.js";
 import { pcf8563Model } from "./pcf8563.js";
 import { registerFileModel } from "./register-file.js";
 import { tmp102Model } from "./tmp102.js";
@@ -23,5 +24,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ds3231Model(),
   pcf8563Model(),
   ...pca953xModels,
+  ...pcf857xModels,
   registerFileModel,
 ];
