@@ -8,6 +8,7 @@ import type { ModelDefinition } from "../model.js";
 import { ds1307Model } from "./ds1307.js";
 import { ds3231Model } from "./ds3231.js";
 import { eepromModels } from "./eeprom.js";
+import { ina2xxModels } from "./ina2xx.js";
 import { lm75Models } from "./lm75.js";
 import { pca953xModels } from "./pca953x.js";
 import { pcf857xModels } from "./pcf857x.js";
@@ -25,5 +26,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   pcf8563Model(),
   ...pca953xModels,
   ...pcf857xModels,
+  ...ina2xxModels,
   registerFileModel,
 ];
