@@ -14,6 +14,7 @@ import { pca953xModels } from "./pca953x.js";
 import { pcf857xModels } from "./pcf857x.js";
 import { pcf8563Model } from "./pcf8563.js";
 import { registerFileModel } from "./register-file.js";
+import { sht3xModels } from "./sht3x.js";
 import { tmp102Model } from "./tmp102.js";
 
 /** Every built-in ModelDefinition, in the order `list` shows them. */
@@ -27,5 +28,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ...pca953xModels,
   ...pcf857xModels,
   ...ina2xxModels,
+  ...sht3xModels(),
   registerFileModel,
 ];
