@@ -5,6 +5,7 @@
  */
 
 import type { ModelDefinition } from "../model.js";
+import { bmp280Models } from "./bmp280.js";
 import { ds1307Model } from "./ds1307.js";
 import { ds3231Model } from "./ds3231.js";
 import { eepromModels } from "./eeprom.js";
@@ -29,5 +30,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ...pcf857xModels,
   ...ina2xxModels,
   ...sht3xModels(),
+  ...bmp280Models,
   registerFileModel,
 ];
