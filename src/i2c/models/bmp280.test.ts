@@ -96,8 +96,8 @@ describe("BMP280 / BME280 compensation", () => {
           const t = compensateTemperature(raw.temperature, CAL);
           assert.ok(Math.abs(t.centi / 100 - temperature) <= 0.011, `T ${temperature}`);
           const pa = Number(compensatePressure(raw.pressure, t.tFine, CAL)) / 256;
-          // one 20-bit ADC step is up to 0.17 Pa: the nearest is within half of it
-          assert.ok(Math.abs(pa - pressure) <= 0.09, `P ${pressure} → ${pa}`);
+          // one 20-bit ADC step is up to 0.2 Pa (85 °C, 300 hPa): the nearest is within half of it
+          assert.ok(Math.abs(pa - pressure) <= 0.1, `P ${pressure} → ${pa}`);
           const rh = compensateHumidity(raw.humidity, t.tFine, CAL) / 1024;
           assert.ok(Math.abs(rh - humidity) <= 0.01, `RH ${humidity} → ${rh}`);
         },
@@ -111,11 +111,11 @@ describe("BMP280 / BME280 chip", () => {
   it("bmp280: probed and configured as Linux does, reads back the physical values", () => {
     const { bench, read } = probed("bmp280", { temperature: 21.5, pressure: 98765 });
     assert.equal(read()?.milliCelsius, 21500);
-    assert.ok(Math.abs((read()?.pascal ?? 0) - 98765) < 0.09);
+    assert.ok(Math.abs((read()?.pascal ?? 0) - 98765) < 0.1);
     bench.set("temperature", "-12.34");
     bench.set("pressure", "101325");
     assert.equal(read()?.milliCelsius, -12340);
-    assert.ok(Math.abs((read()?.pascal ?? 0) - 101325) < 0.09);
+    assert.ok(Math.abs((read()?.pascal ?? 0) - 101325) < 0.1);
     assert.equal(bench.device.properties?.humidity, undefined);
   });
 
