@@ -5,6 +5,7 @@
  */
 
 import type { ModelDefinition } from "../model.js";
+import { ads1015Models } from "./ads1015.js";
 import { bmp280Models } from "./bmp280.js";
 import { ds1307Model } from "./ds1307.js";
 import { ds3231Model } from "./ds3231.js";
@@ -31,5 +32,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ...ina2xxModels,
   ...sht3xModels(),
   ...bmp280Models,
+  ...ads1015Models(),
   registerFileModel,
 ];
