@@ -12,6 +12,7 @@ import { ds3231Model } from "./ds3231.js";
 import { eepromModels } from "./eeprom.js";
 import { ina2xxModels } from "./ina2xx.js";
 import { lm75Models } from "./lm75.js";
+import { mcp4725Model } from "./mcp4725.js";
 import { pca953xModels } from "./pca953x.js";
 import { pcf857xModels } from "./pcf857x.js";
 import { pcf8563Model } from "./pcf8563.js";
@@ -33,5 +34,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ...sht3xModels(),
   ...bmp280Models,
   ...ads1015Models(),
+  mcp4725Model(),
   registerFileModel,
 ];
