@@ -16,6 +16,7 @@ import { mcp4725Model } from "./mcp4725.js";
 import { pca953xModels } from "./pca953x.js";
 import { pcf857xModels } from "./pcf857x.js";
 import { pcf8563Model } from "./pcf8563.js";
+import { pmbusModel } from "./pmbus.js";
 import { registerFileModel } from "./register-file.js";
 import { sht3xModels } from "./sht3x.js";
 import { tmp102Model } from "./tmp102.js";
@@ -35,5 +36,6 @@ export const builtinModels: readonly ModelDefinition[] = [
   ...bmp280Models,
   ...ads1015Models(),
   mcp4725Model(),
+  pmbusModel,
   registerFileModel,
 ];
