@@ -8,7 +8,7 @@
 
 import type { ModelDefinition, SimDevice } from "../model.js";
 import { validateOptions, validateState } from "./options.js";
-import { integerProperty } from "./properties.js";
+import { allPinsHigh, inputsOption, inputsProperty, pinsOf } from "./pins.js";
 import { RegisterFile } from "./registers.js";
 
 /** Register kinds; register = kind * ports + port. */
@@ -44,7 +44,7 @@ export class Pca953xChip {
 
   constructor(ports: Pca953xPorts, inputs: number) {
     this.ports = ports;
-    const all = 2 ** (8 * ports) - 1;
+    const all = allPinsHigh(pinsOf(ports));
     this.inputs = inputs & all;
     this.output = all;
     this.config = all;
@@ -118,7 +118,7 @@ export class Pca953xChip {
   }
 
   restoreState(state: unknown, name: string): void {
-    const word = { type: "integer", min: 0, max: 2 ** (8 * this.ports) - 1 } as const;
+    const word = { type: "integer", min: 0, max: allPinsHigh(pinsOf(this.ports)) } as const;
     const schema = {
       type: "object",
       required: ["pointer", "inputs", "output", "polarity", "config", "lastRead"],
@@ -142,17 +142,11 @@ export class Pca953xChip {
 }
 
 function pca953xModel(name: string, ports: Pca953xPorts, what: string): ModelDefinition {
-  const max = 2 ** (8 * ports) - 1;
-  const hex = `0x${max.toString(16)}`;
+  const pins = pinsOf(ports);
   const schema = {
     type: "object",
     properties: {
-      inputs: {
-        type: "integer",
-        min: 0,
-        max,
-        description: `levels driven onto the pins from outside, bit n = pin n (default ${hex})`,
-      },
+      inputs: inputsOption(pins),
     },
   } as const;
   return {
@@ -161,18 +155,17 @@ function pca953xModel(name: string, ports: Pca953xPorts, what: string): ModelDef
     options: schema,
     create(options): SimDevice {
       const o = validateOptions(schema, options, name);
-      const chip = new Pca953xChip(ports, o.inputs ?? max);
+      const chip = new Pca953xChip(ports, o.inputs ?? allPinsHigh(pins));
       const readOnly = (description: string, get: () => number | boolean) => ({ description, get });
       return {
         targets: [chip.target],
         properties: {
-          inputs: integerProperty(
-            `levels driven onto the pins from outside, bit n = pin n (0..${hex})`,
+          inputs: inputsProperty(
+            pins,
             () => chip.inputs,
             (v) => {
               chip.inputs = v;
             },
-            { min: 0, max },
           ),
           pins: readOnly("pin levels (outputs drive theirs)", () => chip.pins),
           output: readOnly("output register(s)", () => chip.output),

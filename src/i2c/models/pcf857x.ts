@@ -8,7 +8,7 @@
 
 import type { I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
 import { validateOptions, validateState } from "./options.js";
-import { integerProperty } from "./properties.js";
+import { allPinsHigh, inputsOption, inputsProperty, pinsOf } from "./pins.js";
 
 /**
  * The chip, as in the PCF8574/PCF8575 datasheets and as Linux's gpio-pcf857x driver uses it:
@@ -31,7 +31,7 @@ export class Pcf857xChip implements I2cDeviceModel {
 
   constructor(ports: 1 | 2, inputs: number) {
     this.ports = ports;
-    this.latch = 2 ** (8 * ports) - 1;
+    this.latch = allPinsHigh(pinsOf(ports));
     this.inputs = inputs;
     this.#seen = this.pins;
   }
@@ -76,7 +76,7 @@ export class Pcf857xChip implements I2cDeviceModel {
   }
 
   restoreState(state: unknown, name: string): void {
-    const word = { type: "integer", min: 0, max: 2 ** (8 * this.ports) - 1 } as const;
+    const word = { type: "integer", min: 0, max: allPinsHigh(pinsOf(this.ports)) } as const;
     const schema = {
       type: "object",
       required: ["latch", "inputs", "seen"],
@@ -90,17 +90,11 @@ export class Pcf857xChip implements I2cDeviceModel {
 }
 
 function pcf857xModel(name: string, ports: 1 | 2, what: string): ModelDefinition {
-  const max = 2 ** (8 * ports) - 1;
-  const hex = `0x${max.toString(16)}`;
+  const pins = pinsOf(ports);
   const schema = {
     type: "object",
     properties: {
-      inputs: {
-        type: "integer",
-        min: 0,
-        max,
-        description: `levels driven onto the pins from outside, bit n = pin n (default ${hex}: nothing pulls low)`,
-      },
+      inputs: inputsOption(pins),
     },
   } as const;
   return {
@@ -109,17 +103,16 @@ function pcf857xModel(name: string, ports: 1 | 2, what: string): ModelDefinition
     options: schema,
     create(options): SimDevice {
       const o = validateOptions(schema, options, name);
-      const chip = new Pcf857xChip(ports, o.inputs ?? max);
+      const chip = new Pcf857xChip(ports, o.inputs ?? allPinsHigh(pins));
       return {
         targets: [chip],
         properties: {
-          inputs: integerProperty(
-            `levels driven onto the pins from outside, bit n = pin n (0..${hex})`,
+          inputs: inputsProperty(
+            pins,
             () => chip.inputs,
             (v) => {
               chip.inputs = v;
             },
-            { min: 0, max },
           ),
           latch: { description: "output latch last written by the guest", get: () => chip.latch },
           pins: { description: "pin levels the guest reads", get: () => chip.pins },
