@@ -60,7 +60,8 @@ export class Ads1015Chip {
   readonly target: RegisterFile;
   readonly inputs: number[];
   readonly #clock: HostClock;
-  #config = ADS1015_POWER_ON_CONFIG;
+  /** The configuration without OS, which reads as "not converting" (see #readRegister). */
+  #config = ADS1015_POWER_ON_CONFIG & ~OS;
   #loThresh = 0x8000;
   #hiThresh = 0x7fff;
   #conversion = 0;

@@ -238,17 +238,19 @@ export class Tmp102Chip {
     // the temperature register is read-only: the write is acknowledged and ignored
   }
 
+  /** Its state as plain data; a conversion in progress is saved as done (see stateSchema). */
   saveState(): Record<string, number | boolean> {
     this.#update();
+    const converting = this.#readyAt !== null;
     return {
       pointer: this.target.pointer.value,
       temperature: this.#ambient,
-      converted: this.#converted,
+      converted: converting ? this.#ambient : this.#converted,
       config: this.#config,
       tlow: this.#tlow,
       thigh: this.#thigh,
       alert: this.#alert,
-      oneShotDone: this.#oneShotDone,
+      oneShotDone: this.#oneShotDone || (converting && this.shutdown),
     };
   }
 
