@@ -122,3 +122,29 @@ describe("DS3231", () => {
     assert.deepEqual(bench.readBytes(0, 3), [0x30, 0x45, 0x13]);
   });
 });
+
+describe("DS3231 alarms", () => {
+  it("alarm 1 on seconds (A1M2..A1M4 masked) and alarm 2 on hour and minute raise A1F and A2F", () => {
+    const { bench, clock } = setup(); // 13:45:30
+    bench.write(0x07, 0x15, 0x80, 0x80, 0x80); // alarm 1: when seconds are 15
+    bench.write(0x0b, 0x47, 0x13, 0x80); // alarm 2: 13:47 on any date
+    assert.equal(bench.readByte(STATUS) & 0x03, 0);
+    clock.advance(44_000); // 13:46:14
+    assert.equal(bench.readByte(STATUS) & 0x03, 0);
+    clock.advance(1000); // 13:46:15
+    assert.equal(bench.readByte(STATUS) & 0x03, 0x01);
+    bench.write(STATUS, 0x08); // ds1337_set_alarm clears A1I/A2I by writing 0
+    clock.advance(45_000); // 13:47:00
+    assert.equal(bench.readByte(STATUS) & 0x03, 0x02);
+  });
+
+  it("day-of-week alarm (DY/DT set) and no alarm for time the operator jumped over", () => {
+    const { bench, clock } = setup(); // Friday (5) 13:45:30
+    bench.write(0x0b, 0x00, 0x00, 0x40 | 0x06); // alarm 2: Saturday 00:00
+    bench.set("time", "2024-05-20T08:00:00Z"); // past Saturday, by the operator
+    assert.equal(bench.readByte(STATUS) & 0x02, 0);
+    bench.write(0, 0x00, 0x00, 0x00, 0x05, 0x17, 0x05, 0x24); // back to Friday 00:00 by the guest
+    clock.advance(86_400_000);
+    assert.equal(bench.readByte(STATUS) & 0x02, 0x02);
+  });
+});

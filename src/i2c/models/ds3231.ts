@@ -14,6 +14,7 @@ import { validateOptions, validateState } from "./options.js";
 import { booleanProperty, numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 import {
+  alarmReached,
   calendarMs,
   calendarTime,
   decodeHours,
@@ -118,7 +119,8 @@ const stateSchema = {
  *   on Vcc the oscillator always runs (EOSC# only stops it on battery), so the clock never halts;
  * - OSF, A2F and A1F are only cleared by the guest (writing 1 keeps them); CONV converts at once
  *   and a new temperature shows at once (the chip converts every 64 s: no driver waits for it);
- *   the alarm registers are kept but their flags are not raised (no interrupt line to the guest).
+ * - alarm 1 (seconds to day/date, masks A1M1..A1M4) and alarm 2 (minutes, seconds 00) raise A1F
+ *   and A2F when the clock reaches a time matching their unmasked fields (there is no INT line).
  */
 export class Ds3231Chip {
   readonly target: RegisterFile;
@@ -130,6 +132,8 @@ export class Ds3231Chip {
   #status = DS3231_STATUS.en32kHz;
   #aging = 0;
   temperature: number;
+  /** The clock time the alarms were last checked up to. */
+  #alarmCheckedAt: number;
 
   constructor(
     host: HostClock,
@@ -138,6 +142,7 @@ export class Ds3231Chip {
     this.clock = new RtcClock(host, MONDAY_FIRST, options.time);
     this.temperature = options.temperature ?? 25;
     if (options.oscillatorStopped) this.#status |= DS3231_STATUS.oscillatorStopped;
+    this.#alarmCheckedAt = this.clock.time;
     this.#latch = new TimeLatch(
       () => this.#timeRegisters(),
       (regs) => this.#setTime(regs),
@@ -145,12 +150,58 @@ export class Ds3231Chip {
     this.target = new RegisterFile(
       { count: DS3231_REGISTERS.count },
       {
-        start: () => this.#latch.start(),
+        start: () => {
+          this.#checkAlarms();
+          this.#latch.start();
+        },
         read: (reg) => this.#readRegister(reg),
         write: (reg, value) => this.#writeRegister(reg, value),
         stop: () => this.#latch.stop(),
       },
     );
+  }
+
+  /** The clock jumped (an operator set it): no alarm fires for the time jumped over. */
+  skipAlarms(): void {
+    this.#alarmCheckedAt = this.clock.time;
+  }
+
+  /** Raises A1F/A2F for alarm times the clock reached since the last check. */
+  #checkAlarms(): void {
+    const now = this.clock.time;
+    const from = this.#alarmCheckedAt;
+    this.#alarmCheckedAt = now;
+    const [s1 = 0, m1 = 0, h1 = 0, d1 = 0, m2 = 0, h2 = 0, d2 = 0] = this.#alarms;
+    if (this.#alarmMatched(from, now, s1, [m1, h1, d1])) this.#status |= DS3231_STATUS.alarm1;
+    if (this.#alarmMatched(from, now, 0, [m2, h2, d2])) this.#status |= DS3231_STATUS.alarm2;
+  }
+
+  /**
+   * Whether an alarm's time came in (from, now]: `seconds` is alarm 1's seconds register (A1M1 in
+   * bit 7: every second) or 0 for alarm 2; minutes, hours and day/date each count unless their bit
+   * 7 masks them; day/date bit 6 chooses the day-of-week register over the date.
+   */
+  #alarmMatched(
+    from: number,
+    now: number,
+    seconds: number,
+    [minutes, hours, dayDate]: number[],
+  ): boolean {
+    const masked = (reg = 0) => (reg & 0x80) !== 0;
+    const matches = (ms: number) => {
+      const t = calendarTime(ms);
+      return (
+        (masked(minutes) || fromBcd((minutes ?? 0) & 0x7f) === t.minute) &&
+        (masked(hours) || decodeHours((hours ?? 0) & 0x7f).hour === t.hour) &&
+        (masked(dayDate) ||
+          ((dayDate ?? 0) & 0x40
+            ? ((dayDate ?? 0) & 0x0f) === this.clock.weekday(ms) + 1
+            : fromBcd((dayDate ?? 0) & 0x3f) === t.date))
+      );
+    };
+    if (!masked(seconds)) return alarmReached(from, now, fromBcd(seconds & 0x7f), matches);
+    // Once per second (all of alarm 1's masks set): any second boundary passed.
+    return Math.floor(now / 1000) > Math.floor(from / 1000);
   }
 
   /** OSF: the oscillator stopped at some point, so the time is not to be trusted. */
@@ -194,6 +245,7 @@ export class Ds3231Chip {
     this.#status = (saved.status ?? 0) & (CLEAR_ONLY_STATUS | DS3231_STATUS.en32kHz);
     this.#aging = saved.aging ?? 0;
     this.temperature = saved.temperature ?? 25;
+    this.#alarmCheckedAt = this.clock.time;
   }
 
   #timeRegisters(): number[] {
@@ -224,6 +276,7 @@ export class Ds3231Chip {
       second: fromBcd(at(0) & 0x7f),
     });
     this.clock.set(time, ((at(3) & 0x07) + 6) % 7); // 3 bits; 0 counts as 7
+    this.#alarmCheckedAt = this.clock.time; // a new time raises no alarm for the time skipped
   }
 
   #readRegister(reg: number): number {
@@ -273,7 +326,7 @@ export function ds3231Model(clock: HostClock = systemClock): ModelDefinition {
       return {
         targets: [chip.target],
         properties: {
-          time: timeProperty(chip.clock, "DS3231", YEARS),
+          time: timeProperty(chip.clock, "DS3231", YEARS, () => chip.skipAlarms()),
           temperature: numberProperty(
             "die temperature in °C (-40..85, 0.25 °C steps in the register)",
             () => chip.temperature,

@@ -13,6 +13,7 @@ import { validateOptions, validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 import {
+  alarmReached,
   calendarMs,
   calendarTime,
   fromBcd,
@@ -63,9 +64,6 @@ const TIMER_CONTROL_MASK = 0x83;
 /** Counter bias making the weekday register 0 on Sundays, as Linux writes tm_wday. */
 const SUNDAY_FIRST = 4;
 const YEARS = { min: 1900, max: 2099 } as const;
-const MINUTE_MS = 60_000;
-/** Longest span the alarm is checked over: any enabled pattern matches within a month. */
-const ALARM_SCAN_MINUTES = 31 * 24 * 60;
 
 const schema = {
   type: "object",
@@ -123,13 +121,13 @@ export class Pcf8563Chip {
   #clkout = CLKOUT_POWER_ON;
   #timerControl = TIMER_CONTROL_POWER_ON;
   #timer = 0;
-  /** The last minute (ms / 60000) of clock time the alarm was checked up to. */
-  #alarmCheckedMinute: number;
+  /** The clock time the alarm was last checked up to. */
+  #alarmCheckedAt: number;
 
   constructor(host: HostClock, options: { time?: number; voltageLow?: boolean }) {
     this.clock = new RtcClock(host, SUNDAY_FIRST, options.time);
     this.voltageLow = options.voltageLow ?? false;
-    this.#alarmCheckedMinute = this.#minute();
+    this.#alarmCheckedAt = this.clock.time;
     this.#latch = new TimeLatch(
       () => this.#timeRegisters(),
       (regs) => this.#setTime(regs),
@@ -183,34 +181,32 @@ export class Pcf8563Chip {
     this.#clkout = (saved.clkout ?? CLKOUT_POWER_ON) & CLKOUT_MASK;
     this.#timerControl = (saved.timerControl ?? TIMER_CONTROL_POWER_ON) & TIMER_CONTROL_MASK;
     this.#timer = saved.timer ?? 0;
-    this.#alarmCheckedMinute = this.#minute();
+    this.#alarmCheckedAt = this.clock.time;
   }
 
-  #minute(): number {
-    return Math.floor(this.clock.time / MINUTE_MS);
+  /** The clock jumped (an operator set it): no alarm fires for the time jumped over. */
+  skipAlarms(): void {
+    this.#alarmCheckedAt = this.clock.time;
   }
 
-  /** Sets AF if a minute the clock reached since the last check matches the enabled alarm fields. */
+  /** Sets AF if the clock reached a minute matching every enabled alarm field since the last check. */
   #checkAlarm(): void {
-    const now = this.#minute();
-    const from = Math.max(this.#alarmCheckedMinute + 1, now - ALARM_SCAN_MINUTES);
-    this.#alarmCheckedMinute = now;
+    const now = this.clock.time;
+    const from = this.#alarmCheckedAt;
+    this.#alarmCheckedAt = now;
     const fields = this.#alarm.map((reg) => (reg & ALARM_DISABLED ? null : reg));
     if (fields.every((f) => f === null)) return;
     const [minute, hour, date, weekday] = fields;
-    for (let m = from; m <= now; m++) {
-      const ms = m * MINUTE_MS;
+    const matches = (ms: number) => {
       const t = calendarTime(ms);
-      if (
+      return (
         (minute == null || fromBcd(minute & 0x7f) === t.minute) &&
         (hour == null || fromBcd(hour & 0x3f) === t.hour) &&
         (date == null || fromBcd(date & 0x3f) === t.date) &&
         (weekday == null || (weekday & 0x07) === this.clock.weekday(ms))
-      ) {
-        this.#control2 |= PCF8563_CONTROL2.alarmFlag;
-        return;
-      }
-    }
+      );
+    };
+    if (alarmReached(from, now, 0, matches)) this.#control2 |= PCF8563_CONTROL2.alarmFlag;
   }
 
   #timeRegisters(): number[] {
@@ -241,7 +237,7 @@ export class Pcf8563Chip {
       second: fromBcd(at(0) & 0x7f),
     });
     this.clock.set(time, at(4) % 7);
-    this.#alarmCheckedMinute = this.#minute(); // a new time raises no alarm for the minutes skipped
+    this.#alarmCheckedAt = this.clock.time; // a new time raises no alarm for the minutes skipped
   }
 
   #readRegister(reg: number): number {
@@ -299,7 +295,7 @@ export function pcf8563Model(clock: HostClock = systemClock): ModelDefinition {
       return {
         targets: [chip.target],
         properties: {
-          time: timeProperty(chip.clock, "PCF8563", YEARS),
+          time: timeProperty(chip.clock, "PCF8563", YEARS, () => chip.skipAlarms()),
           voltageLow: booleanProperty(
             "VL: the supply dropped, the time is not to be trusted (set it to act out a flat battery)",
             () => chip.voltageLow,

@@ -221,15 +221,45 @@ export function parseRtcTime(
   return ms;
 }
 
-/** The `time` property: ISO 8601 UTC, whole seconds; set takes any ISO 8601 time in `years`. */
+/**
+ * The `time` property: ISO 8601 UTC, whole seconds; set takes any ISO 8601 time in `years`, and then
+ * calls `onSet` (a chip's alarms skip the time jumped over).
+ */
 export function timeProperty(
   clock: RtcClock,
   chip: string,
   years: { min: number; max: number },
+  onSet?: () => void,
 ): DeviceProperty {
   return {
     description: `clock time, ISO 8601 UTC (set: any ISO 8601 time in ${years.min}..${years.max})`,
     get: () => new Date(Math.floor(clock.time / SECOND_MS) * SECOND_MS).toISOString(),
-    set: (text) => clock.set(parseRtcTime(text, chip, years)),
+    set: (text) => {
+      clock.set(parseRtcTime(text, chip, years));
+      onSet?.();
+    },
   };
+}
+
+const MINUTE_MS = 60_000;
+/** Longest span an alarm is checked over: every pattern RTC alarms allow recurs within a month. */
+const ALARM_SCAN_MS = 31 * 86_400_000;
+
+/**
+ * Whether `matches` holds at some time `second` seconds into a minute in (fromMs, toMs] of clock
+ * time: how an alarm that compares minute-or-coarser fields finds out it fired since it was last
+ * checked. Looks at most a month back.
+ */
+export function alarmReached(
+  fromMs: number,
+  toMs: number,
+  second: number,
+  matches: (ms: number) => boolean,
+): boolean {
+  const offset = second * SECOND_MS;
+  const from = Math.max(fromMs, toMs - ALARM_SCAN_MS);
+  let t = Math.floor((from - offset) / MINUTE_MS) * MINUTE_MS + offset;
+  if (t <= from) t += MINUTE_MS;
+  for (; t <= toMs; t += MINUTE_MS) if (matches(t)) return true;
+  return false;
 }
