@@ -182,3 +182,13 @@ describe("BMP280 / BME280 chip", () => {
     assert.throws(() => fresh.device.restoreState?.({}), modelError("I2C_MODEL_BAD_STATE"));
   });
 });
+
+describe("BMP280 options", () => {
+  it("the BMP280 takes no humidity option; the BME280 does", () => {
+    assert.throws(
+      () => new ModelBench(findModel("bmp280"), ADDR, { humidity: 40 }),
+      modelError("I2C_MODEL_BAD_OPTIONS"),
+    );
+    assert.equal(new ModelBench(findModel("bme280"), ADDR, { humidity: 40 }).get("humidity"), 40);
+  });
+});

@@ -9,7 +9,7 @@
  */
 
 import type { ModelDefinition, SimDevice } from "../model.js";
-import { validateOptions, validateState } from "./options.js";
+import { type ObjectSchema, validateOptions, validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -371,33 +371,40 @@ export class Bmp280Chip {
   }
 }
 
+const temperatureOption = {
+  type: "number",
+  ...BMP280_RANGE.temperature,
+  description: "initial °C (default 25)",
+} as const;
+const pressureOption = {
+  type: "number",
+  ...BMP280_RANGE.pressure,
+  description: "initial Pa (default 101325)",
+} as const;
+const humidityOption = {
+  type: "number",
+  ...BMP280_RANGE.humidity,
+  description: "initial %RH (default 50)",
+} as const;
+
 function bmp280Model(variant: Bmp280Variant, description: string): ModelDefinition {
-  const schema = {
+  // The BMP280 has no humidity channel: its options do not take one.
+  const schema: ObjectSchema = {
     type: "object",
-    properties: {
-      temperature: {
-        type: "number",
-        ...BMP280_RANGE.temperature,
-        description: "initial °C (default 25)",
-      },
-      pressure: {
-        type: "number",
-        ...BMP280_RANGE.pressure,
-        description: "initial Pa (default 101325)",
-      },
-      humidity: {
-        type: "number",
-        ...BMP280_RANGE.humidity,
-        description: "initial %RH, BME280 (default 50)",
-      },
-    },
-  } as const;
+    properties: variant.humidity
+      ? { temperature: temperatureOption, pressure: pressureOption, humidity: humidityOption }
+      : { temperature: temperatureOption, pressure: pressureOption },
+  };
   return {
     name: variant.name,
     description,
     options: schema,
     create(options): SimDevice {
-      const o = validateOptions(schema, options, variant.name);
+      const o = validateOptions(schema, options, variant.name) as {
+        temperature?: number;
+        pressure?: number;
+        humidity?: number;
+      };
       const chip = new Bmp280Chip(variant, {
         temperature: o.temperature ?? 25,
         pressure: o.pressure ?? 101325,
