@@ -18,6 +18,7 @@ import { after, describe, it } from "node:test";
 import { FakeI2c, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
+import { FaultBus } from "../i2c/faults.js";
 import type { ModelDefinition } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import {
@@ -257,7 +258,9 @@ describe("buildSocketBuses (per-guest lists)", () => {
       const [b0, b1] = [m0.lookup(0x50)?.bus, m1.lookup(0x50)?.bus];
       assert.ok(b0 instanceof GuardedBus && b1 instanceof GuardedBus);
       assert.notEqual(b0, b1, "each guest has its own guard");
-      assert.equal(b0.inner, b1.inner, "over one bus");
+      assert.ok(b0.inner instanceof FaultBus && b1.inner instanceof FaultBus);
+      assert.notEqual(b0.inner, b1.inner, "and its own faults");
+      assert.equal(b0.inner.inner, b1.inner.inner, "over one bus");
       assert.deepEqual(m2.addresses(), [0x51]);
       assert.equal(m0.lookup(0x51), undefined, "guest 0 cannot reach guest 2's device");
       assert.equal(m2.lookup(0x50), undefined);

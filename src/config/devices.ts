@@ -17,6 +17,13 @@ import { openBacking } from "../i2c/backing-store.js";
 import { AddressMap, type BusAddresses, hex, I2C_MAX_ADDR, type I2cBus } from "../i2c/bus.js";
 import type { DeviceGroup } from "../i2c/device-list.js";
 import { DeviceLock } from "../i2c/device-lock.js";
+import {
+  ChipFaults,
+  type DeviceFaults,
+  FaultBus,
+  type FaultSpec,
+  type Stretch,
+} from "../i2c/faults.js";
 import { HostBus, type HostBusOptions } from "../i2c/host-bus.js";
 import {
   type BackingStore,
@@ -65,6 +72,10 @@ export type DeviceConfig =
       pointerBytes?: PointerBytes;
       /** One instance for every socket that lists it shared (else one per socket list). */
       shared?: boolean;
+      /** Faults every guest that sees the chip starts with (src/i2c/faults.ts). */
+      faults?: FaultSpec[];
+      /** Clock stretching added to each transfer that addresses the chip. */
+      stretch?: Stretch;
       origin?: string;
     };
 
@@ -78,6 +89,8 @@ export interface RegisteredDevice {
   /** Model name (a user module's ModelDefinition.name). */
   readonly model: string;
   readonly device: SimDevice;
+  /** The chip's faults, per guest that sees it (one object for a chip shared by several lists). */
+  readonly faults: ChipFaults;
   /**
    * The chip's identity in its configuration (whose list, address, model, options): the same in any
    * process that builds the same configuration, so a successor gives a saved state (SimDevice
@@ -149,11 +162,12 @@ export interface BuiltBuses extends GuestView {
   readonly buses: readonly I2cBus[];
   readonly registry: DeviceRegistry;
   /**
-   * A view of the same buses for the guest called `name` ("socket0"): its own guards, whose log
-   * lines (refused transfers) go through a rate limit of that guest's own, so one guest that
-   * floods does not silence another's lines. The buses and chips stay shared.
+   * A view of the same buses for the guest called `name` ("socket0", socket index `guest`): its own
+   * guards, whose log lines (refused transfers) go through a rate limit of that guest's own, so one
+   * guest that floods does not silence another's lines, and the chips' faults for that guest. The
+   * buses and chips stay shared.
    */
-  guestView(name: string): GuestView;
+  guestView(name: string, guest: number): GuestView;
   /** Closes every device (flushing backing files) and every bus. Safe to call twice. */
   close(): void;
 }
@@ -461,7 +475,7 @@ export function buildBuses(
   context: BuildContext,
   scope = "default",
 ): BuiltBuses {
-  return buildScope(configs, context, scope, new Map());
+  return buildScope(configs, context, scope, { claims: new Map(), faults: new Map() });
 }
 
 /**
@@ -470,12 +484,18 @@ export function buildBuses(
  */
 type BackingClaims = Map<string, { readonly key: string; readonly label: string }>;
 
+/** What the scopes of one build share: backing file claims, and each chip's faults by chip key. */
+interface BuildShared {
+  readonly claims: BackingClaims;
+  readonly faults: Map<string, ChipFaults>;
+}
+
 /** buildBuses for one scope of a build whose backing files are claimed in `claims`. */
 function buildScope(
   configs: readonly DeviceConfig[],
   context: BuildContext,
   scope: string,
-  claims: BackingClaims,
+  { claims, faults: faultsByKey }: BuildShared,
 ): BuiltBuses {
   const pool = context.pool ?? new ResourcePool();
   const opened: { close(): void }[] = [];
@@ -525,6 +545,8 @@ function buildScope(
     }
 
     const targets = new Map<number, I2cDeviceModel>();
+    /** Each target's address → its chip's faults. */
+    const targetFaults = new Map<number, ChipFaults>();
     const registry = new Map<number, RegisteredDevice>();
     const targetOwner = new Map<number, string>();
     const readOnlyTargets = new Map<number, PointerBytes>();
@@ -547,6 +569,12 @@ function buildScope(
         createDevice(definition, config, context, openPooled),
       );
       opened.push({ close: release });
+      let faults = faultsByKey.get(key);
+      if (faults === undefined) {
+        faults = new ChipFaults(config.address, config.stretch ?? null, config.faults ?? []);
+        faultsByKey.set(key, faults);
+      }
+      const chipFaults = faults;
       device.targets.forEach((target, offset) => {
         const address = config.address + offset;
         const owner = targetOwner.get(address);
@@ -562,6 +590,7 @@ function buildScope(
         }
         targetOwner.set(address, label);
         targets.set(address, target);
+        targetFaults.set(address, chipFaults);
         if (config.readOnly) {
           readOnlyTargets.set(address, config.pointerBytes ?? DEFAULT_POINTER_BYTES);
         }
@@ -570,6 +599,7 @@ function buildScope(
         address: config.address,
         model: definition.name,
         device,
+        faults: chipFaults,
         key,
       });
     }
@@ -588,15 +618,18 @@ function buildScope(
         `address ${hex(hostTaken)} is listed on a host adapter and answered by ${targetOwner.get(hostTaken)}`,
       );
     }
-    const guestView = (name: string): GuestView => {
+    const guestView = (name: string, guest: number): GuestView => {
       const logger = rateLimitedLogger(context.logger.child(name), name);
       const groups = plain.map(({ bus, readOnly, ...addresses }) => ({
         ...addresses,
-        bus: new GuardedBus(bus, { readOnly, logger: logger.child(bus.name) }),
+        bus: new GuardedBus(withFaults(bus, targetFaults, guest), {
+          readOnly,
+          logger: logger.child(bus.name),
+        }),
       }));
       return { addressMap: new AddressMap(groups), guards: groups.map((g) => g.bus) };
     };
-    const own = guestView(scope);
+    const own = guestView(scope, 0);
     let closed = false;
     return {
       ...own,
@@ -613,6 +646,21 @@ function buildScope(
     closeOpened();
     throw err;
   }
+}
+
+/**
+ * The emulated bus as guest `guest` sees it: behind a FaultBus over its chips' faults for that guest
+ * (a host bus as it is: its devices take no faults).
+ */
+function withFaults(
+  bus: I2cBus,
+  targetFaults: ReadonlyMap<number, ChipFaults>,
+  guest: number,
+): I2cBus {
+  if (!(bus instanceof SimBus)) return bus;
+  const devices = new Map<number, DeviceFaults>();
+  for (const [address, faults] of targetFaults) devices.set(address, faults.forGuest(guest));
+  return new FaultBus(bus, devices);
 }
 
 /** Identity of an emulated chip: same key = same instance (shared ones across scopes). */
@@ -693,7 +741,8 @@ export function buildSocketBuses(
   const used = all.filter((u) => u.sockets.some((i) => served.includes(i)));
 
   const pool = context.pool ?? new ResourcePool();
-  const claims: BackingClaims = new Map();
+  const shared: BuildShared = { claims: new Map(), faults: new Map() };
+  const claims = shared.claims;
   const built: BuiltBuses[] = [];
   try {
     for (const { scope, devices } of used) {
@@ -703,7 +752,7 @@ export function buildSocketBuses(
           `no devices for ${scope === "default" ? `socket ${usesDefault.join(", ")} (no -l, no "devices" in the config file)` : scope}`,
         );
       }
-      built.push(buildScope(devices, { ...context, pool }, scope, claims));
+      built.push(buildScope(devices, { ...context, pool }, scope, shared));
     }
   } catch (err) {
     for (const b of built) b.close();
@@ -717,7 +766,7 @@ export function buildSocketBuses(
     return own;
   });
   // Every guest gets its own guards over its list's buses (their refusals are logged per guest).
-  const views = socketBuilds.map((b, i) => b?.guestView(`socket${i}`));
+  const views = socketBuilds.map((b, i) => b?.guestView(`socket${i}`, i));
   const addressMaps = views.map((v) => v?.addressMap);
   const directory = directoryOf(socketBuilds);
   let closed = false;

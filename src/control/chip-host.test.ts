@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { DeviceDirectory } from "../config/devices.js";
+import { ChipFaults } from "../i2c/faults.js";
 import { findModel, ModelError, modelContext, type SimDevice } from "../i2c/model.js";
 import { silentLogger } from "../log.js";
 import { answerChipRequest, describeChips, inProcessChips } from "./chip-host.js";
@@ -49,6 +50,7 @@ function directoryOf(...chips: [number, SimDevice, number[]][]): DeviceDirectory
     address,
     model: `model-${address.toString(16)}`,
     device,
+    faults: new ChipFaults(address),
     key: `chip-${address.toString(16)}-${sockets.join(",")}`,
     sockets,
   }));
