@@ -257,7 +257,7 @@ function parseJsonCommand(line: string): Command {
   }
   if (cmd === "fault") {
     // The fault's own fields become key=value words, as typed after `fault <addr> <kind>`.
-    for (const [key, value] of Object.entries(record)) {
+    for (const key of Object.keys(record)) {
       if (key === "cmd" || key === "guest" || JSON_FIELDS.fault.includes(key)) continue;
       words.push(`${key}=${jsonWord(record, key)}`);
     }
