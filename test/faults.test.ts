@@ -43,6 +43,8 @@ describe("daemon fault injection on two guests sharing an LM75 at 0x48 and a 24c
             options: { initial: "a0a1a2a3" },
             // Byte 1 of every read from the EEPROM comes back with its low bit flipped.
             faults: [{ fault: "corrupt", byte: 1, xor: 1 }],
+            // The chip holds SCL 10 ms per transfer and 2 ms per byte.
+            stretch: { usPerTransfer: 10_000, usPerByte: 2_000 },
           },
         ],
       }),
@@ -141,11 +143,22 @@ describe("daemon fault injection on two guests sharing an LM75 at 0x48 and a 24c
     },
   );
 
-  check("a configured corruption acts from the start, on byte 1 of each read", async () => {
-    const read = await vi2c("transfer", "-y", `${prefix}0`, "w1@0x50", "0x00", "r4");
-    assert.equal(read.stdout, "0xa0 0xa0 0xa2 0xa3\n");
-    await waitUntil(() => traced("[injected 0x50").length > 0, "the trace line of the corruption");
-  });
+  check(
+    "a configured corruption acts from the start, on byte 1 of each read, stretched",
+    async () => {
+      const read = await vi2c("transfer", "-y", `${prefix}0`, "w1@0x50", "0x00", "r4");
+      assert.equal(read.stdout, "0xa0 0xa0 0xa2 0xa3\n");
+      await waitUntil(
+        () => traced("[injected 0x50").length > 0,
+        "the trace line of the corruption",
+      );
+      const [line] = traced("[injected 0x50");
+      assert.equal(line?.injected, "0x50: corrupt byte=1 xor=0x01");
+      // 10 ms for the transfer and 2 ms for each of its 5 bytes, give or take a timer's lateness.
+      const ms = (line?.durationUs ?? 0) / 1000;
+      assert.ok(ms >= 20 && ms < 40, `the stretched transfer took ${ms} ms`);
+    },
+  );
 
   check("a stall holds up only its own guest: guest 1 and the control socket go on", async () => {
     await ok("fault 0:0x48 stall ms=1500 count=1");
@@ -163,5 +176,8 @@ describe("daemon fault injection on two guests sharing an LM75 at 0x48 and a 24c
     const done = await stalled;
     assert.equal(done.stdout, "0x19\n", "the stalled transfer completes, with its data");
     assert.ok(performance.now() - startedAt >= 1500, "after the stall");
+    await waitUntil(() => traced("stall ms=1500").length > 0, "the trace line of the stall");
+    const ms = (traced("stall ms=1500")[0]?.durationUs ?? 0) / 1000;
+    assert.ok(ms >= 1500 && ms < 1530, `the stalled transfer took ${ms} ms`);
   });
 });

@@ -255,6 +255,16 @@ class DeviceSetHost implements DataPlaneHost {
     this.#observer?.flush();
   }
 
+  /**
+   * A transfer still running may be an emulated device's stall or clock stretching, which completes
+   * on a timer: the thread must keep turning its loop (a host adapter's completion would wake it
+   * anyway; asking it to turn costs a few wake-ups per transfer).
+   */
+  waitsForTimers(): boolean {
+    for (const device of this.#sessions.keys()) if (device.isIdle?.(0) === false) return true;
+    return false;
+  }
+
   close(): void {
     for (const generation of this.#generations.values()) generation.built.close();
     this.#generations.clear();
