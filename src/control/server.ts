@@ -100,7 +100,7 @@ function describeGuests(sockets: readonly number[]): string {
 }
 
 /** The one chip `ref` names. Throws ENODEV, or EAMBIGUOUS listing the qualified names. */
-function lookup(directory: ChipDirectory, ref: DeviceRef): ChipDescription {
+export function lookup(directory: ChipDirectory, ref: DeviceRef): ChipDescription {
   const { addr, guest } = ref;
   const found = directory.filter(
     (chip) => chip.address === addr && (guest === undefined || chip.sockets.includes(guest)),
