@@ -245,7 +245,10 @@ export function scenarioPlayer(
       if (started || stopped) return;
       started = true;
       logger.info("scenario started", { file: path, steps: steps.length });
-      run(performance.now()).finally(finish);
+      run(performance.now()).then(finish, (error: unknown) => {
+        logger.error("scenario stopped", { error: String(error) });
+        finish();
+      });
     },
     done,
     stop() {
