@@ -5,20 +5,23 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ControlClient } from "../src/control/client.js";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { parseTraceLine } from "../src/trace/format.js";
+import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import {
   type DaemonProcess,
   itWithDaemonLog,
   makeTempDir,
   startDaemon,
   waitUntil,
+  withDaemon,
 } from "./helpers/daemon.js";
 import { runToEnd } from "./helpers/run.js";
 
+const fakeSkip = fakeUnavailableReason() ?? false;
 const VI2C_JS = fileURLToPath(new URL("../src/tools/vi2c.js", import.meta.url));
 
 describe("daemon fault injection on two guests sharing an LM75 at 0x48 and a 24c02 at 0x50", () => {
@@ -179,5 +182,54 @@ describe("daemon fault injection on two guests sharing an LM75 at 0x48 and a 24c
     await waitUntil(() => traced("stall ms=1500").length > 0, "the trace line of the stall");
     const ms = (traced("stall ms=1500")[0]?.durationUs ?? 0) / 1000;
     assert.ok(ms >= 1500 && ms < 1530, `the stalled transfer took ${ms} ms`);
+  });
+});
+
+describe("configured faults on a host adapter's device (LD_PRELOAD fake)", {
+  skip: fakeSkip,
+}, () => {
+  const dir = makeTempDir("vdi2c-host-faults-");
+  let fake: FakeI2c;
+  before(async () => {
+    fake = await FakeI2c.create("adapter 3 funcs=i2c\ndevice 3 0x50\n");
+  });
+  after(async () => {
+    await fake?.cleanup();
+    dir.remove();
+  });
+
+  it("NACKs every 2nd transfer to 0x50 before it reaches the adapter, and traces it", async () => {
+    const config = join(dir.path, "host.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        devices: [{ bus: 3, address: "0x50", faults: [{ fault: "nack", every: 2 }] }],
+      }),
+    );
+    const prefix = join(dir.path, "host.sock");
+    await withDaemon(
+      ["-s", prefix, "--config", config, "--trace"],
+      [`${prefix}0`],
+      async (daemon) => {
+        await fake.clearLog();
+        const vm = await I2cGuest.connect(`${prefix}0`);
+        try {
+          const results: boolean[] = [];
+          for (let i = 0; i < 4; i++) {
+            results.push((await vm.driver.transfer([{ addr: 0x50, read: 1 }])).ok);
+          }
+          assert.deepEqual(results, [true, false, true, false]);
+        } finally {
+          await vm.close();
+        }
+        const reads = (await fake.readLog()).filter((e) => e.op === "rdwr");
+        assert.equal(reads.length, 2, "the NACKed transfers never reached the adapter");
+        await waitUntil(
+          () => daemon.stdout.includes("[injected 0x50: nack every=2]"),
+          "the trace line of the fault",
+        );
+      },
+      { env: fake.env({}) },
+    );
   });
 });

@@ -59,6 +59,10 @@ export type DeviceConfig =
       pointerBytes?: PointerBytes;
       /** Other guests (sockets, daemons) may drive this host device too. */
       shared?: boolean;
+      /** Faults every guest that reaches the device meets (src/i2c/faults.ts). */
+      faults?: FaultSpec[];
+      /** Clock stretching added to each transfer that addresses the device. */
+      stretch?: Stretch;
       origin?: string;
     }
   | {
@@ -501,17 +505,38 @@ function buildScope(
   const opened: { close(): void }[] = [];
   const closeOpened = () => closeAll(opened, context.logger);
   try {
-    /** Each bus with its guest addresses and read-only devices, before any guard. */
-    const plain: (BusAddresses & { readOnly: Map<number, PointerBytes> })[] = [];
+    /**
+     * Each bus with its guest addresses, read-only devices and the faults of its devices (by
+     * address on the bus), before any guard.
+     */
+    const plain: (BusAddresses & {
+      readOnly: Map<number, PointerBytes>;
+      faults: ReadonlyMap<number, ChipFaults>;
+    })[] = [];
     const addBus = (
       bus: I2cBus,
       readOnly: Map<number, PointerBytes>,
+      faults: ReadonlyMap<number, ChipFaults>,
       addrs: number[],
       hostAddrs?: number[],
     ) => {
       plain.push(
-        hostAddrs === undefined ? { bus, addrs, readOnly } : { bus, addrs, hostAddrs, readOnly },
+        hostAddrs === undefined
+          ? { bus, addrs, readOnly, faults }
+          : { bus, addrs, hostAddrs, readOnly, faults },
       );
+    };
+    /** The faults of the device of `key` (one object for a device shared by several lists). */
+    const faultsOf = (
+      key: string,
+      device: { address: number; faults?: FaultSpec[]; stretch?: Stretch },
+    ): ChipFaults => {
+      let faults = faultsByKey.get(key);
+      if (faults === undefined) {
+        faults = new ChipFaults(device.address, device.stretch ?? null, device.faults ?? []);
+        faultsByKey.set(key, faults);
+      }
+      return faults;
     };
     const hostDevices = new Map<number, Extract<DeviceConfig, { kind: "host" }>[]>();
     for (const device of configs) {
@@ -536,9 +561,21 @@ function buildScope(
           .filter((d) => d.readOnly)
           .map((d) => [hostAddressOf(d), d.pointerBytes ?? DEFAULT_POINTER_BYTES] as const),
       );
+      // Only devices with configured faults or stretching: the control socket cannot reach a host
+      // device, and an adapter without them keeps its bus as it is.
+      const faults = new Map(
+        devices
+          .filter((d) => d.faults !== undefined || d.stretch !== undefined)
+          .map((d) => {
+            const hostAddr = hostAddressOf(d);
+            const key = `${d.shared ? "shared" : scope}|host|${adapter}|${hostAddr}`;
+            return [hostAddr, faultsOf(key, d)] as const;
+          }),
+      );
       addBus(
         bus,
         readOnly,
+        faults,
         devices.map((d) => d.address),
         hostAddrs,
       );
@@ -569,12 +606,7 @@ function buildScope(
         createDevice(definition, config, context, openPooled),
       );
       opened.push({ close: release });
-      let faults = faultsByKey.get(key);
-      if (faults === undefined) {
-        faults = new ChipFaults(config.address, config.stretch ?? null, config.faults ?? []);
-        faultsByKey.set(key, faults);
-      }
-      const chipFaults = faults;
+      const chipFaults = faultsOf(key, config);
       device.targets.forEach((target, offset) => {
         const address = config.address + offset;
         const owner = targetOwner.get(address);
@@ -606,7 +638,7 @@ function buildScope(
     if (targets.size > 0) {
       const bus = new SimBus(targets, context.logger.child("sim"));
       opened.push(bus);
-      addBus(bus, readOnlyTargets, [...targets.keys()]);
+      addBus(bus, readOnlyTargets, targetFaults, [...targets.keys()]);
     }
     const hostTaken = [...hostDevices.values()]
       .flat()
@@ -620,9 +652,9 @@ function buildScope(
     }
     const guestView = (name: string, guest: number): GuestView => {
       const logger = rateLimitedLogger(context.logger.child(name), name);
-      const groups = plain.map(({ bus, readOnly, ...addresses }) => ({
+      const groups = plain.map(({ bus, readOnly, faults, ...addresses }) => ({
         ...addresses,
-        bus: new GuardedBus(withFaults(bus, targetFaults, guest), {
+        bus: new GuardedBus(withFaults(bus, faults, guest), {
           readOnly,
           logger: logger.child(bus.name),
         }),
@@ -649,17 +681,14 @@ function buildScope(
 }
 
 /**
- * The emulated bus as guest `guest` sees it: behind a FaultBus over its chips' faults for that guest
- * (a host bus as it is: its devices take no faults).
+ * The bus as guest `guest` sees it: behind a FaultBus over its devices' faults for that guest (every
+ * emulated chip: faults may be set at run time), or as it is when none of its devices has any (a
+ * host adapter without configured faults).
  */
-function withFaults(
-  bus: I2cBus,
-  targetFaults: ReadonlyMap<number, ChipFaults>,
-  guest: number,
-): I2cBus {
-  if (!(bus instanceof SimBus)) return bus;
+function withFaults(bus: I2cBus, faults: ReadonlyMap<number, ChipFaults>, guest: number): I2cBus {
+  if (faults.size === 0) return bus;
   const devices = new Map<number, DeviceFaults>();
-  for (const [address, faults] of targetFaults) devices.set(address, faults.forGuest(guest));
+  for (const [address, chip] of faults) devices.set(address, chip.forGuest(guest));
   return new FaultBus(bus, devices);
 }
 

@@ -140,6 +140,14 @@ describe("parseConfigText faults and stretching", () => {
     assert.deepEqual(device.stretch, { usPerTransfer: 0, usPerByte: 10 });
   });
 
+  it("reads a host device's faults too", () => {
+    const [device] = parse({
+      devices: [{ bus: 3, address: 80, faults: [{ fault: "disappear" }] }],
+    });
+    assert.ok(device?.kind === "host");
+    assert.deepEqual(device.faults, [{ fault: "disappear" }]);
+  });
+
   it("refuses a bad fault, naming where it is", () => {
     refused(
       {
@@ -151,9 +159,9 @@ describe("parseConfigText faults and stretching", () => {
       `${FILE}: devices[0].faults[0]: "every" must be an integer 1..2147483648, not 0`,
     );
     refused(
-      { devices: [{ bus: 3, address: 72, faults: [] }] },
+      { devices: [{ bus: "sim", address: 72, model: "lm75", stretch: { usPerByte: 10001 } }] },
       "CONFIG_INVALID",
-      `${FILE}: devices[0].faults: unknown key (expected one of: bus, address, hostAddress, readOnly, pointerBytes, shared)`,
+      `${FILE}: devices[0].stretch: "usPerByte" must be an integer 0..10000, not 10001`,
     );
   });
 });

@@ -18,8 +18,8 @@
  * the address on the adapter when the guest sees the device at `address`. A read-only device may say
  * `"pointerBytes": 1 | 2`, the width of its register pointer (default 1; 2 for 16-bit word addresses,
  * 24c32 and larger EEPROMs): the only write it takes is exactly that many bytes before a read.
- * An emulated device may say `"faults": [{"fault": "nack", "every": 3}, ...]` (the faults every guest
- * that sees it starts with) and `"stretch": {"usPerTransfer": N, "usPerByte": N}` (clock
+ * Every device may say `"faults": [{"fault": "nack", "every": 3}, ...]` (the faults every guest
+ * that reaches it starts with) and `"stretch": {"usPerTransfer": N, "usPerByte": N}` (clock
  * stretching); src/i2c/faults.ts owns their fields.
  * @module
  */
@@ -77,7 +77,16 @@ const SIM_KEYS = [
   "faults",
   "stretch",
 ] as const;
-const HOST_KEYS = ["bus", "address", "hostAddress", "readOnly", "pointerBytes", "shared"] as const;
+const HOST_KEYS = [
+  "bus",
+  "address",
+  "hostAddress",
+  "readOnly",
+  "pointerBytes",
+  "shared",
+  "faults",
+  "stretch",
+] as const;
 /** Highest socket index a "sockets" key may name (the daemon serves at most 64). */
 const MAX_SOCKET_INDEX = 63;
 const DECIMAL = /^[0-9]+$/;
@@ -224,6 +233,7 @@ class SchemaReader {
       ...(typeof device.bus === "string" ? { adapterName: device.bus } : {}),
       address: this.#address(device.address, `${keyPath}.address`),
       ...this.#flags(device, keyPath),
+      ...this.#faults(device, keyPath),
       origin,
     };
     if ("hostAddress" in device) {

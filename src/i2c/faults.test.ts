@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { I2cMessage } from "./bus.js";
+import type { I2cBus, I2cMessage } from "./bus.js";
 import {
   ChipFaults,
   DeviceFaults,
@@ -243,6 +243,37 @@ describe("FaultBus", () => {
     const msgs = [w(0x48, 0), r(0x48, 2), ...eepromRead()];
     assert.equal(await run(bus, msgs), 2);
     assert.deepEqual([...(msgs[1] as I2cMessage).buf], [0x19, 0x00], "the LM75 read went through");
+  });
+
+  it("works over an asynchronous bus (a host adapter): corrupts once its transfer completed", async () => {
+    const ran: I2cMessage[][] = [];
+    const host: I2cBus = {
+      name: "i2c-3",
+      synchronous: false,
+      inlineNow: false,
+      transfer: async (msgs) => {
+        ran.push([...msgs]);
+        for (const msg of msgs) if (msg.read) msg.buf.fill(0x11);
+        return msgs.length;
+      },
+      close: () => {},
+    };
+    const device = new DeviceFaults(0x50, null, [{ fault: "corrupt", byte: 0, value: 0 }]);
+    const bus = new FaultBus(host, new Map([[0x36, device]]));
+    assert.equal(bus.inlineNow, false, "the inner bus's");
+    const msgs = [w(0x36, 0), r(0x36, 2)];
+    const result = bus.transfer(msgs);
+    assert.ok(result instanceof Promise);
+    assert.equal(await result, 2);
+    assert.deepEqual([...(msgs[1] as I2cMessage).buf], [0x00, 0x11]);
+    assert.equal(
+      msgs[1]?.injected,
+      "0x50: corrupt byte=0 value=0x00",
+      "named by its guest address",
+    );
+    device.add({ fault: "nack" });
+    assert.equal(await bus.transfer([w(0x36, 0)]), 0);
+    assert.equal(ran.length, 1, "a NACK on the first message reaches no device");
   });
 
   it("gives each guest its own copy of the configured faults", async () => {
