@@ -85,6 +85,9 @@ export const MAX_STALL_MS = 60_000;
 /** Most stretching per transfer or per byte (10 ms): real chips stretch microseconds. */
 export const MAX_STRETCH_US = 10_000;
 
+/** Seed of a `probability` fault that gives none. */
+const DEFAULT_SEED = 1;
+
 export const FAULT_KINDS: readonly FaultKind[] = Object.keys(EFFECT_FIELDS) as FaultKind[];
 
 function isFaultKind(word: unknown): word is FaultKind {
@@ -127,18 +130,14 @@ function probabilityField(fields: Readonly<Record<string, unknown>>): number {
 
 /**
  * Checks a fault given as an object (`{"fault": "nack", "every": 3}`; numbers as JSON numbers or
- * text). `ignore` names keys that belong to the caller (a scenario step's "at" and "device").
- * Throws FaultError.
+ * text). Throws FaultError.
  */
-export function parseFaultSpec(
-  fields: Readonly<Record<string, unknown>>,
-  ignore: readonly string[] = [],
-): FaultSpec {
+export function parseFaultSpec(fields: Readonly<Record<string, unknown>>): FaultSpec {
   const kind = fields.fault;
   if (!isFaultKind(kind)) {
     throw bad(`"fault" must be one of ${FAULT_KINDS.join(", ")}, not ${JSON.stringify(kind)}`);
   }
-  const allowed = ["fault", ...EFFECT_FIELDS[kind], ...TRIGGER_FIELDS, ...ignore];
+  const allowed = ["fault", ...EFFECT_FIELDS[kind], ...TRIGGER_FIELDS];
   for (const key of Object.keys(fields)) {
     if (!allowed.includes(key)) {
       throw bad(`"${key}" is not a field of a ${kind} fault (fields: ${allowed.join(", ")})`);
@@ -235,8 +234,6 @@ export function formatFault(spec: FaultSpec): string {
   return words.join(" ");
 }
 
-const DEFAULT_SEED = 1;
-
 /**
  * A seeded generator of numbers in [0, 1) (mulberry32: small, fast, and the same on every platform,
  * so a seed reproduces a run anywhere).
@@ -267,7 +264,7 @@ export class ActiveFault {
   readonly #random: (() => number) | null;
   /** Transfers it could act on so far. */
   #seen = 0;
-  injected = 0;
+  #injected = 0;
 
   constructor(spec: FaultSpec) {
     this.spec = spec;
@@ -275,8 +272,13 @@ export class ActiveFault {
     this.#random = spec.probability === undefined ? null : seededRandom(spec.seed ?? DEFAULT_SEED);
   }
 
+  /** How many times it fired. */
+  get injected(): number {
+    return this.#injected;
+  }
+
   get expired(): boolean {
-    return this.spec.count !== undefined && this.injected >= this.spec.count;
+    return this.spec.count !== undefined && this.#injected >= this.spec.count;
   }
 
   /** Called once per transfer it could act on: whether it fires in this one. */
@@ -290,7 +292,7 @@ export class ActiveFault {
       every !== undefined
         ? this.#seen % every === 0
         : this.#random === null || this.#random() < (probability ?? 1);
-    if (fired) this.injected++;
+    if (fired) this.#injected++;
     return fired;
   }
 
