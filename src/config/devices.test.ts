@@ -18,7 +18,7 @@ import { after, describe, it } from "node:test";
 import { FakeI2c, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
-import { FaultBus } from "../i2c/faults.js";
+import { FaultBus, type FaultSpec } from "../i2c/faults.js";
 import type { ModelDefinition } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import {
@@ -453,6 +453,26 @@ describe("buildSocketBuses (per-guest lists)", () => {
     assert.ok(m2);
     assert.deepEqual(read(m2, 0x50), { done: 2, byte: 0x44 });
     second.close();
+  });
+
+  it("a pool keeps a chip's faults across rebuilds unless its configured faults change", () => {
+    const pool = new ResourcePool();
+    const withFaults = (faults: FaultSpec[]) => ({
+      defaults: [{ ...sim(0x50, "24c02"), faults }],
+      sockets: new Map(),
+    });
+    const first = buildSocketBuses(withFaults([]), 1, { ...context, pool });
+    const kept = buildSocketBuses(withFaults([]), 1, { ...context, pool });
+    const changed = buildSocketBuses(withFaults([{ fault: "nack" }]), 1, { ...context, pool });
+    const faultsOf = (built: ReturnType<typeof buildSocketBuses>) => built.directory[0]?.faults;
+    faultsOf(first)?.forGuest(0).add({ fault: "disappear" });
+    assert.equal(faultsOf(kept), faultsOf(first), "a fault set at run time reaches both builds");
+    assert.equal(read(kept.addressMaps[0], 0x50).done, 0);
+    assert.notEqual(faultsOf(changed), faultsOf(first));
+    assert.deepEqual(faultsOf(changed)?.forGuest(0).list(), [
+      { fault: "nack", injected: 0, left: null },
+    ]);
+    for (const built of [first, kept, changed]) built.close();
   });
 
   it("a pool's device locks are counted: taken once, released by the last user", () => {

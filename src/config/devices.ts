@@ -316,6 +316,7 @@ export class ResourcePool {
   readonly #chips = new Map<string, Counted<PooledChip>>();
   /** Canonical path → the open backing file every chip on it shares. */
   readonly #stores = new Map<string, Counted<BackingStore>>();
+  readonly #faults = new Map<string, Counted<ChipFaults>>();
 
   constructor(lockDir?: string) {
     this.lockDir = lockDir;
@@ -370,6 +371,19 @@ export class ResourcePool {
       return { value: { device, files }, close: () => device.close?.() };
     });
     return [value.device, release];
+  }
+
+  /**
+   * The faults of the device of `key`, made by `create` on first use. A rebuild that keeps the device
+   * and its configured faults (both in the key) keeps the object, so a fault set at run time reaches
+   * the guests connected before the reload as well as those after. Returns it and its release.
+   */
+  faults(key: string, create: () => ChipFaults): [ChipFaults, () => void] {
+    const { value, release } = this.#acquire(this.#faults, key, () => ({
+      value: create(),
+      close: () => {},
+    }));
+    return [value, release];
   }
 
   /**
@@ -479,7 +493,7 @@ export function buildBuses(
   context: BuildContext,
   scope = "default",
 ): BuiltBuses {
-  return buildScope(configs, context, scope, { claims: new Map(), faults: new Map() });
+  return buildScope(configs, context, scope, new Map());
 }
 
 /**
@@ -488,18 +502,12 @@ export function buildBuses(
  */
 type BackingClaims = Map<string, { readonly key: string; readonly label: string }>;
 
-/** What the scopes of one build share: backing file claims, and each chip's faults by chip key. */
-interface BuildShared {
-  readonly claims: BackingClaims;
-  readonly faults: Map<string, ChipFaults>;
-}
-
 /** buildBuses for one scope of a build whose backing files are claimed in `claims`. */
 function buildScope(
   configs: readonly DeviceConfig[],
   context: BuildContext,
   scope: string,
-  { claims, faults: faultsByKey }: BuildShared,
+  claims: BackingClaims,
 ): BuiltBuses {
   const pool = context.pool ?? new ResourcePool();
   const opened: { close(): void }[] = [];
@@ -526,16 +534,19 @@ function buildScope(
           : { bus, addrs, hostAddrs, readOnly, faults },
       );
     };
-    /** The faults of the device of `key` (one object for a device shared by several lists). */
+    /**
+     * The faults of the device of `key` (one object for a device shared by several lists, and kept by
+     * a rebuild that changes neither the device nor its configured faults).
+     */
     const faultsOf = (
       key: string,
       device: { address: number; faults?: FaultSpec[]; stretch?: Stretch },
     ): ChipFaults => {
-      let faults = faultsByKey.get(key);
-      if (faults === undefined) {
-        faults = new ChipFaults(device.address, device.stretch ?? null, device.faults ?? []);
-        faultsByKey.set(key, faults);
-      }
+      const configured = JSON.stringify([device.faults ?? [], device.stretch ?? null]);
+      const [faults, release] = pool.faults(`${key}|${configured}`, () => {
+        return new ChipFaults(device.address, device.stretch ?? null, device.faults ?? []);
+      });
+      opened.push({ close: release });
       return faults;
     };
     const hostDevices = new Map<number, Extract<DeviceConfig, { kind: "host" }>[]>();
@@ -770,8 +781,7 @@ export function buildSocketBuses(
   const used = all.filter((u) => u.sockets.some((i) => served.includes(i)));
 
   const pool = context.pool ?? new ResourcePool();
-  const shared: BuildShared = { claims: new Map(), faults: new Map() };
-  const claims = shared.claims;
+  const claims: BackingClaims = new Map();
   const built: BuiltBuses[] = [];
   try {
     for (const { scope, devices } of used) {
@@ -781,7 +791,7 @@ export function buildSocketBuses(
           `no devices for ${scope === "default" ? `socket ${usesDefault.join(", ")} (no -l, no "devices" in the config file)` : scope}`,
         );
       }
-      built.push(buildScope(devices, { ...context, pool }, scope, shared));
+      built.push(buildScope(devices, { ...context, pool }, scope, claims));
     }
   } catch (err) {
     for (const b of built) b.close();
