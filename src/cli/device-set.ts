@@ -255,13 +255,11 @@ class DeviceSetHost implements DataPlaneHost {
     this.#observer?.flush();
   }
 
-  /**
-   * A transfer still running may be an emulated device's stall or clock stretching, which completes
-   * on a timer: the thread must keep turning its loop (a host adapter's completion would wake it
-   * anyway; asking it to turn costs a few wake-ups per transfer).
-   */
+  /** A stall or clock stretching completes on a timer: the thread's loop must keep turning. */
   waitsForTimers(): boolean {
-    for (const device of this.#sessions.keys()) if (device.isIdle?.(0) === false) return true;
+    for (const generation of this.#generations.values()) {
+      if (generation.built.waitsForTimers()) return true;
+    }
     return false;
   }
 

@@ -739,6 +739,11 @@ export interface BuiltSockets {
   /** Every emulated chip with the sockets that see it, for the control socket. */
   readonly directory: DeviceDirectory;
   readonly guards: readonly GuardedBus[];
+  /**
+   * Whether a transfer on these buses waits on a timer (an emulated device's stall or clock
+   * stretching): the thread that runs them must keep turning its event loop.
+   */
+  waitsForTimers(): boolean;
   /** Every distinct device given to some socket. */
   readonly devices: readonly DeviceConfig[];
   /** The backing files this build's chips hold (canonical paths), each with its chip's label. */
@@ -808,11 +813,14 @@ export function buildSocketBuses(
   const views = socketBuilds.map((b, i) => b?.guestView(`socket${i}`, i));
   const addressMaps = views.map((v) => v?.addressMap);
   const directory = directoryOf(socketBuilds);
+  const guards = views.flatMap((v) => v?.guards ?? []);
   let closed = false;
   return {
     addressMaps,
     directory,
-    guards: views.flatMap((v) => v?.guards ?? []),
+    guards,
+    waitsForTimers: () =>
+      guards.some((guard) => guard.inner instanceof FaultBus && guard.inner.waitingOnTimer),
     devices: used.flatMap((u) => u.devices),
     backingClaims: [...claims].map(([file, holder]) => ({ file, device: holder.label })),
     close() {

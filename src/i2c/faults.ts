@@ -431,6 +431,8 @@ export class FaultBus implements I2cBus {
   readonly #devices: ReadonlyMap<number, DeviceFaults>;
   readonly #distinct: readonly DeviceFaults[];
   readonly #sleep: Sleep;
+  /** Transfers waiting for their stall or stretching to pass. */
+  #waiting = 0;
 
   constructor(inner: I2cBus, devices: ReadonlyMap<number, DeviceFaults>, wait: Sleep = sleep) {
     this.inner = inner;
@@ -450,11 +452,25 @@ export class FaultBus implements I2cBus {
     );
   }
 
+  /**
+   * Whether a transfer waits on a timer (a stall, stretching): a thread that blocks in epoll must
+   * keep turning its event loop meanwhile, or the timer fires late.
+   */
+  get waitingOnTimer(): boolean {
+    return this.#waiting > 0;
+  }
+
   transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
     if (!this.#distinct.some((device) => device.armed)) return this.inner.transfer(msgs);
     const plan = this.#plan(msgs);
     const run = () => this.#run(msgs, plan);
-    return plan.delayMs > 0 ? this.#sleep(plan.delayMs).then(run) : run();
+    if (plan.delayMs <= 0) return run();
+    this.#waiting++;
+    return this.#sleep(plan.delayMs)
+      .finally(() => {
+        this.#waiting--;
+      })
+      .then(run);
   }
 
   close(): void {
