@@ -18,7 +18,7 @@
  * @module
  */
 
-import { ConfigError, describeValue } from "../config/errors.js";
+import { ConfigError, describeValue, reasonOf } from "../config/errors.js";
 import { readConfigInput } from "../config/trusted-input.js";
 import { FAULT_KINDS } from "../i2c/faults.js";
 import type { Logger } from "../log.js";
@@ -55,10 +55,7 @@ export function parseScenario(text: string, path: string): ScenarioStep[] {
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new ConfigError(
-      "CONFIG_BAD_JSON",
-      `${path}: not valid JSON: ${(error as Error).message}`,
-    );
+    throw new ConfigError("CONFIG_BAD_JSON", `${path}: not valid JSON: ${reasonOf(error)}`);
   }
   const top = isObject(json) ? json : fail("(top level)", `expected {"steps": [...]}`);
   for (const key of Object.keys(top))
@@ -235,7 +232,7 @@ export function scenarioPlayer(
         const result = await executeCommand(chips, command, logger);
         logger.info(`scenario ${command.cmd} ${formatDeviceRef(command)}: ${result.text}`, step);
       } catch (error) {
-        logger.error(`scenario step failed: ${(error as Error).message}`, step);
+        logger.error(`scenario step failed: ${reasonOf(error)}`, step);
       }
     }
     logger.info("scenario done", { file: path, steps: steps.length });
@@ -246,7 +243,7 @@ export function scenarioPlayer(
       started = true;
       logger.info("scenario started", { file: path, steps: steps.length });
       run(performance.now()).then(finish, (error: unknown) => {
-        logger.error("scenario stopped", { error: String(error) });
+        logger.error("scenario stopped", { error: reasonOf(error) });
         finish();
       });
     },
