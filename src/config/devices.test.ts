@@ -18,6 +18,7 @@ import { after, describe, it } from "node:test";
 import { FakeI2c, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
 import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
+import { FaultBus, type FaultSpec } from "../i2c/faults.js";
 import type { ModelDefinition } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import {
@@ -262,7 +263,9 @@ describe("buildSocketBuses (per-guest lists)", () => {
       const [b0, b1] = [m0.lookup(0x50)?.bus, m1.lookup(0x50)?.bus];
       assert.ok(b0 instanceof GuardedBus && b1 instanceof GuardedBus);
       assert.notEqual(b0, b1, "each guest has its own guard");
-      assert.equal(b0.inner, b1.inner, "over one bus");
+      assert.ok(b0.inner instanceof FaultBus && b1.inner instanceof FaultBus);
+      assert.notEqual(b0.inner, b1.inner, "and its own faults");
+      assert.equal(b0.inner.inner, b1.inner.inner, "over one bus");
       assert.deepEqual(m2.addresses(), [0x51]);
       assert.equal(m0.lookup(0x51), undefined, "guest 0 cannot reach guest 2's device");
       assert.equal(m2.lookup(0x50), undefined);
@@ -455,6 +458,26 @@ describe("buildSocketBuses (per-guest lists)", () => {
     assert.ok(m2);
     assert.deepEqual(read(m2, 0x50), { done: 2, byte: 0x44 });
     second.close();
+  });
+
+  it("a pool keeps a chip's faults across rebuilds unless its configured faults change", () => {
+    const pool = new ResourcePool();
+    const withFaults = (faults: FaultSpec[]) => ({
+      defaults: [{ ...sim(0x50, "24c02"), faults }],
+      sockets: new Map(),
+    });
+    const first = buildSocketBuses(withFaults([]), 1, { ...context, pool });
+    const kept = buildSocketBuses(withFaults([]), 1, { ...context, pool });
+    const changed = buildSocketBuses(withFaults([{ fault: "nack" }]), 1, { ...context, pool });
+    const faultsOf = (built: ReturnType<typeof buildSocketBuses>) => built.directory[0]?.faults;
+    faultsOf(first)?.forGuest(0).add({ fault: "disappear" });
+    assert.equal(faultsOf(kept), faultsOf(first), "a fault set at run time reaches both builds");
+    assert.equal(read(kept.addressMaps[0], 0x50).done, 0);
+    assert.notEqual(faultsOf(changed), faultsOf(first));
+    assert.deepEqual(faultsOf(changed)?.forGuest(0).list(), [
+      { fault: "nack", injected: 0, left: null },
+    ]);
+    for (const built of [first, kept, changed]) built.close();
   });
 
   it("a pool's device locks are counted: taken once, released by the last user", () => {
