@@ -7,10 +7,10 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
+import type { ModelDefinition } from "../model.js";
 import { type HostClock, systemClock } from "./clock.js";
 import { encodeLeftJustified, fromTwosComplement } from "./fixed-point.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 import { booleanProperty, numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 import {
@@ -20,12 +20,11 @@ import {
   decodeHours,
   encodeHours,
   fromBcd,
-  parseRtcTime,
   RtcClock,
   rtcClockStateProperties,
+  rtcModel,
   TimeLatch,
   timeOptionSchema,
-  timeProperty,
   toBcd,
 } from "./rtc-clock.js";
 
@@ -311,42 +310,36 @@ export class Ds3231Chip {
 
 /** The DS3231 ModelDefinition with an injectable host clock (tests pass a fake one). */
 export function ds3231Model(clock: HostClock = systemClock): ModelDefinition {
-  return {
+  return rtcModel({
     name: "ds3231",
+    chip: "DS3231",
     description:
       "DS3231 real-time clock with century bit, alarm registers and temperature sensor (time = host clock + guest-set offset)",
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, "ds3231");
-      const chip = new Ds3231Chip(clock, {
-        ...(o.time !== undefined && { time: parseRtcTime(o.time, "DS3231", YEARS) }),
+    years: YEARS,
+    create: (o, time) =>
+      new Ds3231Chip(clock, {
+        ...(time !== undefined && { time }),
         ...(o.temperature !== undefined && { temperature: o.temperature }),
         ...(o.oscillatorStopped !== undefined && { oscillatorStopped: o.oscillatorStopped }),
-      });
-      return {
-        targets: [chip.target],
-        properties: {
-          time: timeProperty(chip.clock, "DS3231", YEARS, () => chip.skipAlarms()),
-          temperature: numberProperty(
-            "die temperature in °C (-40..85, 0.25 °C steps in the register)",
-            () => chip.temperature,
-            (v) => {
-              chip.temperature = v;
-            },
-            DS3231_TEMPERATURE_RANGE,
-          ),
-          oscillatorStopped: booleanProperty(
-            "OSF: the oscillator stopped (set it to act out a flat battery)",
-            () => chip.oscillatorStopped,
-            (v) => {
-              chip.oscillatorStopped = v;
-            },
-          ),
-          aging: { description: "aging offset the guest wrote (signed)", get: () => chip.aging },
+      }),
+    properties: (chip) => ({
+      temperature: numberProperty(
+        "die temperature in °C (-40..85, 0.25 °C steps in the register)",
+        () => chip.temperature,
+        (v) => {
+          chip.temperature = v;
         },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+        DS3231_TEMPERATURE_RANGE,
+      ),
+      oscillatorStopped: booleanProperty(
+        "OSF: the oscillator stopped (set it to act out a flat battery)",
+        () => chip.oscillatorStopped,
+        (v) => {
+          chip.oscillatorStopped = v;
+        },
+      ),
+      aging: { description: "aging offset the guest wrote (signed)", get: () => chip.aging },
+    }),
+  });
 }

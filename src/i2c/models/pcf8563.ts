@@ -7,9 +7,9 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
+import type { ModelDefinition } from "../model.js";
 import { type HostClock, systemClock } from "./clock.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 import {
@@ -17,12 +17,11 @@ import {
   calendarMs,
   calendarTime,
   fromBcd,
-  parseRtcTime,
   RtcClock,
   rtcClockStateProperties,
+  rtcModel,
   TimeLatch,
   timeOptionSchema,
-  timeProperty,
   toBcd,
 } from "./rtc-clock.js";
 
@@ -281,37 +280,31 @@ export class Pcf8563Chip {
 
 /** The PCF8563 ModelDefinition with an injectable host clock (tests pass a fake one). */
 export function pcf8563Model(clock: HostClock = systemClock): ModelDefinition {
-  return {
+  return rtcModel({
     name: "pcf8563",
+    chip: "PCF8563",
     description:
       "PCF8563 real-time clock with VL and century bits and a minute alarm (time = host clock + guest-set offset)",
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, "pcf8563");
-      const chip = new Pcf8563Chip(clock, {
-        ...(o.time !== undefined && { time: parseRtcTime(o.time, "PCF8563", YEARS) }),
+    years: YEARS,
+    create: (o, time) =>
+      new Pcf8563Chip(clock, {
+        ...(time !== undefined && { time }),
         ...(o.voltageLow !== undefined && { voltageLow: o.voltageLow }),
-      });
-      return {
-        targets: [chip.target],
-        properties: {
-          time: timeProperty(chip.clock, "PCF8563", YEARS, () => chip.skipAlarms()),
-          voltageLow: booleanProperty(
-            "VL: the supply dropped, the time is not to be trusted (set it to act out a flat battery)",
-            () => chip.voltageLow,
-            (v) => {
-              chip.voltageLow = v;
-            },
-          ),
-          halted: { description: "clock stopped by the STOP bit", get: () => chip.clock.halted },
-          alarm: {
-            description: "AF: the alarm matched (the guest clears it)",
-            get: () => chip.alarmFlag,
-          },
+      }),
+    properties: (chip) => ({
+      voltageLow: booleanProperty(
+        "VL: the supply dropped, the time is not to be trusted (set it to act out a flat battery)",
+        () => chip.voltageLow,
+        (v) => {
+          chip.voltageLow = v;
         },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+      ),
+      halted: { description: "clock stopped by the STOP bit", get: () => chip.clock.halted },
+      alarm: {
+        description: "AF: the alarm matched (the guest clears it)",
+        get: () => chip.alarmFlag,
+      },
+    }),
+  });
 }

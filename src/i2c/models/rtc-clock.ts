@@ -7,9 +7,11 @@
  * @module
  */
 
-import type { DeviceProperty } from "../model.js";
+import type { DeviceProperty, ModelDefinition, SimDevice } from "../model.js";
 import type { HostClock } from "./clock.js";
 import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
+import { type ObjectSchema, type OptionValue, validateOptions } from "./options.js";
+import type { RegisterFile } from "./registers.js";
 
 /** Binary 0..99 to two BCD digits. */
 export const toBcd = (n: number) => ((n / 10) | 0) * 16 + (n % 10);
@@ -262,4 +264,58 @@ export function alarmReached(
   if (t <= from) t += MINUTE_MS;
   for (; t <= toMs; t += MINUTE_MS) if (matches(t)) return true;
   return false;
+}
+
+/** What an RTC chip without memory gives its model: the target, the clock, its alarms and state. */
+export interface RtcChip {
+  readonly target: RegisterFile;
+  readonly clock: RtcClock;
+  /** The clock jumped (an operator set it): no alarm fires for the time jumped over. */
+  skipAlarms(): void;
+  saveState(): Record<string, unknown>;
+  restoreState(state: unknown): void;
+}
+
+/**
+ * The ModelDefinition of an RTC chip without memory: validates the options, parses the `time`
+ * option (`timeOptionSchema`) within `years`, and gives the chip's target, the `time` property
+ * (setting it skips the alarms) ahead of the chip's own properties, and the chip's state.
+ */
+export function rtcModel<
+  const S extends ObjectSchema & {
+    readonly properties: { readonly time: typeof timeOptionSchema };
+  },
+  C extends RtcChip,
+>(spec: {
+  readonly name: string;
+  /** The chip as messages name it ("DS3231"). */
+  readonly chip: string;
+  readonly description: string;
+  readonly options: S;
+  readonly years: { min: number; max: number };
+  create(options: OptionValue<S>, time: number | undefined): C;
+  properties(chip: C): Record<string, DeviceProperty>;
+}): ModelDefinition {
+  return {
+    name: spec.name,
+    description: spec.description,
+    options: spec.options,
+    create(options): SimDevice {
+      const o = validateOptions(spec.options, options, spec.name);
+      const text = (o as { time?: string }).time;
+      const chip = spec.create(
+        o,
+        text === undefined ? undefined : parseRtcTime(text, spec.chip, spec.years),
+      );
+      return {
+        targets: [chip.target],
+        properties: {
+          time: timeProperty(chip.clock, spec.chip, spec.years, () => chip.skipAlarms()),
+          ...spec.properties(chip),
+        },
+        saveState: () => chip.saveState(),
+        restoreState: (state) => chip.restoreState(state),
+      };
+    },
+  };
 }
