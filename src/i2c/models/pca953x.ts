@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
-import { validateOptions, validateState } from "./options.js";
-import { allPinsHigh, inputsOption, inputsProperty, pinsOf } from "./pins.js";
+import type { ModelDefinition } from "../model.js";
+import { validateState } from "./options.js";
+import { allPinsHigh, expanderModel, pinsOf, pinWordState } from "./pins.js";
 import { RegisterFile } from "./registers.js";
 
 /** Register kinds; register = kind * ports + port. */
@@ -118,7 +118,7 @@ export class Pca953xChip {
   }
 
   restoreState(state: unknown, name: string): void {
-    const word = { type: "integer", min: 0, max: allPinsHigh(pinsOf(this.ports)) } as const;
+    const word = pinWordState(this.ports);
     const schema = {
       type: "object",
       required: ["pointer", "inputs", "output", "polarity", "config", "lastRead"],
@@ -142,44 +142,20 @@ export class Pca953xChip {
 }
 
 function pca953xModel(name: string, ports: Pca953xPorts, what: string): ModelDefinition {
-  const pins = pinsOf(ports);
-  const schema = {
-    type: "object",
-    properties: {
-      inputs: inputsOption(pins),
-    },
-  } as const;
-  return {
+  const readOnly = (description: string, get: () => number | boolean) => ({ description, get });
+  return expanderModel({
     name,
+    ports,
     description: `${what} ${8 * ports}-bit I/O expander (input, output, polarity, configuration)`,
-    options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, name);
-      const chip = new Pca953xChip(ports, o.inputs ?? allPinsHigh(pins));
-      const readOnly = (description: string, get: () => number | boolean) => ({ description, get });
-      return {
-        targets: [chip.target],
-        properties: {
-          inputs: inputsProperty(
-            pins,
-            () => chip.inputs,
-            (v) => {
-              chip.inputs = v;
-            },
-          ),
-          pins: readOnly("pin levels (outputs drive theirs)", () => chip.pins),
-          output: readOnly("output register(s)", () => chip.output),
-          config: readOnly("configuration register(s): 1 = input", () => chip.config),
-          interrupt: readOnly(
-            "INT asserted: an input changed since last read",
-            () => chip.interrupt,
-          ),
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state, name),
-      };
-    },
-  };
+    create: (p, inputs) => new Pca953xChip(p, inputs),
+    target: (chip) => chip.target,
+    properties: (chip) => ({
+      pins: readOnly("pin levels (outputs drive theirs)", () => chip.pins),
+      output: readOnly("output register(s)", () => chip.output),
+      config: readOnly("configuration register(s): 1 = input", () => chip.config),
+      interrupt: readOnly("INT asserted: an input changed since last read", () => chip.interrupt),
+    }),
+  });
 }
 
 /** Linux's gpio-pca953x names: 16-bit pca9555 and tca6416, 8-bit pca9554 and tca6408. */

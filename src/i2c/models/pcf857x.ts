@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
-import { validateOptions, validateState } from "./options.js";
-import { allPinsHigh, inputsOption, inputsProperty, pinsOf } from "./pins.js";
+import type { I2cDeviceModel, ModelDefinition } from "../model.js";
+import { validateState } from "./options.js";
+import { allPinsHigh, expanderModel, pinsOf, pinWordState } from "./pins.js";
 
 /**
  * The chip, as in the PCF8574/PCF8575 datasheets and as Linux's gpio-pcf857x driver uses it:
@@ -76,7 +76,7 @@ export class Pcf857xChip implements I2cDeviceModel {
   }
 
   restoreState(state: unknown, name: string): void {
-    const word = { type: "integer", min: 0, max: allPinsHigh(pinsOf(this.ports)) } as const;
+    const word = pinWordState(this.ports);
     const schema = {
       type: "object",
       required: ["latch", "inputs", "seen"],
@@ -90,42 +90,21 @@ export class Pcf857xChip implements I2cDeviceModel {
 }
 
 function pcf857xModel(name: string, ports: 1 | 2, what: string): ModelDefinition {
-  const pins = pinsOf(ports);
-  const schema = {
-    type: "object",
-    properties: {
-      inputs: inputsOption(pins),
-    },
-  } as const;
-  return {
+  return expanderModel({
     name,
+    ports,
     description: `${what} ${8 * ports}-bit quasi-bidirectional I/O expander (write: latch, read: pins)`,
-    options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, name);
-      const chip = new Pcf857xChip(ports, o.inputs ?? allPinsHigh(pins));
-      return {
-        targets: [chip],
-        properties: {
-          inputs: inputsProperty(
-            pins,
-            () => chip.inputs,
-            (v) => {
-              chip.inputs = v;
-            },
-          ),
-          latch: { description: "output latch last written by the guest", get: () => chip.latch },
-          pins: { description: "pin levels the guest reads", get: () => chip.pins },
-          interrupt: {
-            description: "INT asserted: the pins changed since the guest last read or wrote",
-            get: () => chip.interrupt,
-          },
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state, name),
-      };
-    },
-  };
+    create: (p, inputs) => new Pcf857xChip(p, inputs),
+    target: (chip) => chip,
+    properties: (chip) => ({
+      latch: { description: "output latch last written by the guest", get: () => chip.latch },
+      pins: { description: "pin levels the guest reads", get: () => chip.pins },
+      interrupt: {
+        description: "INT asserted: the pins changed since the guest last read or wrote",
+        get: () => chip.interrupt,
+      },
+    }),
+  });
 }
 
 /** Linux's gpio-pcf857x names: pcf8574, pcf8574a (other address range, same chip), pcf8575. */

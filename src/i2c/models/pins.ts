@@ -1,10 +1,12 @@
 /**
- * The `inputs` option and property of GPIO expanders: the levels something outside drives onto the
- * pins, bit n = pin n, for a chip of 8 or 16 pins. Must not know about any particular chip.
+ * What GPIO expanders share: the `inputs` option and property (the levels something outside drives
+ * onto the pins, bit n = pin n, for a chip of 8 or 16 pins), the saved pin word and the
+ * ModelDefinition around a chip. Must not know about any particular chip.
  * @module
  */
 
-import type { DeviceProperty } from "../model.js";
+import type { DeviceProperty, I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
+import { validateOptions } from "./options.js";
 import { integerProperty } from "./properties.js";
 
 /** Pins of a chip with 1 or 2 eight-pin ports. */
@@ -38,4 +40,62 @@ export function inputsProperty(
     set,
     { min: 0, max },
   );
+}
+
+/** The state schema of a value with one bit a pin, for a chip of `ports` ports. */
+export const pinWordState = (ports: 1 | 2) =>
+  ({ type: "integer", min: 0, max: allPinsHigh(pinsOf(ports)) }) as const;
+
+/** What an expander chip gives its model: the levels driven onto its pins, and its state. */
+export interface ExpanderChip {
+  inputs: number;
+  saveState(): Record<string, number>;
+  /** `name` is the model's, for the messages. */
+  restoreState(state: unknown, name: string): void;
+}
+
+/**
+ * The ModelDefinition of an expander with `ports` eight-pin ports: the `inputs` option (all pins
+ * high by default) and property ahead of the chip's own properties, its target and its state.
+ */
+export function expanderModel<C extends ExpanderChip>(spec: {
+  readonly name: string;
+  readonly ports: 1 | 2;
+  readonly description: string;
+  create(ports: 1 | 2, inputs: number): C;
+  target(chip: C): I2cDeviceModel;
+  properties(chip: C): Record<string, DeviceProperty>;
+}): ModelDefinition {
+  const { name, ports } = spec;
+  const pins = pinsOf(ports);
+  const schema = {
+    type: "object",
+    properties: {
+      inputs: inputsOption(pins),
+    },
+  } as const;
+  return {
+    name,
+    description: spec.description,
+    options: schema,
+    create(options): SimDevice {
+      const o = validateOptions(schema, options, name);
+      const chip = spec.create(ports, o.inputs ?? allPinsHigh(pins));
+      return {
+        targets: [spec.target(chip)],
+        properties: {
+          inputs: inputsProperty(
+            pins,
+            () => chip.inputs,
+            (v) => {
+              chip.inputs = v;
+            },
+          ),
+          ...spec.properties(chip),
+        },
+        saveState: () => chip.saveState(),
+        restoreState: (state) => chip.restoreState(state, name),
+      };
+    },
+  };
 }
