@@ -18,17 +18,18 @@ import {
 } from "./memory.js";
 import { type OptionValue, validateOptions, validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
-import { RegisterFile } from "./registers.js";
+import type { RegisterFile } from "./registers.js";
 import {
   calendarMs,
   calendarTime,
   decodeHours,
   encodeHours,
   fromBcd,
+  latchedRegisterFile,
   parseRtcTime,
   RtcClock,
   rtcClockStateProperties,
-  TimeLatch,
+  type TimeLatch,
   timeOptionSchema,
   timeProperty,
   toBcd,
@@ -97,22 +98,13 @@ export class Ds1307Chip {
   constructor(host: HostClock, store: BackingStore, startTime?: number, halted = false) {
     this.clock = new RtcClock(host, MONDAY_FIRST, startTime, halted);
     this.#store = store;
-    this.#latch = new TimeLatch(
-      () => this.#timeRegisters(),
-      (regs) => this.#setTime(regs),
-    );
-    this.target = new RegisterFile(
-      { count: DS1307_REGISTERS.count },
-      {
-        start: () => this.#latch.start(),
-        read: (reg) => this.#readRegister(reg),
-        write: (reg, value) => this.#writeRegister(reg, value),
-        stop: () => {
-          this.#latch.stop();
-          this.#ramDirty.commit(this.#store);
-        },
-      },
-    );
+    ({ latch: this.#latch, target: this.target } = latchedRegisterFile(DS1307_REGISTERS.count, {
+      capture: () => this.#timeRegisters(),
+      commit: (regs) => this.#setTime(regs),
+      read: (reg) => this.#readRegister(reg),
+      write: (reg, value) => this.#writeRegister(reg, value),
+      stop: () => this.#ramDirty.commit(this.#store),
+    }));
   }
 
   /** True when the guest last wrote the hours register in 12-hour mode. */

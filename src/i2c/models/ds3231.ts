@@ -12,7 +12,7 @@ import { type HostClock, systemClock } from "./clock.js";
 import { encodeLeftJustified, fromTwosComplement } from "./fixed-point.js";
 import { validateState } from "./options.js";
 import { booleanProperty, numberProperty } from "./properties.js";
-import { RegisterFile } from "./registers.js";
+import type { RegisterFile } from "./registers.js";
 import {
   alarmReached,
   calendarMs,
@@ -20,10 +20,11 @@ import {
   decodeHours,
   encodeHours,
   fromBcd,
+  latchedRegisterFile,
   RtcClock,
   rtcClockStateProperties,
   rtcModel,
-  TimeLatch,
+  type TimeLatch,
   timeOptionSchema,
   toBcd,
 } from "./rtc-clock.js";
@@ -142,22 +143,13 @@ export class Ds3231Chip {
     this.temperature = options.temperature ?? 25;
     if (options.oscillatorStopped) this.#status |= DS3231_STATUS.oscillatorStopped;
     this.#alarmCheckedAt = this.clock.time;
-    this.#latch = new TimeLatch(
-      () => this.#timeRegisters(),
-      (regs) => this.#setTime(regs),
-    );
-    this.target = new RegisterFile(
-      { count: DS3231_REGISTERS.count },
-      {
-        start: () => {
-          this.#checkAlarms();
-          this.#latch.start();
-        },
-        read: (reg) => this.#readRegister(reg),
-        write: (reg, value) => this.#writeRegister(reg, value),
-        stop: () => this.#latch.stop(),
-      },
-    );
+    ({ latch: this.#latch, target: this.target } = latchedRegisterFile(DS3231_REGISTERS.count, {
+      capture: () => this.#timeRegisters(),
+      commit: (regs) => this.#setTime(regs),
+      read: (reg) => this.#readRegister(reg),
+      write: (reg, value) => this.#writeRegister(reg, value),
+      start: () => this.#checkAlarms(),
+    }));
   }
 
   /** The clock jumped (an operator set it): no alarm fires for the time jumped over. */

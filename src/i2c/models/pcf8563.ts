@@ -11,16 +11,17 @@ import type { ModelDefinition } from "../model.js";
 import { type HostClock, systemClock } from "./clock.js";
 import { validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
-import { RegisterFile } from "./registers.js";
+import type { RegisterFile } from "./registers.js";
 import {
   alarmReached,
   calendarMs,
   calendarTime,
   fromBcd,
+  latchedRegisterFile,
   RtcClock,
   rtcClockStateProperties,
   rtcModel,
-  TimeLatch,
+  type TimeLatch,
   timeOptionSchema,
   toBcd,
 } from "./rtc-clock.js";
@@ -127,22 +128,13 @@ export class Pcf8563Chip {
     this.clock = new RtcClock(host, SUNDAY_FIRST, options.time);
     this.voltageLow = options.voltageLow ?? false;
     this.#alarmCheckedAt = this.clock.time;
-    this.#latch = new TimeLatch(
-      () => this.#timeRegisters(),
-      (regs) => this.#setTime(regs),
-    );
-    this.target = new RegisterFile(
-      { count: PCF8563_REGISTERS.count },
-      {
-        start: () => {
-          this.#checkAlarm();
-          this.#latch.start();
-        },
-        read: (reg) => this.#readRegister(reg),
-        write: (reg, value) => this.#writeRegister(reg, value),
-        stop: () => this.#latch.stop(),
-      },
-    );
+    ({ latch: this.#latch, target: this.target } = latchedRegisterFile(PCF8563_REGISTERS.count, {
+      capture: () => this.#timeRegisters(),
+      commit: (regs) => this.#setTime(regs),
+      read: (reg) => this.#readRegister(reg),
+      write: (reg, value) => this.#writeRegister(reg, value),
+      start: () => this.#checkAlarm(),
+    }));
   }
 
   /** AF: the alarm matched since the guest last cleared it. */

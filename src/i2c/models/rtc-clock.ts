@@ -11,7 +11,7 @@ import type { DeviceProperty, ModelDefinition, SimDevice } from "../model.js";
 import type { HostClock } from "./clock.js";
 import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
 import { type ObjectSchema, type OptionValue, validateOptions } from "./options.js";
-import type { RegisterFile } from "./registers.js";
+import { RegisterFile } from "./registers.js";
 
 /** Binary 0..99 to two BCD digits. */
 export const toBcd = (n: number) => ((n / 10) | 0) * 16 + (n % 10);
@@ -188,6 +188,40 @@ export class TimeLatch {
     this.#written = false;
     if (written && snapshot) this.#commit(snapshot);
   }
+}
+
+/**
+ * A chip's register file with a TimeLatch over its time registers: `capture` and `commit` as for
+ * TimeLatch; `start` runs before the latch takes its snapshot, `stop` after it commits.
+ */
+export function latchedRegisterFile(
+  count: number,
+  hooks: {
+    capture(): number[];
+    commit(registers: readonly number[]): void;
+    read(reg: number): number;
+    write(reg: number, value: number): void;
+    start?(): void;
+    stop?(): void;
+  },
+): { latch: TimeLatch; target: RegisterFile } {
+  const latch = new TimeLatch(hooks.capture, hooks.commit);
+  const target = new RegisterFile(
+    { count },
+    {
+      start: () => {
+        hooks.start?.();
+        latch.start();
+      },
+      read: hooks.read,
+      write: hooks.write,
+      stop: () => {
+        latch.stop();
+        hooks.stop?.();
+      },
+    },
+  );
+  return { latch, target };
 }
 
 const ISO_TIME = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?/;
