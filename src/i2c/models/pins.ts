@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { DeviceProperty, I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
-import { validateOptions } from "./options.js";
+import type { DeviceProperty, I2cDeviceModel, ModelDefinition } from "../model.js";
+import { chipModel, type StatefulChip } from "./chip-model.js";
 import { integerProperty } from "./properties.js";
 
 /** Pins of a chip with 1 or 2 eight-pin ports. */
@@ -47,16 +47,13 @@ export const pinWordState = (ports: 1 | 2) =>
   ({ type: "integer", min: 0, max: allPinsHigh(pinsOf(ports)) }) as const;
 
 /** What an expander chip gives its model: the levels driven onto its pins, and its state. */
-export interface ExpanderChip {
+export interface ExpanderChip extends StatefulChip {
   inputs: number;
-  saveState(): Record<string, number>;
-  /** `name` is the model's, for the messages. */
-  restoreState(state: unknown, name: string): void;
 }
 
 /**
  * The ModelDefinition of an expander with `ports` eight-pin ports: the `inputs` option (all pins
- * high by default) and property ahead of the chip's own properties, its target and its state.
+ * high by default) and property ahead of the chip's own properties.
  */
 export function expanderModel<C extends ExpanderChip>(spec: {
   readonly name: string;
@@ -66,36 +63,28 @@ export function expanderModel<C extends ExpanderChip>(spec: {
   target(chip: C): I2cDeviceModel;
   properties(chip: C): Record<string, DeviceProperty>;
 }): ModelDefinition {
-  const { name, ports } = spec;
+  const { ports } = spec;
   const pins = pinsOf(ports);
-  const schema = {
-    type: "object",
-    properties: {
-      inputs: inputsOption(pins),
-    },
-  } as const;
-  return {
-    name,
+  return chipModel({
+    name: spec.name,
     description: spec.description,
-    options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, name);
-      const chip = spec.create(ports, o.inputs ?? allPinsHigh(pins));
-      return {
-        targets: [spec.target(chip)],
-        properties: {
-          inputs: inputsProperty(
-            pins,
-            () => chip.inputs,
-            (v) => {
-              chip.inputs = v;
-            },
-          ),
-          ...spec.properties(chip),
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state, name),
-      };
+    options: {
+      type: "object",
+      properties: {
+        inputs: inputsOption(pins),
+      },
     },
-  };
+    create: (o) => spec.create(ports, o.inputs ?? allPinsHigh(pins)),
+    target: spec.target,
+    properties: (chip) => ({
+      inputs: inputsProperty(
+        pins,
+        () => chip.inputs,
+        (v) => {
+          chip.inputs = v;
+        },
+      ),
+      ...spec.properties(chip),
+    }),
+  });
 }

@@ -7,10 +7,11 @@
  * @module
  */
 
-import type { DeviceProperty, ModelDefinition, SimDevice } from "../model.js";
+import type { DeviceProperty, ModelDefinition } from "../model.js";
+import { chipModel, type StatefulChip } from "./chip-model.js";
 import type { HostClock } from "./clock.js";
 import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
-import { type ObjectSchema, type OptionValue, validateOptions } from "./options.js";
+import type { ObjectSchema, OptionValue } from "./options.js";
 import { RegisterFile } from "./registers.js";
 
 /** Binary 0..99 to two BCD digits. */
@@ -301,19 +302,17 @@ export function alarmReached(
 }
 
 /** What an RTC chip without memory gives its model: the target, the clock, its alarms and state. */
-export interface RtcChip {
+export interface RtcChip extends StatefulChip {
   readonly target: RegisterFile;
   readonly clock: RtcClock;
   /** The clock jumped (an operator set it): no alarm fires for the time jumped over. */
   skipAlarms(): void;
-  saveState(): Record<string, unknown>;
-  restoreState(state: unknown): void;
 }
 
 /**
- * The ModelDefinition of an RTC chip without memory: validates the options, parses the `time`
- * option (`timeOptionSchema`) within `years`, and gives the chip's target, the `time` property
- * (setting it skips the alarms) ahead of the chip's own properties, and the chip's state.
+ * The ModelDefinition of an RTC chip without memory: parses the `time` option (`timeOptionSchema`)
+ * within `years`, and gives the `time` property (setting it skips the alarms) ahead of the chip's
+ * own properties.
  */
 export function rtcModel<
   const S extends ObjectSchema & {
@@ -330,26 +329,21 @@ export function rtcModel<
   create(options: OptionValue<S>, time: number | undefined): C;
   properties(chip: C): Record<string, DeviceProperty>;
 }): ModelDefinition {
-  return {
+  return chipModel({
     name: spec.name,
     description: spec.description,
     options: spec.options,
-    create(options): SimDevice {
-      const o = validateOptions(spec.options, options, spec.name);
+    create: (o) => {
       const text = (o as { time?: string }).time;
-      const chip = spec.create(
+      return spec.create(
         o,
         text === undefined ? undefined : parseRtcTime(text, spec.chip, spec.years),
       );
-      return {
-        targets: [chip.target],
-        properties: {
-          time: timeProperty(chip.clock, spec.chip, spec.years, () => chip.skipAlarms()),
-          ...spec.properties(chip),
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
     },
-  };
+    target: (chip) => chip.target,
+    properties: (chip) => ({
+      time: timeProperty(chip.clock, spec.chip, spec.years, () => chip.skipAlarms()),
+      ...spec.properties(chip),
+    }),
+  });
 }
