@@ -7,9 +7,10 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
+import type { ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
 import { clampSigned, fromTwosComplement, toTwosComplement } from "./fixed-point.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -397,40 +398,34 @@ function ina2xxModel(variant: Ina2xxVariant): ModelDefinition {
       },
     },
   } as const;
-  return {
+  return chipModel({
     name: variant.name,
     description: variant.description,
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, variant.name);
-      const chip = new Ina2xxChip(
+    create: (o) =>
+      new Ina2xxChip(
         variant,
         o.shuntResistor ?? INA2XX_DEFAULT_SHUNT_OHMS,
         o.current ?? 0,
         o.busVoltage ?? 0,
-      );
-      return {
-        targets: [chip.target],
-        properties: {
-          current: numberProperty(
-            "current through the shunt in A (the shunt voltage saturates at the ADC's range)",
-            () => chip.current,
-            (v) => chip.setInputs({ current: v }),
-            { min: -100, max: 100 },
-          ),
-          busVoltage: numberProperty(
-            `bus voltage in V (${busRange.min}..${busRange.max})`,
-            () => chip.busVoltage,
-            (v) => chip.setInputs({ busVoltage: v }),
-            busRange,
-          ),
-          shuntResistor: { description: "shunt resistor in Ω", get: () => chip.shuntResistor },
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+      ),
+    target: (chip) => chip.target,
+    properties: (chip) => ({
+      current: numberProperty(
+        "current through the shunt in A (the shunt voltage saturates at the ADC's range)",
+        () => chip.current,
+        (v) => chip.setInputs({ current: v }),
+        { min: -100, max: 100 },
+      ),
+      busVoltage: numberProperty(
+        `bus voltage in V (${busRange.min}..${busRange.max})`,
+        () => chip.busVoltage,
+        (v) => chip.setInputs({ busVoltage: v }),
+        busRange,
+      ),
+      shuntResistor: { description: "shunt resistor in Ω", get: () => chip.shuntResistor },
+    }),
+  });
 }
 
 /** Linux's ina2xx names: ina219 and ina220 share a configuration, as ina226 and ina230 do. */

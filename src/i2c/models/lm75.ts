@@ -5,9 +5,10 @@
  * @module
  */
 
-import type { DeviceProperty, ModelDefinition, SimDevice } from "../model.js";
+import type { DeviceProperty, ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
 import { decodeLeftJustified, encodeLeftJustified } from "./fixed-point.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 import { integerProperty, numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -295,22 +296,14 @@ function lm75Properties(chip: Lm75Chip): Record<string, DeviceProperty> {
 }
 
 function lm75Model(variant: Lm75Variant): ModelDefinition {
-  const schema = optionSchema(variant);
-  return {
+  return chipModel({
     name: variant.name,
     description: variant.description,
-    options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, variant.name);
-      const chip = new Lm75Chip(variant, o.temperature ?? 25);
-      return {
-        targets: [chip.target],
-        properties: lm75Properties(chip),
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+    options: optionSchema(variant),
+    create: (o) => new Lm75Chip(variant, o.temperature ?? 25),
+    target: (chip) => chip.target,
+    properties: lm75Properties,
+  });
 }
 
 /** A variant whose resolution the configuration does not change. */

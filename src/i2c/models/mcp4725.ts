@@ -6,9 +6,10 @@
  * @module
  */
 
-import type { I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
+import type { I2cDeviceModel, ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
 import { type HostClock, systemClock } from "./clock.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 
 /** EEPROM write cycle (datasheet: 25 ms typical, 50 ms maximum; Linux polls every 20 ms). */
 export const MCP4725_EEPROM_WRITE_MS = 25;
@@ -167,30 +168,23 @@ const schema = {
 
 /** The MCP4725 ModelDefinition with an injectable host clock (tests pass a fake one). */
 export function mcp4725Model(clock: HostClock = systemClock): ModelDefinition {
-  return {
+  return chipModel({
     name: "mcp4725",
     description: "Microchip MCP4725 12-bit DAC with EEPROM (output voltage as a property)",
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, "mcp4725");
-      const chip = new Mcp4725Chip(clock, o.vdd ?? 3.3, { code: o.eeprom ?? 0, powerDown: 0 });
-      return {
-        targets: [chip],
-        properties: {
-          output: {
-            description: "output voltage in V (0 when powered down)",
-            get: () => chip.output,
-          },
-          code: { description: "DAC register code (0..4095)", get: () => chip.code },
-          powerDown: {
-            description: "power-down mode: normal, or the resistor pulling the output to ground",
-            get: () => POWER_DOWN_NAMES[chip.powerDown] ?? "normal",
-          },
-          eeprom: { description: "DAC code stored in the EEPROM", get: () => chip.eepromCode },
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+    create: (o) => new Mcp4725Chip(clock, o.vdd ?? 3.3, { code: o.eeprom ?? 0, powerDown: 0 }),
+    target: (chip) => chip,
+    properties: (chip) => ({
+      output: {
+        description: "output voltage in V (0 when powered down)",
+        get: () => chip.output,
+      },
+      code: { description: "DAC register code (0..4095)", get: () => chip.code },
+      powerDown: {
+        description: "power-down mode: normal, or the resistor pulling the output to ground",
+        get: () => POWER_DOWN_NAMES[chip.powerDown] ?? "normal",
+      },
+      eeprom: { description: "DAC code stored in the EEPROM", get: () => chip.eepromCode },
+    }),
+  });
 }

@@ -6,10 +6,11 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
+import type { ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
 import { type HostClock, systemClock } from "./clock.js";
 import { decodeLeftJustified, encodeLeftJustified } from "./fixed-point.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -272,29 +273,22 @@ export class Tmp102Chip {
 
 /** The TMP102 ModelDefinition with an injectable host clock (tests pass a fake one). */
 export function tmp102Model(clock: HostClock = systemClock): ModelDefinition {
-  return {
+  return chipModel({
     name: "tmp102",
     description: "TI TMP102 temperature sensor (12/13-bit, one-shot, comparator alert)",
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, "tmp102");
-      const chip = new Tmp102Chip(clock, o.temperature ?? 25);
-      return {
-        targets: [chip.target],
-        properties: {
-          temperature: numberProperty(
-            `measured temperature in °C (${TMP102_RANGE.min}..${TMP102_RANGE.max}, 0.0625 °C steps)`,
-            () => chip.temperature,
-            (v) => {
-              chip.temperature = v;
-            },
-            TMP102_RANGE,
-          ),
-          alert: { description: "comparator alert active (read-only)", get: () => chip.alert },
+    create: (o) => new Tmp102Chip(clock, o.temperature ?? 25),
+    target: (chip) => chip.target,
+    properties: (chip) => ({
+      temperature: numberProperty(
+        `measured temperature in °C (${TMP102_RANGE.min}..${TMP102_RANGE.max}, 0.0625 °C steps)`,
+        () => chip.temperature,
+        (v) => {
+          chip.temperature = v;
         },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+        TMP102_RANGE,
+      ),
+      alert: { description: "comparator alert active (read-only)", get: () => chip.alert },
+    }),
+  });
 }
