@@ -137,7 +137,11 @@ export class Ds3231Chip {
 
   constructor(
     host: HostClock,
-    options: { time?: number; temperature?: number; oscillatorStopped?: boolean },
+    options: {
+      time?: number | undefined;
+      temperature?: number | undefined;
+      oscillatorStopped?: boolean | undefined;
+    },
   ) {
     this.clock = new RtcClock(host, MONDAY_FIRST, options.time);
     this.temperature = options.temperature ?? 25;
@@ -309,12 +313,7 @@ export function ds3231Model(clock: HostClock = systemClock): ModelDefinition {
       "DS3231 real-time clock with century bit, alarm registers and temperature sensor (time = host clock + guest-set offset)",
     options: schema,
     years: YEARS,
-    create: (o, time) =>
-      new Ds3231Chip(clock, {
-        ...(time !== undefined && { time }),
-        ...(o.temperature !== undefined && { temperature: o.temperature }),
-        ...(o.oscillatorStopped !== undefined && { oscillatorStopped: o.oscillatorStopped }),
-      }),
+    create: (o, time) => new Ds3231Chip(clock, { ...o, time }),
     properties: (chip) => ({
       temperature: numberProperty(
         "die temperature in °C (-40..85, 0.25 °C steps in the register)",

@@ -124,7 +124,10 @@ export class Pcf8563Chip {
   /** The clock time the alarm was last checked up to. */
   #alarmCheckedAt: number;
 
-  constructor(host: HostClock, options: { time?: number; voltageLow?: boolean }) {
+  constructor(
+    host: HostClock,
+    options: { time?: number | undefined; voltageLow?: boolean | undefined },
+  ) {
     this.clock = new RtcClock(host, SUNDAY_FIRST, options.time);
     this.voltageLow = options.voltageLow ?? false;
     this.#alarmCheckedAt = this.clock.time;
@@ -279,11 +282,7 @@ export function pcf8563Model(clock: HostClock = systemClock): ModelDefinition {
       "PCF8563 real-time clock with VL and century bits and a minute alarm (time = host clock + guest-set offset)",
     options: schema,
     years: YEARS,
-    create: (o, time) =>
-      new Pcf8563Chip(clock, {
-        ...(time !== undefined && { time }),
-        ...(o.voltageLow !== undefined && { voltageLow: o.voltageLow }),
-      }),
+    create: (o, time) => new Pcf8563Chip(clock, { ...o, time }),
     properties: (chip) => ({
       voltageLow: booleanProperty(
         "VL: the supply dropped, the time is not to be trusted (set it to act out a flat battery)",
