@@ -9,7 +9,7 @@
  */
 
 import type { ModelDefinition, SimDevice } from "../model.js";
-import { type ObjectSchema, validateOptions, validateState } from "./options.js";
+import { byteState as byte, type ObjectSchema, validateOptions, validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -341,7 +341,6 @@ export class Bmp280Chip {
   }
 
   restoreState(state: unknown): void {
-    const byte = { type: "integer", min: 0, max: 0xff } as const;
     const schema = {
       type: "object",
       required: ["pointer", "temperature", "pressure", "humidity", "ctrlMeasure", "config", "data"],

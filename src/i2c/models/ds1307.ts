@@ -28,7 +28,7 @@ import {
   latchedRegisterFile,
   parseRtcTime,
   RtcClock,
-  rtcClockStateProperties,
+  rtcStateProperties,
   type TimeLatch,
   timeOptionSchema,
   timeProperty,
@@ -67,8 +67,7 @@ const stateSchema = {
   type: "object",
   required: ["pointer", "offsetMs", "twelveHour", "weekdayBias", "control"],
   properties: {
-    pointer: { type: "integer", min: 0, max: DS1307_REGISTERS.count - 1 },
-    ...rtcClockStateProperties,
+    ...rtcStateProperties(DS1307_REGISTERS.count),
     twelveHour: { type: "boolean" },
     control: { type: "integer", min: 0, max: CONTROL_MASK },
     memory: memoryStateSchema(DS1307_RAM_SIZE),

@@ -10,7 +10,7 @@
 import type { ModelDefinition } from "../model.js";
 import { type HostClock, systemClock } from "./clock.js";
 import { encodeLeftJustified, fromTwosComplement } from "./fixed-point.js";
-import { validateState } from "./options.js";
+import { byteState as byte, validateState } from "./options.js";
 import { booleanProperty, numberProperty } from "./properties.js";
 import type { RegisterFile } from "./registers.js";
 import {
@@ -22,8 +22,8 @@ import {
   fromBcd,
   latchedRegisterFile,
   RtcClock,
-  rtcClockStateProperties,
   rtcModel,
+  rtcStateProperties,
   type TimeLatch,
   timeOptionSchema,
   toBcd,
@@ -82,8 +82,6 @@ const schema = {
   },
 } as const;
 
-const byte = { type: "integer", min: 0, max: 0xff } as const;
-
 /**
  * What a successor needs (SimDevice.saveState): pointer, clock, 12-hour mode, the alarm, control,
  * status and aging registers, and the temperature.
@@ -92,8 +90,7 @@ const stateSchema = {
   type: "object",
   required: ["pointer", "offsetMs", "weekdayBias", "twelveHour", "alarms", "control", "status"],
   properties: {
-    pointer: { type: "integer", min: 0, max: DS3231_REGISTERS.count - 1 },
-    ...rtcClockStateProperties,
+    ...rtcStateProperties(DS3231_REGISTERS.count),
     twelveHour: { type: "boolean" },
     alarms: { type: "array", items: byte, maxItems: ALARM_REGISTERS },
     control: byte,

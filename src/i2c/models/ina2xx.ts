@@ -10,7 +10,7 @@
 import type { ModelDefinition } from "../model.js";
 import { chipModel } from "./chip-model.js";
 import { clampSigned, fromTwosComplement, toTwosComplement } from "./fixed-point.js";
-import { validateState } from "./options.js";
+import { byteState, validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -335,7 +335,7 @@ export class Ina2xxChip {
       type: "object",
       required: ["pointer", "current", "busVoltage", "config", "calibration", "shunt", "bus"],
       properties: {
-        pointer: { type: "integer", min: 0, max: 0xff },
+        pointer: byteState,
         current: { type: "number" },
         busVoltage: {
           type: "number",

@@ -9,7 +9,7 @@
 
 import type { ModelDefinition } from "../model.js";
 import { type HostClock, systemClock } from "./clock.js";
-import { validateState } from "./options.js";
+import { byteState as byte, validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
 import type { RegisterFile } from "./registers.js";
 import {
@@ -19,8 +19,8 @@ import {
   fromBcd,
   latchedRegisterFile,
   RtcClock,
-  rtcClockStateProperties,
   rtcModel,
+  rtcStateProperties,
   type TimeLatch,
   timeOptionSchema,
   toBcd,
@@ -76,15 +76,12 @@ const schema = {
   },
 } as const;
 
-const byte = { type: "integer", min: 0, max: 0xff } as const;
-
 /** What a successor needs (SimDevice.saveState): pointer, clock, VL and the other registers. */
 const stateSchema = {
   type: "object",
   required: ["pointer", "offsetMs", "weekdayBias", "voltageLow", "control1", "control2", "alarm"],
   properties: {
-    pointer: { type: "integer", min: 0, max: PCF8563_REGISTERS.count - 1 },
-    ...rtcClockStateProperties,
+    ...rtcStateProperties(PCF8563_REGISTERS.count),
     voltageLow: { type: "boolean" },
     control1: byte,
     control2: byte,

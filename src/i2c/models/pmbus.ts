@@ -11,7 +11,7 @@
 
 import type { I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
 import { crc8, SMBUS_PEC } from "./crc8.js";
-import { validateOptions, validateState } from "./options.js";
+import { byteState as byte, validateOptions, validateState } from "./options.js";
 import {
   decodeLinear11,
   encodeLinear11,
@@ -479,7 +479,6 @@ export class PmbusDevice implements I2cDeviceModel {
   }
 
   restoreState(state: unknown): void {
-    const byte = { type: "integer", min: 0, max: 0xff } as const;
     const quantity = (q: Quantity) => ({ type: "number", ...PMBUS_RANGES[q] }) as const;
     const schema = {
       type: "object",

@@ -79,6 +79,13 @@ export const rtcClockStateProperties = {
   weekdayBias: { type: "integer", min: 0, max: 6 },
 } as const;
 
+/** State schemas of a chip's register pointer (`registers` of them) and its clock. */
+export const rtcStateProperties = (registers: number) =>
+  ({
+    pointer: { type: "integer", min: 0, max: registers - 1 },
+    ...rtcClockStateProperties,
+  }) as const;
+
 /**
  * A chip's calendar clock: host time plus an offset while running, a frozen time while halted
  * (an oscillator stopped by CH, STOP or the like), and a day-of-week counter 0..6 that advances at
