@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { r, w } from "../../test/helpers/i2c-messages.js";
 import type { I2cBus, I2cMessage } from "./bus.js";
 import {
   ChipFaults,
@@ -15,17 +16,6 @@ import {
 } from "./faults.js";
 import { findModel, modelContext, type SimDevice } from "./model.js";
 import { SimBus, simTargets } from "./sim-bus.js";
-
-const w = (addr: number, ...bytes: number[]): I2cMessage => ({
-  addr,
-  read: false,
-  buf: Uint8Array.from(bytes),
-});
-const r = (addr: number, length: number): I2cMessage => ({
-  addr,
-  read: true,
-  buf: new Uint8Array(length),
-});
 
 /** An EEPROM at 0x50 and an LM75 at 0x48 on one SimBus, with the chips' faults for guests 0 and 1. */
 function rig() {

@@ -4,22 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import fc from "fast-check";
-import type { I2cMessage } from "../bus.js";
+import { r, w } from "../../../test/helpers/i2c-messages.js";
 import { createModel, findModel, ModelError, modelContext, type SimDevice } from "../model.js";
 import { SimBus, simTargets } from "../sim-bus.js";
 import { EEPROM_GEOMETRIES, type EepromGeometry, eepromModel } from "./eeprom.js";
 
 const ADDR = 0x50;
-const w = (addr: number, ...bytes: number[]): I2cMessage => ({
-  addr,
-  read: false,
-  buf: Uint8Array.from(bytes),
-});
-const r = (addr: number, len: number): I2cMessage => ({
-  addr,
-  read: true,
-  buf: new Uint8Array(len),
-});
 
 function setup(name = "24c02", options: Record<string, unknown> = {}, baseDir?: string) {
   const context = modelContext(
