@@ -6,10 +6,11 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
+import type { ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
 import { type HostClock, systemClock } from "./clock.js";
 import { clampSigned, toTwosComplement } from "./fixed-point.js";
-import { validateOptions, validateState } from "./options.js";
+import { validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -202,19 +203,15 @@ function ads1015Model(
       ain3: { ...input, description: "initial AIN3 voltage in V (default 0)" },
     },
   } as const;
-  return {
+  return chipModel({
     name: variant.name,
     description,
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, variant.name);
-      const chip = new Ads1015Chip(variant, clock, [
-        o.ain0 ?? 0,
-        o.ain1 ?? 0,
-        o.ain2 ?? 0,
-        o.ain3 ?? 0,
-      ]);
-      const properties = Object.fromEntries(
+    create: (o) =>
+      new Ads1015Chip(variant, clock, [o.ain0 ?? 0, o.ain1 ?? 0, o.ain2 ?? 0, o.ain3 ?? 0]),
+    target: (chip) => chip.target,
+    properties: (chip) => ({
+      ...Object.fromEntries(
         chip.inputs.map((_, i) => [
           `ain${i}`,
           numberProperty(
@@ -226,18 +223,10 @@ function ads1015Model(
             INPUT_RANGE,
           ),
         ]),
-      );
-      return {
-        targets: [chip.target],
-        properties: {
-          ...properties,
-          conversion: { description: "conversion register", get: () => chip.conversion },
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
-      };
-    },
-  };
+      ),
+      conversion: { description: "conversion register", get: () => chip.conversion },
+    }),
+  });
 }
 
 /** Linux's ti-ads1015 names: ads1015 (12-bit) and ads1115 (16-bit), with an injectable clock. */
