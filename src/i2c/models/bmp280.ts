@@ -8,8 +8,9 @@
  * @module
  */
 
-import type { ModelDefinition, SimDevice } from "../model.js";
-import { byteState as byte, type ObjectSchema, validateOptions, validateState } from "./options.js";
+import type { ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
+import { byteState as byte, type ObjectSchema, validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 import { RegisterFile } from "./registers.js";
 
@@ -394,21 +395,20 @@ function bmp280Model(variant: Bmp280Variant, description: string): ModelDefiniti
       ? { temperature: temperatureOption, pressure: pressureOption, humidity: humidityOption }
       : { temperature: temperatureOption, pressure: pressureOption },
   };
-  return {
+  return chipModel({
     name: variant.name,
     description,
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, variant.name) as {
-        temperature?: number;
-        pressure?: number;
-        humidity?: number;
-      };
-      const chip = new Bmp280Chip(variant, {
+    create: (options) => {
+      const o = options as { temperature?: number; pressure?: number; humidity?: number };
+      return new Bmp280Chip(variant, {
         temperature: o.temperature ?? 25,
         pressure: o.pressure ?? 101325,
         humidity: o.humidity ?? 50,
       });
+    },
+    target: (chip) => chip.target,
+    properties: (chip) => {
       const physical = (key: "temperature" | "pressure" | "humidity", what: string) =>
         numberProperty(
           `${what} (${BMP280_RANGE[key].min}..${BMP280_RANGE[key].max})`,
@@ -419,17 +419,12 @@ function bmp280Model(variant: Bmp280Variant, description: string): ModelDefiniti
           BMP280_RANGE[key],
         );
       return {
-        targets: [chip.target],
-        properties: {
-          temperature: physical("temperature", "temperature in °C"),
-          pressure: physical("pressure", "pressure in Pa"),
-          ...(variant.humidity && { humidity: physical("humidity", "relative humidity in %") }),
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state),
+        temperature: physical("temperature", "temperature in °C"),
+        pressure: physical("pressure", "pressure in Pa"),
+        ...(variant.humidity && { humidity: physical("humidity", "relative humidity in %") }),
       };
     },
-  };
+  });
 }
 
 /** Linux's bmp280 names: bmp280 (chip ID 0x58) and bme280 (0x60). */
