@@ -7,10 +7,11 @@
  * @module
  */
 
-import type { I2cDeviceModel, ModelDefinition, SimDevice } from "../model.js";
+import type { I2cDeviceModel, ModelDefinition } from "../model.js";
+import { chipModel } from "./chip-model.js";
 import { type HostClock, systemClock } from "./clock.js";
 import { crc8, SENSIRION_CRC8 } from "./crc8.js";
-import { type ObjectSchema, validateOptions, validateState } from "./options.js";
+import { type ObjectSchema, validateState } from "./options.js";
 import { numberProperty } from "./properties.js";
 
 /** Commands (datasheet section 4). */
@@ -363,52 +364,48 @@ function sht3xModel(name: string, humidityChannel: boolean, clock: HostClock): M
         }
       : { temperature: temperatureOption, serialNumber: serialNumberOption },
   };
-  return {
+  return chipModel({
     name,
     description: humidityChannel
       ? "Sensirion SHT3x humidity and temperature sensor (CRC-8, single shot and periodic)"
       : "Sensirion STS3x temperature sensor (SHT3x commands, temperature only)",
     options: schema,
-    create(options): SimDevice {
-      const o = validateOptions(schema, options, name) as {
+    create: (options) => {
+      const o = options as {
         temperature?: number;
         humidity?: number;
         serialNumber?: number;
       };
-      const chip = new Sht3xChip(clock, {
+      return new Sht3xChip(clock, {
         temperature: o.temperature ?? 25,
         humidity: o.humidity ?? 50,
         humidityChannel,
         serial: o.serialNumber ?? DEFAULT_SERIAL,
       });
-      return {
-        targets: [chip],
-        properties: {
-          temperature: numberProperty(
-            "temperature in °C (-40..125)",
-            () => chip.temperature,
-            (v) => {
-              chip.temperature = v;
-            },
-            SHT3X_RANGE.temperature,
-          ),
-          ...(humidityChannel && {
-            humidity: numberProperty(
-              "relative humidity in % (0..100)",
-              () => chip.humidity,
-              (v) => {
-                chip.humidity = v;
-              },
-              SHT3X_RANGE.humidity,
-            ),
-          }),
-          status: { description: "status register", get: () => chip.status },
-        },
-        saveState: () => chip.saveState(),
-        restoreState: (state) => chip.restoreState(state, name),
-      };
     },
-  };
+    target: (chip) => chip,
+    properties: (chip) => ({
+      temperature: numberProperty(
+        "temperature in °C (-40..125)",
+        () => chip.temperature,
+        (v) => {
+          chip.temperature = v;
+        },
+        SHT3X_RANGE.temperature,
+      ),
+      ...(humidityChannel && {
+        humidity: numberProperty(
+          "relative humidity in % (0..100)",
+          () => chip.humidity,
+          (v) => {
+            chip.humidity = v;
+          },
+          SHT3X_RANGE.humidity,
+        ),
+      }),
+      status: { description: "status register", get: () => chip.status },
+    }),
+  });
 }
 
 /** Linux's sht3x names: sht3x and sts3x, with an injectable host clock (tests pass a fake one). */
