@@ -70,21 +70,18 @@ gpio_base() {
     case "$(readlink -f $c/device)" in "$chip"*) cat $c/base; return ;; esac
   done
 }
-gpio_line() {
-  n=$(($(gpio_base $1) + $2))
-  [ -e /sys/class/gpio/gpio$n ] || echo $n > /sys/class/gpio/export
-  echo /sys/class/gpio/gpio$n
-}
+gpio_export() { [ -e /sys/class/gpio/gpio$1 ] || echo $1 > /sys/class/gpio/export; }
 gpio_pins() {
-  mask=0; i=0
+  base=$(gpio_base $1); mask=0; i=0
+  [ -n "$base" ] || { echo ERR; return; }
   while [ $i -lt $2 ]; do
-    v=$(value $(gpio_line $1 $i)/value)
-    [ "$v" = ERR ] && { echo ERR; return; }
+    n=$((base + i)); gpio_export $n
+    read -r v < /sys/class/gpio/gpio$n/value 2>/dev/null || { echo ERR; return; }
     mask=$((mask | (v << i))); i=$((i + 1))
   done
   echo $mask
 }
-gpio_out() { echo $3 > $(gpio_line $1 $2)/direction; }
+gpio_out() { n=$(($(gpio_base $1) + $2)); gpio_export $n; echo $3 > /sys/class/gpio/gpio$n/direction; }
 rtc_dev() { echo /dev/$(ls $(dev $1)/rtc 2>/dev/null | head -n 1); }
 step() {
   echo "@@STEP $1@@"
