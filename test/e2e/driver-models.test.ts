@@ -96,9 +96,18 @@ async function bootWithChips(
   await daemon.waitForLog(`control socket listening path=${control}\n`);
   const steps = new GuestSteps(control);
   const guest = steps.attach(
-    bench.boot([GUEST_DRIVER_FUNCTIONS, ...script, 'echo "RESULT done 1"'].join("\n"), {
-      onConsole: steps.watch.onConsole,
-    }),
+    bench.boot(
+      [
+        GUEST_DRIVER_FUNCTIONS,
+        ...script,
+        // The kernel's side of any failure above, for the evidence.
+        "dmesg | tail -n 40 | sed 's/^/dmesg: /'",
+        'echo "RESULT done 1"',
+      ].join("\n"),
+      {
+        onConsole: steps.watch.onConsole,
+      },
+    ),
   );
   await hostSteps(steps);
   const run = await guest;
