@@ -273,8 +273,12 @@ const DAC_CODE = 2048;
 
 const DS3231_START = "2125-06-01T12:00:00Z";
 const DS3231_SET = "2042-03-04T05:06:07Z";
-/** Written by the guest: 22nd century, so the month register's century bit carries it. */
-const DS3231_GUEST_WRITE = "2101-02-03 04:05:06";
+/**
+ * Written by the guest with hwclock -w. In the 21st century: Linux 6.1's rtc-ds1307 writes a later
+ * year as bin2bcd(year - 2000), not BCD (fixed in later kernels with `tm_year % 100`), so only the
+ * century bit's read side (DS3231_START) is proven on every kernel CI runs.
+ */
+const DS3231_GUEST_WRITE = "2087-02-03 04:05:06";
 const PCF8563_GUEST_WRITE = "2061-07-08 09:10:11";
 
 const CLOCKS_AND_PINS: readonly Chip[] = [
