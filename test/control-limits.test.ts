@@ -112,13 +112,22 @@ describe("control socket limits through the daemon", () => {
         const start = Date.now();
         const ticker = setInterval(() => active.write("help\n"), 150);
         try {
-          await Promise.all([closed(silent), closed(halfLine), closed(notReading)]);
+          // The paused client cannot see the daemon's close by itself: when the daemon had read
+          // all it sent, the close is an EOF queued behind the replies it never reads, and Node
+          // emits "close" only once they are consumed (a reset, when input was left unread, shows
+          // at once). The daemon's log line is the proof; reading then lets the EOF through.
+          await Promise.all([
+            closed(silent),
+            closed(halfLine),
+            daemon.waitForLog(/control client does not read its replies; disconnecting/),
+          ]);
           const took = Date.now() - start;
           assert.ok(took >= 400 && took < 3000, `dropped after ${took} ms`);
+          notReading.resume();
+          await closed(notReading);
           await new Promise((resolve) => setTimeout(resolve, 700));
           assert.equal(active.closed, false, "a client that keeps sending commands stays");
           assert.ok(answers >= 5, `${answers} answers`);
-          await daemon.waitForLog(/control client does not read its replies; disconnecting/);
           await daemon.waitForLog(/control client idle; disconnecting/);
         } finally {
           clearInterval(ticker);

@@ -109,12 +109,23 @@ describe("encodeCpioNewc", { skip: cpioSkip }, () => {
 });
 
 describe("scriptArchive", { skip: cpioSkip }, () => {
-  it("puts the script at test/script.sh with a final newline, and extra files under their parents", () => {
+  it("puts the script at test/script-body.sh with a final newline, run by test/script.sh, which keeps its status and drains the console; extra files under their parents", () => {
     const archive = scriptArchive("echo hi", { "etc/x/data.bin": new Uint8Array([7, 8]) });
     const { dir, listing } = unpackWithCpio(archive);
     try {
-      assert.deepEqual(listing, ["etc", "etc/x", "etc/x/data.bin", "test", "test/script.sh"]);
-      assert.equal(readFileSync(join(dir, "test/script.sh"), "utf8"), "echo hi\n");
+      assert.deepEqual(listing, [
+        "etc",
+        "etc/x",
+        "etc/x/data.bin",
+        "test",
+        "test/script-body.sh",
+        "test/script.sh",
+      ]);
+      assert.equal(readFileSync(join(dir, "test/script-body.sh"), "utf8"), "echo hi\n");
+      const wrapper = readFileSync(join(dir, "test/script.sh"), "utf8");
+      assert.match(wrapper, /^sh \/test\/script-body\.sh\nstatus=\$\?\n/);
+      assert.match(wrapper, /stty -F \/dev\/console onlcr/);
+      assert.match(wrapper, /exit \$status\n$/);
       assert.deepEqual([...readFileSync(join(dir, "etc/x/data.bin"))], [7, 8]);
     } finally {
       rmSync(dir, { recursive: true, force: true });

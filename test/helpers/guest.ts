@@ -32,6 +32,20 @@ export const GUEST_MARKERS = {
 
 /** Where the injected script lands in the guest; /init runs it with `sh`. */
 const SCRIPT_PATH = "test/script.sh";
+/** The test's own script, which SCRIPT_PATH runs, then waits for the console to drain. */
+const SCRIPT_BODY_PATH = "test/script-body.sh";
+/**
+ * /init prints the end marker and powers off at once (`poweroff -f`): output still queued in the
+ * serial console's buffers is lost, end marker included, when a script ends with a burst (a daemon's
+ * log) and the host reads QEMU's console slowly. Setting a console mode (stty) waits until the
+ * console has sent everything (TCSADRAIN), so only the short marker is left to go. Done here rather
+ * than in /init, which is part of every cached guest image.
+ */
+const SCRIPT_WRAPPER = `sh /${SCRIPT_BODY_PATH}
+status=$?
+stty -F /dev/console onlcr 2>/dev/null
+exit $status
+`;
 
 export const DEFAULT_GUEST_TIMEOUT_MS = 120_000;
 export const DEFAULT_GUEST_MEMORY_MIB = 256;
@@ -314,7 +328,8 @@ export function scriptArchive(
     entries.push({ name, data, mode });
   };
   for (const [path, data] of Object.entries(files)) addFile(path, data, 0o644);
-  addFile(SCRIPT_PATH, script.endsWith("\n") ? script : `${script}\n`, 0o755);
+  addFile(SCRIPT_BODY_PATH, script.endsWith("\n") ? script : `${script}\n`, 0o755);
+  addFile(SCRIPT_PATH, SCRIPT_WRAPPER, 0o755);
   return encodeCpioNewc(entries);
 }
 
