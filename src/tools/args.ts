@@ -52,6 +52,12 @@ export interface RegisterRange {
   readonly last: number;
 }
 
+/** The registers i2cdump's `-r FIRST-LAST` names (all 256 without it). */
+export interface ProbedRegisters extends RegisterRange {
+  /** `-r` was given: the prompt says the range is limited. */
+  readonly rangeGiven: boolean;
+}
+
 /** One i2ctransfer message: `data` for writes (length = data.length), `length` for reads. */
 export type TransferMessage =
   | { readonly addr: number; readonly read: false; readonly data: Uint8Array }
@@ -69,17 +75,14 @@ export type Command =
       readonly first: number;
       readonly last: number;
     }
-  | {
+  | ({
       readonly name: "dump";
       readonly yes: boolean;
       readonly addr: number;
       readonly mode: DumpMode;
       /** No MODE argument: i2cdump says so on stderr. */
       readonly modeDefaulted: boolean;
-      readonly first: number;
-      readonly last: number;
-      readonly rangeGiven: boolean;
-    }
+    } & ProbedRegisters)
   | {
       readonly name: "get";
       readonly yes: boolean;
@@ -106,14 +109,11 @@ export type Command =
       readonly verbose: boolean;
       readonly messages: readonly TransferMessage[];
     }
-  | {
+  | ({
       readonly name: "snapshot";
       readonly yes: boolean;
       readonly addr: number;
       readonly mode: SnapshotMode;
-      readonly first: number;
-      readonly last: number;
-      readonly rangeGiven: boolean;
       /** Registers never touched (`--skip`): clear-on-read, FIFOs, anything with side effects. */
       readonly skip: readonly RegisterRange[];
       /** Registers the entry marks read-only (`--read-only`). */
@@ -124,7 +124,7 @@ export type Command =
       readonly entryOnly: boolean;
       /** Where the JSON goes (`-o`); null: stdout. */
       readonly output: string | null;
-    };
+    } & ProbedRegisters);
 
 export interface Invocation {
   readonly options: GlobalOptions;

@@ -9,11 +9,10 @@
 
 import { SIM_BUS } from "../i2c/device-list.js";
 import type { EepromGeometry } from "../i2c/models/eeprom.js";
-import type { RegisterRange, SnapshotMode } from "./args.js";
+import { type RegisterRange, SMBUS_BLOCK_MAX, type SnapshotMode } from "./args.js";
+
 /** Bytes per EEPROM read: what Linux's at24 reads at once by default (io_limit). */
 export const EEPROM_READ_CHUNK = 128;
-/** Longest I2C block read (I2C_SMBUS_BLOCK_MAX), as i2cdump's `i` mode does them. */
-const BLOCK_READ_MAX = 32;
 
 /** A config-file device entry for an emulated chip. */
 export interface SnapshotEntry {
@@ -54,8 +53,8 @@ export function readingRuns(
 export function blockReads(runs: readonly RegisterRange[]): { reg: number; length: number }[] {
   const reads: { reg: number; length: number }[] = [];
   for (const run of runs) {
-    for (let reg = run.first; reg <= run.last; reg += BLOCK_READ_MAX) {
-      reads.push({ reg, length: Math.min(BLOCK_READ_MAX, run.last - reg + 1) });
+    for (let reg = run.first; reg <= run.last; reg += SMBUS_BLOCK_MAX) {
+      reads.push({ reg, length: Math.min(SMBUS_BLOCK_MAX, run.last - reg + 1) });
     }
   }
   return reads;
