@@ -11,8 +11,11 @@ import { SIM_BUS } from "../i2c/device-list.js";
 import type { EepromGeometry } from "../i2c/models/eeprom.js";
 import { type RegisterRange, SMBUS_BLOCK_MAX, type SnapshotMode } from "./args.js";
 
-/** Bytes per EEPROM read: what Linux's at24 reads at once by default (io_limit). */
-export const EEPROM_READ_CHUNK = 128;
+/**
+ * Bytes per EEPROM read: an I2C block, as Linux's at24 reads on an SMBus-only adapter, so a snapshot
+ * works through a backend whose host adapter has no plain I2C (i2c-i801).
+ */
+export const EEPROM_READ_CHUNK = SMBUS_BLOCK_MAX;
 
 /** A config-file device entry for an emulated chip. */
 export interface SnapshotEntry {
