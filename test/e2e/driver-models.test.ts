@@ -115,6 +115,13 @@ async function bootWithChips(
   return { run, daemon, steps };
 }
 
+/**
+ * When the fault test's scenario raises the temperature, in seconds from QEMU's connection: after
+ * the guest has booted and gone through its steps (about 20 s under TCG here), so the guest sees the
+ * reading change while it polls.
+ */
+const SCENARIO_EVENT_S = 40;
+
 // --- hwmon and iio sensors --------------------------------------------------------------------------
 
 const SENSORS: readonly Chip[] = [
@@ -585,7 +592,20 @@ describeOrSkip(
           { model: "ds3231", address: "0x68", driver: "rtc-ds1307" },
           // Another chip of the same driver beside the faulty one.
           { model: "lm75a", address: "0x49", driver: "lm75", options: { temperature: 20 } },
+          // The scenario's chip: 30 °C before the guest is up, then a thermal event with a flaky read.
+          { model: "lm75", address: "0x4b", driver: "lm75", options: { temperature: 25 } },
         ];
+        const scenarioFile = join(bench.dir, "scenario.json");
+        writeFileSync(
+          scenarioFile,
+          JSON.stringify({
+            steps: [
+              { at: 0.5, device: "0x4b", set: { temperature: 30 } },
+              { at: SCENARIO_EVENT_S, device: "0x4b", fault: "nack", count: 2 },
+              { at: SCENARIO_EVENT_S, device: "0x4b", set: { temperature: 85 } },
+            ],
+          }),
+        );
         const eeprom = "/sys/bus/i2c/devices/0-0050/eeprom";
         const written = Array.from({ length: 16 }, (_, i) => (0xa0 + i * 7) & 0xff);
         const octal = written.map((byte) => `\\${byte.toString(8).padStart(3, "0")}`).join("");
@@ -621,13 +641,23 @@ describeOrSkip(
             "step 3",
             "hwclock -r -u -f $r > /dev/null",
             'echo "RESULT rtc.c $?"',
+            // The scenario's chip, polled until the thermal event: each change of reading once.
+            'echo "RESULT scenario.uptime $(cut -d" " -f1 /proc/uptime)"',
+            "seen=''; last=''; n=0",
+            "while [ $n -lt 240 ]; do",
+            "  v=$(value $(ls -d /sys/bus/i2c/devices/0-004b/hwmon/hwmon*)/temp1_input)",
+            '  [ "$v" != "$last" ] && seen="$seen $v" && last=$v',
+            '  [ "$v" = 85000 ] && break',
+            "  sleep 0.25; n=$((n + 1))",
+            "done",
+            'echo "RESULT scenario.readings$seen"',
           ],
           async (steps) => {
             await steps.at(1, () => steps.fault("0x48 nack count=2"));
             await steps.at(2, () => steps.fault("0x68 disappear"));
             await steps.at(3, () => steps.fault("0x68 clear"));
           },
-          ["--trace"],
+          ["--trace", "--scenario", scenarioFile],
         );
         if (!booted) return;
         const { run, daemon } = booted;
@@ -668,6 +698,15 @@ describeOrSkip(
         assert.ok(countLines(daemon.stdout, "[injected 0x68:") >= 1);
 
         // The others: every reading and every transfer to them succeeded while the faults fired.
+        // The scenario: set before the guest looked, then two failed reads and the new temperature,
+        // with each step in the daemon's log.
+        assert.equal(
+          result(run, "scenario.readings"),
+          "30000 ERR 85000",
+          `the guest polled from uptime ${result(run, "scenario.uptime")} s; the event was at ${SCENARIO_EVENT_S} s`,
+        );
+        assert.equal(countLines(daemon.stdout, "[injected 0x4b:"), 2);
+        assert.equal(countLines(daemon.stderr, "[scenario] scenario "), 5);
         for (const tag of ["a", "try1", "try2", "try3", "gone"])
           assertNear(run, `${tag}.lm75a`, 20000, 0);
         assertNear(run, "gone.lm75", 40000, 0);
