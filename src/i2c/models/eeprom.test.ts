@@ -11,11 +11,15 @@ import { EEPROM_GEOMETRIES, type EepromGeometry, eepromModel } from "./eeprom.js
 
 const ADDR = 0x50;
 
+/**
+ * A chip without its write cycle (tests of memory and pointer rules run transfers back to back,
+ * which a chip in its cycle would NACK); the cycle has its own tests below.
+ */
 function setup(name = "24c02", options: Record<string, unknown> = {}, baseDir?: string) {
   const context = modelContext(
     baseDir === undefined ? { address: ADDR } : { address: ADDR, baseDir },
   );
-  const device: SimDevice = findModel(name).create(options, context);
+  const device: SimDevice = findModel(name).create({ writeCycleMs: 0, ...options }, context);
   const bus = new SimBus(simTargets(new Map([[ADDR, device]])));
   const pointer = () => device.properties?.pointer?.get();
   const memory = () => {
@@ -404,14 +408,22 @@ describe("EEPROM write cycle (writeCycleMs)", () => {
     assert.equal(readByte(), 0x42, "the cycle is over 5 ms after the STOP");
   });
 
-  it("starts no cycle for a word address alone, nor when it is 0 or left out", () => {
+  it("starts no cycle for a word address alone, nor when it is 0", () => {
     const { bus, readByte } = cycling(5);
     assert.equal(bus.transfer([w(ADDR, 0x10)]), 1);
     assert.equal(readByte(), 0xff);
-    for (const off of [cycling(0), cycling()]) {
-      assert.equal(off.bus.transfer([w(ADDR, 0x00, 0x42)]), 1);
-      assert.equal(off.readByte(), 0x42);
-    }
+    const off = cycling(0);
+    assert.equal(off.bus.transfer([w(ADDR, 0x00, 0x42)]), 1);
+    assert.equal(off.readByte(), 0x42);
+  });
+
+  it("runs a 5 ms cycle when the option is left out, as the datasheets' tWR", () => {
+    const { clock, bus, readByte } = cycling();
+    assert.equal(bus.transfer([w(ADDR, 0x00, 0x42)]), 1);
+    clock.ms += 4.9;
+    assert.equal(readByte(), "nack");
+    clock.ms += 0.1;
+    assert.equal(readByte(), 0x42);
   });
 
   it("refuses a write cycle past 100 ms", () => {

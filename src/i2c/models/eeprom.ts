@@ -50,6 +50,8 @@ export const EEPROM_GEOMETRIES: readonly EepromGeometry[] = [
 const BLOCK = 256;
 /** Longest write cycle an option may ask for: datasheets give 5 or 10 ms; at24 waits 25 ms at most. */
 const MAX_WRITE_CYCLE_MS = 100;
+/** tWR of the 24Cxx datasheets (Microchip, Atmel, ST): what a driver written for the chip meets. */
+const DEFAULT_WRITE_CYCLE_MS = 5;
 
 /** Monotonic milliseconds (the write cycle's clock; tests pass a fake one). */
 export interface EepromClock {
@@ -76,8 +78,7 @@ function eepromSchema(size: number) {
         type: "integer",
         min: 0,
         max: MAX_WRITE_CYCLE_MS,
-        description:
-          "internal write cycle (tWR): the chip NACKs its address for this long after a write's STOP (0, the default: no cycle; 24Cxx datasheets give 5)",
+        description: `internal write cycle (tWR): the chip NACKs its address for this long after a write's STOP (default ${DEFAULT_WRITE_CYCLE_MS}, as 24Cxx datasheets give; 0: no cycle)`,
       },
     },
   } as const;
@@ -234,7 +235,7 @@ export function eepromModel(
     create(options, context: ModelContext): SimDevice {
       const o = validateOptions(schema, options, geometry.name);
       const store = openModelStore(context, o.backing, geometry.size, o.initial);
-      const writeCycle = { ms: o.writeCycleMs ?? 0, clock };
+      const writeCycle = { ms: o.writeCycleMs ?? DEFAULT_WRITE_CYCLE_MS, clock };
       const chip = new EepromChip(geometry, store, o.readOnly ?? false, writeCycle);
       const backed = o.backing !== undefined;
       return {
