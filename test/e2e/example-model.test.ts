@@ -79,7 +79,7 @@ describeOrSkip(
         assertNear(run, "a.out.pins", 0xf0 & 0xef, 0);
         assert.deepEqual(atStep, { latch: String(0xef), pins: String(0xf0 & 0xef) });
         assertNear(run, "b.pins", 0x3c & 0xef, 0);
-          await stopDaemonCleanly(daemon);
+        await stopDaemonCleanly(daemon);
       });
     });
   },
