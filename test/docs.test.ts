@@ -147,3 +147,15 @@ describe("README's model table", () => {
     }
   });
 });
+
+describe("docs/MODELS.md", () => {
+  it("quotes the example's guest test as it is", () => {
+    const test = read("test/e2e/example-model.test.ts");
+    const body = test.slice(test.indexOf("const { skip"));
+    const doc = read("docs/MODELS.md");
+    const start = doc.indexOf("```ts\nconst { skip");
+    const quoted = doc.slice(start + "```ts\n".length, doc.indexOf("```\n", start + 1));
+    assert.ok(start >= 0, "docs/MODELS.md has no quote of test/e2e/example-model.test.ts");
+    assert.equal(quoted, body);
+  });
+});

@@ -3,8 +3,9 @@
  * against the package's API) is bound by Linux's own gpio-pcf857x driver and used through its GPIO
  * lines, with the driver kit, as docs/MODELS.md shows a model author. The pins the host drives
  * (`inputs`, set over the control socket at a step) show in the guest; the line the guest drives
- * low shows in the chip's latch on the host. One guest boot. Skips by name without QEMU or a built
- * guest image (guest/build.sh). Must not reach into the daemon's modules.
+ * low shows in the chip's latch on the host, and the driver's shutdown releases every line. One
+ * guest boot. Skips by name without QEMU or a built guest image (guest/build.sh). Must not reach
+ * into the daemon's modules.
  */
 
 import assert from "node:assert/strict";
@@ -33,7 +34,7 @@ const { skip, images } = guestSuite();
 const EXAMPLE_MODULE = fileURLToPath(new URL("../../examples/pcf8574.js", import.meta.url));
 
 const EXPANDER: Chip = {
-  model: "pcf8574",
+  model: "pcf8574", // also the name new_device takes: an id in gpio-pcf857x's table
   module: EXAMPLE_MODULE,
   address: "0x20",
   driver: "pcf857x",
@@ -72,13 +73,16 @@ describeOrSkip(
           },
         );
         if (!booted) return;
-        const { run, daemon } = booted;
+        const { run, daemon, steps } = booted;
         assertBound(run, { "0x20": "pcf857x" });
         assertStepsDone(run, 1);
         assertNear(run, "a.pins", 0xf0, 0);
         assertNear(run, "a.out.pins", 0xf0 & 0xef, 0);
         assert.deepEqual(atStep, { latch: String(0xef), pins: String(0xf0 & 0xef) });
         assertNear(run, "b.pins", 0x3c & 0xef, 0);
+        // The guest powered off: the driver's shutdown drove every line high (latch 0xff).
+        assert.equal(await steps.get("0x20", "latch"), String(0xff));
+        assert.equal(await steps.get("0x20", "pins"), String(0x3c));
         await stopDaemonCleanly(daemon);
       });
     });
