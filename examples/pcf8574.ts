@@ -76,6 +76,7 @@ const stateSchema = {
 export default defineModel({
   name: "pcf8574",
   description: "8-bit I/O expander: write sets the output latch, read returns the pin levels",
+  linuxDriver: "gpio gpio-pcf857x",
   options: {
     type: "object",
     properties: {

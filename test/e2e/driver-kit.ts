@@ -4,14 +4,18 @@
  * (hwmon, iio, gpio, rtc) as RESULT lines, and a step protocol by which the guest script waits
  * while the host changes the chips' physical inputs (or faults) over the control socket. The guest
  * learns that the host is done from a mailbox: a `register-file` chip whose register 0 the host
- * sets to the step's number with the control socket's `write`. Must not reach into the daemon's
- * modules: the daemon is a process, its config file and its sockets.
+ * sets to the step's number with the control socket's `write`. `bootWithChips` puts it together:
+ * the config file of a list of chips (built-in models or model modules), the daemon, and the guest
+ * running the functions and a test's script. Must not reach into the daemon's modules: the daemon
+ * is a process, its config file and its sockets.
  * @module
  */
 
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { GuestRun } from "../helpers/guest.js";
-import { ConsoleWatch, consoleOrExit, controlCommand, result } from "./harness.js";
+import { ConsoleWatch, consoleOrExit, controlCommand, type GuestBench, result } from "./harness.js";
 
 /** The mailbox chip's address; tests keep it free of other chips. */
 export const MAILBOX_ADDRESS = 0x30;
@@ -158,4 +162,88 @@ export function assertBound(run: GuestRun, drivers: Readonly<Record<string, stri
 /** Asserts that the guest saw every step released (none timed out). */
 export function assertStepsDone(run: GuestRun, steps: number): void {
   for (let step = 1; step <= steps; step++) assert.equal(result(run, `step.${step}`), "ok");
+}
+
+/**
+ * One chip of a guest test: its config entry, the Linux driver that must bind to it and what the
+ * host sets at step 1. `model` is also the name `new_device` takes (the driver's I2C device id);
+ * with `module`, the entry loads that model module (a path, e.g. into dist/) instead of a built-in.
+ */
+export interface Chip {
+  readonly model: string;
+  readonly module?: string;
+  readonly address: string;
+  readonly driver: string;
+  readonly options?: Readonly<Record<string, unknown>>;
+  readonly change?: Readonly<Record<string, string | number>>;
+}
+
+/** Writes the `--config` file of `chips` (plus the mailbox) and returns the daemon's arguments. */
+export function chipConfig(
+  bench: GuestBench,
+  chips: readonly Chip[],
+  extra: readonly string[] = [],
+) {
+  const configFile = join(bench.dir, "devices.json");
+  const devices = chips.map(({ model, module, address, options }) => ({
+    bus: "sim",
+    address,
+    ...(module === undefined ? { model } : { module }),
+    ...(options && { options }),
+  }));
+  writeFileSync(configFile, JSON.stringify({ devices: [MAILBOX_DEVICE, ...devices] }));
+  const control = join(bench.dir, "control.sock");
+  return { args: ["--config", configFile, "--control-socket", control, ...extra], control };
+}
+
+/** Guest lines binding each chip's driver (`bind`). */
+export const bindLines = (chips: readonly Chip[]): string[] =>
+  chips.map(({ model, address }) => `bind ${model} ${address}`);
+
+/** Sets every chip's `change` properties over the control socket. */
+export async function applyChanges(steps: GuestSteps, chips: readonly Chip[]): Promise<void> {
+  for (const chip of chips) {
+    for (const [property, value] of Object.entries(chip.change ?? {})) {
+      await steps.set(chip.address, property, value);
+    }
+  }
+}
+
+/**
+ * Starts the daemon for `chips` (`extraArgs` added, e.g. `--trace`) and boots the guest running
+ * GUEST_DRIVER_FUNCTIONS then `script`, while `hostSteps` drives the steps (`steps.at(n, ...)`).
+ * Returns the finished guest run, the daemon (still running) and the steps' control socket; null
+ * when the daemon does not accept the config yet and `t` was skipped.
+ */
+export async function bootWithChips(
+  bench: GuestBench,
+  t: Parameters<GuestBench["skippedUnlessAccepted"]>[0],
+  chips: readonly Chip[],
+  script: readonly string[],
+  hostSteps: (steps: GuestSteps) => Promise<void>,
+  extraArgs: readonly string[] = [],
+) {
+  const { args, control } = chipConfig(bench, chips, extraArgs);
+  if (await bench.skippedUnlessAccepted(t, args)) return null;
+  const daemon = await bench.startDaemon(args);
+  await daemon.waitForLog(`control socket listening path=${control}\n`);
+  const steps = new GuestSteps(control);
+  const guest = steps.attach(
+    bench.boot(
+      [
+        GUEST_DRIVER_FUNCTIONS,
+        ...script,
+        // The kernel's side of any failure above, for the evidence.
+        "dmesg | tail -n 40 | sed 's/^/dmesg: /'",
+        'echo "RESULT done 1"',
+      ].join("\n"),
+      {
+        onConsole: steps.watch.onConsole,
+      },
+    ),
+  );
+  await hostSteps(steps);
+  const run = await guest;
+  assert.equal(result(run, "done"), "1");
+  return { run, daemon, steps };
 }

@@ -15,17 +15,17 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { it } from "node:test";
 import {
+  applyChanges,
   assertBound,
   assertNear,
   assertStepsDone,
-  GUEST_DRIVER_FUNCTIONS,
-  GuestSteps,
-  MAILBOX_DEVICE,
+  bindLines,
+  bootWithChips,
+  type Chip,
 } from "./driver-kit.js";
 import {
   countLines,
   describeOrSkip,
-  type GuestBench,
   guestSuite,
   result,
   stopDaemonCleanly,
@@ -35,84 +35,12 @@ import {
 
 const { skip, images } = guestSuite();
 
-/**
- * One chip of a group: its config entry (the model's name is also the name `new_device` takes), the
- * Linux driver that must bind to it and what the host sets at step 1.
- */
-interface Chip {
-  readonly model: string;
-  readonly address: string;
-  readonly driver: string;
-  readonly options?: Readonly<Record<string, unknown>>;
-  readonly change?: Readonly<Record<string, string | number>>;
-}
-
 /** One guest reading: its RESULT key, its value before and after step 1, and how close is enough. */
 interface Reading {
   readonly key: string;
   readonly before: number;
   readonly after: number;
   readonly tolerance: number;
-}
-
-/** Writes the `--config` file of `chips` (plus the mailbox) and returns the daemon's arguments. */
-function chipConfig(bench: GuestBench, chips: readonly Chip[], extra: readonly string[] = []) {
-  const configFile = join(bench.dir, "devices.json");
-  const devices = chips.map(({ model, address, options }) => ({
-    bus: "sim",
-    address,
-    model,
-    ...(options && { options }),
-  }));
-  writeFileSync(configFile, JSON.stringify({ devices: [MAILBOX_DEVICE, ...devices] }));
-  const control = join(bench.dir, "control.sock");
-  return { args: ["--config", configFile, "--control-socket", control, ...extra], control };
-}
-
-const bindLines = (chips: readonly Chip[]) =>
-  chips.map(({ model, address }) => `bind ${model} ${address}`);
-
-/** Sets every chip's `change` properties over the control socket. */
-async function applyChanges(steps: GuestSteps, chips: readonly Chip[]): Promise<void> {
-  for (const chip of chips) {
-    for (const [property, value] of Object.entries(chip.change ?? {})) {
-      await steps.set(chip.address, property, value);
-    }
-  }
-}
-
-/** Starts the daemon for `chips` and boots the guest running `script` with `steps` driving it. */
-async function bootWithChips(
-  bench: GuestBench,
-  t: Parameters<GuestBench["skippedUnlessAccepted"]>[0],
-  chips: readonly Chip[],
-  script: readonly string[],
-  hostSteps: (steps: GuestSteps) => Promise<void>,
-  extraArgs: readonly string[] = [],
-) {
-  const { args, control } = chipConfig(bench, chips, extraArgs);
-  if (await bench.skippedUnlessAccepted(t, args)) return null;
-  const daemon = await bench.startDaemon(args);
-  await daemon.waitForLog(`control socket listening path=${control}\n`);
-  const steps = new GuestSteps(control);
-  const guest = steps.attach(
-    bench.boot(
-      [
-        GUEST_DRIVER_FUNCTIONS,
-        ...script,
-        // The kernel's side of any failure above, for the evidence.
-        "dmesg | tail -n 40 | sed 's/^/dmesg: /'",
-        'echo "RESULT done 1"',
-      ].join("\n"),
-      {
-        onConsole: steps.watch.onConsole,
-      },
-    ),
-  );
-  await hostSteps(steps);
-  const run = await guest;
-  assert.equal(result(run, "done"), "1");
-  return { run, daemon, steps };
 }
 
 /**

@@ -206,6 +206,7 @@ function ads1015Model(
   return chipModel({
     name: variant.name,
     description,
+    linuxDriver: "iio ti-ads1015",
     options: schema,
     create: (o) =>
       new Ads1015Chip(variant, clock, [o.ain0 ?? 0, o.ain1 ?? 0, o.ain2 ?? 0, o.ain3 ?? 0]),

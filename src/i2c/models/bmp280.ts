@@ -398,6 +398,7 @@ function bmp280Model(variant: Bmp280Variant, description: string): ModelDefiniti
   return chipModel({
     name: variant.name,
     description,
+    linuxDriver: "iio bmp280",
     options: schema,
     create: (options) => {
       const o = options as { temperature?: number; pressure?: number; humidity?: number };

@@ -21,6 +21,7 @@ export interface StatefulChip {
 export function chipModel<const S extends ObjectSchema, C extends StatefulChip>(spec: {
   readonly name: string;
   readonly description: string;
+  readonly linuxDriver: string;
   readonly options: S;
   create(options: OptionValue<S>): C;
   target(chip: C): I2cDeviceModel;
@@ -30,6 +31,7 @@ export function chipModel<const S extends ObjectSchema, C extends StatefulChip>(
   return {
     name,
     description: spec.description,
+    linuxDriver: spec.linuxDriver,
     options: spec.options,
     create(options): SimDevice {
       const chip = spec.create(validateOptions(spec.options, options, name));

@@ -196,6 +196,7 @@ const schema = {
 export function ds1307Model(clock: HostClock = systemClock): ModelDefinition {
   return {
     name: "ds1307",
+    linuxDriver: "rtc rtc-ds1307",
     description:
       "DS1307 real-time clock with 56 bytes of RAM (time = host clock + guest-set offset)",
     options: schema,

@@ -305,6 +305,7 @@ export class Ds3231Chip {
 export function ds3231Model(clock: HostClock = systemClock): ModelDefinition {
   return rtcModel({
     name: "ds3231",
+    linuxDriver: "rtc rtc-ds1307",
     chip: "DS3231",
     description:
       "DS3231 real-time clock with century bit, alarm registers and temperature sensor (time = host clock + guest-set offset)",

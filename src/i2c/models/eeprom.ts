@@ -230,6 +230,7 @@ export function eepromModel(
   const where = blocks > 1 ? `, answers on ${blocks} consecutive addresses` : "";
   return {
     name: geometry.name,
+    linuxDriver: "at24",
     description: `${geometry.size}-byte EEPROM, ${geometry.pageSize}-byte pages, ${geometry.addressBytes * 8}-bit word address${where}`,
     options: schema,
     create(options, context: ModelContext): SimDevice {

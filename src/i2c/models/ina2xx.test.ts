@@ -54,6 +54,21 @@ describe("INA219 / INA226", () => {
     assert.notEqual(bench.readWordBE(SHUNT), 0, "the ADCs run without calibration");
   });
 
+  it("ina220: the INA219's registers, at power-on and after the driver's init (one ina2xx config)", () => {
+    const options = { current: 0.5, busVoltage: 3.3 };
+    const ina219 = new ModelBench(findModel("ina219"), ADDR, options);
+    const ina220 = new ModelBench(findModel("ina220"), ADDR, options);
+    const registers = [CONFIG, SHUNT, BUS, POWER, CURRENT, CALIBRATION];
+    const values = (bench: ModelBench) => registers.map((register) => bench.readWordBE(register));
+    assert.deepEqual(values(ina220), values(ina219));
+    for (const bench of [ina219, ina220]) {
+      bench.writeWordBE(CONFIG, 0x399f);
+      bench.writeWordBE(CALIBRATION, 4096);
+    }
+    assert.deepEqual(values(ina220), values(ina219));
+    assert.notEqual(ina220.readWordBE(CURRENT), 0);
+  });
+
   for (const name of ["ina219", "ina226"] as const) {
     it(`${name}: 1.5 A at 12 V through 10 mΩ read as Linux computes it`, () => {
       const { bench, read } = probed(name, { current: 1.5, busVoltage: 12 });

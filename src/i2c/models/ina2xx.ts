@@ -401,6 +401,7 @@ function ina2xxModel(variant: Ina2xxVariant): ModelDefinition {
   return chipModel({
     name: variant.name,
     description: variant.description,
+    linuxDriver: "hwmon ina2xx",
     options: schema,
     create: (o) =>
       new Ina2xxChip(

@@ -299,6 +299,7 @@ function lm75Model(variant: Lm75Variant): ModelDefinition {
   return chipModel({
     name: variant.name,
     description: variant.description,
+    linuxDriver: "hwmon lm75",
     options: optionSchema(variant),
     create: (o) => new Lm75Chip(variant, o.temperature ?? 25),
     target: (chip) => chip.target,

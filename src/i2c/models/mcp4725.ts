@@ -170,6 +170,7 @@ const schema = {
 export function mcp4725Model(clock: HostClock = systemClock): ModelDefinition {
   return chipModel({
     name: "mcp4725",
+    linuxDriver: "iio mcp4725",
     description: "Microchip MCP4725 12-bit DAC with EEPROM (output voltage as a property)",
     options: schema,
     create: (o) => new Mcp4725Chip(clock, o.vdd ?? 3.3, { code: o.eeprom ?? 0, powerDown: 0 }),

@@ -145,6 +145,7 @@ function pca953xModel(name: string, ports: Pca953xPorts, what: string): ModelDef
   const readOnly = (description: string, get: () => number | boolean) => ({ description, get });
   return expanderModel({
     name,
+    linuxDriver: "gpio gpio-pca953x",
     ports,
     description: `${what} ${8 * ports}-bit I/O expander (input, output, polarity, configuration)`,
     create: (p, inputs) => new Pca953xChip(p, inputs),

@@ -274,6 +274,7 @@ export class Pcf8563Chip {
 export function pcf8563Model(clock: HostClock = systemClock): ModelDefinition {
   return rtcModel({
     name: "pcf8563",
+    linuxDriver: "rtc rtc-pcf8563",
     chip: "PCF8563",
     description:
       "PCF8563 real-time clock with VL and century bits and a minute alarm (time = host clock + guest-set offset)",

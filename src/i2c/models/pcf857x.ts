@@ -92,6 +92,7 @@ export class Pcf857xChip implements I2cDeviceModel {
 function pcf857xModel(name: string, ports: 1 | 2, what: string): ModelDefinition {
   return expanderModel({
     name,
+    linuxDriver: "gpio gpio-pcf857x",
     ports,
     description: `${what} ${8 * ports}-bit quasi-bidirectional I/O expander (write: latch, read: pins)`,
     create: (p, inputs) => new Pcf857xChip(p, inputs),

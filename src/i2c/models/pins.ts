@@ -59,6 +59,7 @@ export function expanderModel<C extends ExpanderChip>(spec: {
   readonly name: string;
   readonly ports: 1 | 2;
   readonly description: string;
+  readonly linuxDriver: string;
   create(ports: 1 | 2, inputs: number): C;
   target(chip: C): I2cDeviceModel;
   properties(chip: C): Record<string, DeviceProperty>;
@@ -68,6 +69,7 @@ export function expanderModel<C extends ExpanderChip>(spec: {
   return chipModel({
     name: spec.name,
     description: spec.description,
+    linuxDriver: spec.linuxDriver,
     options: {
       type: "object",
       properties: {

@@ -542,6 +542,7 @@ const schema = {
 /** The generic PMBus device under Linux's generic driver name. */
 export const pmbusModel: ModelDefinition = {
   name: "pmbus",
+  linuxDriver: "hwmon pmbus",
   description: "generic PMBus power device (LINEAR11/16 telemetry, status, fault limits, PEC)",
   options: schema,
   create(options, context): SimDevice {

@@ -331,6 +331,7 @@ export function rtcModel<
   /** The chip as messages name it ("DS3231"). */
   readonly chip: string;
   readonly description: string;
+  readonly linuxDriver: string;
   readonly options: S;
   readonly years: { min: number; max: number };
   create(options: OptionValue<S>, time: number | undefined): C;
@@ -339,6 +340,7 @@ export function rtcModel<
   return chipModel({
     name: spec.name,
     description: spec.description,
+    linuxDriver: spec.linuxDriver,
     options: spec.options,
     create: (o) => {
       const text = (o as { time?: string }).time;

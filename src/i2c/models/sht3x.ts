@@ -366,6 +366,7 @@ function sht3xModel(name: string, humidityChannel: boolean, clock: HostClock): M
   };
   return chipModel({
     name,
+    linuxDriver: "hwmon sht3x",
     description: humidityChannel
       ? "Sensirion SHT3x humidity and temperature sensor (CRC-8, single shot and periodic)"
       : "Sensirion STS3x temperature sensor (SHT3x commands, temperature only)",

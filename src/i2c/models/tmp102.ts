@@ -275,6 +275,7 @@ export class Tmp102Chip {
 export function tmp102Model(clock: HostClock = systemClock): ModelDefinition {
   return chipModel({
     name: "tmp102",
+    linuxDriver: "hwmon tmp102",
     description: "TI TMP102 temperature sensor (12/13-bit, one-shot, comparator alert)",
     options: schema,
     create: (o) => new Tmp102Chip(clock, o.temperature ?? 25),
