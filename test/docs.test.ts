@@ -62,22 +62,6 @@ describe("documents rendered from the help", () => {
 });
 
 /**
- * Built-in models proven by their unit tests only so far: at24 binds the 24c02 in the guest, not
- * these sizes yet. Any other model needs a guest test that binds its driver.
- */
-const UNIT_ONLY = [
-  "24c01",
-  "24c04",
-  "24c08",
-  "24c16",
-  "24c32",
-  "24c64",
-  "24c128",
-  "24c256",
-  "24c512",
-];
-
-/**
  * The part of `source` that makes up test `name` (`it("name...`): its body up to the next test, and
  * the top-level declarations it uses (the chips of a guest test are often a constant above it).
  * Null when no test's name starts so.
@@ -122,7 +106,7 @@ describe("README's model table", () => {
     for (const model of builtinModels) {
       const [first, ...guest] = modelProofs(model.name);
       assert.match(first?.file ?? "", /^src\/i2c\/models\/[\w-]+\.test\.ts$/, model.name);
-      if (UNIT_ONLY.includes(model.name) || model.linuxDriver === undefined) continue;
+      if (model.linuxDriver === undefined) continue;
       assert.ok(
         guest.some((proof) => proof.file.startsWith("test/e2e/")),
         `${model.name}: no guest test binds ${model.linuxDriver}`,

@@ -132,6 +132,12 @@ export class GuestSteps {
     return reply.replace(/^ok ?/, "");
   }
 
+  /** `read <addr> <offset> <length>`: the device memory's bytes as hex. */
+  async read(address: string, offset: number, length: number): Promise<string> {
+    const reply = await controlCommand(this.controlSocket, `read ${address} ${offset} ${length}`);
+    return reply.replace(/^ok ?/, "");
+  }
+
   async set(address: string, property: string, value: string | number): Promise<void> {
     await controlCommand(this.controlSocket, `set ${address} ${property} ${value}`);
   }

@@ -148,6 +148,50 @@ const SENSORS: readonly Chip[] = [
 ];
 
 /** The drivers' units: hwmon m°C, mV, mA, µW, m%RH; iio m°C, kPa, m%RH and raw ADC codes. */
+/**
+ * Every 24Cxx size beside the sensors, each at an address of its own (the 24c04/08/16 claim 2/4/8):
+ * at24 sizes its nvmem file by the name given to `new_device` and must address the last 16 bytes
+ * through the part's block or 16-bit word address.
+ */
+const EEPROMS: readonly (Chip & { readonly size: number })[] = [
+  { model: "24c01", address: "0x5e", size: 128 },
+  { model: "24c04", address: "0x5c", size: 512 },
+  { model: "24c08", address: "0x58", size: 1024 },
+  { model: "24c16", address: "0x50", size: 2048 },
+  { model: "24c32", address: "0x5f", size: 4096 },
+  { model: "24c64", address: "0x61", size: 8192 },
+  { model: "24c128", address: "0x62", size: 16384 },
+  { model: "24c256", address: "0x63", size: 32768 },
+  { model: "24c512", address: "0x64", size: 65536 },
+].map((chip) => ({ ...chip, driver: "at24" }));
+
+/** The 16 bytes the guest writes at the end of the `index`th EEPROM: a pattern of its own. */
+const eepromPattern = (index: number) =>
+  Array.from({ length: 16 }, (_, i) => (index * 0x1d + i * 7 + 1) & 0xff);
+
+/**
+ * Guest lines: each EEPROM's nvmem size, a write of its pattern at its last 16 bytes through at24
+ * (byte by byte, through the chip's write cycle) and the read-back.
+ */
+function eepromLines(): string[] {
+  return EEPROMS.flatMap(({ model, address, size }, index) => {
+    const file = `/sys/bus/i2c/devices/0-00${address.slice(2)}/eeprom`;
+    const octal = eepromPattern(index)
+      .map((byte) => `\\${byte.toString(8).padStart(3, "0")}`)
+      .join("");
+    const block = size / 16 - 1;
+    return [
+      `echo "RESULT ${model}.size $(stat -c %s ${file})"`,
+      `printf '${octal}' | dd of=${file} bs=16 seek=${block} count=1 conv=notrunc 2>/dev/null`,
+      `echo "RESULT ${model}.write_status $?"`,
+      `echo "RESULT ${model}.readback $(dd if=${file} bs=16 skip=${block} count=1 2>/dev/null | od -An -tx1 -v | tr -s ' \\n' '  ')"`,
+    ];
+  });
+}
+
+const hexText = (bytes: readonly number[]) =>
+  bytes.map((byte) => byte.toString(16).padStart(2, "0")).join(" ");
+
 const SENSOR_READINGS: readonly Reading[] = [
   { key: "tmp102.temp1_input", before: 30000, after: -12500, tolerance: 100 },
   { key: "tmp75.temp1_input", before: 22500, after: 85250, tolerance: 100 },
@@ -304,16 +348,17 @@ describeOrSkip(
   "upstream Linux drivers on the chip models",
   { skip, timeout: TEST_TIMEOUT_MS },
   () => {
-    it("hwmon and iio sensors: readings follow the inputs set on the host; the DAC's output follows the guest", async (t) => {
+    it("hwmon and iio sensors, and at24 on every 24Cxx size: readings follow the inputs set on the host; the DAC's output and the EEPROMs' bytes follow the guest", async (t) => {
       await withGuestBench(images, async (bench) => {
         const dac = "$(iio_dir 0x60)";
         let dacAtStep = { code: "", output: "" };
+        const chips = [...SENSORS, ...EEPROMS];
         const booted = await bootWithChips(
           bench,
           t,
-          SENSORS,
+          chips,
           [
-            ...bindLines(SENSORS),
+            ...bindLines(chips),
             // tmp102 refuses reads for its first conversion time (35 ms) after probe.
             "sleep 1",
             ...sensorDump("a"),
@@ -327,6 +372,7 @@ describeOrSkip(
             'echo "RESULT dac.store_status $?"',
             `echo 1 > ${dac}/out_voltage0_powerdown`,
             'echo "RESULT dac.powerdown_status $?"',
+            ...eepromLines(),
           ],
           async (steps) => {
             await steps.at(1, async () => {
@@ -340,8 +386,17 @@ describeOrSkip(
         );
         if (!booted) return;
         const { run, daemon, steps } = booted;
-        assertBound(run, Object.fromEntries(SENSORS.map((chip) => [chip.address, chip.driver])));
+        assertBound(run, Object.fromEntries(chips.map((chip) => [chip.address, chip.driver])));
         assertStepsDone(run, 1);
+        // at24 on every size: the nvmem file's size, and the last 16 bytes where the chip keeps them.
+        for (const [index, { model, address, size }] of EEPROMS.entries()) {
+          const pattern = eepromPattern(index);
+          assertNear(run, `${model}.size`, size, 0);
+          assert.equal(result(run, `${model}.write_status`), "0", model);
+          assert.equal(result(run, `${model}.readback`).trim(), hexText(pattern), model);
+          const held = await steps.read(address, size - 16, 16);
+          assert.equal(held, Buffer.from(pattern).toString("hex"), model);
+        }
         for (const reading of SENSOR_READINGS) {
           assertNear(run, `a.${reading.key}`, reading.before, reading.tolerance);
           assertNear(run, `b.${reading.key}`, reading.after, reading.tolerance);

@@ -34,7 +34,7 @@ const EEPROMS = [
 
 /** Each built-in model's proofs, unit test first. */
 export const MODEL_PROOFS: Readonly<Record<string, readonly ModelProof[]>> = {
-  ...Object.fromEntries(EEPROMS.map((name) => [name, [unit("eeprom")]])),
+  ...Object.fromEntries(EEPROMS.map((name) => [name, [unit("eeprom"), SENSORS]])),
   "24c02": [unit("eeprom"), drivers("at24 binds"), FAULTS],
   lm75: [unit("lm75"), drivers("lm75 binds"), FAULTS],
   lm75a: [unit("lm75"), FAULTS],
