@@ -348,9 +348,10 @@ export class DeviceFaults {
 
   /** Whether a transfer may be slowed (FaultBus then hands it copies rather than guest memory). */
   get mayDelay(): boolean {
-    return (
-      this.stretch !== null || this.#faults.some((f) => f.spec.fault === "stall" && !f.expired)
-    );
+    if (this.stretch !== null) return true;
+    for (const fault of this.#faults)
+      if (fault.spec.fault === "stall" && !fault.expired) return true;
+    return false;
   }
 
   get armed(): boolean {
@@ -445,11 +446,16 @@ export class FaultBus implements I2cBus {
     return this.inner.name;
   }
 
+  // The two checks below run for every transfer: plain loops, no closures to allocate.
   get inlineNow(): boolean {
-    return (
-      (this.inner.synchronous || this.inner.inlineNow === true) &&
-      !this.#distinct.some((device) => device.mayDelay)
-    );
+    if (!this.inner.synchronous && this.inner.inlineNow !== true) return false;
+    for (const device of this.#distinct) if (device.mayDelay) return false;
+    return true;
+  }
+
+  #anyArmed(): boolean {
+    for (const device of this.#distinct) if (device.armed) return true;
+    return false;
   }
 
   /**
@@ -461,7 +467,7 @@ export class FaultBus implements I2cBus {
   }
 
   transfer(msgs: readonly I2cMessage[]): number | Promise<number> {
-    if (!this.#distinct.some((device) => device.armed)) return this.inner.transfer(msgs);
+    if (!this.#anyArmed()) return this.inner.transfer(msgs);
     const plan = this.#plan(msgs);
     const run = () => this.#run(msgs, plan);
     if (plan.delayMs <= 0) return run();

@@ -395,7 +395,8 @@ export class VirtioI2cDevice implements VhostUserDevice {
         const buf = view ?? copyOf(memory, r);
         prepared.copyBack[i - start] = r.read && r.length > 0 && view === null;
         const msg = prepared.msgs[i - start];
-        if (msg === undefined) prepared.msgs.push({ addr: hostAddr, read: r.read, buf });
+        if (msg === undefined)
+          prepared.msgs.push({ addr: hostAddr, read: r.read, buf, injected: null });
         else {
           msg.addr = hostAddr;
           msg.read = r.read;

@@ -161,7 +161,11 @@ export class EepromChip {
   }
 
   #start(block: number, read: boolean): boolean {
-    if (this.#writeCycle !== null && this.#writeCycle.clock.now() < this.#busyUntil) return false;
+    // The clock is read only while a cycle may run: reading it costs more than the rest of a START.
+    if (this.#writeCycle !== null && this.#busyUntil !== Number.NEGATIVE_INFINITY) {
+      if (this.#writeCycle.clock.now() < this.#busyUntil) return false;
+      this.#busyUntil = Number.NEGATIVE_INFINITY;
+    }
     // A repeated START before STOP aborts the write cycle. (Clearing an empty Map still allocates.)
     if (this.#pending.size > 0) this.#pending.clear();
     this.#writing = !read;
