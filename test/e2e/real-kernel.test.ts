@@ -181,8 +181,8 @@ echo "RESULT two-addresses $?"
 vi2c transfer -y $S w1@0x50 0x10 r40 > /tmp/long.out 2>&1
 echo "RESULT long-read $?"
 echo "--- vi2c snapshot: real chips captured, served by a second daemon, dumped alike"
-vi2c snapshot -y --entry -o /run/vdi2c/stub.json $S 0x49 w; echo "RESULT snapshot-stub $?"
-vi2c snapshot -y --entry --as 24c02 -o /run/vdi2c/eeprom.json $S 0x50; echo "RESULT snapshot-eeprom $?"
+vi2c snapshot -y --entry -o /run/vdi2c/stub.json $S 0x49 w; echo "RESULT snapshot-stub-exit $?"
+vi2c snapshot -y --entry --as 24c02 -o /run/vdi2c/eeprom.json $S 0x50; echo "RESULT snapshot-eeprom-exit $?"
 { echo '{"devices": ['; cat /host/run/vdi2c/stub.json; echo ','; cat /host/run/vdi2c/eeprom.json; echo ']}'; } > /host/run/vdi2c/snap.json
 chroot /host $NODE $MAIN -s /run/vdi2c/snap.sock --config /run/vdi2c/snap.json > /tmp/snap.log 2>&1 &
 spid=$!
@@ -213,7 +213,7 @@ cat /tmp/daemon.log
         // vi2c snapshot of an i2c-stub chip (word mode) and an i801 EEPROM (--as 24c02, I2C block
         // reads as at24 does on SMBus): the served copies dump alike (the "snapshot-*" comparisons).
         assert.deepEqual(
-          ["snapshot-stub", "snapshot-eeprom", "snapshot-daemon-exit"].map((key) =>
+          ["snapshot-stub-exit", "snapshot-eeprom-exit", "snapshot-daemon-exit"].map((key) =>
             result(run, key),
           ),
           ["0", "0", "0"],
