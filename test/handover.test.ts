@@ -22,6 +22,7 @@ import {
   waitUntil,
   withDaemonLog,
 } from "./helpers/daemon.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 import { HandoverChain, processGone } from "./helpers/handover-chain.js";
 import { scaled } from "./helpers/time.js";
 
@@ -55,7 +56,7 @@ for (const ring of ["split", "packed"] as const) {
     it("hands the connection to a successor: no reconnect, no message, transfers go on", async () => {
       const config = writeConfig(
         dir.path,
-        [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: `${ring}.bin` } }],
+        [memoryEeprom("24c32", EEPROM, { backing: `${ring}.bin` })],
         `${ring}.json`,
       );
       const prefix = join(dir.path, `${ring}.sock`);
@@ -121,7 +122,7 @@ describe("a successor that cannot start", () => {
   it("leaves the daemon serving the same connection; a later SIGUSR2 succeeds", async () => {
     const config = writeConfig(
       dir.path,
-      [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: "rollback.bin" } }],
+      [memoryEeprom("24c32", EEPROM, { backing: "rollback.bin" })],
       "rollback.json",
     );
     const good = readFileSync(config, "utf8");
@@ -174,7 +175,7 @@ const LM75 = 0x48;
 const RTC = 0x68;
 /** The chips of the state tests, none with a backing file. */
 const CHIPS = [
-  { bus: "sim", address: "0x50", model: "24c02" },
+  memoryEeprom("24c02", EEPROM),
   { bus: "sim", address: "0x48", model: "lm75" },
   { bus: "sim", address: "0x68", model: "ds1307" },
 ];

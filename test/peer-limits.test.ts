@@ -34,13 +34,14 @@ import {
   startDaemon,
   waitUntil,
 } from "./helpers/daemon.js";
+import { memoryEepromArgs } from "./helpers/eeprom.js";
 
 const dir = makeTempDir("vdi2c-peer-");
 after(() => dir.remove());
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Starts `-c count` on an emulated 24c02 with `extra` options; `stop()` also checks exit status 0. */
+/** Starts `-c count` on a 24c02 without write cycle with `extra` options; `stop()` also checks exit status 0. */
 async function startOn(
   name: string,
   count: number,
@@ -49,7 +50,7 @@ async function startOn(
   const prefix = `${dir.path}/${name}.sock`;
   const paths = Array.from({ length: count }, (_, i) => `${prefix}${i}`);
   const daemon = await startDaemon(
-    ["-s", prefix, "-c", String(count), "-l", "sim:0x50=24c02", ...extra],
+    ["-s", prefix, "-c", String(count), ...memoryEepromArgs(dir.path), ...extra],
     paths,
   );
   return {
