@@ -22,7 +22,7 @@ import {
   waitUntil,
   withDaemonLog,
 } from "./helpers/daemon.js";
-import { memoryEeprom } from "./helpers/eeprom.js";
+import { memoryEeprom, memoryEepromArgs } from "./helpers/eeprom.js";
 import { HandoverChain, processGone } from "./helpers/handover-chain.js";
 import { scaled } from "./helpers/time.js";
 
@@ -295,8 +295,8 @@ describe("emulated chips without a backing file across handovers", () => {
   it("answer the guest and the control socket the same after two handovers", async () => {
     const prefix = join(dir.path, "chips.sock");
     const controlPath = join(dir.path, "chips.ctl");
-    const list = `sim:0x50=24c02:${LM75}=lm75:${RTC}=ds1307`;
-    const daemon = new DaemonProcess(["-s", prefix, "-l", list, "--control-socket", controlPath]);
+    const list = ["-l", `sim:${LM75}=lm75:${RTC}=ds1307`, ...memoryEepromArgs(dir.path)];
+    const daemon = new DaemonProcess(["-s", prefix, ...list, "--control-socket", controlPath]);
     const pids = [daemon.pid];
     let guest: I2cGuest | null = null;
     try {
@@ -331,7 +331,7 @@ describe("emulated chips without a backing file across handovers", () => {
     writeFileSync(join(dir.path, "latch.mjs"), LATCH_MODULE);
     const LATCH = 0x20;
     const devices = (temperature: number) => [
-      { bus: "sim", address: "0x50", model: "24c02", options: { backing: "kept.bin" } },
+      memoryEeprom("24c02", EEPROM, { backing: "kept.bin" }),
       { bus: "sim", address: "0x48", model: "lm75", options: { temperature } },
       { bus: "sim", address: "0x20", module: "./latch.mjs" },
     ];

@@ -30,12 +30,14 @@ export function memoryEeprom(
 
 /**
  * Daemon arguments serving memoryEeprom(model, address) to every socket: `--config` with a file
- * written in `dir` (what `-l sim:0x50=24c02` serves, minus the write cycle).
+ * written in `dir`, named after the model and address (what `-l sim:0x50=24c02` serves, minus the
+ * write cycle).
  */
 export function memoryEepromArgs(
   dir: string,
   model = "24c02",
   address = MEMORY_EEPROM_ADDR,
 ): string[] {
-  return ["--config", writeConfig(dir, [memoryEeprom(model, address)], "memory-eeprom.json")];
+  const name = `memory-${model}-${hex(address)}.json`;
+  return ["--config", writeConfig(dir, [memoryEeprom(model, address)], name)];
 }
