@@ -11,13 +11,13 @@ import {
   VIRTIO_F_RING_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
 } from "../src/virtio/features.js";
+import { memoryEepromArgs } from "../test/helpers/configured-daemon.js";
 import {
   type DaemonProcess,
   itWithDaemonLog,
   makeTempDir,
   startDaemon,
 } from "../test/helpers/daemon.js";
-import { memoryEepromArgs } from "../test/helpers/eeprom.js";
 import { runClosedLoop } from "./closed-loop.js";
 
 const QUEUE_SIZE = 64;

@@ -10,8 +10,8 @@ import { after, before, describe, it } from "node:test";
 import { I2cGuest, type TransferResult } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, WAIT_MS, withDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
 import { scaled } from "./helpers/time.js";
 

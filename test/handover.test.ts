@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
-import { transferOk, writeConfig } from "./helpers/configured-daemon.js";
+import { memoryEepromArgs, transferOk, writeConfig } from "./helpers/configured-daemon.js";
 import {
   DaemonProcess,
   MAIN_JS,
@@ -22,7 +22,7 @@ import {
   waitUntil,
   withDaemonLog,
 } from "./helpers/daemon.js";
-import { memoryEeprom, memoryEepromArgs } from "./helpers/eeprom.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 import { HandoverChain, processGone } from "./helpers/handover-chain.js";
 import { scaled } from "./helpers/time.js";
 

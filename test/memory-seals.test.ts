@@ -12,8 +12,8 @@ import { describe, it } from "node:test";
 import { I2cGuest, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { resizeFd } from "../src/sys/memfd.js";
 import { assertTransfer, EEPROM_ADDR, whenSocketFree } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 
 const UNSEALED = [{ guestPhysAddr: 0, size: 1 << 20, sealed: false }] as const;
 

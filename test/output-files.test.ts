@@ -32,8 +32,8 @@ import { MAX_TRANSFER_LENGTH } from "../src/i2c/request.js";
 import { parseTraceLine, TRACE_BYTES_SHOWN, TRACE_LINE_MAX_BYTES } from "../src/trace/format.js";
 import { PCAP_HEADER_SIZE } from "../src/trace/pcap.js";
 import { DEFAULT_MAX_FILE_SIZE } from "../src/trace/rotating-file.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 import { scaled } from "./helpers/time.js";
 import {
   ATTACKER_UID,

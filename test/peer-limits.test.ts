@@ -26,6 +26,7 @@ import { encodeHeader } from "../src/vhost-user/codec.js";
 import { FrontendError, VhostUserFrontend } from "../src/vhost-user/frontend.js";
 import { HeaderFlag, Request } from "../src/vhost-user/protocol.js";
 import { assertServes, assertTransfer, footprint, whenSocketFree } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import {
   type DaemonProcess,
   itWithDaemonLog,
@@ -34,7 +35,6 @@ import {
   startDaemon,
   waitUntil,
 } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 
 const dir = makeTempDir("vdi2c-peer-");
 after(() => dir.remove());

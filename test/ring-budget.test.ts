@@ -23,8 +23,8 @@ import {
   VRING_DESC_F_WRITE,
 } from "../src/virtio/split-queue.js";
 import { footprint } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, waitUntil, withDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 import { scaled } from "./helpers/time.js";
 
 const EEPROM = 0x50;

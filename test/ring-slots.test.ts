@@ -15,8 +15,8 @@ import { I2cGuest, QEMU_FEATURES, type SubmittedChain } from "../src/frontend/i2
 import { RequestFlag, RequestStatus } from "../src/i2c/protocol.js";
 import type { DriverBuffer } from "../src/virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { makeTempDir, withDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 import { scaled } from "./helpers/time.js";
 
 const EEPROM = 0x50;

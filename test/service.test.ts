@@ -18,9 +18,8 @@ import { fileURLToPath } from "node:url";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { DatagramSocket } from "../src/sys/service-manager.js";
 import { UnixListener } from "../src/sys/unix-socket.js";
-import { transferOk } from "./helpers/configured-daemon.js";
+import { memoryEepromArgs, transferOk } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withTimeout } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 import {
   ATTACKER_GID,
   ATTACKER_UID,

@@ -15,9 +15,9 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { DatagramSocket } from "../src/sys/service-manager.js";
-import { transferOk, writeConfig } from "./helpers/configured-daemon.js";
+import { memoryEepromArgs, transferOk, writeConfig } from "./helpers/configured-daemon.js";
 import { isSocket, MAIN_JS, makeTempDir, waitUntil } from "./helpers/daemon.js";
-import { memoryEeprom, memoryEepromArgs } from "./helpers/eeprom.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 import { FdStoreSupervisor } from "./helpers/fd-store-supervisor.js";
 
 const SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate";

@@ -9,6 +9,7 @@ import { ControlClient } from "../src/control/client.js";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { parseTraceLine, type TraceLine } from "../src/trace/format.js";
 import { LINKTYPE_I2C_LINUX, PCAP_HEADER_SIZE } from "../src/trace/pcap.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import {
   type DaemonProcess,
   makeTempDir,
@@ -16,7 +17,6 @@ import {
   waitUntil,
   withDaemonLog,
 } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 
 const tshark = spawnSync("tshark", ["--version"], { encoding: "utf8" });
 const TSHARK_MISSING =

@@ -12,8 +12,8 @@ import { VhostUserFrontend } from "../src/vhost-user/frontend.js";
 import { DriverPackedQueue } from "../src/virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../src/virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, itWithDaemonLog, makeTempDir, startDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 
 interface RingLayout {
   readonly name: "split" | "packed";

@@ -8,8 +8,8 @@ import { RequestStatus } from "../src/i2c/protocol.js";
 import { EventFd } from "../src/sys/eventfd.js";
 import { GuestRam } from "../src/vhost-user/frontend.js";
 import { settledFootprint, whenSocketFree } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
-import { memoryEepromArgs } from "./helpers/eeprom.js";
 
 const dir = makeTempDir();
 after(() => dir.remove());

@@ -17,8 +17,9 @@ import { EventFd } from "../../src/sys/eventfd.js";
 import { createMemfd, GUEST_RAM_SEALS } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
 import { FrontendError, VhostUserFrontend } from "../../src/vhost-user/frontend.js";
+import { memoryEepromArgs } from "../helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
-import { MEMORY_EEPROM_ADDR, memoryEepromArgs } from "../helpers/eeprom.js";
+import { MEMORY_EEPROM_ADDR } from "../helpers/eeprom.js";
 import { scaled } from "../helpers/time.js";
 
 /** Runs per property: FUZZ_RUNS when set, else the CI budget given by the test. */

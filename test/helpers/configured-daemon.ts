@@ -8,7 +8,9 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { I2cGuest, type I2cOp, type TransferResult } from "../../src/frontend/i2c-driver.js";
+import { hex } from "../../src/i2c/bus.js";
 import { type DaemonProcess, withDaemon } from "./daemon.js";
+import { MEMORY_EEPROM_ADDR, memoryEeprom } from "./eeprom.js";
 
 /** Writes `{"devices": devices}` as `name` in `dir`; returns its path. */
 export function writeConfig(
@@ -19,6 +21,20 @@ export function writeConfig(
   const path = join(dir, name);
   writeFileSync(path, `${JSON.stringify({ devices }, null, 2)}\n`);
   return path;
+}
+
+/**
+ * Daemon arguments serving memoryEeprom(model, address) to every socket: `--config` with a file
+ * written in `dir`, named after the model and address (what `-l sim:0x50=24c02` serves, minus the
+ * write cycle).
+ */
+export function memoryEepromArgs(
+  dir: string,
+  model = "24c02",
+  address = MEMORY_EEPROM_ADDR,
+): string[] {
+  const name = `memory-${model}-${hex(address)}.json`;
+  return ["--config", writeConfig(dir, [memoryEeprom(model, address)], name)];
 }
 
 /**

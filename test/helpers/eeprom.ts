@@ -3,12 +3,12 @@
  * written is read back, or written again, in the very next transfer. The models default to the
  * datasheets' 5 ms cycle, during which the chip NACKs its address, as real hardware does; tests about
  * something else (rings, handover, isolation, traces, fuzzing) take this kit instead of waiting.
- * Tests about the EEPROM itself keep the default and show the cycle.
+ * Tests about the EEPROM itself keep the default and show the cycle. No daemon here (unit tests use
+ * it too): configured-daemon.ts gives the daemon arguments.
  * @module
  */
 
 import { hex } from "../../src/i2c/bus.js";
-import { writeConfig } from "./configured-daemon.js";
 
 /** Model options that turn the write cycle off (`writeCycleMs: 0`). */
 export const NO_WRITE_CYCLE = { writeCycleMs: 0 } as const;
@@ -26,18 +26,4 @@ export function memoryEeprom(
   options: Readonly<Record<string, unknown>> = {},
 ): { bus: "sim"; address: string; model: string; options: Record<string, unknown> } {
   return { bus: "sim", address: hex(address), model, options: { ...options, ...NO_WRITE_CYCLE } };
-}
-
-/**
- * Daemon arguments serving memoryEeprom(model, address) to every socket: `--config` with a file
- * written in `dir`, named after the model and address (what `-l sim:0x50=24c02` serves, minus the
- * write cycle).
- */
-export function memoryEepromArgs(
-  dir: string,
-  model = "24c02",
-  address = MEMORY_EEPROM_ADDR,
-): string[] {
-  const name = `memory-${model}-${hex(address)}.json`;
-  return ["--config", writeConfig(dir, [memoryEeprom(model, address)], name)];
 }
