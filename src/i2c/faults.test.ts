@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { NO_WRITE_CYCLE } from "../../test/helpers/eeprom.js";
 import { r, w } from "../../test/helpers/i2c-messages.js";
 import type { I2cBus, I2cMessage } from "./bus.js";
 import {
@@ -17,10 +18,13 @@ import {
 import { findModel, modelContext, type SimDevice } from "./model.js";
 import { SimBus, simTargets } from "./sim-bus.js";
 
-/** An EEPROM at 0x50 and an LM75 at 0x48 on one SimBus, with the chips' faults for guests 0 and 1. */
+/**
+ * An EEPROM at 0x50 (without write cycle: the faults, not the chip, make it NACK) and an LM75 at
+ * 0x48 on one SimBus, with the chips' faults for guests 0 and 1.
+ */
 function rig() {
   const eeprom = findModel("24c02").create(
-    { initial: "00112233445566778899" },
+    { initial: "00112233445566778899", ...NO_WRITE_CYCLE },
     modelContext({ address: 0x50 }),
   );
   const lm75 = findModel("lm75").create({ temperature: 25 }, modelContext({ address: 0x48 }));
