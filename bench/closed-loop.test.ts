@@ -11,6 +11,7 @@ import {
   VIRTIO_F_RING_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
 } from "../src/virtio/features.js";
+import { memoryEepromArgs } from "../test/helpers/configured-daemon.js";
 import {
   type DaemonProcess,
   itWithDaemonLog,
@@ -50,7 +51,7 @@ async function assertReadsPattern(guest: I2cGuest): Promise<void> {
 }
 
 for (const ring of RINGS) {
-  describe(`runClosedLoop on a ${ring.name} ring (real daemon, sim:0x50=24c02)`, () => {
+  describe(`runClosedLoop on a ${ring.name} ring (real daemon, a 24c02 at 0x50 without write cycle)`, () => {
     const dir = makeTempDir();
     const prefix = `${dir.path}/vi2c.sock`;
     let daemon: DaemonProcess;
@@ -58,7 +59,7 @@ for (const ring of RINGS) {
 
     before(async () => {
       daemon = await startDaemon(
-        ["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"],
+        ["-s", prefix, "-c", "2", ...memoryEepromArgs(dir.path)],
         [`${prefix}0`, `${prefix}1`],
       );
       for (const path of [`${prefix}0`, `${prefix}1`]) {
@@ -161,7 +162,7 @@ describe("runClosedLoop when the daemon stops answering", () => {
   let vm: I2cGuest | undefined;
 
   before(async () => {
-    daemon = await startDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`]);
+    daemon = await startDaemon(["-s", prefix, ...memoryEepromArgs(dir.path)], [`${prefix}0`]);
     vm = await I2cGuest.connect(`${prefix}0`, { queueSize: QUEUE_SIZE });
   });
 

@@ -1,5 +1,5 @@
 /**
- * Soak: N transfers through the full path (real daemon process, vhost-user socket, emulated 24c02,
+ * Soak: N transfers through the full path (real daemon process, vhost-user socket, emulated 24c02 without write cycle,
  * the in-repo frontend and driver), measuring the daemon's RSS and fd count at the start, middle and
  * end. `runSoak` is also used by test/soak.test.ts for a short run that asserts flatness.
  * Run by hand: `npx tsc -p tsconfig.json && node dist/bench/soak.js [transfers]` (default 1000000);

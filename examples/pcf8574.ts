@@ -5,7 +5,8 @@
  * A pin whose latch bit is 1 is weakly pulled up and reads what drives it from outside (the
  * `inputs` property, settable at run time on the control socket); a latch bit of 0 pulls the pin low.
  * Both survive a handover to a successor daemon (saveState/restoreState).
- * Must not reach into the daemon's internals.
+ * Must not reach into the daemon's internals. (The daemon's own `pcf8574`, `pcf8574a` and `pcf8575`
+ * models, src/i2c/models/pcf857x.ts, add the 16-bit chip and the INT line.)
  * @module
  */
 
@@ -75,6 +76,7 @@ const stateSchema = {
 export default defineModel({
   name: "pcf8574",
   description: "8-bit I/O expander: write sets the output latch, read returns the pin levels",
+  linuxDriver: "gpio gpio-pcf857x",
   options: {
     type: "object",
     properties: {

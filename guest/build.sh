@@ -177,11 +177,11 @@ main() {
     # The last fragment to set an option decides whether it must be built in (=y) or a module (=m).
     wanted=$(cat "$fragment" "$variant_fragment" | sed -n "s/^$option=\([ym]\)$/\1/p" | tail -n 1)
     grep -qx "$option=$wanted" "$kbuild/.config" || not_enabled+=("$option")
-  done < <(cat "$fragment" "$variant_fragment" | sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=[ym]$/\1/p' | sort -u)
+  done < <(cat "$fragment" "$variant_fragment" | sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=[ym]$/\1/p' | sort -u)
   wrongly_enabled=()
   while read -r option; do
     if grep -q "^$option=" "$kbuild/.config"; then wrongly_enabled+=("$option"); fi
-  done < <(cat "$fragment" "$variant_fragment" | sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' | sort -u)
+  done < <(cat "$fragment" "$variant_fragment" | sed -n 's/^# \(CONFIG_[A-Za-z0-9_]*\) is not set$/\1/p' | sort -u)
   if ((${#not_enabled[@]} || ${#wrongly_enabled[@]})); then
     for option in "${not_enabled[@]}"; do echo "  $option is not as the fragments ask (check its dependencies)" >&2; done
     for option in "${wrongly_enabled[@]}"; do echo "  $option is set but must be off" >&2; done

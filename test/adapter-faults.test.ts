@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { I2cGuest, type TransferResult } from "../src/frontend/i2c-driver.js";
 import { RequestStatus } from "../src/i2c/protocol.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, WAIT_MS, withDaemon } from "./helpers/daemon.js";
 import { fakeSysfsEnv } from "./helpers/fake-sysfs.js";
 import { scaled } from "./helpers/time.js";
@@ -207,7 +208,7 @@ describe("host adapter faults through the daemon (LD_PRELOAD fake)", { skip }, (
   it("a guest hammering a slow failing adapter holds up neither another guest nor the daemon", async () => {
     const perTransferMs = 100;
     await withFaultDaemon(
-      ["-l", "3:0x50,sim:0x60=24c02", "--log-level", "info"],
+      ["-l", "3:0x50", ...memoryEepromArgs(dir.path, "24c02", 0x60), "--log-level", "info"],
       2,
       async (_daemon, [hammer, other]) => {
         await fake.update(`${ADAPTER}error 3 0x50 EIO\ndelay_us 3 ${perTransferMs * 1000}\n`);

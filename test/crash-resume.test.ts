@@ -12,6 +12,7 @@ import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/fronte
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
 import { writeConfig } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, waitUntil } from "./helpers/daemon.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 import { FdStoreSupervisor } from "./helpers/fd-store-supervisor.js";
 
 const dir = makeTempDir("vdi2c-crash-");
@@ -22,11 +23,11 @@ const EEPROM = 0x50;
 const addressed = (offset: number, data: readonly number[] = []) =>
   Uint8Array.of(offset >> 8, offset & 0xff, ...data);
 
-/** Starts the daemon under the supervisor with one backed 24c32 per socket. */
+/** Starts the daemon under the supervisor with one backed 24c32 (no write cycle) per socket. */
 function supervise(name: string, sockets: number): { sup: FdStoreSupervisor; prefix: string } {
   const config = writeConfig(
     dir.path,
-    [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: `${name}.bin` } }],
+    [memoryEeprom("24c32", EEPROM, { backing: `${name}.bin` })],
     `${name}.json`,
   );
   const prefix = join(dir.path, `${name}.sock`);

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { I2cGuest, QEMU_FEATURES, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
-import { transferOk, writeConfig } from "./helpers/configured-daemon.js";
+import { memoryEepromArgs, transferOk, writeConfig } from "./helpers/configured-daemon.js";
 import {
   DaemonProcess,
   MAIN_JS,
@@ -22,6 +22,7 @@ import {
   waitUntil,
   withDaemonLog,
 } from "./helpers/daemon.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 import { HandoverChain, processGone } from "./helpers/handover-chain.js";
 import { scaled } from "./helpers/time.js";
 
@@ -55,7 +56,7 @@ for (const ring of ["split", "packed"] as const) {
     it("hands the connection to a successor: no reconnect, no message, transfers go on", async () => {
       const config = writeConfig(
         dir.path,
-        [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: `${ring}.bin` } }],
+        [memoryEeprom("24c32", EEPROM, { backing: `${ring}.bin` })],
         `${ring}.json`,
       );
       const prefix = join(dir.path, `${ring}.sock`);
@@ -121,7 +122,7 @@ describe("a successor that cannot start", () => {
   it("leaves the daemon serving the same connection; a later SIGUSR2 succeeds", async () => {
     const config = writeConfig(
       dir.path,
-      [{ bus: "sim", address: "0x50", model: "24c32", options: { backing: "rollback.bin" } }],
+      [memoryEeprom("24c32", EEPROM, { backing: "rollback.bin" })],
       "rollback.json",
     );
     const good = readFileSync(config, "utf8");
@@ -174,7 +175,7 @@ const LM75 = 0x48;
 const RTC = 0x68;
 /** The chips of the state tests, none with a backing file. */
 const CHIPS = [
-  { bus: "sim", address: "0x50", model: "24c02" },
+  memoryEeprom("24c02", EEPROM),
   { bus: "sim", address: "0x48", model: "lm75" },
   { bus: "sim", address: "0x68", model: "ds1307" },
 ];
@@ -294,8 +295,8 @@ describe("emulated chips without a backing file across handovers", () => {
   it("answer the guest and the control socket the same after two handovers", async () => {
     const prefix = join(dir.path, "chips.sock");
     const controlPath = join(dir.path, "chips.ctl");
-    const list = `sim:0x50=24c02:${LM75}=lm75:${RTC}=ds1307`;
-    const daemon = new DaemonProcess(["-s", prefix, "-l", list, "--control-socket", controlPath]);
+    const list = ["-l", `sim:${LM75}=lm75:${RTC}=ds1307`, ...memoryEepromArgs(dir.path)];
+    const daemon = new DaemonProcess(["-s", prefix, ...list, "--control-socket", controlPath]);
     const pids = [daemon.pid];
     let guest: I2cGuest | null = null;
     try {
@@ -330,7 +331,7 @@ describe("emulated chips without a backing file across handovers", () => {
     writeFileSync(join(dir.path, "latch.mjs"), LATCH_MODULE);
     const LATCH = 0x20;
     const devices = (temperature: number) => [
-      { bus: "sim", address: "0x50", model: "24c02", options: { backing: "kept.bin" } },
+      memoryEeprom("24c02", EEPROM, { backing: "kept.bin" }),
       { bus: "sim", address: "0x48", model: "lm75", options: { temperature } },
       { bus: "sim", address: "0x20", module: "./latch.mjs" },
     ];

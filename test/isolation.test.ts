@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { FakeI2c, fakeUnavailableReason } from "./fake-i2c/fake.js";
 import { exists, makeTempDir, startDaemon, withDaemon, withDaemonLog } from "./helpers/daemon.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 
 const STALL_US = 50_000;
 
@@ -43,10 +44,7 @@ describe("device sets: a stalled device set holds up no other", {
         sockets: {
           "0": { devices: [{ bus: 3, address: "0x50" }] },
           "1": {
-            devices: [
-              { bus: 4, address: "0x51" },
-              { bus: "sim", address: "0x60", model: "24c02" },
-            ],
+            devices: [{ bus: 4, address: "0x51" }, memoryEeprom("24c02", 0x60)],
           },
         },
       }),

@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 import { I2cGuest, QEMU_PROTOCOL_FEATURES_B } from "../src/frontend/i2c-driver.js";
 import { resizeFd } from "../src/sys/memfd.js";
 import { assertTransfer, EEPROM_ADDR, whenSocketFree } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
 
 const UNSEALED = [{ guestPhysAddr: 0, size: 1 << 20, sealed: false }] as const;
@@ -25,7 +26,7 @@ async function withTwoSockets(
   const paths = [`${prefix}0`, `${prefix}1`] as const;
   try {
     await withDaemon(
-      ["-s", prefix, "-c", "2", "-l", `sim:0x${EEPROM_ADDR.toString(16)}=24c02`, ...extraArgs],
+      ["-s", prefix, "-c", "2", ...memoryEepromArgs(dir.path, "24c02", EEPROM_ADDR), ...extraArgs],
       paths,
       (daemon) => body(daemon, paths),
     );

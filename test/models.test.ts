@@ -5,8 +5,14 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { I2cGuest } from "../src/frontend/i2c-driver.js";
-import { transferOk, withGuest, writeConfig } from "./helpers/configured-daemon.js";
+import type { I2cGuest, I2cOp } from "../src/frontend/i2c-driver.js";
+import {
+  transferOk,
+  transferOkWithin,
+  transfersInOnePass,
+  withGuest,
+  writeConfig,
+} from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS } from "./helpers/daemon.js";
 import { scaled } from "./helpers/time.js";
 
@@ -40,22 +46,41 @@ function withAllModels(body: (guest: I2cGuest) => Promise<void>): Promise<void> 
 }
 
 /** write(pointer) + read(length) in one transfer, as i2c_smbus / i2ctransfer do. */
+const pointerRead = (addr: number, pointer: readonly number[], length: number): I2cOp[] => [
+  { addr, write: Uint8Array.from(pointer) },
+  { addr, read: length },
+];
+
 async function readAt(guest: I2cGuest, addr: number, pointer: readonly number[], length: number) {
-  const [read] = await transferOk(guest, [
-    { addr, write: Uint8Array.from(pointer) },
-    { addr, read: length },
-  ]);
+  const [read] = await transferOk(guest, pointerRead(addr, pointer, length));
+  return [...(read ?? [])];
+}
+
+/** readAt once the EEPROM's write cycle (tWR, 5 ms by default) is over: retried until it ACKs. */
+async function readAtAfterCycle(
+  guest: I2cGuest,
+  addr: number,
+  pointer: readonly number[],
+  length: number,
+) {
+  const [read] = await transferOkWithin(guest, pointerRead(addr, pointer, length));
   return [...(read ?? [])];
 }
 
 const fromBcd = (byte: number) => (byte >> 4) * 10 + (byte & 0x0f);
 
 describe("built-in models through the daemon", () => {
-  it("24c32: 16-bit word address, write then read back", async () => {
+  it("24c32: 16-bit word address, write then read back once the write cycle is over", async () => {
     await withAllModels(async (guest) => {
       const data = [1, 2, 3, 4];
-      await transferOk(guest, [{ addr: EEPROM_24C32, write: Uint8Array.of(0x0f, 0x23, ...data) }]);
-      assert.deepEqual(await readAt(guest, EEPROM_24C32, [0x0f, 0x23], 4), data);
+      const write = [{ addr: EEPROM_24C32, write: Uint8Array.of(0x0f, 0x23, ...data) }];
+      const [written, early] = await transfersInOnePass(guest, [
+        write,
+        pointerRead(EEPROM_24C32, [0x0f, 0x23], 4),
+      ]);
+      assert.equal(written?.ok, true);
+      assert.equal(early?.okCount, 0, "a read right behind the write: NACKed during tWR");
+      assert.deepEqual(await readAtAfterCycle(guest, EEPROM_24C32, [0x0f, 0x23], 4), data);
       // With a 1-byte word address the data would have landed at 0x0f onwards: still erased.
       assert.deepEqual(await readAt(guest, EEPROM_24C32, [0x00, 0x0f], 2), [0xff, 0xff]);
       // Sequential reads run on past the write (and across pages): erased bytes follow.
@@ -63,11 +88,17 @@ describe("built-in models through the daemon", () => {
     });
   });
 
-  it("24c16: eight addresses, each one 256-byte block of one memory", async () => {
+  it("24c16: eight addresses, each one 256-byte block of one memory (and one write cycle)", async () => {
     await withAllModels(async (guest) => {
-      await transferOk(guest, [{ addr: EEPROM_24C16 + 1, write: Uint8Array.of(0x10, 0xaa) }]);
-      await transferOk(guest, [{ addr: EEPROM_24C16 + 7, write: Uint8Array.of(0xff, 0x77) }]);
-      assert.deepEqual(await readAt(guest, EEPROM_24C16 + 1, [0x10], 1), [0xaa]);
+      const toBlock7 = [{ addr: EEPROM_24C16 + 7, write: Uint8Array.of(0xff, 0x77) }];
+      const [toBlock1, early] = await transfersInOnePass(guest, [
+        [{ addr: EEPROM_24C16 + 1, write: Uint8Array.of(0x10, 0xaa) }],
+        toBlock7,
+      ]);
+      assert.equal(toBlock1?.ok, true);
+      assert.equal(early?.ok, false, "block 1's write cycle NACKs block 7's address too");
+      await transferOkWithin(guest, toBlock7);
+      assert.deepEqual(await readAtAfterCycle(guest, EEPROM_24C16 + 1, [0x10], 1), [0xaa]);
       assert.deepEqual(await readAt(guest, EEPROM_24C16, [0x10], 1), [0xff], "block 0 untouched");
       assert.deepEqual(await readAt(guest, EEPROM_24C16 + 7, [0xff], 1), [0x77]);
       // Sequential reads cross from block 7's end back to the start of the memory.

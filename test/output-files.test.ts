@@ -32,6 +32,7 @@ import { MAX_TRANSFER_LENGTH } from "../src/i2c/request.js";
 import { parseTraceLine, TRACE_BYTES_SHOWN, TRACE_LINE_MAX_BYTES } from "../src/trace/format.js";
 import { PCAP_HEADER_SIZE } from "../src/trace/pcap.js";
 import { DEFAULT_MAX_FILE_SIZE } from "../src/trace/rotating-file.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withDaemon } from "./helpers/daemon.js";
 import { scaled } from "./helpers/time.js";
 import {
@@ -189,7 +190,7 @@ describe("rotation against a link planted at the name after every rename", () =>
       const path = join(pub, "cap.out");
       const prefix = join(dir, "vi2c.sock");
       await withDaemon(
-        ["-s", prefix, "-l", "sim:0x50=24c32", option, path, ...limits],
+        ["-s", prefix, ...memoryEepromArgs(dir, "24c32"), option, path, ...limits],
         [`${prefix}0`],
         async () => {
           const planter = startPlanter(pub, "cap.out", victim);
@@ -229,7 +230,7 @@ describe("file modes", () => {
     chmodSync(trace, 0o666);
     const prefix = join(dir, "vi2c.sock");
     await withDaemon(
-      ["-s", prefix, "-l", "sim:0x50=24c32", "--pcap", pcap, "--trace-file", trace],
+      ["-s", prefix, ...memoryEepromArgs(dir, "24c32"), "--pcap", pcap, "--trace-file", trace],
       [`${prefix}0`],
       async () => {
         const guest = await I2cGuest.connect(`${prefix}0`);
@@ -261,7 +262,7 @@ describe("bounded cost of guest traffic", () => {
     // The device refuses transfers over 512 KiB (request.ts): the most a guest can make one line show.
     const length = MAX_TRANSFER_LENGTH / 1024;
     await withDaemon(
-      ["-s", prefix, "-l", "sim:0x50=24c512", "--trace-file", trace],
+      ["-s", prefix, ...memoryEepromArgs(dir, "24c512"), "--trace-file", trace],
       [`${prefix}0`],
       async (daemon) => {
         const guest = await I2cGuest.connect(`${prefix}0`, {
@@ -309,7 +310,7 @@ describe("bounded cost of guest traffic", () => {
     const trace = join(dir, "flood.txt");
     const prefix = join(dir, "vi2c.sock");
     await withDaemon(
-      ["-s", prefix, "-l", "sim:0x50=24c512", "--pcap", pcap, "--trace-file", trace],
+      ["-s", prefix, ...memoryEepromArgs(dir, "24c512"), "--pcap", pcap, "--trace-file", trace],
       [`${prefix}0`],
       async () => {
         // Two rotations happened once FILE.1 is no longer the first file.

@@ -26,6 +26,7 @@ import { encodeHeader } from "../src/vhost-user/codec.js";
 import { FrontendError, VhostUserFrontend } from "../src/vhost-user/frontend.js";
 import { HeaderFlag, Request } from "../src/vhost-user/protocol.js";
 import { assertServes, assertTransfer, footprint, whenSocketFree } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import {
   type DaemonProcess,
   itWithDaemonLog,
@@ -40,7 +41,7 @@ after(() => dir.remove());
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Starts `-c count` on an emulated 24c02 with `extra` options; `stop()` also checks exit status 0. */
+/** Starts `-c count` on a 24c02 without write cycle with `extra` options; `stop()` also checks exit status 0. */
 async function startOn(
   name: string,
   count: number,
@@ -49,7 +50,7 @@ async function startOn(
   const prefix = `${dir.path}/${name}.sock`;
   const paths = Array.from({ length: count }, (_, i) => `${prefix}${i}`);
   const daemon = await startDaemon(
-    ["-s", prefix, "-c", String(count), "-l", "sim:0x50=24c02", ...extra],
+    ["-s", prefix, "-c", String(count), ...memoryEepromArgs(dir.path), ...extra],
     paths,
   );
   return {

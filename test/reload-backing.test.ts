@@ -13,6 +13,7 @@ import { after, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { transferOk } from "./helpers/configured-daemon.js";
 import { DaemonProcess, makeTempDir, waitUntil, withDaemon } from "./helpers/daemon.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 
 const root = makeTempDir("vdi2c-reload-backing-");
 after(() => root.remove());
@@ -25,13 +26,11 @@ const PATTERN = Uint8Array.from({ length: SIZE_24C02 }, (_, i) => i);
 
 type Device = Record<string, unknown>;
 
+/** A 24c02 backed by eeprom.bin (no write cycle: a write is read back in the next transfer). */
 const backed = (extra: { address?: string; options?: Device } & Device = {}): Device => {
   const { address = "0x50", options = {}, ...flags } = extra;
   return {
-    bus: "sim",
-    address,
-    model: "24c02",
-    options: { backing: "eeprom.bin", ...options },
+    ...memoryEeprom("24c02", Number(address), { backing: "eeprom.bin", ...options }),
     ...flags,
   };
 };

@@ -23,6 +23,7 @@ import {
   VRING_DESC_F_WRITE,
 } from "../src/virtio/split-queue.js";
 import { footprint } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, waitUntil, withDaemon } from "./helpers/daemon.js";
 import { scaled } from "./helpers/time.js";
 
@@ -36,7 +37,7 @@ const LARGEST_TABLE = 32768;
 /** A reserved bit of out_hdr.flags: the request is malformed. */
 const RESERVED_FLAG = 0x8000_0000;
 
-/** Runs `body` with a `-c 2` daemon on an emulated 24c512; `paths` are its two sockets. */
+/** Runs `body` with a `-c 2` daemon on a 24c512 without write cycle; `paths` are its two sockets. */
 async function withTwoGuests(
   body: (daemon: DaemonProcess, paths: readonly [string, string]) => Promise<void>,
 ): Promise<void> {
@@ -45,7 +46,7 @@ async function withTwoGuests(
   const paths = [`${prefix}0`, `${prefix}1`] as const;
   try {
     await withDaemon(
-      ["-s", prefix, "-c", "2", "-l", `sim:0x${EEPROM.toString(16)}=24c512`],
+      ["-s", prefix, "-c", "2", ...memoryEepromArgs(dir.path, "24c512", EEPROM)],
       paths,
       (daemon) => body(daemon, paths),
     );

@@ -15,6 +15,7 @@ import { I2cGuest, QEMU_FEATURES, type SubmittedChain } from "../src/frontend/i2
 import { RequestFlag, RequestStatus } from "../src/i2c/protocol.js";
 import type { DriverBuffer } from "../src/virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { makeTempDir, withDaemon } from "./helpers/daemon.js";
 import { scaled } from "./helpers/time.js";
 
@@ -29,14 +30,14 @@ const LAYOUTS = [
   ["packed", QEMU_FEATURES | VIRTIO_F_RING_PACKED],
 ] as const;
 
-/** Runs `body` with a guest on a daemon serving an emulated 24c512 at 0x50. */
+/** Runs `body` with a guest on a daemon serving a 24c512 at 0x50 (no write cycle: plain memory). */
 async function withGuest(features: bigint, body: (guest: I2cGuest) => Promise<void>) {
   const dir = makeTempDir("vdi2c-slots-");
   const prefix = `${dir.path}/vi2c.sock`;
   const path = `${prefix}0`;
   try {
     await withDaemon(
-      ["-s", prefix, "-l", `sim:0x${EEPROM.toString(16)}=24c512`],
+      ["-s", prefix, ...memoryEepromArgs(dir.path, "24c512", EEPROM)],
       [path],
       async () => {
         const guest = await I2cGuest.connect(path, {

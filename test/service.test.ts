@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { DatagramSocket } from "../src/sys/service-manager.js";
 import { UnixListener } from "../src/sys/unix-socket.js";
-import { transferOk } from "./helpers/configured-daemon.js";
+import { memoryEepromArgs, transferOk } from "./helpers/configured-daemon.js";
 import { MAIN_JS, makeTempDir, WAIT_MS, waitUntil, withTimeout } from "./helpers/daemon.js";
 import {
   ATTACKER_GID,
@@ -118,7 +118,7 @@ describe("socket activation and readiness", () => {
     const listener = UnixListener.listen(path);
     const notify = DatagramSocket.bind(join(dir.path, "notify"));
     const daemon = startManaged(
-      ["-l", "sim:0x50=24c02"],
+      memoryEepromArgs(dir.path),
       [listener.fd],
       { NOTIFY_SOCKET: notify.path },
       { names: "vm1" },
@@ -148,7 +148,7 @@ describe("socket activation and readiness", () => {
     const abstractName = `@vdi2c-notify-${process.pid}`;
     const notify = DatagramSocket.bind(abstractName);
     const daemon = startManaged(
-      ["-l", "sim:0x50=24c02"],
+      memoryEepromArgs(dir.path),
       listeners.map((l) => l.fd),
       { NOTIFY_SOCKET: abstractName },
       {},
@@ -171,7 +171,7 @@ describe("socket activation and readiness", () => {
     const path = join(dir.path, "explicit.sock");
     const listener = UnixListener.listen(path);
     const daemon = startManaged(
-      ["--socket-fd", "3", "-l", "sim:0x50=24c02", "--log-format", "json"],
+      ["--socket-fd", "3", ...memoryEepromArgs(dir.path), "--log-format", "json"],
       [listener.fd],
       // Inherited from a parent: not ours, so it must not count.
       { LISTEN_FDS: "5", LISTEN_PID: "1" },
@@ -203,7 +203,7 @@ describe("socket activation and readiness", () => {
     const file = join(dir.path, "not-a-socket");
     writeFileSync(file, "");
     const fd = openSync(file, "r");
-    const daemon = startManaged(["-l", "sim:0x50=24c02"], [fd], {}, {});
+    const daemon = startManaged(memoryEepromArgs(dir.path), [fd], {}, {});
     closeSync(fd);
     try {
       assert.equal(await withTimeout(daemon.exited, WAIT_MS, "daemon exit"), 2);
@@ -222,7 +222,7 @@ describe("socket activation and readiness", () => {
     const { dev, ino } = fstatSync(logFd);
     // stderr is the log file, named by JOURNAL_STREAM as systemd names the journal's stream.
     const daemon = startManaged(
-      ["--socket-fd", "3", "-l", "sim:0x50=24c02"],
+      ["--socket-fd", "3", ...memoryEepromArgs(dir.path)],
       [listener.fd],
       { NOTIFY_SOCKET: notify.path, JOURNAL_STREAM: `${dev}:${ino}` },
       null,
@@ -264,7 +264,7 @@ describe("front-ends on an inherited socket", {
     chownSync(path, 0, gid);
     chmodSync(path, mode);
     const daemon = startManaged(
-      ["--socket-fd", "3", "-l", "sim:0x50=24c02"],
+      ["--socket-fd", "3", ...memoryEepromArgs(dir.path)],
       [listener.fd],
       {},
       null,

@@ -15,8 +15,9 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { DatagramSocket } from "../src/sys/service-manager.js";
-import { transferOk, writeConfig } from "./helpers/configured-daemon.js";
+import { memoryEepromArgs, transferOk, writeConfig } from "./helpers/configured-daemon.js";
 import { isSocket, MAIN_JS, makeTempDir, waitUntil } from "./helpers/daemon.js";
+import { memoryEeprom } from "./helpers/eeprom.js";
 import { FdStoreSupervisor } from "./helpers/fd-store-supervisor.js";
 
 const SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate";
@@ -25,9 +26,12 @@ const EEPROM = 0x50;
 const dir = makeTempDir("vdi2c-activate-");
 after(() => dir.remove());
 
-/** The daemon's arguments: a 24c02 whose contents live in `backing` (in the test's directory). */
+/**
+ * The daemon's arguments: a 24c02 without write cycle whose contents live in `backing` (in the
+ * test's directory).
+ */
 function daemonArgs(backing: string): string[] {
-  const devices = [{ bus: "sim", address: "0x50", model: "24c02", options: { backing } }];
+  const devices = [memoryEeprom("24c02", EEPROM, { backing })];
   return ["--config", writeConfig(dir.path, devices, `${backing}.json`), "--log-level", "debug"];
 }
 
@@ -238,7 +242,7 @@ describe("the state of an emulated chip across a handover", () => {
   it("an EEPROM without a backing file keeps what the guest wrote", async () => {
     const path = join(dir.path, "unbacked.sock");
     const supervisor = FdStoreSupervisor.start({
-      command: [process.execPath, MAIN_JS, "-l", "sim:0x50=24c02", "--log-level", "debug"],
+      command: [process.execPath, MAIN_JS, ...memoryEepromArgs(dir.path), "--log-level", "debug"],
       dir: dir.path,
       listen: [{ path, name: "vm1" }],
     });

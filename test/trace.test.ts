@@ -9,6 +9,7 @@ import { ControlClient } from "../src/control/client.js";
 import { I2cGuest } from "../src/frontend/i2c-driver.js";
 import { parseTraceLine, type TraceLine } from "../src/trace/format.js";
 import { LINKTYPE_I2C_LINUX, PCAP_HEADER_SIZE } from "../src/trace/pcap.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import {
   type DaemonProcess,
   makeTempDir,
@@ -21,7 +22,7 @@ const tshark = spawnSync("tshark", ["--version"], { encoding: "utf8" });
 const TSHARK_MISSING =
   tshark.status === 0 ? false : "tshark is not installed (Debian package tshark)";
 
-describe("daemon --trace, --pcap and stats on sim:0x50=24c02", () => {
+describe("daemon --trace, --pcap and stats on a 24c02 at 0x50 without write cycle", () => {
   const dir = makeTempDir();
   const socket = `${dir.path}/vi2c.sock`;
   const control = `${dir.path}/control.sock`;
@@ -34,7 +35,7 @@ describe("daemon --trace, --pcap and stats on sim:0x50=24c02", () => {
   before(async () => {
     daemon = await startDaemon(
       [
-        ...["-s", socket, "-l", "sim:0x50=24c02", "--control-socket", control],
+        ...["-s", socket, ...memoryEepromArgs(dir.path), "--control-socket", control],
         ...["--trace", "--pcap", pcap],
       ],
       [`${socket}0`, control],

@@ -12,6 +12,7 @@ import { VhostUserFrontend } from "../src/vhost-user/frontend.js";
 import { DriverPackedQueue } from "../src/virtio/driver-packed-queue.js";
 import { DriverSplitQueue } from "../src/virtio/driver-split-queue.js";
 import { VIRTIO_F_RING_PACKED } from "../src/virtio/features.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, itWithDaemonLog, makeTempDir, startDaemon } from "./helpers/daemon.js";
 
 interface RingLayout {
@@ -45,7 +46,7 @@ const LAYOUTS: readonly RingLayout[] = [
 ];
 
 for (const layout of LAYOUTS) {
-  describe(`daemon transfers on a ${layout.name} ring (sim:0x50=24c02)`, () => {
+  describe(`daemon transfers on a ${layout.name} ring (a 24c02 at 0x50 without write cycle)`, () => {
     const dir = makeTempDir();
     const socket = `${dir.path}/vi2c.sock`;
     let daemon: DaemonProcess;
@@ -53,7 +54,7 @@ for (const layout of LAYOUTS) {
 
     before(async () => {
       daemon = await startDaemon(
-        ["-s", socket, "-l", "sim:0x50=24c02", "--log-level", "debug"],
+        ["-s", socket, ...memoryEepromArgs(dir.path), "--log-level", "debug"],
         [`${socket}0`],
       );
       vm = await I2cGuest.connect(`${socket}0`, { features: layout.features });

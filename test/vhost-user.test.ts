@@ -8,6 +8,7 @@ import { RequestStatus } from "../src/i2c/protocol.js";
 import { EventFd } from "../src/sys/eventfd.js";
 import { GuestRam } from "../src/vhost-user/frontend.js";
 import { settledFootprint, whenSocketFree } from "./fuzz/harness.js";
+import { memoryEepromArgs } from "./helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, withDaemon } from "./helpers/daemon.js";
 
 const dir = makeTempDir();
@@ -65,7 +66,7 @@ describe("QEMU 7.2 message order", () => {
   it("(a) no protocol features: serves realize, start, transfers and stop", async () => {
     const prefix = `${dir.path}/a.sock`;
     await withDaemon(
-      ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "trace"],
+      ["-s", prefix, ...memoryEepromArgs(dir.path), "--log-level", "trace"],
       [`${prefix}0`],
       async (daemon) => {
         const base = await runQemuSession(`${prefix}0`, 0n);
@@ -87,7 +88,7 @@ describe("QEMU 7.2 message order", () => {
   it("(b) MQ|REPLY_ACK|CONFIGURE_MEM_SLOTS|STATUS asked: acks memory, serves status", async () => {
     const prefix = `${dir.path}/b.sock`;
     await withDaemon(
-      ["-s", prefix, "-l", "sim:0x50=24c02", "--log-level", "trace"],
+      ["-s", prefix, ...memoryEepromArgs(dir.path), "--log-level", "trace"],
       [`${prefix}0`],
       async (daemon) => {
         const base = await runQemuSession(`${prefix}0`, QEMU_PROTOCOL_FEATURES_B);
@@ -123,7 +124,7 @@ describe("QEMU 7.2 message order", () => {
 describe("running daemon", () => {
   it("keeps serving after SET_MEM_TABLE replaces the memory table while running", async () => {
     const prefix = `${dir.path}/mem.sock`;
-    await withDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], [`${prefix}0`], async () => {
+    await withDaemon(["-s", prefix, ...memoryEepromArgs(dir.path)], [`${prefix}0`], async () => {
       const vm = await I2cGuest.connect(`${prefix}0`);
       const extra = new GuestRam([{ guestPhysAddr: 0x400000, size: 0x10000 }]);
       try {
@@ -192,7 +193,7 @@ describe("running daemon", () => {
   it("serves 100 connections in a row on one socket without leaking fds", async () => {
     const prefix = `${dir.path}/again.sock`;
     const paths = [`${prefix}0`];
-    await withDaemon(["-s", prefix, "-l", "sim:0x50=24c02"], paths, async (daemon) => {
+    await withDaemon(["-s", prefix, ...memoryEepromArgs(dir.path)], paths, async (daemon) => {
       const cycle = async (n: number) => {
         // The daemon refuses a connection until it has seen the previous one hang up.
         const vm = await whenSocketFree(() => I2cGuest.connect(paths[0]!));
@@ -214,7 +215,7 @@ describe("running daemon", () => {
   it("serves two sockets (-c 2) at once, both on the same devices", async () => {
     const prefix = `${dir.path}/two.sock`;
     const paths = [`${prefix}0`, `${prefix}1`];
-    await withDaemon(["-s", prefix, "-c", "2", "-l", "sim:0x50=24c02"], paths, async () => {
+    await withDaemon(["-s", prefix, "-c", "2", ...memoryEepromArgs(dir.path)], paths, async () => {
       const [vm0, vm1] = await Promise.all(paths.map((p) => I2cGuest.connect(p)));
       assert.ok(vm0 && vm1);
       try {

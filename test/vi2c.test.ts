@@ -6,7 +6,15 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { type DaemonProcess, makeTempDir, startDaemon, waitUntil } from "./helpers/daemon.js";
+import { parseTraceLine } from "../src/trace/format.js";
+import { memoryEepromArgs, writeConfig } from "./helpers/configured-daemon.js";
+import {
+  type DaemonProcess,
+  makeTempDir,
+  startDaemon,
+  waitUntil,
+  withDaemon,
+} from "./helpers/daemon.js";
 import { runToEnd } from "./helpers/run.js";
 
 const VI2C_JS = fileURLToPath(new URL("../src/tools/vi2c.js", import.meta.url));
@@ -53,7 +61,7 @@ describe("vi2c --version and --help", () => {
   });
 });
 
-describe("vi2c against the daemon with -l sim:0x50=24c02", () => {
+describe("vi2c against the daemon with -l sim:0x50=24c02 (its 5 ms write cycle included)", () => {
   const dir = makeTempDir("vi2c-test-");
   const prefix = join(dir.path, "vi2c.sock");
   const socket = `${prefix}0`;
@@ -83,15 +91,35 @@ describe("vi2c against the daemon with -l sim:0x50=24c02", () => {
   });
 
   it("set then get a byte, with readback (-r) and a mask (-m)", async () => {
+    // As i2cset on a real 24Cxx: the readback comes during the write cycle (tWR), which NACKs it.
     const set = await vi2c(["set", "-y", "-r", socket, "0x50", "0x10", "0x5a"]);
     assert.equal(set.status, 0, set.stderr);
-    assert.equal(set.stdout, "Value 0x5a written, readback matched\n");
+    assert.equal(set.stdout, "Warning - readback failed\n");
+    const written = await vi2c(["get", "-y", socket, "0x50", "0x10"]);
+    assert.deepEqual([written.status, written.stdout], [0, "0x5a\n"], "the write took");
     const masked = await vi2c(["set", "-y", "-m", "0x0f", socket, "0x50", "0x10", "0x03"]);
     assert.equal(masked.status, 0, masked.stderr);
     const get = await vi2c(["get", "-y", socket, "0x50", "0x10"]);
     assert.deepEqual([get.status, get.stdout], [0, "0x53\n"]);
     const word = await vi2c(["get", "-y", socket, "0x50", "0x10", "w"]);
     assert.equal(word.stdout, "0xff53\n");
+  });
+
+  it("set -r on an EEPROM without write cycle (writeCycleMs 0): readback matched", async () => {
+    const own = makeTempDir("vi2c-test-");
+    const ownPrefix = join(own.path, "vi2c.sock");
+    try {
+      await withDaemon(
+        ["-s", ownPrefix, ...memoryEepromArgs(own.path)],
+        [`${ownPrefix}0`],
+        async () => {
+          const set = await vi2c(["set", "-y", "-r", `${ownPrefix}0`, "0x50", "0x10", "0x5a"]);
+          assert.deepEqual([set.status, set.stdout], [0, "Value 0x5a written, readback matched\n"]);
+        },
+      );
+    } finally {
+      own.remove();
+    }
   });
 
   it("transfer writes with a fill suffix and reads back in i2ctransfer's format", async () => {
@@ -223,5 +251,164 @@ describe("vi2c against the daemon with -l sim:0x50=24c02", () => {
     // The socket serves the next front-end once the first has gone.
     const after = await vi2c(["detect", "-y", socket]);
     assert.equal(after.status, 0, after.stderr);
+  });
+});
+
+describe("vi2c snapshot: capture emulated chips, serve the capture, diff the dumps", () => {
+  const dir = makeTempDir("vi2c-snapshot-");
+  const original = join(dir.path, "original.sock");
+  const copy = join(dir.path, "copy.sock");
+  const REGISTERS = { "0x01": 0x11, "0x02": 0x22, "0x10": 0xc1, "0x1f": 0xc2, "0x3f": 0x3f };
+  const config = writeConfig(dir.path, [
+    { bus: "sim", address: "0x50", model: "24c02", options: { initial: "000102030405deadbeef" } },
+    {
+      bus: "sim",
+      address: "0x54",
+      model: "24c32",
+      options: { initial: `${"5a".repeat(200)}0102` },
+    },
+    { bus: "sim", address: "0x48", model: "lm75" },
+    { bus: "sim", address: "0x49", model: "tmp102" },
+    { bus: "sim", address: "0x40", model: "ina226" },
+    // 0x10-0x1f stand for a FIFO or clear-on-read registers: never to be touched.
+    {
+      bus: "sim",
+      address: "0x20",
+      model: "register-file",
+      options: { size: 64, default: 7, registers: REGISTERS, readOnly: [1] },
+    },
+    {
+      bus: "sim",
+      address: "0x21",
+      model: "register-file",
+      options: { size: 64, default: 0, registers: REGISTERS },
+    },
+  ]);
+  /** Per chip: its address, the snapshot's arguments, the dumps to compare (not the skipped). */
+  const CHIPS: [string, string[], string[][]][] = [
+    ["0x50", ["--as", "24c02"], [[]]],
+    ["0x54", ["--as", "24c32"], [[]]],
+    ["0x48", ["w", "-r", "0-3"], [["w", "-r", "0-3"]]],
+    ["0x49", ["w", "-r", "0-3"], [["w", "-r", "0-3"]]],
+    ["0x40", ["w"], [["w"]]],
+    [
+      "0x20",
+      ["-r", "0-0x3f", "--skip", "0x10-0x1f", "--read-only", "0x01"],
+      [
+        ["-r", "0-0x0f"],
+        ["-r", "0x20-0x3f"],
+      ],
+    ],
+    [
+      "0x21",
+      ["i", "-r", "0-0x3f", "--skip", "0x10-0x1f,0x30"],
+      [
+        ["i", "-r", "0-0x0f"],
+        ["i", "-r", "0x20-0x2f"],
+        ["i", "-r", "0x31-0x3f"],
+      ],
+    ],
+  ];
+  let first: DaemonProcess;
+  let second: DaemonProcess | undefined;
+  const snapshots = new Map<string, string>();
+  /** The original daemon's trace of the snapshots alone (the dumps come later). */
+  let snapshotTrace = "";
+
+  before(async () => {
+    first = await startDaemon(["-s", original, "--config", config, "--trace"], [`${original}0`]);
+    for (const [addr, args] of CHIPS) {
+      const file = join(dir.path, `${addr}.json`);
+      const run = await vi2c(["snapshot", "-y", `${original}0`, addr, ...args, "-o", file]);
+      assert.equal(run.status, 0, run.stderr);
+      assert.equal(run.stdout, "", "the JSON goes to the -o file");
+      snapshots.set(addr, readFileSync(file, "utf8"));
+    }
+    // The last snapshot's last read: 0x31-0x3f, its run's end.
+    await waitUntil(() => /w1@0x21 0x31 r15/.test(first.stdout), "the snapshots' trace");
+    snapshotTrace = first.stdout;
+    const devices = [...snapshots.values()].flatMap((text) => JSON.parse(text).devices);
+    const served = writeConfig(dir.path, devices, "snapshot.json");
+    second = await startDaemon(["-s", copy, "--config", served], [`${copy}0`]);
+  });
+  after(async () => {
+    const statuses = [await first.stop(), await second?.stop()];
+    dir.remove();
+    assert.deepEqual(
+      statuses.map((status) => status?.code),
+      [0, 0],
+    );
+  });
+
+  it("writes a config file: register-file entries for register chips, the EEPROM model with --as", () => {
+    const entry = (addr: string) => JSON.parse(snapshots.get(addr) ?? "{}").devices[0];
+    assert.deepEqual(entry("0x50"), {
+      bus: "sim",
+      address: "0x50",
+      model: "24c02",
+      options: { initial: "000102030405deadbeef" },
+    });
+    assert.equal(entry("0x54").options.initial, `${"5a".repeat(200)}0102`);
+    assert.deepEqual(entry("0x20").options, {
+      size: 64,
+      default: 7,
+      registers: { "0x01": 0x11, "0x02": 0x22, "0x3f": 0x3f },
+      readOnly: [1],
+    });
+    assert.deepEqual(
+      [entry("0x48").options.registerSize, entry("0x48").options.littleEndian],
+      [2, true],
+    );
+  });
+
+  it("the served snapshot dumps as the chip did; skipped registers hold the default", async () => {
+    for (const [addr, , dumps] of CHIPS) {
+      for (const args of dumps) {
+        const [was, is] = await Promise.all(
+          [original, copy].map((prefix) => vi2c(["dump", "-y", `${prefix}0`, addr, ...args])),
+        );
+        assert.equal(was?.status, 0, was?.stderr);
+        assert.equal(is?.stdout, was?.stdout, `dump ${addr} ${args.join(" ")}`);
+      }
+    }
+    const skipped = await vi2c(["dump", "-y", `${copy}0`, "0x20", "-r", "0x10-0x1f"]);
+    assert.match(skipped.stdout, /^10: (07 ){16}/m);
+  });
+
+  it("never touched a skipped register: no transfer of the snapshot named one", () => {
+    const lines = snapshotTrace
+      .split("\n")
+      .filter((line) => line !== "")
+      .map(parseTraceLine);
+    const touched = (addr: number, regs: (reg: number) => boolean) =>
+      lines.filter((line) => {
+        const [pointer, read] = line.messages;
+        if (pointer?.addr !== addr) return false;
+        const reg = pointer.data[0] ?? -1;
+        const end = reg + (read?.read ? read.length : 1) - 1;
+        for (let r = reg; r <= end; r++) if (regs(r)) return true;
+        return false;
+      });
+    assert.ok(
+      lines.some((line) => line.messages[0]?.addr === 0x20),
+      "the trace has the snapshot",
+    );
+    assert.deepEqual(
+      touched(0x20, (r) => r >= 0x10 && r <= 0x1f),
+      [],
+    );
+    assert.deepEqual(
+      touched(0x21, (r) => (r >= 0x10 && r <= 0x1f) || r === 0x30),
+      [],
+    );
+  });
+
+  it("--read-only registers refuse writes in the served snapshot; the others take them", async () => {
+    const socket = `${copy}0`;
+    assert.equal((await vi2c(["set", "-y", socket, "0x20", "0x01", "0x99"])).status, 0);
+    assert.equal((await vi2c(["set", "-y", socket, "0x20", "0x02", "0x99"])).status, 0);
+    const kept = await vi2c(["get", "-y", socket, "0x20", "0x01"]);
+    const taken = await vi2c(["get", "-y", socket, "0x20", "0x02"]);
+    assert.deepEqual([kept.stdout, taken.stdout], ["0x11\n", "0x99\n"]);
   });
 });

@@ -51,6 +51,8 @@ export interface DaemonConfig {
   readonly deviceGroups: readonly DeviceGroup[];
   /** --config FILE as given: a JSON device configuration, loaded at start-up. */
   readonly configFile: string | undefined;
+  /** --scenario FILE as given: a timeline of property changes and faults (src/control/scenario.ts). */
+  readonly scenarioFile?: string;
   /** --control-socket PATH: where the run-time control socket listens. */
   readonly controlSocket: string | undefined;
   /** --control-idle-timeout: ms after which a control client that completed no command is dropped. */
@@ -162,6 +164,7 @@ export const OPTIONS = {
   "socket-count": { type: "string", short: "c" },
   "device-list": { type: "string", short: "l" },
   config: { type: "string" },
+  scenario: { type: "string" },
   "control-socket": { type: "string" },
   "control-idle-timeout": { type: "string" },
   "log-level": { type: "string" },
@@ -252,6 +255,7 @@ export function parseCommandLine(argv: readonly string[], deps: ParseDeps): CliC
     deviceListText: deviceListText ?? "",
     deviceGroups,
     configFile,
+    ...(values.scenario !== undefined && { scenarioFile: values.scenario }),
     controlSocket,
     ...(controlIdleTimeoutMs !== undefined && { controlIdleTimeoutMs }),
     logLevel,
@@ -865,6 +869,11 @@ export const HELP: HelpDocument = {
       ),
       'See "Emulated devices" in the README. The file, every module and every directory above them',
       "must be writable by root or the daemon's user only.",
+    ),
+    term(
+      "--scenario <file>",
+      "play a JSON timeline of property changes and faults on emulated devices,",
+      "from the first front-end connection (see docs/CONTROL.md)",
     ),
     term(
       "--socket-fd <fd>",

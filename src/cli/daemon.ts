@@ -23,6 +23,12 @@ import {
 import { ConfigError } from "../config/errors.js";
 import { loadConfigFile } from "../config/file.js";
 import { chipAccess } from "../control/chips.js";
+import {
+  checkScenario,
+  loadScenario,
+  type ScenarioPlayer,
+  scenarioPlayer,
+} from "../control/scenario.js";
 import { type ControlHandover, ControlServer } from "../control/server.js";
 import { CodedError } from "../errors.js";
 import { resolveAdapter as resolveSysfsAdapter } from "../i2c/adapters.js";
@@ -364,6 +370,8 @@ export async function startDaemon(
   /** Every distinct device of the configuration in use (the lists its sockets use). */
   let devices: readonly DeviceConfig[] = [];
   let deviceLists: DeviceLists | null = null;
+  /** --scenario: started by the first front-end connection. */
+  let scenario: ScenarioPlayer | null = null;
 
   try {
     // --user: the names are looked up, and root checked, before anything is opened.
@@ -407,7 +415,18 @@ export async function startDaemon(
       logger.info("took over from the predecessor");
     }
     devices = devicesOf(lists, socketIndexes(config.socketCount));
-    const factory: VhostUserDeviceFactory = (socketIndex) => running.device(socketIndex);
+    if (config.scenarioFile !== undefined) {
+      const path = resolve(config.scenarioFile);
+      const steps = loadScenario(path);
+      // Checked against the chips now: a typo in an address or a property exits 2 before serving.
+      checkScenario(steps, await running.chips.directory(), path);
+      scenario = scenarioPlayer(steps, chipAccess(running.chips), logger.child("scenario"), path);
+    }
+    const factory: VhostUserDeviceFactory = (socketIndex) => {
+      // The timeline starts with the VMM: its first connection to any socket.
+      scenario?.start();
+      return running.device(socketIndex);
+    };
     const fdStore = config.fdStore ? serviceFdStore(logger) : undefined;
     /** Listening sockets this process bound, kept in the fd store (removed at a real stop). */
     const storedListeners: string[] = [];
@@ -575,6 +594,7 @@ export async function startDaemon(
   const closeAsync = async (): Promise<boolean> => {
     if (closed) return true;
     closed = true;
+    scenario?.stop();
     removeStoredListeners();
     closeAll(opened, logger);
     return deviceSets.close(SET_STOP_MS);
@@ -623,6 +643,7 @@ export async function startDaemon(
     close: () => void closeAsync(),
     async handOver() {
       closed = true;
+      scenario?.stop();
       const sockets = await Promise.all(
         hosts.map(async ({ index, host }): Promise<SocketHandover> => {
           if (host instanceof VhostUserServer) {

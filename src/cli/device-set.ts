@@ -255,6 +255,14 @@ class DeviceSetHost implements DataPlaneHost {
     this.#observer?.flush();
   }
 
+  /** A stall or clock stretching completes on a timer: the thread's loop must keep turning. */
+  waitsForTimers(): boolean {
+    for (const generation of this.#generations.values()) {
+      if (generation.built.waitsForTimers()) return true;
+    }
+    return false;
+  }
+
   close(): void {
     for (const generation of this.#generations.values()) generation.built.close();
     this.#generations.clear();

@@ -227,55 +227,63 @@ export function renderManPage(doc: HelpDocument, version: string): string {
 }
 
 // ------------------------------------------------------------------------------------------------
-// The README's options table (Markdown)
+// README's tables (Markdown)
 
-/** The lines around the generated table in README.md. */
-export const OPTIONS_TABLE_BEGIN = "<!-- options:begin -->";
-export const OPTIONS_TABLE_END = "<!-- options:end -->";
+/** A table README.md keeps between `<!-- NAME:begin -->` and `<!-- NAME:end -->`. */
+export type ReadmeTable = "options" | "models";
+
+const tableMarkers = (name: ReadmeTable) =>
+  [`<!-- ${name}:begin -->`, `<!-- ${name}:end -->`] as const;
 
 /** Escapes text for a Markdown table cell: nothing in it is markup, a pipe does not end the cell. */
-function markdownCell(text: string): string {
+export function markdownCell(text: string): string {
   return text.replace(/[\\`*<|]/g, "\\$&");
 }
 
 /**
- * The options as a Markdown table (option, then its text and details), with columns padded as
- * Biome formats a table: README.md keeps it between {@link OPTIONS_TABLE_BEGIN} and the end marker.
+ * `rows` (the first is the header) as a Markdown table with columns padded as Biome formats one.
+ * Cells are Markdown already (see markdownCell).
  */
-export function renderOptionsTable(doc: HelpDocument): string {
-  const rows = [
-    ["Option", "Meaning"],
-    ...doc.options.map((option) => [
-      `\`${option.term.replaceAll("|", "\\|")}\``,
-      markdownCell(proseWords(longText(option)).join(" ")),
-    ]),
-  ];
-  const widths = [0, 1].map((column) =>
+export function markdownTable(rows: readonly (readonly string[])[]): string {
+  const columns = rows[0]?.length ?? 0;
+  const widths = Array.from({ length: columns }, (_, column) =>
     Math.max(3, ...rows.map((row) => (row[column] ?? "").length)),
   );
   const line = (cells: readonly string[]) =>
-    `| ${cells.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+    `| ${widths.map((width, i) => (cells[i] ?? "").padEnd(width)).join(" | ")} |`;
   const [header = [], ...body] = rows;
   return [line(header), line(widths.map((width) => "-".repeat(width))), ...body.map(line)].join(
     "\n",
   );
 }
 
-/** Where the table lies in `readme`: from the end of the begin marker to the end marker. */
-function tableSpan(readme: string): { begin: number; end: number } | null {
-  const marker = readme.indexOf(OPTIONS_TABLE_BEGIN);
-  const end = readme.indexOf(OPTIONS_TABLE_END);
-  return marker < 0 || end < marker ? null : { begin: marker + OPTIONS_TABLE_BEGIN.length, end };
+/** The options as a Markdown table (option, then its text and details): README's "options" table. */
+export function renderOptionsTable(doc: HelpDocument): string {
+  return markdownTable([
+    ["Option", "Meaning"],
+    ...doc.options.map((option) => [
+      `\`${option.term.replaceAll("|", "\\|")}\``,
+      markdownCell(proseWords(longText(option)).join(" ")),
+    ]),
+  ]);
 }
 
-/** The table between the markers of `readme`, or null when a marker is missing. */
-export function optionsTableIn(readme: string): string | null {
-  const span = tableSpan(readme);
+/** Where table `name` lies in `readme`: from the end of its begin marker to its end marker. */
+function tableSpan(readme: string, name: ReadmeTable): { begin: number; end: number } | null {
+  const [beginMarker, endMarker] = tableMarkers(name);
+  const marker = readme.indexOf(beginMarker);
+  const end = readme.indexOf(endMarker);
+  return marker < 0 || end < marker ? null : { begin: marker + beginMarker.length, end };
+}
+
+/** Table `name` in `readme`, or null when a marker is missing. */
+export function readmeTable(readme: string, name: ReadmeTable): string | null {
+  const span = tableSpan(readme, name);
   return span && readme.slice(span.begin, span.end).trim();
 }
 
-/** `readme` with the table between the markers replaced by `table`; null when a marker is missing. */
-export function withOptionsTable(readme: string, table: string): string | null {
-  const span = tableSpan(readme);
+/** `readme` with table `name` replaced by `table`; null when a marker is missing. */
+export function withReadmeTable(readme: string, name: ReadmeTable, table: string): string | null {
+  const span = tableSpan(readme, name);
   return span && `${readme.slice(0, span.begin)}\n\n${table}\n\n${readme.slice(span.end)}`;
 }

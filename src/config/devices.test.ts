@@ -16,8 +16,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { FakeI2c, fakeUnavailableReason } from "../../test/fake-i2c/fake.js";
+import { NO_WRITE_CYCLE } from "../../test/helpers/eeprom.js";
 import { GuardedBus } from "../i2c/access.js";
 import { parseDeviceList } from "../i2c/device-list.js";
+import { FaultBus, type FaultSpec } from "../i2c/faults.js";
 import type { ModelDefinition } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import {
@@ -59,7 +61,10 @@ function refused(build: () => unknown, code: string, message: string | RegExp): 
   });
 }
 
-/** Writes `data` at `offset` then reads `length` back, as a 1-byte-address EEPROM expects. */
+/**
+ * Writes `data` at `offset` then reads `length` back, as a 1-byte-address EEPROM expects: at once, so
+ * the chip must have no write cycle (NO_WRITE_CYCLE).
+ */
 function writeThenRead(
   built: ReturnType<typeof buildBuses>,
   addr: number,
@@ -125,7 +130,7 @@ describe("mergeDevices", () => {
 
 describe("buildBuses", () => {
   it("serves every emulated chip on one sim bus and registers each by base address", () => {
-    const built = buildBuses(fromList("sim:0x50=24c02:0x54=24c16"), context);
+    const built = buildBuses([sim(0x50, "24c02", NO_WRITE_CYCLE), sim(0x54, "24c16")], context);
     try {
       assert.deepEqual(
         built.addressMap.addresses(),
@@ -180,7 +185,7 @@ describe("buildBuses", () => {
   it("creates a missing backing file from initial and writes through to it", () => {
     const backing = join(dir, "new.bin");
     const built = buildBuses(
-      [sim(0x50, "24c02", { backing: "new.bin", initial: "0102" })],
+      [sim(0x50, "24c02", { backing: "new.bin", initial: "0102", ...NO_WRITE_CYCLE })],
       context,
     );
     try {
@@ -262,7 +267,9 @@ describe("buildSocketBuses (per-guest lists)", () => {
       const [b0, b1] = [m0.lookup(0x50)?.bus, m1.lookup(0x50)?.bus];
       assert.ok(b0 instanceof GuardedBus && b1 instanceof GuardedBus);
       assert.notEqual(b0, b1, "each guest has its own guard");
-      assert.equal(b0.inner, b1.inner, "over one bus");
+      assert.ok(b0.inner instanceof FaultBus && b1.inner instanceof FaultBus);
+      assert.notEqual(b0.inner, b1.inner, "and its own faults");
+      assert.equal(b0.inner.inner, b1.inner.inner, "over one bus");
       assert.deepEqual(m2.addresses(), [0x51]);
       assert.equal(m0.lookup(0x51), undefined, "guest 0 cannot reach guest 2's device");
       assert.equal(m2.lookup(0x50), undefined);
@@ -287,7 +294,7 @@ describe("buildSocketBuses (per-guest lists)", () => {
         [1, [dev]],
       ]),
     });
-    const separate = buildSocketBuses(lists(sim(0x50, "24c02")), 2, context);
+    const separate = buildSocketBuses(lists(sim(0x50, "24c02", NO_WRITE_CYCLE)), 2, context);
     try {
       const [a, b] = separate.addressMaps;
       assert.ok(a && b);
@@ -302,7 +309,7 @@ describe("buildSocketBuses (per-guest lists)", () => {
     } finally {
       separate.close();
     }
-    const one = buildSocketBuses(lists(shared(sim(0x50, "24c02"))), 2, context);
+    const one = buildSocketBuses(lists(shared(sim(0x50, "24c02", NO_WRITE_CYCLE))), 2, context);
     try {
       const [a, b] = one.addressMaps;
       assert.ok(a && b);
@@ -444,7 +451,7 @@ describe("buildSocketBuses (per-guest lists)", () => {
 
   it("a pool keeps a chip (and its state) across rebuilds while some build uses it", () => {
     const pool = new ResourcePool();
-    const lists = { defaults: [sim(0x50, "24c02")], sockets: new Map() };
+    const lists = { defaults: [sim(0x50, "24c02", NO_WRITE_CYCLE)], sockets: new Map() };
     const first = buildSocketBuses(lists, 1, { ...context, pool });
     const [m1] = first.addressMaps;
     assert.ok(m1);
@@ -455,6 +462,26 @@ describe("buildSocketBuses (per-guest lists)", () => {
     assert.ok(m2);
     assert.deepEqual(read(m2, 0x50), { done: 2, byte: 0x44 });
     second.close();
+  });
+
+  it("a pool keeps a chip's faults across rebuilds unless its configured faults change", () => {
+    const pool = new ResourcePool();
+    const withFaults = (faults: FaultSpec[]) => ({
+      defaults: [{ ...sim(0x50, "24c02"), faults }],
+      sockets: new Map(),
+    });
+    const first = buildSocketBuses(withFaults([]), 1, { ...context, pool });
+    const kept = buildSocketBuses(withFaults([]), 1, { ...context, pool });
+    const changed = buildSocketBuses(withFaults([{ fault: "nack" }]), 1, { ...context, pool });
+    const faultsOf = (built: ReturnType<typeof buildSocketBuses>) => built.directory[0]?.faults;
+    faultsOf(first)?.forGuest(0).add({ fault: "disappear" });
+    assert.equal(faultsOf(kept), faultsOf(first), "a fault set at run time reaches both builds");
+    assert.equal(read(kept.addressMaps[0], 0x50).done, 0);
+    assert.notEqual(faultsOf(changed), faultsOf(first));
+    assert.deepEqual(faultsOf(changed)?.forGuest(0).list(), [
+      { fault: "nack", injected: 0, left: null },
+    ]);
+    for (const built of [first, kept, changed]) built.close();
   });
 
   it("a pool's device locks are counted: taken once, released by the last user", () => {
@@ -491,12 +518,21 @@ describe("ResourcePool: one image per backing file across builds", () => {
     const file = patterned("shared.bin");
     const pool = new ResourcePool();
     const fds = openFds();
-    const first = buildBuses([sim(0x50, "24c02", { backing: "pooled/shared.bin" })], {
-      ...context,
-      pool,
-    });
+    const first = buildBuses(
+      [sim(0x50, "24c02", { backing: "pooled/shared.bin", ...NO_WRITE_CYCLE })],
+      {
+        ...context,
+        pool,
+      },
+    );
     const second = buildBuses(
-      [sim(0x51, "24c02", { backing: "pooled-link/shared.bin", initial: "a1a2" })],
+      [
+        sim(0x51, "24c02", {
+          backing: "pooled-link/shared.bin",
+          initial: "a1a2",
+          ...NO_WRITE_CYCLE,
+        }),
+      ],
       { ...context, pool },
     );
     try {
@@ -524,7 +560,10 @@ describe("ResourcePool: one image per backing file across builds", () => {
     const file = patterned("sized.bin");
     const pool = new ResourcePool();
     const fds = openFds();
-    const first = buildBuses([sim(0x50, "24c02", { backing: file })], { ...context, pool });
+    const first = buildBuses([sim(0x50, "24c02", { backing: file, ...NO_WRITE_CYCLE })], {
+      ...context,
+      pool,
+    });
     try {
       refused(
         () => buildBuses([sim(0x51, "24c32", { backing: file })], { ...context, pool }),

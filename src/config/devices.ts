@@ -17,6 +17,13 @@ import { openBacking } from "../i2c/backing-store.js";
 import { AddressMap, type BusAddresses, hex, I2C_MAX_ADDR, type I2cBus } from "../i2c/bus.js";
 import type { DeviceGroup } from "../i2c/device-list.js";
 import { DeviceLock } from "../i2c/device-lock.js";
+import {
+  ChipFaults,
+  type DeviceFaults,
+  FaultBus,
+  type FaultSpec,
+  type Stretch,
+} from "../i2c/faults.js";
 import { HostBus, type HostBusOptions } from "../i2c/host-bus.js";
 import {
   type BackingStore,
@@ -52,6 +59,10 @@ export type DeviceConfig =
       pointerBytes?: PointerBytes;
       /** Other guests (sockets, daemons) may drive this host device too. */
       shared?: boolean;
+      /** Faults every guest that reaches the device meets (src/i2c/faults.ts). */
+      faults?: FaultSpec[];
+      /** Clock stretching added to each transfer that addresses the device. */
+      stretch?: Stretch;
       origin?: string;
     }
   | {
@@ -65,6 +76,10 @@ export type DeviceConfig =
       pointerBytes?: PointerBytes;
       /** One instance for every socket that lists it shared (else one per socket list). */
       shared?: boolean;
+      /** Faults every guest that sees the chip starts with (src/i2c/faults.ts). */
+      faults?: FaultSpec[];
+      /** Clock stretching added to each transfer that addresses the chip. */
+      stretch?: Stretch;
       origin?: string;
     };
 
@@ -78,6 +93,8 @@ export interface RegisteredDevice {
   /** Model name (a user module's ModelDefinition.name). */
   readonly model: string;
   readonly device: SimDevice;
+  /** The chip's faults, per guest that sees it (one object for a chip shared by several lists). */
+  readonly faults: ChipFaults;
   /**
    * The chip's identity in its configuration (whose list, address, model, options): the same in any
    * process that builds the same configuration, so a successor gives a saved state (SimDevice
@@ -149,11 +166,12 @@ export interface BuiltBuses extends GuestView {
   readonly buses: readonly I2cBus[];
   readonly registry: DeviceRegistry;
   /**
-   * A view of the same buses for the guest called `name` ("socket0"): its own guards, whose log
-   * lines (refused transfers) go through a rate limit of that guest's own, so one guest that
-   * floods does not silence another's lines. The buses and chips stay shared.
+   * A view of the same buses for the guest called `name` ("socket0", socket index `guest`): its own
+   * guards, whose log lines (refused transfers) go through a rate limit of that guest's own, so one
+   * guest that floods does not silence another's lines, and the chips' faults for that guest. The
+   * buses and chips stay shared.
    */
-  guestView(name: string): GuestView;
+  guestView(name: string, guest: number): GuestView;
   /** Closes every device (flushing backing files) and every bus. Safe to call twice. */
   close(): void;
 }
@@ -298,6 +316,7 @@ export class ResourcePool {
   readonly #chips = new Map<string, Counted<PooledChip>>();
   /** Canonical path → the open backing file every chip on it shares. */
   readonly #stores = new Map<string, Counted<BackingStore>>();
+  readonly #faults = new Map<string, Counted<ChipFaults>>();
 
   constructor(lockDir?: string) {
     this.lockDir = lockDir;
@@ -352,6 +371,19 @@ export class ResourcePool {
       return { value: { device, files }, close: () => device.close?.() };
     });
     return [value.device, release];
+  }
+
+  /**
+   * The faults of the device of `key`, made by `create` on first use. A rebuild that keeps the device
+   * and its configured faults (both in the key) keeps the object, so a fault set at run time reaches
+   * the guests connected before the reload as well as those after. Returns it and its release.
+   */
+  faults(key: string, create: () => ChipFaults): [ChipFaults, () => void] {
+    const { value, release } = this.#acquire(this.#faults, key, () => ({
+      value: create(),
+      close: () => {},
+    }));
+    return [value, release];
   }
 
   /**
@@ -481,17 +513,41 @@ function buildScope(
   const opened: { close(): void }[] = [];
   const closeOpened = () => closeAll(opened, context.logger);
   try {
-    /** Each bus with its guest addresses and read-only devices, before any guard. */
-    const plain: (BusAddresses & { readOnly: Map<number, PointerBytes> })[] = [];
+    /**
+     * Each bus with its guest addresses, read-only devices and the faults of its devices (by
+     * address on the bus), before any guard.
+     */
+    const plain: (BusAddresses & {
+      readOnly: Map<number, PointerBytes>;
+      faults: ReadonlyMap<number, ChipFaults>;
+    })[] = [];
     const addBus = (
       bus: I2cBus,
       readOnly: Map<number, PointerBytes>,
+      faults: ReadonlyMap<number, ChipFaults>,
       addrs: number[],
       hostAddrs?: number[],
     ) => {
       plain.push(
-        hostAddrs === undefined ? { bus, addrs, readOnly } : { bus, addrs, hostAddrs, readOnly },
+        hostAddrs === undefined
+          ? { bus, addrs, readOnly, faults }
+          : { bus, addrs, hostAddrs, readOnly, faults },
       );
+    };
+    /**
+     * The faults of the device of `key` (one object for a device shared by several lists, and kept by
+     * a rebuild that changes neither the device nor its configured faults).
+     */
+    const faultsOf = (
+      key: string,
+      device: { address: number; faults?: FaultSpec[]; stretch?: Stretch },
+    ): ChipFaults => {
+      const configured = JSON.stringify([device.faults ?? [], device.stretch ?? null]);
+      const [faults, release] = pool.faults(`${key}|${configured}`, () => {
+        return new ChipFaults(device.address, device.stretch ?? null, device.faults ?? []);
+      });
+      opened.push({ close: release });
+      return faults;
     };
     const hostDevices = new Map<number, Extract<DeviceConfig, { kind: "host" }>[]>();
     for (const device of configs) {
@@ -516,15 +572,29 @@ function buildScope(
           .filter((d) => d.readOnly)
           .map((d) => [hostAddressOf(d), d.pointerBytes ?? DEFAULT_POINTER_BYTES] as const),
       );
+      // Only devices with configured faults or stretching: the control socket cannot reach a host
+      // device, and an adapter without them keeps its bus as it is.
+      const faults = new Map(
+        devices
+          .filter((d) => d.faults !== undefined || d.stretch !== undefined)
+          .map((d) => {
+            const hostAddr = hostAddressOf(d);
+            const key = `${d.shared ? "shared" : scope}|host|${adapter}|${hostAddr}`;
+            return [hostAddr, faultsOf(key, d)] as const;
+          }),
+      );
       addBus(
         bus,
         readOnly,
+        faults,
         devices.map((d) => d.address),
         hostAddrs,
       );
     }
 
     const targets = new Map<number, I2cDeviceModel>();
+    /** Each target's address → its chip's faults. */
+    const targetFaults = new Map<number, ChipFaults>();
     const registry = new Map<number, RegisteredDevice>();
     const targetOwner = new Map<number, string>();
     const readOnlyTargets = new Map<number, PointerBytes>();
@@ -552,6 +622,7 @@ function buildScope(
       const range = `${hex(config.address)}-${hex(config.address + count - 1)}`;
       const subject = count === 1 ? label : `${label} covers ${range}`;
       const asOwner = count === 1 ? label : `${label}, which covers ${range}`;
+      const chipFaults = faultsOf(key, config);
       device.targets.forEach((target, offset) => {
         const address = config.address + offset;
         const owner = targetOwner.get(address);
@@ -565,6 +636,7 @@ function buildScope(
         }
         targetOwner.set(address, asOwner);
         targets.set(address, target);
+        targetFaults.set(address, chipFaults);
         if (config.readOnly) {
           readOnlyTargets.set(address, config.pointerBytes ?? DEFAULT_POINTER_BYTES);
         }
@@ -573,13 +645,14 @@ function buildScope(
         address: config.address,
         model: definition.name,
         device,
+        faults: chipFaults,
         key,
       });
     }
     if (targets.size > 0) {
       const bus = new SimBus(targets, context.logger.child("sim"));
       opened.push(bus);
-      addBus(bus, readOnlyTargets, [...targets.keys()]);
+      addBus(bus, readOnlyTargets, targetFaults, [...targets.keys()]);
     }
     const hostTaken = [...hostDevices.values()]
       .flat()
@@ -591,15 +664,18 @@ function buildScope(
         `address ${hex(hostTaken)} is listed on a host adapter and answered by ${targetOwner.get(hostTaken)}`,
       );
     }
-    const guestView = (name: string): GuestView => {
+    const guestView = (name: string, guest: number): GuestView => {
       const logger = rateLimitedLogger(context.logger.child(name), name);
-      const groups = plain.map(({ bus, readOnly, ...addresses }) => ({
+      const groups = plain.map(({ bus, readOnly, faults, ...addresses }) => ({
         ...addresses,
-        bus: new GuardedBus(bus, { readOnly, logger: logger.child(bus.name) }),
+        bus: new GuardedBus(withFaults(bus, faults, guest), {
+          readOnly,
+          logger: logger.child(bus.name),
+        }),
       }));
       return { addressMap: new AddressMap(groups), guards: groups.map((g) => g.bus) };
     };
-    const own = guestView(scope);
+    const own = guestView(scope, 0);
     let closed = false;
     return {
       ...own,
@@ -616,6 +692,18 @@ function buildScope(
     closeOpened();
     throw err;
   }
+}
+
+/**
+ * The bus as guest `guest` sees it: behind a FaultBus over its devices' faults for that guest (every
+ * emulated chip: faults may be set at run time), or as it is when none of its devices has any (a
+ * host adapter without configured faults).
+ */
+function withFaults(bus: I2cBus, faults: ReadonlyMap<number, ChipFaults>, guest: number): I2cBus {
+  if (faults.size === 0) return bus;
+  const devices = new Map<number, DeviceFaults>();
+  for (const [address, chip] of faults) devices.set(address, chip.forGuest(guest));
+  return new FaultBus(bus, devices);
 }
 
 /** Identity of an emulated chip: same key = same instance (shared ones across scopes). */
@@ -654,6 +742,11 @@ export interface BuiltSockets {
   /** Every emulated chip with the sockets that see it, for the control socket. */
   readonly directory: DeviceDirectory;
   readonly guards: readonly GuardedBus[];
+  /**
+   * Whether a transfer on these buses waits on a timer (an emulated device's stall or clock
+   * stretching): the thread that runs them must keep turning its event loop.
+   */
+  waitsForTimers(): boolean;
   /** Every distinct device given to some socket. */
   readonly devices: readonly DeviceConfig[];
   /** The backing files this build's chips hold (canonical paths), each with its chip's label. */
@@ -720,14 +813,17 @@ export function buildSocketBuses(
     return own;
   });
   // Every guest gets its own guards over its list's buses (their refusals are logged per guest).
-  const views = socketBuilds.map((b, i) => b?.guestView(`socket${i}`));
+  const views = socketBuilds.map((b, i) => b?.guestView(`socket${i}`, i));
   const addressMaps = views.map((v) => v?.addressMap);
   const directory = directoryOf(socketBuilds);
+  const guards = views.flatMap((v) => v?.guards ?? []);
   let closed = false;
   return {
     addressMaps,
     directory,
-    guards: views.flatMap((v) => v?.guards ?? []),
+    guards,
+    waitsForTimers: () =>
+      guards.some((guard) => guard.inner instanceof FaultBus && guard.inner.waitingOnTimer),
     devices: used.flatMap((u) => u.devices),
     backingClaims: [...claims].map(([file, holder]) => ({ file, device: holder.label })),
     close() {

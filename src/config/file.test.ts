@@ -116,6 +116,56 @@ describe("parseConfigText accepts", () => {
   });
 });
 
+describe("parseConfigText faults and stretching", () => {
+  it("reads an emulated device's faults and stretch", () => {
+    const [device] = parse({
+      devices: [
+        {
+          bus: "sim",
+          address: "0x48",
+          model: "lm75",
+          faults: [
+            { fault: "nack", every: 3 },
+            { fault: "corrupt", byte: 1, xor: "0x01" },
+          ],
+          stretch: { usPerByte: 10 },
+        },
+      ],
+    });
+    assert.ok(device?.kind === "sim");
+    assert.deepEqual(device.faults, [
+      { fault: "nack", every: 3 },
+      { fault: "corrupt", byte: 1, xor: 1 },
+    ]);
+    assert.deepEqual(device.stretch, { usPerTransfer: 0, usPerByte: 10 });
+  });
+
+  it("reads a host device's faults too", () => {
+    const [device] = parse({
+      devices: [{ bus: 3, address: 80, faults: [{ fault: "disappear" }] }],
+    });
+    assert.ok(device?.kind === "host");
+    assert.deepEqual(device.faults, [{ fault: "disappear" }]);
+  });
+
+  it("refuses a bad fault, naming where it is", () => {
+    refused(
+      {
+        devices: [
+          { bus: "sim", address: 72, model: "lm75", faults: [{ fault: "nack", every: 0 }] },
+        ],
+      },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].faults[0]: "every" must be an integer 1..2147483648, not 0`,
+    );
+    refused(
+      { devices: [{ bus: "sim", address: 72, model: "lm75", stretch: { usPerByte: 10001 } }] },
+      "CONFIG_INVALID",
+      `${FILE}: devices[0].stretch: "usPerByte" must be an integer 0..10000, not 10001`,
+    );
+  });
+});
+
 describe("parseConfigText refuses", () => {
   it("text that is not JSON", () => {
     assert.throws(
@@ -216,7 +266,7 @@ describe("parseConfigText refuses", () => {
     refused(
       { devices: [{ bus: "sim", address: 1, model: "lm75", adress: 2 }] },
       "CONFIG_INVALID",
-      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options, readOnly, pointerBytes, shared)`,
+      `${FILE}: devices[0].adress: unknown key (expected one of: bus, address, model, module, options, readOnly, pointerBytes, shared, faults, stretch)`,
     );
   });
 

@@ -18,6 +18,9 @@
  * the address on the adapter when the guest sees the device at `address`. A read-only device may say
  * `"pointerBytes": 1 | 2`, the width of its register pointer (default 1; 2 for 16-bit word addresses,
  * 24c32 and larger EEPROMs): the only write it takes is exactly that many bytes before a read.
+ * Every device may say `"faults": [{"fault": "nack", "every": 3}, ...]` (the faults every guest
+ * that reaches it starts with) and `"stretch": {"usPerTransfer": N, "usPerByte": N}` (clock
+ * stretching); src/i2c/faults.ts owns their fields.
  * @module
  */
 
@@ -25,6 +28,13 @@ import { dirname, resolve } from "node:path";
 import { isPointerBytes, type PointerBytes } from "../i2c/access.js";
 import { hex, I2C_MAX_ADDR } from "../i2c/bus.js";
 import { SIM_BUS } from "../i2c/device-list.js";
+import {
+  FaultError,
+  type FaultSpec,
+  parseFaultSpec,
+  parseStretch,
+  type Stretch,
+} from "../i2c/faults.js";
 import type { DeviceConfig } from "./devices.js";
 import { ConfigError, describeValue, reasonOf } from "./errors.js";
 import { readConfigInput } from "./trusted-input.js";
@@ -64,8 +74,19 @@ const SIM_KEYS = [
   "readOnly",
   "pointerBytes",
   "shared",
+  "faults",
+  "stretch",
 ] as const;
-const HOST_KEYS = ["bus", "address", "hostAddress", "readOnly", "pointerBytes", "shared"] as const;
+const HOST_KEYS = [
+  "bus",
+  "address",
+  "hostAddress",
+  "readOnly",
+  "pointerBytes",
+  "shared",
+  "faults",
+  "stretch",
+] as const;
 /** Highest socket index a "sockets" key may name (the daemon serves at most 64). */
 const MAX_SOCKET_INDEX = 63;
 const DECIMAL = /^[0-9]+$/;
@@ -191,6 +212,7 @@ class SchemaReader {
         model: this.#model(device, keyPath),
         options: this.#options(device.options, `${keyPath}.options`),
         ...this.#flags(device, keyPath),
+        ...this.#faults(device, keyPath),
         origin,
       };
     }
@@ -211,6 +233,7 @@ class SchemaReader {
       ...(typeof device.bus === "string" ? { adapterName: device.bus } : {}),
       address: this.#address(device.address, `${keyPath}.address`),
       ...this.#flags(device, keyPath),
+      ...this.#faults(device, keyPath),
       origin,
     };
     if ("hostAddress" in device) {
@@ -249,6 +272,41 @@ class SchemaReader {
       if (value !== 1) flags.pointerBytes = value;
     }
     return flags;
+  }
+
+  /** `faults` (an array of fault objects) and `stretch`, when given; see src/i2c/faults.ts. */
+  #faults(
+    device: Record<string, unknown>,
+    keyPath: string,
+  ): { faults?: FaultSpec[]; stretch?: Stretch } {
+    const checked = <T>(where: string, parse: () => T): T => {
+      try {
+        return parse();
+      } catch (err) {
+        if (!(err instanceof FaultError)) throw err;
+        throw new ConfigError("CONFIG_INVALID", `${this.#file}: ${where}: ${err.message}`, {
+          cause: err,
+        });
+      }
+    };
+    const result: { faults?: FaultSpec[]; stretch?: Stretch } = {};
+    if ("faults" in device) {
+      const where = `${keyPath}.faults`;
+      if (!Array.isArray(device.faults)) {
+        this.#fail(where, `an array of faults like [{"fault": "nack", "every": 3}]`, device.faults);
+      }
+      result.faults = device.faults.map((entry: unknown, i) => {
+        const at = `${where}[${i}]`;
+        const fields = this.#object(entry, at, `a fault object like {"fault": "nack"}`);
+        return checked(at, () => parseFaultSpec(fields));
+      });
+    }
+    if ("stretch" in device) {
+      const where = `${keyPath}.stretch`;
+      const fields = this.#object(device.stretch, where, `{"usPerTransfer": N, "usPerByte": N}`);
+      result.stretch = checked(where, () => parseStretch(fields));
+    }
+    return result;
   }
 
   #model(device: Record<string, unknown>, keyPath: string): string | { module: string } {

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { DeviceDirectory } from "../config/devices.js";
+import { ChipFaults } from "../i2c/faults.js";
 import { findModel, ModelError, modelContext, type SimDevice } from "../i2c/model.js";
 import { silentLogger } from "../log.js";
 import { answerChipRequest, describeChips, inProcessChips } from "./chip-host.js";
@@ -49,6 +50,7 @@ function directoryOf(...chips: [number, SimDevice, number[]][]): DeviceDirectory
     address,
     model: `model-${address.toString(16)}`,
     device,
+    faults: new ChipFaults(address),
     key: `chip-${address.toString(16)}-${sockets.join(",")}`,
     sockets,
   }));
@@ -221,6 +223,14 @@ describe("chipAccess over a cloning loopback", () => {
     '{"cmd":"get","addr":72,"property":"temperature"}',
     '{"cmd":"read","addr":80,"offset":0,"length":2}',
     '{"cmd":"set","addr":32,"property":"broken","value":"2"}',
+    "fault 0x48 nack every=3",
+    "fault 0:0x48 corrupt byte=1",
+    '{"cmd":"fault","addr":"0x50","fault":"stall","ms":20,"count":1}',
+    "faults",
+    "fault 1:0x48 nack",
+    "fault 0x48 explode",
+    "fault 0x48 clear",
+    "faults",
   ];
 
   it("answers every line exactly as the chips in process do", async () => {
@@ -239,6 +249,44 @@ describe("chipAccess over a cloning loopback", () => {
       "error EINVAL cannot set broken: never\n",
     );
     assert.equal(await handleLine(cloned, "read 0x50 0 8", silentLogger), "ok 0102030405ffffff\n");
+  });
+
+  it("sets, lists and clears faults per guest: a bare address reaches every guest of the chip", async () => {
+    const shared = lm75();
+    const directory = directoryOf([0x48, shared, [0, 2]]);
+    const chips = clonedChips(() => directory);
+    const ask = async (line: string) => (await handleLine(chips, line, silentLogger)) ?? "";
+    assert.equal(await ask("fault 0x48 nack every=3"), "ok nack every=3\n");
+    assert.equal(await ask("fault 2:0x48 stall ms=5"), "ok stall ms=5\n");
+    assert.deepEqual(JSON.parse((await ask("faults")).slice(3)), [
+      {
+        name: "0:0x48",
+        guest: 0,
+        model: "model-48",
+        faults: [{ fault: "nack every=3", injected: 0, left: null }],
+        injected: 0,
+      },
+      {
+        name: "2:0x48",
+        guest: 2,
+        model: "model-48",
+        faults: [
+          { fault: "nack every=3", injected: 0, left: null },
+          { fault: "stall ms=5", injected: 0, left: null },
+        ],
+        injected: 0,
+      },
+    ]);
+    const faults = directory[0]?.faults;
+    assert.equal(faults?.forGuest(2).list().length, 2, "the chip's own fault state changed");
+    assert.equal(
+      await ask("fault 1:0x48 nack"),
+      "error ENODEV guest 1 has no emulated device at 0x48\n",
+    );
+    assert.match(await ask("fault 0x48 nack every=x"), /^error EUSAGE "every" must be an integer/);
+    assert.equal(await ask("fault 2:0x48 clear"), "ok 2\n");
+    assert.equal(await ask("fault 0x48 clear"), "ok 1\n");
+    assert.equal(await ask("faults"), "ok []\n");
   });
 
   it("a reply that answers another operation is a fault, not a value", async () => {

@@ -102,6 +102,16 @@ function property(
   return { found, describedAs };
 }
 
+/** The guests given, each checked to see the chip (a fault never reaches a guest that does not). */
+function seenBy({ entry, label }: Target, guests: readonly number[]): readonly number[] {
+  for (const guest of guests) {
+    if (!entry.sockets.includes(guest)) {
+      throw new ControlError("ENODEV", `guest ${guest} does not see ${label}`);
+    }
+  }
+  return guests;
+}
+
 /** A copy holding only `bytes`: a view of a larger buffer would carry all of it across threads. */
 function ownBytes(bytes: Uint8Array): Uint8Array {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
@@ -143,6 +153,26 @@ function answer(directory: DeviceDirectory, request: ChipRequest): ChipReply {
       callModel("write", () => memory?.write(offset, data));
       return { op: "write" };
     }
+    case "setFault":
+      for (const guest of seenBy(chip, request.guests)) {
+        chip.entry.faults.forGuest(guest).add(request.fault);
+      }
+      return { op: "setFault" };
+    case "clearFaults": {
+      let removed = 0;
+      for (const guest of seenBy(chip, request.guests)) {
+        removed += chip.entry.faults.forGuest(guest).clear();
+      }
+      return { op: "clearFaults", removed };
+    }
+    case "faults":
+      return {
+        op: "faults",
+        guests: chip.entry.sockets.map((guest) => {
+          const faults = chip.entry.faults.forGuest(guest);
+          return { guest, faults: faults.list(), injected: faults.injected };
+        }),
+      };
   }
 }
 

@@ -9,6 +9,7 @@
  * @module
  */
 
+import type { FaultSpec, FaultStatus } from "../i2c/faults.js";
 import type { DeviceProperty } from "../i2c/model.js";
 import { ControlError, type ControlErrorCode } from "./protocol.js";
 
@@ -61,7 +62,27 @@ export type ChipRequest =
       readonly chip: ChipId;
       readonly offset: number;
       readonly data: Uint8Array;
-    };
+    }
+  /** Sets the fault for each of `guests` (sockets that see the chip). */
+  | {
+      readonly op: "setFault";
+      readonly chip: ChipId;
+      readonly guests: readonly number[];
+      readonly fault: FaultSpec;
+    }
+  /** Removes every fault of the chip for each of `guests`. */
+  | { readonly op: "clearFaults"; readonly chip: ChipId; readonly guests: readonly number[] }
+  /** The chip's faults, per guest that sees it. */
+  | { readonly op: "faults"; readonly chip: ChipId };
+
+/** One guest's faults on one chip. */
+export interface GuestFaults {
+  readonly guest: number;
+  /** The faults still set. */
+  readonly faults: readonly FaultStatus[];
+  /** Every firing so far, of faults still set or since removed. */
+  readonly injected: number;
+}
 
 /**
  * A refusal or failure, as the client hears it: `error <code> <message>`. A ControlError becomes its
@@ -82,6 +103,11 @@ export type ChipReply =
   /** A copy of its own: no view of a larger buffer travels. */
   | { readonly op: "read"; readonly bytes: Uint8Array }
   | { readonly op: "write" }
+  | { readonly op: "setFault" }
+  /** How many faults were removed, over all the guests. */
+  | { readonly op: "clearFaults"; readonly removed: number }
+  /** In socket order. */
+  | { readonly op: "faults"; readonly guests: readonly GuestFaults[] }
   | { readonly op: "failed"; readonly error: ChipError }
   /** A fault of the answering code itself, not of the model: logged, the client hears "internal error". */
   | { readonly op: "crashed"; readonly reason: string };
@@ -115,6 +141,10 @@ export interface ChipAccess {
   setProperty(chip: ChipId, name: string, value: string): Promise<PropertyValue>;
   readMemory(chip: ChipId, offset: number, length: number): Promise<Uint8Array>;
   writeMemory(chip: ChipId, offset: number, data: Uint8Array): Promise<void>;
+  setFault(chip: ChipId, guests: readonly number[], fault: FaultSpec): Promise<void>;
+  /** Resolves with how many faults were removed. */
+  clearFaults(chip: ChipId, guests: readonly number[]): Promise<number>;
+  listFaults(chip: ChipId): Promise<readonly GuestFaults[]>;
 }
 
 /** The property `name` of `chip` (called `label` in messages). Throws ENOPROP. */
@@ -205,6 +235,23 @@ export function chipAccess(transport: ChipTransport): ChipAccess {
       const request = { op: "write", chip, offset, data } as const;
       const reply = await answered(transport, request);
       if (reply.op !== "write") throw mismatch(request, reply);
+    },
+    async setFault(chip, guests, fault) {
+      const request = { op: "setFault", chip, guests, fault } as const;
+      const reply = await answered(transport, request);
+      if (reply.op !== "setFault") throw mismatch(request, reply);
+    },
+    async clearFaults(chip, guests) {
+      const request = { op: "clearFaults", chip, guests } as const;
+      const reply = await answered(transport, request);
+      if (reply.op !== "clearFaults") throw mismatch(request, reply);
+      return reply.removed;
+    },
+    async listFaults(chip) {
+      const request = { op: "faults", chip } as const;
+      const reply = await answered(transport, request);
+      if (reply.op !== "faults") throw mismatch(request, reply);
+      return reply.guests;
     },
   };
 }

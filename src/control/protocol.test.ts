@@ -53,6 +53,29 @@ describe("parseLine text commands", () => {
     });
   });
 
+  it("parses fault commands: a fault with its fields, clear, and the faults listing", () => {
+    assert.deepEqual(parseLine("fault 1:0x48 nack every=3")?.command, {
+      cmd: "fault",
+      guest: 1,
+      addr: 0x48,
+      fault: { fault: "nack", every: 3 },
+    });
+    assert.deepEqual(parseLine("fault 0x50 clear")?.command, {
+      cmd: "fault",
+      addr: 0x50,
+      fault: "clear",
+    });
+    assert.deepEqual(parseLine("faults")?.command, { cmd: "faults" });
+    assert.deepEqual(
+      parseLine('{"cmd":"fault","addr":"0x48","guest":1,"fault":"corrupt","byte":2,"xor":"0x01"}')
+        ?.command,
+      { cmd: "fault", guest: 1, addr: 0x48, fault: { fault: "corrupt", byte: 2, xor: 1 } },
+    );
+    assert.match(usageError("fault 0x48").message, /expected an address and a fault/);
+    assert.match(usageError("fault 0x48 nack every").message, /"every" is not key=value/);
+    assert.match(usageError("fault 0x48 melt").message, /"fault" must be one of/);
+  });
+
   it("takes an address qualified by the guest, <guest>:<address>, in every device command", () => {
     assert.deepEqual(parseLine("set 1:0x48 temperature 30")?.command, {
       cmd: "set",

@@ -6,6 +6,7 @@
  */
 
 import { CodedError } from "../errors.js";
+import { FaultError, type FaultSpec, parseFaultWords } from "../i2c/faults.js";
 
 /** Longest accepted command line in bytes (without its newline); longer lines end the connection. */
 export const MAX_LINE_BYTES = 64 * 1024;
@@ -28,7 +29,10 @@ export type Command =
   | (DeviceRef & { readonly cmd: "get"; readonly property: string })
   | (DeviceRef & { readonly cmd: "set"; readonly property: string; readonly value: string })
   | (DeviceRef & { readonly cmd: "read"; readonly offset: number; readonly length: number })
-  | (DeviceRef & { readonly cmd: "write"; readonly offset: number; readonly data: Uint8Array });
+  | (DeviceRef & { readonly cmd: "write"; readonly offset: number; readonly data: Uint8Array })
+  /** Sets a fault on the device (for the guest given, else every guest that sees it), or clears them. */
+  | (DeviceRef & { readonly cmd: "fault"; readonly fault: FaultSpec | "clear" })
+  | { readonly cmd: "faults" };
 
 export type CommandName = Command["cmd"];
 
@@ -63,6 +67,8 @@ export const USAGE: Readonly<Record<CommandName, string>> = {
   set: "set <addr> <property> <value>",
   read: "read <addr> <offset> <length>",
   write: "write <addr> <offset> <hex>",
+  fault: "fault <addr> <kind> [<key>=<value>...] | fault <addr> clear",
+  faults: "faults",
 };
 
 export const HELP_TEXT = `commands: ${Object.values(USAGE).join("; ")} (numbers decimal or 0x hex; <addr> is a guest address, or <guest>:<address> such as 1:0x48 for the device guest 1 sees; read/write at most ${MAX_DATA_BYTES} bytes)`;
@@ -148,6 +154,22 @@ function hexArg(cmd: CommandName, word: string): Uint8Array {
   return data;
 }
 
+/** `fault <addr> clear`, or `fault <addr> <kind> [<key>=<value>...]` (src/i2c/faults.ts). */
+function faultCommand(args: readonly string[]): Command {
+  const [addr, ...spec] = args;
+  if (addr === undefined || spec.length === 0) {
+    throw usage("fault", `expected an address and a fault, got ${args.length} argument(s)`);
+  }
+  if (spec.length === 1 && spec[0] === "clear")
+    return { cmd: "fault", ...deviceArg("fault", addr), fault: "clear" };
+  try {
+    return { cmd: "fault", ...deviceArg("fault", addr), fault: parseFaultWords(spec) };
+  } catch (error) {
+    if (error instanceof FaultError) throw usage("fault", error.message);
+    throw error;
+  }
+}
+
 /** Parses the words of a text command (the CLI passes its argv words here too). */
 export function parseWords(words: readonly string[]): Command {
   const [name, ...args] = words;
@@ -156,6 +178,7 @@ export function parseWords(words: readonly string[]): Command {
   if (!isCommandName(cmd)) {
     throw new ControlError("EUSAGE", `unknown command "${name}"; ${HELP_TEXT}`);
   }
+  if (cmd === "fault") return faultCommand(args);
   const arity = USAGE[cmd].split(" ").length - 1;
   if (args.length !== arity) throw usage(cmd, `expected ${arity} argument(s), got ${args.length}`);
   const [a = "", b = "", c = ""] = args;
@@ -163,6 +186,7 @@ export function parseWords(words: readonly string[]): Command {
     case "help":
     case "list":
     case "stats":
+    case "faults":
       return { cmd };
     case "get":
       return { cmd, ...deviceArg(cmd, a), property: b };
@@ -203,6 +227,9 @@ const JSON_FIELDS: Readonly<Record<CommandName, readonly string[]>> = {
   set: ["addr", "property", "value"],
   read: ["addr", "offset", "length"],
   write: ["addr", "offset", "data"],
+  // "fault" and its own fields (every, count, ...) follow: see parseJsonCommand.
+  fault: ["addr", "fault"],
+  faults: [],
 };
 
 function parseJsonCommand(line: string): Command {
@@ -227,6 +254,13 @@ function parseJsonCommand(line: string): Command {
     // A "guest" field qualifies the address like the text form "1:0x48".
     const guest = key === "addr" ? jsonWord(record, "guest") : undefined;
     words.push(guest === undefined ? word : `${guest}:${word}`);
+  }
+  if (cmd === "fault") {
+    // The fault's own fields become key=value words, as typed after `fault <addr> <kind>`.
+    for (const key of Object.keys(record)) {
+      if (key === "cmd" || key === "guest" || JSON_FIELDS.fault.includes(key)) continue;
+      words.push(`${key}=${jsonWord(record, key)}`);
+    }
   }
   return parseWords(words);
 }

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import { scaled } from "../../test/helpers/time.js";
 import type { DeviceDirectory } from "../config/devices.js";
+import { ChipFaults } from "../i2c/faults.js";
 import type { SimDevice } from "../i2c/model.js";
 import { createLogger, silentLogger } from "../log.js";
 import { SocketFileError } from "../sys/socket-file.js";
@@ -100,8 +101,22 @@ describe("ControlServer", () => {
     path = join(dir, `${t.name.replace(/\W+/g, "_").slice(0, 40)}.sock`);
     sensor = fakeDevice();
     directory = [
-      { address: 0x48, model: "fake-sensor", device: sensor, key: "k1", sockets: [0] },
-      { address: 0x50, model: "plain", device: { targets: [] }, key: "k2", sockets: [0] },
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "fake-sensor",
+        device: sensor,
+        key: "k1",
+        sockets: [0],
+      },
+      {
+        address: 0x50,
+        faults: new ChipFaults(0x50),
+        model: "plain",
+        device: { targets: [] },
+        key: "k2",
+        sockets: [0],
+      },
     ];
     log = collectingLogger();
     server = ControlServer.listen(path, chips, { logger: log.logger });
@@ -316,7 +331,16 @@ describe("runControlCommand", () => {
     dir = mkdtempSync(join(tmpdir(), "control-cli-"));
     path = join(dir, "control.sock");
     sensor = fakeDevice();
-    const directory = [{ address: 0x48, model: "fake", device: sensor, key: "k3", sockets: [0] }];
+    const directory = [
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "fake",
+        device: sensor,
+        key: "k3",
+        sockets: [0],
+      },
+    ];
     server = ControlServer.listen(
       path,
       inProcessChips(() => directory),
@@ -388,9 +412,30 @@ describe("devices of several guests (per-guest lists)", () => {
   const own = fakeDevice();
   const memory = fakeDevice();
   const directory: DeviceDirectory = [
-    { address: 0x48, model: "fake-sensor", device: shared, key: "k4", sockets: [0, 2] },
-    { address: 0x48, model: "other-sensor", device: own, key: "k5", sockets: [1] },
-    { address: 0x50, model: "fake-memory", device: memory, key: "k6", sockets: [1] },
+    {
+      address: 0x48,
+      faults: new ChipFaults(0x48),
+      model: "fake-sensor",
+      device: shared,
+      key: "k4",
+      sockets: [0, 2],
+    },
+    {
+      address: 0x48,
+      faults: new ChipFaults(0x48),
+      model: "other-sensor",
+      device: own,
+      key: "k5",
+      sockets: [1],
+    },
+    {
+      address: 0x50,
+      faults: new ChipFaults(0x50),
+      model: "fake-memory",
+      device: memory,
+      key: "k6",
+      sockets: [1],
+    },
   ];
   const chips = inProcessChips(() => directory);
   const answer = async (line: string) => (await handleLine(chips, line, silentLogger)) ?? "";
@@ -464,7 +509,14 @@ describe("ControlServer follows its directory source", () => {
     const second = fakeDevice();
     second.temperature = 50;
     let current: DeviceDirectory = [
-      { address: 0x48, model: "old", device: first, key: "k7", sockets: [0] },
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "old",
+        device: first,
+        key: "k7",
+        sockets: [0],
+      },
     ];
     const server = ControlServer.listen(
       join(dir, "c.sock"),
@@ -473,7 +525,16 @@ describe("ControlServer follows its directory source", () => {
     const client = await ControlClient.connect(join(dir, "c.sock"));
     try {
       assert.equal(await client.request("get 0x48 temperature"), "ok 25");
-      current = [{ address: 0x49, model: "new", device: second, key: "k8", sockets: [0] }];
+      current = [
+        {
+          address: 0x49,
+          faults: new ChipFaults(0x49),
+          model: "new",
+          device: second,
+          key: "k8",
+          sockets: [0],
+        },
+      ];
       // The same connection, no reconnect: the next command sees the new devices.
       assert.match(await client.request("get 0x48 temperature"), /^error ENODEV /);
       assert.equal(await client.request("get 0x49 temperature"), "ok 50");
@@ -565,7 +626,16 @@ describe("ControlServer over chips that answer asynchronously", () => {
 
   it("answers pipelined commands in order, each after the one before it took effect", async () => {
     const sensor = fakeDevice();
-    const directory = [{ address: 0x48, model: "fake", device: sensor, key: "k9", sockets: [0] }];
+    const directory = [
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "fake",
+        device: sensor,
+        key: "k9",
+        sockets: [0],
+      },
+    ];
     // Each answer comes sooner than the one before: answered side by side, they would cross.
     let pending = 40;
     const chips = delayedChips(directory, () => sleep(2 * pending--));
@@ -594,7 +664,16 @@ describe("ControlServer over chips that answer asynchronously", () => {
 
   it("a slow answer on one connection does not hold up another", async () => {
     const sensor = fakeDevice();
-    const directory = [{ address: 0x48, model: "fake", device: sensor, key: "k10", sockets: [0] }];
+    const directory = [
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "fake",
+        device: sensor,
+        key: "k10",
+        sockets: [0],
+      },
+    ];
     let release = () => {};
     const held = new Promise<void>((resolve) => {
       release = resolve;
@@ -626,7 +705,16 @@ describe("ControlServer over chips that answer asynchronously", () => {
 
   it("answers ETIMEDOUT when the chips never answer, then serves the next command", async () => {
     const sensor = fakeDevice();
-    const directory = [{ address: 0x48, model: "fake", device: sensor, key: "k11", sockets: [0] }];
+    const directory = [
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "fake",
+        device: sensor,
+        key: "k11",
+        sockets: [0],
+      },
+    ];
     const never = new Promise<void>(() => {});
     const chips = delayedChips(directory, (name) =>
       name === "temperature" ? never : Promise.resolve(),
@@ -675,7 +763,14 @@ describe("ControlServer over chips that answer asynchronously", () => {
   it("a transport that fails is answered as an internal error and logged", async () => {
     const path = join(dir, "broken.sock");
     const directory = [
-      { address: 0x48, model: "fake", device: fakeDevice(), key: "k12", sockets: [0] },
+      {
+        address: 0x48,
+        faults: new ChipFaults(0x48),
+        model: "fake",
+        device: fakeDevice(),
+        key: "k12",
+        sockets: [0],
+      },
     ];
     const { lines, logger } = collectingLogger();
     const chips = chipAccess({

@@ -11,6 +11,7 @@
  */
 
 import { createServer, type Server, type Socket } from "node:net";
+import { type FaultStatus, formatFault } from "../i2c/faults.js";
 import { type Logger, rateLimitedLogger, silentLogger } from "../log.js";
 import { closeFd, dupFd } from "../sys/fd.js";
 import { socketPeerCredentials } from "../sys/peer-credentials.js";
@@ -99,7 +100,7 @@ function describeGuests(sockets: readonly number[]): string {
 }
 
 /** The one chip `ref` names. Throws ENODEV, or EAMBIGUOUS listing the qualified names. */
-function lookup(directory: ChipDirectory, ref: DeviceRef): ChipDescription {
+export function lookup(directory: ChipDirectory, ref: DeviceRef): ChipDescription {
   const { addr, guest } = ref;
   const found = directory.filter(
     (chip) => chip.address === addr && (guest === undefined || chip.sockets.includes(guest)),
@@ -201,7 +202,56 @@ export async function executeCommand(
       );
       return { text: String(data.length), value: data.length };
     }
+    case "fault": {
+      const chip = lookup(await chips.directory(), command);
+      const ref = formatDeviceRef(command);
+      // A qualified address scopes the fault to that guest; a bare one to every guest of the chip.
+      const guests = command.guest === undefined ? chip.sockets : [command.guest];
+      if (command.fault === "clear") {
+        const removed = await chips.clearFaults(chip.id, guests);
+        logger.info(`control fault ${ref} clear (${removed} removed)`);
+        return { text: String(removed), value: removed };
+      }
+      await chips.setFault(chip.id, guests, command.fault);
+      const text = formatFault(command.fault);
+      logger.info(`control fault ${ref} ${text} (${describeGuests(guests)})`);
+      return { text, value: text };
+    }
+    case "faults": {
+      const list = await listFaults(chips);
+      return { text: JSON.stringify(list), value: list };
+    }
   }
+}
+
+/** One entry of the `faults` reply: a chip as one guest sees it. */
+export interface FaultSummary {
+  /** What commands may call it for that guest: `guest:address` when the chip has several guests. */
+  readonly name: string;
+  readonly guest: number;
+  readonly model: string;
+  readonly faults: readonly FaultStatus[];
+  readonly injected: number;
+}
+
+/** Every chip and guest with a fault set or injected so far, in directory then socket order. */
+async function listFaults(chips: ChipAccess): Promise<FaultSummary[]> {
+  const directory = await chips.directory();
+  const perChip = await Promise.all(directory.map((chip) => chips.listFaults(chip.id)));
+  return directory.flatMap((chip, i) =>
+    (perChip[i] ?? [])
+      .filter(({ faults, injected }) => faults.length > 0 || injected > 0)
+      .map(({ guest, faults, injected }) => ({
+        name:
+          chip.sockets.length === 1
+            ? nameOf(directory, chip)
+            : formatDeviceRef({ addr: chip.address, guest }),
+        guest,
+        model: chip.model,
+        faults,
+        injected,
+      })),
+  );
 }
 
 /** What a command runs with besides the chips. */

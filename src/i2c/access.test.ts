@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import { r, w } from "../../test/helpers/i2c-messages.js";
 import { GuardedBus, type PointerBytes, readOnlyViolation } from "./access.js";
 import type { I2cBus, I2cMessage } from "./bus.js";
 
@@ -10,16 +11,6 @@ const RO = new Map<number, PointerBytes>([
   [0x57, 2],
 ]);
 const RO_50 = new Map<number, PointerBytes>([[0x50, 1]]);
-const w = (addr: number, ...bytes: number[]): I2cMessage => ({
-  addr,
-  read: false,
-  buf: Uint8Array.from(bytes),
-});
-const r = (addr: number, length: number): I2cMessage => ({
-  addr,
-  read: true,
-  buf: new Uint8Array(length),
-});
 
 /** An inner bus that records every transfer it is given. */
 function recordingBus(kind: "sync" | "async"): I2cBus & { seen: I2cMessage[][] } {

@@ -15,6 +15,12 @@ export interface I2cMessage {
   addr: number;
   read: boolean;
   buf: Uint8Array;
+  /**
+   * The fault a fault layer (src/i2c/faults.ts FaultBus) injected into this message, as trace lines
+   * show it (`0x48: nack every=3`); set during transfer(), read by whoever made the message once it
+   * completed. Absent or null: none. Whoever reuses message objects clears it.
+   */
+  injected?: string | null;
 }
 
 /** A bus that runs whole transfers: repeated START between messages, one STOP at the end. */

@@ -160,6 +160,12 @@ export interface ModelDefinition {
   /** "24c32", "lm75", "ds1307", "register-file". */
   readonly name: string;
   readonly description: string;
+  /**
+   * The upstream Linux driver that binds to the chip under `name` (its I2C device id), as
+   * `[subsystem ]module`: "at24", "hwmon lm75", "rtc rtc-ds1307". Absent when none is meant
+   * (the guest uses i2c-dev). Documentation: README's model table shows it.
+   */
+  readonly linuxDriver?: string;
   readonly options?: ObjectSchema;
   create(options: Readonly<Record<string, unknown>>, context: ModelContext): SimDevice;
 }
@@ -203,13 +209,15 @@ export interface BackingStore {
 export function defineModel<const S extends ObjectSchema>(definition: {
   readonly name: string;
   readonly description: string;
+  readonly linuxDriver?: string;
   readonly options: S;
   create(options: OptionValue<S>, context: ModelContext): SimDevice;
 }): ModelDefinition {
-  const { name, description, options: schema } = definition;
+  const { name, description, linuxDriver, options: schema } = definition;
   return {
     name,
     description,
+    ...(linuxDriver !== undefined && { linuxDriver }),
     options: schema,
     create(options, context) {
       return definition.create(validateOptions(schema, options, name), context);

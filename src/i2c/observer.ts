@@ -39,6 +39,11 @@ export interface TransferRecord {
   readonly failedIndex: number;
   /** Why an `error` happened ("address 0x51 not listed"); null for ok and nack. */
   readonly reason: string | null;
+  /**
+   * Faults injected into this transfer (src/i2c/faults.ts), by message index: `fault` names the
+   * device and the fault (`0x48: nack every=3`). Empty when none was.
+   */
+  readonly injected: readonly { readonly index: number; readonly fault: string }[];
   /** When the transfer started, in ms since the epoch (with fractions). */
   readonly startTime: number;
   /** How long the bus took, in microseconds (0 when refused before reaching a bus). */

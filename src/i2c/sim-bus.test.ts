@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { r, w } from "../../test/helpers/i2c-messages.js";
 import { createLogger } from "../log.js";
-import type { I2cMessage } from "./bus.js";
 import type { I2cDeviceModel } from "./model.js";
 import { SimBus } from "./sim-bus.js";
 
@@ -36,17 +36,6 @@ class RecordingModel implements I2cDeviceModel {
     this.#maybeThrow("stop");
   }
 }
-
-const w = (addr: number, ...bytes: number[]): I2cMessage => ({
-  addr,
-  read: false,
-  buf: Uint8Array.from(bytes),
-});
-const r = (addr: number, len: number): I2cMessage => ({
-  addr,
-  read: true,
-  buf: new Uint8Array(len),
-});
 
 describe("SimBus.transfer", () => {
   it("runs messages in order with one stop at the end", () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { NO_WRITE_CYCLE } from "../../test/helpers/eeprom.js";
 import type { ModelDriver } from "../../test/helpers/virtqueue.js";
 import { createLogger } from "../log.js";
 import { DriverPackedQueue } from "../virtio/driver-packed-queue.js";
@@ -9,9 +10,9 @@ import { createArrayGuestMemory } from "../virtio/guest-memory.js";
 import { PackedQueue, WRAP_BIT } from "../virtio/packed-queue.js";
 import { SplitQueue } from "../virtio/split-queue.js";
 import { AddressMap, type I2cBus, type I2cMessage } from "./bus.js";
-import { createModel, type I2cDeviceModel } from "./model.js";
+import { createModel, findModel, type I2cDeviceModel, modelContext } from "./model.js";
 import { RequestFlag, RequestStatus, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST } from "./protocol.js";
-import { SimBus } from "./sim-bus.js";
+import { SimBus, simTargets } from "./sim-bus.js";
 import { VirtioI2cDevice } from "./virtio-i2c.js";
 
 interface Msg {
@@ -204,8 +205,10 @@ describe("VirtioI2cDevice", () => {
   for (const indirect of [true, false]) {
     it(`runs a write then a combined write+read on a 24c02 (${indirect ? "indirect" : "direct"} descriptors)`, () => {
       const guest = new Guest();
-      const eeprom = createModel("24c02");
-      const device = makeDevice([{ bus: new SimBus(new Map([[0x50, eeprom]])), addrs: [0x50] }]);
+      // No write cycle: the combined read follows the write at once.
+      const eeprom = findModel("24c02").create(NO_WRITE_CYCLE, modelContext({ address: 0x50 }));
+      const bus = new SimBus(simTargets(new Map([[0x50, eeprom]])));
+      const device = makeDevice([{ bus, addrs: [0x50] }]);
       const write = guest.submit([{ addr: 0x50, data: [0x10, 1, 2, 3] }], { indirect });
       const [addr, read] = guest.submit(
         [

@@ -395,11 +395,13 @@ export class VirtioI2cDevice implements VhostUserDevice {
         const buf = view ?? copyOf(memory, r);
         prepared.copyBack[i - start] = r.read && r.length > 0 && view === null;
         const msg = prepared.msgs[i - start];
-        if (msg === undefined) prepared.msgs.push({ addr: hostAddr, read: r.read, buf });
+        if (msg === undefined)
+          prepared.msgs.push({ addr: hostAddr, read: r.read, buf, injected: null });
         else {
           msg.addr = hostAddr;
           msg.read = r.read;
           msg.buf = buf;
+          msg.injected = null;
         }
       }
       return prepared;
@@ -535,6 +537,7 @@ export class VirtioI2cDevice implements VhostUserDevice {
       result: failure !== null ? "error" : done < requests.length ? "nack" : "ok",
       failedIndex: failure?.index ?? done,
       reason: failure?.reason ?? null,
+      injected: injectedFaults(prepared),
       startTime: performance.timeOrigin + startedAt,
       durationUs: prepared === null ? 0 : Math.round((performance.now() - startedAt) * 1000),
     };
@@ -556,6 +559,15 @@ export class VirtioI2cDevice implements VhostUserDevice {
 function ownTransfer(transfer: Transfer): Transfer {
   const { requests, start, end, queue, generation } = transfer;
   return { requests: requests.slice(start, end), start: 0, end: end - start, queue, generation };
+}
+
+/** The faults a fault layer injected, per message (TransferRecord.injected). */
+function injectedFaults(prepared: PreparedTransfer | null): TransferRecord["injected"] {
+  const injected: { index: number; fault: string }[] = [];
+  prepared?.msgs.forEach((msg, index) => {
+    if (msg.injected) injected.push({ index, fault: msg.injected });
+  });
+  return injected;
 }
 
 function newPrepared(bus: I2cBus): PreparedTransfer {

@@ -252,6 +252,100 @@ describe("parseInvocation: set (i2cset)", () => {
   });
 });
 
+describe("parseInvocation: snapshot", () => {
+  it("takes i2cdump's arguments, with byte mode, the whole range and stdout by default", () => {
+    assert.deepEqual(parseInvocation(["snapshot", "-y", "s", "0x48"]), {
+      options: { socket: "s", packed: false, timeoutMs: 5000, queueSize: 128 },
+      command: {
+        name: "snapshot",
+        yes: true,
+        addr: 0x48,
+        mode: "b",
+        first: 0,
+        last: 0xff,
+        rangeGiven: false,
+        skip: [],
+        readOnly: [],
+        as: null,
+        entryOnly: false,
+        output: null,
+      },
+    });
+  });
+
+  it("reads MODE, -r, --skip and --read-only lists, -o and --entry, anywhere on the line", () => {
+    const taken = command(
+      "--skip",
+      "0x10-0x1f, 0x40",
+      "snapshot",
+      "-r",
+      "0-0x7f",
+      "--socket=s",
+      "0x48",
+      "w",
+      "--read-only=0,2-3",
+      "-oout.json",
+      "--entry",
+    );
+    assert.deepEqual(taken, {
+      name: "snapshot",
+      yes: false,
+      addr: 0x48,
+      mode: "w",
+      first: 0,
+      last: 0x7f,
+      rangeGiven: true,
+      skip: [
+        { first: 0x10, last: 0x1f },
+        { first: 0x40, last: 0x40 },
+      ],
+      readOnly: [
+        { first: 0, last: 0 },
+        { first: 2, last: 3 },
+      ],
+      as: null,
+      entryOnly: true,
+      output: "out.json",
+    });
+    assert.equal(
+      (command("s", "snapshot", "--output", "f", "0x50", "i") as { output: string }).output,
+      "f",
+    );
+  });
+
+  it("--as names a 24Cxx EEPROM, read whole: no MODE, range, skip or read-only with it", () => {
+    assert.equal((command("snapshot", "s", "0x50", "--as", "24c32") as { as: string }).as, "24c32");
+    refused(
+      ["snapshot", "s", "0x50", "--as", "lm75"],
+      /--as takes an EEPROM model: 24c01, .*24c512/,
+    );
+    refused(["snapshot", "s", "0x50", "b", "--as", "24c02"], /MODE does not go with --as/);
+    refused(["snapshot", "-r", "0-1", "s", "0x50", "--as", "24c02"], /-r does not go with --as/);
+    refused(["snapshot", "s", "0x50", "--as", "24c02", "--skip", "1"], /--skip does not go/);
+  });
+
+  it("refuses what it cannot run, with the snapshot usage", () => {
+    refused(["snapshot", "s"], "Error: No address specified!");
+    refused(["snapshot", "s", "0x50", "c"], "Error: Invalid mode (b, w or i)!");
+    refused(["snapshot", "s", "0x50", "b", "x"], "Error: Too many arguments!");
+    refused(["snapshot", "-r", "5-4", "s", "0x50"], "Error: Invalid range parameter!");
+    for (const bad of ["", "0x10-", "0x100", "1,,2", "3-1", "x"]) {
+      refused(["snapshot", "--skip", bad, "s", "0x50"], /Invalid --skip list/);
+    }
+    refused(["snapshot", "s", "0x50", "--read-only", "0-0x100"], /Invalid --read-only list/);
+    refused(["snapshot", "s", "0x50", "--entry=1"], "Error: --entry takes no value!");
+    assert.throws(
+      () => parseInvocation(["snapshot", "s"]),
+      (error: unknown) => error instanceof UsageError && error.topic === "snapshot",
+    );
+  });
+
+  it("its long options belong to it alone", () => {
+    refused(["dump", "-y", "s", "0x50", "--skip", "1"], 'Error: Unsupported option "--skip"!');
+    refused(["--entry", "get", "s", "0x50"], 'Error: Unsupported option "--entry"!');
+  });
+});
+
 describe("parseTransferMessages (i2ctransfer syntax)", () => {
   it("reads descriptors, data bytes and reuses the last address", () => {
     assert.deepEqual(parseTransferMessages(["w2@0x50", "0x00", "0x10", "r4@0x50", "r1"], false), [

@@ -7,6 +7,7 @@
  */
 
 import { CodedError } from "../errors.js";
+import { EEPROM_GEOMETRIES } from "../i2c/models/eeprom.js";
 
 /** I2C_RDRW_IOCTL_MAX_MSGS: i2ctransfer's message limit. */
 export const MAX_TRANSFER_MESSAGES = 42;
@@ -19,7 +20,7 @@ export const DEFAULT_TIMEOUT_MS = 5000;
 /** Ring size: room for 42 messages even without indirect descriptors (3 descriptors each). */
 export const DEFAULT_QUEUE_SIZE = 128;
 
-export type CommandName = "detect" | "dump" | "get" | "set" | "transfer" | "info";
+export type CommandName = "detect" | "dump" | "get" | "set" | "transfer" | "info" | "snapshot";
 export const COMMAND_NAMES: readonly CommandName[] = [
   "detect",
   "dump",
@@ -27,6 +28,7 @@ export const COMMAND_NAMES: readonly CommandName[] = [
   "set",
   "transfer",
   "info",
+  "snapshot",
 ];
 
 export interface GlobalOptions {
@@ -41,6 +43,20 @@ export type DetectMode = "auto" | "quick" | "read" | "func";
 export type DumpMode = "b" | "w" | "W" | "c" | "i";
 export type GetMode = "b" | "w" | "c" | "s" | "i";
 export type SetMode = "c" | "b" | "w" | "s" | "i";
+/** How snapshot reads registers: i2cdump's byte, word and I2C block modes. */
+export type SnapshotMode = "b" | "w" | "i";
+
+/** Registers first..last inclusive. */
+export interface RegisterRange {
+  readonly first: number;
+  readonly last: number;
+}
+
+/** The registers i2cdump's `-r FIRST-LAST` names (all 256 without it). */
+export interface ProbedRegisters extends RegisterRange {
+  /** `-r` was given: the prompt says the range is limited. */
+  readonly rangeGiven: boolean;
+}
 
 /** One i2ctransfer message: `data` for writes (length = data.length), `length` for reads. */
 export type TransferMessage =
@@ -59,17 +75,14 @@ export type Command =
       readonly first: number;
       readonly last: number;
     }
-  | {
+  | ({
       readonly name: "dump";
       readonly yes: boolean;
       readonly addr: number;
       readonly mode: DumpMode;
       /** No MODE argument: i2cdump says so on stderr. */
       readonly modeDefaulted: boolean;
-      readonly first: number;
-      readonly last: number;
-      readonly rangeGiven: boolean;
-    }
+    } & ProbedRegisters)
   | {
       readonly name: "get";
       readonly yes: boolean;
@@ -95,7 +108,23 @@ export type Command =
       readonly yes: boolean;
       readonly verbose: boolean;
       readonly messages: readonly TransferMessage[];
-    };
+    }
+  | ({
+      readonly name: "snapshot";
+      readonly yes: boolean;
+      readonly addr: number;
+      readonly mode: SnapshotMode;
+      /** Registers never touched (`--skip`): clear-on-read, FIFOs, anything with side effects. */
+      readonly skip: readonly RegisterRange[];
+      /** Registers the entry marks read-only (`--read-only`). */
+      readonly readOnly: readonly RegisterRange[];
+      /** A 24Cxx EEPROM model (`--as`): read its whole memory and write a model entry. */
+      readonly as: string | null;
+      /** The device entry alone (`--entry`) instead of a whole config file. */
+      readonly entryOnly: boolean;
+      /** Where the JSON goes (`-o`); null: stdout. */
+      readonly output: string | null;
+    } & ProbedRegisters);
 
 export interface Invocation {
   readonly options: GlobalOptions;
@@ -230,6 +259,7 @@ export function parseInvocation(argv: readonly string[]): Invocation {
   let timeoutMs = DEFAULT_TIMEOUT_MS;
   let queueSize = DEFAULT_QUEUE_SIZE;
   const rest: string[] = [];
+  const commandLong: [string, string][] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
     const [name, inline] = arg.startsWith("--") ? splitLong(arg) : [arg, undefined];
@@ -247,7 +277,12 @@ export function parseInvocation(argv: readonly string[]): Invocation {
         throw new UsageError("Error: --queue-size must be a power of two!");
     } else if (name === "--help" || name === "-h") return helpInvocation(rest);
     else if (name === "--version" || name === "-V") return versionInvocation();
-    else if (arg === "--") {
+    else if (COMMAND_LONG_OPTIONS.has(name)) {
+      const takesValue = COMMAND_LONG_OPTIONS.get(name) === true;
+      if (!takesValue && inline !== undefined)
+        throw new UsageError(`Error: ${name} takes no value!`);
+      commandLong.push([name, takesValue ? value() : ""]);
+    } else if (arg === "--") {
       rest.push(...argv.slice(i));
       break;
     } else if (arg.startsWith("--")) throw new UsageError(`Error: Unsupported option "${arg}"!`);
@@ -276,10 +311,26 @@ export function parseInvocation(argv: readonly string[]): Invocation {
     socket = first;
     return positionals.slice(1);
   };
-  const command = parseCommand(name, args, needSocket);
+  const stray = commandLong.find(
+    ([option]) => !(COMMAND_LONG_OPTION_OWNERS[name] ?? []).includes(option),
+  );
+  if (stray !== undefined) throw new UsageError(`Error: Unsupported option "${stray[0]}"!`, name);
+  const command = parseCommand(name, args, needSocket, new Map(commandLong));
   if (socket === null) throw new UsageError("Error: No socket specified!", name);
   return { options: { socket, packed, timeoutMs, queueSize }, command };
 }
+
+/** Long options of commands (snapshot's), taken anywhere as the global ones are: name → takes a value. */
+const COMMAND_LONG_OPTIONS: ReadonlyMap<string, boolean> = new Map([
+  ["--skip", true],
+  ["--read-only", true],
+  ["--as", true],
+  ["--output", true],
+  ["--entry", false],
+]);
+const COMMAND_LONG_OPTION_OWNERS: Partial<Record<CommandName, readonly string[]>> = {
+  snapshot: [...COMMAND_LONG_OPTIONS.keys()],
+};
 
 function splitLong(arg: string): [string, string | undefined] {
   const eq = arg.indexOf("=");
@@ -315,6 +366,7 @@ function parseCommand(
   name: CommandName,
   args: readonly string[],
   takeSocket: (positionals: string[]) => string[],
+  longOptions: ReadonlyMap<string, string>,
 ): Command {
   switch (name) {
     case "info": {
@@ -333,6 +385,8 @@ function parseCommand(
       return parseSet(args, takeSocket);
     case "transfer":
       return parseTransfer(args, takeSocket);
+    case "snapshot":
+      return parseSnapshot(args, takeSocket, longOptions);
   }
 }
 
@@ -414,20 +468,9 @@ function parseDump(
     }
     mode = letter as DumpMode;
   }
-  let first = 0x00;
-  let last = 0xff;
   const range = split.flagValues.get("r");
+  const { first, last } = probeRange(range, topic);
   if (range !== undefined) {
-    const start = readCInteger(range);
-    if (start === null || !start.rest.startsWith("-") || start.value < 0 || start.value > 0xff) {
-      throw new UsageError("Error: Invalid range parameter!", topic);
-    }
-    const end = parseCInteger(start.rest.slice(1));
-    if (end === null || end < start.value || end > 0xff) {
-      throw new UsageError("Error: Invalid range parameter!", topic);
-    }
-    first = start.value;
-    last = end;
     if (mode === "W" && (first % 2 !== 0 || last % 2 === 0)) {
       throw new UsageError("Error: Range parameter not compatible with selected mode!", topic);
     }
@@ -441,6 +484,97 @@ function parseDump(
     first,
     last,
     rangeGiven: range !== undefined,
+  };
+}
+
+/** i2cdump's `-r FIRST-LAST` (0x00-0xff when not given). */
+function probeRange(text: string | undefined, topic: CommandName): RegisterRange {
+  if (text === undefined) return { first: 0x00, last: 0xff };
+  const range = readRegisterRange(text, false);
+  if (range === null) throw new UsageError("Error: Invalid range parameter!", topic);
+  return range;
+}
+
+/**
+ * `FIRST-LAST` as i2cdump reads it (C integers, 0x00-0xff, FIRST <= LAST), or with `single` a lone
+ * register as well; null when the text is not one.
+ */
+function readRegisterRange(text: string, single: boolean): RegisterRange | null {
+  const start = readCInteger(text);
+  if (start === null || start.value < 0 || start.value > 0xff) return null;
+  if (single && start.rest === "") return { first: start.value, last: start.value };
+  if (!start.rest.startsWith("-")) return null;
+  const end = parseCInteger(start.rest.slice(1));
+  if (end === null || end < start.value || end > 0xff) return null;
+  return { first: start.value, last: end };
+}
+
+/** A comma list of registers and ranges (`0x10-0x1f,0x40`), as `--skip` and `--read-only` take. */
+export function parseRegisterList(text: string, option: string): RegisterRange[] {
+  const ranges = text.split(",").map((item) => readRegisterRange(item.trim(), true));
+  if (text.trim() === "" || ranges.some((range) => range === null)) {
+    throw new UsageError(
+      `Error: Invalid ${option} list (registers and ranges like 0x10-0x1f,0x40)!`,
+      "snapshot",
+    );
+  }
+  return ranges as RegisterRange[];
+}
+
+const EEPROM_NAMES = EEPROM_GEOMETRIES.map((geometry) => geometry.name);
+
+function parseSnapshot(
+  args: readonly string[],
+  takeSocket: (positionals: string[]) => string[],
+  longOptions: ReadonlyMap<string, string>,
+): Command {
+  const topic = "snapshot";
+  const split = splitCommandArgs(args, "ya", "ro", topic, false);
+  const positionals = takeSocket(split.positionals);
+  if (positionals.length === 0) throw new UsageError("Error: No address specified!", topic);
+  if (positionals.length > 2) throw new UsageError("Error: Too many arguments!", topic);
+  const addr = parseChipAddress(positionals[0] ?? "", split.flags.includes("a"), topic);
+  const modeText = positionals[1];
+  if (modeText !== undefined && !["b", "w", "i"].includes(modeText)) {
+    throw new UsageError("Error: Invalid mode (b, w or i)!", topic);
+  }
+  const range = split.flagValues.get("r");
+  const { first, last } = probeRange(range, topic);
+  const skipText = longOptions.get("--skip");
+  const readOnlyText = longOptions.get("--read-only");
+  const as = longOptions.get("--as") ?? null;
+  if (as !== null) {
+    if (!EEPROM_NAMES.includes(as)) {
+      throw new UsageError(`Error: --as takes an EEPROM model: ${EEPROM_NAMES.join(", ")}!`, topic);
+    }
+    const clash = [
+      ["MODE", modeText],
+      ["-r", range],
+      ["--skip", skipText],
+      ["--read-only", readOnlyText],
+    ].find(([, given]) => given !== undefined);
+    if (clash !== undefined) {
+      throw new UsageError(
+        `Error: ${clash[0]} does not go with --as (an EEPROM is read whole)!`,
+        topic,
+      );
+    }
+  }
+  const output = split.flagValues.get("o") ?? longOptions.get("--output") ?? null;
+  if (output === "") throw new UsageError("Error: -o needs a file name!", topic);
+  return {
+    name: topic,
+    yes: split.flags.includes("y"),
+    addr,
+    mode: (modeText ?? "b") as SnapshotMode,
+    first,
+    last,
+    rangeGiven: range !== undefined,
+    skip: skipText === undefined ? [] : parseRegisterList(skipText, "--skip"),
+    readOnly: readOnlyText === undefined ? [] : parseRegisterList(readOnlyText, "--read-only"),
+    as,
+    entryOnly: longOptions.has("--entry"),
+    output,
   };
 }
 

@@ -8,7 +8,8 @@
  */
 
 import type { I2cOp } from "../frontend/i2c-driver.js";
-import type { Command, DumpMode, GetMode } from "./args.js";
+import { EEPROM_GEOMETRIES } from "../i2c/models/eeprom.js";
+import type { Command, DumpMode, GetMode, RegisterRange } from "./args.js";
 import {
   type DetectCell,
   formatBlock,
@@ -20,6 +21,18 @@ import {
   formatWordDump,
 } from "./format.js";
 import { type I2cTransport, SmbusDevice, virtioI2cFunctionality } from "./smbus.js";
+import {
+  blockReads,
+  eepromEntry,
+  eepromReads,
+  formatRegisters,
+  type RegisterSnapshot,
+  readingRuns,
+  registerFileEntry,
+  registersIn,
+  type SnapshotEntry,
+  snapshotJson,
+} from "./snapshot.js";
 
 export const ExitStatus = { OK: 0, FAILED: 1, USAGE: 2 } as const;
 
@@ -69,6 +82,8 @@ export function runCommand(command: BusCommand, bus: CommandBus, io: CommandIo):
       return set(command, bus, io);
     case "transfer":
       return transfer(command, bus, io);
+    case "snapshot":
+      return snapshot(command, bus, io);
   }
 }
 
@@ -144,7 +159,7 @@ async function dump(
   switch (mode) {
     case "w": {
       const words: (number | null)[] = new Array(256).fill(null);
-      for (let reg = first; reg <= last; reg++) words[reg] = await chip.readWordData(reg);
+      await readEach([{ first, last }], (reg) => chip.readWordData(reg), words);
       io.out(formatWordDump(words, first, last));
       return ExitStatus.OK;
     }
@@ -177,11 +192,94 @@ async function dump(
       for (let reg = first; reg <= last; reg++) block[reg] = await chip.readByte();
       break;
     case "b":
-      for (let reg = first; reg <= last; reg++) block[reg] = await chip.readByteData(reg);
+      await readEach([{ first, last }], (reg) => chip.readByteData(reg), block);
       break;
   }
   io.out(formatByteDump(block, first, last));
   return ExitStatus.OK;
+}
+
+/** One read per register of `runs`, in order, into `into[reg]` (null: the read failed). */
+async function readEach(
+  runs: readonly RegisterRange[],
+  read: (reg: number) => Promise<number | null>,
+  into: (number | null | undefined)[],
+): Promise<void> {
+  for (const run of runs)
+    for (let reg = run.first; reg <= run.last; reg++) into[reg] = await read(reg);
+}
+
+async function snapshot(
+  command: Extract<Command, { name: "snapshot" }>,
+  bus: CommandBus,
+  io: CommandIo,
+): Promise<number> {
+  const { addr, mode, first, last } = command;
+  const geometry = EEPROM_GEOMETRIES.find((g) => g.name === command.as) ?? null;
+  const skipped = registersIn(command.skip, first, last);
+  if (!command.yes) {
+    let text = `${WARNING}I will probe file ${bus.name}, address 0x${addr.toString(16)}, `;
+    if (geometry !== null)
+      text += `reading it as a ${geometry.name} EEPROM (${geometry.size} bytes)\n`;
+    else text += `mode ${DUMP_MODE_NAMES[mode]}\n`;
+    if (command.rangeGiven) text += `Probe range limited to 0x${hex2(first)}-0x${hex2(last)}.\n`;
+    if (skipped.length > 0) text += `Will not touch registers ${formatRegisters(skipped)}.\n`;
+    io.err(text);
+    if (!askToContinue(io, true)) return ExitStatus.OK;
+  }
+  let entry: SnapshotEntry;
+  if (geometry !== null) {
+    const memory = new Uint8Array(geometry.size);
+    for (const read of eepromReads(geometry, addr)) {
+      const result = await bus.transfer([
+        { addr: read.addr, write: read.wordAddress },
+        { addr: read.addr, read: read.length },
+      ]);
+      const data = result.reads[0];
+      if (!result.ok || data === undefined) {
+        io.err(`Error: Read of ${read.length} bytes at 0x${read.offset.toString(16)} failed\n`);
+        return ExitStatus.FAILED;
+      }
+      memory.set(data, read.offset);
+    }
+    entry = eepromEntry(geometry.name, addr, memory);
+    io.err(`Read ${geometry.size} bytes of the ${geometry.name} at 0x${hex2(addr)}.\n`);
+  } else {
+    const chip = new SmbusDevice(bus, addr);
+    const runs = readingRuns(first, last, command.skip);
+    const values: (number | null | undefined)[] = new Array(256);
+    if (mode === "b") await readEach(runs, (reg) => chip.readByteData(reg), values);
+    else if (mode === "w") await readEach(runs, (reg) => chip.readWordData(reg), values);
+    else {
+      for (const { reg, length } of blockReads(runs)) {
+        const data = await chip.readI2cBlock(reg, length);
+        for (let k = 0; k < length; k++) values[reg + k] = data?.[k] ?? null;
+      }
+    }
+    const taken = registerFileEntry({ addr, mode, last, values, readOnly: command.readOnly });
+    entry = taken.entry;
+    io.err(snapshotSummary(taken, values, skipped, mode === "w"));
+  }
+  io.out(snapshotJson(entry, command.entryOnly));
+  return ExitStatus.OK;
+}
+
+/** What a register snapshot holds, for stderr: counts, the default, and what it could not read. */
+function snapshotSummary(
+  taken: RegisterSnapshot,
+  values: readonly (number | null | undefined)[],
+  skipped: readonly number[],
+  word: boolean,
+): string {
+  const read = values.filter((value) => value !== undefined && value !== null).length;
+  let text = `Read ${read} registers: ${taken.listed} listed, the others ${formatValue(taken.defaultValue, word)} (the default).\n`;
+  if (skipped.length > 0) {
+    text += `Not read (--skip), left at the default: ${formatRegisters(skipped)}\n`;
+  }
+  if (taken.absent.length > 0) {
+    text += `No answer, left at the default: ${formatRegisters(taken.absent)}\n`;
+  }
+  return text;
 }
 
 const GET_MODE_NAMES: Readonly<Record<Exclude<GetMode, "i">, string>> = {

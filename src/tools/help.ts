@@ -48,6 +48,12 @@ export const VI2C_HELP: HelpDocument = {
         ),
         term("transfer [-y] [-v] [-a] SOCKET DESC [DATA] [DESC [DATA]]...", "(i2ctransfer)"),
         term("info SOCKET", "the features the backend offers and its queue count"),
+        term(
+          "snapshot [-y] [-a] [-r FIRST-LAST] [--skip REGS] [--read-only REGS] [--as EEPROM] [--entry] [-o FILE] SOCKET ADDRESS [MODE]",
+          "reads a chip as i2cdump does (MODE b, w, i) and writes a config file whose register-file",
+          "entry (or, with --as, 24Cxx entry) answers as the chip did: vhost-device-i2c --config FILE",
+          "serves it. --skip registers are never touched; vi2c help snapshot says more",
+        ),
       ],
     },
     {
@@ -74,6 +80,10 @@ export const VI2C_HELP: HelpDocument = {
       text: "the addresses that answer on the socket's bus",
     },
     { command: "vi2c dump -y /tmp/vi2c.sock0 0x50", text: "the 256 bytes of the EEPROM at 0x50" },
+    {
+      command: "vi2c snapshot -y --skip 0x10-0x1f -o board.json /tmp/vi2c.sock0 0x48 w",
+      text: "capture the chip at 0x48 without touching 0x10-0x1f; vhost-device-i2c --config board.json serves the copy",
+    },
     {
       command: "vi2c transfer -y /tmp/vi2c.sock0 w1@0x50 0x00 r8",
       text: "write the offset 0x00, then read 8 bytes, in one transfer",
@@ -137,6 +147,28 @@ Example (read 8 byte at offset 0x64 from EEPROM at 0x50):
   # vi2c transfer -y SOCKET w1@0x50 0x64 r8
 Example (same EEPROM, at offset 0x42 write 0xff 0xfe ... 0xf0):
   # vi2c transfer -y SOCKET w17@0x50 0x42 0xff-
+`,
+  snapshot: `Usage: vi2c snapshot [-y] [-a] [-r first-last] [--skip REGS] [--read-only REGS]
+         [--entry] [-o FILE] SOCKET ADDRESS [MODE]
+       vi2c snapshot [-y] [-a] --as EEPROM [--entry] [-o FILE] SOCKET ADDRESS
+  Reads the chip at ADDRESS as i2cdump does and writes JSON that reproduces it:
+  a config file {"devices": [ENTRY]} (vhost-device-i2c --config FILE serves it),
+  or with --entry the device entry alone. ENTRY is a register-file model: the
+  value read most often is its default, the others are listed; registers that
+  did not answer are left at the default and named on stderr.
+  ADDRESS is an integer (0x08 - 0x77, or 0x00 - 0x7f if -a is given)
+  MODE is one of:
+    b (byte data, default)
+    w (word data: 2-byte registers, littleEndian as SMBus words go on the wire)
+    i (I2C block data, at most 32 bytes a read)
+  -r first-last   read only these registers (the entry's size ends at last)
+  --skip REGS     never touch these registers (clear-on-read, FIFOs), e.g.
+                  0x10-0x1f,0x40; they are left at the default
+  --read-only REGS  mark these registers readOnly in the entry
+  --as EEPROM     the chip is a 24Cxx EEPROM (24c01 ... 24c512): read its whole
+                  memory sequentially and write that model with "initial"
+  --entry         write the device entry alone, not a whole config file
+  -o FILE, --output FILE  write the JSON to FILE instead of stdout
 `,
   info: `Usage: vi2c info SOCKET
   Shows the virtio and vhost-user protocol features the backend offers and its

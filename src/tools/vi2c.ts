@@ -9,7 +9,7 @@
  * @module
  */
 
-import { readSync, realpathSync, type Stats, statSync } from "node:fs";
+import { readSync, realpathSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { helpWidth } from "../cli/help.js";
 import { packageVersion } from "../package-version.js";
@@ -139,7 +139,10 @@ export async function main(argv: readonly string[], io: CommandIo = processIo): 
         zeroLength: session.zeroLength,
         transfer: session.transfer.bind(session),
       };
-      return await runCommand(command, bus, io);
+      if (command.name !== "snapshot" || command.output === null) {
+        return await runCommand(command, bus, io);
+      }
+      return await snapshotToFile(command.output, (fileIo) => runCommand(command, bus, fileIo), io);
     } finally {
       await session.close();
     }
@@ -147,6 +150,27 @@ export async function main(argv: readonly string[], io: CommandIo = processIo): 
     io.err(`Error: ${describe(error)}\n`);
     return ExitStatus.FAILED;
   }
+}
+
+/**
+ * Runs a command whose stdout goes to `path` instead, written only when it succeeds (a failed
+ * snapshot leaves no half-written file behind); failing to write it fails the command.
+ */
+async function snapshotToFile(
+  path: string,
+  run: (io: CommandIo) => Promise<number>,
+  io: CommandIo,
+): Promise<number> {
+  let text = "";
+  const status = await run({ ...io, out: (chunk) => (text += chunk) });
+  if (status !== ExitStatus.OK || text === "") return status;
+  try {
+    writeFileSync(path, text);
+  } catch (error) {
+    io.err(`Error: Could not write ${path}: ${describe(error)}\n`);
+    return ExitStatus.FAILED;
+  }
+  return status;
 }
 
 function describe(error: unknown): string {

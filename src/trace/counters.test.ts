@@ -23,6 +23,7 @@ function record(overrides: Partial<TransferRecord>): TransferRecord {
     result: "ok",
     failedIndex: 2,
     reason: null,
+    injected: [],
     startTime: 0,
     durationUs: 100,
     ...overrides,
@@ -62,6 +63,29 @@ describe("latencyBucket", () => {
     assert.equal(s.counts[2], 2);
     assert.equal(s.counts[13], 1);
     assert.equal(s.counts.length, s.boundsUs.length + 1);
+  });
+});
+
+describe("TransferCounters injected faults", () => {
+  it("counts each message a fault was injected into, on its guest and its device", () => {
+    const c = new TransferCounters();
+    c.record(
+      record({
+        result: "nack",
+        failedIndex: 0,
+        injected: [{ index: 0, fault: "0x50: nack" }],
+      }),
+    );
+    c.record(record({}));
+    const { guests, devices } = c.snapshot();
+    assert.deepEqual(
+      guests.map((g) => g.injectedFaults),
+      [1],
+    );
+    assert.deepEqual(
+      devices.map((d) => [d.address, d.injectedFaults]),
+      [["0x50", 1]],
+    );
   });
 });
 

@@ -62,6 +62,8 @@ export interface CounterSnapshot {
   readonly errors: number;
   /** Transfers a target did not acknowledge. */
   readonly nacks: number;
+  /** Messages a fault was injected into (src/i2c/faults.ts), counted once per message. */
+  readonly injectedFaults: number;
   /** Time on the bus of transfers that reached one. */
   readonly latencyUs: LatencySnapshot;
 }
@@ -73,12 +75,14 @@ class CounterSet {
   bytesRead = 0;
   errors = 0;
   nacks = 0;
+  injectedFaults = 0;
   readonly latency = new LatencyHistogram();
 
   countResult(record: TransferRecord): void {
     this.transfers++;
     if (record.result === "error") this.errors++;
     else if (record.result === "nack") this.nacks++;
+    this.injectedFaults += record.injected.length;
     if (record.bus !== null) this.latency.add(record.durationUs);
   }
 
@@ -90,6 +94,7 @@ class CounterSet {
       bytesRead: this.bytesRead,
       errors: this.errors,
       nacks: this.nacks,
+      injectedFaults: this.injectedFaults,
       latencyUs: this.latency.snapshot(),
     };
   }
@@ -124,6 +129,10 @@ export class TransferCounters {
     const guest = counterSet(this.#guests, record.guest);
     guest.countResult(record);
     const { messages, data, failedIndex } = record;
+    for (const { index } of record.injected) {
+      const addr = messages[index]?.addr;
+      if (addr !== undefined) counterSet(this.#devices, addr).injectedFaults++;
+    }
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i];
       if (!m) continue;

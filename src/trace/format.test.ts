@@ -24,6 +24,7 @@ function record(overrides: Partial<TransferRecord>): TransferRecord {
     result: "ok",
     failedIndex: 0,
     reason: null,
+    injected: [],
     startTime: START,
     durationUs: 42,
     ...overrides,
@@ -83,6 +84,32 @@ describe("formatTraceLine", () => {
       }),
     );
     assert.match(line, / nack:2 w1@0x48 0x07 r2@0x48$/);
+  });
+
+  it("names the faults injected into the transfer, and reads them back", () => {
+    const line = formatTraceLine(
+      record({
+        messages: [{ addr: 0x48, read: false, length: 1 }],
+        data: [Uint8Array.of(0)],
+        result: "nack",
+        failedIndex: 0,
+        injected: [{ index: 0, fault: "0x48: nack every=3" }],
+      }),
+    );
+    assert.match(line, / nack:1 w1@0x48 0x00 \[injected 0x48: nack every=3\]$/);
+    assert.equal(parseTraceLine(line).injected, "0x48: nack every=3");
+    assert.equal(
+      parseTraceLine(
+        formatTraceLine(
+          record({
+            messages: [{ addr: 1, read: true, length: 0 }],
+            data: [new Uint8Array()],
+            failedIndex: 1,
+          }),
+        ),
+      ).injected,
+      null,
+    );
   });
 });
 

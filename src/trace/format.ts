@@ -3,9 +3,10 @@
  * back (`i2ctransfer -y 1 w1@0x50 0x00 r2@0x50`), and a parser for that syntax and for whole lines.
  * Pure: no I/O (the sink writes the lines), no clock (times come from the record).
  *
- * Line: `<ISO time> socket<N> <bus|-> <µs>us <result> <transfer>[ => <read data>][ # <reason>]`
+ * Line: `<ISO time> socket<N> <bus|-> <µs>us <result> <transfer>[ => <read data>][ [injected <faults>]][ # <reason>]`
  * - result `ok`, `nack:<n>` or `error:<n>`, n = the failed message counted from 1 as i2ctransfer does;
  * - read data: the bytes of each completed read, in order, reads separated by ` | `, `-` for r0;
+ * - injected: the faults src/i2c/faults.ts injected, `<device>: <fault>` joined by `; `;
  * - reason: why an `error` happened (unlisted address, malformed request, bus failure).
  * A line costs a bounded amount whatever the guest sends: at most TRACE_BYTES_SHOWN bytes of each
  * message are shown, then `…(+M bytes)`; messages that would take the line past
@@ -56,6 +57,8 @@ export interface TraceLine {
   /** The bytes shown of each completed read message, in order. */
   readonly reads: readonly Uint8Array[];
   readonly reason: string | null;
+  /** The injected faults, as shown (`0x48: nack every=3; ...`); null when none was. */
+  readonly injected: string | null;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -119,10 +122,15 @@ export function formatTraceLine(record: TransferRecord): string {
   const bus =
     record.bus === null ? "-" : oneLine(record.bus.slice(0, 64)).replaceAll(" ", "_") || "-";
   const head = `${new Date(record.startTime).toISOString()} socket${record.guest} ${bus} ${record.durationUs}us ${resultText(record)}`;
-  const tail =
-    record.reason === null
+  const injected =
+    record.injected.length === 0
       ? ""
-      : ` # ${oneLine(record.reason.slice(0, TRACE_REASON_MAX_CHARS * 2)).slice(0, TRACE_REASON_MAX_CHARS)}`;
+      : ` [injected ${oneLine(record.injected.map((i) => i.fault).join("; "))}]`;
+  const tail =
+    injected +
+    (record.reason === null
+      ? ""
+      : ` # ${oneLine(record.reason.slice(0, TRACE_REASON_MAX_CHARS * 2)).slice(0, TRACE_REASON_MAX_CHARS)}`);
   let budget =
     TRACE_LINE_MAX_BYTES - Buffer.byteLength(head) - Buffer.byteLength(tail) - OMITTED_MARK_BYTES;
   const shown: string[] = [];
@@ -218,7 +226,7 @@ function parseReads(text: string): Uint8Array[] {
 /** Reads a trace line back (tests, tools). Throws TraceError. */
 export function parseTraceLine(line: string): TraceLine {
   const match =
-    /^(\S+) socket([0-9]+) (\S+) ([0-9]+)us (ok|nack:[0-9]+|error:[0-9]+) (.*?)(?: => (.*?))?(?: # (.*))?$/.exec(
+    /^(\S+) socket([0-9]+) (\S+) ([0-9]+)us (ok|nack:[0-9]+|error:[0-9]+) (.*?)(?: => (.*?))?(?: \[injected ([^\]]*)\])?(?: # (.*))?$/.exec(
       line.trimEnd(),
     );
   if (!match) throw bad(`not a trace line: ${line.slice(0, 200)}`);
@@ -238,6 +246,7 @@ export function parseTraceLine(line: string): TraceLine {
     messages,
     messagesOmitted,
     reads: match[7] === undefined ? [] : parseReads(match[7]),
-    reason: match[8] ?? null,
+    reason: match[9] ?? null,
+    injected: match[8] ?? null,
   };
 }

@@ -29,6 +29,7 @@ function record(overrides: Partial<TransferRecord>): TransferRecord {
     result: "ok",
     failedIndex: 2,
     reason: null,
+    injected: [],
     startTime: START,
     durationUs: 250,
     ...overrides,

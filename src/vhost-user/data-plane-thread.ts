@@ -31,6 +31,12 @@ export interface DataPlaneHost {
   request(request: unknown): unknown;
   /** Runs after each batch of kicks and requests: send what was buffered (emit). */
   flush?(): void;
+  /**
+   * Whether work of the host waits for this thread's event loop with nothing to wake the thread
+   * (a timer: an emulated device's stall or clock stretching): the thread then waits at most
+   * PENDING_WAIT_MS in epoll, so the timer fires close to its time. Absent: never.
+   */
+  waitsForTimers?(): boolean;
   /** The thread ends: close everything the host opened. */
   close(): void;
 }
@@ -170,7 +176,8 @@ class DataPlaneThread {
   /** One turn: blocking waits and their work until something needs this thread's event loop. */
   run = (): void => {
     for (;;) {
-      const busy = this.#pending > 0 || this.#scheduler.hasLater;
+      const busy =
+        this.#pending > 0 || this.#scheduler.hasLater || this.#host.waitsForTimers?.() === true;
       const ready = this.#epoll.wait(
         this.#scheduler.hasLater ? 0 : busy ? PENDING_WAIT_MS : IDLE_WAIT_MS,
       );

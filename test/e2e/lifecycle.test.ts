@@ -2,13 +2,15 @@
  * Real guest, real daemon, across lifecycle events: a guest reboot and a second VM against one
  * daemon process, the daemon killed and restarted (client mode, QEMU before 9.0) under a running
  * guest, with a transfer the guest submitted while no daemon ran, and two guests at once on two
- * sockets.
+ * sockets. The EEPROM is plain memory here (no write cycle): guests write pages and read them back
+ * at once, with i2c-dev tools that do not retry as at24 does.
  * Skips by name without QEMU or a built guest image (guest/build.sh).
  * Must not reach into the daemon's modules.
  */
 
 import assert from "node:assert/strict";
 import { it } from "node:test";
+import { memoryEepromArgs } from "../helpers/configured-daemon.js";
 import { qemuVersion, vhostUserI2cArgs } from "../helpers/guest.js";
 import {
   ConsoleWatch,
@@ -109,7 +111,11 @@ function regionScript(base: number, seed: number): { script: string; rounds: Uin
 describeOrSkip("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("after reboot -f the driver re-probes on the same connection, and a second VM is served by the same daemon process", async () => {
     await withGuestBench(images, async (bench) => {
-      const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02", "--log-level", "trace"]);
+      const daemon = await bench.startDaemon([
+        ...memoryEepromArgs(bench.dir),
+        "--log-level",
+        "trace",
+      ]);
       // A guest reboot resets the machine instead of ending QEMU (the harness passes -no-reboot).
       const first = await bench.boot(REBOOT_SCRIPT, {
         name: "rebooting guest",
@@ -148,7 +154,7 @@ describeOrSkip("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS },
     skip: reconnectAborts(),
   }, async () => {
     await withGuestBench(images, async (bench) => {
-      const args = ["-l", "sim:0x50=24c02", "--log-level", "debug"];
+      const args = [...memoryEepromArgs(bench.dir), "--log-level", "debug"];
       const watch = new ConsoleWatch();
       // QEMU listens (wait=on): it starts the machine only once a daemon has connected.
       const guest = bench.boot(RESTART_SCRIPT, {
@@ -181,7 +187,9 @@ describeOrSkip("guest and daemon lifecycle", { skip, timeout: TEST_TIMEOUT_MS },
 
   it("two guests at once on -c 2, each with its own traffic, both correct", async () => {
     await withGuestBench(images, async (bench) => {
-      const daemon = await bench.startDaemon(["-c", "2", "-l", "sim:0x50=24c02"], { sockets: 2 });
+      const daemon = await bench.startDaemon(["-c", "2", ...memoryEepromArgs(bench.dir)], {
+        sockets: 2,
+      });
       const guests = [
         { name: "guest A", socket: `${bench.prefix}0`, ...regionScript(0x00, 0x11) },
         { name: "guest B", socket: `${bench.prefix}1`, ...regionScript(0x80, 0x77) },

@@ -180,6 +180,20 @@ vi2c transfer -y $S w1@0x50 0x00 r1@0x51 > /tmp/mixed.out 2>&1
 echo "RESULT two-addresses $?"
 vi2c transfer -y $S w1@0x50 0x10 r40 > /tmp/long.out 2>&1
 echo "RESULT long-read $?"
+echo "--- vi2c snapshot: real chips captured, served by a second daemon, dumped alike"
+vi2c snapshot -y --entry -o /run/vdi2c/stub.json $S 0x49 w; echo "RESULT snapshot-stub-exit $?"
+vi2c snapshot -y --entry --as 24c02 -o /run/vdi2c/eeprom.json $S 0x50; echo "RESULT snapshot-eeprom-exit $?"
+{ echo '{"devices": ['; cat /host/run/vdi2c/stub.json; echo ','; cat /host/run/vdi2c/eeprom.json; echo ']}'; } > /host/run/vdi2c/snap.json
+chroot /host $NODE $MAIN -s /run/vdi2c/snap.sock --config /run/vdi2c/snap.json > /tmp/snap.log 2>&1 &
+spid=$!
+wait_socket /run/vdi2c/snap.sock0 || exit 1
+T=/run/vdi2c/snap.sock0
+same snapshot-stub-w "vi2c dump -y $S 0x49 w" "vi2c dump -y $T 0x49 w"
+same snapshot-stub-b "vi2c dump -y $S 0x49 b" "vi2c dump -y $T 0x49 b"
+same snapshot-eeprom "vi2c dump -y $S 0x50 b" "vi2c dump -y $T 0x50 b"
+kill $spid; wait $spid
+echo "RESULT snapshot-daemon-exit $?"
+cat /tmp/snap.log
 kill $dpid; wait $dpid
 echo "RESULT daemon-exit $?"
 cat /tmp/daemon.log
@@ -196,6 +210,15 @@ cat /tmp/daemon.log
         // No SMBus form: messages to two addresses, a read longer than an I2C block: ERR, exit 1.
         assert.equal(result(run, "two-addresses"), "1");
         assert.equal(result(run, "long-read"), "1");
+        // vi2c snapshot of an i2c-stub chip (word mode) and an i801 EEPROM (--as 24c02, I2C block
+        // reads as at24 does on SMBus): the served copies dump alike (the "snapshot-*" comparisons).
+        assert.deepEqual(
+          ["snapshot-stub-exit", "snapshot-eeprom-exit", "snapshot-daemon-exit"].map((key) =>
+            result(run, key),
+          ),
+          ["0", "0", "0"],
+        );
+        assert.ok(compared.includes("snapshot-eeprom"), compared.join(" "));
         assert.equal(result(run, "daemon-exit"), "0");
       });
     });

@@ -13,6 +13,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeConfig } from "../helpers/configured-daemon.js";
 import { waitUntil } from "../helpers/daemon.js";
+import { memoryEeprom } from "../helpers/eeprom.js";
 import { GUEST_MARKERS, type GuestRun, vhostUserI2cArgs } from "../helpers/guest.js";
 import type { RestartedDaemon, RestartTiming } from "../helpers/handover-chain.js";
 import {
@@ -50,12 +51,9 @@ export function writeLoopConfig(dir: string, seed = 0x3c): LoopDevices {
   const initial = eepromPattern(LOOP_EEPROM_SIZE, seed);
   const backing = join(dir, "loop-eeprom.bin");
   const devices = [
-    {
-      bus: "sim",
-      address: EEPROM,
-      model: LOOP_EEPROM_MODEL,
-      options: { backing: "loop-eeprom.bin" },
-    },
+    // No write cycle: the loop reads each byte back right after writing it, with i2c-dev tools
+    // that do not retry as at24 does.
+    memoryEeprom(LOOP_EEPROM_MODEL, LOOP_EEPROM, { backing: "loop-eeprom.bin" }),
     { bus: "sim", address: FLAG, model: "24c02" },
   ];
   writeFileSync(backing, initial);

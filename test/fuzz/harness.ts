@@ -17,7 +17,9 @@ import { EventFd } from "../../src/sys/eventfd.js";
 import { createMemfd, GUEST_RAM_SEALS } from "../../src/sys/memfd.js";
 import { UnixStream } from "../../src/sys/unix-socket.js";
 import { FrontendError, VhostUserFrontend } from "../../src/vhost-user/frontend.js";
+import { memoryEepromArgs } from "../helpers/configured-daemon.js";
 import { type DaemonProcess, makeTempDir, startDaemon, WAIT_MS } from "../helpers/daemon.js";
+import { MEMORY_EEPROM_ADDR } from "../helpers/eeprom.js";
 import { scaled } from "../helpers/time.js";
 
 /** Runs per property: FUZZ_RUNS when set, else the CI budget given by the test. */
@@ -41,8 +43,8 @@ export function fuzzParameters(ciRuns: number): {
   return { numRuns: fuzzRuns(ciRuns), seed: fuzzSeed(), includeErrorInReport: true };
 }
 
-/** The one emulated device every test talks to. */
-export const EEPROM_ADDR = 0x50;
+/** The one emulated device every test talks to (an EEPROM without write cycle: plain memory). */
+export const EEPROM_ADDR = MEMORY_EEPROM_ADDR;
 
 export interface ThreeSocketDaemon {
   readonly daemon: DaemonProcess;
@@ -51,7 +53,10 @@ export interface ThreeSocketDaemon {
   stop(): Promise<void>;
 }
 
-/** Starts `-c 3 -l sim:0x50=24c02` (info: the harness waits for its "listening" lines). */
+/**
+ * Starts `-c 3` on a 24c02 at 0x50 without write cycle (info: the harness waits for its "listening"
+ * lines).
+ */
 export async function startThreeSocketDaemon(logLevel = "info"): Promise<ThreeSocketDaemon> {
   const dir = makeTempDir("vdi2c-fuzz-");
   const prefix = `${dir.path}/vi2c.sock`;
@@ -62,8 +67,7 @@ export async function startThreeSocketDaemon(logLevel = "info"): Promise<ThreeSo
       prefix,
       "-c",
       "3",
-      "-l",
-      `sim:0x${EEPROM_ADDR.toString(16)}=24c02`,
+      ...memoryEepromArgs(dir.path, "24c02", EEPROM_ADDR),
       "--log-level",
       logLevel,
     ],

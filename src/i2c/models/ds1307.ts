@@ -7,6 +7,7 @@
  */
 
 import type { BackingStore, ModelDefinition, SimDevice } from "../model.js";
+import { type HostClock, systemClock } from "./clock.js";
 import {
   checkSavedMemory,
   DirtyRange,
@@ -15,10 +16,24 @@ import {
   savedMemory,
   storeMemory,
 } from "./memory.js";
-import { MODEL_ERROR_CODES, ModelError } from "./model-error.js";
 import { type OptionValue, validateOptions, validateState } from "./options.js";
 import { booleanProperty } from "./properties.js";
-import { RegisterFile } from "./registers.js";
+import type { RegisterFile } from "./registers.js";
+import {
+  calendarMs,
+  calendarTime,
+  decodeHours,
+  encodeHours,
+  fromBcd,
+  latchedRegisterFile,
+  parseRtcTime,
+  RtcClock,
+  rtcStateProperties,
+  type TimeLatch,
+  timeOptionSchema,
+  timeProperty,
+  toBcd,
+} from "./rtc-clock.js";
 
 /** Register map. */
 export const DS1307_REGISTERS = {
@@ -37,60 +52,10 @@ const TIME_REGISTERS = 7;
 export const DS1307_RAM_SIZE = DS1307_REGISTERS.count - DS1307_REGISTERS.ramStart;
 
 const CLOCK_HALT = 0x80;
-const HOUR_12 = 0x40;
-const HOUR_PM = 0x20;
 const CONTROL_MASK = 0x93; // OUT, SQWE, RS1, RS0
-const SECOND_MS = 1000;
-const DAY_MS = 86_400_000;
-
-const toBcd = (n: number) => ((n / 10) | 0) * 16 + (n % 10);
-const fromBcd = (b: number) => (b >> 4) * 10 + (b & 0x0f);
-
-/** Time registers 0..6 for `ms` (UTC), in 12- or 24-hour mode, with `weekday` 1..7. */
-function encodeTime(ms: number, twelveHour: boolean, weekday: number, halted: boolean): number[] {
-  const t = new Date(ms);
-  const hour = t.getUTCHours();
-  const hours = twelveHour
-    ? HOUR_12 | (hour >= 12 ? HOUR_PM : 0) | toBcd(hour % 12 === 0 ? 12 : hour % 12)
-    : toBcd(hour);
-  return [
-    (halted ? CLOCK_HALT : 0) | toBcd(t.getUTCSeconds()),
-    toBcd(t.getUTCMinutes()),
-    hours,
-    weekday,
-    toBcd(t.getUTCDate()),
-    toBcd(t.getUTCMonth() + 1),
-    toBcd(t.getUTCFullYear() % 100),
-  ];
-}
-
-/** Milliseconds (UTC, whole second) for time registers 0..6; out-of-range fields roll over like Date. */
-function decodeTime(regs: readonly number[]): number {
-  const at = (i: number) => regs[i] ?? 0;
-  const hoursReg = at(2);
-  let hour: number;
-  if (hoursReg & HOUR_12) {
-    const h12 = fromBcd(hoursReg & 0x1f) % 12;
-    hour = h12 + (hoursReg & HOUR_PM ? 12 : 0);
-  } else {
-    hour = fromBcd(hoursReg & 0x3f);
-  }
-  return Date.UTC(
-    2000 + fromBcd(at(6)),
-    fromBcd(at(5) & 0x1f) - 1,
-    fromBcd(at(4) & 0x3f),
-    hour,
-    fromBcd(at(1) & 0x7f),
-    fromBcd(at(0) & 0x7f),
-  );
-}
-
-/** Days since 1970-01-01 (a Thursday), for the free-running day-of-week counter. */
-const dayNumber = (ms: number) => Math.floor(ms / DAY_MS);
-
-/** Milliseconds a Date can hold either side of the epoch. */
-const DATE_RANGE_MS = 8.64e15;
-const msState = { type: "number", min: -DATE_RANGE_MS, max: DATE_RANGE_MS } as const;
+/** Counter bias making the day-of-week register 1 on Mondays (ISO 8601) until the guest sets it. */
+const MONDAY_FIRST = 3;
+const YEARS = { min: 2000, max: 2099 } as const;
 
 /**
  * What a successor needs (SimDevice.saveState): the register pointer, the clock as an offset from
@@ -102,21 +67,13 @@ const stateSchema = {
   type: "object",
   required: ["pointer", "offsetMs", "twelveHour", "weekdayBias", "control"],
   properties: {
-    pointer: { type: "integer", min: 0, max: DS1307_REGISTERS.count - 1 },
-    offsetMs: msState,
-    haltedAt: msState,
+    ...rtcStateProperties(DS1307_REGISTERS.count),
     twelveHour: { type: "boolean" },
-    weekdayBias: { type: "integer", min: 0, max: 6 },
     control: { type: "integer", min: 0, max: CONTROL_MASK },
     memory: memoryStateSchema(DS1307_RAM_SIZE),
   },
 } as const;
 type Ds1307State = OptionValue<typeof stateSchema>;
-
-export interface Ds1307Clock {
-  /** Host time in milliseconds since the epoch (Date.now by default; tests inject a fake). */
-  now(): number;
-}
 
 /**
  * The chip, as in the DS1307 datasheet:
@@ -130,61 +87,23 @@ export interface Ds1307Clock {
  */
 export class Ds1307Chip {
   readonly target: RegisterFile;
-  readonly #now: () => number;
+  readonly clock: RtcClock;
   readonly #store: BackingStore;
   readonly #ramDirty = new DirtyRange();
-  /** Clock time = host time + offset while running; the frozen clock time while halted. */
-  #offsetMs = 0;
-  #frozenMs: number | null = null;
+  readonly #latch: TimeLatch;
   #twelveHour = false;
-  /** Day-of-week register minus 1 minus the day number, modulo 7; 3 makes Monday 1 (ISO 8601). */
-  #weekdayBias = 3;
   #control = 0;
-  /** Time registers as latched at the first START of the transfer, with the guest's writes over them. */
-  #snapshot: number[] | null = null;
-  #timeWritten = false;
 
-  constructor(clock: Ds1307Clock, store: BackingStore, startTime?: number, halted = false) {
-    this.#now = () => clock.now();
+  constructor(host: HostClock, store: BackingStore, startTime?: number, halted = false) {
+    this.clock = new RtcClock(host, MONDAY_FIRST, startTime, halted);
     this.#store = store;
-    if (startTime !== undefined) this.#offsetMs = startTime - this.#now();
-    if (halted) this.#frozenMs = this.clockTime;
-    this.target = new RegisterFile(
-      { count: DS1307_REGISTERS.count },
-      {
-        start: () => this.#latch(),
-        read: (reg) => this.#readRegister(reg),
-        write: (reg, value) => this.#writeRegister(reg, value),
-        stop: () => this.#stop(),
-      },
-    );
-  }
-
-  /** The clock's current time in ms since the epoch (UTC), whole and fractional seconds. */
-  get clockTime(): number {
-    return this.#frozenMs ?? this.#now() + this.#offsetMs;
-  }
-
-  /** Sets the clock (keeps halted/running). The sub-second phase restarts, as on a seconds write. */
-  setTime(ms: number): void {
-    const whole = Math.floor(ms / SECOND_MS) * SECOND_MS;
-    const weekday = this.#weekday(this.clockTime);
-    if (this.#frozenMs !== null) this.#frozenMs = whole;
-    else this.#offsetMs = whole - this.#now();
-    this.#setWeekday(weekday, whole);
-  }
-
-  get halted(): boolean {
-    return this.#frozenMs !== null;
-  }
-
-  set halted(halt: boolean) {
-    if (halt === this.halted) return;
-    if (halt) this.#frozenMs = this.clockTime;
-    else {
-      this.#offsetMs = (this.#frozenMs ?? 0) - this.#now();
-      this.#frozenMs = null;
-    }
+    ({ latch: this.#latch, target: this.target } = latchedRegisterFile(DS1307_REGISTERS.count, {
+      capture: () => this.#timeRegisters(),
+      commit: (regs) => this.#setTime(regs),
+      read: (reg) => this.#readRegister(reg),
+      write: (reg, value) => this.#writeRegister(reg, value),
+      stop: () => this.#ramDirty.commit(this.#store),
+    }));
   }
 
   /** True when the guest last wrote the hours register in 12-hour mode. */
@@ -196,10 +115,8 @@ export class Ds1307Chip {
   saveState(): Record<string, number | boolean> {
     return {
       pointer: this.target.pointer.value,
-      offsetMs: this.#offsetMs,
-      ...(this.#frozenMs !== null && { haltedAt: this.#frozenMs }),
+      ...this.clock.save(),
       twelveHour: this.#twelveHour,
-      weekdayBias: this.#weekdayBias,
       control: this.#control,
     };
   }
@@ -207,63 +124,57 @@ export class Ds1307Chip {
   /** Takes a state `saveState` returned, validated by the model beforehand. */
   restoreState(saved: Ds1307State): void {
     this.target.pointer.value = saved.pointer ?? 0;
-    this.#offsetMs = saved.offsetMs ?? 0;
-    this.#frozenMs = saved.haltedAt ?? null;
+    this.clock.restore(saved);
     this.#twelveHour = saved.twelveHour ?? false;
-    this.#weekdayBias = saved.weekdayBias ?? 3;
     this.#control = (saved.control ?? 0) & CONTROL_MASK;
   }
 
-  #weekday(ms: number): number {
-    return ((dayNumber(ms) + this.#weekdayBias) % 7) + 1;
+  /** Time registers 0..6 now: BCD, the day-of-week counter as 1..7, CH when halted. */
+  #timeRegisters(): number[] {
+    const time = this.clock.time;
+    const t = calendarTime(time);
+    return [
+      (this.clock.halted ? CLOCK_HALT : 0) | toBcd(t.second),
+      toBcd(t.minute),
+      encodeHours(t.hour, this.#twelveHour),
+      this.clock.weekday(time) + 1,
+      toBcd(t.date),
+      toBcd(t.month),
+      toBcd(t.year % 100),
+    ];
   }
 
-  #setWeekday(weekday: number, ms: number): void {
-    this.#weekdayBias = (((weekday - 1 - dayNumber(ms)) % 7) + 7) % 7;
-  }
-
-  #latch(): void {
-    if (this.#snapshot) return; // one snapshot per transfer
-    const time = this.clockTime;
-    this.#snapshot = encodeTime(time, this.#twelveHour, this.#weekday(time), this.halted);
+  /** The guest wrote time registers: set the clock from them (out-of-range fields roll over). */
+  #setTime(regs: readonly number[]): void {
+    const at = (i: number) => regs[i] ?? 0;
+    const { hour, twelveHour } = decodeHours(at(2));
+    this.#twelveHour = twelveHour;
+    const time = calendarMs({
+      year: 2000 + fromBcd(at(6)),
+      month: fromBcd(at(5) & 0x1f),
+      date: fromBcd(at(4) & 0x3f),
+      hour,
+      minute: fromBcd(at(1) & 0x7f),
+      second: fromBcd(at(0) & 0x7f),
+    });
+    this.clock.halted = (at(0) & CLOCK_HALT) !== 0;
+    this.clock.set(time, ((at(3) & 0x07) + 6) % 7); // 3 bits; 0 counts as 7
   }
 
   #readRegister(reg: number): number {
-    if (reg < TIME_REGISTERS) return this.#snapshot?.[reg] ?? 0;
+    if (reg < TIME_REGISTERS) return this.#latch.get(reg);
     if (reg === DS1307_REGISTERS.control) return this.#control;
     return this.#store.bytes[reg - DS1307_REGISTERS.ramStart] ?? 0;
   }
 
   #writeRegister(reg: number, value: number): void {
-    if (reg < TIME_REGISTERS) {
-      if (this.#snapshot) this.#snapshot[reg] = value;
-      this.#timeWritten = true;
-    } else if (reg === DS1307_REGISTERS.control) {
-      this.#control = value & CONTROL_MASK;
-    } else {
+    if (reg < TIME_REGISTERS) this.#latch.set(reg, value);
+    else if (reg === DS1307_REGISTERS.control) this.#control = value & CONTROL_MASK;
+    else {
       const offset = reg - DS1307_REGISTERS.ramStart;
       this.#store.bytes[offset] = value;
       this.#ramDirty.mark(offset);
     }
-  }
-
-  #stop(): void {
-    const snapshot = this.#snapshot;
-    this.#snapshot = null;
-    if (this.#timeWritten && snapshot) {
-      this.#timeWritten = false;
-      const seconds = snapshot[0] ?? 0;
-      this.#twelveHour = ((snapshot[2] ?? 0) & HOUR_12) !== 0;
-      const time = decodeTime(snapshot);
-      const weekday = ((((snapshot[3] ?? 1) & 0x07) + 6) % 7) + 1; // 3 bits; 0 counts as 7
-      if (seconds & CLOCK_HALT) this.#frozenMs = time;
-      else {
-        this.#frozenMs = null;
-        this.#offsetMs = time - this.#now();
-      }
-      this.#setWeekday(weekday, time);
-    }
-    this.#ramDirty.commit(this.#store);
   }
 }
 
@@ -276,44 +187,22 @@ const schema = {
       maxLength: DS1307_RAM_SIZE,
       description: "RAM content when no file exists",
     },
-    time: {
-      type: "string",
-      pattern: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?/,
-      patternText: 'an ISO 8601 time like "2024-05-01T12:00:00Z"',
-      description: "initial clock time (default: the host clock)",
-    },
+    time: timeOptionSchema,
     halted: { type: "boolean", description: "start with the clock halted (CH bit set)" },
   },
 } as const;
 
-function parseTime(text: string): number {
-  const ms = Date.parse(text);
-  if (!Number.isFinite(ms)) {
-    throw new ModelError(
-      MODEL_ERROR_CODES.badValue,
-      `expected an ISO 8601 time, got ${JSON.stringify(text)}`,
-    );
-  }
-  const year = new Date(ms).getUTCFullYear();
-  if (year < 2000 || year > 2099) {
-    throw new ModelError(
-      MODEL_ERROR_CODES.badValue,
-      `the DS1307 counts years 2000..2099, got ${text}`,
-    );
-  }
-  return ms;
-}
-
 /** The DS1307 ModelDefinition with an injectable host clock (tests pass a fake one). */
-export function ds1307Model(clock: Ds1307Clock = { now: Date.now }): ModelDefinition {
+export function ds1307Model(clock: HostClock = systemClock): ModelDefinition {
   return {
     name: "ds1307",
+    linuxDriver: "rtc rtc-ds1307",
     description:
       "DS1307 real-time clock with 56 bytes of RAM (time = host clock + guest-set offset)",
     options: schema,
     create(options, context): SimDevice {
       const o = validateOptions(schema, options, "ds1307");
-      const startTime = o.time === undefined ? undefined : parseTime(o.time);
+      const startTime = o.time === undefined ? undefined : parseRtcTime(o.time, "DS1307", YEARS);
       const store = openModelStore(context, o.backing, DS1307_RAM_SIZE, o.initial, 0x00);
       const chip = new Ds1307Chip(clock, store, startTime, o.halted ?? false);
       const backed = o.backing !== undefined;
@@ -321,16 +210,12 @@ export function ds1307Model(clock: Ds1307Clock = { now: Date.now }): ModelDefini
         targets: [chip.target],
         memory: storeMemory(store),
         properties: {
-          time: {
-            description: "clock time, ISO 8601 UTC (set: any ISO 8601 time in 2000..2099)",
-            get: () => new Date(Math.floor(chip.clockTime / SECOND_MS) * SECOND_MS).toISOString(),
-            set: (text) => chip.setTime(parseTime(text)),
-          },
+          time: timeProperty(chip.clock, "DS1307", YEARS),
           halted: booleanProperty(
             "clock halted (CH bit)",
-            () => chip.halted,
+            () => chip.clock.halted,
             (v) => {
-              chip.halted = v;
+              chip.clock.halted = v;
             },
           ),
         },

@@ -4,28 +4,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import fc from "fast-check";
-import type { I2cMessage } from "../bus.js";
+import { r, w } from "../../../test/helpers/i2c-messages.js";
 import { createModel, findModel, ModelError, modelContext, type SimDevice } from "../model.js";
 import { SimBus, simTargets } from "../sim-bus.js";
-import { EEPROM_GEOMETRIES } from "./eeprom.js";
+import { EEPROM_GEOMETRIES, type EepromGeometry, eepromModel } from "./eeprom.js";
 
 const ADDR = 0x50;
-const w = (addr: number, ...bytes: number[]): I2cMessage => ({
-  addr,
-  read: false,
-  buf: Uint8Array.from(bytes),
-});
-const r = (addr: number, len: number): I2cMessage => ({
-  addr,
-  read: true,
-  buf: new Uint8Array(len),
-});
 
+/**
+ * A chip without its write cycle (tests of memory and pointer rules run transfers back to back,
+ * which a chip in its cycle would NACK); the cycle has its own tests below.
+ */
 function setup(name = "24c02", options: Record<string, unknown> = {}, baseDir?: string) {
   const context = modelContext(
     baseDir === undefined ? { address: ADDR } : { address: ADDR, baseDir },
   );
-  const device: SimDevice = findModel(name).create(options, context);
+  const device: SimDevice = findModel(name).create({ writeCycleMs: 0, ...options }, context);
   const bus = new SimBus(simTargets(new Map([[ADDR, device]])));
   const pointer = () => device.properties?.pointer?.get();
   const memory = () => {
@@ -278,7 +272,7 @@ describe("EEPROM options", () => {
       [{ initial: "00".repeat(257) }, /at most 256/],
       [
         { backng: "a.bin" },
-        /options\.backng: expected no such option \(known: backing, initial, readOnly\)/,
+        /options\.backng: expected no such option \(known: backing, initial, readOnly, writeCycleMs\)/,
       ],
     ];
     for (const [options, message] of cases) {
@@ -381,5 +375,61 @@ describe("EEPROM saveState / restoreState", () => {
     }
     assert.equal(pointer(), 0);
     assert.deepEqual(memory(), new Uint8Array(256).fill(0xff));
+  });
+});
+
+describe("EEPROM write cycle (writeCycleMs)", () => {
+  const geometry = EEPROM_GEOMETRIES.find((g) => g.name === "24c16");
+  assert.ok(geometry);
+  /** A 24c16 (8 targets) whose write cycle runs on a clock the test moves. */
+  function cycling(writeCycleMs?: number) {
+    const clock = { ms: 1000, now: () => clock.ms };
+    const options = writeCycleMs === undefined ? {} : { writeCycleMs };
+    const device = eepromModel(geometry as EepromGeometry, clock).create(
+      options,
+      modelContext({ address: ADDR }),
+    );
+    const bus = new SimBus(simTargets(new Map([[ADDR, device]])));
+    const readByte = (target = ADDR) => {
+      const msgs = [w(target, 0x00), r(target, 1)];
+      return bus.transfer(msgs) === 2 ? msgs[1]?.buf[0] : "nack";
+    };
+    return { clock, bus, readByte };
+  }
+
+  it("NACKs every target of the chip for tWR after a write's STOP, then answers with the new data", () => {
+    const { clock, bus, readByte } = cycling(5);
+    assert.equal(bus.transfer([w(ADDR, 0x00, 0x42)]), 1);
+    assert.equal(readByte(), "nack", "busy right after the STOP");
+    assert.equal(readByte(ADDR + 7), "nack", "on every block address");
+    clock.ms += 4.9;
+    assert.equal(bus.transfer([w(ADDR, 0x00, 0x43)]), 0, "a write during the cycle is NACKed too");
+    clock.ms += 0.1;
+    assert.equal(readByte(), 0x42, "the cycle is over 5 ms after the STOP");
+  });
+
+  it("starts no cycle for a word address alone, nor when it is 0", () => {
+    const { bus, readByte } = cycling(5);
+    assert.equal(bus.transfer([w(ADDR, 0x10)]), 1);
+    assert.equal(readByte(), 0xff);
+    const off = cycling(0);
+    assert.equal(off.bus.transfer([w(ADDR, 0x00, 0x42)]), 1);
+    assert.equal(off.readByte(), 0x42);
+  });
+
+  it("runs a 5 ms cycle when the option is left out, as the datasheets' tWR", () => {
+    const { clock, bus, readByte } = cycling();
+    assert.equal(bus.transfer([w(ADDR, 0x00, 0x42)]), 1);
+    clock.ms += 4.9;
+    assert.equal(readByte(), "nack");
+    clock.ms += 0.1;
+    assert.equal(readByte(), 0x42);
+  });
+
+  it("refuses a write cycle past 100 ms", () => {
+    assert.throws(
+      () => findModel("24c02").create({ writeCycleMs: 101 }, modelContext({ address: ADDR })),
+      (e: unknown) => e instanceof ModelError && /writeCycleMs/.test(e.message),
+    );
   });
 });

@@ -48,6 +48,23 @@ export const EEPROM_GEOMETRIES: readonly EepromGeometry[] = [
 ];
 
 const BLOCK = 256;
+/** Longest write cycle an option may ask for: datasheets give 5 or 10 ms; at24 waits 25 ms at most. */
+const MAX_WRITE_CYCLE_MS = 100;
+/** tWR of the 24Cxx datasheets (Microchip, Atmel, ST): what a driver written for the chip meets. */
+const DEFAULT_WRITE_CYCLE_MS = 5;
+
+/** Monotonic milliseconds (the write cycle's clock; tests pass a fake one). */
+export interface EepromClock {
+  now(): number;
+}
+
+const monotonicClock: EepromClock = { now: () => performance.now() };
+
+/** The internal write cycle (tWR): its length, and the clock that times it. */
+export interface WriteCycle {
+  readonly ms: number;
+  readonly clock: EepromClock;
+}
 
 /** Options of every EEPROM model. */
 function eepromSchema(size: number) {
@@ -57,6 +74,12 @@ function eepromSchema(size: number) {
       backing: { type: "string", description: "file holding the memory (relative to the config)" },
       initial: { type: "hex-bytes", maxLength: size, description: "content when no file exists" },
       readOnly: { type: "boolean", description: "WP pin: writes are acknowledged and ignored" },
+      writeCycleMs: {
+        type: "integer",
+        min: 0,
+        max: MAX_WRITE_CYCLE_MS,
+        description: `internal write cycle (tWR): the chip NACKs its address for this long after a write's STOP (default ${DEFAULT_WRITE_CYCLE_MS}, as 24Cxx datasheets give; 0: no cycle)`,
+      },
     },
   } as const;
 }
@@ -84,13 +107,19 @@ function eepromStateSchema(size: number) {
  * - the write cycle starts at STOP: written bytes are committed then (and written through to the
  *   backing file), and discarded when a repeated START comes first;
  * - reads return bytes from the pointer and auto-increment, rolling over at the end of the memory;
- * - the pointer persists between transfers and is shared by all targets (current-address read).
+ * - the pointer persists between transfers and is shared by all targets (current-address read);
+ * - with a write cycle, the chip NACKs its address (on every target) from the STOP that committed
+ *   data bytes until the cycle ends, as the at24 driver expects (it retries for up to 25 ms); a
+ *   write of the word address alone (a random read's first half) starts no cycle.
  */
 export class EepromChip {
   readonly geometry: EepromGeometry;
   readonly targets: readonly I2cDeviceModel[];
   readonly #store: BackingStore;
   readonly #readOnly: boolean;
+  readonly #writeCycle: WriteCycle | null;
+  /** When the current write cycle ends (clock ms); the chip NACKs until then. */
+  #busyUntil = Number.NEGATIVE_INFINITY;
   #pointer = 0;
   #writing = false;
   #addressBytesPending = 0;
@@ -98,10 +127,16 @@ export class EepromChip {
   /** Bytes written since the last START, by memory offset, committed at STOP. */
   readonly #pending = new Map<number, number>();
 
-  constructor(geometry: EepromGeometry, store: BackingStore, readOnly = false) {
+  constructor(
+    geometry: EepromGeometry,
+    store: BackingStore,
+    readOnly = false,
+    writeCycle: WriteCycle | null = null,
+  ) {
     this.geometry = geometry;
     this.#store = store;
     this.#readOnly = readOnly;
+    this.#writeCycle = writeCycle !== null && writeCycle.ms > 0 ? writeCycle : null;
     const blocks = geometry.addressBytes === 1 ? Math.max(1, geometry.size / BLOCK) : 1;
     this.targets = Array.from({ length: blocks }, (_, block) => this.#target(block));
   }
@@ -126,6 +161,11 @@ export class EepromChip {
   }
 
   #start(block: number, read: boolean): boolean {
+    // The clock is read only while a cycle may run: reading it costs more than the rest of a START.
+    if (this.#writeCycle !== null && this.#busyUntil !== Number.NEGATIVE_INFINITY) {
+      if (this.#writeCycle.clock.now() < this.#busyUntil) return false;
+      this.#busyUntil = Number.NEGATIVE_INFINITY;
+    }
     // A repeated START before STOP aborts the write cycle. (Clearing an empty Map still allocates.)
     if (this.#pending.size > 0) this.#pending.clear();
     this.#writing = !read;
@@ -176,23 +216,32 @@ export class EepromChip {
     }
     this.#pending.clear();
     dirty.commit(this.#store);
+    // The cycle runs whether or not the bytes changed: the chip programs the page regardless.
+    if (this.#writeCycle !== null) {
+      this.#busyUntil = this.#writeCycle.clock.now() + this.#writeCycle.ms;
+    }
   }
 }
 
-/** The ModelDefinition of one EEPROM type. */
-export function eepromModel(geometry: EepromGeometry): ModelDefinition {
+/** The ModelDefinition of one EEPROM type; `clock` times the write cycle (tests pass a fake one). */
+export function eepromModel(
+  geometry: EepromGeometry,
+  clock: EepromClock = monotonicClock,
+): ModelDefinition {
   const schema = eepromSchema(geometry.size);
   const stateSchema = eepromStateSchema(geometry.size);
   const blocks = geometry.addressBytes === 1 && geometry.size > BLOCK ? geometry.size / BLOCK : 1;
   const where = blocks > 1 ? `, answers on ${blocks} consecutive addresses` : "";
   return {
     name: geometry.name,
+    linuxDriver: "at24",
     description: `${geometry.size}-byte EEPROM, ${geometry.pageSize}-byte pages, ${geometry.addressBytes * 8}-bit word address${where}`,
     options: schema,
     create(options, context: ModelContext): SimDevice {
       const o = validateOptions(schema, options, geometry.name);
       const store = openModelStore(context, o.backing, geometry.size, o.initial);
-      const chip = new EepromChip(geometry, store, o.readOnly ?? false);
+      const writeCycle = { ms: o.writeCycleMs ?? DEFAULT_WRITE_CYCLE_MS, clock };
+      const chip = new EepromChip(geometry, store, o.readOnly ?? false, writeCycle);
       const backed = o.backing !== undefined;
       return {
         targets: chip.targets,
@@ -214,4 +263,6 @@ export function eepromModel(geometry: EepromGeometry): ModelDefinition {
 }
 
 /** One ModelDefinition per EEPROM type ("24c01" ... "24c512"). */
-export const eepromModels: readonly ModelDefinition[] = EEPROM_GEOMETRIES.map(eepromModel);
+export const eepromModels: readonly ModelDefinition[] = EEPROM_GEOMETRIES.map((geometry) =>
+  eepromModel(geometry),
+);

@@ -14,7 +14,10 @@ const w = (...bytes: number[]): I2cMessage => ({
 });
 const r = (len: number): I2cMessage => ({ addr: ADDR, read: true, buf: new Uint8Array(len) });
 
-function setup(name: "lm75" | "lm75a" = "lm75", options: Record<string, unknown> = {}) {
+function setup(
+  name: "lm75" | "lm75a" | "tmp75" | "tmp275" = "lm75",
+  options: Record<string, unknown> = {},
+) {
   const device = findModel(name).create(options, modelContext({ address: ADDR }));
   const bus = new SimBus(simTargets(new Map([[ADDR, device]])));
   const prop = (key: string) => {
@@ -218,5 +221,68 @@ describe("LM75 saveState / restoreState", () => {
     }
     assert.equal(prop("temperature").get(), 22);
     assert.deepEqual(readReg(0), [0x16, 0x00]);
+  });
+});
+
+describe("TMP75 / TMP275 (lm75 driver, device_params[tmp75])", () => {
+  for (const name of ["tmp75", "tmp275"] as const) {
+    it(`${name}: powers on at 9 bits; lm75_probe's set_mask 3 << 5 gives 12 bits`, () => {
+      const { bus, readReg } = setup(name, { temperature: 21.3125 });
+      assert.deepEqual(readReg(1, 1), [0x00]);
+      assert.deepEqual(readReg(0), [0x15, 0x80], "9 bits: 21.5 °C");
+      assert.deepEqual(readReg(2), [0x4b, 0x00], "T_LOW 75 °C");
+      assert.deepEqual(readReg(3), [0x50, 0x00], "T_HIGH 80 °C");
+      assert.equal(bus.transfer([w(1, 0x60)]), 1);
+      assert.deepEqual(readReg(0), [0x15, 0x50], "12 bits: 21.3125 °C");
+    });
+  }
+
+  it("R1:R0 choose 9..12 bits (lm75_update_interval writes them)", () => {
+    const { bus, readReg, prop } = setup("tmp75", { temperature: -10.4375 });
+    // 0.5, 0.25, 0.125 and 0.0625 °C steps, rounded to the nearest (half up)
+    const expected = [-10.5, -10.5, -10.375, -10.4375];
+    expected.forEach((celsius, r1r0) => {
+      assert.equal(bus.transfer([w(1, r1r0 << 5)]), 1);
+      const [msb = 0, lsb = 0] = readReg(0);
+      assert.equal(decodeLm75Temperature((msb << 8) | lsb, 12), celsius, `R1:R0 = ${r1r0}`);
+    });
+    assert.equal(prop("temperature").get(), -10.4375);
+  });
+
+  it("limits keep 12 bits; OS reads 0; one-shot in shutdown converts once", () => {
+    const { bus, readReg, prop } = setup("tmp75", { temperature: 20 });
+    assert.equal(bus.transfer([w(3, 0x12, 0x3f)]), 1);
+    assert.deepEqual(readReg(3), [0x12, 0x30]);
+    assert.equal(bus.transfer([w(1, 0x61)]), 1); // 12 bits, shutdown
+    prop("temperature").set?.("30");
+    assert.deepEqual(readReg(0), [0x14, 0x00], "shut down: the last conversion");
+    assert.equal(bus.transfer([w(1, 0xe1)]), 1); // OS: one conversion
+    assert.deepEqual(readReg(1, 1), [0x61]);
+    assert.deepEqual(readReg(0), [0x1e, 0x00]);
+    prop("temperature").set?.("35");
+    assert.deepEqual(readReg(0), [0x1e, 0x00], "still shut down");
+  });
+
+  it("refuses temperatures outside -40..125", () => {
+    const { prop } = setup("tmp275");
+    assert.throws(
+      () => prop("temperature").set?.("-41"),
+      (e: unknown) => e instanceof ModelError && e.code === "I2C_MODEL_BAD_VALUE",
+    );
+  });
+
+  it("a successor keeps the resolution, limits and frozen reading", () => {
+    const saved = setup("tmp275", { temperature: 33.0625 });
+    const fresh = setup("tmp275");
+    assert.equal(saved.bus.transfer([w(1, 0x41)]), 1); // 11 bits, shutdown
+    saved.prop("temperature").set?.("-5");
+    assert.equal(saved.bus.transfer([w(2, 0x20, 0x10)]), 1);
+    fresh.device.restoreState?.(JSON.parse(JSON.stringify(saved.device.saveState?.())));
+    for (const reg of [0, 1, 2, 3]) assert.deepEqual(fresh.readReg(reg), saved.readReg(reg));
+    assert.deepEqual(
+      fresh.readReg(0),
+      [0x21, 0x00],
+      "converted at 9 bits before the shutdown: 33.0",
+    );
   });
 });

@@ -327,6 +327,9 @@ function validated<S extends OptionSchema>(
   return normalised as OptionValue<S>;
 }
 
+/** The schema of a saved byte register. */
+export const byteState = { type: "integer", min: 0, max: 0xff } as const;
+
 /** Parses an integer written as decimal, hex ("0x10") or binary ("0b101"); null when it is not one. */
 export function parseInteger(text: string): number | null {
   const t = text.trim();

@@ -75,3 +75,27 @@ describe("RegisterFile", () => {
     assert.equal(file.write(Uint8Array.of(1)), false);
   });
 });
+
+describe("RegisterFile nextRegister", () => {
+  it("moves the pointer where the chip does: within a pair, for reads and writes", () => {
+    const values = [10, 11, 12, 13];
+    const file = new RegisterFile(
+      { count: 4, nextRegister: (reg) => reg ^ 1 },
+      {
+        read: (reg) => values[reg] ?? 0,
+        write: (reg, value) => {
+          values[reg] = value;
+        },
+      },
+    );
+    file.start(false);
+    file.write(Uint8Array.of(2, 0x22, 0x33, 0x44));
+    file.stop();
+    assert.deepEqual(values, [10, 11, 0x44, 0x33]);
+    file.start(true);
+    const into = new Uint8Array(3);
+    file.read(into);
+    file.stop();
+    assert.deepEqual([...into], [0x33, 0x44, 0x33], "the pointer stays in the pair");
+  });
+});

@@ -71,6 +71,11 @@ export interface RegisterFileOptions {
    * writing past a register's bytes repeats the same register (LM75).
    */
   readonly autoIncrement?: boolean;
+  /**
+   * The register after `reg`, for chips whose pointer moves otherwise than to the next address
+   * (PCA9555: to the other register of a pair). Takes precedence over `autoIncrement`.
+   */
+  readonly nextRegister?: (reg: number) => number;
   /** Bits of the address that select a register (e.g. 0x03); default: the address modulo `count`. */
   readonly pointerMask?: number;
 }
@@ -97,6 +102,7 @@ export class RegisterFile implements I2cDeviceModel {
   readonly #width: (reg: number) => number;
   readonly #littleEndian: boolean;
   readonly #autoIncrement: boolean;
+  readonly #nextRegister: ((reg: number) => number) | undefined;
   readonly #pointerMask: number | undefined;
   #writing = false;
   #addressBytesPending = 0;
@@ -113,6 +119,7 @@ export class RegisterFile implements I2cDeviceModel {
     this.#width = typeof width === "number" ? () => width : width;
     this.#littleEndian = options.littleEndian ?? false;
     this.#autoIncrement = options.autoIncrement ?? true;
+    this.#nextRegister = options.nextRegister;
     this.#pointerMask = options.pointerMask;
   }
 
@@ -171,6 +178,7 @@ export class RegisterFile implements I2cDeviceModel {
   #endRegister(): void {
     this.#byteIndex = 0;
     this.#value = 0;
-    if (this.#autoIncrement) this.pointer.next();
+    if (this.#nextRegister) this.pointer.value = this.#nextRegister(this.pointer.value);
+    else if (this.#autoIncrement) this.pointer.next();
   }
 }
