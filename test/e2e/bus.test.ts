@@ -12,7 +12,9 @@
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { it } from "node:test";
+import { memoryEepromArgs, writeConfig } from "../helpers/configured-daemon.js";
 import type { DaemonProcess } from "../helpers/daemon.js";
+import { memoryEeprom } from "../helpers/eeprom.js";
 import type { GuestRun } from "../helpers/guest.js";
 import {
   describeOrSkip,
@@ -89,7 +91,7 @@ function eepromScript(fill: Uint8Array | null, probeOffset: number, probe: numbe
 }
 
 /**
- * Fills the EEPROM at 0x50 of a `sim:0x50=24c02` daemon (started with `daemonArgs` added) with the
+ * Fills the EEPROM at 0x50 (a 24c02 without write cycle) of a daemon (started with `daemonArgs` added) with the
  * pattern of `seed` from the guest, then runs and checks `eepromScript`; returns the stopped daemon.
  */
 async function guestFilledEepromCheck(
@@ -99,7 +101,11 @@ async function guestFilledEepromCheck(
   probe: number,
   options: { daemonArgs?: readonly string[]; qemuArgs?: readonly string[] } = {},
 ): Promise<DaemonProcess> {
-  const daemon = await bench.startDaemon(["-l", "sim:0x50=24c02", ...(options.daemonArgs ?? [])]);
+  // Page writes back to back, then reads: memory without the chip's write cycle.
+  const daemon = await bench.startDaemon([
+    ...memoryEepromArgs(bench.dir),
+    ...(options.daemonArgs ?? []),
+  ]);
   const pattern = eepromPattern(EEPROM_SIZE, seed);
   const run = await bench.boot(eepromScript(pattern, probeOffset, probe), options);
   assertEepromRun(run, pattern, probe);
@@ -123,9 +129,10 @@ function assertEepromRun(run: GuestRun, contents: Uint8Array, probe: number): vo
 describeOrSkip("guest on the emulated bus", { skip, timeout: TEST_TIMEOUT_MS }, () => {
   it("lists the i2c_virtio adapter; a quick-write scan shows exactly the configured addresses; unlisted addresses NACK, also as a second message", async () => {
     await withGuestBench(images, async (bench) => {
+      const eeproms = [memoryEeprom("24c02", 0x50), memoryEeprom("24c02", 0x53)];
       const daemon = await bench.startDaemon([
-        "-l",
-        "sim:0x50=24c02:0x53=24c02",
+        "--config",
+        writeConfig(bench.dir, eeproms),
         "--log-level",
         "debug",
       ]);

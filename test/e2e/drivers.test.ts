@@ -12,6 +12,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { it } from "node:test";
 import {
+  ackPollLine,
   ConsoleWatch,
   consoleOrExit,
   controlCommand,
@@ -50,13 +51,15 @@ async function at24Check(
   const octal = NVMEM_WRITE.bytes.map((byte) => `\\${byte.toString(8).padStart(3, "0")}`).join("");
   const run = await bench.boot(
     [
-      fill ? eepromFillScript(0x50, fill, 8) : "",
+      // The chip has its 5 ms write cycle: the fill waits for it after each page, as datasheets advise.
+      fill ? eepromFillScript(0x50, fill, 8, 0, { ackPolling: true }) : "",
       ...bindScript("24c02", 0x50),
       `echo "RESULT before $(${odHexCommand(AT24_NVMEM)})"`,
       `printf '${octal}' | dd of=${AT24_NVMEM} bs=1 seek=${NVMEM_WRITE.offset} conv=notrunc 2>/dev/null`,
       'echo "RESULT write_status $?"',
       `echo "RESULT after $(${odHexCommand(AT24_NVMEM)})"`,
       `echo 0x50 > ${DELETE_DEVICE}`,
+      ackPollLine(0x50),
       `echo "RESULT raw $(i2ctransfer -y 0 w1@0x50 ${hex(NVMEM_WRITE.offset)} r${NVMEM_WRITE.bytes.length}@0x50)"`,
     ].join("\n"),
   );

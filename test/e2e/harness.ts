@@ -426,13 +426,15 @@ export function eepromPattern(size: number, seed: number): Uint8Array {
 
 /**
  * Guest shell lines writing `bytes` to an EEPROM at `address` on bus 0, one page per i2ctransfer
- * (word address, then the page's data) from `startOffset` on, as datasheet-conforming page writes.
+ * (word address, then the page's data) from `startOffset` on, as datasheet-conforming page writes;
+ * with `ackPolling`, each write is followed by ackPollLine (a chip with its write cycle).
  */
 export function eepromFillScript(
   address: number,
   bytes: Uint8Array,
   pageSize: number,
   startOffset = 0,
+  options: { ackPolling?: boolean } = {},
 ): string {
   if (startOffset % pageSize !== 0) throw new RangeError("startOffset must be page-aligned");
   const lines: string[] = [];
@@ -440,8 +442,18 @@ export function eepromFillScript(
     const data = [...bytes.subarray(page, page + pageSize)].map(hex);
     const offset = hex(startOffset + page);
     lines.push(`i2ctransfer -y 0 w${data.length + 1}@${hex(address)} ${offset} ${data.join(" ")}`);
+    if (options.ackPolling) lines.push(ackPollLine(address));
   }
   return lines.join("\n");
+}
+
+/**
+ * A guest line that waits, as 24Cxx datasheets advise after a write, until the chip at `address`
+ * acknowledges again (its write cycle is over): reads until one succeeds, 200 tries at most.
+ * i2ctransfer cannot tell (it exits 0 after a NACK), i2cget can.
+ */
+export function ackPollLine(address: number): string {
+  return `n=0; until i2cget -y 0 ${hex(address)} >/dev/null 2>&1 || [ $n -ge 200 ]; do n=$((n + 1)); done`;
 }
 
 /** `0x..` with two digits, as i2c-tools print bytes. */

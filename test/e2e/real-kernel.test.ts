@@ -14,6 +14,7 @@
 import assert from "node:assert/strict";
 import { it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { memoryEepromArgs } from "../helpers/configured-daemon.js";
 import {
   findGuestImages,
   noGuestImageReason,
@@ -336,7 +337,7 @@ cat /tmp/a.log
         const host = await startServerDaemon(
           evidence,
           "host daemon",
-          ["-s", prefix, "-l", "sim:0x50=24c02"],
+          ["-s", prefix, ...memoryEepromArgs(dir)],
           [`${prefix}0`],
         );
         const msgs = (count: number) =>
