@@ -402,7 +402,21 @@ export class ChipFaults {
 /** Waits `ms` milliseconds without blocking the thread. */
 export type Sleep = (ms: number) => Promise<void>;
 
-const sleep: Sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Waits at least `ms` on the monotonic clock: a timer may fire a fraction of a millisecond early
+ * against performance.now() (libuv counts whole milliseconds), and a stall must never be shorter than
+ * asked.
+ */
+const sleep: Sleep = (ms) =>
+  new Promise((resolve) => {
+    const until = performance.now() + ms;
+    const check = () => {
+      const left = until - performance.now();
+      if (left <= 0) resolve();
+      else setTimeout(check, left);
+    };
+    setTimeout(check, ms);
+  });
 
 /** What a transfer's faults decided, before the inner bus runs it. */
 interface Plan {
